@@ -1,0 +1,250 @@
+/* catalog.c — the schema catalog: schemas/catalog.json + schemas/NAME.avsc,
+ * embedded at build time, parsed once, immutable afterwards. */
+#include "embedded.h"
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+struct ev_schema {
+    int32_t id;
+    char *name;       /* full name */
+    const char *short_name;
+    char *topic;
+    char *key_field;
+    avro_schema_t avro;
+    avro_value_iface_t *iface;
+    const char *json;
+};
+
+static struct {
+    ev_schema *schemas;
+    size_t count;
+    json_t *fields; /* record full name -> its "fields" array, for defaults */
+    int err;
+    char errstr[256];
+} catalog;
+
+static pthread_once_t catalog_once = PTHREAD_ONCE_INIT;
+
+int ev__fail(char *errstr, size_t errstr_size, int err, const char *fmt, ...)
+{
+    if (errstr && errstr_size > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errstr, errstr_size, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}
+
+const char *ev_err_str(int err)
+{
+    switch (err) {
+    case EV_OK: return "ok";
+    case EV_ERR_INVALID: return "invalid";
+    case EV_ERR_UNKNOWN_SCHEMA: return "unknown schema";
+    case EV_ERR_TRUNCATED: return "truncated";
+    case EV_ERR_CORRUPT: return "corrupt";
+    case EV_ERR_IO: return "i/o error";
+    case EV_ERR_TIMED_OUT: return "timed out";
+    case EV_ERR_END: return "end of log";
+    case EV_ERR_NOMEM: return "out of memory";
+    case EV_ERR_FATAL: return "fatal";
+    default: return "unknown error";
+    }
+}
+
+static const ev__embedded_schema *find_file(const char *short_name)
+{
+    char file[256];
+    snprintf(file, sizeof(file), "%s.avsc", short_name);
+    for (size_t i = 0; i < ev__embedded_schema_count; i++)
+        if (strcmp(ev__embedded_schemas[i].file, file) == 0)
+            return &ev__embedded_schemas[i];
+    return NULL;
+}
+
+/* Remembers the "fields" of every record defined in a schema's JSON, under
+ * the record's full name, so defaults can be found later. */
+static void collect_fields(json_t *j, const char *ns)
+{
+    size_t i;
+    json_t *item;
+    if (json_is_array(j)) {
+        json_array_foreach(j, i, item) collect_fields(item, ns);
+        return;
+    }
+    if (!json_is_object(j))
+        return;
+    const char *type = json_string_value(json_object_get(j, "type"));
+    if (type && strcmp(type, "record") == 0) {
+        const char *name = json_string_value(json_object_get(j, "name"));
+        const char *own_ns = json_string_value(json_object_get(j, "namespace"));
+        char full[256];
+        if (own_ns)
+            ns = own_ns;
+        if (!name)
+            return;
+        snprintf(full, sizeof(full), "%s%s%s", strchr(name, '.') || !ns ? "" : ns,
+                 strchr(name, '.') || !ns ? "" : ".", name);
+        json_t *fields = json_object_get(j, "fields");
+        json_object_set(catalog.fields, full, fields);
+        json_array_foreach(fields, i, item) collect_fields(json_object_get(item, "type"), ns);
+        return;
+    }
+    collect_fields(json_object_get(j, "type"), ns);
+    collect_fields(json_object_get(j, "items"), ns);
+    collect_fields(json_object_get(j, "values"), ns);
+}
+
+json_t *ev__field_default(avro_schema_t record, size_t index)
+{
+    const char *ns = avro_schema_namespace(record);
+    char full[256];
+    snprintf(full, sizeof(full), "%s%s%s", ns ? ns : "", ns ? "." : "", avro_schema_name(record));
+    json_t *field = json_array_get(json_object_get(catalog.fields, full), index);
+    return json_object_get(field, "default");
+}
+
+/* Adds one catalog entry: finds its .avsc, parses it, checks its name. */
+static int add_entry(const char *topic, const char *key_field, const char *name, json_t *id)
+{
+    ev_schema *s = &catalog.schemas[catalog.count];
+    const char *dot = strrchr(name, '.');
+    const char *short_name = dot ? dot + 1 : name;
+    const ev__embedded_schema *file = find_file(short_name);
+
+    if (!json_is_integer(id) || json_integer_value(id) <= 0 || json_integer_value(id) > INT32_MAX)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/catalog.json: %s: expected a positive integer id", name);
+    if (!file)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/catalog.json: %s: no schemas/%s.avsc", name, short_name);
+    for (size_t i = 0; i < catalog.count; i++)
+        if (catalog.schemas[i].id == (int32_t)json_integer_value(id))
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                            "schemas/catalog.json: %s: id %d already used by %s", name,
+                            (int)json_integer_value(id), catalog.schemas[i].name);
+    if (avro_schema_from_json_length(file->text, file->len, &s->avro) != 0)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/%s: %s", file->file, avro_strerror());
+    const char *ns = avro_schema_namespace(s->avro);
+    char full[256];
+    snprintf(full, sizeof(full), "%s%s%s", ns ? ns : "", ns ? "." : "", avro_schema_name(s->avro));
+    if (strcmp(full, name) != 0) {
+        avro_schema_decref(s->avro);
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/%s: record is named %s, catalog says %s", file->file, full,
+                        name);
+    }
+    json_t *doc = json_loadb(file->text, file->len, 0, NULL);
+    collect_fields(doc, NULL);
+    json_decref(doc);
+    s->id = (int32_t)json_integer_value(id);
+    s->name = strdup(name);
+    s->short_name = strrchr(s->name, '.') ? strrchr(s->name, '.') + 1 : s->name;
+    s->topic = strdup(topic);
+    s->key_field = strdup(key_field);
+    s->iface = avro_generic_class_from_schema(s->avro);
+    s->json = file->text;
+    catalog.count++;
+    return 0;
+}
+
+static void catalog_load(void)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(ev__catalog_json, ev__catalog_json_len, 0, &jerr);
+    json_t *topics = json_object_get(root, "topics");
+    const char *topic;
+    json_t *tv;
+    size_t total = 0;
+
+    catalog.fields = json_object();
+
+    if (!json_is_object(topics)) {
+        catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                               "schemas/catalog.json:%d: expected an object with \"topics\" (%s)",
+                               jerr.line, root ? "no topics" : jerr.text);
+        goto out;
+    }
+    json_object_foreach(topics, topic, tv) total += json_object_size(json_object_get(tv, "records"));
+    catalog.schemas = calloc(total ? total : 1, sizeof(*catalog.schemas));
+    json_object_foreach(topics, topic, tv)
+    {
+        json_t *key = json_object_get(tv, "key");
+        json_t *records = json_object_get(tv, "records");
+        const char *name;
+        json_t *id;
+        if (!json_is_string(key) || !json_is_object(records)) {
+            catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                                   "schemas/catalog.json: topic %s: expected \"key\" (string) "
+                                   "and \"records\" (object)", topic);
+            goto out;
+        }
+        json_object_foreach(records, name, id)
+        {
+            catalog.err = add_entry(topic, json_string_value(key), name, id);
+            if (catalog.err)
+                goto out;
+        }
+    }
+    if (catalog.count != ev__embedded_schema_count)
+        catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                               "schemas/: %zu .avsc files but %zu catalog entries",
+                               ev__embedded_schema_count, catalog.count);
+out:
+    json_decref(root);
+}
+
+int ev_catalog_init(char *errstr, size_t errstr_size)
+{
+    pthread_once(&catalog_once, catalog_load);
+    if (catalog.err)
+        return ev__fail(errstr, errstr_size, catalog.err, "%s", catalog.errstr);
+    return 0;
+}
+
+const ev_schema *ev_schema_by_name(const char *name)
+{
+    if (ev_catalog_init(NULL, 0) || !name)
+        return NULL;
+    for (size_t i = 0; i < catalog.count; i++)
+        if (strcmp(catalog.schemas[i].name, name) == 0 ||
+            strcmp(catalog.schemas[i].short_name, name) == 0)
+            return &catalog.schemas[i];
+    return NULL;
+}
+
+const ev_schema *ev_schema_by_id(int32_t id)
+{
+    if (ev_catalog_init(NULL, 0))
+        return NULL;
+    for (size_t i = 0; i < catalog.count; i++)
+        if (catalog.schemas[i].id == id)
+            return &catalog.schemas[i];
+    return NULL;
+}
+
+size_t ev_schema_count(void)
+{
+    return ev_catalog_init(NULL, 0) ? 0 : catalog.count;
+}
+
+const ev_schema *ev_schema_at(size_t i)
+{
+    return i < ev_schema_count() ? &catalog.schemas[i] : NULL;
+}
+
+int32_t ev_schema_id(const ev_schema *s) { return s->id; }
+const char *ev_schema_name(const ev_schema *s) { return s->name; }
+const char *ev_schema_short_name(const ev_schema *s) { return s->short_name; }
+const char *ev_schema_topic(const ev_schema *s) { return s->topic; }
+const char *ev_schema_key_field(const ev_schema *s) { return s->key_field; }
+avro_schema_t ev_schema_avro(const ev_schema *s) { return s->avro; }
+const char *ev_schema_json(const ev_schema *s) { return s->json; }
+avro_value_iface_t *ev__schema_iface(const ev_schema *s) { return s->iface; }
+
+size_t ev__schema_index(const ev_schema *s) { return (size_t)(s - catalog.schemas); }

@@ -1,0 +1,163 @@
+/* codec.c — Confluent framing (0x00, 4-byte big-endian schema id, Avro
+ * binary) over avro-c generic values, with one reusable value per record
+ * type and one growable output buffer per codec. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CODEC_INITIAL_BUF (64 * 1024)
+
+struct ev_codec {
+    avro_value_t *values; /* one per catalog entry; iface NULL until used */
+    size_t value_count;
+    avro_writer_t writer;
+    avro_reader_t reader;
+    char *buf;
+    size_t buf_size;
+};
+
+ev_codec *ev_codec_new(void)
+{
+    ev_codec *c = calloc(1, sizeof(*c));
+    if (!c || ev_catalog_init(NULL, 0))
+        goto fail;
+    c->value_count = ev_schema_count();
+    c->values = calloc(c->value_count, sizeof(*c->values));
+    c->buf_size = CODEC_INITIAL_BUF;
+    c->buf = malloc(c->buf_size);
+    c->writer = avro_writer_memory(c->buf, (int64_t)c->buf_size);
+    c->reader = avro_reader_memory("", 0);
+    if (!c->values || !c->buf || !c->writer || !c->reader)
+        goto fail;
+    return c;
+fail:
+    ev_codec_destroy(c);
+    return NULL;
+}
+
+void ev_codec_destroy(ev_codec *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; c->values && i < c->value_count; i++)
+        if (c->values[i].iface)
+            avro_value_decref(&c->values[i]);
+    free(c->values);
+    if (c->writer)
+        avro_writer_free(c->writer);
+    if (c->reader)
+        avro_reader_free(c->reader);
+    free(c->buf);
+    free(c);
+}
+
+int ev_codec_value(ev_codec *c, const ev_schema *s, avro_value_t **value)
+{
+    avro_value_t *v = &c->values[ev__schema_index(s)];
+    if (!v->iface) {
+        if (avro_generic_value_new(ev__schema_iface(s), v) != 0) {
+            v->iface = NULL;
+            return EV_ERR_NOMEM;
+        }
+    } else {
+        avro_value_reset(v);
+    }
+    *value = v;
+    return 0;
+}
+
+int ev_frame_schema_id(const void *buf, size_t len, int32_t *id)
+{
+    const unsigned char *p = buf;
+    if (len < EV_FRAME_HEADER_LEN)
+        return EV_ERR_TRUNCATED;
+    if (p[0] != EV_FRAME_MAGIC)
+        return EV_ERR_CORRUPT;
+    *id = (int32_t)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]);
+    return 0;
+}
+
+int ev_codec_encode(ev_codec *c, const ev_schema *s, avro_value_t *value, const void **out,
+                    size_t *out_len, char *errstr, size_t errstr_size)
+{
+    uint32_t id = (uint32_t)ev_schema_id(s);
+    int rc;
+
+    if (avro_value_get_schema(value) != ev_schema_avro(s) &&
+        !avro_schema_equal(avro_value_get_schema(value), ev_schema_avro(s)))
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "encode %s: value is of another schema", ev_schema_name(s));
+    /* Try the current buffer first; size exactly and retry when it is full. */
+    avro_writer_memory_set_dest(c->writer, c->buf + EV_FRAME_HEADER_LEN,
+                                (int64_t)(c->buf_size - EV_FRAME_HEADER_LEN));
+    rc = avro_value_write(c->writer, value);
+    if (rc == ENOSPC) {
+        size_t need = 0;
+        if (avro_value_sizeof(value, &need) != 0)
+            return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "encode %s: %s",
+                            ev_schema_name(s), avro_strerror());
+        char *nb = realloc(c->buf, need + EV_FRAME_HEADER_LEN);
+        if (!nb)
+            return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "encode %s: %zu bytes",
+                            ev_schema_name(s), need);
+        c->buf = nb;
+        c->buf_size = need + EV_FRAME_HEADER_LEN;
+        avro_writer_memory_set_dest(c->writer, c->buf + EV_FRAME_HEADER_LEN, (int64_t)need);
+        rc = avro_value_write(c->writer, value);
+    }
+    if (rc != 0)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "encode %s: %s", ev_schema_name(s),
+                        avro_strerror());
+    c->buf[0] = EV_FRAME_MAGIC;
+    c->buf[1] = (char)(id >> 24);
+    c->buf[2] = (char)(id >> 16);
+    c->buf[3] = (char)(id >> 8);
+    c->buf[4] = (char)id;
+    *out = c->buf;
+    *out_len = EV_FRAME_HEADER_LEN + (size_t)avro_writer_tell(c->writer);
+    return 0;
+}
+
+int ev_codec_decode(ev_codec *c, const void *buf, size_t len, const ev_schema **schema,
+                    avro_value_t **value, char *errstr, size_t errstr_size)
+{
+    int32_t id = 0;
+    int rc = ev_frame_schema_id(buf, len, &id);
+    const ev_schema *s;
+    avro_value_t *v;
+
+    if (rc == EV_ERR_TRUNCATED)
+        return ev__fail(errstr, errstr_size, rc,
+                        "frame: %zu bytes, expected at least %d (magic + schema id)", len,
+                        EV_FRAME_HEADER_LEN);
+    if (rc)
+        return ev__fail(errstr, errstr_size, rc, "frame: byte 0 is 0x%02x, expected 0x00",
+                        ((const unsigned char *)buf)[0]);
+    s = ev_schema_by_id(id);
+    if (!s)
+        return ev__fail(errstr, errstr_size, EV_ERR_UNKNOWN_SCHEMA,
+                        "frame: schema id %d is not in schemas/catalog.json", id);
+    rc = ev_codec_value(c, s, &v);
+    if (rc)
+        return ev__fail(errstr, errstr_size, rc, "decode %s: out of memory", ev_schema_name(s));
+    avro_reader_memory_set_source(c->reader, (const char *)buf + EV_FRAME_HEADER_LEN,
+                                  (int64_t)(len - EV_FRAME_HEADER_LEN));
+    rc = avro_value_read(c->reader, v);
+    if (rc == ENOSPC)
+        return ev__fail(errstr, errstr_size, EV_ERR_TRUNCATED,
+                        "decode %s (id %d): record ends early in %zu bytes", ev_schema_name(s),
+                        id, len);
+    if (rc)
+        return ev__fail(errstr, errstr_size, EV_ERR_CORRUPT, "decode %s (id %d): %s",
+                        ev_schema_name(s), id, avro_strerror());
+    char extra;
+    if (avro_read(c->reader, &extra, 1) == 0) /* avro_reader_is_eof ignores memory readers */
+        return ev__fail(errstr, errstr_size, EV_ERR_CORRUPT,
+                        "decode %s (id %d): trailing bytes after the record", ev_schema_name(s),
+                        id);
+    *schema = s;
+    *value = v;
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* internal.h — shared internals of libevents (ev__ prefix, not exported). */
+#ifndef MSRS_EV_INTERNAL_H
+#define MSRS_EV_INTERNAL_H
+#include "ev.h"
+#include <stdarg.h>
+
+/* Writes a formatted message into errstr (if any) and returns err. */
+int ev__fail(char *errstr, size_t errstr_size, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Monotonic clock in ms, for timeouts. */
+int64_t ev__mono_ms(void);
+
+/* The reusable generic value interface of a schema (owned by the catalog). */
+avro_value_iface_t *ev__schema_iface(const ev_schema *s);
+/* The default (from the .avsc) of field index of a catalog record or of a
+ * record nested in one; NULL when the field has none. Borrowed. */
+json_t *ev__field_default(avro_schema_t record, size_t index);
+/* The position of s in the catalog, in [0, ev_schema_count()). */
+size_t ev__schema_index(const ev_schema *s);
+
+/* CloudEvents: builds the six headers of an event into h[EV__CE_HEADERS].
+ * Strings are copied into storage, which must outlive the headers. */
+#define EV__CE_HEADERS 6
+typedef struct ev__ce_storage {
+    char id[EV_ID_MAX];
+    char source[EV_SOURCE_MAX];
+    char time[48];
+} ev__ce_storage;
+void ev__ce_headers(const ev_schema *s, const ev_emit_opts *opts, const char *default_source,
+                    ev__ce_storage *st, ev_header h[EV__CE_HEADERS]);
+
+#endif

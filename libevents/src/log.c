@@ -1,0 +1,180 @@
+/* log.c — the log front: picks the backend from the URI scheme, prefixes
+ * topics, and turns events into framed records with CloudEvents headers. */
+#include "log_backend.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct ev_log {
+    const ev__backend *backend;
+    void *impl;
+    char prefix[64];
+    char source[EV_SOURCE_MAX];
+    ev_codec *codec; /* for ev_log_emit; created on first use */
+};
+
+static const ev__backend *const backends[] = {&ev__backend_sqlite, &ev__backend_kafka,
+                                               &ev__backend_mock};
+
+int ev__topic_valid(const char *topic)
+{
+    size_t len = strlen(topic);
+    if (len == 0 || len > 249)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = topic[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_size)
+{
+    const char *uri = ev_conf_get(conf, "log", NULL);
+    const char *prefix = ev_conf_get(conf, "topic.prefix", "msrs.");
+    const char *colon;
+    ev_log *log;
+    int rc;
+
+    *out = NULL;
+    if (!uri || !*uri)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "no log configured: pass --log sqlite:PATH or kafka:HOST:PORT "
+                        "(or set MSRS_LOG)");
+    colon = strchr(uri, ':');
+    size_t scheme_len = colon ? (size_t)(colon - uri) : strlen(uri);
+    const ev__backend *backend = NULL;
+    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+        if (strlen(backends[i]->scheme) == scheme_len &&
+            strncmp(backends[i]->scheme, uri, scheme_len) == 0)
+            backend = backends[i];
+    if (!backend)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "log '%s': unknown scheme, expected sqlite:PATH, kafka:HOST:PORT[,...] "
+                        "or mock[:HOST:PORT]", uri);
+    if (strlen(prefix) >= sizeof(log->prefix) || (*prefix && !ev__topic_valid(prefix)))
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "config topic.prefix '%s': expected up to 63 of [A-Za-z0-9._-]", prefix);
+    log = calloc(1, sizeof(*log));
+    if (!log)
+        return EV_ERR_NOMEM;
+    log->backend = backend;
+    snprintf(log->prefix, sizeof(log->prefix), "%s", prefix);
+    snprintf(log->source, sizeof(log->source), "%s", ev_conf_get(conf, "source", "msrs"));
+    rc = backend->open(&log->impl, backend->scheme, colon ? colon + 1 : "", conf, errstr,
+                       errstr_size);
+    if (rc) {
+        free(log);
+        return rc;
+    }
+    *out = log;
+    return 0;
+}
+
+void ev_log_destroy(ev_log *log)
+{
+    if (!log)
+        return;
+    log->backend->close(log->impl);
+    ev_codec_destroy(log->codec);
+    free(log);
+}
+
+const char *ev_log_backend(const ev_log *log) { return log->backend->scheme; }
+
+const char *ev_log_topic(const ev_log *log, const char *name, char *buf, size_t size)
+{
+    size_t plen = strlen(log->prefix);
+    if (strncmp(name, log->prefix, plen) == 0)
+        snprintf(buf, size, "%s", name);
+    else
+        snprintf(buf, size, "%s%s", log->prefix, name);
+    return buf;
+}
+
+int ev_log_produce(ev_log *log, const char *topic, const void *key, size_t key_len,
+                   const void *value, size_t value_len, const ev_header *headers,
+                   size_t header_count, int64_t timestamp_ms, char *errstr, size_t errstr_size)
+{
+    if (!ev__topic_valid(topic))
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "topic '%s': expected 1-249 of [A-Za-z0-9._-]", topic);
+    if (timestamp_ms <= 0)
+        timestamp_ms = ev_now_ns() / 1000000;
+    return log->backend->produce(log->impl, topic, key, key_len, value, value_len, headers,
+                                 header_count, timestamp_ms, errstr, errstr_size);
+}
+
+int ev_log_emit(ev_log *log, const ev_schema *s, const char *key, avro_value_t *value,
+                const ev_emit_opts *opts, char *errstr, size_t errstr_size)
+{
+    ev__ce_storage st;
+    ev_header h[EV__CE_HEADERS];
+    char topic[320];
+    const void *buf;
+    size_t len;
+    int rc;
+
+    if (!key || !*key)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "emit %s: empty key (%s)",
+                        ev_schema_name(s), ev_schema_key_field(s));
+    if (!log->codec && !(log->codec = ev_codec_new()))
+        return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "emit: out of memory");
+    rc = ev_codec_encode(log->codec, s, value, &buf, &len, errstr, errstr_size);
+    if (rc)
+        return rc;
+    ev__ce_headers(s, opts, log->source, &st, h);
+    ev_log_topic(log, ev_schema_topic(s), topic, sizeof(topic));
+    return ev_log_produce(log, topic, key, strlen(key), buf, len, h, EV__CE_HEADERS,
+                          (opts && opts->time_ns ? opts->time_ns : ev_now_ns()) / 1000000,
+                          errstr, errstr_size);
+}
+
+int ev_log_flush(ev_log *log, int timeout_ms, char *errstr, size_t errstr_size)
+{
+    return log->backend->flush(log->impl, timeout_ms, errstr, errstr_size);
+}
+
+static int check_topics(const char *const *topics, size_t n, char *errstr, size_t errstr_size)
+{
+    if (n == 0)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "no topic to consume");
+    for (size_t i = 0; i < n; i++)
+        if (!ev__topic_valid(topics[i]))
+            return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                            "topic '%s': expected 1-249 of [A-Za-z0-9._-]", topics[i]);
+    return 0;
+}
+
+int ev_log_subscribe(ev_log *log, const char *cursor, const char *const *topics,
+                     size_t topic_count, char *errstr, size_t errstr_size)
+{
+    int rc = check_topics(topics, topic_count, errstr, errstr_size);
+    if (rc)
+        return rc;
+    if (!cursor || !*cursor)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "subscribe: empty cursor name");
+    return log->backend->subscribe(log->impl, cursor, topics, topic_count, errstr, errstr_size);
+}
+
+int ev_log_assign(ev_log *log, const char *const *topics, size_t topic_count, ev_from from,
+                  char *errstr, size_t errstr_size)
+{
+    int rc = check_topics(topics, topic_count, errstr, errstr_size);
+    if (rc)
+        return rc;
+    return log->backend->assign(log->impl, topics, topic_count, from, errstr, errstr_size);
+}
+
+int ev_log_poll(ev_log *log, int timeout_ms, const ev_msg **msg, char *errstr,
+                size_t errstr_size)
+{
+    return log->backend->poll(log->impl, timeout_ms, msg, errstr, errstr_size);
+}
+
+int ev_log_commit(ev_log *log, char *errstr, size_t errstr_size)
+{
+    return log->backend->commit(log->impl, errstr, errstr_size);
+}

@@ -1,0 +1,35 @@
+/* log_backend.h — the interface every log backend implements (internal).
+ * log.c parses the URI and dispatches; a backend is one file behind this
+ * table (log_sqlite.c, log_kafka.c). Semantics are those of ev.h's ev_log_*
+ * functions with the same names. */
+#ifndef MSRS_EV_LOG_BACKEND_H
+#define MSRS_EV_LOG_BACKEND_H
+#include "internal.h"
+
+typedef struct ev__backend {
+    const char *scheme;
+    /* target is the URI after "scheme:"; *impl receives the backend state. */
+    int (*open)(void **impl, const char *scheme, const char *target, const ev_conf *conf,
+                char *errstr, size_t errstr_size);
+    void (*close)(void *impl);
+    int (*produce)(void *impl, const char *topic, const void *key, size_t key_len,
+                   const void *value, size_t value_len, const ev_header *headers,
+                   size_t header_count, int64_t timestamp_ms, char *errstr, size_t errstr_size);
+    int (*flush)(void *impl, int timeout_ms, char *errstr, size_t errstr_size);
+    int (*subscribe)(void *impl, const char *cursor, const char *const *topics,
+                     size_t topic_count, char *errstr, size_t errstr_size);
+    int (*assign)(void *impl, const char *const *topics, size_t topic_count, ev_from from,
+                  char *errstr, size_t errstr_size);
+    int (*poll)(void *impl, int timeout_ms, const ev_msg **msg, char *errstr,
+                size_t errstr_size);
+    int (*commit)(void *impl, char *errstr, size_t errstr_size);
+} ev__backend;
+
+extern const ev__backend ev__backend_sqlite;
+extern const ev__backend ev__backend_kafka;
+extern const ev__backend ev__backend_mock;
+
+/* Topic names follow Kafka's rule: 1-249 of [A-Za-z0-9._-]. */
+int ev__topic_valid(const char *topic);
+
+#endif

@@ -1,0 +1,554 @@
+/* log_kafka.c — the Kafka log through librdkafka: an idempotent producer
+ * (murmur2_random, so keys land where Java clients put them) and a consumer
+ * whose group is the named cursor. Scheme "mock" is the same code against
+ * librdkafka's mock cluster: "mock:" alone starts one inside this process,
+ * "mock:HOST:PORT" talks to the one msrs-mockbroker hosts. */
+#include "log_backend.h"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
+#include <string.h>
+
+#define KAFKA_MAX_HEADERS 32
+
+typedef struct part_state {
+    char *topic;
+    int32_t partition;
+    int at_eof;
+} part_state;
+
+typedef struct kafka_log {
+    char bootstrap[1024];
+    ev_conf *props;         /* kafka.* properties, prefix removed */
+    rd_kafka_t *mock_host;  /* owns the in-process mock cluster, if any */
+    rd_kafka_mock_cluster_t *mcluster;
+    rd_kafka_t *producer, *consumer;
+    int64_t failed;         /* delivery failures since the last flush */
+    char failure[256];      /* the first of them */
+    /* consumer */
+    int assigned;           /* assign mode (no cursor) */
+    part_state *parts;      /* what this consumer reads now, for EV_ERR_END */
+    size_t part_count;
+    int end_reported;
+    rd_kafka_message_t *current;
+    ev_msg msg;
+    ev_header headers[KAFKA_MAX_HEADERS];
+} kafka_log;
+
+static void parts_clear(kafka_log *k);
+
+/* Called by rd_kafka_poll/flush on the producing thread. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    kafka_log *k = opaque;
+    (void)rk;
+    if (m->err) {
+        if (k->failed++ == 0)
+            snprintf(k->failure, sizeof(k->failure), "%s: %s",
+                     m->rkt ? rd_kafka_topic_name(m->rkt) : "?", rd_kafka_err2str(m->err));
+    }
+}
+
+typedef struct conf_ctx {
+    rd_kafka_conf_t *rk_conf;
+    char *errstr;
+    size_t n;
+} conf_ctx;
+
+static int set_prop(void *opaque, const char *key, const char *value)
+{
+    conf_ctx *c = opaque;
+    char err[256];
+    if (rd_kafka_conf_set(c->rk_conf, key, value, err, sizeof(err)) != RD_KAFKA_CONF_OK)
+        return ev__fail(c->errstr, c->n, EV_ERR_INVALID, "config kafka.%s=%s: %s", key, value,
+                        err);
+    return 0;
+}
+
+static int copy_prop(void *opaque, const char *key, const char *value)
+{
+    return ev_conf_set(opaque, key, value);
+}
+
+/* Builds an rd_kafka_conf_t: our defaults, then the user's kafka.* keys. */
+static rd_kafka_conf_t *make_conf(kafka_log *k, const char *const *defaults, char *errstr,
+                                  size_t n)
+{
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    conf_ctx ctx = {c, errstr, n};
+    if (set_prop(&ctx, "bootstrap.servers", k->bootstrap))
+        goto fail;
+    for (size_t i = 0; defaults[i]; i += 2)
+        if (set_prop(&ctx, defaults[i], defaults[i + 1]))
+            goto fail;
+    if (ev_conf_foreach(k->props, "", set_prop, &ctx))
+        goto fail;
+    rd_kafka_conf_set_opaque(c, k);
+    return c;
+fail:
+    rd_kafka_conf_destroy(c);
+    return NULL;
+}
+
+static void kafka_close(void *impl)
+{
+    kafka_log *k = impl;
+    if (!k)
+        return;
+    if (k->current)
+        rd_kafka_message_destroy(k->current);
+    if (k->consumer) {
+        rd_kafka_consumer_close(k->consumer);
+        rd_kafka_destroy(k->consumer);
+    }
+    if (k->producer) {
+        rd_kafka_flush(k->producer, 5000);
+        rd_kafka_destroy(k->producer);
+    }
+    if (k->mcluster)
+        rd_kafka_mock_cluster_destroy(k->mcluster);
+    if (k->mock_host)
+        rd_kafka_destroy(k->mock_host);
+    parts_clear(k);
+    ev_conf_destroy(k->props);
+    free(k);
+}
+
+static int start_mock(kafka_log *k, char *errstr, size_t n)
+{
+    char err[256];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set(c, "log_level", "3", NULL, 0);
+    k->mock_host = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
+    if (!k->mock_host) {
+        rd_kafka_conf_destroy(c);
+        return ev__fail(errstr, n, EV_ERR_IO, "mock: %s", err);
+    }
+    k->mcluster = rd_kafka_mock_cluster_new(k->mock_host, 1);
+    if (!k->mcluster)
+        return ev__fail(errstr, n, EV_ERR_IO, "mock: cannot start a mock cluster");
+    snprintf(k->bootstrap, sizeof(k->bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(k->mcluster));
+    return 0;
+}
+
+static int kafka_open_common(void **impl, const char *scheme, const char *target,
+                             const ev_conf *conf, char *errstr, size_t n)
+{
+    kafka_log *k = calloc(1, sizeof(*k));
+    int rc = 0;
+    if (!k || !(k->props = ev_conf_new())) {
+        free(k);
+        return EV_ERR_NOMEM;
+    }
+    if ((rc = ev_conf_foreach(conf, "kafka.", copy_prop, k->props)))
+        goto fail;
+    if (*target) {
+        snprintf(k->bootstrap, sizeof(k->bootstrap), "%s", target);
+    } else if (strcmp(scheme, "mock") == 0) {
+        if ((rc = start_mock(k, errstr, n)))
+            goto fail;
+    } else {
+        rc = ev__fail(errstr, n, EV_ERR_INVALID, "log 'kafka:': expected kafka:HOST:PORT[,...]");
+        goto fail;
+    }
+    /* Check the properties now, so a typo fails at start, not at first use. */
+    static const char *const none[] = {NULL};
+    rd_kafka_conf_t *probe = make_conf(k, none, errstr, n);
+    if (!probe) {
+        rc = EV_ERR_INVALID;
+        goto fail;
+    }
+    rd_kafka_conf_destroy(probe);
+    *impl = k;
+    return 0;
+fail:
+    kafka_close(k);
+    return rc;
+}
+
+/* ------------------------------------------------------------- producer */
+
+static int ensure_producer(kafka_log *k, char *errstr, size_t n)
+{
+    static const char *const defaults[] = {
+        "enable.idempotence", "true",
+        "acks", "all",
+        "partitioner", "murmur2_random",
+        "linger.ms", "5",
+        "queue.buffering.max.messages", "1000000",
+        "queue.buffering.max.kbytes", "1048576",
+        "batch.num.messages", "10000",
+        "message.max.bytes", "16777216",
+        "log_level", "3",
+        NULL};
+    char err[512];
+    rd_kafka_conf_t *c;
+    if (k->producer)
+        return 0;
+    if (!(c = make_conf(k, defaults, errstr, n)))
+        return EV_ERR_INVALID;
+    rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
+    k->producer = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
+    if (!k->producer) {
+        rd_kafka_conf_destroy(c);
+        return ev__fail(errstr, n, EV_ERR_INVALID, "kafka producer: %s", err);
+    }
+    return 0;
+}
+
+static int kafka_produce(void *impl, const char *topic, const void *key, size_t key_len,
+                         const void *value, size_t value_len, const ev_header *headers,
+                         size_t header_count, int64_t timestamp_ms, char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    rd_kafka_resp_err_t err;
+    int rc = ensure_producer(k, errstr, n);
+    if (rc)
+        return rc;
+    for (int attempt = 0;; attempt++) {
+        rd_kafka_headers_t *hdrs = rd_kafka_headers_new(header_count);
+        for (size_t i = 0; i < header_count; i++)
+            rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
+                                (ssize_t)headers[i].value_len);
+        err = rd_kafka_producev(k->producer, RD_KAFKA_V_TOPIC(topic),
+                                RD_KAFKA_V_KEY((void *)key, key_len),
+                                RD_KAFKA_V_VALUE((void *)value, value_len),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_HEADERS(hdrs),
+                                RD_KAFKA_V_END);
+        if (!err)
+            break;
+        rd_kafka_headers_destroy(hdrs);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && attempt < 1000) {
+            rd_kafka_poll(k->producer, 10); /* backpressure: wait for deliveries */
+            continue;
+        }
+        return ev__fail(errstr, n, err == RD_KAFKA_RESP_ERR__FATAL ? EV_ERR_FATAL : EV_ERR_IO,
+                        "%s: produce: %s", topic, rd_kafka_err2str(err));
+    }
+    rd_kafka_poll(k->producer, 0);
+    return 0;
+}
+
+static int kafka_flush(void *impl, int timeout_ms, char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    if (!k->producer)
+        return 0;
+    rd_kafka_resp_err_t err = rd_kafka_flush(k->producer, timeout_ms);
+    if (k->failed) {
+        int rc = ev__fail(errstr, n, EV_ERR_IO, "%lld records not acknowledged, first: %s",
+                          (long long)k->failed, k->failure);
+        k->failed = 0;
+        return rc;
+    }
+    if (err == RD_KAFKA_RESP_ERR__TIMED_OUT)
+        return ev__fail(errstr, n, EV_ERR_TIMED_OUT, "%d records still in flight after %d ms",
+                        rd_kafka_outq_len(k->producer), timeout_ms);
+    return 0;
+}
+
+/* ------------------------------------------------------------- consumer */
+
+static void parts_clear(kafka_log *k)
+{
+    for (size_t i = 0; i < k->part_count; i++)
+        free(k->parts[i].topic);
+    free(k->parts);
+    k->parts = NULL;
+    k->part_count = 0;
+}
+
+static int parts_set(kafka_log *k, const rd_kafka_topic_partition_list_t *l)
+{
+    parts_clear(k);
+    k->end_reported = 0;
+    k->parts = calloc(l->cnt > 0 ? (size_t)l->cnt : 1, sizeof(*k->parts));
+    if (!k->parts)
+        return EV_ERR_NOMEM;
+    for (int i = 0; i < l->cnt; i++) {
+        k->parts[i].topic = strdup(l->elems[i].topic);
+        k->parts[i].partition = l->elems[i].partition;
+    }
+    k->part_count = (size_t)l->cnt;
+    return 0;
+}
+
+/* Runs inside rd_kafka_consumer_poll, on the polling thread: keeps the list
+ * of partitions this group member reads, so EV_ERR_END works with cursors. */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    kafka_log *k = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        parts_set(k, parts);
+        rd_kafka_assign(rk, parts);
+    } else {
+        parts_clear(k);
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static int ensure_consumer(kafka_log *k, const char *group, char *errstr, size_t n)
+{
+    static const char *const defaults[] = {
+        "enable.auto.commit", "false",
+        "enable.auto.offset.store", "true",
+        "auto.offset.reset", "earliest",
+        "enable.partition.eof", "true",
+        "queued.min.messages", "1000000",
+        "fetch.wait.max.ms", "10",
+        "session.timeout.ms", "6000",
+        "heartbeat.interval.ms", "500",
+        "allow.auto.create.topics", "true",
+        "log_level", "3",
+        NULL};
+    char err[512];
+    rd_kafka_conf_t *c;
+    if (k->consumer) {
+        return ev__fail(errstr, n, EV_ERR_INVALID,
+                        "a log handle consumes once: open another to subscribe or assign again");
+    }
+    if (!(c = make_conf(k, defaults, errstr, n)))
+        return EV_ERR_INVALID;
+    rd_kafka_conf_set_rebalance_cb(c, on_rebalance);
+    if (rd_kafka_conf_set(c, "group.id", group, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(c);
+        return ev__fail(errstr, n, EV_ERR_INVALID, "cursor '%s': %s", group, err);
+    }
+    k->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+    if (!k->consumer) {
+        rd_kafka_conf_destroy(c);
+        return ev__fail(errstr, n, EV_ERR_INVALID, "kafka consumer: %s", err);
+    }
+    rd_kafka_poll_set_consumer(k->consumer);
+    return 0;
+}
+
+static rd_kafka_topic_partition_list_t *topic_list(const char *const *topics, size_t count)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)count);
+    for (size_t i = 0; i < count; i++)
+        rd_kafka_topic_partition_list_add(l, topics[i], RD_KAFKA_PARTITION_UA);
+    return l;
+}
+
+static int kafka_subscribe(void *impl, const char *cursor, const char *const *topics,
+                           size_t count, char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    int rc = ensure_consumer(k, cursor, errstr, n);
+    if (rc)
+        return rc;
+    rd_kafka_topic_partition_list_t *l = topic_list(topics, count);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(k->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err)
+        return ev__fail(errstr, n, EV_ERR_IO, "subscribe: %s", rd_kafka_err2str(err));
+    k->assigned = 0;
+    return 0;
+}
+
+/* Number of partitions of topic; creates it on brokers that auto-create. */
+static int partition_count(kafka_log *k, const char *topic, int *count, char *errstr, size_t n)
+{
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(k->consumer, topic, NULL);
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TRANSPORT;
+    for (int attempt = 0; attempt < 20; attempt++) {
+        err = rd_kafka_metadata(k->consumer, 0, t, &md, 5000);
+        if (!err && md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
+            break;
+        if (!err) {
+            err = md->topic_cnt == 1 && md->topics[0].err ? md->topics[0].err
+                                                          : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+            rd_kafka_metadata_destroy(md);
+            md = NULL;
+        }
+        rd_kafka_poll(k->consumer, 100); /* topic being created: ask again */
+    }
+    rd_kafka_topic_destroy(t);
+    if (!md)
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: metadata: %s", topic, rd_kafka_err2str(err));
+    *count = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    return 0;
+}
+
+static int kafka_assign(void *impl, const char *const *topics, size_t count, ev_from from,
+                        char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    char group[96], id[EV_ID_MAX];
+    rd_kafka_topic_partition_list_t *l = NULL;
+    rd_kafka_resp_err_t err;
+    int rc;
+
+    ev_new_id(id);
+    snprintf(group, sizeof(group), "msrs-assign-%s", id); /* never committed */
+    if ((rc = ensure_consumer(k, group, errstr, n)))
+        return rc;
+    l = rd_kafka_topic_partition_list_new(16);
+    for (size_t i = 0; i < count; i++) {
+        int parts = 0;
+        if ((rc = partition_count(k, topics[i], &parts, errstr, n)))
+            goto out;
+        for (int p = 0; p < parts; p++) {
+            rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(l, topics[i], p);
+            tp->offset = from.kind == EV_FROM_BEGINNING ? RD_KAFKA_OFFSET_BEGINNING
+                         : from.kind == EV_FROM_END     ? RD_KAFKA_OFFSET_END
+                                                        : from.value;
+        }
+    }
+    if (from.kind == EV_FROM_TIME) {
+        err = rd_kafka_offsets_for_times(k->consumer, l, 10000);
+        if (err) {
+            rc = ev__fail(errstr, n, EV_ERR_IO, "seek by time: %s", rd_kafka_err2str(err));
+            goto out;
+        }
+        for (int i = 0; i < l->cnt; i++) /* no record at or after: start at the end */
+            if (l->elems[i].offset < 0)
+                l->elems[i].offset = RD_KAFKA_OFFSET_END;
+    }
+    if ((rc = parts_set(k, l)))
+        goto out;
+    err = rd_kafka_assign(k->consumer, l);
+    if (err)
+        rc = ev__fail(errstr, n, EV_ERR_IO, "assign: %s", rd_kafka_err2str(err));
+    k->assigned = 1;
+out:
+    if (l)
+        rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
+static part_state *find_part(kafka_log *k, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    for (size_t i = 0; i < k->part_count; i++)
+        if (k->parts[i].partition == m->partition && strcmp(k->parts[i].topic, topic) == 0)
+            return &k->parts[i];
+    return NULL;
+}
+
+static int all_at_eof(kafka_log *k)
+{
+    for (size_t i = 0; i < k->part_count; i++)
+        if (!k->parts[i].at_eof)
+            return 0;
+    return 1;
+}
+
+static void fill_msg(kafka_log *k, rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    k->msg.topic = rd_kafka_topic_name(m->rkt);
+    k->msg.partition = m->partition;
+    k->msg.offset = m->offset;
+    k->msg.timestamp_ms = rd_kafka_message_timestamp(m, NULL);
+    k->msg.key = m->key;
+    k->msg.key_len = m->key_len;
+    k->msg.value = m->payload;
+    k->msg.value_len = m->len;
+    k->msg.headers = k->headers;
+    k->msg.header_count = 0;
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char *name;
+        const void *val;
+        size_t len;
+        for (size_t i = 0; i < KAFKA_MAX_HEADERS &&
+                           rd_kafka_header_get_all(hdrs, i, &name, &val, &len) == 0;
+             i++)
+            k->headers[k->msg.header_count++] = (ev_header){name, val ? val : "", val ? len : 0};
+    }
+}
+
+static int kafka_poll(void *impl, int timeout_ms, const ev_msg **msg, char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    int64_t deadline = ev__mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    if (!k->consumer)
+        return ev__fail(errstr, n, EV_ERR_INVALID, "poll: neither subscribed nor assigned");
+    if (k->current) {
+        rd_kafka_message_destroy(k->current);
+        k->current = NULL;
+    }
+    for (;;) {
+        int64_t left = deadline - ev__mono_ms();
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->consumer, left > 0 ? (int)left : 0);
+        if (!m) {
+            if (ev__mono_ms() >= deadline)
+                return EV_ERR_TIMED_OUT;
+            continue;
+        }
+        if (!m->err) {
+            part_state *ps = find_part(k, m);
+            if (ps)
+                ps->at_eof = 0;
+            k->end_reported = 0;
+            k->current = m;
+            fill_msg(k, m);
+            *msg = &k->msg;
+            return 0;
+        }
+        rd_kafka_resp_err_t err = m->err;
+        if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            part_state *ps = find_part(k, m);
+            rd_kafka_message_destroy(m);
+            if (ps)
+                ps->at_eof = 1;
+            if (!k->end_reported && k->part_count > 0 && all_at_eof(k)) {
+                k->end_reported = 1;
+                return EV_ERR_END;
+            }
+            continue;
+        }
+        char text[256];
+        snprintf(text, sizeof(text), "%s", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+            err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
+            continue; /* subscribed before the topic exists: it will appear */
+        char fatal[256];
+        if (err == RD_KAFKA_RESP_ERR__FATAL &&
+            rd_kafka_fatal_error(k->consumer, fatal, sizeof(fatal)))
+            return ev__fail(errstr, n, EV_ERR_FATAL, "kafka consumer: %s", fatal);
+        return ev__fail(errstr, n, EV_ERR_IO, "kafka consumer: %s", text);
+    }
+}
+
+static int kafka_commit(void *impl, char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    if (!k->consumer || k->assigned)
+        return ev__fail(errstr, n, EV_ERR_INVALID, "commit: not subscribed with a cursor");
+    rd_kafka_resp_err_t err = rd_kafka_commit(k->consumer, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return ev__fail(errstr, n, EV_ERR_IO, "commit: %s", rd_kafka_err2str(err));
+    return 0;
+}
+
+const ev__backend ev__backend_kafka = {
+    .scheme = "kafka",
+    .open = kafka_open_common,
+    .close = kafka_close,
+    .produce = kafka_produce,
+    .flush = kafka_flush,
+    .subscribe = kafka_subscribe,
+    .assign = kafka_assign,
+    .poll = kafka_poll,
+    .commit = kafka_commit,
+};
+
+const ev__backend ev__backend_mock = {
+    .scheme = "mock",
+    .open = kafka_open_common,
+    .close = kafka_close,
+    .produce = kafka_produce,
+    .flush = kafka_flush,
+    .subscribe = kafka_subscribe,
+    .assign = kafka_assign,
+    .poll = kafka_poll,
+    .commit = kafka_commit,
+};

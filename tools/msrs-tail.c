@@ -1,0 +1,198 @@
+/* msrs-tail — prints the records of log topics as JSON, one object a line:
+ * {"topic", "partition", "offset", "timestamp", "key", "type", "id",
+ *  "source", "time", "value": <decoded Avro value>}. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: msrs-tail --log URI --topic NAME [--topic NAME...] [options]\n"
+            "Prints every record of the topics as one JSON object a line.\n\n"
+            "  --topic NAME       topic to read: a logical name (\"sessions\") gets the\n"
+            "                     topic.prefix, a full name is used as it is; \"all\" = every\n"
+            "                     topic of the catalog\n"
+            "  --from WHERE       beginning (default) | end | OFFSET | RFC 3339 time\n"
+            "  --follow           keep printing new records until interrupted\n"
+            "  --cursor NAME      read as a named cursor (resume where it stopped; commit\n"
+            "                     after each record printed); ignores --from\n"
+            "  --max N            stop after N records\n"
+            CLI_COMMON_HELP
+            "\nexit: 0 ok, 1 a record could not be decoded or the log failed, 2 usage\n");
+}
+
+static int parse_from(const char *s, ev_from *from)
+{
+    char *end;
+    if (strcmp(s, "beginning") == 0) {
+        *from = (ev_from){EV_FROM_BEGINNING, 0};
+        return 0;
+    }
+    if (strcmp(s, "end") == 0) {
+        *from = (ev_from){EV_FROM_END, 0};
+        return 0;
+    }
+    long long off = strtoll(s, &end, 10);
+    if (*s && *end == '\0' && off >= 0) {
+        *from = (ev_from){EV_FROM_OFFSET, off};
+        return 0;
+    }
+    int64_t ns;
+    if (ev_parse_time(s, strlen(s), &ns) == 0) {
+        *from = (ev_from){EV_FROM_TIME, ns / 1000000};
+        return 0;
+    }
+    return -1;
+}
+
+/* Prints msg as one JSON line; returns 0, or -1 when it could not decode. */
+static int print_record(ev_codec *codec, const ev_msg *m)
+{
+    char err[512], when[48];
+    ev_event ev;
+    json_t *value = NULL, *out;
+    int rc = ev_event_decode(codec, m, &ev, err, sizeof(err));
+    if (rc == 0)
+        rc = ev_value_to_json(ev.value, &value, err, sizeof(err));
+    out = json_pack("{s:s, s:i, s:I, s:I, s:s%}", "topic", m->topic, "partition",
+                    (int)m->partition, "offset", (json_int_t)m->offset, "timestamp",
+                    (json_int_t)m->timestamp_ms, "key", m->key ? (const char *)m->key : "",
+                    m->key_len);
+    if (rc == 0) {
+        json_object_set_new(out, "type", json_string(ev_schema_name(ev.schema)));
+        json_object_set_new(out, "id", json_string(ev.id));
+        json_object_set_new(out, "source", json_string(ev.source));
+        json_object_set_new(out, "time", json_string(ev_format_time(ev.time_ns, when, sizeof(when))));
+        json_object_set_new(out, "value", value);
+    } else {
+        json_object_set_new(out, "error", json_string(err));
+        fprintf(stderr, "msrs-tail: %s\n", err);
+    }
+    char *line = json_dumps(out, JSON_COMPACT | JSON_ENSURE_ASCII);
+    if (line) {
+        fputs(line, stdout);
+        fputc('\n', stdout);
+        free(line);
+    }
+    json_decref(out);
+    return rc ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
+                                              {"topic", required_argument, NULL, 't'},
+                                              {"from", required_argument, NULL, 'f'},
+                                              {"follow", no_argument, NULL, 'F'},
+                                              {"cursor", required_argument, NULL, 'C'},
+                                              {"max", required_argument, NULL, 'm'},
+                                              {NULL, 0, NULL, 0}};
+    cli_common common = {0};
+    const char *names[64];
+    size_t name_count = 0;
+    ev_from from = {EV_FROM_BEGINNING, 0};
+    const char *cursor = NULL;
+    int follow = 0, opt, exit_code = CLI_EXIT_OK;
+    long long max = -1, printed = 0;
+    char err[512];
+    ev_conf *conf = NULL;
+    ev_log *log = NULL;
+    ev_codec *codec = NULL;
+    char topics_buf[64][320];
+    const char *topics[64];
+    size_t topic_count = 0;
+
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (cli_common_opt(&common, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case 't':
+            if (name_count < 64)
+                names[name_count++] = optarg;
+            break;
+        case 'f':
+            if (parse_from(optarg, &from)) {
+                fprintf(stderr, "msrs-tail: --from '%s': expected beginning, end, an offset or "
+                                "an RFC 3339 time\n", optarg);
+                return CLI_EXIT_USAGE;
+            }
+            break;
+        case 'F': follow = 1; break;
+        case 'C': cursor = optarg; break;
+        case 'm': max = atoll(optarg); break;
+        default: usage(stderr); return CLI_EXIT_USAGE;
+        }
+    }
+    if (name_count == 0 || optind < argc) {
+        fprintf(stderr, "msrs-tail: %s\n", optind < argc ? "unexpected argument" : "--topic is required");
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (!(conf = cli_conf_build("msrs-tail", &common)))
+        return CLI_EXIT_USAGE;
+    if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&log, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs-tail: %s\n", err);
+        exit_code = CLI_EXIT_USAGE;
+        goto out;
+    }
+    for (size_t i = 0; i < name_count; i++) {
+        if (strcmp(names[i], "all") == 0) {
+            for (size_t k = 0; k < ev_schema_count() && topic_count < 64; k++) {
+                const char *t = ev_schema_topic(ev_schema_at(k));
+                ev_log_topic(log, t, topics_buf[topic_count], sizeof(topics_buf[0]));
+                int dup = 0;
+                for (size_t j = 0; j < topic_count; j++)
+                    dup |= strcmp(topics[j], topics_buf[topic_count]) == 0;
+                if (!dup) {
+                    topics[topic_count] = topics_buf[topic_count];
+                    topic_count++;
+                }
+            }
+        } else if (topic_count < 64) {
+            topics[topic_count] = ev_log_topic(log, names[i], topics_buf[topic_count], sizeof(topics_buf[0]));
+            topic_count++;
+        }
+    }
+    int rc = cursor ? ev_log_subscribe(log, cursor, topics, topic_count, err, sizeof(err))
+                    : ev_log_assign(log, topics, topic_count, from, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "msrs-tail: %s\n", err);
+        exit_code = CLI_EXIT_FAIL;
+        goto out;
+    }
+    codec = ev_codec_new();
+    cli_install_signals();
+    while (!cli_stop && (max < 0 || printed < max)) {
+        const ev_msg *m;
+        rc = ev_log_poll(log, 200, &m, err, sizeof(err));
+        if (rc == 0) {
+            if (print_record(codec, m))
+                exit_code = CLI_EXIT_FAIL;
+            printed++;
+            if (cursor && (rc = ev_log_commit(log, err, sizeof(err)))) {
+                fprintf(stderr, "msrs-tail: %s\n", err);
+                exit_code = CLI_EXIT_FAIL;
+                break;
+            }
+            continue;
+        }
+        if (rc == EV_ERR_END && !follow)
+            break;
+        if (rc == EV_ERR_TIMED_OUT || rc == EV_ERR_END)
+            continue;
+        fprintf(stderr, "msrs-tail: %s\n", err);
+        exit_code = CLI_EXIT_FAIL;
+        if (rc == EV_ERR_FATAL || rc == EV_ERR_INVALID)
+            break;
+    }
+    fflush(stdout);
+out:
+    ev_codec_destroy(codec);
+    ev_log_destroy(log);
+    ev_conf_destroy(conf);
+    return exit_code;
+}
