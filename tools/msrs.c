@@ -41,7 +41,7 @@ static int emit_one(ev_log *log, ev_codec *codec, const ev_schema *s, const char
     char err[512];
     json_error_t jerr;
     avro_value_t *v;
-    json_t *j = json_loads(text, 0, &jerr);
+    json_t *j = json_loads(text, JSON_ALLOW_NUL, &jerr);
     int rc;
     if (!j) {
         fprintf(stderr, "msrs emit: %s: column %d: %s\n", where, jerr.column, jerr.text);

@@ -31,6 +31,7 @@ typedef struct kafka_log {
     part_state *parts;      /* what this consumer reads now, for EV_ERR_END */
     size_t part_count;
     int end_reported;
+    int64_t min_time_ms;    /* assign by time: records older are skipped */
     rd_kafka_message_t *current;
     ev_msg msg;
     ev_header headers[KAFKA_MAX_HEADERS];
@@ -407,9 +408,13 @@ static int kafka_assign(void *impl, const char *const *topics, size_t count, ev_
             rc = ev__fail(errstr, n, EV_ERR_IO, "seek by time: %s", rd_kafka_err2str(err));
             goto out;
         }
-        for (int i = 0; i < l->cnt; i++) /* no record at or after: start at the end */
+        /* A broker answers -1 both for "no record at or after" and, the mock
+         * cluster, for "no time index": read such a partition from its start
+         * and skip older records here (min_time_ms), which is right either way. */
+        for (int i = 0; i < l->cnt; i++)
             if (l->elems[i].offset < 0)
-                l->elems[i].offset = RD_KAFKA_OFFSET_END;
+                l->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        k->min_time_ms = from.value;
     }
     if ((rc = parts_set(k, l)))
         goto out;
@@ -480,6 +485,10 @@ static int kafka_poll(void *impl, int timeout_ms, const ev_msg **msg, char *errs
         if (!m) {
             if (ev__mono_ms() >= deadline)
                 return EV_ERR_TIMED_OUT;
+            continue;
+        }
+        if (!m->err && k->min_time_ms && rd_kafka_message_timestamp(m, NULL) < k->min_time_ms) {
+            rd_kafka_message_destroy(m);
             continue;
         }
         if (!m->err) {

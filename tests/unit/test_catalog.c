@@ -1,0 +1,73 @@
+/* The embedded catalog: every record of DESIGN.md's topic table is there,
+ * with a unique fixed id, its topic and its key field. */
+#include "testutil.h"
+
+#include <string.h>
+
+START_TEST(catalog_loads)
+{
+    char err[256] = "";
+    ck_assert_msg(ev_catalog_init(err, sizeof(err)) == 0, "%s", err);
+    ck_assert_uint_eq(ev_schema_count(), 19);
+}
+END_TEST
+
+START_TEST(design_topics_and_records)
+{
+    static const char *const expected[][2] = {
+        {"NodeRegistered", "nodes"},        {"NodePlanned", "nodes"},
+        {"NodeHeartbeat", "nodes"},         {"NodeExpired", "nodes"},
+        {"DeviceRegistered", "devices"},    {"DeviceStatus", "devices"},
+        {"DeviceDisconnected", "devices"},  {"ClockOffsetMeasured", "devices"},
+        {"CollectionRequested", "sessions"}, {"SynchronizationCompleted", "sessions"},
+        {"CollectionStarted", "sessions"},  {"SyncMark", "sessions"},
+        {"CollectionStopped", "sessions"},  {"StartRecording", "commands"},
+        {"StopRecording", "commands"},      {"SyncNow", "commands"},
+        {"PresenceSnapshot", "presence"},   {"SensorSampleBatch", "samples"},
+        {"MediaPacket", "media"}};
+    for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++) {
+        const ev_schema *s = ev_schema_by_name(expected[i][0]);
+        ck_assert_msg(s != NULL, "%s missing", expected[i][0]);
+        ck_assert_str_eq(ev_schema_topic(s), expected[i][1]);
+        /* The key field exists in the record and is a string. */
+        int idx = avro_schema_record_field_get_index(ev_schema_avro(s), ev_schema_key_field(s));
+        ck_assert_msg(idx >= 0, "%s has no key field %s", expected[i][0], ev_schema_key_field(s));
+        ck_assert(is_avro_string(avro_schema_record_field_get_by_index(ev_schema_avro(s), idx)));
+    }
+}
+END_TEST
+
+START_TEST(lookup_by_full_name_and_id)
+{
+    const ev_schema *s = ev_schema_by_name("msrs.events.ClockOffsetMeasured");
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(ev_schema_id(s), 204);
+    ck_assert_ptr_eq(ev_schema_by_id(204), s);
+    ck_assert_str_eq(ev_schema_short_name(s), "ClockOffsetMeasured");
+    ck_assert_ptr_null(ev_schema_by_name("NoSuchRecord"));
+    ck_assert_ptr_null(ev_schema_by_name(NULL));
+    ck_assert_ptr_null(ev_schema_by_id(0));
+    ck_assert_ptr_null(ev_schema_by_id(-1));
+}
+END_TEST
+
+START_TEST(ids_unique)
+{
+    for (size_t i = 0; i < ev_schema_count(); i++)
+        for (size_t j = i + 1; j < ev_schema_count(); j++)
+            ck_assert_int_ne(ev_schema_id(ev_schema_at(i)), ev_schema_id(ev_schema_at(j)));
+    ck_assert_ptr_null(ev_schema_at(ev_schema_count()));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("catalog");
+    TCase *tc = tcase_create("catalog");
+    tcase_add_test(tc, catalog_loads);
+    tcase_add_test(tc, design_topics_and_records);
+    tcase_add_test(tc, lookup_by_full_name_and_id);
+    tcase_add_test(tc, ids_unique);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

@@ -1,0 +1,156 @@
+/* The reducers: lifecycle of nodes, devices and sessions; idempotent by
+ * event id; node expiry takes its devices out of the pool. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static ev_codec *codec;
+static ev_state *state;
+static void setup(void)
+{
+    codec = ev_codec_new();
+    state = ev_state_new();
+}
+static void teardown(void)
+{
+    ev_state_destroy(state);
+    ev_codec_destroy(codec);
+}
+
+static int apply(const char *id, int64_t t, const char *type, const char *json)
+{
+    char err[256];
+    ev_event ev = {0};
+    ev.schema = ev_schema_by_name(type);
+    ev.value = tu_value(codec, type, json);
+    snprintf(ev.id, sizeof(ev.id), "%s", id);
+    ev.time_ns = t;
+    return ev_state_apply(state, &ev, err, sizeof(err));
+}
+
+static json_t *get(const char *path1, const char *path2)
+{
+    json_t *j = ev_state_to_json(state);
+    json_t *r = json_object_get(json_object_get(j, path1), path2);
+    json_incref(r);
+    json_decref(j);
+    return r;
+}
+
+START_TEST(node_lifecycle)
+{
+    ck_assert_int_eq(apply("e1", 10, "NodeRegistered", "{\"node_id\": \"n1\", \"hostname\": \"pc\"}"), 0);
+    json_t *n = get("nodes", "n1");
+    ck_assert_str_eq(json_string_value(json_object_get(n, "state")), "registered");
+    json_decref(n);
+    ck_assert_int_eq(apply("e2", 20, "NodePlanned", "{\"node_id\": \"n1\"}"), 0);
+    ck_assert_int_eq(apply("e3", 30, "NodeHeartbeat", "{\"node_id\": \"n1\", \"device_count\": 2}"), 0);
+    n = get("nodes", "n1");
+    ck_assert_str_eq(json_string_value(json_object_get(n, "state")), "up");
+    ck_assert_str_eq(json_string_value(json_object_get(n, "role")), "recorder");
+    ck_assert_int_eq(json_integer_value(json_object_get(n, "last_seen_ns")), 30);
+    ck_assert_str_eq(json_string_value(json_object_get(n, "hostname")), "pc");
+    json_decref(n);
+}
+END_TEST
+
+START_TEST(duplicate_event_ids_change_nothing)
+{
+    ck_assert_int_eq(apply("e1", 10, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}"), 0);
+    ck_assert_int_eq(apply("e2", 20, "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"offset_ns\": 5, \"rtt_ns\": 100}"), 0);
+    json_t *before = ev_state_to_json(state);
+    char *a = json_dumps(before, JSON_SORT_KEYS);
+    json_decref(before);
+    /* Redelivery of both: nothing moves but the duplicate counter. */
+    ck_assert_int_eq(apply("e1", 10, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}"), 1);
+    ck_assert_int_eq(apply("e2", 20, "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"offset_ns\": 5, \"rtt_ns\": 100}"), 1);
+    json_t *d = get("devices", "d1");
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d, "clock"), "rounds")), 1);
+    json_decref(d);
+    json_t *after = ev_state_to_json(state);
+    json_object_del(after, "events");
+    json_t *b0 = json_loads(a, 0, NULL);
+    json_object_del(b0, "events");
+    ck_assert(json_equal(after, b0));
+    json_decref(b0);
+    json_decref(after);
+    free(a);
+    json_t *all = ev_state_to_json(state);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(all, "events"), "duplicates")), 2);
+    json_decref(all);
+}
+END_TEST
+
+START_TEST(many_ids_stay_distinct)
+{
+    /* The id set grows past its first size without losing or confusing ids. */
+    char id[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(id, sizeof(id), "id-%d", i);
+        ck_assert_int_eq(apply(id, i, "DeviceStatus", "{\"device_id\": \"d\"}"), 0);
+    }
+    for (int i = 0; i < 5000; i += 7) {
+        snprintf(id, sizeof(id), "id-%d", i);
+        ck_assert_int_eq(apply(id, i, "DeviceStatus", "{\"device_id\": \"d\"}"), 1);
+    }
+}
+END_TEST
+
+START_TEST(node_expiry_removes_its_devices)
+{
+    apply("e1", 1, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}");
+    apply("e2", 2, "DeviceRegistered", "{\"device_id\": \"d2\", \"node_id\": \"n2\"}");
+    apply("e3", 3, "NodeExpired", "{\"node_id\": \"n1\"}");
+    json_t *d1 = get("devices", "d1"), *d2 = get("devices", "d2");
+    ck_assert(json_is_false(json_object_get(d1, "connected")));
+    ck_assert_str_eq(json_string_value(json_object_get(d1, "disconnect_reason")), "node_expired");
+    ck_assert(json_is_true(json_object_get(d2, "connected")));
+    json_decref(d1);
+    json_decref(d2);
+}
+END_TEST
+
+START_TEST(session_lifecycle)
+{
+    apply("e1", 1, "CollectionRequested", "{\"session_id\": \"s1\", \"min_group\": 2}");
+    apply("e2", 2, "SynchronizationCompleted", "{\"session_id\": \"s1\", \"max_uncertainty_ns\": 300}");
+    json_t *s = get("sessions", "s1");
+    ck_assert_str_eq(json_string_value(json_object_get(s, "state")), "synchronized");
+    json_decref(s);
+    apply("e3", 3, "CollectionStarted", "{\"session_id\": \"s1\", \"start_at_ns\": 100, \"device_ids\": [\"d1\"]}");
+    apply("e4", 4, "SyncMark", "{\"session_id\": \"s1\", \"mark_id\": \"m\", \"label\": \"go\"}");
+    apply("e5", 5, "CollectionStopped", "{\"session_id\": \"s1\", \"stop_at_ns\": 200, \"streams\": [{\"device_id\": \"d1\", \"stream_id\": \"gsr\", \"samples\": 9}]}");
+    s = get("sessions", "s1");
+    ck_assert_str_eq(json_string_value(json_object_get(s, "state")), "stopped");
+    ck_assert_int_eq(json_integer_value(json_object_get(s, "start_at_ns")), 100);
+    ck_assert_int_eq(json_integer_value(json_object_get(s, "marks")), 1);
+    ck_assert_int_eq(json_array_size(json_object_get(s, "streams")), 1);
+    json_decref(s);
+}
+END_TEST
+
+START_TEST(data_topics_are_ignored)
+{
+    ck_assert_int_eq(apply("e1", 1, "SyncNow", "{\"node_id\": \"n\"}"), 1);
+    json_t *all = ev_state_to_json(state);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(all, "events"), "ignored")), 1);
+    ck_assert_int_eq(json_object_size(json_object_get(all, "nodes")), 0);
+    json_decref(all);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("reduce");
+    TCase *tc = tcase_create("reduce");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, node_lifecycle);
+    tcase_add_test(tc, duplicate_event_ids_change_nothing);
+    tcase_add_test(tc, many_ids_stay_distinct);
+    tcase_add_test(tc, node_expiry_removes_its_devices);
+    tcase_add_test(tc, session_lifecycle);
+    tcase_add_test(tc, data_topics_are_ignored);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
