@@ -15,6 +15,7 @@ struct ev_schema {
     char *key_field;
     avro_schema_t avro;
     avro_value_iface_t *iface;
+    ev__validator *validator;
     const char *json;
 };
 
@@ -148,6 +149,10 @@ static int add_entry(const char *topic, const char *key_field, const char *name,
     s->topic = strdup(topic);
     s->key_field = strdup(key_field);
     s->iface = avro_generic_class_from_schema(s->avro);
+    s->validator = ev__validator_new(s->avro);
+    if (!s->iface || !s->validator)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM,
+                        "schemas/%s: cannot build its value class or validator", file->file);
     s->json = file->text;
     catalog.count++;
     return 0;
@@ -246,5 +251,6 @@ const char *ev_schema_key_field(const ev_schema *s) { return s->key_field; }
 avro_schema_t ev_schema_avro(const ev_schema *s) { return s->avro; }
 const char *ev_schema_json(const ev_schema *s) { return s->json; }
 avro_value_iface_t *ev__schema_iface(const ev_schema *s) { return s->iface; }
+const ev__validator *ev__schema_validator(const ev_schema *s) { return s->validator; }
 
 size_t ev__schema_index(const ev_schema *s) { return (size_t)(s - catalog.schemas); }

@@ -25,14 +25,30 @@ static uint64_t rng_next(void)
     return z ^ (z >> 31);
 }
 
+/* Writes the low `digits` hex digits of v at p (an id per event: no printf). */
+static char *hex(char *p, uint64_t v, int digits)
+{
+    static const char d[] = "0123456789abcdef";
+    for (int i = digits - 1; i >= 0; i--)
+        p[i] = d[(v >> (4 * (digits - 1 - i))) & 0xf];
+    return p + digits;
+}
+
 void ev_new_id(char buf[EV_ID_MAX])
 {
     uint64_t hi = rng_next(), lo = rng_next();
-    hi = (hi & ~0xf000ULL) | 0x4000ULL;                      /* version 4 */
-    lo = (lo & ~(0xc0ULL << 56)) | (0x80ULL << 56);          /* variant 1 */
-    snprintf(buf, EV_ID_MAX, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(hi >> 32),
-             (unsigned)(hi >> 16) & 0xffff, (unsigned)hi & 0xffff, (unsigned)(lo >> 48),
-             (unsigned long long)(lo & 0xffffffffffffULL));
+    hi = (hi & ~0xf000ULL) | 0x4000ULL;             /* version 4 */
+    lo = (lo & ~(0xc0ULL << 56)) | (0x80ULL << 56); /* variant 1 */
+    char *p = hex(buf, hi >> 32, 8);
+    *p++ = '-';
+    p = hex(p, hi >> 16, 4);
+    *p++ = '-';
+    p = hex(p, hi, 4);
+    *p++ = '-';
+    p = hex(p, lo >> 48, 4);
+    *p++ = '-';
+    p = hex(p, lo, 12);
+    *p = '\0';
 }
 
 int64_t ev_now_ns(void)
@@ -51,16 +67,30 @@ int64_t ev__mono_ms(void)
 
 char *ev_format_time(int64_t ns, char *buf, size_t size)
 {
+    /* Every event is stamped: the date part is formatted once a second. */
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[80]; /* "2026-11-22T11:30:09." */
     time_t sec = (time_t)(ns / 1000000000LL);
     long frac = (long)(ns % 1000000000LL);
-    struct tm tm;
+    char out[96];
     if (frac < 0) {
         frac += 1000000000L;
         sec -= 1;
     }
-    gmtime_r(&sec, &tm);
-    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    if (sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        snprintf(cached, sizeof(cached), "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_sec = sec;
+    }
+    size_t n = strlen(cached);
+    memcpy(out, cached, n);
+    for (int i = 8; i >= 0; i--, frac /= 10)
+        out[n + (size_t)i] = (char)('0' + frac % 10);
+    out[n + 9] = 'Z';
+    out[n + 10] = '\0';
+    snprintf(buf, size, "%s", out);
     return buf;
 }
 

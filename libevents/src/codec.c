@@ -79,120 +79,6 @@ int ev_frame_schema_id(const void *buf, size_t len, int32_t *id)
     return 0;
 }
 
-/* ---- validation of Avro binary before avro-c reads it ----
- * avro-c trusts length prefixes: a corrupt string length makes it allocate
- * that much and, when the read then fails, leak it. So every frame is first
- * walked against its schema here: lengths and counts must fit in the bytes
- * that remain, union and enum indexes must exist, and the record must end
- * exactly at the end of the frame. Only then does avro-c decode it. */
-
-#define VALIDATE_MAX_DEPTH 32
-
-typedef struct cursor {
-    const unsigned char *p, *end;
-} cursor;
-
-/* Reads a zigzag varint (Avro int/long). 0 ok, EV_ERR_TRUNCATED, EV_ERR_CORRUPT. */
-static int read_varint(cursor *c, int64_t *out)
-{
-    uint64_t v = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
-        if (c->p >= c->end)
-            return EV_ERR_TRUNCATED;
-        unsigned char b = *c->p++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
-            return 0;
-        }
-    }
-    return EV_ERR_CORRUPT; /* more than 10 bytes */
-}
-
-static int skip(cursor *c, int64_t n)
-{
-    if (n < 0)
-        return EV_ERR_CORRUPT;
-    if (n > c->end - c->p)
-        return EV_ERR_TRUNCATED;
-    c->p += n;
-    return 0;
-}
-
-static int validate(avro_schema_t s, cursor *c, int depth)
-{
-    int64_t n;
-    int rc;
-    if (depth > VALIDATE_MAX_DEPTH)
-        return EV_ERR_CORRUPT;
-    switch (avro_typeof(s)) {
-    case AVRO_NULL: return 0;
-    case AVRO_BOOLEAN:
-        if (c->p >= c->end)
-            return EV_ERR_TRUNCATED;
-        return *c->p++ > 1 ? EV_ERR_CORRUPT : 0;
-    case AVRO_INT32:
-        if ((rc = read_varint(c, &n)))
-            return rc;
-        return n < INT32_MIN || n > INT32_MAX ? EV_ERR_CORRUPT : 0;
-    case AVRO_INT64: return read_varint(c, &n);
-    case AVRO_FLOAT: return skip(c, 4);
-    case AVRO_DOUBLE: return skip(c, 8);
-    case AVRO_STRING:
-    case AVRO_BYTES:
-        if ((rc = read_varint(c, &n)))
-            return rc;
-        return skip(c, n);
-    case AVRO_FIXED: return skip(c, avro_schema_fixed_size(s));
-    case AVRO_ENUM:
-        if ((rc = read_varint(c, &n)))
-            return rc;
-        return n < 0 || n >= avro_schema_enum_number_of_symbols(s) ? EV_ERR_CORRUPT : 0;
-    case AVRO_UNION:
-        if ((rc = read_varint(c, &n)))
-            return rc;
-        if (n < 0 || (size_t)n >= avro_schema_union_size(s))
-            return EV_ERR_CORRUPT;
-        return validate(avro_schema_union_branch(s, (int)n), c, depth + 1);
-    case AVRO_RECORD:
-        for (size_t i = 0; i < avro_schema_record_size(s); i++)
-            if ((rc = validate(avro_schema_record_field_get_by_index(s, (int)i), c, depth + 1)))
-                return rc;
-        return 0;
-    case AVRO_ARRAY:
-    case AVRO_MAP: {
-        int is_map = avro_typeof(s) == AVRO_MAP;
-        avro_schema_t item = is_map ? avro_schema_map_values(s) : avro_schema_array_items(s);
-        for (;;) {
-            if ((rc = read_varint(c, &n)))
-                return rc;
-            if (n == 0)
-                return 0;
-            if (n < 0) { /* negative count: a byte size follows */
-                int64_t bytes;
-                if ((rc = read_varint(c, &bytes)))
-                    return rc;
-                if (n == INT64_MIN)
-                    return EV_ERR_CORRUPT;
-                n = -n;
-            }
-            /* Every item of our schemas takes at least one byte. */
-            if (n > c->end - c->p)
-                return EV_ERR_TRUNCATED;
-            for (int64_t i = 0; i < n; i++) {
-                int64_t key_len;
-                if (is_map && ((rc = read_varint(c, &key_len)) || (rc = skip(c, key_len))))
-                    return rc;
-                if ((rc = validate(item, c, depth + 1)))
-                    return rc;
-            }
-        }
-    }
-    case AVRO_LINK: return validate(avro_schema_link_target(s), c, depth + 1);
-    default: return EV_ERR_CORRUPT;
-    }
-}
-
 int ev_codec_encode(ev_codec *c, const ev_schema *s, avro_value_t *value, const void **out,
                     size_t *out_len, char *errstr, size_t errstr_size)
 {
@@ -253,21 +139,23 @@ int ev_codec_decode(ev_codec *c, const void *buf, size_t len, const ev_schema **
     if (!s)
         return ev__fail(errstr, errstr_size, EV_ERR_UNKNOWN_SCHEMA,
                         "frame: schema id %d is not in schemas/catalog.json", id);
-    cursor cur = {(const unsigned char *)buf + EV_FRAME_HEADER_LEN,
-                  (const unsigned char *)buf + len};
-    rc = validate(ev_schema_avro(s), &cur, 0);
+    /* avro-c trusts length prefixes (a corrupt one makes it allocate that
+     * much and leak it when the read fails): check the bytes first. */
+    size_t at = 0;
+    rc = ev__validate(ev__schema_validator(s), (const unsigned char *)buf + EV_FRAME_HEADER_LEN,
+                      len - EV_FRAME_HEADER_LEN, &at);
     if (rc == EV_ERR_TRUNCATED)
         return ev__fail(errstr, errstr_size, rc,
                         "decode %s (id %d): record ends early in %zu bytes", ev_schema_name(s),
                         id, len);
     if (rc)
         return ev__fail(errstr, errstr_size, rc,
-                        "decode %s (id %d): bytes %zu..: not a valid %s", ev_schema_name(s), id,
-                        (size_t)(cur.p - (const unsigned char *)buf), ev_schema_short_name(s));
-    if (cur.p != cur.end)
+                        "decode %s (id %d): byte %zu: not a valid %s", ev_schema_name(s), id,
+                        at + EV_FRAME_HEADER_LEN, ev_schema_short_name(s));
+    if (at != len - EV_FRAME_HEADER_LEN)
         return ev__fail(errstr, errstr_size, EV_ERR_CORRUPT,
                         "decode %s (id %d): %zu trailing bytes after the record",
-                        ev_schema_name(s), id, (size_t)(cur.end - cur.p));
+                        ev_schema_name(s), id, len - EV_FRAME_HEADER_LEN - at);
     rc = ev_codec_value(c, s, &v);
     if (rc)
         return ev__fail(errstr, errstr_size, rc, "decode %s: out of memory", ev_schema_name(s));

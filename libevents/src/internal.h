@@ -16,6 +16,19 @@ avro_value_iface_t *ev__schema_iface(const ev_schema *s);
 /* The default (from the .avsc) of field index of a catalog record or of a
  * record nested in one; NULL when the field has none. Borrowed. */
 json_t *ev__field_default(avro_schema_t record, size_t index);
+/* Avro binary validation (validate.c): a schema compiled into a flat tree
+ * that checks, without allocating, that bytes are one well-formed value:
+ * every length and count fits in what remains, every union and enum index
+ * exists. Thread-safe once built. */
+typedef struct ev__validator ev__validator;
+ev__validator *ev__validator_new(avro_schema_t schema);
+void ev__validator_destroy(ev__validator *v);
+/* Returns 0, EV_ERR_TRUNCATED or EV_ERR_CORRUPT; *consumed is where the value
+ * ended (on success) or where the problem is. */
+int ev__validate(const ev__validator *v, const unsigned char *buf, size_t len, size_t *consumed);
+/* The validator of a catalog schema (owned by the catalog). */
+const ev__validator *ev__schema_validator(const ev_schema *s);
+
 /* The position of s in the catalog, in [0, ev_schema_count()). */
 size_t ev__schema_index(const ev_schema *s);
 

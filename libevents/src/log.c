@@ -11,6 +11,7 @@ struct ev_log {
     char prefix[64];
     char source[EV_SOURCE_MAX];
     ev_codec *codec; /* for ev_log_emit; created on first use */
+    char (*topics)[320]; /* prefixed topic of each catalog record, for emit */
 };
 
 static const ev__backend *const backends[] = {&ev__backend_sqlite, &ev__backend_kafka,
@@ -63,9 +64,17 @@ int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_s
     log->backend = backend;
     snprintf(log->prefix, sizeof(log->prefix), "%s", prefix);
     snprintf(log->source, sizeof(log->source), "%s", ev_conf_get(conf, "source", "msrs"));
+    log->topics = calloc(ev_schema_count() ? ev_schema_count() : 1, sizeof(*log->topics));
+    if (!log->topics) {
+        free(log);
+        return EV_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < ev_schema_count(); i++)
+        ev_log_topic(log, ev_schema_topic(ev_schema_at(i)), log->topics[i], sizeof(log->topics[i]));
     rc = backend->open(&log->impl, backend->scheme, colon ? colon + 1 : "", conf, errstr,
                        errstr_size);
     if (rc) {
+        free(log->topics);
         free(log);
         return rc;
     }
@@ -79,6 +88,7 @@ void ev_log_destroy(ev_log *log)
         return;
     log->backend->close(log->impl);
     ev_codec_destroy(log->codec);
+    free(log->topics);
     free(log);
 }
 
@@ -112,7 +122,6 @@ int ev_log_emit(ev_log *log, const ev_schema *s, const char *key, avro_value_t *
 {
     ev__ce_storage st;
     ev_header h[EV__CE_HEADERS];
-    char topic[320];
     const void *buf;
     size_t len;
     int rc;
@@ -126,8 +135,7 @@ int ev_log_emit(ev_log *log, const ev_schema *s, const char *key, avro_value_t *
     if (rc)
         return rc;
     ev__ce_headers(s, opts, log->source, &st, h);
-    ev_log_topic(log, ev_schema_topic(s), topic, sizeof(topic));
-    return ev_log_produce(log, topic, key, strlen(key), buf, len, h, EV__CE_HEADERS,
+    return ev_log_produce(log, log->topics[ev__schema_index(s)], key, strlen(key), buf, len, h, EV__CE_HEADERS,
                           (opts && opts->time_ns ? opts->time_ns : ev_now_ns()) / 1000000,
                           errstr, errstr_size);
 }

@@ -1,0 +1,518 @@
+/* bench_log — throughput of the log and the codec, each beside its raw
+ * ceiling measured in the same run:
+ *   codec:  ev_codec_encode/decode (framing + validation) vs raw avro-c
+ *           avro_value_write/avro_value_read of the same record
+ *   sqlite: ev_log produce+flush (and poll) vs raw batched INSERT (and
+ *           SELECT) of the same bytes into the same table layout, same pragmas
+ *   kafka:  ev_log produce+flush (and poll) vs raw librdkafka produce (and
+ *           consume) of the same bytes and headers, both against one
+ *           librdkafka mock cluster in this process
+ * usage: bench_log [codec|sqlite|kafka|all] [--records N] [--dir DIR] */
+#include "ev.h"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EVENT_BYTES 200
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *err)
+{
+    fprintf(stderr, "bench_log: %s: %s\n", what, err);
+    exit(1);
+}
+
+static void row(const char *name, long n, double secs, size_t bytes_each, double ceiling)
+{
+    double rate = (double)n / secs;
+    printf("  %-44s %11.0f rec/s %8.1f MB/s", name, rate, rate * (double)bytes_each / 1e6);
+    if (ceiling > 0)
+        printf("   ratio %.2f", rate / ceiling);
+    printf("\n");
+}
+
+/* A SyncMark whose framed encoding is exactly EVENT_BYTES bytes. */
+static avro_value_t *event_value(ev_codec *codec, long seq)
+{
+    char err[256], mark[32], label[EVENT_BYTES];
+    const ev_schema *s = ev_schema_by_name("SyncMark");
+    avro_value_t *v, f;
+    const void *out;
+    size_t len;
+    ev_codec_value(codec, s, &v);
+    snprintf(mark, sizeof(mark), "%08ld", seq % 100000000);
+    avro_value_get_by_name(v, "session_id", &f, NULL);
+    avro_value_set_string(&f, "session-0001");
+    avro_value_get_by_name(v, "device_id", &f, NULL);
+    avro_value_set_string(&f, "phone-0001");
+    avro_value_get_by_name(v, "mark_id", &f, NULL);
+    avro_value_set_string(&f, mark);
+    avro_value_get_by_name(v, "device_time_ns", &f, NULL);
+    avro_value_set_long(&f, 1795347000000000000LL + seq);
+    avro_value_get_by_name(v, "master_time_ns", &f, NULL);
+    avro_value_set_long(&f, 1795347000000000000LL + seq);
+    avro_value_get_by_name(v, "label", &f, NULL);
+    avro_value_set_string(&f, "");
+    if (ev_codec_encode(codec, s, v, &out, &len, err, sizeof(err)))
+        die("encode", err);
+    size_t pad = EVENT_BYTES - len;
+    if (pad > 63)
+        pad--; /* a string of 64 or more bytes takes two length bytes */
+    memset(label, 'x', pad);
+    label[pad] = '\0';
+    avro_value_set_string(&f, label);
+    return v;
+}
+
+/* ------------------------------------------------------------- codec */
+
+/* One codec loop; returns records/s. Best of 3 runs is reported, as the
+ * loops are short and this machine is shared. */
+typedef enum codec_op { RAW_WRITE, EV_ENCODE, RAW_READ, EV_DECODE } codec_op;
+
+typedef struct codec_ctx {
+    ev_codec *codec;
+    const ev_schema *s;
+    avro_value_t *v, raw_v;
+    avro_writer_t w;
+    avro_reader_t r;
+    char buf[1024];
+    char *frame;
+    size_t len, raw_len;
+} codec_ctx;
+
+static double codec_loop(codec_ctx *c, codec_op op, long n)
+{
+    char err[256];
+    const void *out;
+    const ev_schema *got;
+    avro_value_t *dv;
+    size_t len;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t = now_s();
+        for (long i = 0; i < n; i++) {
+            switch (op) {
+            case RAW_WRITE:
+                avro_writer_reset(c->w);
+                if (avro_value_write(c->w, c->v))
+                    die("avro_value_write", avro_strerror());
+                break;
+            case EV_ENCODE:
+                if (ev_codec_encode(c->codec, c->s, c->v, &out, &len, err, sizeof(err)))
+                    die("encode", err);
+                break;
+            case RAW_READ:
+                avro_reader_memory_set_source(c->r, c->frame + 5, (int64_t)c->len - 5);
+                if (avro_value_read(c->r, &c->raw_v))
+                    die("avro_value_read", avro_strerror());
+                break;
+            case EV_DECODE:
+                if (ev_codec_decode(c->codec, c->frame, c->len, &got, &dv, err, sizeof(err)))
+                    die("decode", err);
+                break;
+            }
+        }
+        double rate = (double)n / (now_s() - t);
+        if (rate > best)
+            best = rate;
+    }
+    return best;
+}
+
+static void bench_codec(long n)
+{
+    char err[256];
+    const void *out;
+    codec_ctx c = {.codec = ev_codec_new(), .s = ev_schema_by_name("SyncMark")};
+    c.v = event_value(c.codec, 1);
+    c.w = avro_writer_memory(c.buf, sizeof(c.buf));
+    if (ev_codec_encode(c.codec, c.s, c.v, &out, &c.len, err, sizeof(err)))
+        die("encode", err);
+    c.frame = malloc(c.len);
+    memcpy(c.frame, out, c.len);
+    c.raw_len = c.len - 5;
+    avro_generic_value_new(avro_generic_class_from_schema(ev_schema_avro(c.s)), &c.raw_v);
+    c.r = avro_reader_memory(c.frame + 5, (int64_t)c.len - 5);
+
+    printf("codec: %d-byte SyncMark, %ld records, best of 3\n", EVENT_BYTES, n);
+    double raw = codec_loop(&c, RAW_WRITE, n);
+    row("raw avro-c avro_value_write", n, (double)n / raw, c.raw_len, 0);
+    row("ev_codec_encode (framed)", n, (double)n / codec_loop(&c, EV_ENCODE, n), c.len, raw);
+    raw = codec_loop(&c, RAW_READ, n);
+    row("raw avro-c avro_value_read", n, (double)n / raw, c.raw_len, 0);
+    row("ev_codec_decode (framed, validated)", n, (double)n / codec_loop(&c, EV_DECODE, n), c.len, raw);
+    avro_value_decref(&c.raw_v);
+    avro_reader_free(c.r);
+    avro_writer_free(c.w);
+    free(c.frame);
+    ev_codec_destroy(c.codec);
+}
+
+/* Pre-encoded events and their CloudEvents headers, as ev_log_emit makes them. */
+typedef struct corpus {
+    char *values;
+    size_t value_len;
+    long n;
+} corpus;
+
+static corpus make_corpus(long n)
+{
+    ev_codec *codec = ev_codec_new();
+    corpus c = {malloc((size_t)n * EVENT_BYTES), EVENT_BYTES, n};
+    char err[256];
+    for (long i = 0; i < n; i++) {
+        const void *out;
+        size_t len;
+        if (ev_codec_encode(codec, ev_schema_by_name("SyncMark"), event_value(codec, i), &out, &len, err, sizeof(err)))
+            die("encode", err);
+        if (len != EVENT_BYTES)
+            die("encode", "event is not EVENT_BYTES long");
+        memcpy(c.values + (size_t)i * EVENT_BYTES, out, len);
+    }
+    ev_codec_destroy(codec);
+    return c;
+}
+
+static const ev_header *headers(int *count)
+{
+    static ev_header h[6] = {
+        {"ce_specversion", "1.0", 3},
+        {"ce_id", "0b4c5d4e-8f6a-4b1c-9d2e-3f4a5b6c7d8e", 36},
+        {"ce_type", "msrs.events.SyncMark", 20},
+        {"ce_source", "bench", 5},
+        {"ce_time", "2026-11-22T11:30:09.281694617Z", 30},
+        {"content-type", "application/avro", 16}};
+    *count = 6;
+    return h;
+}
+
+static ev_log *open_log(const char *uri)
+{
+    char err[512];
+    ev_log *log;
+    ev_conf *c = ev_conf_new();
+    ev_conf_set(c, "log", uri);
+    ev_conf_set(c, "topic.prefix", "bench.");
+    if (ev_log_open(&log, c, err, sizeof(err)))
+        die(uri, err);
+    ev_conf_destroy(c);
+    return log;
+}
+
+static double log_produce(ev_log *log, const corpus *c, const char *topic)
+{
+    char err[512];
+    int hn;
+    const ev_header *h = headers(&hn);
+    double t = now_s();
+    for (long i = 0; i < c->n; i++) {
+        char key[16];
+        int kl = snprintf(key, sizeof(key), "phone-%04ld", i % 256);
+        if (ev_log_produce(log, topic, key, (size_t)kl, c->values + (size_t)i * c->value_len,
+                           c->value_len, h, (size_t)hn, 1795347000000 + i, err, sizeof(err)))
+            die("produce", err);
+    }
+    if (ev_log_flush(log, 60000, err, sizeof(err)))
+        die("flush", err);
+    return now_s() - t;
+}
+
+static double log_read(ev_log *log, const char *topic, long expect)
+{
+    char err[512];
+    const ev_msg *m;
+    long got = 0;
+    double t = 0;
+    if (ev_log_assign(log, &topic, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)))
+        die("assign", err);
+    /* Timed from the first record: steady-state reading, not start-up. */
+    for (;;) {
+        int rc = ev_log_poll(log, 1000, &m, err, sizeof(err));
+        if (rc == EV_ERR_END)
+            break;
+        if (rc == 0) {
+            if (got++ == 0)
+                t = now_s();
+        } else if (rc != EV_ERR_TIMED_OUT)
+            die("poll", rc == EV_ERR_END ? "end" : err[0] ? err : ev_err_str(rc));
+    }
+    if (got != expect) {
+        fprintf(stderr, "bench_log: read %ld records, expected %ld\n", got, expect);
+        exit(1);
+    }
+    return now_s() - t;
+}
+
+/* ------------------------------------------------------------- sqlite */
+
+static void bench_sqlite(long n, const char *dir)
+{
+    char path[1024], uri[1100], err[256];
+    corpus c = make_corpus(n);
+    int hn;
+    const ev_header *h = headers(&hn);
+    /* The headers blob as the backend stores it. */
+    unsigned char hblob[512];
+    size_t hl = 0;
+    for (int i = 0; i < hn; i++) {
+        size_t nl = strlen(h[i].name) + 1;
+        memcpy(hblob + hl, h[i].name, nl);
+        hl += nl;
+        uint32_t vl = (uint32_t)h[i].value_len;
+        memcpy(hblob + hl, &vl, 4);
+        hl += 4;
+        memcpy(hblob + hl, h[i].value, vl);
+        hl += vl;
+    }
+    printf("sqlite: %ld records of %d bytes + %zu bytes of headers, WAL, synchronous=FULL, batches of 10000\n",
+           n, EVENT_BYTES, hl);
+
+    /* raw: same table, same pragmas, prepared INSERT in transactions */
+    snprintf(path, sizeof(path), "%s/raw.db", dir);
+    unlink(path);
+    sqlite3 *db;
+    sqlite3_stmt *ins;
+    sqlite3_open(path, &db);
+    sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE \"t:raw\"(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, key BLOB, value BLOB, headers BLOB)",
+                 NULL, NULL, NULL);
+    sqlite3_prepare_v2(db, "INSERT INTO \"t:raw\" VALUES(?,?,?,?,?)", -1, &ins, NULL);
+    double t = now_s();
+    for (long i = 0; i < n; i++) {
+        if (i % 10000 == 0)
+            sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        char key[16];
+        int kl = snprintf(key, sizeof(key), "phone-%04ld", i % 256);
+        sqlite3_bind_int64(ins, 1, i);
+        sqlite3_bind_int64(ins, 2, 1795347000000 + i);
+        sqlite3_bind_blob(ins, 3, key, kl, SQLITE_STATIC);
+        sqlite3_bind_blob(ins, 4, c.values + (size_t)i * EVENT_BYTES, EVENT_BYTES, SQLITE_STATIC);
+        sqlite3_bind_blob(ins, 5, hblob, (int)hl, SQLITE_STATIC);
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            die("raw insert", sqlite3_errmsg(db));
+        sqlite3_reset(ins);
+        if (i % 10000 == 9999 || i == n - 1)
+            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    }
+    double raw_w = (double)n / (now_s() - t);
+    row("raw SQLite batched INSERT", n, (double)n / raw_w, EVENT_BYTES, 0);
+    sqlite3_finalize(ins);
+
+    snprintf(uri, sizeof(uri), "sqlite:%s/msrs.db", dir);
+    snprintf(path, sizeof(path), "%s/msrs.db", dir);
+    unlink(path);
+    ev_log *log = open_log(uri);
+    row("ev_log_produce + flush (sqlite)", n, log_produce(log, &c, "bench.samples"), EVENT_BYTES, raw_w);
+    ev_log_destroy(log);
+
+    /* emit: encode + CloudEvents headers + produce, the whole write path */
+    log = open_log(uri);
+    ev_codec *codec = ev_codec_new();
+    avro_value_t *ev = event_value(codec, 1);
+    t = now_s();
+    for (long i = 0; i < n; i++)
+        if (ev_log_emit(log, ev_schema_by_name("SyncMark"), "session-0001", ev, NULL, err, sizeof(err)))
+            die("emit", err);
+    if (ev_log_flush(log, 60000, err, sizeof(err)))
+        die("flush", err);
+    row("ev_log_emit + flush (encode+headers+append)", n, now_s() - t, EVENT_BYTES, raw_w);
+    ev_codec_destroy(codec);
+    ev_log_destroy(log);
+
+    /* reads */
+    sqlite3_stmt *sel;
+    sqlite3_prepare_v2(db, "SELECT offset, ts_ms, key, value, headers FROM \"t:raw\" WHERE offset >= ? ORDER BY offset", -1, &sel, NULL);
+    sqlite3_bind_int64(sel, 1, 0);
+    long rows = 0;
+    size_t bytes = 0;
+    t = now_s();
+    while (sqlite3_step(sel) == SQLITE_ROW) {
+        bytes += (size_t)sqlite3_column_bytes(sel, 3) + (size_t)sqlite3_column_bytes(sel, 4);
+        (void)sqlite3_column_blob(sel, 3);
+        (void)sqlite3_column_blob(sel, 4);
+        rows++;
+    }
+    double raw_r = (double)rows / (now_s() - t);
+    row("raw SQLite SELECT (step all rows)", rows, (double)rows / raw_r, EVENT_BYTES, 0);
+    sqlite3_finalize(sel);
+    sqlite3_close(db);
+    log = open_log(uri);
+    row("ev_log_poll (sqlite, from 1st record to end)", n, log_read(log, "bench.samples", n), EVENT_BYTES, raw_r);
+    ev_log_destroy(log);
+    free(c.values);
+}
+
+/* ------------------------------------------------------------- kafka */
+
+static int64_t dr_failed;
+static void raw_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (m->err)
+        dr_failed++;
+}
+
+static void bench_kafka(long n)
+{
+    char err[512];
+    corpus c = make_corpus(n);
+    int hn;
+    const ev_header *h = headers(&hn);
+
+    rd_kafka_conf_t *mc_conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(mc_conf, "log_level", "3", NULL, 0);
+    rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, mc_conf, err, sizeof(err));
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(host, 1);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+    rd_kafka_mock_topic_create(mc, "bench.raw", 8, 1);
+    rd_kafka_mock_topic_create(mc, "bench.samples", 8, 1);
+    rd_kafka_mock_topic_create(mc, "bench.read", 32, 1); /* 32 x 5 MiB retained */
+    printf("kafka: %ld records of %d bytes + 6 CloudEvents headers, librdkafka mock cluster (in process),\n"
+           "       idempotent producer, acks=all, linger.ms=5, murmur2_random, 8 partitions\n", n, EVENT_BYTES);
+
+    /* raw librdkafka, same settings as the backend's producer defaults */
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *props[][2] = {{"bootstrap.servers", bootstrap}, {"enable.idempotence", "true"},
+                              {"acks", "all"}, {"partitioner", "murmur2_random"}, {"linger.ms", "5"},
+                              {"queue.buffering.max.messages", "1000000"},
+                              {"queue.buffering.max.kbytes", "1048576"},
+                              {"batch.num.messages", "10000"}, {"log_level", "3"}};
+    for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
+        if (rd_kafka_conf_set(conf, props[i][0], props[i][1], err, sizeof(err)))
+            die(props[i][0], err);
+    rd_kafka_conf_set_dr_msg_cb(conf, raw_dr);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    double t = now_s();
+    for (long i = 0; i < n; i++) {
+        char key[16];
+        int kl = snprintf(key, sizeof(key), "phone-%04ld", i % 256);
+        rd_kafka_headers_t *hd = rd_kafka_headers_new(6);
+        for (int k = 0; k < hn; k++)
+            rd_kafka_header_add(hd, h[k].name, -1, h[k].value, (ssize_t)h[k].value_len);
+        rd_kafka_resp_err_t e;
+        while ((e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC("bench.raw"), RD_KAFKA_V_KEY(key, (size_t)kl),
+                                      RD_KAFKA_V_VALUE(c.values + (size_t)i * EVENT_BYTES, EVENT_BYTES),
+                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hd),
+                                      RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(p, 10);
+        if (e)
+            die("raw produce", rd_kafka_err2str(e));
+        rd_kafka_poll(p, 0);
+    }
+    rd_kafka_flush(p, 60000);
+    double raw_w = (double)n / (now_s() - t);
+    if (dr_failed)
+        die("raw produce", "delivery failures");
+    row("raw librdkafka produce + flush", n, (double)n / raw_w, EVENT_BYTES, 0);
+    rd_kafka_destroy(p);
+
+    char uri[1100];
+    snprintf(uri, sizeof(uri), "kafka:%s", bootstrap);
+    ev_log *log = open_log(uri);
+    row("ev_log_produce + flush (kafka)", n, log_produce(log, &c, "bench.samples"), EVENT_BYTES, raw_w);
+    ev_log_destroy(log);
+
+    /* Reads: the mock keeps ~5 MiB per partition, so read a set that fits in 32. */
+    long rn = n < 100000 ? n : 100000;
+    corpus rc = c;
+    rc.n = rn;
+    log = open_log(uri);
+    log_produce(log, &rc, "bench.read");
+    ev_log_destroy(log);
+    conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, NULL, 0);
+    rd_kafka_conf_set(conf, "group.id", "bench-raw", NULL, 0);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", NULL, 0);
+    rd_kafka_conf_set(conf, "queued.min.messages", "1000000", NULL, 0);
+    rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", NULL, 0);
+    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
+    rd_kafka_t *cons = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    rd_kafka_poll_set_consumer(cons);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(32);
+    for (int i = 0; i < 32; i++)
+        rd_kafka_topic_partition_list_add(l, "bench.read", i)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    const struct rd_kafka_metadata *md;
+    rd_kafka_metadata(cons, 1, NULL, &md, 5000); /* metadata first: assign is slow without it */
+    rd_kafka_metadata_destroy(md);
+    long got = 0, eofs = 0;
+    rd_kafka_assign(cons, l);
+    while (eofs < 32) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(cons, 1000);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            eofs++;
+        else if (!m->err && got++ == 0)
+            t = now_s();
+        /* (other errors: none expected from the in-process mock) */
+        rd_kafka_message_destroy(m);
+    }
+    double raw_r = (double)got / (now_s() - t);
+    row("raw librdkafka consume (from 1st record to EOF)", got, (double)got / raw_r, EVENT_BYTES, 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_consumer_close(cons);
+    rd_kafka_destroy(cons);
+    log = open_log(uri);
+    row("ev_log_poll (kafka, from 1st record to end)", rn, log_read(log, "bench.read", rn), EVENT_BYTES, raw_r);
+    ev_log_destroy(log);
+
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(host);
+    free(c.values);
+}
+
+int main(int argc, char **argv)
+{
+    const char *what = "all", *dir = NULL;
+    long n = 500000;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--records") == 0 && i + 1 < argc)
+            n = atol(argv[++i]);
+        else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("usage: bench_log [codec|sqlite|kafka|all] [--records N] [--dir DIR]\n");
+            return 0;
+        } else
+            what = argv[i];
+    }
+    char tmpl[] = "/tmp/msrs-bench-XXXXXX";
+    if (!dir && !(dir = mkdtemp(tmpl)))
+        die("mkdtemp", "failed");
+    printf("# command: ");
+    for (int i = 0; i < argc; i++)
+        printf("%s ", argv[i]);
+    printf("\n# ratio = msrs rate / raw rate measured just before it in this run\n");
+    int all = strcmp(what, "all") == 0;
+    if (all || strcmp(what, "codec") == 0)
+        bench_codec(n * 4);
+    if (all || strcmp(what, "sqlite") == 0)
+        bench_sqlite(n, dir);
+    if (all || strcmp(what, "kafka") == 0)
+        bench_kafka(n);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("# max RSS %ld MiB\n", ru.ru_maxrss / 1024);
+    if (dir == tmpl) {
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpl);
+        if (system(cmd) != 0)
+            fprintf(stderr, "bench_log: cannot remove %s\n", tmpl);
+    }
+    return 0;
+}
