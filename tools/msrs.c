@@ -2,6 +2,8 @@
  *   msrs schemas                      the catalog: id, record, topic, key
  *   msrs emit TYPE JSON|-             produce records (JSON, or one per line
  *                                     on stdin) on the record's topic
+ *   msrs emit -                       produce {"type": T, "value": {...}}
+ *                                     lines of stdin, each of its own type
  * Later issues add session and device commands. */
 #include "cli.h"
 
@@ -18,7 +20,9 @@ static void usage(FILE *f)
             "  emit TYPE JSON|-        produce a record of TYPE (e.g. NodeRegistered) from\n"
             "                          JSON, or one record per line of stdin with '-';\n"
             "                          the key is the record's key field; missing fields\n"
-            "                          take their schema defaults\n\n"
+            "                          take their schema defaults\n"
+            "  emit -                  produce one record per stdin line, each written as\n"
+            "                          {\"type\": TYPE, \"value\": {...}}\n\n"
             "options:\n" CLI_COMMON_HELP
             "\nexit: 0 ok, 1 a record was refused or not acknowledged, 2 usage\n");
 }
@@ -47,6 +51,19 @@ static int emit_one(ev_log *log, ev_codec *codec, const ev_schema *s, const char
         fprintf(stderr, "msrs emit: %s: column %d: %s\n", where, jerr.column, jerr.text);
         return -1;
     }
+    if (!s) { /* a typed line: {"type": T, "value": {...}} */
+        const char *type = json_string_value(json_object_get(j, "type"));
+        json_t *value = json_object_get(j, "value");
+        if (!type || !(s = ev_schema_by_name(type)) || !json_is_object(value)) {
+            fprintf(stderr, "msrs emit: %s: expected {\"type\": a record type, \"value\": {...}}\n",
+                    where);
+            json_decref(j);
+            return -1;
+        }
+        json_incref(value);
+        json_decref(j);
+        j = value;
+    }
     const char *key = json_string_value(json_object_get(j, ev_schema_key_field(s)));
     if (!key || !*key) {
         fprintf(stderr, "msrs emit: %s: %s: expected a non-empty string (the key)\n", where,
@@ -74,11 +91,13 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
     int exit_code = CLI_EXIT_OK;
     long long sent = 0, refused = 0;
 
-    if (argc != 2) {
-        fprintf(stderr, "msrs emit: expected TYPE and JSON (or -)\n");
+    const char *input = argc > 0 ? argv[argc - 1] : "";
+    if (argc == 1 && strcmp(argv[0], "-") == 0) {
+        s = NULL; /* typed lines */
+    } else if (argc != 2) {
+        fprintf(stderr, "msrs emit: expected TYPE and JSON (or -), or - alone\n");
         return CLI_EXIT_USAGE;
-    }
-    if (!(s = ev_schema_by_name(argv[0]))) {
+    } else if (!(s = ev_schema_by_name(argv[0]))) {
         fprintf(stderr, "msrs emit: unknown record type '%s' (see 'msrs schemas')\n", argv[0]);
         return CLI_EXIT_USAGE;
     }
@@ -87,7 +106,7 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     codec = ev_codec_new();
-    if (strcmp(argv[1], "-") == 0) {
+    if (strcmp(input, "-") == 0) {
         char *line = NULL;
         size_t cap = 0;
         long lineno = 0;
@@ -103,7 +122,7 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
                 sent++;
         }
         free(line);
-    } else if (emit_one(log, codec, s, argv[1], "argument")) {
+    } else if (emit_one(log, codec, s, input, "argument")) {
         refused++;
     } else {
         sent++;
