@@ -127,6 +127,10 @@ def main():
         check(lines[0]["value"] == rec, "msrs-tail decoded python's record: %r" % lines[0]["value"])
         check(lines[0]["source"] == "python" and lines[0]["type"] == "msrs.events.NodeRegistered",
               "CloudEvents attributes read back")
+    # docs/topics.md stays true: every record is listed with its id.
+    doc = open(os.path.join(SRC, "docs", "topics.md")).read()
+    for sid, (name, topic, schema) in by_id.items():
+        check("| %d | `%s`" % (sid, name) in doc, "docs/topics.md lists %s as %d" % (name, sid))
     print("%d passed, %d failed" % (checks - failures, failures))
     return 1 if failures else 0
 
