@@ -33,10 +33,10 @@ if [ "$mode" = "--valgrind" ]; then
   for t in "$build"/bin/test_*; do
     case "$(basename "$t")" in test_log) continue ;; esac
     echo "== valgrind $(basename "$t")"
-    valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+    valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
       "$t" || status=1
   done
-  MSRS_TEST_BACKEND=sqlite valgrind --quiet --error-exitcode=99 --leak-check=full \
+  MSRS_TEST_BACKEND=sqlite valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite \
     --errors-for-leak-kinds=definite --trace-children=no "$build/bin/test_log" || status=1
   exit $status
 fi
