@@ -1,0 +1,111 @@
+/* agent.h — msrs-agent internals (prefix ag_): the device endpoint
+ * (endpoint.c, libwebsockets), the JSON device protocol (protocol.c), clock
+ * sync rounds (clocksync.c) and the loop (main.c). One thread runs it all:
+ * every callback here runs on the lws service thread. */
+#ifndef MSRS_AGENT_H
+#define MSRS_AGENT_H
+#include "clocksync.h"
+#include "ev.h"
+
+#include <libwebsockets.h>
+
+#define AG_ID_MAX 64
+
+typedef struct ag_config {
+    char host[128];
+    int port;
+    char node_id[AG_ID_MAX];
+    int64_t max_message_bytes; /* a bigger message gets error too_large */
+    int64_t max_devices;
+    int64_t rate_per_s, rate_burst; /* per connection token bucket */
+    int64_t sync_interval_ms, sync_probes, probe_spacing_ms, round_timeout_ms;
+    int64_t flush_interval_ms;
+} ag_config;
+
+typedef struct ag_conn ag_conn;
+
+/* A device the agent has seen; survives reconnects so a rejoin resumes its
+ * sequence numbers and clock history. */
+typedef struct ag_device {
+    char device_id[AG_ID_MAX];
+    ag_conn *conn; /* NULL while disconnected */
+    cs_clock clock;
+    json_t *next_seq; /* stream_id -> next expected seq */
+    int64_t gaps;
+    /* clock-sync round */
+    int round_active;
+    int64_t probes_sent, probes_answered;
+    int64_t next_probe_ns, round_deadline_ns, next_round_ns;
+} ag_device;
+
+typedef struct ag_out {
+    struct ag_out *next;
+    int kind; /* AG_OUT_TEXT or AG_OUT_TIME_REQ (t1 stamped at write) */
+    size_t len;
+    unsigned char buf[]; /* LWS_PRE bytes of headroom, then the message */
+} ag_out;
+
+enum { AG_OUT_TEXT, AG_OUT_TIME_REQ };
+
+struct ag_conn {
+    struct lws *wsi;
+    ag_device *dev; /* set once hello is accepted */
+    unsigned char *rx;
+    size_t rx_len, rx_cap;
+    int rx_too_large, rx_binary;
+    ag_out *out_head, *out_tail;
+    size_t out_count;
+    double tokens;
+    int64_t tokens_at_ns;
+    int64_t flood_strikes;
+    int closing; /* ag_close was called: close at the next writable callback */
+    char peer[64];
+};
+
+typedef struct ag_counters {
+    int64_t connections, messages, bad_json, too_large, unknown_type, invalid, rate_limited,
+        duplicates, not_registered, events, emit_errors;
+} ag_counters;
+
+typedef struct ag_agent {
+    ag_config cfg;
+    ev_log *log;
+    ev_codec *codec;
+    struct lws_context *ctx;
+    lws_sorted_usec_list_t tick;
+    ag_device **devices;
+    size_t device_count, device_cap;
+    size_t connected;
+    int64_t last_flush_ns;
+    int64_t next_id;
+    ag_counters n;
+    char commands_topic[320];
+} ag_agent;
+
+/* protocol.c */
+void ag_on_message(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len, int binary);
+void ag_on_closed(ag_agent *a, ag_conn *c);
+/* Queues a JSON message {"id","type","ts","device_id","payload"} to c. */
+void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload /* stolen */);
+void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *message,
+                   const char *ref_id);
+/* Runs clock-sync rounds that are due; called by the tick. */
+void ag_sync_tick(ag_agent *a, int64_t now_ns);
+/* Starts a round now for device_id (NULL: every connected device). */
+void ag_sync_now(ag_agent *a, const char *device_id);
+/* Emits a record of type short_name from JSON (stolen); logs failures. */
+int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value);
+
+/* endpoint.c */
+int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size);
+void ag_endpoint_stop(ag_agent *a);
+/* Asks lws for a writable callback on c (after queueing). */
+void ag_wake(ag_conn *c);
+/* Closes c with a WebSocket close code and reason. */
+void ag_close(ag_conn *c, int code, const char *reason);
+/* Writes the next queued message; returns -1 to close. */
+int ag_write_next(ag_agent *a, ag_conn *c);
+
+int64_t ag_now_ns(void);
+
+#endif

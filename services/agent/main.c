@@ -1,0 +1,220 @@
+/* msrs-agent — runs on every recording node. Today: the device endpoint
+ * (ws://HOST:PORT/v1/devices, docs/protocol.md) with clock sync rounds, and
+ * the SyncNow command. Discovery, plans and heartbeats (control-plane
+ * issue) and V4L2 capture (collection issue) are not built yet. */
+#include "agent.h"
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TICK_US 2000
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: msrs-agent --log URI [--listen HOST:PORT] [--node-id ID] [options]\n"
+            "Serves devices on ws://HOST:PORT/v1/devices (JSON protocol, docs/protocol.md),\n"
+            "syncs their clocks and writes their events to the log.\n\n"
+            "  --listen HOST:PORT  default 127.0.0.1:8620 (config agent.listen)\n"
+            "  --node-id ID        this node's id (config agent.node_id; default the host name)\n"
+            CLI_COMMON_HELP
+            "\nconfig keys (defaults): agent.max_message_bytes (1048576), agent.max_devices\n"
+            "(1024), agent.rate_per_s (2000), agent.rate_burst (4000), sync.interval_ms (2000),\n"
+            "sync.probes (8), sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
+            "agent.flush_interval_ms (5)\n"
+            "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
+}
+
+static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, const char *node)
+{
+    char err[256];
+    const char *l = listen ? listen : ev_conf_get(conf, "agent.listen", "127.0.0.1:8620");
+    const char *colon = strrchr(l, ':');
+    struct {
+        const char *key;
+        int64_t def, *out;
+    } ints[] = {{"agent.max_message_bytes", 1 << 20, &cfg->max_message_bytes},
+                {"agent.max_devices", 1024, &cfg->max_devices},
+                {"agent.rate_per_s", 2000, &cfg->rate_per_s},
+                {"agent.rate_burst", 4000, &cfg->rate_burst},
+                {"sync.interval_ms", 2000, &cfg->sync_interval_ms},
+                {"sync.probes", 8, &cfg->sync_probes},
+                {"sync.probe_spacing_ms", 15, &cfg->probe_spacing_ms},
+                {"sync.round_timeout_ms", 500, &cfg->round_timeout_ms},
+                {"agent.flush_interval_ms", 5, &cfg->flush_interval_ms}};
+    if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
+        (size_t)(colon - l) >= sizeof(cfg->host)) {
+        fprintf(stderr, "msrs-agent: listen '%s': expected HOST:PORT\n", l);
+        return -1;
+    }
+    memcpy(cfg->host, l, (size_t)(colon - l));
+    cfg->host[colon - l] = '\0';
+    cfg->port = atoi(colon + 1);
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
+            fprintf(stderr, "msrs-agent: %s\n", err);
+            return -1;
+        }
+        if (*ints[i].out <= 0) {
+            fprintf(stderr, "msrs-agent: config %s: expected a positive integer\n", ints[i].key);
+            return -1;
+        }
+    }
+    const char *id = node ? node : ev_conf_get(conf, "agent.node_id", NULL);
+    char host[64] = "node";
+    if (!id) {
+        gethostname(host, sizeof(host) - 1);
+        id = host;
+    }
+    snprintf(cfg->node_id, sizeof(cfg->node_id), "%s", id);
+    return 0;
+}
+
+/* SyncNow commands for this node; StartRecording/StopRecording are the
+ * collection issue's. */
+static void poll_commands(ag_agent *a)
+{
+    char err[512];
+    const ev_msg *m;
+    int handled = 0;
+    while (ev_log_poll(a->log, 0, &m, err, sizeof(err)) == 0) {
+        ev_event ev;
+        handled++;
+        if (ev_event_decode(a->codec, m, &ev, err, sizeof(err))) {
+            fprintf(stderr, "msrs-agent: command skipped: %s\n", err);
+            continue;
+        }
+        if (strcmp(ev_schema_short_name(ev.schema), "SyncNow") != 0)
+            continue;
+        avro_value_t f, item;
+        const char *node, *dev;
+        size_t len, count = 0;
+        avro_value_get_by_name(ev.value, "node_id", &f, NULL);
+        avro_value_get_string(&f, &node, &len);
+        if (strcmp(node, a->cfg.node_id) != 0)
+            continue;
+        avro_value_get_by_name(ev.value, "device_ids", &f, NULL);
+        avro_value_get_size(&f, &count);
+        if (count == 0)
+            ag_sync_now(a, NULL);
+        for (size_t i = 0; i < count; i++) {
+            avro_value_get_by_index(&f, i, &item, NULL);
+            avro_value_get_string(&item, &dev, &len);
+            ag_sync_now(a, dev);
+        }
+    }
+    if (handled && ev_log_commit(a->log, err, sizeof(err)))
+        fprintf(stderr, "msrs-agent: %s\n", err);
+}
+
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
+    ag_agent *a = lws_container_of(sul, ag_agent, tick);
+    int64_t now = ag_now_ns();
+    char err[512];
+    ag_sync_tick(a, now);
+    if (now - a->last_flush_ns >= a->cfg.flush_interval_ms * 1000000LL) {
+        a->last_flush_ns = now;
+        if (ev_log_flush(a->log, 5000, err, sizeof(err)))
+            fprintf(stderr, "msrs-agent: %s\n", err);
+        poll_commands(a);
+    }
+    lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
+}
+
+static void print_counters(const ag_agent *a, const char *when)
+{
+    fprintf(stderr,
+            "msrs-agent: %s: %zu connected, %lld connections, %lld messages, %lld events, "
+            "errors: %lld bad_json %lld too_large %lld unknown_type %lld invalid %lld "
+            "rate_limited %lld duplicate %lld not_registered %lld emit\n",
+            when, a->connected, (long long)a->n.connections, (long long)a->n.messages,
+            (long long)a->n.events, (long long)a->n.bad_json, (long long)a->n.too_large,
+            (long long)a->n.unknown_type, (long long)a->n.invalid, (long long)a->n.rate_limited,
+            (long long)a->n.duplicates, (long long)a->n.not_registered,
+            (long long)a->n.emit_errors);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
+                                              {"listen", required_argument, NULL, 'L'},
+                                              {"node-id", required_argument, NULL, 'N'},
+                                              {NULL, 0, NULL, 0}};
+    cli_common common = {0};
+    const char *listen = NULL, *node = NULL;
+    int opt, exit_code = CLI_EXIT_OK;
+    char err[512];
+    ag_agent a;
+    memset(&a, 0, sizeof(a));
+
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (cli_common_opt(&common, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case 'L': listen = optarg; break;
+        case 'N': node = optarg; break;
+        default: usage(stderr); return CLI_EXIT_USAGE;
+        }
+    }
+    ev_conf *conf = cli_conf_build("msrs-agent", &common);
+    if (!conf)
+        return CLI_EXIT_USAGE;
+    if (optind < argc || load_config(&a.cfg, conf, listen, node)) {
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    if (!ev_conf_get(conf, "source", NULL)) {
+        char source[128];
+        snprintf(source, sizeof(source), "agent/%s", a.cfg.node_id);
+        ev_conf_set(conf, "source", source);
+    }
+    if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&a.log, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs-agent: %s\n", err);
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    a.codec = ev_codec_new();
+    char cursor[128];
+    snprintf(cursor, sizeof(cursor), "agent.%s", a.cfg.node_id);
+    const char *topics[1] = {ev_log_topic(a.log, "commands", a.commands_topic, sizeof(a.commands_topic))};
+    if (ev_log_subscribe(a.log, cursor, topics, 1, err, sizeof(err)) ||
+        ag_endpoint_start(&a, err, sizeof(err))) {
+        fprintf(stderr, "msrs-agent: %s\n", err);
+        exit_code = CLI_EXIT_USAGE;
+        goto out;
+    }
+    fprintf(stderr, "msrs-agent: node %s listening on ws://%s:%d/v1/devices, log %s\n",
+            a.cfg.node_id, a.cfg.host, a.cfg.port, ev_conf_get(conf, "log", ""));
+    cli_install_signals();
+    lws_sul_schedule(a.ctx, 0, &a.tick, on_tick, TICK_US);
+    time_t last_report = time(NULL);
+    while (!cli_stop) {
+        if (lws_service(a.ctx, 0) < 0)
+            break;
+        if (time(NULL) - last_report >= 10) {
+            last_report = time(NULL);
+            print_counters(&a, "status");
+        }
+    }
+out:
+    ag_endpoint_stop(&a); /* closes every connection: DeviceDisconnected for each */
+    if (a.log && ev_log_flush(a.log, 10000, err, sizeof(err))) {
+        fprintf(stderr, "msrs-agent: %s\n", err);
+        exit_code = CLI_EXIT_FAIL;
+    }
+    print_counters(&a, "stopped");
+    for (size_t i = 0; i < a.device_count; i++) {
+        json_decref(a.devices[i]->next_seq);
+        free(a.devices[i]);
+    }
+    free(a.devices);
+    ev_codec_destroy(a.codec);
+    ev_log_destroy(a.log);
+    ev_conf_destroy(conf);
+    return exit_code;
+}

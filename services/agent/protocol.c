@@ -1,0 +1,558 @@
+/* protocol.c — the JSON device protocol (docs/protocol.md): envelope
+ * checks, hello/register and rejoin, time probes, samples, status, sync
+ * marks, media frames, and the events each turns into. Every malformed or
+ * unwanted message gets an `error` reply and a counter; nothing here closes
+ * a connection except a flood or a peer that cannot keep up. */
+#include "agent.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int64_t ag_now_ns(void) { return ev_now_ns(); }
+
+static void queue(ag_conn *c, int kind, const char *text, size_t len)
+{
+    ag_out *o = malloc(sizeof(*o) + LWS_PRE + len);
+    if (!o)
+        return;
+    o->next = NULL;
+    o->kind = kind;
+    o->len = len;
+    if (len)
+        memcpy(o->buf + LWS_PRE, text, len);
+    if (c->out_tail)
+        c->out_tail->next = o;
+    else
+        c->out_head = o;
+    c->out_tail = o;
+    c->out_count++;
+    ag_wake(c);
+}
+
+void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload)
+{
+    char id[48];
+    snprintf(id, sizeof(id), "a%lld", (long long)++a->next_id);
+    json_t *env = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", id, "type", type, "ts",
+                            (json_int_t)ag_now_ns(), "device_id",
+                            c->dev ? c->dev->device_id : "", "payload", payload);
+    char *text = json_dumps(env, JSON_COMPACT);
+    if (text)
+        queue(c, AG_OUT_TEXT, text, strlen(text));
+    free(text);
+    json_decref(env);
+}
+
+void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *message,
+                   const char *ref_id)
+{
+    ag_send(a, c, "error",
+            json_pack("{s:s, s:s, s:s}", "code", code, "message", message, "ref_id",
+                      ref_id ? ref_id : ""));
+}
+
+int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value)
+{
+    char err[512];
+    const ev_schema *s = ev_schema_by_name(short_name);
+    avro_value_t *v;
+    int rc = ev_codec_value(a->codec, s, &v);
+    if (!rc)
+        rc = ev_value_from_json(v, value, err, sizeof(err));
+    if (!rc)
+        rc = ev_log_emit(a->log, s, key, v, NULL, err, sizeof(err));
+    if (rc) {
+        a->n.emit_errors++;
+        fprintf(stderr, "msrs-agent: emit %s for %s: %s\n", short_name, key, err);
+    } else {
+        a->n.events++;
+    }
+    json_decref(value);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Copies the keys named in `keys` (NULL-terminated) from src into a new
+ * object: the protocol lets devices add fields, the records do not. */
+static json_t *pick(json_t *src, const char *const *keys)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; keys[i]; i++) {
+        json_t *v = json_object_get(src, keys[i]);
+        if (v)
+            json_object_set(o, keys[i], v);
+    }
+    return o;
+}
+
+static int valid_id(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n >= AG_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-' || ch == ':'))
+            return 0;
+    }
+    return 1;
+}
+
+static ag_device *device_find(ag_agent *a, const char *id)
+{
+    for (size_t i = 0; i < a->device_count; i++)
+        if (strcmp(a->devices[i]->device_id, id) == 0)
+            return a->devices[i];
+    return NULL;
+}
+
+static ag_device *device_add(ag_agent *a, const char *id)
+{
+    if (a->device_count == a->device_cap) {
+        size_t cap = a->device_cap ? a->device_cap * 2 : 64;
+        ag_device **d = realloc(a->devices, cap * sizeof(*d));
+        if (!d)
+            return NULL;
+        a->devices = d;
+        a->device_cap = cap;
+    }
+    ag_device *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    snprintf(d->device_id, sizeof(d->device_id), "%s", id);
+    cs_init(&d->clock);
+    d->next_seq = json_object();
+    a->devices[a->device_count++] = d;
+    return d;
+}
+
+/* Checks `payload` of a DeviceRegistered-shaped record with the codec, so a
+ * device hears the same field-path errors the schema gives. */
+static int check_record(ag_agent *a, const char *type, json_t *record, char *err, size_t n)
+{
+    avro_value_t *v;
+    const ev_schema *s = ev_schema_by_name(type);
+    if (ev_codec_value(a->codec, s, &v))
+        return -1;
+    return ev_value_from_json(v, record, err, n);
+}
+
+/* ------------------------------------------------------------------ hello */
+
+static void reject(ag_agent *a, ag_conn *c, const char *ref, const char *code, const char *why)
+{
+    ag_send(a, c, "register",
+            json_pack("{s:b, s:s, s:s}", "accepted", 0, "reason", why, "node_id", a->cfg.node_id));
+    ag_send_error(a, c, code, why, ref);
+}
+
+static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
+{
+    static const char *const hello_keys[] = {"name", "capabilities", "battery", "version", NULL};
+    static const char *const stream_keys[] = {"stream_id", "type", "rate_hz", "channels",
+                                              "format", NULL};
+    const char *device_id = json_string_value(json_object_get(env, "device_id"));
+    json_t *payload = json_object_get(env, "payload");
+    char err[512], why[600];
+
+    if (c->dev) {
+        ag_send_error(a, c, "invalid", "already registered on this connection", ref);
+        a->n.invalid++;
+        return;
+    }
+    if (!valid_id(device_id)) {
+        a->n.invalid++;
+        reject(a, c, ref, "invalid",
+               "device_id: expected 1-63 characters of [A-Za-z0-9._:-]");
+        return;
+    }
+    ag_device *d = device_find(a, device_id);
+    if (d && d->conn) {
+        a->n.duplicates++;
+        reject(a, c, ref, "duplicate_device", "device_id is already connected to this node");
+        return;
+    }
+    if ((int64_t)a->connected >= a->cfg.max_devices) {
+        reject(a, c, ref, "node_full", "this node serves its maximum number of devices");
+        return;
+    }
+    if (!json_is_object(payload)) {
+        a->n.invalid++;
+        reject(a, c, ref, "invalid", "payload: expected an object");
+        return;
+    }
+    json_t *rec = pick(payload, hello_keys);
+    json_t *streams = json_object_get(payload, "streams");
+    if (streams && !json_is_array(streams)) {
+        json_decref(rec);
+        a->n.invalid++;
+        reject(a, c, ref, "invalid", "payload.streams: expected an array");
+        return;
+    }
+    json_t *clean = json_array();
+    size_t i;
+    json_t *st;
+    json_array_foreach(streams, i, st) json_array_append_new(clean, pick(st, stream_keys));
+    json_object_set_new(rec, "streams", clean);
+    json_object_set_new(rec, "device_id", json_string(device_id));
+    json_object_set_new(rec, "node_id", json_string(a->cfg.node_id));
+    if (check_record(a, "DeviceRegistered", rec, err, sizeof(err))) {
+        json_decref(rec);
+        a->n.invalid++;
+        snprintf(why, sizeof(why), "payload.%s", err);
+        reject(a, c, ref, "invalid", why);
+        return;
+    }
+    if (!d && !(d = device_add(a, device_id))) {
+        json_decref(rec);
+        reject(a, c, ref, "internal", "out of memory");
+        return;
+    }
+    d->conn = c;
+    c->dev = d;
+    a->connected++;
+    ag_emit(a, "DeviceRegistered", device_id, rec);
+    /* Rejoin: tell the device where each of its streams resumes. */
+    ag_send(a, c, "register",
+            json_pack("{s:b, s:s, s:s, s:O}", "accepted", 1, "reason", "", "node_id",
+                      a->cfg.node_id, "resume", d->next_seq));
+    d->round_active = 0;
+    d->next_round_ns = ag_now_ns(); /* sync at once */
+}
+
+/* -------------------------------------------------------------- time sync */
+
+static void on_time_resp(ag_agent *a, ag_conn *c, json_t *payload, int64_t t4, const char *ref)
+{
+    json_t *t1 = json_object_get(payload, "t1"), *t2 = json_object_get(payload, "t2"),
+           *t3 = json_object_get(payload, "t3");
+    ag_device *d = c->dev;
+    if (!json_is_integer(t1) || !json_is_integer(t2) || !json_is_integer(t3)) {
+        a->n.invalid++;
+        ag_send_error(a, c, "invalid", "payload: expected integers t1, t2, t3 (ns)", ref);
+        return;
+    }
+    if (!d->round_active)
+        return; /* a late answer to a finished round */
+    cs_probe p = {json_integer_value(t1), json_integer_value(t2), json_integer_value(t3), t4};
+    if (p.t1 < d->round_deadline_ns - (a->cfg.sync_probes * a->cfg.probe_spacing_ms +
+                                       a->cfg.round_timeout_ms) * 1000000LL)
+        return; /* from an earlier round */
+    if (cs_add_probe(&d->clock, &p) != 0) {
+        a->n.invalid++;
+        ag_send_error(a, c, "invalid", "time_resp: t3 < t2 or t4 < t1", ref);
+        return;
+    }
+    d->probes_answered++;
+}
+
+static void end_round(ag_agent *a, ag_device *d)
+{
+    cs_round_result r;
+    d->round_active = 0;
+    d->next_round_ns = ag_now_ns() + a->cfg.sync_interval_ms * 1000000LL;
+    if (cs_end_round(&d->clock, &r) != 0)
+        return; /* no answer this round: try again next interval */
+    ag_emit(a, "ClockOffsetMeasured", d->device_id,
+            json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:I, s:i, s:I, s:I, s:I, s:I}", "device_id",
+                      d->device_id, "node_id", a->cfg.node_id, "round", (json_int_t)r.round,
+                      "offset_ns", (json_int_t)r.offset_ns, "rtt_ns", (json_int_t)r.rtt_ns,
+                      "drift_ppm", r.drift_ppm, "uncertainty_ns", (json_int_t)r.uncertainty_ns,
+                      "probes", r.probes, "t1_ns", (json_int_t)r.best.t1, "t2_ns",
+                      (json_int_t)r.best.t2, "t3_ns", (json_int_t)r.best.t3, "t4_ns",
+                      (json_int_t)r.best.t4));
+}
+
+void ag_sync_tick(ag_agent *a, int64_t now)
+{
+    for (size_t i = 0; i < a->device_count; i++) {
+        ag_device *d = a->devices[i];
+        if (!d->conn)
+            continue;
+        if (!d->round_active) {
+            if (now < d->next_round_ns)
+                continue;
+            d->round_active = 1;
+            d->probes_sent = d->probes_answered = 0;
+            d->next_probe_ns = now;
+            d->round_deadline_ns = now + (a->cfg.sync_probes * a->cfg.probe_spacing_ms +
+                                          a->cfg.round_timeout_ms) * 1000000LL;
+        }
+        if (d->probes_sent < a->cfg.sync_probes && now >= d->next_probe_ns) {
+            queue(d->conn, AG_OUT_TIME_REQ, NULL, 0);
+            d->probes_sent++;
+            d->next_probe_ns = now + a->cfg.probe_spacing_ms * 1000000LL;
+        }
+        if (d->probes_answered >= a->cfg.sync_probes || now >= d->round_deadline_ns)
+            end_round(a, d);
+    }
+}
+
+void ag_sync_now(ag_agent *a, const char *device_id)
+{
+    for (size_t i = 0; i < a->device_count; i++) {
+        ag_device *d = a->devices[i];
+        if (d->conn && !d->round_active && (!device_id || strcmp(device_id, d->device_id) == 0))
+            d->next_round_ns = 0;
+    }
+}
+
+/* ------------------------------------------------------------------- data */
+
+static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, const char *ref)
+{
+    ag_device *d = c->dev;
+    const char *stream = json_string_value(json_object_get(payload, "stream_id"));
+    json_t *seq = json_object_get(payload, "seq"), *t = json_object_get(payload, "t"),
+           *values = json_object_get(payload, "values");
+    size_t n = json_array_size(t), channels = json_array_size(json_array_get(values, 0));
+    if (!stream || !*stream || !json_is_integer(seq) || !json_is_array(t) ||
+        !json_is_array(values) || json_array_size(values) != n || n == 0 || channels == 0) {
+        a->n.invalid++;
+        ag_send_error(a, c, "invalid",
+                      "payload: expected stream_id, seq, t [ns...] and values [[...], ...] "
+                      "with one row per t",
+                      ref);
+        return;
+    }
+    json_t *dev_t = json_array(), *master_t = json_array(), *flat = json_array();
+    size_t i, k;
+    json_t *row, *x;
+    json_array_foreach(values, i, row)
+    {
+        json_t *ti = json_array_get(t, i);
+        if (!json_is_integer(ti) || !json_is_array(row) || json_array_size(row) != channels) {
+            json_decref(dev_t);
+            json_decref(master_t);
+            json_decref(flat);
+            a->n.invalid++;
+            ag_send_error(a, c, "invalid",
+                          "payload: every t must be an integer and every row of values have "
+                          "the same number of channels",
+                          ref);
+            return;
+        }
+        json_array_append(dev_t, ti);
+        json_array_append_new(master_t,
+                              json_integer(cs_device_to_agent(&d->clock, json_integer_value(ti))));
+        json_array_foreach(row, k, x) json_array_append(flat, x);
+    }
+    /* Sequence gaps: counted, not hidden. */
+    int64_t s = json_integer_value(seq);
+    json_t *next = json_object_get(d->next_seq, stream);
+    if (next && s > json_integer_value(next))
+        d->gaps++;
+    json_object_set_new(d->next_seq, stream, json_integer(s + (int64_t)n));
+    const char *session = json_string_value(json_object_get(env, "session_id"));
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:i, s:o, s:o, s:o}", "device_id",
+                            d->device_id, "session_id", session ? session : "", "stream_id",
+                            stream, "seq", (json_int_t)s, "channels", (int)channels,
+                            "device_time_ns", dev_t, "master_time_ns", master_t, "values", flat);
+    char err[512];
+    if (check_record(a, "SensorSampleBatch", rec, err, sizeof(err))) {
+        a->n.invalid++;
+        ag_send_error(a, c, "invalid", err, ref);
+        json_decref(rec);
+        return;
+    }
+    ag_emit(a, "SensorSampleBatch", d->device_id, rec);
+}
+
+static void on_status(ag_agent *a, ag_conn *c, json_t *payload, const char *ref)
+{
+    json_t *rec = json_pack("{s:s, s:s}", "device_id", c->dev->device_id, "node_id",
+                            a->cfg.node_id);
+    json_t *v;
+    char err[512];
+    if ((v = json_object_get(payload, "battery")))
+        json_object_set(rec, "battery", v);
+    if ((v = json_object_get(payload, "storage_free")))
+        json_object_set(rec, "storage_free_bytes", v);
+    if ((v = json_object_get(payload, "temperature")))
+        json_object_set(rec, "temperature_c", v);
+    if ((v = json_object_get(payload, "recording")))
+        json_object_set(rec, "recording", v);
+    if (check_record(a, "DeviceStatus", rec, err, sizeof(err))) {
+        a->n.invalid++;
+        ag_send_error(a, c, "invalid", err, ref);
+        json_decref(rec);
+        return;
+    }
+    ag_emit(a, "DeviceStatus", c->dev->device_id, rec);
+}
+
+static void on_sync_mark(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, const char *ref)
+{
+    const char *session = json_string_value(json_object_get(env, "session_id"));
+    const char *mark = json_string_value(json_object_get(payload, "mark_id"));
+    const char *label = json_string_value(json_object_get(payload, "label"));
+    json_t *ts = json_object_get(env, "ts");
+    if (!session || !*session || !mark || !*mark || !json_is_integer(ts)) {
+        a->n.invalid++;
+        ag_send_error(a, c, "invalid",
+                      "sync_mark: expected session_id and ts in the envelope and payload.mark_id",
+                      ref);
+        return;
+    }
+    int64_t t = json_integer_value(ts);
+    ag_emit(a, "SyncMark", session,
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "session_id", session, "device_id",
+                      c->dev->device_id, "mark_id", mark, "label", label ? label : "",
+                      "device_time_ns", (json_int_t)t, "master_time_ns",
+                      (json_int_t)cs_device_to_agent(&c->dev->clock, t)));
+    ag_send(a, c, "ack", json_pack("{s:s, s:s}", "ref_id", ref ? ref : "", "status", "ok"));
+}
+
+/* Binary frame: 4-byte big-endian length N, N bytes of JSON header
+ * {stream_id, seq, codec, pts, keyframe, ts, width, height, session_id},
+ * then the encoded packet. */
+static void on_media(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len)
+{
+    size_t hlen = len >= 4 ? ((size_t)msg[0] << 24 | (size_t)msg[1] << 16 | (size_t)msg[2] << 8 |
+                              msg[3])
+                           : 0;
+    json_t *h = hlen && hlen <= len - 4 ? json_loadb((const char *)msg + 4, hlen, 0, NULL) : NULL;
+    const char *stream = json_string_value(json_object_get(h, "stream_id"));
+    const char *codec = json_string_value(json_object_get(h, "codec"));
+    if (!json_is_object(h) || !stream || !codec || !json_is_integer(json_object_get(h, "pts"))) {
+        json_decref(h);
+        a->n.invalid++;
+        ag_send_error(a, c, "invalid",
+                      "binary frame: expected a 4-byte big-endian header length, a JSON header "
+                      "{stream_id, codec, pts, ...}, then the packet",
+                      NULL);
+        return;
+    }
+    int64_t ts = json_integer_value(json_object_get(h, "ts"));
+    const char *session = json_string_value(json_object_get(h, "session_id"));
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I, s:I, s:i, s:i, s:s}",
+                            "device_id", c->dev->device_id, "session_id", session ? session : "",
+                            "stream_id", stream, "seq",
+                            (json_int_t)json_integer_value(json_object_get(h, "seq")), "codec",
+                            codec, "pts", (json_int_t)json_integer_value(json_object_get(h, "pts")),
+                            "keyframe", json_is_true(json_object_get(h, "keyframe")),
+                            "device_time_ns", (json_int_t)ts, "master_time_ns",
+                            (json_int_t)cs_device_to_agent(&c->dev->clock, ts), "width",
+                            (int)json_integer_value(json_object_get(h, "width")), "height",
+                            (int)json_integer_value(json_object_get(h, "height")), "data", "");
+    json_decref(h);
+    /* The packet goes into the record as it is, not through JSON. */
+    char err[512];
+    const ev_schema *s = ev_schema_by_name("MediaPacket");
+    avro_value_t *v, data;
+    int rc = ev_codec_value(a->codec, s, &v);
+    if (!rc)
+        rc = ev_value_from_json(v, rec, err, sizeof(err));
+    json_decref(rec);
+    if (!rc && avro_value_get_by_name(v, "data", &data, NULL) == 0)
+        rc = avro_value_set_bytes(&data, (void *)(msg + 4 + hlen), len - 4 - hlen);
+    if (!rc)
+        rc = ev_log_emit(a->log, s, c->dev->device_id, v, NULL, err, sizeof(err));
+    if (rc) {
+        a->n.invalid++;
+        ag_send_error(a, c, "invalid", err, NULL);
+        return;
+    }
+    a->n.events++;
+}
+
+/* --------------------------------------------------------------- dispatch */
+
+/* Token bucket per connection: a flood gets one error, then silence, then
+ * a close if it goes on. */
+static int rate_ok(ag_agent *a, ag_conn *c, int64_t now)
+{
+    c->tokens += (double)(now - c->tokens_at_ns) * 1e-9 * (double)a->cfg.rate_per_s;
+    if (c->tokens > (double)a->cfg.rate_burst)
+        c->tokens = (double)a->cfg.rate_burst;
+    c->tokens_at_ns = now;
+    if (c->tokens >= 1.0) {
+        c->tokens -= 1.0;
+        c->flood_strikes = 0;
+        return 1;
+    }
+    a->n.rate_limited++;
+    if (c->flood_strikes++ == 0)
+        ag_send_error(a, c, "rate_limited", "too many messages: slow down", NULL);
+    if (c->flood_strikes > a->cfg.rate_burst * 10)
+        ag_close(c, 1008, "flood: messages keep exceeding the rate limit");
+    return 0;
+}
+
+void ag_on_message(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len, int binary)
+{
+    int64_t t4 = ag_now_ns();
+    json_error_t jerr;
+    char why[256];
+
+    a->n.messages++;
+    if (!rate_ok(a, c, t4))
+        return;
+    if (binary) {
+        if (!c->dev) {
+            a->n.not_registered++;
+            ag_send_error(a, c, "not_registered", "send hello first", NULL);
+            return;
+        }
+        on_media(a, c, msg, len);
+        return;
+    }
+    json_t *env = json_loadb((const char *)msg, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!env) {
+        a->n.bad_json++;
+        snprintf(why, sizeof(why), "malformed JSON at line %d column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        ag_send_error(a, c, "bad_json", why, NULL);
+        return;
+    }
+    const char *type = json_string_value(json_object_get(env, "type"));
+    const char *ref = json_string_value(json_object_get(env, "id"));
+    json_t *payload = json_object_get(env, "payload");
+    if (!json_is_object(env) || !type) {
+        a->n.invalid++;
+        ag_send_error(a, c, "invalid", "expected an object with a string \"type\"", ref);
+    } else if (strcmp(type, "hello") == 0) {
+        on_hello(a, c, env, ref);
+    } else if (!c->dev && strcmp(type, "ack") != 0 && strcmp(type, "error") != 0) {
+        a->n.not_registered++;
+        ag_send_error(a, c, "not_registered", "send hello first", ref);
+    } else if (strcmp(type, "time_resp") == 0) {
+        on_time_resp(a, c, payload, t4, ref);
+    } else if (strcmp(type, "samples") == 0) {
+        on_samples(a, c, env, payload, ref);
+    } else if (strcmp(type, "status") == 0) {
+        on_status(a, c, payload, ref);
+    } else if (strcmp(type, "sync_mark") == 0) {
+        on_sync_mark(a, c, env, payload, ref);
+    } else if (strcmp(type, "ack") == 0 || strcmp(type, "error") == 0) {
+        /* the device's answers to start/stop: counted for now */
+    } else {
+        a->n.unknown_type++;
+        snprintf(why, sizeof(why), "unknown message type '%.64s'", type);
+        ag_send_error(a, c, "unknown_type", why, ref);
+    }
+    json_decref(env);
+}
+
+void ag_on_closed(ag_agent *a, ag_conn *c)
+{
+    ag_device *d = c->dev;
+    if (d) {
+        d->conn = NULL;
+        d->round_active = 0;
+        a->connected--;
+        ag_emit(a, "DeviceDisconnected", d->device_id,
+                json_pack("{s:s, s:s, s:s}", "device_id", d->device_id, "node_id",
+                          a->cfg.node_id, "reason", "connection closed"));
+    }
+    while (c->out_head) {
+        ag_out *o = c->out_head;
+        c->out_head = o->next;
+        free(o);
+    }
+    c->out_tail = NULL;
+    free(c->rx);
+    c->rx = NULL;
+}
