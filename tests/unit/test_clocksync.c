@@ -1,0 +1,113 @@
+/* Clock estimation (services/agent/clocksync.c): the four-timestamp offset,
+ * the minimum-RTT probe, the drift fit, conversions both ways. */
+#include "clocksync.h"
+
+#include <check.h>
+#include <stdlib.h>
+
+#define MS 1000000LL
+
+/* A probe over a path with one-way delays up/down against a device clock
+ * that is offset + drift * t ahead. */
+static cs_probe probe(int64_t t1, int64_t down, int64_t up, int64_t offset, double drift)
+{
+    int64_t t2_true = t1 + down, t3_true = t2_true + 50000;
+    cs_probe p = {t1, t2_true + offset + (int64_t)(drift * (double)t2_true),
+                  t3_true + offset + (int64_t)(drift * (double)t3_true), t3_true + up};
+    return p;
+}
+
+START_TEST(symmetric_path_gives_exact_offset)
+{
+    cs_clock c;
+    cs_round_result r;
+    cs_init(&c);
+    cs_probe p = probe(1000 * MS, 2 * MS, 2 * MS, 123456789, 0);
+    ck_assert_int_eq(cs_add_probe(&c, &p), 0);
+    ck_assert_int_eq(cs_end_round(&c, &r), 0);
+    ck_assert_int_eq(r.offset_ns, 123456789);
+    ck_assert_int_eq(r.rtt_ns, 4 * MS);
+    ck_assert_int_eq(r.uncertainty_ns, 2 * MS);
+}
+END_TEST
+
+START_TEST(keeps_minimum_rtt_probe_and_error_is_bounded)
+{
+    cs_clock c;
+    cs_round_result r;
+    cs_init(&c);
+    int64_t downs[] = {5 * MS, 1 * MS, 9 * MS, 3 * MS}, ups[] = {1 * MS, 1 * MS + 200000, 2 * MS, 7 * MS};
+    for (int i = 0; i < 4; i++) {
+        cs_probe p = probe((1000 + i * 20) * MS, downs[i], ups[i], -5 * MS, 0);
+        ck_assert_int_eq(cs_add_probe(&c, &p), 0);
+    }
+    ck_assert_int_eq(cs_end_round(&c, &r), 0);
+    ck_assert_int_eq(r.probes, 4);
+    ck_assert_int_eq(r.rtt_ns, 2 * MS + 200000); /* probe 1 */
+    ck_assert_int_le(llabs(r.offset_ns - (-5 * MS)), r.uncertainty_ns);
+    ck_assert_int_eq(r.offset_ns, -5 * MS - 100000); /* half the asymmetry */
+}
+END_TEST
+
+START_TEST(impossible_probe_dropped)
+{
+    cs_clock c;
+    cs_round_result r;
+    cs_init(&c);
+    cs_probe p = {100, 50, 40, 200}; /* t3 < t2 */
+    ck_assert_int_eq(cs_add_probe(&c, &p), -1);
+    cs_probe q = {100, 50, 60, 90}; /* t4 < t1 */
+    ck_assert_int_eq(cs_add_probe(&c, &q), -1);
+    ck_assert_int_eq(cs_end_round(&c, &r), -1); /* nothing valid */
+}
+END_TEST
+
+START_TEST(drift_recovered_over_rounds)
+{
+    cs_clock c;
+    cs_round_result r;
+    cs_init(&c);
+    double drift = 50e-6; /* 50 ppm */
+    for (int round = 0; round < 20; round++) {
+        int64_t t = (int64_t)round * 2000 * MS + 1000 * MS;
+        for (int k = 0; k < 8; k++) {
+            cs_probe p = probe(t + k * 15 * MS, (1 + k % 3) * MS, (1 + k % 3) * MS, 7 * MS, drift);
+            cs_add_probe(&c, &p);
+        }
+        ck_assert_int_eq(cs_end_round(&c, &r), 0);
+    }
+    ck_assert_msg(r.drift_ppm > 49.9 && r.drift_ppm < 50.1, "drift %f ppm", r.drift_ppm);
+    /* The fit predicts the offset between rounds. */
+    int64_t t = 39 * 1000 * MS;
+    int64_t want = 7 * MS + (int64_t)(drift * (double)t);
+    ck_assert_int_le(llabs(cs_offset_at(&c, t) - want), 2000);
+    /* Conversions are inverse to each other. */
+    int64_t dev = cs_agent_to_device(&c, t);
+    ck_assert_int_le(llabs(cs_device_to_agent(&c, dev) - t), 2);
+}
+END_TEST
+
+START_TEST(identity_before_any_round)
+{
+    cs_clock c;
+    cs_init(&c);
+    ck_assert_int_eq(cs_device_to_agent(&c, 12345), 12345);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("clocksync");
+    TCase *tc = tcase_create("clocksync");
+    tcase_add_test(tc, symmetric_path_gives_exact_offset);
+    tcase_add_test(tc, keeps_minimum_rtt_probe_and_error_is_bounded);
+    tcase_add_test(tc, impossible_probe_dropped);
+    tcase_add_test(tc, drift_recovered_over_rounds);
+    tcase_add_test(tc, identity_before_any_round);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
