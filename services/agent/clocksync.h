@@ -6,15 +6,23 @@
  *     offset = ((t2 - t1) + (t3 - t4)) / 2     (device minus agent)
  *     rtt    = (t4 - t1) - (t3 - t2)
  * and its error is at most rtt / 2 (the unknown asymmetry of the path). A
- * round keeps its minimum-RTT probe (as LSL does). Across rounds the kept
- * probes are fitted with a line (least squares over the last
- * CS_HISTORY rounds): offset(t) = offset_at_ref + drift * (t - ref), so
- * device times convert to agent time between rounds too. */
+ * round keeps its minimum-RTT probe (as LSL does) for the record.
+ *
+ * The estimate uses more than that probe: every valid probe of the last
+ * CS_WINDOW is kept, and at the end of each round a line
+ *     offset(t) = ref_offset + drift * (t - ref_t)
+ * is fitted (least squares) through the quarter of them with the lowest
+ * RTT. A low-RTT probe has both one-way delays near their minimum, so its
+ * asymmetry error is small, and averaging many such probes shrinks the rest;
+ * the slope is the drift. Device times convert to agent time through the
+ * line between rounds too. */
 #ifndef MSRS_CLOCKSYNC_H
 #define MSRS_CLOCKSYNC_H
 #include <stdint.h>
 
-#define CS_HISTORY 32
+#define CS_WINDOW 256 /* probes: 32 rounds of 8 */
+#define CS_DRIFT_MIN_SPAN_NS 16000000000LL
+#define CS_NO_DRIFT_SPAN_NS 4000000000LL
 
 typedef struct cs_probe {
     int64_t t1, t2, t3, t4;
@@ -22,9 +30,9 @@ typedef struct cs_probe {
 
 typedef struct cs_round_result {
     int64_t round;
-    int64_t offset_ns;      /* of the minimum-RTT probe */
-    int64_t rtt_ns;
-    int64_t uncertainty_ns; /* rtt / 2: bound on the kept probe's error */
+    int64_t offset_ns;      /* the fitted offset at the kept probe's t4 */
+    int64_t rtt_ns;         /* of the kept (minimum-RTT) probe */
+    int64_t uncertainty_ns; /* an estimate of the error of offset_ns (not a bound), >= 1 us */
     double drift_ppm;       /* slope of the fit over the last rounds */
     int probes;
     cs_probe best;
@@ -35,9 +43,9 @@ typedef struct cs_clock {
     int probes;
     cs_probe best;
     int64_t best_rtt;
-    /* history of kept probes: agent time (mid-point) and offset */
-    int64_t hist_t[CS_HISTORY], hist_offset[CS_HISTORY];
-    int hist_count, hist_next;
+    /* every valid probe of the window: agent time (mid-point), a, b, rtt */
+    int64_t win_t[CS_WINDOW], win_a[CS_WINDOW], win_b[CS_WINDOW], win_rtt[CS_WINDOW];
+    int win_count, win_next;
     int64_t rounds;
     /* the fit */
     int fitted;

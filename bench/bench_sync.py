@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+"""Clock-sync precision: msrs-agent + msrs-devsim (N devices, a network
+profile) on a SQLite log for D seconds; every ClockOffsetMeasured the agent
+recorded is compared with the device's true offset at that moment (from
+devsim's --truth file). Prints p50/p99/max |estimate - truth|, and the
+agent's CPU and peak RSS per device.
+
+usage: bench/bench_sync.py [--devices 8,64] [--profiles lan,wifi] [--seconds 30]
+                           [--warmup-rounds 3] [--bin build/bin]"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def proc_stats(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    hwm = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) * 1024
+    return cpu, hwm
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def run(binary, devices, profile, seconds, warmup):
+    tmp = tempfile.mkdtemp(prefix="msrs-bench-sync-")
+    db, truth = os.path.join(tmp, "log.db"), os.path.join(tmp, "truth.jsonl")
+    port = free_port()
+    agent = subprocess.Popen([os.path.join(binary, "msrs-agent"), "--log", "sqlite:" + db,
+                              "--listen", "127.0.0.1:%d" % port, "--node-id", "bench",
+                              "-X", "sqlite.synchronous=NORMAL"],
+                             stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    sim = subprocess.Popen([os.path.join(binary, "msrs-devsim"), "--url",
+                            "ws://127.0.0.1:%d/v1/devices" % port, "--devices", str(devices),
+                            "--profile", profile, "--duration", str(seconds), "--truth", truth],
+                           stderr=subprocess.DEVNULL)
+    cpu0, _ = proc_stats(agent.pid)
+    t0 = time.time()
+    sim.wait()
+    wall = time.time() - t0
+    cpu1, hwm = proc_stats(agent.pid)
+    agent.terminate()
+    agent.wait()
+    model = {}
+    for line in open(truth):
+        d = json.loads(line)
+        model[d["device_id"]] = d
+    out = subprocess.run([os.path.join(binary, "msrs-tail"), "--log", "sqlite:" + db, "--topic", "devices"],
+                         capture_output=True, text=True).stdout
+    errs, signed, rounds = [], [], 0
+    by_round = {}
+    for line in out.splitlines():
+        r = json.loads(line)
+        if not r["type"].endswith("ClockOffsetMeasured"):
+            continue
+        v = r["value"]
+        rounds += 1
+        if v["round"] <= warmup:
+            continue
+        m = model[v["device_id"]]
+        t = v["t4_ns"]
+        true_off = m["offset_ns"] + m["drift_ppm"] * 1e-6 * (t - m["t0_ns"])
+        errs.append(abs(v["offset_ns"] - true_off) / 1000.0)
+        signed.append((v["offset_ns"] - true_off) / 1000.0)
+        by_round.setdefault(v["round"], []).append(abs(v["offset_ns"] - true_off) / 1000.0)
+    print("  %-5s %5d devices %4ds: %6d rounds  |err| us p50 %8.1f  p99 %8.1f  max %8.1f  "
+          "(median signed %+7.1f)  agent cpu %5.1f%%  rss %6.2f MB/device" % (
+              profile, devices, seconds, rounds, pct(errs, 50), pct(errs, 99),
+              max(errs) if errs else float("nan"), pct(signed, 50),
+              100.0 * (cpu1 - cpu0) / wall, hwm / 1e6 / devices),
+          flush=True)
+    if os.environ.get("MSRS_BENCH_BY_ROUND"):
+        for k in sorted(by_round):
+            print("    round %3d: max |err| %8.1f us over %d devices" % (k, max(by_round[k]), len(by_round[k])))
+    subprocess.run(["rm", "-rf", tmp])
+    return errs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", default="8")
+    ap.add_argument("--profiles", default="lan,wifi")
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--warmup-rounds", type=int, default=3)
+    ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
+    a = ap.parse_args()
+    print("# command: %s" % " ".join(sys.argv))
+    print("# |err| = |ClockOffsetMeasured.offset_ns - true offset at t4|, rounds after the first %d"
+          % a.warmup_rounds)
+    for profile in a.profiles.split(","):
+        for n in a.devices.split(","):
+            run(a.bin, int(n), profile, a.seconds, a.warmup_rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,602 @@
+/* msrs-devsim — N simulated devices in one process, each a real WebSocket
+ * client of the agent's device endpoint with its own clock behind a
+ * simulated network.
+ *
+ * Clock of device i: device(t) = t + offset_i + drift_i * (t - t0) + noise,
+ * where t is this machine's clock (which is the agent's), offset and drift
+ * are drawn at start and noise is gaussian timestamp jitter. The true
+ * offsets go to --truth FILE (one JSON line per device) so a benchmark can
+ * compare the agent's estimates with them.
+ *
+ * Network: every message waits a one-way delay before it "arrives" at the
+ * device or leaves it: uniform in [min, max] ms, plus an extra uplink delay
+ * (asymmetry), plus rare spikes; order per connection is kept (TCP). A
+ * device may lose its connection (--loss-per-min) and reconnects, resuming
+ * its sequence numbers (samples made while away are lost: gaps).
+ *
+ * Streams: GSR (1 channel, 128 Hz, batches of 16) and IMU (6 channels,
+ * 100 Hz, batches of 10), with device timestamps. Video is not built yet. */
+#include "cli.h"
+
+#include <libwebsockets.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MS 1000000LL
+
+typedef struct ds_profile {
+    double delay_min_ms, delay_max_ms, asym_ms, spike_prob, spike_ms, jitter_us;
+} ds_profile;
+
+typedef struct ds_msg {
+    struct ds_msg *next;
+    size_t len;
+    unsigned char buf[];
+} ds_msg;
+
+typedef struct ds_stream {
+    const char *id, *type;
+    int channels, batch;
+    double rate_hz;
+    int64_t seq, next_ns;
+} ds_stream;
+
+typedef struct ds_device {
+    int index;
+    char id[64];
+    struct lws *wsi;
+    int connected, registered, closing;
+    int64_t offset_ns, t0_ns;
+    double drift; /* ns per ns */
+    ds_stream streams[2];
+    ds_msg *out_head, *out_tail;
+    int64_t last_down_ns, last_up_ns; /* FIFO per direction */
+    int64_t reconnect_at_ns, drop_at_ns;
+    unsigned char rx[65536];
+    size_t rx_len;
+    int64_t probes, errors, reconnects, samples_sent;
+} ds_device;
+
+/* Scheduled actions, in a binary heap by due time. */
+enum { EV_DELIVER_PROBE, EV_SEND };
+typedef struct ds_event {
+    int64_t due_ns;
+    int kind;
+    int device;
+    int64_t t1;    /* EV_DELIVER_PROBE */
+    ds_msg *msg;   /* EV_SEND */
+} ds_event;
+
+typedef struct ds_sim {
+    struct lws_context *ctx;
+    lws_sorted_usec_list_t tick; /* due network events: scheduled at the heap's top */
+    lws_sorted_usec_list_t scan; /* samples, reconnects, losses: every 2 ms */
+    int64_t last_scan_ns;
+    char host[128], path[128];
+    int port;
+    ds_device *devs;
+    int n;
+    ds_profile net;
+    double loss_per_min;
+    ds_event *heap;
+    size_t heap_len, heap_cap;
+    uint64_t rng;
+    int64_t started_ns, duration_ns;
+    int64_t connected, errors_seen;
+} ds_sim;
+
+static ds_sim sim;
+
+static void schedule_tick(void);
+
+static int64_t now_ns(void) { return ev_now_ns(); }
+
+/* xorshift64*: reproducible with --seed */
+static double urand(void)
+{
+    sim.rng ^= sim.rng >> 12;
+    sim.rng ^= sim.rng << 25;
+    sim.rng ^= sim.rng >> 27;
+    return (double)((sim.rng * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+static double gauss(void)
+{
+    double u = urand(), v = urand();
+    return sqrt(-2.0 * log(u + 1e-300)) * cos(2 * M_PI * v);
+}
+
+static int64_t dev_clock(const ds_device *d, int64_t t)
+{
+    int64_t noise = sim.net.jitter_us > 0 ? (int64_t)(gauss() * sim.net.jitter_us * 1000.0) : 0;
+    return t + d->offset_ns + (int64_t)(d->drift * (double)(t - d->t0_ns)) + noise;
+}
+
+static int64_t one_way_ns(int up)
+{
+    double ms = sim.net.delay_min_ms + urand() * (sim.net.delay_max_ms - sim.net.delay_min_ms);
+    if (up)
+        ms += sim.net.asym_ms;
+    if (sim.net.spike_prob > 0 && urand() < sim.net.spike_prob)
+        ms += sim.net.spike_ms * (0.5 + urand());
+    return (int64_t)(ms * 1e6);
+}
+
+/* ------------------------------------------------------------------ heap */
+
+static void heap_push(ds_event e)
+{
+    if (sim.heap_len == sim.heap_cap) {
+        sim.heap_cap = sim.heap_cap ? sim.heap_cap * 2 : 1024;
+        sim.heap = realloc(sim.heap, sim.heap_cap * sizeof(*sim.heap));
+    }
+    size_t i = sim.heap_len++;
+    while (i > 0 && sim.heap[(i - 1) / 2].due_ns > e.due_ns) {
+        sim.heap[i] = sim.heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    sim.heap[i] = e;
+}
+
+static ds_event heap_pop(void)
+{
+    ds_event top = sim.heap[0], last = sim.heap[--sim.heap_len];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= sim.heap_len)
+            break;
+        if (c + 1 < sim.heap_len && sim.heap[c + 1].due_ns < sim.heap[c].due_ns)
+            c++;
+        if (sim.heap[c].due_ns >= last.due_ns)
+            break;
+        sim.heap[i] = sim.heap[c];
+        i = c;
+    }
+    if (sim.heap_len)
+        sim.heap[i] = last;
+    return top;
+}
+
+/* --------------------------------------------------------------- sending */
+
+static ds_msg *msg_new(const char *text, size_t len)
+{
+    ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    m->next = NULL;
+    m->len = len;
+    memcpy(m->buf + LWS_PRE, text, len);
+    return m;
+}
+
+/* Sends text after the uplink delay, in order. */
+static void send_later(ds_device *d, const char *text, size_t len)
+{
+    int64_t due = now_ns() + one_way_ns(1);
+    if (due < d->last_up_ns)
+        due = d->last_up_ns;
+    d->last_up_ns = due;
+    heap_push((ds_event){due, EV_SEND, d->index, 0, msg_new(text, len)});
+}
+
+static void send_json(ds_device *d, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    send_later(d, text, strlen(text));
+    free(text);
+    json_decref(j);
+}
+
+static void send_hello(ds_device *d)
+{
+    send_json(d, json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:[s,s], s:[{s:s,s:s,s:f,s:i,s:s},"
+                           "{s:s,s:s,s:f,s:i,s:s}], s:f, s:s}}",
+                           "id", "hello", "type", "hello", "ts", (json_int_t)dev_clock(d, now_ns()),
+                           "device_id", d->id, "payload", "name", d->id, "capabilities", "gsr",
+                           "imu", "streams", "stream_id", "gsr", "type", "gsr", "rate_hz", 128.0,
+                           "channels", 1, "format", "float64", "stream_id", "imu", "type", "imu",
+                           "rate_hz", 100.0, "channels", 6, "format", "float64", "battery", 0.9,
+                           "version", "msrs-devsim"));
+}
+
+/* A batch of samples of stream s, device timestamps from the device clock. */
+static void send_samples(ds_device *d, ds_stream *s, int64_t now)
+{
+    json_t *t = json_array(), *values = json_array();
+    int64_t period = (int64_t)(1e9 / s->rate_hz);
+    for (int i = 0; i < s->batch; i++) {
+        int64_t when = s->next_ns + i * period;
+        json_array_append_new(t, json_integer(dev_clock(d, when)));
+        json_t *row = json_array();
+        for (int c = 0; c < s->channels; c++)
+            json_array_append_new(row, json_real(sin((double)(s->seq + i) * 0.05 + c) + 0.001 * c));
+        json_array_append_new(values, row);
+    }
+    s->next_ns += s->batch * period;
+    if (d->registered)
+        send_json(d, json_pack("{s:s, s:I, s:s, s:{s:s, s:I, s:o, s:o}}", "type", "samples", "ts",
+                               (json_int_t)dev_clock(d, now), "device_id", d->id, "payload",
+                               "stream_id", s->id, "seq", (json_int_t)s->seq, "t", t, "values",
+                               values));
+    else {
+        json_decref(t);
+        json_decref(values);
+    }
+    s->seq += s->batch; /* while away, samples are lost: the agent sees a gap */
+    d->samples_sent += d->registered ? s->batch : 0;
+}
+
+/* -------------------------------------------------------------- receiving */
+
+static void on_text(ds_device *d, const char *text, size_t len)
+{
+    json_t *m = json_loadb(text, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(m, "type"));
+    json_t *payload = json_object_get(m, "payload");
+    if (!type) {
+        json_decref(m);
+        return;
+    }
+    if (strcmp(type, "time_req") == 0) {
+        /* It arrives after the downlink delay; the device stamps it then. */
+        int64_t due = now_ns() + one_way_ns(0);
+        if (due < d->last_down_ns)
+            due = d->last_down_ns;
+        d->last_down_ns = due;
+        heap_push((ds_event){due, EV_DELIVER_PROBE, d->index,
+                             json_integer_value(json_object_get(payload, "t1")), NULL});
+        schedule_tick();
+    } else if (strcmp(type, "register") == 0) {
+        d->registered = json_is_true(json_object_get(payload, "accepted"));
+        json_t *resume = json_object_get(payload, "resume");
+        for (int i = 0; i < 2; i++) { /* rejoin: continue where the agent expects */
+            json_t *r = json_object_get(resume, d->streams[i].id);
+            if (json_is_integer(r) && json_integer_value(r) > d->streams[i].seq)
+                d->streams[i].seq = json_integer_value(r);
+        }
+        if (!d->registered)
+            fprintf(stderr, "msrs-devsim: %s refused: %s\n", d->id,
+                    json_string_value(json_object_get(payload, "reason")));
+    } else if (strcmp(type, "error") == 0) {
+        d->errors++;
+        sim.errors_seen++;
+        if (d->errors <= 3)
+            fprintf(stderr, "msrs-devsim: %s: error %s: %s\n", d->id,
+                    json_string_value(json_object_get(payload, "code")),
+                    json_string_value(json_object_get(payload, "message")));
+    } else if (strcmp(type, "start") == 0 || strcmp(type, "stop") == 0) {
+        send_json(d, json_pack("{s:s, s:s, s:{s:s, s:s}}", "type", "ack", "device_id", d->id,
+                               "payload", "ref_id",
+                               json_string_value(json_object_get(m, "id")) ?: "", "status",
+                               "ok"));
+    }
+    json_decref(m);
+}
+
+static void connect_device(ds_device *d);
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    ds_device *d = user;
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        d->connected = 1;
+        d->rx_len = 0;
+        sim.connected++;
+        send_hello(d);
+        break;
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+        if (d->rx_len + len <= sizeof(d->rx)) {
+            memcpy(d->rx + d->rx_len, in, len);
+            d->rx_len += len;
+        }
+        if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+            on_text(d, (const char *)d->rx, d->rx_len);
+            d->rx_len = 0;
+        }
+        break;
+    case LWS_CALLBACK_CLIENT_WRITEABLE: {
+        if (d->closing)
+            return -1;
+        ds_msg *m = d->out_head;
+        if (!m)
+            break;
+        d->out_head = m->next;
+        if (!d->out_head)
+            d->out_tail = NULL;
+        int w = lws_write(wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+        free(m);
+        if (w < 0)
+            return -1;
+        if (d->out_head)
+            lws_callback_on_writable(wsi);
+        break;
+    }
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        if (d->connected)
+            sim.connected--;
+        d->connected = d->registered = d->closing = 0;
+        d->wsi = NULL;
+        while (d->out_head) {
+            ds_msg *m = d->out_head;
+            d->out_head = m->next;
+            free(m);
+        }
+        d->out_tail = NULL;
+        d->reconnect_at_ns = now_ns() + (int64_t)((200 + urand() * 800) * MS);
+        d->reconnects++;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static struct lws_protocols protocols[] = {{"msrs.v1", callback, 0, 65536, 0, NULL, 0},
+                                           {NULL, NULL, 0, 0, 0, NULL, 0}};
+
+static void connect_device(ds_device *d)
+{
+    struct lws_client_connect_info i;
+    memset(&i, 0, sizeof(i));
+    i.context = sim.ctx;
+    i.address = sim.host;
+    i.port = sim.port;
+    i.path = sim.path;
+    i.host = sim.host;
+    i.origin = sim.host;
+    i.protocol = "msrs.v1";
+    i.userdata = d;
+    i.pwsi = &d->wsi;
+    d->reconnect_at_ns = 0;
+    if (!lws_client_connect_via_info(&i))
+        d->reconnect_at_ns = now_ns() + 500 * MS;
+}
+
+/* --------------------------------------------------------------- the tick */
+
+/* Runs every network event that is due, then sleeps until the next one:
+ * the simulated delays are kept to the event loop's precision, not to a
+ * fixed tick (a coarse tick would add asymmetric delay of its own). */
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    while (sim.heap_len && sim.heap[0].due_ns <= now_ns()) {
+        ds_event e = heap_pop();
+        ds_device *d = &sim.devs[e.device];
+        if (e.kind == EV_DELIVER_PROBE) {
+            if (!d->connected)
+                continue;
+            int64_t t2 = dev_clock(d, now_ns());
+            int64_t t3 = dev_clock(d, now_ns());
+            char text[256];
+            int len = snprintf(text, sizeof(text),
+                               "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
+                               "\"t2\":%lld,\"t3\":%lld}}",
+                               d->id, (long long)e.t1, (long long)t2, (long long)t3);
+            d->probes++;
+            send_later(d, text, (size_t)len);
+        } else if (e.kind == EV_SEND) {
+            if (!d->connected || !d->wsi) {
+                free(e.msg);
+                continue;
+            }
+            if (d->out_tail)
+                d->out_tail->next = e.msg;
+            else
+                d->out_head = e.msg;
+            d->out_tail = e.msg;
+            lws_callback_on_writable(d->wsi);
+        }
+    }
+    schedule_tick();
+}
+
+static void schedule_tick(void)
+{
+    int64_t wait_us = 2000;
+    if (sim.heap_len) {
+        int64_t until = (sim.heap[0].due_ns - now_ns()) / 1000;
+        wait_us = until < 0 ? 0 : until < wait_us ? until : wait_us;
+    }
+    lws_sul_schedule(sim.ctx, 0, &sim.tick, on_tick, wait_us);
+}
+
+static void on_scan(lws_sorted_usec_list_t *sul)
+{
+    int64_t now = now_ns();
+    (void)sul;
+    for (int i = 0; i < sim.n; i++) {
+        ds_device *d = &sim.devs[i];
+        for (int k = 0; k < 2; k++)
+            while (d->streams[k].next_ns + (int64_t)(d->streams[k].batch * 1e9 / d->streams[k].rate_hz) <= now)
+                send_samples(d, &d->streams[k], now);
+        if (!d->wsi && d->reconnect_at_ns && now >= d->reconnect_at_ns)
+            connect_device(d);
+        if (d->connected && sim.loss_per_min > 0 && now >= d->drop_at_ns) {
+            d->drop_at_ns = now + (int64_t)(-log(urand() + 1e-12) * 60e9 / sim.loss_per_min);
+            if (d->drop_at_ns != now && d->wsi) {
+                d->closing = 1; /* lose the connection */
+                lws_callback_on_writable(d->wsi);
+            }
+        }
+    }
+    if (sim.duration_ns && now - sim.started_ns >= sim.duration_ns)
+        cli_stop = 1;
+    schedule_tick(); /* samples were queued: the tick must see them */
+    lws_sul_schedule(sim.ctx, 0, &sim.scan, on_scan, 2000);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: msrs-devsim --url ws://HOST:PORT/v1/devices [options]\n"
+            "Runs N simulated devices, each a WebSocket client with its own clock.\n\n"
+            "  --devices N         number of devices (1-4096, default 4)\n"
+            "  --prefix P          device ids are P1..PN (default sim-)\n"
+            "  --profile NAME      network: lan (0.1-2 ms one-way), wifi (1-20 ms, spikes),\n"
+            "                      none (no added delay); default lan\n"
+            "  --delay-ms MIN:MAX  one-way delay, uniform (overrides the profile)\n"
+            "  --asym-ms X         extra uplink delay (asymmetry)\n"
+            "  --spike-prob P      probability of a delay spike per message\n"
+            "  --spike-ms X        size of a spike\n"
+            "  --jitter-us X       timestamp noise of device clocks (sd)\n"
+            "  --offset-ms X       device clock offsets drawn in [-X, X] (default 500)\n"
+            "  --drift-ppm X       device clock drifts drawn in [-X, X] (default 50)\n"
+            "  --loss-per-min X    connection losses per device per minute (default 0)\n"
+            "  --duration S        stop after S seconds (default: until SIGINT/SIGTERM)\n"
+            "  --truth FILE        write each device's true clock (JSON lines)\n"
+            "  --seed N            random seed (default 1)\n"
+            "  -h, --help\n"
+            "exit: 0 ok, 1 could not run, 2 usage\n");
+}
+
+static int parse_url(const char *url)
+{
+    if (sscanf(url, "ws://%127[^:/]:%d%127s", sim.host, &sim.port, sim.path) < 2)
+        return -1;
+    if (!sim.path[0])
+        snprintf(sim.path, sizeof(sim.path), "/v1/devices");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"url", required_argument, NULL, 'u'},       {"devices", required_argument, NULL, 'n'},
+        {"prefix", required_argument, NULL, 'p'},    {"profile", required_argument, NULL, 'P'},
+        {"delay-ms", required_argument, NULL, 'd'},  {"asym-ms", required_argument, NULL, 'a'},
+        {"spike-prob", required_argument, NULL, 's'}, {"spike-ms", required_argument, NULL, 'S'},
+        {"jitter-us", required_argument, NULL, 'j'}, {"offset-ms", required_argument, NULL, 'o'},
+        {"drift-ppm", required_argument, NULL, 'r'}, {"loss-per-min", required_argument, NULL, 'l'},
+        {"duration", required_argument, NULL, 'D'},  {"truth", required_argument, NULL, 't'},
+        {"seed", required_argument, NULL, 'e'},      {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *url = "ws://127.0.0.1:8620/v1/devices", *prefix = "sim-", *truth = NULL;
+    const char *profile = "lan", *delay = NULL;
+    double offset_ms = 500, drift_ppm = 50, asym = -1, spike_prob = -1, spike_ms = -1, jitter = -1;
+    int opt;
+    sim.n = 4;
+    sim.rng = 1;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'u': url = optarg; break;
+        case 'n': sim.n = atoi(optarg); break;
+        case 'p': prefix = optarg; break;
+        case 'P': profile = optarg; break;
+        case 'd': delay = optarg; break;
+        case 'a': asym = atof(optarg); break;
+        case 's': spike_prob = atof(optarg); break;
+        case 'S': spike_ms = atof(optarg); break;
+        case 'j': jitter = atof(optarg); break;
+        case 'o': offset_ms = atof(optarg); break;
+        case 'r': drift_ppm = atof(optarg); break;
+        case 'l': sim.loss_per_min = atof(optarg); break;
+        case 'D': sim.duration_ns = (int64_t)(atof(optarg) * 1e9); break;
+        case 't': truth = optarg; break;
+        case 'e': sim.rng = strtoull(optarg, NULL, 10) | 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (sim.n < 1 || sim.n > 4096 || optind < argc || parse_url(url)) {
+        fprintf(stderr, "msrs-devsim: expected --url ws://HOST:PORT[/PATH] and 1-4096 devices\n");
+        return 2;
+    }
+    if (strcmp(profile, "lan") == 0)
+        sim.net = (ds_profile){0.1, 2.0, 0, 0, 0, 2};
+    else if (strcmp(profile, "wifi") == 0)
+        sim.net = (ds_profile){1.0, 20.0, 0, 0.01, 50, 20};
+    else if (strcmp(profile, "none") == 0)
+        sim.net = (ds_profile){0, 0, 0, 0, 0, 0};
+    else {
+        fprintf(stderr, "msrs-devsim: --profile '%s': expected lan, wifi or none\n", profile);
+        return 2;
+    }
+    if (delay && sscanf(delay, "%lf:%lf", &sim.net.delay_min_ms, &sim.net.delay_max_ms) != 2) {
+        fprintf(stderr, "msrs-devsim: --delay-ms '%s': expected MIN:MAX\n", delay);
+        return 2;
+    }
+    if (asym >= 0)
+        sim.net.asym_ms = asym;
+    if (spike_prob >= 0)
+        sim.net.spike_prob = spike_prob;
+    if (spike_ms >= 0)
+        sim.net.spike_ms = spike_ms;
+    if (jitter >= 0)
+        sim.net.jitter_us = jitter;
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = protocols;
+    info.fd_limit_per_thread = (unsigned int)(sim.n * 2 + 64);
+    lws_set_log_level(LLL_ERR, NULL);
+    sim.ctx = lws_create_context(&info);
+    if (!sim.ctx) {
+        fprintf(stderr, "msrs-devsim: cannot create the WebSocket context\n");
+        return 1;
+    }
+    FILE *tf = truth ? fopen(truth, "w") : NULL;
+    if (truth && !tf) {
+        fprintf(stderr, "msrs-devsim: %s: cannot write\n", truth);
+        return 1;
+    }
+    sim.started_ns = now_ns();
+    sim.devs = calloc((size_t)sim.n, sizeof(*sim.devs));
+    for (int i = 0; i < sim.n; i++) {
+        ds_device *d = &sim.devs[i];
+        d->index = i;
+        snprintf(d->id, sizeof(d->id), "%s%d", prefix, i + 1);
+        d->offset_ns = (int64_t)((urand() * 2 - 1) * offset_ms * 1e6);
+        d->drift = (urand() * 2 - 1) * drift_ppm * 1e-6;
+        d->t0_ns = sim.started_ns;
+        d->streams[0] = (ds_stream){"gsr", "gsr", 1, 16, 128.0, 0, sim.started_ns};
+        d->streams[1] = (ds_stream){"imu", "imu", 6, 10, 100.0, 0, sim.started_ns};
+        d->drop_at_ns = sim.started_ns +
+                        (sim.loss_per_min > 0 ? (int64_t)(-log(urand() + 1e-12) * 60e9 / sim.loss_per_min) : 0);
+        if (tf)
+            fprintf(tf, "{\"device_id\":\"%s\",\"offset_ns\":%lld,\"drift_ppm\":%.6f,\"t0_ns\":%lld}\n",
+                    d->id, (long long)d->offset_ns, d->drift * 1e6, (long long)d->t0_ns);
+        connect_device(d);
+    }
+    if (tf)
+        fclose(tf);
+    fprintf(stderr, "msrs-devsim: %d devices -> %s (%s: %.1f-%.1f ms one-way, asym %.1f ms, spikes %.3f x %.0f ms, jitter %.0f us)\n",
+            sim.n, url, profile, sim.net.delay_min_ms, sim.net.delay_max_ms, sim.net.asym_ms,
+            sim.net.spike_prob, sim.net.spike_ms, sim.net.jitter_us);
+    cli_install_signals();
+    lws_sul_schedule(sim.ctx, 0, &sim.scan, on_scan, 2000);
+    schedule_tick();
+    time_t last = time(NULL);
+    while (!cli_stop) {
+        if (lws_service(sim.ctx, 0) < 0)
+            break;
+        if (time(NULL) - last >= 5) {
+            last = time(NULL);
+            int64_t probes = 0, samples = 0;
+            for (int i = 0; i < sim.n; i++) {
+                probes += sim.devs[i].probes;
+                samples += sim.devs[i].samples_sent;
+            }
+            fprintf(stderr, "msrs-devsim: %lld/%d connected, %lld probes answered, %lld samples sent, %lld errors\n",
+                    (long long)sim.connected, sim.n, (long long)probes, (long long)samples,
+                    (long long)sim.errors_seen);
+        }
+    }
+    lws_context_destroy(sim.ctx);
+    while (sim.heap_len) {
+        ds_event e = heap_pop();
+        free(e.msg);
+    }
+    free(sim.heap);
+    free(sim.devs);
+    return 0;
+}
