@@ -17,6 +17,9 @@ import tempfile
 import time
 
 
+AGENT_OPTS = []
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -49,7 +52,7 @@ def run(binary, devices, profile, seconds, warmup):
     port = free_port()
     agent = subprocess.Popen([os.path.join(binary, "msrs-agent"), "--log", "sqlite:" + db,
                               "--listen", "127.0.0.1:%d" % port, "--node-id", "bench",
-                              "-X", "sqlite.synchronous=NORMAL"],
+                              "-X", "sqlite.synchronous=NORMAL"] + AGENT_OPTS,
                              stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -109,8 +112,11 @@ def main():
     ap.add_argument("--profiles", default="lan,wifi")
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--warmup-rounds", type=int, default=3)
+    ap.add_argument("-X", action="append", default=[], help="agent config key=value")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
     a = ap.parse_args()
+    for x in a.X:
+        AGENT_OPTS.extend(["-X", x])
     print("# command: %s" % " ".join(sys.argv))
     print("# |err| = |ClockOffsetMeasured.offset_ns - true offset at t4|, rounds after the first %d"
           % a.warmup_rounds)

@@ -307,6 +307,33 @@ int ev_state_apply(ev_state *state, const ev_event *ev, char *errstr, size_t err
  * that shares the state's objects: do not modify it. */
 json_t *ev_state_to_json(const ev_state *state);
 
+/* -------------------------------------------------------------- sync rule */
+
+/* The SynchronizationService's rule, a pure function of the state so syncd,
+ * replay and tests agree. */
+typedef struct ev_sync_params {
+    int64_t max_uncertainty_ns; /* sync.max_uncertainty_us */
+    int64_t max_age_ns;         /* sync.max_age_ms: an older offset is stale */
+    int min_group;              /* sync.min_group: used when larger than the session's */
+} ev_sync_params;
+
+typedef enum ev_sync_decision {
+    EV_SYNC_NONE = 0,  /* no such session, or past synchronisation */
+    EV_SYNC_WAIT = 1,  /* requested, not ready: *why says what is missing */
+    EV_SYNC_READY = 2, /* *completed is the SynchronizationCompleted record (JSON) */
+} ev_sync_decision;
+
+/* Decides for session_id at now_ns. The group is the session's device_ids
+ * that are connected (every connected device when it names none); it is
+ * ready when it has at least max(min_group of the request, params
+ * min_group) devices and each has an offset no older than max_age_ns with
+ * uncertainty at most max_uncertainty_ns. *completed (READY) and *stale
+ * (always: {node_id: [device_id...]} of group devices whose offset is
+ * missing or too old, to re-sync) are new references or NULL. */
+ev_sync_decision ev_sync_decide(const ev_state *state, const char *session_id,
+                                const ev_sync_params *params, int64_t now_ns, json_t **completed,
+                                json_t **stale, char *why, size_t why_size);
+
 #ifdef __cplusplus
 }
 #endif

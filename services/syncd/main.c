@@ -1,0 +1,222 @@
+/* msrs-syncd — the SynchronizationService. Folds nodes, devices and
+ * sessions with the shared reducers (rebuilding its state from the start
+ * of the log each time it starts: its projection is the log), and every
+ * sync.check_ms decides each requested session with ev_sync_decide:
+ *   ready  -> SynchronizationCompleted (event id "sync/<session>", so a
+ *             restart that decides again produces the same event, which the
+ *             reducers ignore)
+ *   stale  -> SyncNow to the nodes of devices whose offset is too old
+ *             (at most once per sync.max_age_ms / 2 per device). */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct sd_syncd {
+    ev_log *log;
+    ev_codec *codec;
+    ev_state *state;
+    ev_sync_params params;
+    json_t *asked;   /* device_id -> ns of the last SyncNow for it */
+    json_t *waiting; /* session_id -> last reason printed */
+    int64_t records, bad, completed, resyncs;
+} sd_syncd;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: msrs-syncd --log URI [options]\n"
+               "Declares sessions synchronised when their device group is, and asks agents\n"
+               "to re-sync stale clocks.\n\n" CLI_COMMON_HELP
+               "\nconfig keys (defaults): sync.min_group (1), sync.max_uncertainty_us (1000),\n"
+               "sync.max_age_ms (10000), sync.check_ms (200)\n"
+               "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
+}
+
+static int emit(sd_syncd *s, const char *type, const char *key, json_t *value, const char *id)
+{
+    char err[512];
+    const ev_schema *schema = ev_schema_by_name(type);
+    avro_value_t *v;
+    ev_emit_opts o = {.id = id};
+    int rc = ev_codec_value(s->codec, schema, &v);
+    if (!rc)
+        rc = ev_value_from_json(v, value, err, sizeof(err));
+    if (!rc)
+        rc = ev_log_emit(s->log, schema, key, v, &o, err, sizeof(err));
+    if (!rc)
+        rc = ev_log_flush(s->log, 10000, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "msrs-syncd: emit %s for %s: %s\n", type, key, err);
+    return rc;
+}
+
+static void resync(sd_syncd *s, json_t *stale, int64_t now)
+{
+    const char *node;
+    json_t *devs;
+    json_object_foreach(stale, node, devs)
+    {
+        json_t *ask = json_array();
+        size_t i;
+        json_t *d;
+        json_array_foreach(devs, i, d)
+        {
+            json_t *last = json_object_get(s->asked, json_string_value(d));
+            if (last && now - json_integer_value(last) < s->params.max_age_ns / 2)
+                continue;
+            json_object_set_new(s->asked, json_string_value(d), json_integer(now));
+            json_array_append(ask, d);
+        }
+        if (json_array_size(ask) && *node) {
+            s->resyncs++;
+            emit(s, "SyncNow", node,
+                 json_pack("{s:s, s:O, s:s}", "node_id", node, "device_ids", ask, "reason",
+                           "offset stale"),
+                 NULL);
+        }
+        json_decref(ask);
+    }
+}
+
+static void check_sessions(sd_syncd *s)
+{
+    int64_t now = ev_now_ns();
+    json_t *all = ev_state_to_json(s->state);
+    const char *sid;
+    json_t *session;
+    json_object_foreach(json_object_get(all, "sessions"), sid, session)
+    {
+        char why[256];
+        json_t *done = NULL, *stale = NULL;
+        ev_sync_decision d = ev_sync_decide(s->state, sid, &s->params, now, &done, &stale, why,
+                                            sizeof(why));
+        if (d == EV_SYNC_READY) {
+            char id[EV_ID_MAX];
+            snprintf(id, sizeof(id), "sync/%.50s", sid);
+            if (emit(s, "SynchronizationCompleted", sid, done, id) == 0) {
+                s->completed++;
+                fprintf(stderr, "msrs-syncd: session %s synchronised: %zu devices, max uncertainty %lld us\n",
+                        sid, json_array_size(json_object_get(done, "devices")),
+                        (long long)json_integer_value(json_object_get(done, "max_uncertainty_ns")) / 1000);
+            }
+            json_decref(done);
+        } else if (d == EV_SYNC_WAIT) {
+            const char *last = json_string_value(json_object_get(s->waiting, sid));
+            if (!last || strcmp(last, why) != 0) {
+                fprintf(stderr, "msrs-syncd: session %s waits: %s\n", sid, why);
+                json_object_set_new(s->waiting, sid, json_string(why));
+            }
+        }
+        if (d != EV_SYNC_NONE || strcmp(json_string_value(json_object_get(session, "state")) ?: "", "recording") == 0)
+            resync(s, stale, now);
+        json_decref(stale);
+    }
+    json_decref(all);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+    cli_common common = {0};
+    char err[512], tb[3][320];
+    int opt, exit_code = CLI_EXIT_OK;
+    int64_t min_group, unc_us, age_ms, check_ms;
+    sd_syncd s;
+    memset(&s, 0, sizeof(s));
+
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (cli_common_opt(&common, opt, optarg))
+            continue;
+        if (opt == 'h') {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    ev_conf *conf = cli_conf_build("msrs-syncd", &common);
+    if (!conf)
+        return CLI_EXIT_USAGE;
+    if (!ev_conf_get(conf, "source", NULL))
+        ev_conf_set(conf, "source", "syncd");
+    if (optind < argc || ev_conf_get_int(conf, "sync.min_group", 1, &min_group, err, sizeof(err)) ||
+        ev_conf_get_int(conf, "sync.max_uncertainty_us", 1000, &unc_us, err, sizeof(err)) ||
+        ev_conf_get_int(conf, "sync.max_age_ms", 10000, &age_ms, err, sizeof(err)) ||
+        ev_conf_get_int(conf, "sync.check_ms", 200, &check_ms, err, sizeof(err)) ||
+        ev_catalog_init(err, sizeof(err)) || ev_log_open(&s.log, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs-syncd: %s\n", optind < argc ? "unexpected argument" : err);
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    s.params = (ev_sync_params){unc_us * 1000, age_ms * 1000000, (int)min_group};
+    s.codec = ev_codec_new();
+    s.state = ev_state_new();
+    s.asked = json_object();
+    s.waiting = json_object();
+    const char *topics[3] = {ev_log_topic(s.log, "nodes", tb[0], sizeof(tb[0])),
+                             ev_log_topic(s.log, "devices", tb[1], sizeof(tb[1])),
+                             ev_log_topic(s.log, "sessions", tb[2], sizeof(tb[2]))};
+    if (ev_log_assign(s.log, topics, 3, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err))) {
+        fprintf(stderr, "msrs-syncd: %s\n", err);
+        exit_code = CLI_EXIT_FAIL;
+        goto out;
+    }
+    fprintf(stderr, "msrs-syncd: folding the log, then checking every %lld ms (min group %lld, "
+                    "max uncertainty %lld us, max age %lld ms)\n",
+            (long long)check_ms, (long long)min_group, (long long)unc_us, (long long)age_ms);
+    cli_install_signals();
+    int caught_up = 0;
+    int64_t next_check = 0;
+    while (!cli_stop) {
+        const ev_msg *m;
+        ev_event ev;
+        int rc = ev_log_poll(s.log, (int)check_ms, &m, err, sizeof(err));
+        if (rc == 0) {
+            s.records++;
+            if (ev_event_decode(s.codec, m, &ev, err, sizeof(err)) ||
+                ev_state_apply(s.state, &ev, err, sizeof(err)) < 0) {
+                s.bad++;
+                fprintf(stderr, "msrs-syncd: skipped: %s\n", err);
+            }
+            if (caught_up && mono_ms() >= next_check) {
+                check_sessions(&s);
+                next_check = mono_ms() + check_ms;
+            }
+            continue;
+        }
+        if (rc == EV_ERR_END && !caught_up) {
+            caught_up = 1;
+            fprintf(stderr, "msrs-syncd: state rebuilt from %lld records\n", (long long)s.records);
+        } else if (rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT) {
+            fprintf(stderr, "msrs-syncd: %s\n", err);
+            if (rc == EV_ERR_FATAL) {
+                exit_code = CLI_EXIT_FAIL;
+                break;
+            }
+        }
+        if (caught_up && mono_ms() >= next_check) {
+            check_sessions(&s);
+            next_check = mono_ms() + check_ms;
+        }
+    }
+    fprintf(stderr, "msrs-syncd: stopped: %lld records, %lld skipped, %lld sessions synchronised, "
+                    "%lld re-sync requests\n",
+            (long long)s.records, (long long)s.bad, (long long)s.completed, (long long)s.resyncs);
+out:
+    json_decref(s.asked);
+    json_decref(s.waiting);
+    ev_state_destroy(s.state);
+    ev_codec_destroy(s.codec);
+    ev_log_destroy(s.log);
+    ev_conf_destroy(conf);
+    return exit_code;
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""Devices to a synchronised session, with real processes on one SQLite log:
+msrs-agent, msrs-devsim (4 devices with offset clocks on a LAN-like network)
+and msrs-syncd. A CollectionRequested for the 4 devices becomes a
+SynchronizationCompleted whose offsets match devsim's true clocks; syncd
+killed with SIGKILL and restarted does not synchronise the session again;
+a stale offset makes syncd send SyncNow and the agent re-syncs at once."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.environ["MSRS_BIN_DIR"]
+checks = failures = 0
+
+
+def check(cond, what):
+    global checks, failures
+    checks += 1
+    if not cond:
+        failures += 1
+        print("FAIL:", what, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def tail(db, topic):
+    r = subprocess.run([os.path.join(BIN, "msrs-tail"), "--log", "sqlite:" + db, "--topic", topic],
+                       capture_output=True, text=True)
+    return [json.loads(l) for l in r.stdout.splitlines()]
+
+
+def wait_for(fn, timeout, what):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.2)
+    check(False, "timed out waiting for " + what)
+    return None
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def of_type(records, t):
+    return [r for r in records if r["type"] == "msrs.events." + t]
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="msrs-sync-e2e-")
+    db, truth = os.path.join(tmp, "log.db"), os.path.join(tmp, "truth.jsonl")
+    log = "sqlite:" + db
+    port = free_port()
+    procs = []
+
+    def start(args, **kw):
+        p = subprocess.Popen([os.path.join(BIN, args[0])] + args[1:], stderr=subprocess.PIPE, text=True, **kw)
+        procs.append(p)
+        return p
+
+    try:
+        agent = start(["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port, "--node-id", "n1",
+                       "-X", "sync.interval_ms=1000"])
+        wait_for(lambda: listening(port), 10, "agent")
+        start(["msrs-devsim", "--url", "ws://127.0.0.1:%d/v1/devices" % port, "--devices", "4",
+               "--profile", "lan", "--offset-ms", "300", "--truth", truth])
+        syncd = start(["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000"])
+        r = subprocess.run([os.path.join(BIN, "msrs"), "--log", log, "emit", "CollectionRequested",
+                            json.dumps({"session_id": "s1", "device_ids": ["sim-1", "sim-2", "sim-3", "sim-4"],
+                                        "min_group": 4})], capture_output=True, text=True)
+        check(r.returncode == 0, "CollectionRequested: " + r.stderr)
+        done = wait_for(lambda: of_type(tail(db, "sessions"), "SynchronizationCompleted"), 30,
+                        "SynchronizationCompleted")
+        if done:
+            v = done[0]["value"]
+            check(done[0]["id"] == "sync/s1", "deterministic event id: %s" % done[0]["id"])
+            check(sorted(d["device_id"] for d in v["devices"]) == ["sim-1", "sim-2", "sim-3", "sim-4"],
+                  "the group: %r" % v["devices"])
+            model = {m["device_id"]: m for m in map(json.loads, open(truth))}
+            t = done[0]["timestamp"] * 1000000
+            for d in v["devices"]:
+                m = model[d["device_id"]]
+                true_off = m["offset_ns"] + m["drift_ppm"] * 1e-6 * (t - m["t0_ns"])
+                check(abs(d["offset_ns"] - true_off) < 1500000,
+                      "%s offset %d vs true %d" % (d["device_id"], d["offset_ns"], true_off))
+                check(d["uncertainty_ns"] <= 2000000, "uncertainty within tolerance")
+
+        # SIGKILL syncd and restart it: it rebuilds its state from the log and
+        # does not synchronise s1 again (same event id if it did: no new state).
+        syncd.send_signal(signal.SIGKILL)
+        syncd.wait()
+        syncd = start(["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000"])
+        time.sleep(2)
+        state = json.loads(subprocess.run([os.path.join(BIN, "msrs-replay"), "--log", log, "--compact"],
+                                          capture_output=True, text=True).stdout)
+        check(state["sessions"]["s1"]["state"] == "synchronized", "s1 synchronized in replayed state")
+        n = len(of_type(tail(db, "sessions"), "SynchronizationCompleted"))
+        check(n == 1, "one SynchronizationCompleted after the restart, got %d" % n)
+
+        # Stale offsets: a syncd that wants offsets younger than 300 ms asks
+        # the agent (whose own rounds are 1 s apart) to re-sync now.
+        syncd.terminate()
+        syncd.wait()
+        subprocess.run([os.path.join(BIN, "msrs"), "--log", log, "emit", "CollectionRequested",
+                        json.dumps({"session_id": "s2", "min_group": 4})], capture_output=True)
+        start(["msrs-syncd", "--log", log, "-X", "sync.max_age_ms=300", "-X", "sync.max_uncertainty_us=2000"])
+        asks = wait_for(lambda: [c for c in of_type(tail(db, "commands"), "SyncNow") if c["key"] == "n1"], 20,
+                        "SyncNow")
+        check(bool(asks), "syncd asked node n1 to re-sync")
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        errs = []
+        for p in procs:
+            try:
+                _, e = p.communicate(timeout=20)
+                errs.append(e)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    check(any("synchronised" in (e or "") for e in errs), "syncd reports the session it synchronised")
+    print("%d passed, %d failed" % (checks - failures, failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
