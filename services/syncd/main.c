@@ -41,6 +41,7 @@ static void usage(FILE *f)
                "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
+/* Produces value (JSON of a `type` record, borrowed) and waits for the ack. */
 static int emit(sd_syncd *s, const char *type, const char *key, json_t *value, const char *id)
 {
     char err[512];
@@ -77,11 +78,11 @@ static void resync(sd_syncd *s, json_t *stale, int64_t now)
             json_array_append(ask, d);
         }
         if (json_array_size(ask) && *node) {
+            json_t *cmd = json_pack("{s:s, s:O, s:s}", "node_id", node, "device_ids", ask,
+                                    "reason", "offset stale");
             s->resyncs++;
-            emit(s, "SyncNow", node,
-                 json_pack("{s:s, s:O, s:s}", "node_id", node, "device_ids", ask, "reason",
-                           "offset stale"),
-                 NULL);
+            emit(s, "SyncNow", node, cmd, NULL);
+            json_decref(cmd);
         }
         json_decref(ask);
     }
