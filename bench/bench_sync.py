@@ -10,7 +10,6 @@ usage: bench/bench_sync.py [--devices 8,64] [--profiles lan,wifi] [--seconds 30]
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,12 +19,8 @@ import time
 AGENT_OPTS = []
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pylib"))
+from msrstest import free_port, wait_listening  # noqa: E402
 
 
 def proc_stats(pid):
@@ -54,12 +49,7 @@ def run(binary, devices, profile, seconds, warmup):
                               "--listen", "127.0.0.1:%d" % port, "--node-id", "bench",
                               "-X", "sqlite.synchronous=NORMAL"] + AGENT_OPTS,
                              stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_listening(port)
     sim = subprocess.Popen([os.path.join(binary, "msrs-devsim"), "--url",
                             "ws://127.0.0.1:%d/v1/devices" % port, "--devices", str(devices),
                             "--profile", profile, "--duration", str(seconds), "--truth", truth],

@@ -63,3 +63,15 @@ avro_value_t *tu_value(ev_codec *codec, const char *short_name, const char *json
     json_decref(j);
     return v;
 }
+
+int tu_apply(ev_state *state, ev_codec *codec, const char *id, int64_t time_ns,
+             const char *short_name, const char *json_text)
+{
+    char err[256];
+    ev_event ev = {0};
+    ev.schema = ev_schema_by_name(short_name);
+    ev.value = tu_value(codec, short_name, json_text);
+    snprintf(ev.id, sizeof(ev.id), "%s", id);
+    ev.time_ns = time_ns;
+    return ev_state_apply(state, &ev, err, sizeof(err));
+}

@@ -17,4 +17,9 @@ int tu_run(Suite *s);
 /* Builds a value of short_name from JSON text; the value belongs to codec. */
 avro_value_t *tu_value(ev_codec *codec, const char *short_name, const char *json_text);
 
+/* Applies an event of short_name built from JSON, with event id and time,
+ * to state; returns ev_state_apply's result. */
+int tu_apply(ev_state *state, ev_codec *codec, const char *id, int64_t time_ns,
+             const char *short_name, const char *json_text);
+
 #endif

@@ -7,6 +7,7 @@
 
 struct ev_log {
     const ev__backend *backend;
+    const char *scheme;
     void *impl;
     char prefix[64];
     char source[EV_SOURCE_MAX];
@@ -14,8 +15,12 @@ struct ev_log {
     char (*topics)[320]; /* prefixed topic of each catalog record, for emit */
 };
 
-static const ev__backend *const backends[] = {&ev__backend_sqlite, &ev__backend_kafka,
-                                               &ev__backend_mock};
+static const struct {
+    const char *scheme;
+    const ev__backend *backend;
+} backends[] = {{"sqlite", &ev__backend_sqlite},
+                {"kafka", &ev__backend_kafka},
+                {"mock", &ev__backend_kafka}};
 
 int ev__topic_valid(const char *topic)
 {
@@ -47,10 +52,13 @@ int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_s
     colon = strchr(uri, ':');
     size_t scheme_len = colon ? (size_t)(colon - uri) : strlen(uri);
     const ev__backend *backend = NULL;
+    const char *scheme = NULL;
     for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
-        if (strlen(backends[i]->scheme) == scheme_len &&
-            strncmp(backends[i]->scheme, uri, scheme_len) == 0)
-            backend = backends[i];
+        if (strlen(backends[i].scheme) == scheme_len &&
+            strncmp(backends[i].scheme, uri, scheme_len) == 0) {
+            backend = backends[i].backend;
+            scheme = backends[i].scheme;
+        }
     if (!backend)
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "log '%s': unknown scheme, expected sqlite:PATH, kafka:HOST:PORT[,...] "
@@ -62,6 +70,7 @@ int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_s
     if (!log)
         return EV_ERR_NOMEM;
     log->backend = backend;
+    log->scheme = scheme;
     snprintf(log->prefix, sizeof(log->prefix), "%s", prefix);
     snprintf(log->source, sizeof(log->source), "%s", ev_conf_get(conf, "source", "msrs"));
     log->topics = calloc(ev_schema_count() ? ev_schema_count() : 1, sizeof(*log->topics));
@@ -71,7 +80,7 @@ int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_s
     }
     for (size_t i = 0; i < ev_schema_count(); i++)
         ev_log_topic(log, ev_schema_topic(ev_schema_at(i)), log->topics[i], sizeof(log->topics[i]));
-    rc = backend->open(&log->impl, backend->scheme, colon ? colon + 1 : "", conf, errstr,
+    rc = backend->open(&log->impl, scheme, colon ? colon + 1 : "", conf, errstr,
                        errstr_size);
     if (rc) {
         free(log->topics);
@@ -92,7 +101,7 @@ void ev_log_destroy(ev_log *log)
     free(log);
 }
 
-const char *ev_log_backend(const ev_log *log) { return log->backend->scheme; }
+const char *ev_log_backend(const ev_log *log) { return log->scheme; }
 
 const char *ev_log_topic(const ev_log *log, const char *name, char *buf, size_t size)
 {

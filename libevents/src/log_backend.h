@@ -7,7 +7,6 @@
 #include "internal.h"
 
 typedef struct ev__backend {
-    const char *scheme;
     /* target is the URI after "scheme:"; *impl receives the backend state. */
     int (*open)(void **impl, const char *scheme, const char *target, const ev_conf *conf,
                 char *errstr, size_t errstr_size);
@@ -26,8 +25,7 @@ typedef struct ev__backend {
 } ev__backend;
 
 extern const ev__backend ev__backend_sqlite;
-extern const ev__backend ev__backend_kafka;
-extern const ev__backend ev__backend_mock;
+extern const ev__backend ev__backend_kafka; /* schemes kafka and mock */
 
 /* Topic names follow Kafka's rule: 1-249 of [A-Za-z0-9._-]. */
 int ev__topic_valid(const char *topic);

@@ -538,8 +538,8 @@ static int kafka_commit(void *impl, char *errstr, size_t n)
     return 0;
 }
 
+/* Serves both "kafka:" and "mock:" (log.c passes the scheme to open). */
 const ev__backend ev__backend_kafka = {
-    .scheme = "kafka",
     .open = kafka_open_common,
     .close = kafka_close,
     .produce = kafka_produce,
@@ -550,14 +550,3 @@ const ev__backend ev__backend_kafka = {
     .commit = kafka_commit,
 };
 
-const ev__backend ev__backend_mock = {
-    .scheme = "mock",
-    .open = kafka_open_common,
-    .close = kafka_close,
-    .produce = kafka_produce,
-    .flush = kafka_flush,
-    .subscribe = kafka_subscribe,
-    .assign = kafka_assign,
-    .poll = kafka_poll,
-    .commit = kafka_commit,
-};

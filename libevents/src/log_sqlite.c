@@ -627,7 +627,6 @@ rollback:
 }
 
 const ev__backend ev__backend_sqlite = {
-    .scheme = "sqlite",
     .open = sqlite_open,
     .close = sqlite_close,
     .produce = sqlite_produce,

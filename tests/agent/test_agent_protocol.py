@@ -8,7 +8,6 @@ marks, media frames, and every bad-input case — each answered with an
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,24 +15,10 @@ import time
 
 import websockets
 
-BIN = os.environ["MSRS_BIN_DIR"]
-checks = failures = 0
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
+from msrstest import BIN, Checks, free_port, tail, wait_listening  # noqa: E402
 
-
-def check(cond, what):
-    global checks, failures
-    checks += 1
-    if not cond:
-        failures += 1
-        print("FAIL:", what, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+check = Checks()
 
 
 class Device:
@@ -105,12 +90,6 @@ class Device:
         await self.ws.close()
         if self.task:
             await self.task
-
-
-def tail(db, topic):
-    r = subprocess.run([os.path.join(BIN, "msrs-tail"), "--log", "sqlite:" + db, "--topic", topic],
-                       capture_output=True, text=True)
-    return [json.loads(l) for l in r.stdout.splitlines()]
 
 
 async def scenario(url, db):
@@ -214,12 +193,7 @@ def main():
                               "-X", "sync.interval_ms=400", "-X", "agent.rate_per_s=500",
                               "-X", "agent.rate_burst=500"], stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_listening(port)
         asyncio.run(scenario("ws://127.0.0.1:%d/v1/devices" % port, db))
     finally:
         agent.terminate()
@@ -261,8 +235,7 @@ def main():
     media = [r["value"] for r in tail(db, "media")]
     check(len(media) == 1 and media[0]["codec"] == "h264" and media[0]["keyframe"] is True
           and media[0]["data"].encode("latin-1") == bytes(range(256)), "media packet bytes intact")
-    print("%d passed, %d failed" % (checks - failures, failures))
-    return 1 if failures else 0
+    return check.finish()
 
 
 if __name__ == "__main__":

@@ -8,36 +8,15 @@ a stale offset makes syncd send SyncNow and the agent re-syncs at once."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-BIN = os.environ["MSRS_BIN_DIR"]
-checks = failures = 0
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
+from msrstest import BIN, Checks, free_port, tail, wait_listening  # noqa: E402
 
-
-def check(cond, what):
-    global checks, failures
-    checks += 1
-    if not cond:
-        failures += 1
-        print("FAIL:", what, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def tail(db, topic):
-    r = subprocess.run([os.path.join(BIN, "msrs-tail"), "--log", "sqlite:" + db, "--topic", topic],
-                       capture_output=True, text=True)
-    return [json.loads(l) for l in r.stdout.splitlines()]
+check = Checks()
 
 
 def wait_for(fn, timeout, what):
@@ -49,14 +28,6 @@ def wait_for(fn, timeout, what):
         time.sleep(0.2)
     check(False, "timed out waiting for " + what)
     return None
-
-
-def listening(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def of_type(records, t):
@@ -76,9 +47,9 @@ def main():
         return p
 
     try:
-        agent = start(["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port, "--node-id", "n1",
+        start(["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port, "--node-id", "n1",
                        "-X", "sync.interval_ms=1000"])
-        wait_for(lambda: listening(port), 10, "agent")
+        check(wait_listening(port), "agent listening")
         start(["msrs-devsim", "--url", "ws://127.0.0.1:%d/v1/devices" % port, "--devices", "4",
                "--profile", "lan", "--offset-ms", "300", "--truth", truth])
         syncd = start(["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000"])
@@ -140,8 +111,7 @@ def main():
                 p.kill()
                 check(False, "%s did not stop on SIGTERM" % p.args[0])
     check(any("synchronised" in (e or "") for e in errs), "syncd reports the session it synchronised")
-    print("%d passed, %d failed" % (checks - failures, failures))
-    return 1 if failures else 0
+    return check.finish()
 
 
 if __name__ == "__main__":

@@ -20,13 +20,7 @@ static void teardown(void)
 
 static int apply(const char *id, int64_t t, const char *type, const char *json)
 {
-    char err[256];
-    ev_event ev = {0};
-    ev.schema = ev_schema_by_name(type);
-    ev.value = tu_value(codec, type, json);
-    snprintf(ev.id, sizeof(ev.id), "%s", id);
-    ev.time_ns = t;
-    return ev_state_apply(state, &ev, err, sizeof(err));
+    return tu_apply(state, codec, id, t, type, json);
 }
 
 static json_t *get(const char *path1, const char *path2)

@@ -1,0 +1,60 @@
+"""Helpers shared by the Python tests and benchmarks that drive msrs
+processes: a pass/fail counter, free ports, waiting for a listener, and
+reading topics through msrs-tail."""
+import json
+import os
+import socket
+import subprocess
+import time
+
+BIN = os.environ.get("MSRS_BIN_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin"))
+
+
+class Checks:
+    """Counts checks; prints each failure; ends with 'N passed, N failed'."""
+
+    def __init__(self):
+        self.checks = self.failures = 0
+
+    def __call__(self, cond, what):
+        self.checks += 1
+        if not cond:
+            self.failures += 1
+            print("FAIL:", what, flush=True)
+        return cond
+
+    def finish(self):
+        print("%d passed, %d failed" % (self.checks - self.failures, self.failures))
+        return 1 if self.failures else 0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_listening(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        if listening(port):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def tail(db, topic, binary=BIN):
+    """Every record of topic in the SQLite log db, as msrs-tail prints them."""
+    r = subprocess.run([os.path.join(binary, "msrs-tail"), "--log", "sqlite:" + db, "--topic", topic],
+                       capture_output=True, text=True)
+    return [json.loads(line) for line in r.stdout.splitlines()]
