@@ -33,6 +33,8 @@ int main(int argc, char **argv)
     ev_log *log = NULL;
     ev_conf *conf;
 
+    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
+    cli_install_signals();
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if (cli_common_opt(&common, opt, optarg))
             continue;
@@ -70,7 +72,6 @@ int main(int argc, char **argv)
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
-    cli_install_signals();
     while (!cli_stop) {
         const ev_msg *m;
         ev_event ev;

@@ -485,6 +485,8 @@ int main(int argc, char **argv)
     int opt;
     sim.n = 4;
     sim.rng = 1;
+    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
+    cli_install_signals();
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'u': url = optarg; break;
@@ -572,7 +574,6 @@ int main(int argc, char **argv)
     fprintf(stderr, "msrs-devsim: %d devices -> %s (%s: %.1f-%.1f ms one-way, asym %.1f ms, spikes %.3f x %.0f ms, jitter %.0f us)\n",
             sim.n, url, profile, sim.net.delay_min_ms, sim.net.delay_max_ms, sim.net.asym_ms,
             sim.net.spike_prob, sim.net.spike_ms, sim.net.jitter_us);
-    cli_install_signals();
     lws_sul_schedule(sim.ctx, 0, &sim.scan, on_scan, 2000);
     schedule_tick();
     time_t last = time(NULL);

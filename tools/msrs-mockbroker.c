@@ -39,6 +39,8 @@ int main(int argc, char **argv)
     const char *prefix = NULL, *bootstrap_file = NULL;
     char err[512];
 
+    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
+    cli_install_signals();
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if (cli_common_opt(&common, opt, optarg))
             continue;
@@ -94,7 +96,6 @@ int main(int argc, char **argv)
             return CLI_EXIT_FAIL;
         }
     }
-    cli_install_signals();
     while (!cli_stop) {
         struct timespec ts = {0, 100 * 1000000};
         nanosleep(&ts, NULL);

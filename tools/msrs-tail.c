@@ -105,6 +105,8 @@ int main(int argc, char **argv)
     const char *topics[64];
     size_t topic_count = 0;
 
+    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
+    cli_install_signals();
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if (cli_common_opt(&common, opt, optarg))
             continue;
@@ -165,7 +167,6 @@ int main(int argc, char **argv)
         goto out;
     }
     codec = ev_codec_new();
-    cli_install_signals();
     while (!cli_stop && (max < 0 || printed < max)) {
         const ev_msg *m;
         rc = ev_log_poll(log, 200, &m, err, sizeof(err));

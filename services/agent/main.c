@@ -151,6 +151,8 @@ int main(int argc, char **argv)
     ag_agent a;
     memset(&a, 0, sizeof(a));
 
+    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
+    cli_install_signals();
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if (cli_common_opt(&common, opt, optarg))
             continue;
@@ -190,7 +192,6 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "msrs-agent: node %s listening on ws://%s:%d/v1/devices, log %s\n",
             a.cfg.node_id, a.cfg.host, a.cfg.port, ev_conf_get(conf, "log", ""));
-    cli_install_signals();
     lws_sul_schedule(a.ctx, 0, &a.tick, on_tick, TICK_US);
     time_t last_report = time(NULL);
     while (!cli_stop) {

@@ -134,6 +134,8 @@ int main(int argc, char **argv)
     sd_syncd s;
     memset(&s, 0, sizeof(s));
 
+    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
+    cli_install_signals();
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if (cli_common_opt(&common, opt, optarg))
             continue;
@@ -174,7 +176,6 @@ int main(int argc, char **argv)
     fprintf(stderr, "msrs-syncd: folding the log, then checking every %lld ms (min group %lld, "
                     "max uncertainty %lld us, max age %lld ms)\n",
             (long long)check_ms, (long long)min_group, (long long)unc_us, (long long)age_ms);
-    cli_install_signals();
     int caught_up = 0;
     int64_t next_check = 0;
     while (!cli_stop) {
