@@ -17,6 +17,7 @@ import time
 
 
 AGENT_OPTS = []
+DEVSIM_OPTS = []
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pylib"))
@@ -52,7 +53,7 @@ def run(binary, devices, profile, seconds, warmup):
     wait_listening(port)
     sim = subprocess.Popen([os.path.join(binary, "msrs-devsim"), "--url",
                             "ws://127.0.0.1:%d/v1/devices" % port, "--devices", str(devices),
-                            "--profile", profile, "--duration", str(seconds), "--truth", truth],
+                            "--profile", profile, "--duration", str(seconds), "--truth", truth] + DEVSIM_OPTS,
                            stderr=subprocess.DEVNULL)
     cpu0, _ = proc_stats(agent.pid)
     t0 = time.time()
@@ -103,10 +104,12 @@ def main():
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--warmup-rounds", type=int, default=3)
     ap.add_argument("-X", action="append", default=[], help="agent config key=value")
+    ap.add_argument("--devsim", action="append", default=[], help="extra msrs-devsim argument")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
     a = ap.parse_args()
     for x in a.X:
         AGENT_OPTS.extend(["-X", x])
+    DEVSIM_OPTS.extend(a.devsim)
     print("# command: %s" % " ".join(sys.argv))
     print("# |err| = |ClockOffsetMeasured.offset_ns - true offset at t4|, rounds after the first %d"
           % a.warmup_rounds)
