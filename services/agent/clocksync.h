@@ -8,14 +8,17 @@
  * and its error is at most rtt / 2 (the unknown asymmetry of the path). A
  * round keeps its minimum-RTT probe (as LSL does) for the record.
  *
- * The estimate uses more than that probe: every valid probe of the last
- * CS_WINDOW is kept, and at the end of each round a line
- *     offset(t) = ref_offset + drift * (t - ref_t)
- * is fitted (least squares) through the quarter of them with the lowest
- * RTT. A low-RTT probe has both one-way delays near their minimum, so its
- * asymmetry error is small, and averaging many such probes shrinks the rest;
- * the slope is the drift. Device times convert to agent time through the
- * line between rounds too. */
+ * The estimate uses more than that probe. Every valid probe of the last
+ * CS_WINDOW is kept as its two one-way measurements
+ *     a = t2 - t1 = offset + down        b = t4 - t3 = up - offset
+ * With the drift taken out, min(a) = offset + min(down) and min(b) =
+ * min(up) - offset, so offset = (min a - min b) / 2 is exact when the two
+ * directions' minimum delays are equal, however the delays spread above
+ * them; timestamp noise biases both minima alike and cancels. The drift is
+ * the slope between the offsets of the two halves of the window once it
+ * spans CS_DRIFT_MIN_SPAN_NS (refined three times); before that only the
+ * last CS_NO_DRIFT_SPAN_NS of probes count. Device times convert to agent
+ * time through the resulting line, between rounds too. */
 #ifndef MSRS_CLOCKSYNC_H
 #define MSRS_CLOCKSYNC_H
 #include <stdint.h>
