@@ -15,9 +15,14 @@
  * its sequence numbers (samples made while away are lost: gaps).
  *
  * Streams: GSR (1 channel, 128 Hz, batches of 16) and IMU (6 channels,
- * 100 Hz, batches of 10), with device timestamps. Video is not built yet. */
+ * 100 Hz, batches of 10), with device timestamps; with --video WxH@FPS a
+ * synthetic moving picture encoded with libavcodec (--video-codec, default
+ * mpeg4; h264 where libavcodec has libx264) sent as binary media frames. */
 #include "cli.h"
 
+#include <libavcodec/avcodec.h>
+#include <libavutil/imgutils.h>
+#include <libavutil/opt.h>
 #include <libwebsockets.h>
 #include <math.h>
 #include <stdio.h>
@@ -34,6 +39,7 @@ typedef struct ds_profile {
 typedef struct ds_msg {
     struct ds_msg *next;
     size_t len;
+    int binary;
     unsigned char buf[];
 } ds_msg;
 
@@ -58,6 +64,12 @@ typedef struct ds_device {
     unsigned char rx[65536];
     size_t rx_len;
     int64_t probes, errors, reconnects, samples_sent;
+    /* video */
+    AVCodecContext *enc;
+    AVFrame *frame;
+    AVPacket *pkt;
+    int64_t frame_index, next_frame_ns, video_seq, packets_sent;
+    int need_keyframe; /* after (re)registering: the next frame is a keyframe */
 } ds_device;
 
 /* Scheduled actions, in a binary heap by due time. */
@@ -86,6 +98,8 @@ typedef struct ds_sim {
     uint64_t rng;
     int64_t started_ns, duration_ns;
     int64_t connected, errors_seen;
+    int video_w, video_h, video_fps;
+    const char *video_codec;
 } ds_sim;
 
 static ds_sim sim;
@@ -168,6 +182,7 @@ static ds_msg *msg_new(const char *text, size_t len)
     ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
     m->next = NULL;
     m->len = len;
+    m->binary = 0;
     memcpy(m->buf + LWS_PRE, text, len);
     return m;
 }
@@ -192,14 +207,23 @@ static void send_json(ds_device *d, json_t *j)
 
 static void send_hello(ds_device *d)
 {
-    send_json(d, json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:[s,s], s:[{s:s,s:s,s:f,s:i,s:s},"
+    json_t *hello = json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:[s,s], s:[{s:s,s:s,s:f,s:i,s:s},"
                            "{s:s,s:s,s:f,s:i,s:s}], s:f, s:s}}",
                            "id", "hello", "type", "hello", "ts", (json_int_t)dev_clock(d, now_ns()),
                            "device_id", d->id, "payload", "name", d->id, "capabilities", "gsr",
                            "imu", "streams", "stream_id", "gsr", "type", "gsr", "rate_hz", 128.0,
                            "channels", 1, "format", "float64", "stream_id", "imu", "type", "imu",
                            "rate_hz", 100.0, "channels", 6, "format", "float64", "battery", 0.9,
-                           "version", "msrs-devsim"));
+                           "version", "msrs-devsim");
+    if (d->enc) {
+        json_t *payload = json_object_get(hello, "payload");
+        json_array_append_new(json_object_get(payload, "capabilities"), json_string("rgb_video"));
+        json_array_append_new(json_object_get(payload, "streams"),
+                              json_pack("{s:s, s:s, s:i, s:i, s:s}", "stream_id", "rgb", "type",
+                                        "rgb_video", "rate_hz", sim.video_fps, "channels", 3,
+                                        "format", d->enc->codec->name));
+    }
+    send_json(d, hello);
 }
 
 /* A batch of samples of stream s, device timestamps from the device clock. */
@@ -229,6 +253,107 @@ static void send_samples(ds_device *d, ds_stream *s, int64_t now)
     d->samples_sent += d->registered ? s->batch : 0;
 }
 
+/* ------------------------------------------------------------------ video */
+
+static int video_open(ds_device *d)
+{
+    const AVCodec *codec = avcodec_find_encoder_by_name(sim.video_codec);
+    if (!codec && strcmp(sim.video_codec, "h264") == 0)
+        codec = avcodec_find_encoder_by_name("libx264");
+    if (!codec)
+        return -1;
+    d->enc = avcodec_alloc_context3(codec);
+    d->frame = av_frame_alloc();
+    d->pkt = av_packet_alloc();
+    if (!d->enc || !d->frame || !d->pkt)
+        return -1;
+    d->enc->width = sim.video_w;
+    d->enc->height = sim.video_h;
+    d->enc->time_base = (AVRational){1, sim.video_fps};
+    d->enc->framerate = (AVRational){sim.video_fps, 1};
+    d->enc->pix_fmt = AV_PIX_FMT_YUV420P;
+    d->enc->gop_size = sim.video_fps; /* a keyframe a second */
+    d->enc->max_b_frames = 0;         /* packets in capture order */
+    d->enc->bit_rate = (int64_t)sim.video_w * sim.video_h * sim.video_fps / 8;
+    if (strstr(codec->name, "264"))
+        av_opt_set(d->enc->priv_data, "preset", "ultrafast", 0);
+    if (avcodec_open2(d->enc, codec, NULL) < 0)
+        return -1;
+    d->frame->format = AV_PIX_FMT_YUV420P;
+    d->frame->width = sim.video_w;
+    d->frame->height = sim.video_h;
+    return av_frame_get_buffer(d->frame, 0) < 0 ? -1 : 0;
+}
+
+static void video_close(ds_device *d)
+{
+    avcodec_free_context(&d->enc);
+    av_frame_free(&d->frame);
+    av_packet_free(&d->pkt);
+}
+
+/* Encodes the next frame (a gradient that moves, different per device) and
+ * sends each packet as a binary frame: 4-byte length, JSON header, packet. */
+static void video_frame(ds_device *d, int64_t now)
+{
+    AVFrame *f = d->frame;
+    int64_t i = d->frame_index;
+    if (av_frame_make_writable(f) < 0)
+        return;
+    for (int y = 0; y < f->height; y++)
+        for (int x = 0; x < f->width; x++)
+            f->data[0][y * f->linesize[0] + x] = (uint8_t)(x + y + i * 3 + d->index * 17);
+    for (int y = 0; y < f->height / 2; y++)
+        for (int x = 0; x < f->width / 2; x++) {
+            f->data[1][y * f->linesize[1] + x] = (uint8_t)(128 + y + i * 2);
+            f->data[2][y * f->linesize[2] + x] = (uint8_t)(64 + x + i * 5);
+        }
+    f->pts = i;
+    int64_t frame_dev_ns = dev_clock(d, d->next_frame_ns);
+    d->frame_index++;
+    d->next_frame_ns += 1000000000LL / sim.video_fps;
+    if (!d->registered) { /* frames made while away are lost, like samples */
+        d->video_seq++;
+        return;
+    }
+    f->pict_type = d->need_keyframe ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE;
+    d->need_keyframe = 0;
+    if (avcodec_send_frame(d->enc, f) < 0)
+        return;
+    while (avcodec_receive_packet(d->enc, d->pkt) == 0) {
+        char hdr[512];
+        int hl = snprintf(hdr, sizeof(hdr),
+                          "{\"stream_id\":\"rgb\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
+                          "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d}",
+                          d->enc->codec->name, (long long)av_rescale_q(d->pkt->pts, d->enc->time_base, (AVRational){1, 1000000000}),
+                          (d->pkt->flags & AV_PKT_FLAG_KEY) ? "true" : "false",
+                          (long long)d->video_seq++, (long long)frame_dev_ns, sim.video_w, sim.video_h);
+        size_t len = 4 + (size_t)hl + (size_t)d->pkt->size;
+        ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+        unsigned char *p = m->buf + LWS_PRE;
+        m->next = NULL;
+        m->len = len;
+        m->binary = 1;
+        p[0] = (unsigned char)(hl >> 24);
+        p[1] = (unsigned char)(hl >> 16);
+        p[2] = (unsigned char)(hl >> 8);
+        p[3] = (unsigned char)hl;
+        memcpy(p + 4, hdr, (size_t)hl);
+        memcpy(p + 4 + hl, d->pkt->data, (size_t)d->pkt->size);
+        av_packet_unref(d->pkt);
+        if (!d->registered) {
+            free(m);
+            continue;
+        }
+        int64_t due = now + one_way_ns(1);
+        if (due < d->last_up_ns)
+            due = d->last_up_ns;
+        d->last_up_ns = due;
+        heap_push((ds_event){due, EV_SEND, d->index, 0, m});
+        d->packets_sent++;
+    }
+}
+
 /* -------------------------------------------------------------- receiving */
 
 static void on_text(ds_device *d, const char *text, size_t len)
@@ -251,6 +376,7 @@ static void on_text(ds_device *d, const char *text, size_t len)
         schedule_tick();
     } else if (strcmp(type, "register") == 0) {
         d->registered = json_is_true(json_object_get(payload, "accepted"));
+        d->need_keyframe = 1;
         json_t *resume = json_object_get(payload, "resume");
         for (int i = 0; i < 2; i++) { /* rejoin: continue where the agent expects */
             json_t *r = json_object_get(resume, d->streams[i].id);
@@ -308,7 +434,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         d->out_head = m->next;
         if (!d->out_head)
             d->out_tail = NULL;
-        int w = lws_write(wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+        int w = lws_write(wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
         free(m);
         if (w < 0)
             return -1;
@@ -374,6 +500,8 @@ static void on_tick(lws_sorted_usec_list_t *sul)
                 continue;
             int64_t t2 = dev_clock(d, now_ns());
             int64_t t3 = dev_clock(d, now_ns());
+            if (t3 < t2) /* each stamp has its own noise; a device clock never runs back */
+                t3 = t2;
             char text[256];
             int len = snprintf(text, sizeof(text),
                                "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
@@ -416,6 +544,8 @@ static void on_scan(lws_sorted_usec_list_t *sul)
         for (int k = 0; k < 2; k++)
             while (d->streams[k].next_ns + (int64_t)(d->streams[k].batch * 1e9 / d->streams[k].rate_hz) <= now)
                 send_samples(d, &d->streams[k], now);
+        while (d->enc && d->next_frame_ns <= now)
+            video_frame(d, now);
         if (!d->wsi && d->reconnect_at_ns && now >= d->reconnect_at_ns)
             connect_device(d);
         if (d->connected && sim.loss_per_min > 0 && now >= d->drop_at_ns) {
@@ -454,6 +584,8 @@ static void usage(FILE *f)
             "  --duration S        stop after S seconds (default: until SIGINT/SIGTERM)\n"
             "  --truth FILE        write each device's true clock (JSON lines)\n"
             "  --seed N            random seed (default 1)\n"
+            "  --video WxH@FPS     also stream synthetic video, e.g. 320x240@15\n"
+            "  --video-codec NAME  libavcodec encoder (default mpeg4; h264 uses libx264)\n"
             "  -h, --help\n"
             "exit: 0 ok, 1 could not run, 2 usage\n");
 }
@@ -478,6 +610,7 @@ int main(int argc, char **argv)
         {"drift-ppm", required_argument, NULL, 'r'}, {"loss-per-min", required_argument, NULL, 'l'},
         {"duration", required_argument, NULL, 'D'},  {"truth", required_argument, NULL, 't'},
         {"seed", required_argument, NULL, 'e'},      {"help", no_argument, NULL, 'h'},
+        {"video", required_argument, NULL, 'v'},     {"video-codec", required_argument, NULL, 'c'},
         {NULL, 0, NULL, 0}};
     const char *url = "ws://127.0.0.1:8620/v1/devices", *prefix = "sim-", *truth = NULL;
     const char *profile = "lan", *delay = NULL;
@@ -485,6 +618,7 @@ int main(int argc, char **argv)
     int opt;
     sim.n = 4;
     sim.rng = 1;
+    sim.video_codec = "mpeg4";
     /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
     cli_install_signals();
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -504,6 +638,15 @@ int main(int argc, char **argv)
         case 'D': sim.duration_ns = (int64_t)(atof(optarg) * 1e9); break;
         case 't': truth = optarg; break;
         case 'e': sim.rng = strtoull(optarg, NULL, 10) | 1; break;
+        case 'v':
+            if (sscanf(optarg, "%dx%d@%d", &sim.video_w, &sim.video_h, &sim.video_fps) != 3 ||
+                sim.video_w < 16 || sim.video_h < 16 || sim.video_w % 2 || sim.video_h % 2 ||
+                sim.video_fps < 1 || sim.video_fps > 120) {
+                fprintf(stderr, "msrs-devsim: --video '%s': expected WxH@FPS, even sizes >= 16\n", optarg);
+                return 2;
+            }
+            break;
+        case 'c': sim.video_codec = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -541,6 +684,7 @@ int main(int argc, char **argv)
     info.protocols = protocols;
     info.fd_limit_per_thread = (unsigned int)(sim.n * 2 + 64);
     lws_set_log_level(LLL_ERR, NULL);
+    av_log_set_level(AV_LOG_ERROR);
     sim.ctx = lws_create_context(&info);
     if (!sim.ctx) {
         fprintf(stderr, "msrs-devsim: cannot create the WebSocket context\n");
@@ -562,6 +706,12 @@ int main(int argc, char **argv)
         d->t0_ns = sim.started_ns;
         d->streams[0] = (ds_stream){"gsr", "gsr", 1, 16, 128.0, 0, sim.started_ns};
         d->streams[1] = (ds_stream){"imu", "imu", 6, 10, 100.0, 0, sim.started_ns};
+        d->next_frame_ns = sim.started_ns;
+        if (sim.video_w && video_open(d) != 0) {
+            fprintf(stderr, "msrs-devsim: cannot open the %s encoder for %dx%d\n", sim.video_codec,
+                    sim.video_w, sim.video_h);
+            return 1;
+        }
         d->drop_at_ns = sim.started_ns +
                         (sim.loss_per_min > 0 ? (int64_t)(-log(urand() + 1e-12) * 60e9 / sim.loss_per_min) : 0);
         if (tf)
@@ -587,9 +737,12 @@ int main(int argc, char **argv)
                 probes += sim.devs[i].probes;
                 samples += sim.devs[i].samples_sent;
             }
-            fprintf(stderr, "msrs-devsim: %lld/%d connected, %lld probes answered, %lld samples sent, %lld errors\n",
+            int64_t packets = 0;
+            for (int i = 0; i < sim.n; i++)
+                packets += sim.devs[i].packets_sent;
+            fprintf(stderr, "msrs-devsim: %lld/%d connected, %lld probes answered, %lld samples and %lld video packets sent, %lld errors\n",
                     (long long)sim.connected, sim.n, (long long)probes, (long long)samples,
-                    (long long)sim.errors_seen);
+                    (long long)packets, (long long)sim.errors_seen);
         }
     }
     lws_context_destroy(sim.ctx);
@@ -598,6 +751,8 @@ int main(int argc, char **argv)
         free(e.msg);
     }
     free(sim.heap);
+    for (int i = 0; i < sim.n; i++)
+        video_close(&sim.devs[i]);
     free(sim.devs);
     return 0;
 }

@@ -51,7 +51,7 @@ def main():
                        "-X", "sync.interval_ms=1000"])
         check(wait_listening(port), "agent listening")
         start(["msrs-devsim", "--url", "ws://127.0.0.1:%d/v1/devices" % port, "--devices", "4",
-               "--profile", "lan", "--offset-ms", "300", "--truth", truth])
+               "--profile", "lan", "--offset-ms", "300", "--truth", truth, "--video", "64x48@10"])
         syncd = start(["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000"])
         r = subprocess.run([os.path.join(BIN, "msrs"), "--log", log, "emit", "CollectionRequested",
                             json.dumps({"session_id": "s1", "device_ids": ["sim-1", "sim-2", "sim-3", "sim-4"],
@@ -85,16 +85,31 @@ def main():
         n = len(of_type(tail(db, "sessions"), "SynchronizationCompleted"))
         check(n == 1, "one SynchronizationCompleted after the restart, got %d" % n)
 
-        # Stale offsets: a syncd that wants offsets younger than 300 ms asks
-        # the agent (whose own rounds are 1 s apart) to re-sync now.
+        # Stale offsets: a syncd that wants offsets younger than 1 ms never
+        # finds the group fresh, so it asks the agent to re-sync now.
         syncd.terminate()
         syncd.wait()
         subprocess.run([os.path.join(BIN, "msrs"), "--log", log, "emit", "CollectionRequested",
                         json.dumps({"session_id": "s2", "min_group": 4})], capture_output=True)
-        start(["msrs-syncd", "--log", log, "-X", "sync.max_age_ms=300", "-X", "sync.max_uncertainty_us=2000"])
+        start(["msrs-syncd", "--log", log, "-X", "sync.max_age_ms=1", "-X", "sync.max_uncertainty_us=2000"])
         asks = wait_for(lambda: [c for c in of_type(tail(db, "commands"), "SyncNow") if c["key"] == "n1"], 20,
                         "SyncNow")
         check(bool(asks), "syncd asked node n1 to re-sync")
+
+        # Video from devsim (libavcodec mpeg4) reached the log as MediaPacket:
+        # per device in order, starting with a keyframe, a keyframe a second.
+        media = [r["value"] for r in tail(db, "media")]
+        for dev in ("sim-1", "sim-2", "sim-3", "sim-4"):
+            pk = [m for m in media if m["device_id"] == dev]
+            check(len(pk) >= 20, "%s sent video packets: %d" % (dev, len(pk)))
+            if pk:
+                check(pk[0]["keyframe"] and pk[0]["codec"] == "mpeg4" and pk[0]["width"] == 64,
+                      "%s: first packet is an mpeg4 keyframe: %r" % (dev, {k: pk[0][k] for k in ("keyframe", "codec", "width")}))
+                check(all(a["seq"] < b["seq"] and a["pts"] < b["pts"] for a, b in zip(pk, pk[1:])),
+                      "%s: packets in order" % dev)
+                check(sum(1 for m in pk if m["keyframe"]) >= len(pk) // 10,
+                      "%s: a keyframe every second" % dev)
+                check(all(len(m["data"]) > 0 for m in pk), "%s: packets carry bytes" % dev)
     finally:
         for p in reversed(procs):
             if p.poll() is None:
