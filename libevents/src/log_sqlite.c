@@ -72,6 +72,25 @@ static int exec(sqlite_log *l, sqlite3 *db, const char *sql, char *errstr, size_
     return 0;
 }
 
+/* Runs set-up SQL, retrying while another process holds the lock: switching
+ * a new file to WAL can answer SQLITE_BUSY at once, without the busy
+ * handler, when two processes open it together. */
+static int exec_setup(sqlite_log *l, sqlite3 *db, const char *sql, char *errstr, size_t n)
+{
+    int64_t deadline = ev__mono_ms() + l->busy_timeout_ms;
+    for (int delay_ms = 1;; delay_ms = delay_ms < 50 ? delay_ms * 2 : 50) {
+        int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            return 0;
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            return db_fail(l, db, errstr, n, sql);
+        if (ev__mono_ms() >= deadline)
+            return db_fail(l, db, errstr, n, sql);
+        struct timespec ts = {0, delay_ms * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int open_db(sqlite_log *l, sqlite3 **db, char *errstr, size_t n)
 {
     char sql[256];
@@ -83,9 +102,9 @@ static int open_db(sqlite_log *l, sqlite3 **db, char *errstr, size_t n)
     snprintf(sql, sizeof(sql),
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=OFF;",
              l->synchronous_full ? "FULL" : "NORMAL");
-    if ((rc = exec(l, *db, sql, errstr, n)))
+    if ((rc = exec_setup(l, *db, sql, errstr, n)))
         return rc;
-    return exec(l, *db,
+    return exec_setup(l, *db,
                 "CREATE TABLE IF NOT EXISTS msrs_cursors(cursor TEXT NOT NULL, topic TEXT NOT NULL,"
                 " partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_ms INTEGER,"
                 " PRIMARY KEY(cursor, topic, partition));",
@@ -150,7 +169,7 @@ static int topic_table(sqlite_log *l, const char *topic, char *errstr, size_t n)
              "CREATE TABLE IF NOT EXISTS \"t:%s\"(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT "
              "NULL, key BLOB, value BLOB, headers BLOB);",
              topic);
-    return exec(l, l->wdb, sql, errstr, n);
+    return exec_setup(l, l->wdb, sql, errstr, n);
 }
 
 static int writer_for(sqlite_log *l, const char *topic, char *errstr, size_t n)
@@ -356,7 +375,7 @@ static int readers_set(sqlite_log *l, const char *const *topics, size_t count, c
                  "CREATE TABLE IF NOT EXISTS \"t:%s\"(offset INTEGER PRIMARY KEY, ts_ms INTEGER "
                  "NOT NULL, key BLOB, value BLOB, headers BLOB);",
                  topics[i]);
-        if ((rc = exec(l, l->rdb, sql, errstr, n)))
+        if ((rc = exec_setup(l, l->rdb, sql, errstr, n)))
             return rc;
         snprintf(sql, sizeof(sql),
                  "SELECT offset, ts_ms, key, value, headers FROM \"t:%s\" WHERE offset >= ? "

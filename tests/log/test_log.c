@@ -422,6 +422,29 @@ START_TEST(concurrent_producer_processes)
 }
 END_TEST
 
+START_TEST(many_processes_open_a_new_log_at_once)
+{
+    /* Regression: two processes switching a new SQLite file to WAL at the
+     * same moment got "database is locked" at once (no busy wait). */
+    enum { N = 8 };
+    FILE *out[N];
+    pid_t pid[N];
+    char line[128], key[8];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "p%d-", i);
+        pid[i] = spawn_producer(key, 10, 10, &out[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        int status;
+        while (fgets(line, sizeof(line), out[i])) {
+        }
+        fclose(out[i]);
+        waitpid(pid[i], &status, 0);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "producer %d failed", i);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------- bad input */
 
 START_TEST(bad_input_is_refused_and_nothing_lost)
@@ -478,6 +501,7 @@ int main(void)
     tcase_add_test(tc, redelivery_is_tolerated);
     tcase_add_test(tc, sigkill_loses_no_acknowledged_record);
     tcase_add_test(tc, concurrent_producer_processes);
+    tcase_add_test(tc, many_processes_open_a_new_log_at_once);
     tcase_add_test(tc, bad_input_is_refused_and_nothing_lost);
     suite_add_tcase(s, tc);
     return tu_run(s);
