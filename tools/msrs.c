@@ -39,12 +39,11 @@ static int cmd_schemas(void)
 }
 
 /* Produces one record from text; where names the input for errors. */
-static int emit_one(ev_log *log, ev_codec *codec, const ev_schema *s, const char *text,
+static int emit_one(ev_log *log, const ev_schema *s, const char *text,
                     const char *where)
 {
     char err[512];
     json_error_t jerr;
-    avro_value_t *v;
     json_t *j = json_loads(text, JSON_ALLOW_NUL, &jerr);
     int rc;
     if (!j) {
@@ -71,11 +70,7 @@ static int emit_one(ev_log *log, ev_codec *codec, const ev_schema *s, const char
         json_decref(j);
         return -1;
     }
-    rc = ev_codec_value(codec, s, &v);
-    if (!rc)
-        rc = ev_value_from_json(v, j, err, sizeof(err));
-    if (!rc)
-        rc = ev_log_emit(log, s, key, v, NULL, err, sizeof(err));
+    rc = ev_log_emit_json(log, s, key, j, NULL, err, sizeof(err));
     if (rc)
         fprintf(stderr, "msrs emit: %s: %s: %s\n", where, ev_schema_short_name(s), err);
     json_decref(j);
@@ -86,7 +81,6 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
 {
     char err[512];
     ev_log *log = NULL;
-    ev_codec *codec = NULL;
     const ev_schema *s;
     int exit_code = CLI_EXIT_OK;
     long long sent = 0, refused = 0;
@@ -105,7 +99,6 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
         fprintf(stderr, "msrs emit: %s\n", err);
         return CLI_EXIT_USAGE;
     }
-    codec = ev_codec_new();
     if (strcmp(input, "-") == 0) {
         char *line = NULL;
         size_t cap = 0;
@@ -116,13 +109,13 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
             if (strspn(line, " \t\r\n") == strlen(line))
                 continue;
             snprintf(where, sizeof(where), "stdin:%ld", lineno);
-            if (emit_one(log, codec, s, line, where))
+            if (emit_one(log, s, line, where))
                 refused++;
             else
                 sent++;
         }
         free(line);
-    } else if (emit_one(log, codec, s, input, "argument")) {
+    } else if (emit_one(log, s, input, "argument")) {
         refused++;
     } else {
         sent++;
@@ -135,7 +128,6 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
     }
     if (refused)
         exit_code = CLI_EXIT_FAIL;
-    ev_codec_destroy(codec);
     ev_log_destroy(log);
     return exit_code;
 }

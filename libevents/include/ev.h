@@ -246,6 +246,12 @@ typedef struct ev_emit_opts {
 int ev_log_emit(ev_log *log, const ev_schema *s, const char *key, avro_value_t *value,
                 const ev_emit_opts *opts, char *errstr, size_t errstr_size);
 
+/* Like ev_log_emit, with the value given as JSON (borrowed; see
+ * ev_value_from_json: missing fields take their defaults, errors name the
+ * field). */
+int ev_log_emit_json(ev_log *log, const ev_schema *s, const char *key, json_t *value,
+                     const ev_emit_opts *opts, char *errstr, size_t errstr_size);
+
 /* Waits until every queued record is acknowledged. Returns 0 when all were;
  * EV_ERR_TIMED_OUT when some are still pending; EV_ERR_IO when any failed
  * (errstr says how many and why). */

@@ -149,6 +149,19 @@ int ev_log_emit(ev_log *log, const ev_schema *s, const char *key, avro_value_t *
                           errstr, errstr_size);
 }
 
+int ev_log_emit_json(ev_log *log, const ev_schema *s, const char *key, json_t *value,
+                     const ev_emit_opts *opts, char *errstr, size_t errstr_size)
+{
+    avro_value_t *v;
+    int rc;
+    if (!log->codec && !(log->codec = ev_codec_new()))
+        return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "emit: out of memory");
+    if ((rc = ev_codec_value(log->codec, s, &v)) ||
+        (rc = ev_value_from_json(v, value, errstr, errstr_size)))
+        return rc;
+    return ev_log_emit(log, s, key, v, opts, errstr, errstr_size);
+}
+
 int ev_log_flush(ev_log *log, int timeout_ms, char *errstr, size_t errstr_size)
 {
     return log->backend->flush(log->impl, timeout_ms, errstr, errstr_size);

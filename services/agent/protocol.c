@@ -54,13 +54,8 @@ void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *messag
 int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value)
 {
     char err[512];
-    const ev_schema *s = ev_schema_by_name(short_name);
-    avro_value_t *v;
-    int rc = ev_codec_value(a->codec, s, &v);
-    if (!rc)
-        rc = ev_value_from_json(v, value, err, sizeof(err));
-    if (!rc)
-        rc = ev_log_emit(a->log, s, key, v, NULL, err, sizeof(err));
+    int rc = ev_log_emit_json(a->log, ev_schema_by_name(short_name), key, value, NULL, err,
+                              sizeof(err));
     if (rc) {
         a->n.emit_errors++;
         fprintf(stderr, "msrs-agent: emit %s for %s: %s\n", short_name, key, err);

@@ -45,14 +45,8 @@ static void usage(FILE *f)
 static int emit(sd_syncd *s, const char *type, const char *key, json_t *value, const char *id)
 {
     char err[512];
-    const ev_schema *schema = ev_schema_by_name(type);
-    avro_value_t *v;
     ev_emit_opts o = {.id = id};
-    int rc = ev_codec_value(s->codec, schema, &v);
-    if (!rc)
-        rc = ev_value_from_json(v, value, err, sizeof(err));
-    if (!rc)
-        rc = ev_log_emit(s->log, schema, key, v, &o, err, sizeof(err));
+    int rc = ev_log_emit_json(s->log, ev_schema_by_name(type), key, value, &o, err, sizeof(err));
     if (!rc)
         rc = ev_log_flush(s->log, 10000, err, sizeof(err));
     if (rc)
