@@ -93,8 +93,12 @@ void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *messag
 void ag_sync_tick(ag_agent *a, int64_t now_ns);
 /* Starts a round now for device_id (NULL: every connected device). */
 void ag_sync_now(ag_agent *a, const char *device_id);
-/* Emits a record of type short_name from JSON (stolen); logs failures. */
-int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value);
+/* Emits a record of type short_name from JSON (stolen). EV_ERR_INVALID (the
+ * JSON does not fit the record; err names the field) is counted as the
+ * device's error; any other failure is the log's, counted and printed. err
+ * may be NULL. */
+int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value, char *err,
+            size_t err_size);
 
 /* endpoint.c */
 int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size);

@@ -51,12 +51,19 @@ void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *messag
                       ref_id ? ref_id : ""));
 }
 
-int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value)
+int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value, char *err,
+            size_t err_size)
 {
-    char err[512];
+    char own[512];
+    if (!err) {
+        err = own;
+        err_size = sizeof(own);
+    }
     int rc = ev_log_emit_json(a->log, ev_schema_by_name(short_name), key, value, NULL, err,
-                              sizeof(err));
-    if (rc) {
+                              err_size);
+    if (rc == EV_ERR_INVALID) {
+        a->n.invalid++; /* the device's data does not fit the record: its error */
+    } else if (rc) {
         a->n.emit_errors++;
         fprintf(stderr, "msrs-agent: emit %s for %s: %s\n", short_name, key, err);
     } else {
@@ -123,16 +130,6 @@ static ag_device *device_add(ag_agent *a, const char *id)
     return d;
 }
 
-/* Checks `payload` of a DeviceRegistered-shaped record with the codec, so a
- * device hears the same field-path errors the schema gives. */
-static int check_record(ag_agent *a, const char *type, json_t *record, char *err, size_t n)
-{
-    avro_value_t *v;
-    const ev_schema *s = ev_schema_by_name(type);
-    if (ev_codec_value(a->codec, s, &v))
-        return -1;
-    return ev_value_from_json(v, record, err, n);
-}
 
 /* ------------------------------------------------------------------ hello */
 
@@ -193,22 +190,20 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
     json_object_set_new(rec, "streams", clean);
     json_object_set_new(rec, "device_id", json_string(device_id));
     json_object_set_new(rec, "node_id", json_string(a->cfg.node_id));
-    if (check_record(a, "DeviceRegistered", rec, err, sizeof(err))) {
-        json_decref(rec);
-        a->n.invalid++;
+    /* The record's own conversion checks the payload: a device hears the
+     * same field-path errors the schema gives. */
+    if (ag_emit(a, "DeviceRegistered", device_id, rec, err, sizeof(err)) == EV_ERR_INVALID) {
         snprintf(why, sizeof(why), "payload.%s", err);
         reject(a, c, ref, "invalid", why);
         return;
     }
     if (!d && !(d = device_add(a, device_id))) {
-        json_decref(rec);
         reject(a, c, ref, "internal", "out of memory");
         return;
     }
     d->conn = c;
     c->dev = d;
     a->connected++;
-    ag_emit(a, "DeviceRegistered", device_id, rec);
     /* Rejoin: tell the device where each of its streams resumes. */
     ag_send(a, c, "register",
             json_pack("{s:b, s:s, s:s, s:O}", "accepted", 1, "reason", "", "node_id",
@@ -257,7 +252,8 @@ static void end_round(ag_agent *a, ag_device *d)
                       "drift_ppm", r.drift_ppm, "uncertainty_ns", (json_int_t)r.uncertainty_ns,
                       "probes", r.probes, "t1_ns", (json_int_t)r.best.t1, "t2_ns",
                       (json_int_t)r.best.t2, "t3_ns", (json_int_t)r.best.t3, "t4_ns",
-                      (json_int_t)r.best.t4));
+                      (json_int_t)r.best.t4),
+            NULL, 0);
 }
 
 void ag_sync_tick(ag_agent *a, int64_t now)
@@ -346,13 +342,8 @@ static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
                             stream, "seq", (json_int_t)s, "channels", (int)channels,
                             "device_time_ns", dev_t, "master_time_ns", master_t, "values", flat);
     char err[512];
-    if (check_record(a, "SensorSampleBatch", rec, err, sizeof(err))) {
-        a->n.invalid++;
+    if (ag_emit(a, "SensorSampleBatch", d->device_id, rec, err, sizeof(err)) == EV_ERR_INVALID)
         ag_send_error(a, c, "invalid", err, ref);
-        json_decref(rec);
-        return;
-    }
-    ag_emit(a, "SensorSampleBatch", d->device_id, rec);
 }
 
 static void on_status(ag_agent *a, ag_conn *c, json_t *payload, const char *ref)
@@ -369,13 +360,8 @@ static void on_status(ag_agent *a, ag_conn *c, json_t *payload, const char *ref)
         json_object_set(rec, "temperature_c", v);
     if ((v = json_object_get(payload, "recording")))
         json_object_set(rec, "recording", v);
-    if (check_record(a, "DeviceStatus", rec, err, sizeof(err))) {
-        a->n.invalid++;
+    if (ag_emit(a, "DeviceStatus", c->dev->device_id, rec, err, sizeof(err)) == EV_ERR_INVALID)
         ag_send_error(a, c, "invalid", err, ref);
-        json_decref(rec);
-        return;
-    }
-    ag_emit(a, "DeviceStatus", c->dev->device_id, rec);
 }
 
 static void on_sync_mark(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, const char *ref)
@@ -396,7 +382,8 @@ static void on_sync_mark(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, 
             json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "session_id", session, "device_id",
                       c->dev->device_id, "mark_id", mark, "label", label ? label : "",
                       "device_time_ns", (json_int_t)t, "master_time_ns",
-                      (json_int_t)cs_device_to_agent(&c->dev->clock, t)));
+                      (json_int_t)cs_device_to_agent(&c->dev->clock, t)),
+            NULL, 0);
     ag_send(a, c, "ack", json_pack("{s:s, s:s}", "ref_id", ref ? ref : "", "status", "ok"));
 }
 
@@ -540,7 +527,8 @@ void ag_on_closed(ag_agent *a, ag_conn *c)
         a->connected--;
         ag_emit(a, "DeviceDisconnected", d->device_id,
                 json_pack("{s:s, s:s, s:s}", "device_id", d->device_id, "node_id",
-                          a->cfg.node_id, "reason", "connection closed"));
+                          a->cfg.node_id, "reason", "connection closed"),
+                NULL, 0);
     }
     while (c->out_head) {
         ag_out *o = c->out_head;
