@@ -13,7 +13,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: msrs-replay --log URI [options]\n"
-               "Folds the nodes, devices and sessions topics from the beginning with the\n"
+               "Folds the nodes, devices, sessions and commands topics from the beginning with the\n"
                "services' reducers and prints the resulting state as JSON on stdout.\n\n"
                "  --compact          one line of JSON instead of indented\n"
                CLI_COMMON_HELP
@@ -29,7 +29,7 @@ int main(int argc, char **argv)
                                               {NULL, 0, NULL, 0}};
     cli_common common = {0};
     int opt, compact = 0, exit_code = CLI_EXIT_OK;
-    char err[512], tbuf[3][320];
+    char err[512];
     ev_log *log = NULL;
     ev_conf *conf;
 
@@ -60,42 +60,12 @@ int main(int argc, char **argv)
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
     }
-    const char *topics[3] = {ev_log_topic(log, "nodes", tbuf[0], sizeof(tbuf[0])),
-                             ev_log_topic(log, "devices", tbuf[1], sizeof(tbuf[1])),
-                             ev_log_topic(log, "sessions", tbuf[2], sizeof(tbuf[2]))};
     ev_codec *codec = ev_codec_new();
     ev_state *state = ev_state_new();
-    long records = 0, bad = 0;
-    time_t last_progress = time(NULL);
-    if (ev_log_assign(log, topics, 3, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err))) {
-        fprintf(stderr, "msrs-replay: %s\n", err);
+    cli_projection p = {"msrs-replay", log, codec, state, 0, NULL, NULL, 0, 0};
+    if (cli_projection_fold(&p))
         exit_code = CLI_EXIT_FAIL;
-        goto out;
-    }
-    while (!cli_stop) {
-        const ev_msg *m;
-        ev_event ev;
-        int rc = ev_log_poll(log, 1000, &m, err, sizeof(err));
-        if (rc == EV_ERR_END)
-            break;
-        if (rc == EV_ERR_TIMED_OUT)
-            continue;
-        if (rc) {
-            fprintf(stderr, "msrs-replay: %s\n", err);
-            exit_code = CLI_EXIT_FAIL;
-            break;
-        }
-        records++;
-        if (ev_event_decode(codec, m, &ev, err, sizeof(err)) ||
-            ev_state_apply(state, &ev, err, sizeof(err)) < 0) {
-            fprintf(stderr, "msrs-replay: %s\n", err);
-            bad++;
-        }
-        if (time(NULL) != last_progress) {
-            last_progress = time(NULL);
-            fprintf(stderr, "msrs-replay: %ld records folded\n", records);
-        }
-    }
+    int64_t records = p.records, bad = p.bad;
     json_t *j = ev_state_to_json(state);
     json_object_set_new(j, "records", json_integer(records));
     json_object_set_new(j, "undecodable", json_integer(bad));
@@ -104,7 +74,6 @@ int main(int argc, char **argv)
     json_decref(j);
     if (bad)
         exit_code = CLI_EXIT_FAIL;
-out:
     ev_state_destroy(state);
     ev_codec_destroy(codec);
     ev_log_destroy(log);

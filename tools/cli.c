@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 volatile sig_atomic_t cli_stop;
 
@@ -56,4 +57,104 @@ fail:
     fprintf(stderr, "%s: %s\n", prog, err);
     ev_conf_destroy(conf);
     return NULL;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *const cli_state_topics[4] = {"nodes", "devices", "sessions", "commands"};
+
+int cli_projection_start(cli_projection *p, const char *const *topics, size_t topic_count)
+{
+    char err[512], names[8][320];
+    const char *full[8];
+    if (topic_count > 8)
+        topic_count = 8;
+    for (size_t i = 0; i < topic_count; i++)
+        full[i] = ev_log_topic(p->log, topics[i], names[i], sizeof(names[i]));
+    if (ev_log_assign(p->log, full, topic_count, (ev_from){EV_FROM_BEGINNING, 0}, err,
+                      sizeof(err))) {
+        fprintf(stderr, "%s: %s\n", p->prog, err);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_projection_step(cli_projection *p, int timeout_ms)
+{
+    char err[512];
+    const ev_msg *m;
+    ev_event ev;
+    int rc = ev_log_poll(p->log, timeout_ms, &m, err, sizeof(err));
+    if (rc == 0) {
+        p->records++;
+        if (ev_event_decode(p->codec, m, &ev, err, sizeof(err)) ||
+            ev_state_apply(p->state, &ev, err, sizeof(err)) < 0) {
+            p->bad++;
+            fprintf(stderr, "%s: skipped %s offset %lld: %s\n", p->prog, m->topic,
+                    (long long)m->offset, err);
+        }
+    } else if (rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT) {
+        fprintf(stderr, "%s: %s\n", p->prog, err);
+    }
+    return rc;
+}
+
+int cli_projection_run(cli_projection *p, const char *const *topics, size_t topic_count)
+{
+    if (cli_projection_start(p, topics, topic_count))
+        return CLI_EXIT_FAIL;
+    int caught_up = 0;
+    int64_t next_check = 0;
+    while (!cli_stop) {
+        int rc = cli_projection_step(p, (int)p->check_ms);
+        if (rc == EV_ERR_END && !caught_up) {
+            caught_up = 1;
+            fprintf(stderr, "%s: state rebuilt from %lld records\n", p->prog,
+                    (long long)p->records);
+        } else if (rc == EV_ERR_FATAL) {
+            return CLI_EXIT_FAIL;
+        }
+        if (caught_up && mono_ms() >= next_check) {
+            p->check(p->arg);
+            next_check = mono_ms() + p->check_ms;
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
+int cli_projection_fold(cli_projection *p)
+{
+    int64_t last = mono_ms();
+    if (cli_projection_start(p, cli_state_topics, 4))
+        return -1;
+    while (!cli_stop) {
+        int rc = cli_projection_step(p, 1000);
+        if (rc == EV_ERR_END)
+            return 0;
+        if (rc && rc != EV_ERR_TIMED_OUT)
+            return -1;
+        if (mono_ms() - last >= 1000) {
+            last = mono_ms();
+            fprintf(stderr, "%s: %lld records folded\n", p->prog, (long long)p->records);
+        }
+    }
+    return -1;
+}
+
+int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, json_t *value,
+             const char *id)
+{
+    char err[512];
+    ev_emit_opts o = {.id = id};
+    int rc = ev_log_emit_json(log, ev_schema_by_name(type), key, value, &o, err, sizeof(err));
+    if (!rc)
+        rc = ev_log_flush(log, 10000, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "%s: emit %s for %s: %s\n", prog, type, key, err);
+    return rc;
 }

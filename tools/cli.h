@@ -45,4 +45,40 @@ ev_conf *cli_conf_build(const char *prog, const cli_common *c);
 extern volatile sig_atomic_t cli_stop;
 void cli_install_signals(void);
 
+/* A state that is a projection of the log: every record of its topics,
+ * from the beginning, folded with the shared reducers. Services run it
+ * (cli_projection_run: once caught up, check(arg) every check_ms); tools
+ * fold to the end (cli_projection_fold) or step it themselves. */
+typedef struct cli_projection {
+    const char *prog;
+    ev_log *log;
+    ev_codec *codec;
+    ev_state *state;
+    int64_t check_ms;
+    void (*check)(void *arg);
+    void *arg;
+    int64_t records, bad; /* out: folded, and skipped (named on stderr) */
+} cli_projection;
+
+/* The topics the reducers fold: nodes, devices, sessions, commands. */
+extern const char *const cli_state_topics[4];
+
+/* Assigns topics (logical names) from the beginning. */
+int cli_projection_start(cli_projection *p, const char *const *topics, size_t topic_count);
+/* Polls one record and folds it. Returns 0 (folded or skipped), EV_ERR_END
+ * (caught up), EV_ERR_TIMED_OUT, or the log's error (printed). */
+int cli_projection_step(cli_projection *p, int timeout_ms);
+/* Start, then run until SIGINT/SIGTERM. Returns an exit code: CLI_EXIT_OK,
+ * or CLI_EXIT_FAIL when the log failed. */
+int cli_projection_run(cli_projection *p, const char *const *topics, size_t topic_count);
+/* Start on the state topics and fold to their end, with progress on stderr
+ * every second. Returns 0, or -1 when the log failed. */
+int cli_projection_fold(cli_projection *p);
+
+/* Emits a record given as JSON (borrowed) with event id id (NULL: a new
+ * one) and waits until the log acknowledged it. Prints and returns the
+ * error. */
+int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, json_t *value,
+             const char *id);
+
 #endif

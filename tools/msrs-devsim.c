@@ -59,7 +59,7 @@ typedef struct ds_device {
     double drift; /* ns per ns */
     ds_stream streams[2];
     ds_msg *out_head, *out_tail;
-    int64_t last_down_ns, last_up_ns; /* FIFO per direction */
+    int64_t last_down_ns, last_up_ns; /* FIFO per direction: due times strictly increase */
     int64_t reconnect_at_ns, drop_at_ns;
     unsigned char rx[65536];
     size_t rx_len;
@@ -70,6 +70,10 @@ typedef struct ds_device {
     AVPacket *pkt;
     int64_t frame_index, next_frame_ns, video_seq, packets_sent;
     int need_keyframe; /* after (re)registering: the next frame is a keyframe */
+    /* the session it records: data stamped in [rec_start, rec_stop) (device clock) carries it */
+    char session[64];
+    int64_t rec_start, rec_stop;
+    int frame_in_session;
 } ds_device;
 
 /* Scheduled actions, in a binary heap by due time. */
@@ -100,6 +104,7 @@ typedef struct ds_sim {
     int64_t connected, errors_seen;
     int video_w, video_h, video_fps;
     const char *video_codec;
+    json_t *stats; /* session -> device -> stream -> {samples, bytes}: what was sent */
 } ds_sim;
 
 static ds_sim sim;
@@ -191,8 +196,8 @@ static ds_msg *msg_new(const char *text, size_t len)
 static void send_later(ds_device *d, const char *text, size_t len)
 {
     int64_t due = now_ns() + one_way_ns(1);
-    if (due < d->last_up_ns)
-        due = d->last_up_ns;
+    if (due <= d->last_up_ns) /* FIFO: the heap does not keep the order of equal times */
+        due = d->last_up_ns + 1;
     d->last_up_ns = due;
     heap_push((ds_event){due, EV_SEND, d->index, 0, msg_new(text, len)});
 }
@@ -226,31 +231,67 @@ static void send_hello(ds_device *d)
     send_json(d, hello);
 }
 
-/* A batch of samples of stream s, device timestamps from the device clock. */
-static void send_samples(ds_device *d, ds_stream *s, int64_t now)
+/* The session data stamped at device time t belongs to, or NULL. */
+static const char *session_at(const ds_device *d, int64_t t)
 {
-    json_t *t = json_array(), *values = json_array();
-    int64_t period = (int64_t)(1e9 / s->rate_hz);
-    for (int i = 0; i < s->batch; i++) {
-        int64_t when = s->next_ns + i * period;
-        json_array_append_new(t, json_integer(dev_clock(d, when)));
+    return d->session[0] && t >= d->rec_start && t < d->rec_stop ? d->session : NULL;
+}
+
+static void count_sent(const ds_device *d, const char *session, const char *stream, int64_t n,
+                       int64_t bytes)
+{
+    json_t *o = sim.stats, *next;
+    const char *path[3] = {session, d->id, stream};
+    for (int i = 0; i < 3; i++, o = next)
+        if (!(next = json_object_get(o, path[i])))
+            json_object_set_new(o, path[i], next = json_object());
+    json_object_set_new(o, "samples", json_integer(json_integer_value(json_object_get(o, "samples")) + n));
+    json_object_set_new(o, "bytes", json_integer(json_integer_value(json_object_get(o, "bytes")) + bytes));
+}
+
+/* Sends samples [from, to) of a batch: one message, tagged with the session
+ * they belong to. */
+static void send_part(ds_device *d, ds_stream *s, int64_t now, const int64_t *t, int from, int to,
+                      const char *session)
+{
+    json_t *times = json_array(), *values = json_array();
+    for (int i = from; i < to; i++) {
+        json_array_append_new(times, json_integer(t[i]));
         json_t *row = json_array();
         for (int c = 0; c < s->channels; c++)
             json_array_append_new(row, json_real(sin((double)(s->seq + i) * 0.05 + c) + 0.001 * c));
         json_array_append_new(values, row);
     }
-    s->next_ns += s->batch * period;
-    if (d->registered)
-        send_json(d, json_pack("{s:s, s:I, s:s, s:{s:s, s:I, s:o, s:o}}", "type", "samples", "ts",
-                               (json_int_t)dev_clock(d, now), "device_id", d->id, "payload",
-                               "stream_id", s->id, "seq", (json_int_t)s->seq, "t", t, "values",
-                               values));
-    else {
-        json_decref(t);
-        json_decref(values);
+    json_t *m = json_pack("{s:s, s:I, s:s, s:{s:s, s:I, s:o, s:o}}", "type", "samples", "ts",
+                          (json_int_t)dev_clock(d, now), "device_id", d->id, "payload",
+                          "stream_id", s->id, "seq", (json_int_t)(s->seq + from), "t", times,
+                          "values", values);
+    if (session) {
+        json_object_set_new(m, "session_id", json_string(session));
+        count_sent(d, session, s->id, to - from, (int64_t)(to - from) * s->channels * 8);
     }
-    s->seq += s->batch; /* while away, samples are lost: the agent sees a gap */
-    d->samples_sent += d->registered ? s->batch : 0;
+    send_json(d, m);
+}
+
+/* A batch of samples of stream s, device timestamps from the device clock;
+ * split where it crosses a session's start or stop. */
+static void send_samples(ds_device *d, ds_stream *s, int64_t now)
+{
+    int64_t period = (int64_t)(1e9 / s->rate_hz), t[64];
+    int n = s->batch < 64 ? s->batch : 64;
+    for (int i = 0; i < n; i++)
+        t[i] = dev_clock(d, s->next_ns + i * period);
+    s->next_ns += n * period;
+    if (d->registered) {
+        int from = 0;
+        for (int i = 1; i <= n; i++)
+            if (i == n || session_at(d, t[i]) != session_at(d, t[from])) {
+                send_part(d, s, now, t, from, i, session_at(d, t[from]));
+                from = i;
+            }
+    }
+    s->seq += n; /* while away, samples are lost: the agent sees a gap */
+    d->samples_sent += d->registered ? n : 0;
 }
 
 /* ------------------------------------------------------------------ video */
@@ -275,8 +316,10 @@ static int video_open(ds_device *d)
     d->enc->gop_size = sim.video_fps; /* a keyframe a second */
     d->enc->max_b_frames = 0;         /* packets in capture order */
     d->enc->bit_rate = (int64_t)sim.video_w * sim.video_h * sim.video_fps / 8;
-    if (strstr(codec->name, "264"))
+    if (strstr(codec->name, "264")) {
         av_opt_set(d->enc->priv_data, "preset", "ultrafast", 0);
+        av_opt_set(d->enc->priv_data, "tune", "zerolatency", 0); /* a packet per frame, at once */
+    }
     if (avcodec_open2(d->enc, codec, NULL) < 0)
         return -1;
     d->frame->format = AV_PIX_FMT_YUV420P;
@@ -316,18 +359,26 @@ static void video_frame(ds_device *d, int64_t now)
         d->video_seq++;
         return;
     }
+    int in_session = session_at(d, frame_dev_ns) != NULL;
+    if (in_session && !d->frame_in_session)
+        d->need_keyframe = 1; /* a session's video starts with a keyframe */
+    d->frame_in_session = in_session;
     f->pict_type = d->need_keyframe ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE;
     d->need_keyframe = 0;
     if (avcodec_send_frame(d->enc, f) < 0)
         return;
     while (avcodec_receive_packet(d->enc, d->pkt) == 0) {
         char hdr[512];
+        const char *session = session_at(d, frame_dev_ns);
         int hl = snprintf(hdr, sizeof(hdr),
                           "{\"stream_id\":\"rgb\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
-                          "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d}",
+                          "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
                           d->enc->codec->name, (long long)av_rescale_q(d->pkt->pts, d->enc->time_base, (AVRational){1, 1000000000}),
                           (d->pkt->flags & AV_PKT_FLAG_KEY) ? "true" : "false",
-                          (long long)d->video_seq++, (long long)frame_dev_ns, sim.video_w, sim.video_h);
+                          (long long)d->video_seq++, (long long)frame_dev_ns, sim.video_w, sim.video_h,
+                          session ? session : "");
+        if (session)
+            count_sent(d, session, "rgb", 1, d->pkt->size);
         size_t len = 4 + (size_t)hl + (size_t)d->pkt->size;
         ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
         unsigned char *p = m->buf + LWS_PRE;
@@ -346,8 +397,8 @@ static void video_frame(ds_device *d, int64_t now)
             continue;
         }
         int64_t due = now + one_way_ns(1);
-        if (due < d->last_up_ns)
-            due = d->last_up_ns;
+        if (due <= d->last_up_ns) /* FIFO: the heap does not keep the order of equal times */
+            due = d->last_up_ns + 1;
         d->last_up_ns = due;
         heap_push((ds_event){due, EV_SEND, d->index, 0, m});
         d->packets_sent++;
@@ -368,8 +419,8 @@ static void on_text(ds_device *d, const char *text, size_t len)
     if (strcmp(type, "time_req") == 0) {
         /* It arrives after the downlink delay; the device stamps it then. */
         int64_t due = now_ns() + one_way_ns(0);
-        if (due < d->last_down_ns)
-            due = d->last_down_ns;
+        if (due <= d->last_down_ns) /* FIFO: the heap does not keep the order of equal times */
+            due = d->last_down_ns + 1;
         d->last_down_ns = due;
         heap_push((ds_event){due, EV_DELIVER_PROBE, d->index,
                              json_integer_value(json_object_get(payload, "t1")), NULL});
@@ -394,6 +445,16 @@ static void on_text(ds_device *d, const char *text, size_t len)
                     json_string_value(json_object_get(payload, "code")),
                     json_string_value(json_object_get(payload, "message")));
     } else if (strcmp(type, "start") == 0 || strcmp(type, "stop") == 0) {
+        const char *session = json_string_value(json_object_get(payload, "session_id"));
+        if (type[2] == 'a' && session && strlen(session) < sizeof(d->session)) {
+            if (strcmp(d->session, session) != 0) { /* a resend after a rejoin keeps the stop */
+                snprintf(d->session, sizeof(d->session), "%s", session);
+                d->rec_stop = INT64_MAX;
+            }
+            d->rec_start = json_integer_value(json_object_get(payload, "start_at"));
+        } else if (type[2] == 'o' && session && strcmp(session, d->session) == 0) {
+            d->rec_stop = json_integer_value(json_object_get(payload, "stop_at"));
+        }
         send_json(d, json_pack("{s:s, s:s, s:{s:s, s:s}}", "type", "ack", "device_id", d->id,
                                "payload", "ref_id",
                                json_string_value(json_object_get(m, "id")) ?: "", "status",
@@ -583,6 +644,8 @@ static void usage(FILE *f)
             "  --loss-per-min X    connection losses per device per minute (default 0)\n"
             "  --duration S        stop after S seconds (default: until SIGINT/SIGTERM)\n"
             "  --truth FILE        write each device's true clock (JSON lines)\n"
+            "  --stats FILE        at exit, write what was sent per session, device and stream:\n"
+            "                      {\"SESSION\": {\"DEVICE\": {\"STREAM\": {\"samples\", \"bytes\"}}}}\n"
             "  --seed N            random seed (default 1)\n"
             "  --video WxH@FPS     also stream synthetic video, e.g. 320x240@15\n"
             "  --video-codec NAME  libavcodec encoder (default mpeg4; h264 uses libx264)\n"
@@ -611,11 +674,11 @@ int main(int argc, char **argv)
         {"duration", required_argument, NULL, 'D'},  {"truth", required_argument, NULL, 't'},
         {"seed", required_argument, NULL, 'e'},      {"help", no_argument, NULL, 'h'},
         {"video", required_argument, NULL, 'v'},     {"video-codec", required_argument, NULL, 'c'},
-        {NULL, 0, NULL, 0}};
-    const char *url = "ws://127.0.0.1:8620/v1/devices", *prefix = "sim-", *truth = NULL;
+        {"stats", required_argument, NULL, 'T'},     {NULL, 0, NULL, 0}};
+    const char *url = "ws://127.0.0.1:8620/v1/devices", *prefix = "sim-", *truth = NULL, *stats = NULL;
     const char *profile = "lan", *delay = NULL;
     double offset_ms = 500, drift_ppm = 50, asym = -1, spike_prob = -1, spike_ms = -1, jitter = -1;
-    int opt;
+    int opt, exit_code = 0;
     sim.n = 4;
     sim.rng = 1;
     sim.video_codec = "mpeg4";
@@ -637,6 +700,7 @@ int main(int argc, char **argv)
         case 'l': sim.loss_per_min = atof(optarg); break;
         case 'D': sim.duration_ns = (int64_t)(atof(optarg) * 1e9); break;
         case 't': truth = optarg; break;
+        case 'T': stats = optarg; break;
         case 'e': sim.rng = strtoull(optarg, NULL, 10) | 1; break;
         case 'v':
             if (sscanf(optarg, "%dx%d@%d", &sim.video_w, &sim.video_h, &sim.video_fps) != 3 ||
@@ -696,6 +760,7 @@ int main(int argc, char **argv)
         return 1;
     }
     sim.started_ns = now_ns();
+    sim.stats = json_object();
     sim.devs = calloc((size_t)sim.n, sizeof(*sim.devs));
     for (int i = 0; i < sim.n; i++) {
         ds_device *d = &sim.devs[i];
@@ -746,6 +811,11 @@ int main(int argc, char **argv)
         }
     }
     lws_context_destroy(sim.ctx);
+    if (stats && json_dump_file(sim.stats, stats, JSON_INDENT(1) | JSON_SORT_KEYS)) {
+        fprintf(stderr, "msrs-devsim: %s: cannot write\n", stats);
+        exit_code = 1;
+    }
+    json_decref(sim.stats);
     while (sim.heap_len) {
         ds_event e = heap_pop();
         free(e.msg);
@@ -754,5 +824,5 @@ int main(int argc, char **argv)
     for (int i = 0; i < sim.n; i++)
         video_close(&sim.devs[i]);
     free(sim.devs);
-    return 0;
+    return exit_code;
 }

@@ -1,11 +1,14 @@
-/* msrs — the operator CLI. Subcommands so far:
+/* msrs — the operator CLI:
  *   msrs schemas                      the catalog: id, record, topic, key
  *   msrs emit TYPE JSON|-             produce records (JSON, or one per line
  *                                     on stdin) on the record's topic
  *   msrs emit -                       produce {"type": T, "value": {...}}
  *                                     lines of stdin, each of its own type
- * Later issues add session and device commands. */
+ *   msrs session start|stop|list|status, msrs devices (session.c)
+ * The session and device views are the reducers' state folded from the
+ * log, the same state the services and msrs-replay hold. */
 #include "cli.h"
+#include "session.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +25,19 @@ static void usage(FILE *f)
             "                          the key is the record's key field; missing fields\n"
             "                          take their schema defaults\n"
             "  emit -                  produce one record per stdin line, each written as\n"
-            "                          {\"type\": TYPE, \"value\": {...}}\n\n"
+            "                          {\"type\": TYPE, \"value\": {...}}\n"
+            "  session start [ID] [--devices A,B] [--min-group N] [--duration SEC]\n"
+            "                [--label K=V]... [--wait] [--timeout SEC]\n"
+            "                          request a recording session (CollectionRequested);\n"
+            "                          with --wait follow it until it stopped and print\n"
+            "                          its counts\n"
+            "  session stop ID [--reason TEXT] [--wait] [--timeout SEC]\n"
+            "  session list            every session: state, devices, start, duration\n"
+            "  session status ID       one session's state as JSON\n"
+            "  devices                 the device pool: node, connection, clock offset\n\n"
             "options:\n" CLI_COMMON_HELP
-            "\nexit: 0 ok, 1 a record was refused or not acknowledged, 2 usage\n");
+            "\nexit: 0 ok, 1 a record was refused or not acknowledged (or, with --wait, the\n"
+            "session did not stop in time), 2 usage or unknown session\n");
 }
 
 static int cmd_schemas(void)
@@ -165,6 +178,16 @@ int main(int argc, char **argv)
         if (!conf)
             return CLI_EXIT_USAGE;
         rc = cmd_emit(conf, argc - optind - 1, argv + optind + 1);
+        ev_conf_destroy(conf);
+        return rc;
+    }
+    if (strcmp(cmd, "session") == 0 || strcmp(cmd, "devices") == 0) {
+        ev_conf *conf = cli_conf_build("msrs", &common);
+        if (!conf)
+            return CLI_EXIT_USAGE;
+        cli_install_signals();
+        rc = strcmp(cmd, "devices") == 0 ? cmd_devices(conf, argc - optind - 1, argv + optind + 1)
+                                         : cmd_session(conf, argc - optind - 1, argv + optind + 1);
         ev_conf_destroy(conf);
         return rc;
     }

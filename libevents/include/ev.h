@@ -340,6 +340,35 @@ ev_sync_decision ev_sync_decide(const ev_state *state, const char *session_id,
                                 const ev_sync_params *params, int64_t now_ns, json_t **completed,
                                 json_t **stale, char *why, size_t why_size);
 
+
+/* ------------------------------------------------------------ collect rule */
+
+/* The DataCollectionService's rule, a pure function of the state. */
+typedef struct ev_collect_params {
+    int64_t lead_ns;           /* collect.lead_ms: start and stop instants this far ahead */
+    int64_t report_timeout_ns; /* collect.report_timeout_ms: after the stop instant, stop
+                                  without the reports that did not come */
+} ev_collect_params;
+
+/* What collectord must emit now for session_id, as a JSON array (new
+ * reference, possibly empty) of {"type", "key", "id", "value"}:
+ *   synchronised          -> CollectionStarted (start_at = now + lead) and a
+ *                            StartRecording per node of the sync group
+ *   recording             -> StopRecording per node once a stop was asked
+ *                            (at the request's time + lead) or the duration
+ *                            ends (at start + duration, sent lead ahead)
+ *   stopping              -> CollectionStopped once every node reported
+ *                            (RecordingReport) or report_timeout passed,
+ *                            with the reports' stream counts
+ *   stop asked before the start -> CollectionStopped ("cancelled")
+ * A command a node never got (a crash between emits) is sent again. Ids
+ * are deterministic (start/<session>, startcmd/<session>/<node>, ...), so
+ * deciding again after a restart emits duplicates every consumer ignores.
+ * why, when not NULL, says what the session waits for. */
+json_t *ev_collect_decide(const ev_state *state, const char *session_id,
+                          const ev_collect_params *params, int64_t now_ns, char *why,
+                          size_t why_size);
+
 #ifdef __cplusplus
 }
 #endif

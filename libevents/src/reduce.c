@@ -193,9 +193,36 @@ static void reduce_session(ev_state *s, const char *type, json_t *r, int64_t t)
     } else if (strcmp(type, "SyncMark") == 0) {
         set_int(x, "marks", json_integer_value(json_object_get(x, "marks")) + 1);
         set_str(x, "last_mark", str(r, "label"));
+    } else if (strcmp(type, "CollectionStopRequested") == 0) {
+        json_t *q = json_object();
+        merge(q, r, "session_id");
+        set_int(q, "at_ns", t);
+        json_object_set_new(x, "stop_requested", q);
+    } else if (strcmp(type, "RecordingReport") == 0) {
+        json_t *rep = json_object();
+        merge(rep, r, "session_id");
+        json_object_del(rep, "node_id");
+        json_object_set_new(aggregate(x, "reports"), str(r, "node_id"), rep);
     } else if (strcmp(type, "CollectionStopped") == 0) {
         merge(x, r, "session_id");
         set_str(x, "state", "stopped");
+    }
+}
+
+/* Commands are keyed by node; what they did to a session is session state. */
+static void reduce_command(ev_state *s, const char *type, json_t *r, int64_t t)
+{
+    (void)t;
+    if (strcmp(type, "StartRecording") != 0 && strcmp(type, "StopRecording") != 0)
+        return;
+    json_t *x = aggregate(s->sessions, str(r, "session_id"));
+    int start = type[2] == 'a';
+    json_object_set(aggregate(x, start ? "start_commands" : "stop_commands"), str(r, "node_id"),
+                    json_object_get(r, start ? "start_at_ns" : "stop_at_ns"));
+    if (!start) {
+        json_object_set(x, "stop_at_ns", json_object_get(r, "stop_at_ns"));
+        if (strcmp(str(x, "state"), "recording") == 0)
+            set_str(x, "state", "stopping");
     }
 }
 
@@ -207,7 +234,8 @@ int ev_state_apply(ev_state *s, const ev_event *ev, char *errstr, size_t errstr_
     int rc;
 
     if (strcmp(topic, "nodes") != 0 && strcmp(topic, "devices") != 0 &&
-        strcmp(topic, "sessions") != 0) {
+        strcmp(topic, "sessions") != 0 &&
+        (strcmp(topic, "commands") != 0 || strcmp(type, "SyncNow") == 0)) {
         s->ignored++;
         return 1;
     }
@@ -225,6 +253,8 @@ int ev_state_apply(ev_state *s, const ev_event *ev, char *errstr, size_t errstr_
         reduce_node(s, type, record, ev->time_ns);
     else if (strcmp(topic, "devices") == 0)
         reduce_device(s, type, record, ev->time_ns);
+    else if (strcmp(topic, "commands") == 0)
+        reduce_command(s, type, record, ev->time_ns);
     else
         reduce_session(s, type, record, ev->time_ns);
     json_decref(record);

@@ -10,6 +10,7 @@
 #include <libwebsockets.h>
 
 #define AG_ID_MAX 64
+#define AG_MAX_STREAMS 8
 
 typedef struct ag_config {
     char host[128];
@@ -20,9 +21,23 @@ typedef struct ag_config {
     int64_t rate_per_s, rate_burst; /* per connection token bucket */
     int64_t sync_interval_ms, sync_probes, probe_spacing_ms, round_timeout_ms;
     int64_t flush_interval_ms;
+    int64_t report_delay_ms; /* RecordingReport this long after a session's stop instant */
 } ag_config;
 
 typedef struct ag_conn ag_conn;
+
+/* What one device stream delivered to the log for a session. */
+typedef struct ag_count {
+    char stream_id[AG_ID_MAX];
+    int64_t samples, bytes, gaps, dropped;
+} ag_count;
+
+/* A session this node records (StartRecording .. RecordingReport). */
+typedef struct ag_session {
+    char session_id[AG_ID_MAX];
+    int64_t start_at_ns, stop_at_ns; /* master clock; stop INT64_MAX until known */
+    json_t *missing;                 /* devices asked for but not connected at the start */
+} ag_session;
 
 /* A device the agent has seen; survives reconnects so a rejoin resumes its
  * sequence numbers and clock history. */
@@ -32,6 +47,12 @@ typedef struct ag_device {
     cs_clock clock;
     json_t *next_seq; /* stream_id -> next expected seq */
     int64_t gaps;
+    char stream_ids[AG_MAX_STREAMS][AG_ID_MAX]; /* declared in hello */
+    int stream_count;
+    /* the session it records, if any: its counts per stream */
+    ag_session *rec;
+    ag_count counts[AG_MAX_STREAMS];
+    int count_n;
     /* clock-sync round */
     int round_active;
     int64_t probes_sent, probes_answered;
@@ -64,7 +85,7 @@ struct ag_conn {
 
 typedef struct ag_counters {
     int64_t connections, messages, bad_json, too_large, unknown_type, invalid, rate_limited,
-        duplicates, not_registered, events, emit_errors;
+        duplicates, not_registered, events, emit_errors, dropped, late;
 } ag_counters;
 
 typedef struct ag_agent {
@@ -80,11 +101,14 @@ typedef struct ag_agent {
     int64_t next_id;
     ag_counters n;
     char commands_topic[320];
+    ag_session **sessions;
+    size_t session_count;
 } ag_agent;
 
 /* protocol.c */
 void ag_on_message(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len, int binary);
 void ag_on_closed(ag_agent *a, ag_conn *c);
+ag_device *ag_device_find(ag_agent *a, const char *id);
 /* Queues a JSON message {"id","type","ts","device_id","payload"} to c. */
 void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload /* stolen */);
 void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *message,
@@ -99,6 +123,20 @@ void ag_sync_now(ag_agent *a, const char *device_id);
  * may be NULL. */
 int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value, char *err,
             size_t err_size);
+
+/* recording.c: sessions this node records. */
+void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids, int64_t start_at_ns);
+void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at_ns);
+/* Sends `start` to a device that (re)registers during a session it records. */
+void ag_recording_rejoin(ag_agent *a, ag_device *d);
+/* The counter of stream for data at master time t: NULL when the data is
+ * not part of a session (claimed: the envelope's session_id or NULL).
+ * *session is set to the session's id. */
+ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int64_t t,
+                             const char *stream, const char **session);
+/* Emits RecordingReport for sessions whose stop instant passed. */
+void ag_recording_tick(ag_agent *a, int64_t now_ns);
+void ag_recording_free(ag_agent *a);
 
 /* endpoint.c */
 int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size);

@@ -1,6 +1,7 @@
 /* msrs-agent — runs on every recording node. Today: the device endpoint
- * (ws://HOST:PORT/v1/devices, docs/protocol.md) with clock sync rounds, and
- * the SyncNow command. Discovery, plans and heartbeats (control-plane
+ * (ws://HOST:PORT/v1/devices, docs/protocol.md) with clock sync rounds, the
+ * SyncNow command, and recording sessions (StartRecording / StopRecording,
+ * recording.c). Discovery, plans and heartbeats (control-plane
  * issue) and V4L2 capture (collection issue) are not built yet. */
 #include "agent.h"
 #include "cli.h"
@@ -24,7 +25,8 @@ static void usage(FILE *f)
             "\nconfig keys (defaults): agent.max_message_bytes (1048576), agent.max_devices\n"
             "(1024), agent.rate_per_s (2000), agent.rate_burst (4000), sync.interval_ms (2000),\n"
             "sync.probes (8), sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
-            "agent.flush_interval_ms (5)\n"
+            "agent.flush_interval_ms (5), agent.report_delay_ms (1000: RecordingReport this long\n"
+            "after a session's stop instant)\n"
             "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -44,7 +46,8 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 {"sync.probes", 8, &cfg->sync_probes},
                 {"sync.probe_spacing_ms", 15, &cfg->probe_spacing_ms},
                 {"sync.round_timeout_ms", 500, &cfg->round_timeout_ms},
-                {"agent.flush_interval_ms", 5, &cfg->flush_interval_ms}};
+                {"agent.flush_interval_ms", 5, &cfg->flush_interval_ms},
+                {"agent.report_delay_ms", 1000, &cfg->report_delay_ms}};
     if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
         (size_t)(colon - l) >= sizeof(cfg->host)) {
         fprintf(stderr, "msrs-agent: listen '%s': expected HOST:PORT\n", l);
@@ -73,8 +76,27 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
     return 0;
 }
 
-/* SyncNow commands for this node; StartRecording/StopRecording are the
- * collection issue's. */
+/* Commands for this node: SyncNow, StartRecording, StopRecording. */
+static void on_command(ag_agent *a, const char *type, json_t *cmd)
+{
+    json_t *devices = json_object_get(cmd, "device_ids");
+    const char *session = json_string_value(json_object_get(cmd, "session_id"));
+    if (strcmp(json_string_value(json_object_get(cmd, "node_id")) ?: "", a->cfg.node_id) != 0)
+        return;
+    if (strcmp(type, "SyncNow") == 0) {
+        size_t i;
+        json_t *d;
+        if (json_array_size(devices) == 0)
+            ag_sync_now(a, NULL);
+        json_array_foreach(devices, i, d) ag_sync_now(a, json_string_value(d));
+    } else if (strcmp(type, "StartRecording") == 0) {
+        ag_start_recording(a, session, devices,
+                           json_integer_value(json_object_get(cmd, "start_at_ns")));
+    } else if (strcmp(type, "StopRecording") == 0) {
+        ag_stop_recording(a, session, json_integer_value(json_object_get(cmd, "stop_at_ns")));
+    }
+}
+
 static void poll_commands(ag_agent *a)
 {
     char err[512];
@@ -82,29 +104,16 @@ static void poll_commands(ag_agent *a)
     int handled = 0;
     while (ev_log_poll(a->log, 0, &m, err, sizeof(err)) == 0) {
         ev_event ev;
+        json_t *cmd = NULL;
         handled++;
-        if (ev_event_decode(a->codec, m, &ev, err, sizeof(err))) {
-            fprintf(stderr, "msrs-agent: command skipped: %s\n", err);
+        if (ev_event_decode(a->codec, m, &ev, err, sizeof(err)) ||
+            ev_value_to_json(ev.value, &cmd, err, sizeof(err))) {
+            fprintf(stderr, "msrs-agent: command at offset %lld skipped: %s\n",
+                    (long long)m->offset, err);
             continue;
         }
-        if (strcmp(ev_schema_short_name(ev.schema), "SyncNow") != 0)
-            continue;
-        avro_value_t f, item;
-        const char *node, *dev;
-        size_t len, count = 0;
-        avro_value_get_by_name(ev.value, "node_id", &f, NULL);
-        avro_value_get_string(&f, &node, &len);
-        if (strcmp(node, a->cfg.node_id) != 0)
-            continue;
-        avro_value_get_by_name(ev.value, "device_ids", &f, NULL);
-        avro_value_get_size(&f, &count);
-        if (count == 0)
-            ag_sync_now(a, NULL);
-        for (size_t i = 0; i < count; i++) {
-            avro_value_get_by_index(&f, i, &item, NULL);
-            avro_value_get_string(&item, &dev, &len);
-            ag_sync_now(a, dev);
-        }
+        on_command(a, ev_schema_short_name(ev.schema), cmd);
+        json_decref(cmd);
     }
     if (handled && ev_log_commit(a->log, err, sizeof(err)))
         fprintf(stderr, "msrs-agent: %s\n", err);
@@ -116,6 +125,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     int64_t now = ag_now_ns();
     char err[512];
     ag_sync_tick(a, now);
+    ag_recording_tick(a, now);
     if (now - a->last_flush_ns >= a->cfg.flush_interval_ms * 1000000LL) {
         a->last_flush_ns = now;
         if (ev_log_flush(a->log, 5000, err, sizeof(err)))
@@ -130,12 +140,12 @@ static void print_counters(const ag_agent *a, const char *when)
     fprintf(stderr,
             "msrs-agent: %s: %zu connected, %lld connections, %lld messages, %lld events, "
             "errors: %lld bad_json %lld too_large %lld unknown_type %lld invalid %lld "
-            "rate_limited %lld duplicate %lld not_registered %lld emit\n",
+            "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld late\n",
             when, a->connected, (long long)a->n.connections, (long long)a->n.messages,
             (long long)a->n.events, (long long)a->n.bad_json, (long long)a->n.too_large,
             (long long)a->n.unknown_type, (long long)a->n.invalid, (long long)a->n.rate_limited,
             (long long)a->n.duplicates, (long long)a->n.not_registered,
-            (long long)a->n.emit_errors);
+            (long long)a->n.emit_errors, (long long)a->n.dropped, (long long)a->n.late);
 }
 
 int main(int argc, char **argv)
@@ -214,6 +224,7 @@ out:
         free(a.devices[i]);
     }
     free(a.devices);
+    ag_recording_free(&a);
     ev_codec_destroy(a.codec);
     ev_log_destroy(a.log);
     ev_conf_destroy(conf);

@@ -102,7 +102,7 @@ static int valid_id(const char *s)
     return 1;
 }
 
-static ag_device *device_find(ag_agent *a, const char *id)
+ag_device *ag_device_find(ag_agent *a, const char *id)
 {
     for (size_t i = 0; i < a->device_count; i++)
         if (strcmp(a->devices[i]->device_id, id) == 0)
@@ -160,7 +160,7 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
                "device_id: expected 1-63 characters of [A-Za-z0-9._:-]");
         return;
     }
-    ag_device *d = device_find(a, device_id);
+    ag_device *d = ag_device_find(a, device_id);
     if (d && d->conn) {
         a->n.duplicates++;
         reject(a, c, ref, "duplicate_device", "device_id is already connected to this node");
@@ -204,12 +204,20 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
     d->conn = c;
     c->dev = d;
     a->connected++;
+    d->stream_count = 0;
+    json_array_foreach(clean, i, st)
+    {
+        const char *sid = json_string_value(json_object_get(st, "stream_id"));
+        if (sid && d->stream_count < AG_MAX_STREAMS)
+            snprintf(d->stream_ids[d->stream_count++], AG_ID_MAX, "%s", sid);
+    }
     /* Rejoin: tell the device where each of its streams resumes. */
     ag_send(a, c, "register",
             json_pack("{s:b, s:s, s:s, s:O}", "accepted", 1, "reason", "", "node_id",
                       a->cfg.node_id, "resume", d->next_seq));
     d->round_active = 0;
     d->next_round_ns = ag_now_ns(); /* sync at once */
+    ag_recording_rejoin(a, d);
 }
 
 /* -------------------------------------------------------------- time sync */
@@ -330,20 +338,35 @@ static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
                               json_integer(cs_device_to_agent(&d->clock, json_integer_value(ti))));
         json_array_foreach(row, k, x) json_array_append(flat, x);
     }
+    const char *session;
+    ag_count *cnt = ag_recording_count(a, d, json_string_value(json_object_get(env, "session_id")),
+                                       json_integer_value(json_array_get(master_t, 0)), stream,
+                                       &session);
     /* Sequence gaps: counted, not hidden. */
     int64_t s = json_integer_value(seq);
     json_t *next = json_object_get(d->next_seq, stream);
-    if (next && s > json_integer_value(next))
+    if (next && s > json_integer_value(next)) {
         d->gaps++;
+        if (cnt)
+            cnt->gaps++;
+    }
     json_object_set_new(d->next_seq, stream, json_integer(s + (int64_t)n));
-    const char *session = json_string_value(json_object_get(env, "session_id"));
     json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:i, s:o, s:o, s:o}", "device_id",
-                            d->device_id, "session_id", session ? session : "", "stream_id",
-                            stream, "seq", (json_int_t)s, "channels", (int)channels,
-                            "device_time_ns", dev_t, "master_time_ns", master_t, "values", flat);
+                            d->device_id, "session_id", session, "stream_id", stream, "seq",
+                            (json_int_t)s, "channels", (int)channels, "device_time_ns", dev_t,
+                            "master_time_ns", master_t, "values", flat);
     char err[512];
-    if (ag_emit(a, "SensorSampleBatch", d->device_id, rec, err, sizeof(err)) == EV_ERR_INVALID)
+    int rc = ag_emit(a, "SensorSampleBatch", d->device_id, rec, err, sizeof(err));
+    if (rc == EV_ERR_INVALID)
         ag_send_error(a, c, "invalid", err, ref);
+    else if (rc)
+        a->n.dropped += (int64_t)n;
+    if (cnt && rc && rc != EV_ERR_INVALID)
+        cnt->dropped += (int64_t)n;
+    else if (cnt && !rc) {
+        cnt->samples += (int64_t)n;
+        cnt->bytes += (int64_t)(n * channels * sizeof(double));
+    }
 }
 
 static void on_status(ag_agent *a, ag_conn *c, json_t *payload, const char *ref)
@@ -408,15 +431,19 @@ static void on_media(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t l
         return;
     }
     int64_t ts = json_integer_value(json_object_get(h, "ts"));
-    const char *session = json_string_value(json_object_get(h, "session_id"));
+    int64_t master = cs_device_to_agent(&c->dev->clock, ts);
+    const char *session;
+    size_t bytes = len - 4 - hlen;
+    ag_count *cnt = ag_recording_count(a, c->dev, json_string_value(json_object_get(h, "session_id")),
+                                       master, stream, &session);
     json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I, s:I, s:i, s:i, s:s}",
-                            "device_id", c->dev->device_id, "session_id", session ? session : "",
+                            "device_id", c->dev->device_id, "session_id", session,
                             "stream_id", stream, "seq",
                             (json_int_t)json_integer_value(json_object_get(h, "seq")), "codec",
                             codec, "pts", (json_int_t)json_integer_value(json_object_get(h, "pts")),
                             "keyframe", json_is_true(json_object_get(h, "keyframe")),
                             "device_time_ns", (json_int_t)ts, "master_time_ns",
-                            (json_int_t)cs_device_to_agent(&c->dev->clock, ts), "width",
+                            (json_int_t)master, "width",
                             (int)json_integer_value(json_object_get(h, "width")), "height",
                             (int)json_integer_value(json_object_get(h, "height")), "data", "");
     json_decref(h);
@@ -429,15 +456,25 @@ static void on_media(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t l
         rc = ev_value_from_json(v, rec, err, sizeof(err));
     json_decref(rec);
     if (!rc && avro_value_get_by_name(v, "data", &data, NULL) == 0)
-        rc = avro_value_set_bytes(&data, (void *)(msg + 4 + hlen), len - 4 - hlen);
-    if (!rc)
-        rc = ev_log_emit(a->log, s, c->dev->device_id, v, NULL, err, sizeof(err));
+        rc = avro_value_set_bytes(&data, (void *)(msg + 4 + hlen), bytes);
     if (rc) {
         a->n.invalid++;
         ag_send_error(a, c, "invalid", err, NULL);
         return;
     }
+    if (ev_log_emit(a->log, s, c->dev->device_id, v, NULL, err, sizeof(err))) {
+        a->n.emit_errors++;
+        a->n.dropped++;
+        if (cnt)
+            cnt->dropped++;
+        fprintf(stderr, "msrs-agent: emit MediaPacket for %s: %s\n", c->dev->device_id, err);
+        return;
+    }
     a->n.events++;
+    if (cnt) {
+        cnt->samples++;
+        cnt->bytes += (int64_t)bytes;
+    }
 }
 
 /* --------------------------------------------------------------- dispatch */

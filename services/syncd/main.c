@@ -21,15 +21,8 @@ typedef struct sd_syncd {
     ev_sync_params params;
     json_t *asked;   /* device_id -> ns of the last SyncNow for it */
     json_t *waiting; /* session_id -> last reason printed */
-    int64_t records, bad, completed, resyncs;
+    int64_t completed, resyncs;
 } sd_syncd;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void usage(FILE *f)
 {
@@ -39,19 +32,6 @@ static void usage(FILE *f)
                "\nconfig keys (defaults): sync.min_group (1), sync.max_uncertainty_us (1000),\n"
                "sync.max_age_ms (10000), sync.check_ms (200)\n"
                "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
-}
-
-/* Produces value (JSON of a `type` record, borrowed) and waits for the ack. */
-static int emit(sd_syncd *s, const char *type, const char *key, json_t *value, const char *id)
-{
-    char err[512];
-    ev_emit_opts o = {.id = id};
-    int rc = ev_log_emit_json(s->log, ev_schema_by_name(type), key, value, &o, err, sizeof(err));
-    if (!rc)
-        rc = ev_log_flush(s->log, 10000, err, sizeof(err));
-    if (rc)
-        fprintf(stderr, "msrs-syncd: emit %s for %s: %s\n", type, key, err);
-    return rc;
 }
 
 static void resync(sd_syncd *s, json_t *stale, int64_t now)
@@ -75,15 +55,16 @@ static void resync(sd_syncd *s, json_t *stale, int64_t now)
             json_t *cmd = json_pack("{s:s, s:O, s:s}", "node_id", node, "device_ids", ask,
                                     "reason", "offset stale");
             s->resyncs++;
-            emit(s, "SyncNow", node, cmd, NULL);
+            cli_emit(s->log, "msrs-syncd", "SyncNow", node, cmd, NULL);
             json_decref(cmd);
         }
         json_decref(ask);
     }
 }
 
-static void check_sessions(sd_syncd *s)
+static void check_sessions(void *arg)
 {
+    sd_syncd *s = arg;
     int64_t now = ev_now_ns();
     json_t *all = ev_state_to_json(s->state);
     const char *sid;
@@ -97,7 +78,7 @@ static void check_sessions(sd_syncd *s)
         if (d == EV_SYNC_READY) {
             char id[EV_ID_MAX];
             snprintf(id, sizeof(id), "sync/%.50s", sid);
-            if (emit(s, "SynchronizationCompleted", sid, done, id) == 0) {
+            if (cli_emit(s->log, "msrs-syncd", "SynchronizationCompleted", sid, done, id) == 0) {
                 s->completed++;
                 fprintf(stderr, "msrs-syncd: session %s synchronised: %zu devices, max uncertainty %lld us\n",
                         sid, json_array_size(json_object_get(done, "devices")),
@@ -122,7 +103,7 @@ int main(int argc, char **argv)
 {
     static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
     cli_common common = {0};
-    char err[512], tb[3][320];
+    char err[512];
     int opt, exit_code = CLI_EXIT_OK;
     int64_t min_group, unc_us, age_ms, check_ms;
     sd_syncd s;
@@ -159,55 +140,15 @@ int main(int argc, char **argv)
     s.state = ev_state_new();
     s.asked = json_object();
     s.waiting = json_object();
-    const char *topics[3] = {ev_log_topic(s.log, "nodes", tb[0], sizeof(tb[0])),
-                             ev_log_topic(s.log, "devices", tb[1], sizeof(tb[1])),
-                             ev_log_topic(s.log, "sessions", tb[2], sizeof(tb[2]))};
-    if (ev_log_assign(s.log, topics, 3, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err))) {
-        fprintf(stderr, "msrs-syncd: %s\n", err);
-        exit_code = CLI_EXIT_FAIL;
-        goto out;
-    }
+    static const char *const topics[] = {"nodes", "devices", "sessions"};
     fprintf(stderr, "msrs-syncd: folding the log, then checking every %lld ms (min group %lld, "
                     "max uncertainty %lld us, max age %lld ms)\n",
             (long long)check_ms, (long long)min_group, (long long)unc_us, (long long)age_ms);
-    int caught_up = 0;
-    int64_t next_check = 0;
-    while (!cli_stop) {
-        const ev_msg *m;
-        ev_event ev;
-        int rc = ev_log_poll(s.log, (int)check_ms, &m, err, sizeof(err));
-        if (rc == 0) {
-            s.records++;
-            if (ev_event_decode(s.codec, m, &ev, err, sizeof(err)) ||
-                ev_state_apply(s.state, &ev, err, sizeof(err)) < 0) {
-                s.bad++;
-                fprintf(stderr, "msrs-syncd: skipped: %s\n", err);
-            }
-            if (caught_up && mono_ms() >= next_check) {
-                check_sessions(&s);
-                next_check = mono_ms() + check_ms;
-            }
-            continue;
-        }
-        if (rc == EV_ERR_END && !caught_up) {
-            caught_up = 1;
-            fprintf(stderr, "msrs-syncd: state rebuilt from %lld records\n", (long long)s.records);
-        } else if (rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT) {
-            fprintf(stderr, "msrs-syncd: %s\n", err);
-            if (rc == EV_ERR_FATAL) {
-                exit_code = CLI_EXIT_FAIL;
-                break;
-            }
-        }
-        if (caught_up && mono_ms() >= next_check) {
-            check_sessions(&s);
-            next_check = mono_ms() + check_ms;
-        }
-    }
+    cli_projection p = {"msrs-syncd", s.log, s.codec, s.state, check_ms, check_sessions, &s, 0, 0};
+    exit_code = cli_projection_run(&p, topics, 3);
     fprintf(stderr, "msrs-syncd: stopped: %lld records, %lld skipped, %lld sessions synchronised, "
                     "%lld re-sync requests\n",
-            (long long)s.records, (long long)s.bad, (long long)s.completed, (long long)s.resyncs);
-out:
+            (long long)p.records, (long long)p.bad, (long long)s.completed, (long long)s.resyncs);
     json_decref(s.asked);
     json_decref(s.waiting);
     ev_state_destroy(s.state);

@@ -1,0 +1,202 @@
+/* recording.c — the sessions this node records. StartRecording gives a
+ * session, its devices and one start instant on the master clock; each
+ * device gets `start` with that instant converted to its own clock (and
+ * again when it rejoins mid-session). Data of a device in a session is
+ * tagged with the session and counted per stream (samples, bytes, gaps,
+ * drops). After the stop instant plus agent.report_delay_ms — time for data
+ * still in flight — the agent flushes the log and emits RecordingReport
+ * with the counts; data that comes later is not the session's (counted as
+ * late). */
+#include "agent.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+static ag_session *session_find(ag_agent *a, const char *id)
+{
+    for (size_t i = 0; i < a->session_count; i++)
+        if (strcmp(a->sessions[i]->session_id, id) == 0)
+            return a->sessions[i];
+    return NULL;
+}
+
+static void send_start(ag_agent *a, ag_device *d)
+{
+    ag_session *s = d->rec;
+    ag_send(a, d->conn, "start",
+            json_pack("{s:s, s:I}", "session_id", s->session_id, "start_at",
+                      (json_int_t)cs_agent_to_device(&d->clock, s->start_at_ns)));
+    if (s->stop_at_ns != INT64_MAX)
+        ag_send(a, d->conn, "stop",
+                json_pack("{s:s, s:I}", "session_id", s->session_id, "stop_at",
+                          (json_int_t)cs_agent_to_device(&d->clock, s->stop_at_ns)));
+}
+
+static void attach(ag_agent *a, ag_session *s, ag_device *d)
+{
+    if (d->rec)
+        return; /* already recording (this session, or another: one at a time) */
+    d->rec = s;
+    d->count_n = d->stream_count;
+    memset(d->counts, 0, sizeof(d->counts));
+    for (int i = 0; i < d->stream_count; i++)
+        snprintf(d->counts[i].stream_id, AG_ID_MAX, "%s", d->stream_ids[i]);
+    if (d->conn)
+        send_start(a, d);
+}
+
+void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids, int64_t start_at)
+{
+    if (session_find(a, session_id) || !*session_id || strlen(session_id) >= AG_ID_MAX)
+        return; /* a redelivered command */
+    ag_session **grown = realloc(a->sessions, (a->session_count + 1) * sizeof(*grown));
+    ag_session *s = calloc(1, sizeof(*s));
+    if (!grown || !s) {
+        free(s);
+        if (grown)
+            a->sessions = grown;
+        fprintf(stderr, "msrs-agent: session %s: out of memory\n", session_id);
+        return;
+    }
+    a->sessions = grown;
+    a->sessions[a->session_count++] = s;
+    snprintf(s->session_id, sizeof(s->session_id), "%s", session_id);
+    s->start_at_ns = start_at;
+    s->stop_at_ns = INT64_MAX;
+    s->missing = json_array();
+    size_t i, attached = 0;
+    json_t *id;
+    if (json_array_size(device_ids) == 0) {
+        for (size_t k = 0; k < a->device_count; k++)
+            if (a->devices[k]->conn) {
+                attach(a, s, a->devices[k]);
+                attached++;
+            }
+    }
+    json_array_foreach(device_ids, i, id)
+    {
+        ag_device *d = ag_device_find(a, json_string_value(id));
+        if (!d || !d->conn) {
+            json_array_append(s->missing, id);
+            if (!d)
+                continue; /* it never registered here */
+        }
+        attach(a, s, d);
+        attached++;
+    }
+    fprintf(stderr, "msrs-agent: session %s: %zu devices start at %lld (%lld ms from now), %zu missing\n",
+            session_id, attached, (long long)start_at,
+            (long long)((start_at - ag_now_ns()) / 1000000), json_array_size(s->missing));
+}
+
+void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
+{
+    ag_session *s = session_find(a, session_id);
+    if (!s || s->stop_at_ns != INT64_MAX)
+        return; /* not ours, or a redelivered command */
+    s->stop_at_ns = stop_at;
+    for (size_t i = 0; i < a->device_count; i++) {
+        ag_device *d = a->devices[i];
+        if (d->rec == s && d->conn)
+            ag_send(a, d->conn, "stop",
+                    json_pack("{s:s, s:I}", "session_id", s->session_id, "stop_at",
+                              (json_int_t)cs_agent_to_device(&d->clock, stop_at)));
+    }
+}
+
+void ag_recording_rejoin(ag_agent *a, ag_device *d)
+{
+    if (d->rec && d->conn)
+        send_start(a, d);
+}
+
+ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int64_t t,
+                             const char *stream, const char **session)
+{
+    ag_session *s = d->rec;
+    *session = "";
+    if (!s) {
+        if (claimed && *claimed && session_find(a, claimed))
+            a->n.late++; /* after its report: not the session's any more */
+        return NULL;
+    }
+    if (claimed && *claimed) {
+        if (strcmp(claimed, s->session_id) != 0)
+            return NULL;
+    } else if (t < s->start_at_ns || t >= s->stop_at_ns) {
+        return NULL;
+    }
+    *session = s->session_id;
+    for (int i = 0; i < d->count_n; i++)
+        if (strcmp(d->counts[i].stream_id, stream) == 0)
+            return &d->counts[i];
+    if (d->count_n == AG_MAX_STREAMS)
+        return &d->counts[AG_MAX_STREAMS - 1]; /* more streams than declared: lumped */
+    ag_count *c = &d->counts[d->count_n++];
+    snprintf(c->stream_id, sizeof(c->stream_id), "%s", stream);
+    return c;
+}
+
+static void report(ag_agent *a, ag_session *s)
+{
+    char err[512];
+    /* Everything counted must be on the log before the report says so. */
+    if (ev_log_flush(a->log, 10000, err, sizeof(err)))
+        fprintf(stderr, "msrs-agent: session %s: %s (the report counts records not acknowledged)\n",
+                s->session_id, err);
+    json_t *streams = json_array();
+    for (size_t i = 0; i < a->device_count; i++) {
+        ag_device *d = a->devices[i];
+        if (d->rec != s)
+            continue;
+        for (int k = 0; k < d->count_n; k++) {
+            ag_count *c = &d->counts[k];
+            json_array_append_new(
+                streams, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "device_id", d->device_id,
+                                   "stream_id", c->stream_id, "samples", (json_int_t)c->samples,
+                                   "bytes", (json_int_t)c->bytes, "gaps", (json_int_t)c->gaps,
+                                   "dropped", (json_int_t)c->dropped));
+        }
+        d->rec = NULL;
+    }
+    char id[EV_ID_MAX];
+    snprintf(id, sizeof(id), "report/%.30s/%.25s", s->session_id, a->cfg.node_id);
+    json_t *rec = json_pack("{s:s, s:s, s:O, s:o}", "session_id", s->session_id, "node_id",
+                            a->cfg.node_id, "missing_devices", s->missing, "streams", streams);
+    ev_emit_opts o = {.id = id};
+    int rc = ev_log_emit_json(a->log, ev_schema_by_name("RecordingReport"), s->session_id, rec, &o,
+                              err, sizeof(err));
+    if (!rc)
+        rc = ev_log_flush(a->log, 10000, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "msrs-agent: session %s: RecordingReport: %s\n", s->session_id, err);
+    else
+        fprintf(stderr, "msrs-agent: session %s: reported %zu streams\n", s->session_id,
+                json_array_size(streams));
+    json_decref(rec);
+}
+
+void ag_recording_tick(ag_agent *a, int64_t now)
+{
+    for (size_t i = 0; i < a->session_count; i++) {
+        ag_session *s = a->sessions[i];
+        if (s->stop_at_ns != INT64_MAX && s->missing &&
+            now >= s->stop_at_ns + a->cfg.report_delay_ms * 1000000LL) {
+            report(a, s);
+            json_decref(s->missing);
+            s->missing = NULL; /* reported; the id stays known so redeliveries are ignored */
+        }
+    }
+}
+
+void ag_recording_free(ag_agent *a)
+{
+    for (size_t i = 0; i < a->session_count; i++) {
+        json_decref(a->sessions[i]->missing);
+        free(a->sessions[i]);
+    }
+    free(a->sessions);
+    a->sessions = NULL;
+    a->session_count = 0;
+}

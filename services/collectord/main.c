@@ -1,0 +1,207 @@
+/* msrs-collectord — the DataCollectionService. Folds nodes, devices,
+ * sessions and commands with the shared reducers (its state is the log's
+ * projection, rebuilt at every start) and every collect.check_ms applies
+ * ev_collect_decide to each live session: CollectionStarted with one start
+ * instant in the future, StartRecording / StopRecording to the nodes,
+ * CollectionStopped with the nodes' stream counts. The events' ids are
+ * deterministic, so a collectord killed between two emits and restarted
+ * sends only what is missing, and a duplicate changes nothing.
+ *
+ * With collect.auto_start = true it also opens a session by itself
+ * (CollectionRequested, auto_start = true) whenever no session is live and
+ * sync.min_group devices are connected, so recording begins the moment
+ * they are synchronised. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct cd_collectd {
+    ev_log *log;
+    ev_state *state;
+    ev_collect_params params;
+    json_t *emitted; /* ids emitted by this process: not sent twice while the log catches up */
+    json_t *waiting; /* session_id -> last reason printed */
+    int auto_start;
+    int64_t min_group, auto_duration_ms;
+    int64_t started, stopped;
+} cd_collectd;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: msrs-collectord --log URI [options]\n"
+               "Starts synchronised sessions at one instant, stops them, and reports what\n"
+               "every device stream delivered (CollectionStopped).\n\n" CLI_COMMON_HELP
+               "\nconfig keys (defaults): collect.lead_ms (1000) start/stop instants this far\n"
+               "ahead, collect.report_timeout_ms (10000), collect.check_ms (100),\n"
+               "collect.auto_start (false) open a session whenever sync.min_group (1) devices\n"
+               "are connected and none is live, collect.auto_duration_ms (0 = until stopped)\n"
+               "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
+}
+
+/* Auto start: a new session when enough devices are connected and no
+ * session is live. */
+static void maybe_auto_start(cd_collectd *c, json_t *all)
+{
+    const char *id;
+    json_t *x, *d;
+    size_t connected = 0;
+    json_object_foreach(json_object_get(all, "sessions"), id, x)
+    {
+        const char *st = json_string_value(json_object_get(x, "state"));
+        if (st && strcmp(st, "stopped") != 0)
+            return;
+    }
+    json_object_foreach(json_object_get(all, "devices"), id, d) connected +=
+        json_is_true(json_object_get(d, "connected"));
+    if (connected < (size_t)c->min_group)
+        return;
+    char sid[64], when[64];
+    ev_format_time(ev_now_ns(), when, sizeof(when));
+    snprintf(sid, sizeof(sid), "auto-%.4s%.2s%.2sT%.2s%.2s%.2s", when, when + 5, when + 8,
+             when + 11, when + 14, when + 17);
+    if (json_object_get(json_object_get(all, "sessions"), sid))
+        return; /* one per second at most */
+    json_t *req = json_pack("{s:s, s:s, s:I, s:b, s:I}", "session_id", sid, "requested_by",
+                            "collectord (auto start)", "min_group", (json_int_t)c->min_group,
+                            "auto_start", 1, "duration_ms", (json_int_t)c->auto_duration_ms);
+    if (cli_emit(c->log, "msrs-collectord", "CollectionRequested", sid, req, NULL) == 0)
+        fprintf(stderr, "msrs-collectord: auto start: requested session %s (%zu devices connected)\n",
+                sid, connected);
+    json_decref(req);
+}
+
+static void check(void *arg)
+{
+    cd_collectd *c = arg;
+    int64_t now = ev_now_ns();
+    json_t *all = ev_state_to_json(c->state);
+    const char *sid;
+    json_t *x;
+    json_object_foreach(json_object_get(all, "sessions"), sid, x)
+    {
+        char why[512];
+        json_t *todo = ev_collect_decide(c->state, sid, &c->params, now, why, sizeof(why));
+        size_t i;
+        json_t *e;
+        json_array_foreach(todo, i, e)
+        {
+            const char *id = json_string_value(json_object_get(e, "id"));
+            const char *type = json_string_value(json_object_get(e, "type"));
+            json_t *value = json_object_get(e, "value");
+            if (json_object_get(c->emitted, id))
+                continue;
+            if (cli_emit(c->log, "msrs-collectord", type, json_string_value(json_object_get(e, "key")),
+                         value, id))
+                break; /* decided again at the next check */
+            json_object_set_new(c->emitted, id, json_true());
+            if (strcmp(type, "CollectionStarted") == 0) {
+                c->started++;
+                int64_t at = json_integer_value(json_object_get(value, "start_at_ns"));
+                fprintf(stderr, "msrs-collectord: session %s starts in %lld ms with %zu devices\n",
+                        sid, (long long)((at - now) / 1000000),
+                        json_array_size(json_object_get(value, "device_ids")));
+            } else if (strcmp(type, "CollectionStopped") == 0) {
+                c->stopped++;
+                fprintf(stderr, "msrs-collectord: session %s stopped after %.3f s: %zu streams (%s)\n",
+                        sid, (double)json_integer_value(json_object_get(value, "duration_ns")) / 1e9,
+                        json_array_size(json_object_get(value, "streams")),
+                        json_string_value(json_object_get(value, "reason")));
+            } else if (strcmp(type, "StopRecording") == 0) {
+                char at[64];
+                fprintf(stderr, "msrs-collectord: session %s: node %s stops at %s\n", sid,
+                        json_string_value(json_object_get(value, "node_id")),
+                        ev_format_time(json_integer_value(json_object_get(value, "stop_at_ns")), at,
+                                       sizeof(at)));
+            }
+        }
+        json_decref(todo);
+        const char *last = json_string_value(json_object_get(c->waiting, sid));
+        if (why[0] && (!last || strcmp(last, why) != 0)) {
+            fprintf(stderr, "msrs-collectord: session %s: %s\n", sid, why);
+            json_object_set_new(c->waiting, sid, json_string(why));
+        }
+    }
+    if (c->auto_start)
+        maybe_auto_start(c, all);
+    json_decref(all);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+    cli_common common = {0};
+    char err[512];
+    int opt, exit_code;
+    int64_t lead_ms, timeout_ms, check_ms;
+    cd_collectd c;
+    memset(&c, 0, sizeof(c));
+
+    cli_install_signals(); /* first: a SIGTERM while starting must still stop us cleanly */
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (cli_common_opt(&common, opt, optarg))
+            continue;
+        if (opt == 'h') {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    ev_conf *conf = cli_conf_build("msrs-collectord", &common);
+    if (!conf)
+        return CLI_EXIT_USAGE;
+    if (!ev_conf_get(conf, "source", NULL))
+        ev_conf_set(conf, "source", "collectord");
+    const char *auto_start = ev_conf_get(conf, "collect.auto_start", "false");
+    if (optind < argc || ev_conf_get_int(conf, "collect.lead_ms", 1000, &lead_ms, err, sizeof(err)) ||
+        ev_conf_get_int(conf, "collect.report_timeout_ms", 10000, &timeout_ms, err, sizeof(err)) ||
+        ev_conf_get_int(conf, "collect.check_ms", 100, &check_ms, err, sizeof(err)) ||
+        ev_conf_get_int(conf, "sync.min_group", 1, &c.min_group, err, sizeof(err)) ||
+        ev_conf_get_int(conf, "collect.auto_duration_ms", 0, &c.auto_duration_ms, err, sizeof(err))) {
+        fprintf(stderr, "msrs-collectord: %s\n", optind < argc ? "unexpected argument" : err);
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(auto_start, "true") != 0 && strcmp(auto_start, "false") != 0) {
+        fprintf(stderr, "msrs-collectord: config collect.auto_start: expected true or false, got '%s'\n",
+                auto_start);
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    c.auto_start = strcmp(auto_start, "true") == 0;
+    if (lead_ms < 0 || timeout_ms < 0 || check_ms <= 0) {
+        fprintf(stderr, "msrs-collectord: config collect.lead_ms, collect.report_timeout_ms: "
+                        "expected >= 0; collect.check_ms: expected > 0\n");
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&c.log, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs-collectord: %s\n", err);
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    c.params = (ev_collect_params){lead_ms * 1000000, timeout_ms * 1000000};
+    c.state = ev_state_new();
+    c.emitted = json_object();
+    c.waiting = json_object();
+    ev_codec *codec = ev_codec_new();
+    fprintf(stderr, "msrs-collectord: folding the log, then checking every %lld ms (lead %lld ms, "
+                    "report timeout %lld ms, auto start %s)\n",
+            (long long)check_ms, (long long)lead_ms, (long long)timeout_ms, auto_start);
+    static const char *const topics[] = {"nodes", "devices", "sessions", "commands"};
+    cli_projection p = {"msrs-collectord", c.log, codec, c.state, check_ms, check, &c, 0, 0};
+    exit_code = cli_projection_run(&p, topics, 4);
+    fprintf(stderr, "msrs-collectord: stopped: %lld records, %lld skipped, %lld sessions started, "
+                    "%lld stopped\n",
+            (long long)p.records, (long long)p.bad, (long long)c.started, (long long)c.stopped);
+    json_decref(c.emitted);
+    json_decref(c.waiting);
+    ev_state_destroy(c.state);
+    ev_codec_destroy(codec);
+    ev_log_destroy(c.log);
+    ev_conf_destroy(conf);
+    return exit_code;
+}

@@ -1,0 +1,347 @@
+/* session.c — `msrs session start|stop|list|status` and `msrs devices`.
+ * Requests are records (CollectionRequested, CollectionStopRequested); the
+ * views fold the log with the shared reducers. --wait follows the log until
+ * the session stopped and prints what every stream delivered. */
+#include "session.h"
+
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct view {
+    ev_log *log;
+    ev_codec *codec;
+    ev_state *state;
+    cli_projection p;
+} view;
+
+static int view_open(view *v, ev_conf *conf)
+{
+    char err[512];
+    memset(v, 0, sizeof(*v));
+    if (ev_log_open(&v->log, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs: %s\n", err);
+        return -1;
+    }
+    v->codec = ev_codec_new();
+    v->state = ev_state_new();
+    v->p = (cli_projection){"msrs", v->log, v->codec, v->state, 0, NULL, NULL, 0, 0};
+    return 0;
+}
+
+static void view_close(view *v)
+{
+    ev_state_destroy(v->state);
+    ev_codec_destroy(v->codec);
+    ev_log_destroy(v->log);
+}
+
+/* The session's state (new reference) or NULL. */
+static json_t *session_of(view *v, const char *sid)
+{
+    json_t *all = ev_state_to_json(v->state);
+    json_t *x = json_object_get(json_object_get(all, "sessions"), sid);
+    json_incref(x);
+    json_decref(all);
+    return x;
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
+
+static void print_summary(json_t *x, const char *sid)
+{
+    json_t *sync = json_object_get(x, "sync");
+    printf("session %s: %s, %.3f s, %s\n", sid, str(x, "state"),
+           (double)json_integer_value(json_object_get(x, "duration_ns")) / 1e9, str(x, "reason"));
+    printf("  sync: %zu devices, max uncertainty %.1f us\n",
+           json_array_size(json_object_get(sync, "devices")),
+           (double)json_integer_value(json_object_get(sync, "max_uncertainty_ns")) / 1e3);
+    printf("  %-20s %-10s %10s %12s %6s %8s\n", "device", "stream", "samples", "bytes", "gaps",
+           "dropped");
+    size_t i;
+    json_t *st;
+    json_array_foreach(json_object_get(x, "streams"), i, st)
+        printf("  %-20s %-10s %10lld %12lld %6lld %8lld\n", str(st, "device_id"),
+               str(st, "stream_id"), (long long)json_integer_value(json_object_get(st, "samples")),
+               (long long)json_integer_value(json_object_get(st, "bytes")),
+               (long long)json_integer_value(json_object_get(st, "gaps")),
+               (long long)json_integer_value(json_object_get(st, "dropped")));
+}
+
+/* Follows the log (already folded to its end) until session sid is
+ * stopped or timeout_s passes. */
+static int wait_stopped(view *v, const char *sid, double timeout_s)
+{
+    time_t deadline = time(NULL) + (time_t)timeout_s;
+    char last[64] = "";
+    while (!cli_stop && time(NULL) <= deadline) {
+        int rc = cli_projection_step(&v->p, 200);
+        if (rc && rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT)
+            return CLI_EXIT_FAIL;
+        if (rc == 0)
+            continue; /* fold what is there before looking */
+        json_t *x = session_of(v, sid);
+        const char *st = str(x, "state");
+        if (x && strcmp(st, last) != 0) {
+            snprintf(last, sizeof(last), "%s", st);
+            fprintf(stderr, "msrs: session %s: %s\n", sid, st);
+        }
+        if (strcmp(st, "stopped") == 0) {
+            print_summary(x, sid);
+            json_decref(x);
+            return CLI_EXIT_OK;
+        }
+        json_decref(x);
+    }
+    fprintf(stderr, "msrs: session %s: not stopped after %.0f s (state '%s')\n", sid, timeout_s,
+            last);
+    return CLI_EXIT_FAIL;
+}
+
+static int emit(view *v, const char *type, const char *sid, json_t *value)
+{
+    int rc = cli_emit(v->log, "msrs", type, sid, value, NULL);
+    json_decref(value);
+    return rc;
+}
+
+static int session_start(ev_conf *conf, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"devices", required_argument, NULL, 'd'}, {"min-group", required_argument, NULL, 'm'},
+        {"duration", required_argument, NULL, 'D'}, {"label", required_argument, NULL, 'L'},
+        {"wait", no_argument, NULL, 'w'},           {"timeout", required_argument, NULL, 't'},
+        {NULL, 0, NULL, 0}};
+    json_t *req = json_object(), *labels = json_object(), *devices = json_array();
+    int opt, wait = 0;
+    double duration = 0, timeout = -1;
+    char sid[64], when[64];
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        char *eq, *end;
+        switch (opt) {
+        case 'd':
+            for (char *tok = strtok(optarg, ","); tok; tok = strtok(NULL, ","))
+                json_array_append_new(devices, json_string(tok));
+            break;
+        case 'm': json_object_set_new(req, "min_group", json_integer(atoi(optarg))); break;
+        case 'D':
+            duration = strtod(optarg, &end);
+            if (*end || duration < 0) {
+                fprintf(stderr, "msrs session start: --duration '%s': expected seconds >= 0\n", optarg);
+                goto usage;
+            }
+            break;
+        case 'L':
+            if (!(eq = strchr(optarg, '=')) || eq == optarg) {
+                fprintf(stderr, "msrs session start: --label '%s': expected KEY=VALUE\n", optarg);
+                goto usage;
+            }
+            *eq = '\0';
+            json_object_set_new(labels, optarg, json_string(eq + 1));
+            break;
+        case 'w': wait = 1; break;
+        case 't': timeout = atof(optarg); break;
+        default: goto usage;
+        }
+    }
+    if (optind < argc - 1)
+        goto usage;
+    ev_format_time(ev_now_ns(), when, sizeof(when));
+    if (optind == argc - 1)
+        snprintf(sid, sizeof(sid), "%s", argv[optind]);
+    else
+        snprintf(sid, sizeof(sid), "ses-%.4s%.2s%.2sT%.2s%.2s%.2s", when, when + 5, when + 8,
+                 when + 11, when + 14, when + 17);
+    const char *user = getenv("USER");
+    json_object_set_new(req, "session_id", json_string(sid));
+    json_object_set_new(req, "requested_by", json_string(user ? user : "msrs"));
+    json_object_set_new(req, "device_ids", devices);
+    json_object_set_new(req, "duration_ms", json_integer((json_int_t)(duration * 1000)));
+    json_object_set_new(req, "labels", labels);
+    view v;
+    if (view_open(&v, conf)) {
+        json_decref(req);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = CLI_EXIT_OK;
+    if (cli_projection_fold(&v.p) == 0) {
+        json_t *old = session_of(&v, sid);
+        if (old) {
+            fprintf(stderr, "msrs session start: session '%s' exists already (state %s)\n", sid,
+                    str(old, "state"));
+            json_decref(old);
+            json_decref(req);
+            view_close(&v);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (emit(&v, "CollectionRequested", sid, req))
+        rc = CLI_EXIT_FAIL;
+    else
+        printf("%s\n", sid);
+    fflush(stdout);
+    if (!rc && wait)
+        rc = wait_stopped(&v, sid, timeout > 0 ? timeout : duration + 120);
+    view_close(&v);
+    return rc;
+usage:
+    json_decref(req);
+    json_decref(labels);
+    json_decref(devices);
+    fprintf(stderr, "usage: msrs session start [ID] [--devices A,B] [--min-group N] "
+                    "[--duration SEC] [--label K=V]... [--wait] [--timeout SEC]\n");
+    return CLI_EXIT_USAGE;
+}
+
+static int session_stop(ev_conf *conf, int argc, char **argv)
+{
+    static const struct option opts[] = {{"reason", required_argument, NULL, 'r'},
+                                         {"wait", no_argument, NULL, 'w'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {NULL, 0, NULL, 0}};
+    int opt, wait = 0;
+    double timeout = 60;
+    const char *reason = "requested";
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == 'r')
+            reason = optarg;
+        else if (opt == 'w')
+            wait = 1;
+        else if (opt == 't')
+            timeout = atof(optarg);
+        else
+            goto usage;
+    }
+    if (optind != argc - 1)
+        goto usage;
+    const char *sid = argv[optind];
+    view v;
+    if (view_open(&v, conf))
+        return CLI_EXIT_USAGE;
+    int rc = CLI_EXIT_OK;
+    json_t *x = cli_projection_fold(&v.p) == 0 ? session_of(&v, sid) : NULL;
+    if (!x) {
+        fprintf(stderr, "msrs session stop: no session '%s' in the log\n", sid);
+        view_close(&v);
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(str(x, "state"), "stopped") == 0) {
+        fprintf(stderr, "msrs session stop: session '%s' is stopped already\n", sid);
+    } else {
+        const char *user = getenv("USER");
+        if (emit(&v, "CollectionStopRequested", sid,
+                 json_pack("{s:s, s:s, s:s}", "session_id", sid, "requested_by",
+                           user ? user : "msrs", "reason", reason)))
+            rc = CLI_EXIT_FAIL;
+    }
+    json_decref(x);
+    if (!rc && wait)
+        rc = wait_stopped(&v, sid, timeout);
+    view_close(&v);
+    return rc;
+usage:
+    fprintf(stderr, "usage: msrs session stop ID [--reason TEXT] [--wait] [--timeout SEC]\n");
+    return CLI_EXIT_USAGE;
+}
+
+static int session_view(ev_conf *conf, int argc, char **argv, int list)
+{
+    if ((list && argc != 1) || (!list && argc != 2)) {
+        fprintf(stderr, "usage: msrs session list | msrs session status ID\n");
+        return CLI_EXIT_USAGE;
+    }
+    view v;
+    if (view_open(&v, conf))
+        return CLI_EXIT_USAGE;
+    if (cli_projection_fold(&v.p)) {
+        view_close(&v);
+        return CLI_EXIT_FAIL;
+    }
+    int rc = CLI_EXIT_OK;
+    if (list) {
+        json_t *all = ev_state_to_json(v.state);
+        const char *sid;
+        json_t *x;
+        char when[64];
+        printf("%-28s %-12s %7s %-30s %10s %s\n", "session", "state", "devices", "start",
+               "duration", "reason");
+        json_object_foreach(json_object_get(all, "sessions"), sid, x)
+        {
+            int64_t start = json_integer_value(json_object_get(x, "start_at_ns"));
+            printf("%-28s %-12s %7zu %-30s %9.3fs %s\n", sid, str(x, "state"),
+                   json_array_size(json_object_get(json_object_get(x, "sync"), "devices")),
+                   start ? ev_format_time(start, when, sizeof(when)) : "-",
+                   (double)json_integer_value(json_object_get(x, "duration_ns")) / 1e9,
+                   str(x, "reason"));
+        }
+        json_decref(all);
+    } else {
+        json_t *x = session_of(&v, argv[1]);
+        if (!x) {
+            fprintf(stderr, "msrs session status: no session '%s' in the log\n", argv[1]);
+            rc = CLI_EXIT_USAGE;
+        } else {
+            json_dumpf(x, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+            fputc('\n', stdout);
+            json_decref(x);
+        }
+    }
+    view_close(&v);
+    return rc;
+}
+
+int cmd_session(ev_conf *conf, int argc, char **argv)
+{
+    const char *sub = argc > 0 ? argv[0] : "";
+    if (strcmp(sub, "start") == 0)
+        return session_start(conf, argc, argv);
+    if (strcmp(sub, "stop") == 0)
+        return session_stop(conf, argc, argv);
+    if (strcmp(sub, "list") == 0 || strcmp(sub, "status") == 0)
+        return session_view(conf, argc, argv, strcmp(sub, "list") == 0);
+    fprintf(stderr, "msrs session: expected start, stop, list or status (see msrs --help)\n");
+    return CLI_EXIT_USAGE;
+}
+
+int cmd_devices(ev_conf *conf, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 0) {
+        fprintf(stderr, "usage: msrs devices\n");
+        return CLI_EXIT_USAGE;
+    }
+    view v;
+    if (view_open(&v, conf))
+        return CLI_EXIT_USAGE;
+    if (cli_projection_fold(&v.p)) {
+        view_close(&v);
+        return CLI_EXIT_FAIL;
+    }
+    json_t *all = ev_state_to_json(v.state);
+    const char *id;
+    json_t *d;
+    printf("%-20s %-16s %-9s %14s %10s %10s %7s\n", "device", "node", "connected", "offset_ms",
+           "drift_ppm", "unc_us", "rounds");
+    json_object_foreach(json_object_get(all, "devices"), id, d)
+    {
+        json_t *c = json_object_get(d, "clock");
+        printf("%-20s %-16s %-9s %14.3f %10.2f %10.1f %7lld\n", id, str(d, "node_id"),
+               json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
+               (double)json_integer_value(json_object_get(c, "offset_ns")) / 1e6,
+               json_number_value(json_object_get(c, "drift_ppm")),
+               (double)json_integer_value(json_object_get(c, "uncertainty_ns")) / 1e3,
+               (long long)json_integer_value(json_object_get(c, "rounds")));
+    }
+    json_decref(all);
+    view_close(&v);
+    return CLI_EXIT_OK;
+}
