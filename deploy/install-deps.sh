@@ -8,7 +8,7 @@ PKGS=(
   librdkafka-dev libavro-dev libwebsockets-dev libjansson-dev libsqlite3-dev
   check libsubunit-dev
   libv4l-dev libavcodec-dev libavutil-dev libswscale-dev
-  python3 python3-avro python3-websockets sqlite3 valgrind
+  python3 python3-avro python3-websockets sqlite3 valgrind ffmpeg
 )
 
 missing=()

@@ -316,9 +316,15 @@ static int video_open(ds_device *d)
     d->enc->gop_size = sim.video_fps; /* a keyframe a second */
     d->enc->max_b_frames = 0;         /* packets in capture order */
     d->enc->bit_rate = (int64_t)sim.video_w * sim.video_h * sim.video_fps / 8;
+    /* Every keyframe carries the codec headers (SPS/PPS, VOL), as the
+     * protocol asks (Android: KEY_PREPEND_HEADER_TO_SYNC_FRAMES): a session
+     * begins at any keyframe and its video must decode from there. */
     if (strstr(codec->name, "264")) {
         av_opt_set(d->enc->priv_data, "preset", "ultrafast", 0);
         av_opt_set(d->enc->priv_data, "tune", "zerolatency", 0); /* a packet per frame, at once */
+        av_opt_set(d->enc->priv_data, "x264-params", "repeat-headers=1", 0);
+    } else {
+        d->enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER; /* headers in extradata: prepended below */
     }
     if (avcodec_open2(d->enc, codec, NULL) < 0)
         return -1;
@@ -377,9 +383,11 @@ static void video_frame(ds_device *d, int64_t now)
                           (d->pkt->flags & AV_PKT_FLAG_KEY) ? "true" : "false",
                           (long long)d->video_seq++, (long long)frame_dev_ns, sim.video_w, sim.video_h,
                           session ? session : "");
+        int keyframe = (d->pkt->flags & AV_PKT_FLAG_KEY) != 0;
+        size_t extra = keyframe && (d->enc->flags & AV_CODEC_FLAG_GLOBAL_HEADER) ? (size_t)d->enc->extradata_size : 0;
         if (session)
-            count_sent(d, session, "rgb", 1, d->pkt->size);
-        size_t len = 4 + (size_t)hl + (size_t)d->pkt->size;
+            count_sent(d, session, "rgb", 1, d->pkt->size + (int64_t)extra);
+        size_t len = 4 + (size_t)hl + extra + (size_t)d->pkt->size;
         ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
         unsigned char *p = m->buf + LWS_PRE;
         m->next = NULL;
@@ -390,7 +398,9 @@ static void video_frame(ds_device *d, int64_t now)
         p[2] = (unsigned char)(hl >> 8);
         p[3] = (unsigned char)hl;
         memcpy(p + 4, hdr, (size_t)hl);
-        memcpy(p + 4 + hl, d->pkt->data, (size_t)d->pkt->size);
+        if (extra)
+            memcpy(p + 4 + hl, d->enc->extradata, extra);
+        memcpy(p + 4 + hl + extra, d->pkt->data, (size_t)d->pkt->size);
         av_packet_unref(d->pkt);
         if (!d->registered) {
             free(m);

@@ -424,7 +424,8 @@ static void on_samples(ar_archiver *a, avro_value_t *v, json_t *r)
     st->bytes += (int64_t)(n * (size_t)channels * sizeof(double));
 }
 
-static void on_media(ar_archiver *a, avro_value_t *v, json_t *r)
+/* v: the MediaPacket without its bytes (for the index); bytes: the packet. */
+static void on_media(ar_archiver *a, avro_value_t *v, json_t *r, const void *bytes, size_t len)
 {
     ar_session *s = session_get(a, jstr(r, "session_id"));
     if (!s)
@@ -433,11 +434,6 @@ static void on_media(ar_archiver *a, avro_value_t *v, json_t *r)
                                jstr(r, "codec"), 0);
     if (!st || !seq_ok(st, jint(r, "seq"), 1))
         return;
-    avro_value_t data;
-    const void *bytes = NULL;
-    size_t len = 0;
-    if (avro_value_get_by_name(v, "data", &data, NULL) == 0)
-        avro_value_get_bytes(&data, &bytes, &len);
     int key = json_is_true(json_object_get(r, "keyframe"));
     st->seen_keyframe |= key;
     if (!st->seen_keyframe)
@@ -449,8 +445,6 @@ static void on_media(ar_archiver *a, avro_value_t *v, json_t *r)
     st->last_master = jint(r, "master_time_ns");
     st->samples++;
     st->bytes += (int64_t)len;
-    /* The index keeps everything but the bytes. */
-    avro_value_set_bytes(&data, (void *)"", 0);
     if (st->ocf && avro_file_writer_append_value(st->ocf, v))
         s->failed = 1;
 }
@@ -766,17 +760,23 @@ static void on_record(ar_archiver *a, const ev_event *ev)
         if (!sid || !*sid || json_object_get(a->done, sid))
             return;
         if (strcmp(type, "MediaPacket") == 0) {
-            /* Without the bytes: they go to the file from the value. */
+            /* The packet goes to the video file; the index and the JSON
+             * view get the record without it. */
             avro_value_t d;
             const void *b;
             size_t n;
             avro_value_get_by_name(ev->value, "data", &d, NULL);
             avro_value_get_bytes(&d, &b, &n);
-            json_t *copy = NULL;
-            avro_value_set_bytes(&d, (void *)"", 0);
-            ev_value_to_json(ev->value, &copy, err, sizeof(err));
-            avro_value_set_bytes(&d, (void *)b, n);
-            r = copy;
+            void *packet = malloc(n ? n : 1);
+            if (!packet)
+                return;
+            memcpy(packet, b, n);
+            avro_value_set_bytes(&d, (void *)"", 0); /* frees b */
+            if (ev_value_to_json(ev->value, &r, err, sizeof(err)) == 0)
+                on_media(a, ev->value, r, packet, n);
+            free(packet);
+            json_decref(r);
+            return;
         }
     }
     if (!r && ev_value_to_json(ev->value, &r, err, sizeof(err))) {
@@ -786,8 +786,6 @@ static void on_record(ar_archiver *a, const ev_event *ev)
     }
     if (strcmp(type, "SensorSampleBatch") == 0) {
         on_samples(a, ev->value, r);
-    } else if (strcmp(type, "MediaPacket") == 0) {
-        on_media(a, ev->value, r);
     } else if (strcmp(type, "DeviceRegistered") == 0) {
         ar_dev *d = dev_get(a, jstr(r, "device_id"));
         if (d) {

@@ -1,0 +1,241 @@
+#!/usr/bin/python3
+"""A recorded session end to end, with real processes on one SQLite log:
+msrs-agent, msrs-syncd, msrs-collectord, msrs-archiver and two msrs-devsim
+processes (3 devices with MPEG-4 video, 1 with H.264), driven by
+`msrs session start --wait`.
+
+Checked, not eyeballed:
+- counts sent by devsim == counts in CollectionStopped == counts in the
+  archive's manifest == records read back from the Avro files by
+  python3-avro == samples in the XDF file read by an independent reader
+  (itself checked against XDF files LSL's tools wrote);
+- collectord and archiver are killed with SIGKILL mid-session and restarted:
+  the session still completes, with nothing lost or duplicated (one
+  CollectionStarted, one CollectionStopped, no duplicate seq in the archive);
+- one start instant: every sensor stream's first sample is within one
+  sample period after start_at, its last before stop_at;
+- the video files are what ffprobe reads (codec, packet count);
+- SHA-256 of every file matches the manifest; a second archiver run does not
+  archive the session again; XDF timestamps synced with the file's own
+  ClockOffsets land on the master clock."""
+import glob
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
+from msrstest import BIN, Checks, free_port, tail, wait_listening  # noqa: E402
+import xdfread  # noqa: E402
+
+import avro.datafile  # noqa: E402
+import avro.io  # noqa: E402
+
+check = Checks()
+DATA = os.path.join(os.path.dirname(__file__), "..", "data", "xdf")
+
+
+def wait_for(fn, timeout, what):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.2)
+    check(False, "timed out waiting for " + what)
+    return None
+
+
+def of_type(records, t):
+    return [r for r in records if r["type"] == "msrs.events." + t]
+
+
+def check_reader_on_lsl_files():
+    x = xdfread.read(os.path.join(DATA, "minimal.xdf"))
+    names = {s["header"]["name"]: s for s in x["streams"].values()}
+    check(len(names["SendDataC"]["time"]) == 9 and names["SendDataC"]["values"][1] == [12, 22, 32],
+          "XDF reader: minimal.xdf int16 stream")
+    check(names["SendDataString"]["values"][1] == ["Hello"], "XDF reader: minimal.xdf string stream")
+    x = xdfread.read(os.path.join(DATA, "empty_streams.xdf"))
+    counts = sorted(len(s["time"]) for s in x["streams"].values())
+    check(counts == [0, 0, 1, 10], "XDF reader: empty_streams.xdf counts %s" % counts)
+
+
+def avro_records(path):
+    with open(path, "rb") as f:
+        return list(avro.datafile.DataFileReader(f, avro.io.DatumReader()))
+
+
+def main():
+    check_reader_on_lsl_files()
+    tmp = tempfile.mkdtemp(prefix="msrs-session-e2e-")
+    db, archive = os.path.join(tmp, "log.db"), os.path.join(tmp, "archive")
+    log = "sqlite:" + db
+    port = free_port()
+    procs = []
+
+    def start(args, **kw):
+        p = subprocess.Popen([os.path.join(BIN, args[0])] + args[1:], stderr=subprocess.PIPE,
+                             text=True, **kw)
+        procs.append(p)
+        return p
+
+    def stop(p, sig=signal.SIGTERM):
+        p.send_signal(sig)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        return p.returncode
+
+    archiver_cmd = ["msrs-archiver", "--log", log, "--dir", archive, "-X", "archive.finalize_timeout_ms=20000"]
+    collectord_cmd = ["msrs-collectord", "--log", log, "-X", "collect.lead_ms=800"]
+    try:
+        start(["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port, "--node-id", "n1",
+               "-X", "sync.interval_ms=1000", "-X", "agent.report_delay_ms=500"])
+        check(wait_listening(port), "agent listening")
+        url = "ws://127.0.0.1:%d/v1/devices" % port
+        stats1, stats2 = os.path.join(tmp, "stats1.json"), os.path.join(tmp, "stats2.json")
+        sims = [start(["msrs-devsim", "--url", url, "--devices", "3", "--profile", "lan",
+                       "--video", "64x48@10", "--stats", stats1]),
+                start(["msrs-devsim", "--url", url, "--devices", "1", "--prefix", "cam-", "--seed", "7",
+                       "--profile", "lan", "--video", "64x48@10", "--video-codec", "h264",
+                       "--stats", stats2])]
+        start(["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000"])
+        collectord = start(collectord_cmd)
+        archiver = start(archiver_cmd, stdout=subprocess.PIPE)
+        waiter = subprocess.Popen([os.path.join(BIN, "msrs"), "--log", log, "session", "start", "s1",
+                                   "--devices", "sim-1,sim-2,sim-3,cam-1", "--min-group", "4",
+                                   "--duration", "5", "--label", "subject=01", "--label", "task=rest",
+                                   "--wait", "--timeout", "90"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Mid-session: both services die without warning and come back.
+        started = wait_for(lambda: of_type(tail(db, "sessions"), "CollectionStarted"), 60,
+                           "CollectionStarted")
+        time.sleep(1.5)
+        collectord.kill()
+        archiver.kill()
+        collectord.wait()
+        archiver.wait()
+        time.sleep(0.5)
+        collectord = start(collectord_cmd)
+        archiver = start(archiver_cmd, stdout=subprocess.PIPE)
+        out, err = waiter.communicate(timeout=120)
+        check(waiter.returncode == 0, "msrs session start --wait: rc %s %s" % (waiter.returncode, err))
+        check("stopped" in out and "sim-1" in out, "summary printed: " + out[:200])
+
+        manifest_path = os.path.join(archive, "s1", "manifest.json")
+        check(wait_for(lambda: os.path.exists(manifest_path), 40, "the archive"), "archived")
+        for p in sims:
+            check(stop(p) == 0, "devsim exits cleanly")
+        sent = {}
+        for path in (stats1, stats2):
+            for dev, streams in json.load(open(path)).get("s1", {}).items():
+                for stream, c in streams.items():
+                    sent[(dev, stream)] = (c["samples"], c["bytes"])
+        check(len(sent) == 12, "devsim sent 4 devices x 3 streams in the session: %d" % len(sent))
+
+        sessions = tail(db, "sessions")
+        check(len(of_type(sessions, "CollectionStarted")) == 1, "one CollectionStarted")
+        stopped = of_type(sessions, "CollectionStopped")
+        check(len(stopped) == 1, "one CollectionStopped (after collectord's SIGKILL)")
+        stopped = stopped[0]["value"]
+        reported = {(s["device_id"], s["stream_id"]): (s["samples"], s["bytes"]) for s in stopped["streams"]}
+        check(reported == sent, "CollectionStopped counts == devsim's: %s vs %s" % (reported, sent))
+        check(all(s["dropped"] == 0 and s["gaps"] == 0 for s in stopped["streams"]), "no drops, no gaps")
+        check(abs(stopped["duration_ns"] - 5e9) < 1e6, "duration 5 s: %s" % stopped["duration_ns"])
+        start_at = started[0]["value"]["start_at_ns"]
+        stop_at = stopped["stop_at_ns"]
+
+        m = json.load(open(manifest_path))
+        check(m["complete"] and m["mismatches"] == [], "manifest complete: %s" % m["mismatches"])
+        check(m["labels"] == {"subject": "01", "task": "rest"}, "labels kept")
+        archived = {(d, s): (c["samples"], c["bytes"]) for d, dev in m["devices"].items()
+                    for s, c in dev["streams"].items()}
+        check(archived == sent, "manifest counts == devsim's")
+        check(all(c["duplicates"] == 0 and c["gaps"] == 0 for dev in m["devices"].values()
+                  for c in dev["streams"].values()), "no duplicates or gaps after the archiver's SIGKILL")
+        for rel, f in m["files"].items():
+            data = open(os.path.join(archive, "s1", rel), "rb").read()
+            check(hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["bytes"],
+                  "sha256 of " + rel)
+
+        # The Avro files, read by python3-avro.
+        for (dev, stream), (n, nbytes) in sorted(sent.items()):
+            base = os.path.join(archive, "s1", dev, stream)
+            if stream == "rgb":
+                recs = avro_records(base + ".frames.avro")
+                check(len(recs) == n, "%s/%s: %d frames indexed, %d sent" % (dev, stream, len(recs), n))
+                seqs = [r["seq"] for r in recs]
+                check(seqs == sorted(set(seqs)), "%s video seq unique and ordered" % dev)
+                check(recs[0]["keyframe"], "%s video starts with a keyframe" % dev)
+                es = glob.glob(base + ".h264" if dev.startswith("cam") else base + ".m4v")
+                check(len(es) == 1 and os.path.getsize(es[0]) == nbytes, "%s elementary stream bytes" % dev)
+                probe = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-show_entries",
+                                        "stream=codec_name,nb_read_packets,width", "-of", "json", es[0]],
+                                       capture_output=True, text=True)
+                st = json.loads(probe.stdout or "{}").get("streams", [{}])[0]
+                check(probe.returncode == 0 and st.get("codec_name") == ("h264" if dev.startswith("cam") else "mpeg4")
+                      and st.get("width") == 64, "ffprobe %s: %s %s" % (es and es[0], st, probe.stderr[:200]))
+                check(abs(int(st.get("nb_read_packets", 0)) - n) <= 1,
+                      "ffprobe counts %s packets of %d" % (st.get("nb_read_packets"), n))
+                continue
+            recs = avro_records(base + ".avro")
+            samples = sum(len(r["device_time_ns"]) for r in recs)
+            check(samples == n, "%s/%s.avro: %d samples, %d sent" % (dev, stream, samples, n))
+            period = 1e9 / (128 if stream == "gsr" else 100)
+            first, last = recs[0]["master_time_ns"][0], recs[-1]["master_time_ns"][-1]
+            # One instant: within a sample period (+ the clock estimate's error) of start_at.
+            check(start_at - 2e6 <= first <= start_at + period + 2e6,
+                  "%s/%s first sample %.3f ms after start_at" % (dev, stream, (first - start_at) / 1e6))
+            check(last < stop_at + 2e6, "%s/%s last sample before stop_at" % (dev, stream))
+
+        # XDF: the same samples, with the device clock's offsets.
+        x = xdfread.read(os.path.join(archive, "s1", m["xdf"]))
+        by_name = {s["header"]["name"]: s for s in x["streams"].values()}
+        for (dev, stream), (n, _) in sent.items():
+            if stream == "rgb":
+                continue
+            s = by_name.get("%s/%s" % (dev, stream))
+            check(s is not None and len(s["time"]) == n and s["footer"]["sample_count"] == str(n),
+                  "XDF %s/%s has %d samples" % (dev, stream, n))
+            check(s is not None and len(s["offsets"]) >= 3, "XDF %s/%s has clock offsets" % (dev, stream))
+            if s is None:
+                continue
+            recs = avro_records(os.path.join(archive, "s1", dev, stream + ".avro"))
+            master = [t for r in recs for t in r["master_time_ns"]]
+            synced = xdfread.synced_times(s)
+            worst = max(abs(a * 1e9 - b) for a, b in zip(synced, master))
+            check(worst < 1e6, "XDF %s/%s synced times on the master clock within %.0f us" % (dev, stream, worst / 1e3))
+        check(x["boundaries"] >= 1, "XDF boundary chunk")
+
+        # Restarting the archiver from the beginning does not archive s1 twice.
+        check(stop(archiver) == 0, "archiver exits cleanly")
+        again = start(archiver_cmd[:] + ["-X", "archive.cursor=fresh"], stdout=subprocess.PIPE)
+        time.sleep(4)
+        check(stop(again) == 0, "second archiver exits cleanly")
+        check(sorted(os.listdir(archive)) == [".staging", "s1"], "archive not duplicated: %s" % os.listdir(archive))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    bad = [(p.args[0], p.returncode) for p in procs if p.returncode not in (0, -9)]
+    check(not bad, "every process exited cleanly: %s" % bad)
+    for p in procs:
+        if p.returncode not in (0, -9):
+            print(os.path.basename(p.args[0]), "stderr:", p.stderr.read()[-3000:])
+    return check.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
