@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# The local stack on the embedded SQLite log, on one machine.
+# The local stack on the embedded SQLite log, on one machine: the job users
+# run msrs for, end to end.
 #
-# Installs what is missing, builds, then runs the services that exist today
-# against ./run/msrs.db: msrs-agent (device endpoint + clock sync), four
-# simulated devices (msrs-devsim: own clocks, a LAN-like network, GSR and IMU
-# streams) and msrs-syncd. It requests a session for the four devices, waits
-# until syncd declares them synchronised, records for 10 s (samples flow
-# device -> agent -> log), stops, and replays the log into state.
+# Installs what is missing, builds, then starts against ./run/msrs.db:
+# msrs-agent (device endpoint + clock sync), msrs-syncd, msrs-collectord,
+# msrs-archiver and four simulated devices (msrs-devsim: own clocks on a
+# LAN-like network; GSR, IMU and 160x120 MPEG-4 video). It records a
+# session with `msrs session start --wait` (registered -> synchronised ->
+# one start instant -> RECORD_S seconds -> stopped with per-stream counts),
+# waits for the archive, prints its path and a summary (devices, samples per
+# stream, sync quality, files), and replays the log into state.
 #
-# Not built yet (later issues): collectord, which will send start/stop and
-# emit CollectionStarted/CollectionStopped — this script emits those two
-# itself — and the archiver, so there is no archive folder yet.
-#
-# env: MSRS_DATA (default ./run) holds the log; RECORD_S (default 10).
+# env: MSRS_DATA (default ./run) holds the log, the archive and the service
+# logs; RECORD_S (default 10).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./deploy/install-deps.sh
@@ -23,58 +23,70 @@ bin=$PWD/build/bin
 data=${MSRS_DATA:-$PWD/run}
 mkdir -p "$data"
 export MSRS_LOG="sqlite:$data/msrs.db"
+archive="$data/archive"
 record_s=${RECORD_S:-10}
-session="s-$(date +%Y%m%d-%H%M%S)"
+session="ses-$(date +%Y%m%d-%H%M%S)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-echo "== msrs local stack: log $MSRS_LOG, session $session"
+echo "== msrs local stack: log $MSRS_LOG, archive $archive"
 "$bin/msrs-agent" --listen "127.0.0.1:$port" --node-id local-node -X sync.interval_ms=1000 \
   2>"$data/agent.log" & pids+=($!)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-"$bin/msrs-devsim" --url "ws://127.0.0.1:$port/v1/devices" --devices 4 --profile lan \
-  --truth "$data/truth.jsonl" 2>"$data/devsim.log" & pids+=($!)
 "$bin/msrs-syncd" 2>"$data/syncd.log" & pids+=($!)
+"$bin/msrs-collectord" 2>"$data/collectord.log" & pids+=($!)
+"$bin/msrs-archiver" --dir "$archive" >"$data/archived.txt" 2>"$data/archiver.log" & pids+=($!)
+"$bin/msrs-devsim" --url "ws://127.0.0.1:$port/v1/devices" --devices 4 --profile lan \
+  --video 160x120@15 --truth "$data/truth.jsonl" 2>"$data/devsim.log" & pids+=($!)
 
-"$bin/msrs" emit CollectionRequested 2>/dev/null \
-  "{\"session_id\":\"$session\",\"requested_by\":\"up.sh\",\"device_ids\":[\"sim-1\",\"sim-2\",\"sim-3\",\"sim-4\"],\"min_group\":4,\"labels\":{\"subject\":\"01\",\"task\":\"demo\"}}"
-echo "== waiting for syncd to synchronise the 4 devices"
-for _ in $(seq 150); do
-  grep -q "session $session synchronised" "$data/syncd.log" && break
-  sleep 0.2
+echo "== recording session $session: 4 devices, $record_s s (msrs session start --wait)"
+"$bin/msrs" session start "$session" --devices sim-1,sim-2,sim-3,sim-4 --min-group 4 \
+  --duration "$record_s" --label subject=01 --label task=demo --label run=1 --wait
+
+echo "== waiting for the archive"
+for _ in $(seq 300); do
+  grep -q "/$session\$" "$data/archived.txt" 2>/dev/null && break
+  sleep 0.1
 done
-grep "session $session" "$data/syncd.log" | tail -2
-
-start=$(( $(date +%s%N) + 1000000000 ))
-"$bin/msrs" emit CollectionStarted 2>/dev/null "{\"session_id\":\"$session\",\"start_at_ns\":$start,\"device_ids\":[\"sim-1\",\"sim-2\",\"sim-3\",\"sim-4\"]}"
-echo "== recording for $record_s s"
-sleep "$record_s"
-"$bin/msrs" emit SyncMark 2>/dev/null "{\"session_id\":\"$session\",\"device_id\":\"sim-1\",\"mark_id\":\"end\",\"label\":\"end of demo\"}"
-stop=$(date +%s%N)
-"$bin/msrs" emit CollectionStopped 2>/dev/null "{\"session_id\":\"$session\",\"stop_at_ns\":$stop,\"duration_ns\":$((stop - start))}"
+dir=$(grep "/$session\$" "$data/archived.txt" | tail -1)
 cleanup
 trap - EXIT
+[ -n "$dir" ] || { echo "up.sh: the archiver did not archive $session (see $data/archiver.log)" >&2; exit 1; }
 
-echo "== the session's events (msrs-tail --topic sessions)"
-"$bin/msrs-tail" --topic sessions | grep "\"key\":\"$session\"" | cut -c1-150
-echo "== state rebuilt from the log (msrs-replay)"
+echo "== archive: $dir"
+python3 - "$dir" "$data/truth.jsonl" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+m = json.load(open(os.path.join(d, "manifest.json")))
+truth = {t["device_id"]: t for t in map(json.loads, open(sys.argv[2]))}
+print("session %s: %.3f s, %s, complete=%s, xdf %s" % (
+    m["session_id"], m["duration_ns"] / 1e9, m["reason"], m["complete"], m["xdf"]))
+for dev, x in sorted(m["devices"].items()):
+    sync, fit = x.get("sync", {}), x.get("clock_fit", {})
+    t = truth.get(dev)
+    err = ""
+    if t and sync:
+        at = m["start_at_ns"]
+        true_ns = t["offset_ns"] + t["drift_ppm"] * 1e-6 * (at - t["t0_ns"])
+        err = ", error vs truth %.0f us" % (abs(sync["offset_ns"] - true_ns) / 1e3)
+    print("  %s: offset %+.3f ms (uncertainty %.0f us%s), drift %+.1f ppm over %d offsets" % (
+        dev, sync.get("offset_ns", 0) / 1e6, sync.get("uncertainty_ns", 0) / 1e3, err,
+        fit.get("drift_ppm", 0), fit.get("offsets", 0)))
+    for s, c in sorted(x["streams"].items()):
+        print("    %-4s %6d %s, %9d bytes, %d gaps" % (
+            s, c["samples"], "frames " if c["kind"] == "video" else "samples", c["bytes"], c["gaps"]))
+print("files: %d, %.1f MB, SHA-256 in manifest.json" % (
+    len(m["files"]), sum(f["bytes"] for f in m["files"].values()) / 1e6))
+PY
+
+echo "== state rebuilt from the log (msrs-replay > $data/state.json)"
 "$bin/msrs-replay" --compact >"$data/state.json"
-samples=$("$bin/msrs-tail" --topic samples --from "$(date -u -d @$((start / 1000000000)) +%Y-%m-%dT%H:%M:%SZ)" | wc -l)
-python3 - "$data/state.json" "$session" "$data/truth.jsonl" "$samples" <<'PY'
+python3 - "$data/state.json" "$session" <<'PY'
 import json, sys
 state = json.load(open(sys.argv[1])); s = state["sessions"][sys.argv[2]]
-truth = {d["device_id"]: d for d in map(json.loads, open(sys.argv[3]))}
-print("session %s: %s; devices %s; sample batches on the log since start: %s" % (
-    sys.argv[2], s["state"], ",".join(s["device_ids"]), sys.argv[4]))
-at = s["sync"]["at_ns"]
-for d in sorted(s["sync"]["devices"], key=lambda d: d["device_id"]):
-    t = truth[d["device_id"]]
-    true_ns = t["offset_ns"] + t["drift_ppm"] * 1e-6 * (at - t["t0_ns"])
-    print("  %s: clock offset %+.3f ms, true %+.3f ms (error %.0f us, uncertainty %.0f us)" % (
-        d["device_id"], d["offset_ns"] / 1e6, true_ns / 1e6, abs(d["offset_ns"] - true_ns) / 1e3,
-        d["uncertainty_ns"] / 1e3))
-print("pool: %d devices; the log holds %d device/session events" % (len(state["devices"]), state["records"]))
+print("session %s: %s, %d streams reported, %d devices in the pool, %d events folded" % (
+    sys.argv[2], s["state"], len(s.get("streams", [])), len(state["devices"]), state["records"]))
 PY
-echo "== done: log $data/msrs.db, state $data/state.json, service logs in $data/"
+echo "== done: log $data/msrs.db, archive $dir, service logs in $data/"
