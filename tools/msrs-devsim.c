@@ -86,6 +86,12 @@ typedef struct ds_event {
     ds_msg *msg;   /* EV_SEND */
 } ds_event;
 
+typedef struct ds_packet {
+    uint8_t *data;
+    size_t size;
+    int key;
+} ds_packet;
+
 typedef struct ds_sim {
     struct lws_context *ctx;
     lws_sorted_usec_list_t tick; /* due network events: scheduled at the heap's top */
@@ -105,6 +111,12 @@ typedef struct ds_sim {
     int video_w, video_h, video_fps;
     const char *video_codec;
     json_t *stats; /* session -> device -> stream -> {samples, bytes}: what was sent */
+    int64_t video_bitrate;
+    int loop_n; /* --video-loop */
+    ds_packet *loop;
+    uint8_t *loop_headers;
+    size_t loop_headers_size;
+    char loop_codec[32];
 } ds_sim;
 
 static ds_sim sim;
@@ -220,13 +232,13 @@ static void send_hello(ds_device *d)
                            "channels", 1, "format", "float64", "stream_id", "imu", "type", "imu",
                            "rate_hz", 100.0, "channels", 6, "format", "float64", "battery", 0.9,
                            "version", "msrs-devsim");
-    if (d->enc) {
+    if (d->enc || sim.loop_n) {
         json_t *payload = json_object_get(hello, "payload");
         json_array_append_new(json_object_get(payload, "capabilities"), json_string("rgb_video"));
         json_array_append_new(json_object_get(payload, "streams"),
                               json_pack("{s:s, s:s, s:i, s:i, s:s}", "stream_id", "rgb", "type",
                                         "rgb_video", "rate_hz", sim.video_fps, "channels", 3,
-                                        "format", d->enc->codec->name));
+                                        "format", sim.loop_n ? sim.loop_codec : d->enc->codec->name));
     }
     send_json(d, hello);
 }
@@ -315,7 +327,10 @@ static int video_open(ds_device *d)
     d->enc->pix_fmt = AV_PIX_FMT_YUV420P;
     d->enc->gop_size = sim.video_fps; /* a keyframe a second */
     d->enc->max_b_frames = 0;         /* packets in capture order */
-    d->enc->bit_rate = (int64_t)sim.video_w * sim.video_h * sim.video_fps / 8;
+    d->enc->bit_rate = sim.video_bitrate ? sim.video_bitrate : (int64_t)sim.video_w * sim.video_h * sim.video_fps / 8;
+    if (sim.video_bitrate) /* hold the rate: noise at a high rate would drift otherwise */
+        d->enc->rc_max_rate = d->enc->rc_min_rate = sim.video_bitrate,
+        d->enc->rc_buffer_size = (int)(sim.video_bitrate / sim.video_fps * 2);
     /* Every keyframe carries the codec headers (SPS/PPS, VOL), as the
      * protocol asks (Android: KEY_PREPEND_HEADER_TO_SYNC_FRAMES): a session
      * begins at any keyframe and its video must decode from there. */
@@ -343,10 +358,64 @@ static void video_close(ds_device *d)
 
 /* Encodes the next frame (a gradient that moves, different per device) and
  * sends each packet as a binary frame: 4-byte length, JSON header, packet. */
+/* Sends one encoded packet (headers, if given, in front of it) as a binary
+ * media frame. */
+static void send_packet(ds_device *d, int64_t now, const uint8_t *headers, size_t extra,
+                        const uint8_t *data, size_t size, int keyframe, int64_t pts_ns,
+                        int64_t frame_dev_ns, const char *codec)
+{
+    char hdr[512];
+    const char *session = session_at(d, frame_dev_ns);
+    int hl = snprintf(hdr, sizeof(hdr),
+                      "{\"stream_id\":\"rgb\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
+                      "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
+                      codec, (long long)pts_ns, keyframe ? "true" : "false",
+                      (long long)d->video_seq++, (long long)frame_dev_ns, sim.video_w, sim.video_h,
+                      session ? session : "");
+    if (session)
+        count_sent(d, session, "rgb", 1, (int64_t)(size + extra));
+    size_t len = 4 + (size_t)hl + extra + size;
+    ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    if (!m)
+        return;
+    unsigned char *p = m->buf + LWS_PRE;
+    m->next = NULL;
+    m->len = len;
+    m->binary = 1;
+    p[0] = (unsigned char)(hl >> 24);
+    p[1] = (unsigned char)(hl >> 16);
+    p[2] = (unsigned char)(hl >> 8);
+    p[3] = (unsigned char)hl;
+    memcpy(p + 4, hdr, (size_t)hl);
+    if (extra)
+        memcpy(p + 4 + hl, headers, extra);
+    memcpy(p + 4 + hl + extra, data, size);
+    int64_t due = now + one_way_ns(1);
+    if (due <= d->last_up_ns) /* FIFO: the heap does not keep the order of equal times */
+        due = d->last_up_ns + 1;
+    d->last_up_ns = due;
+    heap_push((ds_event){due, EV_SEND, d->index, 0, m});
+    d->packets_sent++;
+}
+
 static void video_frame(ds_device *d, int64_t now)
 {
     AVFrame *f = d->frame;
     int64_t i = d->frame_index;
+    int64_t frame_dev_ns = dev_clock(d, d->next_frame_ns);
+    d->frame_index++;
+    d->next_frame_ns += 1000000000LL / sim.video_fps;
+    if (!d->registered) { /* frames made while away are lost, like samples */
+        d->video_seq++;
+        return;
+    }
+    if (sim.loop_n) { /* --video-loop: the pre-encoded clip, again and again */
+        ds_packet *k = &sim.loop[i % sim.loop_n];
+        send_packet(d, now, sim.loop_headers, k->key ? sim.loop_headers_size : 0, k->data,
+                    k->size, k->key, i * (1000000000LL / sim.video_fps), frame_dev_ns,
+                    sim.loop_codec);
+        return;
+    }
     if (av_frame_make_writable(f) < 0)
         return;
     for (int y = 0; y < f->height; y++)
@@ -358,13 +427,6 @@ static void video_frame(ds_device *d, int64_t now)
             f->data[2][y * f->linesize[2] + x] = (uint8_t)(64 + x + i * 5);
         }
     f->pts = i;
-    int64_t frame_dev_ns = dev_clock(d, d->next_frame_ns);
-    d->frame_index++;
-    d->next_frame_ns += 1000000000LL / sim.video_fps;
-    if (!d->registered) { /* frames made while away are lost, like samples */
-        d->video_seq++;
-        return;
-    }
     int in_session = session_at(d, frame_dev_ns) != NULL;
     if (in_session && !d->frame_in_session)
         d->need_keyframe = 1; /* a session's video starts with a keyframe */
@@ -374,45 +436,58 @@ static void video_frame(ds_device *d, int64_t now)
     if (avcodec_send_frame(d->enc, f) < 0)
         return;
     while (avcodec_receive_packet(d->enc, d->pkt) == 0) {
-        char hdr[512];
-        const char *session = session_at(d, frame_dev_ns);
-        int hl = snprintf(hdr, sizeof(hdr),
-                          "{\"stream_id\":\"rgb\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
-                          "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
-                          d->enc->codec->name, (long long)av_rescale_q(d->pkt->pts, d->enc->time_base, (AVRational){1, 1000000000}),
-                          (d->pkt->flags & AV_PKT_FLAG_KEY) ? "true" : "false",
-                          (long long)d->video_seq++, (long long)frame_dev_ns, sim.video_w, sim.video_h,
-                          session ? session : "");
         int keyframe = (d->pkt->flags & AV_PKT_FLAG_KEY) != 0;
         size_t extra = keyframe && (d->enc->flags & AV_CODEC_FLAG_GLOBAL_HEADER) ? (size_t)d->enc->extradata_size : 0;
-        if (session)
-            count_sent(d, session, "rgb", 1, d->pkt->size + (int64_t)extra);
-        size_t len = 4 + (size_t)hl + extra + (size_t)d->pkt->size;
-        ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
-        unsigned char *p = m->buf + LWS_PRE;
-        m->next = NULL;
-        m->len = len;
-        m->binary = 1;
-        p[0] = (unsigned char)(hl >> 24);
-        p[1] = (unsigned char)(hl >> 16);
-        p[2] = (unsigned char)(hl >> 8);
-        p[3] = (unsigned char)hl;
-        memcpy(p + 4, hdr, (size_t)hl);
-        if (extra)
-            memcpy(p + 4 + hl, d->enc->extradata, extra);
-        memcpy(p + 4 + hl + extra, d->pkt->data, (size_t)d->pkt->size);
+        send_packet(d, now, d->enc->extradata, extra, d->pkt->data, (size_t)d->pkt->size, keyframe,
+                    av_rescale_q(d->pkt->pts, d->enc->time_base, (AVRational){1, 1000000000}),
+                    frame_dev_ns, d->enc->codec->name);
         av_packet_unref(d->pkt);
-        if (!d->registered) {
-            free(m);
-            continue;
-        }
-        int64_t due = now + one_way_ns(1);
-        if (due <= d->last_up_ns) /* FIFO: the heap does not keep the order of equal times */
-            due = d->last_up_ns + 1;
-        d->last_up_ns = due;
-        heap_push((ds_event){due, EV_SEND, d->index, 0, m});
-        d->packets_sent++;
     }
+}
+
+/* --video-loop N: N frames of noise (incompressible: packets as large as the
+ * bit rate allows) encoded once, with a keyframe first; every device sends
+ * them in a loop, so the fleet can reach rates no 2-core encoder could. */
+static int video_loop_encode(void)
+{
+    ds_device tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    if (video_open(&tmp) != 0)
+        return -1;
+    sim.loop = calloc((size_t)sim.loop_n, sizeof(*sim.loop));
+    snprintf(sim.loop_codec, sizeof(sim.loop_codec), "%s", tmp.enc->codec->name);
+    if (tmp.enc->extradata_size && (tmp.enc->flags & AV_CODEC_FLAG_GLOBAL_HEADER)) {
+        sim.loop_headers = malloc((size_t)tmp.enc->extradata_size);
+        memcpy(sim.loop_headers, tmp.enc->extradata, (size_t)tmp.enc->extradata_size);
+        sim.loop_headers_size = (size_t)tmp.enc->extradata_size;
+    }
+    int got = 0;
+    for (int i = 0; got < sim.loop_n && i < sim.loop_n * 4; i++) {
+        AVFrame *f = tmp.frame;
+        if (i < sim.loop_n) {
+            av_frame_make_writable(f);
+            for (int p = 0; p < 3; p++)
+                for (int y = 0; y < f->height >> (p ? 1 : 0); y++)
+                    for (int x = 0; x < f->width >> (p ? 1 : 0); x++)
+                        f->data[p][y * f->linesize[p] + x] = (uint8_t)(urand() * 256);
+            f->pts = i;
+            f->pict_type = i == 0 ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE;
+            avcodec_send_frame(tmp.enc, f);
+        } else if (i == sim.loop_n) {
+            avcodec_send_frame(tmp.enc, NULL); /* drain */
+        }
+        while (got < sim.loop_n && avcodec_receive_packet(tmp.enc, tmp.pkt) == 0) {
+            ds_packet *k = &sim.loop[got++];
+            k->data = malloc((size_t)tmp.pkt->size);
+            memcpy(k->data, tmp.pkt->data, (size_t)tmp.pkt->size);
+            k->size = (size_t)tmp.pkt->size;
+            k->key = (tmp.pkt->flags & AV_PKT_FLAG_KEY) != 0;
+            av_packet_unref(tmp.pkt);
+        }
+    }
+    video_close(&tmp);
+    sim.loop_n = got;
+    return got ? 0 : -1;
 }
 
 /* -------------------------------------------------------------- receiving */
@@ -615,7 +690,7 @@ static void on_scan(lws_sorted_usec_list_t *sul)
         for (int k = 0; k < 2; k++)
             while (d->streams[k].next_ns + (int64_t)(d->streams[k].batch * 1e9 / d->streams[k].rate_hz) <= now)
                 send_samples(d, &d->streams[k], now);
-        while (d->enc && d->next_frame_ns <= now)
+        while ((d->enc || sim.loop_n) && d->next_frame_ns <= now)
             video_frame(d, now);
         if (!d->wsi && d->reconnect_at_ns && now >= d->reconnect_at_ns)
             connect_device(d);
@@ -659,6 +734,9 @@ static void usage(FILE *f)
             "  --seed N            random seed (default 1)\n"
             "  --video WxH@FPS     also stream synthetic video, e.g. 320x240@15\n"
             "  --video-codec NAME  libavcodec encoder (default mpeg4; h264 uses libx264)\n"
+            "  --video-bitrate BPS encoder bit rate (default W*H*FPS/8)\n"
+            "  --video-loop N      encode N frames of noise once and loop them on every device\n"
+            "                      (for throughput benchmarks: no encoding at run time)\n"
             "  -h, --help\n"
             "exit: 0 ok, 1 could not run, 2 usage\n");
 }
@@ -684,7 +762,8 @@ int main(int argc, char **argv)
         {"duration", required_argument, NULL, 'D'},  {"truth", required_argument, NULL, 't'},
         {"seed", required_argument, NULL, 'e'},      {"help", no_argument, NULL, 'h'},
         {"video", required_argument, NULL, 'v'},     {"video-codec", required_argument, NULL, 'c'},
-        {"stats", required_argument, NULL, 'T'},     {NULL, 0, NULL, 0}};
+        {"stats", required_argument, NULL, 'T'},     {"video-bitrate", required_argument, NULL, 'B'},
+        {"video-loop", required_argument, NULL, 'O'}, {NULL, 0, NULL, 0}};
     const char *url = "ws://127.0.0.1:8620/v1/devices", *prefix = "sim-", *truth = NULL, *stats = NULL;
     const char *profile = "lan", *delay = NULL;
     double offset_ms = 500, drift_ppm = 50, asym = -1, spike_prob = -1, spike_ms = -1, jitter = -1;
@@ -711,6 +790,8 @@ int main(int argc, char **argv)
         case 'D': sim.duration_ns = (int64_t)(atof(optarg) * 1e9); break;
         case 't': truth = optarg; break;
         case 'T': stats = optarg; break;
+        case 'B': sim.video_bitrate = (int64_t)atof(optarg); break;
+        case 'O': sim.loop_n = atoi(optarg); break;
         case 'e': sim.rng = strtoull(optarg, NULL, 10) | 1; break;
         case 'v':
             if (sscanf(optarg, "%dx%d@%d", &sim.video_w, &sim.video_h, &sim.video_fps) != 3 ||
@@ -769,6 +850,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "msrs-devsim: %s: cannot write\n", truth);
         return 1;
     }
+    if (sim.loop_n > 0 && (!sim.video_w || video_loop_encode() != 0)) {
+        fprintf(stderr, "msrs-devsim: --video-loop needs --video and a working %s encoder\n", sim.video_codec);
+        return 2;
+    }
     sim.started_ns = now_ns();
     sim.stats = json_object();
     sim.devs = calloc((size_t)sim.n, sizeof(*sim.devs));
@@ -782,7 +867,7 @@ int main(int argc, char **argv)
         d->streams[0] = (ds_stream){"gsr", "gsr", 1, 16, 128.0, 0, sim.started_ns};
         d->streams[1] = (ds_stream){"imu", "imu", 6, 10, 100.0, 0, sim.started_ns};
         d->next_frame_ns = sim.started_ns;
-        if (sim.video_w && video_open(d) != 0) {
+        if (sim.video_w && !sim.loop_n && video_open(d) != 0) {
             fprintf(stderr, "msrs-devsim: cannot open the %s encoder for %dx%d\n", sim.video_codec,
                     sim.video_w, sim.video_h);
             return 1;
@@ -834,5 +919,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < sim.n; i++)
         video_close(&sim.devs[i]);
     free(sim.devs);
+    for (int i = 0; i < sim.loop_n; i++)
+        free(sim.loop[i].data);
+    free(sim.loop);
+    free(sim.loop_headers);
     return exit_code;
 }

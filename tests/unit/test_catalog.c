@@ -8,7 +8,7 @@ START_TEST(catalog_loads)
 {
     char err[256] = "";
     ck_assert_msg(ev_catalog_init(err, sizeof(err)) == 0, "%s", err);
-    ck_assert_uint_eq(ev_schema_count(), 19);
+    ck_assert_uint_eq(ev_schema_count(), 21);
 }
 END_TEST
 

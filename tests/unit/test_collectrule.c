@@ -1,0 +1,215 @@
+/* collectord's rule (ev_collect_decide) over reducer state: start at one
+ * instant after synchronisation, a command per node, stop on request or
+ * duration, CollectionStopped from every node's report or after the report
+ * timeout, cancellation before the start, and resending what a crash lost. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define S 1000000000LL
+
+static ev_codec *codec;
+static ev_state *state;
+static int seq;
+static const ev_collect_params params = {.lead_ns = 1 * S, .report_timeout_ns = 10 * S};
+
+static void setup(void)
+{
+    codec = ev_codec_new();
+    state = ev_state_new();
+    seq = 0;
+}
+static void teardown(void)
+{
+    ev_state_destroy(state);
+    ev_codec_destroy(codec);
+}
+
+static void apply(int64_t t, const char *type, const char *json)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "e%d", ++seq);
+    ck_assert_int_eq(tu_apply(state, codec, id, t, type, json), 0);
+}
+
+/* Applies every decided event as if collectord emitted it at time t. */
+static json_t *decide_apply(int64_t now)
+{
+    json_t *out = ev_collect_decide(state, "s1", &params, now, NULL, 0);
+    size_t i;
+    json_t *e;
+    json_array_foreach(out, i, e)
+    {
+        char *text = json_dumps(json_object_get(e, "value"), JSON_COMPACT);
+        ck_assert_int_eq(tu_apply(state, codec, json_string_value(json_object_get(e, "id")), now,
+                                  json_string_value(json_object_get(e, "type")), text),
+                         0);
+        free(text);
+    }
+    return out;
+}
+
+static const char *type_of(json_t *out, size_t i)
+{
+    return json_string_value(json_object_get(json_array_get(out, i), "type"));
+}
+
+/* A session synchronised at t=10 s: a1, a2 on node n1; b1 on node n2. */
+static void synced(const char *request)
+{
+    apply(1 * S, "CollectionRequested", request);
+    apply(10 * S, "SynchronizationCompleted",
+          "{\"session_id\": \"s1\", \"devices\": ["
+          "{\"device_id\": \"a1\", \"node_id\": \"n1\", \"offset_ns\": 5},"
+          "{\"device_id\": \"a2\", \"node_id\": \"n1\", \"offset_ns\": 6},"
+          "{\"device_id\": \"b1\", \"node_id\": \"n2\", \"offset_ns\": 7}]}");
+}
+
+START_TEST(waits_for_sync)
+{
+    apply(1 * S, "CollectionRequested", "{\"session_id\": \"s1\"}");
+    char why[128];
+    json_t *out = ev_collect_decide(state, "s1", &params, 2 * S, why, sizeof(why));
+    ck_assert_int_eq(json_array_size(out), 0);
+    ck_assert_ptr_nonnull(strstr(why, "SynchronizationCompleted"));
+    json_decref(out);
+    out = ev_collect_decide(state, "nope", &params, 2 * S, NULL, 0);
+    ck_assert_int_eq(json_array_size(out), 0);
+    json_decref(out);
+}
+END_TEST
+
+START_TEST(starts_at_one_instant_with_a_command_per_node)
+{
+    synced("{\"session_id\": \"s1\"}");
+    json_t *out = decide_apply(11 * S);
+    ck_assert_int_eq(json_array_size(out), 3);
+    ck_assert_str_eq(type_of(out, 0), "CollectionStarted");
+    json_t *started = json_object_get(json_array_get(out, 0), "value");
+    ck_assert_int_eq(json_integer_value(json_object_get(started, "start_at_ns")), 12 * S);
+    ck_assert_int_eq(json_array_size(json_object_get(started, "device_ids")), 3);
+    for (size_t i = 1; i < 3; i++) {
+        json_t *cmd = json_array_get(out, i);
+        ck_assert_str_eq(type_of(out, i), "StartRecording");
+        json_t *v = json_object_get(cmd, "value");
+        ck_assert_int_eq(json_integer_value(json_object_get(v, "start_at_ns")), 12 * S);
+        const char *node = json_string_value(json_object_get(v, "node_id"));
+        ck_assert_str_eq(json_string_value(json_object_get(cmd, "key")), node);
+        ck_assert_int_eq(json_array_size(json_object_get(v, "device_ids")), strcmp(node, "n1") == 0 ? 2 : 1);
+    }
+    json_decref(out);
+    /* Recording, no stop asked, no duration: nothing to do. */
+    out = ev_collect_decide(state, "s1", &params, 100 * S, NULL, 0);
+    ck_assert_int_eq(json_array_size(out), 0);
+    json_decref(out);
+}
+END_TEST
+
+START_TEST(stop_request_then_reports_then_stopped)
+{
+    synced("{\"session_id\": \"s1\"}");
+    json_decref(decide_apply(11 * S));
+    apply(20 * S, "CollectionStopRequested", "{\"session_id\": \"s1\", \"reason\": \"done\"}");
+    json_t *out = decide_apply(20 * S + 5);
+    ck_assert_int_eq(json_array_size(out), 2);
+    ck_assert_str_eq(type_of(out, 0), "StopRecording");
+    /* The stop instant comes from the request's time, so a restart decides the same. */
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(json_array_get(out, 0), "value"), "stop_at_ns")), 21 * S);
+    json_decref(out);
+    apply(22 * S, "RecordingReport",
+          "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"streams\": [{\"device_id\": \"a1\", "
+          "\"stream_id\": \"gsr\", \"samples\": 100}]}");
+    char why[128];
+    out = ev_collect_decide(state, "s1", &params, 23 * S, why, sizeof(why));
+    ck_assert_int_eq(json_array_size(out), 0);
+    ck_assert_ptr_nonnull(strstr(why, "n2"));
+    json_decref(out);
+    apply(23 * S, "RecordingReport",
+          "{\"session_id\": \"s1\", \"node_id\": \"n2\", \"streams\": [{\"device_id\": \"b1\", "
+          "\"stream_id\": \"gsr\", \"samples\": 90}]}");
+    out = decide_apply(23 * S + 1);
+    ck_assert_int_eq(json_array_size(out), 1);
+    ck_assert_str_eq(type_of(out, 0), "CollectionStopped");
+    json_t *v = json_object_get(json_array_get(out, 0), "value");
+    ck_assert_int_eq(json_integer_value(json_object_get(v, "duration_ns")), 9 * S);
+    ck_assert_int_eq(json_array_size(json_object_get(v, "streams")), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(v, "reason")), "done");
+    json_decref(out);
+    out = ev_collect_decide(state, "s1", &params, 50 * S, NULL, 0);
+    ck_assert_int_eq(json_array_size(out), 0); /* stopped: nothing more */
+    json_decref(out);
+}
+END_TEST
+
+START_TEST(duration_stops_lead_ahead_and_missing_report_times_out)
+{
+    synced("{\"session_id\": \"s1\", \"duration_ms\": 5000}");
+    json_decref(decide_apply(11 * S)); /* start at 12 s, stop due at 17 s */
+    json_t *out = ev_collect_decide(state, "s1", &params, 15 * S, NULL, 0);
+    ck_assert_int_eq(json_array_size(out), 0);
+    json_decref(out);
+    out = decide_apply(16 * S);
+    ck_assert_int_eq(json_array_size(out), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(json_array_get(out, 0), "value"), "stop_at_ns")), 17 * S);
+    json_decref(out);
+    apply(18 * S, "RecordingReport", "{\"session_id\": \"s1\", \"node_id\": \"n1\"}");
+    out = ev_collect_decide(state, "s1", &params, 26 * S, NULL, 0);
+    ck_assert_int_eq(json_array_size(out), 0); /* n2 has until 27 s */
+    json_decref(out);
+    out = decide_apply(27 * S);
+    ck_assert_int_eq(json_array_size(out), 1);
+    const char *reason = json_string_value(json_object_get(json_object_get(json_array_get(out, 0), "value"), "reason"));
+    ck_assert_ptr_nonnull(strstr(reason, "duration"));
+    ck_assert_ptr_nonnull(strstr(reason, "n2"));
+    json_decref(out);
+}
+END_TEST
+
+START_TEST(cancel_before_start)
+{
+    apply(1 * S, "CollectionRequested", "{\"session_id\": \"s1\"}");
+    apply(2 * S, "CollectionStopRequested", "{\"session_id\": \"s1\"}");
+    json_t *out = decide_apply(3 * S);
+    ck_assert_int_eq(json_array_size(out), 1);
+    ck_assert_str_eq(type_of(out, 0), "CollectionStopped");
+    json_decref(out);
+}
+END_TEST
+
+START_TEST(resends_only_what_a_crash_lost)
+{
+    synced("{\"session_id\": \"s1\"}");
+    json_t *out = ev_collect_decide(state, "s1", &params, 11 * S, NULL, 0);
+    /* The crash: CollectionStarted and n1's command reached the log, n2's did not. */
+    for (size_t i = 0; i < 2; i++) {
+        json_t *e = json_array_get(out, i);
+        char *text = json_dumps(json_object_get(e, "value"), JSON_COMPACT);
+        ck_assert_int_eq(tu_apply(state, codec, json_string_value(json_object_get(e, "id")), 11 * S,
+                                  json_string_value(json_object_get(e, "type")), text), 0);
+        free(text);
+    }
+    json_t *lost = json_deep_copy(json_array_get(out, 2));
+    json_decref(out);
+    out = ev_collect_decide(state, "s1", &params, 30 * S, NULL, 0);
+    ck_assert_int_eq(json_array_size(out), 1);
+    ck_assert(json_equal(json_array_get(out, 0), lost)); /* same id, same instant */
+    json_decref(out);
+    json_decref(lost);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("collectrule");
+    TCase *tc = tcase_create("rule");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, waits_for_sync);
+    tcase_add_test(tc, starts_at_one_instant_with_a_command_per_node);
+    tcase_add_test(tc, stop_request_then_reports_then_stopped);
+    tcase_add_test(tc, duration_stops_lead_ahead_and_missing_report_times_out);
+    tcase_add_test(tc, cancel_before_start);
+    tcase_add_test(tc, resends_only_what_a_crash_lost);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
