@@ -81,7 +81,7 @@ typedef struct ar_session {
     ar_stream **streams;
     size_t stream_count;
     xdf_writer xdf;
-    char xdf_name[256];
+    char xdf_name[272];
     uint32_t next_xdf_id;
     int failed; /* a write failed: finalized as incomplete */
 } ar_session;
