@@ -167,6 +167,8 @@ int main(int argc, char **argv)
         goto out;
     }
     codec = ev_codec_new();
+    if (follow) /* a reader at the other end of a pipe sees each record as it comes */
+        setvbuf(stdout, NULL, _IOLBF, 0);
     while (!cli_stop && (max < 0 || printed < max)) {
         const ev_msg *m;
         rc = ev_log_poll(log, 200, &m, err, sizeof(err));
