@@ -59,7 +59,7 @@ fail:
     return NULL;
 }
 
-static int64_t mono_ms(void)
+int64_t cli_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -119,9 +119,9 @@ int cli_projection_run(cli_projection *p, const char *const *topics, size_t topi
         } else if (rc == EV_ERR_FATAL) {
             return CLI_EXIT_FAIL;
         }
-        if (caught_up && mono_ms() >= next_check) {
+        if (caught_up && cli_mono_ms() >= next_check) {
             p->check(p->arg);
-            next_check = mono_ms() + p->check_ms;
+            next_check = cli_mono_ms() + p->check_ms;
         }
     }
     return CLI_EXIT_OK;
@@ -129,7 +129,7 @@ int cli_projection_run(cli_projection *p, const char *const *topics, size_t topi
 
 int cli_projection_fold(cli_projection *p)
 {
-    int64_t last = mono_ms();
+    int64_t last = cli_mono_ms();
     if (cli_projection_start(p, cli_state_topics, 4))
         return -1;
     while (!cli_stop) {
@@ -138,8 +138,8 @@ int cli_projection_fold(cli_projection *p)
             return 0;
         if (rc && rc != EV_ERR_TIMED_OUT)
             return -1;
-        if (mono_ms() - last >= 1000) {
-            last = mono_ms();
+        if (cli_mono_ms() - last >= 1000) {
+            last = cli_mono_ms();
             fprintf(stderr, "%s: %lld records folded\n", p->prog, (long long)p->records);
         }
     }

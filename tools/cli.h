@@ -43,6 +43,8 @@ ev_conf *cli_conf_build(const char *prog, const cli_common *c);
 
 /* Set by SIGINT/SIGTERM once cli_install_signals ran. */
 extern volatile sig_atomic_t cli_stop;
+/* Monotonic milliseconds, for intervals and deadlines. */
+int64_t cli_mono_ms(void);
 void cli_install_signals(void);
 
 /* A state that is a projection of the log: every record of its topics,

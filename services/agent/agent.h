@@ -134,6 +134,9 @@ void ag_recording_rejoin(ag_agent *a, ag_device *d);
  * *session is set to the session's id. */
 ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int64_t t,
                              const char *stream, const char **session);
+/* Accounts n samples (bytes of data) of a device: delivered to the log, or
+ * dropped because the log refused them. cnt: from ag_recording_count. */
+void ag_recording_account(ag_agent *a, ag_count *cnt, int delivered, int64_t n, int64_t bytes);
 /* Emits RecordingReport for sessions whose stop instant passed. */
 void ag_recording_tick(ag_agent *a, int64_t now_ns);
 void ag_recording_free(ag_agent *a);

@@ -358,15 +358,9 @@ static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
     char err[512];
     int rc = ag_emit(a, "SensorSampleBatch", d->device_id, rec, err, sizeof(err));
     if (rc == EV_ERR_INVALID)
-        ag_send_error(a, c, "invalid", err, ref);
-    else if (rc)
-        a->n.dropped += (int64_t)n;
-    if (cnt && rc && rc != EV_ERR_INVALID)
-        cnt->dropped += (int64_t)n;
-    else if (cnt && !rc) {
-        cnt->samples += (int64_t)n;
-        cnt->bytes += (int64_t)(n * channels * sizeof(double));
-    }
+        ag_send_error(a, c, "invalid", err, ref); /* the device's error, not a drop */
+    else
+        ag_recording_account(a, cnt, rc == 0, (int64_t)n, (int64_t)(n * channels * sizeof(double)));
 }
 
 static void on_status(ag_agent *a, ag_conn *c, json_t *payload, const char *ref)
@@ -462,19 +456,14 @@ static void on_media(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t l
         ag_send_error(a, c, "invalid", err, NULL);
         return;
     }
-    if (ev_log_emit(a->log, s, c->dev->device_id, v, NULL, err, sizeof(err))) {
+    int delivered = ev_log_emit(a->log, s, c->dev->device_id, v, NULL, err, sizeof(err)) == 0;
+    if (delivered) {
+        a->n.events++;
+    } else {
         a->n.emit_errors++;
-        a->n.dropped++;
-        if (cnt)
-            cnt->dropped++;
         fprintf(stderr, "msrs-agent: emit MediaPacket for %s: %s\n", c->dev->device_id, err);
-        return;
     }
-    a->n.events++;
-    if (cnt) {
-        cnt->samples++;
-        cnt->bytes += (int64_t)bytes;
-    }
+    ag_recording_account(a, cnt, delivered, 1, (int64_t)bytes);
 }
 
 /* --------------------------------------------------------------- dispatch */

@@ -21,16 +21,20 @@ static ag_session *session_find(ag_agent *a, const char *id)
     return NULL;
 }
 
+/* `start` or `stop` with the session's instant on the device's clock. */
+static void send_instant(ag_agent *a, ag_device *d, const char *type, int64_t at_ns)
+{
+    ag_send(a, d->conn, type,
+            json_pack("{s:s, s:I}", "session_id", d->rec->session_id,
+                      strcmp(type, "start") == 0 ? "start_at" : "stop_at",
+                      (json_int_t)cs_agent_to_device(&d->clock, at_ns)));
+}
+
 static void send_start(ag_agent *a, ag_device *d)
 {
-    ag_session *s = d->rec;
-    ag_send(a, d->conn, "start",
-            json_pack("{s:s, s:I}", "session_id", s->session_id, "start_at",
-                      (json_int_t)cs_agent_to_device(&d->clock, s->start_at_ns)));
-    if (s->stop_at_ns != INT64_MAX)
-        ag_send(a, d->conn, "stop",
-                json_pack("{s:s, s:I}", "session_id", s->session_id, "stop_at",
-                          (json_int_t)cs_agent_to_device(&d->clock, s->stop_at_ns)));
+    send_instant(a, d, "start", d->rec->start_at_ns);
+    if (d->rec->stop_at_ns != INT64_MAX)
+        send_instant(a, d, "stop", d->rec->stop_at_ns);
 }
 
 static void attach(ag_agent *a, ag_session *s, ag_device *d)
@@ -99,9 +103,7 @@ void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
     for (size_t i = 0; i < a->device_count; i++) {
         ag_device *d = a->devices[i];
         if (d->rec == s && d->conn)
-            ag_send(a, d->conn, "stop",
-                    json_pack("{s:s, s:I}", "session_id", s->session_id, "stop_at",
-                              (json_int_t)cs_agent_to_device(&d->clock, stop_at)));
+            send_instant(a, d, "stop", stop_at);
     }
 }
 
@@ -136,6 +138,18 @@ ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int
     ag_count *c = &d->counts[d->count_n++];
     snprintf(c->stream_id, sizeof(c->stream_id), "%s", stream);
     return c;
+}
+
+void ag_recording_account(ag_agent *a, ag_count *cnt, int delivered, int64_t n, int64_t bytes)
+{
+    if (!delivered) {
+        a->n.dropped += n;
+        if (cnt)
+            cnt->dropped += n;
+    } else if (cnt) {
+        cnt->samples += n;
+        cnt->bytes += bytes;
+    }
 }
 
 static void report(ag_agent *a, ag_session *s)

@@ -99,13 +99,6 @@ typedef struct ar_archiver {
     int64_t records, skipped, archived;
 } ar_archiver;
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ------------------------------------------------------------ utilities */
 
 static int mkdirs(const char *path)
@@ -728,7 +721,7 @@ static void check_sessions(ar_archiver *a, int force)
         if (s->stopped) {
             json_t *diff = mismatches(s);
             ready = json_array_size(diff) == 0 || force ||
-                    mono_ms() - s->stopped_seen_ms >= a->finalize_timeout_ms;
+                    cli_mono_ms() - s->stopped_seen_ms >= a->finalize_timeout_ms;
             json_decref(diff);
         }
         if (!ready) {
@@ -806,7 +799,7 @@ static void on_record(ar_archiver *a, const ev_event *ev)
             json_decref(*slot);
             *slot = json_incref(r);
             if (slot == &s->stopped)
-                s->stopped_seen_ms = mono_ms();
+                s->stopped_seen_ms = cli_mono_ms();
         } else if (s && strcmp(type, "SyncMark") == 0) {
             json_array_append(s->marks, r);
         }
@@ -895,7 +888,7 @@ int main(int argc, char **argv)
         goto out;
     }
     fprintf(stderr, "msrs-archiver: archiving sessions into %s\n", a.dir);
-    int64_t last_commit = 0, last_progress = mono_ms(), uncommitted = 0;
+    int64_t last_commit = 0, last_progress = cli_mono_ms(), uncommitted = 0;
     while (!cli_stop) {
         const ev_msg *m;
         ev_event ev;
@@ -920,14 +913,14 @@ int main(int argc, char **argv)
         if (rc || a.records % 1000 == 0)
             check_sessions(&a, 0);
         /* The cursor moves only while nothing is half built. */
-        if (uncommitted && a.session_count == 0 && mono_ms() - last_commit >= 1000) {
+        if (uncommitted && a.session_count == 0 && cli_mono_ms() - last_commit >= 1000) {
             if (ev_log_commit(a.log, err, sizeof(err)))
                 fprintf(stderr, "msrs-archiver: %s\n", err);
-            last_commit = mono_ms();
+            last_commit = cli_mono_ms();
             uncommitted = 0;
         }
-        if (mono_ms() - last_progress >= 10000) {
-            last_progress = mono_ms();
+        if (cli_mono_ms() - last_progress >= 10000) {
+            last_progress = cli_mono_ms();
             fprintf(stderr, "msrs-archiver: %lld records, %zu sessions open, %lld archived\n",
                     (long long)a.records, a.session_count, (long long)a.archived);
         }

@@ -14,24 +14,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, tail, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, free_port, of_type, tail, wait_listening  # noqa: E402
 
 check = Checks()
-
-
-def wait_for(fn, timeout, what):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    check(False, "timed out waiting for " + what)
-    return None
-
-
-def of_type(records, t):
-    return [r for r in records if r["type"] == "msrs.events." + t]
 
 
 def main():
@@ -57,7 +42,7 @@ def main():
                             json.dumps({"session_id": "s1", "device_ids": ["sim-1", "sim-2", "sim-3", "sim-4"],
                                         "min_group": 4})], capture_output=True, text=True)
         check(r.returncode == 0, "CollectionRequested: " + r.stderr)
-        done = wait_for(lambda: of_type(tail(db, "sessions"), "SynchronizationCompleted"), 30,
+        done = check.wait_for(lambda: of_type(tail(db, "sessions"), "SynchronizationCompleted"), 30,
                         "SynchronizationCompleted")
         if done:
             v = done[0]["value"]
@@ -92,7 +77,7 @@ def main():
         subprocess.run([os.path.join(BIN, "msrs"), "--log", log, "emit", "CollectionRequested",
                         json.dumps({"session_id": "s2", "min_group": 4})], capture_output=True)
         start(["msrs-syncd", "--log", log, "-X", "sync.max_age_ms=1", "-X", "sync.max_uncertainty_us=2000"])
-        asks = wait_for(lambda: [c for c in of_type(tail(db, "commands"), "SyncNow") if c["key"] == "n1"], 20,
+        asks = check.wait_for(lambda: [c for c in of_type(tail(db, "commands"), "SyncNow") if c["key"] == "n1"], 20,
                         "SyncNow")
         check(bool(asks), "syncd asked node n1 to re-sync")
 

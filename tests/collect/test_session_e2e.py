@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, tail, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, free_port, of_type, tail, wait_listening  # noqa: E402
 import xdfread  # noqa: E402
 
 import avro.datafile  # noqa: E402
@@ -37,21 +37,6 @@ import avro.io  # noqa: E402
 
 check = Checks()
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "xdf")
-
-
-def wait_for(fn, timeout, what):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    check(False, "timed out waiting for " + what)
-    return None
-
-
-def of_type(records, t):
-    return [r for r in records if r["type"] == "msrs.events." + t]
 
 
 def check_reader_on_lsl_files():
@@ -115,7 +100,7 @@ def main():
                                    "--wait", "--timeout", "90"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # Mid-session: both services die without warning and come back.
-        started = wait_for(lambda: of_type(tail(db, "sessions"), "CollectionStarted"), 60,
+        started = check.wait_for(lambda: of_type(tail(db, "sessions"), "CollectionStarted"), 60,
                            "CollectionStarted")
         time.sleep(1.5)
         collectord.kill()
@@ -130,7 +115,7 @@ def main():
         check("stopped" in out and "sim-1" in out, "summary printed: " + out[:200])
 
         manifest_path = os.path.join(archive, "s1", "manifest.json")
-        check(wait_for(lambda: os.path.exists(manifest_path), 40, "the archive"), "archived")
+        check(check.wait_for(lambda: os.path.exists(manifest_path), 40, "the archive"), "archived")
         for p in sims:
             check(stop(p) == 0, "devsim exits cleanly")
         sent = {}

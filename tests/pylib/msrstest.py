@@ -23,9 +23,25 @@ class Checks:
             print("FAIL:", what, flush=True)
         return cond
 
+    def wait_for(self, fn, timeout, what):
+        """fn()'s first truthy value within timeout seconds; else a failed check."""
+        end = time.time() + timeout
+        while time.time() < end:
+            v = fn()
+            if v:
+                return v
+            time.sleep(0.2)
+        self(False, "timed out waiting for " + what)
+        return None
+
     def finish(self):
         print("%d passed, %d failed" % (self.checks - self.failures, self.failures))
         return 1 if self.failures else 0
+
+
+def of_type(records, t):
+    """The records (as tail returns them) of record type t ("CollectionStarted")."""
+    return [r for r in records if r["type"] == "msrs.events." + t]
 
 
 def free_port():
