@@ -21,6 +21,7 @@ per device, so the devices are not the bottleneck on a 2-core machine.
   bench/bench_ingest.py --devices 8 --seconds 20 --video 1280x720@30 --bitrate 100e6
 """
 import argparse
+import calendar
 import json
 import os
 import sqlite3
@@ -60,6 +61,20 @@ def raw_sqlite_mb_s(path, size, seconds=5.0):
     return n * size / dt / 1e6
 
 
+def ce_time_ns(text):
+    """ce_time "2026-11-22T11:30:09.123456789Z" -> ns since the epoch."""
+    whole, frac = text.rstrip("Z").split(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) * 10**9 + int(frac.ljust(9, "0")[:9])
+
+
+def pcts(xs):
+    xs = sorted(xs)
+    if not xs:
+        return "no data"
+    at = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
+    return "p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (at(0.5), at(0.99), xs[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", type=int, default=8)
@@ -81,7 +96,7 @@ def main():
         procs[name] = subprocess.Popen([os.path.join(BIN, argv[0])] + argv[1:], stderr=open(os.path.join(tmp, name + ".log"), "w"), **kw)
         return procs[name]
 
-    lat, stop_reader = [], threading.Event()
+    lat, to_emit, to_visible, stop_reader = [], [], [], threading.Event()
     try:
         start("agent", ["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port, "--node-id", "n1",
                         "-X", "agent.max_message_bytes=8388608", "-X", "sync.interval_ms=1000"])
@@ -100,11 +115,15 @@ def main():
             for line in reader.stdout:
                 now = time.time_ns()
                 try:
-                    v = json.loads(line)["value"]
+                    rec = json.loads(line)
+                    v = rec["value"]
                 except ValueError:
                     continue
                 if v.get("session_id") and v["master_time_ns"]:
+                    emitted = ce_time_ns(rec["time"])
                     lat.append((now - v["master_time_ns"][-1]) / 1e6)
+                    to_emit.append((emitted - v["master_time_ns"][-1]) / 1e6)
+                    to_visible.append((now - emitted) / 1e6)
                 if stop_reader.is_set():
                     break
         th = threading.Thread(target=read, daemon=True)
@@ -142,8 +161,6 @@ def main():
     dur = stopped["duration_ns"] / 1e9
     arch_s = (t_archived - started["start_at_ns"]) / 1e9
     raw = raw_sqlite_mb_s(os.path.join(tmp, "raw.db"), mean_pkt)
-    lat.sort()
-    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731
     ingest = total / dur / 1e6
     print("# %s" % cmd)
     print("devices %d, video %s %s at %.0f Mbit/s each (mean packet %d bytes), %.1f s session"
@@ -155,8 +172,9 @@ def main():
     print("| raw SQLite blob insert, same run | %.1f MB/s -> ratio %.2f |" % (raw, ingest / raw))
     print("| archive (start -> manifest) | %.1f MB/s over %.1f s, complete=%s |"
           % (total / arch_s / 1e6, arch_s, m.get("complete")))
-    print("| sample -> visible in the log | p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d batches) |"
-          % (pct(0.5), pct(0.99), lat[-1] if lat else float("nan"), len(lat)))
+    print("| sample -> visible in the log | **%s** (%d batches) |" % (pcts(lat), len(lat)))
+    print("| of which sample -> agent emits (device batching, network, agent parse) | %s |" % pcts(to_emit))
+    print("| of which agent emits -> visible (flush, SQLite commit, reader) | %s |" % pcts(to_visible))
     print("| CPU s (agent, archiver, devsim) | %.1f, %.1f, %.1f |" % tuple(
         cpu1[n] - cpu0[n] for n in ("agent", "archiver", "devsim")))
     if not args.keep:

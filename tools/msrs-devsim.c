@@ -70,6 +70,8 @@ typedef struct ds_device {
     AVPacket *pkt;
     int64_t frame_index, next_frame_ns, video_seq, packets_sent;
     int need_keyframe; /* after (re)registering: the next frame is a keyframe */
+    /* flow: while the agent says slow_down, video is one keyframe a second */
+    int slowed, await_key;
     /* the session it records: data stamped in [rec_start, rec_stop) (device clock) carries it */
     char session[64];
     int64_t rec_start, rec_stop;
@@ -108,6 +110,7 @@ typedef struct ds_sim {
     uint64_t rng;
     int64_t started_ns, duration_ns;
     int64_t connected, errors_seen;
+    int64_t slow_downs, resumes, frames_skipped; /* flow messages obeyed */
     int video_w, video_h, video_fps;
     const char *video_codec;
     json_t *stats; /* session -> device -> stream -> {samples, bytes}: what was sent */
@@ -411,9 +414,20 @@ static void video_frame(ds_device *d, int64_t now)
     }
     if (sim.loop_n) { /* --video-loop: the pre-encoded clip, again and again */
         ds_packet *k = &sim.loop[i % sim.loop_n];
+        /* slowed: a frame a second, a keyframe; after resume, on from a keyframe */
+        if ((d->slowed && i % sim.video_fps != 0) || ((d->slowed || d->await_key) && !k->key)) {
+            sim.frames_skipped++;
+            return;
+        }
+        d->await_key = 0;
         send_packet(d, now, sim.loop_headers, k->key ? sim.loop_headers_size : 0, k->data,
                     k->size, k->key, i * (1000000000LL / sim.video_fps), frame_dev_ns,
                     sim.loop_codec);
+        return;
+    }
+    if (d->slowed && i % sim.video_fps != 0) { /* slowed: a keyframe a second */
+        sim.frames_skipped++;
+        d->need_keyframe = 1;
         return;
     }
     if (av_frame_make_writable(f) < 0)
@@ -522,6 +536,19 @@ static void on_text(ds_device *d, const char *text, size_t len)
         if (!d->registered)
             fprintf(stderr, "msrs-devsim: %s refused: %s\n", d->id,
                     json_string_value(json_object_get(payload, "reason")));
+    } else if (strcmp(type, "flow") == 0) {
+        /* The agent's log is behind: send less (video keyframes only) until
+         * resume. Frames not captured are not gaps: the sequence goes on. */
+        int slow = strcmp(json_string_value(json_object_get(payload, "state")) ?: "", "slow_down") == 0;
+        if (slow && !d->slowed) {
+            sim.slow_downs++;
+            d->await_key = 1;
+        }
+        sim.resumes += !slow && d->slowed;
+        d->slowed = slow;
+        if (sim.slow_downs + sim.resumes <= 8)
+            fprintf(stderr, "msrs-devsim: %s: flow %s at %.3f s\n", d->id, slow ? "slow_down" : "resume",
+                    (double)(now_ns() - sim.started_ns) / 1e9);
     } else if (strcmp(type, "error") == 0) {
         d->errors++;
         sim.errors_seen++;
@@ -688,7 +715,8 @@ static void on_scan(lws_sorted_usec_list_t *sul)
     for (int i = 0; i < sim.n; i++) {
         ds_device *d = &sim.devs[i];
         for (int k = 0; k < 2; k++)
-            while (d->streams[k].next_ns + (int64_t)(d->streams[k].batch * 1e9 / d->streams[k].rate_hz) <= now)
+            /* a batch goes as soon as its last sample is taken */
+            while (d->streams[k].next_ns + (int64_t)((d->streams[k].batch - 1) * 1e9 / d->streams[k].rate_hz) <= now)
                 send_samples(d, &d->streams[k], now);
         while ((d->enc || sim.loop_n) && d->next_frame_ns <= now)
             video_frame(d, now);
@@ -906,6 +934,8 @@ int main(int argc, char **argv)
         }
     }
     lws_context_destroy(sim.ctx);
+    fprintf(stderr, "msrs-devsim: flow: %lld slow_down, %lld resume, %lld video frames skipped\n",
+            (long long)sim.slow_downs, (long long)sim.resumes, (long long)sim.frames_skipped);
     if (stats && json_dump_file(sim.stats, stats, JSON_INDENT(1) | JSON_SORT_KEYS)) {
         fprintf(stderr, "msrs-devsim: %s: cannot write\n", stats);
         exit_code = 1;

@@ -228,9 +228,12 @@ const char *ev_log_backend(const ev_log *log);
  * already starts with the prefix is copied as it is. Returns buf. */
 const char *ev_log_topic(const ev_log *log, const char *name, char *buf, size_t size);
 
-/* Queues one raw record for topic. Copies everything passed. Returns
- * EV_ERR_IO / EV_ERR_FATAL when the backend refuses it. The record is
- * acknowledged (durable) once a later ev_log_flush returns 0. */
+/* Queues one raw record for topic. Copies everything passed and returns at
+ * once: a backend thread writes it (librdkafka's, or the SQLite writer that
+ * commits whatever is queued, one transaction at a time). Waits only when
+ * the backend's queue is full (queue.buffering.max.*, sqlite.queue.max.bytes).
+ * Returns EV_ERR_IO / EV_ERR_FATAL when the backend refuses it. The record
+ * is acknowledged (durable) once a later ev_log_flush returns 0. */
 int ev_log_produce(ev_log *log, const char *topic, const void *key, size_t key_len,
                    const void *value, size_t value_len, const ev_header *headers,
                    size_t header_count, int64_t timestamp_ms, char *errstr, size_t errstr_size);
@@ -256,6 +259,14 @@ int ev_log_emit_json(ev_log *log, const ev_schema *s, const char *key, json_t *v
  * EV_ERR_TIMED_OUT when some are still pending; EV_ERR_IO when any failed
  * (errstr says how many and why). */
 int ev_log_flush(ev_log *log, int timeout_ms, char *errstr, size_t errstr_size);
+
+/* What is produced and not yet acknowledged: records and key+value bytes.
+ * Never blocks; a producer that must not outrun the log (the agent) watches
+ * it and slows its sources down. Returns EV_ERR_IO (errstr says why) while
+ * the backend is failing to write them — still queued and retried (SQLite)
+ * or lost (Kafka deliveries that expired). */
+int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr,
+                   size_t errstr_size);
 
 typedef enum ev_from_kind {
     EV_FROM_BEGINNING,

@@ -167,6 +167,12 @@ int ev_log_flush(ev_log *log, int timeout_ms, char *errstr, size_t errstr_size)
     return log->backend->flush(log->impl, timeout_ms, errstr, errstr_size);
 }
 
+int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr,
+                   size_t errstr_size)
+{
+    return log->backend->backlog(log->impl, records, bytes, errstr, errstr_size);
+}
+
 static int check_topics(const char *const *topics, size_t n, char *errstr, size_t errstr_size)
 {
     if (n == 0)

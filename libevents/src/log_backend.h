@@ -15,6 +15,8 @@ typedef struct ev__backend {
                    const void *value, size_t value_len, const ev_header *headers,
                    size_t header_count, int64_t timestamp_ms, char *errstr, size_t errstr_size);
     int (*flush)(void *impl, int timeout_ms, char *errstr, size_t errstr_size);
+    int (*backlog)(void *impl, int64_t *records, int64_t *bytes, char *errstr,
+                   size_t errstr_size);
     int (*subscribe)(void *impl, const char *cursor, const char *const *topics,
                      size_t topic_count, char *errstr, size_t errstr_size);
     int (*assign)(void *impl, const char *const *topics, size_t topic_count, ev_from from,

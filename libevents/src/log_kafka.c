@@ -25,6 +25,7 @@ typedef struct kafka_log {
     rd_kafka_mock_cluster_t *mcluster;
     rd_kafka_t *producer, *consumer;
     int64_t failed;         /* delivery failures since the last flush */
+    int64_t queued_bytes;   /* key + value bytes produced, not yet delivered */
     char failure[256];      /* the first of them */
     /* consumer */
     int assigned;           /* assign mode (no cursor) */
@@ -44,6 +45,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 {
     kafka_log *k = opaque;
     (void)rk;
+    k->queued_bytes -= (int64_t)(m->len + m->key_len);
     if (m->err) {
         if (k->failed++ == 0)
             snprintf(k->failure, sizeof(k->failure), "%s: %s",
@@ -218,8 +220,10 @@ static int kafka_produce(void *impl, const char *topic, const void *key, size_t 
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                 RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_HEADERS(hdrs),
                                 RD_KAFKA_V_END);
-        if (!err)
+        if (!err) {
+            k->queued_bytes += (int64_t)(key_len + value_len);
             break;
+        }
         rd_kafka_headers_destroy(hdrs);
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && attempt < 1000) {
             rd_kafka_poll(k->producer, 10); /* backpressure: wait for deliveries */
@@ -247,6 +251,21 @@ static int kafka_flush(void *impl, int timeout_ms, char *errstr, size_t n)
     if (err == RD_KAFKA_RESP_ERR__TIMED_OUT)
         return ev__fail(errstr, n, EV_ERR_TIMED_OUT, "%d records still in flight after %d ms",
                         rd_kafka_outq_len(k->producer), timeout_ms);
+    return 0;
+}
+
+static int kafka_backlog(void *impl, int64_t *records, int64_t *bytes, char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    *records = *bytes = 0;
+    if (!k->producer)
+        return 0;
+    rd_kafka_poll(k->producer, 0); /* serve delivery reports */
+    *records = rd_kafka_outq_len(k->producer);
+    *bytes = k->queued_bytes;
+    if (k->failed)
+        return ev__fail(errstr, n, EV_ERR_IO, "%lld records not delivered, first: %s",
+                        (long long)k->failed, k->failure);
     return 0;
 }
 
@@ -544,6 +563,7 @@ const ev__backend ev__backend_kafka = {
     .close = kafka_close,
     .produce = kafka_produce,
     .flush = kafka_flush,
+    .backlog = kafka_backlog,
     .subscribe = kafka_subscribe,
     .assign = kafka_assign,
     .poll = kafka_poll,

@@ -9,12 +9,16 @@
  * sqlite.synchronous=FULL, the default). Readers never block writers. */
 #include "log_backend.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #define SQL_TOPIC_MAX 256
+#define SQL_TOPICS_MAX 64 /* topics one handle writes */
+#define SQL_RETRY_MS 100  /* a failed batch is retried this often */
 
 typedef struct pending {
     int topic;     /* index into topics */
@@ -22,8 +26,15 @@ typedef struct pending {
     size_t key_off, key_len, value_off, value_len, hdr_off, hdr_len; /* into arena */
 } pending;
 
+/* Records queued for the writer thread: offsets into one arena. */
+typedef struct batch {
+    pending *pend;
+    size_t count, pend_cap;
+    unsigned char *arena;
+    size_t len, cap;
+} batch;
+
 typedef struct topic_writer {
-    char name[SQL_TOPIC_MAX];
     sqlite3_stmt *insert;
     sqlite3_stmt *max_offset;
 } topic_writer;
@@ -40,15 +51,20 @@ typedef struct sqlite_log {
     char path[1024];
     sqlite3 *wdb, *rdb; /* writer and reader connections */
     int synchronous_full;
-    int64_t busy_timeout_ms, batch_max_records, batch_max_bytes;
-    /* producer */
-    topic_writer *writers;
-    size_t writer_count;
-    pending *pend;
-    size_t pend_count, pend_cap;
-    unsigned char *arena;
-    size_t arena_len, arena_cap;
-    int64_t failed; /* records whose batch could not be written */
+    int64_t busy_timeout_ms, queue_max_bytes;
+    size_t max_length; /* SQLite's limit on a value */
+    /* producer: callers append to `fill` under mu; the writer thread swaps
+     * it with `work` and writes `work` without the lock. wdb, writers and
+     * work belong to the thread once it runs. */
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done, retry;
+    pthread_t thread;
+    int thread_started, stopping, work_busy, failing;
+    batch fill, work;
+    char names[SQL_TOPICS_MAX][SQL_TOPIC_MAX]; /* topic index -> name, append-only */
+    int name_count;
+    topic_writer writers[SQL_TOPICS_MAX];
+    int64_t attempts_failed, lost;
     char last_error[256];
     /* consumer */
     topic_reader *readers;
@@ -116,7 +132,17 @@ static void sqlite_close(void *impl)
     sqlite_log *l = impl;
     if (!l)
         return;
-    for (size_t i = 0; i < l->writer_count; i++) {
+    if (l->thread_started) {
+        /* What is still queued gets one attempt; a caller that needs it
+         * durable flushes first. */
+        pthread_mutex_lock(&l->mu);
+        l->stopping = 1;
+        pthread_cond_broadcast(&l->wake);
+        pthread_cond_broadcast(&l->retry);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->thread, NULL);
+    }
+    for (int i = 0; i < SQL_TOPICS_MAX; i++) {
         sqlite3_finalize(l->writers[i].insert);
         sqlite3_finalize(l->writers[i].max_offset);
     }
@@ -124,10 +150,15 @@ static void sqlite_close(void *impl)
         sqlite3_finalize(l->readers[i].select);
     sqlite3_close(l->wdb);
     sqlite3_close(l->rdb);
-    free(l->writers);
     free(l->readers);
-    free(l->pend);
-    free(l->arena);
+    free(l->fill.pend);
+    free(l->fill.arena);
+    free(l->work.pend);
+    free(l->work.arena);
+    pthread_cond_destroy(&l->wake);
+    pthread_cond_destroy(&l->done);
+    pthread_cond_destroy(&l->retry);
+    pthread_mutex_destroy(&l->mu);
     free(l);
 }
 
@@ -145,14 +176,22 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
                         "config sqlite.synchronous: expected FULL or NORMAL, got '%s'", sync);
     if (!(l = calloc(1, sizeof(*l))))
         return EV_ERR_NOMEM;
+    pthread_condattr_t mono;
+    pthread_condattr_init(&mono);
+    pthread_condattr_setclock(&mono, CLOCK_MONOTONIC); /* timed waits use deadline_after */
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->wake, &mono);
+    pthread_cond_init(&l->done, &mono);
+    pthread_cond_init(&l->retry, &mono);
+    pthread_condattr_destroy(&mono);
     snprintf(l->path, sizeof(l->path), "%s", target);
     l->synchronous_full = strcasecmp(sync, "FULL") == 0;
     if ((rc = ev_conf_get_int(conf, "sqlite.busy_timeout_ms", 30000, &l->busy_timeout_ms, errstr, n)) ||
-        (rc = ev_conf_get_int(conf, "sqlite.batch.max.records", 10000, &l->batch_max_records, errstr, n)) ||
-        (rc = ev_conf_get_int(conf, "sqlite.batch.max.bytes", 16 << 20, &l->batch_max_bytes, errstr, n)))
+        (rc = ev_conf_get_int(conf, "sqlite.queue.max.bytes", 256 << 20, &l->queue_max_bytes, errstr, n)))
         goto fail;
     if ((rc = open_db(l, &l->wdb, errstr, n)) || (rc = open_db(l, &l->rdb, errstr, n)))
         goto fail;
+    l->max_length = (size_t)sqlite3_limit(l->wdb, SQLITE_LIMIT_LENGTH, -1);
     *impl = l;
     return 0;
 fail:
@@ -162,113 +201,114 @@ fail:
 
 /* ------------------------------------------------------------- producer */
 
-static int topic_table(sqlite_log *l, const char *topic, char *errstr, size_t n)
+/* ensure_writer runs on the writer thread only: wdb belongs to it. */
+static int ensure_writer(sqlite_log *l, int t, char *errstr, size_t n)
 {
+    topic_writer *w = &l->writers[t];
     char sql[SQL_TOPIC_MAX * 2 + 256];
+    int rc;
+    if (w->insert)
+        return 0;
     snprintf(sql, sizeof(sql),
              "CREATE TABLE IF NOT EXISTS \"t:%s\"(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT "
              "NULL, key BLOB, value BLOB, headers BLOB);",
-             topic);
-    return exec_setup(l, l->wdb, sql, errstr, n);
-}
-
-static int writer_for(sqlite_log *l, const char *topic, char *errstr, size_t n)
-{
-    for (size_t i = 0; i < l->writer_count; i++)
-        if (strcmp(l->writers[i].name, topic) == 0)
-            return (int)i;
-    topic_writer *w = realloc(l->writers, (l->writer_count + 1) * sizeof(*w));
-    char sql[SQL_TOPIC_MAX + 128];
-    int rc;
-    if (!w)
-        return EV_ERR_NOMEM;
-    l->writers = w;
-    w = &l->writers[l->writer_count];
-    memset(w, 0, sizeof(*w));
-    snprintf(w->name, sizeof(w->name), "%s", topic);
-    if ((rc = topic_table(l, topic, errstr, n)))
+             l->names[t]);
+    if ((rc = exec_setup(l, l->wdb, sql, errstr, n)))
         return rc;
-    snprintf(sql, sizeof(sql), "INSERT INTO \"t:%s\" VALUES(?,?,?,?,?)", topic);
+    snprintf(sql, sizeof(sql), "INSERT INTO \"t:%s\" VALUES(?,?,?,?,?)", l->names[t]);
     if (sqlite3_prepare_v3(l->wdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &w->insert, NULL))
         return db_fail(l, l->wdb, errstr, n, sql);
-    snprintf(sql, sizeof(sql), "SELECT COALESCE(MAX(offset) + 1, 0) FROM \"t:%s\"", topic);
+    snprintf(sql, sizeof(sql), "SELECT COALESCE(MAX(offset) + 1, 0) FROM \"t:%s\"", l->names[t]);
     if (sqlite3_prepare_v3(l->wdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &w->max_offset, NULL)) {
+        rc = db_fail(l, l->wdb, errstr, n, sql);
         sqlite3_finalize(w->insert);
-        return db_fail(l, l->wdb, errstr, n, sql);
+        w->insert = NULL;
+        return rc;
     }
-    return (int)l->writer_count++;
+    return 0;
 }
 
-static int arena_put(sqlite_log *l, const void *p, size_t len, size_t *off)
+/* Called with the lock held: the index of topic, added if new. */
+static int topic_index(sqlite_log *l, const char *topic, char *errstr, size_t n)
 {
-    if (l->arena_len + len > l->arena_cap) {
-        size_t cap = l->arena_cap ? l->arena_cap : 1 << 20;
-        while (cap < l->arena_len + len)
+    for (int i = 0; i < l->name_count; i++)
+        if (strcmp(l->names[i], topic) == 0)
+            return i;
+    if (l->name_count == SQL_TOPICS_MAX)
+        return ev__fail(errstr, n, EV_ERR_INVALID,
+                        "%s: one log handle writes at most %d topics", topic, SQL_TOPICS_MAX);
+    snprintf(l->names[l->name_count], SQL_TOPIC_MAX, "%s", topic);
+    return l->name_count++;
+}
+
+static int arena_put(batch *b, const void *p, size_t len, size_t *off)
+{
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 1 << 20;
+        while (cap < b->len + len)
             cap *= 2;
-        unsigned char *a = realloc(l->arena, cap);
+        unsigned char *a = realloc(b->arena, cap);
         if (!a)
             return EV_ERR_NOMEM;
-        l->arena = a;
-        l->arena_cap = cap;
+        b->arena = a;
+        b->cap = cap;
     }
-    *off = l->arena_len;
+    *off = b->len;
     if (len)
-        memcpy(l->arena + l->arena_len, p, len);
-    l->arena_len += len;
+        memcpy(b->arena + b->len, p, len);
+    b->len += len;
     return 0;
 }
 
 /* Headers on disk: per header, name + NUL, 4-byte little-endian length, value. */
-static int arena_put_headers(sqlite_log *l, const ev_header *h, size_t count, size_t *off,
-                             size_t *len)
+static int arena_put_headers(batch *b, const ev_header *h, size_t count, size_t *off, size_t *len)
 {
-    size_t start = l->arena_len, o;
+    size_t start = b->len, o;
     int rc = 0;
     for (size_t i = 0; i < count && !rc; i++) {
         uint32_t vl = (uint32_t)h[i].value_len;
         unsigned char le[4] = {(unsigned char)vl, (unsigned char)(vl >> 8),
                                (unsigned char)(vl >> 16), (unsigned char)(vl >> 24)};
-        rc = arena_put(l, h[i].name, strlen(h[i].name) + 1, &o);
+        rc = arena_put(b, h[i].name, strlen(h[i].name) + 1, &o);
         if (!rc)
-            rc = arena_put(l, le, 4, &o);
+            rc = arena_put(b, le, 4, &o);
         if (!rc)
-            rc = arena_put(l, h[i].value, h[i].value_len, &o);
+            rc = arena_put(b, h[i].value, h[i].value_len, &o);
     }
     *off = start;
-    *len = l->arena_len - start;
+    *len = b->len - start;
     return rc;
 }
 
-/* Writes every pending record in one transaction. On failure the records
- * stay pending, so a later flush retries them. */
-static int write_batch(sqlite_log *l, char *errstr, size_t n)
+/* Writes batch b in one transaction (writer thread). On failure nothing of
+ * it is written and it stays queued. */
+static int write_batch(sqlite_log *l, const batch *b, int topics, char *errstr, size_t n)
 {
-    int64_t *next = NULL;
-    int rc = 0;
-    if (l->pend_count == 0)
-        return 0;
-    if (!(next = calloc(l->writer_count, sizeof(*next))))
-        return EV_ERR_NOMEM;
+    int64_t next[SQL_TOPICS_MAX];
+    int rc;
+    for (int t = 0; t < topics; t++)
+        if ((rc = ensure_writer(l, t, errstr, n)))
+            return rc;
     if ((rc = exec(l, l->wdb, "BEGIN IMMEDIATE", errstr, n)))
-        goto out;
-    for (size_t i = 0; i < l->writer_count; i++) {
-        sqlite3_stmt *s = l->writers[i].max_offset;
+        return rc;
+    for (int t = 0; t < topics; t++) {
+        sqlite3_stmt *s = l->writers[t].max_offset;
         if (sqlite3_step(s) != SQLITE_ROW) {
             rc = db_fail(l, l->wdb, errstr, n, "next offset");
             sqlite3_reset(s);
             goto rollback;
         }
-        next[i] = sqlite3_column_int64(s, 0);
+        next[t] = sqlite3_column_int64(s, 0);
         sqlite3_reset(s);
     }
-    for (size_t i = 0; i < l->pend_count; i++) {
-        const pending *p = &l->pend[i];
+    for (size_t i = 0; i < b->count; i++) {
+        const pending *p = &b->pend[i];
         sqlite3_stmt *s = l->writers[p->topic].insert;
         sqlite3_bind_int64(s, 1, next[p->topic]++);
         sqlite3_bind_int64(s, 2, p->ts_ms);
-        sqlite3_bind_blob(s, 3, l->arena + p->key_off, (int)p->key_len, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 4, l->arena + p->value_off, (int)p->value_len, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 5, l->arena + p->hdr_off, (int)p->hdr_len, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 3, b->arena + p->key_off, (int)p->key_len, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 4, b->arena + p->value_off, (int)p->value_len, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 5, b->arena + p->hdr_off, (int)p->hdr_len, SQLITE_STATIC);
         int src = sqlite3_step(s);
         sqlite3_reset(s);
         if (src != SQLITE_DONE) {
@@ -280,69 +320,187 @@ static int write_batch(sqlite_log *l, char *errstr, size_t n)
         rc = db_fail(l, l->wdb, errstr, n, "commit");
         goto rollback;
     }
-    l->pend_count = 0;
-    l->arena_len = 0;
-    goto out;
+    return 0;
 rollback:
     sqlite3_exec(l->wdb, "ROLLBACK", NULL, NULL, NULL);
-out:
-    free(next);
     return rc;
 }
 
+static void deadline_after(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* The writer thread: takes everything queued, writes it in one transaction,
+ * repeats — a commit's fsync is the only wait, and records that arrive
+ * during it are written together by the next one (group commit). A failed
+ * batch is retried every SQL_RETRY_MS until it is written or the log is
+ * closed. */
+static void *writer_main(void *arg)
+{
+    sqlite_log *l = arg;
+    char err[256];
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->stopping && l->fill.count == 0)
+            pthread_cond_wait(&l->wake, &l->mu);
+        if (l->fill.count == 0)
+            break;
+        batch t = l->work;
+        l->work = l->fill;
+        l->fill = t;
+        l->fill.count = l->fill.len = 0;
+        l->work_busy = 1;
+        int topics = l->name_count;
+        for (;;) {
+            pthread_mutex_unlock(&l->mu);
+            int rc = write_batch(l, &l->work, topics, err, sizeof(err));
+            pthread_mutex_lock(&l->mu);
+            if (rc == 0) {
+                l->failing = 0;
+                break;
+            }
+            l->failing = 1;
+            l->attempts_failed++;
+            snprintf(l->last_error, sizeof(l->last_error), "%s", err);
+            pthread_cond_broadcast(&l->done);
+            if (l->stopping) {
+                l->lost += (int64_t)l->work.count;
+                break;
+            }
+            struct timespec until;
+            deadline_after(&until, SQL_RETRY_MS);
+            while (!l->stopping && pthread_cond_timedwait(&l->retry, &l->mu, &until) == 0)
+                ;
+        }
+        l->work.count = l->work.len = 0;
+        l->work_busy = 0;
+        pthread_cond_broadcast(&l->done);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+static int64_t queued_bytes(const sqlite_log *l)
+{
+    return (int64_t)(l->fill.len + (l->work_busy ? l->work.len : 0));
+}
+
+static int64_t queued_records(const sqlite_log *l)
+{
+    return (int64_t)(l->fill.count + (l->work_busy ? l->work.count : 0));
+}
+
+/* Queues a record for the writer thread; waits (up to busy_timeout_ms) only
+ * when sqlite.queue.max.bytes are already queued. */
 static int sqlite_produce(void *impl, const char *topic, const void *key, size_t key_len,
                           const void *value, size_t value_len, const ev_header *headers,
                           size_t header_count, int64_t timestamp_ms, char *errstr, size_t n)
 {
     sqlite_log *l = impl;
     pending p = {.ts_ms = timestamp_ms};
-    int rc, t;
+    int rc = 0, t;
 
-    if (value_len >= (size_t)sqlite3_limit(l->wdb, SQLITE_LIMIT_LENGTH, -1) || key_len > 65536)
+    if (value_len >= l->max_length || key_len > 65536)
         return ev__fail(errstr, n, EV_ERR_INVALID, "%s: record of %zu bytes is too large",
                         topic, value_len);
-    if ((t = writer_for(l, topic, errstr, n)) < 0)
-        return t;
-    p.topic = t;
-    if (l->pend_count == l->pend_cap) {
-        size_t cap = l->pend_cap ? l->pend_cap * 2 : 1024;
-        pending *np = realloc(l->pend, cap * sizeof(*np));
-        if (!np)
-            return EV_ERR_NOMEM;
-        l->pend = np;
-        l->pend_cap = cap;
+    pthread_mutex_lock(&l->mu);
+    if (!l->thread_started) {
+        if (pthread_create(&l->thread, NULL, writer_main, l) != 0) {
+            rc = ev__fail(errstr, n, EV_ERR_IO, "%s: cannot start the writer thread", l->path);
+            goto out;
+        }
+        l->thread_started = 1;
     }
-    size_t mark = l->arena_len;
+    if ((t = topic_index(l, topic, errstr, n)) < 0) {
+        rc = t;
+        goto out;
+    }
+    if (queued_bytes(l) >= l->queue_max_bytes) {
+        struct timespec until;
+        deadline_after(&until, l->busy_timeout_ms);
+        while (queued_bytes(l) >= l->queue_max_bytes)
+            if (pthread_cond_timedwait(&l->done, &l->mu, &until) == ETIMEDOUT) {
+                rc = ev__fail(errstr, n, EV_ERR_TIMED_OUT,
+                              "%s: %lld bytes queued for more than %lld ms (writer: %s)", l->path,
+                              (long long)queued_bytes(l), (long long)l->busy_timeout_ms,
+                              l->failing ? l->last_error : "writing");
+                goto out;
+            }
+    }
+    p.topic = t;
+    batch *b = &l->fill;
+    if (b->count == b->pend_cap) {
+        size_t cap = b->pend_cap ? b->pend_cap * 2 : 1024;
+        pending *np = realloc(b->pend, cap * sizeof(*np));
+        if (!np) {
+            rc = EV_ERR_NOMEM;
+            goto out;
+        }
+        b->pend = np;
+        b->pend_cap = cap;
+    }
+    size_t mark = b->len;
     p.key_len = key_len;
     p.value_len = value_len;
-    if ((rc = arena_put(l, key, key_len, &p.key_off)) ||
-        (rc = arena_put(l, value, value_len, &p.value_off)) ||
-        (rc = arena_put_headers(l, headers, header_count, &p.hdr_off, &p.hdr_len))) {
-        l->arena_len = mark;
-        return rc;
+    if ((rc = arena_put(b, key, key_len, &p.key_off)) ||
+        (rc = arena_put(b, value, value_len, &p.value_off)) ||
+        (rc = arena_put_headers(b, headers, header_count, &p.hdr_off, &p.hdr_len))) {
+        b->len = mark;
+        goto out;
     }
-    l->pend[l->pend_count++] = p;
-    if ((int64_t)l->pend_count >= l->batch_max_records || (int64_t)l->arena_len >= l->batch_max_bytes) {
-        /* A full batch is written now; if that fails the records stay
-         * queued and the error is reported by this call and by flush. */
-        rc = write_batch(l, l->last_error, sizeof(l->last_error));
-        if (rc)
-            return ev__fail(errstr, n, rc, "%s", l->last_error);
-    }
-    return 0;
+    b->pend[b->count++] = p;
+    pthread_cond_signal(&l->wake);
+out:
+    pthread_mutex_unlock(&l->mu);
+    return rc;
 }
 
 static int sqlite_flush(void *impl, int timeout_ms, char *errstr, size_t n)
 {
     sqlite_log *l = impl;
-    size_t count = l->pend_count;
-    int rc = write_batch(l, errstr, n);
-    if (rc) {
-        char inner[256];
-        snprintf(inner, sizeof(inner), "%s", errstr ? errstr : "");
-        return ev__fail(errstr, n, rc, "%zu records not acknowledged: %s", count, inner);
+    struct timespec until;
+    int rc = 0;
+    deadline_after(&until, timeout_ms);
+    pthread_mutex_lock(&l->mu);
+    int64_t attempts = l->attempts_failed;
+    while (queued_records(l) > 0) {
+        if (l->attempts_failed != attempts) {
+            rc = ev__fail(errstr, n, EV_ERR_IO, "%lld records not acknowledged: %s",
+                          (long long)queued_records(l), l->last_error);
+            break;
+        }
+        if (pthread_cond_timedwait(&l->done, &l->mu, &until) == ETIMEDOUT &&
+            queued_records(l) > 0) {
+            rc = ev__fail(errstr, n, EV_ERR_TIMED_OUT,
+                          "%lld records still queued after %d ms%s%s",
+                          (long long)queued_records(l), timeout_ms,
+                          l->failing ? ": " : "", l->failing ? l->last_error : "");
+            break;
+        }
     }
-    return 0;
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+static int sqlite_backlog(void *impl, int64_t *records, int64_t *bytes, char *errstr, size_t n)
+{
+    sqlite_log *l = impl;
+    int rc = 0;
+    pthread_mutex_lock(&l->mu);
+    *records = queued_records(l);
+    *bytes = queued_bytes(l);
+    if (l->failing)
+        rc = ev__fail(errstr, n, EV_ERR_IO, "%lld records waiting, retrying: %s",
+                      (long long)*records, l->last_error);
+    pthread_mutex_unlock(&l->mu);
+    return rc;
 }
 
 /* ------------------------------------------------------------- consumer */
@@ -650,6 +808,7 @@ const ev__backend ev__backend_sqlite = {
     .close = sqlite_close,
     .produce = sqlite_produce,
     .flush = sqlite_flush,
+    .backlog = sqlite_backlog,
     .subscribe = sqlite_subscribe,
     .assign = sqlite_assign,
     .poll = sqlite_poll,

@@ -20,7 +20,7 @@ typedef struct ag_config {
     int64_t max_devices;
     int64_t rate_per_s, rate_burst; /* per connection token bucket */
     int64_t sync_interval_ms, sync_probes, probe_spacing_ms, round_timeout_ms;
-    int64_t flush_interval_ms;
+    int64_t flow_high_bytes, flow_low_bytes; /* log backlog: slow_down above, resume below */
     int64_t report_delay_ms; /* RecordingReport this long after a session's stop instant */
 } ag_config;
 
@@ -51,6 +51,7 @@ typedef struct ag_device {
     int stream_count;
     /* the session it records, if any: its counts per stream */
     ag_session *rec;
+    int64_t rec_start_dev, rec_stop_dev; /* the instants as sent (device clock); stop INT64_MAX */
     ag_count counts[AG_MAX_STREAMS];
     int count_n;
     /* clock-sync round */
@@ -80,12 +81,13 @@ struct ag_conn {
     int64_t tokens_at_ns;
     int64_t flood_strikes;
     int closing; /* ag_close was called: close at the next writable callback */
+    int paused;  /* not read while the log is behind (flow slow_down) */
     char peer[64];
 };
 
 typedef struct ag_counters {
     int64_t connections, messages, bad_json, too_large, unknown_type, invalid, rate_limited,
-        duplicates, not_registered, events, emit_errors, dropped, late;
+        duplicates, not_registered, events, emit_errors, dropped, late, slow_downs;
 } ag_counters;
 
 typedef struct ag_agent {
@@ -97,7 +99,9 @@ typedef struct ag_agent {
     ag_device **devices;
     size_t device_count, device_cap;
     size_t connected;
-    int64_t last_flush_ns;
+    int slowed;                 /* devices were told to slow down */
+    int64_t backlog_bytes;      /* the log's, at the last tick */
+    int64_t log_error_at_ns;    /* last time a failing log writer was reported */
     int64_t next_id;
     ag_counters n;
     char commands_topic[320];
@@ -113,6 +117,12 @@ ag_device *ag_device_find(ag_agent *a, const char *id);
 void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload /* stolen */);
 void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *message,
                    const char *ref_id);
+/* Flow control, called by the tick: when the log's backlog passes
+ * agent.flow.high_bytes every device is sent `flow` slow_down and is no
+ * longer read; below agent.flow.low_bytes, `flow` resume and reading again. */
+void ag_flow_tick(ag_agent *a, int64_t now_ns);
+/* A device that registers while the log is behind is told so at once. */
+void ag_flow_greet(ag_agent *a, ag_conn *c);
 /* Runs clock-sync rounds that are due; called by the tick. */
 void ag_sync_tick(ag_agent *a, int64_t now_ns);
 /* Starts a round now for device_id (NULL: every connected device). */
@@ -129,9 +139,11 @@ void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
 void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at_ns);
 /* Sends `start` to a device that (re)registers during a session it records. */
 void ag_recording_rejoin(ag_agent *a, ag_device *d);
-/* The counter of stream for data at master time t: NULL when the data is
+/* The counter of stream for data at device time t: NULL when the data is
  * not part of a session (claimed: the envelope's session_id or NULL).
- * *session is set to the session's id. */
+ * Unclaimed data is the session's when t is within the start and stop
+ * instants exactly as they were sent to the device (its clock), so the
+ * device and the agent draw the same line. *session is set to the id. */
 ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int64_t t,
                              const char *stream, const char **session);
 /* Accounts n samples (bytes of data) of a device: delivered to the log, or

@@ -25,8 +25,9 @@ static void usage(FILE *f)
             "\nconfig keys (defaults): agent.max_message_bytes (1048576), agent.max_devices\n"
             "(1024), agent.rate_per_s (2000), agent.rate_burst (4000), sync.interval_ms (2000),\n"
             "sync.probes (8), sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
-            "agent.flush_interval_ms (5), agent.report_delay_ms (1000: RecordingReport this long\n"
-            "after a session's stop instant)\n"
+            "agent.flow.high_bytes (67108864) / agent.flow.low_bytes (16777216: devices are told\n"
+            "to slow down and not read while the log's backlog is above high, until below low),\n"
+            "agent.report_delay_ms (1000: RecordingReport this long after a session's stop instant)\n"
             "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -46,7 +47,8 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 {"sync.probes", 8, &cfg->sync_probes},
                 {"sync.probe_spacing_ms", 15, &cfg->probe_spacing_ms},
                 {"sync.round_timeout_ms", 500, &cfg->round_timeout_ms},
-                {"agent.flush_interval_ms", 5, &cfg->flush_interval_ms},
+                {"agent.flow.high_bytes", 64 << 20, &cfg->flow_high_bytes},
+                {"agent.flow.low_bytes", 16 << 20, &cfg->flow_low_bytes},
                 {"agent.report_delay_ms", 1000, &cfg->report_delay_ms}};
     if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
         (size_t)(colon - l) >= sizeof(cfg->host)) {
@@ -65,6 +67,12 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
             fprintf(stderr, "msrs-agent: config %s: expected a positive integer\n", ints[i].key);
             return -1;
         }
+    }
+    if (cfg->flow_low_bytes >= cfg->flow_high_bytes) {
+        fprintf(stderr, "msrs-agent: config agent.flow.low_bytes (%lld): expected less than "
+                        "agent.flow.high_bytes (%lld)\n",
+                (long long)cfg->flow_low_bytes, (long long)cfg->flow_high_bytes);
+        return -1;
     }
     const char *id = node ? node : ev_conf_get(conf, "agent.node_id", NULL);
     char host[64] = "node";
@@ -123,15 +131,10 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 {
     ag_agent *a = lws_container_of(sul, ag_agent, tick);
     int64_t now = ag_now_ns();
-    char err[512];
     ag_sync_tick(a, now);
     ag_recording_tick(a, now);
-    if (now - a->last_flush_ns >= a->cfg.flush_interval_ms * 1000000LL) {
-        a->last_flush_ns = now;
-        if (ev_log_flush(a->log, 5000, err, sizeof(err)))
-            fprintf(stderr, "msrs-agent: %s\n", err);
-        poll_commands(a);
-    }
+    ag_flow_tick(a, now); /* the log writes in its own thread: nothing to flush here */
+    poll_commands(a);
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
 }
 
@@ -140,12 +143,14 @@ static void print_counters(const ag_agent *a, const char *when)
     fprintf(stderr,
             "msrs-agent: %s: %zu connected, %lld connections, %lld messages, %lld events, "
             "errors: %lld bad_json %lld too_large %lld unknown_type %lld invalid %lld "
-            "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld late\n",
+            "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld late; "
+            "%lld slow_down\n",
             when, a->connected, (long long)a->n.connections, (long long)a->n.messages,
             (long long)a->n.events, (long long)a->n.bad_json, (long long)a->n.too_large,
             (long long)a->n.unknown_type, (long long)a->n.invalid, (long long)a->n.rate_limited,
             (long long)a->n.duplicates, (long long)a->n.not_registered,
-            (long long)a->n.emit_errors, (long long)a->n.dropped, (long long)a->n.late);
+            (long long)a->n.emit_errors, (long long)a->n.dropped, (long long)a->n.late,
+            (long long)a->n.slow_downs);
 }
 
 int main(int argc, char **argv)

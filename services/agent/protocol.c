@@ -217,6 +217,7 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
                       a->cfg.node_id, "resume", d->next_seq));
     d->round_active = 0;
     d->next_round_ns = ag_now_ns(); /* sync at once */
+    ag_flow_greet(a, c);
     ag_recording_rejoin(a, d);
 }
 
@@ -340,7 +341,7 @@ static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
     }
     const char *session;
     ag_count *cnt = ag_recording_count(a, d, json_string_value(json_object_get(env, "session_id")),
-                                       json_integer_value(json_array_get(master_t, 0)), stream,
+                                       json_integer_value(json_array_get(dev_t, 0)), stream,
                                        &session);
     /* Sequence gaps: counted, not hidden. */
     int64_t s = json_integer_value(seq);
@@ -429,7 +430,7 @@ static void on_media(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t l
     const char *session;
     size_t bytes = len - 4 - hlen;
     ag_count *cnt = ag_recording_count(a, c->dev, json_string_value(json_object_get(h, "session_id")),
-                                       master, stream, &session);
+                                       ts, stream, &session);
     json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I, s:I, s:i, s:i, s:s}",
                             "device_id", c->dev->device_id, "session_id", session,
                             "stream_id", stream, "seq",
@@ -564,4 +565,48 @@ void ag_on_closed(ag_agent *a, ag_conn *c)
     c->out_tail = NULL;
     free(c->rx);
     c->rx = NULL;
+}
+
+/* ------------------------------------------------------------------- flow */
+
+static void flow_set(ag_agent *a, ag_conn *c, int slow)
+{
+    if (slow)
+        ag_send(a, c, "flow",
+                json_pack("{s:s, s:s, s:I}", "state", "slow_down", "reason", "log_behind",
+                          "backlog_bytes", (json_int_t)a->backlog_bytes));
+    else
+        ag_send(a, c, "flow", json_pack("{s:s}", "state", "resume"));
+    if (c->paused != slow) {
+        c->paused = slow;
+        lws_rx_flow_control(c->wsi, !slow);
+    }
+}
+
+void ag_flow_greet(ag_agent *a, ag_conn *c)
+{
+    if (a->slowed)
+        flow_set(a, c, 1);
+}
+
+void ag_flow_tick(ag_agent *a, int64_t now)
+{
+    int64_t records, bytes;
+    char err[512];
+    if (ev_log_backlog(a->log, &records, &bytes, err, sizeof(err)) &&
+        now - a->log_error_at_ns >= 1000000000LL) {
+        a->log_error_at_ns = now; /* once a second while it lasts */
+        fprintf(stderr, "msrs-agent: log: %s\n", err);
+    }
+    a->backlog_bytes = bytes;
+    int slow = a->slowed ? bytes > a->cfg.flow_low_bytes : bytes > a->cfg.flow_high_bytes;
+    if (slow == a->slowed)
+        return;
+    a->slowed = slow;
+    a->n.slow_downs += slow;
+    fprintf(stderr, "msrs-agent: log backlog %lld bytes in %lld records: %s\n", (long long)bytes,
+            (long long)records, slow ? "devices told to slow down" : "devices resume");
+    for (size_t i = 0; i < a->device_count; i++)
+        if (a->devices[i]->conn)
+            flow_set(a, a->devices[i]->conn, slow);
 }

@@ -24,10 +24,12 @@ static ag_session *session_find(ag_agent *a, const char *id)
 /* `start` or `stop` with the session's instant on the device's clock. */
 static void send_instant(ag_agent *a, ag_device *d, const char *type, int64_t at_ns)
 {
+    int start = strcmp(type, "start") == 0;
+    int64_t at = cs_agent_to_device(&d->clock, at_ns);
+    *(start ? &d->rec_start_dev : &d->rec_stop_dev) = at;
     ag_send(a, d->conn, type,
             json_pack("{s:s, s:I}", "session_id", d->rec->session_id,
-                      strcmp(type, "start") == 0 ? "start_at" : "stop_at",
-                      (json_int_t)cs_agent_to_device(&d->clock, at_ns)));
+                      start ? "start_at" : "stop_at", (json_int_t)at));
 }
 
 static void send_start(ag_agent *a, ag_device *d)
@@ -42,6 +44,9 @@ static void attach(ag_agent *a, ag_session *s, ag_device *d)
     if (d->rec)
         return; /* already recording (this session, or another: one at a time) */
     d->rec = s;
+    /* until sent, the instants converted now */
+    d->rec_start_dev = cs_agent_to_device(&d->clock, s->start_at_ns);
+    d->rec_stop_dev = INT64_MAX;
     d->count_n = d->stream_count;
     memset(d->counts, 0, sizeof(d->counts));
     for (int i = 0; i < d->stream_count; i++)
@@ -104,6 +109,8 @@ void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
         ag_device *d = a->devices[i];
         if (d->rec == s && d->conn)
             send_instant(a, d, "stop", stop_at);
+        else if (d->rec == s)
+            d->rec_stop_dev = cs_agent_to_device(&d->clock, stop_at);
     }
 }
 
@@ -126,7 +133,7 @@ ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int
     if (claimed && *claimed) {
         if (strcmp(claimed, s->session_id) != 0)
             return NULL;
-    } else if (t < s->start_at_ns || t >= s->stop_at_ns) {
+    } else if (t < d->rec_start_dev || t >= d->rec_stop_dev) {
         return NULL;
     }
     *session = s->session_id;

@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,15 @@ static const char *mark_key(const ev_event *ev)
 }
 
 /* ------------------------------------------------------------ ordering */
+
+/* Marks of key "s" in order 0, 1, 2, ... each once. */
+static void check_marks_in_order(void *opaque, const ev_event *ev)
+{
+    long *next = opaque;
+    ck_assert_str_eq(mark_key(ev), "s");
+    ck_assert_int_eq(mark_seq(ev), *next);
+    (*next)++;
+}
 
 #define KEYS 8
 #define PER_KEY 250
@@ -445,6 +455,62 @@ START_TEST(many_processes_open_a_new_log_at_once)
 }
 END_TEST
 
+/* ------------------------------------------------------- backlog */
+
+START_TEST(a_blocked_writer_keeps_records_queued_and_retries)
+{
+    /* SQLite: another connection holds the write lock longer than the
+     * writer's busy timeout. Records stay queued (the backlog says so and
+     * names the error), flush times out or reports it, and once the lock is
+     * released every record is written exactly once. */
+    if (!is_sqlite)
+        return; /* the mock broker cannot be blocked from outside */
+    char err[512], path[1100];
+    ev_conf *c = ev_conf_new();
+    ev_conf_set(c, "log", uri);
+    ev_conf_set(c, "topic.prefix", prefix);
+    ev_conf_set(c, "sqlite.busy_timeout_ms", "50");
+    ev_log *log;
+    ck_assert_msg(ev_log_open(&log, c, err, sizeof(err)) == 0, "%s", err);
+    ev_conf_destroy(c);
+    ev_codec *codec = ev_codec_new();
+    emit_mark(log, codec, "s", 0, 0); /* creates the table */
+    ck_assert_msg(ev_log_flush(log, 10000, err, sizeof(err)) == 0, "%s", err);
+
+    sqlite3 *other;
+    snprintf(path, sizeof(path), "%s/log.db", dir);
+    ck_assert_int_eq(sqlite3_open(path, &other), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    for (long i = 1; i <= 100; i++)
+        emit_mark(log, codec, "s", i, 0);
+    int64_t records = 0, bytes = 0;
+    int rc = EV_ERR_TIMED_OUT;
+    for (int i = 0; i < 100 && rc != EV_ERR_IO; i++) {
+        rc = ev_log_backlog(log, &records, &bytes, err, sizeof(err));
+        usleep(20000);
+    }
+    ck_assert_msg(rc == EV_ERR_IO && strstr(err, "locked") != NULL, "backlog rc %d: %s", rc, err);
+    ck_assert_int_eq(records, 100);
+    ck_assert_int_gt(bytes, 100 * 20);
+    rc = ev_log_flush(log, 300, err, sizeof(err));
+    ck_assert_msg(rc == EV_ERR_IO || rc == EV_ERR_TIMED_OUT, "flush while blocked: %d %s", rc, err);
+    ck_assert_msg(strstr(err, "100 records") != NULL, "%s", err);
+
+    ck_assert_int_eq(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    ck_assert_msg(ev_log_flush(log, 10000, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(ev_log_backlog(log, &records, &bytes, err, sizeof(err)), 0);
+    ck_assert_int_eq(records, 0);
+    ck_assert_int_eq(bytes, 0);
+    const char *t = topic(log, "sessions");
+    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)), 0);
+    long next = 0;
+    ck_assert_int_eq(drain(log, codec, check_marks_in_order, &next, 10000), 101);
+    ev_codec_destroy(codec);
+    ev_log_destroy(log);
+}
+END_TEST
+
 /* ------------------------------------------------------- bad input */
 
 START_TEST(bad_input_is_refused_and_nothing_lost)
@@ -503,6 +569,7 @@ int main(void)
     tcase_add_test(tc, concurrent_producer_processes);
     tcase_add_test(tc, many_processes_open_a_new_log_at_once);
     tcase_add_test(tc, bad_input_is_refused_and_nothing_lost);
+    tcase_add_test(tc, a_blocked_writer_keeps_records_queued_and_retries);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
