@@ -1,8 +1,9 @@
-/* msrs-replay — rebuilds state from the log: folds every node, device and
- * session event with the reducers the services use (libevents' ev_state)
- * and prints the state as JSON.
- * This is the first slice of replay: --until, --verify, --refit and
- * --republish are not built yet (see docs/architecture.md). */
+/* msrs-replay — rebuilds state from the log: folds node, device, session
+ * and command events with the reducers the services use (libevents'
+ * ev_state) and prints the state as JSON, as it is now or as it was
+ * (--until), or checks it against a service's snapshot (--verify).
+ * Not built yet: --refit, --republish and archive folders as a source
+ * (docs/architecture.md, "Replay"). */
 #include "cli.h"
 
 #include <stdio.h>
@@ -10,46 +11,141 @@
 #include <string.h>
 #include <time.h>
 
+#define MAX_DIFFS 50
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: msrs-replay --log URI [options]\n"
                "Folds the nodes, devices, sessions and commands topics from the beginning with the\n"
                "services' reducers and prints the resulting state as JSON on stdout.\n\n"
+               "  --topics LIST      fold these topics (comma-separated logical names) instead\n"
+               "  --until WHEN       the state as it was: WHEN is a time (RFC 3339, e.g.\n"
+               "                     2026-11-22T10:00:00.5Z, or ns since the epoch) — records\n"
+               "                     with a later event time are not folded — or positions\n"
+               "                     TOPIC:OFFSET[,TOPIC:OFFSET...] — records at or past OFFSET\n"
+               "                     (partition 0; TOPIC/P:OFFSET for partition P) are not folded\n"
+               "  --verify FILE      compare with a snapshot a service wrote (config state.file):\n"
+               "                     fold the snapshot's topics up to its positions, print every\n"
+               "                     difference in nodes, devices and sessions (path: replay vs\n"
+               "                     snapshot), exit 1 if any\n"
                "  --compact          one line of JSON instead of indented\n"
                CLI_COMMON_HELP
-               "\nProgress goes to stderr every second on long logs.\n"
-               "exit: 0 ok, 1 a record could not be decoded or applied (named on stderr;\n"
-               "the rest is still folded), 2 usage\n");
+               "\nThe output adds \"positions\" (next offset per topic and partition folded),\n"
+               "\"records\", \"undecodable\" and \"offset_gaps\". Progress goes to stderr every\n"
+               "second on long logs.\n"
+               "exit: 0 ok; 1 a record could not be decoded or applied, offsets are missing\n"
+               "(each named on stderr; the rest is still folded) or --verify found differences;\n"
+               "2 usage, or a snapshot that cannot be read\n");
+}
+
+/* "sessions:12,devices/0:40" -> {"<prefixed topic>": {"0": 12}, ...}. */
+static json_t *parse_positions(ev_log *log, const char *text)
+{
+    json_t *lim = json_object();
+    char *copy = strdup(text), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strrchr(tok, ':'), *end, *slash, full[320], part[16] = "0";
+        if (!colon || colon == tok)
+            goto bad;
+        *colon = '\0';
+        long long off = strtoll(colon + 1, &end, 10);
+        if (*end || off < 0)
+            goto bad;
+        if ((slash = strchr(tok, '/'))) {
+            *slash = '\0';
+            snprintf(part, sizeof(part), "%d", atoi(slash + 1));
+        }
+        ev_log_topic(log, tok, full, sizeof(full));
+        json_t *t = json_object_get(lim, full);
+        if (!t)
+            json_object_set_new(lim, full, t = json_object());
+        json_object_set_new(t, part, json_integer(off));
+    }
+    free(copy);
+    return lim;
+bad:
+    free(copy);
+    json_decref(lim);
+    return NULL;
+}
+
+/* Prints where a and b differ below path; returns how many differences. */
+static int diff(const char *path, json_t *a, json_t *b, int printed)
+{
+    char sub[1024];
+    int n = 0;
+    if (json_is_object(a) && json_is_object(b)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(a, k, v)
+        {
+            if (snprintf(sub, sizeof(sub), "%s.%s", path, k) >= (int)sizeof(sub))
+                sub[sizeof(sub) - 2] = '~'; /* a path this deep is cut */
+            n += diff(sub, v, json_object_get(b, k), printed + n);
+        }
+        json_object_foreach(b, k, v) if (!json_object_get(a, k))
+        {
+            if (snprintf(sub, sizeof(sub), "%s.%s", path, k) >= (int)sizeof(sub))
+                sub[sizeof(sub) - 2] = '~';
+            n += diff(sub, NULL, v, printed + n);
+        }
+        return n;
+    }
+    if (json_is_array(a) && json_is_array(b) && json_array_size(a) == json_array_size(b)) {
+        for (size_t i = 0; i < json_array_size(a); i++) {
+            if (snprintf(sub, sizeof(sub), "%s[%zu]", path, i) >= (int)sizeof(sub))
+                sub[sizeof(sub) - 2] = '~';
+            n += diff(sub, json_array_get(a, i), json_array_get(b, i), printed + n);
+        }
+        return n;
+    }
+    if (a && b && json_equal(a, b))
+        return 0;
+    if (printed < MAX_DIFFS) {
+        char *x = a ? json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS) : NULL;
+        char *y = b ? json_dumps(b, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS) : NULL;
+        fprintf(stderr, "msrs-replay: differs at %s: replay %.200s, snapshot %.200s\n", path + 1,
+                x ? x : "(absent)", y ? y : "(absent)");
+        free(x);
+        free(y);
+    }
+    return 1;
 }
 
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
                                               {"compact", no_argument, NULL, 'C'},
+                                              {"topics", required_argument, NULL, 'T'},
+                                              {"until", required_argument, NULL, 'U'},
+                                              {"verify", required_argument, NULL, 'V'},
                                               {NULL, 0, NULL, 0}};
     cli_common common = {0};
     int opt, compact = 0, exit_code = CLI_EXIT_OK;
+    const char *topics_arg = NULL, *until = NULL, *verify = NULL;
     char err[512];
     ev_log *log = NULL;
     ev_conf *conf;
+    json_t *snapshot = NULL, *limit = NULL;
 
     /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
     cli_install_signals();
     while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if (cli_common_opt(&common, opt, optarg))
             continue;
-        if (opt == 'h') {
-            usage(stdout);
-            return CLI_EXIT_OK;
+        switch (opt) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case 'C': compact = 1; break;
+        case 'T': topics_arg = optarg; break;
+        case 'U': until = optarg; break;
+        case 'V': verify = optarg; break;
+        default: usage(stderr); return CLI_EXIT_USAGE;
         }
-        if (opt == 'C') {
-            compact = 1;
-            continue;
-        }
-        usage(stderr);
-        return CLI_EXIT_USAGE;
     }
-    if (optind < argc) {
+    if (optind < argc || (verify && (until || topics_arg))) {
+        if (verify)
+            fprintf(stderr, "msrs-replay: --verify takes its topics and positions from the "
+                            "snapshot: not with --until or --topics\n");
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
@@ -62,18 +158,88 @@ int main(int argc, char **argv)
     }
     ev_codec *codec = ev_codec_new();
     ev_state *state = ev_state_new();
-    cli_projection p = {"msrs-replay", log, codec, state, 0, NULL, NULL, 0, 0};
-    if (cli_projection_fold(&p))
+    cli_projection p = {.prog = "msrs-replay", .log = log, .codec = codec, .state = state};
+    const char *topics[8];
+    size_t topic_count = 0;
+    char *topic_copy = NULL;
+
+    if (verify) {
+        json_error_t je;
+        if (!(snapshot = json_load_file(verify, 0, &je))) {
+            fprintf(stderr, "msrs-replay: %s:%d: %s\n", verify, je.line, je.text);
+            exit_code = CLI_EXIT_USAGE;
+            goto out;
+        }
+        json_t *pos = json_object_get(snapshot, "positions");
+        const char *k;
+        json_t *v;
+        if (!json_is_object(pos) || json_object_size(pos) == 0 || json_object_size(pos) > 8) {
+            fprintf(stderr, "msrs-replay: %s: field \"positions\": expected an object of 1 to 8 "
+                            "topics (a snapshot written by a service's state.file)\n", verify);
+            exit_code = CLI_EXIT_USAGE;
+            goto out;
+        }
+        json_object_foreach(pos, k, v) topics[topic_count++] = k;
+        p.limit = pos;
+    } else {
+        topic_copy = strdup(topics_arg ? topics_arg : "nodes,devices,sessions,commands");
+        char *save = NULL;
+        for (char *t = strtok_r(topic_copy, ",", &save); t && topic_count < 8;
+             t = strtok_r(NULL, ",", &save))
+            topics[topic_count++] = t;
+        if (until && strchr(until, ':') && !strchr(until, 'T')) {
+            if (!(limit = parse_positions(log, until))) {
+                fprintf(stderr, "msrs-replay: --until '%s': expected TOPIC:OFFSET[,TOPIC:OFFSET...]\n", until);
+                exit_code = CLI_EXIT_USAGE;
+                goto out;
+            }
+            p.limit = limit;
+        } else if (until) {
+            char *end;
+            long long ns = strtoll(until, &end, 10);
+            int64_t t;
+            if (*end == '\0' && ns > 0)
+                p.until_ns = ns;
+            else if (ev_parse_time(until, strlen(until), &t) == 0)
+                p.until_ns = t;
+            else {
+                fprintf(stderr, "msrs-replay: --until '%s': expected an RFC 3339 time, ns since "
+                                "the epoch, or TOPIC:OFFSET\n", until);
+                exit_code = CLI_EXIT_USAGE;
+                goto out;
+            }
+        }
+    }
+    if (cli_projection_fold(&p, topics, topic_count))
         exit_code = CLI_EXIT_FAIL;
-    int64_t records = p.records, bad = p.bad;
-    json_t *j = ev_state_to_json(state);
-    json_object_set_new(j, "records", json_integer(records));
-    json_object_set_new(j, "undecodable", json_integer(bad));
-    json_dumpf(j, stdout, JSON_SORT_KEYS | (compact ? JSON_COMPACT : JSON_INDENT(2)));
-    fputc('\n', stdout);
+    json_t *j = cli_projection_snapshot(&p);
+    if (verify) {
+        static const char *const parts[] = {"nodes", "devices", "sessions"};
+        int n = 0;
+        for (size_t i = 0; i < 3; i++) {
+            char path[64];
+            snprintf(path, sizeof(path), ".%s", parts[i]);
+            n += diff(path, json_object_get(j, parts[i]), json_object_get(snapshot, parts[i]), n);
+        }
+        if (n) {
+            fprintf(stderr, "msrs-replay: %d difference%s from %s\n", n, n == 1 ? "" : "s", verify);
+            exit_code = CLI_EXIT_FAIL;
+        } else {
+            fprintf(stderr, "msrs-replay: the replayed state matches %s (%lld records folded)\n",
+                    verify, (long long)p.records);
+        }
+    } else {
+        json_dumpf(j, stdout, JSON_SORT_KEYS | (compact ? JSON_COMPACT : JSON_INDENT(2)));
+        fputc('\n', stdout);
+    }
     json_decref(j);
-    if (bad)
+    if (p.bad || p.gaps)
         exit_code = CLI_EXIT_FAIL;
+out:
+    free(topic_copy);
+    json_decref(snapshot);
+    json_decref(limit);
+    cli_projection_free(&p);
     ev_state_destroy(state);
     ev_codec_destroy(codec);
     ev_log_destroy(log);

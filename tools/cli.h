@@ -60,6 +60,17 @@ typedef struct cli_projection {
     void (*check)(void *arg);
     void *arg;
     int64_t records, bad; /* out: folded, and skipped (named on stderr) */
+    /* where the fold is: {"<topic>": {"<partition>": next offset}} (owned) */
+    json_t *positions;
+    /* optional bounds: records at or past limit[topic][partition] (same
+     * shape; borrowed) or with event time > until_ns (0: none) are not folded */
+    json_t *limit;
+    int64_t until_ns;
+    /* cli_projection_run writes a snapshot here after each check (config
+     * state.file; NULL: none) — what `msrs-replay --verify` compares */
+    const char *state_file;
+    int64_t gaps; /* out: holes in a partition's offsets (reported on stderr) */
+    json_t *seen; /* internal: next offset read per topic and partition */
 } cli_projection;
 
 /* The topics the reducers fold: nodes, devices, sessions, commands. */
@@ -73,9 +84,14 @@ int cli_projection_step(cli_projection *p, int timeout_ms);
 /* Start, then run until SIGINT/SIGTERM. Returns an exit code: CLI_EXIT_OK,
  * or CLI_EXIT_FAIL when the log failed. */
 int cli_projection_run(cli_projection *p, const char *const *topics, size_t topic_count);
-/* Start on the state topics and fold to their end, with progress on stderr
- * every second. Returns 0, or -1 when the log failed. */
-int cli_projection_fold(cli_projection *p);
+/* Start on topics and fold to their end, with progress on stderr every
+ * second. Returns 0, or -1 when the log failed. */
+int cli_projection_fold(cli_projection *p, const char *const *topics, size_t topic_count);
+/* The state as JSON with "positions", "records" and "undecodable": what a
+ * service's state.file holds and what msrs-replay prints. New object. */
+json_t *cli_projection_snapshot(const cli_projection *p);
+/* Frees what the projection owns (positions). */
+void cli_projection_free(cli_projection *p);
 
 /* Emits a record given as JSON (borrowed) with event id id (NULL: a new
  * one) and waits until the log acknowledged it. Prints and returns the

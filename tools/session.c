@@ -28,12 +28,13 @@ static int view_open(view *v, ev_conf *conf)
     }
     v->codec = ev_codec_new();
     v->state = ev_state_new();
-    v->p = (cli_projection){"msrs", v->log, v->codec, v->state, 0, NULL, NULL, 0, 0};
+    v->p = (cli_projection){.prog = "msrs", .log = v->log, .codec = v->codec, .state = v->state};
     return 0;
 }
 
 static void view_close(view *v)
 {
+    cli_projection_free(&v->p);
     ev_state_destroy(v->state);
     ev_codec_destroy(v->codec);
     ev_log_destroy(v->log);
@@ -172,7 +173,7 @@ static int session_start(ev_conf *conf, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     int rc = CLI_EXIT_OK;
-    if (cli_projection_fold(&v.p) == 0) {
+    if (cli_projection_fold(&v.p, cli_state_topics, 4) == 0) {
         json_t *old = session_of(&v, sid);
         if (old) {
             fprintf(stderr, "msrs session start: session '%s' exists already (state %s)\n", sid,
@@ -228,7 +229,7 @@ static int session_stop(ev_conf *conf, int argc, char **argv)
     if (view_open(&v, conf))
         return CLI_EXIT_USAGE;
     int rc = CLI_EXIT_OK;
-    json_t *x = cli_projection_fold(&v.p) == 0 ? session_of(&v, sid) : NULL;
+    json_t *x = cli_projection_fold(&v.p, cli_state_topics, 4) == 0 ? session_of(&v, sid) : NULL;
     if (!x) {
         fprintf(stderr, "msrs session stop: no session '%s' in the log\n", sid);
         view_close(&v);
@@ -262,7 +263,7 @@ static int session_view(ev_conf *conf, int argc, char **argv, int list)
     view v;
     if (view_open(&v, conf))
         return CLI_EXIT_USAGE;
-    if (cli_projection_fold(&v.p)) {
+    if (cli_projection_fold(&v.p, cli_state_topics, 4)) {
         view_close(&v);
         return CLI_EXIT_FAIL;
     }
@@ -322,7 +323,7 @@ int cmd_devices(ev_conf *conf, int argc, char **argv)
     view v;
     if (view_open(&v, conf))
         return CLI_EXIT_USAGE;
-    if (cli_projection_fold(&v.p)) {
+    if (cli_projection_fold(&v.p, cli_state_topics, 4)) {
         view_close(&v);
         return CLI_EXIT_FAIL;
     }

@@ -37,7 +37,9 @@ static void usage(FILE *f)
                "\nconfig keys (defaults): collect.lead_ms (1000) start/stop instants this far\n"
                "ahead, collect.report_timeout_ms (10000), collect.check_ms (100),\n"
                "collect.auto_start (false) open a session whenever sync.min_group (1) devices\n"
-               "are connected and none is live, collect.auto_duration_ms (0 = until stopped)\n"
+               "are connected and none is live, collect.auto_duration_ms (0 = until stopped),\n"
+               "state.file (none: a JSON snapshot of the folded state and its log positions,\n"
+               "rewritten after each check, for msrs-replay --verify)\n"
                "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -192,8 +194,11 @@ int main(int argc, char **argv)
                     "report timeout %lld ms, auto start %s)\n",
             (long long)check_ms, (long long)lead_ms, (long long)timeout_ms, auto_start);
     static const char *const topics[] = {"nodes", "devices", "sessions", "commands"};
-    cli_projection p = {"msrs-collectord", c.log, codec, c.state, check_ms, check, &c, 0, 0};
+    cli_projection p = {.prog = "msrs-collectord", .log = c.log, .codec = codec, .state = c.state,
+                        .check_ms = check_ms, .check = check, .arg = &c,
+                        .state_file = ev_conf_get(conf, "state.file", NULL)};
     exit_code = cli_projection_run(&p, topics, 4);
+    cli_projection_free(&p);
     fprintf(stderr, "msrs-collectord: stopped: %lld records, %lld skipped, %lld sessions started, "
                     "%lld stopped\n",
             (long long)p.records, (long long)p.bad, (long long)c.started, (long long)c.stopped);

@@ -30,7 +30,9 @@ static void usage(FILE *f)
                "Declares sessions synchronised when their device group is, and asks agents\n"
                "to re-sync stale clocks.\n\n" CLI_COMMON_HELP
                "\nconfig keys (defaults): sync.min_group (1), sync.max_uncertainty_us (1000),\n"
-               "sync.max_age_ms (10000), sync.check_ms (200)\n"
+               "sync.max_age_ms (10000), sync.check_ms (200), state.file (none: a JSON snapshot\n"
+               "of the folded state and its log positions, rewritten after each check, for\n"
+               "msrs-replay --verify)\n"
                "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -144,8 +146,11 @@ int main(int argc, char **argv)
     fprintf(stderr, "msrs-syncd: folding the log, then checking every %lld ms (min group %lld, "
                     "max uncertainty %lld us, max age %lld ms)\n",
             (long long)check_ms, (long long)min_group, (long long)unc_us, (long long)age_ms);
-    cli_projection p = {"msrs-syncd", s.log, s.codec, s.state, check_ms, check_sessions, &s, 0, 0};
+    cli_projection p = {.prog = "msrs-syncd", .log = s.log, .codec = s.codec, .state = s.state,
+                        .check_ms = check_ms, .check = check_sessions, .arg = &s,
+                        .state_file = ev_conf_get(conf, "state.file", NULL)};
     exit_code = cli_projection_run(&p, topics, 3);
+    cli_projection_free(&p);
     fprintf(stderr, "msrs-syncd: stopped: %lld records, %lld skipped, %lld sessions synchronised, "
                     "%lld re-sync requests\n",
             (long long)p.records, (long long)p.bad, (long long)s.completed, (long long)s.resyncs);

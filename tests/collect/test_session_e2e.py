@@ -17,9 +17,16 @@ Checked, not eyeballed:
 - the video files are what ffprobe reads (codec, packet count);
 - SHA-256 of every file matches the manifest; a second archiver run does not
   archive the session again; XDF timestamps synced with the file's own
-  ClockOffsets land on the master clock."""
+  ClockOffsets land on the master clock;
+- replay: the state collectord and syncd held at several points (their
+  state.file snapshots, taken before, during and after the restart) is what
+  `msrs-replay --verify` rebuilds from the log up to the same positions; a
+  tampered snapshot is caught and the difference named; `--until` the
+  CollectionStarted time gives "recording", 1 ns earlier "synchronized"."""
+import calendar
 import glob
 import hashlib
+import shutil
 import json
 import os
 import signal
@@ -55,6 +62,47 @@ def avro_records(path):
         return list(avro.datafile.DataFileReader(f, avro.io.DatumReader()))
 
 
+def replay(*args):
+    return subprocess.run([os.path.join(BIN, "msrs-replay")] + list(args), capture_output=True, text=True)
+
+
+def time_ns(text):
+    whole, frac = text.rstrip("Z").split(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) * 10**9 + int(frac.ljust(9, "0")[:9])
+
+
+def check_replay(log, db, snapshots, tmp):
+    check(len(snapshots) == 5, "5 service snapshots taken: %s" % snapshots)
+    positions = []
+    for snap in snapshots:
+        r = replay("--log", log, "--verify", snap)
+        check(r.returncode == 0 and "matches" in r.stderr,
+              "replay --verify %s: rc %d %s" % (os.path.basename(snap), r.returncode, r.stderr[-800:]))
+        positions.append(json.load(open(snap))["positions"])
+    sessions_at = [sum(p.get(t, {}).get("0", 0) for t in p if t.endswith("sessions")) for p in positions]
+    check(sessions_at[0] < sessions_at[-1], "the snapshots are at different points of the log: %s" % sessions_at)
+    # A snapshot that says something else is caught, and the place named.
+    bad = json.load(open(snapshots[2]))
+    bad["sessions"]["s1"]["state"] = "bogus"
+    path = os.path.join(tmp, "tampered.json")
+    json.dump(bad, open(path, "w"))
+    r = replay("--log", log, "--verify", path)
+    check(r.returncode == 1 and "sessions.s1.state" in r.stderr and "bogus" in r.stderr,
+          "tampered snapshot: rc %d %s" % (r.returncode, r.stderr[-400:]))
+    r = replay("--log", log, "--verify", os.path.join(tmp, "no-such.json"))
+    check(r.returncode == 2 and "no-such.json" in r.stderr, "missing snapshot: rc %d %s" % (r.returncode, r.stderr[-200:]))
+    # --until: the state as it was at CollectionStarted, and just before.
+    t = time_ns(of_type(tail(db, "sessions"), "CollectionStarted")[0]["time"])
+    for when, want in ((t, "recording"), (t - 1, "synchronized")):
+        r = replay("--log", log, "--until", str(when), "--compact")
+        state = json.loads(r.stdout or "{}").get("sessions", {}).get("s1", {}).get("state")
+        check(r.returncode == 0 and state == want, "--until %d: s1 %s, expected %s" % (when, state, want))
+    r = replay("--log", log, "--until", "sessions:1", "--compact")
+    st = json.loads(r.stdout or "{}")
+    check(r.returncode == 0 and st.get("sessions", {}).get("s1", {}).get("state") == "requested",
+          "--until sessions:1 (only the request): %s" % st.get("sessions"))
+
+
 def main():
     check_reader_on_lsl_files()
     tmp = tempfile.mkdtemp(prefix="msrs-session-e2e-")
@@ -79,7 +127,15 @@ def main():
         return p.returncode
 
     archiver_cmd = ["msrs-archiver", "--log", log, "--dir", archive, "-X", "archive.finalize_timeout_ms=20000"]
-    collectord_cmd = ["msrs-collectord", "--log", log, "-X", "collect.lead_ms=800"]
+    coll_state, sync_state = os.path.join(tmp, "collectord.state.json"), os.path.join(tmp, "syncd.state.json")
+    collectord_cmd = ["msrs-collectord", "--log", log, "-X", "collect.lead_ms=800", "-X", "state.file=" + coll_state]
+    snapshots = []
+
+    def snapshot(path, name):
+        if os.path.exists(path):
+            copy = os.path.join(tmp, name)
+            shutil.copy(path, copy)
+            snapshots.append(copy)
     try:
         start(["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port, "--node-id", "n1",
                "-X", "sync.interval_ms=1000", "-X", "agent.report_delay_ms=500"])
@@ -91,7 +147,7 @@ def main():
                 start(["msrs-devsim", "--url", url, "--devices", "1", "--prefix", "cam-", "--seed", "7",
                        "--profile", "lan", "--video", "64x48@10", "--video-codec", "h264",
                        "--stats", stats2])]
-        start(["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000"])
+        start(["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000", "-X", "state.file=" + sync_state])
         collectord = start(collectord_cmd)
         archiver = start(archiver_cmd, stdout=subprocess.PIPE)
         waiter = subprocess.Popen([os.path.join(BIN, "msrs"), "--log", log, "session", "start", "s1",
@@ -102,7 +158,10 @@ def main():
         # Mid-session: both services die without warning and come back.
         started = check.wait_for(lambda: of_type(tail(db, "sessions"), "CollectionStarted"), 60,
                            "CollectionStarted")
-        time.sleep(1.5)
+        time.sleep(0.5)
+        snapshot(coll_state, "snap-coll-1.json")
+        snapshot(sync_state, "snap-sync-1.json")
+        time.sleep(1.0)
         collectord.kill()
         archiver.kill()
         collectord.wait()
@@ -110,7 +169,12 @@ def main():
         time.sleep(0.5)
         collectord = start(collectord_cmd)
         archiver = start(archiver_cmd, stdout=subprocess.PIPE)
+        time.sleep(1.0)
+        snapshot(coll_state, "snap-coll-2.json")
         out, err = waiter.communicate(timeout=120)
+        time.sleep(0.5)
+        snapshot(coll_state, "snap-coll-3.json")
+        snapshot(sync_state, "snap-sync-3.json")
         check(waiter.returncode == 0, "msrs session start --wait: rc %s %s" % (waiter.returncode, err))
         check("stopped" in out and "sim-1" in out, "summary printed: " + out[:200])
 
@@ -198,6 +262,8 @@ def main():
             worst = max(abs(a * 1e9 - b) for a, b in zip(synced, master))
             check(worst < 1e6, "XDF %s/%s synced times on the master clock within %.0f us" % (dev, stream, worst / 1e3))
         check(x["boundaries"] >= 1, "XDF boundary chunk")
+
+        check_replay(log, db, snapshots, tmp)
 
         # Restarting the archiver from the beginning does not archive s1 twice.
         check(stop(archiver) == 0, "archiver exits cleanly")
