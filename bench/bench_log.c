@@ -7,7 +7,12 @@
  *   kafka:  ev_log produce+flush (and poll) vs raw librdkafka produce (and
  *           consume) of the same bytes and headers, both against one
  *           librdkafka mock cluster in this process
- * usage: bench_log [codec|sqlite|kafka|all] [--records N] [--dir DIR] */
+ *   replay: rebuilding state from N recorded events (1024 devices: clock
+ *           rounds, status, registrations, sessions) on a SQLite log with the
+ *           fold msrs-replay runs, vs raw avro_value_read and ev_codec_decode
+ *           of the same records (already in memory)
+ * usage: bench_log [codec|sqlite|kafka|replay|all] [--records N] [--dir DIR] */
+#include "cli.h"
 #include "ev.h"
 
 #include <librdkafka/rdkafka.h>
@@ -476,6 +481,176 @@ static void bench_kafka(long n)
     free(c.values);
 }
 
+/* ------------------------------------------------------------ replay */
+
+#define REPLAY_DEVICES 1024
+
+/* The i-th event of the replay corpus: every device registers, then mostly
+ * clock rounds and status, and a session (request .. stop) every 1000. */
+static const char *replay_event(json_t *examples, long i, json_t **value, char key[64])
+{
+    static const char *const session_types[] = {"CollectionRequested", "SynchronizationCompleted",
+                                                "CollectionStarted", "CollectionStopped"};
+    long dev = i % REPLAY_DEVICES;
+    const char *type;
+    if (i < REPLAY_DEVICES)
+        type = "DeviceRegistered";
+    else if (i % 250 < 4)
+        type = session_types[i % 250];
+    else
+        type = i % 4 == 0 ? "DeviceStatus" : "ClockOffsetMeasured";
+    *value = json_deep_copy(json_object_get(examples, type));
+    char id[32];
+    if (strncmp(type, "Collection", 10) == 0 || strcmp(type, "SynchronizationCompleted") == 0) {
+        snprintf(id, sizeof(id), "s-%06ld", i / 250);
+        json_object_set_new(*value, "session_id", json_string(id));
+    } else {
+        snprintf(id, sizeof(id), "phone-%04ld", dev);
+        json_object_set_new(*value, "device_id", json_string(id));
+        if (strcmp(type, "ClockOffsetMeasured") == 0) {
+            json_object_set_new(*value, "round", json_integer(i / REPLAY_DEVICES));
+            json_object_set_new(*value, "offset_ns", json_integer(-123456789012LL + i));
+        }
+    }
+    snprintf(key, 64, "%s", id);
+    return type;
+}
+
+static void bench_replay(long n, const char *dir)
+{
+    char uri[1100], err[512], key[64];
+    snprintf(uri, sizeof(uri), "sqlite:%s/replay.db", dir);
+    json_error_t je;
+    json_t *all = json_load_file(MSRS_RECORDS_JSON, JSON_ALLOW_NUL, &je);
+    if (!all)
+        die(MSRS_RECORDS_JSON, je.text);
+    json_t *examples = json_object_get(all, "records");
+
+    ev_log *log = open_log(uri);
+    double t = now_s();
+    for (long i = 0; i < n; i++) {
+        json_t *v;
+        const char *type = replay_event(examples, i, &v, key);
+        if (ev_log_emit_json(log, ev_schema_by_name(type), key, v, NULL, err, sizeof(err)))
+            die("emit", err);
+        json_decref(v);
+    }
+    if (ev_log_flush(log, 60000, err, sizeof(err)))
+        die("flush", err);
+    printf("replay: %ld events (1024 devices: registrations, clock rounds, status, a session "
+           "every 250) written in %.1f s\n", n, now_s() - t);
+
+    /* The same records in memory: raw avro-c read and ev_codec_decode. */
+    const char *topics[2] = {"devices", "sessions"};
+    char names[2][320];
+    const char *full[2] = {ev_log_topic(log, topics[0], names[0], sizeof(names[0])),
+                           ev_log_topic(log, topics[1], names[1], sizeof(names[1]))};
+    if (ev_log_assign(log, full, 2, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)))
+        die("assign", err);
+    size_t cap = (size_t)n * 160, used = 0;
+    char *buf = malloc(cap);
+    size_t *off = malloc(sizeof(*off) * (size_t)(n + 1));
+    long got = 0;
+    const ev_msg *m;
+    int rc;
+    while ((rc = ev_log_poll(log, 1000, &m, err, sizeof(err))) == 0 && got < n) {
+        if (used + m->value_len > cap)
+            buf = realloc(buf, cap *= 2);
+        memcpy(buf + used, m->value, m->value_len);
+        off[got++] = used;
+        used += m->value_len;
+    }
+    off[got] = used;
+    if (got != n)
+        die("read back", rc == EV_ERR_END ? "fewer records than written" : err);
+    ev_log_destroy(log);
+
+    ev_codec *codec = ev_codec_new();
+    avro_value_t raw[64];
+    int have[64] = {0};
+    avro_reader_t r = avro_reader_memory(buf, 1);
+    double raw_rate = 0, dec_rate = 0;
+    for (int rep = 0; rep < 3; rep++) { /* best of 3, as in codec */
+        t = now_s();
+        for (long i = 0; i < n; i++) {
+            const unsigned char *f = (const unsigned char *)buf + off[i];
+            int id = (int)((uint32_t)f[1] << 24 | (uint32_t)f[2] << 16 | (uint32_t)f[3] << 8 | f[4]);
+            const ev_schema *s = ev_schema_by_id(id);
+            int slot = id % 64;
+            if (!have[slot]) {
+                avro_generic_value_new(avro_generic_class_from_schema(ev_schema_avro(s)), &raw[slot]);
+                have[slot] = 1;
+            }
+            avro_reader_memory_set_source(r, (const char *)f + 5, (int64_t)(off[i + 1] - off[i] - 5));
+            if (avro_value_read(r, &raw[slot]))
+                die("avro_value_read", avro_strerror());
+        }
+        double rate = (double)n / (now_s() - t);
+        raw_rate = rate > raw_rate ? rate : raw_rate;
+        t = now_s();
+        for (long i = 0; i < n; i++) {
+            const ev_schema *got_s;
+            avro_value_t *v;
+            if (ev_codec_decode(codec, buf + off[i], off[i + 1] - off[i], &got_s, &v, err, sizeof(err)))
+                die("decode", err);
+        }
+        rate = (double)n / (now_s() - t);
+        dec_rate = rate > dec_rate ? rate : dec_rate;
+    }
+    row("raw avro-c avro_value_read (in memory)", n, (double)n / raw_rate, used / (size_t)n, 0);
+    row("ev_codec_decode (in memory, validated)", n, (double)n / dec_rate, used / (size_t)n, raw_rate);
+
+    /* Its parts: reading the log, and reading + checking each event. */
+    double read_rate = 0;
+    for (int peek = 0; peek < 2; peek++) {
+        log = open_log(uri);
+        if (ev_log_assign(log, full, 2, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)))
+            die("assign", err);
+        long k = 0;
+        t = now_s();
+        while (ev_log_poll(log, 1000, &m, err, sizeof(err)) == 0) {
+            ev_event ev;
+            if (peek && ev_event_peek(m, &ev, err, sizeof(err)))
+                die("peek", err);
+            k++;
+        }
+        if (k != n)
+            die("read", "count");
+        double secs = now_s() - t;
+        row(peek ? "  of which: read + ev_event_peek (headers, check)" : "  of which: ev_log_poll (SQLite read)",
+            n, secs, used / (size_t)n, 0);
+        if (!peek)
+            read_rate = (double)n / secs;
+        ev_log_destroy(log);
+    }
+
+    /* The rebuild msrs-replay does: read the log, decode, fold. */
+    ev_state *state = ev_state_new();
+    log = open_log(uri);
+    cli_projection p = {.prog = "bench_log", .log = log, .codec = codec, .state = state};
+    t = now_s();
+    if (cli_projection_fold(&p, topics, 2))
+        die("fold", "failed");
+    double secs = now_s() - t;
+    if (p.records != n || p.bad)
+        die("fold", "records missing or undecodable");
+    row("rebuild: SQLite read + decode + ev_state fold", n, secs, used / (size_t)n, raw_rate);
+    double both = 1.0 / (1.0 / read_rate + 1.0 / raw_rate);
+    printf("  %-44s %11.0f rec/s   (SQLite read, then raw avro_value_read: rebuild ratio %.2f)\n",
+           "raw ceiling of a rebuild", both, (double)n / secs / both);
+    cli_projection_free(&p);
+    ev_state_destroy(state);
+    ev_log_destroy(log);
+    for (int i = 0; i < 64; i++)
+        if (have[i])
+            avro_value_decref(&raw[i]);
+    avro_reader_free(r);
+    ev_codec_destroy(codec);
+    free(buf);
+    free(off);
+    json_decref(all);
+}
+
 int main(int argc, char **argv)
 {
     const char *what = "all", *dir = NULL;
@@ -486,7 +661,7 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
             dir = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("usage: bench_log [codec|sqlite|kafka|all] [--records N] [--dir DIR]\n");
+            printf("usage: bench_log [codec|sqlite|kafka|replay|all] [--records N] [--dir DIR]\n");
             return 0;
         } else
             what = argv[i];
@@ -505,6 +680,8 @@ int main(int argc, char **argv)
         bench_sqlite(n, dir);
     if (all || strcmp(what, "kafka") == 0)
         bench_kafka(n);
+    if (all || strcmp(what, "replay") == 0)
+        bench_replay(n * 2, dir);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("# max RSS %ld MiB\n", ru.ru_maxrss / 1024);

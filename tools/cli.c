@@ -86,31 +86,40 @@ int cli_projection_start(cli_projection *p, const char *const *topics, size_t to
     return 0;
 }
 
-/* obj[topic][partition] (created on demand). */
-static json_t *offset_slot(json_t **obj, const ev_msg *m, char part[16])
+/* The position entry of m's topic and partition (added if new); NULL when
+ * out of memory. */
+static cli_position *position_of(cli_projection *p, const ev_msg *m)
 {
-    snprintf(part, 16, "%d", (int)m->partition);
-    if (!*obj)
-        *obj = json_object();
-    json_t *t = json_object_get(*obj, m->topic);
-    if (!t)
-        json_object_set_new(*obj, m->topic, t = json_object());
-    return t;
+    cli_position *e = p->pos_count ? &p->pos[p->pos_last] : NULL;
+    if (e && e->partition == m->partition && strcmp(e->topic, m->topic) == 0)
+        return e;
+    for (size_t i = 0; i < p->pos_count; i++)
+        if (p->pos[i].partition == m->partition && strcmp(p->pos[i].topic, m->topic) == 0) {
+            p->pos_last = i;
+            return &p->pos[i];
+        }
+    cli_position *grown = realloc(p->pos, (p->pos_count + 1) * sizeof(*grown));
+    if (!grown)
+        return NULL;
+    p->pos = grown;
+    e = &p->pos[p->pos_count];
+    memset(e, 0, sizeof(*e));
+    snprintf(e->topic, sizeof(e->topic), "%s", m->topic);
+    e->partition = m->partition;
+    p->pos_last = p->pos_count++;
+    return e;
 }
 
 /* Offsets have no holes in our logs: one means records were lost
  * (retention, the mock's 5 MiB per partition). Said, not skipped over. */
-static void check_gap(cli_projection *p, const ev_msg *m)
+static void check_gap(cli_projection *p, cli_position *e, const ev_msg *m)
 {
-    char part[16];
-    json_t *t = offset_slot(&p->seen, m, part);
-    int64_t expected = json_integer_value(json_object_get(t, part));
-    if (m->offset > expected) {
+    if (m->offset > e->read) {
         p->gaps++;
-        fprintf(stderr, "%s: %s partition %s: offsets %lld..%lld are missing from the log\n",
-                p->prog, m->topic, part, (long long)expected, (long long)m->offset - 1);
+        fprintf(stderr, "%s: %s partition %d: offsets %lld..%lld are missing from the log\n",
+                p->prog, m->topic, (int)m->partition, (long long)e->read, (long long)m->offset - 1);
     }
-    json_object_set_new(t, part, json_integer(m->offset + 1));
+    e->read = m->offset + 1;
 }
 
 /* 1 when m is at or past the limit. */
@@ -128,16 +137,21 @@ int cli_projection_step(cli_projection *p, int timeout_ms)
     const ev_msg *m;
     ev_event ev;
     int rc = ev_log_poll(p->log, timeout_ms, &m, err, sizeof(err));
+    cli_position *e = rc == 0 ? position_of(p, m) : NULL;
+    if (rc == 0 && !e) {
+        fprintf(stderr, "%s: out of memory\n", p->prog);
+        return EV_ERR_NOMEM;
+    }
     if (rc == 0)
-        check_gap(p, m);
+        check_gap(p, e, m);
     if (rc == 0 && past_limit(p, m))
         return 0; /* not folded */
     if (rc == 0) {
-        int bad = ev_event_decode(p->codec, m, &ev, err, sizeof(err));
+        /* peek: the reducers read the value only when they need it */
+        int bad = ev_event_peek(m, &ev, err, sizeof(err));
         if (!bad && p->until_ns && ev.time_ns > p->until_ns)
             return 0; /* after --until: not folded */
-        char part[16];
-        json_object_set_new(offset_slot(&p->positions, m, part), part, json_integer(m->offset + 1));
+        e->folded = m->offset + 1;
         p->records++;
         if (bad || ev_state_apply(p->state, &ev, err, sizeof(err)) < 0) {
             p->bad++;
@@ -155,7 +169,16 @@ json_t *cli_projection_snapshot(const cli_projection *p)
     json_t *j = json_object(), *state = ev_state_to_json(p->state);
     json_object_update(j, state);
     json_decref(state);
-    json_object_set_new(j, "positions", p->positions ? json_deep_copy(p->positions) : json_object());
+    json_t *pos = json_object();
+    for (size_t i = 0; i < p->pos_count; i++) {
+        char part[16];
+        json_t *t = json_object_get(pos, p->pos[i].topic);
+        if (!t)
+            json_object_set_new(pos, p->pos[i].topic, t = json_object());
+        snprintf(part, sizeof(part), "%d", (int)p->pos[i].partition);
+        json_object_set_new(t, part, json_integer(p->pos[i].folded));
+    }
+    json_object_set_new(j, "positions", pos);
     json_object_set_new(j, "records", json_integer(p->records));
     json_object_set_new(j, "undecodable", json_integer(p->bad));
     json_object_set_new(j, "offset_gaps", json_integer(p->gaps));
@@ -164,9 +187,9 @@ json_t *cli_projection_snapshot(const cli_projection *p)
 
 void cli_projection_free(cli_projection *p)
 {
-    json_decref(p->positions);
-    json_decref(p->seen);
-    p->positions = p->seen = NULL;
+    free(p->pos);
+    p->pos = NULL;
+    p->pos_count = p->pos_last = 0;
 }
 
 /* state.file: written whole to PATH.tmp, then renamed over PATH. */

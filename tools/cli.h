@@ -51,6 +51,12 @@ void cli_install_signals(void);
  * from the beginning, folded with the shared reducers. Services run it
  * (cli_projection_run: once caught up, check(arg) every check_ms); tools
  * fold to the end (cli_projection_fold) or step it themselves. */
+typedef struct cli_position {
+    char topic[256];
+    int32_t partition;
+    int64_t read, folded; /* next offsets */
+} cli_position;
+
 typedef struct cli_projection {
     const char *prog;
     ev_log *log;
@@ -60,8 +66,6 @@ typedef struct cli_projection {
     void (*check)(void *arg);
     void *arg;
     int64_t records, bad; /* out: folded, and skipped (named on stderr) */
-    /* where the fold is: {"<topic>": {"<partition>": next offset}} (owned) */
-    json_t *positions;
     /* optional bounds: records at or past limit[topic][partition] (same
      * shape; borrowed) or with event time > until_ns (0: none) are not folded */
     json_t *limit;
@@ -70,7 +74,10 @@ typedef struct cli_projection {
      * state.file; NULL: none) — what `msrs-replay --verify` compares */
     const char *state_file;
     int64_t gaps; /* out: holes in a partition's offsets (reported on stderr) */
-    json_t *seen; /* internal: next offset read per topic and partition */
+    /* internal: per topic and partition, the next offset read and folded
+     * (an array, not JSON: it is updated for every record) */
+    struct cli_position *pos;
+    size_t pos_count, pos_last;
 } cli_projection;
 
 /* The topics the reducers fold: nodes, devices, sessions, commands. */
@@ -87,7 +94,8 @@ int cli_projection_run(cli_projection *p, const char *const *topics, size_t topi
 /* Start on topics and fold to their end, with progress on stderr every
  * second. Returns 0, or -1 when the log failed. */
 int cli_projection_fold(cli_projection *p, const char *const *topics, size_t topic_count);
-/* The state as JSON with "positions", "records" and "undecodable": what a
+/* The state as JSON with "positions" ({"<topic>": {"<partition>": next
+ * offset folded}}), "records", "undecodable" and "offset_gaps": what a
  * service's state.file holds and what msrs-replay prints. New object. */
 json_t *cli_projection_snapshot(const cli_projection *p);
 /* Frees what the projection owns (positions). */

@@ -109,6 +109,10 @@ int ev_codec_encode(ev_codec *codec, const ev_schema *s, avro_value_t *value,
  * EV_ERR_UNKNOWN_SCHEMA (id not in the catalog). Never crashes on any input. */
 int ev_codec_decode(ev_codec *codec, const void *buf, size_t len, const ev_schema **schema,
                     avro_value_t **value, char *errstr, size_t errstr_size);
+/* What ev_codec_decode checks, without reading the value: the frame, the
+ * schema id and every byte against the schema. Same errors. */
+int ev_codec_check(const void *buf, size_t len, const ev_schema **schema, char *errstr,
+                   size_t errstr_size);
 
 /* Reads the schema id of a framed record without decoding it. */
 int ev_frame_schema_id(const void *buf, size_t len, int32_t *id);
@@ -203,6 +207,10 @@ typedef struct ev_event {
  * must match the framed schema id) and decodes the value. */
 int ev_event_decode(ev_codec *codec, const ev_msg *msg, ev_event *ev, char *errstr,
                     size_t errstr_size);
+/* The same checks (the whole record is validated) without reading the
+ * value: ev->value is NULL. ev_state_apply reads it when it needs it; the
+ * fold of msrs-replay and the services peeks. */
+int ev_event_peek(const ev_msg *msg, ev_event *ev, char *errstr, size_t errstr_size);
 
 /* Writes a new random event id (UUID v4 text, 36 chars + NUL) into buf. */
 void ev_new_id(char buf[EV_ID_MAX]);

@@ -94,47 +94,70 @@ char *ev_format_time(int64_t ns, char *buf, size_t size)
     return buf;
 }
 
-int ev_parse_time(const char *text, size_t len, int64_t *ns)
+/* n decimal digits at p (all digits) -> *out; 0 if not digits. */
+static int digits(const char *p, int n, int *out)
 {
-    char s[64];
-    struct tm tm = {0};
-    int used = 0;
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar
+ * (Howard Hinnant's days_from_civil): no timegm, no time zone lookups —
+ * every decoded event parses its ce_time. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int ev_parse_time(const char *s, size_t len, int64_t *ns)
+{
+    int y, mo, d, h, mi, sec;
     int64_t frac_ns = 0, offset_s = 0;
-    if (len == 0 || len >= sizeof(s))
+    const char *p = s, *end = s + len;
+    /* YYYY-MM-DDTHH:MM:SS */
+    if (len < 19 || !digits(p, 4, &y) || p[4] != '-' || !digits(p + 5, 2, &mo) || p[7] != '-' ||
+        !digits(p + 8, 2, &d) || (p[10] != 'T' && p[10] != 't' && p[10] != ' ') ||
+        !digits(p + 11, 2, &h) || p[13] != ':' || !digits(p + 14, 2, &mi) || p[16] != ':' ||
+        !digits(p + 17, 2, &sec) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+        sec > 60)
         return EV_ERR_INVALID;
-    memcpy(s, text, len);
-    s[len] = '\0';
-    if (sscanf(s, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) != 6)
-        return EV_ERR_INVALID;
-    const char *p = s + used;
-    if (*p == '.') {
-        int digits = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-            if (digits < 9)
+    p += 19;
+    if (p < end && *p == '.') {
+        int n = 0;
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++, n++)
+            if (n < 9)
                 frac_ns = frac_ns * 10 + (*p - '0');
-        if (digits == 0)
+        if (n == 0)
             return EV_ERR_INVALID;
-        for (; digits < 9; digits++)
+        for (; n < 9; n++)
             frac_ns *= 10;
     }
-    if (*p == 'Z' || *p == 'z') {
+    if (p < end && (*p == 'Z' || *p == 'z')) {
         p++;
-    } else if (*p == '+' || *p == '-') {
+    } else if (p < end && (*p == '+' || *p == '-')) {
         int oh, om;
-        if (sscanf(p + 1, "%2d:%2d", &oh, &om) != 2)
+        if (end - p < 6 || !digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om))
             return EV_ERR_INVALID;
         offset_s = (*p == '+' ? 1 : -1) * (oh * 3600 + om * 60);
         p += 6;
     } else {
         return EV_ERR_INVALID;
     }
-    if (*p != '\0')
+    if (p != end)
         return EV_ERR_INVALID;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t sec = timegm(&tm);
-    *ns = ((int64_t)sec - offset_s) * 1000000000LL + frac_ns;
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
+    *ns = (secs - offset_s) * 1000000000LL + frac_ns;
     return 0;
 }
 
@@ -188,32 +211,45 @@ static size_t header_copy(const ev_msg *msg, const char *name, char *dst, size_t
 int ev_event_decode(ev_codec *codec, const ev_msg *msg, ev_event *ev, char *errstr,
                     size_t errstr_size)
 {
-    char where[160];
+    int rc = ev_event_peek(msg, ev, errstr, errstr_size);
+    if (!rc && (rc = ev__codec_read(codec, ev->schema, msg->value, msg->value_len, &ev->value,
+                                    errstr, errstr_size)))
+        ev->value = NULL;
+    return rc;
+}
+
+int ev_event_peek(const ev_msg *msg, ev_event *ev, char *errstr, size_t errstr_size)
+{
+    char where[160]; /* "topic[partition]@offset": written only when needed */
     size_t type_len = 0;
     const void *type;
     int rc;
+#define WHERE()                                                                                    \
+    (snprintf(where, sizeof(where), "%s[%d]@%lld", msg->topic, (int)msg->partition,                \
+              (long long)msg->offset),                                                            \
+     where)
 
-    snprintf(where, sizeof(where), "%s[%d]@%lld", msg->topic, (int)msg->partition,
-             (long long)msg->offset);
-    memset(ev, 0, sizeof(*ev));
-    rc = ev_codec_decode(codec, msg->value, msg->value_len, &ev->schema, &ev->value, errstr,
-                         errstr_size);
+    ev->schema = NULL;
+    ev->value = NULL;
+    ev->time_ns = 0;
+    ev->msg = NULL;
+    rc = ev_codec_check(msg->value, msg->value_len, &ev->schema, errstr, errstr_size);
     if (rc) {
         char inner[256];
         snprintf(inner, sizeof(inner), "%s", errstr ? errstr : "");
-        return ev__fail(errstr, errstr_size, rc, "%s: %s", where, inner);
+        return ev__fail(errstr, errstr_size, rc, "%s: %s", WHERE(), inner);
     }
     type = ev_msg_header(msg, "ce_type", &type_len);
     if (type && (type_len != strlen(ev_schema_name(ev->schema)) ||
                  memcmp(type, ev_schema_name(ev->schema), type_len) != 0))
         return ev__fail(errstr, errstr_size, EV_ERR_CORRUPT,
-                        "%s: header ce_type is %.*s but the schema id %d is %s", where,
+                        "%s: header ce_type is %.*s but the schema id %d is %s", WHERE(),
                         (int)type_len, (const char *)type, (int)ev_schema_id(ev->schema),
                         ev_schema_name(ev->schema));
     if (header_copy(msg, "ce_id", ev->id, sizeof(ev->id)) == 0)
         /* No id: derive a stable one from the position so redelivery of the
          * same record is still recognised. */
-        snprintf(ev->id, sizeof(ev->id), "%.*s", (int)sizeof(ev->id) - 1, where);
+        snprintf(ev->id, sizeof(ev->id), "%.*s", (int)sizeof(ev->id) - 1, WHERE());
     header_copy(msg, "ce_source", ev->source, sizeof(ev->source));
     size_t tlen = 0;
     const void *t = ev_msg_header(msg, "ce_time", &tlen);
@@ -221,4 +257,5 @@ int ev_event_decode(ev_codec *codec, const ev_msg *msg, ev_event *ev, char *errs
         ev->time_ns = msg->timestamp_ms * 1000000LL;
     ev->msg = msg;
     return 0;
+#undef WHERE
 }

@@ -120,13 +120,12 @@ int ev_codec_encode(ev_codec *c, const ev_schema *s, avro_value_t *value, const 
     return 0;
 }
 
-int ev_codec_decode(ev_codec *c, const void *buf, size_t len, const ev_schema **schema,
-                    avro_value_t **value, char *errstr, size_t errstr_size)
+int ev_codec_check(const void *buf, size_t len, const ev_schema **schema, char *errstr,
+                   size_t errstr_size)
 {
     int32_t id = 0;
     int rc = ev_frame_schema_id(buf, len, &id);
     const ev_schema *s;
-    avro_value_t *v;
 
     if (rc == EV_ERR_TRUNCATED)
         return ev__fail(errstr, errstr_size, rc,
@@ -156,16 +155,29 @@ int ev_codec_decode(ev_codec *c, const void *buf, size_t len, const ev_schema **
         return ev__fail(errstr, errstr_size, EV_ERR_CORRUPT,
                         "decode %s (id %d): %zu trailing bytes after the record",
                         ev_schema_name(s), id, len - EV_FRAME_HEADER_LEN - at);
-    rc = ev_codec_value(c, s, &v);
+    *schema = s;
+    return 0;
+}
+
+int ev__codec_read(ev_codec *c, const ev_schema *s, const void *buf, size_t len,
+                   avro_value_t **value, char *errstr, size_t errstr_size)
+{
+    avro_value_t *v;
+    int rc = ev_codec_value(c, s, &v);
     if (rc)
         return ev__fail(errstr, errstr_size, rc, "decode %s: out of memory", ev_schema_name(s));
     avro_reader_memory_set_source(c->reader, (const char *)buf + EV_FRAME_HEADER_LEN,
                                   (int64_t)(len - EV_FRAME_HEADER_LEN));
-    rc = avro_value_read(c->reader, v);
-    if (rc)
+    if (avro_value_read(c->reader, v))
         return ev__fail(errstr, errstr_size, EV_ERR_CORRUPT, "decode %s (id %d): %s",
-                        ev_schema_name(s), id, avro_strerror());
-    *schema = s;
+                        ev_schema_name(s), (int)ev_schema_id(s), avro_strerror());
     *value = v;
     return 0;
+}
+
+int ev_codec_decode(ev_codec *c, const void *buf, size_t len, const ev_schema **schema,
+                    avro_value_t **value, char *errstr, size_t errstr_size)
+{
+    int rc = ev_codec_check(buf, len, schema, errstr, errstr_size);
+    return rc ? rc : ev__codec_read(c, *schema, buf, len, value, errstr, errstr_size);
 }

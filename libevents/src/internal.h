@@ -26,6 +26,9 @@ void ev__validator_destroy(ev__validator *v);
 /* Returns 0, EV_ERR_TRUNCATED or EV_ERR_CORRUPT; *consumed is where the value
  * ended (on success) or where the problem is. */
 int ev__validate(const ev__validator *v, const unsigned char *buf, size_t len, size_t *consumed);
+/* Reads a frame ev_codec_check accepted into the codec's value for s. */
+int ev__codec_read(ev_codec *c, const ev_schema *s, const void *buf, size_t len,
+                   avro_value_t **value, char *errstr, size_t errstr_size);
 /* The validator of a catalog schema (owned by the catalog). */
 const ev__validator *ev__schema_validator(const ev_schema *s);
 

@@ -13,12 +13,17 @@ typedef struct path {
     size_t len;
 } path;
 
+/* Every field of every converted value is pushed: no printf here. */
 static size_t path_push_field(path *p, const char *name)
 {
-    size_t old = p->len;
-    int n = snprintf(p->text + p->len, sizeof(p->text) - p->len, "%s%s", p->len ? "." : "", name);
-    if (n > 0)
-        p->len = p->len + (size_t)n < sizeof(p->text) ? p->len + (size_t)n : sizeof(p->text) - 1;
+    size_t old = p->len, n = strlen(name);
+    if (p->len && p->len < sizeof(p->text) - 1)
+        p->text[p->len++] = '.';
+    if (n > sizeof(p->text) - 1 - p->len)
+        n = sizeof(p->text) - 1 - p->len;
+    memcpy(p->text + p->len, name, n);
+    p->len += n;
+    p->text[p->len] = '\0';
     return old;
 }
 

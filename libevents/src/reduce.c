@@ -5,11 +5,39 @@
 
 #include <string.h>
 
+/* The latest ClockOffsetMeasured (L_CLOCK) and DeviceStatus (L_STATUS) of
+ * a device, kept as the record's frame and turned into JSON only when the
+ * state is read. They are most of a log's state events (a clock round every
+ * few seconds per device) and only the last of each shows in the state, so
+ * the fold copies ~100 bytes for them instead of building JSON. */
+enum { L_CLOCK, L_STATUS };
+
+typedef struct latest {
+    char *device_id;
+    unsigned char *frame[2];
+    size_t len[2], cap[2];
+    int64_t at_ns[2];
+    int64_t rounds; /* clock rounds folded */
+    int dirty;      /* bit per kind: a frame newer than the JSON */
+} latest;
+
+typedef struct latest_table {
+    latest **items; /* stable pointers */
+    size_t count, cap;
+    latest **index; /* open addressing by device id hash */
+    size_t index_cap;
+    latest **dirty;
+    size_t dirty_count, dirty_cap;
+    ev_codec *codec; /* reads frames (and frames in-memory events) */
+    const ev_schema *kind_schema[2]; /* ClockOffsetMeasured, DeviceStatus */
+} latest_table;
+
 struct ev_state {
     json_t *nodes, *devices, *sessions;
     uint64_t *seen; /* open-addressing set of event-id hashes; 0 = empty */
     size_t seen_cap, seen_count;
     int64_t applied, duplicates, ignored;
+    latest_table *latest; /* a pointer: ev_state_to_json (const) materialises it */
 };
 
 ev_state *ev_state_new(void)
@@ -22,7 +50,13 @@ ev_state *ev_state_new(void)
     s->sessions = json_object();
     s->seen_cap = 1024;
     s->seen = calloc(s->seen_cap, sizeof(*s->seen));
-    if (!s->nodes || !s->devices || !s->sessions || !s->seen) {
+    s->latest = calloc(1, sizeof(*s->latest));
+    if (s->latest) {
+        s->latest->codec = ev_codec_new();
+        s->latest->kind_schema[L_CLOCK] = ev_schema_by_name("ClockOffsetMeasured");
+        s->latest->kind_schema[L_STATUS] = ev_schema_by_name("DeviceStatus");
+    }
+    if (!s->nodes || !s->devices || !s->sessions || !s->seen || !s->latest || !s->latest->codec) {
         ev_state_destroy(s);
         return NULL;
     }
@@ -37,15 +71,40 @@ void ev_state_destroy(ev_state *s)
     json_decref(s->devices);
     json_decref(s->sessions);
     free(s->seen);
+    if (s->latest) {
+        for (size_t i = 0; i < s->latest->count; i++) {
+            latest *l = s->latest->items[i];
+            free(l->device_id);
+            free(l->frame[0]);
+            free(l->frame[1]);
+            free(l);
+        }
+        free(s->latest->items);
+        free(s->latest->index);
+        free(s->latest->dirty);
+        ev_codec_destroy(s->latest->codec);
+        free(s->latest);
+    }
     free(s);
 }
 
-/* FNV-1a 64, never 0 (0 marks an empty slot). */
+/* 64-bit hash of an event id, 8 bytes a step with a murmur3 finaliser
+ * (every event of a fold hashes its id); never 0 (0 marks an empty slot). */
 static uint64_t id_hash(const char *id)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ULL;
+    size_t n = strlen(id), i = 0;
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, id + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, id + i, n - i);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
     return h ? h : 1;
 }
 
@@ -149,24 +208,9 @@ static void reduce_device(ev_state *s, const char *type, json_t *r, int64_t t)
         json_object_set_new(d, "connected", json_true());
         json_object_del(d, "disconnect_reason");
         set_int(d, "registered_at_ns", t);
-    } else if (strcmp(type, "DeviceStatus") == 0) {
-        json_t *st = json_object();
-        merge(st, r, "device_id");
-        json_object_del(st, "node_id");
-        set_int(st, "at_ns", t);
-        json_object_set_new(d, "status", st);
     } else if (strcmp(type, "DeviceDisconnected") == 0) {
         json_object_set_new(d, "connected", json_false());
         set_str(d, "disconnect_reason", str(r, "reason"));
-    } else if (strcmp(type, "ClockOffsetMeasured") == 0) {
-        json_t *old = json_object_get(d, "clock");
-        int64_t rounds = old ? json_integer_value(json_object_get(old, "rounds")) : 0;
-        json_t *c = json_object();
-        merge(c, r, "device_id");
-        json_object_del(c, "node_id");
-        set_int(c, "rounds", rounds + 1);
-        set_int(c, "measured_at_ns", t);
-        json_object_set_new(d, "clock", c);
     }
 }
 
@@ -226,14 +270,150 @@ static void reduce_command(ev_state *s, const char *type, json_t *r, int64_t t)
     }
 }
 
+/* The device id of a validated frame whose first field is the id string. */
+static int frame_device_id(const unsigned char *f, size_t len, const char **id, size_t *id_len)
+{
+    const unsigned char *p = f + EV_FRAME_HEADER_LEN, *end = f + len;
+    uint64_t u = 0;
+    for (int shift = 0; p < end && shift < 64; shift += 7) {
+        u |= (uint64_t)(*p & 0x7f) << shift;
+        if (!(*p++ & 0x80))
+            break;
+    }
+    int64_t n = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+    if (n < 0 || n > end - p)
+        return EV_ERR_CORRUPT;
+    *id = (const char *)p;
+    *id_len = (size_t)n;
+    return 0;
+}
+
+static uint64_t hash_n(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static latest **latest_slot(latest_table *t, const char *id, size_t n)
+{
+    size_t i = (size_t)hash_n(id, n) & (t->index_cap - 1);
+    while (t->index[i] && (strncmp(t->index[i]->device_id, id, n) != 0 || t->index[i]->device_id[n]))
+        i = (i + 1) & (t->index_cap - 1);
+    return &t->index[i];
+}
+
+static latest *latest_get(latest_table *t, const char *id, size_t n)
+{
+    if ((t->count + 1) * 2 > t->index_cap) {
+        size_t cap = t->index_cap ? t->index_cap * 2 : 256;
+        latest **idx = calloc(cap, sizeof(*idx));
+        if (!idx)
+            return NULL;
+        free(t->index);
+        t->index = idx;
+        t->index_cap = cap;
+        for (size_t k = 0; k < t->count; k++)
+            *latest_slot(t, t->items[k]->device_id, strlen(t->items[k]->device_id)) = t->items[k];
+    }
+    latest **slot = latest_slot(t, id, n);
+    if (*slot)
+        return *slot;
+    if (t->count == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        latest **items = realloc(t->items, cap * sizeof(*items));
+        if (!items)
+            return NULL;
+        t->items = items;
+        t->cap = cap;
+    }
+    latest *l = calloc(1, sizeof(*l));
+    if (!l || !(l->device_id = strndup(id, n))) {
+        free(l);
+        return NULL;
+    }
+    t->items[t->count++] = l;
+    return *slot = l;
+}
+
+/* Keeps ev as the device's latest of its kind. */
+static int latest_put(latest_table *t, int kind, const ev_event *ev, char *errstr, size_t n)
+{
+    const void *frame;
+    size_t len;
+    const char *id;
+    size_t id_len;
+    int rc;
+    if (ev->msg) {
+        frame = ev->msg->value;
+        len = ev->msg->value_len;
+    } else if ((rc = ev_codec_encode(t->codec, ev->schema, ev->value, &frame, &len, errstr, n))) {
+        return rc;
+    }
+    if (frame_device_id(frame, len, &id, &id_len))
+        return ev__fail(errstr, n, EV_ERR_CORRUPT, "state: %s without a device_id",
+                        ev_schema_short_name(ev->schema));
+    latest *l = latest_get(t, id, id_len);
+    if (!l || (t->dirty_count == t->dirty_cap &&
+               !(t->dirty = realloc(t->dirty, (t->dirty_cap = t->dirty_cap * 2 + 64) * sizeof(*t->dirty)))))
+        return ev__fail(errstr, n, EV_ERR_NOMEM, "state: out of memory");
+    if (len > l->cap[kind]) {
+        unsigned char *f = realloc(l->frame[kind], len);
+        if (!f)
+            return ev__fail(errstr, n, EV_ERR_NOMEM, "state: out of memory");
+        l->frame[kind] = f;
+        l->cap[kind] = len;
+    }
+    memcpy(l->frame[kind], frame, len);
+    l->len[kind] = len;
+    l->at_ns[kind] = ev->time_ns;
+    l->rounds += kind == L_CLOCK;
+    if (!l->dirty)
+        t->dirty[t->dirty_count++] = l;
+    l->dirty |= 1 << kind;
+    return 0;
+}
+
+/* The latest frames into the devices' JSON: "clock" (with the rounds
+ * folded and measured_at_ns) and "status" (with at_ns). */
+static void latest_materialise(latest_table *t, json_t *devices)
+{
+    static const char *const key[2] = {"clock", "status"}, *const at[2] = {"measured_at_ns", "at_ns"};
+    for (size_t i = 0; i < t->dirty_count; i++) {
+        latest *l = t->dirty[i];
+        for (int kind = 0; kind < 2; kind++) {
+            const ev_schema *s;
+            avro_value_t *v;
+            json_t *r = NULL;
+            if (!(l->dirty & (1 << kind)) || ev_codec_check(l->frame[kind], l->len[kind], &s, NULL, 0) ||
+                ev__codec_read(t->codec, s, l->frame[kind], l->len[kind], &v, NULL, 0) ||
+                ev_value_to_json(v, &r, NULL, 0))
+                continue; /* checked when it was folded: cannot fail */
+            json_object_del(r, "device_id");
+            json_object_del(r, "node_id");
+            if (kind == L_CLOCK)
+                set_int(r, "rounds", l->rounds);
+            set_int(r, at[kind], l->at_ns[kind]);
+            json_object_set_new(aggregate(devices, l->device_id), key[kind], r);
+        }
+        l->dirty = 0;
+    }
+    t->dirty_count = 0;
+}
+
 int ev_state_apply(ev_state *s, const ev_event *ev, char *errstr, size_t errstr_size)
 {
     const char *topic = ev_schema_topic(ev->schema);
     const char *type = ev_schema_short_name(ev->schema);
     json_t *record = NULL;
     int rc;
+    /* the bulk of the events first: pointer compares, no strcmp */
+    int kind = ev->schema == s->latest->kind_schema[L_CLOCK]    ? L_CLOCK
+               : ev->schema == s->latest->kind_schema[L_STATUS] ? L_STATUS
+                                                                : -1;
 
-    if (strcmp(topic, "nodes") != 0 && strcmp(topic, "devices") != 0 &&
+    if (kind < 0 && strcmp(topic, "nodes") != 0 && strcmp(topic, "devices") != 0 &&
         strcmp(topic, "sessions") != 0 &&
         (strcmp(topic, "commands") != 0 || strcmp(type, "SyncNow") == 0)) {
         s->ignored++;
@@ -246,7 +426,23 @@ int ev_state_apply(ev_state *s, const ev_event *ev, char *errstr, size_t errstr_
         s->duplicates++;
         return 1;
     }
-    rc = ev_value_to_json(ev->value, &record, errstr, errstr_size);
+    if (kind >= 0) {
+        if ((rc = latest_put(s->latest, kind, ev, errstr, errstr_size)))
+            return rc;
+        s->applied++;
+        return 0;
+    }
+    const avro_value_t *value = ev->value;
+    avro_value_t *read = NULL;
+    if (!value) { /* peeked (ev_event_peek): read it now */
+        if (!ev->msg)
+            return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "state: event without a value");
+        if ((rc = ev__codec_read(s->latest->codec, ev->schema, ev->msg->value, ev->msg->value_len,
+                                 &read, errstr, errstr_size)))
+            return rc;
+        value = read;
+    }
+    rc = ev_value_to_json(value, &record, errstr, errstr_size);
     if (rc)
         return rc;
     if (strcmp(topic, "nodes") == 0)
@@ -264,6 +460,7 @@ int ev_state_apply(ev_state *s, const ev_event *ev, char *errstr, size_t errstr_
 
 json_t *ev_state_to_json(const ev_state *s)
 {
+    latest_materialise(s->latest, s->devices);
     return json_pack("{s:O, s:O, s:O, s:{s:I, s:I, s:I}}", "nodes", s->nodes, "devices",
                      s->devices, "sessions", s->sessions, "events", "applied",
                      (json_int_t)s->applied, "duplicates", (json_int_t)s->duplicates, "ignored",

@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static ev_codec *codec;
@@ -124,6 +125,65 @@ START_TEST(session_lifecycle)
 }
 END_TEST
 
+/* The same clock and status events folded as a service folds them from the
+ * log (peeked frames, read lazily) and from memory give one state; the last
+ * of each kind wins, rounds count them, and reading the state in between
+ * changes nothing. */
+static void apply_framed(ev_state *st, const char *id, int64_t t, const char *type, const char *json)
+{
+    char err[256];
+    const void *frame;
+    size_t len;
+    ev_codec *c = ev_codec_new();
+    const ev_schema *s = ev_schema_by_name(type);
+    ck_assert_int_eq(ev_codec_encode(c, s, tu_value(c, type, json), &frame, &len, err, sizeof(err)), 0);
+    ev_header h[2] = {{"ce_id", id, strlen(id)}, {"ce_type", ev_schema_name(s), strlen(ev_schema_name(s))}};
+    ev_msg m = {.topic = "devices", .value = frame, .value_len = len, .headers = h, .header_count = 2,
+                .timestamp_ms = t / 1000000};
+    ev_event ev;
+    ck_assert_msg(ev_event_peek(&m, &ev, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_ptr_null(ev.value);
+    ck_assert_msg(ev_state_apply(st, &ev, err, sizeof(err)) == 0, "%s", err);
+    ev_codec_destroy(c);
+}
+
+START_TEST(latest_clock_and_status_from_frames_equal_from_memory)
+{
+    ev_state *framed = ev_state_new();
+    static const char *const ev[][3] = {
+        {"r1", "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}"},
+        {"c1", "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": 5, \"rtt_ns\": 100}"},
+        {"s1", "DeviceStatus", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"battery\": 0.5}"},
+        {"c2", "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": 7, \"rtt_ns\": 90}"},
+        {"c3", "ClockOffsetMeasured", "{\"device_id\": \"d2\", \"node_id\": \"n1\", \"offset_ns\": -3, \"rtt_ns\": 80}"},
+        {"s2", "DeviceStatus", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"battery\": 0.25}"},
+    };
+    for (int i = 0; i < 6; i++) {
+        ck_assert_int_eq(apply(ev[i][0], 1000000 * (i + 1), ev[i][1], ev[i][2]), 0);
+        apply_framed(framed, ev[i][0], 1000000 * (i + 1), ev[i][1], ev[i][2]);
+        if (i == 2) { /* read in between: materialises, then more events come */
+            json_t *mid = ev_state_to_json(framed);
+            json_decref(mid);
+        }
+    }
+    json_t *a = ev_state_to_json(state), *b = ev_state_to_json(framed);
+    char *ta = json_dumps(a, JSON_SORT_KEYS), *tb = json_dumps(b, JSON_SORT_KEYS);
+    ck_assert_str_eq(ta, tb);
+    json_t *d1 = json_object_get(json_object_get(b, "devices"), "d1");
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d1, "clock"), "offset_ns")), 7);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d1, "clock"), "rounds")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d1, "clock"), "measured_at_ns")), 4000000);
+    ck_assert(json_real_value(json_object_get(json_object_get(d1, "status"), "battery")) == 0.25);
+    ck_assert_ptr_null(json_object_get(json_object_get(d1, "clock"), "device_id"));
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(json_object_get(json_object_get(b, "devices"), "d2"), "clock"), "rounds")), 1);
+    free(ta);
+    free(tb);
+    json_decref(a);
+    json_decref(b);
+    ev_state_destroy(framed);
+}
+END_TEST
+
 START_TEST(data_topics_are_ignored)
 {
     ck_assert_int_eq(apply("e1", 1, "SyncNow", "{\"node_id\": \"n\"}"), 1);
@@ -145,6 +205,7 @@ int main(void)
     tcase_add_test(tc, node_expiry_removes_its_devices);
     tcase_add_test(tc, session_lifecycle);
     tcase_add_test(tc, data_topics_are_ignored);
+    tcase_add_test(tc, latest_clock_and_status_from_frames_equal_from_memory);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
