@@ -624,23 +624,31 @@ static void bench_replay(long n, const char *dir)
         ev_log_destroy(log);
     }
 
-    /* The rebuild msrs-replay does: read the log, decode, fold. */
-    ev_state *state = ev_state_new();
-    log = open_log(uri);
-    cli_projection p = {.prog = "bench_log", .log = log, .codec = codec, .state = state};
-    t = now_s();
-    if (cli_projection_fold(&p, topics, 2))
-        die("fold", "failed");
-    double secs = now_s() - t;
-    if (p.records != n || p.bad)
-        die("fold", "records missing or undecodable");
-    row("rebuild: SQLite read + decode + ev_state fold", n, secs, used / (size_t)n, raw_rate);
+    /* The rebuild msrs-replay does: read the log, check, fold (two
+     * threads). Best of 3 into a new state each, as the codec loops. */
+    double secs = 1e9;
+    printf("  rebuild runs:");
+    for (int rep = 0; rep < 3; rep++) {
+        ev_state *state = ev_state_new();
+        log = open_log(uri);
+        cli_projection p = {.prog = "bench_log", .log = log, .codec = codec, .state = state};
+        t = now_s();
+        if (cli_projection_fold(&p, topics, 2))
+            die("fold", "failed");
+        double s = now_s() - t;
+        secs = s < secs ? s : secs;
+        printf(" %.0f", (double)n / s);
+        if (p.records != n || p.bad)
+            die("fold", "records missing or undecodable");
+        cli_projection_free(&p);
+        ev_state_destroy(state);
+        ev_log_destroy(log);
+    }
+    printf(" rec/s\n");
+    row("rebuild: read + check + ev_state fold, best of 3", n, secs, used / (size_t)n, raw_rate);
     double both = 1.0 / (1.0 / read_rate + 1.0 / raw_rate);
     printf("  %-44s %11.0f rec/s   (SQLite read, then raw avro_value_read: rebuild ratio %.2f)\n",
            "raw ceiling of a rebuild", both, (double)n / secs / both);
-    cli_projection_free(&p);
-    ev_state_destroy(state);
-    ev_log_destroy(log);
     for (int i = 0; i < 64; i++)
         if (have[i])
             avro_value_decref(&raw[i]);
