@@ -2,9 +2,11 @@
  * and command events with the reducers the services use (libevents'
  * ev_state) and prints the state as JSON, as it is now or as it was
  * (--until), or checks it against a service's snapshot (--verify).
- * Not built yet: --refit, --republish and archive folders as a source
- * (docs/architecture.md, "Replay"). */
+ * --refit rewrites an archive's master times from all its clock rounds
+ * (refit.c). Not built yet: --republish and archive folders as a source
+ * (docs/architecture.md, "State and replay"). */
 #include "cli.h"
+#include "refit.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +30,13 @@ static void usage(FILE *f)
                "                     fold the snapshot's topics up to its positions, print every\n"
                "                     difference in nodes, devices and sessions (path: replay vs\n"
                "                     snapshot), exit 1 if any\n"
+               "  --refit ARCHIVE --out DIR\n"
+               "                     post-hoc clock correction of a session archive folder: per\n"
+               "                     device a robust line through all its recorded clock rounds\n"
+               "                     (a new segment after a clock reset: config refit.reset_ns,\n"
+               "                     default 50000000), every master_time_ns recomputed from its\n"
+               "                     device time, written to DIR (a copy; never overwritten) with\n"
+               "                     the fits and new SHA-256 in its manifest. No --log needed.\n"
                "  --compact          one line of JSON instead of indented\n"
                CLI_COMMON_HELP
                "\nThe output adds \"positions\" (next offset per topic and partition folded),\n"
@@ -119,10 +128,12 @@ int main(int argc, char **argv)
                                               {"topics", required_argument, NULL, 'T'},
                                               {"until", required_argument, NULL, 'U'},
                                               {"verify", required_argument, NULL, 'V'},
+                                              {"refit", required_argument, NULL, 'R'},
+                                              {"out", required_argument, NULL, 'O'},
                                               {NULL, 0, NULL, 0}};
     cli_common common = {0};
     int opt, compact = 0, exit_code = CLI_EXIT_OK;
-    const char *topics_arg = NULL, *until = NULL, *verify = NULL;
+    const char *topics_arg = NULL, *until = NULL, *verify = NULL, *refit = NULL, *out_dir = NULL;
     char err[512];
     ev_log *log = NULL;
     ev_conf *conf;
@@ -139,6 +150,8 @@ int main(int argc, char **argv)
         case 'T': topics_arg = optarg; break;
         case 'U': until = optarg; break;
         case 'V': verify = optarg; break;
+        case 'R': refit = optarg; break;
+        case 'O': out_dir = optarg; break;
         default: usage(stderr); return CLI_EXIT_USAGE;
         }
     }
@@ -151,6 +164,23 @@ int main(int argc, char **argv)
     }
     if (!(conf = cli_conf_build("msrs-replay", &common)))
         return CLI_EXIT_USAGE;
+    if (refit || out_dir) {
+        int64_t reset_ns = 0;
+        if (!refit || !out_dir) {
+            fprintf(stderr, "msrs-replay: --refit ARCHIVE and --out DIR go together\n");
+            exit_code = CLI_EXIT_USAGE;
+        } else if (ev_conf_get_int(conf, "refit.reset_ns", 50000000, &reset_ns, err, sizeof(err))) {
+            fprintf(stderr, "msrs-replay: %s\n", err);
+            exit_code = CLI_EXIT_USAGE;
+        } else if (reset_ns <= 0) {
+            fprintf(stderr, "msrs-replay: config refit.reset_ns: expected a positive integer\n");
+            exit_code = CLI_EXIT_USAGE;
+        } else {
+            exit_code = rf_refit_archive(refit, out_dir, reset_ns);
+        }
+        ev_conf_destroy(conf);
+        return exit_code;
+    }
     if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&log, conf, err, sizeof(err))) {
         fprintf(stderr, "msrs-replay: %s\n", err);
         ev_conf_destroy(conf);

@@ -56,6 +56,7 @@ typedef struct ag_device {
     int count_n;
     /* clock-sync round */
     int round_active;
+    json_t *round_probes; /* this round's valid probes, for the record (refits) */
     int64_t probes_sent, probes_answered;
     int64_t next_probe_ns, round_deadline_ns, next_round_ns;
 } ag_device;

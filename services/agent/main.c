@@ -226,6 +226,7 @@ out:
     print_counters(&a, "stopped");
     for (size_t i = 0; i < a.device_count; i++) {
         json_decref(a.devices[i]->next_seq);
+        json_decref(a.devices[i]->round_probes);
         free(a.devices[i]);
     }
     free(a.devices);

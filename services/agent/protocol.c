@@ -244,24 +244,34 @@ static void on_time_resp(ag_agent *a, ag_conn *c, json_t *payload, int64_t t4, c
         ag_send_error(a, c, "invalid", "time_resp: t3 < t2 or t4 < t1", ref);
         return;
     }
+    if (!d->round_probes)
+        d->round_probes = json_array();
+    json_array_append_new(d->round_probes,
+                          json_pack("{s:I, s:I, s:I, s:I}", "t1_ns", (json_int_t)p.t1, "t2_ns",
+                                    (json_int_t)p.t2, "t3_ns", (json_int_t)p.t3, "t4_ns",
+                                    (json_int_t)p.t4));
     d->probes_answered++;
 }
 
 static void end_round(ag_agent *a, ag_device *d)
 {
     cs_round_result r;
+    json_t *probes = d->round_probes ? d->round_probes : json_array();
+    d->round_probes = NULL;
     d->round_active = 0;
     d->next_round_ns = ag_now_ns() + a->cfg.sync_interval_ms * 1000000LL;
-    if (cs_end_round(&d->clock, &r) != 0)
+    if (cs_end_round(&d->clock, &r) != 0) {
+        json_decref(probes);
         return; /* no answer this round: try again next interval */
+    }
     ag_emit(a, "ClockOffsetMeasured", d->device_id,
-            json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:I, s:i, s:I, s:I, s:I, s:I}", "device_id",
+            json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:I, s:i, s:I, s:I, s:I, s:I, s:o}", "device_id",
                       d->device_id, "node_id", a->cfg.node_id, "round", (json_int_t)r.round,
                       "offset_ns", (json_int_t)r.offset_ns, "rtt_ns", (json_int_t)r.rtt_ns,
                       "drift_ppm", r.drift_ppm, "uncertainty_ns", (json_int_t)r.uncertainty_ns,
                       "probes", r.probes, "t1_ns", (json_int_t)r.best.t1, "t2_ns",
                       (json_int_t)r.best.t2, "t3_ns", (json_int_t)r.best.t3, "t4_ns",
-                      (json_int_t)r.best.t4),
+                      (json_int_t)r.best.t4, "round_probes", probes),
             NULL, 0);
 }
 
@@ -275,6 +285,8 @@ void ag_sync_tick(ag_agent *a, int64_t now)
             if (now < d->next_round_ns)
                 continue;
             d->round_active = 1;
+            json_decref(d->round_probes); /* of a round cut short */
+            d->round_probes = NULL;
             d->probes_sent = d->probes_answered = 0;
             d->next_probe_ns = now;
             d->round_deadline_ns = now + (a->cfg.sync_probes * a->cfg.probe_spacing_ms +

@@ -25,12 +25,11 @@
  * existing session folder is never overwritten: the same session archived
  * before is left as it is; a different one with the same id gets "-2". */
 #include "cli.h"
+#include "archfile.h"
 #include "xdf.h"
 
 #include <errno.h>
 #include <ftw.h>
-#include <libavutil/mem.h>
-#include <libavutil/sha.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -47,6 +46,7 @@ typedef struct ar_offset {
     int64_t t4, offset, rtt, uncertainty, round, t1, t2, t3;
     double drift_ppm;
     int probes;
+    json_t *rec; /* the whole record (round_probes too): what clock.avro holds */
 } ar_offset;
 
 typedef struct ar_dev {
@@ -101,29 +101,6 @@ typedef struct ar_archiver {
 
 /* ------------------------------------------------------------ utilities */
 
-static int mkdirs(const char *path)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* A name safe as one path component: [A-Za-z0-9._-], others become '_'. */
 static void safe_name(char *out, size_t size, const char *in)
@@ -139,33 +116,6 @@ static void safe_name(char *out, size_t size, const char *in)
     out[i] = '\0';
     if (i == 0 || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
         snprintf(out, size, "unnamed");
-}
-
-static int sha256_file(const char *path, char hex[65], int64_t *bytes)
-{
-    struct AVSHA *sha = av_sha_alloc();
-    FILE *f = fopen(path, "rb");
-    unsigned char buf[65536], digest[32];
-    size_t n;
-    *bytes = 0;
-    if (!sha || !f) {
-        av_free(sha);
-        if (f)
-            fclose(f);
-        return -1;
-    }
-    av_sha_init(sha, 256);
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-        av_sha_update(sha, buf, n);
-        *bytes += (int64_t)n;
-    }
-    int err = ferror(f);
-    fclose(f);
-    av_sha_final(sha, digest);
-    av_free(sha);
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    return err ? -1 : 0;
 }
 
 static const char *jstr(json_t *o, const char *k)
@@ -198,12 +148,14 @@ static void on_clock(ar_archiver *a, json_t *r)
     ar_dev *d = dev_get(a, jstr(r, "device_id"));
     if (!d || (!d->ring && !(d->ring = calloc(AR_CLOCK_RING, sizeof(*d->ring)))))
         return;
+    json_decref(d->ring[d->next].rec); /* the oldest, overwritten */
     d->ring[d->next] = (ar_offset){jint(r, "t4_ns"),  jint(r, "offset_ns"),
                                    jint(r, "rtt_ns"), jint(r, "uncertainty_ns"),
                                    jint(r, "round"),  jint(r, "t1_ns"),
                                    jint(r, "t2_ns"),  jint(r, "t3_ns"),
                                    json_number_value(json_object_get(r, "drift_ppm")),
-                                   (int)jint(r, "probes")};
+                                   (int)jint(r, "probes"),
+                                   json_incref(r)};
     d->next = (d->next + 1) % AR_CLOCK_RING;
     if (d->count < AR_CLOCK_RING)
         d->count++;
@@ -497,19 +449,10 @@ static void write_clock_file(ar_archiver *a, ar_session *s, const char *device,
         s->failed = 1;
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:i, s:I, s:I, s:I, s:I}",
-                              "device_id", device, "round", (json_int_t)o[i]->round, "offset_ns",
-                              (json_int_t)o[i]->offset, "rtt_ns", (json_int_t)o[i]->rtt,
-                              "drift_ppm", o[i]->drift_ppm, "uncertainty_ns",
-                              (json_int_t)o[i]->uncertainty, "probes", o[i]->probes, "t1_ns",
-                              (json_int_t)o[i]->t1, "t2_ns", (json_int_t)o[i]->t2, "t3_ns",
-                              (json_int_t)o[i]->t3, "t4_ns", (json_int_t)o[i]->t4);
-        if (ev_codec_value(a->codec, schema, &v) || ev_value_from_json(v, j, err, sizeof(err)) ||
-            avro_file_writer_append_value(w, v))
+    for (size_t i = 0; i < n; i++)
+        if (ev_codec_value(a->codec, schema, &v) ||
+            ev_value_from_json(v, o[i]->rec, err, sizeof(err)) || avro_file_writer_append_value(w, v))
             s->failed = 1;
-        json_decref(j);
-    }
     avro_file_writer_close(w);
 }
 
@@ -934,6 +877,8 @@ out:
     free(a.sessions);
     for (size_t i = 0; i < a.dev_count; i++) {
         json_decref(a.devs[i].registered);
+        for (int k = 0; a.devs[i].ring && k < AR_CLOCK_RING; k++)
+            json_decref(a.devs[i].ring[k].rec);
         free(a.devs[i].ring);
     }
     free(a.devs);

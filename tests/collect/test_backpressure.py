@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, of_type, tail, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, free_port, of_type, stop_all, tail, wait_listening  # noqa: E402
 
 check = Checks()
 
@@ -111,14 +111,7 @@ def main():
         want = {k: v[0] for k, v in sent.items() if k[1] in ("gsr", "imu")}
         check(in_log == want, "every counted sample is in the log: %s vs %s" % (in_log, want))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
     if check.failures:
         print("kept", tmp)
     else:

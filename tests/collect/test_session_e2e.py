@@ -36,7 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, of_type, tail, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, free_port, of_type, stop_all, tail, wait_listening  # noqa: E402
 import xdfread  # noqa: E402
 
 import avro.datafile  # noqa: E402
@@ -272,14 +272,7 @@ def main():
         check(stop(again) == 0, "second archiver exits cleanly")
         check(sorted(os.listdir(archive)) == [".staging", "s1"], "archive not duplicated: %s" % os.listdir(archive))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
     bad = [(p.args[0], p.returncode) for p in procs if p.returncode not in (0, -9)]
     check(not bad, "every process exited cleanly: %s" % bad)
     for p in procs:

@@ -39,6 +39,19 @@ class Checks:
         return 1 if self.failures else 0
 
 
+def stop_all(procs, timeout=20):
+    """SIGTERM every process still running, wait for each (SIGKILL after timeout s)."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def of_type(records, t):
     """The records (as tail returns them) of record type t ("CollectionStarted")."""
     return [r for r in records if r["type"] == "msrs.events." + t]

@@ -1,0 +1,444 @@
+/* refit.c — see refit.h. */
+#define _XOPEN_SOURCE 700
+#include "refit.h"
+#include "archfile.h"
+
+#include <avro.h>
+#include <errno.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ fit */
+
+#define RF_WINDOW_PROBES 64
+
+static int cmp_round(const void *a, const void *b)
+{
+    const rf_round *x = a, *y = b;
+    return (x->best.t1 > y->best.t1) - (x->best.t1 < y->best.t1);
+}
+
+static int cmp_probe(const void *a, const void *b)
+{
+    const rf_probe *x = a, *y = b;
+    return (x->t1 > y->t1) - (x->t1 < y->t1);
+}
+
+/* The kept probe's offset (device − master), ns. */
+static double round_offset(const rf_round *r)
+{
+    return ((double)(r->best.t2 - r->best.t1) + (double)(r->best.t3 - r->best.t4)) / 2;
+}
+
+static void fit_segment(const rf_round *r, int n, rf_segment *s)
+{
+    int total = 0;
+    for (int i = 0; i < n; i++)
+        total += r[i].n ? r[i].n : 1;
+    rf_probe *p = malloc(sizeof(*p) * (size_t)total);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!r[i].n)
+            p[k++] = r[i].best;
+        for (int j = 0; j < r[i].n; j++)
+            p[k++] = r[i].probes[j];
+    }
+    qsort(p, (size_t)total, sizeof(*p), cmp_probe);
+    memset(s, 0, sizeof(*s));
+    s->master_from = r[0].best.t1;
+    s->master_to = r[n - 1].best.t1;
+    s->origin = p[0].t1;
+    s->rounds = n;
+    s->probes = total;
+    int windows = total / RF_WINDOW_PROBES;
+    if (windows < 2)
+        windows = total >= 16 ? 2 : 1;
+    s->windows = windows;
+    double *wt = malloc(sizeof(double) * (size_t)windows * 2), *wo = wt + windows;
+    double offset = 0, drift = 0;
+    for (int iter = 0; iter < 4; iter++) {
+        /* each window: min of each direction's delay with the drift taken out */
+        for (int w = 0; w < windows; w++) {
+            int from = (int)((int64_t)total * w / windows), to = (int)((int64_t)total * (w + 1) / windows);
+            double mina = INFINITY, minb = INFINITY, sum_t = 0;
+            for (int i = from; i < to; i++) {
+                double t = ((double)(p[i].t1 - s->origin) + (double)(p[i].t4 - s->origin)) / 2;
+                double a = (double)(p[i].t2 - p[i].t1) - drift * t; /* offset + down */
+                double b = (double)(p[i].t4 - p[i].t3) + drift * t; /* up − offset */
+                mina = a < mina ? a : mina;
+                minb = b < minb ? b : minb;
+                sum_t += t;
+            }
+            wt[w] = sum_t / (to - from);
+            wo[w] = (mina - minb) / 2; /* the offset at t = 0, as this window sees it */
+        }
+        /* what is left of a slope in the windows' offsets corrects the drift */
+        double st = 0, so = 0, stt = 0, sto = 0;
+        for (int w = 0; w < windows; w++) {
+            st += wt[w];
+            so += wo[w];
+            stt += wt[w] * wt[w];
+            sto += wt[w] * wo[w];
+        }
+        double den = windows * stt - st * st;
+        double slope = windows >= 2 && den > 0 ? (windows * sto - st * so) / den : 0;
+        drift += slope;
+        offset = (so - slope * st) / windows;
+    }
+    double rss = 0;
+    for (int w = 0; w < windows; w++) {
+        /* residual of each window against the final line (recomputed) */
+        int from = (int)((int64_t)total * w / windows), to = (int)((int64_t)total * (w + 1) / windows);
+        double mina = INFINITY, minb = INFINITY;
+        for (int i = from; i < to; i++) {
+            double t = ((double)(p[i].t1 - s->origin) + (double)(p[i].t4 - s->origin)) / 2;
+            double a = (double)(p[i].t2 - p[i].t1) - drift * t, b = (double)(p[i].t4 - p[i].t3) + drift * t;
+            mina = a < mina ? a : mina;
+            minb = b < minb ? b : minb;
+        }
+        double e = (mina - minb) / 2 - offset;
+        rss += e * e;
+    }
+    s->offset_ns = offset;
+    s->drift = drift;
+    s->rms_ns = sqrt(rss / windows);
+    free(wt);
+    free(p);
+}
+
+int rf_fit_rounds(rf_round *r, int n, int64_t reset_ns, rf_fit *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (n < 2)
+        return -1;
+    qsort(r, (size_t)n, sizeof(*r), cmp_round);
+    int from = 0;
+    for (int i = 1; i <= n; i++) {
+        int cut = i == n;
+        if (!cut) {
+            int jump = fabs(round_offset(&r[i]) - round_offset(&r[i - 1])) > (double)reset_ns;
+            if (jump && i + 1 < n) /* confirmed by the next round: not one bad probe */
+                jump = fabs(round_offset(&r[i + 1]) - round_offset(&r[i])) <= (double)reset_ns;
+            cut = jump && out->n < RF_MAX_SEGMENTS - 1;
+        }
+        if (cut) {
+            fit_segment(r + from, i - from, &out->seg[out->n++]);
+            from = i;
+        }
+    }
+    return 0;
+}
+
+int64_t rf_master(const rf_fit *f, int64_t x, int64_t hint)
+{
+    const rf_segment *best = &f->seg[0];
+    int64_t best_d = INT64_MAX;
+    for (int i = 0; i < f->n; i++) {
+        const rf_segment *s = &f->seg[i];
+        int64_t d = hint < s->master_from ? s->master_from - hint
+                    : hint > s->master_to ? hint - s->master_to
+                                          : 0;
+        if (d < best_d) {
+            best_d = d;
+            best = s;
+        }
+    }
+    /* x = m + offset + drift·(m − origin)  =>  m − origin = (x − origin − offset) / (1 + drift),
+     * in differences (ns since the epoch do not fit a double exactly) */
+    double dm = ((double)(x - best->origin) - best->offset_ns) / (1 + best->drift);
+    return best->origin + (int64_t)llround(dm);
+}
+
+/* ---------------------------------------------------------------- files */
+
+static int copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    char buf[1 << 16];
+    size_t n;
+    int rc = in && out ? 0 : -1;
+    while (!rc && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            rc = -1;
+    if (in && ferror(in))
+        rc = -1;
+    if (in)
+        fclose(in);
+    if (out && fclose(out))
+        rc = -1;
+    return rc;
+}
+
+static int64_t field_long(avro_value_t *rec, const char *name)
+{
+    avro_value_t f;
+    int64_t v = 0;
+    if (avro_value_get_by_name(rec, name, &f, NULL) == 0)
+        avro_value_get_long(&f, &v);
+    return v;
+}
+
+/* The rounds of DIR/clock.avro (*device: its device_id). -1 if unreadable. */
+static rf_probe probe_of(avro_value_t *v)
+{
+    return (rf_probe){field_long(v, "t1_ns"), field_long(v, "t2_ns"), field_long(v, "t3_ns"),
+                      field_long(v, "t4_ns")};
+}
+
+static void free_rounds(rf_round *r, int n)
+{
+    for (int i = 0; r && i < n; i++)
+        free(r[i].probes);
+    free(r);
+}
+
+static int read_rounds(const char *path, rf_round **out, int *n, char *device, size_t dsize)
+{
+    avro_file_reader_t r;
+    if (avro_file_reader(path, &r)) {
+        fprintf(stderr, "msrs-replay: %s: cannot read: %s\n", path, avro_strerror());
+        return -1;
+    }
+    avro_schema_t schema = avro_file_reader_get_writer_schema(r);
+    avro_value_iface_t *iface = avro_generic_class_from_schema(schema);
+    avro_value_t v;
+    avro_generic_value_new(iface, &v);
+    int cap = 256, rc = 0, got;
+    *out = malloc(sizeof(rf_round) * (size_t)cap);
+    *n = 0;
+    while ((got = avro_file_reader_read_value(r, &v)) == 0) {
+        if (*n == cap)
+            *out = realloc(*out, sizeof(rf_round) * (size_t)(cap *= 2));
+        rf_round *x = &(*out)[(*n)++];
+        avro_value_t f, all, one;
+        size_t count = 0;
+        *x = (rf_round){probe_of(&v), NULL, 0};
+        if (avro_value_get_by_name(&v, "round_probes", &all, NULL) == 0 &&
+            avro_value_get_size(&all, &count) == 0 && count > 0 &&
+            (x->probes = malloc(sizeof(rf_probe) * count)))
+            for (size_t k = 0; k < count; k++)
+                if (avro_value_get_by_index(&all, k, &one, NULL) == 0)
+                    x->probes[x->n++] = probe_of(&one);
+        const char *s;
+        size_t len;
+        if (avro_value_get_by_name(&v, "device_id", &f, NULL) == 0 &&
+            avro_value_get_string(&f, &s, &len) == 0)
+            snprintf(device, dsize, "%s", s);
+    }
+    if (got != EOF) {
+        fprintf(stderr, "msrs-replay: %s: record %d: %s (a truncated file?)\n", path, *n + 1,
+                avro_strerror());
+        rc = -1;
+    }
+    avro_value_decref(&v);
+    avro_value_iface_decref(iface);
+    avro_file_reader_close(r);
+    return rc;
+}
+
+/* Rewrites one Avro file: master_time_ns (a long or an array of longs)
+ * recomputed from device_time_ns. *moved: the largest change, ns. */
+static int rewrite_avro(const char *from, const char *to, const rf_fit *fit, int64_t *records,
+                        double *moved)
+{
+    avro_file_reader_t r;
+    avro_file_writer_t w;
+    if (avro_file_reader(from, &r)) {
+        fprintf(stderr, "msrs-replay: %s: cannot read: %s\n", from, avro_strerror());
+        return -1;
+    }
+    avro_schema_t schema = avro_file_reader_get_writer_schema(r);
+    if (avro_file_writer_create_with_codec(to, schema, &w, "null", 1 << 20)) {
+        fprintf(stderr, "msrs-replay: %s: cannot write: %s\n", to, avro_strerror());
+        avro_file_reader_close(r);
+        return -1;
+    }
+    avro_value_iface_t *iface = avro_generic_class_from_schema(schema);
+    avro_value_t v;
+    avro_generic_value_new(iface, &v);
+    int got, rc = 0;
+    while ((got = avro_file_reader_read_value(r, &v)) == 0) {
+        avro_value_t dev, mas;
+        if (avro_value_get_by_name(&v, "device_time_ns", &dev, NULL) ||
+            avro_value_get_by_name(&v, "master_time_ns", &mas, NULL)) {
+            fprintf(stderr, "msrs-replay: %s: record %lld: expected fields device_time_ns and "
+                            "master_time_ns\n", from, (long long)*records + 1);
+            rc = -1;
+            break;
+        }
+        size_t count = 1;
+        int is_array = avro_value_get_type(&dev) == AVRO_ARRAY;
+        if (is_array)
+            avro_value_get_size(&dev, &count);
+        for (size_t i = 0; i < count; i++) {
+            avro_value_t d = dev, m = mas;
+            int64_t x = 0, old = 0;
+            if (is_array && (avro_value_get_by_index(&dev, i, &d, NULL) ||
+                             avro_value_get_by_index(&mas, i, &m, NULL))) {
+                fprintf(stderr, "msrs-replay: %s: record %lld: master_time_ns has fewer "
+                                "entries than device_time_ns\n", from, (long long)*records + 1);
+                rc = -1;
+                break;
+            }
+            avro_value_get_long(&d, &x);
+            avro_value_get_long(&m, &old);
+            int64_t now = rf_master(fit, x, old);
+            double dm = fabs((double)(now - old));
+            if (dm > *moved)
+                *moved = dm;
+            avro_value_set_long(&m, now);
+        }
+        if (rc || avro_file_writer_append_value(w, &v)) {
+            if (!rc)
+                fprintf(stderr, "msrs-replay: %s: %s\n", to, avro_strerror());
+            rc = -1;
+            break;
+        }
+        (*records)++;
+    }
+    if (!rc && got != EOF) {
+        fprintf(stderr, "msrs-replay: %s: after record %lld: %s (a truncated file?)\n", from,
+                (long long)*records, avro_strerror());
+        rc = -1;
+    }
+    avro_value_decref(&v);
+    avro_value_iface_decref(iface);
+    avro_file_reader_close(r);
+    if (avro_file_writer_close(w))
+        rc = -1;
+    return rc;
+}
+
+static json_t *fit_json(const rf_fit *f, int rounds)
+{
+    json_t *segs = json_array();
+    for (int i = 0; i < f->n; i++) {
+        const rf_segment *s = &f->seg[i];
+        json_array_append_new(
+            segs, json_pack("{s:I, s:I, s:I, s:f, s:f, s:i, s:i, s:i, s:f}", "master_from_ns",
+                            (json_int_t)s->master_from, "master_to_ns", (json_int_t)s->master_to,
+                            "origin_ns", (json_int_t)s->origin, "offset_ns", s->offset_ns,
+                            "drift_ppm", s->drift * 1e6, "rounds", s->rounds, "probes", s->probes,
+                            "windows", s->windows, "window_rms_ns", s->rms_ns));
+    }
+    return json_pack("{s:i, s:o, s:s}", "rounds", rounds, "segments", segs, "offset",
+                     "device - master = offset_ns + drift_ppm/1e6 * (master - origin_ns)");
+}
+
+int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns)
+{
+    char path[PATH_MAX], out[PATH_MAX];
+    struct stat st;
+    json_error_t je;
+    if (stat(dst, &st) == 0) {
+        fprintf(stderr, "msrs-replay: --out %s exists: a refit never overwrites\n", dst);
+        return 2;
+    }
+    snprintf(path, sizeof(path), "%s/manifest.json", src);
+    json_t *m = json_load_file(path, 0, &je);
+    json_t *files = json_object_get(m, "files");
+    if (!m || !json_is_object(files)) {
+        fprintf(stderr, "msrs-replay: %s: %s\n", path,
+                m ? "field \"files\": expected an object (an msrs archive's manifest)" : je.text);
+        json_decref(m);
+        return 1;
+    }
+    if (mkdirs(dst)) {
+        fprintf(stderr, "msrs-replay: %s: %s\n", dst, strerror(errno));
+        json_decref(m);
+        return 1;
+    }
+    json_t *fits = json_object(), *new_files = json_object();
+    const char *rel;
+    json_t *info;
+    int rc = 0;
+    size_t done = 0, total = json_object_size(files);
+    json_object_foreach(files, rel, info)
+    {
+        char dir[PATH_MAX], device[256] = "";
+        const char *slash = strrchr(rel, '/');
+        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - rel) : 0, rel);
+        snprintf(path, sizeof(path), "%s/%s", src, rel);
+        snprintf(out, sizeof(out), "%s/%s", dst, rel);
+        if (*dir) {
+            char od[PATH_MAX * 2 + 2];
+            snprintf(od, sizeof(od), "%s/%s", dst, dir);
+            mkdirs(od);
+        }
+        size_t len = strlen(rel);
+        int is_avro = len > 5 && strcmp(rel + len - 5, ".avro") == 0 &&
+                      !(slash && strcmp(slash + 1, "clock.avro") == 0) && *dir;
+        if (!is_avro) {
+            if (copy_file(path, out)) {
+                fprintf(stderr, "msrs-replay: %s: cannot copy to %s: %s\n", path, out, strerror(errno));
+                rc = 1;
+                break;
+            }
+        } else {
+            char clock[PATH_MAX * 2 + 16];
+            rf_round *rounds = NULL;
+            int n = 0;
+            rf_fit fit;
+            snprintf(clock, sizeof(clock), "%s/%s/clock.avro", src, dir);
+            if (read_rounds(clock, &rounds, &n, device, sizeof(device))) {
+                free_rounds(rounds, n);
+                rc = 1;
+                break;
+            }
+            if (rf_fit_rounds(rounds, n, reset_ns, &fit)) {
+                fprintf(stderr, "msrs-replay: %s: %d clock rounds, expected at least 2 to fit; "
+                                "%s copied as it is\n", clock, n, rel);
+                free_rounds(rounds, n);
+                if (copy_file(path, out))
+                    rc = 1;
+            } else {
+                int64_t records = 0;
+                double moved = 0;
+                if (rewrite_avro(path, out, &fit, &records, &moved)) {
+                    free_rounds(rounds, n);
+                    rc = 1;
+                    break;
+                }
+                json_t *f = json_object_get(fits, device);
+                if (!f)
+                    json_object_set_new(fits, device, f = fit_json(&fit, n));
+                json_object_set_new(f, rel, json_pack("{s:I, s:f}", "records", (json_int_t)records,
+                                                      "max_change_ns", moved));
+                free_rounds(rounds, n);
+            }
+        }
+        char hex[65];
+        int64_t bytes;
+        if (sha256_file(out, hex, &bytes)) {
+            rc = 1;
+            break;
+        }
+        json_object_set_new(new_files, rel, json_pack("{s:I, s:s}", "bytes", (json_int_t)bytes, "sha256", hex));
+        fprintf(stderr, "msrs-replay: refit %zu/%zu %s\n", ++done, total, rel);
+    }
+    if (!rc) {
+        char abs[PATH_MAX];
+        json_object_set(m, "files", new_files);
+        json_object_set_new(m, "refit", json_pack("{s:s, s:I, s:o}", "of", realpath(src, abs) ? abs : src,
+                                                   "reset_ns", (json_int_t)reset_ns, "devices", fits));
+        fits = NULL;
+        snprintf(path, sizeof(path), "%s/manifest.json", dst);
+        if (json_dump_file(m, path, JSON_INDENT(2) | JSON_SORT_KEYS))
+            rc = 1;
+    }
+    json_decref(fits);
+    json_decref(new_files);
+    json_decref(m);
+    if (rc) {
+        fprintf(stderr, "msrs-replay: refit failed: %s removed\n", dst);
+        rm_tree(dst);
+    }
+    return rc;
+}
