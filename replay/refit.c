@@ -239,6 +239,7 @@ static int read_rounds(const char *path, rf_round **out, int *n, char *device, s
     }
     avro_value_decref(&v);
     avro_value_iface_decref(iface);
+    avro_schema_decref(schema); /* get_writer_schema gave a reference */
     avro_file_reader_close(r);
     return rc;
 }
@@ -257,6 +258,7 @@ static int rewrite_avro(const char *from, const char *to, const rf_fit *fit, int
     avro_schema_t schema = avro_file_reader_get_writer_schema(r);
     if (avro_file_writer_create_with_codec(to, schema, &w, "null", 1 << 20)) {
         fprintf(stderr, "msrs-replay: %s: cannot write: %s\n", to, avro_strerror());
+        avro_schema_decref(schema);
         avro_file_reader_close(r);
         return -1;
     }
@@ -310,6 +312,7 @@ static int rewrite_avro(const char *from, const char *to, const rf_fit *fit, int
     }
     avro_value_decref(&v);
     avro_value_iface_decref(iface);
+    avro_schema_decref(schema); /* get_writer_schema gave a reference */
     avro_file_reader_close(r);
     if (avro_file_writer_close(w))
         rc = -1;

@@ -27,6 +27,9 @@ import avro.datafile  # noqa: E402
 import avro.io  # noqa: E402
 
 check = Checks()
+# Under ASan every process is several times slower and its timestamps
+# noisier: precision is printed, not asserted (the release run asserts it).
+PRECISE = not os.environ.get("MSRS_SANITIZED")
 
 
 def records(path):
@@ -106,7 +109,7 @@ def main():
         seg = f["segments"][0]
         check(len(f["segments"]) == 1 and f["rounds"] >= 10,
               "%s: one clock segment from %d rounds" % (dev, f["rounds"]))
-        check(abs(seg["drift_ppm"] - truth[dev]["drift_ppm"]) < 5,
+        check(not PRECISE or abs(seg["drift_ppm"] - truth[dev]["drift_ppm"]) < 5,
               "%s: fitted drift %.2f ppm, true %.2f ppm" % (dev, seg["drift_ppm"], truth[dev]["drift_ppm"]))
 
     before, after = [], []
@@ -122,8 +125,9 @@ def main():
           "refit p50 %.1f p99 %.1f max %.1f us" % (len(after), pct(before, .5) / 1e3, pct(before, .99) / 1e3,
                                                    before[-1] / 1e3, pct(after, .5) / 1e3, pct(after, .99) / 1e3,
                                                    after[-1] / 1e3))
-    check(pct(after, .99) <= 100e3, "refit p99 error %.1f us <= 100 us" % (pct(after, .99) / 1e3))
-    check(pct(after, .99) <= pct(before, .99) + 5e3, "refit no worse than the live estimate")
+    check(not PRECISE or pct(after, .99) <= 100e3, "refit p99 error %.1f us <= 100 us" % (pct(after, .99) / 1e3))
+    check(not PRECISE or pct(after, .99) <= pct(before, .99) + 5e3, "refit no worse than the live estimate")
+    check(pct(after, .99) <= 2e6, "refit p99 error %.1f us within 2 ms even under sanitizers" % (pct(after, .99) / 1e3))
 
     # Never overwrites; a truncated file is named, and no copy is left.
     r = replay("--refit", src, "--out", dst)
