@@ -36,7 +36,9 @@ static void usage(FILE *f)
                "                     (a new segment after a clock reset: config refit.reset_ns,\n"
                "                     default 50000000), every master_time_ns recomputed from its\n"
                "                     device time, written to DIR (a copy; never overwritten) with\n"
-               "                     the fits and new SHA-256 in its manifest. No --log needed.\n"
+               "                     the fits and new SHA-256 in its manifest. With --log, the\n"
+               "                     devices' rounds in the log from refit.margin_ms (60000)\n"
+               "                     before the session to as long after it are used too.\n"
                "  --compact          one line of JSON instead of indented\n"
                CLI_COMMON_HELP
                "\nThe output adds \"positions\" (next offset per topic and partition folded),\n"
@@ -165,7 +167,7 @@ int main(int argc, char **argv)
     if (!(conf = cli_conf_build("msrs-replay", &common)))
         return CLI_EXIT_USAGE;
     if (refit || out_dir) {
-        int64_t reset_ns = 0;
+        int64_t reset_ns = 0, margin_ms = 0;
         if (!refit || !out_dir) {
             fprintf(stderr, "msrs-replay: --refit ARCHIVE and --out DIR go together\n");
             exit_code = CLI_EXIT_USAGE;
@@ -175,9 +177,17 @@ int main(int argc, char **argv)
         } else if (reset_ns <= 0) {
             fprintf(stderr, "msrs-replay: config refit.reset_ns: expected a positive integer\n");
             exit_code = CLI_EXIT_USAGE;
+        } else if (ev_conf_get_int(conf, "refit.margin_ms", 60000, &margin_ms, err, sizeof(err))) {
+            fprintf(stderr, "msrs-replay: %s\n", err);
+            exit_code = CLI_EXIT_USAGE;
+        } else if (ev_conf_get(conf, "log", NULL) &&
+                   (ev_catalog_init(err, sizeof(err)) || ev_log_open(&log, conf, err, sizeof(err)))) {
+            fprintf(stderr, "msrs-replay: %s\n", err);
+            exit_code = CLI_EXIT_USAGE;
         } else {
-            exit_code = rf_refit_archive(refit, out_dir, reset_ns);
+            exit_code = rf_refit_archive(refit, out_dir, reset_ns, log, margin_ms * 1000000LL);
         }
+        ev_log_destroy(log);
         ev_conf_destroy(conf);
         return exit_code;
     }

@@ -17,18 +17,11 @@
 
 /* ------------------------------------------------------------------ fit */
 
-#define RF_WINDOW_PROBES 64
 
 static int cmp_round(const void *a, const void *b)
 {
     const rf_round *x = a, *y = b;
     return (x->best.t1 > y->best.t1) - (x->best.t1 < y->best.t1);
-}
-
-static int cmp_probe(const void *a, const void *b)
-{
-    const rf_probe *x = a, *y = b;
-    return (x->t1 > y->t1) - (x->t1 < y->t1);
 }
 
 /* The kept probe's offset (device − master), ns. */
@@ -37,80 +30,78 @@ static double round_offset(const rf_round *r)
     return ((double)(r->best.t2 - r->best.t1) + (double)(r->best.t3 - r->best.t4)) / 2;
 }
 
+/* The two one-way delays of every probe with the drift beta taken out:
+ * a − beta·t = offset0 + down, b + beta·t = up − offset0. Their minima are
+ * the lower envelopes' levels; their sum is largest at the true drift
+ * (tilting either cloud lowers its minimum). Concave in beta. */
+static double envelope_sum(const double *t, const double *a, const double *b, int n, double beta,
+                           double *mina, double *minb)
+{
+    double ma = INFINITY, mb = INFINITY;
+    for (int i = 0; i < n; i++) {
+        double x = a[i] - beta * t[i], y = b[i] + beta * t[i];
+        ma = x < ma ? x : ma;
+        mb = y < mb ? y : mb;
+    }
+    *mina = ma;
+    *minb = mb;
+    return ma + mb;
+}
+
 static void fit_segment(const rf_round *r, int n, rf_segment *s)
 {
     int total = 0;
     for (int i = 0; i < n; i++)
         total += r[i].n ? r[i].n : 1;
-    rf_probe *p = malloc(sizeof(*p) * (size_t)total);
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        if (!r[i].n)
-            p[k++] = r[i].best;
-        for (int j = 0; j < r[i].n; j++)
-            p[k++] = r[i].probes[j];
-    }
-    qsort(p, (size_t)total, sizeof(*p), cmp_probe);
+    double *t = malloc(sizeof(double) * (size_t)total * 3), *a = t + total, *b = a + total;
     memset(s, 0, sizeof(*s));
     s->master_from = r[0].best.t1;
     s->master_to = r[n - 1].best.t1;
-    s->origin = p[0].t1;
+    s->origin = r[0].best.t1;
     s->rounds = n;
     s->probes = total;
-    int windows = total / RF_WINDOW_PROBES;
-    if (windows < 2)
-        windows = total >= 16 ? 2 : 1;
-    s->windows = windows;
-    double *wt = malloc(sizeof(double) * (size_t)windows * 2), *wo = wt + windows;
-    double offset = 0, drift = 0;
-    for (int iter = 0; iter < 4; iter++) {
-        /* each window: min of each direction's delay with the drift taken out */
-        for (int w = 0; w < windows; w++) {
-            int from = (int)((int64_t)total * w / windows), to = (int)((int64_t)total * (w + 1) / windows);
-            double mina = INFINITY, minb = INFINITY, sum_t = 0;
-            for (int i = from; i < to; i++) {
-                double t = ((double)(p[i].t1 - s->origin) + (double)(p[i].t4 - s->origin)) / 2;
-                double a = (double)(p[i].t2 - p[i].t1) - drift * t; /* offset + down */
-                double b = (double)(p[i].t4 - p[i].t3) + drift * t; /* up − offset */
-                mina = a < mina ? a : mina;
-                minb = b < minb ? b : minb;
-                sum_t += t;
-            }
-            wt[w] = sum_t / (to - from);
-            wo[w] = (mina - minb) / 2; /* the offset at t = 0, as this window sees it */
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < (r[i].n ? r[i].n : 1); j++) {
+            const rf_probe *p = r[i].n ? &r[i].probes[j] : &r[i].best;
+            t[k] = ((double)(p->t1 - s->origin) + (double)(p->t4 - s->origin)) / 2;
+            a[k] = (double)(p->t2 - p->t1);
+            b[k] = (double)(p->t4 - p->t3);
+            k++;
         }
-        /* what is left of a slope in the windows' offsets corrects the drift */
-        double st = 0, so = 0, stt = 0, sto = 0;
-        for (int w = 0; w < windows; w++) {
-            st += wt[w];
-            so += wo[w];
-            stt += wt[w] * wt[w];
-            sto += wt[w] * wo[w];
+    /* golden-section search of the drift in ±2000 ppm (a phone's crystal is
+     * within ±100): 120 steps narrow it below 1e-12 */
+    double lo = -2e-3, hi = 2e-3, g = (sqrt(5.0) - 1) / 2, ma, mb;
+    double x1 = hi - g * (hi - lo), x2 = lo + g * (hi - lo);
+    double f1 = envelope_sum(t, a, b, total, x1, &ma, &mb), f2 = envelope_sum(t, a, b, total, x2, &ma, &mb);
+    for (int it = 0; it < 120; it++) {
+        if (f1 < f2) {
+            lo = x1;
+            x1 = x2;
+            f1 = f2;
+            x2 = lo + g * (hi - lo);
+            f2 = envelope_sum(t, a, b, total, x2, &ma, &mb);
+        } else {
+            hi = x2;
+            x2 = x1;
+            f2 = f1;
+            x1 = hi - g * (hi - lo);
+            f1 = envelope_sum(t, a, b, total, x1, &ma, &mb);
         }
-        double den = windows * stt - st * st;
-        double slope = windows >= 2 && den > 0 ? (windows * sto - st * so) / den : 0;
-        drift += slope;
-        offset = (so - slope * st) / windows;
     }
+    double drift = total >= 2 && t[total - 1] > t[0] ? (lo + hi) / 2 : 0;
+    envelope_sum(t, a, b, total, drift, &ma, &mb);
+    s->drift = drift;
+    s->offset_ns = (ma - mb) / 2; /* equal minimum delays both ways */
+    /* diagnostic: the kept probes' offsets about the line */
     double rss = 0;
-    for (int w = 0; w < windows; w++) {
-        /* residual of each window against the final line (recomputed) */
-        int from = (int)((int64_t)total * w / windows), to = (int)((int64_t)total * (w + 1) / windows);
-        double mina = INFINITY, minb = INFINITY;
-        for (int i = from; i < to; i++) {
-            double t = ((double)(p[i].t1 - s->origin) + (double)(p[i].t4 - s->origin)) / 2;
-            double a = (double)(p[i].t2 - p[i].t1) - drift * t, b = (double)(p[i].t4 - p[i].t3) + drift * t;
-            mina = a < mina ? a : mina;
-            minb = b < minb ? b : minb;
-        }
-        double e = (mina - minb) / 2 - offset;
+    for (int i = 0; i < n; i++) {
+        double ti = ((double)(r[i].best.t1 - s->origin) + (double)(r[i].best.t4 - s->origin)) / 2;
+        double e = round_offset(&r[i]) - (s->offset_ns + drift * ti);
         rss += e * e;
     }
-    s->offset_ns = offset;
-    s->drift = drift;
-    s->rms_ns = sqrt(rss / windows);
-    free(wt);
-    free(p);
+    s->rms_ns = sqrt(rss / n);
+    free(t);
 }
 
 int rf_fit_rounds(rf_round *r, int n, int64_t reset_ns, rf_fit *out)
@@ -319,23 +310,102 @@ static int rewrite_avro(const char *from, const char *to, const rf_fit *fit, int
     return rc;
 }
 
+/* ClockOffsetMeasured of the log, per device, within a time window. */
+typedef struct log_rounds {
+    char device[128];
+    rf_round *r;
+    int n, cap;
+} log_rounds;
+
+static int append_round(log_rounds *l, avro_value_t *v)
+{
+    if (l->n == l->cap) {
+        rf_round *g = realloc(l->r, sizeof(*g) * (size_t)(l->cap = l->cap * 2 + 64));
+        if (!g)
+            return -1;
+        l->r = g;
+    }
+    rf_round *x = &l->r[l->n++];
+    avro_value_t all, one;
+    size_t count = 0;
+    *x = (rf_round){probe_of(v), NULL, 0};
+    if (avro_value_get_by_name(v, "round_probes", &all, NULL) == 0 &&
+        avro_value_get_size(&all, &count) == 0 && count > 0 &&
+        (x->probes = malloc(sizeof(rf_probe) * count)))
+        for (size_t k = 0; k < count; k++)
+            if (avro_value_get_by_index(&all, k, &one, NULL) == 0)
+                x->probes[x->n++] = probe_of(&one);
+    return 0;
+}
+
+/* Reads the devices topic from `from` (master ns) to `to`; *out: one entry
+ * per device. Returns the number of devices, or -1. */
+static int read_log_rounds(ev_log *log, int64_t from, int64_t to, log_rounds **out)
+{
+    char err[512], name[320];
+    const char *topic = ev_log_topic(log, "devices", name, sizeof(name));
+    const ev_schema *clock = ev_schema_by_name("ClockOffsetMeasured");
+    ev_codec *codec = ev_codec_new();
+    int count = 0, rc;
+    const ev_msg *m;
+    *out = NULL;
+    if (ev_log_assign(log, &topic, 1, (ev_from){EV_FROM_TIME, from / 1000000}, err, sizeof(err))) {
+        fprintf(stderr, "msrs-replay: --refit --log: %s\n", err);
+        ev_codec_destroy(codec);
+        return -1;
+    }
+    while ((rc = ev_log_poll(log, 1000, &m, err, sizeof(err))) == 0) {
+        ev_event ev;
+        avro_value_t f;
+        const char *dev;
+        size_t len;
+        if (ev_event_decode(codec, m, &ev, err, sizeof(err)) || ev.schema != clock)
+            continue; /* other records; an undecodable one is the fold's business */
+        int64_t t1 = field_long(ev.value, "t1_ns");
+        if (t1 < from || t1 > to ||
+            avro_value_get_by_name(ev.value, "device_id", &f, NULL) ||
+            avro_value_get_string(&f, &dev, &len))
+            continue;
+        int i = 0;
+        while (i < count && strcmp((*out)[i].device, dev) != 0)
+            i++;
+        if (i == count) {
+            log_rounds *g = realloc(*out, sizeof(*g) * (size_t)(count + 1));
+            if (!g)
+                break;
+            *out = g;
+            memset(&g[count], 0, sizeof(*g));
+            snprintf(g[count++].device, sizeof(g->device), "%s", dev);
+        }
+        if (append_round(&(*out)[i], ev.value))
+            break;
+    }
+    ev_codec_destroy(codec);
+    if (rc != EV_ERR_END && rc != 0) {
+        fprintf(stderr, "msrs-replay: --refit --log: %s\n", err);
+        return -1;
+    }
+    return count;
+}
+
 static json_t *fit_json(const rf_fit *f, int rounds)
 {
     json_t *segs = json_array();
     for (int i = 0; i < f->n; i++) {
         const rf_segment *s = &f->seg[i];
         json_array_append_new(
-            segs, json_pack("{s:I, s:I, s:I, s:f, s:f, s:i, s:i, s:i, s:f}", "master_from_ns",
+            segs, json_pack("{s:I, s:I, s:I, s:f, s:f, s:i, s:i, s:f}", "master_from_ns",
                             (json_int_t)s->master_from, "master_to_ns", (json_int_t)s->master_to,
                             "origin_ns", (json_int_t)s->origin, "offset_ns", s->offset_ns,
                             "drift_ppm", s->drift * 1e6, "rounds", s->rounds, "probes", s->probes,
-                            "windows", s->windows, "window_rms_ns", s->rms_ns));
+                            "kept_probe_rms_ns", s->rms_ns));
     }
     return json_pack("{s:i, s:o, s:s}", "rounds", rounds, "segments", segs, "offset",
                      "device - master = offset_ns + drift_ppm/1e6 * (master - origin_ns)");
 }
 
-int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns)
+int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log *log,
+                     int64_t margin_ns)
 {
     char path[PATH_MAX], out[PATH_MAX];
     struct stat st;
@@ -352,6 +422,22 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns)
                 m ? "field \"files\": expected an object (an msrs archive's manifest)" : je.text);
         json_decref(m);
         return 1;
+    }
+    log_rounds *from_log = NULL;
+    int log_devices = 0;
+    if (log) {
+        int64_t start = json_integer_value(json_object_get(m, "start_at_ns")),
+                stop = json_integer_value(json_object_get(m, "stop_at_ns"));
+        if (!start || !stop) {
+            fprintf(stderr, "msrs-replay: %s/manifest.json: fields start_at_ns and stop_at_ns: "
+                            "expected the session's instants (ns)\n", src);
+            json_decref(m);
+            return 1;
+        }
+        if ((log_devices = read_log_rounds(log, start - margin_ns, stop + margin_ns, &from_log)) < 0) {
+            json_decref(m);
+            return 1;
+        }
     }
     if (mkdirs(dst)) {
         fprintf(stderr, "msrs-replay: %s: %s\n", dst, strerror(errno));
@@ -395,6 +481,28 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns)
                 rc = 1;
                 break;
             }
+            for (int l = 0; l < log_devices; l++) {
+                if (strcmp(from_log[l].device, device) != 0)
+                    continue;
+                for (int k = 0; k < from_log[l].n; k++) { /* the log's rounds the archive lacks */
+                    int dup = 0;
+                    for (int j = 0; j < n && !dup; j++)
+                        dup = rounds[j].best.t1 == from_log[l].r[k].best.t1;
+                    if (dup)
+                        continue;
+                    rf_round *g = realloc(rounds, sizeof(*g) * (size_t)(n + 1));
+                    if (!g)
+                        break;
+                    rounds = g;
+                    rf_round x = {from_log[l].r[k].best, NULL, 0};
+                    size_t bytes = sizeof(rf_probe) * (size_t)from_log[l].r[k].n;
+                    if (bytes && (x.probes = malloc(bytes))) {
+                        memcpy(x.probes, from_log[l].r[k].probes, bytes);
+                        x.n = from_log[l].r[k].n;
+                    }
+                    rounds[n++] = x;
+                }
+            }
             if (rf_fit_rounds(rounds, n, reset_ns, &fit)) {
                 fprintf(stderr, "msrs-replay: %s: %d clock rounds, expected at least 2 to fit; "
                                 "%s copied as it is\n", clock, n, rel);
@@ -429,8 +537,9 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns)
     if (!rc) {
         char abs[PATH_MAX];
         json_object_set(m, "files", new_files);
-        json_object_set_new(m, "refit", json_pack("{s:s, s:I, s:o}", "of", realpath(src, abs) ? abs : src,
-                                                   "reset_ns", (json_int_t)reset_ns, "devices", fits));
+        json_object_set_new(m, "refit", json_pack("{s:s, s:I, s:b, s:o}", "of", realpath(src, abs) ? abs : src,
+                                                   "reset_ns", (json_int_t)reset_ns, "rounds_from_log",
+                                                   log != NULL, "devices", fits));
         fits = NULL;
         snprintf(path, sizeof(path), "%s/manifest.json", dst);
         if (json_dump_file(m, path, JSON_INDENT(2) | JSON_SORT_KEYS))
@@ -439,6 +548,9 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns)
     json_decref(fits);
     json_decref(new_files);
     json_decref(m);
+    for (int l = 0; l < log_devices; l++)
+        free_rounds(from_log[l].r, from_log[l].n);
+    free(from_log);
     if (rc) {
         fprintf(stderr, "msrs-replay: refit failed: %s removed\n", dst);
         rm_tree(dst);

@@ -7,6 +7,8 @@
  * the archive with a new manifest (the fits, how far times moved, SHA-256). */
 #ifndef MSRS_REFIT_H
 #define MSRS_REFIT_H
+#include "ev.h"
+
 #include <stdint.h>
 
 #define RF_MAX_SEGMENTS 16
@@ -28,8 +30,8 @@ typedef struct rf_segment {
     int64_t master_from, master_to; /* t1 of its first and last round */
     int64_t origin;                 /* master time, ns */
     double offset_ns, drift;        /* drift in ns per ns */
-    int rounds, probes, windows;
-    double rms_ns; /* of the windows' offsets about the line */
+    int rounds, probes;
+    double rms_ns; /* of the rounds' kept-probe offsets about the line (a diagnostic) */
 } rf_segment;
 
 typedef struct rf_fit {
@@ -40,11 +42,11 @@ typedef struct rf_fit {
 /* Fits rounds (sorted in place by the kept probe's t1). A jump of the
  * kept probes' offsets larger than reset_ns, confirmed by the next round,
  * starts a segment (a device clock reset). The estimate is the live one's
- * (clocksync.h) done over the whole session: the offset is half the
- * difference of the two directions' minimum one-way delays, taken per
- * window of >= 64 probes with the drift removed; the drift is the slope of
- * those windows' offsets, refined four times. Returns 0, or -1 when there
- * are fewer than 2 rounds. */
+ * principle (clocksync.h) over every probe of the segment at once: with
+ * the drift taken out, the offset is half the difference of the two
+ * directions' minimum one-way delays; the drift is the one that makes
+ * those minima (the lower envelopes of both delay clouds) highest. Returns
+ * 0, or -1 when there are fewer than 2 rounds. */
 int rf_fit_rounds(rf_round *r, int n, int64_t reset_ns, rf_fit *out);
 
 /* The corrected master time of device time x; master_hint (the old
@@ -52,9 +54,15 @@ int rf_fit_rounds(rf_round *r, int n, int64_t reset_ns, rf_fit *out);
 int64_t rf_master(const rf_fit *f, int64_t x, int64_t master_hint);
 
 /* Writes a refitted copy of the archive folder src into dst (which must not
- * exist). Progress and errors (naming the file and field) on stderr.
- * Returns 0, 1 (an input file is truncated or not what the manifest says:
- * nothing is left half-written — dst is removed), 2 (usage: dst exists). */
-int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns);
+ * exist). The rounds are those of each DEVICE/clock.avro and, when log is
+ * not NULL, the device's ClockOffsetMeasured in the log from margin_ns
+ * before the session's start to margin_ns after its stop (the archive is
+ * written right after the stop: later rounds are only in the log, and a
+ * line fitted on both sides of a session is better inside it). Progress and
+ * errors (naming the file and field) on stderr. Returns 0, 1 (an input file
+ * is truncated or not what the manifest says: nothing is left half-written
+ * — dst is removed), 2 (usage: dst exists). */
+int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log *log,
+                     int64_t margin_ns);
 
 #endif

@@ -4,8 +4,9 @@
 msrs-agent, msrs-syncd, msrs-collectord, msrs-archiver and msrs-devsim
 (2 devices, 100 ppm drift, LAN profile, --truth) record a 15 s session that
 starts as soon as the devices are synchronised — when the agent's live drift
-estimate has the fewest rounds behind it. The archive is refitted into a
-copy. Checked against devsim's true clocks:
+estimate has the fewest rounds behind it. 12 s after the session the
+archive is refitted into a copy with the clock rounds of the archive and
+of the log (the later ones). Checked against devsim's true clocks:
 - every sample's master time after the refit is within 100 µs of the truth
   (p99; the devices issue's LAN target) and no worse than before;
 - the copy has the same records, the fits in its manifest, correct SHA-256
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
 from msrstest import BIN, Checks, free_port, stop_all, wait_listening  # noqa: E402
@@ -85,6 +87,7 @@ def main():
         check(r.returncode == 0, "session recorded: %s" % r.stderr[-300:])
         manifest = os.path.join(archive, "r1", "manifest.json")
         check(check.wait_for(lambda: os.path.exists(manifest), 40, "the archive"), "archived")
+        time.sleep(12)  # clock rounds after the session: the refit reads them from the log
     finally:
         stop_all(procs)
     truth = {}
@@ -93,7 +96,7 @@ def main():
         truth[t["device_id"]] = t
     src, dst = os.path.join(archive, "r1"), os.path.join(tmp, "r1-refit")
 
-    r = replay("--refit", src, "--out", dst)
+    r = replay("--log", log, "--refit", src, "--out", dst)
     check(r.returncode == 0, "refit: rc %d %s" % (r.returncode, r.stderr[-500:]))
     m0 = json.load(open(os.path.join(src, "manifest.json")))
     m1 = json.load(open(os.path.join(dst, "manifest.json")))
@@ -103,6 +106,7 @@ def main():
         check(hashlib.sha256(data).hexdigest() == f["sha256"], "sha256 of " + rel)
         if not rel.endswith(".avro") or rel.endswith("clock.avro"):
             check(data == open(os.path.join(src, rel), "rb").read(), rel + " copied as it is")
+    check(m1.get("refit", {}).get("rounds_from_log") is True, "rounds from the log used")
     fits = m1.get("refit", {}).get("devices", {})
     check(sorted(fits) == sorted(truth), "a fit per device: %s" % sorted(fits))
     for dev, f in fits.items():
