@@ -3,10 +3,12 @@
  * ev_state) and prints the state as JSON, as it is now or as it was
  * (--until), or checks it against a service's snapshot (--verify).
  * --refit rewrites an archive's master times from all its clock rounds
- * (refit.c). Not built yet: --republish and archive folders as a source
+ * (refit.c); --republish re-emits a recorded session into a log
+ * (republish.c). Not built yet: archive folders as a source of state
  * (docs/architecture.md, "State and replay"). */
 #include "cli.h"
 #include "refit.h"
+#include "republish.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +41,12 @@ static void usage(FILE *f)
                "                     the fits and new SHA-256 in its manifest. With --log, the\n"
                "                     devices' rounds in the log from refit.margin_ms (60000)\n"
                "                     before the session to as long after it are used too.\n"
+               "  --republish --to URI [--prefix P] [--speed X] [--session ID]\n"
+               "                     re-emit the log's records (every topic, or --topics) into the\n"
+               "                     log URI with topic prefix P (default: this log's), in their\n"
+               "                     recorded order and pace (X times faster; 0: as fast as it\n"
+               "                     goes), keys, headers and event ids kept; --session: only from\n"
+               "                     republish.margin_ms (60000) before the session to 5 s after\n"
                "  --compact          one line of JSON instead of indented\n"
                CLI_COMMON_HELP
                "\nThe output adds \"positions\" (next offset per topic and partition folded),\n"
@@ -123,6 +131,64 @@ static int diff(const char *path, json_t *a, json_t *b, int printed)
     return 1;
 }
 
+static int copy_key(void *dst, const char *key, const char *value)
+{
+    return ev_conf_set(dst, key, value);
+}
+
+/* --republish: the destination takes this log's config (kafka.*, sqlite.*,
+ * prefix) with log = --to and topic.prefix = --prefix. */
+static int run_republish(const ev_conf *conf, int republish, const char *to, const char *prefix,
+                         const char *speed_arg, const char *session, const char *topics_arg)
+{
+    static const char *const all[] = {"nodes",    "devices", "sessions", "commands",
+                                      "presence", "samples", "media"};
+    const char *topics[16];
+    size_t count = 0;
+    char err[512], *end = NULL, *copy = NULL;
+    double speed = speed_arg ? strtod(speed_arg, &end) : 1;
+    int64_t margin_ms = 0;
+    ev_log *dst = NULL;
+    int rc = CLI_EXIT_USAGE;
+    if (!republish || !to) {
+        fprintf(stderr, "msrs-replay: --to, --prefix, --speed and --session go with --republish, "
+                        "which needs --to URI\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (speed_arg && (*end || speed < 0)) {
+        fprintf(stderr, "msrs-replay: --speed '%s': expected a number >= 0 (1 = recorded pace)\n",
+                speed_arg);
+        return CLI_EXIT_USAGE;
+    }
+    if (ev_conf_get_int(conf, "republish.margin_ms", 60000, &margin_ms, err, sizeof(err))) {
+        fprintf(stderr, "msrs-replay: %s\n", err);
+        return CLI_EXIT_USAGE;
+    }
+    if (topics_arg) {
+        copy = strdup(topics_arg);
+        char *save = NULL;
+        for (char *t = strtok_r(copy, ",", &save); t && count < 16; t = strtok_r(NULL, ",", &save))
+            topics[count++] = t;
+    } else {
+        for (; count < sizeof(all) / sizeof(all[0]); count++)
+            topics[count] = all[count];
+    }
+    ev_conf *dc = ev_conf_new();
+    ev_conf_foreach(conf, "", copy_key, dc);
+    ev_conf_set(dc, "log", to);
+    if (prefix)
+        ev_conf_set(dc, "topic.prefix", prefix);
+    if (ev_log_open(&dst, dc, err, sizeof(err))) {
+        fprintf(stderr, "msrs-replay: --to %s: %s\n", to, err);
+    } else {
+        rc = rp_republish(conf, dst, topics, count, session, speed, margin_ms);
+    }
+    ev_log_destroy(dst);
+    ev_conf_destroy(dc);
+    free(copy);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
@@ -132,10 +198,17 @@ int main(int argc, char **argv)
                                               {"verify", required_argument, NULL, 'V'},
                                               {"refit", required_argument, NULL, 'R'},
                                               {"out", required_argument, NULL, 'O'},
+                                              {"republish", no_argument, NULL, 'P'},
+                                              {"to", required_argument, NULL, 'o'},
+                                              {"prefix", required_argument, NULL, 'p'},
+                                              {"speed", required_argument, NULL, 's'},
+                                              {"session", required_argument, NULL, 'S'},
                                               {NULL, 0, NULL, 0}};
     cli_common common = {0};
     int opt, compact = 0, exit_code = CLI_EXIT_OK;
     const char *topics_arg = NULL, *until = NULL, *verify = NULL, *refit = NULL, *out_dir = NULL;
+    const char *to = NULL, *prefix = NULL, *speed_arg = NULL, *session = NULL;
+    int republish = 0;
     char err[512];
     ev_log *log = NULL;
     ev_conf *conf;
@@ -154,6 +227,11 @@ int main(int argc, char **argv)
         case 'V': verify = optarg; break;
         case 'R': refit = optarg; break;
         case 'O': out_dir = optarg; break;
+        case 'P': republish = 1; break;
+        case 'o': to = optarg; break;
+        case 'p': prefix = optarg; break;
+        case 's': speed_arg = optarg; break;
+        case 'S': session = optarg; break;
         default: usage(stderr); return CLI_EXIT_USAGE;
         }
     }
@@ -195,6 +273,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "msrs-replay: %s\n", err);
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
+    }
+    if (republish || to || prefix || speed_arg || session) {
+        exit_code = run_republish(conf, republish, to, prefix, speed_arg, session, topics_arg);
+        ev_log_destroy(log);
+        ev_conf_destroy(conf);
+        return exit_code;
     }
     ev_codec *codec = ev_codec_new();
     ev_state *state = ev_state_new();
