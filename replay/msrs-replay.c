@@ -4,8 +4,9 @@
  * (--until), or checks it against a service's snapshot (--verify).
  * --refit rewrites an archive's master times from all its clock rounds
  * (refit.c); --republish re-emits a recorded session into a log
- * (republish.c). Not built yet: archive folders as a source of state
- * (docs/architecture.md, "State and replay"). */
+ * (republish.c); --archive folds a session archive folder instead of a log
+ * (archive_src.c). */
+#include "archive_src.h"
 #include "cli.h"
 #include "refit.h"
 #include "republish.h"
@@ -19,9 +20,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: msrs-replay --log URI [options]\n"
+    fprintf(f, "usage: msrs-replay --log URI [options]    |    msrs-replay --archive DIR [--compact]\n"
                "Folds the nodes, devices, sessions and commands topics from the beginning with the\n"
                "services' reducers and prints the resulting state as JSON on stdout.\n\n"
+               "  --archive DIR      fold a session archive folder instead of a log: its\n"
+               "                     events.avro (the session's records, its devices'\n"
+               "                     registrations) and clock rounds; no --log needed\n"
                "  --topics LIST      fold these topics (comma-separated logical names) instead\n"
                "  --until WHEN       the state as it was: WHEN is a time (RFC 3339, e.g.\n"
                "                     2026-11-22T10:00:00.5Z, or ns since the epoch) — records\n"
@@ -199,6 +203,7 @@ int main(int argc, char **argv)
                                               {"refit", required_argument, NULL, 'R'},
                                               {"out", required_argument, NULL, 'O'},
                                               {"republish", no_argument, NULL, 'P'},
+                                              {"archive", required_argument, NULL, 'A'},
                                               {"to", required_argument, NULL, 'o'},
                                               {"prefix", required_argument, NULL, 'p'},
                                               {"speed", required_argument, NULL, 's'},
@@ -208,6 +213,7 @@ int main(int argc, char **argv)
     int opt, compact = 0, exit_code = CLI_EXIT_OK;
     const char *topics_arg = NULL, *until = NULL, *verify = NULL, *refit = NULL, *out_dir = NULL;
     const char *to = NULL, *prefix = NULL, *speed_arg = NULL, *session = NULL;
+    const char *archive = NULL;
     int republish = 0;
     char err[512];
     ev_log *log = NULL;
@@ -228,6 +234,7 @@ int main(int argc, char **argv)
         case 'R': refit = optarg; break;
         case 'O': out_dir = optarg; break;
         case 'P': republish = 1; break;
+        case 'A': archive = optarg; break;
         case 'o': to = optarg; break;
         case 'p': prefix = optarg; break;
         case 's': speed_arg = optarg; break;
@@ -244,6 +251,27 @@ int main(int argc, char **argv)
     }
     if (!(conf = cli_conf_build("msrs-replay", &common)))
         return CLI_EXIT_USAGE;
+    if (archive) {
+        int64_t records = 0;
+        ev_state *st = NULL;
+        if (ev_catalog_init(err, sizeof(err)) || !(st = ev_state_new())) {
+            fprintf(stderr, "msrs-replay: %s\n", st ? err : "out of memory");
+            ev_conf_destroy(conf);
+            return CLI_EXIT_USAGE;
+        }
+        exit_code = as_fold_archive(archive, st, &records) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+        json_t *state = ev_state_to_json(st), *j = json_object();
+        json_object_update(j, state);
+        json_object_set_new(j, "records", json_integer(records));
+        json_object_set_new(j, "archive", json_string(archive));
+        json_dumpf(j, stdout, JSON_SORT_KEYS | (compact ? JSON_COMPACT : JSON_INDENT(2)));
+        fputc('\n', stdout);
+        json_decref(state);
+        json_decref(j);
+        ev_state_destroy(st);
+        ev_conf_destroy(conf);
+        return exit_code;
+    }
     if (refit || out_dir) {
         int64_t reset_ns = 0, margin_ms = 0;
         if (!refit || !out_dir) {

@@ -2,6 +2,7 @@
 #define _XOPEN_SOURCE 700
 #include "refit.h"
 #include "archfile.h"
+#include "archive_src.h"
 
 #include <avro.h>
 #include <errno.h>
@@ -190,51 +191,6 @@ static void free_rounds(rf_round *r, int n)
     free(r);
 }
 
-static int read_rounds(const char *path, rf_round **out, int *n, char *device, size_t dsize)
-{
-    avro_file_reader_t r;
-    if (avro_file_reader(path, &r)) {
-        fprintf(stderr, "msrs-replay: %s: cannot read: %s\n", path, avro_strerror());
-        return -1;
-    }
-    avro_schema_t schema = avro_file_reader_get_writer_schema(r);
-    avro_value_iface_t *iface = avro_generic_class_from_schema(schema);
-    avro_value_t v;
-    avro_generic_value_new(iface, &v);
-    int cap = 256, rc = 0, got;
-    *out = malloc(sizeof(rf_round) * (size_t)cap);
-    *n = 0;
-    while ((got = avro_file_reader_read_value(r, &v)) == 0) {
-        if (*n == cap)
-            *out = realloc(*out, sizeof(rf_round) * (size_t)(cap *= 2));
-        rf_round *x = &(*out)[(*n)++];
-        avro_value_t f, all, one;
-        size_t count = 0;
-        *x = (rf_round){probe_of(&v), NULL, 0};
-        if (avro_value_get_by_name(&v, "round_probes", &all, NULL) == 0 &&
-            avro_value_get_size(&all, &count) == 0 && count > 0 &&
-            (x->probes = malloc(sizeof(rf_probe) * count)))
-            for (size_t k = 0; k < count; k++)
-                if (avro_value_get_by_index(&all, k, &one, NULL) == 0)
-                    x->probes[x->n++] = probe_of(&one);
-        const char *s;
-        size_t len;
-        if (avro_value_get_by_name(&v, "device_id", &f, NULL) == 0 &&
-            avro_value_get_string(&f, &s, &len) == 0)
-            snprintf(device, dsize, "%s", s);
-    }
-    if (got != EOF) {
-        fprintf(stderr, "msrs-replay: %s: record %d: %s (a truncated file?)\n", path, *n + 1,
-                avro_strerror());
-        rc = -1;
-    }
-    avro_value_decref(&v);
-    avro_value_iface_decref(iface);
-    avro_schema_decref(schema); /* get_writer_schema gave a reference */
-    avro_file_reader_close(r);
-    return rc;
-}
-
 /* Rewrites one Avro file: master_time_ns (a long or an array of longs)
  * recomputed from device_time_ns. *moved: the largest change, ns. */
 static int rewrite_avro(const char *from, const char *to, const rf_fit *fit, int64_t *records,
@@ -336,6 +292,30 @@ static int append_round(log_rounds *l, avro_value_t *v)
             if (avro_value_get_by_index(&all, k, &one, NULL) == 0)
                 x->probes[x->n++] = probe_of(&one);
     return 0;
+}
+
+static int add_clock_record(void *arg, avro_value_t *v)
+{
+    log_rounds *l = arg;
+    avro_value_t f;
+    const char *s;
+    size_t len;
+    if (avro_value_get_by_name(v, "device_id", &f, NULL) == 0 && avro_value_get_string(&f, &s, &len) == 0)
+        snprintf(l->device, sizeof(l->device), "%s", s);
+    return append_round(l, v);
+}
+
+/* The rounds of a DEVICE/clock.avro (*device: its device_id). -1 if it
+ * cannot be read to its end (named on stderr). */
+static int read_rounds(const char *path, rf_round **out, int *n, char *device, size_t dsize)
+{
+    log_rounds l;
+    memset(&l, 0, sizeof(l));
+    int rc = as_each_record(path, add_clock_record, &l);
+    *out = l.r;
+    *n = l.n;
+    snprintf(device, dsize, "%s", l.device);
+    return rc;
 }
 
 /* Reads the devices topic from `from` (master ns) to `to`; *out: one entry

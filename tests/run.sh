@@ -17,6 +17,7 @@ case "$mode" in
     build=build-asan
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DMSRS_SANITIZE=ON >/dev/null
     export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+    export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
     ;;
   --valgrind)

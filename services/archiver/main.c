@@ -11,6 +11,10 @@
  *                                   seq, pts, keyframe, device and master time
  *     DEVICE/clock.avro             the device's ClockOffsetMeasured records
  *                                   around the session, for refits
+ *     events.avro                   the session's own records (sessions topic)
+ *                                   and its devices' registrations, framed as
+ *                                   on the log with id and time: msrs-replay
+ *                                   --archive folds them into state
  *     sub-S_ses-S_task-T_run-R.xdf  the sensor streams and sync marks in XDF
  *                                   (LabRecorder's naming, from the labels)
  *
@@ -49,9 +53,18 @@ typedef struct ar_offset {
     json_t *rec; /* the whole record (round_probes too): what clock.avro holds */
 } ar_offset;
 
+/* A record as the log had it, for events.avro. */
+typedef struct ar_frame {
+    char id[EV_ID_MAX], source[EV_SOURCE_MAX];
+    int64_t time_ns;
+    unsigned char *value;
+    size_t len;
+} ar_frame;
+
 typedef struct ar_dev {
     char id[128];
     json_t *registered; /* last DeviceRegistered */
+    ar_frame registered_frame;
     ar_offset *ring;
     size_t count, next;
 } ar_dev;
@@ -84,6 +97,7 @@ typedef struct ar_session {
     char xdf_name[272];
     uint32_t next_xdf_id;
     int failed; /* a write failed: finalized as incomplete */
+    avro_file_writer_t events; /* events.avro */
 } ar_session;
 
 typedef struct ar_archiver {
@@ -96,6 +110,8 @@ typedef struct ar_archiver {
     ar_session **sessions;
     size_t session_count;
     json_t *done; /* sessions finalized by this process */
+    avro_schema_t event_schema; /* of events.avro records */
+    avro_value_iface_t *event_iface;
     int64_t records, skipped, archived;
 } ar_archiver;
 
@@ -202,8 +218,56 @@ static ar_session *session_get(ar_archiver *a, const char *id)
     }
     s->marks = json_array();
     s->files = json_array();
+    char path[1300];
+    snprintf(path, sizeof(path), "%s/events.avro", s->staging);
+    json_array_append_new(s->files, json_string("events.avro"));
+    if (avro_file_writer_create_with_codec(path, a->event_schema, &s->events, "null", 1 << 20)) {
+        fprintf(stderr, "msrs-archiver: %s: %s\n", path, avro_strerror());
+        s->events = NULL;
+        s->failed = 1;
+    }
     fprintf(stderr, "msrs-archiver: session %s: building in %s\n", id, s->staging);
     return s;
+}
+
+/* The schema of events.avro: a record as the log held it. */
+static const char EVENT_SCHEMA[] =
+    "{\"type\": \"record\", \"name\": \"ArchivedEvent\", \"namespace\": \"msrs.archive\","
+    " \"doc\": \"A record of the log: value is the framed record (0x00, 4-byte schema id, Avro)\","
+    " \"fields\": [{\"name\": \"topic\", \"type\": \"string\"}, {\"name\": \"key\", \"type\": \"string\"},"
+    " {\"name\": \"id\", \"type\": \"string\"}, {\"name\": \"source\", \"type\": \"string\"},"
+    " {\"name\": \"time_ns\", \"type\": \"long\"}, {\"name\": \"value\", \"type\": \"bytes\"}]}";
+
+static void archive_event(ar_archiver *a, ar_session *s, const char *topic, const char *key,
+                          const ar_frame *f)
+{
+    avro_value_t v, x;
+    if (!s->events || avro_generic_value_new(a->event_iface, &v))
+        return;
+    int rc = avro_value_get_by_index(&v, 0, &x, NULL) || avro_value_set_string(&x, topic) ||
+             avro_value_get_by_index(&v, 1, &x, NULL) || avro_value_set_string(&x, key) ||
+             avro_value_get_by_index(&v, 2, &x, NULL) || avro_value_set_string(&x, f->id) ||
+             avro_value_get_by_index(&v, 3, &x, NULL) || avro_value_set_string(&x, f->source) ||
+             avro_value_get_by_index(&v, 4, &x, NULL) || avro_value_set_long(&x, f->time_ns) ||
+             avro_value_get_by_index(&v, 5, &x, NULL) ||
+             avro_value_set_bytes(&x, f->value, f->len) || avro_file_writer_append_value(s->events, &v);
+    if (rc)
+        s->failed = 1;
+    avro_value_decref(&v);
+}
+
+static void frame_set(ar_frame *f, const ev_event *ev)
+{
+    free(f->value);
+    snprintf(f->id, sizeof(f->id), "%s", ev->id);
+    snprintf(f->source, sizeof(f->source), "%s", ev->source);
+    f->time_ns = ev->time_ns;
+    f->len = ev->msg ? ev->msg->value_len : 0;
+    f->value = f->len ? malloc(f->len) : NULL;
+    if (f->value)
+        memcpy(f->value, ev->msg->value, f->len);
+    else
+        f->len = 0;
 }
 
 /* Path of a file of the session: staging/rel; rel is remembered for the
@@ -498,6 +562,8 @@ static void session_free(ar_session *s)
     json_decref(s->stopped);
     json_decref(s->marks);
     json_decref(s->files);
+    if (s->events)
+        avro_file_writer_close(s->events);
     free(s);
 }
 
@@ -547,6 +613,8 @@ static void finalize(ar_archiver *a, ar_session *s)
     json_object_foreach(devices, dev_id, d)
     {
         ar_dev *dev = dev_get(a, dev_id);
+        if (dev && dev->registered_frame.len)
+            archive_event(a, s, "devices", dev_id, &dev->registered_frame);
         size_t n = offs ? offsets_in(dev, start - AR_CLOCK_MARGIN_NS, stop + AR_CLOCK_MARGIN_NS,
                                      offs, AR_CLOCK_RING)
                         : 0;
@@ -603,6 +671,9 @@ static void finalize(ar_archiver *a, ar_session *s)
         if (xdf_close(&s->xdf))
             s->failed = 1;
     }
+    if (s->events && avro_file_writer_close(s->events))
+        s->failed = 1;
+    s->events = NULL;
     for (size_t k = 0; k < s->stream_count; k++) {
         ar_stream *st = s->streams[k];
         if (st->ocf && avro_file_writer_close(st->ocf))
@@ -727,11 +798,19 @@ static void on_record(ar_archiver *a, const ev_event *ev)
         if (d) {
             json_decref(d->registered);
             d->registered = json_incref(r);
+            frame_set(&d->registered_frame, ev);
         }
     } else if (strcmp(type, "ClockOffsetMeasured") == 0) {
         on_clock(a, r);
     } else if (strcmp(ev_schema_topic(ev->schema), "sessions") == 0) {
         ar_session *s = session_get(a, jstr(r, "session_id"));
+        if (s && ev->msg) {
+            ar_frame f;
+            memset(&f, 0, sizeof(f));
+            frame_set(&f, ev);
+            archive_event(a, s, "sessions", s->id, &f);
+            free(f.value);
+        }
         json_t **slot = !s ? NULL
                         : strcmp(type, "CollectionRequested") == 0      ? &s->requested
                         : strcmp(type, "SynchronizationCompleted") == 0 ? &s->sync
@@ -819,6 +898,12 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     a.codec = ev_codec_new();
+    if (avro_schema_from_json_length(EVENT_SCHEMA, sizeof(EVENT_SCHEMA) - 1, &a.event_schema) ||
+        !(a.event_iface = avro_generic_class_from_schema(a.event_schema))) {
+        fprintf(stderr, "msrs-archiver: internal: events.avro schema: %s\n", avro_strerror());
+        exit_code = CLI_EXIT_FAIL;
+        goto out;
+    }
     a.done = json_object();
     const char *topics[4] = {ev_log_topic(a.log, "sessions", names[0], sizeof(names[0])),
                              ev_log_topic(a.log, "devices", names[1], sizeof(names[1])),
@@ -879,11 +964,16 @@ out:
         json_decref(a.devs[i].registered);
         for (int k = 0; a.devs[i].ring && k < AR_CLOCK_RING; k++)
             json_decref(a.devs[i].ring[k].rec);
+        free(a.devs[i].registered_frame.value);
         free(a.devs[i].ring);
     }
     free(a.devs);
     json_decref(a.done);
     ev_codec_destroy(a.codec);
+    if (a.event_iface)
+        avro_value_iface_decref(a.event_iface);
+    if (a.event_schema)
+        avro_schema_decref(a.event_schema);
     ev_log_destroy(a.log);
     ev_conf_destroy(conf);
     return exit_code;

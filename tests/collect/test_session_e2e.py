@@ -106,6 +106,23 @@ def check_replay(log, db, snapshots, tmp):
           "--until sessions:1 (only the request): %s" % st.get("sessions"))
 
 
+def check_archive_state(log, folder):
+    r = replay("--archive", folder, "--compact")
+    check(r.returncode == 0, "replay --archive: rc %d %s" % (r.returncode, r.stderr[-300:]))
+    a = json.loads(r.stdout or "{}")
+    b = json.loads(replay("--log", log, "--compact").stdout or "{}")
+    not_archived = ("start_commands", "stop_commands")  # commands are not in an archive
+    sa = {k: v for k, v in a.get("sessions", {}).get("s1", {}).items() if k not in not_archived}
+    sb = {k: v for k, v in b.get("sessions", {}).get("s1", {}).items() if k not in not_archived}
+    check(sa == sb and sa.get("state") == "stopped",
+          "the archive folds to the log's session s1; differing keys: %s"
+          % [k for k in set(sa) | set(sb) if sa.get(k) != sb.get(k)])
+    devs = a.get("devices", {})
+    check(sorted(devs) == sorted(b.get("devices", {})) and
+          all(d.get("clock", {}).get("rounds", 0) >= 3 and d.get("streams") for d in devs.values()),
+          "the archive's devices: registered, with their clock rounds")
+
+
 def check_republish(log, db, tmp):
     again = os.path.join(tmp, "again.db")
     r = replay("--log", log, "--republish", "--to", "sqlite:" + again, "--session", "s1", "--speed", "0")
@@ -288,6 +305,7 @@ def main():
         check(x["boundaries"] >= 1, "XDF boundary chunk")
 
         check_replay(log, db, snapshots, tmp)
+        check_archive_state(log, os.path.join(archive, "s1"))
         check_republish(log, db, tmp)
 
         # Restarting the archiver from the beginning does not archive s1 twice.
