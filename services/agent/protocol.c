@@ -329,32 +329,49 @@ static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
                       ref);
         return;
     }
-    json_t *dev_t = json_array(), *master_t = json_array(), *flat = json_array();
+    /* The record is written into the codec's Avro value straight from the
+     * parsed message (no JSON record in between: this is the agent's
+     * hottest path, ~20k messages/s at 1024 devices). */
+    static const char bad_row[] = "payload: every t must be an integer and every row of values "
+                                  "have the same number of channels, all numbers";
+    const ev_schema *schema = ev_schema_by_name("SensorSampleBatch");
+    avro_value_t *v, f, dev_t, master_t, flat, el;
     size_t i, k;
     json_t *row, *x;
+    int64_t first = json_integer_value(json_array_get(t, 0));
+    const char *session;
+    if (ev_codec_value(a->codec, schema, &v) || avro_value_get_by_name(v, "device_time_ns", &dev_t, NULL) ||
+        avro_value_get_by_name(v, "master_time_ns", &master_t, NULL) ||
+        avro_value_get_by_name(v, "values", &flat, NULL)) {
+        ag_recording_account(a, NULL, 0, (int64_t)n, 0);
+        return;
+    }
     json_array_foreach(values, i, row)
     {
         json_t *ti = json_array_get(t, i);
         if (!json_is_integer(ti) || !json_is_array(row) || json_array_size(row) != channels) {
-            json_decref(dev_t);
-            json_decref(master_t);
-            json_decref(flat);
             a->n.invalid++;
-            ag_send_error(a, c, "invalid",
-                          "payload: every t must be an integer and every row of values have "
-                          "the same number of channels",
-                          ref);
+            ag_send_error(a, c, "invalid", bad_row, ref);
             return;
         }
-        json_array_append(dev_t, ti);
-        json_array_append_new(master_t,
-                              json_integer(cs_device_to_agent(&d->clock, json_integer_value(ti))));
-        json_array_foreach(row, k, x) json_array_append(flat, x);
+        int64_t dt = json_integer_value(ti);
+        avro_value_append(&dev_t, &el, NULL);
+        avro_value_set_long(&el, dt);
+        avro_value_append(&master_t, &el, NULL);
+        avro_value_set_long(&el, cs_device_to_agent(&d->clock, dt));
+        json_array_foreach(row, k, x)
+        {
+            if (!json_is_number(x)) {
+                a->n.invalid++;
+                ag_send_error(a, c, "invalid", bad_row, ref);
+                return;
+            }
+            avro_value_append(&flat, &el, NULL);
+            avro_value_set_double(&el, json_number_value(x));
+        }
     }
-    const char *session;
     ag_count *cnt = ag_recording_count(a, d, json_string_value(json_object_get(env, "session_id")),
-                                       json_integer_value(json_array_get(dev_t, 0)), stream,
-                                       &session);
+                                       first, stream, &session);
     /* Sequence gaps: counted, not hidden. */
     int64_t s = json_integer_value(seq);
     json_t *next = json_object_get(d->next_seq, stream);
@@ -364,16 +381,25 @@ static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
             cnt->gaps++;
     }
     json_object_set_new(d->next_seq, stream, json_integer(s + (int64_t)n));
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:i, s:o, s:o, s:o}", "device_id",
-                            d->device_id, "session_id", session, "stream_id", stream, "seq",
-                            (json_int_t)s, "channels", (int)channels, "device_time_ns", dev_t,
-                            "master_time_ns", master_t, "values", flat);
+    avro_value_get_by_name(v, "device_id", &f, NULL);
+    avro_value_set_string(&f, d->device_id);
+    avro_value_get_by_name(v, "session_id", &f, NULL);
+    avro_value_set_string(&f, session);
+    avro_value_get_by_name(v, "stream_id", &f, NULL);
+    avro_value_set_string(&f, stream);
+    avro_value_get_by_name(v, "seq", &f, NULL);
+    avro_value_set_long(&f, s);
+    avro_value_get_by_name(v, "channels", &f, NULL);
+    avro_value_set_int(&f, (int)channels);
     char err[512];
-    int rc = ag_emit(a, "SensorSampleBatch", d->device_id, rec, err, sizeof(err));
-    if (rc == EV_ERR_INVALID)
-        ag_send_error(a, c, "invalid", err, ref); /* the device's error, not a drop */
-    else
-        ag_recording_account(a, cnt, rc == 0, (int64_t)n, (int64_t)(n * channels * sizeof(double)));
+    int delivered = ev_log_emit(a->log, schema, d->device_id, v, NULL, err, sizeof(err)) == 0;
+    if (delivered) {
+        a->n.events++;
+    } else {
+        a->n.emit_errors++;
+        fprintf(stderr, "msrs-agent: emit SensorSampleBatch for %s: %s\n", d->device_id, err);
+    }
+    ag_recording_account(a, cnt, delivered, (int64_t)n, (int64_t)(n * channels * sizeof(double)));
 }
 
 static void on_status(ag_agent *a, ag_conn *c, json_t *payload, const char *ref)
