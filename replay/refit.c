@@ -118,7 +118,7 @@ int rf_fit_rounds(rf_round *r, int n, int64_t reset_ns, rf_fit *out)
             int jump = fabs(round_offset(&r[i]) - round_offset(&r[i - 1])) > (double)reset_ns;
             if (jump && i + 1 < n) /* confirmed by the next round: not one bad probe */
                 jump = fabs(round_offset(&r[i + 1]) - round_offset(&r[i])) <= (double)reset_ns;
-            cut = jump && out->n < RF_MAX_SEGMENTS - 1;
+            cut = (jump || r[i].round <= r[i - 1].round) && out->n < RF_MAX_SEGMENTS - 1;
         }
         if (cut) {
             fit_segment(r + from, i - from, &out->seg[out->n++]);
@@ -284,7 +284,7 @@ static int append_round(log_rounds *l, avro_value_t *v)
     rf_round *x = &l->r[l->n++];
     avro_value_t all, one;
     size_t count = 0;
-    *x = (rf_round){probe_of(v), NULL, 0};
+    *x = (rf_round){probe_of(v), NULL, 0, field_long(v, "round")};
     if (avro_value_get_by_name(v, "round_probes", &all, NULL) == 0 &&
         avro_value_get_size(&all, &count) == 0 && count > 0 &&
         (x->probes = malloc(sizeof(rf_probe) * count)))
@@ -474,7 +474,7 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
                     if (!g)
                         break;
                     rounds = g;
-                    rf_round x = {from_log[l].r[k].best, NULL, 0};
+                    rf_round x = {from_log[l].r[k].best, NULL, 0, from_log[l].r[k].round};
                     size_t bytes = sizeof(rf_probe) * (size_t)from_log[l].r[k].n;
                     if (bytes && (x.probes = malloc(bytes))) {
                         memcpy(x.probes, from_log[l].r[k].probes, bytes);

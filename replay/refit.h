@@ -23,6 +23,7 @@ typedef struct rf_round {
     rf_probe best;
     rf_probe *probes;
     int n;
+    int64_t round; /* the agent's round number: it restarts with the agent */
 } rf_round;
 
 /* offset (device − master) = offset_ns + drift · (m − origin), m master time. */
@@ -41,7 +42,9 @@ typedef struct rf_fit {
 
 /* Fits rounds (sorted in place by the kept probe's t1). A jump of the
  * kept probes' offsets larger than reset_ns, confirmed by the next round,
- * starts a segment (a device clock reset). The estimate is the live one's
+ * starts a segment (a device clock reset), and so does a round number that
+ * does not increase (a new agent process: the device it knows by that id
+ * may be another clock). The estimate is the live one's
  * principle (clocksync.h) over every probe of the segment at once: with
  * the drift taken out, the offset is half the difference of the two
  * directions' minimum one-way delays; the drift is the one that makes

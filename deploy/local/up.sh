@@ -89,4 +89,20 @@ state = json.load(open(sys.argv[1])); s = state["sessions"][sys.argv[2]]
 print("session %s: %s, %d streams reported, %d devices in the pool, %d events folded" % (
     sys.argv[2], s["state"], len(s.get("streams", [])), len(state["devices"]), state["records"]))
 PY
-echo "== done: log $data/msrs.db, archive $dir, service logs in $data/"
+echo "== post-hoc clock refit of the archive (msrs-replay --refit > $data/refit/$session)"
+rm -rf "$data/refit/$session"
+mkdir -p "$data/refit"
+"$bin/msrs-replay" --refit "$dir" --out "$data/refit/$session" 2>"$data/refit.log"
+python3 - "$data/refit/$session/manifest.json" "$data/truth.jsonl" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+truth = {t["device_id"]: t for t in map(json.loads, open(sys.argv[2]))}
+for dev, f in sorted(m["refit"]["devices"].items()):
+    seg = max(f["segments"], key=lambda s: s["master_to_ns"])  # this run's clock (earlier runs: other segments)
+    span = (seg["master_to_ns"] - seg["master_from_ns"]) / 1e9
+    moved = max(v["max_change_ns"] for k, v in f.items() if isinstance(v, dict) and "max_change_ns" in v)
+    print("  %s: drift %+.1f ppm (true %+.1f) from %d rounds over %.0f s; master times moved up to %.0f us" % (
+        dev, seg["drift_ppm"], truth[dev]["drift_ppm"], seg["rounds"], span, moved / 1e3))
+print("  (a refit later, with more rounds after the session in the log, fits the drift better)")
+PY
+echo "== done: log $data/msrs.db, archive $dir, refitted copy $data/refit/$session, service logs in $data/"
