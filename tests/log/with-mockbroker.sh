@@ -7,8 +7,14 @@ dir=$(mktemp -d /tmp/msrs-mock-XXXXXX)
 "$bin/msrs-mockbroker" --bootstrap-file "$dir/bootstrap" >"$dir/stdout" 2>"$dir/stderr" &
 broker=$!
 trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do [ -s "$dir/bootstrap" ] && break; sleep 0.05; done
-[ -s "$dir/bootstrap" ] || { echo "msrs-mockbroker did not start:"; cat "$dir/stderr"; exit 1; }
+# It takes ~50 ms; twice in CI (under the other tests' load) it had not
+# written its bootstrap after 5 s, with nothing on stderr: wait up to 30 s.
+for _ in $(seq 600); do [ -s "$dir/bootstrap" ] && break; sleep 0.05; done
+if ! [ -s "$dir/bootstrap" ]; then
+  echo "msrs-mockbroker did not start within 30 s ($(kill -0 $broker 2>/dev/null && echo still running || echo exited)):"
+  cat "$dir/stderr"
+  exit 1
+fi
 export MSRS_TEST_LOG="kafka:$(cat "$dir/bootstrap")"
 echo "mock broker at ${MSRS_TEST_LOG}"
 "$@"
