@@ -631,7 +631,7 @@ static void bench_replay(long n, const char *dir)
     for (int rep = 0; rep < 3; rep++) {
         ev_state *state = ev_state_new();
         log = open_log(uri);
-        cli_projection p = {.prog = "bench_log", .log = log, .codec = codec, .state = state};
+        cli_projection p = {.prog = "bench_log", .log = log, .state = state};
         t = now_s();
         if (cli_projection_fold(&p, topics, 2))
             die("fold", "failed");

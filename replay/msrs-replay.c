@@ -135,6 +135,17 @@ static int diff(const char *path, json_t *a, json_t *b, int printed)
     return 1;
 }
 
+/* list ("a,b,c") split into at most max topics; returns the copy they
+ * point into (to free). */
+static char *split_topics(const char *list, const char **topics, size_t max, size_t *count)
+{
+    char *copy = strdup(list), *save = NULL;
+    *count = 0;
+    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t && *count < max; t = strtok_r(NULL, ",", &save))
+        topics[(*count)++] = t;
+    return copy;
+}
+
 static int copy_key(void *dst, const char *key, const char *value)
 {
     return ev_conf_set(dst, key, value);
@@ -145,8 +156,6 @@ static int copy_key(void *dst, const char *key, const char *value)
 static int run_republish(const ev_conf *conf, int republish, const char *to, const char *prefix,
                          const char *speed_arg, const char *session, const char *topics_arg)
 {
-    static const char *const all[] = {"nodes",    "devices", "sessions", "commands",
-                                      "presence", "samples", "media"};
     const char *topics[16];
     size_t count = 0;
     char err[512], *end = NULL, *copy = NULL;
@@ -168,15 +177,8 @@ static int run_republish(const ev_conf *conf, int republish, const char *to, con
         fprintf(stderr, "msrs-replay: %s\n", err);
         return CLI_EXIT_USAGE;
     }
-    if (topics_arg) {
-        copy = strdup(topics_arg);
-        char *save = NULL;
-        for (char *t = strtok_r(copy, ",", &save); t && count < 16; t = strtok_r(NULL, ",", &save))
-            topics[count++] = t;
-    } else {
-        for (; count < sizeof(all) / sizeof(all[0]); count++)
-            topics[count] = all[count];
-    }
+    copy = split_topics(topics_arg ? topics_arg : "nodes,devices,sessions,commands,presence,samples,media",
+                        topics, 16, &count);
     ev_conf *dc = ev_conf_new();
     ev_conf_foreach(conf, "", copy_key, dc);
     ev_conf_set(dc, "log", to);
@@ -297,20 +299,18 @@ int main(int argc, char **argv)
         ev_conf_destroy(conf);
         return exit_code;
     }
+    if (republish || to || prefix || speed_arg || session) { /* it opens a reader per topic */
+        exit_code = run_republish(conf, republish, to, prefix, speed_arg, session, topics_arg);
+        ev_conf_destroy(conf);
+        return exit_code;
+    }
     if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&log, conf, err, sizeof(err))) {
         fprintf(stderr, "msrs-replay: %s\n", err);
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
     }
-    if (republish || to || prefix || speed_arg || session) {
-        exit_code = run_republish(conf, republish, to, prefix, speed_arg, session, topics_arg);
-        ev_log_destroy(log);
-        ev_conf_destroy(conf);
-        return exit_code;
-    }
-    ev_codec *codec = ev_codec_new();
     ev_state *state = ev_state_new();
-    cli_projection p = {.prog = "msrs-replay", .log = log, .codec = codec, .state = state};
+    cli_projection p = {.prog = "msrs-replay", .log = log, .state = state};
     const char *topics[8];
     size_t topic_count = 0;
     char *topic_copy = NULL;
@@ -334,11 +334,8 @@ int main(int argc, char **argv)
         json_object_foreach(pos, k, v) topics[topic_count++] = k;
         p.limit = pos;
     } else {
-        topic_copy = strdup(topics_arg ? topics_arg : "nodes,devices,sessions,commands");
-        char *save = NULL;
-        for (char *t = strtok_r(topic_copy, ",", &save); t && topic_count < 8;
-             t = strtok_r(NULL, ",", &save))
-            topics[topic_count++] = t;
+        topic_copy = split_topics(topics_arg ? topics_arg : "nodes,devices,sessions,commands", topics, 8,
+                                  &topic_count);
         if (until && strchr(until, ':') && !strchr(until, 'T')) {
             if (!(limit = parse_positions(log, until))) {
                 fprintf(stderr, "msrs-replay: --until '%s': expected TOPIC:OFFSET[,TOPIC:OFFSET...]\n", until);
@@ -393,7 +390,6 @@ out:
     json_decref(limit);
     cli_projection_free(&p);
     ev_state_destroy(state);
-    ev_codec_destroy(codec);
     ev_log_destroy(log);
     ev_conf_destroy(conf);
     return exit_code;

@@ -35,10 +35,8 @@ static int advance(rp_source *s, int64_t until_ms, char *err, size_t n)
             s->head = NULL;
             return rc == EV_ERR_END ? 0 : rc;
         }
-        if (until_ms && s->head->timestamp_ms > until_ms) {
+        if (until_ms && s->head->timestamp_ms > until_ms)
             s->head = NULL; /* the rest is after the window */
-            return 0;
-        }
         return 0;
     }
 }

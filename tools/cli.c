@@ -127,6 +127,8 @@ static void check_gap(cli_projection *p, cli_position *e, const ev_msg *m)
 static int past_limit(const cli_projection *p, const ev_msg *m)
 {
     char part[16];
+    if (!p->limit)
+        return 0; /* the usual case: no formatting on every record */
     snprintf(part, sizeof(part), "%d", (int)m->partition);
     json_t *lim = json_object_get(json_object_get(p->limit, m->topic), part);
     return lim && m->offset >= json_integer_value(lim);
@@ -275,7 +277,7 @@ static unsigned char *arena_copy(fold_batch *b, const void *p, size_t n)
     return at;
 }
 
-/* Room for m in b (which is empty if the arena has to grow). */
+/* The bytes batch_add copies for m. */
 static size_t msg_bytes(const ev_msg *m)
 {
     size_t n = strlen(m->topic) + 1 + m->key_len + m->value_len;

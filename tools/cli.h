@@ -60,7 +60,6 @@ typedef struct cli_position {
 typedef struct cli_projection {
     const char *prog;
     ev_log *log;
-    ev_codec *codec;
     ev_state *state;
     int64_t check_ms;
     void (*check)(void *arg);

@@ -13,7 +13,6 @@
 
 typedef struct view {
     ev_log *log;
-    ev_codec *codec;
     ev_state *state;
     cli_projection p;
 } view;
@@ -26,9 +25,8 @@ static int view_open(view *v, ev_conf *conf)
         fprintf(stderr, "msrs: %s\n", err);
         return -1;
     }
-    v->codec = ev_codec_new();
     v->state = ev_state_new();
-    v->p = (cli_projection){.prog = "msrs", .log = v->log, .codec = v->codec, .state = v->state};
+    v->p = (cli_projection){.prog = "msrs", .log = v->log, .state = v->state};
     return 0;
 }
 
@@ -36,7 +34,6 @@ static void view_close(view *v)
 {
     cli_projection_free(&v->p);
     ev_state_destroy(v->state);
-    ev_codec_destroy(v->codec);
     ev_log_destroy(v->log);
 }
 

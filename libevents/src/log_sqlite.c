@@ -64,7 +64,7 @@ typedef struct sqlite_log {
     char names[SQL_TOPICS_MAX][SQL_TOPIC_MAX]; /* topic index -> name, append-only */
     int name_count;
     topic_writer writers[SQL_TOPICS_MAX];
-    int64_t attempts_failed, lost;
+    int64_t attempts_failed;
     char last_error[256];
     /* consumer */
     topic_reader *readers;
@@ -370,10 +370,8 @@ static void *writer_main(void *arg)
             l->attempts_failed++;
             snprintf(l->last_error, sizeof(l->last_error), "%s", err);
             pthread_cond_broadcast(&l->done);
-            if (l->stopping) {
-                l->lost += (int64_t)l->work.count;
-                break;
-            }
+            if (l->stopping)
+                break; /* closing: the one attempt failed, the batch is not written */
             struct timespec until;
             deadline_after(&until, SQL_RETRY_MS);
             while (!l->stopping && pthread_cond_timedwait(&l->retry, &l->mu, &until) == 0)

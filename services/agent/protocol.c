@@ -73,6 +73,20 @@ int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value,
     return rc;
 }
 
+/* Emits a record built as an Avro value (the data paths: samples, media).
+ * Returns 1 when the log took it; else counts and names the failure. */
+static int emit_value(ag_agent *a, const ev_schema *s, const char *key, avro_value_t *v)
+{
+    char err[512];
+    if (ev_log_emit(a->log, s, key, v, NULL, err, sizeof(err)) == 0) {
+        a->n.events++;
+        return 1;
+    }
+    a->n.emit_errors++;
+    fprintf(stderr, "msrs-agent: emit %s for %s: %s\n", ev_schema_short_name(s), key, err);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- helpers */
 
 /* Copies the keys named in `keys` (NULL-terminated) from src into a new
@@ -391,15 +405,8 @@ static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
     avro_value_set_long(&f, s);
     avro_value_get_by_name(v, "channels", &f, NULL);
     avro_value_set_int(&f, (int)channels);
-    char err[512];
-    int delivered = ev_log_emit(a->log, schema, d->device_id, v, NULL, err, sizeof(err)) == 0;
-    if (delivered) {
-        a->n.events++;
-    } else {
-        a->n.emit_errors++;
-        fprintf(stderr, "msrs-agent: emit SensorSampleBatch for %s: %s\n", d->device_id, err);
-    }
-    ag_recording_account(a, cnt, delivered, (int64_t)n, (int64_t)(n * channels * sizeof(double)));
+    ag_recording_account(a, cnt, emit_value(a, schema, d->device_id, v), (int64_t)n,
+                         (int64_t)(n * channels * sizeof(double)));
 }
 
 static void on_status(ag_agent *a, ag_conn *c, json_t *payload, const char *ref)
@@ -495,14 +502,7 @@ static void on_media(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t l
         ag_send_error(a, c, "invalid", err, NULL);
         return;
     }
-    int delivered = ev_log_emit(a->log, s, c->dev->device_id, v, NULL, err, sizeof(err)) == 0;
-    if (delivered) {
-        a->n.events++;
-    } else {
-        a->n.emit_errors++;
-        fprintf(stderr, "msrs-agent: emit MediaPacket for %s: %s\n", c->dev->device_id, err);
-    }
-    ag_recording_account(a, cnt, delivered, 1, (int64_t)bytes);
+    ag_recording_account(a, cnt, emit_value(a, s, c->dev->device_id, v), 1, (int64_t)bytes);
 }
 
 /* --------------------------------------------------------------- dispatch */

@@ -189,12 +189,11 @@ int main(int argc, char **argv)
     c.state = ev_state_new();
     c.emitted = json_object();
     c.waiting = json_object();
-    ev_codec *codec = ev_codec_new();
     fprintf(stderr, "msrs-collectord: folding the log, then checking every %lld ms (lead %lld ms, "
                     "report timeout %lld ms, auto start %s)\n",
             (long long)check_ms, (long long)lead_ms, (long long)timeout_ms, auto_start);
     static const char *const topics[] = {"nodes", "devices", "sessions", "commands"};
-    cli_projection p = {.prog = "msrs-collectord", .log = c.log, .codec = codec, .state = c.state,
+    cli_projection p = {.prog = "msrs-collectord", .log = c.log, .state = c.state,
                         .check_ms = check_ms, .check = check, .arg = &c,
                         .state_file = ev_conf_get(conf, "state.file", NULL)};
     exit_code = cli_projection_run(&p, topics, 4);
@@ -205,7 +204,6 @@ int main(int argc, char **argv)
     json_decref(c.emitted);
     json_decref(c.waiting);
     ev_state_destroy(c.state);
-    ev_codec_destroy(codec);
     ev_log_destroy(c.log);
     ev_conf_destroy(conf);
     return exit_code;

@@ -16,7 +16,6 @@
 
 typedef struct sd_syncd {
     ev_log *log;
-    ev_codec *codec;
     ev_state *state;
     ev_sync_params params;
     json_t *asked;   /* device_id -> ns of the last SyncNow for it */
@@ -138,7 +137,6 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     s.params = (ev_sync_params){unc_us * 1000, age_ms * 1000000, (int)min_group};
-    s.codec = ev_codec_new();
     s.state = ev_state_new();
     s.asked = json_object();
     s.waiting = json_object();
@@ -146,7 +144,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "msrs-syncd: folding the log, then checking every %lld ms (min group %lld, "
                     "max uncertainty %lld us, max age %lld ms)\n",
             (long long)check_ms, (long long)min_group, (long long)unc_us, (long long)age_ms);
-    cli_projection p = {.prog = "msrs-syncd", .log = s.log, .codec = s.codec, .state = s.state,
+    cli_projection p = {.prog = "msrs-syncd", .log = s.log, .state = s.state,
                         .check_ms = check_ms, .check = check_sessions, .arg = &s,
                         .state_file = ev_conf_get(conf, "state.file", NULL)};
     exit_code = cli_projection_run(&p, topics, 3);
@@ -157,7 +155,6 @@ int main(int argc, char **argv)
     json_decref(s.asked);
     json_decref(s.waiting);
     ev_state_destroy(s.state);
-    ev_codec_destroy(s.codec);
     ev_log_destroy(s.log);
     ev_conf_destroy(conf);
     return exit_code;
