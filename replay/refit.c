@@ -31,24 +31,6 @@ static double round_offset(const rf_round *r)
     return ((double)(r->best.t2 - r->best.t1) + (double)(r->best.t3 - r->best.t4)) / 2;
 }
 
-/* The two one-way delays of every probe with the drift beta taken out:
- * a − beta·t = offset0 + down, b + beta·t = up − offset0. Their minima are
- * the lower envelopes' levels; their sum is largest at the true drift
- * (tilting either cloud lowers its minimum). Concave in beta. */
-static double envelope_sum(const double *t, const double *a, const double *b, int n, double beta,
-                           double *mina, double *minb)
-{
-    double ma = INFINITY, mb = INFINITY;
-    for (int i = 0; i < n; i++) {
-        double x = a[i] - beta * t[i], y = b[i] + beta * t[i];
-        ma = x < ma ? x : ma;
-        mb = y < mb ? y : mb;
-    }
-    *mina = ma;
-    *minb = mb;
-    return ma + mb;
-}
-
 static void fit_segment(const rf_round *r, int n, rf_segment *s)
 {
     int total = 0;
@@ -70,30 +52,11 @@ static void fit_segment(const rf_round *r, int n, rf_segment *s)
             b[k] = (double)(p->t4 - p->t3);
             k++;
         }
-    /* golden-section search of the drift in ±2000 ppm (a phone's crystal is
-     * within ±100): 120 steps narrow it below 1e-12 */
-    double lo = -2e-3, hi = 2e-3, g = (sqrt(5.0) - 1) / 2, ma, mb;
-    double x1 = hi - g * (hi - lo), x2 = lo + g * (hi - lo);
-    double f1 = envelope_sum(t, a, b, total, x1, &ma, &mb), f2 = envelope_sum(t, a, b, total, x2, &ma, &mb);
-    for (int it = 0; it < 120; it++) {
-        if (f1 < f2) {
-            lo = x1;
-            x1 = x2;
-            f1 = f2;
-            x2 = lo + g * (hi - lo);
-            f2 = envelope_sum(t, a, b, total, x2, &ma, &mb);
-        } else {
-            hi = x2;
-            x2 = x1;
-            f2 = f1;
-            x1 = hi - g * (hi - lo);
-            f1 = envelope_sum(t, a, b, total, x1, &ma, &mb);
-        }
-    }
-    double drift = total >= 2 && t[total - 1] > t[0] ? (lo + hi) / 2 : 0;
-    envelope_sum(t, a, b, total, drift, &ma, &mb);
+    ev_clock_fit fit;
+    ev_clock_fit_probes(t, a, b, total, total >= 2 && t[total - 1] > t[0], &fit);
+    double drift = fit.drift;
     s->drift = drift;
-    s->offset_ns = (ma - mb) / 2; /* equal minimum delays both ways */
+    s->offset_ns = fit.offset_ns;
     /* diagnostic: the kept probes' offsets about the line */
     double rss = 0;
     for (int i = 0; i < n; i++) {

@@ -44,8 +44,8 @@ typedef struct rf_fit {
  * kept probes' offsets larger than reset_ns, confirmed by the next round,
  * starts a segment (a device clock reset), and so does a round number that
  * does not increase (a new agent process: the device it knows by that id
- * may be another clock). The estimate is the live one's
- * principle (clocksync.h) over every probe of the segment at once: with
+ * may be another clock). The estimate is the live one's fit
+ * (ev_clock_fit_probes) over every probe of the segment at once: with
  * the drift taken out, the offset is half the difference of the two
  * directions' minimum one-way delays; the drift is the one that makes
  * those minima (the lower envelopes of both delay clouds) highest. Returns

@@ -23,6 +23,7 @@
 #include <libavcodec/avcodec.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/opt.h>
+#include <endian.h>
 #include <libwebsockets.h>
 #include <math.h>
 #include <stdio.h>
@@ -116,6 +117,7 @@ typedef struct ds_sim {
     json_t *stats; /* session -> device -> stream -> {samples, bytes}: what was sent */
     int64_t video_bitrate;
     int loop_n; /* --video-loop */
+    int binary_samples; /* --samples binary (default) | json */
     ds_packet *loop;
     uint8_t *loop_headers;
     size_t loop_headers_size;
@@ -225,6 +227,36 @@ static void send_json(ds_device *d, json_t *j)
     json_decref(j);
 }
 
+/* Queues a binary frame after the uplink delay, in order: 4-byte big-endian
+ * header length, the JSON header, then the body in two parts (a, b). */
+static int send_binary(ds_device *d, int64_t now, const char *hdr, size_t hl, const void *a,
+                       size_t alen, const void *b, size_t blen)
+{
+    size_t len = 4 + hl + alen + blen;
+    ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    if (!m)
+        return -1;
+    unsigned char *p = m->buf + LWS_PRE;
+    m->next = NULL;
+    m->len = len;
+    m->binary = 1;
+    p[0] = (unsigned char)(hl >> 24);
+    p[1] = (unsigned char)(hl >> 16);
+    p[2] = (unsigned char)(hl >> 8);
+    p[3] = (unsigned char)hl;
+    memcpy(p + 4, hdr, hl);
+    if (alen)
+        memcpy(p + 4 + hl, a, alen);
+    if (blen)
+        memcpy(p + 4 + hl + alen, b, blen);
+    int64_t due = now + one_way_ns(1);
+    if (due <= d->last_up_ns) /* FIFO: the heap does not keep the order of equal times */
+        due = d->last_up_ns + 1;
+    d->last_up_ns = due;
+    heap_push((ds_event){due, EV_SEND, d->index, 0, m});
+    return 0;
+}
+
 static void send_hello(ds_device *d)
 {
     json_t *hello = json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:[s,s], s:[{s:s,s:s,s:f,s:i,s:s},"
@@ -266,25 +298,50 @@ static void count_sent(const ds_device *d, const char *session, const char *stre
 
 /* Sends samples [from, to) of a batch: one message, tagged with the session
  * they belong to. */
+static double sample_value(const ds_stream *s, int i, int c)
+{
+    return sin((double)(s->seq + i) * 0.05 + c) + 0.001 * c;
+}
+
 static void send_part(ds_device *d, ds_stream *s, int64_t now, const int64_t *t, int from, int to,
                       const char *session)
 {
+    if (session)
+        count_sent(d, session, s->id, to - from, (int64_t)(to - from) * s->channels * 8);
+    if (sim.binary_samples) { /* little-endian int64 times, then float64 values, row-major */
+        char hdr[256];
+        uint64_t times[64], vals[64 * 8];
+        int n = to - from, hl;
+        for (int i = 0; i < n; i++) {
+            times[i] = htole64((uint64_t)t[from + i]);
+            for (int c = 0; c < s->channels; c++) {
+                double x = sample_value(s, from + i, c);
+                memcpy(&vals[i * s->channels + c], &x, 8);
+                vals[i * s->channels + c] = htole64(vals[i * s->channels + c]);
+            }
+        }
+        hl = snprintf(hdr, sizeof(hdr),
+                      "{\"type\":\"samples\",\"stream_id\":\"%s\",\"seq\":%lld,\"n\":%d,"
+                      "\"channels\":%d,\"session_id\":\"%s\"}",
+                      s->id, (long long)(s->seq + from), n, s->channels, session ? session : "");
+        send_binary(d, now, hdr, (size_t)hl, times, (size_t)n * 8, vals,
+                    (size_t)(n * s->channels) * 8);
+        return;
+    }
     json_t *times = json_array(), *values = json_array();
     for (int i = from; i < to; i++) {
         json_array_append_new(times, json_integer(t[i]));
         json_t *row = json_array();
         for (int c = 0; c < s->channels; c++)
-            json_array_append_new(row, json_real(sin((double)(s->seq + i) * 0.05 + c) + 0.001 * c));
+            json_array_append_new(row, json_real(sample_value(s, i, c)));
         json_array_append_new(values, row);
     }
     json_t *m = json_pack("{s:s, s:I, s:s, s:{s:s, s:I, s:o, s:o}}", "type", "samples", "ts",
                           (json_int_t)dev_clock(d, now), "device_id", d->id, "payload",
                           "stream_id", s->id, "seq", (json_int_t)(s->seq + from), "t", times,
                           "values", values);
-    if (session) {
+    if (session)
         json_object_set_new(m, "session_id", json_string(session));
-        count_sent(d, session, s->id, to - from, (int64_t)(to - from) * s->channels * 8);
-    }
     send_json(d, m);
 }
 
@@ -377,28 +434,8 @@ static void send_packet(ds_device *d, int64_t now, const uint8_t *headers, size_
                       session ? session : "");
     if (session)
         count_sent(d, session, "rgb", 1, (int64_t)(size + extra));
-    size_t len = 4 + (size_t)hl + extra + size;
-    ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
-    if (!m)
-        return;
-    unsigned char *p = m->buf + LWS_PRE;
-    m->next = NULL;
-    m->len = len;
-    m->binary = 1;
-    p[0] = (unsigned char)(hl >> 24);
-    p[1] = (unsigned char)(hl >> 16);
-    p[2] = (unsigned char)(hl >> 8);
-    p[3] = (unsigned char)hl;
-    memcpy(p + 4, hdr, (size_t)hl);
-    if (extra)
-        memcpy(p + 4 + hl, headers, extra);
-    memcpy(p + 4 + hl + extra, data, size);
-    int64_t due = now + one_way_ns(1);
-    if (due <= d->last_up_ns) /* FIFO: the heap does not keep the order of equal times */
-        due = d->last_up_ns + 1;
-    d->last_up_ns = due;
-    heap_push((ds_event){due, EV_SEND, d->index, 0, m});
-    d->packets_sent++;
+    if (send_binary(d, now, hdr, (size_t)hl, headers, extra, data, size) == 0)
+        d->packets_sent++;
 }
 
 static void video_frame(ds_device *d, int64_t now)
@@ -671,7 +708,10 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         if (e.kind == EV_DELIVER_PROBE) {
             if (!d->connected)
                 continue;
-            int64_t t2 = dev_clock(d, now_ns());
+            /* t2 is the instant the probe arrives (the simulated network's),
+             * not when this loop, busy with 1023 other devices, gets to it:
+             * a phone stamps on its own */
+            int64_t t2 = dev_clock(d, e.due_ns);
             int64_t t3 = dev_clock(d, now_ns());
             if (t3 < t2) /* each stamp has its own noise; a device clock never runs back */
                 t3 = t2;
@@ -765,6 +805,8 @@ static void usage(FILE *f)
             "  --video-bitrate BPS encoder bit rate (default W*H*FPS/8)\n"
             "  --video-loop N      encode N frames of noise once and loop them on every device\n"
             "                      (for throughput benchmarks: no encoding at run time)\n"
+            "  --samples FORMAT    binary (default: binary frames, little-endian) or json\n"
+            "                      (text messages), see docs/protocol.md\n"
             "  -h, --help\n"
             "exit: 0 ok, 1 could not run, 2 usage\n");
 }
@@ -791,7 +833,8 @@ int main(int argc, char **argv)
         {"seed", required_argument, NULL, 'e'},      {"help", no_argument, NULL, 'h'},
         {"video", required_argument, NULL, 'v'},     {"video-codec", required_argument, NULL, 'c'},
         {"stats", required_argument, NULL, 'T'},     {"video-bitrate", required_argument, NULL, 'B'},
-        {"video-loop", required_argument, NULL, 'O'}, {NULL, 0, NULL, 0}};
+        {"video-loop", required_argument, NULL, 'O'}, {"samples", required_argument, NULL, 'F'},
+        {NULL, 0, NULL, 0}};
     const char *url = "ws://127.0.0.1:8620/v1/devices", *prefix = "sim-", *truth = NULL, *stats = NULL;
     const char *profile = "lan", *delay = NULL;
     double offset_ms = 500, drift_ppm = 50, asym = -1, spike_prob = -1, spike_ms = -1, jitter = -1;
@@ -799,6 +842,7 @@ int main(int argc, char **argv)
     sim.n = 4;
     sim.rng = 1;
     sim.video_codec = "mpeg4";
+    sim.binary_samples = 1;
     /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
     cli_install_signals();
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -830,6 +874,13 @@ int main(int argc, char **argv)
             }
             break;
         case 'c': sim.video_codec = optarg; break;
+        case 'F':
+            if (strcmp(optarg, "binary") != 0 && strcmp(optarg, "json") != 0) {
+                fprintf(stderr, "msrs-devsim: --samples '%s': expected binary or json\n", optarg);
+                return 2;
+            }
+            sim.binary_samples = strcmp(optarg, "binary") == 0;
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -360,6 +360,32 @@ ev_sync_decision ev_sync_decide(const ev_state *state, const char *session_id,
                                 json_t **stale, char *why, size_t why_size);
 
 
+/* --------------------------------------------------------------- clock fit */
+
+/* The clock line of one device from two-way probes (t1 master send, t2
+ * device receive, t3 device send, t4 master receive), as two one-way
+ * measurements per probe: a = t2 - t1 = offset + down, b = t4 - t3 = up -
+ * offset. Delays only add to their minimum, so with the drift taken out
+ * offset = (min a - min b) / 2, exact when both directions' minimum delays
+ * are equal however widely delays spread above them. The drift is the one
+ * that makes both lower envelopes highest (their sum is concave in it:
+ * golden-section search within +-EV_CLOCK_MAX_DRIFT). The agent fits its
+ * window of probes live; msrs-replay --refit fits every recorded probe. */
+#define EV_CLOCK_MAX_DRIFT 2e-3
+
+typedef struct ev_clock_fit {
+    double drift;     /* ns per ns (ppm * 1e-6) */
+    double offset_ns; /* device - master at t = 0 */
+    double gap_ns;    /* how sharply the minima are resolved: third smallest minus smallest,
+                         averaged over both directions (an error estimate); -1 below 3 probes */
+} ev_clock_fit;
+
+/* t: each probe's time on the master clock, ns from an origin the caller
+ * picks (offset_ns is at that origin); a, b as above; n probes. fit_drift
+ * 0: the drift is taken as 0. */
+void ev_clock_fit_probes(const double *t, const double *a, const double *b, int n, int fit_drift,
+                         ev_clock_fit *out);
+
 /* ------------------------------------------------------------ collect rule */
 
 /* The DataCollectionService's rule, a pure function of the state. */

@@ -454,7 +454,8 @@ static int sqlite_produce(void *impl, const char *topic, const void *key, size_t
         goto out;
     }
     b->pend[b->count++] = p;
-    pthread_cond_signal(&l->wake);
+    if (b->count == 1) /* the writer waits only for an empty queue: one wake per batch */
+        pthread_cond_signal(&l->wake);
 out:
     pthread_mutex_unlock(&l->mu);
     return rc;

@@ -14,11 +14,12 @@
  * With the drift taken out, min(a) = offset + min(down) and min(b) =
  * min(up) - offset, so offset = (min a - min b) / 2 is exact when the two
  * directions' minimum delays are equal, however the delays spread above
- * them; timestamp noise biases both minima alike and cancels. The drift is
- * the slope between the offsets of the two halves of the window once it
- * spans CS_DRIFT_MIN_SPAN_NS (refined three times); before that only the
- * last CS_NO_DRIFT_SPAN_NS of probes count. Device times convert to agent
- * time through the resulting line, between rounds too. */
+ * them; timestamp noise biases both minima alike and cancels. Once the
+ * window spans CS_DRIFT_MIN_SPAN_NS the drift is the slope that makes both
+ * lower envelopes highest (ev_clock_fit_probes, the fit msrs-replay --refit
+ * uses too); before that only the last CS_NO_DRIFT_SPAN_NS of probes count,
+ * with no drift. Device times convert to agent time through the resulting
+ * line, between rounds too. */
 #ifndef MSRS_CLOCKSYNC_H
 #define MSRS_CLOCKSYNC_H
 #include <stdint.h>

@@ -8,6 +8,7 @@ marks, media frames, and every bad-input case — each answered with an
 import asyncio
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,26 @@ async def scenario(url, db):
     await good.ws.send(b"\x00\x00\x10\x00junk")
     check(await good.wait_error("invalid") is not None, "malformed binary frame: invalid")
 
+    # Binary samples: little-endian int64 times, then float64 values, row-major.
+    def binary_samples(hdr, times, values):
+        h = json.dumps(hdr).encode()
+        return (len(h).to_bytes(4, "big") + h + struct.pack("<%dq" % len(times), *times)
+                + struct.pack("<%dd" % len(values), *values))
+    t0 = good.now()
+    await good.ws.send(binary_samples({"type": "samples", "stream_id": "imu", "seq": 0, "n": 3, "channels": 2},
+                                      [t0, t0 + 10_000_000, t0 + 20_000_000], [0.5, -1.25, 2.0, 3.5, 1e-3, -7.0]))
+    await good.ws.send(binary_samples({"type": "samples", "stream_id": "imu", "seq": 3, "n": 3, "channels": 2},
+                                      [t0, t0 + 1], [1.0, 2.0, 3.0, 4.0]))
+    e = await good.wait_error("invalid")
+    check(e is not None and "expected n x 8 x (1 + channels) = 72" in e["message"] and "48 bytes" in e["message"],
+          "binary samples of the wrong size: invalid, names both sizes: %r" % e)
+    await good.ws.send(binary_samples({"type": "samples", "stream_id": "imu", "seq": 3, "channels": 2}, [], []))
+    e = await good.wait_error("invalid")
+    check(e is not None and "n (1..65536)" in e["message"], "binary samples without n: invalid: %r" % e)
+    await good.ws.send(binary_samples({"type": "hologram"}, [], []))
+    e = await good.wait_error("unknown_type")
+    check(e is not None and "hologram" in e["message"], "unknown binary frame type named: %r" % e)
+
     # A flood: far more than the rate limit -> one rate_limited error; the
     # other device is still served meanwhile.
     flooder = Device(url, "flood-1")
@@ -222,8 +243,17 @@ def main():
     check(len(st) == 1 and st[0]["storage_free_bytes"] == 123456 and st[0]["temperature_c"] == 31.5,
           "status mapped: %r" % st)
 
-    samples = [r["value"] for r in tail(db, "samples")]
+    everything = [r["value"] for r in tail(db, "samples")]
+    samples = [s for s in everything if s["stream_id"] == "gsr"]
     check([s["seq"] for s in samples] == [0, 4, 12], "samples kept in order: %r" % [s["seq"] for s in samples])
+    imu = [s for s in everything if s["stream_id"] == "imu"]
+    check(len(imu) == 1 and imu[0]["seq"] == 0 and imu[0]["channels"] == 2
+          and imu[0]["values"] == [0.5, -1.25, 2.0, 3.5, 1e-3, -7.0]
+          and len(imu[0]["device_time_ns"]) == 3
+          and imu[0]["device_time_ns"][1] - imu[0]["device_time_ns"][0] == 10_000_000
+          and all(abs((d - m) - 250_000_000) < 5_000_000
+                  for d, m in zip(imu[0]["device_time_ns"], imu[0]["master_time_ns"])),
+          "binary samples: one batch, values and times exact, master time converted: %r" % imu)
     if samples:
         s = samples[0]
         # The agent, not the device, decides what belongs to a session: it
