@@ -57,7 +57,14 @@ def run(binary, devices, profile, seconds, warmup):
                            stderr=subprocess.DEVNULL)
     cpu0, _ = proc_stats(agent.pid)
     t0 = time.time()
-    sim.wait()
+    rss = []  # (s, agent VmRSS bytes) every 10 s: growth over a long run
+    while sim.poll() is None:
+        try:
+            sim.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        with open("/proc/%d/status" % agent.pid) as f:
+            rss.append((time.time() - t0, next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))))
     wall = time.time() - t0
     cpu1, hwm = proc_stats(agent.pid)
     agent.terminate()
@@ -69,13 +76,19 @@ def run(binary, devices, profile, seconds, warmup):
     out = subprocess.run([os.path.join(binary, "msrs-tail"), "--log", "sqlite:" + db, "--topic", "devices"],
                          capture_output=True, text=True).stdout
     errs, signed, rounds = [], [], 0
-    by_round = {}
+    by_round, by_minute, last_round, max_gap, disconnects = {}, {}, {}, 0, 0
     for line in out.splitlines():
         r = json.loads(line)
+        if r["type"].endswith("DeviceDisconnected") and r["timestamp"] < (t0 + seconds - 1) * 1000:
+            disconnects += 1  # before devsim's own exit
         if not r["type"].endswith("ClockOffsetMeasured"):
             continue
         v = r["value"]
         rounds += 1
+        prev = last_round.get(v["device_id"])
+        if prev is not None:
+            max_gap = max(max_gap, v["t4_ns"] - prev)
+        last_round[v["device_id"]] = v["t4_ns"]
         if v["round"] <= warmup:
             continue
         m = model[v["device_id"]]
@@ -84,12 +97,22 @@ def run(binary, devices, profile, seconds, warmup):
         errs.append(abs(v["offset_ns"] - true_off) / 1000.0)
         signed.append((v["offset_ns"] - true_off) / 1000.0)
         by_round.setdefault(v["round"], []).append(abs(v["offset_ns"] - true_off) / 1000.0)
+        by_minute.setdefault(int((t / 1e9 - t0) // 60), []).append(abs(v["offset_ns"] - true_off) / 1000.0)
     print("  %-5s %5d devices %4ds: %6d rounds  |err| us p50 %8.1f  p99 %8.1f  max %8.1f  "
           "(median signed %+7.1f)  agent cpu %5.1f%%  rss %6.2f MB/device" % (
               profile, devices, seconds, rounds, pct(errs, 50), pct(errs, 99),
               max(errs) if errs else float("nan"), pct(signed, 50),
               100.0 * (cpu1 - cpu0) / wall, hwm / 1e6 / devices),
           flush=True)
+    print("        %d of %d devices synced, %d disconnected before the end, longest time between a device's rounds %.1f s"
+          % (len(last_round), devices, disconnects, max_gap / 1e9))
+    if len(rss) >= 2:
+        print("        agent RSS every 10 s, MB: %s" % " ".join("%.1f" % (b / 1e6) for _, b in rss))
+    if len(by_minute) > 2:
+        for k in sorted(by_minute):
+            xs = by_minute[k]
+            print("        minute %2d: %6d rounds  |err| us p50 %8.1f  p99 %8.1f  max %8.1f"
+                  % (k, len(xs), pct(xs, 50), pct(xs, 99), max(xs)))
     if os.environ.get("MSRS_BENCH_BY_ROUND"):
         for k in sorted(by_round):
             print("    round %3d: max |err| %8.1f us over %d devices" % (k, max(by_round[k]), len(by_round[k])))
