@@ -336,12 +336,14 @@ void ag_sync_now(ag_agent *a, const char *device_id)
 /* The SensorSampleBatch value of a samples message, with its three arrays;
  * the caller fills them (from JSON or from a binary frame). */
 typedef struct samples_rec {
+    const ev_schema *schema;
     avro_value_t *v, dev_t, master_t, flat;
 } samples_rec;
 
 static int samples_open(ag_agent *a, samples_rec *r, int64_t n)
 {
-    if (ev_codec_value(a->codec, ev_schema_by_name("SensorSampleBatch"), &r->v) ||
+    r->schema = ev_schema_by_name("SensorSampleBatch");
+    if (ev_codec_value(a->codec, r->schema, &r->v) ||
         avro_value_get_by_name(r->v, "device_time_ns", &r->dev_t, NULL) ||
         avro_value_get_by_name(r->v, "master_time_ns", &r->master_t, NULL) ||
         avro_value_get_by_name(r->v, "values", &r->flat, NULL)) {
@@ -393,7 +395,7 @@ static void samples_emit(ag_agent *a, ag_device *d, samples_rec *r, const char *
     avro_value_set_long(&f, seq);
     avro_value_get_by_name(r->v, "channels", &f, NULL);
     avro_value_set_int(&f, (int)channels);
-    ag_recording_account(a, cnt, emit_value(a, ev_schema_by_name("SensorSampleBatch"), d->device_id, r->v),
+    ag_recording_account(a, cnt, emit_value(a, r->schema, d->device_id, r->v),
                          (int64_t)n, (int64_t)(n * channels * sizeof(double)));
 }
 
