@@ -311,6 +311,29 @@ int ev_log_poll(ev_log *log, int timeout_ms, const ev_msg **msg, char *errstr,
  * consumed. At-least-once: a crash before commit redelivers. */
 int ev_log_commit(ev_log *log, char *errstr, size_t errstr_size);
 
+/* Leadership through the log engine's own coordination, never a home-made
+ * consensus. Among the processes that call ev_log_lead with one name, at
+ * most one leads at a time:
+ *   sqlite  a lease row (table msrs_leases) that its holder renews; a
+ *           holder silent for ttl_ms loses it to the next caller.
+ *   kafka   a consumer group "<prefix>lead.<name>" subscribed to the topic
+ *           "<prefix>leader" (create it with one partition where brokers do
+ *           not auto-create topics); the member the group assigns partition
+ *           0 leads; the broker drops a member silent for ttl_ms
+ *           (session.timeout.ms, at least 6000: brokers refuse less by
+ *           default) and rebalances.
+ * Call it at least every ttl_ms / 3: it renews the lease or serves the
+ * group's heartbeats. Returns 1 when holder leads, 0 when it does not
+ * (*leader: the holder that leads when the backend knows it — sqlite —
+ * else ""), <0 on error. leader may be NULL. */
+int ev_log_lead(ev_log *log, const char *name, const char *holder, int64_t ttl_ms, char *leader,
+                size_t leader_size, char *errstr, size_t errstr_size);
+/* Gives leadership of name up at once (a clean stop), so the next caller
+ * leads without waiting for ttl_ms. Nothing happens when holder does not
+ * lead. */
+int ev_log_resign(ev_log *log, const char *name, const char *holder, char *errstr,
+                  size_t errstr_size);
+
 /* ------------------------------------------------------------------- state */
 
 /* The state folded from node, device and session events by the reducers

@@ -214,3 +214,28 @@ int ev_log_commit(ev_log *log, char *errstr, size_t errstr_size)
 {
     return log->backend->commit(log->impl, errstr, errstr_size);
 }
+
+int ev_log_lead(ev_log *log, const char *name, const char *holder, int64_t ttl_ms, char *leader,
+                size_t leader_size, char *errstr, size_t errstr_size)
+{
+    char topic[320], scratch[8];
+    if (!name || !*name || strlen(name) > 128 || !holder || !*holder || strlen(holder) > 512)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "lead: expected a name (1-128 chars) and a holder (1-512 chars)");
+    if (ttl_ms < 100)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "lead: ttl %lld ms: expected at least 100", (long long)ttl_ms);
+    if (!leader) {
+        leader = scratch;
+        leader_size = sizeof(scratch);
+    }
+    leader[0] = '\0';
+    return log->backend->lead(log->impl, ev_log_topic(log, "leader", topic, sizeof(topic)), name,
+                              holder, ttl_ms, leader, leader_size, errstr, errstr_size);
+}
+
+int ev_log_resign(ev_log *log, const char *name, const char *holder, char *errstr,
+                  size_t errstr_size)
+{
+    return log->backend->resign(log->impl, name, holder, errstr, errstr_size);
+}

@@ -24,6 +24,12 @@ typedef struct ev__backend {
     int (*poll)(void *impl, int timeout_ms, const ev_msg **msg, char *errstr,
                 size_t errstr_size);
     int (*commit)(void *impl, char *errstr, size_t errstr_size);
+    /* leadership: topic is the prefixed "leader" topic (Kafka's group topic) */
+    int (*lead)(void *impl, const char *topic, const char *name, const char *holder,
+                int64_t ttl_ms, char *leader, size_t leader_size, char *errstr,
+                size_t errstr_size);
+    int (*resign)(void *impl, const char *name, const char *holder, char *errstr,
+                  size_t errstr_size);
 } ev__backend;
 
 extern const ev__backend ev__backend_sqlite;

@@ -34,6 +34,10 @@ typedef struct kafka_log {
     int end_reported;
     int64_t min_time_ms;    /* assign by time: records older are skipped */
     rd_kafka_message_t *current;
+    /* leadership (ev_log_lead): a consumer of its own in the group */
+    rd_kafka_t *lead_rk;
+    char lead_name[160], lead_topic[320];
+    int leading; /* partition 0 of lead_topic is assigned to us */
     ev_msg msg;
     ev_header headers[KAFKA_MAX_HEADERS];
 } kafka_log;
@@ -104,6 +108,10 @@ static void kafka_close(void *impl)
     if (k->consumer) {
         rd_kafka_consumer_close(k->consumer);
         rd_kafka_destroy(k->consumer);
+    }
+    if (k->lead_rk) {
+        rd_kafka_consumer_close(k->lead_rk);
+        rd_kafka_destroy(k->lead_rk);
     }
     if (k->producer) {
         rd_kafka_flush(k->producer, 5000);
@@ -557,6 +565,94 @@ static int kafka_commit(void *impl, char *errstr, size_t n)
     return 0;
 }
 
+/* ------------------------------------------------------------ leadership */
+
+static void on_lead_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                              rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    kafka_log *k = opaque;
+    k->leading = 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].partition == 0 && strcmp(parts->elems[i].topic, k->lead_topic) == 0)
+                k->leading = 1;
+        rd_kafka_assign(rk, parts);
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* The group "<prefix>lead.<name>" on topic: the member holding partition 0
+ * leads. The group's own liveness (session.timeout.ms = ttl) is the lease. */
+static int kafka_lead(void *impl, const char *topic, const char *name, const char *holder,
+                      int64_t ttl_ms, char *leader, size_t leader_size, char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    (void)leader_size;
+    if (k->lead_rk && strcmp(k->lead_name, name) != 0)
+        return ev__fail(errstr, n, EV_ERR_INVALID,
+                        "lead: this log handle already competes for '%s'", k->lead_name);
+    if (!k->lead_rk) {
+        char session[32], heartbeat[32], group[512], err[512];
+        size_t plen = strlen(topic) - strlen("leader");
+        /* Brokers refuse sessions under group.min.session.timeout.ms (6 s by
+         * default), and the mock cluster never answers their JoinGroup. */
+        ttl_ms = ttl_ms < 6000 ? 6000 : ttl_ms;
+        snprintf(session, sizeof(session), "%lld", (long long)ttl_ms);
+        snprintf(heartbeat, sizeof(heartbeat), "%lld", (long long)(ttl_ms / 4 > 0 ? ttl_ms / 4 : 1));
+        snprintf(group, sizeof(group), "%.*slead.%s", (int)plen, topic, name);
+        const char *const defaults[] = {"enable.auto.commit", "false",
+                                        "auto.offset.reset", "latest",
+                                        "session.timeout.ms", session,
+                                        "heartbeat.interval.ms", heartbeat,
+                                        "allow.auto.create.topics", "true",
+                                        "client.id", holder,
+                                        "log_level", "3",
+                                        NULL};
+        rd_kafka_conf_t *c = make_conf(k, defaults, errstr, n);
+        if (!c)
+            return EV_ERR_INVALID;
+        rd_kafka_conf_set_rebalance_cb(c, on_lead_rebalance);
+        if (rd_kafka_conf_set(c, "group.id", group, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(c);
+            return ev__fail(errstr, n, EV_ERR_INVALID, "lead '%s': %s", name, err);
+        }
+        if (!(k->lead_rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err)))) {
+            rd_kafka_conf_destroy(c);
+            return ev__fail(errstr, n, EV_ERR_INVALID, "lead '%s': kafka consumer: %s", name, err);
+        }
+        snprintf(k->lead_name, sizeof(k->lead_name), "%s", name);
+        snprintf(k->lead_topic, sizeof(k->lead_topic), "%s", topic);
+        rd_kafka_poll_set_consumer(k->lead_rk);
+        rd_kafka_topic_partition_list_t *l = topic_list(&topic, 1);
+        rd_kafka_resp_err_t e = rd_kafka_subscribe(k->lead_rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (e)
+            return ev__fail(errstr, n, EV_ERR_IO, "lead '%s': subscribe %s: %s", name, topic,
+                            rd_kafka_err2str(e));
+    }
+    /* Serves the group: heartbeats run in librdkafka's thread, rebalances here. */
+    rd_kafka_message_t *m;
+    while ((m = rd_kafka_consumer_poll(k->lead_rk, 0)))
+        rd_kafka_message_destroy(m);
+    if (k->leading)
+        snprintf(leader, leader_size, "%s", holder);
+    return k->leading;
+}
+
+static int kafka_resign(void *impl, const char *name, const char *holder, char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    (void)holder, (void)errstr, (void)n;
+    if (!k->lead_rk || strcmp(k->lead_name, name) != 0)
+        return 0;
+    rd_kafka_consumer_close(k->lead_rk); /* leaves the group: it rebalances at once */
+    rd_kafka_destroy(k->lead_rk);
+    k->lead_rk = NULL;
+    k->leading = 0;
+    return 0;
+}
+
 /* Serves both "kafka:" and "mock:" (log.c passes the scheme to open). */
 const ev__backend ev__backend_kafka = {
     .open = kafka_open_common,
@@ -568,5 +664,7 @@ const ev__backend ev__backend_kafka = {
     .assign = kafka_assign,
     .poll = kafka_poll,
     .commit = kafka_commit,
+    .lead = kafka_lead,
+    .resign = kafka_resign,
 };
 

@@ -50,6 +50,7 @@ typedef struct topic_reader {
 typedef struct sqlite_log {
     char path[1024];
     sqlite3 *wdb, *rdb; /* writer and reader connections */
+    sqlite3 *ldb;       /* leases (ev_log_lead), opened on first use */
     int synchronous_full;
     int64_t busy_timeout_ms, queue_max_bytes;
     size_t max_length; /* SQLite's limit on a value */
@@ -150,6 +151,7 @@ static void sqlite_close(void *impl)
         sqlite3_finalize(l->readers[i].select);
     sqlite3_close(l->wdb);
     sqlite3_close(l->rdb);
+    sqlite3_close(l->ldb);
     free(l->readers);
     free(l->fill.pend);
     free(l->fill.arena);
@@ -802,6 +804,111 @@ rollback:
     return rc;
 }
 
+/* ------------------------------------------------------------- leases */
+
+static int lease_db(sqlite_log *l, char *errstr, size_t n)
+{
+    if (l->ldb)
+        return 0;
+    int rc = open_db(l, &l->ldb, errstr, n);
+    if (!rc)
+        rc = exec_setup(l, l->ldb,
+                        "CREATE TABLE IF NOT EXISTS msrs_leases(name TEXT PRIMARY KEY,"
+                        " holder TEXT NOT NULL, expires_ms INTEGER NOT NULL,"
+                        " epoch INTEGER NOT NULL);",
+                        errstr, n);
+    if (rc) {
+        sqlite3_close(l->ldb);
+        l->ldb = NULL;
+    }
+    return rc;
+}
+
+/* One IMMEDIATE transaction: read the lease; take it when it is free,
+ * expired or ours (renewing it), else report its holder. Wall-clock time:
+ * every process of an embedded log runs on this machine's clock. */
+static int sqlite_lead(void *impl, const char *topic, const char *name, const char *holder,
+                       int64_t ttl_ms, char *leader, size_t leader_size, char *errstr, size_t n)
+{
+    sqlite_log *l = impl;
+    sqlite3_stmt *get = NULL, *put = NULL;
+    int rc, lead = 0;
+    (void)topic;
+    if ((rc = lease_db(l, errstr, n)) || (rc = exec(l, l->ldb, "BEGIN IMMEDIATE", errstr, n)))
+        return rc;
+    int64_t now = ev_now_ns() / 1000000;
+    if (sqlite3_prepare_v2(l->ldb, "SELECT holder, expires_ms, epoch FROM msrs_leases WHERE name=?",
+                           -1, &get, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->ldb,
+                           "INSERT INTO msrs_leases(name, holder, expires_ms, epoch) VALUES(?,?,?,?)"
+                           " ON CONFLICT(name) DO UPDATE SET holder=excluded.holder,"
+                           " expires_ms=excluded.expires_ms, epoch=excluded.epoch",
+                           -1, &put, NULL) != SQLITE_OK) {
+        rc = db_fail(l, l->ldb, errstr, n, "lease");
+        goto out;
+    }
+    sqlite3_bind_text(get, 1, name, -1, SQLITE_STATIC);
+    int64_t epoch = 0;
+    rc = sqlite3_step(get);
+    if (rc == SQLITE_ROW) {
+        const char *h = (const char *)sqlite3_column_text(get, 0);
+        int64_t expires = sqlite3_column_int64(get, 1);
+        epoch = sqlite3_column_int64(get, 2);
+        if (strcmp(h, holder) != 0 && expires > now) {
+            snprintf(leader, leader_size, "%s", h);
+            rc = 0;
+            goto out;
+        }
+        if (strcmp(h, holder) != 0)
+            epoch++;
+    } else if (rc != SQLITE_DONE) {
+        rc = db_fail(l, l->ldb, errstr, n, "lease");
+        goto out;
+    } else {
+        epoch = 1;
+    }
+    sqlite3_bind_text(put, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(put, 2, holder, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(put, 3, now + ttl_ms);
+    sqlite3_bind_int64(put, 4, epoch);
+    if (sqlite3_step(put) != SQLITE_DONE) {
+        rc = db_fail(l, l->ldb, errstr, n, "lease");
+        goto out;
+    }
+    snprintf(leader, leader_size, "%s", holder);
+    lead = 1;
+    rc = 0;
+out:
+    sqlite3_finalize(get);
+    sqlite3_finalize(put);
+    if (rc) {
+        sqlite3_exec(l->ldb, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    if ((rc = exec(l, l->ldb, "COMMIT", errstr, n))) {
+        sqlite3_exec(l->ldb, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    return lead;
+}
+
+static int sqlite_resign(void *impl, const char *name, const char *holder, char *errstr, size_t n)
+{
+    sqlite_log *l = impl;
+    sqlite3_stmt *del = NULL;
+    int rc;
+    if ((rc = lease_db(l, errstr, n)))
+        return rc;
+    if (sqlite3_prepare_v2(l->ldb, "DELETE FROM msrs_leases WHERE name=? AND holder=?", -1, &del,
+                           NULL) != SQLITE_OK)
+        return db_fail(l, l->ldb, errstr, n, "resign");
+    sqlite3_bind_text(del, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(del, 2, holder, -1, SQLITE_STATIC);
+    rc = sqlite3_step(del) == SQLITE_DONE ? 0 : db_fail(l, l->ldb, errstr, n, "resign");
+    sqlite3_finalize(del);
+    return rc;
+}
+
 const ev__backend ev__backend_sqlite = {
     .open = sqlite_open,
     .close = sqlite_close,
@@ -812,4 +919,6 @@ const ev__backend ev__backend_sqlite = {
     .assign = sqlite_assign,
     .poll = sqlite_poll,
     .commit = sqlite_commit,
+    .lead = sqlite_lead,
+    .resign = sqlite_resign,
 };

@@ -4,11 +4,37 @@
  * "acked N" (N = records acknowledged so far), so a parent can kill it
  * with SIGKILL mid-stream and check that every acknowledged record is in
  * the log.
- * usage: log_producer URI TOPIC_PREFIX KEYPREFIX COUNT FLUSH_EVERY */
+ * usage: log_producer URI TOPIC_PREFIX KEYPREFIX COUNT FLUSH_EVERY
+ *
+ * With KEYPREFIX "--lead", it competes for leadership instead: calls
+ * ev_log_lead(name "test", holder "child", ttl COUNT ms) every FLUSH_EVERY
+ * ms forever and prints "leading" once it leads (a parent kills it). */
 #include "ev.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int lead_forever(ev_log *log, long ttl_ms, long every_ms)
+{
+    char err[512];
+    int said = 0;
+    for (;;) {
+        int rc = ev_log_lead(log, "test", "child", ttl_ms, NULL, 0, err, sizeof(err));
+        if (rc < 0) {
+            fprintf(stderr, "log_producer: %s\n", err);
+            return 1;
+        }
+        if (rc == 1 && !said) {
+            printf("leading\n");
+            fflush(stdout);
+            said = 1;
+        }
+        struct timespec ts = {every_ms / 1000, (every_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
 
 int main(int argc, char **argv)
 {
@@ -26,6 +52,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "log_producer: %s\n", err);
         return 1;
     }
+    if (strcmp(argv[3], "--lead") == 0)
+        return lead_forever(log, count, every);
     ev_codec *codec = ev_codec_new();
     const ev_schema *s = ev_schema_by_name("SyncMark");
     for (long i = 0; i < count; i++) {

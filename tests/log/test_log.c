@@ -12,9 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static char uri[1024], prefix[64], *dir;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 static int is_sqlite;
 
 static void setup(void)
@@ -555,6 +563,71 @@ START_TEST(bad_input_is_refused_and_nothing_lost)
 }
 END_TEST
 
+/* ------------------------------------------------------------ leadership */
+
+/* Calls ev_log_lead every 50 ms until it returns want (or the deadline);
+ * returns the ms it took, or -1. */
+static long lead_until(ev_log *log, const char *holder, int want, long ttl_ms, long within_ms,
+                       char *leader, size_t leader_size)
+{
+    char err[512];
+    int64_t t0 = mono_ms();
+    for (;;) {
+        int rc = ev_log_lead(log, "test", holder, ttl_ms, leader, leader_size, err, sizeof(err));
+        ck_assert_msg(rc >= 0, "lead: %s", err);
+        long took = (long)(mono_ms() - t0);
+        if (rc == want)
+            return took;
+        if (took > within_ms)
+            return -1;
+        usleep(50000);
+    }
+}
+
+START_TEST(one_leader_and_failover)
+{
+    const long ttl = is_sqlite ? 1500 : 6000; /* Kafka's floor: ev.h */
+    char leader[600], err[512];
+    ev_log *a = open_log(), *b = open_log();
+    /* A leads (a Kafka group takes a join round), B does not while A renews. */
+    ck_assert_int_ge(lead_until(a, "a@host:1", 1, ttl, 20000, leader, sizeof(leader)), 0);
+    ck_assert_str_eq(leader, "a@host:1");
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(lead_until(b, "b@host:2", 1, ttl, 0, leader, sizeof(leader)), -1);
+        if (is_sqlite)
+            ck_assert_str_eq(leader, "a@host:1");
+        ck_assert_int_eq(ev_log_lead(a, "test", "a@host:1", ttl, NULL, 0, err, sizeof(err)), 1);
+        usleep(100000);
+    }
+    /* A resigns: B leads without waiting for the TTL... */
+    ck_assert_int_eq(ev_log_resign(a, "test", "a@host:1", err, sizeof(err)), 0);
+    long took = lead_until(b, "b@host:2", 1, ttl, 20000, leader, sizeof(leader));
+    fprintf(stderr, "%s: leadership moved after a resign in %ld ms\n", getenv("MSRS_TEST_BACKEND") ?: "sqlite", took);
+    ck_assert_int_ge(took, 0);
+    ck_assert_str_eq(leader, "b@host:2");
+    ev_log_destroy(b);
+    ev_log_destroy(a);
+
+    /* ...and a leader killed with SIGKILL loses it within the TTL (+ one
+     * rebalance on Kafka). */
+    FILE *out;
+    char line[64];
+    pid_t child = spawn_producer("--lead", ttl, 200, &out);
+    ck_assert_msg(fgets(line, sizeof(line), out) && strcmp(line, "leading\n") == 0, "child did not lead");
+    ev_log *c = open_log();
+    ck_assert_int_eq(lead_until(c, "c@host:3", 1, ttl, 1000, leader, sizeof(leader)), -1);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    fclose(out);
+    took = lead_until(c, "c@host:3", 1, ttl, 20000, leader, sizeof(leader));
+    fprintf(stderr, "%s: leadership moved after SIGKILL of the leader in %ld ms (ttl %ld)\n",
+            getenv("MSRS_TEST_BACKEND") ?: "sqlite", took, ttl);
+    ck_assert_int_ge(took, 0);
+    ck_assert_int_le(took, 3 * ttl + 3000);
+    ev_log_destroy(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create(getenv("MSRS_TEST_BACKEND") ? getenv("MSRS_TEST_BACKEND") : "sqlite");
@@ -570,6 +643,7 @@ int main(void)
     tcase_add_test(tc, many_processes_open_a_new_log_at_once);
     tcase_add_test(tc, bad_input_is_refused_and_nothing_lost);
     tcase_add_test(tc, a_blocked_writer_keeps_records_queued_and_retries);
+    tcase_add_test(tc, one_leader_and_failover);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
