@@ -355,6 +355,23 @@ int ev_state_apply(ev_state *state, const ev_event *ev, char *errstr, size_t err
  * that shares the state's objects: do not modify it. */
 json_t *ev_state_to_json(const ev_state *state);
 
+/* --------------------------------------------------------- placement rule */
+
+/* Where a new device should go (scaling.strategy), a pure function of the
+ * node state so every supervisor and replay agree. */
+typedef enum ev_place_strategy {
+    EV_PLACE_ROUND_ROBIN = 0, /* the candidates in node-id order, in turn */
+    EV_PLACE_LEAST_LOADED = 1 /* least device_count / max_devices + cpu_load */
+} ev_place_strategy;
+
+/* Candidates: nodes not expired, with an address, with room (their last
+ * heartbeat's device_count below their max_devices, capped by
+ * max_per_node when it is > 0), other than exclude (may be NULL).
+ * rr_cursor: round robin's position, kept by the caller. Writes the node
+ * id to out and returns 0, or returns -1 when no node has room. */
+int ev_place_choose(const ev_state *state, ev_place_strategy strategy, int64_t max_per_node,
+                    const char *exclude, int64_t *rr_cursor, char *out, size_t out_size);
+
 /* -------------------------------------------------------------- sync rule */
 
 /* The SynchronizationService's rule, a pure function of the state so syncd,

@@ -1,0 +1,165 @@
+/* http.c — the supervisor's HTTP server over libwebsockets: one protocol,
+ * no mounts. A request's body is gathered (up to SV_BODY_MAX bytes: more
+ * gets 413), handed to sv_handle, and the answer written on the next
+ * writable callback. Connections stay open for the next request
+ * (keep-alive). */
+#include "supervisor.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct sv_conn {
+    char path[128];
+    int post;
+    char *body;
+    size_t len, cap;
+    int too_large;
+    json_t *reply; /* set once handled: written when writable */
+    int status;
+    int64_t t2;    /* /v1/time: when the request was complete */
+} sv_conn;
+
+static void conn_reset(sv_conn *c)
+{
+    free(c->body);
+    json_decref(c->reply);
+    memset(c, 0, sizeof(*c));
+}
+
+static int body_append(sv_conn *c, const void *in, size_t len)
+{
+    if (c->too_large || c->len + len > SV_BODY_MAX) {
+        c->too_large = 1;
+        return 0;
+    }
+    if (c->len + len + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 1024;
+        while (cap < c->len + len + 1)
+            cap *= 2;
+        char *b = realloc(c->body, cap);
+        if (!b)
+            return -1;
+        c->body = b;
+        c->cap = cap;
+    }
+    memcpy(c->body + c->len, in, len);
+    c->len += len;
+    c->body[c->len] = '\0';
+    return 0;
+}
+
+static void dispatch(sv_supervisor *s, struct lws *wsi, sv_conn *c)
+{
+    if (c->too_large) {
+        c->status = 413;
+        c->reply = sv_error("too_large", "request body over %d bytes", SV_BODY_MAX);
+    } else {
+        c->status = sv_handle(s, c->post ? "POST" : "GET", c->path, c->body ? c->body : "",
+                              c->len, c->t2 ? c->t2 : ev_now_ns(), &c->reply);
+    }
+    lws_callback_on_writable(wsi);
+}
+
+static int write_reply(struct lws *wsi, sv_conn *c)
+{
+    /* /v1/time: t3 is stamped now, as late as possible before sending. */
+    if (json_object_get(c->reply, "t3"))
+        json_object_set_new(c->reply, "t3", json_integer(ev_now_ns()));
+    char *body = json_dumps(c->reply, JSON_COMPACT);
+    size_t blen = body ? strlen(body) : 0;
+    unsigned char *buf = malloc(LWS_PRE + 1024 + blen);
+    if (!buf) {
+        free(body);
+        return -1;
+    }
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = start + 1024;
+    int rc = -1;
+    if (lws_add_http_common_headers(wsi, (unsigned int)c->status, "application/json", blen, &p,
+                                    end) == 0 &&
+        lws_finalize_write_http_header(wsi, start, &p, end) == 0) {
+        memcpy(start, body, blen); /* the headers are written: reuse the buffer */
+        if (lws_write(wsi, start, blen, LWS_WRITE_HTTP_FINAL) == (int)blen)
+            rc = 0;
+    }
+    free(buf);
+    free(body);
+    conn_reset(c);
+    if (rc || lws_http_transaction_completed(wsi))
+        return -1;
+    return 0;
+}
+
+static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+    sv_supervisor *s = lws_context_user(lws_get_context(wsi));
+    sv_conn *c = user;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP: {
+        conn_reset(c);
+        snprintf(c->path, sizeof(c->path), "%s", (const char *)in);
+        c->post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+        s->n.requests++;
+        if (!c->post) {
+            dispatch(s, wsi, c);
+            return 0;
+        }
+        char cl[32];
+        if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+            atoll(cl) > SV_BODY_MAX)
+            c->too_large = 1;
+        return 0; /* the body follows */
+    }
+    case LWS_CALLBACK_HTTP_BODY:
+        if (body_append(c, in, len))
+            return -1;
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        c->t2 = ev_now_ns();
+        dispatch(s, wsi, c);
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (!c->reply)
+            return 0;
+        return write_reply(wsi, c);
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        conn_reset(c);
+        return 0;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static struct lws_protocols protocols[] = {
+    {"http", callback_http, sizeof(sv_conn), 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}};
+
+int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = s->port;
+    info.iface = strcmp(s->host, "0.0.0.0") == 0 ? NULL : s->host;
+    info.protocols = protocols;
+    info.user = s;
+    info.pt_serv_buf_size = 64 * 1024;
+    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    lws_set_log_level(LLL_ERR, NULL);
+    s->ctx = lws_create_context(&info);
+    if (!s->ctx) {
+        snprintf(errstr, errstr_size, "cannot listen on %s:%d (in use, or not an address here)",
+                 s->host, s->port);
+        return -1;
+    }
+    return 0;
+}
+
+void sv_http_stop(sv_supervisor *s)
+{
+    if (s->ctx)
+        lws_context_destroy(s->ctx);
+    s->ctx = NULL;
+}

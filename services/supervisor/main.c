@@ -1,0 +1,613 @@
+/* msrs-supervisor — the node registry and plan service (docs/control.md).
+ *
+ * HTTP (http.c): POST /v1/nodes/register, /v1/nodes/plan,
+ * /v1/nodes/heartbeat, /v1/devices/place, /v1/time; GET /v1/nodes.
+ * Its registry is a projection of the nodes and devices topics, folded from
+ * the start of the log each time it starts (restart it and it rebuilds);
+ * what it emits it also applies at once, so an answer never contradicts
+ * the request before it (the reducers ignore the event id when the log
+ * brings it back). Several supervisors may run: they compete with
+ * ev_log_lead (a lease row in SQLite, a consumer group in Kafka) and only
+ * the leader answers node requests, expires silent nodes and publishes
+ * PresenceSnapshot; the others answer 503 not_leader, naming the leader
+ * when the log knows it. */
+#include "supervisor.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TICK_US 20000
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: msrs-supervisor --log URI [--listen HOST:PORT] [--node-id ID] [options]\n"
+            "The node registry and plan service: agents register, fetch their plan and\n"
+            "heartbeat over HTTP (docs/control.md); nodes silent past their TTL are expired.\n\n"
+            "  --listen HOST:PORT  default 127.0.0.1:8610 (config supervisor.listen)\n"
+            "  --node-id ID        this supervisor's id (config supervisor.node_id; default\n"
+            "                      the host name)\n" CLI_COMMON_HELP
+            "\nconfig keys (defaults): supervisor.ttl_ms (6000: a node silent this long is\n"
+            "expired), supervisor.heartbeat_ms (1000: the plan's heartbeat interval),\n"
+            "supervisor.presence_ms (2000: PresenceSnapshot period), supervisor.lease_ms (3000:\n"
+            "leadership TTL; at least 6000 on Kafka), supervisor.services (devices,clock: what a\n"
+            "recorder runs), supervisor.advertise (http://LISTEN: the address agents are told),\n"
+            "scaling.max_devices_per_node (0: the node's own limit), scaling.strategy\n"
+            "(least_loaded | round_robin)\n"
+            "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
+}
+
+json_t *sv_error(const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return json_pack("{s:s, s:s}", "error", code, "message", msg);
+}
+
+static int valid_id(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)id[i]) && !strchr("._:-", id[i]))
+            return 0;
+    return 1;
+}
+
+/* Emits a node record, waits for the log's acknowledgement, and applies it
+ * to the registry at once. id NULL: a new one. */
+static int emit_apply(sv_supervisor *s, const char *type, const char *key, json_t *value,
+                      const char *id, char *err, size_t err_size)
+{
+    char new_id[EV_ID_MAX];
+    const ev_schema *schema = ev_schema_by_name(type);
+    ev_event ev = {.schema = schema, .time_ns = ev_now_ns()};
+    if (!id) {
+        ev_new_id(new_id);
+        id = new_id;
+    }
+    snprintf(ev.id, sizeof(ev.id), "%s", id);
+    ev_emit_opts o = {.id = id, .time_ns = ev.time_ns};
+    int rc = ev_log_emit_json(s->log, schema, key, value, &o, err, err_size);
+    if (!rc)
+        rc = ev_log_flush(s->log, 10000, err, err_size);
+    if (rc)
+        return rc;
+    if (ev_codec_value(s->codec, schema, &ev.value) == 0 &&
+        ev_value_from_json(ev.value, value, err, err_size) == 0)
+        ev_state_apply(s->state, &ev, err, err_size);
+    return 0;
+}
+
+static json_t *node_of(sv_supervisor *s, const char *node_id)
+{
+    json_t *all = ev_state_to_json(s->state);
+    json_t *n = json_incref(json_object_get(json_object_get(all, "nodes"), node_id));
+    json_decref(all);
+    return n;
+}
+
+static int known(json_t *node)
+{
+    const char *st = json_string_value(json_object_get(node, "state"));
+    return st && strcmp(st, "expired") != 0;
+}
+
+/* The body as a JSON object with a valid node_id, or an error reply. */
+static json_t *parse_node_request(const char *body, size_t len, const char **node_id,
+                                  json_t **reply)
+{
+    json_error_t je;
+    json_t *req = json_loadb(body, len, 0, &je);
+    if (!req || !json_is_object(req)) {
+        *reply = req ? sv_error("bad_json", "expected a JSON object")
+                     : sv_error("bad_json", "line %d column %d: %s", je.line, je.column, je.text);
+        json_decref(req);
+        return NULL;
+    }
+    *node_id = json_string_value(json_object_get(req, "node_id"));
+    if (!valid_id(*node_id)) {
+        *reply = sv_error("invalid", "field node_id: expected 1-63 of [A-Za-z0-9._:-]");
+        json_decref(req);
+        return NULL;
+    }
+    return req;
+}
+
+static int fail_log(sv_supervisor *s, const char *err, json_t **reply)
+{
+    fprintf(stderr, "msrs-supervisor: %s\n", err);
+    (void)s;
+    *reply = sv_error("log_failed", "%s", err);
+    return 500;
+}
+
+static int do_register(sv_supervisor *s, json_t *req, const char *node_id, json_t **reply)
+{
+    char err[512];
+    json_t *caps = json_object_get(req, "caps");
+    if (!caps)
+        caps = json_object_get(req, "capabilities");
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:o, s:I, s:s}", "node_id", node_id, "hostname",
+                            json_string_value(json_object_get(req, "hostname")) ?: "", "address",
+                            json_string_value(json_object_get(req, "address")) ?: "",
+                            "capabilities", json_is_array(caps) ? json_incref(caps) : json_array(),
+                            "max_devices",
+                            (json_int_t)json_integer_value(json_object_get(req, "max_devices")),
+                            "version", json_string_value(json_object_get(req, "version")) ?: "");
+    int rc = emit_apply(s, "NodeRegistered", node_id, rec, NULL, err, sizeof(err));
+    json_decref(rec);
+    if (rc) {
+        *reply = sv_error(rc == EV_ERR_INVALID ? "invalid" : "log_failed", "%s", err);
+        return rc == EV_ERR_INVALID ? 400 : 500;
+    }
+    json_object_set_new(s->heard, node_id, json_integer(ev_now_ns()));
+    s->n.registered++;
+    fprintf(stderr, "msrs-supervisor: node %s registered (%s)\n", node_id,
+            json_string_value(json_object_get(req, "address")) ?: "no address");
+    *reply = json_pack("{s:b, s:s, s:s}", "registered", 1, "node_id", node_id, "supervisor",
+                       s->node_id);
+    return 200;
+}
+
+static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
+{
+    char err[512];
+    json_t *node = node_of(s, node_id);
+    if (!known(node)) {
+        json_decref(node);
+        *reply = sv_error("unknown_node", "node %s is not registered: register first", node_id);
+        return 404;
+    }
+    int64_t own = json_integer_value(json_object_get(node, "max_devices"));
+    int64_t max = s->max_per_node > 0 && (own <= 0 || own > s->max_per_node) ? s->max_per_node : own;
+    json_decref(node);
+    json_t *plan = json_pack("{s:s, s:s, s:O, s:I, s:I, s:I}", "node_id", node_id, "role",
+                             "recorder", "services", s->services, "ttl_ms", (json_int_t)s->ttl_ms,
+                             "heartbeat_interval_ms", (json_int_t)s->heartbeat_ms, "max_devices",
+                             (json_int_t)max);
+    if (emit_apply(s, "NodePlanned", node_id, plan, NULL, err, sizeof(err))) {
+        json_decref(plan);
+        return fail_log(s, err, reply);
+    }
+    s->n.planned++;
+    json_object_set_new(plan, "ttl", json_integer(s->ttl_ms)); /* DESIGN.md's name */
+    *reply = plan;
+    return 200;
+}
+
+/* The node a device refused by exclude should go to: {node_id, address}
+ * or null. */
+static json_t *placement(sv_supervisor *s, const char *exclude)
+{
+    char id[64];
+    if (ev_place_choose(s->state, s->strategy, s->max_per_node, exclude, &s->rr_cursor, id,
+                        sizeof(id)))
+        return json_null();
+    json_t *node = node_of(s, id);
+    json_t *r = json_pack("{s:s, s:s}", "node_id", id, "address",
+                          json_string_value(json_object_get(node, "address")) ?: "");
+    json_decref(node);
+    return r;
+}
+
+static int do_heartbeat(sv_supervisor *s, json_t *req, const char *node_id, json_t **reply)
+{
+    char err[512];
+    json_t *node = node_of(s, node_id);
+    int ok = known(node);
+    json_decref(node);
+    if (!ok) {
+        *reply = sv_error("unknown_node", "node %s is not registered (or expired): register again",
+                          node_id);
+        return 404;
+    }
+    static const char *const fields[] = {"services_running", "versions", "device_count",
+                                         "cpu_load", "mem_used_bytes", "clock_offset_ns",
+                                         "clock_uncertainty_ns", "clock_rtt_ns"};
+    json_t *hb = json_pack("{s:s}", "node_id", node_id);
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        if (json_object_get(req, fields[i]))
+            json_object_set(hb, fields[i], json_object_get(req, fields[i]));
+    int rc = emit_apply(s, "NodeHeartbeat", node_id, hb, NULL, err, sizeof(err));
+    json_decref(hb);
+    if (rc) {
+        *reply = sv_error(rc == EV_ERR_INVALID ? "invalid" : "log_failed", "%s", err);
+        return rc == EV_ERR_INVALID ? 400 : 500;
+    }
+    json_object_set_new(s->heard, node_id, json_integer(ev_now_ns()));
+    s->n.heartbeats++;
+    *reply = json_pack("{s:b, s:o}", "ok", 1, "redirect", placement(s, node_id));
+    return 200;
+}
+
+/* GET /v1/nodes: the pool as this supervisor's registry holds it. */
+static json_t *pool(sv_supervisor *s)
+{
+    json_t *all = ev_state_to_json(s->state);
+    json_t *nodes = json_object(), *devices = json_object();
+    const char *k;
+    json_t *v;
+    int64_t connected = 0;
+    json_object_foreach(json_object_get(all, "nodes"), k, v)
+        json_object_set_new(nodes, k, json_deep_copy(v));
+    json_object_foreach(json_object_get(all, "devices"), k, v)
+    {
+        if (!json_is_true(json_object_get(v, "connected")))
+            continue;
+        const char *node = json_string_value(json_object_get(v, "node_id")) ?: "";
+        json_t *n = json_object_get(nodes, node);
+        connected++;
+        json_object_set_new(devices, k, json_string(node));
+        if (n)
+            json_object_set_new(n, "pool_devices", json_integer(json_integer_value(
+                                                        json_object_get(n, "pool_devices")) + 1));
+    }
+    json_decref(all);
+    return json_pack("{s:s, s:b, s:s, s:o, s:o, s:I}", "supervisor", s->node_id, "leading",
+                     s->leading, "leader", s->leader, "nodes", nodes, "devices", devices,
+                     "device_count", (json_int_t)connected);
+}
+
+int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *body,
+              size_t len, int64_t received_ns, json_t **reply)
+{
+    int status;
+    if (strcmp(method, "GET") == 0 && strcmp(path, "/v1/nodes") == 0) {
+        *reply = pool(s);
+        return 200;
+    }
+    if (strcmp(method, "POST") != 0) {
+        *reply = sv_error("not_found", "%s %s: expected POST /v1/nodes/{register,plan,heartbeat}, "
+                          "/v1/devices/place, /v1/time or GET /v1/nodes", method, path);
+        return 404;
+    }
+    if (strcmp(path, "/v1/time") == 0) {
+        /* a clock probe: t2 when the request arrived, t3 when the answer
+         * leaves (http.c stamps it) */
+        json_t *req = json_loadb(body, len, 0, NULL);
+        json_t *t1 = json_object_get(req, "t1");
+        if (!json_is_integer(t1)) {
+            json_decref(req);
+            *reply = sv_error("invalid", "field t1: expected an integer (ns, the node's clock)");
+            return 400;
+        }
+        *reply = json_pack("{s:O, s:I, s:I}", "t1", t1, "t2", (json_int_t)received_ns, "t3",
+                           (json_int_t)0);
+        json_decref(req);
+        return 200;
+    }
+    static const char *const routes[] = {"/v1/nodes/register", "/v1/nodes/plan",
+                                         "/v1/nodes/heartbeat", "/v1/devices/place"};
+    size_t route = 0;
+    while (route < 4 && strcmp(path, routes[route]) != 0)
+        route++;
+    if (route == 4) {
+        *reply = sv_error("not_found", "POST %s: no such endpoint", path);
+        return 404;
+    }
+    if (!s->caught_up || !s->leading) {
+        s->n.refused++;
+        *reply = s->caught_up ? sv_error("not_leader", "this supervisor does not lead")
+                              : sv_error("starting", "folding the log; try again");
+        if (*s->leader && s->caught_up)
+            json_object_set_new(*reply, "leader", json_string(s->leader));
+        return 503;
+    }
+    if (route == 3) {
+        json_t *r = placement(s, NULL);
+        if (json_is_null(r)) {
+            *reply = sv_error("pool_full", "no node has room for another device");
+            json_decref(r);
+            return 503;
+        }
+        *reply = r;
+        return 200;
+    }
+    const char *node_id;
+    json_t *req = parse_node_request(body, len, &node_id, reply);
+    if (!req) {
+        s->n.bad++;
+        return 400;
+    }
+    status = route == 0   ? do_register(s, req, node_id, reply)
+             : route == 1 ? do_plan(s, node_id, reply)
+                          : do_heartbeat(s, req, node_id, reply);
+    json_decref(req);
+    return status;
+}
+
+/* ----------------------------------------------------------------- tick */
+
+static void expire_silent(sv_supervisor *s, int64_t now)
+{
+    json_t *all = ev_state_to_json(s->state);
+    const char *k;
+    json_t *n;
+    json_t *due = json_array();
+    json_object_foreach(json_object_get(all, "nodes"), k, n)
+    {
+        if (!known(n))
+            continue;
+        int64_t last = json_integer_value(json_object_get(n, "last_seen_ns"));
+        int64_t heard = json_integer_value(json_object_get(s->heard, k));
+        int64_t ttl = json_integer_value(json_object_get(n, "ttl_ms"));
+        int64_t since = last > heard ? last : heard;
+        /* A new leader gives every node one TTL from its start: nodes could
+         * not heartbeat while no one led. */
+        since = since > s->leading_since_ns ? since : s->leading_since_ns;
+        if (now - since > (ttl > 0 ? ttl : s->ttl_ms) * 1000000)
+            json_array_append_new(due, json_pack("{s:s, s:I}", "node_id", k, "last_seen_ns",
+                                                 (json_int_t)last));
+    }
+    json_decref(all);
+    size_t i;
+    json_t *x;
+    json_array_foreach(due, i, x)
+    {
+        char id[EV_ID_MAX], err[512];
+        const char *node = json_string_value(json_object_get(x, "node_id"));
+        int64_t last = json_integer_value(json_object_get(x, "last_seen_ns"));
+        /* Deterministic: two leaders (or a restart) expire a node once. */
+        snprintf(id, sizeof(id), "expire/%.32s/%lld", node, (long long)last);
+        json_object_set_new(x, "reason", json_string("ttl"));
+        if (emit_apply(s, "NodeExpired", node, x, id, err, sizeof(err)) == 0) {
+            s->n.expired++;
+            fprintf(stderr, "msrs-supervisor: node %s expired: silent %.1f s\n", node,
+                    (double)(now - last) / 1e9);
+        } else {
+            fprintf(stderr, "msrs-supervisor: expire %s: %s\n", node, err);
+        }
+    }
+    json_decref(due);
+}
+
+static void publish_presence(sv_supervisor *s, int64_t now)
+{
+    char err[512];
+    json_t *all = ev_state_to_json(s->state);
+    json_t *list = json_array();
+    int64_t total = 0;
+    const char *k;
+    json_t *n;
+    json_object_foreach(json_object_get(all, "nodes"), k, n)
+    {
+        int64_t last = json_integer_value(json_object_get(n, "last_seen_ns"));
+        int64_t hb = json_integer_value(json_object_get(n, "heartbeat_interval_ms"));
+        int64_t devices = json_integer_value(json_object_get(n, "device_count"));
+        const char *st = !known(n) ? "expired"
+                         : now - last <= 2 * (hb > 0 ? hb : s->heartbeat_ms) * 1000000 ? "up"
+                                                                                          : "stale";
+        if (strcmp(st, "expired") != 0)
+            total += devices;
+        json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:I}", "node_id", k, "state", st,
+                                              "device_count", (json_int_t)devices, "last_seen_ns",
+                                              (json_int_t)last));
+    }
+    json_decref(all);
+    json_t *snap = json_pack("{s:s, s:o, s:I, s:s}", "node_id", s->node_id, "nodes", list,
+                             "device_count", (json_int_t)total, "address", s->address);
+    if (ev_log_emit_json(s->log, ev_schema_by_name("PresenceSnapshot"), s->node_id, snap, NULL,
+                         err, sizeof(err)))
+        fprintf(stderr, "msrs-supervisor: presence: %s\n", err);
+    else
+        s->n.presence++;
+    json_decref(snap);
+}
+
+static void lead(sv_supervisor *s, int64_t now)
+{
+    char err[512];
+    int rc = ev_log_lead(s->log, "supervisor", s->holder, s->lease_ms, s->leader,
+                         sizeof(s->leader), err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "msrs-supervisor: leadership: %s\n", err);
+        rc = 0; /* cannot renew: act as a follower */
+    }
+    if (rc && !s->leading) {
+        s->leading_since_ns = now;
+        fprintf(stderr, "msrs-supervisor: %s leads\n", s->holder);
+    } else if (!rc && s->leading) {
+        fprintf(stderr, "msrs-supervisor: %s no longer leads (leader: %s)\n", s->holder,
+                *s->leader ? s->leader : "unknown");
+    }
+    s->leading = rc;
+}
+
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
+    sv_supervisor *s = lws_container_of(sul, sv_supervisor, tick);
+    for (int i = 0; i < 20000; i++) {
+        int rc = cli_projection_step(&s->proj, 0);
+        if (rc == EV_ERR_END) {
+            if (!s->caught_up)
+                fprintf(stderr, "msrs-supervisor: registry folded from the log: %lld records\n",
+                        (long long)s->proj.records);
+            s->caught_up = 1;
+            break;
+        }
+        if (rc)
+            break;
+    }
+    int64_t now = ev_now_ns(), mono = cli_mono_ms();
+    /* Compete only with the whole log folded: a leader acts on the registry. */
+    if (s->caught_up && mono - s->last_lead_ms >= s->lease_ms / 4) {
+        s->last_lead_ms = mono;
+        lead(s, now);
+    }
+    if (s->leading) {
+        expire_silent(s, now);
+        if (mono - s->last_presence_ms >= s->presence_ms) {
+            s->last_presence_ms = mono;
+            publish_presence(s, now);
+        }
+    }
+    lws_sul_schedule(s->ctx, 0, &s->tick, on_tick, TICK_US);
+}
+
+static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen, const char *node)
+{
+    char err[256];
+    const char *l = listen ? listen : ev_conf_get(conf, "supervisor.listen", "127.0.0.1:8610");
+    const char *colon = strrchr(l, ':');
+    if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
+        (size_t)(colon - l) >= sizeof(s->host)) {
+        fprintf(stderr, "msrs-supervisor: listen '%s': expected HOST:PORT\n", l);
+        return -1;
+    }
+    memcpy(s->host, l, (size_t)(colon - l));
+    s->port = atoi(colon + 1);
+    struct {
+        const char *key;
+        int64_t def, *out, min;
+    } ints[] = {{"supervisor.ttl_ms", 6000, &s->ttl_ms, 100},
+                {"supervisor.heartbeat_ms", 1000, &s->heartbeat_ms, 10},
+                {"supervisor.presence_ms", 2000, &s->presence_ms, 10},
+                {"supervisor.lease_ms", 3000, &s->lease_ms, 100},
+                {"scaling.max_devices_per_node", 0, &s->max_per_node, 0}};
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
+            fprintf(stderr, "msrs-supervisor: %s\n", err);
+            return -1;
+        }
+        if (*ints[i].out < ints[i].min) {
+            fprintf(stderr, "msrs-supervisor: config %s (%lld): expected at least %lld\n",
+                    ints[i].key, (long long)*ints[i].out, (long long)ints[i].min);
+            return -1;
+        }
+    }
+    if (s->heartbeat_ms >= s->ttl_ms) {
+        fprintf(stderr, "msrs-supervisor: config supervisor.heartbeat_ms (%lld): expected less "
+                        "than supervisor.ttl_ms (%lld)\n",
+                (long long)s->heartbeat_ms, (long long)s->ttl_ms);
+        return -1;
+    }
+    const char *strategy = ev_conf_get(conf, "scaling.strategy", "least_loaded");
+    if (strcmp(strategy, "least_loaded") == 0)
+        s->strategy = EV_PLACE_LEAST_LOADED;
+    else if (strcmp(strategy, "round_robin") == 0)
+        s->strategy = EV_PLACE_ROUND_ROBIN;
+    else {
+        fprintf(stderr, "msrs-supervisor: config scaling.strategy '%s': expected least_loaded "
+                        "or round_robin\n", strategy);
+        return -1;
+    }
+    s->services = json_array();
+    char list[512];
+    snprintf(list, sizeof(list), "%s", ev_conf_get(conf, "supervisor.services", "devices,clock"));
+    for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+        json_array_append_new(s->services, json_string(t));
+    const char *id = node ? node : ev_conf_get(conf, "supervisor.node_id", NULL);
+    char host[64] = "supervisor";
+    if (!id) {
+        gethostname(host, sizeof(host) - 1);
+        id = host;
+    }
+    if (!valid_id(id)) {
+        fprintf(stderr, "msrs-supervisor: node id '%s': expected 1-63 of [A-Za-z0-9._:-]\n", id);
+        return -1;
+    }
+    snprintf(s->node_id, sizeof(s->node_id), "%s", id);
+    const char *adv = ev_conf_get(conf, "supervisor.advertise", NULL);
+    if (adv)
+        snprintf(s->address, sizeof(s->address), "%s", adv);
+    else
+        snprintf(s->address, sizeof(s->address), "http://%s:%d", s->host, s->port);
+    snprintf(s->holder, sizeof(s->holder), "%s@%s", s->node_id, s->address);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
+                                              {"listen", required_argument, NULL, 'L'},
+                                              {"node-id", required_argument, NULL, 'N'},
+                                              {NULL, 0, NULL, 0}};
+    cli_common common = {0};
+    const char *listen = NULL, *node = NULL;
+    int opt, exit_code = CLI_EXIT_OK;
+    char err[512];
+    sv_supervisor s;
+    memset(&s, 0, sizeof(s));
+
+    cli_install_signals();
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (cli_common_opt(&common, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case 'L': listen = optarg; break;
+        case 'N': node = optarg; break;
+        default: usage(stderr); return CLI_EXIT_USAGE;
+        }
+    }
+    ev_conf *conf = cli_conf_build("msrs-supervisor", &common);
+    if (!conf)
+        return CLI_EXIT_USAGE;
+    if (optind < argc || load_config(&s, conf, listen, node)) {
+        if (optind < argc)
+            fprintf(stderr, "msrs-supervisor: unexpected argument '%s'\n", argv[optind]);
+        json_decref(s.services);
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    if (!ev_conf_get(conf, "source", NULL)) {
+        char source[128];
+        snprintf(source, sizeof(source), "supervisor/%s", s.node_id);
+        ev_conf_set(conf, "source", source);
+    }
+    if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&s.log, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs-supervisor: %s\n", err);
+        json_decref(s.services);
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    s.codec = ev_codec_new();
+    s.state = ev_state_new();
+    s.heard = json_object();
+    s.proj = (cli_projection){.prog = "msrs-supervisor", .log = s.log, .state = s.state};
+    static const char *const topics[] = {"nodes", "devices"};
+    if (cli_projection_start(&s.proj, topics, 2) || sv_http_start(&s, err, sizeof(err))) {
+        fprintf(stderr, "msrs-supervisor: %s\n", s.ctx ? "" : err);
+        exit_code = s.ctx ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
+        goto out;
+    }
+    fprintf(stderr, "msrs-supervisor: %s on %s, log %s, ttl %lld ms, heartbeat %lld ms, "
+                    "strategy %s, max %lld devices per node\n",
+            s.node_id, s.address, ev_conf_get(conf, "log", ""), (long long)s.ttl_ms,
+            (long long)s.heartbeat_ms, s.strategy == EV_PLACE_ROUND_ROBIN ? "round_robin" : "least_loaded",
+            (long long)s.max_per_node);
+    lws_sul_schedule(s.ctx, 0, &s.tick, on_tick, TICK_US);
+    while (!cli_stop)
+        if (lws_service(s.ctx, 0) < 0)
+            break;
+out:
+    sv_http_stop(&s);
+    if (s.leading && ev_log_resign(s.log, "supervisor", s.holder, err, sizeof(err)))
+        fprintf(stderr, "msrs-supervisor: resign: %s\n", err);
+    if (ev_log_flush(s.log, 10000, err, sizeof(err))) {
+        fprintf(stderr, "msrs-supervisor: %s\n", err);
+        exit_code = CLI_EXIT_FAIL;
+    }
+    fprintf(stderr, "msrs-supervisor: stopped: %lld requests, %lld registered, %lld planned, "
+                    "%lld heartbeats, %lld expired, %lld presence, %lld refused, %lld bad\n",
+            (long long)s.n.requests, (long long)s.n.registered, (long long)s.n.planned,
+            (long long)s.n.heartbeats, (long long)s.n.expired, (long long)s.n.presence,
+            (long long)s.n.refused, (long long)s.n.bad);
+    cli_projection_free(&s.proj);
+    json_decref(s.heard);
+    json_decref(s.services);
+    ev_state_destroy(s.state);
+    ev_codec_destroy(s.codec);
+    ev_log_destroy(s.log);
+    ev_conf_destroy(conf);
+    return exit_code;
+}

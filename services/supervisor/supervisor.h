@@ -1,0 +1,53 @@
+/* supervisor.h — msrs-supervisor internals (prefix sv_): the HTTP server
+ * (http.c, libwebsockets) and the registry (main.c): a projection of the
+ * nodes and devices topics, the plan, expiry, presence and leadership. One
+ * thread: every function here runs on the lws service thread. */
+#ifndef MSRS_SUPERVISOR_H
+#define MSRS_SUPERVISOR_H
+#include "cli.h"
+#include "ev.h"
+
+#include <libwebsockets.h>
+
+#define SV_BODY_MAX 65536
+
+typedef struct sv_counters {
+    int64_t requests, registered, planned, heartbeats, expired, presence, refused, bad;
+} sv_counters;
+
+typedef struct sv_supervisor {
+    char host[128];
+    int port;
+    char node_id[64];
+    char address[192]; /* http://host:port, what agents are told */
+    char holder[320];  /* node_id@address: the lease holder */
+    int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, max_per_node;
+    ev_place_strategy strategy;
+    int64_t rr_cursor;
+    json_t *services; /* the plan's services for a recorder */
+    ev_log *log;
+    ev_codec *codec;
+    ev_state *state;
+    cli_projection proj;
+    struct lws_context *ctx;
+    lws_sorted_usec_list_t tick;
+    int leading;
+    char leader[600]; /* the holder that leads, when known */
+    int64_t leading_since_ns, last_lead_ms, last_presence_ms;
+    json_t *heard; /* node_id -> ns of the last heartbeat this process answered */
+    int caught_up;
+    sv_counters n;
+} sv_supervisor;
+
+/* main.c: answers one request. Returns the HTTP status; *reply a new JSON
+ * object. received_ns: when the request was complete (t2 of /v1/time). */
+int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *body,
+              size_t len, int64_t received_ns, json_t **reply);
+/* {"error": code, "message": printf(fmt, ...)} */
+json_t *sv_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* http.c */
+int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size);
+void sv_http_stop(sv_supervisor *s);
+
+#endif
