@@ -62,6 +62,9 @@ typedef struct ds_device {
     ds_msg *out_head, *out_tail;
     int64_t last_down_ns, last_up_ns; /* FIFO per direction: due times strictly increase */
     int64_t reconnect_at_ns, drop_at_ns;
+    /* a full node named another (register.redirect): connect there instead */
+    char host[128], path[128];
+    int port;
     unsigned char rx[65536];
     size_t rx_len;
     int64_t probes, errors, reconnects, samples_sent;
@@ -112,6 +115,7 @@ typedef struct ds_sim {
     int64_t started_ns, duration_ns;
     int64_t connected, errors_seen;
     int64_t slow_downs, resumes, frames_skipped; /* flow messages obeyed */
+    int64_t moved; /* devices a full node sent elsewhere */
     int video_w, video_h, video_fps;
     const char *video_codec;
     json_t *stats; /* session -> device -> stream -> {samples, bytes}: what was sent */
@@ -570,9 +574,17 @@ static void on_text(ds_device *d, const char *text, size_t len)
             if (json_is_integer(r) && json_integer_value(r) > d->streams[i].seq)
                 d->streams[i].seq = json_integer_value(r);
         }
+        const char *redirect = json_string_value(json_object_get(payload, "redirect"));
         if (!d->registered)
-            fprintf(stderr, "msrs-devsim: %s refused: %s\n", d->id,
-                    json_string_value(json_object_get(payload, "reason")));
+            fprintf(stderr, "msrs-devsim: %s refused: %s%s%s\n", d->id,
+                    json_string_value(json_object_get(payload, "reason")),
+                    redirect ? "; moving to " : "", redirect ? redirect : "");
+        if (!d->registered && redirect &&
+            sscanf(redirect, "ws://%127[^:/]:%d%127s", d->host, &d->port, d->path) == 3) {
+            sim.moved++;
+            d->closing = 1; /* closed on the next writable callback; reconnects there */
+            lws_callback_on_writable(d->wsi);
+        }
     } else if (strcmp(type, "flow") == 0) {
         /* The agent's log is behind: send less (video keyframes only) until
          * resume. Frames not captured are not gaps: the sequence goes on. */
@@ -681,11 +693,11 @@ static void connect_device(ds_device *d)
     struct lws_client_connect_info i;
     memset(&i, 0, sizeof(i));
     i.context = sim.ctx;
-    i.address = sim.host;
-    i.port = sim.port;
-    i.path = sim.path;
-    i.host = sim.host;
-    i.origin = sim.host;
+    i.address = *d->host ? d->host : sim.host;
+    i.port = *d->host ? d->port : sim.port;
+    i.path = *d->host ? d->path : sim.path;
+    i.host = i.address;
+    i.origin = i.address;
     i.protocol = "msrs.v1";
     i.userdata = d;
     i.pwsi = &d->wsi;
@@ -985,8 +997,10 @@ int main(int argc, char **argv)
         }
     }
     lws_context_destroy(sim.ctx);
-    fprintf(stderr, "msrs-devsim: flow: %lld slow_down, %lld resume, %lld video frames skipped\n",
-            (long long)sim.slow_downs, (long long)sim.resumes, (long long)sim.frames_skipped);
+    fprintf(stderr, "msrs-devsim: flow: %lld slow_down, %lld resume, %lld video frames skipped; "
+                    "%lld moved to another node\n",
+            (long long)sim.slow_downs, (long long)sim.resumes, (long long)sim.frames_skipped,
+            (long long)sim.moved);
     if (stats && json_dump_file(sim.stats, stats, JSON_INDENT(1) | JSON_SORT_KEYS)) {
         fprintf(stderr, "msrs-devsim: %s: cannot write\n", stats);
         exit_code = 1;

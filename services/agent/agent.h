@@ -11,10 +11,12 @@
 
 #define AG_ID_MAX 64
 #define AG_MAX_STREAMS 8
+#define AG_MAX_SUPERVISORS 8
 
 typedef struct ag_config {
     char host[128];
     int port;
+    char advertise[128]; /* the host devices reach us at (agent.advertise; default host) */
     char node_id[AG_ID_MAX];
     int64_t max_message_bytes; /* a bigger message gets error too_large */
     int64_t max_devices;
@@ -91,6 +93,25 @@ typedef struct ag_counters {
         duplicates, not_registered, events, emit_errors, dropped, late, slow_downs;
 } ag_counters;
 
+/* The control plane (control.c): this node's registration, plan and
+ * heartbeats with a supervisor, and its clock against the supervisor's. */
+enum { AG_CTL_REGISTER, AG_CTL_PLAN, AG_CTL_PROBE, AG_CTL_HEARTBEAT };
+
+typedef struct ag_control {
+    char hosts[AG_MAX_SUPERVISORS][128];
+    int ports[AG_MAX_SUPERVISORS];
+    int url_count, url_i; /* 0: standalone */
+    int phase, busy, planned;
+    int64_t next_at_ns, heartbeat_ns;
+    int64_t max_devices;  /* the plan's; 0: no limit but agent.max_devices */
+    char redirect[256];   /* where a device this node refuses should go */
+    cs_clock clock;       /* the supervisor's clock (master) seen from here */
+    int probes_left;
+    int64_t clock_unc_ns, clock_rtt_ns;
+    int64_t cpu_ns, cpu_at_ns;
+    int64_t registered_at_ns, last_ok_ns, heartbeats, reregistered, failures;
+} ag_control;
+
 typedef struct ag_agent {
     ag_config cfg;
     ev_log *log;
@@ -108,6 +129,8 @@ typedef struct ag_agent {
     char commands_topic[320];
     ag_session **sessions;
     size_t session_count;
+    ag_control ctl;
+    int listening; /* the device endpoint's vhost exists */
 } ag_agent;
 
 /* protocol.c */
@@ -154,8 +177,26 @@ void ag_recording_account(ag_agent *a, ag_count *cnt, int delivered, int64_t n, 
 void ag_recording_tick(ag_agent *a, int64_t now_ns);
 void ag_recording_free(ag_agent *a);
 
+/* control.c */
+/* Parses agent.supervisor: "http://HOST:PORT[,http://HOST:PORT...]". */
+int ag_control_parse(ag_control *c, const char *list, char *errstr, size_t errstr_size);
+/* Runs the register / plan / probe / heartbeat cycle; called by the tick. */
+void ag_control_tick(ag_agent *a, int64_t now_ns);
+/* master clock minus agent clock at agent time t (0 until measured, and
+ * standalone): device times convert to master time through it. */
+int64_t ag_master_offset_ns(const ag_agent *a, int64_t agent_ns);
+extern const struct lws_protocols ag_control_protocol;
+/* A device's time on the master clock (its fit, then the node's offset),
+ * and back: what records carry and what `start`/`stop` send. */
+int64_t ag_device_to_master(const ag_agent *a, const ag_device *d, int64_t device_ns);
+int64_t ag_master_to_device(const ag_agent *a, const ag_device *d, int64_t master_ns);
+
 /* endpoint.c */
+/* Creates the lws context (the client side for the control plane); the
+ * device endpoint listens at once unless a supervisor is configured. */
 int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size);
+/* The device endpoint's listening vhost (what a plan's "devices" starts). */
+int ag_endpoint_listen(ag_agent *a, char *errstr, size_t errstr_size);
 void ag_endpoint_stop(ag_agent *a);
 /* Asks lws for a writable callback on c (after queueing). */
 void ag_wake(ag_conn *c);

@@ -135,19 +135,28 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
 
 static struct lws_protocols protocols[] = {
     {"msrs.v1", callback_devices, sizeof(ag_conn), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}, /* ag_control_protocol, set at start */
     {NULL, NULL, 0, 0, 0, NULL, 0}};
+
+static void fill_info(ag_agent *a, struct lws_context_creation_info *info, int port)
+{
+    memset(info, 0, sizeof(*info));
+    info->port = port;
+    info->iface = strcmp(a->cfg.host, "0.0.0.0") == 0 ? NULL : a->cfg.host;
+    info->protocols = protocols;
+    info->user = a;
+    info->pt_serv_buf_size = 64 * 1024;
+    info->fd_limit_per_thread = (unsigned int)(a->cfg.max_devices * 2 + 64);
+    info->options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+}
 
 int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)
 {
     struct lws_context_creation_info info;
-    memset(&info, 0, sizeof(info));
-    info.port = a->cfg.port;
-    info.iface = strcmp(a->cfg.host, "0.0.0.0") == 0 ? NULL : a->cfg.host;
-    info.protocols = protocols;
-    info.user = a;
-    info.pt_serv_buf_size = 64 * 1024;
-    info.fd_limit_per_thread = (unsigned int)(a->cfg.max_devices * 2 + 64);
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    protocols[1] = ag_control_protocol;
+    /* With a supervisor the endpoint listens when the plan says so
+     * (ag_endpoint_listen); the context's own vhost only makes requests. */
+    fill_info(a, &info, a->ctl.url_count ? CONTEXT_PORT_NO_LISTEN : a->cfg.port);
     lws_set_log_level(LLL_ERR, NULL);
     a->ctx = lws_create_context(&info);
     if (!a->ctx) {
@@ -155,6 +164,23 @@ int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)
                  a->cfg.host, a->cfg.port);
         return -1;
     }
+    a->listening = !a->ctl.url_count;
+    return 0;
+}
+
+int ag_endpoint_listen(ag_agent *a, char *errstr, size_t errstr_size)
+{
+    struct lws_context_creation_info info;
+    if (a->listening)
+        return 0;
+    fill_info(a, &info, a->cfg.port);
+    info.vhost_name = "devices";
+    if (!lws_create_vhost(a->ctx, &info)) {
+        snprintf(errstr, errstr_size, "cannot listen on %s:%d (in use, or not an address here)",
+                 a->cfg.host, a->cfg.port);
+        return -1;
+    }
+    a->listening = 1;
     return 0;
 }
 

@@ -1,14 +1,17 @@
-/* msrs-agent — runs on every recording node. Today: the device endpoint
+/* msrs-agent — runs on every recording node: the device endpoint
  * (ws://HOST:PORT/v1/devices, docs/protocol.md) with clock sync rounds, the
- * SyncNow command, and recording sessions (StartRecording / StopRecording,
- * recording.c). Discovery, plans and heartbeats (control-plane
- * issue) and V4L2 capture (collection issue) are not built yet. */
+ * SyncNow command, recording sessions (StartRecording / StopRecording,
+ * recording.c) and, with a supervisor configured, the control plane
+ * (control.c, docs/control.md): node id, register, plan, heartbeats. V4L2
+ * capture (collection issue) is not built yet. */
 #include "agent.h"
 #include "cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define TICK_US 2000
@@ -16,19 +19,59 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: msrs-agent --log URI [--listen HOST:PORT] [--node-id ID] [options]\n"
+            "usage: msrs-agent --log URI [--listen HOST:PORT] [--supervisor URL[,URL]] [options]\n"
             "Serves devices on ws://HOST:PORT/v1/devices (JSON protocol, docs/protocol.md),\n"
-            "syncs their clocks and writes their events to the log.\n\n"
+            "syncs their clocks and writes their events to the log. With a supervisor it\n"
+            "registers, listens when its plan says so and heartbeats (docs/control.md).\n\n"
             "  --listen HOST:PORT  default 127.0.0.1:8620 (config agent.listen)\n"
-            "  --node-id ID        this node's id (config agent.node_id; default the host name)\n"
+            "  --supervisor URLS   http://HOST:PORT of the supervisors, comma-separated, tried in\n"
+            "                      turn (config agent.supervisor; none: standalone)\n"
+            "  --node-id ID        this node's id (config agent.node_id; else the id kept in\n"
+            "                      agent.node_id_file, default ~/.config/msrs/node_id, made\n"
+            "                      from the host name and a random suffix on first start)\n"
             CLI_COMMON_HELP
             "\nconfig keys (defaults): agent.max_message_bytes (1048576), agent.max_devices\n"
             "(1024), agent.rate_per_s (2000), agent.rate_burst (4000), sync.interval_ms (2000),\n"
             "sync.probes (8), sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
             "agent.flow.high_bytes (67108864) / agent.flow.low_bytes (16777216: devices are told\n"
             "to slow down and not read while the log's backlog is above high, until below low),\n"
-            "agent.report_delay_ms (1000: RecordingReport this long after a session's stop instant)\n"
+            "agent.report_delay_ms (1000: RecordingReport this long after a session's stop instant),\n"
+            "agent.advertise (the listen host: the host others reach this node's devices at)\n"
             "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
+}
+
+/* The persistent node id: read from path, or made (host name + 8 random
+ * hex digits) and written there on first start. */
+static int node_id_from_file(const char *path, char *out, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (f) {
+        char line[128] = "";
+        int ok = fgets(line, sizeof(line), f) != NULL;
+        fclose(f);
+        line[strcspn(line, "\r\n")] = '\0';
+        if (ok && *line) {
+            snprintf(out, size, "%s", line);
+            return 0;
+        }
+    }
+    char host[48] = "node", id[EV_ID_MAX], dir[1024];
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    ev_new_id(id);
+    snprintf(out, size, "%s-%.8s", host, id);
+    snprintf(dir, sizeof(dir), "%s", path);
+    for (char *p = dir + 1; (p = strchr(p, '/')); p++) { /* mkdir -p of its folder */
+        *p = '\0';
+        mkdir(dir, 0755);
+        *p = '/';
+    }
+    if (!(f = fopen(path, "w")) || fprintf(f, "%s\n", out) < 0 || fclose(f)) {
+        fprintf(stderr, "msrs-agent: node id file %s: cannot write: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fprintf(stderr, "msrs-agent: new node id %s (kept in %s)\n", out, path);
+    return 0;
 }
 
 static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, const char *node)
@@ -75,12 +118,20 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
         return -1;
     }
     const char *id = node ? node : ev_conf_get(conf, "agent.node_id", NULL);
-    char host[64] = "node";
-    if (!id) {
-        gethostname(host, sizeof(host) - 1);
-        id = host;
+    if (id) {
+        snprintf(cfg->node_id, sizeof(cfg->node_id), "%s", id);
+    } else {
+        char path[1024];
+        const char *file = ev_conf_get(conf, "agent.node_id_file", NULL);
+        if (!file) {
+            snprintf(path, sizeof(path), "%s/.config/msrs/node_id", getenv("HOME") ?: ".");
+            file = path;
+        }
+        if (node_id_from_file(file, cfg->node_id, sizeof(cfg->node_id)))
+            return -1;
     }
-    snprintf(cfg->node_id, sizeof(cfg->node_id), "%s", id);
+    snprintf(cfg->advertise, sizeof(cfg->advertise), "%s",
+             ev_conf_get(conf, "agent.advertise", cfg->host));
     return 0;
 }
 
@@ -131,6 +182,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 {
     ag_agent *a = lws_container_of(sul, ag_agent, tick);
     int64_t now = ag_now_ns();
+    ag_control_tick(a, now);
     ag_sync_tick(a, now);
     ag_recording_tick(a, now);
     ag_flow_tick(a, now); /* the log writes in its own thread: nothing to flush here */
@@ -158,9 +210,10 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
                                               {"listen", required_argument, NULL, 'L'},
                                               {"node-id", required_argument, NULL, 'N'},
+                                              {"supervisor", required_argument, NULL, 'S'},
                                               {NULL, 0, NULL, 0}};
     cli_common common = {0};
-    const char *listen = NULL, *node = NULL;
+    const char *listen = NULL, *node = NULL, *supervisor = NULL;
     int opt, exit_code = CLI_EXIT_OK;
     char err[512];
     ag_agent a;
@@ -175,12 +228,21 @@ int main(int argc, char **argv)
         case 'h': usage(stdout); return CLI_EXIT_OK;
         case 'L': listen = optarg; break;
         case 'N': node = optarg; break;
+        case 'S': supervisor = optarg; break;
         default: usage(stderr); return CLI_EXIT_USAGE;
         }
     }
     ev_conf *conf = cli_conf_build("msrs-agent", &common);
     if (!conf)
         return CLI_EXIT_USAGE;
+    if (!supervisor)
+        supervisor = ev_conf_get(conf, "agent.supervisor", NULL);
+    if (supervisor && *supervisor && ag_control_parse(&a.ctl, supervisor, err, sizeof(err))) {
+        fprintf(stderr, "msrs-agent: config agent.supervisor: %s\n", err);
+        ev_conf_destroy(conf);
+        return CLI_EXIT_USAGE;
+    }
+    cs_init(&a.ctl.clock);
     if (optind < argc || load_config(&a.cfg, conf, listen, node)) {
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
@@ -205,8 +267,12 @@ int main(int argc, char **argv)
         exit_code = CLI_EXIT_USAGE;
         goto out;
     }
-    fprintf(stderr, "msrs-agent: node %s listening on ws://%s:%d/v1/devices, log %s\n",
-            a.cfg.node_id, a.cfg.host, a.cfg.port, ev_conf_get(conf, "log", ""));
+    if (a.ctl.url_count)
+        fprintf(stderr, "msrs-agent: node %s, supervisor %s:%d, log %s\n", a.cfg.node_id,
+                a.ctl.hosts[0], a.ctl.ports[0], ev_conf_get(conf, "log", ""));
+    else
+        fprintf(stderr, "msrs-agent: node %s listening on ws://%s:%d/v1/devices, log %s\n",
+                a.cfg.node_id, a.cfg.host, a.cfg.port, ev_conf_get(conf, "log", ""));
     lws_sul_schedule(a.ctx, 0, &a.tick, on_tick, TICK_US);
     time_t last_report = time(NULL);
     while (!cli_stop) {

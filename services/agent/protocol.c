@@ -188,8 +188,20 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
         reject(a, c, ref, "duplicate_device", "device_id is already connected to this node");
         return;
     }
-    if ((int64_t)a->connected >= a->cfg.max_devices) {
-        reject(a, c, ref, "node_full", "this node serves its maximum number of devices");
+    int64_t limit = a->ctl.max_devices > 0 && a->ctl.max_devices < a->cfg.max_devices
+                        ? a->ctl.max_devices
+                        : a->cfg.max_devices;
+    if ((int64_t)a->connected >= limit) {
+        /* Full: tell the device where to go (the supervisor's placement,
+         * from the last heartbeat), when another node has room. */
+        json_t *p = json_pack("{s:b, s:s, s:s}", "accepted", 0, "reason", "node full", "node_id",
+                              a->cfg.node_id);
+        snprintf(why, sizeof(why), "this node serves its maximum of %lld devices%s%s",
+                 (long long)limit, *a->ctl.redirect ? ": connect to " : "", a->ctl.redirect);
+        if (*a->ctl.redirect)
+            json_object_set_new(p, "redirect", json_string(a->ctl.redirect));
+        ag_send(a, c, "register", p);
+        ag_send_error(a, c, "node_full", why, ref);
         return;
     }
     if (!json_is_object(payload)) {
@@ -353,13 +365,13 @@ static int samples_open(ag_agent *a, samples_rec *r, int64_t n)
     return 0;
 }
 
-static void samples_time(ag_device *d, samples_rec *r, int64_t dt)
+static void samples_time(const ag_agent *a, ag_device *d, samples_rec *r, int64_t dt)
 {
     avro_value_t el;
     avro_value_append(&r->dev_t, &el, NULL);
     avro_value_set_long(&el, dt);
     avro_value_append(&r->master_t, &el, NULL);
-    avro_value_set_long(&el, cs_device_to_agent(&d->clock, dt));
+    avro_value_set_long(&el, ag_device_to_master(a, d, dt));
 }
 
 static void samples_value(samples_rec *r, double x)
@@ -430,7 +442,7 @@ static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
             invalid(a, c, bad_row, ref);
             return;
         }
-        samples_time(d, &r, json_integer_value(ti));
+        samples_time(a, d, &r, json_integer_value(ti));
         json_array_foreach(row, k, x)
         {
             if (!json_is_number(x)) {
@@ -479,7 +491,7 @@ static void on_samples_binary(ag_agent *a, ag_conn *c, json_t *h, const unsigned
     uint64_t u;
     for (json_int_t i = 0; i < n; i++) {
         memcpy(&u, body + 8 * i, 8);
-        samples_time(c->dev, &r, (int64_t)le64toh(u));
+        samples_time(a, c->dev, &r, (int64_t)le64toh(u));
     }
     for (json_int_t i = 0; i < n * channels; i++) {
         double x;
@@ -528,7 +540,7 @@ static void on_sync_mark(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, 
             json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "session_id", session, "device_id",
                       c->dev->device_id, "mark_id", mark, "label", label ? label : "",
                       "device_time_ns", (json_int_t)t, "master_time_ns",
-                      (json_int_t)cs_device_to_agent(&c->dev->clock, t)),
+                      (json_int_t)ag_device_to_master(a, c->dev, t)),
             NULL, 0);
     ag_send(a, c, "ack", json_pack("{s:s, s:s}", "ref_id", ref ? ref : "", "status", "ok"));
 }
@@ -546,7 +558,7 @@ static void on_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *pa
         return;
     }
     int64_t ts = json_integer_value(json_object_get(h, "ts"));
-    int64_t master = cs_device_to_agent(&c->dev->clock, ts);
+    int64_t master = ag_device_to_master(a, c->dev, ts);
     const char *session;
     ag_count *cnt = ag_recording_count(a, c->dev, json_string_value(json_object_get(h, "session_id")),
                                        ts, stream, &session);

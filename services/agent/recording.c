@@ -25,7 +25,7 @@ static ag_session *session_find(ag_agent *a, const char *id)
 static void send_instant(ag_agent *a, ag_device *d, const char *type, int64_t at_ns)
 {
     int start = strcmp(type, "start") == 0;
-    int64_t at = cs_agent_to_device(&d->clock, at_ns);
+    int64_t at = ag_master_to_device(a, d, at_ns);
     *(start ? &d->rec_start_dev : &d->rec_stop_dev) = at;
     ag_send(a, d->conn, type,
             json_pack("{s:s, s:I}", "session_id", d->rec->session_id,
@@ -45,7 +45,7 @@ static void attach(ag_agent *a, ag_session *s, ag_device *d)
         return; /* already recording (this session, or another: one at a time) */
     d->rec = s;
     /* until sent, the instants converted now */
-    d->rec_start_dev = cs_agent_to_device(&d->clock, s->start_at_ns);
+    d->rec_start_dev = ag_master_to_device(a, d, s->start_at_ns);
     d->rec_stop_dev = INT64_MAX;
     d->count_n = d->stream_count;
     memset(d->counts, 0, sizeof(d->counts));
@@ -110,7 +110,7 @@ void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
         if (d->rec == s && d->conn)
             send_instant(a, d, "stop", stop_at);
         else if (d->rec == s)
-            d->rec_stop_dev = cs_agent_to_device(&d->clock, stop_at);
+            d->rec_stop_dev = ag_master_to_device(a, d, stop_at);
     }
 }
 

@@ -1,0 +1,415 @@
+/* control.c — the agent's side of the control plane (docs/control.md):
+ * register with a supervisor, fetch the plan, apply it (the device endpoint
+ * listens once the plan names "devices"), heartbeat at the plan's interval
+ * with the node's load and its clock offset to the supervisor (a round of
+ * time probes before each heartbeat, the devices' method), register again
+ * when the supervisor no longer knows the node (404), and move to the next
+ * supervisor of the list when one does not answer or does not lead.
+ *
+ * HTTP requests are lws client connections on the agent's own loop, one at
+ * a time; each carries its ag_http (opaque user data) until it completes
+ * or fails. */
+#include "agent.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define CTL_PROBES 4
+#define CTL_RETRY_MS 300
+
+enum { REQ_REGISTER, REQ_PLAN, REQ_TIME, REQ_HEARTBEAT };
+static const char *const req_path[] = {"/v1/nodes/register", "/v1/nodes/plan", "/v1/time",
+                                       "/v1/nodes/heartbeat"};
+
+typedef struct ag_http {
+    ag_agent *a;
+    int kind;
+    char *body;
+    size_t body_len;
+    char *resp;
+    size_t resp_len, resp_cap;
+    int status;
+    int64_t t1, t4;
+} ag_http;
+
+static void http_free(ag_http *h)
+{
+    free(h->body);
+    free(h->resp);
+    free(h);
+}
+
+int ag_control_parse(ag_control *c, const char *list, char *errstr, size_t errstr_size)
+{
+    char buf[1024];
+    snprintf(buf, sizeof(buf), "%s", list);
+    c->url_count = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (strncmp(t, "http://", 7) == 0)
+            t += 7;
+        char *colon = strrchr(t, ':');
+        char *slash = strchr(t, '/');
+        if (slash)
+            *slash = '\0';
+        if (!colon || colon == t || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
+            (size_t)(colon - t) >= sizeof(c->hosts[0]) || c->url_count == AG_MAX_SUPERVISORS) {
+            snprintf(errstr, errstr_size,
+                     "supervisor '%s': expected http://HOST:PORT (at most %d, comma-separated)",
+                     t, AG_MAX_SUPERVISORS);
+            return -1;
+        }
+        memcpy(c->hosts[c->url_count], t, (size_t)(colon - t));
+        c->hosts[c->url_count][colon - t] = '\0';
+        c->ports[c->url_count] = atoi(colon + 1);
+        c->url_count++;
+    }
+    return 0;
+}
+
+static void next_supervisor(ag_agent *a, const char *why)
+{
+    ag_control *c = &a->ctl;
+    int from = c->url_i;
+    c->url_i = (c->url_i + 1) % c->url_count;
+    c->failures++;
+    if (c->url_count > 1 || c->failures % 10 == 1)
+        fprintf(stderr, "msrs-agent: supervisor %s:%d: %s; trying %s:%d\n", c->hosts[from],
+                c->ports[from], why, c->hosts[c->url_i], c->ports[c->url_i]);
+    if (c->url_i != from)
+        cs_init(&c->clock); /* another supervisor: another master clock */
+    c->next_at_ns = ag_now_ns() + (int64_t)CTL_RETRY_MS * 1000000;
+}
+
+static int64_t mem_used_bytes(void)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return (int64_t)rss * sysconf(_SC_PAGESIZE);
+}
+
+/* The agent's CPU since the last heartbeat, in cores (1.0 = one core busy). */
+static double cpu_load(ag_control *c, int64_t now)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    int64_t cpu = (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+                  (int64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+    double load = c->cpu_at_ns && now > c->cpu_at_ns
+                      ? (double)(cpu - c->cpu_ns) / (double)(now - c->cpu_at_ns)
+                      : 0.0;
+    c->cpu_ns = cpu;
+    c->cpu_at_ns = now;
+    return load;
+}
+
+static json_t *request_body(ag_agent *a, int kind, int64_t now)
+{
+    ag_control *c = &a->ctl;
+    switch (kind) {
+    case REQ_REGISTER: {
+        char host[64] = "", address[192];
+        gethostname(host, sizeof(host) - 1);
+        snprintf(address, sizeof(address), "%s:%d", a->cfg.advertise, a->cfg.port);
+        return json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:s}", "node_id", a->cfg.node_id,
+                         "hostname", host, "address", address, "caps", "devices", "clock",
+                         "max_devices", (json_int_t)a->cfg.max_devices, "version", MSRS_VERSION);
+    }
+    case REQ_PLAN:
+        return json_pack("{s:s}", "node_id", a->cfg.node_id);
+    case REQ_HEARTBEAT: {
+        json_t *hb = json_pack("{s:s, s:[], s:{s:s}, s:I, s:f, s:I}", "node_id", a->cfg.node_id,
+                               "services_running", "versions", "msrs-agent", MSRS_VERSION,
+                               "device_count", (json_int_t)a->connected, "cpu_load",
+                               cpu_load(c, now), "mem_used_bytes", (json_int_t)mem_used_bytes());
+        if (a->listening)
+            json_array_append_new(json_object_get(hb, "services_running"), json_string("devices"));
+        if (c->clock.fitted) {
+            json_array_append_new(json_object_get(hb, "services_running"), json_string("clock"));
+            /* node clock minus master clock; the probe's offset is master minus node */
+            json_object_set_new(hb, "clock_offset_ns", json_integer(-cs_offset_at(&c->clock, now)));
+            json_object_set_new(hb, "clock_uncertainty_ns", json_integer(c->clock_unc_ns));
+            json_object_set_new(hb, "clock_rtt_ns", json_integer(c->clock_rtt_ns));
+        }
+        return hb;
+    }
+    default:
+        return NULL; /* REQ_TIME: built when written, with t1 stamped then */
+    }
+}
+
+static void send_request(ag_agent *a, int kind)
+{
+    ag_control *c = &a->ctl;
+    int64_t now = ag_now_ns();
+    ag_http *h = calloc(1, sizeof(*h));
+    if (!h)
+        return;
+    h->a = a;
+    h->kind = kind;
+    json_t *body = request_body(a, kind, now);
+    if (body) {
+        h->body = json_dumps(body, JSON_COMPACT);
+        h->body_len = h->body ? strlen(h->body) : 0;
+        json_decref(body);
+    }
+    struct lws_client_connect_info i;
+    memset(&i, 0, sizeof(i));
+    i.context = a->ctx;
+    i.address = c->hosts[c->url_i];
+    i.port = c->ports[c->url_i];
+    i.path = req_path[kind];
+    i.host = i.address;
+    i.origin = i.address;
+    i.method = "POST";
+    i.protocol = "msrs-control";
+    i.local_protocol_name = "msrs-control";
+    i.opaque_user_data = h;
+    c->busy = 1;
+    if (!lws_client_connect_via_info(&i) && c->busy) {
+        /* failed before any callback could take h */
+        http_free(h);
+        c->busy = 0;
+        next_supervisor(a, "cannot connect");
+    }
+}
+
+static int plan_names(json_t *plan, const char *service)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(plan, "services"), i, v) if (strcmp(
+        json_string_value(v) ?: "", service) == 0) return 1;
+    return 0;
+}
+
+static void apply_plan(ag_agent *a, json_t *plan)
+{
+    ag_control *c = &a->ctl;
+    char err[256];
+    int64_t hb = json_integer_value(json_object_get(plan, "heartbeat_interval_ms"));
+    c->heartbeat_ns = (hb > 0 ? hb : 1000) * 1000000;
+    c->max_devices = json_integer_value(json_object_get(plan, "max_devices"));
+    c->planned = 1;
+    if (plan_names(plan, "devices") && !a->listening) {
+        if (ag_endpoint_listen(a, err, sizeof(err)))
+            fprintf(stderr, "msrs-agent: plan: %s\n", err);
+        else
+            fprintf(stderr, "msrs-agent: plan: listening on ws://%s:%d/v1/devices\n", a->cfg.host,
+                    a->cfg.port);
+    }
+    fprintf(stderr, "msrs-agent: node %s planned by %s:%d: role %s, heartbeat %lld ms, max %lld "
+                    "devices\n",
+            a->cfg.node_id, c->hosts[c->url_i], c->ports[c->url_i],
+            json_string_value(json_object_get(plan, "role")) ?: "?", (long long)(c->heartbeat_ns / 1000000),
+            (long long)c->max_devices);
+}
+
+/* A request finished: status 0 = no answer (connection failed). */
+static void on_done(ag_agent *a, ag_http *h)
+{
+    ag_control *c = &a->ctl;
+    json_t *r = h->resp ? json_loadb(h->resp, h->resp_len, 0, NULL) : NULL;
+    int64_t now = ag_now_ns();
+    c->busy = 0;
+    if (h->status == 0 || h->status >= 500 || (h->status != 200 && h->status != 404)) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s %s",
+                 h->status ? "answered" : "no answer",
+                 h->status ? (json_string_value(json_object_get(r, "error")) ?: "error") : "");
+        next_supervisor(a, why);
+        json_decref(r);
+        return;
+    }
+    c->failures = 0;
+    if (h->status == 404 && h->kind != REQ_TIME) {
+        /* The supervisor does not know this node (expired, or a new log):
+         * register again. */
+        fprintf(stderr, "msrs-agent: supervisor %s:%d does not know node %s: registering again\n",
+                c->hosts[c->url_i], c->ports[c->url_i], a->cfg.node_id);
+        c->reregistered++;
+        c->phase = AG_CTL_REGISTER;
+        c->next_at_ns = now;
+        json_decref(r);
+        return;
+    }
+    switch (h->kind) {
+    case REQ_REGISTER:
+        c->phase = AG_CTL_PLAN;
+        c->next_at_ns = now;
+        if (!c->registered_at_ns)
+            c->registered_at_ns = now;
+        break;
+    case REQ_PLAN:
+        apply_plan(a, r);
+        c->phase = AG_CTL_PROBE;
+        c->probes_left = CTL_PROBES;
+        c->next_at_ns = now;
+        break;
+    case REQ_TIME: {
+        cs_probe p = {h->t1, json_integer_value(json_object_get(r, "t2")),
+                      json_integer_value(json_object_get(r, "t3")), h->t4};
+        cs_add_probe(&c->clock, &p);
+        if (--c->probes_left <= 0) {
+            cs_round_result res;
+            if (cs_end_round(&c->clock, &res) == 0) {
+                c->clock_unc_ns = res.uncertainty_ns;
+                c->clock_rtt_ns = res.rtt_ns;
+            }
+            c->phase = AG_CTL_HEARTBEAT;
+        }
+        c->next_at_ns = now;
+        break;
+    }
+    case REQ_HEARTBEAT: {
+        json_t *redirect = json_object_get(r, "redirect");
+        const char *addr = json_string_value(json_object_get(redirect, "address"));
+        if (addr && *addr)
+            snprintf(c->redirect, sizeof(c->redirect), "ws://%s/v1/devices", addr);
+        else
+            c->redirect[0] = '\0';
+        c->heartbeats++;
+        c->last_ok_ns = now;
+        c->phase = AG_CTL_PROBE;
+        c->probes_left = CTL_PROBES;
+        c->next_at_ns = now + c->heartbeat_ns;
+        break;
+    }
+    }
+    json_decref(r);
+}
+
+static void finish(struct lws *wsi, ag_http *h)
+{
+    lws_set_opaque_user_data(wsi, NULL);
+    on_done(h->a, h);
+    http_free(h);
+}
+
+static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                            void *in, size_t len)
+{
+    ag_http *h = lws_get_opaque_user_data(wsi);
+    (void)user;
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
+        if (!h)
+            return -1;
+        unsigned char **p = in, *end = *p + len;
+        char cl[32];
+        if (h->kind == REQ_TIME) {
+            /* fixed width, so the length is known before t1 is stamped */
+            h->body_len = strlen("{\"t1\":}") + 19;
+        }
+        snprintf(cl, sizeof(cl), "%zu", h->body_len);
+        if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                         (const unsigned char *)"application/json", 16, p, end) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH,
+                                         (const unsigned char *)cl, (int)strlen(cl), p, end))
+            return -1;
+        lws_client_http_body_pending(wsi, 1);
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    case LWS_CALLBACK_CLIENT_HTTP_WRITEABLE: {
+        if (!h)
+            return -1;
+        unsigned char buf[LWS_PRE + 4096];
+        char *body = h->body;
+        char probe[64];
+        if (h->kind == REQ_TIME) {
+            h->t1 = ag_now_ns();
+            snprintf(probe, sizeof(probe), "{\"t1\":%019lld}", (long long)h->t1);
+            body = probe;
+        }
+        if (h->body_len > sizeof(buf) - LWS_PRE)
+            return -1;
+        memcpy(buf + LWS_PRE, body, h->body_len);
+        lws_client_http_body_pending(wsi, 0);
+        if (lws_write(wsi, buf + LWS_PRE, h->body_len, LWS_WRITE_HTTP_FINAL) != (int)h->body_len)
+            return -1;
+        return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED_CLIENT_HTTP:
+        if (h) {
+            h->t4 = ag_now_ns();
+            h->status = (int)lws_http_client_http_response(wsi);
+        }
+        return 0;
+    case LWS_CALLBACK_RECEIVE_CLIENT_HTTP: {
+        char buf[LWS_PRE + 4096], *px = buf + LWS_PRE;
+        int lenx = (int)sizeof(buf) - LWS_PRE;
+        if (lws_http_client_read(wsi, &px, &lenx) < 0)
+            return -1;
+        return 0;
+    }
+    case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ:
+        if (h && h->resp_len + len < 65536) {
+            if (h->resp_len + len + 1 > h->resp_cap) {
+                size_t cap = (h->resp_len + len + 1) * 2;
+                char *r = realloc(h->resp, cap);
+                if (!r)
+                    return -1;
+                h->resp = r;
+                h->resp_cap = cap;
+            }
+            memcpy(h->resp + h->resp_len, in, len);
+            h->resp_len += len;
+            h->resp[h->resp_len] = '\0';
+        }
+        return 0;
+    case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
+        if (h)
+            finish(wsi, h);
+        return -1; /* one request per connection */
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
+        if (h) {
+            h->status = reason == LWS_CALLBACK_CLOSED_CLIENT_HTTP && h->resp ? h->status : 0;
+            finish(wsi, h);
+        }
+        return 0;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+const struct lws_protocols ag_control_protocol = {"msrs-control", callback_control, 0, 4096, 0,
+                                                  NULL, 0};
+
+void ag_control_tick(ag_agent *a, int64_t now_ns)
+{
+    ag_control *c = &a->ctl;
+    if (!c->url_count || c->busy || now_ns < c->next_at_ns)
+        return;
+    switch (c->phase) {
+    case AG_CTL_REGISTER: send_request(a, REQ_REGISTER); break;
+    case AG_CTL_PLAN: send_request(a, REQ_PLAN); break;
+    case AG_CTL_PROBE: send_request(a, REQ_TIME); break;
+    case AG_CTL_HEARTBEAT: send_request(a, REQ_HEARTBEAT); break;
+    }
+}
+
+int64_t ag_master_offset_ns(const ag_agent *a, int64_t agent_ns)
+{
+    return a->ctl.clock.fitted ? cs_offset_at(&a->ctl.clock, agent_ns) : 0;
+}
+
+int64_t ag_device_to_master(const ag_agent *a, const ag_device *d, int64_t device_ns)
+{
+    int64_t agent = cs_device_to_agent(&d->clock, device_ns);
+    return agent + ag_master_offset_ns(a, agent);
+}
+
+int64_t ag_master_to_device(const ag_agent *a, const ag_device *d, int64_t master_ns)
+{
+    return cs_agent_to_device(&d->clock, master_ns - ag_master_offset_ns(a, master_ns));
+}
