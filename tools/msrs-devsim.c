@@ -579,10 +579,12 @@ static void on_text(ds_device *d, const char *text, size_t len)
             fprintf(stderr, "msrs-devsim: %s refused: %s%s%s\n", d->id,
                     json_string_value(json_object_get(payload, "reason")),
                     redirect ? "; moving to " : "", redirect ? redirect : "");
-        if (!d->registered && redirect &&
-            sscanf(redirect, "ws://%127[^:/]:%d%127s", d->host, &d->port, d->path) == 3) {
-            sim.moved++;
-            d->closing = 1; /* closed on the next writable callback; reconnects there */
+        if (!d->registered) {
+            /* Told where to go: reconnect there; otherwise try again later
+             * (a full node may have room then). */
+            if (redirect && sscanf(redirect, "ws://%127[^:/]:%d%127s", d->host, &d->port, d->path) == 3)
+                sim.moved++;
+            d->closing = 1; /* closed on the next writable callback; reconnects after */
             lws_callback_on_writable(d->wsi);
         }
     } else if (strcmp(type, "flow") == 0) {

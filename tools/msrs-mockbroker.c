@@ -1,6 +1,7 @@
 /* msrs-mockbroker — hosts librdkafka's mock cluster so several processes
  * share one in-memory "Kafka" (tests, demos). Prints the bootstrap
- * servers on stdout, creates every catalog topic with enough partitions,
+ * servers on stdout, creates every catalog topic with enough partitions
+ * (and <prefix>leader with one, for ev_log_lead),
  * and runs until SIGINT/SIGTERM. Not a durable store: each partition
  * keeps about 5 MiB. */
 #include "cli.h"
@@ -82,6 +83,10 @@ int main(int argc, char **argv)
         /* Several records share a topic: creating it twice is harmless. */
         rd_kafka_mock_topic_create(mc, topic, partitions, brokers < 3 ? brokers : 3);
     }
+    /* Leadership (ev_log_lead) needs its topic with exactly one partition. */
+    char leader[320];
+    snprintf(leader, sizeof(leader), "%sleader", prefix);
+    rd_kafka_mock_topic_create(mc, leader, 1, brokers < 3 ? brokers : 3);
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     printf("%s\n", bootstrap);
     fflush(stdout);

@@ -379,13 +379,13 @@ static int kafka_subscribe(void *impl, const char *cursor, const char *const *to
 }
 
 /* Number of partitions of topic; creates it on brokers that auto-create. */
-static int partition_count(kafka_log *k, const char *topic, int *count, char *errstr, size_t n)
+static int partition_count(rd_kafka_t *rk, const char *topic, int *count, char *errstr, size_t n)
 {
     const rd_kafka_metadata_t *md = NULL;
-    rd_kafka_topic_t *t = rd_kafka_topic_new(k->consumer, topic, NULL);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TRANSPORT;
     for (int attempt = 0; attempt < 20; attempt++) {
-        err = rd_kafka_metadata(k->consumer, 0, t, &md, 5000);
+        err = rd_kafka_metadata(rk, 0, t, &md, 5000);
         if (!err && md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
             break;
         if (!err) {
@@ -394,7 +394,7 @@ static int partition_count(kafka_log *k, const char *topic, int *count, char *er
             rd_kafka_metadata_destroy(md);
             md = NULL;
         }
-        rd_kafka_poll(k->consumer, 100); /* topic being created: ask again */
+        rd_kafka_poll(rk, 100); /* topic being created: ask again */
     }
     rd_kafka_topic_destroy(t);
     if (!md)
@@ -420,7 +420,7 @@ static int kafka_assign(void *impl, const char *const *topics, size_t count, ev_
     l = rd_kafka_topic_partition_list_new(16);
     for (size_t i = 0; i < count; i++) {
         int parts = 0;
-        if ((rc = partition_count(k, topics[i], &parts, errstr, n)))
+        if ((rc = partition_count(k->consumer, topics[i], &parts, errstr, n)))
             goto out;
         for (int p = 0; p < parts; p++) {
             rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(l, topics[i], p);
@@ -567,18 +567,25 @@ static int kafka_commit(void *impl, char *errstr, size_t n)
 
 /* ------------------------------------------------------------ leadership */
 
+/* Cooperative (incremental) rebalancing: a member joining or leaving moves
+ * only the partitions that must move, so the leader keeps partition 0 while
+ * others come and go (an eager rebalance would revoke it from everyone for
+ * the length of the rebalance: no leader for seconds). */
 static void on_lead_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     kafka_log *k = opaque;
-    k->leading = 0;
+    int has0 = 0;
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].partition == 0 && strcmp(parts->elems[i].topic, k->lead_topic) == 0)
+            has0 = 1;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++)
-            if (parts->elems[i].partition == 0 && strcmp(parts->elems[i].topic, k->lead_topic) == 0)
-                k->leading = 1;
-        rd_kafka_assign(rk, parts);
+        k->leading |= has0;
+        rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
     } else {
-        rd_kafka_assign(rk, NULL);
+        if (has0 || err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+            k->leading = 0;
+        rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
     }
 }
 
@@ -607,6 +614,7 @@ static int kafka_lead(void *impl, const char *topic, const char *name, const cha
                                         "heartbeat.interval.ms", heartbeat,
                                         "allow.auto.create.topics", "true",
                                         "client.id", holder,
+                                        "partition.assignment.strategy", "cooperative-sticky",
                                         "log_level", "3",
                                         NULL};
         rd_kafka_conf_t *c = make_conf(k, defaults, errstr, n);
@@ -624,6 +632,17 @@ static int kafka_lead(void *impl, const char *topic, const char *name, const cha
         snprintf(k->lead_name, sizeof(k->lead_name), "%s", name);
         snprintf(k->lead_topic, sizeof(k->lead_topic), "%s", topic);
         rd_kafka_poll_set_consumer(k->lead_rk);
+        /* One partition, or a rebalance could hand partition 0 (the lead)
+         * to a member that just joined. */
+        int parts = 0, rc;
+        if (k->mcluster)
+            rd_kafka_mock_topic_create(k->mcluster, topic, 1, 1);
+        if ((rc = partition_count(k->lead_rk, topic, &parts, errstr, n)))
+            return rc;
+        if (parts != 1)
+            return ev__fail(errstr, n, EV_ERR_INVALID,
+                            "lead '%s': topic %s has %d partitions: leadership needs a topic of "
+                            "exactly one (create it so)", name, topic, parts);
         rd_kafka_topic_partition_list_t *l = topic_list(&topic, 1);
         rd_kafka_resp_err_t e = rd_kafka_subscribe(k->lead_rk, l);
         rd_kafka_topic_partition_list_destroy(l);
