@@ -95,6 +95,10 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 {
     sv_supervisor *s = lws_context_user(lws_get_context(wsi));
     sv_conn *c = user;
+    /* A connection that closes before its first request has no session
+     * data yet (a port probe): nothing of ours to do. */
+    if (!c && reason != LWS_CALLBACK_HTTP)
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
         conn_reset(c);

@@ -13,6 +13,7 @@ log; bad requests get 4xx answers and the supervisor keeps serving."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -228,6 +229,9 @@ def main():
         check(s == 404, "unknown path: %d" % s)
         s, r = http(lp, "/v1/time", {"t1": "x"})
         check(s == 400, "time probe without an integer t1: %d" % s)
+        for _ in range(3):  # connections closed before any request (port probes)
+            socket.create_connection(("127.0.0.1", lp)).close()
+        time.sleep(0.2)
         check(node_state(lp, n1_id) == "up", "the leader still serves")
     finally:
         stop_all(procs)

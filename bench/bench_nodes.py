@@ -1,0 +1,129 @@
+#!/usr/bin/python3
+"""Control plane at scale: one msrs-supervisor, N msrs-agent processes
+(--supervisor) and one msrs-devsim per agent with D devices each, on a
+SQLite log or a msrs-mockbroker (Kafka mock cluster). Agents start one after
+another; prints the join-to-pool latency (agent start -> its node "up" in
+the supervisor's pool: register, plan, first heartbeat), the time until all
+N x D devices are in one pool, the heartbeat load (NodeHeartbeat records per
+second, supervisor CPU) and agent RSS.
+
+usage: bench/bench_nodes.py [--nodes 64] [--devices 16] [--backend sqlite|kafka]
+                            [--seconds 30] [--bin build/bin]"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pylib"))
+from msrstest import free_port, stop_all, wait_listening  # noqa: E402
+from bench_sync import pct, proc_stats  # noqa: E402
+
+
+def pool(port):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/v1/nodes" % port, timeout=10) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=64)
+    ap.add_argument("--devices", type=int, default=16)
+    ap.add_argument("--backend", default="sqlite", choices=["sqlite", "kafka"])
+    ap.add_argument("--seconds", type=float, default=30, help="steady state measured after the pool is full")
+    ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "bin"))
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="msrs-bench-nodes-")
+    procs = []
+    out = lambda name: open(os.path.join(tmp, name + ".err"), "w")  # noqa: E731
+    if a.backend == "kafka":
+        mb = subprocess.Popen([os.path.join(a.bin, "msrs-mockbroker")], stdout=subprocess.PIPE,
+                              stderr=out("mockbroker"), text=True)
+        procs.append(mb)
+        log = "kafka:" + mb.stdout.readline().strip()
+    else:
+        log = "sqlite:" + os.path.join(tmp, "log.db")
+    sport = free_port()
+    common = ["--log", log, "-X", "sqlite.synchronous=NORMAL"] if a.backend == "sqlite" else ["--log", log]
+    sup = subprocess.Popen([os.path.join(a.bin, "msrs-supervisor"), "--listen", "127.0.0.1:%d" % sport,
+                            "--node-id", "sup", "-X", "supervisor.heartbeat_ms=1000",
+                            "-X", "supervisor.ttl_ms=10000"] + common, stderr=out("supervisor"))
+    procs.append(sup)
+    wait_listening(sport, 30)
+    while not (pool(sport) or {}).get("leading"):
+        time.sleep(0.1)
+    joins = []
+    t_start = time.time()
+    agents = []
+    for i in range(a.nodes):
+        port = free_port()
+        node = "node-%02d" % i
+        t0 = time.time()
+        ag = subprocess.Popen([os.path.join(a.bin, "msrs-agent"), "--listen", "127.0.0.1:%d" % port,
+                               "--node-id", node, "--supervisor", "http://127.0.0.1:%d" % sport,
+                               "-X", "agent.max_devices=%d" % a.devices] + common, stderr=out(node))
+        procs.append(ag)
+        agents.append(ag)
+        while True:
+            n = (pool(sport) or {}).get("nodes", {}).get(node, {})
+            if n.get("state") == "up":
+                joins.append(time.time() - t0)
+                break
+            if time.time() - t0 > 60:
+                print("node %s did not join within 60 s" % node)
+                break
+            time.sleep(0.01)
+        procs.append(subprocess.Popen([os.path.join(a.bin, "msrs-devsim"), "--url",
+                                       "ws://127.0.0.1:%d/v1/devices" % port, "--devices", str(a.devices),
+                                       "--prefix", "%s-d" % node], stderr=out("devsim-%02d" % i)))
+        if (i + 1) % 8 == 0:
+            print("  %d agents started, %.1f s" % (i + 1, time.time() - t_start), flush=True)
+    want = a.nodes * a.devices
+    full_at = None
+    last = 0
+    while time.time() - t_start < 300:
+        p = pool(sport) or {}
+        last = p.get("device_count", 0)
+        if last >= want:
+            full_at = time.time() - t_start
+            break
+        time.sleep(0.5)
+    p = pool(sport) or {}
+    up = sum(1 for n in p.get("nodes", {}).values() if n.get("state") == "up")
+    hb0 = sum(1 for _ in [0])  # noqa: F841
+    cpu0, _ = proc_stats(sup.pid)
+    s0 = pool(sport)
+    beats0 = sum(n.get("heartbeats", 0) for n in (s0 or {}).get("nodes", {}).values())  # noqa: F841
+    t0 = time.time()
+    time.sleep(a.seconds)
+    cpu1, sup_hwm = proc_stats(sup.pid)
+    dt = time.time() - t0
+    p = pool(sport) or {}
+    up_end = sum(1 for n in p.get("nodes", {}).values() if n.get("state") == "up")
+    rss = [proc_stats(ag.pid)[1] for ag in agents if ag.poll() is None]
+    stop_all(procs)
+    sup_err = open(os.path.join(tmp, "supervisor.err")).read()
+    line = [x for x in sup_err.splitlines() if "stopped:" in x]
+    beats = int(line[-1].split(" heartbeats")[0].rsplit(" ", 1)[1]) if line else -1
+    print("command: bench/bench_nodes.py --nodes %d --devices %d --backend %s --seconds %g"
+          % (a.nodes, a.devices, a.backend, a.seconds))
+    print("join-to-pool (agent start -> node up): p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d agents"
+          % (pct(joins, 50) * 1000, pct(joins, 99) * 1000, max(joins) * 1000, len(joins)))
+    print("pool: %d/%d devices %s; %d/%d nodes up then, %d/%d after %g s more"
+          % (last, want, "after %.1f s" % full_at if full_at else "NOT reached in 300 s", up, a.nodes,
+             up_end, a.nodes, a.seconds))
+    print("supervisor: %.1f %% of a core over the steady %g s, peak RSS %.1f MB; %d heartbeats in the whole run"
+          % (100 * (cpu1 - cpu0) / dt, a.seconds, sup_hwm / 1e6, beats))
+    if rss:
+        print("agents: peak RSS p50 %.1f MB, max %.1f MB" % (pct(rss, 50) / 1e6, max(rss) / 1e6))
+    print("logs in", tmp)
+
+
+if __name__ == "__main__":
+    main()
