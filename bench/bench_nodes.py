@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--devices", type=int, default=16)
     ap.add_argument("--backend", default="sqlite", choices=["sqlite", "kafka"])
     ap.add_argument("--seconds", type=float, default=30, help="steady state measured after the pool is full")
+    ap.add_argument("--samples", default="none", help="devsim --samples: none (default: the control plane "
+                    "alone), binary (every device also streams GSR + IMU)")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "bin"))
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="msrs-bench-nodes-")
@@ -81,7 +83,8 @@ def main():
             time.sleep(0.01)
         procs.append(subprocess.Popen([os.path.join(a.bin, "msrs-devsim"), "--url",
                                        "ws://127.0.0.1:%d/v1/devices" % port, "--devices", str(a.devices),
-                                       "--prefix", "%s-d" % node], stderr=out("devsim-%02d" % i)))
+                                       "--prefix", "%s-d" % node, "--samples", a.samples],
+                                      stderr=out("devsim-%02d" % i)))
         if (i + 1) % 8 == 0:
             print("  %d agents started, %.1f s" % (i + 1, time.time() - t_start), flush=True)
     want = a.nodes * a.devices
@@ -111,8 +114,8 @@ def main():
     sup_err = open(os.path.join(tmp, "supervisor.err")).read()
     line = [x for x in sup_err.splitlines() if "stopped:" in x]
     beats = int(line[-1].split(" heartbeats")[0].rsplit(" ", 1)[1]) if line else -1
-    print("command: bench/bench_nodes.py --nodes %d --devices %d --backend %s --seconds %g"
-          % (a.nodes, a.devices, a.backend, a.seconds))
+    print("command: bench/bench_nodes.py --nodes %d --devices %d --backend %s --seconds %g --samples %s"
+          % (a.nodes, a.devices, a.backend, a.seconds, a.samples))
     print("join-to-pool (agent start -> node up): p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d agents"
           % (pct(joins, 50) * 1000, pct(joins, 99) * 1000, max(joins) * 1000, len(joins)))
     print("pool: %d/%d devices %s; %d/%d nodes up then, %d/%d after %g s more"

@@ -122,6 +122,7 @@ typedef struct ds_sim {
     int64_t video_bitrate;
     int loop_n; /* --video-loop */
     int binary_samples; /* --samples binary (default) | json */
+    int no_samples;     /* --samples none: register, sync, status only */
     ds_packet *loop;
     uint8_t *loop_headers;
     size_t loop_headers_size;
@@ -768,7 +769,7 @@ static void on_scan(lws_sorted_usec_list_t *sul)
     (void)sul;
     for (int i = 0; i < sim.n; i++) {
         ds_device *d = &sim.devs[i];
-        for (int k = 0; k < 2; k++)
+        for (int k = 0; k < 2 && !sim.no_samples; k++)
             /* a batch goes as soon as its last sample is taken */
             while (d->streams[k].next_ns + (int64_t)((d->streams[k].batch - 1) * 1e9 / d->streams[k].rate_hz) <= now)
                 send_samples(d, &d->streams[k], now);
@@ -820,7 +821,8 @@ static void usage(FILE *f)
             "  --video-loop N      encode N frames of noise once and loop them on every device\n"
             "                      (for throughput benchmarks: no encoding at run time)\n"
             "  --samples FORMAT    binary (default: binary frames, little-endian) or json\n"
-            "                      (text messages), see docs/protocol.md\n"
+            "                      (text messages), see docs/protocol.md; none: no sample\n"
+            "                      streams (control-plane and clock benchmarks)\n"
             "  -h, --help\n"
             "exit: 0 ok, 1 could not run, 2 usage\n");
 }
@@ -889,11 +891,13 @@ int main(int argc, char **argv)
             break;
         case 'c': sim.video_codec = optarg; break;
         case 'F':
-            if (strcmp(optarg, "binary") != 0 && strcmp(optarg, "json") != 0) {
-                fprintf(stderr, "msrs-devsim: --samples '%s': expected binary or json\n", optarg);
+            if (strcmp(optarg, "binary") != 0 && strcmp(optarg, "json") != 0 &&
+                strcmp(optarg, "none") != 0) {
+                fprintf(stderr, "msrs-devsim: --samples '%s': expected binary, json or none\n", optarg);
                 return 2;
             }
             sim.binary_samples = strcmp(optarg, "binary") == 0;
+            sim.no_samples = strcmp(optarg, "none") == 0;
             break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

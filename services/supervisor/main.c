@@ -62,8 +62,13 @@ static int valid_id(const char *id)
     return 1;
 }
 
-/* Emits a node record, waits for the log's acknowledgement, and applies it
- * to the registry at once. id NULL: a new one. */
+/* Queues a node record on the log and applies it to the registry at once.
+ * id NULL: a new one. It does not wait for the log's acknowledgement: one
+ * thread serves every node, and waiting per request (a flush each) let 64
+ * nodes' heartbeats queue past their TTL on a busy machine (bench_nodes).
+ * Every node request is repeated (heartbeats) or repeatable, so a record
+ * lost in a crash is re-established: the next heartbeat gets 404 and the
+ * node registers again. The log is flushed at exit. */
 static int emit_apply(sv_supervisor *s, const char *type, const char *key, json_t *value,
                       const char *id, char *err, size_t err_size)
 {
@@ -77,8 +82,6 @@ static int emit_apply(sv_supervisor *s, const char *type, const char *key, json_
     snprintf(ev.id, sizeof(ev.id), "%s", id);
     ev_emit_opts o = {.id = id, .time_ns = ev.time_ns};
     int rc = ev_log_emit_json(s->log, schema, key, value, &o, err, err_size);
-    if (!rc)
-        rc = ev_log_flush(s->log, 10000, err, err_size);
     if (rc)
         return rc;
     if (ev_codec_value(s->codec, schema, &ev.value) == 0 &&
