@@ -142,7 +142,14 @@ async def scenario(url, db):
     await good.ws.send("x" * (2 << 20))
     check(await good.wait_error("too_large") is not None, "oversized message: too_large")
 
-    # Samples (with a gap), status, sync mark, a media frame.
+    # Samples (with a gap), status, sync mark, a media frame — after the
+    # first clock round (8 probes), so the agent converts their times (under
+    # CI's load the error checks above can finish before it).
+    for _ in range(100):
+        if good.probes >= 8:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
     for seq in (0, 4, 12):  # 0..3, 4..7, then 12: a gap of 4
         t0 = good.now()
         await good.send("samples", {"stream_id": "gsr", "seq": seq, "t": [t0 + i * 7_812_500 for i in range(4)],
