@@ -371,6 +371,9 @@ typedef enum ev_place_strategy {
  * id to out and returns 0, or returns -1 when no node has room. */
 int ev_place_choose(const ev_state *state, ev_place_strategy strategy, int64_t max_per_node,
                     const char *exclude, int64_t *rr_cursor, char *out, size_t out_size);
+/* The devices a node may take: its own limit node_max capped by cap (for
+ * both, 0 = no limit). The supervisor's plan and the agent's hello use it. */
+int64_t ev_place_limit(int64_t node_max, int64_t cap);
 
 /* -------------------------------------------------------------- sync rule */
 

@@ -5,9 +5,19 @@
 #include <stdio.h>
 #include <string.h>
 
-static int64_t node_int(json_t *n, const char *k)
+int64_t ev_place_limit(int64_t node_max, int64_t cap)
 {
-    return json_integer_value(json_object_get(n, k));
+    return cap > 0 && (node_max <= 0 || node_max > cap) ? cap : node_max;
+}
+
+typedef struct candidate {
+    const char *id;
+    double load; /* device_count / max_devices + cpu_load */
+} candidate;
+
+static int by_id(const void *x, const void *y)
+{
+    return strcmp(((const candidate *)x)->id, ((const candidate *)y)->id);
 }
 
 int ev_place_choose(const ev_state *state, ev_place_strategy strategy, int64_t max_per_node,
@@ -15,14 +25,12 @@ int ev_place_choose(const ev_state *state, ev_place_strategy strategy, int64_t m
 {
     json_t *all = ev_state_to_json(state);
     json_t *nodes = json_object_get(all, "nodes");
-    const char **ids = NULL;
-    size_t count = 0;
+    candidate *c = calloc(json_object_size(nodes) + 1, sizeof(*c));
+    size_t count = 0, pick = 0;
     const char *k;
     json_t *n;
-    int found = -1;
 
-    ids = calloc(json_object_size(nodes) + 1, sizeof(*ids));
-    if (!ids) {
+    if (!c) {
         json_decref(all);
         return -1;
     }
@@ -30,45 +38,30 @@ int ev_place_choose(const ev_state *state, ev_place_strategy strategy, int64_t m
     {
         const char *st = json_string_value(json_object_get(n, "state"));
         const char *addr = json_string_value(json_object_get(n, "address"));
-        int64_t max = node_int(n, "max_devices");
-        if (max_per_node > 0 && (max <= 0 || max > max_per_node))
-            max = max_per_node;
+        int64_t max = ev_place_limit(json_integer_value(json_object_get(n, "max_devices")),
+                                     max_per_node);
+        int64_t devices = json_integer_value(json_object_get(n, "device_count"));
         if (!st || strcmp(st, "expired") == 0 || !addr || !*addr ||
-            (exclude && strcmp(k, exclude) == 0))
+            (exclude && strcmp(k, exclude) == 0) || (max > 0 && devices >= max))
             continue;
-        if (max > 0 && node_int(n, "device_count") >= max)
-            continue;
-        ids[count++] = k;
+        c[count].id = k;
+        c[count].load = (double)devices / (double)(max > 0 ? max : 1024) +
+                        json_number_value(json_object_get(n, "cpu_load"));
+        count++;
     }
     /* Node-id order: every supervisor that replays the log picks alike. */
-    for (size_t i = 1; i < count; i++)
-        for (size_t j = i; j > 0 && strcmp(ids[j - 1], ids[j]) > 0; j--) {
-            const char *t = ids[j];
-            ids[j] = ids[j - 1];
-            ids[j - 1] = t;
-        }
+    qsort(c, count, sizeof(*c), by_id);
     if (count && strategy == EV_PLACE_ROUND_ROBIN) {
-        size_t i = (size_t)((*rr_cursor < 0 ? 0 : *rr_cursor) % (int64_t)count);
+        pick = (size_t)((*rr_cursor < 0 ? 0 : *rr_cursor) % (int64_t)count);
         (*rr_cursor)++;
-        snprintf(out, out_size, "%s", ids[i]);
-        found = 0;
-    } else if (count) {
-        double best = 0;
-        for (size_t i = 0; i < count; i++) {
-            json_t *x = json_object_get(nodes, ids[i]);
-            int64_t max = node_int(x, "max_devices");
-            if (max_per_node > 0 && (max <= 0 || max > max_per_node))
-                max = max_per_node;
-            double cpu = json_number_value(json_object_get(x, "cpu_load"));
-            double load = (double)node_int(x, "device_count") / (double)(max > 0 ? max : 1024) + cpu;
-            if (found < 0 || load < best) {
-                best = load;
-                snprintf(out, out_size, "%s", ids[i]);
-                found = 0;
-            }
-        }
+    } else {
+        for (size_t i = 1; i < count; i++)
+            if (c[i].load < c[pick].load)
+                pick = i;
     }
-    free(ids);
+    if (count)
+        snprintf(out, out_size, "%s", c[pick].id);
+    free(c);
     json_decref(all);
-    return found;
+    return count ? 0 : -1;
 }

@@ -29,7 +29,7 @@ typedef struct ag_http {
     int kind;
     char *body;
     size_t body_len;
-    char *resp;
+    unsigned char *resp;
     size_t resp_len, resp_cap;
     int status;
     int64_t t1, t4;
@@ -216,10 +216,10 @@ static void apply_plan(ag_agent *a, json_t *plan)
 static void on_done(ag_agent *a, ag_http *h)
 {
     ag_control *c = &a->ctl;
-    json_t *r = h->resp ? json_loadb(h->resp, h->resp_len, 0, NULL) : NULL;
+    json_t *r = h->resp ? json_loadb((const char *)h->resp, h->resp_len, 0, NULL) : NULL;
     int64_t now = ag_now_ns();
     c->busy = 0;
-    if (h->status == 0 || h->status >= 500 || (h->status != 200 && h->status != 404)) {
+    if (h->status != 200 && h->status != 404) { /* none, 5xx (not_leader, starting), other */
         char why[256];
         snprintf(why, sizeof(why), "%s %s",
                  h->status ? "answered" : "no answer",
@@ -351,19 +351,9 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
         return 0;
     }
     case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ:
-        if (h && h->resp_len + len < 65536) {
-            if (h->resp_len + len + 1 > h->resp_cap) {
-                size_t cap = (h->resp_len + len + 1) * 2;
-                char *r = realloc(h->resp, cap);
-                if (!r)
-                    return -1;
-                h->resp = r;
-                h->resp_cap = cap;
-            }
-            memcpy(h->resp + h->resp_len, in, len);
-            h->resp_len += len;
-            h->resp[h->resp_len] = '\0';
-        }
+        if (h && h->resp_len + len < 65536 &&
+            ag_buf_append(&h->resp, &h->resp_len, &h->resp_cap, in, len))
+            return -1;
         return 0;
     case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
         if (h)

@@ -66,18 +66,24 @@ static int rx_append(ag_agent *a, ag_conn *c, const void *in, size_t len)
         c->rx_too_large = 1;
         return 0;
     }
-    if (c->rx_len + len > c->rx_cap) {
-        size_t cap = c->rx_cap ? c->rx_cap : 4096;
-        while (cap < c->rx_len + len)
-            cap *= 2;
-        unsigned char *r = realloc(c->rx, cap);
-        if (!r)
+    return ag_buf_append(&c->rx, &c->rx_len, &c->rx_cap, in, len);
+}
+
+int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 4096;
+        while (c < *len + n + 1)
+            c *= 2;
+        unsigned char *b = realloc(*buf, c);
+        if (!b)
             return -1;
-        c->rx = r;
-        c->rx_cap = cap;
+        *buf = b;
+        *cap = c;
     }
-    memcpy(c->rx + c->rx_len, in, len);
-    c->rx_len += len;
+    memcpy(*buf + *len, in, n);
+    *len += n;
+    (*buf)[*len] = '\0';
     return 0;
 }
 

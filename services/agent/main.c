@@ -5,13 +5,13 @@
  * (control.c, docs/control.md): node id, register, plan, heartbeats. V4L2
  * capture (collection issue) is not built yet. */
 #include "agent.h"
+#include "archfile.h"
 #include "cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define TICK_US 2000
@@ -61,10 +61,10 @@ static int node_id_from_file(const char *path, char *out, size_t size)
     ev_new_id(id);
     snprintf(out, size, "%s-%.8s", host, id);
     snprintf(dir, sizeof(dir), "%s", path);
-    for (char *p = dir + 1; (p = strchr(p, '/')); p++) { /* mkdir -p of its folder */
-        *p = '\0';
-        mkdir(dir, 0755);
-        *p = '/';
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        mkdirs(dir); /* a failure shows as the fopen's below */
     }
     if (!(f = fopen(path, "w")) || fprintf(f, "%s\n", out) < 0 || fclose(f)) {
         fprintf(stderr, "msrs-agent: node id file %s: cannot write: %s\n", path, strerror(errno));

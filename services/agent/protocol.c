@@ -188,9 +188,7 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
         reject(a, c, ref, "duplicate_device", "device_id is already connected to this node");
         return;
     }
-    int64_t limit = a->ctl.max_devices > 0 && a->ctl.max_devices < a->cfg.max_devices
-                        ? a->ctl.max_devices
-                        : a->cfg.max_devices;
+    int64_t limit = ev_place_limit(a->ctl.max_devices, a->cfg.max_devices);
     if ((int64_t)a->connected >= limit) {
         /* Full: tell the device where to go (the supervisor's placement,
          * from the last heartbeat), when another node has room. */

@@ -125,10 +125,9 @@ static json_t *parse_node_request(const char *body, size_t len, const char **nod
     return req;
 }
 
-static int fail_log(sv_supervisor *s, const char *err, json_t **reply)
+static int fail_log(const char *err, json_t **reply)
 {
     fprintf(stderr, "msrs-supervisor: %s\n", err);
-    (void)s;
     *reply = sv_error("log_failed", "%s", err);
     return 500;
 }
@@ -170,8 +169,8 @@ static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
         *reply = sv_error("unknown_node", "node %s is not registered: register first", node_id);
         return 404;
     }
-    int64_t own = json_integer_value(json_object_get(node, "max_devices"));
-    int64_t max = s->max_per_node > 0 && (own <= 0 || own > s->max_per_node) ? s->max_per_node : own;
+    int64_t max = ev_place_limit(json_integer_value(json_object_get(node, "max_devices")),
+                                 s->max_per_node);
     json_decref(node);
     json_t *plan = json_pack("{s:s, s:s, s:O, s:I, s:I, s:I}", "node_id", node_id, "role",
                              "recorder", "services", s->services, "ttl_ms", (json_int_t)s->ttl_ms,
@@ -179,7 +178,7 @@ static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
                              (json_int_t)max);
     if (emit_apply(s, "NodePlanned", node_id, plan, NULL, err, sizeof(err))) {
         json_decref(plan);
-        return fail_log(s, err, reply);
+        return fail_log(err, reply);
     }
     s->n.planned++;
     json_object_set_new(plan, "ttl", json_integer(s->ttl_ms)); /* DESIGN.md's name */
