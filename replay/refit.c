@@ -2,6 +2,7 @@
 #define _XOPEN_SOURCE 700
 #include "refit.h"
 #include "archfile.h"
+#include "cli.h"
 #include "archive_src.h"
 
 #include <avro.h>
@@ -382,7 +383,7 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
             return 1;
         }
     }
-    if (mkdirs(dst)) {
+    if (cli_mkdirs(dst)) {
         fprintf(stderr, "msrs-replay: %s: %s\n", dst, strerror(errno));
         json_decref(m);
         return 1;
@@ -402,7 +403,7 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
         if (*dir) {
             char od[PATH_MAX * 2 + 2];
             snprintf(od, sizeof(od), "%s/%s", dst, dir);
-            mkdirs(od);
+            cli_mkdirs(od);
         }
         size_t len = strlen(rel);
         int is_avro = len > 5 && strcmp(rel + len - 5, ".avro") == 0 &&

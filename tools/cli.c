@@ -2,6 +2,8 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <pthread.h>
 
 #include <stdio.h>
@@ -448,4 +450,18 @@ int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, j
     if (rc)
         fprintf(stderr, "%s: emit %s for %s: %s\n", prog, type, key, err);
     return rc;
+}
+
+int cli_mkdirs(const char *path)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
 }

@@ -100,6 +100,9 @@ json_t *cli_projection_snapshot(const cli_projection *p);
 /* Frees what the projection owns (positions). */
 void cli_projection_free(cli_projection *p);
 
+/* mkdir -p. 0 or -1 (errno). */
+int cli_mkdirs(const char *path);
+
 /* Emits a record given as JSON (borrowed) with event id id (NULL: a new
  * one) and waits until the log acknowledged it. Prints and returns the
  * error. */

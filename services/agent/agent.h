@@ -204,9 +204,10 @@ void ag_wake(ag_conn *c);
 void ag_close(ag_conn *c, int code, const char *reason);
 /* Writes the next queued message; returns -1 to close. */
 int ag_write_next(ag_agent *a, ag_conn *c);
-/* Appends n bytes to a growable buffer (doubled from 4 KiB), a NUL kept
- * after the data; -1 when out of memory. Device messages and the control
- * plane's HTTP answers are gathered with it. */
+/* Appends n bytes to a growable buffer (doubled from 4 KiB; no NUL added:
+ * a 1 MiB message fills a 1 MiB buffer exactly); -1 when out of memory.
+ * Device messages and the control plane's HTTP answers are gathered with
+ * it (both parsed by length). */
 int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in, size_t n);
 
 int64_t ag_now_ns(void);

@@ -71,9 +71,9 @@ static int rx_append(ag_agent *a, ag_conn *c, const void *in, size_t len)
 
 int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in, size_t n)
 {
-    if (*len + n + 1 > *cap) {
+    if (*len + n > *cap) {
         size_t c = *cap ? *cap : 4096;
-        while (c < *len + n + 1)
+        while (c < *len + n)
             c *= 2;
         unsigned char *b = realloc(*buf, c);
         if (!b)
@@ -83,7 +83,6 @@ int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in,
     }
     memcpy(*buf + *len, in, n);
     *len += n;
-    (*buf)[*len] = '\0';
     return 0;
 }
 

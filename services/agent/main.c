@@ -5,7 +5,6 @@
  * (control.c, docs/control.md): node id, register, plan, heartbeats. V4L2
  * capture (collection issue) is not built yet. */
 #include "agent.h"
-#include "archfile.h"
 #include "cli.h"
 
 #include <stdio.h>
@@ -64,7 +63,7 @@ static int node_id_from_file(const char *path, char *out, size_t size)
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = '\0';
-        mkdirs(dir); /* a failure shows as the fopen's below */
+        cli_mkdirs(dir); /* a failure shows as the fopen's below */
     }
     if (!(f = fopen(path, "w")) || fprintf(f, "%s\n", out) < 0 || fclose(f)) {
         fprintf(stderr, "msrs-agent: node id file %s: cannot write: %s\n", path, strerror(errno));

@@ -212,7 +212,7 @@ static ar_session *session_get(ar_archiver *a, const char *id)
     safe_name(name, sizeof(name), id);
     snprintf(s->staging, sizeof(s->staging), "%s/.staging/%s", a->dir, name);
     rm_tree(s->staging);
-    if (mkdirs(s->staging)) {
+    if (cli_mkdirs(s->staging)) {
         fprintf(stderr, "msrs-archiver: %s: cannot create: %s\n", s->staging, strerror(errno));
         s->failed = 1;
     }
@@ -279,7 +279,7 @@ static void session_file(ar_session *s, char *path, size_t size, const char *rel
     char *slash = strrchr(path, '/');
     if (slash && slash > path + strlen(s->staging)) {
         *slash = '\0';
-        mkdirs(path);
+        cli_mkdirs(path);
         *slash = '/';
     }
 }
@@ -886,7 +886,7 @@ int main(int argc, char **argv)
     snprintf(a.dir, sizeof(a.dir), "%s", dir);
     char staging[PATH_MAX];
     snprintf(staging, sizeof(staging), "%s/.staging", a.dir);
-    if (mkdirs(a.dir) || access(a.dir, W_OK)) {
+    if (cli_mkdirs(a.dir) || access(a.dir, W_OK)) {
         fprintf(stderr, "msrs-archiver: archive.dir %s: cannot write: %s\n", a.dir, strerror(errno));
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
