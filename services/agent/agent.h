@@ -95,12 +95,20 @@ typedef struct ag_counters {
 
 /* The control plane (control.c): this node's registration, plan and
  * heartbeats with a supervisor, and its clock against the supervisor's. */
-enum { AG_CTL_REGISTER, AG_CTL_PLAN, AG_CTL_PROBE, AG_CTL_HEARTBEAT };
+enum { AG_CTL_DISCOVER, AG_CTL_REGISTER, AG_CTL_PLAN, AG_CTL_PROBE, AG_CTL_HEARTBEAT };
 
 typedef struct ag_control {
+    int managed; /* a supervisor list or discovery is configured; 0: standalone */
     char hosts[AG_MAX_SUPERVISORS][128];
     int ports[AG_MAX_SUPERVISORS];
-    int url_count, url_i; /* 0: standalone */
+    int url_count, url_i; /* configured ones first, then discovered ones */
+    /* discovery (tools/discovery.h): a query to the targets when no
+     * supervisor is known or the known ones fail, at most one a second */
+    int discover, discovery_fd, lead_hint; /* lead_hint: the index that said it leads, or -1 */
+    int64_t discovery_port, discovery_wait_ns, query_started_ns, next_query_ns, queries;
+    int64_t discovery_skipped;
+    char discovery_targets[256];
+    char prefix[128]; /* the log's topic prefix: which system to join */
     int phase, busy, planned;
     int64_t next_at_ns, heartbeat_ns;
     int64_t max_devices;  /* the plan's; 0: no limit but agent.max_devices */
@@ -179,7 +187,13 @@ void ag_recording_free(ag_agent *a);
 
 /* control.c */
 /* Parses agent.supervisor: "http://HOST:PORT[,http://HOST:PORT...]". */
-int ag_control_parse(ag_control *c, const char *list, char *errstr, size_t errstr_size);
+/* Reads the supervisor list (URLs and/or the word "discover") and the
+ * discovery.* keys; list NULL or empty: standalone. */
+int ag_control_init(ag_control *c, const ev_conf *conf, const char *list, char *errstr,
+                    size_t errstr_size);
+/* Opens the discovery socket on the agent's loop (after the context and the
+ * log exist); nothing when discovery is not configured. */
+int ag_control_start(ag_agent *a, char *errstr, size_t errstr_size);
 /* Runs the register / plan / probe / heartbeat cycle; called by the tick. */
 void ag_control_tick(ag_agent *a, int64_t now_ns);
 /* master clock minus agent clock at agent time t (0 until measured, and

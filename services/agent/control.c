@@ -10,6 +10,9 @@
  * a time; each carries its ag_http (opaque user data) until it completes
  * or fails. */
 #include "agent.h"
+#include "discovery.h"
+
+#include <arpa/inet.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,37 +45,154 @@ static void http_free(ag_http *h)
     free(h);
 }
 
-int ag_control_parse(ag_control *c, const char *list, char *errstr, size_t errstr_size)
+/* host and port of "[http://]HOST:PORT[/...]"; -1 when it is not one. */
+static int parse_url(const char *url, char *host, size_t host_size, int *port)
+{
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", url);
+    char *t = strncmp(buf, "http://", 7) == 0 ? buf + 7 : buf;
+    char *slash = strchr(t, '/');
+    if (slash)
+        *slash = '\0';
+    char *colon = strrchr(t, ':');
+    if (!colon || colon == t || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
+        (size_t)(colon - t) >= host_size)
+        return -1;
+    memcpy(host, t, (size_t)(colon - t));
+    host[colon - t] = '\0';
+    *port = atoi(colon + 1);
+    return 0;
+}
+
+/* The index of host:port in the list, added when new; -1 when the list is full. */
+static int add_supervisor(ag_control *c, const char *host, int port)
+{
+    for (int i = 0; i < c->url_count; i++)
+        if (c->ports[i] == port && strcmp(c->hosts[i], host) == 0)
+            return i;
+    if (c->url_count == AG_MAX_SUPERVISORS)
+        return -1;
+    snprintf(c->hosts[c->url_count], sizeof(c->hosts[0]), "%s", host);
+    c->ports[c->url_count] = port;
+    return c->url_count++;
+}
+
+int ag_control_init(ag_control *c, const ev_conf *conf, const char *list, char *errstr,
+                    size_t errstr_size)
 {
     char buf[1024];
-    snprintf(buf, sizeof(buf), "%s", list);
-    c->url_count = 0;
+    int64_t wait_ms;
+    memset(c, 0, sizeof(*c));
+    c->discovery_fd = -1;
+    c->lead_hint = -1;
+    cs_init(&c->clock);
+    snprintf(buf, sizeof(buf), "%s", list ? list : "");
     for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        if (strncmp(t, "http://", 7) == 0)
-            t += 7;
-        char *colon = strrchr(t, ':');
-        char *slash = strchr(t, '/');
-        if (slash)
-            *slash = '\0';
-        if (!colon || colon == t || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
-            (size_t)(colon - t) >= sizeof(c->hosts[0]) || c->url_count == AG_MAX_SUPERVISORS) {
+        char host[128];
+        int port;
+        if (strcmp(t, "discover") == 0) {
+            c->discover = 1;
+        } else if (parse_url(t, host, sizeof(host), &port) || add_supervisor(c, host, port) < 0) {
             snprintf(errstr, errstr_size,
-                     "supervisor '%s': expected http://HOST:PORT (at most %d, comma-separated)",
-                     t, AG_MAX_SUPERVISORS);
+                     "supervisor '%s': expected http://HOST:PORT or 'discover' (at most %d, "
+                     "comma-separated)", t, AG_MAX_SUPERVISORS);
             return -1;
         }
-        memcpy(c->hosts[c->url_count], t, (size_t)(colon - t));
-        c->hosts[c->url_count][colon - t] = '\0';
-        c->ports[c->url_count] = atoi(colon + 1);
-        c->url_count++;
+    }
+    c->managed = c->discover || c->url_count;
+    c->phase = c->url_count ? AG_CTL_REGISTER : AG_CTL_DISCOVER;
+    snprintf(c->discovery_targets, sizeof(c->discovery_targets), "%s",
+             ev_conf_get(conf, "discovery.targets", DSC_TARGETS));
+    if (ev_conf_get_int(conf, "discovery.port", DSC_PORT, &c->discovery_port, errstr,
+                        errstr_size) ||
+        ev_conf_get_int(conf, "discovery.wait_ms", 300, &wait_ms, errstr, errstr_size))
+        return -1;
+    if (c->discovery_port <= 0 || c->discovery_port > 65535 || wait_ms < 0) {
+        snprintf(errstr, errstr_size, "config discovery.port (%lld) / discovery.wait_ms (%lld): "
+                 "expected a UDP port and a wait of 0 ms or more",
+                 (long long)c->discovery_port, (long long)wait_ms);
+        return -1;
+    }
+    c->discovery_wait_ns = wait_ms * 1000000;
+    return 0;
+}
+
+int ag_control_start(ag_agent *a, char *errstr, size_t errstr_size)
+{
+    ag_control *c = &a->ctl;
+    if (!c->discover)
+        return 0;
+    ev_log_topic(a->log, "", c->prefix, sizeof(c->prefix));
+    /* the targets are checked now, not at the first failure */
+    if ((c->discovery_fd = dsc_socket(0, errstr, errstr_size)) < 0 ||
+        dsc_send_all(c->discovery_fd, c->discovery_targets, (int)c->discovery_port, NULL, errstr,
+                     errstr_size) < 0)
+        return -1;
+    lws_sock_file_fd_type fd = {.filefd = c->discovery_fd};
+    if (!lws_adopt_descriptor_vhost(lws_get_vhost_by_name(a->ctx, "default"),
+                                    LWS_ADOPT_RAW_FILE_DESC, fd, "msrs-control", NULL)) {
+        snprintf(errstr, errstr_size, "discovery: cannot watch the UDP socket");
+        return -1;
     }
     return 0;
+}
+
+/* Asks every supervisor that hears the targets to answer (on_answers). */
+static void discover(ag_agent *a, int64_t now)
+{
+    ag_control *c = &a->ctl;
+    char err[256];
+    json_t *q = json_pack("{s:s, s:i, s:s, s:s}", "msrs", "discover", "v", 1, "prefix", c->prefix,
+                          "node_id", a->cfg.node_id);
+    if (dsc_send_all(c->discovery_fd, c->discovery_targets, (int)c->discovery_port, q, err,
+                     sizeof(err)) <= 0 && c->queries % 10 == 0)
+        fprintf(stderr, "msrs-agent: %s\n", err);
+    json_decref(q);
+    if (c->queries % 10 == 0 && c->phase == AG_CTL_DISCOVER)
+        fprintf(stderr, "msrs-agent: looking for a supervisor of '%s' (UDP %s port %lld)\n",
+                c->prefix, c->discovery_targets, (long long)c->discovery_port);
+    if (c->phase == AG_CTL_DISCOVER && !c->query_started_ns)
+        c->query_started_ns = now;
+    c->queries++;
+    c->next_query_ns = now + 1000000000LL;
+}
+
+/* Discovery answers: each supervisor joins the list; one that leads is
+ * where the next request goes. A URL on 0.0.0.0 (a supervisor listening on
+ * every address) is reached at the address the answer came from. */
+static void on_answers(ag_agent *a)
+{
+    ag_control *c = &a->ctl;
+    struct sockaddr_in from;
+    json_t *m;
+    while ((m = dsc_recv(c->discovery_fd, "supervisor", c->prefix, &from, &c->discovery_skipped))) {
+        char host[128];
+        int port, i;
+        if (parse_url(json_string_value(json_object_get(m, "url")) ?: "", host, sizeof(host),
+                      &port) == 0) {
+            if (strcmp(host, "0.0.0.0") == 0)
+                inet_ntop(AF_INET, &from.sin_addr, host, sizeof(host));
+            int known = c->url_count;
+            if ((i = add_supervisor(c, host, port)) >= 0) {
+                if (i == known)
+                    fprintf(stderr, "msrs-agent: discovered supervisor %s at %s:%d%s\n",
+                            json_string_value(json_object_get(m, "node_id")) ?: "?", host, port,
+                            json_is_true(json_object_get(m, "leading")) ? " (leading)" : "");
+                if (json_is_true(json_object_get(m, "leading")))
+                    c->lead_hint = i;
+            }
+        } else {
+            c->discovery_skipped++;
+        }
+        json_decref(m);
+    }
 }
 
 static void next_supervisor(ag_agent *a, const char *why)
 {
     ag_control *c = &a->ctl;
     int from = c->url_i;
+    int64_t now = ag_now_ns();
     c->url_i = (c->url_i + 1) % c->url_count;
     c->failures++;
     if (c->url_count > 1 || c->failures % 10 == 1)
@@ -80,7 +200,9 @@ static void next_supervisor(ag_agent *a, const char *why)
                 c->ports[from], why, c->hosts[c->url_i], c->ports[c->url_i]);
     if (c->url_i != from)
         cs_init(&c->clock); /* another supervisor: another master clock */
-    c->next_at_ns = ag_now_ns() + (int64_t)CTL_RETRY_MS * 1000000;
+    if (c->discover && now >= c->next_query_ns)
+        discover(a, now); /* a new leader, or a supervisor that moved, answers */
+    c->next_at_ns = now + (int64_t)CTL_RETRY_MS * 1000000;
 }
 
 static int64_t mem_used_bytes(void)
@@ -299,6 +421,9 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
     ag_http *h = lws_get_opaque_user_data(wsi);
     (void)user;
     switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE: /* the discovery socket */
+        on_answers(lws_context_user(lws_get_context(wsi)));
+        return 0;
     case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
         if (!h)
             return -1;
@@ -378,8 +503,24 @@ const struct lws_protocols ag_control_protocol = {"msrs-control", callback_contr
 void ag_control_tick(ag_agent *a, int64_t now_ns)
 {
     ag_control *c = &a->ctl;
-    if (!c->url_count || c->busy || now_ns < c->next_at_ns)
+    if (!c->managed || c->busy || now_ns < c->next_at_ns)
         return;
+    if (c->phase == AG_CTL_DISCOVER) {
+        /* Register once a leader answered, or with whoever answered after
+         * discovery.wait_ms (a follower names the leader on failure). */
+        if (!c->url_count ||
+            (c->lead_hint < 0 && now_ns - c->query_started_ns < c->discovery_wait_ns)) {
+            if (now_ns >= c->next_query_ns)
+                discover(a, now_ns);
+            return;
+        }
+        c->phase = AG_CTL_REGISTER;
+    }
+    if (c->lead_hint >= 0 && c->lead_hint != c->url_i) {
+        c->url_i = c->lead_hint;
+        cs_init(&c->clock);
+    }
+    c->lead_hint = -1;
     switch (c->phase) {
     case AG_CTL_REGISTER: send_request(a, REQ_REGISTER); break;
     case AG_CTL_PLAN: send_request(a, REQ_PLAN); break;

@@ -161,7 +161,7 @@ int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)
     protocols[1] = ag_control_protocol;
     /* With a supervisor the endpoint listens when the plan says so
      * (ag_endpoint_listen); the context's own vhost only makes requests. */
-    fill_info(a, &info, a->ctl.url_count ? CONTEXT_PORT_NO_LISTEN : a->cfg.port);
+    fill_info(a, &info, a->ctl.managed ? CONTEXT_PORT_NO_LISTEN : a->cfg.port);
     lws_set_log_level(LLL_ERR, NULL);
     a->ctx = lws_create_context(&info);
     if (!a->ctx) {
@@ -169,7 +169,7 @@ int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)
                  a->cfg.host, a->cfg.port);
         return -1;
     }
-    a->listening = !a->ctl.url_count;
+    a->listening = !a->ctl.managed;
     return 0;
 }
 

@@ -24,7 +24,8 @@ static void usage(FILE *f)
             "registers, listens when its plan says so and heartbeats (docs/control.md).\n\n"
             "  --listen HOST:PORT  default 127.0.0.1:8620 (config agent.listen)\n"
             "  --supervisor URLS   http://HOST:PORT of the supervisors, comma-separated, tried in\n"
-            "                      turn (config agent.supervisor; none: standalone)\n"
+            "                      turn; 'discover' (alone or after URLs): ask the network\n"
+            "                      with a UDP query (config agent.supervisor; none: standalone)\n"
             "  --node-id ID        this node's id (config agent.node_id; else the id kept in\n"
             "                      agent.node_id_file, default ~/.config/msrs/node_id, made\n"
             "                      from the host name and a random suffix on first start)\n"
@@ -35,7 +36,9 @@ static void usage(FILE *f)
             "agent.flow.high_bytes (67108864) / agent.flow.low_bytes (16777216: devices are told\n"
             "to slow down and not read while the log's backlog is above high, until below low),\n"
             "agent.report_delay_ms (1000: RecordingReport this long after a session's stop instant),\n"
-            "agent.advertise (the listen host: the host others reach this node's devices at)\n"
+            "agent.advertise (the listen host: the host others reach this node's devices at),\n"
+            "discovery.port (8611), discovery.targets (127.255.255.255,255.255.255.255: where\n"
+            "queries go), discovery.wait_ms (300: how long to wait for a leader's answer)\n"
             "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -236,12 +239,11 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     if (!supervisor)
         supervisor = ev_conf_get(conf, "agent.supervisor", NULL);
-    if (supervisor && *supervisor && ag_control_parse(&a.ctl, supervisor, err, sizeof(err))) {
+    if (ag_control_init(&a.ctl, conf, supervisor, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: config agent.supervisor: %s\n", err);
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
     }
-    cs_init(&a.ctl.clock);
     if (optind < argc || load_config(&a.cfg, conf, listen, node)) {
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
@@ -261,14 +263,18 @@ int main(int argc, char **argv)
     snprintf(cursor, sizeof(cursor), "agent.%s", a.cfg.node_id);
     const char *topics[1] = {ev_log_topic(a.log, "commands", a.commands_topic, sizeof(a.commands_topic))};
     if (ev_log_subscribe(a.log, cursor, topics, 1, err, sizeof(err)) ||
-        ag_endpoint_start(&a, err, sizeof(err))) {
+        ag_endpoint_start(&a, err, sizeof(err)) || ag_control_start(&a, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
         exit_code = CLI_EXIT_USAGE;
         goto out;
     }
     if (a.ctl.url_count)
-        fprintf(stderr, "msrs-agent: node %s, supervisor %s:%d, log %s\n", a.cfg.node_id,
-                a.ctl.hosts[0], a.ctl.ports[0], ev_conf_get(conf, "log", ""));
+        fprintf(stderr, "msrs-agent: node %s, supervisor %s:%d%s, log %s\n", a.cfg.node_id,
+                a.ctl.hosts[0], a.ctl.ports[0], a.ctl.discover ? " (and discovery)" : "",
+                ev_conf_get(conf, "log", ""));
+    else if (a.ctl.discover)
+        fprintf(stderr, "msrs-agent: node %s, discovering its supervisor, log %s\n",
+                a.cfg.node_id, ev_conf_get(conf, "log", ""));
     else
         fprintf(stderr, "msrs-agent: node %s listening on ws://%s:%d/v1/devices, log %s\n",
                 a.cfg.node_id, a.cfg.host, a.cfg.port, ev_conf_get(conf, "log", ""));

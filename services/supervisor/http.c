@@ -137,8 +137,22 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
+/* The discovery socket (a UDP descriptor adopted as a raw file): every
+ * datagram waiting is read and answered when it becomes readable. */
+static int callback_discovery(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                              void *in, size_t len)
+{
+    (void)user;
+    (void)in;
+    (void)len;
+    if (reason == LWS_CALLBACK_RAW_RX_FILE)
+        sv_discovery_answer(lws_context_user(lws_get_context(wsi)));
+    return 0;
+}
+
 static struct lws_protocols protocols[] = {
     {"http", callback_http, sizeof(sv_conn), 0, 0, NULL, 0},
+    {"msrs-discovery", callback_discovery, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size)
@@ -157,6 +171,14 @@ int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size)
         snprintf(errstr, errstr_size, "cannot listen on %s:%d (in use, or not an address here)",
                  s->host, s->port);
         return -1;
+    }
+    if (s->discovery_fd >= 0) {
+        lws_sock_file_fd_type fd = {.filefd = s->discovery_fd};
+        if (!lws_adopt_descriptor_vhost(lws_get_vhost_by_name(s->ctx, "default"),
+                                        LWS_ADOPT_RAW_FILE_DESC, fd, "msrs-discovery", NULL)) {
+            snprintf(errstr, errstr_size, "discovery: cannot watch the UDP socket");
+            return -1; /* lws closed the descriptor */
+        }
     }
     return 0;
 }

@@ -13,6 +13,8 @@
  * when the log knows it. */
 #include "supervisor.h"
 
+#include "discovery.h"
+
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,7 +39,8 @@ static void usage(FILE *f)
             "leadership TTL; at least 6000 on Kafka), supervisor.services (devices,clock: what a\n"
             "recorder runs), supervisor.advertise (http://LISTEN: the address agents are told),\n"
             "scaling.max_devices_per_node (0: the node's own limit), scaling.strategy\n"
-            "(least_loaded | round_robin)\n"
+            "(least_loaded | round_robin), discovery.port (8611: UDP, answers agents' discovery\n"
+            "queries for this log's topic prefix; 0: none)\n"
             "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -424,6 +427,22 @@ static void lead(sv_supervisor *s, int64_t now)
     s->leading = rc;
 }
 
+void sv_discovery_answer(sv_supervisor *s)
+{
+    struct sockaddr_in from;
+    json_t *q;
+    while ((q = dsc_recv(s->discovery_fd, "discover", s->prefix, &from,
+                         &s->n.discovery_skipped))) {
+        json_t *a = json_pack("{s:s, s:i, s:s, s:s, s:s, s:b}", "msrs", "supervisor", "v", 1,
+                              "prefix", s->prefix, "node_id", s->node_id, "url", s->address,
+                              "leading", s->leading && s->caught_up);
+        if (dsc_send(s->discovery_fd, &from, a) == 0)
+            s->n.discovery_answers++;
+        json_decref(a);
+        json_decref(q);
+    }
+}
+
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     sv_supervisor *s = lws_container_of(sul, sv_supervisor, tick);
@@ -474,7 +493,8 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
                 {"supervisor.heartbeat_ms", 1000, &s->heartbeat_ms, 10},
                 {"supervisor.presence_ms", 2000, &s->presence_ms, 10},
                 {"supervisor.lease_ms", 3000, &s->lease_ms, 100},
-                {"scaling.max_devices_per_node", 0, &s->max_per_node, 0}};
+                {"scaling.max_devices_per_node", 0, &s->max_per_node, 0},
+                {"discovery.port", DSC_PORT, &s->discovery_port, 0}};
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
             fprintf(stderr, "msrs-supervisor: %s\n", err);
@@ -485,6 +505,11 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
                     ints[i].key, (long long)*ints[i].out, (long long)ints[i].min);
             return -1;
         }
+    }
+    if (s->discovery_port > 65535) {
+        fprintf(stderr, "msrs-supervisor: config discovery.port (%lld): expected a UDP port, or "
+                        "0 for none\n", (long long)s->discovery_port);
+        return -1;
     }
     if (s->heartbeat_ms >= s->ttl_ms) {
         fprintf(stderr, "msrs-supervisor: config supervisor.heartbeat_ms (%lld): expected less "
@@ -572,6 +597,11 @@ int main(int argc, char **argv)
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
     }
+    ev_log_topic(s.log, "", s.prefix, sizeof(s.prefix));
+    s.discovery_fd = -1;
+    if (s.discovery_port &&
+        (s.discovery_fd = dsc_socket((int)s.discovery_port, err, sizeof(err))) < 0)
+        fprintf(stderr, "msrs-supervisor: %s: agents must be given its address\n", err);
     s.codec = ev_codec_new();
     s.state = ev_state_new();
     s.heard = json_object();
@@ -600,10 +630,12 @@ out:
         exit_code = CLI_EXIT_FAIL;
     }
     fprintf(stderr, "msrs-supervisor: stopped: %lld requests, %lld registered, %lld planned, "
-                    "%lld heartbeats, %lld expired, %lld presence, %lld refused, %lld bad\n",
+                    "%lld heartbeats, %lld expired, %lld presence, %lld refused, %lld bad; discovery: %lld "
+                    "answered, %lld skipped\n",
             (long long)s.n.requests, (long long)s.n.registered, (long long)s.n.planned,
             (long long)s.n.heartbeats, (long long)s.n.expired, (long long)s.n.presence,
-            (long long)s.n.refused, (long long)s.n.bad);
+            (long long)s.n.refused, (long long)s.n.bad, (long long)s.n.discovery_answers,
+            (long long)s.n.discovery_skipped);
     cli_projection_free(&s.proj);
     json_decref(s.heard);
     json_decref(s.services);

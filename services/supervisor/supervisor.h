@@ -13,6 +13,7 @@
 
 typedef struct sv_counters {
     int64_t requests, registered, planned, heartbeats, expired, presence, refused, bad;
+    int64_t discovery_answers, discovery_skipped;
 } sv_counters;
 
 typedef struct sv_supervisor {
@@ -21,7 +22,7 @@ typedef struct sv_supervisor {
     char node_id[64];
     char address[192]; /* http://host:port, what agents are told */
     char holder[320];  /* node_id@address: the lease holder */
-    int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, max_per_node;
+    int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, max_per_node, discovery_port;
     ev_place_strategy strategy;
     int64_t rr_cursor;
     json_t *services; /* the plan's services for a recorder */
@@ -36,6 +37,8 @@ typedef struct sv_supervisor {
     int64_t leading_since_ns, last_lead_ms, last_presence_ms;
     json_t *heard; /* node_id -> ns of the last heartbeat this process answered */
     int caught_up;
+    int discovery_fd; /* UDP, answering agents' queries; -1: none */
+    char prefix[128]; /* the log's topic prefix: the queries answered */
     sv_counters n;
 } sv_supervisor;
 
@@ -43,6 +46,9 @@ typedef struct sv_supervisor {
  * object. received_ns: when the request was complete (t2 of /v1/time). */
 int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *body,
               size_t len, int64_t received_ns, json_t **reply);
+/* main.c: reads every discovery datagram waiting and answers the queries
+ * for this supervisor's prefix with its address and whether it leads. */
+void sv_discovery_answer(sv_supervisor *s);
 /* {"error": code, "message": printf(fmt, ...)} */
 json_t *sv_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -1,0 +1,83 @@
+/* discovery.c — the discovery datagrams (discovery.h). */
+#include "discovery.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int dsc_socket(int port, char *errstr, size_t errstr_size)
+{
+    int one = 1;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_ANY)};
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+        setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) ||
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        snprintf(errstr, errstr_size, "discovery: UDP port %d: %s", port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int dsc_send(int fd, const struct sockaddr_in *to, json_t *msg)
+{
+    char buf[DSC_MAX];
+    size_t n = json_dumpb(msg, buf, sizeof(buf), JSON_COMPACT);
+    if (n == 0 || n > sizeof(buf)) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return sendto(fd, buf, n, 0, (const struct sockaddr *)to, sizeof(*to)) == (ssize_t)n ? 0 : -1;
+}
+
+int dsc_send_all(int fd, const char *targets, int port, json_t *msg, char *errstr,
+                 size_t errstr_size)
+{
+    char list[512];
+    int sent = 0;
+    snprintf(list, sizeof(list), "%s", targets);
+    *errstr = '\0';
+    for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        if (inet_pton(AF_INET, t, &to.sin_addr) != 1) {
+            snprintf(errstr, errstr_size, "discovery target '%s': expected an IPv4 address", t);
+            return -1;
+        }
+        if (!msg)
+            continue;
+        if (dsc_send(fd, &to, msg) == 0)
+            sent++;
+        else if (!*errstr)
+            snprintf(errstr, errstr_size, "discovery: send to %s:%d: %s", t, port,
+                     strerror(errno));
+    }
+    return sent;
+}
+
+json_t *dsc_recv(int fd, const char *kind, const char *prefix, struct sockaddr_in *from,
+                 int64_t *skipped)
+{
+    char buf[DSC_MAX + 1];
+    for (;;) {
+        socklen_t len = sizeof(*from);
+        ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)from, &len);
+        if (n < 0)
+            return NULL; /* EAGAIN: nothing more (or an error worth no more than that) */
+        json_t *m = n <= DSC_MAX ? json_loadb(buf, (size_t)n, 0, NULL) : NULL;
+        const char *k = json_string_value(json_object_get(m, "msrs"));
+        const char *p = json_string_value(json_object_get(m, "prefix"));
+        if (k && p && strcmp(k, kind) == 0 && strcmp(p, prefix) == 0 &&
+            json_integer_value(json_object_get(m, "v")) == 1)
+            return m;
+        json_decref(m);
+        if (skipped)
+            (*skipped)++;
+    }
+}
