@@ -325,20 +325,36 @@ int cmd_devices(ev_conf *conf, int argc, char **argv)
         return CLI_EXIT_FAIL;
     }
     json_t *all = ev_state_to_json(v.state);
+    json_t *nodes = json_object_get(all, "nodes");
     const char *id;
     json_t *d;
-    printf("%-20s %-16s %-9s %14s %10s %10s %7s\n", "device", "node", "connected", "offset_ms",
-           "drift_ppm", "unc_us", "rounds");
+    int64_t connected = 0;
+    json_t *with_devices = json_object(); /* node -> connected devices */
+    printf("%-20s %-16s %-8s %-9s %14s %10s %10s %7s\n", "device", "node", "node_up",
+           "connected", "offset_ms", "drift_ppm", "unc_us", "rounds");
     json_object_foreach(json_object_get(all, "devices"), id, d)
     {
         json_t *c = json_object_get(d, "clock");
-        printf("%-20s %-16s %-9s %14.3f %10.2f %10.1f %7lld\n", id, str(d, "node_id"),
-               json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
+        const char *node = str(d, "node_id");
+        /* standalone agents do not register their node: "-" */
+        const char *node_state = str(json_object_get(nodes, node), "state");
+        int on = json_is_true(json_object_get(d, "connected"));
+        if (on) {
+            connected++;
+            json_object_set_new(with_devices, node, json_integer(json_integer_value(
+                                                        json_object_get(with_devices, node)) + 1));
+        }
+        printf("%-20s %-16s %-8s %-9s %14.3f %10.2f %10.1f %7lld\n", id, node,
+               !*node_state ? "-" : strcmp(node_state, "expired") == 0 ? "expired" : "yes",
+               on ? "yes" : "no",
                (double)json_integer_value(json_object_get(c, "offset_ns")) / 1e6,
                json_number_value(json_object_get(c, "drift_ppm")),
                (double)json_integer_value(json_object_get(c, "uncertainty_ns")) / 1e3,
                (long long)json_integer_value(json_object_get(c, "rounds")));
     }
+    printf("pool: %lld devices connected on %zu nodes\n", (long long)connected,
+           json_object_size(with_devices));
+    json_decref(with_devices);
     json_decref(all);
     view_close(&v);
     return CLI_EXIT_OK;

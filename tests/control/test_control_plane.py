@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The control plane with real processes: two msrs-supervisor, three
-msrs-agent (--supervisor naming both) and msrs-devsim, on the log named by
+msrs-agent (two with --supervisor naming both, one finding them by discovery)
+and msrs-devsim, on the log named by
 MSRS_TEST_LOG (a msrs-mockbroker, through with-mockbroker.sh) or a fresh
 SQLite file. Checks, in order: one supervisor leads; the agents register,
 are planned and heartbeat, and their devices form one pool; a full node
@@ -72,6 +73,10 @@ def main():
     agent_ports = {n: free_port() for n in ("n1", "n2", "n3")}
     agents = {}
     supervisors = ",".join("http://127.0.0.1:%d" % p for p in sup_ports)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", 0))
+    discovery = ["-X", "discovery.port=%d" % udp.getsockname()[1], "-X", "discovery.targets=127.255.255.255"]
+    udp.close()
     common = ["--log", log, "-X", "topic.prefix=" + prefix]
 
     def start(name, args):
@@ -87,13 +92,14 @@ def main():
                                       "-X", "supervisor.heartbeat_ms=500",
                                       "-X", "supervisor.presence_ms=500",
                                       "-X", "supervisor.lease_ms=%d" % LEASE_MS,
-                                      "-X", "scaling.max_devices_per_node=4"])
+                                      "-X", "scaling.max_devices_per_node=4"] + discovery)
 
-    def start_agent(node, by_file=False):
+    def start_agent(node, by_file=False, discover=False):
         ident = (["-X", "agent.node_id_file=" + os.path.join(tmp, node + ".id")] if by_file
                  else ["--node-id", node])
         agents[node] = start(node, ["msrs-agent", "--listen", "127.0.0.1:%d" % agent_ports[node],
-                                    "--supervisor", supervisors] + ident)
+                                    "--supervisor", "discover" if discover else supervisors]
+                             + ident + discovery)
 
     try:
         # --- one leader ------------------------------------------------------
@@ -111,7 +117,7 @@ def main():
         t0 = time.time()
         start_agent("n1", by_file=True)
         start_agent("n2")
-        start_agent("n3")
+        start_agent("n3", discover=True)  # finds the leader by a UDP query
         id_file = os.path.join(tmp, "n1.id")
         check.wait_for(lambda: os.path.exists(id_file) and open(id_file).read().endswith("\n"), 10,
                        "n1's node id file")
@@ -197,6 +203,10 @@ def main():
             print("failover: sup1 led %.2f s after SIGKILL of sup0 (lease %.1f s); n1 heartbeat "
                   "accepted by sup1 %.2f s after the kill" % (t_led - t_kill, LEASE_MS / 1000, time.time() - t_kill))
         check(node_state(sup_ports[1], n1_id) == "up", "n1 stayed up through the failover")
+        seen = lambda: (pool(sup_ports[1]) or {}).get("nodes", {}).get("n3", {}).get("last_seen_ns", 0)
+        if check.wait_for(lambda: seen() > t_led * 1e9, 15, "n3 (discovery) heartbeats to sup1"):
+            print("failover: n3, which knows supervisors by discovery only, heartbeat accepted by "
+                  "sup1 %.2f s after the kill" % (time.time() - t_kill))
         time.sleep(1)
         expired_after = len([r for r in tail(log, prefix, "nodes") if r["type"] == "msrs.events.NodeExpired"])
         check(expired_after == expired_before, "no node expired during the failover")
