@@ -1,6 +1,6 @@
 # Embeds schemas/catalog.json and every schemas/*.avsc into one C file.
 # Called at build time: cmake -DSCHEMA_DIR=... -DOUT=... -P embed.cmake
-file(GLOB avsc_files "${SCHEMA_DIR}/*.avsc")
+file(GLOB avsc_files "${SCHEMA_DIR}/*.avsc" "${SCHEMA_DIR}/history/*.avsc")
 list(SORT avsc_files)
 
 function(hex_literal path var)
@@ -16,7 +16,7 @@ string(APPEND src "static const char catalog_json[] = {${cat}};\n")
 set(idx 0)
 set(table "")
 foreach(f IN LISTS avsc_files)
-  get_filename_component(name "${f}" NAME)
+  file(RELATIVE_PATH name "${SCHEMA_DIR}" "${f}")
   hex_literal("${f}" h)
   string(APPEND src "static const char avsc_${idx}[] = {${h}};\n")
   string(APPEND table "  {\"${name}\", avsc_${idx}, sizeof(avsc_${idx}) - 1},\n")

@@ -361,16 +361,29 @@ json_t *ev_state_to_json(const ev_state *state);
  * node state so every supervisor and replay agree. */
 typedef enum ev_place_strategy {
     EV_PLACE_ROUND_ROBIN = 0, /* the candidates in node-id order, in turn */
-    EV_PLACE_LEAST_LOADED = 1 /* least device_count / max_devices + cpu_load */
+    EV_PLACE_LEAST_LOADED = 1 /* the smallest ev_place_load */
 } ev_place_strategy;
+
+typedef struct ev_place_policy {
+    ev_place_strategy strategy;    /* scaling.strategy */
+    int64_t max_per_node;          /* scaling.max_devices_per_node; 0: the node's own */
+    int64_t bandwidth_bytes_per_s; /* scaling.node_bandwidth_bytes_per_s; 0: not counted */
+} ev_place_policy;
+
+/* A node's load (its state as the reducers hold it), the sum of four
+ * shares, each 0 when the node did not report it: devices (device_count /
+ * its limit, or / 1024 with none), CPU (cpu_load / cpu_cores), memory
+ * (1 - mem_available_bytes / mem_total_bytes) and bandwidth
+ * (rx_bytes_per_s / policy bandwidth). */
+double ev_place_load(json_t *node, const ev_place_policy *policy);
 
 /* Candidates: nodes not expired, with an address, with room (their last
  * heartbeat's device_count below their max_devices, capped by
  * max_per_node when it is > 0), other than exclude (may be NULL).
  * rr_cursor: round robin's position, kept by the caller. Writes the node
  * id to out and returns 0, or returns -1 when no node has room. */
-int ev_place_choose(const ev_state *state, ev_place_strategy strategy, int64_t max_per_node,
-                    const char *exclude, int64_t *rr_cursor, char *out, size_t out_size);
+int ev_place_choose(const ev_state *state, const ev_place_policy *policy, const char *exclude,
+                    int64_t *rr_cursor, char *out, size_t out_size);
 /* The devices a node may take: its own limit node_max capped by cap (for
  * both, 0 = no limit). The supervisor's plan and the agent's hello use it. */
 int64_t ev_place_limit(int64_t node_max, int64_t cap);

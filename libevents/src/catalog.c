@@ -1,5 +1,6 @@
-/* catalog.c — the schema catalog: schemas/catalog.json + schemas/NAME.avsc,
- * embedded at build time, parsed once, immutable afterwards. */
+/* catalog.c — the schema catalog: schemas/catalog.json + schemas/NAME.avsc
+ * (and schemas/history/NAME.vN.avsc, the earlier versions), embedded at
+ * build time, parsed once, immutable afterwards. */
 #include "embedded.h"
 #include "internal.h"
 
@@ -19,9 +20,21 @@ struct ev_schema {
     const char *json;
 };
 
+/* An earlier version of a record: records framed with its id are read with
+ * its schema (the writer's), then as the current version (codec.c). */
+struct ev__history {
+    int32_t id;
+    const ev_schema *current;
+    avro_schema_t avro;
+    avro_value_iface_t *iface;
+    ev__validator *validator;
+};
+
 static struct {
     ev_schema *schemas;
     size_t count;
+    ev__history *history;
+    size_t history_count;
     json_t *fields; /* record full name -> its "fields" array, for defaults */
     int err;
     char errstr[256];
@@ -55,6 +68,14 @@ const char *ev_err_str(int err)
     case EV_ERR_FATAL: return "fatal";
     default: return "unknown error";
     }
+}
+
+static const ev__embedded_schema *find_path(const char *file)
+{
+    for (size_t i = 0; i < ev__embedded_schema_count; i++)
+        if (strcmp(ev__embedded_schemas[i].file, file) == 0)
+            return &ev__embedded_schemas[i];
+    return NULL;
 }
 
 static const ev__embedded_schema *find_file(const char *short_name)
@@ -158,6 +179,56 @@ static int add_entry(const char *topic, const char *key_field, const char *name,
     return 0;
 }
 
+/* Adds one earlier version: "ID": "history/NAME.vN.avsc", a record that is
+ * in the catalog, under an id no record or other version has. */
+static int add_history(const char *id_text, json_t *path)
+{
+    ev__history *h = &catalog.history[catalog.history_count];
+    const ev__embedded_schema *file = find_path(json_string_value(path) ?: "");
+    char *end = NULL;
+    long id = strtol(id_text, &end, 10);
+    if (!end || *end || id <= 0 || id > INT32_MAX || !json_is_string(path))
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/catalog.json: history \"%s\": expected \"ID\": "
+                        "\"history/NAME.vN.avsc\"", id_text);
+    if (!file)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/catalog.json: history %ld: no schemas/%s", id,
+                        json_string_value(path));
+    for (size_t i = 0; i < catalog.count; i++) /* not ev_schema_by_id: we are in its once */
+        if (catalog.schemas[i].id == (int32_t)id)
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                            "schemas/catalog.json: history %ld: the id of %s", id,
+                            catalog.schemas[i].name);
+    for (size_t i = 0; i < catalog.history_count; i++)
+        if (catalog.history[i].id == (int32_t)id)
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                            "schemas/catalog.json: history %ld: listed twice", id);
+    if (avro_schema_from_json_length(file->text, file->len, &h->avro) != 0)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/%s: %s", file->file, avro_strerror());
+    const char *ns = avro_schema_namespace(h->avro);
+    char full[256];
+    snprintf(full, sizeof(full), "%s%s%s", ns ? ns : "", ns ? "." : "", avro_schema_name(h->avro));
+    h->current = NULL;
+    for (size_t i = 0; i < catalog.count; i++)
+        if (strcmp(catalog.schemas[i].name, full) == 0)
+            h->current = &catalog.schemas[i];
+    if (!h->current) {
+        avro_schema_decref(h->avro);
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/%s: record %s is not in the catalog", file->file, full);
+    }
+    h->id = (int32_t)id;
+    h->iface = avro_generic_class_from_schema(h->avro);
+    h->validator = ev__validator_new(h->avro);
+    if (!h->iface || !h->validator)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM,
+                        "schemas/%s: cannot build its value class or validator", file->file);
+    catalog.history_count++;
+    return 0;
+}
+
 static void catalog_load(void)
 {
     json_error_t jerr;
@@ -196,10 +267,21 @@ static void catalog_load(void)
                 goto out;
         }
     }
-    if (catalog.count != ev__embedded_schema_count)
+    json_t *history = json_object_get(root, "history");
+    catalog.history = calloc(json_object_size(history) + 1, sizeof(*catalog.history));
+    json_object_foreach(history, topic, tv)
+    {
+        if (strcmp(topic, "doc") == 0)
+            continue;
+        catalog.err = add_history(topic, tv);
+        if (catalog.err)
+            goto out;
+    }
+    if (catalog.count + catalog.history_count != ev__embedded_schema_count)
         catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                               "schemas/: %zu .avsc files but %zu catalog entries",
-                               ev__embedded_schema_count, catalog.count);
+                               "schemas/: %zu .avsc files but %zu catalog entries and %zu "
+                               "earlier versions", ev__embedded_schema_count, catalog.count,
+                               catalog.history_count);
 out:
     json_decref(root);
 }
@@ -254,3 +336,19 @@ avro_value_iface_t *ev__schema_iface(const ev_schema *s) { return s->iface; }
 const ev__validator *ev__schema_validator(const ev_schema *s) { return s->validator; }
 
 size_t ev__schema_index(const ev_schema *s) { return (size_t)(s - catalog.schemas); }
+
+const ev__history *ev__history_by_id(int32_t id)
+{
+    if (ev_catalog_init(NULL, 0))
+        return NULL;
+    for (size_t i = 0; i < catalog.history_count; i++)
+        if (catalog.history[i].id == id)
+            return &catalog.history[i];
+    return NULL;
+}
+
+size_t ev__history_count(void) { return ev_catalog_init(NULL, 0) ? 0 : catalog.history_count; }
+size_t ev__history_index(const ev__history *h) { return (size_t)(h - catalog.history); }
+const ev_schema *ev__history_current(const ev__history *h) { return h->current; }
+avro_value_iface_t *ev__history_iface(const ev__history *h) { return h->iface; }
+const ev__validator *ev__history_validator(const ev__history *h) { return h->validator; }

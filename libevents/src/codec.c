@@ -1,6 +1,10 @@
 /* codec.c — Confluent framing (0x00, 4-byte big-endian schema id, Avro
  * binary) over avro-c generic values, with one reusable value per record
- * type and one growable output buffer per codec. */
+ * type and one growable output buffer per codec. A record framed with an
+ * earlier version's id is read with that version's schema and converted to
+ * the current one through JSON, which fills added fields with their
+ * defaults (avro-c's resolved reader refuses a reader field the writer
+ * lacks, even with a default: it does not keep defaults). */
 #include "internal.h"
 
 #include <errno.h>
@@ -12,6 +16,8 @@
 struct ev_codec {
     avro_value_t *values; /* one per catalog entry; iface NULL until used */
     size_t value_count;
+    avro_value_t *old_values; /* one per earlier version, the same way */
+    size_t old_count;
     avro_writer_t writer;
     avro_reader_t reader;
     char *buf;
@@ -25,11 +31,13 @@ ev_codec *ev_codec_new(void)
         goto fail;
     c->value_count = ev_schema_count();
     c->values = calloc(c->value_count, sizeof(*c->values));
+    c->old_count = ev__history_count();
+    c->old_values = calloc(c->old_count + 1, sizeof(*c->old_values));
     c->buf_size = CODEC_INITIAL_BUF;
     c->buf = malloc(c->buf_size);
     c->writer = avro_writer_memory(c->buf, (int64_t)c->buf_size);
     c->reader = avro_reader_memory("", 0);
-    if (!c->values || !c->buf || !c->writer || !c->reader)
+    if (!c->values || !c->old_values || !c->buf || !c->writer || !c->reader)
         goto fail;
     return c;
 fail:
@@ -45,6 +53,10 @@ void ev_codec_destroy(ev_codec *c)
         if (c->values[i].iface)
             avro_value_decref(&c->values[i]);
     free(c->values);
+    for (size_t i = 0; c->old_values && i < c->old_count; i++)
+        if (c->old_values[i].iface)
+            avro_value_decref(&c->old_values[i]);
+    free(c->old_values);
     if (c->writer)
         avro_writer_free(c->writer);
     if (c->reader)
@@ -135,14 +147,18 @@ int ev_codec_check(const void *buf, size_t len, const ev_schema **schema, char *
         return ev__fail(errstr, errstr_size, rc, "frame: byte 0 is 0x%02x, expected 0x00",
                         ((const unsigned char *)buf)[0]);
     s = ev_schema_by_id(id);
+    const ev__history *old = s ? NULL : ev__history_by_id(id);
+    if (old)
+        s = ev__history_current(old);
     if (!s)
         return ev__fail(errstr, errstr_size, EV_ERR_UNKNOWN_SCHEMA,
                         "frame: schema id %d is not in schemas/catalog.json", id);
     /* avro-c trusts length prefixes (a corrupt one makes it allocate that
      * much and leak it when the read fails): check the bytes first. */
     size_t at = 0;
-    rc = ev__validate(ev__schema_validator(s), (const unsigned char *)buf + EV_FRAME_HEADER_LEN,
-                      len - EV_FRAME_HEADER_LEN, &at);
+    rc = ev__validate(old ? ev__history_validator(old) : ev__schema_validator(s),
+                      (const unsigned char *)buf + EV_FRAME_HEADER_LEN, len - EV_FRAME_HEADER_LEN,
+                      &at);
     if (rc == EV_ERR_TRUNCATED)
         return ev__fail(errstr, errstr_size, rc,
                         "decode %s (id %d): record ends early in %zu bytes", ev_schema_name(s),
@@ -159,15 +175,47 @@ int ev_codec_check(const void *buf, size_t len, const ev_schema **schema, char *
     return 0;
 }
 
+/* A record of an earlier version: read as written, then as s through JSON. */
+static int read_old(ev_codec *c, const ev__history *old, const ev_schema *s, avro_value_t *v,
+                    char *errstr, size_t errstr_size)
+{
+    avro_value_t *ov = &c->old_values[ev__history_index(old)];
+    json_t *j = NULL;
+    int rc;
+    if (!ov->iface && avro_generic_value_new(ev__history_iface(old), ov) != 0) {
+        ov->iface = NULL;
+        return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "decode %s: out of memory",
+                        ev_schema_name(s));
+    }
+    avro_value_reset(ov);
+    if (avro_value_read(c->reader, ov))
+        return ev__fail(errstr, errstr_size, EV_ERR_CORRUPT, "decode %s (earlier version): %s",
+                        ev_schema_name(s), avro_strerror());
+    rc = ev_value_to_json(ov, &j, errstr, errstr_size);
+    if (rc == 0)
+        rc = ev_value_from_json(v, j, errstr, errstr_size);
+    json_decref(j);
+    return rc;
+}
+
 int ev__codec_read(ev_codec *c, const ev_schema *s, const void *buf, size_t len,
                    avro_value_t **value, char *errstr, size_t errstr_size)
 {
     avro_value_t *v;
+    int32_t id = ev_schema_id(s);
+    const ev__history *old = NULL;
     int rc = ev_codec_value(c, s, &v);
     if (rc)
         return ev__fail(errstr, errstr_size, rc, "decode %s: out of memory", ev_schema_name(s));
     avro_reader_memory_set_source(c->reader, (const char *)buf + EV_FRAME_HEADER_LEN,
                                   (int64_t)(len - EV_FRAME_HEADER_LEN));
+    if (ev_frame_schema_id(buf, len, &id) == 0 && id != ev_schema_id(s) &&
+        (old = ev__history_by_id(id)) != NULL) {
+        if ((rc = read_old(c, old, s, v, errstr, errstr_size)))
+            return rc;
+        *value = v;
+        return 0;
+    }
     if (avro_value_read(c->reader, v))
         return ev__fail(errstr, errstr_size, EV_ERR_CORRUPT, "decode %s (id %d): %s",
                         ev_schema_name(s), (int)ev_schema_id(s), avro_strerror());

@@ -35,6 +35,16 @@ const ev__validator *ev__schema_validator(const ev_schema *s);
 /* The position of s in the catalog, in [0, ev_schema_count()). */
 size_t ev__schema_index(const ev_schema *s);
 
+/* An earlier version of a record (schemas/history/, docs/topics.md), by the
+ * id its records carry; NULL when id is none. Owned by the catalog. */
+typedef struct ev__history ev__history;
+const ev__history *ev__history_by_id(int32_t id);
+size_t ev__history_count(void);
+size_t ev__history_index(const ev__history *h); /* in [0, ev__history_count()) */
+const ev_schema *ev__history_current(const ev__history *h); /* what it is read as */
+avro_value_iface_t *ev__history_iface(const ev__history *h);
+const ev__validator *ev__history_validator(const ev__history *h);
+
 /* CloudEvents: builds the six headers of an event into h[EV__CE_HEADERS].
  * Strings are copied into storage, which must outlive the headers. */
 #define EV__CE_HEADERS 6

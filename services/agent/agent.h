@@ -91,6 +91,7 @@ struct ag_conn {
 typedef struct ag_counters {
     int64_t connections, messages, bad_json, too_large, unknown_type, invalid, rate_limited,
         duplicates, not_registered, events, emit_errors, dropped, late, slow_downs;
+    int64_t rx_bytes; /* WebSocket payload received from devices */
 } ag_counters;
 
 /* The control plane (control.c): this node's registration, plan and
@@ -116,7 +117,7 @@ typedef struct ag_control {
     cs_clock clock;       /* the supervisor's clock (master) seen from here */
     int probes_left;
     int64_t clock_unc_ns, clock_rtt_ns;
-    int64_t cpu_ns, cpu_at_ns;
+    int64_t cpu_ns, cpu_at_ns, rx_bytes, rx_at_ns; /* at the last heartbeat */
     int64_t registered_at_ns, last_ok_ns, heartbeats, reregistered, failures;
 } ag_control;
 

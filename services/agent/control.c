@@ -217,6 +217,32 @@ static int64_t mem_used_bytes(void)
     return (int64_t)rss * sysconf(_SC_PAGESIZE);
 }
 
+/* The machine's MemAvailable (bytes), 0 when /proc/meminfo does not say. */
+static int64_t mem_available_bytes(void)
+{
+    long long kib = 0;
+    char line[128];
+    FILE *f = fopen("/proc/meminfo", "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (int64_t)kib * 1024;
+}
+
+/* Bytes per second received from devices since the last heartbeat. */
+static int64_t rx_bytes_per_s(ag_agent *a, int64_t now)
+{
+    ag_control *c = &a->ctl;
+    int64_t rate = c->rx_at_ns && now > c->rx_at_ns
+                       ? (a->n.rx_bytes - c->rx_bytes) * 1000000000LL / (now - c->rx_at_ns)
+                       : 0;
+    c->rx_bytes = a->n.rx_bytes;
+    c->rx_at_ns = now;
+    return rate;
+}
+
 /* The agent's CPU since the last heartbeat, in cores (1.0 = one core busy). */
 static double cpu_load(ag_control *c, int64_t now)
 {
@@ -240,17 +266,22 @@ static json_t *request_body(ag_agent *a, int kind, int64_t now)
         char host[64] = "", address[192];
         gethostname(host, sizeof(host) - 1);
         snprintf(address, sizeof(address), "%s:%d", a->cfg.advertise, a->cfg.port);
-        return json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:s}", "node_id", a->cfg.node_id,
-                         "hostname", host, "address", address, "caps", "devices", "clock",
-                         "max_devices", (json_int_t)a->cfg.max_devices, "version", MSRS_VERSION);
+        return json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:s, s:I, s:I}", "node_id",
+                         a->cfg.node_id, "hostname", host, "address", address, "caps", "devices",
+                         "clock", "max_devices", (json_int_t)a->cfg.max_devices, "version",
+                         MSRS_VERSION, "cpu_cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN),
+                         "mem_total_bytes",
+                         (json_int_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE));
     }
     case REQ_PLAN:
         return json_pack("{s:s}", "node_id", a->cfg.node_id);
     case REQ_HEARTBEAT: {
-        json_t *hb = json_pack("{s:s, s:[], s:{s:s}, s:I, s:f, s:I}", "node_id", a->cfg.node_id,
-                               "services_running", "versions", "msrs-agent", MSRS_VERSION,
-                               "device_count", (json_int_t)a->connected, "cpu_load",
-                               cpu_load(c, now), "mem_used_bytes", (json_int_t)mem_used_bytes());
+        json_t *hb = json_pack("{s:s, s:[], s:{s:s}, s:I, s:f, s:I, s:I, s:I}", "node_id",
+                               a->cfg.node_id, "services_running", "versions", "msrs-agent",
+                               MSRS_VERSION, "device_count", (json_int_t)a->connected, "cpu_load",
+                               cpu_load(c, now), "mem_used_bytes", (json_int_t)mem_used_bytes(),
+                               "mem_available_bytes", (json_int_t)mem_available_bytes(),
+                               "rx_bytes_per_s", (json_int_t)rx_bytes_per_s(a, now));
         if (a->listening)
             json_array_append_new(json_object_get(hb, "services_running"), json_string("devices"));
         if (c->clock.fitted) {

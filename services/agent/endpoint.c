@@ -108,6 +108,7 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
         a->n.connections++;
         break;
     case LWS_CALLBACK_RECEIVE:
+        a->n.rx_bytes += (int64_t)len;
         if (c->rx_len == 0 && !c->rx_too_large)
             c->rx_binary = lws_frame_is_binary(wsi);
         if (rx_append(a, c, in, len))

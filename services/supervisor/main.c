@@ -39,7 +39,8 @@ static void usage(FILE *f)
             "leadership TTL; at least 6000 on Kafka), supervisor.services (devices,clock: what a\n"
             "recorder runs), supervisor.advertise (http://LISTEN: the address agents are told),\n"
             "scaling.max_devices_per_node (0: the node's own limit), scaling.strategy\n"
-            "(least_loaded | round_robin), discovery.port (8611: UDP, answers agents' discovery\n"
+            "(least_loaded | round_robin), scaling.node_bandwidth_bytes_per_s (125000000: what\n"
+            "least_loaded counts a node's device traffic against; 0: not counted), discovery.port (8611: UDP, answers agents' discovery\n"
             "queries for this log's topic prefix; 0: none)\n"
             "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
@@ -141,13 +142,17 @@ static int do_register(sv_supervisor *s, json_t *req, const char *node_id, json_
     json_t *caps = json_object_get(req, "caps");
     if (!caps)
         caps = json_object_get(req, "capabilities");
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:o, s:I, s:s}", "node_id", node_id, "hostname",
-                            json_string_value(json_object_get(req, "hostname")) ?: "", "address",
-                            json_string_value(json_object_get(req, "address")) ?: "",
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I}", "node_id", node_id,
+                            "hostname", json_string_value(json_object_get(req, "hostname")) ?: "",
+                            "address", json_string_value(json_object_get(req, "address")) ?: "",
                             "capabilities", json_is_array(caps) ? json_incref(caps) : json_array(),
                             "max_devices",
                             (json_int_t)json_integer_value(json_object_get(req, "max_devices")),
-                            "version", json_string_value(json_object_get(req, "version")) ?: "");
+                            "version", json_string_value(json_object_get(req, "version")) ?: "",
+                            "cpu_cores",
+                            (json_int_t)json_integer_value(json_object_get(req, "cpu_cores")),
+                            "mem_total_bytes",
+                            (json_int_t)json_integer_value(json_object_get(req, "mem_total_bytes")));
     int rc = emit_apply(s, "NodeRegistered", node_id, rec, NULL, err, sizeof(err));
     json_decref(rec);
     if (rc) {
@@ -173,7 +178,7 @@ static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
         return 404;
     }
     int64_t max = ev_place_limit(json_integer_value(json_object_get(node, "max_devices")),
-                                 s->max_per_node);
+                                 s->place.max_per_node);
     json_decref(node);
     json_t *plan = json_pack("{s:s, s:s, s:O, s:I, s:I, s:I}", "node_id", node_id, "role",
                              "recorder", "services", s->services, "ttl_ms", (json_int_t)s->ttl_ms,
@@ -194,7 +199,7 @@ static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
 static json_t *placement(sv_supervisor *s, const char *exclude)
 {
     char id[64];
-    if (ev_place_choose(s->state, s->strategy, s->max_per_node, exclude, &s->rr_cursor, id,
+    if (ev_place_choose(s->state, &s->place, exclude, &s->rr_cursor, id,
                         sizeof(id)))
         return json_null();
     json_t *node = node_of(s, id);
@@ -217,7 +222,8 @@ static int do_heartbeat(sv_supervisor *s, json_t *req, const char *node_id, json
     }
     static const char *const fields[] = {"services_running", "versions", "device_count",
                                          "cpu_load", "mem_used_bytes", "clock_offset_ns",
-                                         "clock_uncertainty_ns", "clock_rtt_ns"};
+                                         "clock_uncertainty_ns", "clock_rtt_ns",
+                                         "mem_available_bytes", "rx_bytes_per_s"};
     json_t *hb = json_pack("{s:s}", "node_id", node_id);
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         if (json_object_get(req, fields[i]))
@@ -493,7 +499,8 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
                 {"supervisor.heartbeat_ms", 1000, &s->heartbeat_ms, 10},
                 {"supervisor.presence_ms", 2000, &s->presence_ms, 10},
                 {"supervisor.lease_ms", 3000, &s->lease_ms, 100},
-                {"scaling.max_devices_per_node", 0, &s->max_per_node, 0},
+                {"scaling.max_devices_per_node", 0, &s->place.max_per_node, 0},
+                {"scaling.node_bandwidth_bytes_per_s", 125000000, &s->place.bandwidth_bytes_per_s, 0},
                 {"discovery.port", DSC_PORT, &s->discovery_port, 0}};
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
@@ -519,9 +526,9 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
     }
     const char *strategy = ev_conf_get(conf, "scaling.strategy", "least_loaded");
     if (strcmp(strategy, "least_loaded") == 0)
-        s->strategy = EV_PLACE_LEAST_LOADED;
+        s->place.strategy = EV_PLACE_LEAST_LOADED;
     else if (strcmp(strategy, "round_robin") == 0)
-        s->strategy = EV_PLACE_ROUND_ROBIN;
+        s->place.strategy = EV_PLACE_ROUND_ROBIN;
     else {
         fprintf(stderr, "msrs-supervisor: config scaling.strategy '%s': expected least_loaded "
                         "or round_robin\n", strategy);
@@ -615,8 +622,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "msrs-supervisor: %s on %s, log %s, ttl %lld ms, heartbeat %lld ms, "
                     "strategy %s, max %lld devices per node\n",
             s.node_id, s.address, ev_conf_get(conf, "log", ""), (long long)s.ttl_ms,
-            (long long)s.heartbeat_ms, s.strategy == EV_PLACE_ROUND_ROBIN ? "round_robin" : "least_loaded",
-            (long long)s.max_per_node);
+            (long long)s.heartbeat_ms, s.place.strategy == EV_PLACE_ROUND_ROBIN ? "round_robin" : "least_loaded",
+            (long long)s.place.max_per_node);
     lws_sul_schedule(s.ctx, 0, &s.tick, on_tick, TICK_US);
     while (!cli_stop)
         if (lws_service(s.ctx, 0) < 0)

@@ -22,8 +22,8 @@ typedef struct sv_supervisor {
     char node_id[64];
     char address[192]; /* http://host:port, what agents are told */
     char holder[320];  /* node_id@address: the lease holder */
-    int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, max_per_node, discovery_port;
-    ev_place_strategy strategy;
+    int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, discovery_port;
+    ev_place_policy place;
     int64_t rr_cursor;
     json_t *services; /* the plan's services for a recorder */
     ev_log *log;

@@ -3,7 +3,9 @@
 not avro-c (Debian's python3-avro), using only schemas/*.avsc,
 schemas/catalog.json and the framing and storage documented in docs/log.md
 and docs/topics.md. And the reverse: a record Python encodes is read by
-msrs-tail."""
+msrs-tail, also when it is an earlier version of the record (its old id
+and schemas/history/: read as the current version, added fields at their
+defaults)."""
 import io
 import json
 import os
@@ -103,29 +105,51 @@ def main():
             seen.add(short)
     check(seen == set(fixtures), "every record type read back (%d of %d)" % (len(seen), len(fixtures)))
 
-    # The reverse: python-avro writes, msrs-tail reads.
+    # The reverse: python-avro writes, msrs-tail reads: the current version,
+    # then earlier versions (each under the id its schemas/history/ file has).
     sid, topic, schema = by_name["NodeRegistered"]
     rec = {"node_id": "py-node", "hostname": "written-by-python", "address": "", "capabilities": ["x"],
-           "max_devices": 3, "version": "py"}
-    buf = io.BytesIO()
-    avro.io.DatumWriter(schema).write(rec, avro.io.BinaryEncoder(buf))
-    value = b"\0" + struct.pack(">I", sid) + buf.getvalue()
-    hdrs = b""
-    for k, v in [("ce_specversion", b"1.0"), ("ce_id", b"11111111-2222-4333-8444-555555555555"),
-                 ("ce_type", b"msrs.events.NodeRegistered"), ("ce_source", b"python"),
-                 ("ce_time", b"2026-11-22T10:00:00Z"), ("content-type", b"application/avro")]:
-        hdrs += k.encode() + b"\0" + struct.pack("<I", len(v)) + v
+           "max_devices": 3, "version": "py", "cpu_cores": 2, "mem_total_bytes": 1 << 30}
+    written = [(sid, schema, rec, rec)]
+    history = json.load(open(os.path.join(SRC, "schemas", "catalog.json")))["history"]
+    old_recs = {"NodeRegistered": {"node_id": "py-old", "hostname": "v1", "address": "h:1",
+                                   "capabilities": [], "max_devices": 2, "version": "0.0"},
+                "NodeHeartbeat": {"node_id": "py-old", "services_running": ["devices"], "versions": {},
+                                  "device_count": 7, "cpu_load": 0.5, "mem_used_bytes": 1000,
+                                  "clock_offset_ns": -5, "clock_uncertainty_ns": 3, "clock_rtt_ns": 9}}
+    for old_id, path in history.items():
+        if old_id == "doc":
+            continue
+        old_schema = avro.schema.parse(open(os.path.join(SRC, "schemas", path)).read())
+        short = old_schema.name
+        cur = by_name[short][2]
+        want = {f.name: old_recs[short].get(f.name, f.default) for f in cur.fields}
+        check(set(old_recs[short]) == {f.name for f in old_schema.fields},
+              "the test's %s covers %s" % (short, path))
+        written.append((int(old_id), old_schema, old_recs[short], want))
+    check(len(written) >= 3, "earlier versions listed in the catalog: %r" % history)
     with con:
         (nxt,) = con.execute('SELECT COALESCE(MAX(offset)+1, 0) FROM "t:msrs.nodes"').fetchone()
-        con.execute('INSERT INTO "t:msrs.nodes" VALUES(?,?,?,?,?)', (nxt, 1795345200000, b"py-node", value, hdrs))
+        for i, (wid, wschema, wrec, _) in enumerate(written):
+            buf = io.BytesIO()
+            avro.io.DatumWriter(wschema).write(wrec, avro.io.BinaryEncoder(buf))
+            value = b"\0" + struct.pack(">I", wid) + buf.getvalue()
+            hdrs = b""
+            for k, v in [("ce_specversion", b"1.0"), ("ce_id", b"11111111-2222-4333-8444-55555555555%d" % i),
+                         ("ce_type", ("msrs.events." + wschema.name).encode()), ("ce_source", b"python"),
+                         ("ce_time", b"2026-11-22T10:00:00Z"), ("content-type", b"application/avro")]:
+                hdrs += k.encode() + b"\0" + struct.pack("<I", len(v)) + v
+            con.execute('INSERT INTO "t:msrs.nodes" VALUES(?,?,?,?,?)',
+                        (nxt + i, 1795345200000, wrec["node_id"].encode(), value, hdrs))
     r = subprocess.run([os.path.join(BIN, "msrs-tail"), "--log", "sqlite:" + db, "--topic", "nodes",
                         "--from", str(nxt)], capture_output=True, text=True)
     check(r.returncode == 0, "msrs-tail: %s" % r.stderr)
     lines = [json.loads(l) for l in r.stdout.splitlines()]
-    check(len(lines) == 1, "msrs-tail printed one record, got %d" % len(lines))
-    if lines:
-        check(lines[0]["value"] == rec, "msrs-tail decoded python's record: %r" % lines[0]["value"])
-        check(lines[0]["source"] == "python" and lines[0]["type"] == "msrs.events.NodeRegistered",
+    check(len(lines) == len(written), "msrs-tail printed %d records, got %d" % (len(written), len(lines)))
+    for line, (wid, wschema, _, want) in zip(lines, written):
+        check(line["value"] == want, "msrs-tail read python's %s (id %d) as the current version:\n got  %r\n"
+              " want %r" % (wschema.name, wid, line["value"], want))
+        check(line["source"] == "python" and line["type"] == "msrs.events." + wschema.name,
               "CloudEvents attributes read back")
     # docs/topics.md stays true: every record is listed with its id.
     doc = open(os.path.join(SRC, "docs", "topics.md")).read()

@@ -54,6 +54,46 @@ START_TEST(roundtrip_every_record)
 }
 END_TEST
 
+/* An earlier version (schemas/history/NodeHeartbeat.v1.avsc, id 103) is
+ * the current one without its last two fields, longs: with both 0 the
+ * current encoding minus its last two bytes is a v1 record. It decodes as
+ * the current version with the added fields at their defaults; cut short or
+ * with bytes to spare it is refused like any record. */
+START_TEST(earlier_version_reads_as_current)
+{
+    char err[512];
+    const ev_schema *s = ev_schema_by_name("NodeHeartbeat"), *got = NULL;
+    json_t *want = json_deep_copy(tu_fixture("NodeHeartbeat")), *j;
+    avro_value_t *v;
+    const void *out;
+    size_t len;
+    json_object_set_new(want, "mem_available_bytes", json_integer(0));
+    json_object_set_new(want, "rx_bytes_per_s", json_integer(0));
+    ck_assert_int_eq(ev_codec_value(codec, s, &v), 0);
+    ck_assert_int_eq(ev_value_from_json(v, want, err, sizeof(err)), 0);
+    ck_assert_int_eq(ev_codec_encode(codec, s, v, &out, &len, err, sizeof(err)), 0);
+    unsigned char *frame = malloc(len);
+    memcpy(frame, out, len);
+    ck_assert_int_eq(frame[len - 1], 0);
+    ck_assert_int_eq(frame[len - 2], 0);
+    frame[4] = 103; /* ids 0..255 fit the last byte */
+    ck_assert_int_ne(ev_schema_id(s), 103);
+
+    ck_assert_msg(ev_codec_decode(codec, frame, len - 2, &got, &v, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_ptr_eq(got, s);
+    ck_assert_int_eq(ev_value_to_json(v, &j, err, sizeof(err)), 0);
+    ck_assert(json_equal(j, want));
+    json_decref(j);
+    for (size_t cut = EV_FRAME_HEADER_LEN; cut < len - 2; cut++)
+        ck_assert_int_eq(ev_codec_decode(codec, frame, cut, &got, &v, err, sizeof(err)),
+                         EV_ERR_TRUNCATED);
+    ck_assert_int_eq(ev_codec_decode(codec, frame, len, &got, &v, err, sizeof(err)), EV_ERR_CORRUPT);
+    ck_assert_msg(strstr(err, "trailing") != NULL, "%s", err);
+    json_decref(want);
+    free(frame);
+}
+END_TEST
+
 START_TEST(short_frames)
 {
     char err[256];
@@ -211,6 +251,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, roundtrip_every_record);
+    tcase_add_test(tc, earlier_version_reads_as_current);
     tcase_add_test(tc, short_frames);
     tcase_add_test(tc, bad_magic);
     tcase_add_test(tc, unknown_schema_id);

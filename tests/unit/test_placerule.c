@@ -1,6 +1,7 @@
 /* The supervisor's placement rule (ev_place_choose, ev_place_limit) over
  * reducer state: only live nodes with an address and room, round robin in
- * node-id order, least loaded by device share + CPU, an excluded node. */
+ * node-id order, least loaded by device share + CPU (per core) + memory +
+ * bandwidth, an excluded node. */
 #include "testutil.h"
 
 #include <stdio.h>
@@ -42,11 +43,14 @@ static void node(const char *id, int max, int devices, double cpu)
     apply("NodeHeartbeat", json);
 }
 
+static int64_t bandwidth; /* the policy's, 0 unless a test sets it */
+
 static const char *choose(ev_place_strategy st, int64_t cap, const char *exclude, int64_t *rr)
 {
     static char out[64];
     int64_t zero = 0;
-    if (ev_place_choose(state, st, cap, exclude, rr ? rr : &zero, out, sizeof(out)))
+    ev_place_policy policy = {st, cap, bandwidth};
+    if (ev_place_choose(state, &policy, exclude, rr ? rr : &zero, out, sizeof(out)))
         return "-";
     return out;
 }
@@ -71,6 +75,39 @@ START_TEST(least_loaded_with_room)
     /* cap 8: b is full, c too */
     ck_assert_str_eq(choose(EV_PLACE_LEAST_LOADED, 8, NULL, NULL), "a");
     ck_assert_str_eq(choose(EV_PLACE_LEAST_LOADED, 4, NULL, NULL), "-");
+}
+END_TEST
+
+/* Each share counts only when reported: CPU per core, memory in use,
+ * device traffic against the policy's bandwidth. */
+START_TEST(least_loaded_counts_cores_memory_and_bandwidth)
+{
+    const ev_place_policy policy = {EV_PLACE_LEAST_LOADED, 0, 100000000};
+    node("big", 16, 4, 2.0);   /* 0.25 + 2.0: no cores reported, 2 cores busy counts 2 */
+    node("small", 16, 4, 0.5); /* 0.25 + 0.5 */
+    ck_assert_str_eq(choose(EV_PLACE_LEAST_LOADED, 0, NULL, NULL), "small");
+    apply("NodeRegistered", "{\"node_id\": \"big\", \"address\": \"h:1\", \"max_devices\": 16, "
+                            "\"cpu_cores\": 16}"); /* 0.25 + 2/16 */
+    ck_assert_str_eq(choose(EV_PLACE_LEAST_LOADED, 0, NULL, NULL), "big");
+
+    /* memory: big has 1 GiB of 4 available (0.75 in use) */
+    apply("NodeRegistered", "{\"node_id\": \"big\", \"address\": \"h:1\", \"max_devices\": 16, "
+                            "\"cpu_cores\": 16, \"mem_total_bytes\": 4294967296}");
+    apply("NodeHeartbeat", "{\"node_id\": \"big\", \"device_count\": 4, \"cpu_load\": 2.0, "
+                           "\"mem_available_bytes\": 1073741824}");
+    json_t *all = ev_state_to_json(state);
+    json_t *big = json_object_get(json_object_get(all, "nodes"), "big");
+    ck_assert_double_eq_tol(ev_place_load(big, &policy), 0.25 + 0.125 + 0.75, 1e-9);
+    json_decref(all);
+    ck_assert_str_eq(choose(EV_PLACE_LEAST_LOADED, 0, NULL, NULL), "small");
+
+    /* bandwidth: small receives 80 MB/s of 100 */
+    apply("NodeHeartbeat", "{\"node_id\": \"small\", \"device_count\": 4, \"cpu_load\": 0.5, "
+                           "\"rx_bytes_per_s\": 80000000}");
+    ck_assert_str_eq(choose(EV_PLACE_LEAST_LOADED, 0, NULL, NULL), "small"); /* not counted */
+    bandwidth = 100000000;
+    ck_assert_str_eq(choose(EV_PLACE_LEAST_LOADED, 0, NULL, NULL), "big"); /* 1.125 < 1.55 */
+    bandwidth = 0;
 }
 END_TEST
 
@@ -107,6 +144,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, limit_is_the_lower_of_two_with_zero_none);
     tcase_add_test(tc, least_loaded_with_room);
+    tcase_add_test(tc, least_loaded_counts_cores_memory_and_bandwidth);
     tcase_add_test(tc, round_robin_in_id_order);
     tcase_add_test(tc, expired_or_addressless_nodes_are_not_candidates);
     suite_add_tcase(s, tc);
