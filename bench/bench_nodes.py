@@ -7,11 +7,15 @@ the supervisor's pool: register, plan, first heartbeat), the time until all
 N x D devices are in one pool, the heartbeat load (NodeHeartbeat records per
 second, supervisor CPU) and agent RSS.
 
+With --discover the agents are not told the supervisor's address: each
+finds it with a discovery query (UDP to 127.255.255.255 on a free port).
+
 usage: bench/bench_nodes.py [--nodes 64] [--devices 16] [--backend sqlite|kafka]
-                            [--seconds 30] [--bin build/bin]"""
+                            [--seconds 30] [--discover] [--bin build/bin]"""
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +43,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=30, help="steady state measured after the pool is full")
     ap.add_argument("--samples", default="none", help="devsim --samples: none (default: the control plane "
                     "alone), binary (every device also streams GSR + IMU)")
+    ap.add_argument("--discover", action="store_true", help="agents find the supervisor by discovery")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "bin"))
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="msrs-bench-nodes-")
@@ -52,10 +57,15 @@ def main():
     else:
         log = "sqlite:" + os.path.join(tmp, "log.db")
     sport = free_port()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", 0))
+    discovery = ["-X", "discovery.port=%d" % udp.getsockname()[1], "-X", "discovery.targets=127.255.255.255"]
+    udp.close()
     common = ["--log", log, "-X", "sqlite.synchronous=NORMAL"] if a.backend == "sqlite" else ["--log", log]
     sup = subprocess.Popen([os.path.join(a.bin, "msrs-supervisor"), "--listen", "127.0.0.1:%d" % sport,
                             "--node-id", "sup", "-X", "supervisor.heartbeat_ms=1000",
-                            "-X", "supervisor.ttl_ms=10000"] + common, stderr=out("supervisor"))
+                            "-X", "supervisor.ttl_ms=10000"] + common + discovery,
+                           stderr=out("supervisor"))
     procs.append(sup)
     wait_listening(sport, 30)
     while not (pool(sport) or {}).get("leading"):
@@ -68,8 +78,10 @@ def main():
         node = "node-%02d" % i
         t0 = time.time()
         ag = subprocess.Popen([os.path.join(a.bin, "msrs-agent"), "--listen", "127.0.0.1:%d" % port,
-                               "--node-id", node, "--supervisor", "http://127.0.0.1:%d" % sport,
-                               "-X", "agent.max_devices=%d" % a.devices] + common, stderr=out(node))
+                               "--node-id", node, "--supervisor",
+                               "discover" if a.discover else "http://127.0.0.1:%d" % sport,
+                               "-X", "agent.max_devices=%d" % a.devices] + common + discovery,
+                              stderr=out(node))
         procs.append(ag)
         agents.append(ag)
         while True:
@@ -114,8 +126,8 @@ def main():
     sup_err = open(os.path.join(tmp, "supervisor.err")).read()
     line = [x for x in sup_err.splitlines() if "stopped:" in x]
     beats = int(line[-1].split(" heartbeats")[0].rsplit(" ", 1)[1]) if line else -1
-    print("command: bench/bench_nodes.py --nodes %d --devices %d --backend %s --seconds %g --samples %s"
-          % (a.nodes, a.devices, a.backend, a.seconds, a.samples))
+    print("command: bench/bench_nodes.py --nodes %d --devices %d --backend %s --seconds %g --samples %s%s"
+          % (a.nodes, a.devices, a.backend, a.seconds, a.samples, " --discover" if a.discover else ""))
     print("join-to-pool (agent start -> node up): p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d agents"
           % (pct(joins, 50) * 1000, pct(joins, 99) * 1000, max(joins) * 1000, len(joins)))
     print("pool: %d/%d devices %s; %d/%d nodes up then, %d/%d after %g s more"
