@@ -5,8 +5,12 @@ recorded is compared with the device's true offset at that moment (from
 devsim's --truth file). Prints p50/p99/max |estimate - truth|, and the
 agent's CPU and peak RSS per device.
 
+--agents K splits the devices over K agent processes (each with its own
+msrs-devsim of N/K devices, all on one log): the deployment's way to grow,
+measured on one machine. CPU and RSS are then the agents' sums.
+
 usage: bench/bench_sync.py [--devices 8,64] [--profiles lan,wifi] [--seconds 30]
-                           [--warmup-rounds 3] [--bin build/bin]"""
+                           [--warmup-rounds 3] [--agents 1] [--bin build/bin]"""
 import argparse
 import json
 import os
@@ -42,37 +46,49 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))] if xs else float("nan")
 
 
-def run(binary, devices, profile, seconds, warmup):
+def run(binary, devices, profile, seconds, warmup, agents=1):
     tmp = tempfile.mkdtemp(prefix="msrs-bench-sync-")
-    db, truth = os.path.join(tmp, "log.db"), os.path.join(tmp, "truth.jsonl")
-    port = free_port()
-    agent = subprocess.Popen([os.path.join(binary, "msrs-agent"), "--log", "sqlite:" + db,
-                              "--listen", "127.0.0.1:%d" % port, "--node-id", "bench",
-                              "-X", "sqlite.synchronous=NORMAL"] + AGENT_OPTS,
-                             stderr=subprocess.DEVNULL)
-    wait_listening(port)
-    sim = subprocess.Popen([os.path.join(binary, "msrs-devsim"), "--url",
-                            "ws://127.0.0.1:%d/v1/devices" % port, "--devices", str(devices),
-                            "--profile", profile, "--duration", str(seconds), "--truth", truth] + DEVSIM_OPTS,
-                           stderr=subprocess.DEVNULL)
-    cpu0, _ = proc_stats(agent.pid)
+    db = os.path.join(tmp, "log.db")
+    procs, sims, truths = [], [], []
+    for k in range(agents):
+        port = free_port()
+        procs.append(subprocess.Popen([os.path.join(binary, "msrs-agent"), "--log", "sqlite:" + db,
+                                       "--listen", "127.0.0.1:%d" % port, "--node-id", "bench%d" % k,
+                                       "-X", "sqlite.synchronous=NORMAL"] + AGENT_OPTS,
+                                      stderr=subprocess.DEVNULL))
+        wait_listening(port)
+        truths.append(os.path.join(tmp, "truth%d.jsonl" % k))
+        n = devices // agents + (1 if k < devices % agents else 0)
+        sims.append(subprocess.Popen([os.path.join(binary, "msrs-devsim"), "--url",
+                                      "ws://127.0.0.1:%d/v1/devices" % port, "--devices", str(n),
+                                      "--prefix", "sim%d-" % k if agents > 1 else "sim-",
+                                      "--seed", str(k + 1), "--profile", profile, "--duration",
+                                      str(seconds), "--truth", truths[-1]] + DEVSIM_OPTS,
+                                     stderr=subprocess.DEVNULL))
+    cpu0 = sum(proc_stats(p.pid)[0] for p in procs)
     t0 = time.time()
-    rss = []  # (s, agent VmRSS bytes) every 10 s: growth over a long run
-    while sim.poll() is None:
+    rss = []  # (s, agents' VmRSS bytes) every 10 s: growth over a long run
+    while any(s.poll() is None for s in sims):
         try:
-            sim.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+            next(s for s in sims if s.poll() is None).wait(timeout=10)
+        except (subprocess.TimeoutExpired, StopIteration):
             pass
-        with open("/proc/%d/status" % agent.pid) as f:
-            rss.append((time.time() - t0, next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))))
+        total = 0
+        for p in procs:
+            with open("/proc/%d/status" % p.pid) as f:
+                total += next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+        rss.append((time.time() - t0, total))
     wall = time.time() - t0
-    cpu1, hwm = proc_stats(agent.pid)
-    agent.terminate()
-    agent.wait()
+    cpu1 = sum(proc_stats(p.pid)[0] for p in procs)
+    hwm = sum(proc_stats(p.pid)[1] for p in procs)
+    for p in procs:
+        p.terminate()
+        p.wait()
     model = {}
-    for line in open(truth):
-        d = json.loads(line)
-        model[d["device_id"]] = d
+    for truth in truths:
+        for line in open(truth):
+            d = json.loads(line)
+            model[d["device_id"]] = d
     out = subprocess.run([os.path.join(binary, "msrs-tail"), "--log", "sqlite:" + db, "--topic", "devices"],
                          capture_output=True, text=True).stdout
     errs, signed, rounds = [], [], 0
@@ -98,9 +114,9 @@ def run(binary, devices, profile, seconds, warmup):
         signed.append((v["offset_ns"] - true_off) / 1000.0)
         by_round.setdefault(v["round"], []).append(abs(v["offset_ns"] - true_off) / 1000.0)
         by_minute.setdefault(int((t / 1e9 - t0) // 60), []).append(abs(v["offset_ns"] - true_off) / 1000.0)
-    print("  %-5s %5d devices %4ds: %6d rounds  |err| us p50 %8.1f  p99 %8.1f  max %8.1f  "
+    print("  %-5s %5d devices %4ds%s: %6d rounds  |err| us p50 %8.1f  p99 %8.1f  max %8.1f  "
           "(median signed %+7.1f)  agent cpu %5.1f%%  rss %6.2f MB/device" % (
-              profile, devices, seconds, rounds, pct(errs, 50), pct(errs, 99),
+              profile, devices, seconds, " (%d agents)" % agents if agents > 1 else "", rounds, pct(errs, 50), pct(errs, 99),
               max(errs) if errs else float("nan"), pct(signed, 50),
               100.0 * (cpu1 - cpu0) / wall, hwm / 1e6 / devices),
           flush=True)
@@ -126,6 +142,7 @@ def main():
     ap.add_argument("--profiles", default="lan,wifi")
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--warmup-rounds", type=int, default=3)
+    ap.add_argument("--agents", type=int, default=1, help="split the devices over this many agents")
     ap.add_argument("-X", action="append", default=[], help="agent config key=value")
     ap.add_argument("--devsim", action="append", default=[], help="extra msrs-devsim argument")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
@@ -138,7 +155,7 @@ def main():
           % a.warmup_rounds)
     for profile in a.profiles.split(","):
         for n in a.devices.split(","):
-            run(a.bin, int(n), profile, a.seconds, a.warmup_rounds)
+            run(a.bin, int(n), profile, a.seconds, a.warmup_rounds, a.agents)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@
 
 #define CTL_PROBES 4
 #define CTL_RETRY_MS 300
+#define CTL_ANSWER_MAX 65536 /* a supervisor's answer; more is a failed request */
 
 enum { REQ_REGISTER, REQ_PLAN, REQ_TIME, REQ_HEARTBEAT };
 static const char *const req_path[] = {"/v1/nodes/register", "/v1/nodes/plan", "/v1/time",
@@ -34,6 +35,7 @@ typedef struct ag_http {
     size_t body_len;
     unsigned char *resp;
     size_t resp_len, resp_cap;
+    int resp_too_large; /* the answer passed CTL_ANSWER_MAX: not kept */
     int status;
     int64_t t1, t4;
 } ag_http;
@@ -381,6 +383,14 @@ static void on_done(ag_agent *a, ag_http *h)
         json_decref(r);
         return;
     }
+    if (!json_is_object(r)) { /* a 200 or 404 whose body is not what we asked for */
+        char why[128];
+        snprintf(why, sizeof(why), "answered %d with %s", h->status,
+                 h->resp_too_large ? "more than 64 KiB" : "a body that is not a JSON object");
+        next_supervisor(a, why);
+        json_decref(r);
+        return;
+    }
     c->failures = 0;
     if (h->status == 404 && h->kind != REQ_TIME) {
         /* The supervisor does not know this node (expired, or a new log):
@@ -507,8 +517,9 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
         return 0;
     }
     case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ:
-        if (h && h->resp_len + len < 65536 &&
-            ag_buf_append(&h->resp, &h->resp_len, &h->resp_cap, in, len))
+        if (h && h->resp_len + len > CTL_ANSWER_MAX)
+            h->resp_too_large = 1;
+        else if (h && ag_buf_append(&h->resp, &h->resp_len, &h->resp_cap, in, len))
             return -1;
         return 0;
     case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:

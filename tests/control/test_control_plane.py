@@ -10,7 +10,9 @@ killed with SIGKILL is expired within its TTL and its devices leave the
 pool; a node stopped past its TTL registers again when it resumes; the
 leader killed with SIGKILL is replaced and the agents follow, with no node
 expired on the way; a restarted supervisor rebuilds the registry from the
-log; bad requests get 4xx answers and the supervisor keeps serving."""
+log; bad requests get 4xx answers and the supervisor keeps serving; an agent
+whose first supervisor answers 200 with a body over 64 KiB, or one that is
+not JSON, says so and registers with the next."""
 import json
 import os
 import signal
@@ -18,9 +20,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
 from msrstest import BIN, Checks, free_port, stop_all  # noqa: E402
@@ -225,6 +229,34 @@ def main():
                   "sup0's rebuilt registry equals the leader's: %r vs %r" %
                   ({k: v["state"] for k, v in p0["nodes"].items()}, {k: v["state"] for k, v in p1["nodes"].items()}))
 
+        # --- a supervisor that answers nonsense -------------------------------
+        class Nonsense(BaseHTTPRequestHandler):
+            bodies = [b"x" * 70000, b"not json"]
+
+            def do_POST(self):
+                body = Nonsense.bodies[0]
+                Nonsense.bodies.append(Nonsense.bodies.pop(0))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        bad = HTTPServer(("127.0.0.1", 0), Nonsense)
+        threading.Thread(target=bad.serve_forever, daemon=True).start()
+        agent_ports["n4"] = free_port()
+        agents["n4"] = start("n4", ["msrs-agent", "--listen", "127.0.0.1:%d" % agent_ports["n4"],
+                                    "--node-id", "n4", "--supervisor", "http://127.0.0.1:%d,http://127.0.0.1:%d"
+                                    % (bad.server_address[1], sup_ports[1])])
+        check.wait_for(lambda: node_state(sup_ports[1], "n4") == "up", 20,
+                       "n4 up at sup1 after its first supervisor answered nonsense")
+        err4 = open(os.path.join(tmp, "n4.err")).read()
+        check("answered 200 with more than 64 KiB" in err4 or "not a JSON object" in err4,
+              "n4 says what was wrong with the answer: %s" % err4[-600:])
+        bad.shutdown()
+
         # --- bad requests ---------------------------------------------------------
         lp = sup_ports[1]
         for body, want, what in [(b"{not json", 400, "malformed JSON"),
@@ -250,6 +282,8 @@ def main():
             if check.failures and os.path.exists(path):
                 print("---", name, "---")
                 print(open(path).read()[-3000:])
+    if not check.failures:
+        subprocess.run(["rm", "-rf", tmp])
     return check.finish()
 
 
