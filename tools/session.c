@@ -352,8 +352,9 @@ int cmd_devices(ev_conf *conf, int argc, char **argv)
                (double)json_integer_value(json_object_get(c, "uncertainty_ns")) / 1e3,
                (long long)json_integer_value(json_object_get(c, "rounds")));
     }
-    printf("pool: %lld devices connected on %zu nodes\n", (long long)connected,
-           json_object_size(with_devices));
+    printf("pool: %lld device%s connected on %zu node%s\n", (long long)connected,
+           connected == 1 ? "" : "s", json_object_size(with_devices),
+           json_object_size(with_devices) == 1 ? "" : "s");
     json_decref(with_devices);
     json_decref(all);
     view_close(&v);

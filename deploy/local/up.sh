@@ -3,7 +3,8 @@
 # run msrs for, end to end.
 #
 # Installs what is missing, builds, then starts against ./run/msrs.db:
-# msrs-agent (device endpoint + clock sync), msrs-syncd, msrs-collectord,
+# msrs-supervisor (node registry), msrs-agent (finds the supervisor by
+# discovery, registers; device endpoint + clock sync), msrs-syncd, msrs-collectord,
 # msrs-archiver and four simulated devices (msrs-devsim: own clocks on a
 # LAN-like network; GSR, IMU and 160x120 MPEG-4 video). It records a
 # session with `msrs session start --wait` (registered -> synchronised ->
@@ -26,14 +27,18 @@ export MSRS_LOG="sqlite:$data/msrs.db"
 archive="$data/archive"
 record_s=${RECORD_S:-10}
 session="ses-$(date +%Y%m%d-%H%M%S)"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free() { python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_$1); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+port=$(free STREAM) sup_port=$(free STREAM) udp_port=$(free DGRAM)
+discovery=(-X "discovery.port=$udp_port" -X discovery.targets=127.255.255.255)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
 echo "== msrs local stack: log $MSRS_LOG, archive $archive"
-"$bin/msrs-agent" --listen "127.0.0.1:$port" --node-id local-node -X sync.interval_ms=1000 \
-  2>"$data/agent.log" & pids+=($!)
+"$bin/msrs-supervisor" --listen "127.0.0.1:$sup_port" --node-id local-supervisor "${discovery[@]}" \
+  2>"$data/supervisor.log" & pids+=($!)
+"$bin/msrs-agent" --listen "127.0.0.1:$port" --node-id local-node --supervisor discover \
+  "${discovery[@]}" -X sync.interval_ms=1000 2>"$data/agent.log" & pids+=($!)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 "$bin/msrs-syncd" 2>"$data/syncd.log" & pids+=($!)
 "$bin/msrs-collectord" 2>"$data/collectord.log" & pids+=($!)
@@ -44,6 +49,9 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && brea
 echo "== recording session $session: 4 devices, $record_s s (msrs session start --wait)"
 "$bin/msrs" session start "$session" --devices sim-1,sim-2,sim-3,sim-4 --min-group 4 \
   --duration "$record_s" --label subject=01 --label task=demo --label run=1 --wait
+
+echo "== the device pool (msrs devices)"
+"$bin/msrs" devices
 
 echo "== waiting for the archive"
 for _ in $(seq 300); do
