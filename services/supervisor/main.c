@@ -40,8 +40,9 @@ static void usage(FILE *f)
             "recorder runs), supervisor.advertise (http://LISTEN: the address agents are told),\n"
             "scaling.max_devices_per_node (0: the node's own limit), scaling.strategy\n"
             "(least_loaded | round_robin), scaling.node_bandwidth_bytes_per_s (125000000: what\n"
-            "least_loaded counts a node's device traffic against; 0: not counted), discovery.port (8611: UDP, answers agents' discovery\n"
-            "queries for this log's topic prefix; 0: none)\n"
+            "least_loaded counts a node's device traffic against; 0: not counted),\n"
+            "discovery.port (8611: UDP, answers agents' discovery queries for this log's topic\n"
+            "prefix; 0: none)\n"
             "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
