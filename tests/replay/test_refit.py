@@ -4,7 +4,7 @@
 msrs-agent, msrs-syncd, msrs-collectord, msrs-archiver and msrs-devsim
 (2 devices, 100 ppm drift, LAN profile, --truth) record a 15 s session that
 starts as soon as the devices are synchronised — when the agent's live drift
-estimate has the fewest rounds behind it. 12 s after the session the
+estimate has the fewest rounds behind it. 20 s after the session the
 archive is refitted into a copy with the clock rounds of the archive and
 of the log (the later ones). Checked against devsim's true clocks:
 - every sample's master time after the refit is within 100 µs of the truth
@@ -87,7 +87,10 @@ def main():
         check(r.returncode == 0, "session recorded: %s" % r.stderr[-300:])
         manifest = os.path.join(archive, "r1", "manifest.json")
         check(check.wait_for(lambda: os.path.exists(manifest), 40, "the archive"), "archived")
-        time.sleep(12)  # clock rounds after the session: the refit reads them from the log
+        # clock rounds after the session: the refit reads them from the log. 12 s
+        # of them once fitted sim-1 9.5 ppm off (refit p99 109 us, clean-clone
+        # CI; 24-45 us in other runs): 20 s gives the fit more rounds.
+        time.sleep(20)
     finally:
         stop_all(procs)
     truth = {}
