@@ -19,11 +19,12 @@
  * synthetic moving picture encoded with libavcodec (--video-codec, default
  * mpeg4; h264 where libavcodec has libx264) sent as binary media frames. */
 #include "cli.h"
+#include "rxstamp.h"
 
+#include <endian.h>
 #include <libavcodec/avcodec.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/opt.h>
-#include <endian.h>
 #include <libwebsockets.h>
 #include <math.h>
 #include <stdio.h>
@@ -41,6 +42,10 @@ typedef struct ds_msg {
     struct ds_msg *next;
     size_t len;
     int binary;
+    /* a time_resp: its text is made when it is written (sim.kernel_stamps),
+     * with t3 up_ns before that instant; len is then the buffer's room */
+    int probe;
+    int64_t t1, t2, up_ns;
     unsigned char buf[];
 } ds_msg;
 
@@ -55,6 +60,7 @@ typedef struct ds_device {
     int index;
     char id[64];
     struct lws *wsi;
+    int rx_fd; /* kernel receive stamps of this socket give arrivals; -1: none */
     int connected, registered, closing;
     int64_t offset_ns, t0_ns;
     double drift; /* ns per ns */
@@ -88,8 +94,8 @@ typedef struct ds_event {
     int64_t due_ns;
     int kind;
     int device;
-    int64_t t1;    /* EV_DELIVER_PROBE */
-    ds_msg *msg;   /* EV_SEND */
+    int64_t t1;  /* EV_DELIVER_PROBE */
+    ds_msg *msg; /* EV_SEND */
 } ds_event;
 
 typedef struct ds_packet {
@@ -115,14 +121,15 @@ typedef struct ds_sim {
     int64_t started_ns, duration_ns;
     int64_t connected, errors_seen;
     int64_t slow_downs, resumes, frames_skipped; /* flow messages obeyed */
-    int64_t moved; /* devices a full node sent elsewhere */
+    int64_t moved;                               /* devices a full node sent elsewhere */
     int video_w, video_h, video_fps;
     const char *video_codec;
     json_t *stats; /* session -> device -> stream -> {samples, bytes}: what was sent */
     int64_t video_bitrate;
-    int loop_n; /* --video-loop */
+    int loop_n;         /* --video-loop */
     int binary_samples; /* --samples binary (default) | json */
     int no_samples;     /* --samples none: register, sync, status only */
+    int kernel_stamps;  /* --stamps kernel (default) | loop */
     ds_packet *loop;
     uint8_t *loop_headers;
     size_t loop_headers_size;
@@ -133,7 +140,10 @@ static ds_sim sim;
 
 static void schedule_tick(void);
 
-static int64_t now_ns(void) { return ev_now_ns(); }
+static int64_t now_ns(void)
+{
+    return ev_now_ns();
+}
 
 /* xorshift64*: reproducible with --seed */
 static double urand(void)
@@ -210,6 +220,7 @@ static ds_msg *msg_new(const char *text, size_t len)
     m->next = NULL;
     m->len = len;
     m->binary = 0;
+    m->probe = 0;
     memcpy(m->buf + LWS_PRE, text, len);
     return m;
 }
@@ -245,6 +256,7 @@ static int send_binary(ds_device *d, int64_t now, const char *hdr, size_t hl, co
     m->next = NULL;
     m->len = len;
     m->binary = 1;
+    m->probe = 0;
     p[0] = (unsigned char)(hl >> 24);
     p[1] = (unsigned char)(hl >> 16);
     p[2] = (unsigned char)(hl >> 8);
@@ -264,21 +276,22 @@ static int send_binary(ds_device *d, int64_t now, const char *hdr, size_t hl, co
 
 static void send_hello(ds_device *d)
 {
-    json_t *hello = json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:[s,s], s:[{s:s,s:s,s:f,s:i,s:s},"
-                           "{s:s,s:s,s:f,s:i,s:s}], s:f, s:s}}",
-                           "id", "hello", "type", "hello", "ts", (json_int_t)dev_clock(d, now_ns()),
-                           "device_id", d->id, "payload", "name", d->id, "capabilities", "gsr",
-                           "imu", "streams", "stream_id", "gsr", "type", "gsr", "rate_hz", 128.0,
-                           "channels", 1, "format", "float64", "stream_id", "imu", "type", "imu",
-                           "rate_hz", 100.0, "channels", 6, "format", "float64", "battery", 0.9,
-                           "version", "msrs-devsim");
+    json_t *hello =
+        json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:[s,s], s:[{s:s,s:s,s:f,s:i,s:s},"
+                  "{s:s,s:s,s:f,s:i,s:s}], s:f, s:s}}",
+                  "id", "hello", "type", "hello", "ts", (json_int_t)dev_clock(d, now_ns()),
+                  "device_id", d->id, "payload", "name", d->id, "capabilities", "gsr", "imu",
+                  "streams", "stream_id", "gsr", "type", "gsr", "rate_hz", 128.0, "channels", 1,
+                  "format", "float64", "stream_id", "imu", "type", "imu", "rate_hz", 100.0,
+                  "channels", 6, "format", "float64", "battery", 0.9, "version", "msrs-devsim");
     if (d->enc || sim.loop_n) {
         json_t *payload = json_object_get(hello, "payload");
         json_array_append_new(json_object_get(payload, "capabilities"), json_string("rgb_video"));
         json_array_append_new(json_object_get(payload, "streams"),
                               json_pack("{s:s, s:s, s:i, s:i, s:s}", "stream_id", "rgb", "type",
                                         "rgb_video", "rate_hz", sim.video_fps, "channels", 3,
-                                        "format", sim.loop_n ? sim.loop_codec : d->enc->codec->name));
+                                        "format",
+                                        sim.loop_n ? sim.loop_codec : d->enc->codec->name));
     }
     send_json(d, hello);
 }
@@ -297,8 +310,10 @@ static void count_sent(const ds_device *d, const char *session, const char *stre
     for (int i = 0; i < 3; i++, o = next)
         if (!(next = json_object_get(o, path[i])))
             json_object_set_new(o, path[i], next = json_object());
-    json_object_set_new(o, "samples", json_integer(json_integer_value(json_object_get(o, "samples")) + n));
-    json_object_set_new(o, "bytes", json_integer(json_integer_value(json_object_get(o, "bytes")) + bytes));
+    json_object_set_new(o, "samples",
+                        json_integer(json_integer_value(json_object_get(o, "samples")) + n));
+    json_object_set_new(o, "bytes",
+                        json_integer(json_integer_value(json_object_get(o, "bytes")) + bytes));
 }
 
 /* Sends samples [from, to) of a batch: one message, tagged with the session
@@ -342,9 +357,8 @@ static void send_part(ds_device *d, ds_stream *s, int64_t now, const int64_t *t,
         json_array_append_new(values, row);
     }
     json_t *m = json_pack("{s:s, s:I, s:s, s:{s:s, s:I, s:o, s:o}}", "type", "samples", "ts",
-                          (json_int_t)dev_clock(d, now), "device_id", d->id, "payload",
-                          "stream_id", s->id, "seq", (json_int_t)(s->seq + from), "t", times,
-                          "values", values);
+                          (json_int_t)dev_clock(d, now), "device_id", d->id, "payload", "stream_id",
+                          s->id, "seq", (json_int_t)(s->seq + from), "t", times, "values", values);
     if (session)
         json_object_set_new(m, "session_id", json_string(session));
     send_json(d, m);
@@ -392,7 +406,8 @@ static int video_open(ds_device *d)
     d->enc->pix_fmt = AV_PIX_FMT_YUV420P;
     d->enc->gop_size = sim.video_fps; /* a keyframe a second */
     d->enc->max_b_frames = 0;         /* packets in capture order */
-    d->enc->bit_rate = sim.video_bitrate ? sim.video_bitrate : (int64_t)sim.video_w * sim.video_h * sim.video_fps / 8;
+    d->enc->bit_rate = sim.video_bitrate ? sim.video_bitrate
+                                         : (int64_t)sim.video_w * sim.video_h * sim.video_fps / 8;
     if (sim.video_bitrate) /* hold the rate: noise at a high rate would drift otherwise */
         d->enc->rc_max_rate = d->enc->rc_min_rate = sim.video_bitrate,
         d->enc->rc_buffer_size = (int)(sim.video_bitrate / sim.video_fps * 2);
@@ -431,12 +446,12 @@ static void send_packet(ds_device *d, int64_t now, const uint8_t *headers, size_
 {
     char hdr[512];
     const char *session = session_at(d, frame_dev_ns);
-    int hl = snprintf(hdr, sizeof(hdr),
-                      "{\"stream_id\":\"rgb\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
-                      "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
-                      codec, (long long)pts_ns, keyframe ? "true" : "false",
-                      (long long)d->video_seq++, (long long)frame_dev_ns, sim.video_w, sim.video_h,
-                      session ? session : "");
+    int hl =
+        snprintf(hdr, sizeof(hdr),
+                 "{\"stream_id\":\"rgb\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
+                 "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
+                 codec, (long long)pts_ns, keyframe ? "true" : "false", (long long)d->video_seq++,
+                 (long long)frame_dev_ns, sim.video_w, sim.video_h, session ? session : "");
     if (session)
         count_sent(d, session, "rgb", 1, (int64_t)(size + extra));
     if (send_binary(d, now, hdr, (size_t)hl, headers, extra, data, size) == 0)
@@ -462,9 +477,8 @@ static void video_frame(ds_device *d, int64_t now)
             return;
         }
         d->await_key = 0;
-        send_packet(d, now, sim.loop_headers, k->key ? sim.loop_headers_size : 0, k->data,
-                    k->size, k->key, i * (1000000000LL / sim.video_fps), frame_dev_ns,
-                    sim.loop_codec);
+        send_packet(d, now, sim.loop_headers, k->key ? sim.loop_headers_size : 0, k->data, k->size,
+                    k->key, i * (1000000000LL / sim.video_fps), frame_dev_ns, sim.loop_codec);
         return;
     }
     if (d->slowed && i % sim.video_fps != 0) { /* slowed: a keyframe a second */
@@ -493,7 +507,9 @@ static void video_frame(ds_device *d, int64_t now)
         return;
     while (avcodec_receive_packet(d->enc, d->pkt) == 0) {
         int keyframe = (d->pkt->flags & AV_PKT_FLAG_KEY) != 0;
-        size_t extra = keyframe && (d->enc->flags & AV_CODEC_FLAG_GLOBAL_HEADER) ? (size_t)d->enc->extradata_size : 0;
+        size_t extra = keyframe && (d->enc->flags & AV_CODEC_FLAG_GLOBAL_HEADER)
+                           ? (size_t)d->enc->extradata_size
+                           : 0;
         send_packet(d, now, d->enc->extradata, extra, d->pkt->data, (size_t)d->pkt->size, keyframe,
                     av_rescale_q(d->pkt->pts, d->enc->time_base, (AVRational){1, 1000000000}),
                     frame_dev_ns, d->enc->codec->name);
@@ -548,7 +564,9 @@ static int video_loop_encode(void)
 
 /* -------------------------------------------------------------- receiving */
 
-static void on_text(ds_device *d, const char *text, size_t len)
+/* arrival_ns: when the message reached this host (the kernel's stamp, or
+ * when the loop read it) */
+static void on_text(ds_device *d, const char *text, size_t len, int64_t arrival_ns)
 {
     json_t *m = json_loadb(text, len, 0, NULL);
     const char *type = json_string_value(json_object_get(m, "type"));
@@ -559,7 +577,7 @@ static void on_text(ds_device *d, const char *text, size_t len)
     }
     if (strcmp(type, "time_req") == 0) {
         /* It arrives after the downlink delay; the device stamps it then. */
-        int64_t due = now_ns() + one_way_ns(0);
+        int64_t due = arrival_ns + one_way_ns(0);
         if (due <= d->last_down_ns) /* FIFO: the heap does not keep the order of equal times */
             due = d->last_down_ns + 1;
         d->last_down_ns = due;
@@ -583,7 +601,8 @@ static void on_text(ds_device *d, const char *text, size_t len)
         if (!d->registered) {
             /* Told where to go: reconnect there; otherwise try again later
              * (a full node may have room then). */
-            if (redirect && sscanf(redirect, "ws://%127[^:/]:%d%127s", d->host, &d->port, d->path) == 3)
+            if (redirect &&
+                sscanf(redirect, "ws://%127[^:/]:%d%127s", d->host, &d->port, d->path) == 3)
                 sim.moved++;
             d->closing = 1; /* closed on the next writable callback; reconnects after */
             lws_callback_on_writable(d->wsi);
@@ -591,7 +610,8 @@ static void on_text(ds_device *d, const char *text, size_t len)
     } else if (strcmp(type, "flow") == 0) {
         /* The agent's log is behind: send less (video keyframes only) until
          * resume. Frames not captured are not gaps: the sequence goes on. */
-        int slow = strcmp(json_string_value(json_object_get(payload, "state")) ?: "", "slow_down") == 0;
+        int slow =
+            strcmp(json_string_value(json_object_get(payload, "state")) ?: "", "slow_down") == 0;
         if (slow && !d->slowed) {
             sim.slow_downs++;
             d->await_key = 1;
@@ -599,8 +619,8 @@ static void on_text(ds_device *d, const char *text, size_t len)
         sim.resumes += !slow && d->slowed;
         d->slowed = slow;
         if (sim.slow_downs + sim.resumes <= 8)
-            fprintf(stderr, "msrs-devsim: %s: flow %s at %.3f s\n", d->id, slow ? "slow_down" : "resume",
-                    (double)(now_ns() - sim.started_ns) / 1e9);
+            fprintf(stderr, "msrs-devsim: %s: flow %s at %.3f s\n", d->id,
+                    slow ? "slow_down" : "resume", (double)(now_ns() - sim.started_ns) / 1e9);
     } else if (strcmp(type, "error") == 0) {
         d->errors++;
         sim.errors_seen++;
@@ -621,8 +641,7 @@ static void on_text(ds_device *d, const char *text, size_t len)
         }
         send_json(d, json_pack("{s:s, s:s, s:{s:s, s:s}}", "type", "ack", "device_id", d->id,
                                "payload", "ref_id",
-                               json_string_value(json_object_get(m, "id")) ?: "", "status",
-                               "ok"));
+                               json_string_value(json_object_get(m, "id")) ?: "", "status", "ok"));
     }
     json_decref(m);
 }
@@ -637,6 +656,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         d->connected = 1;
         d->rx_len = 0;
+        d->rx_fd = -1;
+        if (sim.kernel_stamps && rxstamp_enable(lws_get_socket_fd(wsi)) == 0)
+            d->rx_fd = lws_get_socket_fd(wsi);
         sim.connected++;
         send_hello(d);
         break;
@@ -646,7 +668,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             d->rx_len += len;
         }
         if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
-            on_text(d, (const char *)d->rx, d->rx_len);
+            int64_t now = now_ns();
+            on_text(d, (const char *)d->rx, d->rx_len,
+                    d->rx_fd >= 0 ? rxstamp_arrival(d->rx_fd, now) : now);
             d->rx_len = 0;
         }
         break;
@@ -659,7 +683,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         d->out_head = m->next;
         if (!d->out_head)
             d->out_tail = NULL;
-        int w = lws_write(wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+        if (m->probe) { /* sent up_ns ago, as the network has held it since */
+            int64_t t3 = dev_clock(d, now_ns() - m->up_ns);
+            int n =
+                snprintf((char *)m->buf + LWS_PRE, m->len,
+                         "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
+                         "\"t2\":%lld,\"t3\":%lld}}",
+                         d->id, (long long)m->t1, (long long)m->t2,
+                         (long long)(t3 < m->t2 ? m->t2 : t3)); /* a device clock never runs back */
+            m->len = (size_t)n < m->len ? (size_t)n : m->len - 1;
+        }
+        int w =
+            lws_write(wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
         free(m);
         if (w < 0)
             return -1;
@@ -682,8 +717,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         d->reconnect_at_ns = now_ns() + (int64_t)((200 + urand() * 800) * MS);
         d->reconnects++;
         break;
-    default:
-        break;
+    default: break;
     }
     return 0;
 }
@@ -727,16 +761,35 @@ static void on_tick(lws_sorted_usec_list_t *sul)
              * not when this loop, busy with 1023 other devices, gets to it:
              * a phone stamps on its own */
             int64_t t2 = dev_clock(d, e.due_ns);
-            int64_t t3 = dev_clock(d, now_ns());
-            if (t3 < t2) /* each stamp has its own noise; a device clock never runs back */
-                t3 = t2;
-            char text[256];
-            int len = snprintf(text, sizeof(text),
-                               "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
-                               "\"t2\":%lld,\"t3\":%lld}}",
-                               d->id, (long long)e.t1, (long long)t2, (long long)t3);
             d->probes++;
-            send_later(d, text, (size_t)len);
+            if (sim.kernel_stamps) {
+                /* t3 is stamped when the reply is written, as sent the
+                 * uplink delay before: the time this loop takes to get to
+                 * it is the device's processing time, which the four
+                 * stamps cancel, not network delay */
+                ds_msg *r = calloc(1, sizeof(*r) + LWS_PRE + 256);
+                int64_t now = now_ns(), due = now + one_way_ns(1);
+                if (!r)
+                    continue;
+                if (due <= d->last_up_ns) /* FIFO, as send_later */
+                    due = d->last_up_ns + 1;
+                d->last_up_ns = due;
+                r->probe = 1;
+                r->len = 256;
+                r->t1 = e.t1;
+                r->t2 = t2;
+                r->up_ns = due - now;
+                heap_push((ds_event){due, EV_SEND, d->index, 0, r});
+            } else {
+                char text[256];
+                int64_t t3 = dev_clock(d, now_ns());
+                int len = snprintf(
+                    text, sizeof(text),
+                    "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
+                    "\"t2\":%lld,\"t3\":%lld}}",
+                    d->id, (long long)e.t1, (long long)t2, (long long)(t3 < t2 ? t2 : t3));
+                send_later(d, text, (size_t)len);
+            }
         } else if (e.kind == EV_SEND) {
             if (!d->connected || !d->wsi) {
                 free(e.msg);
@@ -771,7 +824,9 @@ static void on_scan(lws_sorted_usec_list_t *sul)
         ds_device *d = &sim.devs[i];
         for (int k = 0; k < 2 && !sim.no_samples; k++)
             /* a batch goes as soon as its last sample is taken */
-            while (d->streams[k].next_ns + (int64_t)((d->streams[k].batch - 1) * 1e9 / d->streams[k].rate_hz) <= now)
+            while (d->streams[k].next_ns +
+                       (int64_t)((d->streams[k].batch - 1) * 1e9 / d->streams[k].rate_hz) <=
+                   now)
                 send_samples(d, &d->streams[k], now);
         while ((d->enc || sim.loop_n) && d->next_frame_ns <= now)
             video_frame(d, now);
@@ -813,7 +868,8 @@ static void usage(FILE *f)
             "  --duration S        stop after S seconds (default: until SIGINT/SIGTERM)\n"
             "  --truth FILE        write each device's true clock (JSON lines)\n"
             "  --stats FILE        at exit, write what was sent per session, device and stream:\n"
-            "                      {\"SESSION\": {\"DEVICE\": {\"STREAM\": {\"samples\", \"bytes\"}}}}\n"
+            "                      {\"SESSION\": {\"DEVICE\": {\"STREAM\": {\"samples\", "
+            "\"bytes\"}}}}\n"
             "  --seed N            random seed (default 1)\n"
             "  --video WxH@FPS     also stream synthetic video, e.g. 320x240@15\n"
             "  --video-codec NAME  libavcodec encoder (default mpeg4; h264 uses libx264)\n"
@@ -823,6 +879,11 @@ static void usage(FILE *f)
             "  --samples FORMAT    binary (default: binary frames, little-endian) or json\n"
             "                      (text messages), see docs/protocol.md; none: no sample\n"
             "                      streams (control-plane and clock benchmarks)\n"
+            "  --stamps WHERE      where a device stamps a probe: kernel (default: arrival is\n"
+            "                      the socket's receive stamp plus the downlink delay, t3 is\n"
+            "                      the moment of writing less the uplink delay, as a device\n"
+            "                      with a CPU of its own) or loop (when this process's loop,\n"
+            "                      shared by every simulated device, gets to them)\n"
             "  -h, --help\n"
             "exit: 0 ok, 1 could not run, 2 usage\n");
 }
@@ -838,20 +899,32 @@ static int parse_url(const char *url)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"url", required_argument, NULL, 'u'},       {"devices", required_argument, NULL, 'n'},
-        {"prefix", required_argument, NULL, 'p'},    {"profile", required_argument, NULL, 'P'},
-        {"delay-ms", required_argument, NULL, 'd'},  {"asym-ms", required_argument, NULL, 'a'},
-        {"spike-prob", required_argument, NULL, 's'}, {"spike-ms", required_argument, NULL, 'S'},
-        {"jitter-us", required_argument, NULL, 'j'}, {"offset-ms", required_argument, NULL, 'o'},
-        {"drift-ppm", required_argument, NULL, 'r'}, {"loss-per-min", required_argument, NULL, 'l'},
-        {"duration", required_argument, NULL, 'D'},  {"truth", required_argument, NULL, 't'},
-        {"seed", required_argument, NULL, 'e'},      {"help", no_argument, NULL, 'h'},
-        {"video", required_argument, NULL, 'v'},     {"video-codec", required_argument, NULL, 'c'},
-        {"stats", required_argument, NULL, 'T'},     {"video-bitrate", required_argument, NULL, 'B'},
-        {"video-loop", required_argument, NULL, 'O'}, {"samples", required_argument, NULL, 'F'},
-        {NULL, 0, NULL, 0}};
-    const char *url = "ws://127.0.0.1:8620/v1/devices", *prefix = "sim-", *truth = NULL, *stats = NULL;
+    static const struct option longopts[] = {{"url", required_argument, NULL, 'u'},
+                                             {"devices", required_argument, NULL, 'n'},
+                                             {"prefix", required_argument, NULL, 'p'},
+                                             {"profile", required_argument, NULL, 'P'},
+                                             {"delay-ms", required_argument, NULL, 'd'},
+                                             {"asym-ms", required_argument, NULL, 'a'},
+                                             {"spike-prob", required_argument, NULL, 's'},
+                                             {"spike-ms", required_argument, NULL, 'S'},
+                                             {"jitter-us", required_argument, NULL, 'j'},
+                                             {"offset-ms", required_argument, NULL, 'o'},
+                                             {"drift-ppm", required_argument, NULL, 'r'},
+                                             {"loss-per-min", required_argument, NULL, 'l'},
+                                             {"duration", required_argument, NULL, 'D'},
+                                             {"truth", required_argument, NULL, 't'},
+                                             {"seed", required_argument, NULL, 'e'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"video", required_argument, NULL, 'v'},
+                                             {"video-codec", required_argument, NULL, 'c'},
+                                             {"stats", required_argument, NULL, 'T'},
+                                             {"video-bitrate", required_argument, NULL, 'B'},
+                                             {"video-loop", required_argument, NULL, 'O'},
+                                             {"samples", required_argument, NULL, 'F'},
+                                             {"stamps", required_argument, NULL, 'K'},
+                                             {NULL, 0, NULL, 0}};
+    const char *url = "ws://127.0.0.1:8620/v1/devices", *prefix = "sim-", *truth = NULL,
+               *stats = NULL;
     const char *profile = "lan", *delay = NULL;
     double offset_ms = 500, drift_ppm = 50, asym = -1, spike_prob = -1, spike_ms = -1, jitter = -1;
     int opt, exit_code = 0;
@@ -859,6 +932,7 @@ int main(int argc, char **argv)
     sim.rng = 1;
     sim.video_codec = "mpeg4";
     sim.binary_samples = 1;
+    sim.kernel_stamps = 1;
     /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
     cli_install_signals();
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -885,7 +959,8 @@ int main(int argc, char **argv)
             if (sscanf(optarg, "%dx%d@%d", &sim.video_w, &sim.video_h, &sim.video_fps) != 3 ||
                 sim.video_w < 16 || sim.video_h < 16 || sim.video_w % 2 || sim.video_h % 2 ||
                 sim.video_fps < 1 || sim.video_fps > 120) {
-                fprintf(stderr, "msrs-devsim: --video '%s': expected WxH@FPS, even sizes >= 16\n", optarg);
+                fprintf(stderr, "msrs-devsim: --video '%s': expected WxH@FPS, even sizes >= 16\n",
+                        optarg);
                 return 2;
             }
             break;
@@ -893,11 +968,19 @@ int main(int argc, char **argv)
         case 'F':
             if (strcmp(optarg, "binary") != 0 && strcmp(optarg, "json") != 0 &&
                 strcmp(optarg, "none") != 0) {
-                fprintf(stderr, "msrs-devsim: --samples '%s': expected binary, json or none\n", optarg);
+                fprintf(stderr, "msrs-devsim: --samples '%s': expected binary, json or none\n",
+                        optarg);
                 return 2;
             }
             sim.binary_samples = strcmp(optarg, "binary") == 0;
             sim.no_samples = strcmp(optarg, "none") == 0;
+            break;
+        case 'K':
+            if (strcmp(optarg, "kernel") != 0 && strcmp(optarg, "loop") != 0) {
+                fprintf(stderr, "msrs-devsim: --stamps '%s': expected kernel or loop\n", optarg);
+                return 2;
+            }
+            sim.kernel_stamps = strcmp(optarg, "kernel") == 0;
             break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -948,7 +1031,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (sim.loop_n > 0 && (!sim.video_w || video_loop_encode() != 0)) {
-        fprintf(stderr, "msrs-devsim: --video-loop needs --video and a working %s encoder\n", sim.video_codec);
+        fprintf(stderr, "msrs-devsim: --video-loop needs --video and a working %s encoder\n",
+                sim.video_codec);
         return 2;
     }
     sim.started_ns = now_ns();
@@ -969,16 +1053,20 @@ int main(int argc, char **argv)
                     sim.video_w, sim.video_h);
             return 1;
         }
-        d->drop_at_ns = sim.started_ns +
-                        (sim.loss_per_min > 0 ? (int64_t)(-log(urand() + 1e-12) * 60e9 / sim.loss_per_min) : 0);
+        d->drop_at_ns =
+            sim.started_ns +
+            (sim.loss_per_min > 0 ? (int64_t)(-log(urand() + 1e-12) * 60e9 / sim.loss_per_min) : 0);
         if (tf)
-            fprintf(tf, "{\"device_id\":\"%s\",\"offset_ns\":%lld,\"drift_ppm\":%.6f,\"t0_ns\":%lld}\n",
+            fprintf(tf,
+                    "{\"device_id\":\"%s\",\"offset_ns\":%lld,\"drift_ppm\":%.6f,\"t0_ns\":%lld}\n",
                     d->id, (long long)d->offset_ns, d->drift * 1e6, (long long)d->t0_ns);
         connect_device(d);
     }
     if (tf)
         fclose(tf);
-    fprintf(stderr, "msrs-devsim: %d devices -> %s (%s: %.1f-%.1f ms one-way, asym %.1f ms, spikes %.3f x %.0f ms, jitter %.0f us)\n",
+    fprintf(stderr,
+            "msrs-devsim: %d devices -> %s (%s: %.1f-%.1f ms one-way, asym %.1f ms, spikes %.3f x "
+            "%.0f ms, jitter %.0f us)\n",
             sim.n, url, profile, sim.net.delay_min_ms, sim.net.delay_max_ms, sim.net.asym_ms,
             sim.net.spike_prob, sim.net.spike_ms, sim.net.jitter_us);
     lws_sul_schedule(sim.ctx, 0, &sim.scan, on_scan, 2000);
@@ -997,14 +1085,17 @@ int main(int argc, char **argv)
             int64_t packets = 0;
             for (int i = 0; i < sim.n; i++)
                 packets += sim.devs[i].packets_sent;
-            fprintf(stderr, "msrs-devsim: %lld/%d connected, %lld probes answered, %lld samples and %lld video packets sent, %lld errors\n",
+            fprintf(stderr,
+                    "msrs-devsim: %lld/%d connected, %lld probes answered, %lld samples and %lld "
+                    "video packets sent, %lld errors\n",
                     (long long)sim.connected, sim.n, (long long)probes, (long long)samples,
                     (long long)packets, (long long)sim.errors_seen);
         }
     }
     lws_context_destroy(sim.ctx);
-    fprintf(stderr, "msrs-devsim: flow: %lld slow_down, %lld resume, %lld video frames skipped; "
-                    "%lld moved to another node\n",
+    fprintf(stderr,
+            "msrs-devsim: flow: %lld slow_down, %lld resume, %lld video frames skipped; "
+            "%lld moved to another node\n",
             (long long)sim.slow_downs, (long long)sim.resumes, (long long)sim.frames_skipped,
             (long long)sim.moved);
     if (stats && json_dump_file(sim.stats, stats, JSON_INDENT(1) | JSON_SORT_KEYS)) {

@@ -9,8 +9,8 @@
 
 #include <libwebsockets.h>
 
-#define AG_ID_MAX 64
-#define AG_MAX_STREAMS 8
+#define AG_ID_MAX          64
+#define AG_MAX_STREAMS     8
 #define AG_MAX_SUPERVISORS 8
 
 typedef struct ag_config {
@@ -23,7 +23,8 @@ typedef struct ag_config {
     int64_t rate_per_s, rate_burst; /* per connection token bucket */
     int64_t sync_interval_ms, sync_probes, probe_spacing_ms, round_timeout_ms;
     int64_t flow_high_bytes, flow_low_bytes; /* log backlog: slow_down above, resume below */
-    int64_t report_delay_ms; /* RecordingReport this long after a session's stop instant */
+    int64_t report_delay_ms;   /* RecordingReport this long after a session's stop instant */
+    int64_t kernel_timestamps; /* sync.kernel_timestamps: t4 is the kernel's receive stamp */
 } ag_config;
 
 typedef struct ag_conn ag_conn;
@@ -86,12 +87,14 @@ struct ag_conn {
     int closing; /* ag_close was called: close at the next writable callback */
     int paused;  /* not read while the log is behind (flow slow_down) */
     char peer[64];
+    int rx_fd; /* the socket whose kernel receive stamps give t4; -1: stamped on reading */
 };
 
 typedef struct ag_counters {
     int64_t connections, messages, bad_json, too_large, unknown_type, invalid, rate_limited,
         duplicates, not_registered, events, emit_errors, dropped, late, slow_downs;
-    int64_t rx_bytes; /* WebSocket payload received from devices */
+    int64_t rx_bytes;     /* WebSocket payload received from devices */
+    int64_t stamp_errors; /* connections whose kernel receive stamps could not be enabled */
 } ag_counters;
 
 /* The control plane (control.c): this node's registration, plan and
@@ -112,9 +115,9 @@ typedef struct ag_control {
     char prefix[128]; /* the log's topic prefix: which system to join */
     int phase, busy, planned;
     int64_t next_at_ns, heartbeat_ns;
-    int64_t max_devices;  /* the plan's; 0: no limit but agent.max_devices */
-    char redirect[256];   /* where a device this node refuses should go */
-    cs_clock clock;       /* the supervisor's clock (master) seen from here */
+    int64_t max_devices; /* the plan's; 0: no limit but agent.max_devices */
+    char redirect[256];  /* where a device this node refuses should go */
+    cs_clock clock;      /* the supervisor's clock (master) seen from here */
     int probes_left;
     int64_t clock_unc_ns, clock_rtt_ns;
     int64_t cpu_ns, cpu_at_ns, rx_bytes, rx_at_ns; /* at the last heartbeat */
@@ -130,9 +133,9 @@ typedef struct ag_agent {
     ag_device **devices;
     size_t device_count, device_cap;
     size_t connected;
-    int slowed;                 /* devices were told to slow down */
-    int64_t backlog_bytes;      /* the log's, at the last tick */
-    int64_t log_error_at_ns;    /* last time a failing log writer was reported */
+    int slowed;              /* devices were told to slow down */
+    int64_t backlog_bytes;   /* the log's, at the last tick */
+    int64_t log_error_at_ns; /* last time a failing log writer was reported */
     int64_t next_id;
     ag_counters n;
     char commands_topic[320];
@@ -168,7 +171,8 @@ int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value,
             size_t err_size);
 
 /* recording.c: sessions this node records. */
-void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids, int64_t start_at_ns);
+void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
+                        int64_t start_at_ns);
 void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at_ns);
 /* Sends `start` to a device that (re)registers during a session it records. */
 void ag_recording_rejoin(ag_agent *a, ag_device *d);

@@ -24,9 +24,9 @@
 #define MSRS_CLOCKSYNC_H
 #include <stdint.h>
 
-#define CS_WINDOW 512 /* probes: 64 rounds of 8 */
+#define CS_WINDOW            512 /* probes: 64 rounds of 8 */
 #define CS_DRIFT_MIN_SPAN_NS 16000000000LL
-#define CS_NO_DRIFT_SPAN_NS 4000000000LL
+#define CS_NO_DRIFT_SPAN_NS  4000000000LL
 
 typedef struct cs_probe {
     int64_t t1, t2, t3, t4;

@@ -20,8 +20,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#define CTL_PROBES 4
-#define CTL_RETRY_MS 300
+#define CTL_PROBES     4
+#define CTL_RETRY_MS   300
 #define CTL_ANSWER_MAX 65536 /* a supervisor's answer; more is a failed request */
 
 enum { REQ_REGISTER, REQ_PLAN, REQ_TIME, REQ_HEARTBEAT };
@@ -97,7 +97,8 @@ int ag_control_init(ag_control *c, const ev_conf *conf, const char *list, char *
         } else if (parse_url(t, host, sizeof(host), &port) || add_supervisor(c, host, port) < 0) {
             snprintf(errstr, errstr_size,
                      "supervisor '%s': expected http://HOST:PORT or 'discover' (at most %d, "
-                     "comma-separated)", t, AG_MAX_SUPERVISORS);
+                     "comma-separated)",
+                     t, AG_MAX_SUPERVISORS);
             return -1;
         }
     }
@@ -110,7 +111,8 @@ int ag_control_init(ag_control *c, const ev_conf *conf, const char *list, char *
         ev_conf_get_int(conf, "discovery.wait_ms", 300, &wait_ms, errstr, errstr_size))
         return -1;
     if (c->discovery_port <= 0 || c->discovery_port > 65535 || wait_ms < 0) {
-        snprintf(errstr, errstr_size, "config discovery.port (%lld) / discovery.wait_ms (%lld): "
+        snprintf(errstr, errstr_size,
+                 "config discovery.port (%lld) / discovery.wait_ms (%lld): "
                  "expected a UDP port and a wait of 0 ms or more",
                  (long long)c->discovery_port, (long long)wait_ms);
         return -1;
@@ -147,7 +149,8 @@ static void discover(ag_agent *a, int64_t now)
     json_t *q = json_pack("{s:s, s:i, s:s, s:s}", "msrs", "discover", "v", 1, "prefix", c->prefix,
                           "node_id", a->cfg.node_id);
     if (dsc_send_all(c->discovery_fd, c->discovery_targets, (int)c->discovery_port, q, err,
-                     sizeof(err)) <= 0 && c->queries % 10 == 0)
+                     sizeof(err)) <= 0 &&
+        c->queries % 10 == 0)
         fprintf(stderr, "msrs-agent: %s\n", err);
     json_decref(q);
     if (c->queries % 10 == 0 && c->phase == AG_CTL_DISCOVER)
@@ -268,15 +271,13 @@ static json_t *request_body(ag_agent *a, int kind, int64_t now)
         char host[64] = "", address[192];
         gethostname(host, sizeof(host) - 1);
         snprintf(address, sizeof(address), "%s:%d", a->cfg.advertise, a->cfg.port);
-        return json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:s, s:I, s:I}", "node_id",
-                         a->cfg.node_id, "hostname", host, "address", address, "caps", "devices",
-                         "clock", "max_devices", (json_int_t)a->cfg.max_devices, "version",
-                         MSRS_VERSION, "cpu_cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN),
-                         "mem_total_bytes",
+        return json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:s, s:I, s:I}", "node_id", a->cfg.node_id,
+                         "hostname", host, "address", address, "caps", "devices", "clock",
+                         "max_devices", (json_int_t)a->cfg.max_devices, "version", MSRS_VERSION,
+                         "cpu_cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "mem_total_bytes",
                          (json_int_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE));
     }
-    case REQ_PLAN:
-        return json_pack("{s:s}", "node_id", a->cfg.node_id);
+    case REQ_PLAN: return json_pack("{s:s}", "node_id", a->cfg.node_id);
     case REQ_HEARTBEAT: {
         json_t *hb = json_pack("{s:s, s:[], s:{s:s}, s:I, s:f, s:I, s:I, s:I}", "node_id",
                                a->cfg.node_id, "services_running", "versions", "msrs-agent",
@@ -295,8 +296,7 @@ static json_t *request_body(ag_agent *a, int kind, int64_t now)
         }
         return hb;
     }
-    default:
-        return NULL; /* REQ_TIME: built when written, with t1 stamped then */
+    default: return NULL; /* REQ_TIME: built when written, with t1 stamped then */
     }
 }
 
@@ -340,8 +340,8 @@ static int plan_names(json_t *plan, const char *service)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(plan, "services"), i, v) if (strcmp(
-        json_string_value(v) ?: "", service) == 0) return 1;
+    json_array_foreach(json_object_get(plan, "services"), i,
+                       v) if (strcmp(json_string_value(v) ?: "", service) == 0) return 1;
     return 0;
 }
 
@@ -360,11 +360,12 @@ static void apply_plan(ag_agent *a, json_t *plan)
             fprintf(stderr, "msrs-agent: plan: listening on ws://%s:%d/v1/devices\n", a->cfg.host,
                     a->cfg.port);
     }
-    fprintf(stderr, "msrs-agent: node %s planned by %s:%d: role %s, heartbeat %lld ms, max %lld "
-                    "devices\n",
+    fprintf(stderr,
+            "msrs-agent: node %s planned by %s:%d: role %s, heartbeat %lld ms, max %lld "
+            "devices\n",
             a->cfg.node_id, c->hosts[c->url_i], c->ports[c->url_i],
-            json_string_value(json_object_get(plan, "role")) ?: "?", (long long)(c->heartbeat_ns / 1000000),
-            (long long)c->max_devices);
+            json_string_value(json_object_get(plan, "role")) ?: "?",
+            (long long)(c->heartbeat_ns / 1000000), (long long)c->max_devices);
 }
 
 /* A request finished: status 0 = no answer (connection failed). */
@@ -376,8 +377,7 @@ static void on_done(ag_agent *a, ag_http *h)
     c->busy = 0;
     if (h->status != 200 && h->status != 404) { /* none, 5xx (not_leader, starting), other */
         char why[256];
-        snprintf(why, sizeof(why), "%s %s",
-                 h->status ? "answered" : "no answer",
+        snprintf(why, sizeof(why), "%s %s", h->status ? "answered" : "no answer",
                  h->status ? (json_string_value(json_object_get(r, "error")) ?: "error") : "");
         next_supervisor(a, why);
         json_decref(r);
@@ -456,8 +456,8 @@ static void finish(struct lws *wsi, ag_http *h)
     http_free(h);
 }
 
-static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                            void *in, size_t len)
+static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                            size_t len)
 {
     ag_http *h = lws_get_opaque_user_data(wsi);
     (void)user;
@@ -533,14 +533,13 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
             finish(wsi, h);
         }
         return 0;
-    default:
-        break;
+    default: break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
-const struct lws_protocols ag_control_protocol = {"msrs-control", callback_control, 0, 4096, 0,
-                                                  NULL, 0};
+const struct lws_protocols ag_control_protocol = {
+    "msrs-control", callback_control, 0, 4096, 0, NULL, 0};
 
 void ag_control_tick(ag_agent *a, int64_t now_ns)
 {

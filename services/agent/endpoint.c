@@ -4,7 +4,9 @@
  * agent.max_message_bytes, drains each connection's send queue one message
  * per writable callback, stamps t1 of time probes at the moment of writing. */
 #include "agent.h"
+#include "rxstamp.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -86,8 +88,8 @@ int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in,
     return 0;
 }
 
-static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                            void *in, size_t len)
+static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                            size_t len)
 {
     ag_agent *a = lws_context_user(lws_get_context(wsi));
     ag_conn *c = user;
@@ -104,6 +106,17 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
         c->wsi = wsi;
         c->tokens = (double)a->cfg.rate_burst;
         c->tokens_at_ns = ag_now_ns();
+        c->rx_fd = -1;
+        if (a->cfg.kernel_timestamps) {
+            int fd = lws_get_socket_fd(wsi);
+            if (rxstamp_enable(fd) == 0)
+                c->rx_fd = fd;
+            else if (!a->n.stamp_errors++)
+                fprintf(stderr,
+                        "msrs-agent: kernel receive stamps (SO_TIMESTAMPNS) refused: %s; "
+                        "t4 is stamped on reading\n",
+                        strerror(errno));
+        }
         lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
         a->n.connections++;
         break;
@@ -127,14 +140,12 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
             c->rx_len = 0;
         }
         break;
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        return ag_write_next(a, c);
+    case LWS_CALLBACK_SERVER_WRITEABLE: return ag_write_next(a, c);
     case LWS_CALLBACK_CLOSED:
         ag_on_closed(a, c);
         c->wsi = NULL;
         break;
-    default:
-        break;
+    default: break;
     }
     return 0;
 }

@@ -7,39 +7,41 @@
 #include "agent.h"
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 #include <unistd.h>
 
 #define TICK_US 2000
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: msrs-agent --log URI [--listen HOST:PORT] [--supervisor URL[,URL]] [options]\n"
-            "Serves devices on ws://HOST:PORT/v1/devices (JSON protocol, docs/protocol.md),\n"
-            "syncs their clocks and writes their events to the log. With a supervisor it\n"
-            "registers, listens when its plan says so and heartbeats (docs/control.md).\n\n"
-            "  --listen HOST:PORT  default 127.0.0.1:8620 (config agent.listen)\n"
-            "  --supervisor URLS   http://HOST:PORT of the supervisors, comma-separated, tried in\n"
-            "                      turn; 'discover' (alone or after URLs): ask the network\n"
-            "                      with a UDP query (config agent.supervisor; none: standalone)\n"
-            "  --node-id ID        this node's id (config agent.node_id; else the id kept in\n"
-            "                      agent.node_id_file, default ~/.config/msrs/node_id, made\n"
-            "                      from the host name and a random suffix on first start)\n"
-            CLI_COMMON_HELP
-            "\nconfig keys (defaults): agent.max_message_bytes (1048576), agent.max_devices\n"
-            "(1024), agent.rate_per_s (2000), agent.rate_burst (4000), sync.interval_ms (2000),\n"
-            "sync.probes (8), sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
-            "agent.flow.high_bytes (67108864) / agent.flow.low_bytes (16777216: devices are told\n"
-            "to slow down and not read while the log's backlog is above high, until below low),\n"
-            "agent.report_delay_ms (1000: RecordingReport this long after a session's stop instant),\n"
-            "agent.advertise (the listen host: the host others reach this node's devices at),\n"
-            "discovery.port (8611), discovery.targets (127.255.255.255,255.255.255.255: where\n"
-            "queries go), discovery.wait_ms (300: how long to wait for a leader's answer)\n"
-            "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
+    fprintf(
+        f,
+        "usage: msrs-agent --log URI [--listen HOST:PORT] [--supervisor URL[,URL]] [options]\n"
+        "Serves devices on ws://HOST:PORT/v1/devices (JSON protocol, docs/protocol.md),\n"
+        "syncs their clocks and writes their events to the log. With a supervisor it\n"
+        "registers, listens when its plan says so and heartbeats (docs/control.md).\n\n"
+        "  --listen HOST:PORT  default 127.0.0.1:8620 (config agent.listen)\n"
+        "  --supervisor URLS   http://HOST:PORT of the supervisors, comma-separated, tried in\n"
+        "                      turn; 'discover' (alone or after URLs): ask the network\n"
+        "                      with a UDP query (config agent.supervisor; none: standalone)\n"
+        "  --node-id ID        this node's id (config agent.node_id; else the id kept in\n"
+        "                      agent.node_id_file, default ~/.config/msrs/node_id, made\n"
+        "                      from the host name and a random suffix on first "
+        "start)\n" CLI_COMMON_HELP
+        "\nconfig keys (defaults): agent.max_message_bytes (1048576), agent.max_devices\n"
+        "(1024), agent.rate_per_s (2000), agent.rate_burst (4000), sync.interval_ms (2000),\n"
+        "sync.probes (8), sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
+        "agent.flow.high_bytes (67108864) / agent.flow.low_bytes (16777216: devices are told\n"
+        "to slow down and not read while the log's backlog is above high, until below low),\n"
+        "agent.report_delay_ms (1000: RecordingReport this long after a session's stop instant),\n"
+        "agent.advertise (the listen host: the host others reach this node's devices at),\n"
+        "sync.kernel_timestamps (1: t4 is the kernel's receive stamp; 0: stamped on reading),\n"
+        "discovery.port (8611), discovery.targets (127.255.255.255,255.255.255.255: where\n"
+        "queries go), discovery.wait_ms (300: how long to wait for a leader's answer)\n"
+        "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
 /* The persistent node id: read from path, or made (host name + 8 random
@@ -78,7 +80,7 @@ static int node_id_from_file(const char *path, char *out, size_t size)
 
 static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, const char *node)
 {
-    char err[256];
+    char err[256] = "";
     const char *l = listen ? listen : ev_conf_get(conf, "agent.listen", "127.0.0.1:8620");
     const char *colon = strrchr(l, ':');
     struct {
@@ -113,9 +115,17 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
             return -1;
         }
     }
+    if (ev_conf_get_int(conf, "sync.kernel_timestamps", 1, &cfg->kernel_timestamps, err,
+                        sizeof(err)) ||
+        (cfg->kernel_timestamps != 0 && cfg->kernel_timestamps != 1)) {
+        fprintf(stderr, "msrs-agent: %s\n",
+                *err ? err : "config sync.kernel_timestamps: expected 0 or 1");
+        return -1;
+    }
     if (cfg->flow_low_bytes >= cfg->flow_high_bytes) {
-        fprintf(stderr, "msrs-agent: config agent.flow.low_bytes (%lld): expected less than "
-                        "agent.flow.high_bytes (%lld)\n",
+        fprintf(stderr,
+                "msrs-agent: config agent.flow.low_bytes (%lld): expected less than "
+                "agent.flow.high_bytes (%lld)\n",
                 (long long)cfg->flow_low_bytes, (long long)cfg->flow_high_bytes);
         return -1;
     }
@@ -197,23 +207,23 @@ static void print_counters(const ag_agent *a, const char *when)
     fprintf(stderr,
             "msrs-agent: %s: %zu connected, %lld connections, %lld messages, %lld events, "
             "errors: %lld bad_json %lld too_large %lld unknown_type %lld invalid %lld "
-            "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld late; "
+            "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld "
+            "late; "
             "%lld slow_down\n",
             when, a->connected, (long long)a->n.connections, (long long)a->n.messages,
             (long long)a->n.events, (long long)a->n.bad_json, (long long)a->n.too_large,
             (long long)a->n.unknown_type, (long long)a->n.invalid, (long long)a->n.rate_limited,
-            (long long)a->n.duplicates, (long long)a->n.not_registered,
-            (long long)a->n.emit_errors, (long long)a->n.dropped, (long long)a->n.late,
-            (long long)a->n.slow_downs);
+            (long long)a->n.duplicates, (long long)a->n.not_registered, (long long)a->n.emit_errors,
+            (long long)a->n.dropped, (long long)a->n.late, (long long)a->n.slow_downs);
 }
 
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
-                                              {"listen", required_argument, NULL, 'L'},
-                                              {"node-id", required_argument, NULL, 'N'},
-                                              {"supervisor", required_argument, NULL, 'S'},
-                                              {NULL, 0, NULL, 0}};
+                                             {"listen", required_argument, NULL, 'L'},
+                                             {"node-id", required_argument, NULL, 'N'},
+                                             {"supervisor", required_argument, NULL, 'S'},
+                                             {NULL, 0, NULL, 0}};
     cli_common common = {0};
     const char *listen = NULL, *node = NULL, *supervisor = NULL;
     int opt, exit_code = CLI_EXIT_OK;
@@ -261,7 +271,8 @@ int main(int argc, char **argv)
     a.codec = ev_codec_new();
     char cursor[128];
     snprintf(cursor, sizeof(cursor), "agent.%s", a.cfg.node_id);
-    const char *topics[1] = {ev_log_topic(a.log, "commands", a.commands_topic, sizeof(a.commands_topic))};
+    const char *topics[1] = {
+        ev_log_topic(a.log, "commands", a.commands_topic, sizeof(a.commands_topic))};
     if (ev_log_subscribe(a.log, cursor, topics, 1, err, sizeof(err)) ||
         ag_endpoint_start(&a, err, sizeof(err)) || ag_control_start(&a, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
@@ -273,8 +284,8 @@ int main(int argc, char **argv)
                 a.ctl.hosts[0], a.ctl.ports[0], a.ctl.discover ? " (and discovery)" : "",
                 ev_conf_get(conf, "log", ""));
     else if (a.ctl.discover)
-        fprintf(stderr, "msrs-agent: node %s, discovering its supervisor, log %s\n",
-                a.cfg.node_id, ev_conf_get(conf, "log", ""));
+        fprintf(stderr, "msrs-agent: node %s, discovering its supervisor, log %s\n", a.cfg.node_id,
+                ev_conf_get(conf, "log", ""));
     else
         fprintf(stderr, "msrs-agent: node %s listening on ws://%s:%d/v1/devices, log %s\n",
                 a.cfg.node_id, a.cfg.host, a.cfg.port, ev_conf_get(conf, "log", ""));

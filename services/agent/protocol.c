@@ -4,12 +4,16 @@
  * unwanted message gets an `error` reply and a counter; nothing here closes
  * a connection except a flood or a peer that cannot keep up. */
 #include "agent.h"
+#include "rxstamp.h"
 
 #include <endian.h>
 #include <stdio.h>
 #include <string.h>
 
-int64_t ag_now_ns(void) { return ev_now_ns(); }
+int64_t ag_now_ns(void)
+{
+    return ev_now_ns();
+}
 
 static void queue(ag_conn *c, int kind, const char *text, size_t len)
 {
@@ -35,8 +39,8 @@ void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload)
     char id[48];
     snprintf(id, sizeof(id), "a%lld", (long long)++a->next_id);
     json_t *env = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", id, "type", type, "ts",
-                            (json_int_t)ag_now_ns(), "device_id",
-                            c->dev ? c->dev->device_id : "", "payload", payload);
+                            (json_int_t)ag_now_ns(), "device_id", c->dev ? c->dev->device_id : "",
+                            "payload", payload);
     char *text = json_dumps(env, JSON_COMPACT);
     if (text)
         queue(c, AG_OUT_TEXT, text, strlen(text));
@@ -60,8 +64,8 @@ int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value,
         err = own;
         err_size = sizeof(own);
     }
-    int rc = ev_log_emit_json(a->log, ev_schema_by_name(short_name), key, value, NULL, err,
-                              err_size);
+    int rc =
+        ev_log_emit_json(a->log, ev_schema_by_name(short_name), key, value, NULL, err, err_size);
     if (rc == EV_ERR_INVALID) {
         a->n.invalid++; /* the device's data does not fit the record: its error */
     } else if (rc) {
@@ -145,7 +149,6 @@ static ag_device *device_add(ag_agent *a, const char *id)
     return d;
 }
 
-
 /* ------------------------------------------------------------------ hello */
 
 /* A message that does not fit the protocol: counted, and an `invalid`
@@ -166,8 +169,8 @@ static void reject(ag_agent *a, ag_conn *c, const char *ref, const char *code, c
 static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
 {
     static const char *const hello_keys[] = {"name", "capabilities", "battery", "version", NULL};
-    static const char *const stream_keys[] = {"stream_id", "type", "rate_hz", "channels",
-                                              "format", NULL};
+    static const char *const stream_keys[] = {"stream_id", "type",   "rate_hz",
+                                              "channels",  "format", NULL};
     const char *device_id = json_string_value(json_object_get(env, "device_id"));
     json_t *payload = json_object_get(env, "payload");
     char err[512], why[600];
@@ -178,8 +181,7 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
     }
     if (!valid_id(device_id)) {
         a->n.invalid++;
-        reject(a, c, ref, "invalid",
-               "device_id: expected 1-63 characters of [A-Za-z0-9._:-]");
+        reject(a, c, ref, "invalid", "device_id: expected 1-63 characters of [A-Za-z0-9._:-]");
         return;
     }
     ag_device *d = ag_device_find(a, device_id);
@@ -267,8 +269,9 @@ static void on_time_resp(ag_agent *a, ag_conn *c, json_t *payload, int64_t t4, c
     if (!d->round_active)
         return; /* a late answer to a finished round */
     cs_probe p = {json_integer_value(t1), json_integer_value(t2), json_integer_value(t3), t4};
-    if (p.t1 < d->round_deadline_ns - (a->cfg.sync_probes * a->cfg.probe_spacing_ms +
-                                       a->cfg.round_timeout_ms) * 1000000LL)
+    if (p.t1 <
+        d->round_deadline_ns -
+            (a->cfg.sync_probes * a->cfg.probe_spacing_ms + a->cfg.round_timeout_ms) * 1000000LL)
         return; /* from an earlier round */
     if (cs_add_probe(&d->clock, &p) != 0) {
         invalid(a, c, "time_resp: t3 < t2 or t4 < t1", ref);
@@ -294,15 +297,15 @@ static void end_round(ag_agent *a, ag_device *d)
         json_decref(probes);
         return; /* no answer this round: try again next interval */
     }
-    ag_emit(a, "ClockOffsetMeasured", d->device_id,
-            json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:I, s:i, s:I, s:I, s:I, s:I, s:o}", "device_id",
-                      d->device_id, "node_id", a->cfg.node_id, "round", (json_int_t)r.round,
-                      "offset_ns", (json_int_t)r.offset_ns, "rtt_ns", (json_int_t)r.rtt_ns,
-                      "drift_ppm", r.drift_ppm, "uncertainty_ns", (json_int_t)r.uncertainty_ns,
-                      "probes", r.probes, "t1_ns", (json_int_t)r.best.t1, "t2_ns",
-                      (json_int_t)r.best.t2, "t3_ns", (json_int_t)r.best.t3, "t4_ns",
-                      (json_int_t)r.best.t4, "round_probes", probes),
-            NULL, 0);
+    ag_emit(
+        a, "ClockOffsetMeasured", d->device_id,
+        json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:I, s:i, s:I, s:I, s:I, s:I, s:o}", "device_id",
+                  d->device_id, "node_id", a->cfg.node_id, "round", (json_int_t)r.round,
+                  "offset_ns", (json_int_t)r.offset_ns, "rtt_ns", (json_int_t)r.rtt_ns, "drift_ppm",
+                  r.drift_ppm, "uncertainty_ns", (json_int_t)r.uncertainty_ns, "probes", r.probes,
+                  "t1_ns", (json_int_t)r.best.t1, "t2_ns", (json_int_t)r.best.t2, "t3_ns",
+                  (json_int_t)r.best.t3, "t4_ns", (json_int_t)r.best.t4, "round_probes", probes),
+        NULL, 0);
 }
 
 void ag_sync_tick(ag_agent *a, int64_t now)
@@ -319,8 +322,9 @@ void ag_sync_tick(ag_agent *a, int64_t now)
             d->round_probes = NULL;
             d->probes_sent = d->probes_answered = 0;
             d->next_probe_ns = now;
-            d->round_deadline_ns = now + (a->cfg.sync_probes * a->cfg.probe_spacing_ms +
-                                          a->cfg.round_timeout_ms) * 1000000LL;
+            d->round_deadline_ns =
+                now + (a->cfg.sync_probes * a->cfg.probe_spacing_ms + a->cfg.round_timeout_ms) *
+                          1000000LL;
         }
         if (d->probes_sent < a->cfg.sync_probes && now >= d->next_probe_ns) {
             queue(d->conn, AG_OUT_TIME_REQ, NULL, 0);
@@ -405,8 +409,8 @@ static void samples_emit(ag_agent *a, ag_device *d, samples_rec *r, const char *
     avro_value_set_long(&f, seq);
     avro_value_get_by_name(r->v, "channels", &f, NULL);
     avro_value_set_int(&f, (int)channels);
-    ag_recording_account(a, cnt, emit_value(a, r->schema, d->device_id, r->v),
-                         (int64_t)n, (int64_t)(n * channels * sizeof(double)));
+    ag_recording_account(a, cnt, emit_value(a, r->schema, d->device_id, r->v), (int64_t)n,
+                         (int64_t)(n * channels * sizeof(double)));
 }
 
 static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, const char *ref)
@@ -419,9 +423,9 @@ static void on_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
     if (!stream || !*stream || !json_is_integer(seq) || !json_is_array(t) ||
         !json_is_array(values) || json_array_size(values) != n || n == 0 || channels == 0) {
         invalid(a, c,
-                      "payload: expected stream_id, seq, t [ns...] and values [[...], ...] "
-                      "with one row per t",
-                      ref);
+                "payload: expected stream_id, seq, t [ns...] and values [[...], ...] "
+                "with one row per t",
+                ref);
         return;
     }
     /* Written into the codec's Avro value straight from the parsed message
@@ -469,9 +473,9 @@ static void on_samples_binary(ag_agent *a, ag_conn *c, json_t *h, const unsigned
     if (!stream || !*stream || !json_is_integer(seq) || n < 1 || n > 65536 || channels < 1 ||
         channels > 1024) {
         invalid(a, c,
-                      "binary samples header: expected stream_id, seq, n (1..65536) and channels "
-                      "(1..1024)",
-                      NULL);
+                "binary samples header: expected stream_id, seq, n (1..65536) and channels "
+                "(1..1024)",
+                NULL);
         return;
     }
     size_t want = (size_t)n * 8 * (1 + (size_t)channels);
@@ -505,8 +509,8 @@ static void on_samples_binary(ag_agent *a, ag_conn *c, json_t *h, const unsigned
 
 static void on_status(ag_agent *a, ag_conn *c, json_t *payload, const char *ref)
 {
-    json_t *rec = json_pack("{s:s, s:s}", "device_id", c->dev->device_id, "node_id",
-                            a->cfg.node_id);
+    json_t *rec =
+        json_pack("{s:s, s:s}", "device_id", c->dev->device_id, "node_id", a->cfg.node_id);
     json_t *v;
     char err[512];
     if ((v = json_object_get(payload, "battery")))
@@ -528,9 +532,8 @@ static void on_sync_mark(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, 
     const char *label = json_string_value(json_object_get(payload, "label"));
     json_t *ts = json_object_get(env, "ts");
     if (!session || !*session || !mark || !*mark || !json_is_integer(ts)) {
-        invalid(a, c,
-                      "sync_mark: expected session_id and ts in the envelope and payload.mark_id",
-                      ref);
+        invalid(a, c, "sync_mark: expected session_id and ts in the envelope and payload.mark_id",
+                ref);
         return;
     }
     int64_t t = json_integer_value(ts);
@@ -545,31 +548,28 @@ static void on_sync_mark(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, 
 
 /* Media: header {stream_id, seq, codec, pts, keyframe, ts, width, height,
  * session_id}, body the encoded packet. */
-static void on_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *packet,
-                     size_t bytes)
+static void on_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *packet, size_t bytes)
 {
     const char *stream = json_string_value(json_object_get(h, "stream_id"));
     const char *codec = json_string_value(json_object_get(h, "codec"));
     if (!stream || !codec || !json_is_integer(json_object_get(h, "pts"))) {
-        invalid(a, c,
-                      "binary media header: expected {stream_id, codec, pts, ...}", NULL);
+        invalid(a, c, "binary media header: expected {stream_id, codec, pts, ...}", NULL);
         return;
     }
     int64_t ts = json_integer_value(json_object_get(h, "ts"));
     int64_t master = ag_device_to_master(a, c->dev, ts);
     const char *session;
-    ag_count *cnt = ag_recording_count(a, c->dev, json_string_value(json_object_get(h, "session_id")),
-                                       ts, stream, &session);
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I, s:I, s:i, s:i, s:s}",
-                            "device_id", c->dev->device_id, "session_id", session,
-                            "stream_id", stream, "seq",
-                            (json_int_t)json_integer_value(json_object_get(h, "seq")), "codec",
-                            codec, "pts", (json_int_t)json_integer_value(json_object_get(h, "pts")),
-                            "keyframe", json_is_true(json_object_get(h, "keyframe")),
-                            "device_time_ns", (json_int_t)ts, "master_time_ns",
-                            (json_int_t)master, "width",
-                            (int)json_integer_value(json_object_get(h, "width")), "height",
-                            (int)json_integer_value(json_object_get(h, "height")), "data", "");
+    ag_count *cnt = ag_recording_count(
+        a, c->dev, json_string_value(json_object_get(h, "session_id")), ts, stream, &session);
+    json_t *rec =
+        json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I, s:I, s:i, s:i, s:s}", "device_id",
+                  c->dev->device_id, "session_id", session, "stream_id", stream, "seq",
+                  (json_int_t)json_integer_value(json_object_get(h, "seq")), "codec", codec, "pts",
+                  (json_int_t)json_integer_value(json_object_get(h, "pts")), "keyframe",
+                  json_is_true(json_object_get(h, "keyframe")), "device_time_ns", (json_int_t)ts,
+                  "master_time_ns", (json_int_t)master, "width",
+                  (int)json_integer_value(json_object_get(h, "width")), "height",
+                  (int)json_integer_value(json_object_get(h, "height")), "data", "");
     /* The packet goes into the record as it is, not through JSON. */
     char err[512];
     const ev_schema *s = ev_schema_by_name("MediaPacket");
@@ -592,16 +592,15 @@ static void on_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *pa
  * absent). */
 static void on_binary(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len)
 {
-    size_t hlen = len >= 4 ? ((size_t)msg[0] << 24 | (size_t)msg[1] << 16 | (size_t)msg[2] << 8 |
-                              msg[3])
-                           : 0;
+    size_t hlen =
+        len >= 4 ? ((size_t)msg[0] << 24 | (size_t)msg[1] << 16 | (size_t)msg[2] << 8 | msg[3]) : 0;
     json_t *h = hlen && hlen <= len - 4 ? json_loadb((const char *)msg + 4, hlen, 0, NULL) : NULL;
     const char *type = json_string_value(json_object_get(h, "type"));
     if (!json_is_object(h)) {
         invalid(a, c,
-                      "binary frame: expected a 4-byte big-endian header length, a JSON object "
-                      "header, then the body",
-                      NULL);
+                "binary frame: expected a 4-byte big-endian header length, a JSON object "
+                "header, then the body",
+                NULL);
     } else if (!type || strcmp(type, "media") == 0) {
         on_media(a, c, h, msg + 4 + hlen, len - 4 - hlen);
     } else if (strcmp(type, "samples") == 0) {
@@ -640,12 +639,14 @@ static int rate_ok(ag_agent *a, ag_conn *c, int64_t now)
 
 void ag_on_message(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len, int binary)
 {
-    int64_t t4 = ag_now_ns();
+    /* t4: when the message's last bytes reached this host (kernel stamp),
+     * not when this loop, busy with other devices, read them */
+    int64_t now = ag_now_ns(), t4 = c->rx_fd >= 0 ? rxstamp_arrival(c->rx_fd, now) : now;
     json_error_t jerr;
     char why[256];
 
     a->n.messages++;
-    if (!rate_ok(a, c, t4))
+    if (!rate_ok(a, c, now))
         return;
     if (binary) {
         if (!c->dev) {
@@ -700,8 +701,8 @@ void ag_on_closed(ag_agent *a, ag_conn *c)
         d->round_active = 0;
         a->connected--;
         ag_emit(a, "DeviceDisconnected", d->device_id,
-                json_pack("{s:s, s:s, s:s}", "device_id", d->device_id, "node_id",
-                          a->cfg.node_id, "reason", "connection closed"),
+                json_pack("{s:s, s:s, s:s}", "device_id", d->device_id, "node_id", a->cfg.node_id,
+                          "reason", "connection closed"),
                 NULL, 0);
     }
     while (c->out_head) {

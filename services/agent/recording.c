@@ -94,7 +94,8 @@ void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
         attach(a, s, d);
         attached++;
     }
-    fprintf(stderr, "msrs-agent: session %s: %zu devices start at %lld (%lld ms from now), %zu missing\n",
+    fprintf(stderr,
+            "msrs-agent: session %s: %zu devices start at %lld (%lld ms from now), %zu missing\n",
             session_id, attached, (long long)start_at,
             (long long)((start_at - ag_now_ns()) / 1000000), json_array_size(s->missing));
 }

@@ -1,6 +1,7 @@
 /* Clock estimation (services/agent/clocksync.c): the four-timestamp offset,
  * the minimum-RTT probe, the drift fit, conversions both ways. */
 #include "clocksync.h"
+#include "testutil.h"
 
 #include <check.h>
 #include <stdlib.h>
@@ -36,7 +37,8 @@ START_TEST(keeps_minimum_rtt_probe_and_error_is_bounded)
     cs_clock c;
     cs_round_result r;
     cs_init(&c);
-    int64_t downs[] = {5 * MS, 1 * MS, 9 * MS, 3 * MS}, ups[] = {1 * MS, 1 * MS + 200000, 2 * MS, 7 * MS};
+    int64_t downs[] = {5 * MS, 1 * MS, 9 * MS, 3 * MS},
+            ups[] = {1 * MS, 1 * MS + 200000, 2 * MS, 7 * MS};
     for (int i = 0; i < 4; i++) {
         cs_probe p = probe((1000 + i * 20) * MS, downs[i], ups[i], -5 * MS, 0);
         ck_assert_int_eq(cs_add_probe(&c, &p), 0);
@@ -62,13 +64,15 @@ START_TEST(many_noisy_probes_beat_the_best_one)
     for (int round = 0; round < 32; round++)
         for (int k = 0; k < 8; k++) {
             int64_t down = 100000 + rand() % 1900000, up = 100000 + rand() % 1900000;
-            cs_probe p = probe((int64_t)round * 2000 * MS + k * 15 * MS + 1000 * MS, down, up, 3 * MS, 20e-6);
+            cs_probe p = probe((int64_t)round * 2000 * MS + k * 15 * MS + 1000 * MS, down, up,
+                               3 * MS, 20e-6);
             cs_add_probe(&c, &p);
             if (k == 7)
                 cs_end_round(&c, &r);
         }
     int64_t truth = 3 * MS + (int64_t)(20e-6 * (double)r.best.t4);
-    ck_assert_msg(llabs(r.offset_ns - truth) < 60000, "error %lld ns", (long long)llabs(r.offset_ns - truth));
+    ck_assert_msg(llabs(r.offset_ns - truth) < 60000, "error %lld ns",
+                  (long long)llabs(r.offset_ns - truth));
     ck_assert_msg(r.drift_ppm > 18 && r.drift_ppm < 22, "drift %f", r.drift_ppm);
 }
 END_TEST
@@ -130,9 +134,5 @@ int main(void)
     tcase_add_test(tc, drift_recovered_over_rounds);
     tcase_add_test(tc, identity_before_any_round);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

@@ -1,0 +1,34 @@
+/* rxstamp.h — when the kernel received what a socket read returned.
+ *
+ * A clock probe's receive stamp (the agent's t4, a simulated device's
+ * arrival) should be the instant the bytes reached the host, not the instant
+ * a busy event loop got round to them: at 1024 devices the two differ by
+ * hundreds of microseconds, and that wait lands on one side of the probe
+ * only. libwebsockets reads its sockets with recv(2) and has no hook for
+ * ancillary data, so this module defines recv for the whole process: the
+ * same call made as recvmsg(2), which also keeps, per descriptor, the
+ * SO_TIMESTAMPNS stamp of the last TCP segment that read returned
+ * (CLOCK_REALTIME, the clock of ev_now_ns). Semantics of recv are otherwise
+ * unchanged for every caller, and a descriptor that did not ask for stamps
+ * costs one recvmsg with an unused control buffer.
+ *
+ * Thread-safety: recv may run on any thread; each descriptor's stamp is
+ * written by the thread reading it. rxstamp_enable and rxstamp_arrival are
+ * called by the thread that owns the descriptor (the event loop). */
+#ifndef MSRS_RXSTAMP_H
+#define MSRS_RXSTAMP_H
+#include <stdint.h>
+
+/* Asks the kernel to stamp what fd receives (SO_TIMESTAMPNS) and forgets any
+ * stamp an earlier descriptor with the same number left. 0 ok, -1 failed
+ * (errno set: the caller stamps in user space instead). The first socket of
+ * the process to ask turns stamping on in the kernel a moment later (a
+ * deferred static key); until then reads are stamped when they happen. */
+int rxstamp_enable(int fd);
+
+/* The kernel's receive stamp of the last read on fd, when it is one that
+ * can be the arrival of a message handled now: not after now_ns and not
+ * older than a second. Otherwise (no stamp, stamps not enabled) now_ns. */
+int64_t rxstamp_arrival(int fd, int64_t now_ns);
+
+#endif
