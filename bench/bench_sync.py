@@ -132,7 +132,10 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
     if os.environ.get("MSRS_BENCH_BY_ROUND"):
         for k in sorted(by_round):
             print("    round %3d: max |err| %8.1f us over %d devices" % (k, max(by_round[k]), len(by_round[k])))
-    subprocess.run(["rm", "-rf", tmp])
+    if os.environ.get("MSRS_BENCH_KEEP"):
+        print("        kept: %s (log.db, truth*.jsonl)" % tmp)
+    else:
+        subprocess.run(["rm", "-rf", tmp])
     return errs
 
 

@@ -27,6 +27,14 @@ int cs_add_probe(cs_clock *c, const cs_probe *p)
     c->win_a[c->win_next] = p->t2 - p->t1;
     c->win_b[c->win_next] = p->t4 - p->t3;
     c->win_rtt[c->win_next] = rtt;
+    if (!c->fitted) {
+        /* the first answer is an estimate at once (error <= rtt/2): data that
+         * comes before the first round ends is not left at offset 0 */
+        c->ref_t = p->t4;
+        c->ref_offset = ((p->t2 - p->t1) + (p->t3 - p->t4)) / 2;
+        c->drift = 0;
+        c->fitted = 1;
+    }
     c->win_next = (c->win_next + 1) % CS_WINDOW;
     if (c->win_count < CS_WINDOW)
         c->win_count++;

@@ -19,7 +19,8 @@
  * lower envelopes highest (ev_clock_fit_probes, the fit msrs-replay --refit
  * uses too); before that only the last CS_NO_DRIFT_SPAN_NS of probes count,
  * with no drift. Device times convert to agent time through the resulting
- * line, between rounds too. */
+ * line, between rounds too; before the first round ends, through the first
+ * answered probe's offset; before any answer, as they are (offset 0). */
 #ifndef MSRS_CLOCKSYNC_H
 #define MSRS_CLOCKSYNC_H
 #include <stdint.h>

@@ -11,6 +11,7 @@
  * or fails. */
 #include "agent.h"
 #include "discovery.h"
+#include "rxstamp.h"
 
 #include <arpa/inet.h>
 
@@ -473,6 +474,10 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
         if (h->kind == REQ_TIME) {
             /* fixed width, so the length is known before t1 is stamped */
             h->body_len = strlen("{\"t1\":}") + 19;
+            /* t4: the kernel's stamp of the answer (as for devices) */
+            ag_agent *a = lws_context_user(lws_get_context(wsi));
+            if (a->cfg.kernel_timestamps)
+                rxstamp_enable(lws_get_socket_fd(wsi));
         }
         snprintf(cl, sizeof(cl), "%zu", h->body_len);
         if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
@@ -505,7 +510,7 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
     }
     case LWS_CALLBACK_ESTABLISHED_CLIENT_HTTP:
         if (h) {
-            h->t4 = ag_now_ns();
+            h->t4 = rxstamp_arrival(lws_get_socket_fd(wsi), ag_now_ns());
             h->status = (int)lws_http_client_http_response(wsi);
         }
         return 0;

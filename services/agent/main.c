@@ -33,7 +33,8 @@ static void usage(FILE *f)
         "start)\n" CLI_COMMON_HELP
         "\nconfig keys (defaults): agent.max_message_bytes (1048576), agent.max_devices\n"
         "(1024), agent.rate_per_s (2000), agent.rate_burst (4000), sync.interval_ms (2000),\n"
-        "sync.probes (8), sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
+        "sync.probes (8), sync.burst_probes (16: per round until a device has 512 probes),\n"
+        "sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
         "agent.flow.high_bytes (67108864) / agent.flow.low_bytes (16777216: devices are told\n"
         "to slow down and not read while the log's backlog is above high, until below low),\n"
         "agent.report_delay_ms (1000: RecordingReport this long after a session's stop instant),\n"
@@ -92,6 +93,7 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 {"agent.rate_burst", 4000, &cfg->rate_burst},
                 {"sync.interval_ms", 2000, &cfg->sync_interval_ms},
                 {"sync.probes", 8, &cfg->sync_probes},
+                {"sync.burst_probes", 16, &cfg->sync_burst_probes},
                 {"sync.probe_spacing_ms", 15, &cfg->probe_spacing_ms},
                 {"sync.round_timeout_ms", 500, &cfg->round_timeout_ms},
                 {"agent.flow.high_bytes", 64 << 20, &cfg->flow_high_bytes},
@@ -114,6 +116,13 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
             fprintf(stderr, "msrs-agent: config %s: expected a positive integer\n", ints[i].key);
             return -1;
         }
+    }
+    if (cfg->sync_burst_probes < cfg->sync_probes) {
+        fprintf(
+            stderr,
+            "msrs-agent: config sync.burst_probes (%lld): expected at least sync.probes (%lld)\n",
+            (long long)cfg->sync_burst_probes, (long long)cfg->sync_probes);
+        return -1;
     }
     if (ev_conf_get_int(conf, "sync.kernel_timestamps", 1, &cfg->kernel_timestamps, err,
                         sizeof(err)) ||

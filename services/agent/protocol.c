@@ -269,9 +269,7 @@ static void on_time_resp(ag_agent *a, ag_conn *c, json_t *payload, int64_t t4, c
     if (!d->round_active)
         return; /* a late answer to a finished round */
     cs_probe p = {json_integer_value(t1), json_integer_value(t2), json_integer_value(t3), t4};
-    if (p.t1 <
-        d->round_deadline_ns -
-            (a->cfg.sync_probes * a->cfg.probe_spacing_ms + a->cfg.round_timeout_ms) * 1000000LL)
+    if (p.t1 < d->round_started_ns)
         return; /* from an earlier round */
     if (cs_add_probe(&d->clock, &p) != 0) {
         invalid(a, c, "time_resp: t3 < t2 or t4 < t1", ref);
@@ -321,17 +319,21 @@ void ag_sync_tick(ag_agent *a, int64_t now)
             json_decref(d->round_probes); /* of a round cut short */
             d->round_probes = NULL;
             d->probes_sent = d->probes_answered = 0;
-            d->next_probe_ns = now;
+            d->next_probe_ns = d->round_started_ns = now;
+            /* more probes while the device's window is filling: its drift,
+             * and so its offset, settle in half the time (NTP's iburst) */
+            d->round_size =
+                d->clock.win_count < CS_WINDOW ? a->cfg.sync_burst_probes : a->cfg.sync_probes;
             d->round_deadline_ns =
-                now + (a->cfg.sync_probes * a->cfg.probe_spacing_ms + a->cfg.round_timeout_ms) *
-                          1000000LL;
+                now +
+                (d->round_size * a->cfg.probe_spacing_ms + a->cfg.round_timeout_ms) * 1000000LL;
         }
-        if (d->probes_sent < a->cfg.sync_probes && now >= d->next_probe_ns) {
+        if (d->probes_sent < d->round_size && now >= d->next_probe_ns) {
             queue(d->conn, AG_OUT_TIME_REQ, NULL, 0);
             d->probes_sent++;
             d->next_probe_ns = now + a->cfg.probe_spacing_ms * 1000000LL;
         }
-        if (d->probes_answered >= a->cfg.sync_probes || now >= d->round_deadline_ns)
+        if (d->probes_answered >= d->round_size || now >= d->round_deadline_ns)
             end_round(a, d);
     }
 }

@@ -3,8 +3,10 @@
  * gets 413), handed to sv_handle, and the answer written on the next
  * writable callback. Connections stay open for the next request
  * (keep-alive). */
+#include "rxstamp.h"
 #include "supervisor.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,7 @@ typedef struct sv_conn {
     int too_large;
     json_t *reply; /* set once handled: written when writable */
     int status;
-    int64_t t2;    /* /v1/time: when the request was complete */
+    int64_t t2; /* /v1/time: when the request was complete */
 } sv_conn;
 
 static void conn_reset(sv_conn *c)
@@ -55,8 +57,8 @@ static void dispatch(sv_supervisor *s, struct lws *wsi, sv_conn *c)
         c->status = 413;
         c->reply = sv_error("too_large", "request body over %d bytes", SV_BODY_MAX);
     } else {
-        c->status = sv_handle(s, c->post ? "POST" : "GET", c->path, c->body ? c->body : "",
-                              c->len, c->t2 ? c->t2 : ev_now_ns(), &c->reply);
+        c->status = sv_handle(s, c->post ? "POST" : "GET", c->path, c->body ? c->body : "", c->len,
+                              c->t2 ? c->t2 : ev_now_ns(), &c->reply);
     }
     lws_callback_on_writable(wsi);
 }
@@ -95,6 +97,13 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 {
     sv_supervisor *s = lws_context_user(lws_get_context(wsi));
     sv_conn *c = user;
+    if (reason == LWS_CALLBACK_FILTER_NETWORK_CONNECTION) {
+        /* before anything is read: a clock probe's t2 is the kernel's
+         * receive stamp, not when this loop got to the request */
+        const struct lws_filter_network_conn_args *args = user;
+        rxstamp_enable(args ? args->accept_fd : (int)(intptr_t)in);
+        return 0;
+    }
     /* A connection that closes before its first request has no session
      * data yet (a port probe): nothing of ours to do. */
     if (!c && reason != LWS_CALLBACK_HTTP)
@@ -120,7 +129,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
             return -1;
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        c->t2 = ev_now_ns();
+        c->t2 = rxstamp_arrival(lws_get_socket_fd(wsi), ev_now_ns());
         dispatch(s, wsi, c);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
@@ -128,11 +137,8 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
             return 0;
         return write_reply(wsi, c);
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-    case LWS_CALLBACK_CLOSED_HTTP:
-        conn_reset(c);
-        return 0;
-    default:
-        break;
+    case LWS_CALLBACK_CLOSED_HTTP: conn_reset(c); return 0;
+    default: break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
@@ -150,10 +156,9 @@ static int callback_discovery(struct lws *wsi, enum lws_callback_reasons reason,
     return 0;
 }
 
-static struct lws_protocols protocols[] = {
-    {"http", callback_http, sizeof(sv_conn), 0, 0, NULL, 0},
-    {"msrs-discovery", callback_discovery, 0, 0, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0}};
+static struct lws_protocols protocols[] = {{"http", callback_http, sizeof(sv_conn), 0, 0, NULL, 0},
+                                           {"msrs-discovery", callback_discovery, 0, 0, 0, NULL, 0},
+                                           {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size)
 {

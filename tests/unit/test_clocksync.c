@@ -123,6 +123,20 @@ START_TEST(identity_before_any_round)
 }
 END_TEST
 
+/* Data that arrives while the first round is still running (16 probes
+ * take a quarter of a second) converts through the first answer. */
+START_TEST(first_answer_converts_before_the_round_ends)
+{
+    cs_clock c;
+    cs_init(&c);
+    cs_probe p = probe(1000 * MS, 3 * MS, 1 * MS, 250 * MS, 0);
+    ck_assert_int_eq(cs_add_probe(&c, &p), 0);
+    int64_t err = cs_offset_at(&c, 1010 * MS) - 250 * MS;
+    ck_assert_int_le(llabs(err), 2 * MS); /* rtt/2 */
+    ck_assert_int_ne(cs_offset_at(&c, 1010 * MS), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("clocksync");
@@ -133,6 +147,7 @@ int main(void)
     tcase_add_test(tc, impossible_probe_dropped);
     tcase_add_test(tc, drift_recovered_over_rounds);
     tcase_add_test(tc, identity_before_any_round);
+    tcase_add_test(tc, first_answer_converts_before_the_round_ends);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
