@@ -9,10 +9,9 @@
 
 #include <libwebsockets.h>
 
-#define AG_ID_MAX           64
-#define AG_MAX_STREAMS      8
-#define AG_MAX_SUPERVISORS  8
-#define AG_COMMANDS_WAIT_NS (10 * 1000000000LL) /* register anyway after this */
+#define AG_ID_MAX          64
+#define AG_MAX_STREAMS     8
+#define AG_MAX_SUPERVISORS 8
 
 typedef struct ag_config {
     char host[128];
@@ -113,7 +112,6 @@ typedef struct ag_control {
      * supervisor is known or the known ones fail, at most one a second */
     int discover, discovery_fd, lead_hint; /* lead_hint: the index that said it leads, or -1 */
     int64_t discovery_port, discovery_wait_ns, query_started_ns, next_query_ns, queries;
-    int commands_warned; /* said once that commands were not live in time */
     int64_t discovery_skipped;
     char discovery_targets[256];
     char prefix[128]; /* the log's topic prefix: which system to join */
@@ -147,10 +145,6 @@ typedef struct ag_agent {
     size_t session_count;
     ag_control ctl;
     int listening; /* the device endpoint's vhost exists */
-    /* when the commands consumer first caught up (on Kafka: once its group
-     * assigned it the partitions); 0 before. A node registers after it,
-     * so a node in the pool hears StartRecording in time. */
-    int64_t started_ns, commands_live_ns;
 } ag_agent;
 
 /* protocol.c */

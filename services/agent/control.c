@@ -567,17 +567,6 @@ void ag_control_tick(ag_agent *a, int64_t now_ns)
         cs_init(&c->clock);
     }
     c->lead_hint = -1;
-    if (!a->commands_live_ns && c->phase == AG_CTL_REGISTER) {
-        /* not in the pool before commands reach us (Kafka: the group's
-         * first assignment takes seconds); past the wait, join anyway */
-        if (now_ns - a->started_ns < AG_COMMANDS_WAIT_NS)
-            return;
-        if (!c->commands_warned++)
-            fprintf(stderr,
-                    "msrs-agent: commands consumer not live after %lld s: registering "
-                    "anyway (commands reach this node late)\n",
-                    (long long)(AG_COMMANDS_WAIT_NS / 1000000000));
-    }
     switch (c->phase) {
     case AG_CTL_REGISTER: send_request(a, REQ_REGISTER); break;
     case AG_CTL_PLAN: send_request(a, REQ_PLAN); break;

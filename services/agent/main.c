@@ -181,8 +181,8 @@ static void poll_commands(ag_agent *a)
 {
     char err[512];
     const ev_msg *m;
-    int handled = 0, rc;
-    while ((rc = ev_log_poll(a->log, 0, &m, err, sizeof(err))) == 0) {
+    int handled = 0;
+    while (ev_log_poll(a->log, 0, &m, err, sizeof(err)) == 0) {
         ev_event ev;
         json_t *cmd = NULL;
         handled++;
@@ -194,11 +194,6 @@ static void poll_commands(ag_agent *a)
         }
         on_command(a, ev_schema_short_name(ev.schema), cmd);
         json_decref(cmd);
-    }
-    if (rc == EV_ERR_END && !a->commands_live_ns) {
-        a->commands_live_ns = ag_now_ns();
-        fprintf(stderr, "msrs-agent: commands: consuming %s, %lld ms after start\n",
-                a->commands_topic, (long long)((a->commands_live_ns - a->started_ns) / 1000000));
     }
     if (handled && ev_log_commit(a->log, err, sizeof(err)))
         fprintf(stderr, "msrs-agent: %s\n", err);
@@ -283,7 +278,6 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     a.codec = ev_codec_new();
-    a.started_ns = ag_now_ns();
     char cursor[128];
     snprintf(cursor, sizeof(cursor), "agent.%s", a.cfg.node_id);
     const char *topics[1] = {

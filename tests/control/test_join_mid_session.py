@@ -128,12 +128,12 @@ def main():
               "malformed datagrams skipped, the next query answered: %r" % a)
 
         start("syncd", ["msrs-syncd"])
-        # The start instant 1.5 s ahead. A node registers only once its
-        # commands consumer is live (on the mock, its group's first assignment
-        # takes ~3 s): before that rule, under ASan m1's start reached the
-        # agent 1.5 s after a 0.8 s lead had passed, and the agent counted
-        # samples devsim sent before the start arrived.
-        start("collectord", ["msrs-collectord", "-X", "collect.lead_ms=1500"])
+        # The start instant 4 s ahead. On the mock cluster the agent's commands
+        # consumer joins its group seconds after the agent starts: under ASan
+        # m1's start reached the agent 1.5 s after a 0.8 s lead had passed. The
+        # agent then counts the samples sent before it by their device time,
+        # but devsim counts only what it sent after the start arrived.
+        start("collectord", ["msrs-collectord", "-X", "collect.lead_ms=4000"])
         start("n1", ["msrs-agent", "--listen", "127.0.0.1:%d" % ports["n1"], "--node-id", "n1",
                      "--supervisor", "discover", "-X", "sync.interval_ms=500"] + discovery)
         t0 = time.time()
