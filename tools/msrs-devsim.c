@@ -225,13 +225,32 @@ static ds_msg *msg_new(const char *text, size_t len)
     return m;
 }
 
+/* due, moved after the direction's last due time (*last_ns, updated): the
+ * messages of one direction keep their order, as on TCP, and the heap does
+ * not keep the order of equal times. */
+static int64_t fifo_due(int64_t *last_ns, int64_t due)
+{
+    if (due <= *last_ns)
+        due = *last_ns + 1;
+    return *last_ns = due;
+}
+
+/* A time_resp's text in buf; t3 no earlier than t2 (each stamp has its own
+ * noise; a device clock never runs back). Returns its length, or -1. */
+static int probe_text(const ds_device *d, char *buf, size_t size, int64_t t1, int64_t t2,
+                      int64_t t3)
+{
+    int n = snprintf(buf, size,
+                     "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
+                     "\"t2\":%lld,\"t3\":%lld}}",
+                     d->id, (long long)t1, (long long)t2, (long long)(t3 < t2 ? t2 : t3));
+    return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
 /* Sends text after the uplink delay, in order. */
 static void send_later(ds_device *d, const char *text, size_t len)
 {
-    int64_t due = now_ns() + one_way_ns(1);
-    if (due <= d->last_up_ns) /* FIFO: the heap does not keep the order of equal times */
-        due = d->last_up_ns + 1;
-    d->last_up_ns = due;
+    int64_t due = fifo_due(&d->last_up_ns, now_ns() + one_way_ns(1));
     heap_push((ds_event){due, EV_SEND, d->index, 0, msg_new(text, len)});
 }
 
@@ -266,11 +285,7 @@ static int send_binary(ds_device *d, int64_t now, const char *hdr, size_t hl, co
         memcpy(p + 4 + hl, a, alen);
     if (blen)
         memcpy(p + 4 + hl + alen, b, blen);
-    int64_t due = now + one_way_ns(1);
-    if (due <= d->last_up_ns) /* FIFO: the heap does not keep the order of equal times */
-        due = d->last_up_ns + 1;
-    d->last_up_ns = due;
-    heap_push((ds_event){due, EV_SEND, d->index, 0, m});
+    heap_push((ds_event){fifo_due(&d->last_up_ns, now + one_way_ns(1)), EV_SEND, d->index, 0, m});
     return 0;
 }
 
@@ -577,10 +592,7 @@ static void on_text(ds_device *d, const char *text, size_t len, int64_t arrival_
     }
     if (strcmp(type, "time_req") == 0) {
         /* It arrives after the downlink delay; the device stamps it then. */
-        int64_t due = arrival_ns + one_way_ns(0);
-        if (due <= d->last_down_ns) /* FIFO: the heap does not keep the order of equal times */
-            due = d->last_down_ns + 1;
-        d->last_down_ns = due;
+        int64_t due = fifo_due(&d->last_down_ns, arrival_ns + one_way_ns(0));
         heap_push((ds_event){due, EV_DELIVER_PROBE, d->index,
                              json_integer_value(json_object_get(payload, "t1")), NULL});
         schedule_tick();
@@ -684,14 +696,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!d->out_head)
             d->out_tail = NULL;
         if (m->probe) { /* sent up_ns ago, as the network has held it since */
-            int64_t t3 = dev_clock(d, now_ns() - m->up_ns);
-            int n =
-                snprintf((char *)m->buf + LWS_PRE, m->len,
-                         "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
-                         "\"t2\":%lld,\"t3\":%lld}}",
-                         d->id, (long long)m->t1, (long long)m->t2,
-                         (long long)(t3 < m->t2 ? m->t2 : t3)); /* a device clock never runs back */
-            m->len = (size_t)n < m->len ? (size_t)n : m->len - 1;
+            int n = probe_text(d, (char *)m->buf + LWS_PRE, m->len, m->t1, m->t2,
+                               dev_clock(d, now_ns() - m->up_ns));
+            if (n < 0) { /* cannot happen: ids are < 64 characters */
+                free(m);
+                if (d->out_head)
+                    lws_callback_on_writable(wsi);
+                break;
+            }
+            m->len = (size_t)n;
         }
         int w =
             lws_write(wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
@@ -768,12 +781,9 @@ static void on_tick(lws_sorted_usec_list_t *sul)
                  * it is the device's processing time, which the four
                  * stamps cancel, not network delay */
                 ds_msg *r = calloc(1, sizeof(*r) + LWS_PRE + 256);
-                int64_t now = now_ns(), due = now + one_way_ns(1);
                 if (!r)
                     continue;
-                if (due <= d->last_up_ns) /* FIFO, as send_later */
-                    due = d->last_up_ns + 1;
-                d->last_up_ns = due;
+                int64_t now = now_ns(), due = fifo_due(&d->last_up_ns, now + one_way_ns(1));
                 r->probe = 1;
                 r->len = 256;
                 r->t1 = e.t1;
@@ -782,13 +792,9 @@ static void on_tick(lws_sorted_usec_list_t *sul)
                 heap_push((ds_event){due, EV_SEND, d->index, 0, r});
             } else {
                 char text[256];
-                int64_t t3 = dev_clock(d, now_ns());
-                int len = snprintf(
-                    text, sizeof(text),
-                    "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
-                    "\"t2\":%lld,\"t3\":%lld}}",
-                    d->id, (long long)e.t1, (long long)t2, (long long)(t3 < t2 ? t2 : t3));
-                send_later(d, text, (size_t)len);
+                int len = probe_text(d, text, sizeof(text), e.t1, t2, dev_clock(d, now_ns()));
+                if (len > 0)
+                    send_later(d, text, (size_t)len);
             }
         } else if (e.kind == EV_SEND) {
             if (!d->connected || !d->wsi) {
