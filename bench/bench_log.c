@@ -631,16 +631,17 @@ static void bench_replay(long n, const char *dir)
     for (int rep = 0; rep < 3; rep++) {
         ev_state *state = ev_state_new();
         log = open_log(uri);
-        cli_projection p = {.prog = "bench_log", .log = log, .state = state};
+        ev_projection *p = NULL;
         t = now_s();
-        if (cli_projection_fold(&p, topics, 2))
-            die("fold", "failed");
+        if (ev_projection_new(&p, log, state, topics, 2, NULL, err, sizeof(err)) ||
+            ev_projection_fold(p, NULL, err, sizeof(err)))
+            die("fold", err);
         double s = now_s() - t;
         secs = s < secs ? s : secs;
         printf(" %.0f", (double)n / s);
-        if (p.records != n || p.bad)
+        if (ev_projection_records(p) != n || ev_projection_skipped(p))
             die("fold", "records missing or undecodable");
-        cli_projection_free(&p);
+        ev_projection_destroy(p);
         ev_state_destroy(state);
         ev_log_destroy(log);
     }

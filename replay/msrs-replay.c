@@ -310,7 +310,8 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     ev_state *state = ev_state_new();
-    cli_projection p = {.prog = "msrs-replay", .log = log, .state = state};
+    ev_projection *p = NULL;
+    ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs-replay"};
     const char *topics[8];
     size_t topic_count = 0;
     char *topic_copy = NULL;
@@ -332,7 +333,7 @@ int main(int argc, char **argv)
             goto out;
         }
         json_object_foreach(pos, k, v) topics[topic_count++] = k;
-        p.limit = pos;
+        po.limit = pos;
     } else {
         topic_copy = split_topics(topics_arg ? topics_arg : "nodes,devices,sessions,commands", topics, 8,
                                   &topic_count);
@@ -342,15 +343,15 @@ int main(int argc, char **argv)
                 exit_code = CLI_EXIT_USAGE;
                 goto out;
             }
-            p.limit = limit;
+            po.limit = limit;
         } else if (until) {
             char *end;
             long long ns = strtoll(until, &end, 10);
             int64_t t;
             if (*end == '\0' && ns > 0)
-                p.until_ns = ns;
+                po.until_ns = ns;
             else if (ev_parse_time(until, strlen(until), &t) == 0)
-                p.until_ns = t;
+                po.until_ns = t;
             else {
                 fprintf(stderr, "msrs-replay: --until '%s': expected an RFC 3339 time, ns since "
                                 "the epoch, or TOPIC:OFFSET\n", until);
@@ -359,9 +360,16 @@ int main(int argc, char **argv)
             }
         }
     }
-    if (cli_projection_fold(&p, topics, topic_count))
+    if (ev_projection_new(&p, log, state, topics, topic_count, &po, err, sizeof(err))) {
+        fprintf(stderr, "msrs-replay: %s\n", err);
+        exit_code = CLI_EXIT_USAGE;
+        goto out;
+    }
+    if (ev_projection_fold(p, &cli_stop, err, sizeof(err))) {
+        fprintf(stderr, "msrs-replay: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
-    json_t *j = cli_projection_snapshot(&p);
+    }
+    json_t *j = ev_projection_snapshot(p);
     if (verify) {
         static const char *const parts[] = {"nodes", "devices", "sessions"};
         int n = 0;
@@ -375,20 +383,20 @@ int main(int argc, char **argv)
             exit_code = CLI_EXIT_FAIL;
         } else {
             fprintf(stderr, "msrs-replay: the replayed state matches %s (%lld records folded)\n",
-                    verify, (long long)p.records);
+                    verify, (long long)ev_projection_records(p));
         }
     } else {
         json_dumpf(j, stdout, JSON_SORT_KEYS | (compact ? JSON_COMPACT : JSON_INDENT(2)));
         fputc('\n', stdout);
     }
     json_decref(j);
-    if (p.bad || p.gaps)
+    if (ev_projection_skipped(p) || ev_projection_gaps(p))
         exit_code = CLI_EXIT_FAIL;
 out:
     free(topic_copy);
     json_decref(snapshot);
     json_decref(limit);
-    cli_projection_free(&p);
+    ev_projection_destroy(p);
     ev_state_destroy(state);
     ev_log_destroy(log);
     ev_conf_destroy(conf);

@@ -100,7 +100,7 @@ int rp_republish(const ev_conf *src_conf, ev_log *dst, const char *const *topics
         }
     }
     /* k-way merge by record time; paced by the first record's time */
-    int64_t t0 = -1, wall0 = cli_mono_ms(), last_report = wall0;
+    int64_t t0 = -1, wall0 = ev_mono_ms(), last_report = wall0;
     for (;;) {
         rp_source *next = NULL;
         for (size_t i = 0; i < n; i++)
@@ -113,7 +113,7 @@ int rp_republish(const ev_conf *src_conf, ev_log *dst, const char *const *topics
             t0 = m->timestamp_ms;
         if (speed > 0)
             sleep_ns((int64_t)((double)(m->timestamp_ms - t0) / speed * 1e6) -
-                     (cli_mono_ms() - wall0) * 1000000LL);
+                     (ev_mono_ms() - wall0) * 1000000LL);
         const char *dt = ev_log_topic(dst, next->logical, name, sizeof(name));
         if (ev_log_produce(dst, dt, m->key, m->key_len, m->value, m->value_len, m->headers,
                            m->header_count, m->timestamp_ms, err, sizeof(err))) {
@@ -128,8 +128,8 @@ int rp_republish(const ev_conf *src_conf, ev_log *dst, const char *const *topics
             rc = 1;
             break;
         }
-        if (cli_mono_ms() - last_report >= 1000) {
-            last_report = cli_mono_ms();
+        if (ev_mono_ms() - last_report >= 1000) {
+            last_report = ev_mono_ms();
             fprintf(stderr, "msrs-replay: republished %lld records (%.1f MB), at %.1f s of the "
                             "recording\n", (long long)records, (double)bytes / 1e6,
                     (double)(m->timestamp_ms - t0) / 1e3);

@@ -14,7 +14,7 @@
 typedef struct view {
     ev_log *log;
     ev_state *state;
-    cli_projection p;
+    ev_projection *p;
 } view;
 
 static int view_open(view *v, ev_conf *conf)
@@ -26,13 +26,29 @@ static int view_open(view *v, ev_conf *conf)
         return -1;
     }
     v->state = ev_state_new();
-    v->p = (cli_projection){.prog = "msrs", .log = v->log, .state = v->state};
+    ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs"};
+    if (ev_projection_new(&v->p, v->log, v->state, ev_state_topics, 4, &po, err, sizeof(err))) {
+        fprintf(stderr, "msrs: %s\n", err);
+        ev_state_destroy(v->state);
+        ev_log_destroy(v->log);
+        return -1;
+    }
     return 0;
+}
+
+/* Folds the log to its end. 0, or -1 (said on stderr). */
+static int view_fold(view *v)
+{
+    char err[512];
+    if (ev_projection_fold(v->p, &cli_stop, err, sizeof(err)) == 0)
+        return 0;
+    fprintf(stderr, "msrs: %s\n", err);
+    return -1;
 }
 
 static void view_close(view *v)
 {
-    cli_projection_free(&v->p);
+    ev_projection_destroy(v->p);
     ev_state_destroy(v->state);
     ev_log_destroy(v->log);
 }
@@ -80,9 +96,12 @@ static int wait_stopped(view *v, const char *sid, double timeout_s)
     time_t deadline = time(NULL) + (time_t)timeout_s;
     char last[64] = "";
     while (!cli_stop && time(NULL) <= deadline) {
-        int rc = cli_projection_step(&v->p, 200);
-        if (rc && rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT)
+        char err[512];
+        int rc = ev_projection_step(v->p, 200, err, sizeof(err));
+        if (rc && rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT) {
+            fprintf(stderr, "msrs: %s\n", err);
             return CLI_EXIT_FAIL;
+        }
         if (rc == 0)
             continue; /* fold what is there before looking */
         json_t *x = session_of(v, sid);
@@ -170,7 +189,7 @@ static int session_start(ev_conf *conf, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     int rc = CLI_EXIT_OK;
-    if (cli_projection_fold(&v.p, cli_state_topics, 4) == 0) {
+    if (view_fold(&v) == 0) {
         json_t *old = session_of(&v, sid);
         if (old) {
             fprintf(stderr, "msrs session start: session '%s' exists already (state %s)\n", sid,
@@ -226,7 +245,7 @@ static int session_stop(ev_conf *conf, int argc, char **argv)
     if (view_open(&v, conf))
         return CLI_EXIT_USAGE;
     int rc = CLI_EXIT_OK;
-    json_t *x = cli_projection_fold(&v.p, cli_state_topics, 4) == 0 ? session_of(&v, sid) : NULL;
+    json_t *x = view_fold(&v) == 0 ? session_of(&v, sid) : NULL;
     if (!x) {
         fprintf(stderr, "msrs session stop: no session '%s' in the log\n", sid);
         view_close(&v);
@@ -260,7 +279,7 @@ static int session_view(ev_conf *conf, int argc, char **argv, int list)
     view v;
     if (view_open(&v, conf))
         return CLI_EXIT_USAGE;
-    if (cli_projection_fold(&v.p, cli_state_topics, 4)) {
+    if (view_fold(&v)) {
         view_close(&v);
         return CLI_EXIT_FAIL;
     }
@@ -320,7 +339,7 @@ int cmd_devices(ev_conf *conf, int argc, char **argv)
     view v;
     if (view_open(&v, conf))
         return CLI_EXIT_USAGE;
-    if (cli_projection_fold(&v.p, cli_state_topics, 4)) {
+    if (view_fold(&v)) {
         view_close(&v);
         return CLI_EXIT_FAIL;
     }

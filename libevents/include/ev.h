@@ -26,6 +26,7 @@
 
 #include <avro.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -216,6 +217,12 @@ int ev_event_peek(const ev_msg *msg, ev_event *ev, char *errstr, size_t errstr_s
 void ev_new_id(char buf[EV_ID_MAX]);
 /* Wall-clock time in ns since the Unix epoch. */
 int64_t ev_now_ns(void);
+/* Monotonic milliseconds (CLOCK_MONOTONIC), for intervals and deadlines. */
+int64_t ev_mono_ms(void);
+/* 1 when id is a valid node, device, session or stream id: 1 to
+ * EV_ID_MAX - 1 characters of A-Z a-z 0-9 . _ : - (no NUL, no '/', so ids
+ * compose into keys and paths); 0 otherwise. */
+int ev_id_valid(const char *id);
 /* Formats ns since the epoch as RFC 3339 UTC with nanoseconds; returns buf. */
 char *ev_format_time(int64_t ns, char *buf, size_t size);
 /* Parses RFC 3339 ("2026-11-22T11:13:51.123Z", offsets allowed). */
@@ -354,6 +361,99 @@ int ev_state_apply(ev_state *state, const ev_event *ev, char *errstr, size_t err
  * JSON_SORT_KEYS and equal states print byte-identically. New reference
  * that shares the state's objects: do not modify it. */
 json_t *ev_state_to_json(const ev_state *state);
+
+/* -------------------------------------------------------------- projection */
+
+/* A projection is a state folded from every record of some topics, from the
+ * beginning of the log, with the shared reducers: what the services hold,
+ * what msrs-replay prints. It tracks, per topic and partition, the next
+ * offset read and folded; a hole in a partition's offsets (records lost,
+ * e.g. to retention or the mock's 5 MiB) is counted and reported, never
+ * skipped over in silence. It never prints: what a person should hear
+ * comes through the note callback. Not thread-safe: one thread steps it
+ * (ev_projection_fold uses a second, internal reading thread). */
+typedef struct ev_projection ev_projection;
+
+/* The topics the reducers fold: nodes, devices, sessions, commands. */
+extern const char *const ev_state_topics[4];
+
+typedef enum ev_projection_note_kind {
+    EV_PROJ_SKIPPED,    /* a record that does not decode or apply: topic, partition,
+                           offset, message */
+    EV_PROJ_GAP,        /* offsets offset .. offset + count - 1 of topic/partition are
+                           missing from the log */
+    EV_PROJ_CAUGHT_UP,  /* ev_projection_run reached the end for the first time */
+    EV_PROJ_PROGRESS,   /* ev_projection_fold, about once a second */
+    EV_PROJ_STATE_FILE, /* the state file could not be written: message */
+} ev_projection_note_kind;
+
+typedef struct ev_projection_note {
+    ev_projection_note_kind kind;
+    const char *topic; /* NULL for CAUGHT_UP, PROGRESS, STATE_FILE */
+    int32_t partition;
+    int64_t offset, count;
+    int64_t records;     /* records folded so far */
+    const char *message; /* what went wrong; NULL when nothing did */
+} ev_projection_note;
+
+/* Called on the thread that steps, runs or folds the projection; note and
+ * its strings are valid during the call only. */
+typedef void (*ev_projection_note_cb)(void *arg, const ev_projection_note *note);
+
+typedef struct ev_projection_opts {
+    ev_projection_note_cb on_note; /* NULL: notes are only counted */
+    void *note_arg;
+    /* Records at or past limit[topic][partition] ({"msrs.sessions": {"0": 12}},
+     * full topic names) are read and not folded. Borrowed: it must outlive
+     * the projection. NULL: none. */
+    const json_t *limit;
+    int64_t until_ns;       /* events with a later ce_time are not folded; 0: none */
+    const char *state_file; /* ev_projection_run writes a snapshot here after each
+                               check (copied; NULL: none) */
+} ev_projection_opts;
+
+/* Creates a projection of topics (logical names, at most 8) into state and
+ * assigns them on log from the beginning. log and state are borrowed and
+ * must outlive the projection, which is their only reader while it runs.
+ * opts may be NULL. */
+int ev_projection_new(ev_projection **out, ev_log *log, ev_state *state,
+                      const char *const *topics, size_t topic_count,
+                      const ev_projection_opts *opts, char *errstr, size_t errstr_size);
+void ev_projection_destroy(ev_projection *p);
+
+/* Polls one record and folds it. Returns 0 (folded, skipped or past a
+ * bound), EV_ERR_END (caught up), EV_ERR_TIMED_OUT, or the log's error. */
+int ev_projection_step(ev_projection *p, int timeout_ms, char *errstr, size_t errstr_size);
+
+/* Called by ev_projection_run on its thread once caught up. */
+typedef void (*ev_projection_check_cb)(void *arg);
+
+/* Folds until *stop becomes non-zero; once caught up, calls check(arg)
+ * every check_ms and writes the state file when records were folded since
+ * the last one. Returns 0 when stopped, or the log's fatal error. */
+int ev_projection_run(ev_projection *p, int64_t check_ms, ev_projection_check_cb check,
+                      void *arg, const volatile sig_atomic_t *stop, char *errstr,
+                      size_t errstr_size);
+
+/* Folds to the end of the log, reading on a second thread while this one
+ * folds. Returns 0 at the end, EV_ERR_TIMED_OUT when *stop (may be NULL)
+ * became non-zero first, or the log's error. */
+int ev_projection_fold(ev_projection *p, const volatile sig_atomic_t *stop, char *errstr,
+                       size_t errstr_size);
+
+/* 1 once the projection has read every partition to its end at least once
+ * (a service that has not must not answer from its state). */
+int ev_projection_caught_up(const ev_projection *p);
+/* Counters: records folded, records skipped, offset holes seen. */
+int64_t ev_projection_records(const ev_projection *p);
+int64_t ev_projection_skipped(const ev_projection *p);
+int64_t ev_projection_gaps(const ev_projection *p);
+
+/* The state as JSON (ev_state_to_json) plus "positions" ({"<topic>":
+ * {"<partition>": next offset folded}}), "records", "undecodable" and
+ * "offset_gaps": what a service's state file holds and msrs-replay prints.
+ * New reference, owned by the caller. */
+json_t *ev_projection_snapshot(const ev_projection *p);
 
 /* --------------------------------------------------------- placement rule */
 

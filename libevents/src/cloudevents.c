@@ -58,7 +58,7 @@ int64_t ev_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-int64_t ev__mono_ms(void)
+int64_t ev_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -258,4 +258,18 @@ int ev_event_peek(const ev_msg *msg, ev_event *ev, char *errstr, size_t errstr_s
     ev->msg = msg;
     return 0;
 #undef WHERE
+}
+
+int ev_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n >= EV_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-' || c == ':'))
+            return 0;
+    }
+    return 1;
 }

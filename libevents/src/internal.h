@@ -9,7 +9,6 @@ int ev__fail(char *errstr, size_t errstr_size, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Monotonic clock in ms, for timeouts. */
-int64_t ev__mono_ms(void);
 
 /* The reusable generic value interface of a schema (owned by the catalog). */
 avro_value_iface_t *ev__schema_iface(const ev_schema *s);

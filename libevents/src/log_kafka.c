@@ -499,7 +499,7 @@ static void fill_msg(kafka_log *k, rd_kafka_message_t *m)
 static int kafka_poll(void *impl, int timeout_ms, const ev_msg **msg, char *errstr, size_t n)
 {
     kafka_log *k = impl;
-    int64_t deadline = ev__mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = ev_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     if (!k->consumer)
         return ev__fail(errstr, n, EV_ERR_INVALID, "poll: neither subscribed nor assigned");
     if (k->current) {
@@ -507,10 +507,10 @@ static int kafka_poll(void *impl, int timeout_ms, const ev_msg **msg, char *errs
         k->current = NULL;
     }
     for (;;) {
-        int64_t left = deadline - ev__mono_ms();
+        int64_t left = deadline - ev_mono_ms();
         rd_kafka_message_t *m = rd_kafka_consumer_poll(k->consumer, left > 0 ? (int)left : 0);
         if (!m) {
-            if (ev__mono_ms() >= deadline)
+            if (ev_mono_ms() >= deadline)
                 return EV_ERR_TIMED_OUT;
             continue;
         }

@@ -94,14 +94,14 @@ static int exec(sqlite_log *l, sqlite3 *db, const char *sql, char *errstr, size_
  * handler, when two processes open it together. */
 static int exec_setup(sqlite_log *l, sqlite3 *db, const char *sql, char *errstr, size_t n)
 {
-    int64_t deadline = ev__mono_ms() + l->busy_timeout_ms;
+    int64_t deadline = ev_mono_ms() + l->busy_timeout_ms;
     for (int delay_ms = 1;; delay_ms = delay_ms < 50 ? delay_ms * 2 : 50) {
         int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
         if (rc == SQLITE_OK)
             return 0;
         if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
             return db_fail(l, db, errstr, n, sql);
-        if (ev__mono_ms() >= deadline)
+        if (ev_mono_ms() >= deadline)
             return db_fail(l, db, errstr, n, sql);
         struct timespec ts = {0, delay_ms * 1000000L};
         nanosleep(&ts, NULL);
@@ -714,7 +714,7 @@ static int next_row(sqlite_log *l, topic_reader *r, char *errstr, size_t n, int 
 static int sqlite_poll(void *impl, int timeout_ms, const ev_msg **msg, char *errstr, size_t n)
 {
     sqlite_log *l = impl;
-    int64_t deadline = ev__mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = ev_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     int err;
 
     if (l->reader_count == 0)
@@ -738,7 +738,7 @@ static int sqlite_poll(void *impl, int timeout_ms, const ev_msg **msg, char *err
         }
         /* Wait for another connection to commit: PRAGMA data_version moves. */
         int64_t dv = l->data_version;
-        while (ev__mono_ms() < deadline) {
+        while (ev_mono_ms() < deadline) {
             sqlite3_stmt *s;
             if (sqlite3_prepare_v2(l->rdb, "PRAGMA data_version", -1, &s, NULL) == SQLITE_OK) {
                 if (sqlite3_step(s) == SQLITE_ROW)

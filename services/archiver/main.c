@@ -735,7 +735,7 @@ static void check_sessions(ar_archiver *a, int force)
         if (s->stopped) {
             json_t *diff = mismatches(s);
             ready = json_array_size(diff) == 0 || force ||
-                    cli_mono_ms() - s->stopped_seen_ms >= a->finalize_timeout_ms;
+                    ev_mono_ms() - s->stopped_seen_ms >= a->finalize_timeout_ms;
             json_decref(diff);
         }
         if (!ready) {
@@ -821,7 +821,7 @@ static void on_record(ar_archiver *a, const ev_event *ev)
             json_decref(*slot);
             *slot = json_incref(r);
             if (slot == &s->stopped)
-                s->stopped_seen_ms = cli_mono_ms();
+                s->stopped_seen_ms = ev_mono_ms();
         } else if (s && strcmp(type, "SyncMark") == 0) {
             json_array_append(s->marks, r);
         }
@@ -916,7 +916,7 @@ int main(int argc, char **argv)
         goto out;
     }
     fprintf(stderr, "msrs-archiver: archiving sessions into %s\n", a.dir);
-    int64_t last_commit = 0, last_progress = cli_mono_ms(), uncommitted = 0;
+    int64_t last_commit = 0, last_progress = ev_mono_ms(), uncommitted = 0;
     while (!cli_stop) {
         const ev_msg *m;
         ev_event ev;
@@ -941,14 +941,14 @@ int main(int argc, char **argv)
         if (rc || a.records % 1000 == 0)
             check_sessions(&a, 0);
         /* The cursor moves only while nothing is half built. */
-        if (uncommitted && a.session_count == 0 && cli_mono_ms() - last_commit >= 1000) {
+        if (uncommitted && a.session_count == 0 && ev_mono_ms() - last_commit >= 1000) {
             if (ev_log_commit(a.log, err, sizeof(err)))
                 fprintf(stderr, "msrs-archiver: %s\n", err);
-            last_commit = cli_mono_ms();
+            last_commit = ev_mono_ms();
             uncommitted = 0;
         }
-        if (cli_mono_ms() - last_progress >= 10000) {
-            last_progress = cli_mono_ms();
+        if (ev_mono_ms() - last_progress >= 10000) {
+            last_progress = ev_mono_ms();
             fprintf(stderr, "msrs-archiver: %lld records, %zu sessions open, %lld archived\n",
                     (long long)a.records, a.session_count, (long long)a.archived);
         }

@@ -25,7 +25,7 @@ typedef struct cd_collectd {
     json_t *emitted; /* ids emitted by this process: not sent twice while the log catches up */
     json_t *waiting; /* session_id -> last reason printed */
     int auto_start;
-    int64_t min_group, auto_duration_ms;
+    int64_t min_group, auto_duration_ms, check_ms;
     int64_t started, stopped;
 } cd_collectd;
 
@@ -131,80 +131,77 @@ static void check(void *arg)
     json_decref(all);
 }
 
-int main(int argc, char **argv)
+static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    cli_common common = {0};
-    char err[512];
-    int opt, exit_code;
-    int64_t lead_ms, timeout_ms, check_ms;
-    cd_collectd c;
-    memset(&c, 0, sizeof(c));
-
-    cli_install_signals(); /* first: a SIGTERM while starting must still stop us cleanly */
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_common_opt(&common, opt, optarg))
-            continue;
-        if (opt == 'h') {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        }
-        usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
-    ev_conf *conf = cli_conf_build("msrs-collectord", &common);
-    if (!conf)
-        return CLI_EXIT_USAGE;
-    if (!ev_conf_get(conf, "source", NULL))
-        ev_conf_set(conf, "source", "collectord");
+    cd_collectd *c = arg;
+    int64_t lead_ms, timeout_ms;
     const char *auto_start = ev_conf_get(conf, "collect.auto_start", "false");
-    if (optind < argc || ev_conf_get_int(conf, "collect.lead_ms", 1000, &lead_ms, err, sizeof(err)) ||
-        ev_conf_get_int(conf, "collect.report_timeout_ms", 10000, &timeout_ms, err, sizeof(err)) ||
-        ev_conf_get_int(conf, "collect.check_ms", 100, &check_ms, err, sizeof(err)) ||
-        ev_conf_get_int(conf, "sync.min_group", 1, &c.min_group, err, sizeof(err)) ||
-        ev_conf_get_int(conf, "collect.auto_duration_ms", 0, &c.auto_duration_ms, err, sizeof(err))) {
-        fprintf(stderr, "msrs-collectord: %s\n", optind < argc ? "unexpected argument" : err);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
-    }
+    if (ev_conf_get_int(conf, "collect.lead_ms", 1000, &lead_ms, errstr, errstr_size) ||
+        ev_conf_get_int(conf, "collect.report_timeout_ms", 10000, &timeout_ms, errstr,
+                        errstr_size) ||
+        ev_conf_get_int(conf, "collect.check_ms", 100, &c->check_ms, errstr, errstr_size) ||
+        ev_conf_get_int(conf, "sync.min_group", 1, &c->min_group, errstr, errstr_size) ||
+        ev_conf_get_int(conf, "collect.auto_duration_ms", 0, &c->auto_duration_ms, errstr,
+                        errstr_size))
+        return -1;
     if (strcmp(auto_start, "true") != 0 && strcmp(auto_start, "false") != 0) {
-        fprintf(stderr, "msrs-collectord: config collect.auto_start: expected true or false, got '%s'\n",
-                auto_start);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
+        snprintf(errstr, errstr_size,
+                 "config collect.auto_start: expected true or false, got '%s'", auto_start);
+        return -1;
     }
-    c.auto_start = strcmp(auto_start, "true") == 0;
-    if (lead_ms < 0 || timeout_ms < 0 || check_ms <= 0) {
-        fprintf(stderr, "msrs-collectord: config collect.lead_ms, collect.report_timeout_ms: "
-                        "expected >= 0; collect.check_ms: expected > 0\n");
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
+    c->auto_start = strcmp(auto_start, "true") == 0;
+    if (lead_ms < 0 || timeout_ms < 0 || c->check_ms <= 0) {
+        snprintf(errstr, errstr_size, "config collect.lead_ms, collect.report_timeout_ms: "
+                                      "expected >= 0; collect.check_ms: expected > 0");
+        return -1;
     }
-    if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&c.log, conf, err, sizeof(err))) {
-        fprintf(stderr, "msrs-collectord: %s\n", err);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
-    }
-    c.params = (ev_collect_params){lead_ms * 1000000, timeout_ms * 1000000};
-    c.state = ev_state_new();
-    c.emitted = json_object();
-    c.waiting = json_object();
+    c->params = (ev_collect_params){lead_ms * 1000000, timeout_ms * 1000000};
+    return 0;
+}
+
+static int run(void *arg, ev_conf *conf, ev_log *log)
+{
+    static const char *const topics[] = {"nodes", "devices", "sessions", "commands"};
+    cd_collectd *c = arg;
+    char err[512];
+    int exit_code = CLI_EXIT_OK;
+    ev_projection *p = NULL;
+    ev_projection_opts po = {.on_note = cli_print_note,
+                             .note_arg = (void *)"msrs-collectord",
+                             .state_file = ev_conf_get(conf, "state.file", NULL)};
+    c->log = log;
+    c->state = ev_state_new();
+    c->emitted = json_object();
+    c->waiting = json_object();
     fprintf(stderr, "msrs-collectord: folding the log, then checking every %lld ms (lead %lld ms, "
                     "report timeout %lld ms, auto start %s)\n",
-            (long long)check_ms, (long long)lead_ms, (long long)timeout_ms, auto_start);
-    static const char *const topics[] = {"nodes", "devices", "sessions", "commands"};
-    cli_projection p = {.prog = "msrs-collectord", .log = c.log, .state = c.state,
-                        .check_ms = check_ms, .check = check, .arg = &c,
-                        .state_file = ev_conf_get(conf, "state.file", NULL)};
-    exit_code = cli_projection_run(&p, topics, 4);
-    cli_projection_free(&p);
+            (long long)c->check_ms, (long long)(c->params.lead_ns / 1000000),
+            (long long)(c->params.report_timeout_ns / 1000000), c->auto_start ? "true" : "false");
+    if (ev_projection_new(&p, log, c->state, topics, 4, &po, err, sizeof(err)) ||
+        ev_projection_run(p, c->check_ms, check, c, &cli_stop, err, sizeof(err))) {
+        fprintf(stderr, "msrs-collectord: %s\n", err);
+        exit_code = CLI_EXIT_FAIL;
+    }
     fprintf(stderr, "msrs-collectord: stopped: %lld records, %lld skipped, %lld sessions started, "
                     "%lld stopped\n",
-            (long long)p.records, (long long)p.bad, (long long)c.started, (long long)c.stopped);
-    json_decref(c.emitted);
-    json_decref(c.waiting);
-    ev_state_destroy(c.state);
-    ev_log_destroy(c.log);
-    ev_conf_destroy(conf);
+            (long long)(p ? ev_projection_records(p) : 0),
+            (long long)(p ? ev_projection_skipped(p) : 0), (long long)c->started,
+            (long long)c->stopped);
+    ev_projection_destroy(p);
+    json_decref(c->emitted);
+    json_decref(c->waiting);
+    ev_state_destroy(c->state);
     return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    cd_collectd c = {0};
+    cli_svc svc = {.name = "msrs-collectord",
+                   .source = "collectord",
+                   .usage = usage,
+                   .configure = configure,
+                   .run = run,
+                   .arg = &c};
+    return cli_svc_main(&svc, argc, argv);
 }

@@ -14,6 +14,7 @@
 #include "supervisor.h"
 
 #include "discovery.h"
+#include "rxstamp.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -454,18 +455,22 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 {
     sv_supervisor *s = lws_container_of(sul, sv_supervisor, tick);
     for (int i = 0; i < 20000; i++) {
-        int rc = cli_projection_step(&s->proj, 0);
+        char err[512];
+        int rc = ev_projection_step(s->proj, 0, err, sizeof(err));
         if (rc == EV_ERR_END) {
             if (!s->caught_up)
                 fprintf(stderr, "msrs-supervisor: registry folded from the log: %lld records\n",
-                        (long long)s->proj.records);
+                        (long long)ev_projection_records(s->proj));
             s->caught_up = 1;
             break;
         }
-        if (rc)
+        if (rc) {
+            if (rc != EV_ERR_TIMED_OUT)
+                fprintf(stderr, "msrs-supervisor: %s\n", err);
             break;
+        }
     }
-    int64_t now = ev_now_ns(), mono = cli_mono_ms();
+    int64_t now = ev_now_ns(), mono = ev_mono_ms();
     /* Compete only with the whole log folded: a leader acts on the registry. */
     if (s->caught_up && mono - s->last_lead_ms >= s->lease_ms / 4) {
         s->last_lead_ms = mono;
@@ -605,6 +610,13 @@ int main(int argc, char **argv)
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
     }
+    if (rxstamp_check(err, sizeof(err))) { /* node clock probes' t2 */
+        fprintf(stderr, "msrs-supervisor: %s\n", err);
+        json_decref(s.services);
+        ev_log_destroy(s.log);
+        ev_conf_destroy(conf);
+        return CLI_EXIT_FAIL;
+    }
     ev_log_topic(s.log, "", s.prefix, sizeof(s.prefix));
     s.discovery_fd = -1;
     if (s.discovery_port &&
@@ -613,9 +625,10 @@ int main(int argc, char **argv)
     s.codec = ev_codec_new();
     s.state = ev_state_new();
     s.heard = json_object();
-    s.proj = (cli_projection){.prog = "msrs-supervisor", .log = s.log, .state = s.state};
     static const char *const topics[] = {"nodes", "devices"};
-    if (cli_projection_start(&s.proj, topics, 2) || sv_http_start(&s, err, sizeof(err))) {
+    ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs-supervisor"};
+    if (ev_projection_new(&s.proj, s.log, s.state, topics, 2, &po, err, sizeof(err)) ||
+        sv_http_start(&s, err, sizeof(err))) {
         fprintf(stderr, "msrs-supervisor: %s\n", s.ctx ? "" : err);
         exit_code = s.ctx ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
         goto out;
@@ -644,7 +657,7 @@ out:
             (long long)s.n.heartbeats, (long long)s.n.expired, (long long)s.n.presence,
             (long long)s.n.refused, (long long)s.n.bad, (long long)s.n.discovery_answers,
             (long long)s.n.discovery_skipped);
-    cli_projection_free(&s.proj);
+    ev_projection_destroy(s.proj);
     json_decref(s.heard);
     json_decref(s.services);
     ev_state_destroy(s.state);

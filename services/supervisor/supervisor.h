@@ -29,7 +29,7 @@ typedef struct sv_supervisor {
     ev_log *log;
     ev_codec *codec;
     ev_state *state;
-    cli_projection proj;
+    ev_projection *proj;
     struct lws_context *ctx;
     lws_sorted_usec_list_t tick;
     int leading;

@@ -20,6 +20,7 @@ typedef struct sd_syncd {
     ev_sync_params params;
     json_t *asked;   /* device_id -> ns of the last SyncNow for it */
     json_t *waiting; /* session_id -> last reason printed */
+    int64_t check_ms;
     int64_t completed, resyncs;
 } sd_syncd;
 
@@ -100,62 +101,63 @@ static void check_sessions(void *arg)
     json_decref(all);
 }
 
-int main(int argc, char **argv)
+static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    cli_common common = {0};
-    char err[512];
-    int opt, exit_code = CLI_EXIT_OK;
-    int64_t min_group, unc_us, age_ms, check_ms;
-    sd_syncd s;
-    memset(&s, 0, sizeof(s));
+    sd_syncd *s = arg;
+    int64_t min_group, unc_us, age_ms;
+    if (ev_conf_get_int(conf, "sync.min_group", 1, &min_group, errstr, errstr_size) ||
+        ev_conf_get_int(conf, "sync.max_uncertainty_us", 1000, &unc_us, errstr, errstr_size) ||
+        ev_conf_get_int(conf, "sync.max_age_ms", 10000, &age_ms, errstr, errstr_size) ||
+        ev_conf_get_int(conf, "sync.check_ms", 200, &s->check_ms, errstr, errstr_size))
+        return -1;
+    s->params = (ev_sync_params){unc_us * 1000, age_ms * 1000000, (int)min_group};
+    return 0;
+}
 
-    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
-    cli_install_signals();
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_common_opt(&common, opt, optarg))
-            continue;
-        if (opt == 'h') {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        }
-        usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
-    ev_conf *conf = cli_conf_build("msrs-syncd", &common);
-    if (!conf)
-        return CLI_EXIT_USAGE;
-    if (!ev_conf_get(conf, "source", NULL))
-        ev_conf_set(conf, "source", "syncd");
-    if (optind < argc || ev_conf_get_int(conf, "sync.min_group", 1, &min_group, err, sizeof(err)) ||
-        ev_conf_get_int(conf, "sync.max_uncertainty_us", 1000, &unc_us, err, sizeof(err)) ||
-        ev_conf_get_int(conf, "sync.max_age_ms", 10000, &age_ms, err, sizeof(err)) ||
-        ev_conf_get_int(conf, "sync.check_ms", 200, &check_ms, err, sizeof(err)) ||
-        ev_catalog_init(err, sizeof(err)) || ev_log_open(&s.log, conf, err, sizeof(err))) {
-        fprintf(stderr, "msrs-syncd: %s\n", optind < argc ? "unexpected argument" : err);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
-    }
-    s.params = (ev_sync_params){unc_us * 1000, age_ms * 1000000, (int)min_group};
-    s.state = ev_state_new();
-    s.asked = json_object();
-    s.waiting = json_object();
+static int run(void *arg, ev_conf *conf, ev_log *log)
+{
     static const char *const topics[] = {"nodes", "devices", "sessions"};
-    fprintf(stderr, "msrs-syncd: folding the log, then checking every %lld ms (min group %lld, "
+    sd_syncd *s = arg;
+    char err[512];
+    int exit_code = CLI_EXIT_OK;
+    ev_projection *p = NULL;
+    ev_projection_opts po = {.on_note = cli_print_note,
+                             .note_arg = (void *)"msrs-syncd",
+                             .state_file = ev_conf_get(conf, "state.file", NULL)};
+    s->log = log;
+    s->state = ev_state_new();
+    s->asked = json_object();
+    s->waiting = json_object();
+    fprintf(stderr, "msrs-syncd: folding the log, then checking every %lld ms (min group %d, "
                     "max uncertainty %lld us, max age %lld ms)\n",
-            (long long)check_ms, (long long)min_group, (long long)unc_us, (long long)age_ms);
-    cli_projection p = {.prog = "msrs-syncd", .log = s.log, .state = s.state,
-                        .check_ms = check_ms, .check = check_sessions, .arg = &s,
-                        .state_file = ev_conf_get(conf, "state.file", NULL)};
-    exit_code = cli_projection_run(&p, topics, 3);
-    cli_projection_free(&p);
+            (long long)s->check_ms, s->params.min_group,
+            (long long)(s->params.max_uncertainty_ns / 1000),
+            (long long)(s->params.max_age_ns / 1000000));
+    if (ev_projection_new(&p, log, s->state, topics, 3, &po, err, sizeof(err)) ||
+        ev_projection_run(p, s->check_ms, check_sessions, s, &cli_stop, err, sizeof(err))) {
+        fprintf(stderr, "msrs-syncd: %s\n", err);
+        exit_code = CLI_EXIT_FAIL;
+    }
     fprintf(stderr, "msrs-syncd: stopped: %lld records, %lld skipped, %lld sessions synchronised, "
                     "%lld re-sync requests\n",
-            (long long)p.records, (long long)p.bad, (long long)s.completed, (long long)s.resyncs);
-    json_decref(s.asked);
-    json_decref(s.waiting);
-    ev_state_destroy(s.state);
-    ev_log_destroy(s.log);
-    ev_conf_destroy(conf);
+            (long long)(p ? ev_projection_records(p) : 0),
+            (long long)(p ? ev_projection_skipped(p) : 0), (long long)s->completed,
+            (long long)s->resyncs);
+    ev_projection_destroy(p);
+    json_decref(s->asked);
+    json_decref(s->waiting);
+    ev_state_destroy(s->state);
     return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    sd_syncd s = {0};
+    cli_svc svc = {.name = "msrs-syncd",
+                   .source = "syncd",
+                   .usage = usage,
+                   .configure = configure,
+                   .run = run,
+                   .arg = &s};
+    return cli_svc_main(&svc, argc, argv);
 }

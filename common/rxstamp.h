@@ -17,6 +17,7 @@
  * called by the thread that owns the descriptor (the event loop). */
 #ifndef MSRS_RXSTAMP_H
 #define MSRS_RXSTAMP_H
+#include <stddef.h>
 #include <stdint.h>
 
 /* Asks the kernel to stamp what fd receives (SO_TIMESTAMPNS) and forgets any
@@ -30,5 +31,11 @@ int rxstamp_enable(int fd);
  * can be the arrival of a message handled now: not after now_ns and not
  * older than a second. Otherwise (no stamp, stamps not enabled) now_ns. */
 int64_t rxstamp_arrival(int fd, int64_t now_ns);
+
+/* 0 when the libraries of this process (libwebsockets) read sockets through
+ * this file's recv, as the stamps need; -1 (errstr says what was found)
+ * when they bind another recv. Binaries that rely on the stamps call it at
+ * start and refuse to run without them unless told otherwise. */
+int rxstamp_check(char *errstr, size_t errstr_size);
 
 #endif

@@ -1,99 +1,99 @@
-/* cli.c — shared option handling of the msrs tools. */
-#include "cli.h"
+/* projection.c — a state folded from the log: the fold loop, per-partition
+ * positions with offset-gap checks, bounds (limit, until), the state file,
+ * and a fold with read-ahead on a second thread (ev.h, "projection"). */
+#include "internal.h"
 
 #include <errno.h>
-#include <limits.h>
-#include <sys/stat.h>
 #include <pthread.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-volatile sig_atomic_t cli_stop;
+#define PROJ_MAX_TOPICS 8
 
-static void on_signal(int sig)
+const char *const ev_state_topics[4] = {"nodes", "devices", "sessions", "commands"};
+
+/* Next offsets read and folded of one topic and partition. */
+typedef struct proj_position {
+    char topic[256];
+    int32_t partition;
+    int64_t read, folded;
+} proj_position;
+
+struct ev_projection {
+    ev_log *log;
+    ev_state *state;
+    ev_projection_opts opts;
+    char *state_file;
+    int caught_up;
+    int64_t records, skipped, gaps;
+    /* an array, not JSON: it is updated for every record */
+    proj_position *pos;
+    size_t pos_count, pos_last;
+};
+
+static void note(const ev_projection *p, ev_projection_note n)
 {
-    (void)sig;
-    cli_stop = 1;
+    n.records = p->records;
+    if (p->opts.on_note)
+        p->opts.on_note(p->opts.note_arg, &n);
 }
 
-void cli_install_signals(void)
+int ev_projection_new(ev_projection **out, ev_log *log, ev_state *state,
+                      const char *const *topics, size_t topic_count,
+                      const ev_projection_opts *opts, char *errstr, size_t errstr_size)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
-int cli_common_opt(cli_common *c, int opt, const char *arg)
-{
-    switch (opt) {
-    case 'l': c->log_uri = arg; return 1;
-    case 'c': c->config_path = arg; return 1;
-    case 'X':
-        if (c->prop_count < CLI_MAX_PROPS)
-            c->props[c->prop_count++] = arg;
-        return 1;
-    default: return 0;
+    char names[PROJ_MAX_TOPICS][320];
+    const char *full[PROJ_MAX_TOPICS];
+    *out = NULL;
+    if (!log || !state || topic_count == 0 || topic_count > PROJ_MAX_TOPICS) {
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "projection: 1 to %d topics, a log and a state", PROJ_MAX_TOPICS);
     }
-}
-
-ev_conf *cli_conf_build(const char *prog, const cli_common *c)
-{
-    char err[512];
-    ev_conf *conf = ev_conf_new();
-    const char *path = c->config_path ? c->config_path : getenv("MSRS_CONFIG");
-    if (!conf)
-        return NULL;
-    if (path && *path && ev_conf_load_file(conf, path, err, sizeof(err)))
-        goto fail;
-    if (ev_conf_apply_env(conf, err, sizeof(err)))
-        goto fail;
-    if (c->log_uri)
-        ev_conf_set(conf, "log", c->log_uri);
-    for (size_t i = 0; i < c->prop_count; i++)
-        if (ev_conf_set_pair(conf, c->props[i], err, sizeof(err)))
-            goto fail;
-    return conf;
-fail:
-    fprintf(stderr, "%s: %s\n", prog, err);
-    ev_conf_destroy(conf);
-    return NULL;
-}
-
-int64_t cli_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-const char *const cli_state_topics[4] = {"nodes", "devices", "sessions", "commands"};
-
-int cli_projection_start(cli_projection *p, const char *const *topics, size_t topic_count)
-{
-    char err[512], names[8][320];
-    const char *full[8];
-    if (topic_count > 8)
-        topic_count = 8;
+    ev_projection *p = calloc(1, sizeof(*p));
+    if (!p) {
+        return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
+    }
+    p->log = log;
+    p->state = state;
+    if (opts)
+        p->opts = *opts;
+    if (p->opts.state_file && !(p->state_file = strdup(p->opts.state_file))) {
+        free(p);
+        return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
+    }
+    p->opts.state_file = p->state_file;
     for (size_t i = 0; i < topic_count; i++)
-        full[i] = ev_log_topic(p->log, topics[i], names[i], sizeof(names[i]));
-    if (ev_log_assign(p->log, full, topic_count, (ev_from){EV_FROM_BEGINNING, 0}, err,
-                      sizeof(err))) {
-        fprintf(stderr, "%s: %s\n", p->prog, err);
-        return -1;
+        full[i] = ev_log_topic(log, topics[i], names[i], sizeof(names[i]));
+    int rc = ev_log_assign(log, full, topic_count, (ev_from){EV_FROM_BEGINNING, 0}, errstr,
+                           errstr_size);
+    if (rc) {
+        ev_projection_destroy(p);
+        return rc;
     }
+    *out = p;
     return 0;
 }
 
+void ev_projection_destroy(ev_projection *p)
+{
+    if (!p)
+        return;
+    free(p->pos);
+    free(p->state_file);
+    free(p);
+}
+
+int ev_projection_caught_up(const ev_projection *p) { return p->caught_up; }
+int64_t ev_projection_records(const ev_projection *p) { return p->records; }
+int64_t ev_projection_skipped(const ev_projection *p) { return p->skipped; }
+int64_t ev_projection_gaps(const ev_projection *p) { return p->gaps; }
+
 /* The position entry of m's topic and partition (added if new); NULL when
  * out of memory. */
-static cli_position *position_of(cli_projection *p, const ev_msg *m)
+static proj_position *position_of(ev_projection *p, const ev_msg *m)
 {
-    cli_position *e = p->pos_count ? &p->pos[p->pos_last] : NULL;
+    proj_position *e = p->pos_count ? &p->pos[p->pos_last] : NULL;
     if (e && e->partition == m->partition && strcmp(e->topic, m->topic) == 0)
         return e;
     for (size_t i = 0; i < p->pos_count; i++)
@@ -101,7 +101,7 @@ static cli_position *position_of(cli_projection *p, const ev_msg *m)
             p->pos_last = i;
             return &p->pos[i];
         }
-    cli_position *grown = realloc(p->pos, (p->pos_count + 1) * sizeof(*grown));
+    proj_position *grown = realloc(p->pos, (p->pos_count + 1) * sizeof(*grown));
     if (!grown)
         return NULL;
     p->pos = grown;
@@ -115,67 +115,67 @@ static cli_position *position_of(cli_projection *p, const ev_msg *m)
 
 /* Offsets have no holes in our logs: one means records were lost
  * (retention, the mock's 5 MiB per partition). Said, not skipped over. */
-static void check_gap(cli_projection *p, cli_position *e, const ev_msg *m)
+static void check_gap(ev_projection *p, proj_position *e, const ev_msg *m)
 {
     if (m->offset > e->read) {
         p->gaps++;
-        fprintf(stderr, "%s: %s partition %d: offsets %lld..%lld are missing from the log\n",
-                p->prog, m->topic, (int)m->partition, (long long)e->read, (long long)m->offset - 1);
+        note(p, (ev_projection_note){.kind = EV_PROJ_GAP, .topic = m->topic,
+                                     .partition = m->partition, .offset = e->read,
+                                     .count = m->offset - e->read});
     }
     e->read = m->offset + 1;
 }
 
 /* 1 when m is at or past the limit. */
-static int past_limit(const cli_projection *p, const ev_msg *m)
+static int past_limit(const ev_projection *p, const ev_msg *m)
 {
     char part[16];
-    if (!p->limit)
+    if (!p->opts.limit)
         return 0; /* the usual case: no formatting on every record */
     snprintf(part, sizeof(part), "%d", (int)m->partition);
-    json_t *lim = json_object_get(json_object_get(p->limit, m->topic), part);
+    json_t *lim = json_object_get(json_object_get(p->opts.limit, m->topic), part);
     return lim && m->offset >= json_integer_value(lim);
 }
 
-/* Folds one record (unless past the limit or --until). */
-static int fold_msg(cli_projection *p, const ev_msg *m)
+/* Folds one record (unless past a bound). 0, or EV_ERR_NOMEM. */
+static int fold_msg(ev_projection *p, const ev_msg *m, char *errstr, size_t errstr_size)
 {
     char err[512];
     ev_event ev;
-    cli_position *e = position_of(p, m);
+    proj_position *e = position_of(p, m);
     if (!e) {
-        fprintf(stderr, "%s: out of memory\n", p->prog);
-        return EV_ERR_NOMEM;
+        return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
     }
     check_gap(p, e, m);
     if (past_limit(p, m))
-        return 0; /* not folded */
+        return 0;
     /* peek: the reducers read the value only when they need it */
     int bad = ev_event_peek(m, &ev, err, sizeof(err));
-    if (!bad && p->until_ns && ev.time_ns > p->until_ns)
-        return 0; /* after --until: not folded */
+    if (!bad && p->opts.until_ns && ev.time_ns > p->opts.until_ns)
+        return 0;
     e->folded = m->offset + 1;
     p->records++;
     if (bad || ev_state_apply(p->state, &ev, err, sizeof(err)) < 0) {
-        p->bad++;
-        fprintf(stderr, "%s: skipped %s offset %lld: %s\n", p->prog, m->topic,
-                (long long)m->offset, err);
+        p->skipped++;
+        note(p, (ev_projection_note){.kind = EV_PROJ_SKIPPED, .topic = m->topic,
+                                     .partition = m->partition, .offset = m->offset,
+                                     .count = 1, .message = err});
     }
     return 0;
 }
 
-int cli_projection_step(cli_projection *p, int timeout_ms)
+int ev_projection_step(ev_projection *p, int timeout_ms, char *errstr, size_t errstr_size)
 {
-    char err[512];
     const ev_msg *m;
-    int rc = ev_log_poll(p->log, timeout_ms, &m, err, sizeof(err));
+    int rc = ev_log_poll(p->log, timeout_ms, &m, errstr, errstr_size);
     if (rc == 0)
-        return fold_msg(p, m);
-    if (rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT)
-        fprintf(stderr, "%s: %s\n", p->prog, err);
+        return fold_msg(p, m, errstr, errstr_size);
+    if (rc == EV_ERR_END)
+        p->caught_up = 1;
     return rc;
 }
 
-json_t *cli_projection_snapshot(const cli_projection *p)
+json_t *ev_projection_snapshot(const ev_projection *p)
 {
     json_t *j = json_object(), *state = ev_state_to_json(p->state);
     json_object_update(j, state);
@@ -191,60 +191,52 @@ json_t *cli_projection_snapshot(const cli_projection *p)
     }
     json_object_set_new(j, "positions", pos);
     json_object_set_new(j, "records", json_integer(p->records));
-    json_object_set_new(j, "undecodable", json_integer(p->bad));
+    json_object_set_new(j, "undecodable", json_integer(p->skipped));
     json_object_set_new(j, "offset_gaps", json_integer(p->gaps));
     return j;
 }
 
-void cli_projection_free(cli_projection *p)
+/* The state file: written whole to PATH.tmp, then renamed over PATH. */
+static void write_snapshot(const ev_projection *p)
 {
-    free(p->pos);
-    p->pos = NULL;
-    p->pos_count = p->pos_last = 0;
-}
-
-/* state.file: written whole to PATH.tmp, then renamed over PATH. */
-static void write_snapshot(const cli_projection *p)
-{
-    char tmp[4096];
+    char tmp[4096], msg[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", p->state_file);
-    json_t *j = cli_projection_snapshot(p);
-    if (json_dump_file(j, tmp, JSON_SORT_KEYS | JSON_INDENT(1)) || rename(tmp, p->state_file))
-        fprintf(stderr, "%s: state.file %s: cannot write: %s\n", p->prog, p->state_file,
-                strerror(errno));
+    json_t *j = ev_projection_snapshot(p);
+    if (json_dump_file(j, tmp, JSON_SORT_KEYS | JSON_INDENT(1)) || rename(tmp, p->state_file)) {
+        snprintf(msg, sizeof(msg), "state.file %s: cannot write: %s", p->state_file,
+                 strerror(errno));
+        note(p, (ev_projection_note){.kind = EV_PROJ_STATE_FILE, .message = msg});
+    }
     json_decref(j);
 }
 
-int cli_projection_run(cli_projection *p, const char *const *topics, size_t topic_count)
+int ev_projection_run(ev_projection *p, int64_t check_ms, ev_projection_check_cb check,
+                      void *arg, const volatile sig_atomic_t *stop, char *errstr,
+                      size_t errstr_size)
 {
-    if (cli_projection_start(p, topics, topic_count))
-        return CLI_EXIT_FAIL;
-    int caught_up = 0;
     int64_t next_check = 0, written = -1;
-    while (!cli_stop) {
-        int rc = cli_projection_step(p, (int)p->check_ms);
-        if (rc == EV_ERR_END && !caught_up) {
-            caught_up = 1;
-            fprintf(stderr, "%s: state rebuilt from %lld records\n", p->prog,
-                    (long long)p->records);
-        } else if (rc == EV_ERR_FATAL) {
-            return CLI_EXIT_FAIL;
-        }
-        if (caught_up && cli_mono_ms() >= next_check) {
-            p->check(p->arg);
-            next_check = cli_mono_ms() + p->check_ms;
+    while (!*stop) {
+        int was = p->caught_up;
+        int rc = ev_projection_step(p, (int)check_ms, errstr, errstr_size);
+        if (rc == EV_ERR_END && !was)
+            note(p, (ev_projection_note){.kind = EV_PROJ_CAUGHT_UP});
+        else if (rc == EV_ERR_FATAL || rc == EV_ERR_NOMEM)
+            return rc;
+        if (p->caught_up && ev_mono_ms() >= next_check) {
+            if (check)
+                check(arg);
+            next_check = ev_mono_ms() + check_ms;
             if (p->state_file && p->records != written) {
                 write_snapshot(p);
                 written = p->records;
             }
         }
     }
-    return CLI_EXIT_OK;
+    return 0;
 }
+/* ----------------------------------------------- fold with read-ahead */
 
-/* ---------------------------------------------- fold with read-ahead */
-
-/* cli_projection_fold reads the log on a second thread: reading (the log's
+/* ev_projection_fold reads the log on a second thread: reading (the log's
  * own decoding of rows or fetches) and folding (checking and applying each
  * event) each take about half the time of a rebuild, so on two cores they
  * overlap. Records are copied into batches, two of them taking turns. */
@@ -268,6 +260,7 @@ typedef struct fold_reader {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
+    const volatile sig_atomic_t *interrupt; /* the caller's stop flag, or NULL */
 } fold_reader;
 
 static unsigned char *arena_copy(fold_batch *b, const void *p, size_t n)
@@ -350,7 +343,7 @@ static void *fold_read(void *arg)
         const ev_msg *m;
         for (;;) {
             int rc = ev_log_poll(r->log, 1000, &m, b->err, sizeof(b->err));
-            if (rc == EV_ERR_TIMED_OUT && !cli_stop)
+            if (rc == EV_ERR_TIMED_OUT && !(r->interrupt && *r->interrupt))
                 continue;
             if (rc) {
                 b->rc = rc;
@@ -376,27 +369,25 @@ static void *fold_read(void *arg)
     }
 }
 
-int cli_projection_fold(cli_projection *p, const char *const *topics, size_t topic_count)
+int ev_projection_fold(ev_projection *p, const volatile sig_atomic_t *stop, char *errstr,
+                       size_t errstr_size)
 {
-    int64_t last = cli_mono_ms();
-    int rc = -1;
-    if (cli_projection_start(p, topics, topic_count))
-        return -1;
-    fold_reader r = {.log = p->log};
+    int64_t last = ev_mono_ms();
+    int rc = EV_ERR_NOMEM;
+    fold_reader r = {.log = p->log, .interrupt = stop};
     pthread_t th;
+    ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
     for (int k = 0; k < 2; k++) {
         r.batch[k] = calloc(1, sizeof(fold_batch));
         if (r.batch[k] && (r.batch[k]->arena = malloc(FOLD_BATCH_BYTES)))
             r.batch[k]->cap = FOLD_BATCH_BYTES;
     }
-    if (!r.batch[0] || !r.batch[1] || !r.batch[0]->arena || !r.batch[1]->arena) {
-        fprintf(stderr, "%s: out of memory\n", p->prog);
+    if (!r.batch[0] || !r.batch[1] || !r.batch[0]->arena || !r.batch[1]->arena)
         goto out;
-    }
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);
     if (pthread_create(&th, NULL, fold_read, &r)) {
-        fprintf(stderr, "%s: cannot start the reading thread\n", p->prog);
+        rc = ev__fail(errstr, errstr_size, EV_ERR_FATAL, "cannot start the reading thread");
         goto destroy;
     }
     for (int k = 0;; k ^= 1) {
@@ -407,22 +398,28 @@ int cli_projection_fold(cli_projection *p, const char *const *topics, size_t top
         pthread_mutex_unlock(&r.mu);
         int failed = 0;
         for (size_t i = 0; i < b->count && !failed; i++)
-            failed = fold_msg(p, &b->msgs[i]) != 0;
+            failed = fold_msg(p, &b->msgs[i], errstr, errstr_size);
         int end = b->rc;
-        if (end && end != EV_ERR_END)
-            fprintf(stderr, "%s: %s\n", p->prog, b->err);
-        if (cli_mono_ms() - last >= 1000) {
-            last = cli_mono_ms();
-            fprintf(stderr, "%s: %lld records folded\n", p->prog, (long long)p->records);
+        int interrupted = stop && *stop;
+        if (ev_mono_ms() - last >= 1000) {
+            last = ev_mono_ms();
+            note(p, (ev_projection_note){.kind = EV_PROJ_PROGRESS});
         }
         pthread_mutex_lock(&r.mu);
         b->full = 0;
-        if (failed || end || cli_stop)
+        if (failed || end || interrupted)
             r.stop = 1;
         pthread_cond_broadcast(&r.cv);
         pthread_mutex_unlock(&r.mu);
-        if (failed || end || cli_stop) {
-            rc = end == EV_ERR_END && !failed && !cli_stop ? 0 : -1;
+        if (failed || end || interrupted) {
+            if (failed)
+                rc = failed;
+            else if (end == EV_ERR_END && !interrupted)
+                rc = 0, p->caught_up = 1;
+            else if (end && end != EV_ERR_END)
+                rc = ev__fail(errstr, errstr_size, end, "%s", b->err);
+            else
+                rc = ev__fail(errstr, errstr_size, EV_ERR_TIMED_OUT, "interrupted");
             break;
         }
     }
@@ -437,31 +434,4 @@ out:
         free(r.batch[k]);
     }
     return rc;
-}
-
-int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, json_t *value,
-             const char *id)
-{
-    char err[512];
-    ev_emit_opts o = {.id = id};
-    int rc = ev_log_emit_json(log, ev_schema_by_name(type), key, value, &o, err, sizeof(err));
-    if (!rc)
-        rc = ev_log_flush(log, 10000, err, sizeof(err));
-    if (rc)
-        fprintf(stderr, "%s: emit %s for %s: %s\n", prog, type, key, err);
-    return rc;
-}
-
-int cli_mkdirs(const char *path)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
 }

@@ -1,7 +1,9 @@
 /* rxstamp.c — kernel receive stamps through a process-wide recv (rxstamp.h). */
 #include "rxstamp.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -78,4 +80,20 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
         __atomic_store_n(&s[fd], t, __ATOMIC_RELAXED);
     }
     return n;
+}
+
+int rxstamp_check(char *errstr, size_t errstr_size)
+{
+    /* Shared libraries (libwebsockets) bind recv through the global scope;
+     * the executable exports the recv they reference, so the lookup must
+     * find this one. It does not when this object is in a shared library
+     * loaded after libc or was not linked into the executable at all. */
+    void *bound = dlsym(RTLD_DEFAULT, "recv");
+    if (bound == (void *)recv)
+        return 0;
+    snprintf(errstr, errstr_size,
+             "kernel receive stamps: recv resolves to %p, not rxstamp's %p (link the rxstamp "
+             "object library into the executable; docs/architecture.md)",
+             bound, (void *)recv);
+    return -1;
 }

@@ -1,0 +1,224 @@
+/* cli.c — what the msrs binaries share: options, configuration, signals,
+ * the start-up prologue, notes, emit, mkdir -p, a growable buffer (cli.h). */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+volatile sig_atomic_t cli_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    cli_stop = 1;
+}
+
+void cli_install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int cli_common_opt(cli_common *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case 'l': c->log_uri = arg; return 1;
+    case 'c': c->config_path = arg; return 1;
+    case 'X':
+        if (c->prop_count < CLI_MAX_PROPS)
+            c->props[c->prop_count++] = arg;
+        return 1;
+    default: return 0;
+    }
+}
+
+ev_conf *cli_conf_build(const char *prog, const cli_common *c)
+{
+    char err[512];
+    ev_conf *conf = ev_conf_new();
+    const char *path = c->config_path ? c->config_path : getenv("MSRS_CONFIG");
+    if (!conf)
+        return NULL;
+    if (path && *path && ev_conf_load_file(conf, path, err, sizeof(err)))
+        goto fail;
+    if (ev_conf_apply_env(conf, err, sizeof(err)))
+        goto fail;
+    if (c->log_uri)
+        ev_conf_set(conf, "log", c->log_uri);
+    for (size_t i = 0; i < c->prop_count; i++)
+        if (ev_conf_set_pair(conf, c->props[i], err, sizeof(err)))
+            goto fail;
+    return conf;
+fail:
+    fprintf(stderr, "%s: %s\n", prog, err);
+    ev_conf_destroy(conf);
+    return NULL;
+}
+
+int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, json_t *value,
+             const char *id)
+{
+    char err[512];
+    ev_emit_opts o = {.id = id};
+    int rc = ev_log_emit_json(log, ev_schema_by_name(type), key, value, &o, err, sizeof(err));
+    if (!rc)
+        rc = ev_log_flush(log, 10000, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "%s: emit %s for %s: %s\n", prog, type, key, err);
+    return rc;
+}
+
+int cli_mkdirs(const char *path)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+int cli_buf_append(cli_buf *b, const void *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n)
+            cap *= 2;
+        unsigned char *grown = realloc(b->data, cap);
+        if (!grown)
+            return -1;
+        b->data = grown;
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void cli_buf_free(cli_buf *b)
+{
+    free(b->data);
+    *b = (cli_buf){0};
+}
+
+void cli_print_note(void *prog, const ev_projection_note *n)
+{
+    const char *name = prog;
+    switch (n->kind) {
+    case EV_PROJ_SKIPPED:
+        fprintf(stderr, "%s: skipped %s offset %lld: %s\n", name, n->topic, (long long)n->offset,
+                n->message);
+        break;
+    case EV_PROJ_GAP:
+        fprintf(stderr, "%s: %s partition %d: offsets %lld..%lld are missing from the log\n",
+                name, n->topic, (int)n->partition, (long long)n->offset,
+                (long long)(n->offset + n->count - 1));
+        break;
+    case EV_PROJ_CAUGHT_UP:
+        fprintf(stderr, "%s: state rebuilt from %lld records\n", name, (long long)n->records);
+        break;
+    case EV_PROJ_PROGRESS:
+        fprintf(stderr, "%s: %lld records folded\n", name, (long long)n->records);
+        break;
+    case EV_PROJ_STATE_FILE: fprintf(stderr, "%s: %s\n", name, n->message); break;
+    }
+}
+
+/* ------------------------------------------------------------ svc_main */
+
+static int svc_argc;
+static char **svc_argv;
+
+int cli_svc_args(char ***argv)
+{
+    *argv = svc_argv;
+    return svc_argc;
+}
+
+/* The common long options followed by svc's own: a new array (free it). */
+static struct option *svc_longopts(const cli_svc *svc)
+{
+    static const struct option common[] = {CLI_COMMON_LONGOPTS};
+    size_t nc = sizeof(common) / sizeof(common[0]), no = 0;
+    while (svc->opts && svc->opts[no].name)
+        no++;
+    struct option *all = calloc(nc + no + 1, sizeof(*all));
+    if (!all)
+        return NULL;
+    memcpy(all, common, sizeof(common));
+    if (no)
+        memcpy(all + nc, svc->opts, no * sizeof(*all));
+    return all;
+}
+
+int cli_svc_main(const cli_svc *svc, int argc, char **argv)
+{
+    char err[512], shortopts[128];
+    cli_common common = {0};
+    ev_conf *conf = NULL;
+    ev_log *log = NULL;
+    int opt, code = CLI_EXIT_USAGE;
+
+    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
+    cli_install_signals();
+    struct option *longopts = svc_longopts(svc);
+    if (!longopts) {
+        fprintf(stderr, "%s: out of memory\n", svc->name);
+        return CLI_EXIT_FAIL;
+    }
+    snprintf(shortopts, sizeof(shortopts), "%s%s", CLI_COMMON_SHORTOPTS,
+             svc->shortopts ? svc->shortopts : "");
+    while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        if (cli_common_opt(&common, opt, optarg))
+            continue;
+        if (opt == 'h') {
+            svc->usage(stdout);
+            code = CLI_EXIT_OK;
+            goto out;
+        }
+        if (opt == '?' || opt == ':' || !svc->on_opt || svc->on_opt(svc->arg, opt, optarg)) {
+            svc->usage(stderr);
+            goto out;
+        }
+    }
+    if (argc - optind > svc->max_args) {
+        fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", svc->name, argv[optind]);
+        goto out;
+    }
+    svc_argc = argc - optind;
+    svc_argv = argv + optind;
+    if (!(conf = cli_conf_build(svc->name, &common)))
+        goto out;
+    if (svc->source && !ev_conf_get(conf, "source", NULL))
+        ev_conf_set(conf, "source", svc->source);
+    err[0] = '\0';
+    if (svc->configure && svc->configure(svc->arg, conf, err, sizeof(err))) {
+        if (err[0])
+            fprintf(stderr, "%s: %s\n", svc->name, err);
+        goto out;
+    }
+    if (ev_catalog_init(err, sizeof(err)) ||
+        (!svc->no_log && ev_log_open(&log, conf, err, sizeof(err)))) {
+        fprintf(stderr, "%s: %s\n", svc->name, err);
+        goto out;
+    }
+    code = svc->run(svc->arg, conf, log);
+out:
+    ev_log_destroy(log);
+    ev_conf_destroy(conf);
+    free(longopts);
+    return code;
+}

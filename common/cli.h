@@ -1,0 +1,114 @@
+/* cli.h — what every msrs binary shares (the common/ library, prefix cli_):
+ * the common options (--log, --config, -X, --help), configuration
+ * precedence (defaults < config file < environment < command line), exit
+ * codes, signals, the start-up prologue (cli_svc_main), printing a
+ * projection's notes, emitting one record, mkdir -p and a growable buffer.
+ * Unlike libevents, this library prints to stderr: it is the binaries'
+ * voice. Nothing here is thread-safe unless it says so. */
+#ifndef MSRS_CLI_H
+#define MSRS_CLI_H
+#include "ev.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+
+enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
+
+#define CLI_MAX_PROPS 64
+
+typedef struct cli_common {
+    const char *config_path;
+    const char *log_uri;
+    const char *props[CLI_MAX_PROPS]; /* -X key=value, in order */
+    size_t prop_count;
+} cli_common;
+
+/* The long options every tool accepts; append a tool's own after these. */
+#define CLI_COMMON_LONGOPTS                                                                        \
+    {"log", required_argument, NULL, 'l'}, {"config", required_argument, NULL, 'c'},               \
+        {"property", required_argument, NULL, 'X'}, {"help", no_argument, NULL, 'h'}
+#define CLI_COMMON_SHORTOPTS "l:c:X:h"
+#define CLI_COMMON_HELP                                                                            \
+    "  --log URI          the log: sqlite:PATH, kafka:HOST:PORT[,...], mock[:HOST:PORT]\n"          \
+    "                     (env MSRS_LOG)\n"                                                         \
+    "  --config FILE      key = value configuration file (env MSRS_CONFIG)\n"                       \
+    "  -X KEY=VALUE       set any configuration key; kafka.* keys go to librdkafka\n"               \
+    "                     (env MSRS_X=\"k=v;k=v\")\n"                                               \
+    "  -h, --help         show this help\n"
+
+/* Handles a common option; returns 1 when opt was one, 0 otherwise. */
+int cli_common_opt(cli_common *c, int opt, const char *arg);
+
+/* Builds the configuration: file (--config or MSRS_CONFIG), environment,
+ * then --log and -X. Prints the error and returns NULL on a bad one. The
+ * caller owns the result (ev_conf_destroy). */
+ev_conf *cli_conf_build(const char *prog, const cli_common *c);
+
+/* Set by SIGINT/SIGTERM once cli_install_signals ran. */
+extern volatile sig_atomic_t cli_stop;
+void cli_install_signals(void);
+
+/* ------------------------------------------------------------ svc_main */
+
+/* What a binary's main() hands cli_svc_main. Everything is borrowed. */
+typedef struct cli_svc {
+    const char *name;   /* "msrs-syncd": messages are prefixed with it */
+    const char *source; /* the "source" key when none is configured; NULL: leave it */
+    void (*usage)(FILE *out);
+    /* the binary's own options, after the common ones (NULL: none); opts
+     * ends with a zero entry */
+    const struct option *opts;
+    const char *shortopts;
+    /* called on the main thread for each of its own options: 0 taken,
+     * non-zero a usage error */
+    int (*on_opt)(void *arg, int opt, const char *optarg);
+    /* after the configuration is built, before the log opens: read and
+     * check keys, 0 or non-zero (a configuration error: errstr says which
+     * key and what was expected; exit 2) */
+    int (*configure)(void *arg, ev_conf *conf, char *errstr, size_t errstr_size);
+    /* the binary's work, with the log open (NULL when CLI_SVC_NO_LOG);
+     * returns the exit code. conf and log stay owned by cli_svc_main. */
+    int (*run)(void *arg, ev_conf *conf, ev_log *log);
+    void *arg;
+    int max_args; /* positional arguments allowed (argv[optind..]): see cli_svc_args */
+    int no_log;   /* 1: do not open the log */
+} cli_svc;
+
+/* The start-up prologue every binary shares: signals first (a SIGTERM while
+ * starting still stops cleanly), options (--help prints usage to stdout and
+ * exits 0; a bad one prints it to stderr and exits 2), the configuration,
+ * svc->configure, the catalog and the log, then svc->run. Returns the exit
+ * code for main() to return. */
+int cli_svc_main(const cli_svc *svc, int argc, char **argv);
+/* Inside run: the positional arguments left after the options. */
+int cli_svc_args(char ***argv);
+
+/* ------------------------------------------------------------- helpers */
+
+/* Prints a projection's note on stderr as "<prog>: ..." (arg: the program
+ * name, a const char *): an ev_projection_note_cb. */
+void cli_print_note(void *prog, const ev_projection_note *note);
+
+/* Emits a record given as JSON (borrowed) with event id id (NULL: a new
+ * one) and waits until the log acknowledged it. Prints and returns the
+ * error. */
+int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, json_t *value,
+             const char *id);
+
+/* mkdir -p. 0 or -1 (errno). */
+int cli_mkdirs(const char *path);
+
+/* A growable byte buffer. Zero-initialised is empty; cli_buf_free releases
+ * it. Not NUL-terminated. */
+typedef struct cli_buf {
+    unsigned char *data;
+    size_t len, cap;
+} cli_buf;
+
+/* Appends n bytes of p (copied). 0, or -1 when out of memory (the buffer
+ * is unchanged). */
+int cli_buf_append(cli_buf *b, const void *p, size_t n);
+void cli_buf_free(cli_buf *b);
+
+#endif
