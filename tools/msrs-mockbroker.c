@@ -27,43 +27,39 @@ static void usage(FILE *f)
                "\nexit: 0 after a signal, 1 the cluster could not start, 2 usage\n");
 }
 
-int main(int argc, char **argv)
+typedef struct mb_opts {
+    int brokers, partitions;
+    const char *prefix, *bootstrap_file;
+} mb_opts;
+
+static int on_opt(void *arg, int opt, const char *val)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
-                                              {"brokers", required_argument, NULL, 'b'},
-                                              {"partitions", required_argument, NULL, 'p'},
-                                              {"prefix", required_argument, NULL, 'P'},
-                                              {"bootstrap-file", required_argument, NULL, 'B'},
-                                              {NULL, 0, NULL, 0}};
-    cli_common common = {0};
-    int brokers = 1, partitions = 8, opt;
-    const char *prefix = NULL, *bootstrap_file = NULL;
+    mb_opts *m = arg;
+    switch (opt) {
+    case 'b': m->brokers = atoi(val); return 0;
+    case 'p': m->partitions = atoi(val); return 0;
+    case 'P': m->prefix = val; return 0;
+    case 'B': m->bootstrap_file = val; return 0;
+    default: return -1;
+    }
+}
+
+static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
+{
+    mb_opts *m = arg;
+    if (m->brokers < 1 || m->brokers > 16 || m->partitions < 1 || m->partitions > 1024) {
+        snprintf(errstr, errstr_size, "expected 1-16 brokers and 1-1024 partitions");
+        return -1;
+    }
+    if (!m->prefix)
+        m->prefix = ev_conf_get(conf, "topic.prefix", "msrs.");
+    return 0;
+}
+
+static int run(void *arg, ev_conf *conf, ev_log *log)
+{
+    mb_opts *m = arg;
     char err[512];
-
-    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
-    cli_install_signals();
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_common_opt(&common, opt, optarg))
-            continue;
-        switch (opt) {
-        case 'h': usage(stdout); return CLI_EXIT_OK;
-        case 'b': brokers = atoi(optarg); break;
-        case 'p': partitions = atoi(optarg); break;
-        case 'P': prefix = optarg; break;
-        case 'B': bootstrap_file = optarg; break;
-        default: usage(stderr); return CLI_EXIT_USAGE;
-        }
-    }
-    if (brokers < 1 || brokers > 16 || partitions < 1 || partitions > 1024 || optind < argc) {
-        fprintf(stderr, "msrs-mockbroker: expected 1-16 brokers and 1-1024 partitions\n");
-        return CLI_EXIT_USAGE;
-    }
-    ev_conf *conf = cli_conf_build("msrs-mockbroker", &common);
-    if (!conf)
-        return CLI_EXIT_USAGE;
-    if (!prefix)
-        prefix = ev_conf_get(conf, "topic.prefix", "msrs.");
-
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
     rd_kafka_conf_set(kc, "log_level", "3", NULL, 0);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof(err));
@@ -71,7 +67,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "msrs-mockbroker: %s\n", err);
         return CLI_EXIT_FAIL;
     }
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, brokers);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, m->brokers);
     if (!mc) {
         fprintf(stderr, "msrs-mockbroker: cannot start the mock cluster\n");
         rd_kafka_destroy(rk);
@@ -79,23 +75,23 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < ev_schema_count(); i++) {
         char topic[320];
-        snprintf(topic, sizeof(topic), "%s%s", prefix, ev_schema_topic(ev_schema_at(i)));
+        snprintf(topic, sizeof(topic), "%s%s", m->prefix, ev_schema_topic(ev_schema_at(i)));
         /* Several records share a topic: creating it twice is harmless. */
-        rd_kafka_mock_topic_create(mc, topic, partitions, brokers < 3 ? brokers : 3);
+        rd_kafka_mock_topic_create(mc, topic, m->partitions, m->brokers < 3 ? m->brokers : 3);
     }
     /* Leadership (ev_log_lead) needs its topic with exactly one partition. */
     char leader[320];
-    snprintf(leader, sizeof(leader), "%sleader", prefix);
-    rd_kafka_mock_topic_create(mc, leader, 1, brokers < 3 ? brokers : 3);
+    snprintf(leader, sizeof(leader), "%sleader", m->prefix);
+    rd_kafka_mock_topic_create(mc, leader, 1, m->brokers < 3 ? m->brokers : 3);
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     printf("%s\n", bootstrap);
     fflush(stdout);
-    if (bootstrap_file) {
+    if (m->bootstrap_file) {
         char tmp[1100];
-        snprintf(tmp, sizeof(tmp), "%s.tmp", bootstrap_file);
+        snprintf(tmp, sizeof(tmp), "%s.tmp", m->bootstrap_file);
         FILE *f = fopen(tmp, "w");
-        if (!f || fprintf(f, "%s\n", bootstrap) < 0 || fclose(f) != 0 || rename(tmp, bootstrap_file)) {
-            fprintf(stderr, "msrs-mockbroker: %s: cannot write\n", bootstrap_file);
+        if (!f || fprintf(f, "%s\n", bootstrap) < 0 || fclose(f) != 0 || rename(tmp, m->bootstrap_file)) {
+            fprintf(stderr, "msrs-mockbroker: %s: cannot write\n", m->bootstrap_file);
             rd_kafka_mock_cluster_destroy(mc);
             rd_kafka_destroy(rk);
             return CLI_EXIT_FAIL;
@@ -107,6 +103,24 @@ int main(int argc, char **argv)
     }
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(rk);
-    ev_conf_destroy(conf);
     return CLI_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"brokers", required_argument, NULL, 'b'},
+                                         {"partitions", required_argument, NULL, 'p'},
+                                         {"prefix", required_argument, NULL, 'P'},
+                                         {"bootstrap-file", required_argument, NULL, 'B'},
+                                         {NULL, 0, NULL, 0}};
+    mb_opts m = {.brokers = 1, .partitions = 8};
+    cli_svc svc = {.name = "msrs-mockbroker",
+                   .usage = usage,
+                   .opts = opts,
+                   .on_opt = on_opt,
+                   .configure = configure,
+                   .run = run,
+                   .arg = &m,
+                   .no_log = 1};
+    return cli_svc_main(&svc, argc, argv);
 }

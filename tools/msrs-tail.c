@@ -81,71 +81,63 @@ static int print_record(ev_codec *codec, const ev_msg *m)
     return rc ? -1 : 0;
 }
 
-int main(int argc, char **argv)
-{
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
-                                              {"topic", required_argument, NULL, 't'},
-                                              {"from", required_argument, NULL, 'f'},
-                                              {"follow", no_argument, NULL, 'F'},
-                                              {"cursor", required_argument, NULL, 'C'},
-                                              {"max", required_argument, NULL, 'm'},
-                                              {NULL, 0, NULL, 0}};
-    cli_common common = {0};
+typedef struct tail_opts {
     const char *names[64];
-    size_t name_count = 0;
-    ev_from from = {EV_FROM_BEGINNING, 0};
-    const char *cursor = NULL;
-    int follow = 0, opt, exit_code = CLI_EXIT_OK;
-    long long max = -1, printed = 0;
+    size_t name_count;
+    ev_from from;
+    const char *cursor;
+    int follow;
+    long long max;
+} tail_opts;
+
+static int on_opt(void *arg, int opt, const char *val)
+{
+    tail_opts *t = arg;
+    switch (opt) {
+    case 't':
+        if (t->name_count < 64)
+            t->names[t->name_count++] = val;
+        return 0;
+    case 'f':
+        if (parse_from(val, &t->from) == 0)
+            return 0;
+        fprintf(stderr, "msrs-tail: --from '%s': expected beginning, end, an offset or "
+                        "an RFC 3339 time\n",
+                val);
+        return -1;
+    case 'F': t->follow = 1; return 0;
+    case 'C': t->cursor = val; return 0;
+    case 'm': t->max = atoll(val); return 0;
+    default: return -1;
+    }
+}
+
+static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
+{
+    const tail_opts *t = arg;
+    if (t->name_count == 0) {
+        snprintf(errstr, errstr_size, "--topic is required (see --help)");
+        return -1;
+    }
+    return 0;
+}
+
+static int run(void *arg, ev_conf *conf, ev_log *log)
+{
+    tail_opts *t = arg;
+    int exit_code = CLI_EXIT_OK;
+    long long printed = 0;
     char err[512];
-    ev_conf *conf = NULL;
-    ev_log *log = NULL;
     ev_codec *codec = NULL;
     char topics_buf[64][320];
     const char *topics[64];
     size_t topic_count = 0;
 
-    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
-    cli_install_signals();
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_common_opt(&common, opt, optarg))
-            continue;
-        switch (opt) {
-        case 'h': usage(stdout); return CLI_EXIT_OK;
-        case 't':
-            if (name_count < 64)
-                names[name_count++] = optarg;
-            break;
-        case 'f':
-            if (parse_from(optarg, &from)) {
-                fprintf(stderr, "msrs-tail: --from '%s': expected beginning, end, an offset or "
-                                "an RFC 3339 time\n", optarg);
-                return CLI_EXIT_USAGE;
-            }
-            break;
-        case 'F': follow = 1; break;
-        case 'C': cursor = optarg; break;
-        case 'm': max = atoll(optarg); break;
-        default: usage(stderr); return CLI_EXIT_USAGE;
-        }
-    }
-    if (name_count == 0 || optind < argc) {
-        fprintf(stderr, "msrs-tail: %s\n", optind < argc ? "unexpected argument" : "--topic is required");
-        usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
-    if (!(conf = cli_conf_build("msrs-tail", &common)))
-        return CLI_EXIT_USAGE;
-    if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&log, conf, err, sizeof(err))) {
-        fprintf(stderr, "msrs-tail: %s\n", err);
-        exit_code = CLI_EXIT_USAGE;
-        goto out;
-    }
-    for (size_t i = 0; i < name_count; i++) {
-        if (strcmp(names[i], "all") == 0) {
+    for (size_t i = 0; i < t->name_count; i++) {
+        if (strcmp(t->names[i], "all") == 0) {
             for (size_t k = 0; k < ev_schema_count() && topic_count < 64; k++) {
-                const char *t = ev_schema_topic(ev_schema_at(k));
-                ev_log_topic(log, t, topics_buf[topic_count], sizeof(topics_buf[0]));
+                const char *name = ev_schema_topic(ev_schema_at(k));
+                ev_log_topic(log, name, topics_buf[topic_count], sizeof(topics_buf[0]));
                 int dup = 0;
                 for (size_t j = 0; j < topic_count; j++)
                     dup |= strcmp(topics[j], topics_buf[topic_count]) == 0;
@@ -155,35 +147,35 @@ int main(int argc, char **argv)
                 }
             }
         } else if (topic_count < 64) {
-            topics[topic_count] = ev_log_topic(log, names[i], topics_buf[topic_count], sizeof(topics_buf[0]));
+            topics[topic_count] = ev_log_topic(log, t->names[i], topics_buf[topic_count], sizeof(topics_buf[0]));
             topic_count++;
         }
     }
-    int rc = cursor ? ev_log_subscribe(log, cursor, topics, topic_count, err, sizeof(err))
-                    : ev_log_assign(log, topics, topic_count, from, err, sizeof(err));
+    int rc = t->cursor ? ev_log_subscribe(log, t->cursor, topics, topic_count, err, sizeof(err))
+                    : ev_log_assign(log, topics, topic_count, t->from, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "msrs-tail: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
     codec = ev_codec_new();
-    if (follow) /* a reader at the other end of a pipe sees each record as it comes */
+    if (t->follow) /* a reader at the other end of a pipe sees each record as it comes */
         setvbuf(stdout, NULL, _IOLBF, 0);
-    while (!cli_stop && (max < 0 || printed < max)) {
+    while (!cli_stop && (t->max < 0 || printed < t->max)) {
         const ev_msg *m;
         rc = ev_log_poll(log, 200, &m, err, sizeof(err));
         if (rc == 0) {
             if (print_record(codec, m))
                 exit_code = CLI_EXIT_FAIL;
             printed++;
-            if (cursor && (rc = ev_log_commit(log, err, sizeof(err)))) {
+            if (t->cursor && (rc = ev_log_commit(log, err, sizeof(err)))) {
                 fprintf(stderr, "msrs-tail: %s\n", err);
                 exit_code = CLI_EXIT_FAIL;
                 break;
             }
             continue;
         }
-        if (rc == EV_ERR_END && !follow)
+        if (rc == EV_ERR_END && !t->follow)
             break;
         if (rc == EV_ERR_TIMED_OUT || rc == EV_ERR_END)
             continue;
@@ -195,7 +187,24 @@ int main(int argc, char **argv)
     fflush(stdout);
 out:
     ev_codec_destroy(codec);
-    ev_log_destroy(log);
-    ev_conf_destroy(conf);
     return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"topic", required_argument, NULL, 't'},
+                                         {"from", required_argument, NULL, 'f'},
+                                         {"follow", no_argument, NULL, 'F'},
+                                         {"cursor", required_argument, NULL, 'C'},
+                                         {"max", required_argument, NULL, 'm'},
+                                         {NULL, 0, NULL, 0}};
+    tail_opts t = {.from = {EV_FROM_BEGINNING, 0}, .max = -1};
+    cli_svc svc = {.name = "msrs-tail",
+                   .usage = usage,
+                   .opts = opts,
+                   .on_opt = on_opt,
+                   .configure = configure,
+                   .run = run,
+                   .arg = &t};
+    return cli_svc_main(&svc, argc, argv);
 }

@@ -57,17 +57,6 @@ json_t *sv_error(const char *code, const char *fmt, ...)
     return json_pack("{s:s, s:s}", "error", code, "message", msg);
 }
 
-static int valid_id(const char *id)
-{
-    size_t n = id ? strlen(id) : 0;
-    if (n == 0 || n > 63)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)id[i]) && !strchr("._:-", id[i]))
-            return 0;
-    return 1;
-}
-
 /* Queues a node record on the log and applies it to the registry at once.
  * id NULL: a new one. It does not wait for the log's acknowledgement: one
  * thread serves every node, and waiting per request (a flush each) let 64
@@ -123,7 +112,7 @@ static json_t *parse_node_request(const char *body, size_t len, const char **nod
         return NULL;
     }
     *node_id = json_string_value(json_object_get(req, "node_id"));
-    if (!valid_id(*node_id)) {
+    if (!ev_id_valid(*node_id)) {
         *reply = sv_error("invalid", "field node_id: expected 1-63 of [A-Za-z0-9._:-]");
         json_decref(req);
         return NULL;
@@ -551,7 +540,7 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
         gethostname(host, sizeof(host) - 1);
         id = host;
     }
-    if (!valid_id(id)) {
+    if (!ev_id_valid(id)) {
         fprintf(stderr, "msrs-supervisor: node id '%s': expected 1-63 of [A-Za-z0-9._:-]\n", id);
         return -1;
     }
@@ -565,104 +554,106 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
     return 0;
 }
 
-int main(int argc, char **argv)
-{
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
-                                              {"listen", required_argument, NULL, 'L'},
-                                              {"node-id", required_argument, NULL, 'N'},
-                                              {NULL, 0, NULL, 0}};
-    cli_common common = {0};
-    const char *listen = NULL, *node = NULL;
-    int opt, exit_code = CLI_EXIT_OK;
-    char err[512];
-    sv_supervisor s;
-    memset(&s, 0, sizeof(s));
+typedef struct sv_args {
+    sv_supervisor *s;
+    const char *listen, *node;
+} sv_args;
 
-    cli_install_signals();
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_common_opt(&common, opt, optarg))
-            continue;
-        switch (opt) {
-        case 'h': usage(stdout); return CLI_EXIT_OK;
-        case 'L': listen = optarg; break;
-        case 'N': node = optarg; break;
-        default: usage(stderr); return CLI_EXIT_USAGE;
-        }
+static int on_opt(void *arg, int opt, const char *val)
+{
+    sv_args *a = arg;
+    switch (opt) {
+    case 'L': a->listen = val; return 0;
+    case 'N': a->node = val; return 0;
+    default: return -1;
     }
-    ev_conf *conf = cli_conf_build("msrs-supervisor", &common);
-    if (!conf)
-        return CLI_EXIT_USAGE;
-    if (optind < argc || load_config(&s, conf, listen, node)) {
-        if (optind < argc)
-            fprintf(stderr, "msrs-supervisor: unexpected argument '%s'\n", argv[optind]);
-        json_decref(s.services);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
-    }
+}
+
+static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
+{
+    sv_args *a = arg;
+    if (load_config(a->s, conf, a->listen, a->node))
+        return -1; /* said on stderr */
     if (!ev_conf_get(conf, "source", NULL)) {
         char source[128];
-        snprintf(source, sizeof(source), "supervisor/%s", s.node_id);
+        snprintf(source, sizeof(source), "supervisor/%s", a->s->node_id);
         ev_conf_set(conf, "source", source);
     }
-    if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&s.log, conf, err, sizeof(err))) {
-        fprintf(stderr, "msrs-supervisor: %s\n", err);
-        json_decref(s.services);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
-    }
+    return 0;
+}
+
+static int run(void *arg, ev_conf *conf, ev_log *log)
+{
+    sv_supervisor *s = ((sv_args *)arg)->s;
+    int exit_code = CLI_EXIT_OK;
+    char err[512];
+    s->log = log;
     if (rxstamp_check(err, sizeof(err))) { /* node clock probes' t2 */
         fprintf(stderr, "msrs-supervisor: %s\n", err);
-        json_decref(s.services);
-        ev_log_destroy(s.log);
-        ev_conf_destroy(conf);
         return CLI_EXIT_FAIL;
     }
-    ev_log_topic(s.log, "", s.prefix, sizeof(s.prefix));
-    s.discovery_fd = -1;
-    if (s.discovery_port &&
-        (s.discovery_fd = dsc_socket((int)s.discovery_port, err, sizeof(err))) < 0)
+    ev_log_topic(s->log, "", s->prefix, sizeof(s->prefix));
+    s->discovery_fd = -1;
+    if (s->discovery_port &&
+        (s->discovery_fd = dsc_socket((int)s->discovery_port, err, sizeof(err))) < 0)
         fprintf(stderr, "msrs-supervisor: %s: agents must be given its address\n", err);
-    s.codec = ev_codec_new();
-    s.state = ev_state_new();
-    s.heard = json_object();
+    s->codec = ev_codec_new();
+    s->state = ev_state_new();
+    s->heard = json_object();
     static const char *const topics[] = {"nodes", "devices"};
     ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs-supervisor"};
-    if (ev_projection_new(&s.proj, s.log, s.state, topics, 2, &po, err, sizeof(err)) ||
-        sv_http_start(&s, err, sizeof(err))) {
-        fprintf(stderr, "msrs-supervisor: %s\n", s.ctx ? "" : err);
-        exit_code = s.ctx ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
+    if (ev_projection_new(&s->proj, s->log, s->state, topics, 2, &po, err, sizeof(err)) ||
+        sv_http_start(s, err, sizeof(err))) {
+        fprintf(stderr, "msrs-supervisor: %s\n", s->ctx ? "" : err);
+        exit_code = s->ctx ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
         goto out;
     }
     fprintf(stderr, "msrs-supervisor: %s on %s, log %s, ttl %lld ms, heartbeat %lld ms, "
                     "strategy %s, max %lld devices per node\n",
-            s.node_id, s.address, ev_conf_get(conf, "log", ""), (long long)s.ttl_ms,
-            (long long)s.heartbeat_ms, s.place.strategy == EV_PLACE_ROUND_ROBIN ? "round_robin" : "least_loaded",
-            (long long)s.place.max_per_node);
-    lws_sul_schedule(s.ctx, 0, &s.tick, on_tick, TICK_US);
+            s->node_id, s->address, ev_conf_get(conf, "log", ""), (long long)s->ttl_ms,
+            (long long)s->heartbeat_ms, s->place.strategy == EV_PLACE_ROUND_ROBIN ? "round_robin" : "least_loaded",
+            (long long)s->place.max_per_node);
+    lws_sul_schedule(s->ctx, 0, &s->tick, on_tick, TICK_US);
     while (!cli_stop)
-        if (lws_service(s.ctx, 0) < 0)
+        if (lws_service(s->ctx, 0) < 0)
             break;
 out:
-    sv_http_stop(&s);
-    if (s.leading && ev_log_resign(s.log, "supervisor", s.holder, err, sizeof(err)))
+    sv_http_stop(s);
+    if (s->leading && ev_log_resign(s->log, "supervisor", s->holder, err, sizeof(err)))
         fprintf(stderr, "msrs-supervisor: resign: %s\n", err);
-    if (ev_log_flush(s.log, 10000, err, sizeof(err))) {
+    if (ev_log_flush(s->log, 10000, err, sizeof(err))) {
         fprintf(stderr, "msrs-supervisor: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
     }
     fprintf(stderr, "msrs-supervisor: stopped: %lld requests, %lld registered, %lld planned, "
                     "%lld heartbeats, %lld expired, %lld presence, %lld refused, %lld bad; discovery: %lld "
                     "answered, %lld skipped\n",
-            (long long)s.n.requests, (long long)s.n.registered, (long long)s.n.planned,
-            (long long)s.n.heartbeats, (long long)s.n.expired, (long long)s.n.presence,
-            (long long)s.n.refused, (long long)s.n.bad, (long long)s.n.discovery_answers,
-            (long long)s.n.discovery_skipped);
-    ev_projection_destroy(s.proj);
-    json_decref(s.heard);
-    json_decref(s.services);
-    ev_state_destroy(s.state);
-    ev_codec_destroy(s.codec);
-    ev_log_destroy(s.log);
-    ev_conf_destroy(conf);
+            (long long)s->n.requests, (long long)s->n.registered, (long long)s->n.planned,
+            (long long)s->n.heartbeats, (long long)s->n.expired, (long long)s->n.presence,
+            (long long)s->n.refused, (long long)s->n.bad, (long long)s->n.discovery_answers,
+            (long long)s->n.discovery_skipped);
+    ev_projection_destroy(s->proj);
+    json_decref(s->heard);
+    ev_state_destroy(s->state);
+    ev_codec_destroy(s->codec);
     return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'L'},
+                                         {"node-id", required_argument, NULL, 'N'},
+                                         {NULL, 0, NULL, 0}};
+    static sv_supervisor s; /* large; lives as long as the process */
+    sv_args a = {.s = &s};
+    cli_svc svc = {.name = "msrs-supervisor",
+                   .usage = usage,
+                   .opts = opts,
+                   .on_opt = on_opt,
+                   .configure = configure,
+                   .run = run,
+                   .arg = &a};
+    int code = cli_svc_main(&svc, argc, argv);
+    json_decref(s.services);
+    return code;
 }
