@@ -179,7 +179,7 @@ int cli_svc_main(const cli_svc *svc, int argc, char **argv)
         fprintf(stderr, "%s: out of memory\n", svc->name);
         return CLI_EXIT_FAIL;
     }
-    snprintf(shortopts, sizeof(shortopts), "%s%s", CLI_COMMON_SHORTOPTS,
+    snprintf(shortopts, sizeof(shortopts), "%s%s%s", svc->subcommands ? "+" : "", CLI_COMMON_SHORTOPTS,
              svc->shortopts ? svc->shortopts : "");
     while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
         if (cli_common_opt(&common, opt, optarg))

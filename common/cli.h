@@ -73,6 +73,7 @@ typedef struct cli_svc {
     void *arg;
     int max_args; /* positional arguments allowed (argv[optind..]): see cli_svc_args */
     int no_log;   /* 1: do not open the log */
+    int subcommands; /* 1: options end at the first argument (a subcommand's own follow) */
 } cli_svc;
 
 /* The start-up prologue every binary shares: signals first (a SIGTERM while

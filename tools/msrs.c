@@ -145,53 +145,35 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
     return exit_code;
 }
 
-int main(int argc, char **argv)
+static int run(void *arg, ev_conf *conf, ev_log *log)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-    cli_common common = {0};
-    char err[512];
-    int opt, rc;
-
-    while ((opt = getopt_long(argc, argv, "+" CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_common_opt(&common, opt, optarg))
-            continue;
-        if (opt == 'h') {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        }
+    char **args;
+    int n = cli_svc_args(&args);
+    if (n == 0) {
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
-    if (optind >= argc) {
-        usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
-    if (ev_catalog_init(err, sizeof(err))) {
-        fprintf(stderr, "msrs: %s\n", err);
-        return CLI_EXIT_FAIL;
-    }
-    const char *cmd = argv[optind];
+    const char *cmd = args[0];
     if (strcmp(cmd, "schemas") == 0)
         return cmd_schemas();
-    if (strcmp(cmd, "emit") == 0) {
-        ev_conf *conf = cli_conf_build("msrs", &common);
-        if (!conf)
-            return CLI_EXIT_USAGE;
-        rc = cmd_emit(conf, argc - optind - 1, argv + optind + 1);
-        ev_conf_destroy(conf);
-        return rc;
-    }
-    if (strcmp(cmd, "session") == 0 || strcmp(cmd, "devices") == 0) {
-        ev_conf *conf = cli_conf_build("msrs", &common);
-        if (!conf)
-            return CLI_EXIT_USAGE;
-        cli_install_signals();
-        rc = strcmp(cmd, "devices") == 0 ? cmd_devices(conf, argc - optind - 1, argv + optind + 1)
-                                         : cmd_session(conf, argc - optind - 1, argv + optind + 1);
-        ev_conf_destroy(conf);
-        return rc;
-    }
+    if (strcmp(cmd, "emit") == 0)
+        return cmd_emit(conf, n - 1, args + 1);
+    if (strcmp(cmd, "devices") == 0)
+        return cmd_devices(conf, n - 1, args + 1);
+    if (strcmp(cmd, "session") == 0)
+        return cmd_session(conf, n - 1, args + 1);
     fprintf(stderr, "msrs: unknown command '%s'\n", cmd);
     usage(stderr);
     return CLI_EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    cli_svc svc = {.name = "msrs",
+                   .usage = usage,
+                   .run = run,
+                   .max_args = argc,
+                   .no_log = 1, /* each command opens it when it needs it */
+                   .subcommands = 1};
+    return cli_svc_main(&svc, argc, argv);
 }
