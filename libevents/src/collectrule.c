@@ -8,8 +8,8 @@
 
 static void add(json_t *out, const char *type, const char *key, const char *id, json_t *value)
 {
-    json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:o}", "type", type, "key", key, "id",
-                                          id, "value", value));
+    json_array_append_new(
+        out, json_pack("{s:s, s:s, s:s, s:o}", "type", type, "key", key, "id", id, "value", value));
 }
 
 /* node_id -> [device_id...] of the session's synchronised group. */
@@ -38,8 +38,8 @@ static json_t *all_devices(json_t *nodes)
 
 /* One command per node that has not had it (its id names session and node,
  * so a resend after a crash is a duplicate the reducers and agents ignore). */
-static void commands(json_t *out, const char *sid, json_t *nodes, const ev_session *done,
-                     int start, int64_t at_ns)
+static void commands(json_t *out, const char *sid, json_t *nodes, const ev_session *done, int start,
+                     int64_t at_ns)
 {
     const char *node;
     json_t *list;
@@ -61,8 +61,8 @@ static void stopped(json_t *out, const char *sid, int64_t start_at, int64_t stop
     char id[EV_ID_MAX];
     snprintf(id, sizeof(id), "stopped/%.50s", sid);
     add(out, "CollectionStopped", sid, id,
-        json_pack("{s:s, s:I, s:I, s:s, s:o}", "session_id", sid, "stop_at_ns",
-                  (json_int_t)stop_at, "duration_ns",
+        json_pack("{s:s, s:I, s:I, s:s, s:o}", "session_id", sid, "stop_at_ns", (json_int_t)stop_at,
+                  "duration_ns",
                   (json_int_t)(start_at && stop_at > start_at ? stop_at - start_at : 0), "reason",
                   reason, "streams", streams ? streams : json_array()));
 }
@@ -94,8 +94,8 @@ json_t *ev_collect_decide(const ev_state *state, const char *sid, const ev_colle
             char id[EV_ID_MAX];
             snprintf(id, sizeof(id), "start/%.50s", sid);
             add(out, "CollectionStarted", sid, id,
-                json_pack("{s:s, s:I, s:o}", "session_id", sid, "start_at_ns",
-                          (json_int_t)start_at, "device_ids", all_devices(nodes)));
+                json_pack("{s:s, s:I, s:o}", "session_id", sid, "start_at_ns", (json_int_t)start_at,
+                          "device_ids", all_devices(nodes)));
             commands(out, sid, nodes, NULL, 1, start_at);
         }
         goto out;

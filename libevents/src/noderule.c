@@ -26,8 +26,8 @@ ev_node_presence ev_node_presence_of(const ev_node *node, const ev_node_params *
 {
     if (!ev_node_known(node))
         return EV_PRESENCE_EXPIRED;
-    int64_t hb_ns = node->heartbeat_interval_ms > 0 ? node->heartbeat_interval_ms * 1000000
-                                                    : p->heartbeat_ns;
+    int64_t hb_ns =
+        node->heartbeat_interval_ms > 0 ? node->heartbeat_interval_ms * 1000000 : p->heartbeat_ns;
     return now_ns - node->last_seen_ns <= 2 * hb_ns ? EV_PRESENCE_UP : EV_PRESENCE_STALE;
 }
 

@@ -15,7 +15,10 @@ typedef struct candidate {
     double load; /* ev_place_load */
 } candidate;
 
-static double share(double used, double of) { return of > 0 ? used / of : 0.0; }
+static double share(double used, double of)
+{
+    return of > 0 ? used / of : 0.0;
+}
 
 double ev_place_load(const ev_node *n, const ev_place_policy *policy)
 {

@@ -157,8 +157,14 @@ static void merge(json_t *a, json_t *record, const char *skip)
     json_object_foreach(record, k, v) if (!skip || strcmp(k, skip) != 0) json_object_set(a, k, v);
 }
 
-static void set_str(json_t *a, const char *k, const char *v) { json_object_set_new(a, k, json_string(v)); }
-static void set_int(json_t *a, const char *k, int64_t v) { json_object_set_new(a, k, json_integer(v)); }
+static void set_str(json_t *a, const char *k, const char *v)
+{
+    json_object_set_new(a, k, json_string(v));
+}
+static void set_int(json_t *a, const char *k, int64_t v)
+{
+    json_object_set_new(a, k, json_integer(v));
+}
 
 static const char *str(json_t *record, const char *k)
 {
@@ -341,7 +347,8 @@ static uint64_t hash_n(const char *p, size_t n)
 static latest **latest_slot(latest_table *t, const char *id, size_t n)
 {
     size_t i = (size_t)hash_n(id, n) & (t->index_cap - 1);
-    while (t->index[i] && (strncmp(t->index[i]->device_id, id, n) != 0 || t->index[i]->device_id[n]))
+    while (t->index[i] &&
+           (strncmp(t->index[i]->device_id, id, n) != 0 || t->index[i]->device_id[n]))
         i = (i + 1) & (t->index_cap - 1);
     return &t->index[i];
 }
@@ -398,7 +405,8 @@ static int latest_put(latest_table *t, int kind, const ev_event *ev, char *errst
                         ev_schema_short_name(ev->schema));
     latest *l = latest_get(t, id, id_len);
     if (!l || (t->dirty_count == t->dirty_cap &&
-               !(t->dirty = realloc(t->dirty, (t->dirty_cap = t->dirty_cap * 2 + 64) * sizeof(*t->dirty)))))
+               !(t->dirty = realloc(t->dirty,
+                                    (t->dirty_cap = t->dirty_cap * 2 + 64) * sizeof(*t->dirty)))))
         return ev__fail(errstr, n, EV_ERR_NOMEM, "state: out of memory");
     if (len > l->cap[kind]) {
         unsigned char *f = realloc(l->frame[kind], len);
@@ -421,14 +429,16 @@ static int latest_put(latest_table *t, int kind, const ev_event *ev, char *errst
  * folded and measured_at_ns) and "status" (with at_ns). */
 static void latest_materialise(latest_table *t, json_t *devices)
 {
-    static const char *const key[2] = {"clock", "status"}, *const at[2] = {"measured_at_ns", "at_ns"};
+    static const char *const key[2] = {"clock", "status"}, *const at[2] = {"measured_at_ns",
+                                                                           "at_ns"};
     for (size_t i = 0; i < t->dirty_count; i++) {
         latest *l = t->dirty[i];
         for (int kind = 0; kind < 2; kind++) {
             const ev_schema *s;
             avro_value_t *v;
             json_t *r = NULL;
-            if (!(l->dirty & (1 << kind)) || ev_codec_check(l->frame[kind], l->len[kind], &s, NULL, 0) ||
+            if (!(l->dirty & (1 << kind)) ||
+                ev_codec_check(l->frame[kind], l->len[kind], &s, NULL, 0) ||
                 ev__codec_read(t->codec, s, l->frame[kind], l->len[kind], &v, NULL, 0) ||
                 ev_value_to_json(v, &r, NULL, 0))
                 continue; /* checked when it was folded: cannot fail */
@@ -493,15 +503,17 @@ int ev_state_apply(ev_state *s, const ev_event *ev, char *errstr, size_t errstr_
 json_t *ev_state_to_json(const ev_state *s)
 {
     latest_materialise(s->latest, s->devices);
-    return json_pack("{s:O, s:O, s:O, s:{s:I, s:I, s:I}}", "nodes", s->nodes, "devices",
-                     s->devices, "sessions", s->sessions, "events", "applied",
-                     (json_int_t)s->applied, "duplicates", (json_int_t)s->duplicates, "ignored",
-                     (json_int_t)s->ignored);
+    return json_pack("{s:O, s:O, s:O, s:{s:I, s:I, s:I}}", "nodes", s->nodes, "devices", s->devices,
+                     "sessions", s->sessions, "events", "applied", (json_int_t)s->applied,
+                     "duplicates", (json_int_t)s->duplicates, "ignored", (json_int_t)s->ignored);
 }
 
 /* ------------------------------------------------------------ typed reads */
 
-static int64_t get_int(json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+static int64_t get_int(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
 
 const char *ev_node_state_name(ev_node_state state)
 {
@@ -526,8 +538,14 @@ static int state_of(json_t *record, const char *(*name)(int), int count)
     return 0;
 }
 
-static const char *node_name(int i) { return ev_node_state_name((ev_node_state)i); }
-static const char *session_name(int i) { return ev_session_state_name((ev_session_state)i); }
+static const char *node_name(int i)
+{
+    return ev_node_state_name((ev_node_state)i);
+}
+static const char *session_name(int i)
+{
+    return ev_session_state_name((ev_session_state)i);
+}
 
 static void fill_node(const char *id, json_t *n, ev_node *out)
 {
@@ -718,7 +736,7 @@ int ev_session_stream(const ev_session *x, size_t i, ev_stream *out)
     json_t *st = json_array_get(x->streams, i);
     if (!st)
         return 0;
-    *out = (ev_stream){str(st, "device_id"),  str(st, "stream_id"), get_int(st, "samples"),
-                       get_int(st, "bytes"),   get_int(st, "gaps"),    get_int(st, "dropped")};
+    *out = (ev_stream){str(st, "device_id"), str(st, "stream_id"), get_int(st, "samples"),
+                       get_int(st, "bytes"), get_int(st, "gaps"),  get_int(st, "dropped")};
     return 1;
 }

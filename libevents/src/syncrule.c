@@ -64,11 +64,11 @@ ev_sync_decision ev_sync_decide(const ev_state *state, const char *session_id,
         }
         if (dev.clock_uncertainty_ns > worst)
             worst = dev.clock_uncertainty_ns;
-        json_array_append_new(group, json_pack("{s:s, s:s, s:I, s:f, s:I}", "device_id", id,
-                                               "node_id", dev.node_id, "offset_ns",
-                                               (json_int_t)dev.clock_offset_ns, "drift_ppm",
-                                               dev.clock_drift_ppm, "uncertainty_ns",
-                                               (json_int_t)dev.clock_uncertainty_ns));
+        json_array_append_new(group,
+                              json_pack("{s:s, s:s, s:I, s:f, s:I}", "device_id", id, "node_id",
+                                        dev.node_id, "offset_ns", (json_int_t)dev.clock_offset_ns,
+                                        "drift_ppm", dev.clock_drift_ppm, "uncertainty_ns",
+                                        (json_int_t)dev.clock_uncertainty_ns));
     }
     if (json_array_size(group) + waiting < (size_t)min_group) {
         if (why)
