@@ -53,40 +53,19 @@ static void view_close(view *v)
     ev_log_destroy(v->log);
 }
 
-/* The session's state (new reference) or NULL. */
-static json_t *session_of(view *v, const char *sid)
+static void print_summary(const ev_session *x)
 {
-    json_t *all = ev_state_to_json(v->state);
-    json_t *x = json_object_get(json_object_get(all, "sessions"), sid);
-    json_incref(x);
-    json_decref(all);
-    return x;
-}
-
-static const char *str(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "";
-}
-
-static void print_summary(json_t *x, const char *sid)
-{
-    json_t *sync = json_object_get(x, "sync");
-    printf("session %s: %s, %.3f s, %s\n", sid, str(x, "state"),
-           (double)json_integer_value(json_object_get(x, "duration_ns")) / 1e9, str(x, "reason"));
-    printf("  sync: %zu devices, max uncertainty %.1f us\n",
-           json_array_size(json_object_get(sync, "devices")),
-           (double)json_integer_value(json_object_get(sync, "max_uncertainty_ns")) / 1e3);
+    printf("session %s: %s, %.3f s, %s\n", x->session_id, ev_session_state_name(x->state),
+           (double)x->duration_ns / 1e9, x->reason);
+    printf("  sync: %zu devices, max uncertainty %.1f us\n", x->sync_device_count,
+           (double)x->sync_max_uncertainty_ns / 1e3);
     printf("  %-20s %-10s %10s %12s %6s %8s\n", "device", "stream", "samples", "bytes", "gaps",
            "dropped");
-    size_t i;
-    json_t *st;
-    json_array_foreach(json_object_get(x, "streams"), i, st)
-        printf("  %-20s %-10s %10lld %12lld %6lld %8lld\n", str(st, "device_id"),
-               str(st, "stream_id"), (long long)json_integer_value(json_object_get(st, "samples")),
-               (long long)json_integer_value(json_object_get(st, "bytes")),
-               (long long)json_integer_value(json_object_get(st, "gaps")),
-               (long long)json_integer_value(json_object_get(st, "dropped")));
+    ev_stream st;
+    for (size_t i = 0; ev_session_stream(x, i, &st); i++)
+        printf("  %-20s %-10s %10lld %12lld %6lld %8lld\n", st.device_id, st.stream_id,
+               (long long)st.samples, (long long)st.bytes, (long long)st.gaps,
+               (long long)st.dropped);
 }
 
 /* Follows the log (already folded to its end) until session sid is
@@ -104,18 +83,17 @@ static int wait_stopped(view *v, const char *sid, double timeout_s)
         }
         if (rc == 0)
             continue; /* fold what is there before looking */
-        json_t *x = session_of(v, sid);
-        const char *st = str(x, "state");
-        if (x && strcmp(st, last) != 0) {
+        ev_session x;
+        int found = ev_state_session(v->state, sid, &x);
+        const char *st = found ? ev_session_state_name(x.state) : "";
+        if (found && strcmp(st, last) != 0) {
             snprintf(last, sizeof(last), "%s", st);
             fprintf(stderr, "msrs: session %s: %s\n", sid, st);
         }
-        if (strcmp(st, "stopped") == 0) {
-            print_summary(x, sid);
-            json_decref(x);
+        if (found && x.state == EV_SESSION_STOPPED) {
+            print_summary(&x);
             return CLI_EXIT_OK;
         }
-        json_decref(x);
     }
     fprintf(stderr, "msrs: session %s: not stopped after %.0f s (state '%s')\n", sid, timeout_s,
             last);
@@ -190,11 +168,10 @@ static int session_start(ev_conf *conf, int argc, char **argv)
     }
     int rc = CLI_EXIT_OK;
     if (view_fold(&v) == 0) {
-        json_t *old = session_of(&v, sid);
-        if (old) {
+        ev_session old;
+        if (ev_state_session(v.state, sid, &old)) {
             fprintf(stderr, "msrs session start: session '%s' exists already (state %s)\n", sid,
-                    str(old, "state"));
-            json_decref(old);
+                    ev_session_state_name(old.state));
             json_decref(req);
             view_close(&v);
             return CLI_EXIT_USAGE;
@@ -245,13 +222,13 @@ static int session_stop(ev_conf *conf, int argc, char **argv)
     if (view_open(&v, conf))
         return CLI_EXIT_USAGE;
     int rc = CLI_EXIT_OK;
-    json_t *x = view_fold(&v) == 0 ? session_of(&v, sid) : NULL;
-    if (!x) {
+    ev_session x;
+    if (view_fold(&v) != 0 || !ev_state_session(v.state, sid, &x)) {
         fprintf(stderr, "msrs session stop: no session '%s' in the log\n", sid);
         view_close(&v);
         return CLI_EXIT_USAGE;
     }
-    if (strcmp(str(x, "state"), "stopped") == 0) {
+    if (x.state == EV_SESSION_STOPPED) {
         fprintf(stderr, "msrs session stop: session '%s' is stopped already\n", sid);
     } else {
         const char *user = getenv("USER");
@@ -260,7 +237,6 @@ static int session_stop(ev_conf *conf, int argc, char **argv)
                            user ? user : "msrs", "reason", reason)))
             rc = CLI_EXIT_FAIL;
     }
-    json_decref(x);
     if (!rc && wait)
         rc = wait_stopped(&v, sid, timeout);
     view_close(&v);
@@ -285,24 +261,17 @@ static int session_view(ev_conf *conf, int argc, char **argv, int list)
     }
     int rc = CLI_EXIT_OK;
     if (list) {
-        json_t *all = ev_state_to_json(v.state);
-        const char *sid;
-        json_t *x;
+        ev_session x;
         char when[64];
         printf("%-28s %-12s %7s %-30s %10s %s\n", "session", "state", "devices", "start",
                "duration", "reason");
-        json_object_foreach(json_object_get(all, "sessions"), sid, x)
-        {
-            int64_t start = json_integer_value(json_object_get(x, "start_at_ns"));
-            printf("%-28s %-12s %7zu %-30s %9.3fs %s\n", sid, str(x, "state"),
-                   json_array_size(json_object_get(json_object_get(x, "sync"), "devices")),
-                   start ? ev_format_time(start, when, sizeof(when)) : "-",
-                   (double)json_integer_value(json_object_get(x, "duration_ns")) / 1e9,
-                   str(x, "reason"));
-        }
-        json_decref(all);
+        for (const char *sid = NULL; (sid = ev_state_session_next(v.state, sid, &x));)
+            printf("%-28s %-12s %7zu %-30s %9.3fs %s\n", sid, ev_session_state_name(x.state),
+                   x.sync_device_count,
+                   x.start_at_ns ? ev_format_time(x.start_at_ns, when, sizeof(when)) : "-",
+                   (double)x.duration_ns / 1e9, x.reason);
     } else {
-        json_t *x = session_of(&v, argv[1]);
+        json_t *x = ev_state_session_to_json(v.state, argv[1]);
         if (!x) {
             fprintf(stderr, "msrs session status: no session '%s' in the log\n", argv[1]);
             rc = CLI_EXIT_USAGE;
@@ -343,39 +312,30 @@ int cmd_devices(ev_conf *conf, int argc, char **argv)
         view_close(&v);
         return CLI_EXIT_FAIL;
     }
-    json_t *all = ev_state_to_json(v.state);
-    json_t *nodes = json_object_get(all, "nodes");
-    const char *id;
-    json_t *d;
+    ev_device d;
     int64_t connected = 0;
-    json_t *with_devices = json_object(); /* node -> connected devices */
+    json_t *with_devices = json_object(); /* the nodes with connected devices, as a set */
     printf("%-20s %-16s %-8s %-9s %14s %10s %10s %7s\n", "device", "node", "node_up",
            "connected", "offset_ms", "drift_ppm", "unc_us", "rounds");
-    json_object_foreach(json_object_get(all, "devices"), id, d)
-    {
-        json_t *c = json_object_get(d, "clock");
-        const char *node = str(d, "node_id");
+    for (const char *id = NULL; (id = ev_state_device_next(v.state, id, &d));) {
+        ev_node n;
         /* standalone agents do not register their node: "-" */
-        const char *node_state = str(json_object_get(nodes, node), "state");
-        int on = json_is_true(json_object_get(d, "connected"));
-        if (on) {
+        ev_node_state node_state = ev_state_node(v.state, d.node_id, &n) ? n.state : EV_NODE_NONE;
+        if (d.connected) {
             connected++;
-            json_object_set_new(with_devices, node, json_integer(json_integer_value(
-                                                        json_object_get(with_devices, node)) + 1));
+            json_object_set_new(with_devices, d.node_id, json_true());
         }
-        printf("%-20s %-16s %-8s %-9s %14.3f %10.2f %10.1f %7lld\n", id, node,
-               !*node_state ? "-" : strcmp(node_state, "expired") == 0 ? "expired" : "yes",
-               on ? "yes" : "no",
-               (double)json_integer_value(json_object_get(c, "offset_ns")) / 1e6,
-               json_number_value(json_object_get(c, "drift_ppm")),
-               (double)json_integer_value(json_object_get(c, "uncertainty_ns")) / 1e3,
-               (long long)json_integer_value(json_object_get(c, "rounds")));
+        printf("%-20s %-16s %-8s %-9s %14.3f %10.2f %10.1f %7lld\n", id, d.node_id,
+               node_state == EV_NODE_NONE      ? "-"
+               : node_state == EV_NODE_EXPIRED ? "expired"
+                                               : "yes",
+               d.connected ? "yes" : "no", (double)d.clock_offset_ns / 1e6, d.clock_drift_ppm,
+               (double)d.clock_uncertainty_ns / 1e3, (long long)d.clock_rounds);
     }
     printf("pool: %lld device%s connected on %zu node%s\n", (long long)connected,
            connected == 1 ? "" : "s", json_object_size(with_devices),
            json_object_size(with_devices) == 1 ? "" : "s");
     json_decref(with_devices);
-    json_decref(all);
     view_close(&v);
     return CLI_EXIT_OK;
 }

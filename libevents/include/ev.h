@@ -470,12 +470,13 @@ typedef struct ev_place_policy {
     int64_t bandwidth_bytes_per_s; /* scaling.node_bandwidth_bytes_per_s; 0: not counted */
 } ev_place_policy;
 
-/* A node's load (its state as the reducers hold it), the sum of four
+/* A node's load (its state as the reducers hold it: ev_state_node), the sum of four
  * shares, each 0 when the node did not report it: devices (device_count /
  * its limit, or / 1024 with none), CPU (cpu_load / cpu_cores), memory
  * (1 - mem_available_bytes / mem_total_bytes) and bandwidth
  * (rx_bytes_per_s / policy bandwidth). */
-double ev_place_load(json_t *node, const ev_place_policy *policy);
+struct ev_node;
+double ev_place_load(const struct ev_node *node, const ev_place_policy *policy);
 
 /* Candidates: nodes not expired, with an address, with room (their last
  * heartbeat's device_count below their max_devices, capped by
@@ -569,6 +570,223 @@ typedef struct ev_collect_params {
 json_t *ev_collect_decide(const ev_state *state, const char *session_id,
                           const ev_collect_params *params, int64_t now_ns, char *why,
                           size_t why_size);
+
+/* ------------------------------------------------------ schema ids (reducers) */
+
+/* The fixed ids of schemas/catalog.json that the reducers and rules
+ * dispatch on (ev_schema_id). ev_catalog_init fails when one of them does
+ * not name the record its constant says, so they cannot drift apart. */
+typedef enum ev_schema_ids {
+    EV_SCHEMA_NODE_REGISTERED = 105,
+    EV_SCHEMA_NODE_PLANNED = 102,
+    EV_SCHEMA_NODE_HEARTBEAT = 106,
+    EV_SCHEMA_NODE_EXPIRED = 104,
+    EV_SCHEMA_DEVICE_REGISTERED = 201,
+    EV_SCHEMA_DEVICE_STATUS = 202,
+    EV_SCHEMA_DEVICE_DISCONNECTED = 203,
+    EV_SCHEMA_CLOCK_OFFSET_MEASURED = 204,
+    EV_SCHEMA_COLLECTION_REQUESTED = 301,
+    EV_SCHEMA_SYNCHRONIZATION_COMPLETED = 302,
+    EV_SCHEMA_COLLECTION_STARTED = 303,
+    EV_SCHEMA_SYNC_MARK = 304,
+    EV_SCHEMA_COLLECTION_STOPPED = 305,
+    EV_SCHEMA_COLLECTION_STOP_REQUESTED = 306,
+    EV_SCHEMA_RECORDING_REPORT = 307,
+    EV_SCHEMA_START_RECORDING = 401,
+    EV_SCHEMA_STOP_RECORDING = 402,
+    EV_SCHEMA_SYNC_NOW = 403,
+    EV_SCHEMA_PRESENCE_SNAPSHOT = 501,
+} ev_schema_ids;
+
+/* ------------------------------------------------------ state: typed reads */
+
+/* Reading the reducers' state without knowing its JSON layout. Every
+ * const char * and json_t * that the structs below hold is borrowed from
+ * the state: valid until the next ev_state_apply on it or its destroy, never
+ * to be modified. Strings are "" when the state has none, unless a field
+ * says otherwise. The structs are filled by value; the library keeps no
+ * reference to them.
+ *
+ * Iteration is in the order the state first saw each id, as
+ * ev_state_to_json lists them: pass after = NULL for the first; the next
+ * call takes the id the last one returned. Each returns that id (the same
+ * pointer as out->..._id) or NULL at the end (out untouched). Apply no event
+ * to the state while iterating it. */
+
+typedef enum ev_node_state {
+    EV_NODE_NONE = 0,       /* only named by another record: no state of its own */
+    EV_NODE_REGISTERED = 1, /* NodeRegistered */
+    EV_NODE_PLANNED = 2,    /* NodePlanned before any heartbeat */
+    EV_NODE_UP = 3,         /* NodeHeartbeat */
+    EV_NODE_EXPIRED = 4,    /* NodeExpired, until it registers again */
+} ev_node_state;
+
+/* "registered", "planned", "up", "expired"; "" for EV_NODE_NONE. Static. */
+const char *ev_node_state_name(ev_node_state state);
+
+typedef struct ev_node {
+    const char *node_id;
+    ev_node_state state;
+    const char *address;           /* NodeRegistered */
+    int64_t max_devices;           /* its own limit, from registration or plan; 0: none */
+    int64_t cpu_cores;             /* 0: not reported */
+    int64_t mem_total_bytes;       /* 0: not reported */
+    int64_t ttl_ms;                /* its plan's; 0: no plan */
+    int64_t heartbeat_interval_ms; /* its plan's; 0: no plan */
+    int64_t device_count;          /* last heartbeat's */
+    double cpu_load;               /* last heartbeat's, busy cores */
+    int64_t mem_available_bytes;   /* last heartbeat's; 0: not reported */
+    double rx_bytes_per_s;         /* last heartbeat's; 0: not reported */
+    int64_t registered_at_ns;      /* ce_time of its NodeRegistered; 0: none */
+    int64_t last_seen_ns;          /* ce_time of its last NodeRegistered / NodeHeartbeat */
+    int64_t expired_at_ns;         /* ce_time of its NodeExpired; 0: none */
+} ev_node;
+
+/* Fills *out with node_id's state: returns 1, or 0 when the state has no
+ * such node (out untouched). */
+int ev_state_node(const ev_state *state, const char *node_id, ev_node *out);
+const char *ev_state_node_next(const ev_state *state, const char *after, ev_node *out);
+
+typedef struct ev_device {
+    const char *device_id;
+    const char *node_id;           /* where it is connected (or was) */
+    int connected;                 /* 1 from DeviceRegistered to DeviceDisconnected / NodeExpired */
+    const char *disconnect_reason; /* "" while connected */
+    int has_clock;                 /* 1 once a ClockOffsetMeasured was folded: */
+    int64_t clock_offset_ns;       /*   the latest one's offset (device - master), */
+    double clock_drift_ppm;        /*   drift, */
+    int64_t clock_uncertainty_ns;  /*   uncertainty, */
+    int64_t clock_measured_at_ns;  /*   its ce_time */
+    int64_t clock_rounds;          /*   and how many were folded */
+} ev_device;
+
+/* As ev_state_node, for devices. */
+int ev_state_device(const ev_state *state, const char *device_id, ev_device *out);
+const char *ev_state_device_next(const ev_state *state, const char *after, ev_device *out);
+
+typedef enum ev_session_state {
+    EV_SESSION_NONE = 0,         /* only named by a command or report so far */
+    EV_SESSION_REQUESTED = 1,    /* CollectionRequested */
+    EV_SESSION_SYNCHRONIZED = 2, /* SynchronizationCompleted */
+    EV_SESSION_RECORDING = 3,    /* CollectionStarted */
+    EV_SESSION_STOPPING = 4,     /* a StopRecording was sent */
+    EV_SESSION_STOPPED = 5,      /* CollectionStopped */
+} ev_session_state;
+
+/* "requested", "synchronized", "recording", "stopping", "stopped"; "" for
+ * EV_SESSION_NONE. Static. */
+const char *ev_session_state_name(ev_session_state state);
+
+typedef struct ev_session {
+    const char *session_id;
+    ev_session_state state;
+    int64_t requested_at_ns;         /* 0: not requested */
+    int64_t min_group;               /* requested; 0: none */
+    int64_t duration_ms;             /* requested; 0: until stopped */
+    size_t device_id_count;          /* requested device_ids (ev_session_device_id); 0: all */
+    int synchronized;                /* 1 once SynchronizationCompleted: */
+    size_t sync_device_count;        /*   its group (ev_session_sync_device) */
+    int64_t sync_max_uncertainty_ns; /*   and their worst uncertainty */
+    int64_t start_at_ns;             /* CollectionStarted's instant; 0: not started */
+    int has_stop_at;                 /* 1 once a StopRecording was sent: */
+    int64_t stop_at_ns;              /*   its stop instant */
+    int stop_requested;              /* 1 once CollectionStopRequested: */
+    int64_t stop_requested_at_ns;    /*   its ce_time */
+    const char *stop_request_reason; /*   its reason (NULL when it had none) */
+    int64_t duration_ns;             /* CollectionStopped's; 0 before */
+    const char *reason;              /* CollectionStopped's; "" before */
+    size_t stream_count;             /* CollectionStopped's streams (ev_session_stream) */
+    json_t *streams;                 /* the same streams as records (array), for output */
+    int64_t marks;                   /* SyncMarks folded */
+    const void *ev__record;          /* the library's: do not use */
+} ev_session;
+
+/* As ev_state_node, for sessions. */
+int ev_state_session(const ev_state *state, const char *session_id, ev_session *out);
+const char *ev_state_session_next(const ev_state *state, const char *after, ev_session *out);
+
+/* The i-th requested device id, i < x->device_id_count; NULL past it. */
+const char *ev_session_device_id(const ev_session *x, size_t i);
+/* The i-th device of the synchronised group, i < x->sync_device_count:
+ * writes its device and node ids ("" when absent) and returns 1; 0 past it. */
+int ev_session_sync_device(const ev_session *x, size_t i, const char **device_id,
+                           const char **node_id);
+/* 1 when node_id was sent the session's StartRecording (stop = 0) or
+ * StopRecording (stop = 1), with its instant in *at_ns (may be NULL). */
+int ev_session_command(const ev_session *x, const char *node_id, int stop, int64_t *at_ns);
+/* Iterates the nodes that sent a RecordingReport, in the order they came
+ * (after as for ev_state_*_next); *streams (may be NULL) is the report's
+ * streams array, borrowed. Returns the node id or NULL at the end. */
+const char *ev_session_report_next(const ev_session *x, const char *after, json_t **streams);
+
+/* One stream of CollectionStopped: what a device stream delivered. */
+typedef struct ev_stream {
+    const char *device_id, *stream_id;
+    int64_t samples, bytes, gaps, dropped;
+} ev_stream;
+/* The i-th stream, i < x->stream_count: fills *out and returns 1; 0 past it. */
+int ev_session_stream(const ev_session *x, size_t i, ev_stream *out);
+
+/* The session as ev_state_to_json shows it (for output: msrs session
+ * status): a new reference sharing the state's objects (do not modify it),
+ * or NULL when there is none. */
+json_t *ev_state_session_to_json(const ev_state *state, const char *session_id);
+
+/* -------------------------------------------------------------- node rule */
+
+/* The supervisor's rule for node liveness, a pure function of a node as
+ * the state holds it (ev_state_node) and of the supervisor's parameters, so
+ * leaders, replay and tests agree. */
+typedef struct ev_node_params {
+    int64_t ttl_ns;          /* supervisor.ttl_ms: a node's TTL when its plan names none */
+    int64_t heartbeat_ns;    /* supervisor.heartbeat_ms: when its plan names none */
+    int64_t lead_since_ns;   /* when this supervisor began to lead: nodes could not
+                                heartbeat while no one led, so each gets one TTL from it */
+} ev_node_params;
+
+/* 1 when the node is known: in the state and not expired. Only a known
+ * node is planned, heartbeats or takes devices. */
+int ev_node_known(const ev_node *node);
+
+/* 1 when node must expire at now_ns: it is known and silent for more than
+ * its TTL (its plan's ttl_ms, else params ttl_ns) since the latest of its
+ * last_seen_ns, heard_ns (when this process last heard it, outside the
+ * state; 0: never) and params lead_since_ns. Silent exactly its TTL is not
+ * yet. An expired node is never due again until it registers. */
+int ev_node_expire_due(const ev_node *node, int64_t heard_ns, const ev_node_params *params,
+                       int64_t now_ns);
+
+typedef enum ev_node_presence {
+    EV_PRESENCE_UP = 0,      /* heard within two heartbeat intervals */
+    EV_PRESENCE_STALE = 1,   /* known, silent longer than that */
+    EV_PRESENCE_EXPIRED = 2, /* not known (ev_node_known) */
+} ev_node_presence;
+
+/* The node's class in PresenceSnapshot at now_ns: up while now_ns -
+ * last_seen_ns <= 2 heartbeat intervals (its plan's, else params
+ * heartbeat_ns), then stale; expired when not known. */
+ev_node_presence ev_node_presence_of(const ev_node *node, const ev_node_params *params,
+                                     int64_t now_ns);
+/* "up", "stale", "expired". Static. */
+const char *ev_node_presence_name(ev_node_presence presence);
+
+/* ------------------------------------------------------ auto-start rule */
+
+/* collectord's collect.auto_start: a session opened without an operator. */
+typedef struct ev_auto_start_params {
+    int64_t min_group;   /* sync.min_group: devices that must be connected */
+    int64_t duration_ms; /* collect.auto_duration_ms: the session's; 0 = until stopped */
+} ev_auto_start_params;
+
+/* Decides at now_ns whether to open a session: when no session is live
+ * (each is stopped or has no state), at least params min_group devices are
+ * connected, and no session has this second's id ("auto-YYYYMMDDTHHMMSS",
+ * UTC: one per second at most). Returns 1 with the id in session_id, the
+ * CollectionRequested record in *request (new reference) and the connected
+ * count in *connected (may be NULL); else 0 (*request NULL). */
+int ev_collect_auto_start(const ev_state *state, const ev_auto_start_params *params,
+                          int64_t now_ns, char *session_id, size_t session_id_size,
+                          json_t **request, size_t *connected);
 
 #ifdef __cplusplus
 }

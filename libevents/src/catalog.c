@@ -229,6 +229,32 @@ static int add_history(const char *id_text, json_t *path)
     return 0;
 }
 
+/* ev.h's ev_schema_ids, checked against the catalog when it loads. */
+static const struct {
+    int32_t id;
+    const char *short_name;
+} known_ids[] = {
+    {EV_SCHEMA_NODE_REGISTERED, "NodeRegistered"},
+    {EV_SCHEMA_NODE_PLANNED, "NodePlanned"},
+    {EV_SCHEMA_NODE_HEARTBEAT, "NodeHeartbeat"},
+    {EV_SCHEMA_NODE_EXPIRED, "NodeExpired"},
+    {EV_SCHEMA_DEVICE_REGISTERED, "DeviceRegistered"},
+    {EV_SCHEMA_DEVICE_STATUS, "DeviceStatus"},
+    {EV_SCHEMA_DEVICE_DISCONNECTED, "DeviceDisconnected"},
+    {EV_SCHEMA_CLOCK_OFFSET_MEASURED, "ClockOffsetMeasured"},
+    {EV_SCHEMA_COLLECTION_REQUESTED, "CollectionRequested"},
+    {EV_SCHEMA_SYNCHRONIZATION_COMPLETED, "SynchronizationCompleted"},
+    {EV_SCHEMA_COLLECTION_STARTED, "CollectionStarted"},
+    {EV_SCHEMA_SYNC_MARK, "SyncMark"},
+    {EV_SCHEMA_COLLECTION_STOPPED, "CollectionStopped"},
+    {EV_SCHEMA_COLLECTION_STOP_REQUESTED, "CollectionStopRequested"},
+    {EV_SCHEMA_RECORDING_REPORT, "RecordingReport"},
+    {EV_SCHEMA_START_RECORDING, "StartRecording"},
+    {EV_SCHEMA_STOP_RECORDING, "StopRecording"},
+    {EV_SCHEMA_SYNC_NOW, "SyncNow"},
+    {EV_SCHEMA_PRESENCE_SNAPSHOT, "PresenceSnapshot"},
+};
+
 static void catalog_load(void)
 {
     json_error_t jerr;
@@ -282,6 +308,17 @@ static void catalog_load(void)
                                "schemas/: %zu .avsc files but %zu catalog entries and %zu "
                                "earlier versions", ev__embedded_schema_count, catalog.count,
                                catalog.history_count);
+    for (size_t i = 0; !catalog.err && i < sizeof(known_ids) / sizeof(known_ids[0]); i++) {
+        const ev_schema *k = NULL;
+        for (size_t j = 0; j < catalog.count; j++) /* not ev_schema_by_id: we are in its once */
+            if (catalog.schemas[j].id == known_ids[i].id)
+                k = &catalog.schemas[j];
+        if (!k || strcmp(k->short_name, known_ids[i].short_name) != 0)
+            catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                                   "schemas/catalog.json: id %d is %s, but ev.h's ev_schema_ids "
+                                   "names it %s", (int)known_ids[i].id,
+                                   k ? k->name : "no record", known_ids[i].short_name);
+    }
 out:
     json_decref(root);
 }

@@ -15,22 +15,21 @@ typedef struct candidate {
     double load; /* ev_place_load */
 } candidate;
 
-static double share(json_t *node, const char *used, double of)
+static double share(double used, double of)
 {
-    return of > 0 ? json_number_value(json_object_get(node, used)) / of : 0.0;
+    return of > 0 ? used / of : 0.0;
 }
 
-double ev_place_load(json_t *n, const ev_place_policy *policy)
+double ev_place_load(const ev_node *n, const ev_place_policy *policy)
 {
-    int64_t max = ev_place_limit(json_integer_value(json_object_get(n, "max_devices")),
-                                 policy->max_per_node);
-    double total = (double)json_integer_value(json_object_get(n, "mem_total_bytes"));
-    double avail = (double)json_integer_value(json_object_get(n, "mem_available_bytes"));
-    int64_t cores = json_integer_value(json_object_get(n, "cpu_cores"));
-    return share(n, "device_count", (double)(max > 0 ? max : 1024)) +
-           share(n, "cpu_load", (double)(cores > 0 ? cores : 1)) +
+    int64_t max = ev_place_limit(n->max_devices, policy->max_per_node);
+    double total = (double)n->mem_total_bytes;
+    double avail = (double)n->mem_available_bytes;
+    int64_t cores = n->cpu_cores;
+    return share((double)n->device_count, (double)(max > 0 ? max : 1024)) +
+           share(n->cpu_load, (double)(cores > 0 ? cores : 1)) +
            (total > 0 && avail > 0 && avail <= total ? 1.0 - avail / total : 0.0) +
-           share(n, "rx_bytes_per_s", (double)policy->bandwidth_bytes_per_s);
+           share(n->rx_bytes_per_s, (double)policy->bandwidth_bytes_per_s);
 }
 
 static int by_id(const void *x, const void *y)
@@ -41,33 +40,30 @@ static int by_id(const void *x, const void *y)
 int ev_place_choose(const ev_state *state, const ev_place_policy *policy, const char *exclude,
                     int64_t *rr_cursor, char *out, size_t out_size)
 {
-    json_t *all = ev_state_to_json(state);
-    json_t *nodes = json_object_get(all, "nodes");
-    candidate *c = calloc(json_object_size(nodes) + 1, sizeof(*c));
-    size_t count = 0, pick = 0;
-    const char *k;
-    json_t *n;
+    candidate *c = NULL;
+    size_t count = 0, cap = 0, pick = 0;
+    ev_node n;
 
-    if (!c) {
-        json_decref(all);
-        return -1;
-    }
-    json_object_foreach(nodes, k, n)
-    {
-        const char *st = json_string_value(json_object_get(n, "state"));
-        const char *addr = json_string_value(json_object_get(n, "address"));
-        int64_t max = ev_place_limit(json_integer_value(json_object_get(n, "max_devices")),
-                                     policy->max_per_node);
-        int64_t devices = json_integer_value(json_object_get(n, "device_count"));
-        if (!st || strcmp(st, "expired") == 0 || !addr || !*addr ||
-            (exclude && strcmp(k, exclude) == 0) || (max > 0 && devices >= max))
+    for (const char *k = NULL; (k = ev_state_node_next(state, k, &n));) {
+        int64_t max = ev_place_limit(n.max_devices, policy->max_per_node);
+        if (!ev_node_known(&n) || !*n.address || (exclude && strcmp(k, exclude) == 0) ||
+            (max > 0 && n.device_count >= max))
             continue;
+        if (count == cap) {
+            candidate *more = realloc(c, (cap = cap * 2 + 16) * sizeof(*c));
+            if (!more) {
+                free(c);
+                return -1;
+            }
+            c = more;
+        }
         c[count].id = k;
-        c[count].load = ev_place_load(n, policy);
+        c[count].load = ev_place_load(&n, policy);
         count++;
     }
     /* Node-id order: every supervisor that replays the log picks alike. */
-    qsort(c, count, sizeof(*c), by_id);
+    if (count)
+        qsort(c, count, sizeof(*c), by_id);
     if (count && policy->strategy == EV_PLACE_ROUND_ROBIN) {
         pick = (size_t)((*rr_cursor < 0 ? 0 : *rr_cursor) % (int64_t)count);
         (*rr_cursor)++;
@@ -79,6 +75,5 @@ int ev_place_choose(const ev_state *state, const ev_place_policy *policy, const 
     if (count)
         snprintf(out, out_size, "%s", c[pick].id);
     free(c);
-    json_decref(all);
     return count ? 0 : -1;
 }

@@ -29,7 +29,6 @@ typedef struct latest_table {
     latest **dirty;
     size_t dirty_count, dirty_cap;
     ev_codec *codec; /* reads frames (and frames in-memory events) */
-    const ev_schema *kind_schema[2]; /* ClockOffsetMeasured, DeviceStatus */
 } latest_table;
 
 struct ev_state {
@@ -53,8 +52,6 @@ ev_state *ev_state_new(void)
     s->latest = calloc(1, sizeof(*s->latest));
     if (s->latest) {
         s->latest->codec = ev_codec_new();
-        s->latest->kind_schema[L_CLOCK] = ev_schema_by_name("ClockOffsetMeasured");
-        s->latest->kind_schema[L_STATUS] = ev_schema_by_name("DeviceStatus");
     }
     if (!s->nodes || !s->devices || !s->sessions || !s->seen || !s->latest || !s->latest->codec) {
         ev_state_destroy(s);
@@ -160,8 +157,14 @@ static void merge(json_t *a, json_t *record, const char *skip)
     json_object_foreach(record, k, v) if (!skip || strcmp(k, skip) != 0) json_object_set(a, k, v);
 }
 
-static void set_str(json_t *a, const char *k, const char *v) { json_object_set_new(a, k, json_string(v)); }
-static void set_int(json_t *a, const char *k, int64_t v) { json_object_set_new(a, k, json_integer(v)); }
+static void set_str(json_t *a, const char *k, const char *v)
+{
+    json_object_set_new(a, k, json_string(v));
+}
+static void set_int(json_t *a, const char *k, int64_t v)
+{
+    json_object_set_new(a, k, json_integer(v));
+}
 
 static const char *str(json_t *record, const char *k)
 {
@@ -169,23 +172,27 @@ static const char *str(json_t *record, const char *k)
     return v ? v : "";
 }
 
-static void reduce_node(ev_state *s, const char *type, json_t *r, int64_t t)
+static void reduce_node(ev_state *s, int32_t type, json_t *r, int64_t t)
 {
     json_t *n = aggregate(s->nodes, str(r, "node_id"));
-    if (strcmp(type, "NodeRegistered") == 0) {
+    switch (type) {
+    case EV_SCHEMA_NODE_REGISTERED:
         merge(n, r, "node_id");
         set_str(n, "state", "registered");
         set_int(n, "registered_at_ns", t);
         set_int(n, "last_seen_ns", t);
-    } else if (strcmp(type, "NodePlanned") == 0) {
+        break;
+    case EV_SCHEMA_NODE_PLANNED:
         merge(n, r, "node_id");
         if (strcmp(str(n, "state"), "up") != 0)
             set_str(n, "state", "planned");
-    } else if (strcmp(type, "NodeHeartbeat") == 0) {
+        break;
+    case EV_SCHEMA_NODE_HEARTBEAT:
         merge(n, r, "node_id");
         set_str(n, "state", "up");
         set_int(n, "last_seen_ns", t);
-    } else if (strcmp(type, "NodeExpired") == 0) {
+        break;
+    case EV_SCHEMA_NODE_EXPIRED: {
         const char *node_id = str(r, "node_id"), *k;
         json_t *d;
         set_str(n, "state", "expired");
@@ -197,76 +204,117 @@ static void reduce_node(ev_state *s, const char *type, json_t *r, int64_t t)
             json_object_set_new(d, "connected", json_false());
             set_str(d, "disconnect_reason", "node_expired");
         }
+        break;
+    }
     }
 }
 
-static void reduce_device(ev_state *s, const char *type, json_t *r, int64_t t)
+static void reduce_device(ev_state *s, int32_t type, json_t *r, int64_t t)
 {
     json_t *d = aggregate(s->devices, str(r, "device_id"));
-    if (strcmp(type, "DeviceRegistered") == 0) {
+    switch (type) {
+    case EV_SCHEMA_DEVICE_REGISTERED:
         merge(d, r, "device_id");
         json_object_set_new(d, "connected", json_true());
         json_object_del(d, "disconnect_reason");
         set_int(d, "registered_at_ns", t);
-    } else if (strcmp(type, "DeviceDisconnected") == 0) {
+        break;
+    case EV_SCHEMA_DEVICE_DISCONNECTED:
         json_object_set_new(d, "connected", json_false());
         set_str(d, "disconnect_reason", str(r, "reason"));
+        break;
     }
 }
 
-static void reduce_session(ev_state *s, const char *type, json_t *r, int64_t t)
+static void reduce_session(ev_state *s, int32_t type, json_t *r, int64_t t)
 {
     json_t *x = aggregate(s->sessions, str(r, "session_id"));
-    if (strcmp(type, "CollectionRequested") == 0) {
+    switch (type) {
+    case EV_SCHEMA_COLLECTION_REQUESTED:
         merge(x, r, "session_id");
         set_str(x, "state", "requested");
         set_int(x, "requested_at_ns", t);
         set_int(x, "marks", 0);
-    } else if (strcmp(type, "SynchronizationCompleted") == 0) {
+        break;
+    case EV_SCHEMA_SYNCHRONIZATION_COMPLETED: {
         json_t *sync = json_object();
         merge(sync, r, "session_id");
         set_int(sync, "at_ns", t);
         json_object_set_new(x, "sync", sync);
         if (strcmp(str(x, "state"), "requested") == 0 || !json_object_get(x, "state"))
             set_str(x, "state", "synchronized");
-    } else if (strcmp(type, "CollectionStarted") == 0) {
+        break;
+    }
+    case EV_SCHEMA_COLLECTION_STARTED:
         set_int(x, "start_at_ns", json_integer_value(json_object_get(r, "start_at_ns")));
         json_object_set(x, "device_ids", json_object_get(r, "device_ids"));
         if (strcmp(str(x, "state"), "stopped") != 0)
             set_str(x, "state", "recording");
-    } else if (strcmp(type, "SyncMark") == 0) {
+        break;
+    case EV_SCHEMA_SYNC_MARK:
         set_int(x, "marks", json_integer_value(json_object_get(x, "marks")) + 1);
         set_str(x, "last_mark", str(r, "label"));
-    } else if (strcmp(type, "CollectionStopRequested") == 0) {
+        break;
+    case EV_SCHEMA_COLLECTION_STOP_REQUESTED: {
         json_t *q = json_object();
         merge(q, r, "session_id");
         set_int(q, "at_ns", t);
         json_object_set_new(x, "stop_requested", q);
-    } else if (strcmp(type, "RecordingReport") == 0) {
+        break;
+    }
+    case EV_SCHEMA_RECORDING_REPORT: {
         json_t *rep = json_object();
         merge(rep, r, "session_id");
         json_object_del(rep, "node_id");
         json_object_set_new(aggregate(x, "reports"), str(r, "node_id"), rep);
-    } else if (strcmp(type, "CollectionStopped") == 0) {
+        break;
+    }
+    case EV_SCHEMA_COLLECTION_STOPPED:
         merge(x, r, "session_id");
         set_str(x, "state", "stopped");
+        break;
     }
 }
 
 /* Commands are keyed by node; what they did to a session is session state. */
-static void reduce_command(ev_state *s, const char *type, json_t *r, int64_t t)
+static void reduce_command(ev_state *s, int32_t type, json_t *r, int64_t t)
 {
     (void)t;
-    if (strcmp(type, "StartRecording") != 0 && strcmp(type, "StopRecording") != 0)
-        return;
     json_t *x = aggregate(s->sessions, str(r, "session_id"));
-    int start = type[2] == 'a';
+    int start = type == EV_SCHEMA_START_RECORDING;
     json_object_set(aggregate(x, start ? "start_commands" : "stop_commands"), str(r, "node_id"),
                     json_object_get(r, start ? "start_at_ns" : "stop_at_ns"));
     if (!start) {
         json_object_set(x, "stop_at_ns", json_object_get(r, "stop_at_ns"));
         if (strcmp(str(x, "state"), "recording") == 0)
             set_str(x, "state", "stopping");
+    }
+}
+
+/* The reducer of each record type that changes the state, by schema id;
+ * NULL for the rest (ignored). ClockOffsetMeasured and DeviceStatus are
+ * kept as frames (latest_put). */
+typedef void (*reducer)(ev_state *s, int32_t type, json_t *record, int64_t time_ns);
+
+static reducer reducer_of(int32_t id)
+{
+    switch (id) {
+    case EV_SCHEMA_NODE_REGISTERED:
+    case EV_SCHEMA_NODE_PLANNED:
+    case EV_SCHEMA_NODE_HEARTBEAT:
+    case EV_SCHEMA_NODE_EXPIRED: return reduce_node;
+    case EV_SCHEMA_DEVICE_REGISTERED:
+    case EV_SCHEMA_DEVICE_DISCONNECTED: return reduce_device;
+    case EV_SCHEMA_COLLECTION_REQUESTED:
+    case EV_SCHEMA_SYNCHRONIZATION_COMPLETED:
+    case EV_SCHEMA_COLLECTION_STARTED:
+    case EV_SCHEMA_SYNC_MARK:
+    case EV_SCHEMA_COLLECTION_STOPPED:
+    case EV_SCHEMA_COLLECTION_STOP_REQUESTED:
+    case EV_SCHEMA_RECORDING_REPORT: return reduce_session;
+    case EV_SCHEMA_START_RECORDING:
+    case EV_SCHEMA_STOP_RECORDING: return reduce_command;
+    default: return NULL;
     }
 }
 
@@ -299,7 +347,8 @@ static uint64_t hash_n(const char *p, size_t n)
 static latest **latest_slot(latest_table *t, const char *id, size_t n)
 {
     size_t i = (size_t)hash_n(id, n) & (t->index_cap - 1);
-    while (t->index[i] && (strncmp(t->index[i]->device_id, id, n) != 0 || t->index[i]->device_id[n]))
+    while (t->index[i] &&
+           (strncmp(t->index[i]->device_id, id, n) != 0 || t->index[i]->device_id[n]))
         i = (i + 1) & (t->index_cap - 1);
     return &t->index[i];
 }
@@ -356,7 +405,8 @@ static int latest_put(latest_table *t, int kind, const ev_event *ev, char *errst
                         ev_schema_short_name(ev->schema));
     latest *l = latest_get(t, id, id_len);
     if (!l || (t->dirty_count == t->dirty_cap &&
-               !(t->dirty = realloc(t->dirty, (t->dirty_cap = t->dirty_cap * 2 + 64) * sizeof(*t->dirty)))))
+               !(t->dirty = realloc(t->dirty,
+                                    (t->dirty_cap = t->dirty_cap * 2 + 64) * sizeof(*t->dirty)))))
         return ev__fail(errstr, n, EV_ERR_NOMEM, "state: out of memory");
     if (len > l->cap[kind]) {
         unsigned char *f = realloc(l->frame[kind], len);
@@ -379,14 +429,16 @@ static int latest_put(latest_table *t, int kind, const ev_event *ev, char *errst
  * folded and measured_at_ns) and "status" (with at_ns). */
 static void latest_materialise(latest_table *t, json_t *devices)
 {
-    static const char *const key[2] = {"clock", "status"}, *const at[2] = {"measured_at_ns", "at_ns"};
+    static const char *const key[2] = {"clock", "status"}, *const at[2] = {"measured_at_ns",
+                                                                           "at_ns"};
     for (size_t i = 0; i < t->dirty_count; i++) {
         latest *l = t->dirty[i];
         for (int kind = 0; kind < 2; kind++) {
             const ev_schema *s;
             avro_value_t *v;
             json_t *r = NULL;
-            if (!(l->dirty & (1 << kind)) || ev_codec_check(l->frame[kind], l->len[kind], &s, NULL, 0) ||
+            if (!(l->dirty & (1 << kind)) ||
+                ev_codec_check(l->frame[kind], l->len[kind], &s, NULL, 0) ||
                 ev__codec_read(t->codec, s, l->frame[kind], l->len[kind], &v, NULL, 0) ||
                 ev_value_to_json(v, &r, NULL, 0))
                 continue; /* checked when it was folded: cannot fail */
@@ -404,18 +456,15 @@ static void latest_materialise(latest_table *t, json_t *devices)
 
 int ev_state_apply(ev_state *s, const ev_event *ev, char *errstr, size_t errstr_size)
 {
-    const char *topic = ev_schema_topic(ev->schema);
-    const char *type = ev_schema_short_name(ev->schema);
+    int32_t type = ev_schema_id(ev->schema);
     json_t *record = NULL;
     int rc;
-    /* the bulk of the events first: pointer compares, no strcmp */
-    int kind = ev->schema == s->latest->kind_schema[L_CLOCK]    ? L_CLOCK
-               : ev->schema == s->latest->kind_schema[L_STATUS] ? L_STATUS
-                                                                : -1;
+    int kind = type == EV_SCHEMA_CLOCK_OFFSET_MEASURED ? L_CLOCK
+               : type == EV_SCHEMA_DEVICE_STATUS       ? L_STATUS
+                                                       : -1;
+    reducer reduce = reducer_of(type);
 
-    if (kind < 0 && strcmp(topic, "nodes") != 0 && strcmp(topic, "devices") != 0 &&
-        strcmp(topic, "sessions") != 0 &&
-        (strcmp(topic, "commands") != 0 || strcmp(type, "SyncNow") == 0)) {
+    if (kind < 0 && !reduce) {
         s->ignored++;
         return 1;
     }
@@ -445,14 +494,7 @@ int ev_state_apply(ev_state *s, const ev_event *ev, char *errstr, size_t errstr_
     rc = ev_value_to_json(value, &record, errstr, errstr_size);
     if (rc)
         return rc;
-    if (strcmp(topic, "nodes") == 0)
-        reduce_node(s, type, record, ev->time_ns);
-    else if (strcmp(topic, "devices") == 0)
-        reduce_device(s, type, record, ev->time_ns);
-    else if (strcmp(topic, "commands") == 0)
-        reduce_command(s, type, record, ev->time_ns);
-    else
-        reduce_session(s, type, record, ev->time_ns);
+    reduce(s, type, record, ev->time_ns);
     json_decref(record);
     s->applied++;
     return 0;
@@ -461,8 +503,240 @@ int ev_state_apply(ev_state *s, const ev_event *ev, char *errstr, size_t errstr_
 json_t *ev_state_to_json(const ev_state *s)
 {
     latest_materialise(s->latest, s->devices);
-    return json_pack("{s:O, s:O, s:O, s:{s:I, s:I, s:I}}", "nodes", s->nodes, "devices",
-                     s->devices, "sessions", s->sessions, "events", "applied",
-                     (json_int_t)s->applied, "duplicates", (json_int_t)s->duplicates, "ignored",
-                     (json_int_t)s->ignored);
+    return json_pack("{s:O, s:O, s:O, s:{s:I, s:I, s:I}}", "nodes", s->nodes, "devices", s->devices,
+                     "sessions", s->sessions, "events", "applied", (json_int_t)s->applied,
+                     "duplicates", (json_int_t)s->duplicates, "ignored", (json_int_t)s->ignored);
+}
+
+/* ------------------------------------------------------------ typed reads */
+
+static int64_t get_int(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+const char *ev_node_state_name(ev_node_state state)
+{
+    static const char *const names[] = {"", "registered", "planned", "up", "expired"};
+    return (unsigned)state < sizeof(names) / sizeof(names[0]) ? names[state] : "";
+}
+
+const char *ev_session_state_name(ev_session_state state)
+{
+    static const char *const names[] = {"",          "requested", "synchronized",
+                                        "recording", "stopping",  "stopped"};
+    return (unsigned)state < sizeof(names) / sizeof(names[0]) ? names[state] : "";
+}
+
+/* The enum value whose name is the record's "state" (0 when none). */
+static int state_of(json_t *record, const char *(*name)(int), int count)
+{
+    const char *st = json_string_value(json_object_get(record, "state"));
+    for (int i = 1; st && i < count; i++)
+        if (strcmp(st, name(i)) == 0)
+            return i;
+    return 0;
+}
+
+static const char *node_name(int i)
+{
+    return ev_node_state_name((ev_node_state)i);
+}
+static const char *session_name(int i)
+{
+    return ev_session_state_name((ev_session_state)i);
+}
+
+static void fill_node(const char *id, json_t *n, ev_node *out)
+{
+    *out = (ev_node){
+        .node_id = id,
+        .state = (ev_node_state)state_of(n, node_name, 5),
+        .address = str(n, "address"),
+        .max_devices = get_int(n, "max_devices"),
+        .cpu_cores = get_int(n, "cpu_cores"),
+        .mem_total_bytes = get_int(n, "mem_total_bytes"),
+        .ttl_ms = get_int(n, "ttl_ms"),
+        .heartbeat_interval_ms = get_int(n, "heartbeat_interval_ms"),
+        .device_count = get_int(n, "device_count"),
+        .cpu_load = json_number_value(json_object_get(n, "cpu_load")),
+        .mem_available_bytes = get_int(n, "mem_available_bytes"),
+        .rx_bytes_per_s = json_number_value(json_object_get(n, "rx_bytes_per_s")),
+        .registered_at_ns = get_int(n, "registered_at_ns"),
+        .last_seen_ns = get_int(n, "last_seen_ns"),
+        .expired_at_ns = get_int(n, "expired_at_ns"),
+    };
+}
+
+static void fill_device(const char *id, json_t *d, ev_device *out)
+{
+    json_t *c = json_object_get(d, "clock");
+    *out = (ev_device){
+        .device_id = id,
+        .node_id = str(d, "node_id"),
+        .connected = json_is_true(json_object_get(d, "connected")),
+        .disconnect_reason = str(d, "disconnect_reason"),
+        .has_clock = c != NULL,
+        .clock_offset_ns = get_int(c, "offset_ns"),
+        .clock_drift_ppm = json_number_value(json_object_get(c, "drift_ppm")),
+        .clock_uncertainty_ns = get_int(c, "uncertainty_ns"),
+        .clock_measured_at_ns = get_int(c, "measured_at_ns"),
+        .clock_rounds = get_int(c, "rounds"),
+    };
+}
+
+static void fill_session(const char *id, json_t *x, ev_session *out)
+{
+    json_t *sync = json_object_get(x, "sync"), *q = json_object_get(x, "stop_requested");
+    json_t *streams = json_object_get(x, "streams");
+    *out = (ev_session){
+        .session_id = id,
+        .state = (ev_session_state)state_of(x, session_name, 6),
+        .requested_at_ns = get_int(x, "requested_at_ns"),
+        .min_group = get_int(x, "min_group"),
+        .duration_ms = get_int(x, "duration_ms"),
+        .device_id_count = json_array_size(json_object_get(x, "device_ids")),
+        .synchronized = sync != NULL,
+        .sync_device_count = json_array_size(json_object_get(sync, "devices")),
+        .sync_max_uncertainty_ns = get_int(sync, "max_uncertainty_ns"),
+        .start_at_ns = get_int(x, "start_at_ns"),
+        .has_stop_at = json_object_get(x, "stop_at_ns") != NULL,
+        .stop_at_ns = get_int(x, "stop_at_ns"),
+        .stop_requested = q != NULL,
+        .stop_requested_at_ns = get_int(q, "at_ns"),
+        .stop_request_reason = json_string_value(json_object_get(q, "reason")),
+        .duration_ns = get_int(x, "duration_ns"),
+        .reason = str(x, "reason"),
+        .stream_count = json_array_size(streams),
+        .streams = streams,
+        .marks = get_int(x, "marks"),
+        .ev__record = x,
+    };
+}
+
+/* The aggregate after `after` in map (the first when after is NULL), or
+ * NULL; *key is its id, borrowed from map. */
+static json_t *next_in(json_t *map, const char *after, const char **key)
+{
+    void *it = after ? json_object_iter_at(map, after) : json_object_iter(map);
+    if (it && after)
+        it = json_object_iter_next(map, it);
+    if (!it)
+        return NULL;
+    *key = json_object_iter_key(it);
+    return json_object_iter_value(it);
+}
+
+int ev_state_node(const ev_state *s, const char *node_id, ev_node *out)
+{
+    void *it = node_id ? json_object_iter_at(s->nodes, node_id) : NULL;
+    if (!it)
+        return 0;
+    fill_node(json_object_iter_key(it), json_object_iter_value(it), out);
+    return 1;
+}
+
+const char *ev_state_node_next(const ev_state *s, const char *after, ev_node *out)
+{
+    const char *id;
+    json_t *n = next_in(s->nodes, after, &id);
+    if (!n)
+        return NULL;
+    fill_node(id, n, out);
+    return id;
+}
+
+int ev_state_device(const ev_state *s, const char *device_id, ev_device *out)
+{
+    latest_materialise(s->latest, s->devices);
+    void *it = device_id ? json_object_iter_at(s->devices, device_id) : NULL;
+    if (!it)
+        return 0;
+    fill_device(json_object_iter_key(it), json_object_iter_value(it), out);
+    return 1;
+}
+
+const char *ev_state_device_next(const ev_state *s, const char *after, ev_device *out)
+{
+    const char *id;
+    json_t *d;
+    if (!after)
+        latest_materialise(s->latest, s->devices);
+    if (!(d = next_in(s->devices, after, &id)))
+        return NULL;
+    fill_device(id, d, out);
+    return id;
+}
+
+int ev_state_session(const ev_state *s, const char *session_id, ev_session *out)
+{
+    void *it = session_id ? json_object_iter_at(s->sessions, session_id) : NULL;
+    if (!it)
+        return 0;
+    fill_session(json_object_iter_key(it), json_object_iter_value(it), out);
+    return 1;
+}
+
+const char *ev_state_session_next(const ev_state *s, const char *after, ev_session *out)
+{
+    const char *id;
+    json_t *x = next_in(s->sessions, after, &id);
+    if (!x)
+        return NULL;
+    fill_session(id, x, out);
+    return id;
+}
+
+json_t *ev_state_session_to_json(const ev_state *s, const char *session_id)
+{
+    return json_incref(json_object_get(s->sessions, session_id));
+}
+
+const char *ev_session_device_id(const ev_session *x, size_t i)
+{
+    return json_string_value(json_array_get(json_object_get(x->ev__record, "device_ids"), i));
+}
+
+int ev_session_sync_device(const ev_session *x, size_t i, const char **device_id,
+                           const char **node_id)
+{
+    json_t *sync = json_object_get(x->ev__record, "sync");
+    json_t *d = json_array_get(json_object_get(sync, "devices"), i);
+    if (!d)
+        return 0;
+    *device_id = str(d, "device_id");
+    *node_id = str(d, "node_id");
+    return 1;
+}
+
+int ev_session_command(const ev_session *x, const char *node_id, int stop, int64_t *at_ns)
+{
+    json_t *cmd = json_object_get(
+        json_object_get(x->ev__record, stop ? "stop_commands" : "start_commands"), node_id);
+    if (!cmd)
+        return 0;
+    if (at_ns)
+        *at_ns = json_integer_value(cmd);
+    return 1;
+}
+
+const char *ev_session_report_next(const ev_session *x, const char *after, json_t **streams)
+{
+    const char *node;
+    json_t *rep = next_in(json_object_get(x->ev__record, "reports"), after, &node);
+    if (!rep)
+        return NULL;
+    if (streams)
+        *streams = json_object_get(rep, "streams");
+    return node;
+}
+
+int ev_session_stream(const ev_session *x, size_t i, ev_stream *out)
+{
+    json_t *st = json_array_get(x->streams, i);
+    if (!st)
+        return 0;
+    *out = (ev_stream){str(st, "device_id"), str(st, "stream_id"), get_int(st, "samples"),
+                       get_int(st, "bytes"), get_int(st, "gaps"),  get_int(st, "dropped")};
+    return 1;
 }

@@ -43,32 +43,15 @@ static void usage(FILE *f)
                "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
-/* Auto start: a new session when enough devices are connected and no
- * session is live. */
-static void maybe_auto_start(cd_collectd *c, json_t *all)
+/* Auto start: a new session when the rule says (ev_collect_auto_start). */
+static void maybe_auto_start(cd_collectd *c)
 {
-    const char *id;
-    json_t *x, *d;
-    size_t connected = 0;
-    json_object_foreach(json_object_get(all, "sessions"), id, x)
-    {
-        const char *st = json_string_value(json_object_get(x, "state"));
-        if (st && strcmp(st, "stopped") != 0)
-            return;
-    }
-    json_object_foreach(json_object_get(all, "devices"), id, d) connected +=
-        json_is_true(json_object_get(d, "connected"));
-    if (connected < (size_t)c->min_group)
+    const ev_auto_start_params params = {c->min_group, c->auto_duration_ms};
+    char sid[64];
+    json_t *req;
+    size_t connected;
+    if (!ev_collect_auto_start(c->state, &params, ev_now_ns(), sid, sizeof(sid), &req, &connected))
         return;
-    char sid[64], when[64];
-    ev_format_time(ev_now_ns(), when, sizeof(when));
-    snprintf(sid, sizeof(sid), "auto-%.4s%.2s%.2sT%.2s%.2s%.2s", when, when + 5, when + 8,
-             when + 11, when + 14, when + 17);
-    if (json_object_get(json_object_get(all, "sessions"), sid))
-        return; /* one per second at most */
-    json_t *req = json_pack("{s:s, s:s, s:I, s:b, s:I}", "session_id", sid, "requested_by",
-                            "collectord (auto start)", "min_group", (json_int_t)c->min_group,
-                            "auto_start", 1, "duration_ms", (json_int_t)c->auto_duration_ms);
     if (cli_emit(c->log, "msrs-collectord", "CollectionRequested", sid, req, NULL) == 0)
         fprintf(stderr, "msrs-collectord: auto start: requested session %s (%zu devices connected)\n",
                 sid, connected);
@@ -79,11 +62,8 @@ static void check(void *arg)
 {
     cd_collectd *c = arg;
     int64_t now = ev_now_ns();
-    json_t *all = ev_state_to_json(c->state);
-    const char *sid;
-    json_t *x;
-    json_object_foreach(json_object_get(all, "sessions"), sid, x)
-    {
+    ev_session x;
+    for (const char *sid = NULL; (sid = ev_state_session_next(c->state, sid, &x));) {
         char why[512];
         json_t *todo = ev_collect_decide(c->state, sid, &c->params, now, why, sizeof(why));
         size_t i;
@@ -127,8 +107,7 @@ static void check(void *arg)
         }
     }
     if (c->auto_start)
-        maybe_auto_start(c, all);
-    json_decref(all);
+        maybe_auto_start(c);
 }
 
 static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)

@@ -85,18 +85,18 @@ static int emit_apply(sv_supervisor *s, const char *type, const char *key, json_
     return 0;
 }
 
-static json_t *node_of(sv_supervisor *s, const char *node_id)
+/* 1 when node_id is registered and not expired (ev_node_known). */
+static int known(sv_supervisor *s, const char *node_id, ev_node *node)
 {
-    json_t *all = ev_state_to_json(s->state);
-    json_t *n = json_incref(json_object_get(json_object_get(all, "nodes"), node_id));
-    json_decref(all);
-    return n;
+    return ev_state_node(s->state, node_id, node) && ev_node_known(node);
 }
 
-static int known(json_t *node)
+/* The rule's parameters: this supervisor's defaults and leadership. */
+static ev_node_params node_params(const sv_supervisor *s)
 {
-    const char *st = json_string_value(json_object_get(node, "state"));
-    return st && strcmp(st, "expired") != 0;
+    return (ev_node_params){.ttl_ns = s->ttl_ms * 1000000,
+                            .heartbeat_ns = s->heartbeat_ms * 1000000,
+                            .lead_since_ns = s->leading_since_ns};
 }
 
 /* The body as a JSON object with a valid node_id, or an error reply. */
@@ -162,15 +162,12 @@ static int do_register(sv_supervisor *s, json_t *req, const char *node_id, json_
 static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
 {
     char err[512];
-    json_t *node = node_of(s, node_id);
-    if (!known(node)) {
-        json_decref(node);
+    ev_node node;
+    if (!known(s, node_id, &node)) {
         *reply = sv_error("unknown_node", "node %s is not registered: register first", node_id);
         return 404;
     }
-    int64_t max = ev_place_limit(json_integer_value(json_object_get(node, "max_devices")),
-                                 s->place.max_per_node);
-    json_decref(node);
+    int64_t max = ev_place_limit(node.max_devices, s->place.max_per_node);
     json_t *plan = json_pack("{s:s, s:s, s:O, s:I, s:I, s:I}", "node_id", node_id, "role",
                              "recorder", "services", s->services, "ttl_ms", (json_int_t)s->ttl_ms,
                              "heartbeat_interval_ms", (json_int_t)s->heartbeat_ms, "max_devices",
@@ -193,20 +190,16 @@ static json_t *placement(sv_supervisor *s, const char *exclude)
     if (ev_place_choose(s->state, &s->place, exclude, &s->rr_cursor, id,
                         sizeof(id)))
         return json_null();
-    json_t *node = node_of(s, id);
-    json_t *r = json_pack("{s:s, s:s}", "node_id", id, "address",
-                          json_string_value(json_object_get(node, "address")) ?: "");
-    json_decref(node);
-    return r;
+    ev_node node;
+    return json_pack("{s:s, s:s}", "node_id", id, "address",
+                     ev_state_node(s->state, id, &node) ? node.address : "");
 }
 
 static int do_heartbeat(sv_supervisor *s, json_t *req, const char *node_id, json_t **reply)
 {
     char err[512];
-    json_t *node = node_of(s, node_id);
-    int ok = known(node);
-    json_decref(node);
-    if (!ok) {
+    ev_node node;
+    if (!known(s, node_id, &node)) {
         *reply = sv_error("unknown_node", "node %s is not registered (or expired): register again",
                           node_id);
         return 404;
@@ -234,26 +227,22 @@ static int do_heartbeat(sv_supervisor *s, json_t *req, const char *node_id, json
 /* GET /v1/nodes: the pool as this supervisor's registry holds it. */
 static json_t *pool(sv_supervisor *s)
 {
+    /* output: every node as the state shows it, with its connected devices */
     json_t *all = ev_state_to_json(s->state);
-    json_t *nodes = json_object(), *devices = json_object();
-    const char *k;
-    json_t *v;
+    json_t *nodes = json_deep_copy(json_object_get(all, "nodes")), *devices = json_object();
     int64_t connected = 0;
-    json_object_foreach(json_object_get(all, "nodes"), k, v)
-        json_object_set_new(nodes, k, json_deep_copy(v));
-    json_object_foreach(json_object_get(all, "devices"), k, v)
-    {
-        if (!json_is_true(json_object_get(v, "connected")))
+    ev_device d;
+    json_decref(all);
+    for (const char *k = NULL; (k = ev_state_device_next(s->state, k, &d));) {
+        if (!d.connected)
             continue;
-        const char *node = json_string_value(json_object_get(v, "node_id")) ?: "";
-        json_t *n = json_object_get(nodes, node);
+        json_t *n = json_object_get(nodes, d.node_id);
         connected++;
-        json_object_set_new(devices, k, json_string(node));
+        json_object_set_new(devices, k, json_string(d.node_id));
         if (n)
             json_object_set_new(n, "pool_devices", json_integer(json_integer_value(
                                                         json_object_get(n, "pool_devices")) + 1));
     }
-    json_decref(all);
     return json_pack("{s:s, s:b, s:s, s:o, s:o, s:I}", "supervisor", s->node_id, "leading",
                      s->leading, "leader", s->leader, "nodes", nodes, "devices", devices,
                      "device_count", (json_int_t)connected);
@@ -331,26 +320,14 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
 
 static void expire_silent(sv_supervisor *s, int64_t now)
 {
-    json_t *all = ev_state_to_json(s->state);
-    const char *k;
-    json_t *n;
+    const ev_node_params params = node_params(s);
+    ev_node n;
     json_t *due = json_array();
-    json_object_foreach(json_object_get(all, "nodes"), k, n)
-    {
-        if (!known(n))
-            continue;
-        int64_t last = json_integer_value(json_object_get(n, "last_seen_ns"));
-        int64_t heard = json_integer_value(json_object_get(s->heard, k));
-        int64_t ttl = json_integer_value(json_object_get(n, "ttl_ms"));
-        int64_t since = last > heard ? last : heard;
-        /* A new leader gives every node one TTL from its start: nodes could
-         * not heartbeat while no one led. */
-        since = since > s->leading_since_ns ? since : s->leading_since_ns;
-        if (now - since > (ttl > 0 ? ttl : s->ttl_ms) * 1000000)
+    for (const char *k = NULL; (k = ev_state_node_next(s->state, k, &n));)
+        if (ev_node_expire_due(&n, json_integer_value(json_object_get(s->heard, k)), &params, now))
             json_array_append_new(due, json_pack("{s:s, s:I}", "node_id", k, "last_seen_ns",
-                                                 (json_int_t)last));
-    }
-    json_decref(all);
+                                                 (json_int_t)n.last_seen_ns));
+    /* Emitted once the state is read: emit_apply changes it. */
     size_t i;
     json_t *x;
     json_array_foreach(due, i, x)
@@ -375,26 +352,19 @@ static void expire_silent(sv_supervisor *s, int64_t now)
 static void publish_presence(sv_supervisor *s, int64_t now)
 {
     char err[512];
-    json_t *all = ev_state_to_json(s->state);
+    const ev_node_params params = node_params(s);
     json_t *list = json_array();
     int64_t total = 0;
-    const char *k;
-    json_t *n;
-    json_object_foreach(json_object_get(all, "nodes"), k, n)
-    {
-        int64_t last = json_integer_value(json_object_get(n, "last_seen_ns"));
-        int64_t hb = json_integer_value(json_object_get(n, "heartbeat_interval_ms"));
-        int64_t devices = json_integer_value(json_object_get(n, "device_count"));
-        const char *st = !known(n) ? "expired"
-                         : now - last <= 2 * (hb > 0 ? hb : s->heartbeat_ms) * 1000000 ? "up"
-                                                                                          : "stale";
-        if (strcmp(st, "expired") != 0)
-            total += devices;
-        json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:I}", "node_id", k, "state", st,
-                                              "device_count", (json_int_t)devices, "last_seen_ns",
-                                              (json_int_t)last));
+    ev_node n;
+    for (const char *k = NULL; (k = ev_state_node_next(s->state, k, &n));) {
+        ev_node_presence p = ev_node_presence_of(&n, &params, now);
+        if (p != EV_PRESENCE_EXPIRED)
+            total += n.device_count;
+        json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:I}", "node_id", k, "state",
+                                              ev_node_presence_name(p), "device_count",
+                                              (json_int_t)n.device_count, "last_seen_ns",
+                                              (json_int_t)n.last_seen_ns));
     }
-    json_decref(all);
     json_t *snap = json_pack("{s:s, s:o, s:I, s:s}", "node_id", s->node_id, "nodes", list,
                              "device_count", (json_int_t)total, "address", s->address);
     if (ev_log_emit_json(s->log, ev_schema_by_name("PresenceSnapshot"), s->node_id, snap, NULL,

@@ -68,11 +68,8 @@ static void check_sessions(void *arg)
 {
     sd_syncd *s = arg;
     int64_t now = ev_now_ns();
-    json_t *all = ev_state_to_json(s->state);
-    const char *sid;
-    json_t *session;
-    json_object_foreach(json_object_get(all, "sessions"), sid, session)
-    {
+    ev_session x;
+    for (const char *sid = NULL; (sid = ev_state_session_next(s->state, sid, &x));) {
         char why[256];
         json_t *done = NULL, *stale = NULL;
         ev_sync_decision d = ev_sync_decide(s->state, sid, &s->params, now, &done, &stale, why,
@@ -94,11 +91,10 @@ static void check_sessions(void *arg)
                 json_object_set_new(s->waiting, sid, json_string(why));
             }
         }
-        if (d != EV_SYNC_NONE || strcmp(json_string_value(json_object_get(session, "state")) ?: "", "recording") == 0)
+        if (d != EV_SYNC_NONE || x.state == EV_SESSION_RECORDING)
             resync(s, stale, now);
         json_decref(stale);
     }
-    json_decref(all);
 }
 
 static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)

@@ -60,6 +60,17 @@ START_TEST(ids_unique)
 }
 END_TEST
 
+/* ev.h's ev_schema_ids name the records the catalog gives those ids. */
+START_TEST(schema_id_constants_match_the_catalog)
+{
+    ck_assert_str_eq(ev_schema_short_name(ev_schema_by_id(EV_SCHEMA_NODE_REGISTERED)), "NodeRegistered");
+    ck_assert_str_eq(ev_schema_short_name(ev_schema_by_id(EV_SCHEMA_CLOCK_OFFSET_MEASURED)), "ClockOffsetMeasured");
+    ck_assert_str_eq(ev_schema_short_name(ev_schema_by_id(EV_SCHEMA_STOP_RECORDING)), "StopRecording");
+    ck_assert_int_eq(ev_schema_id(ev_schema_by_name("PresenceSnapshot")), EV_SCHEMA_PRESENCE_SNAPSHOT);
+    ck_assert_int_eq(ev_catalog_init(NULL, 0), 0); /* the load checks every constant */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("catalog");
@@ -68,6 +79,7 @@ int main(void)
     tcase_add_test(tc, design_topics_and_records);
     tcase_add_test(tc, lookup_by_full_name_and_id);
     tcase_add_test(tc, ids_unique);
+    tcase_add_test(tc, schema_id_constants_match_the_catalog);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

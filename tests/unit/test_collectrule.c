@@ -199,6 +199,78 @@ START_TEST(resends_only_what_a_crash_lost)
 }
 END_TEST
 
+/* collect.auto_start (ev_collect_auto_start): a session when min_group
+ * devices are connected and none is live, named after the second, at most
+ * one per second. */
+static int64_t at(const char *rfc3339)
+{
+    int64_t ns;
+    ck_assert_int_eq(ev_parse_time(rfc3339, strlen(rfc3339), &ns), 0);
+    return ns;
+}
+
+static int auto_start(int64_t now, char *sid, json_t **req)
+{
+    const ev_auto_start_params p = {.min_group = 2, .duration_ms = 5000};
+    size_t connected = 99;
+    int rc = ev_collect_auto_start(state, &p, now, sid, 64, req, &connected);
+    if (rc)
+        ck_assert_int_eq(connected, 2);
+    else
+        ck_assert_ptr_null(*req);
+    return rc;
+}
+
+START_TEST(auto_start_needs_min_group_connected)
+{
+    char sid[64];
+    json_t *req;
+    int64_t now = at("2026-11-22T11:13:51.250Z");
+    ck_assert_int_eq(auto_start(now, sid, &req), 0); /* no device */
+    apply(1 * S, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}");
+    ck_assert_int_eq(auto_start(now, sid, &req), 0); /* 1 of 2 */
+    apply(2 * S, "DeviceRegistered", "{\"device_id\": \"d2\", \"node_id\": \"n1\"}");
+    apply(3 * S, "DeviceRegistered", "{\"device_id\": \"d3\", \"node_id\": \"n2\"}");
+    apply(4 * S, "DeviceDisconnected", "{\"device_id\": \"d3\", \"reason\": \"gone\"}");
+    ck_assert_int_eq(auto_start(now, sid, &req), 1); /* d1, d2: d3 left */
+    ck_assert_str_eq(sid, "auto-20261122T111351");
+    ck_assert_str_eq(json_string_value(json_object_get(req, "session_id")), sid);
+    ck_assert_str_eq(json_string_value(json_object_get(req, "requested_by")),
+                     "collectord (auto start)");
+    ck_assert_int_eq(json_integer_value(json_object_get(req, "min_group")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(req, "duration_ms")), 5000);
+    ck_assert(json_is_true(json_object_get(req, "auto_start")));
+    json_decref(req);
+}
+END_TEST
+
+START_TEST(auto_start_waits_while_a_session_is_live_once_per_second)
+{
+    char sid[64];
+    json_t *req;
+    int64_t now = at("2026-11-22T11:13:51.250Z");
+    apply(1 * S, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}");
+    apply(2 * S, "DeviceRegistered", "{\"device_id\": \"d2\", \"node_id\": \"n1\"}");
+    /* a session named only by a command has no state: not live */
+    apply(3 * S, "StartRecording", "{\"node_id\": \"n1\", \"session_id\": \"ghost\", \"start_at_ns\": 1}");
+    ck_assert_int_eq(auto_start(now, sid, &req), 1);
+    json_decref(req);
+    /* it is requested (live): no second one, whatever the state it reaches */
+    apply(4 * S, "CollectionRequested", "{\"session_id\": \"auto-20261122T111351\"}");
+    ck_assert_int_eq(auto_start(now, sid, &req), 0);
+    ck_assert_int_eq(auto_start(now + 10 * S, sid, &req), 0);
+    apply(5 * S, "CollectionStarted", "{\"session_id\": \"auto-20261122T111351\", \"start_at_ns\": 6}");
+    ck_assert_int_eq(auto_start(now + 10 * S, sid, &req), 0);
+    /* stopped: not live, but this second's id is taken */
+    apply(6 * S, "CollectionStopped", "{\"session_id\": \"auto-20261122T111351\", \"stop_at_ns\": 7}");
+    ck_assert_int_eq(auto_start(now, sid, &req), 0);
+    ck_assert_int_eq(auto_start(now + 749 * 1000000LL, sid, &req), 0); /* :51.999 */
+    ck_assert_int_eq(auto_start(now + 750 * 1000000LL, sid, &req), 1); /* :52.000 */
+    ck_assert_str_eq(sid, "auto-20261122T111352");
+    json_decref(req);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("collectrule");
@@ -210,6 +282,8 @@ int main(void)
     tcase_add_test(tc, duration_stops_lead_ahead_and_missing_report_times_out);
     tcase_add_test(tc, cancel_before_start);
     tcase_add_test(tc, resends_only_what_a_crash_lost);
+    tcase_add_test(tc, auto_start_needs_min_group_connected);
+    tcase_add_test(tc, auto_start_waits_while_a_session_is_live_once_per_second);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

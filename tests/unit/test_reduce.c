@@ -125,6 +125,87 @@ START_TEST(session_lifecycle)
 }
 END_TEST
 
+/* The typed reads (ev_state_session, ev_state_device, ev_session_*) show
+ * what the JSON shows, without its field names. */
+START_TEST(typed_session_and_device_reads)
+{
+    apply("e1", 1, "CollectionRequested", "{\"session_id\": \"s1\", \"min_group\": 2, \"duration_ms\": 7, \"device_ids\": [\"d1\", \"d2\"]}");
+    apply("e2", 2, "SynchronizationCompleted", "{\"session_id\": \"s1\", \"max_uncertainty_ns\": 300, \"devices\": [{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": 3}]}");
+    apply("e3", 3, "CollectionStarted", "{\"session_id\": \"s1\", \"start_at_ns\": 100, \"device_ids\": [\"d1\"]}");
+    apply("e4", 4, "StartRecording", "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"start_at_ns\": 100}");
+    apply("e5", 5, "CollectionStopRequested", "{\"session_id\": \"s1\", \"reason\": \"enough\"}");
+    apply("e6", 6, "StopRecording", "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"stop_at_ns\": 150}");
+    apply("e7", 7, "RecordingReport", "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"streams\": [{\"device_id\": \"d1\", \"stream_id\": \"gsr\", \"samples\": 9}]}");
+    ev_session x;
+    ck_assert_int_eq(ev_state_session(state, "s1", &x), 1);
+    ck_assert_int_eq(x.state, EV_SESSION_STOPPING);
+    ck_assert_str_eq(ev_session_state_name(x.state), "stopping");
+    ck_assert_int_eq(x.min_group, 2);
+    ck_assert_int_eq(x.duration_ms, 7);
+    ck_assert_int_eq(x.requested_at_ns, 1);
+    ck_assert_uint_eq(x.device_id_count, 1); /* CollectionStarted's group replaces the request's */
+    ck_assert_str_eq(ev_session_device_id(&x, 0), "d1");
+    ck_assert_ptr_null(ev_session_device_id(&x, 1));
+    ck_assert(x.synchronized);
+    ck_assert_uint_eq(x.sync_device_count, 1);
+    ck_assert_int_eq(x.sync_max_uncertainty_ns, 300);
+    const char *dev, *node;
+    ck_assert_int_eq(ev_session_sync_device(&x, 0, &dev, &node), 1);
+    ck_assert_str_eq(dev, "d1");
+    ck_assert_str_eq(node, "n1");
+    ck_assert_int_eq(ev_session_sync_device(&x, 1, &dev, &node), 0);
+    ck_assert_int_eq(x.start_at_ns, 100);
+    int64_t at = 0;
+    ck_assert_int_eq(ev_session_command(&x, "n1", 0, &at), 1);
+    ck_assert_int_eq(at, 100);
+    ck_assert_int_eq(ev_session_command(&x, "n1", 1, &at), 1);
+    ck_assert_int_eq(at, 150);
+    ck_assert_int_eq(ev_session_command(&x, "n2", 0, NULL), 0);
+    ck_assert(x.has_stop_at);
+    ck_assert_int_eq(x.stop_at_ns, 150);
+    ck_assert(x.stop_requested);
+    ck_assert_int_eq(x.stop_requested_at_ns, 5);
+    ck_assert_str_eq(x.stop_request_reason, "enough");
+    json_t *streams;
+    const char *r = ev_session_report_next(&x, NULL, &streams);
+    ck_assert_str_eq(r, "n1");
+    ck_assert_uint_eq(json_array_size(streams), 1);
+    ck_assert_ptr_null(ev_session_report_next(&x, r, NULL));
+    apply("e8", 8, "CollectionStopped", "{\"session_id\": \"s1\", \"stop_at_ns\": 150, \"duration_ns\": 50, \"reason\": \"enough\", \"streams\": [{\"device_id\": \"d1\", \"stream_id\": \"gsr\", \"samples\": 9, \"bytes\": 90}]}");
+    ck_assert_int_eq(ev_state_session(state, "s1", &x), 1);
+    ck_assert_int_eq(x.state, EV_SESSION_STOPPED);
+    ck_assert_int_eq(x.duration_ns, 50);
+    ck_assert_str_eq(x.reason, "enough");
+    ev_stream st;
+    ck_assert_uint_eq(x.stream_count, 1);
+    ck_assert_int_eq(ev_session_stream(&x, 0, &st), 1);
+    ck_assert_str_eq(st.stream_id, "gsr");
+    ck_assert_int_eq(st.samples, 9);
+    ck_assert_int_eq(st.bytes, 90);
+    ck_assert_int_eq(ev_session_stream(&x, 1, &st), 0);
+    ck_assert_int_eq(ev_state_session(state, "none", &x), 0);
+
+    apply("d1", 10, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}");
+    apply("d2", 11, "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": -5, \"drift_ppm\": 1.5, \"uncertainty_ns\": 40, \"rtt_ns\": 80}");
+    apply("d3", 12, "DeviceRegistered", "{\"device_id\": \"d0\", \"node_id\": \"n2\"}");
+    apply("d4", 13, "DeviceDisconnected", "{\"device_id\": \"d0\", \"reason\": \"unplugged\"}");
+    ev_device d;
+    ck_assert_str_eq(ev_state_device_next(state, NULL, &d), "d1");
+    ck_assert(d.connected);
+    ck_assert_str_eq(d.node_id, "n1");
+    ck_assert(d.has_clock);
+    ck_assert_int_eq(d.clock_offset_ns, -5);
+    ck_assert_double_eq_tol(d.clock_drift_ppm, 1.5, 1e-9);
+    ck_assert_int_eq(d.clock_uncertainty_ns, 40);
+    ck_assert_int_eq(d.clock_measured_at_ns, 11);
+    ck_assert_int_eq(d.clock_rounds, 1);
+    ck_assert_str_eq(ev_state_device_next(state, "d1", &d), "d0");
+    ck_assert(!d.connected && !d.has_clock);
+    ck_assert_str_eq(d.disconnect_reason, "unplugged");
+    ck_assert_ptr_null(ev_state_device_next(state, "d0", &d));
+}
+END_TEST
+
 /* The same clock and status events folded as a service folds them from the
  * log (peeked frames, read lazily) and from memory give one state; the last
  * of each kind wins, rounds count them, and reading the state in between
@@ -204,6 +285,7 @@ int main(void)
     tcase_add_test(tc, many_ids_stay_distinct);
     tcase_add_test(tc, node_expiry_removes_its_devices);
     tcase_add_test(tc, session_lifecycle);
+    tcase_add_test(tc, typed_session_and_device_reads);
     tcase_add_test(tc, data_topics_are_ignored);
     tcase_add_test(tc, latest_clock_and_status_from_frames_equal_from_memory);
     suite_add_tcase(s, tc);

@@ -1,0 +1,203 @@
+/* The supervisor's node rule (ev_node_known, ev_node_expire_due,
+ * ev_node_presence_of) over reducer state: a node within its TTL stays,
+ * past it expires (the exact boundary stays), the plan's TTL and heartbeat
+ * interval win over the defaults, a new leader's start and a heartbeat heard
+ * outside the state count as signs of life, an expired node is not expired
+ * twice, and the presence classes up / stale / expired with their edges. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MS 1000000LL
+#define S  1000000000LL
+
+static ev_codec *codec;
+static ev_state *state;
+static int seq;
+/* supervisor.ttl_ms 6000, supervisor.heartbeat_ms 1000, leading since 0 */
+static const ev_node_params params = {.ttl_ns = 6 * S, .heartbeat_ns = 1 * S};
+
+static void setup(void)
+{
+    codec = ev_codec_new();
+    state = ev_state_new();
+    seq = 0;
+}
+static void teardown(void)
+{
+    ev_state_destroy(state);
+    ev_codec_destroy(codec);
+}
+
+static void apply(int64_t t, const char *type, const char *json)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "e%d", ++seq);
+    ck_assert_int_eq(tu_apply(state, codec, id, t, type, json), 0);
+}
+
+static ev_node node(const char *id)
+{
+    ev_node n;
+    ck_assert_int_eq(ev_state_node(state, id, &n), 1);
+    return n;
+}
+
+static int due(const char *id, int64_t heard, const ev_node_params *p, int64_t now)
+{
+    ev_node n = node(id);
+    return ev_node_expire_due(&n, heard, p, now);
+}
+
+static const char *presence(const char *id, int64_t now)
+{
+    ev_node n = node(id);
+    return ev_node_presence_name(ev_node_presence_of(&n, &params, now));
+}
+
+START_TEST(within_ttl_stays_past_it_expires)
+{
+    apply(10 * S, "NodeRegistered", "{\"node_id\": \"n1\", \"address\": \"h:1\"}");
+    ck_assert_int_eq(due("n1", 0, &params, 10 * S), 0);
+    ck_assert_int_eq(due("n1", 0, &params, 15 * S), 0);
+    ck_assert_int_eq(due("n1", 0, &params, 16 * S), 0);     /* silent exactly the TTL */
+    ck_assert_int_eq(due("n1", 0, &params, 16 * S + 1), 1); /* one ns past it */
+    /* a heartbeat moves the deadline */
+    apply(14 * S, "NodeHeartbeat", "{\"node_id\": \"n1\", \"device_count\": 2}");
+    ck_assert_int_eq(due("n1", 0, &params, 20 * S), 0);
+    ck_assert_int_eq(due("n1", 0, &params, 20 * S + 1), 1);
+}
+END_TEST
+
+START_TEST(the_plan_ttl_wins_over_the_default)
+{
+    apply(10 * S, "NodeRegistered", "{\"node_id\": \"n1\"}");
+    apply(10 * S, "NodePlanned",
+          "{\"node_id\": \"n1\", \"ttl_ms\": 3000, \"heartbeat_interval_ms\": 500}");
+    ck_assert_int_eq(due("n1", 0, &params, 13 * S), 0);
+    ck_assert_int_eq(due("n1", 0, &params, 13 * S + 1), 1);
+}
+END_TEST
+
+/* What the supervisor heard itself (outside the state) and its leadership
+ * start count as the latest sign of life. */
+START_TEST(heard_and_lead_start_postpone_expiry)
+{
+    apply(10 * S, "NodeRegistered", "{\"node_id\": \"n1\"}");
+    ck_assert_int_eq(due("n1", 12 * S, &params, 18 * S), 0);
+    ck_assert_int_eq(due("n1", 12 * S, &params, 18 * S + 1), 1);
+    ck_assert_int_eq(due("n1", 8 * S, &params, 16 * S + 1), 1); /* older than last seen */
+    const ev_node_params leader = {.ttl_ns = 6 * S, .heartbeat_ns = 1 * S, .lead_since_ns = 30 * S};
+    ck_assert_int_eq(due("n1", 0, &leader, 36 * S), 0);
+    ck_assert_int_eq(due("n1", 0, &leader, 36 * S + 1), 1);
+}
+END_TEST
+
+START_TEST(an_expired_node_is_not_expired_twice)
+{
+    apply(10 * S, "NodeRegistered", "{\"node_id\": \"n1\"}");
+    ck_assert_int_eq(due("n1", 0, &params, 17 * S), 1);
+    apply(17 * S, "NodeExpired",
+          "{\"node_id\": \"n1\", \"last_seen_ns\": 10000000000, \"reason\": \"ttl\"}");
+    ev_node n = node("n1");
+    ck_assert_int_eq(n.state, EV_NODE_EXPIRED);
+    ck_assert_int_eq(n.expired_at_ns, 17 * S);
+    ck_assert_int_eq(ev_node_known(&n), 0);
+    ck_assert_int_eq(due("n1", 0, &params, 17 * S), 0);
+    ck_assert_int_eq(due("n1", 0, &params, 100 * S), 0);
+    /* registering again makes it known, and expirable, again */
+    apply(200 * S, "NodeRegistered", "{\"node_id\": \"n1\"}");
+    ck_assert_int_eq(due("n1", 0, &params, 206 * S), 0);
+    ck_assert_int_eq(due("n1", 0, &params, 206 * S + 1), 1);
+}
+END_TEST
+
+START_TEST(known_means_in_the_state_and_not_expired)
+{
+    apply(1 * S, "NodeRegistered", "{\"node_id\": \"r\"}");
+    apply(1 * S, "NodePlanned", "{\"node_id\": \"p\"}");
+    apply(1 * S, "NodeHeartbeat", "{\"node_id\": \"u\"}");
+    ck_assert_int_eq(node("r").state, EV_NODE_REGISTERED);
+    ck_assert_int_eq(node("p").state, EV_NODE_PLANNED);
+    ck_assert_int_eq(node("u").state, EV_NODE_UP);
+    ev_node n = node("r");
+    ck_assert_int_eq(ev_node_known(&n), 1);
+    n = node("p");
+    ck_assert_int_eq(ev_node_known(&n), 1);
+    n = (ev_node){.node_id = "x"}; /* no state of its own */
+    ck_assert_int_eq(ev_node_known(&n), 0);
+    ck_assert_int_eq(ev_node_expire_due(&n, 0, &params, 100 * S), 0);
+    ck_assert_int_eq(ev_node_presence_of(&n, &params, 0), EV_PRESENCE_EXPIRED);
+    ck_assert_int_eq(ev_state_node(state, "nobody", &n), 0);
+}
+END_TEST
+
+/* up within two heartbeat intervals (inclusive), then stale; expired once
+ * NodeExpired. */
+START_TEST(presence_classes_and_edges)
+{
+    apply(10 * S, "NodeRegistered", "{\"node_id\": \"n1\"}");
+    ck_assert_str_eq(presence("n1", 10 * S), "up");
+    ck_assert_str_eq(presence("n1", 12 * S), "up");        /* exactly 2 intervals */
+    ck_assert_str_eq(presence("n1", 12 * S + 1), "stale"); /* past them */
+    ck_assert_str_eq(presence("n1", 15 * S), "stale");
+    /* the plan's interval wins: 2 x 3 s */
+    apply(10 * S, "NodePlanned", "{\"node_id\": \"n1\", \"heartbeat_interval_ms\": 3000}");
+    ck_assert_str_eq(presence("n1", 16 * S), "up");
+    ck_assert_str_eq(presence("n1", 16 * S + 1), "stale");
+    apply(20 * S, "NodeHeartbeat", "{\"node_id\": \"n1\"}");
+    ck_assert_str_eq(presence("n1", 20 * S + 500 * MS), "up");
+    apply(40 * S, "NodeExpired", "{\"node_id\": \"n1\"}");
+    ck_assert_str_eq(presence("n1", 40 * S), "expired");
+    ck_assert_str_eq(ev_node_presence_name(EV_PRESENCE_STALE), "stale");
+}
+END_TEST
+
+/* The typed reads fill every field the rules use, and iterate in the order
+ * the state first saw each node. */
+START_TEST(typed_node_reads)
+{
+    apply(5 * S, "NodeRegistered",
+          "{\"node_id\": \"b\", \"address\": \"h:2\", \"max_devices\": 8, "
+          "\"cpu_cores\": 4, \"mem_total_bytes\": 1000}");
+    apply(6 * S, "NodeHeartbeat",
+          "{\"node_id\": \"b\", \"device_count\": 3, \"cpu_load\": 0.5, "
+          "\"mem_available_bytes\": 400, \"rx_bytes_per_s\": 77}");
+    apply(7 * S, "NodeRegistered", "{\"node_id\": \"a\"}");
+    ev_node n = node("b");
+    ck_assert_str_eq(n.node_id, "b");
+    ck_assert_str_eq(n.address, "h:2");
+    ck_assert_int_eq(n.max_devices, 8);
+    ck_assert_int_eq(n.cpu_cores, 4);
+    ck_assert_int_eq(n.mem_total_bytes, 1000);
+    ck_assert_int_eq(n.device_count, 3);
+    ck_assert_double_eq_tol(n.cpu_load, 0.5, 1e-9);
+    ck_assert_int_eq(n.mem_available_bytes, 400);
+    ck_assert_double_eq_tol(n.rx_bytes_per_s, 77, 1e-9);
+    ck_assert_int_eq(n.registered_at_ns, 5 * S);
+    ck_assert_int_eq(n.last_seen_ns, 6 * S);
+    ck_assert_str_eq(ev_node_state_name(n.state), "up");
+    const char *first = ev_state_node_next(state, NULL, &n);
+    ck_assert_str_eq(first, "b");
+    ck_assert_str_eq(ev_state_node_next(state, first, &n), "a");
+    ck_assert_str_eq(n.address, "");
+    ck_assert_ptr_null(ev_state_node_next(state, "a", &n));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("noderule");
+    TCase *tc = tcase_create("noderule");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, within_ttl_stays_past_it_expires);
+    tcase_add_test(tc, the_plan_ttl_wins_over_the_default);
+    tcase_add_test(tc, heard_and_lead_start_postpone_expiry);
+    tcase_add_test(tc, an_expired_node_is_not_expired_twice);
+    tcase_add_test(tc, known_means_in_the_state_and_not_expired);
+    tcase_add_test(tc, presence_classes_and_edges);
+    tcase_add_test(tc, typed_node_reads);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
