@@ -543,6 +543,90 @@ typedef struct ev_clock_fit {
 void ev_clock_fit_probes(const double *t, const double *a, const double *b, int n, int fit_drift,
                          ev_clock_fit *out);
 
+/* ---------------------------------------------------------- clock estimate */
+
+/* The live estimate of one remote clock, kept by whoever probes it (the
+ * agent for each device, the agent for its supervisor). Pure: no I/O, no
+ * time read, no allocation; the ev_clock_est is plain memory the caller
+ * owns (embed it or allocate it) and initialises with ev_clock_est_init.
+ *
+ * A round is several four-timestamp probes: t1 local send, t2 remote
+ * receive, t3 remote send, t4 local receive (t1, t4 on the local clock, the
+ * prober's; t2, t3 on the remote clock). Each probe gives
+ *     offset = ((t2 - t1) + (t3 - t4)) / 2     (remote minus local)
+ *     rtt    = (t4 - t1) - (t3 - t2)
+ * and its error is at most rtt / 2 (the unknown asymmetry of the path). A
+ * round keeps its minimum-RTT probe (as LSL does) for the record.
+ *
+ * The estimate uses more than that probe. Every valid probe of the last
+ * EV_CLOCK_WINDOW is kept as its two one-way measurements
+ *     a = t2 - t1 = offset + down        b = t4 - t3 = up - offset
+ * With the drift taken out, min(a) = offset + min(down) and min(b) =
+ * min(up) - offset, so offset = (min a - min b) / 2 is exact when the two
+ * directions' minimum delays are equal, however the delays spread above
+ * them; timestamp noise biases both minima alike and cancels. Once the
+ * window spans EV_CLOCK_DRIFT_MIN_SPAN_NS the drift is the slope that makes
+ * both lower envelopes highest (ev_clock_fit_probes, the fit msrs-replay
+ * --refit uses too); before that only the last EV_CLOCK_NO_DRIFT_SPAN_NS of
+ * probes count, with no drift. Remote times convert to local time through
+ * the resulting line, between rounds too; before the first round ends,
+ * through the first answered probe's offset; before any answer, as they
+ * are (offset 0). */
+#define EV_CLOCK_WINDOW            512 /* probes: 64 rounds of 8 */
+#define EV_CLOCK_DRIFT_MIN_SPAN_NS 16000000000LL
+#define EV_CLOCK_NO_DRIFT_SPAN_NS  4000000000LL
+
+typedef struct ev_clock_probe {
+    int64_t t1, t2, t3, t4;
+} ev_clock_probe;
+
+typedef struct ev_clock_round {
+    int64_t round;
+    int64_t offset_ns;      /* the fitted offset at the kept probe's t4 */
+    int64_t rtt_ns;         /* of the kept (minimum-RTT) probe */
+    int64_t uncertainty_ns; /* an estimate of the error of offset_ns (not a bound), >= 1 us */
+    double drift_ppm;       /* slope of the fit over the last rounds */
+    int probes;
+    ev_clock_probe best;
+} ev_clock_round;
+
+/* Read win_count (probes in the window) and fitted (an estimate exists);
+ * the rest is the estimator's. */
+typedef struct ev_clock_est {
+    /* current round */
+    int probes;
+    ev_clock_probe best;
+    int64_t best_rtt;
+    /* every valid probe of the window: local time (mid-point), a, b, rtt */
+    int64_t win_t[EV_CLOCK_WINDOW], win_a[EV_CLOCK_WINDOW], win_b[EV_CLOCK_WINDOW],
+        win_rtt[EV_CLOCK_WINDOW];
+    int win_count, win_next;
+    int64_t rounds;
+    /* the fit */
+    int fitted;
+    int64_t ref_t, ref_offset;
+    double drift; /* ns per ns */
+    int64_t last_uncertainty_ns;
+} ev_clock_est;
+
+/* Empties c (no probe, no fit): a new remote clock. c is the caller's. */
+void ev_clock_est_init(ev_clock_est *c);
+/* Adds one probe (copied) to the current round. Returns 0, or
+ * EV_ERR_INVALID when the probe is impossible (t4 < t1 or t3 < t2: clocks
+ * went backwards), which is dropped. */
+int ev_clock_est_add_probe(ev_clock_est *c, const ev_clock_probe *p);
+/* Ends the round: keeps its best probe, refits. Returns 0 and fills *out
+ * (the caller's), or EV_ERR_INVALID when the round had no valid probe (the
+ * estimate is unchanged; the next round starts empty either way). */
+int ev_clock_est_end_round(ev_clock_est *c, ev_clock_round *out);
+/* Remote clock -> local clock with the current fit (identity before any). */
+int64_t ev_clock_est_remote_to_local(const ev_clock_est *c, int64_t remote_ns);
+/* Local clock -> remote clock. */
+int64_t ev_clock_est_local_to_remote(const ev_clock_est *c, int64_t local_ns);
+/* The fitted offset (remote - local) at local time local_ns; 0 before any
+ * probe was answered. */
+int64_t ev_clock_est_offset_at(const ev_clock_est *c, int64_t local_ns);
+
 /* ------------------------------------------------------------ collect rule */
 
 /* The DataCollectionService's rule, a pure function of the state. */

@@ -1,10 +1,25 @@
-/* agent.h — msrs-agent internals (prefix ag_): the device endpoint
- * (endpoint.c, libwebsockets), the JSON device protocol (protocol.c), clock
- * sync rounds (clocksync.c) and the loop (main.c). One thread runs it all:
- * every callback here runs on the lws service thread. */
+/* agent.h — msrs-agent internals (prefix ag_): the types every layer
+ * shares. One thread runs it all: every callback of the agent runs on the
+ * lws service thread (the one in main()'s lws_service loop).
+ *
+ * Layers, bottom to top; a file calls only the files below it and knows
+ * nothing of the ones above (upward calls go through the handler pointers
+ * main.c sets in ag_agent, as libuv's read_cb/close_cb):
+ *   1. endpoint.c   connections: the lws device endpoint, reassembly, one
+ *                   send queue per connection (ag_send), t1 stamping
+ *   2. emit.c       records to the log, counted (ag_emit)
+ *   3. device.c     the device registry: find, add, attach, detach
+ *   4. clock.c      clock sync of devices (probe schedule, rounds) and the
+ *                   device <-> master time conversions
+ *   5. flow.c       backpressure: the log's backlog -> `flow` to devices
+ *   6. recording.c  sessions this node records and their RecordingReport
+ *   7. ingest.c     samples, media, status, sync_mark -> events
+ *   8. protocol.c   device messages: envelope checks, hello, dispatch
+ *   9. control.c    the control plane (a supervisor client)
+ *  10. main.c       options, the 2 ms tick, commands; wires the layers
+ * The pure clock estimator is libevents' ev_clock_est (clockest.c). */
 #ifndef MSRS_AGENT_H
 #define MSRS_AGENT_H
-#include "clocksync.h"
 #include "ev.h"
 
 #include <libwebsockets.h>
@@ -29,6 +44,7 @@ typedef struct ag_config {
 } ag_config;
 
 typedef struct ag_conn ag_conn;
+typedef struct ag_agent ag_agent;
 
 /* What one device stream delivered to the log for a session. */
 typedef struct ag_count {
@@ -41,15 +57,25 @@ typedef struct ag_session {
     char session_id[AG_ID_MAX];
     int64_t start_at_ns, stop_at_ns; /* master clock; stop INT64_MAX until known */
     json_t *missing;                 /* devices asked for but not connected at the start */
+    /* the report (recording.c): due at stop + agent.report_delay_ms, when
+     * the counts are frozen; emitted once the log acknowledged every record
+     * produced before that (or report_timeout_ms passed) */
+    int report_phase;       /* AG_REPORT_NONE, _WAIT_DATA, _WAIT_ACK, _DONE */
+    json_t *report_streams; /* the frozen counts, until emitted */
+    int64_t report_target;  /* ag_agent.produced when the report fell due */
+    int64_t report_due_ns;  /* when it fell due (agent clock) */
+    int64_t report_emitted; /* ag_agent.produced once the report itself was produced */
 } ag_session;
+
+enum { AG_REPORT_NONE, AG_REPORT_WAIT_DATA, AG_REPORT_WAIT_ACK, AG_REPORT_DONE };
 
 /* A device the agent has seen; survives reconnects so a rejoin resumes its
  * sequence numbers and clock history. */
 typedef struct ag_device {
     char device_id[AG_ID_MAX];
-    ag_conn *conn; /* NULL while disconnected */
-    cs_clock clock;
-    json_t *next_seq; /* stream_id -> next expected seq */
+    ag_conn *conn;      /* NULL while disconnected */
+    ev_clock_est clock; /* the device's clock seen from the agent (remote = device) */
+    json_t *next_seq;   /* stream_id -> next expected seq */
     int64_t gaps;
     char stream_ids[AG_MAX_STREAMS][AG_ID_MAX]; /* declared in hello */
     int stream_count;
@@ -77,7 +103,8 @@ enum { AG_OUT_TEXT, AG_OUT_TIME_REQ };
 
 struct ag_conn {
     struct lws *wsi;
-    ag_device *dev; /* set once hello is accepted */
+    ag_device *dev; /* set once hello is accepted (device.c); endpoint.c never reads it */
+    char device_id[AG_ID_MAX]; /* the device's, once hello is accepted: what ag_send stamps */
     unsigned char *rx;
     size_t rx_len, rx_cap;
     int rx_too_large, rx_binary;
@@ -95,8 +122,9 @@ struct ag_conn {
 typedef struct ag_counters {
     int64_t connections, messages, bad_json, too_large, unknown_type, invalid, rate_limited,
         duplicates, not_registered, events, emit_errors, dropped, late, slow_downs;
-    int64_t rx_bytes;     /* WebSocket payload received from devices */
-    int64_t stamp_errors; /* connections whose kernel receive stamps could not be enabled */
+    int64_t rx_bytes;        /* WebSocket payload received from devices */
+    int64_t stamp_errors;    /* connections whose kernel receive stamps could not be enabled */
+    int64_t report_timeouts; /* reports emitted before the log acknowledged their data */
 } ag_counters;
 
 /* The control plane (control.c): this node's registration, plan and
@@ -117,16 +145,22 @@ typedef struct ag_control {
     char prefix[128]; /* the log's topic prefix: which system to join */
     int phase, busy, planned;
     int64_t next_at_ns, heartbeat_ns;
-    int64_t max_devices; /* the plan's; 0: no limit but agent.max_devices */
-    char redirect[256];  /* where a device this node refuses should go */
-    cs_clock clock;      /* the supervisor's clock (master) seen from here */
     int probes_left;
     int64_t clock_unc_ns, clock_rtt_ns;
     int64_t cpu_ns, cpu_at_ns, rx_bytes, rx_at_ns; /* at the last heartbeat */
     int64_t registered_at_ns, last_ok_ns, heartbeats, reregistered, failures;
 } ag_control;
 
-typedef struct ag_agent {
+/* The endpoint's upward calls (endpoint.c -> protocol.c), set by main.c
+ * before ag_endpoint_start. Both run on the lws service thread, inside
+ * lws_service. message_cb: one whole message of c (msg borrowed for the
+ * call; binary: a binary frame). closed_cb: c is closing; its send queue is
+ * freed after the call. */
+typedef void (*ag_message_cb)(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len,
+                              int binary);
+typedef void (*ag_closed_cb)(ag_agent *a, ag_conn *c);
+
+struct ag_agent {
     ag_config cfg;
     ev_log *log;
     ev_codec *codec;
@@ -144,93 +178,21 @@ typedef struct ag_agent {
     ag_session **sessions;
     size_t session_count;
     ag_control ctl;
-    int listening; /* the device endpoint's vhost exists */
-} ag_agent;
+    int listening;    /* the device endpoint's vhost exists */
+    int64_t produced; /* records the log took (ev_log_emit* returned 0) */
+    /* the control plane's results (control.c), read by the layers below */
+    ev_clock_est master_clock; /* the supervisor's clock (master) seen from here */
+    int64_t plan_max_devices;  /* the plan's; 0: no limit but agent.max_devices */
+    char redirect[256];        /* where a device this node refuses should go */
+    /* upward calls, set by main.c */
+    ag_message_cb message_cb;
+    ag_closed_cb closed_cb;
+    const struct lws_protocols *client_protocol; /* control.c's, served by the same context */
+};
 
-/* protocol.c */
-void ag_on_message(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len, int binary);
-void ag_on_closed(ag_agent *a, ag_conn *c);
-ag_device *ag_device_find(ag_agent *a, const char *id);
-/* Queues a JSON message {"id","type","ts","device_id","payload"} to c. */
-void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload /* stolen */);
-void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *message,
-                   const char *ref_id);
-/* Flow control, called by the tick: when the log's backlog passes
- * agent.flow.high_bytes every device is sent `flow` slow_down and is no
- * longer read; below agent.flow.low_bytes, `flow` resume and reading again. */
-void ag_flow_tick(ag_agent *a, int64_t now_ns);
-/* A device that registers while the log is behind is told so at once. */
-void ag_flow_greet(ag_agent *a, ag_conn *c);
-/* Runs clock-sync rounds that are due; called by the tick. */
-void ag_sync_tick(ag_agent *a, int64_t now_ns);
-/* Starts a round now for device_id (NULL: every connected device). */
-void ag_sync_now(ag_agent *a, const char *device_id);
-/* Emits a record of type short_name from JSON (stolen). EV_ERR_INVALID (the
- * JSON does not fit the record; err names the field) is counted as the
- * device's error; any other failure is the log's, counted and printed. err
- * may be NULL. */
-int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value, char *err,
-            size_t err_size);
-
-/* recording.c: sessions this node records. */
-void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
-                        int64_t start_at_ns);
-void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at_ns);
-/* Sends `start` to a device that (re)registers during a session it records. */
-void ag_recording_rejoin(ag_agent *a, ag_device *d);
-/* The counter of stream for data at device time t: NULL when the data is
- * not part of a session (claimed: the envelope's session_id or NULL).
- * Unclaimed data is the session's when t is within the start and stop
- * instants exactly as they were sent to the device (its clock), so the
- * device and the agent draw the same line. *session is set to the id. */
-ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int64_t t,
-                             const char *stream, const char **session);
-/* Accounts n samples (bytes of data) of a device: delivered to the log, or
- * dropped because the log refused them. cnt: from ag_recording_count. */
-void ag_recording_account(ag_agent *a, ag_count *cnt, int delivered, int64_t n, int64_t bytes);
-/* Emits RecordingReport for sessions whose stop instant passed. */
-void ag_recording_tick(ag_agent *a, int64_t now_ns);
-void ag_recording_free(ag_agent *a);
-
-/* control.c */
-/* Parses agent.supervisor: "http://HOST:PORT[,http://HOST:PORT...]". */
-/* Reads the supervisor list (URLs and/or the word "discover") and the
- * discovery.* keys; list NULL or empty: standalone. */
-int ag_control_init(ag_control *c, const ev_conf *conf, const char *list, char *errstr,
-                    size_t errstr_size);
-/* Opens the discovery socket on the agent's loop (after the context and the
- * log exist); nothing when discovery is not configured. */
-int ag_control_start(ag_agent *a, char *errstr, size_t errstr_size);
-/* Runs the register / plan / probe / heartbeat cycle; called by the tick. */
-void ag_control_tick(ag_agent *a, int64_t now_ns);
-/* master clock minus agent clock at agent time t (0 until measured, and
- * standalone): device times convert to master time through it. */
-int64_t ag_master_offset_ns(const ag_agent *a, int64_t agent_ns);
-extern const struct lws_protocols ag_control_protocol;
-/* A device's time on the master clock (its fit, then the node's offset),
- * and back: what records carry and what `start`/`stop` send. */
-int64_t ag_device_to_master(const ag_agent *a, const ag_device *d, int64_t device_ns);
-int64_t ag_master_to_device(const ag_agent *a, const ag_device *d, int64_t master_ns);
-
-/* endpoint.c */
-/* Creates the lws context (the client side for the control plane); the
- * device endpoint listens at once unless a supervisor is configured. */
-int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size);
-/* The device endpoint's listening vhost (what a plan's "devices" starts). */
-int ag_endpoint_listen(ag_agent *a, char *errstr, size_t errstr_size);
-void ag_endpoint_stop(ag_agent *a);
-/* Asks lws for a writable callback on c (after queueing). */
-void ag_wake(ag_conn *c);
-/* Closes c with a WebSocket close code and reason. */
-void ag_close(ag_conn *c, int code, const char *reason);
-/* Writes the next queued message; returns -1 to close. */
-int ag_write_next(ag_agent *a, ag_conn *c);
-/* Appends n bytes to a growable buffer (doubled from 4 KiB; no NUL added:
- * a 1 MiB message fills a 1 MiB buffer exactly); -1 when out of memory.
- * Device messages and the control plane's HTTP answers are gathered with
- * it (both parsed by length). */
-int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in, size_t n);
-
-int64_t ag_now_ns(void);
+static inline int64_t ag_now_ns(void)
+{
+    return ev_now_ns();
+}
 
 #endif

@@ -1,4 +1,4 @@
-/* control.c — the agent's side of the control plane (docs/control.md):
+/* control.c — layer 9, the agent's side of the control plane (docs/control.md):
  * register with a supervisor, fetch the plan, apply it (the device endpoint
  * listens once the plan names "devices"), heartbeat at the plan's interval
  * with the node's load and its clock offset to the supervisor (a round of
@@ -9,8 +9,10 @@
  * HTTP requests are lws client connections on the agent's own loop, one at
  * a time; each carries its ag_http (opaque user data) until it completes
  * or fails. */
-#include "agent.h"
+#include "control.h"
+
 #include "discovery.h"
+#include "endpoint.h"
 #include "rxstamp.h"
 
 #include <arpa/inet.h>
@@ -88,7 +90,6 @@ int ag_control_init(ag_control *c, const ev_conf *conf, const char *list, char *
     memset(c, 0, sizeof(*c));
     c->discovery_fd = -1;
     c->lead_hint = -1;
-    cs_init(&c->clock);
     snprintf(buf, sizeof(buf), "%s", list ? list : "");
     for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
         char host[128];
@@ -205,7 +206,7 @@ static void next_supervisor(ag_agent *a, const char *why)
         fprintf(stderr, "msrs-agent: supervisor %s:%d: %s; trying %s:%d\n", c->hosts[from],
                 c->ports[from], why, c->hosts[c->url_i], c->ports[c->url_i]);
     if (c->url_i != from)
-        cs_init(&c->clock); /* another supervisor: another master clock */
+        ev_clock_est_init(&a->master_clock); /* another supervisor: another master clock */
     if (c->discover && now >= c->next_query_ns)
         discover(a, now); /* a new leader, or a supervisor that moved, answers */
     c->next_at_ns = now + (int64_t)CTL_RETRY_MS * 1000000;
@@ -288,10 +289,11 @@ static json_t *request_body(ag_agent *a, int kind, int64_t now)
                                "rx_bytes_per_s", (json_int_t)rx_bytes_per_s(a, now));
         if (a->listening)
             json_array_append_new(json_object_get(hb, "services_running"), json_string("devices"));
-        if (c->clock.fitted) {
+        if (a->master_clock.fitted) {
             json_array_append_new(json_object_get(hb, "services_running"), json_string("clock"));
             /* node clock minus master clock; the probe's offset is master minus node */
-            json_object_set_new(hb, "clock_offset_ns", json_integer(-cs_offset_at(&c->clock, now)));
+            json_object_set_new(hb, "clock_offset_ns",
+                                json_integer(-ev_clock_est_offset_at(&a->master_clock, now)));
             json_object_set_new(hb, "clock_uncertainty_ns", json_integer(c->clock_unc_ns));
             json_object_set_new(hb, "clock_rtt_ns", json_integer(c->clock_rtt_ns));
         }
@@ -352,7 +354,7 @@ static void apply_plan(ag_agent *a, json_t *plan)
     char err[256];
     int64_t hb = json_integer_value(json_object_get(plan, "heartbeat_interval_ms"));
     c->heartbeat_ns = (hb > 0 ? hb : 1000) * 1000000;
-    c->max_devices = json_integer_value(json_object_get(plan, "max_devices"));
+    a->plan_max_devices = json_integer_value(json_object_get(plan, "max_devices"));
     c->planned = 1;
     if (plan_names(plan, "devices") && !a->listening) {
         if (ag_endpoint_listen(a, err, sizeof(err)))
@@ -366,7 +368,7 @@ static void apply_plan(ag_agent *a, json_t *plan)
             "devices\n",
             a->cfg.node_id, c->hosts[c->url_i], c->ports[c->url_i],
             json_string_value(json_object_get(plan, "role")) ?: "?",
-            (long long)(c->heartbeat_ns / 1000000), (long long)c->max_devices);
+            (long long)(c->heartbeat_ns / 1000000), (long long)a->plan_max_devices);
 }
 
 /* A request finished: status 0 = no answer (connection failed). */
@@ -418,12 +420,12 @@ static void on_done(ag_agent *a, ag_http *h)
         c->next_at_ns = now;
         break;
     case REQ_TIME: {
-        cs_probe p = {h->t1, json_integer_value(json_object_get(r, "t2")),
-                      json_integer_value(json_object_get(r, "t3")), h->t4};
-        cs_add_probe(&c->clock, &p);
+        ev_clock_probe p = {h->t1, json_integer_value(json_object_get(r, "t2")),
+                            json_integer_value(json_object_get(r, "t3")), h->t4};
+        ev_clock_est_add_probe(&a->master_clock, &p);
         if (--c->probes_left <= 0) {
-            cs_round_result res;
-            if (cs_end_round(&c->clock, &res) == 0) {
+            ev_clock_round res;
+            if (ev_clock_est_end_round(&a->master_clock, &res) == 0) {
                 c->clock_unc_ns = res.uncertainty_ns;
                 c->clock_rtt_ns = res.rtt_ns;
             }
@@ -436,9 +438,9 @@ static void on_done(ag_agent *a, ag_http *h)
         json_t *redirect = json_object_get(r, "redirect");
         const char *addr = json_string_value(json_object_get(redirect, "address"));
         if (addr && *addr)
-            snprintf(c->redirect, sizeof(c->redirect), "ws://%s/v1/devices", addr);
+            snprintf(a->redirect, sizeof(a->redirect), "ws://%s/v1/devices", addr);
         else
-            c->redirect[0] = '\0';
+            a->redirect[0] = '\0';
         c->heartbeats++;
         c->last_ok_ns = now;
         c->phase = AG_CTL_PROBE;
@@ -457,6 +459,8 @@ static void finish(struct lws *wsi, ag_http *h)
     http_free(h);
 }
 
+/* The control plane's lws callback (HTTP client connections and the
+ * discovery socket); runs on the lws service thread. */
 static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                             size_t len)
 {
@@ -564,7 +568,7 @@ void ag_control_tick(ag_agent *a, int64_t now_ns)
     }
     if (c->lead_hint >= 0 && c->lead_hint != c->url_i) {
         c->url_i = c->lead_hint;
-        cs_init(&c->clock);
+        ev_clock_est_init(&a->master_clock);
     }
     c->lead_hint = -1;
     switch (c->phase) {
@@ -573,20 +577,4 @@ void ag_control_tick(ag_agent *a, int64_t now_ns)
     case AG_CTL_PROBE: send_request(a, REQ_TIME); break;
     case AG_CTL_HEARTBEAT: send_request(a, REQ_HEARTBEAT); break;
     }
-}
-
-int64_t ag_master_offset_ns(const ag_agent *a, int64_t agent_ns)
-{
-    return a->ctl.clock.fitted ? cs_offset_at(&a->ctl.clock, agent_ns) : 0;
-}
-
-int64_t ag_device_to_master(const ag_agent *a, const ag_device *d, int64_t device_ns)
-{
-    int64_t agent = cs_device_to_agent(&d->clock, device_ns);
-    return agent + ag_master_offset_ns(a, agent);
-}
-
-int64_t ag_master_to_device(const ag_agent *a, const ag_device *d, int64_t master_ns)
-{
-    return cs_agent_to_device(&d->clock, master_ns - ag_master_offset_ns(a, master_ns));
 }

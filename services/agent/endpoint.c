@@ -1,19 +1,94 @@
-/* endpoint.c — the device endpoint over libwebsockets: ws://HOST:PORT/v1/devices,
- * subprotocol "msrs.v1" accepted and not required (it is protocols[0], where
- * lws binds a client that names none). Reassembles fragments up to
- * agent.max_message_bytes, drains each connection's send queue one message
- * per writable callback, stamps t1 of time probes at the moment of writing. */
-#include "agent.h"
+/* endpoint.c — layer 1, connections: the device endpoint over
+ * libwebsockets, ws://HOST:PORT/v1/devices, subprotocol "msrs.v1" accepted
+ * and not required (it is protocols[0], where lws binds a client that names
+ * none). Reassembles fragments up to agent.max_message_bytes and hands each
+ * whole message up (message_cb); drains each connection's send queue one
+ * message per writable callback, stamps t1 of time probes at the moment of
+ * writing. */
+#include "endpoint.h"
+
 #include "rxstamp.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-void ag_wake(ag_conn *c)
+static void wake(ag_conn *c)
 {
     if (c->wsi)
         lws_callback_on_writable(c->wsi);
+}
+
+static void queue(ag_conn *c, int kind, const char *text, size_t len)
+{
+    ag_out *o = malloc(sizeof(*o) + LWS_PRE + len);
+    if (!o)
+        return;
+    o->next = NULL;
+    o->kind = kind;
+    o->len = len;
+    if (len)
+        memcpy(o->buf + LWS_PRE, text, len);
+    if (c->out_tail)
+        c->out_tail->next = o;
+    else
+        c->out_head = o;
+    c->out_tail = o;
+    c->out_count++;
+    wake(c);
+}
+
+void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload)
+{
+    char id[48];
+    snprintf(id, sizeof(id), "a%lld", (long long)++a->next_id);
+    json_t *env = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", id, "type", type, "ts",
+                            (json_int_t)ag_now_ns(), "device_id", c->device_id, "payload", payload);
+    char *text = json_dumps(env, JSON_COMPACT);
+    if (text)
+        queue(c, AG_OUT_TEXT, text, strlen(text));
+    free(text);
+    json_decref(env);
+}
+
+void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *message,
+                   const char *ref_id)
+{
+    ag_send(a, c, "error",
+            json_pack("{s:s, s:s, s:s}", "code", code, "message", message, "ref_id",
+                      ref_id ? ref_id : ""));
+}
+
+void ag_send_invalid(ag_agent *a, ag_conn *c, const char *why, const char *ref_id)
+{
+    a->n.invalid++;
+    ag_send_error(a, c, "invalid", why, ref_id);
+}
+
+void ag_send_time_req(ag_conn *c)
+{
+    queue(c, AG_OUT_TIME_REQ, NULL, 0);
+}
+
+void ag_conn_pause(ag_conn *c, int paused)
+{
+    if (c->paused != paused) {
+        c->paused = paused;
+        lws_rx_flow_control(c->wsi, !paused);
+    }
+}
+
+/* Frees what c still holds: its unsent messages and its receive buffer. */
+static void conn_free(ag_conn *c)
+{
+    while (c->out_head) {
+        ag_out *o = c->out_head;
+        c->out_head = o->next;
+        free(o);
+    }
+    c->out_tail = NULL;
+    free(c->rx);
+    c->rx = NULL;
 }
 
 void ag_close(ag_conn *c, int code, const char *reason)
@@ -26,7 +101,8 @@ void ag_close(ag_conn *c, int code, const char *reason)
     lws_callback_on_writable(c->wsi);
 }
 
-int ag_write_next(ag_agent *a, ag_conn *c)
+/* Writes the next queued message; returns -1 to close. */
+static int write_next(ag_agent *a, ag_conn *c)
 {
     unsigned char probe[LWS_PRE + 256];
     ag_out *o = c->out_head;
@@ -47,7 +123,7 @@ int ag_write_next(ag_agent *a, ag_conn *c)
         int n = snprintf((char *)probe + LWS_PRE, sizeof(probe) - LWS_PRE,
                          "{\"id\":\"%s\",\"type\":\"time_req\",\"ts\":%lld,\"device_id\":\"%s\","
                          "\"payload\":{\"t1\":%lld}}",
-                         id, (long long)t1, c->dev ? c->dev->device_id : "", (long long)t1);
+                         id, (long long)t1, c->device_id, (long long)t1);
         p = probe + LWS_PRE;
         len = (size_t)n;
     }
@@ -88,6 +164,7 @@ int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in,
     return 0;
 }
 
+/* The device protocol's lws callback; runs on the lws service thread. */
 static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                             size_t len)
 {
@@ -134,15 +211,16 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
                          (long long)a->cfg.max_message_bytes);
                 ag_send_error(a, c, "too_large", why, NULL);
             } else {
-                ag_on_message(a, c, c->rx, c->rx_len, c->rx_binary);
+                a->message_cb(a, c, c->rx, c->rx_len, c->rx_binary);
             }
             c->rx_too_large = 0;
             c->rx_len = 0;
         }
         break;
-    case LWS_CALLBACK_SERVER_WRITEABLE: return ag_write_next(a, c);
+    case LWS_CALLBACK_SERVER_WRITEABLE: return write_next(a, c);
     case LWS_CALLBACK_CLOSED:
-        ag_on_closed(a, c);
+        a->closed_cb(a, c);
+        conn_free(c);
         c->wsi = NULL;
         break;
     default: break;
@@ -152,7 +230,7 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
 
 static struct lws_protocols protocols[] = {
     {"msrs.v1", callback_devices, sizeof(ag_conn), 4096, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0}, /* ag_control_protocol, set at start */
+    {NULL, NULL, 0, 0, 0, NULL, 0}, /* a->client_protocol, set at start */
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static void fill_info(ag_agent *a, struct lws_context_creation_info *info, int port)
@@ -170,7 +248,8 @@ static void fill_info(ag_agent *a, struct lws_context_creation_info *info, int p
 int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)
 {
     struct lws_context_creation_info info;
-    protocols[1] = ag_control_protocol;
+    if (a->client_protocol)
+        protocols[1] = *a->client_protocol;
     /* With a supervisor the endpoint listens when the plan says so
      * (ag_endpoint_listen); the context's own vhost only makes requests. */
     fill_info(a, &info, a->ctl.managed ? CONTEXT_PORT_NO_LISTEN : a->cfg.port);

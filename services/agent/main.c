@@ -3,9 +3,20 @@
  * SyncNow command, recording sessions (StartRecording / StopRecording,
  * recording.c) and, with a supervisor configured, the control plane
  * (control.c, docs/control.md): node id, register, plan, heartbeats. V4L2
- * capture (collection issue) is not built yet. */
+ * capture (collection issue) is not built yet.
+ *
+ * main.c is the top of the layers (agent.h lists them): it reads the
+ * options, wires the layers together (the endpoint's handlers, the control
+ * plane's protocol), runs the 2 ms tick and hands commands to the layers. */
 #include "agent.h"
 #include "cli.h"
+#include "clock.h"
+#include "control.h"
+#include "device.h"
+#include "endpoint.h"
+#include "flow.h"
+#include "protocol.h"
+#include "recording.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -177,6 +188,17 @@ static void on_command(ag_agent *a, const char *type, json_t *cmd)
     }
 }
 
+/* Sets the upward calls: what the endpoint does with a whole message and a
+ * closing connection (protocol.c), and the control plane's protocol served
+ * by the endpoint's context. */
+static void wire(ag_agent *a)
+{
+    a->message_cb = ag_on_message;
+    a->closed_cb = ag_on_closed;
+    a->client_protocol = &ag_control_protocol;
+    ev_clock_est_init(&a->master_clock);
+}
+
 static void poll_commands(ag_agent *a)
 {
     char err[512];
@@ -199,6 +221,7 @@ static void poll_commands(ag_agent *a)
         fprintf(stderr, "msrs-agent: %s\n", err);
 }
 
+/* The agent's timer; runs on the lws service thread every TICK_US. */
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     ag_agent *a = lws_container_of(sul, ag_agent, tick);
@@ -282,6 +305,7 @@ int main(int argc, char **argv)
     snprintf(cursor, sizeof(cursor), "agent.%s", a.cfg.node_id);
     const char *topics[1] = {
         ev_log_topic(a.log, "commands", a.commands_topic, sizeof(a.commands_topic))};
+    wire(&a);
     if (ev_log_subscribe(a.log, cursor, topics, 1, err, sizeof(err)) ||
         ag_endpoint_start(&a, err, sizeof(err)) || ag_control_start(&a, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
@@ -310,17 +334,14 @@ int main(int argc, char **argv)
     }
 out:
     ag_endpoint_stop(&a); /* closes every connection: DeviceDisconnected for each */
+    if (a.log)
+        ag_recording_drain(&a);
     if (a.log && ev_log_flush(a.log, 10000, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
     }
     print_counters(&a, "stopped");
-    for (size_t i = 0; i < a.device_count; i++) {
-        json_decref(a.devices[i]->next_seq);
-        json_decref(a.devices[i]->round_probes);
-        free(a.devices[i]);
-    }
-    free(a.devices);
+    ag_device_free_all(&a);
     ag_recording_free(&a);
     ev_codec_destroy(a.codec);
     ev_log_destroy(a.log);

@@ -1,13 +1,19 @@
-/* recording.c — the sessions this node records. StartRecording gives a
- * session, its devices and one start instant on the master clock; each
- * device gets `start` with that instant converted to its own clock (and
- * again when it rejoins mid-session). Data of a device in a session is
+/* recording.c — layer 6: the sessions this node records. StartRecording
+ * gives a session, its devices and one start instant on the master clock;
+ * each device gets `start` with that instant converted to its own clock
+ * (and again when it rejoins mid-session). Data of a device in a session is
  * tagged with the session and counted per stream (samples, bytes, gaps,
  * drops). After the stop instant plus agent.report_delay_ms — time for data
- * still in flight — the agent flushes the log and emits RecordingReport
- * with the counts; data that comes later is not the session's (counted as
- * late). */
-#include "agent.h"
+ * still in flight — the counts are frozen (data that comes later is not the
+ * session's, counted as late) and RecordingReport is emitted once the log
+ * has acknowledged every record produced until then: the tick checks the
+ * log's backlog, the loop never waits for it. After AG_REPORT_TIMEOUT_MS
+ * the report goes out anyway, counted (report_timeouts) and said. */
+#include "recording.h"
+
+#include "clock.h"
+#include "device.h"
+#include "endpoint.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -160,13 +166,10 @@ void ag_recording_account(ag_agent *a, ag_count *cnt, int delivered, int64_t n, 
     }
 }
 
-static void report(ag_agent *a, ag_session *s)
+/* Freezes the counts of s: each device's streams into s->report_streams,
+ * and the devices leave the session. */
+static void freeze(ag_agent *a, ag_session *s)
 {
-    char err[512];
-    /* Everything counted must be on the log before the report says so. */
-    if (ev_log_flush(a->log, 10000, err, sizeof(err)))
-        fprintf(stderr, "msrs-agent: session %s: %s (the report counts records not acknowledged)\n",
-                s->session_id, err);
     json_t *streams = json_array();
     for (size_t i = 0; i < a->device_count; i++) {
         ag_device *d = a->devices[i];
@@ -182,33 +185,115 @@ static void report(ag_agent *a, ag_session *s)
         }
         d->rec = NULL;
     }
+    s->report_streams = streams;
+}
+
+/* 1 when the log has acknowledged (or given up on) every record produced
+ * before a->produced reached target: what is not acknowledged is the
+ * backlog, the newest records (SQLite's one writer acknowledges in order;
+ * Kafka per partition). 0 while they wait; a negative ev_err when the log
+ * is failing (err says why). */
+static int acked(ag_agent *a, int64_t target, char *err, size_t err_size)
+{
+    int64_t records, bytes;
+    int rc = ev_log_backlog(a->log, &records, &bytes, err, err_size);
+    if (rc)
+        return rc;
+    return a->produced - records >= target;
+}
+
+static void emit_report(ag_agent *a, ag_session *s, int64_t now)
+{
+    char err[512];
     char id[EV_ID_MAX];
     snprintf(id, sizeof(id), "report/%.30s/%.25s", s->session_id, a->cfg.node_id);
-    json_t *rec = json_pack("{s:s, s:s, s:O, s:o}", "session_id", s->session_id, "node_id",
-                            a->cfg.node_id, "missing_devices", s->missing, "streams", streams);
+    json_t *rec =
+        json_pack("{s:s, s:s, s:O, s:O}", "session_id", s->session_id, "node_id", a->cfg.node_id,
+                  "missing_devices", s->missing, "streams", s->report_streams);
     ev_emit_opts o = {.id = id};
     int rc = ev_log_emit_json(a->log, ev_schema_by_name("RecordingReport"), s->session_id, rec, &o,
                               err, sizeof(err));
-    if (!rc)
-        rc = ev_log_flush(a->log, 10000, err, sizeof(err));
-    if (rc)
-        fprintf(stderr, "msrs-agent: session %s: RecordingReport: %s\n", s->session_id, err);
-    else
-        fprintf(stderr, "msrs-agent: session %s: reported %zu streams\n", s->session_id,
-                json_array_size(streams));
     json_decref(rec);
+    json_decref(s->missing);
+    s->missing = NULL; /* reported; the id stays known so redeliveries are ignored */
+    if (rc) {
+        fprintf(stderr, "msrs-agent: session %s: RecordingReport: %s\n", s->session_id, err);
+        s->report_phase = AG_REPORT_DONE;
+        return;
+    }
+    a->produced++;
+    s->report_emitted = a->produced;
+    s->report_due_ns = now;
+    s->report_phase = AG_REPORT_WAIT_ACK;
+}
+
+/* Moves s's report on as far as the log allows now. */
+static void report_step(ag_agent *a, ag_session *s, int64_t now)
+{
+    char err[512];
+    int64_t timeout_ns = (int64_t)AG_REPORT_TIMEOUT_MS * 1000000;
+    int rc;
+    if (s->report_phase == AG_REPORT_WAIT_DATA) {
+        /* Everything counted must be on the log before the report says so. */
+        rc = acked(a, s->report_target, err, sizeof(err));
+        if (rc < 0) {
+            fprintf(stderr,
+                    "msrs-agent: session %s: %s (the report counts records not acknowledged)\n",
+                    s->session_id, err);
+        } else if (!rc && now - s->report_due_ns >= timeout_ns) {
+            a->n.report_timeouts++;
+            fprintf(stderr,
+                    "msrs-agent: session %s: records still not acknowledged after %d ms (the "
+                    "report counts records not acknowledged; %lld report timeouts)\n",
+                    s->session_id, AG_REPORT_TIMEOUT_MS, (long long)a->n.report_timeouts);
+        } else if (!rc) {
+            return;
+        }
+        emit_report(a, s, now);
+    }
+    if (s->report_phase == AG_REPORT_WAIT_ACK) {
+        rc = acked(a, s->report_emitted, err, sizeof(err));
+        if (!rc && now - s->report_due_ns < timeout_ns)
+            return;
+        if (rc > 0)
+            fprintf(stderr, "msrs-agent: session %s: reported %zu streams\n", s->session_id,
+                    json_array_size(s->report_streams));
+        else if (rc < 0)
+            fprintf(stderr, "msrs-agent: session %s: RecordingReport: %s\n", s->session_id, err);
+        else
+            fprintf(stderr,
+                    "msrs-agent: session %s: RecordingReport: not acknowledged after %d ms\n",
+                    s->session_id, AG_REPORT_TIMEOUT_MS);
+        s->report_phase = AG_REPORT_DONE;
+    }
+    if (s->report_phase == AG_REPORT_DONE) {
+        json_decref(s->report_streams);
+        s->report_streams = NULL;
+    }
 }
 
 void ag_recording_tick(ag_agent *a, int64_t now)
 {
     for (size_t i = 0; i < a->session_count; i++) {
         ag_session *s = a->sessions[i];
-        if (s->stop_at_ns != INT64_MAX && s->missing &&
+        if (s->report_phase == AG_REPORT_NONE && s->stop_at_ns != INT64_MAX &&
             now >= s->stop_at_ns + a->cfg.report_delay_ms * 1000000LL) {
-            report(a, s);
-            json_decref(s->missing);
-            s->missing = NULL; /* reported; the id stays known so redeliveries are ignored */
+            freeze(a, s);
+            s->report_target = a->produced;
+            s->report_due_ns = now;
+            s->report_phase = AG_REPORT_WAIT_DATA;
         }
+        if (s->report_phase == AG_REPORT_WAIT_DATA || s->report_phase == AG_REPORT_WAIT_ACK)
+            report_step(a, s, now);
+    }
+}
+
+void ag_recording_drain(ag_agent *a)
+{
+    for (size_t i = 0; i < a->session_count; i++) {
+        ag_session *s = a->sessions[i];
+        if (s->report_phase == AG_REPORT_WAIT_DATA)
+            emit_report(a, s, ag_now_ns());
     }
 }
 
@@ -216,6 +301,7 @@ void ag_recording_free(ag_agent *a)
 {
     for (size_t i = 0; i < a->session_count; i++) {
         json_decref(a->sessions[i]->missing);
+        json_decref(a->sessions[i]->report_streams);
         free(a->sessions[i]);
     }
     free(a->sessions);

@@ -1,23 +1,22 @@
 #!/bin/sh
-# callgraph.sh — the agent's files call only downward (docs: agent.h).
-# For each .c file in services/agent, lists the ag_ functions it defines and
-# the ones it calls, then reports every pair of files that call each other
-# (A calls a function defined in B and B one defined in A). Exit 1 when
-# there is one. Comments and strings are stripped first; a call is a name
-# followed by "(" that is not the definition itself.
-# usage: tests/agent/callgraph.sh [services/agent] [-v]
+# callgraph.sh — the agent's files call only downward (the layers agent.h
+# lists). For each .c file of the folder, lists the ag_ functions it
+# defines and the ones it uses, then reports every pair of files that call
+# each other (A uses a function defined in B and B one defined in A); exit 1
+# when there is one. Comments and string literals are stripped first; a use
+# is an ag_ name followed by "(" (a call) or by ";" (taken as a handler).
+# usage: tests/agent/callgraph.sh [DIR (services/agent)] [-v]
 dir=${1:-services/agent}
 verbose=$2
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
 for f in "$dir"/*.c; do
     b=$(basename "$f" .c)
-    # strip /* */ and // comments and string literals
-    perl -0777 -pe 's{/\*.*?\*/}{ }gs; s{//[^\n]*}{}g; s{"(\\.|[^"\\])*"}{""}g' "$f" >"$tmp/$b.src"
-    # definitions: a name at the start of a line after a return type
+    perl -0777 -pe 's{(/\*.*?\*/|//[^\n]*)|("(?:\\.|[^"\\\n])*")|(\x27(?:\\.|[^\x27\\\n])*\x27)}{defined $1 ? " " : "0"}gse' \
+        "$f" >"$tmp/$b.src"
+    # definitions: an ag_ name after a return type at the start of a line
     perl -ne 'print "$1\n" if /^(?!static)[A-Za-z_][\w \*]*?\b(ag_\w+)\s*\(/' "$tmp/$b.src" |
         sort -u >"$tmp/$b.def"
-    # uses: every ag_ name followed by "(" (or taken as a pointer: "= ag_x;")
     perl -ne 'print "$1\n" while /\b(ag_\w+)\s*[\(;]/g' "$tmp/$b.src" | sort -u >"$tmp/$b.use"
 done
 for f in "$tmp"/*.def; do
@@ -47,5 +46,5 @@ for f in "$tmp"/*.calls; do
         fi
     done <"$f"
 done
-echo "$cycles call cycle(s) between files of $dir"
+echo "$cycles call cycle(s) between the files of $dir"
 [ "$cycles" -eq 0 ]

@@ -1,6 +1,6 @@
-/* Clock estimation (services/agent/clocksync.c): the four-timestamp offset,
+/* Clock estimation (libevents/src/clockest.c): the four-timestamp offset,
  * the minimum-RTT probe, the drift fit, conversions both ways. */
-#include "clocksync.h"
+#include "ev.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -10,22 +10,22 @@
 
 /* A probe over a path with one-way delays up/down against a device clock
  * that is offset + drift * t ahead. */
-static cs_probe probe(int64_t t1, int64_t down, int64_t up, int64_t offset, double drift)
+static ev_clock_probe probe(int64_t t1, int64_t down, int64_t up, int64_t offset, double drift)
 {
     int64_t t2_true = t1 + down, t3_true = t2_true + 50000;
-    cs_probe p = {t1, t2_true + offset + (int64_t)(drift * (double)t2_true),
+    ev_clock_probe p = {t1, t2_true + offset + (int64_t)(drift * (double)t2_true),
                   t3_true + offset + (int64_t)(drift * (double)t3_true), t3_true + up};
     return p;
 }
 
 START_TEST(symmetric_path_gives_exact_offset)
 {
-    cs_clock c;
-    cs_round_result r;
-    cs_init(&c);
-    cs_probe p = probe(1000 * MS, 2 * MS, 2 * MS, 123456789, 0);
-    ck_assert_int_eq(cs_add_probe(&c, &p), 0);
-    ck_assert_int_eq(cs_end_round(&c, &r), 0);
+    ev_clock_est c;
+    ev_clock_round r;
+    ev_clock_est_init(&c);
+    ev_clock_probe p = probe(1000 * MS, 2 * MS, 2 * MS, 123456789, 0);
+    ck_assert_int_eq(ev_clock_est_add_probe(&c, &p), 0);
+    ck_assert_int_eq(ev_clock_est_end_round(&c, &r), 0);
     ck_assert_int_eq(r.offset_ns, 123456789);
     ck_assert_int_eq(r.rtt_ns, 4 * MS);
     ck_assert_int_eq(r.uncertainty_ns, 2 * MS);
@@ -34,16 +34,16 @@ END_TEST
 
 START_TEST(keeps_minimum_rtt_probe_and_error_is_bounded)
 {
-    cs_clock c;
-    cs_round_result r;
-    cs_init(&c);
+    ev_clock_est c;
+    ev_clock_round r;
+    ev_clock_est_init(&c);
     int64_t downs[] = {5 * MS, 1 * MS, 9 * MS, 3 * MS},
             ups[] = {1 * MS, 1 * MS + 200000, 2 * MS, 7 * MS};
     for (int i = 0; i < 4; i++) {
-        cs_probe p = probe((1000 + i * 20) * MS, downs[i], ups[i], -5 * MS, 0);
-        ck_assert_int_eq(cs_add_probe(&c, &p), 0);
+        ev_clock_probe p = probe((1000 + i * 20) * MS, downs[i], ups[i], -5 * MS, 0);
+        ck_assert_int_eq(ev_clock_est_add_probe(&c, &p), 0);
     }
-    ck_assert_int_eq(cs_end_round(&c, &r), 0);
+    ck_assert_int_eq(ev_clock_est_end_round(&c, &r), 0);
     ck_assert_int_eq(r.probes, 4);
     ck_assert_int_eq(r.rtt_ns, 2 * MS + 200000); /* probe 1 */
     /* The estimate averages the lowest-RTT probes; each errs by at most half
@@ -57,18 +57,18 @@ START_TEST(many_noisy_probes_beat_the_best_one)
 {
     /* Uniform 0.1-2 ms one-way delays, independent each way: the fit over
      * the lowest-RTT quarter of 32 rounds lands far closer than rtt/2. */
-    cs_clock c;
-    cs_round_result r;
-    cs_init(&c);
+    ev_clock_est c;
+    ev_clock_round r;
+    ev_clock_est_init(&c);
     srand(7);
     for (int round = 0; round < 32; round++)
         for (int k = 0; k < 8; k++) {
             int64_t down = 100000 + rand() % 1900000, up = 100000 + rand() % 1900000;
-            cs_probe p = probe((int64_t)round * 2000 * MS + k * 15 * MS + 1000 * MS, down, up,
+            ev_clock_probe p = probe((int64_t)round * 2000 * MS + k * 15 * MS + 1000 * MS, down, up,
                                3 * MS, 20e-6);
-            cs_add_probe(&c, &p);
+            ev_clock_est_add_probe(&c, &p);
             if (k == 7)
-                cs_end_round(&c, &r);
+                ev_clock_est_end_round(&c, &r);
         }
     int64_t truth = 3 * MS + (int64_t)(20e-6 * (double)r.best.t4);
     ck_assert_msg(llabs(r.offset_ns - truth) < 60000, "error %lld ns",
@@ -79,47 +79,47 @@ END_TEST
 
 START_TEST(impossible_probe_dropped)
 {
-    cs_clock c;
-    cs_round_result r;
-    cs_init(&c);
-    cs_probe p = {100, 50, 40, 200}; /* t3 < t2 */
-    ck_assert_int_eq(cs_add_probe(&c, &p), -1);
-    cs_probe q = {100, 50, 60, 90}; /* t4 < t1 */
-    ck_assert_int_eq(cs_add_probe(&c, &q), -1);
-    ck_assert_int_eq(cs_end_round(&c, &r), -1); /* nothing valid */
+    ev_clock_est c;
+    ev_clock_round r;
+    ev_clock_est_init(&c);
+    ev_clock_probe p = {100, 50, 40, 200}; /* t3 < t2 */
+    ck_assert_int_eq(ev_clock_est_add_probe(&c, &p), EV_ERR_INVALID);
+    ev_clock_probe q = {100, 50, 60, 90}; /* t4 < t1 */
+    ck_assert_int_eq(ev_clock_est_add_probe(&c, &q), EV_ERR_INVALID);
+    ck_assert_int_eq(ev_clock_est_end_round(&c, &r), EV_ERR_INVALID); /* nothing valid */
 }
 END_TEST
 
 START_TEST(drift_recovered_over_rounds)
 {
-    cs_clock c;
-    cs_round_result r;
-    cs_init(&c);
+    ev_clock_est c;
+    ev_clock_round r;
+    ev_clock_est_init(&c);
     double drift = 50e-6; /* 50 ppm */
     for (int round = 0; round < 20; round++) {
         int64_t t = (int64_t)round * 2000 * MS + 1000 * MS;
         for (int k = 0; k < 8; k++) {
-            cs_probe p = probe(t + k * 15 * MS, (1 + k % 3) * MS, (1 + k % 3) * MS, 7 * MS, drift);
-            cs_add_probe(&c, &p);
+            ev_clock_probe p = probe(t + k * 15 * MS, (1 + k % 3) * MS, (1 + k % 3) * MS, 7 * MS, drift);
+            ev_clock_est_add_probe(&c, &p);
         }
-        ck_assert_int_eq(cs_end_round(&c, &r), 0);
+        ck_assert_int_eq(ev_clock_est_end_round(&c, &r), 0);
     }
     ck_assert_msg(r.drift_ppm > 49.9 && r.drift_ppm < 50.1, "drift %f ppm", r.drift_ppm);
     /* The fit predicts the offset between rounds. */
     int64_t t = 39 * 1000 * MS;
     int64_t want = 7 * MS + (int64_t)(drift * (double)t);
-    ck_assert_int_le(llabs(cs_offset_at(&c, t) - want), 2000);
+    ck_assert_int_le(llabs(ev_clock_est_offset_at(&c, t) - want), 2000);
     /* Conversions are inverse to each other. */
-    int64_t dev = cs_agent_to_device(&c, t);
-    ck_assert_int_le(llabs(cs_device_to_agent(&c, dev) - t), 2);
+    int64_t dev = ev_clock_est_local_to_remote(&c, t);
+    ck_assert_int_le(llabs(ev_clock_est_remote_to_local(&c, dev) - t), 2);
 }
 END_TEST
 
 START_TEST(identity_before_any_round)
 {
-    cs_clock c;
-    cs_init(&c);
-    ck_assert_int_eq(cs_device_to_agent(&c, 12345), 12345);
+    ev_clock_est c;
+    ev_clock_est_init(&c);
+    ck_assert_int_eq(ev_clock_est_remote_to_local(&c, 12345), 12345);
 }
 END_TEST
 
@@ -127,13 +127,13 @@ END_TEST
  * take a quarter of a second) converts through the first answer. */
 START_TEST(first_answer_converts_before_the_round_ends)
 {
-    cs_clock c;
-    cs_init(&c);
-    cs_probe p = probe(1000 * MS, 3 * MS, 1 * MS, 250 * MS, 0);
-    ck_assert_int_eq(cs_add_probe(&c, &p), 0);
-    int64_t err = cs_offset_at(&c, 1010 * MS) - 250 * MS;
+    ev_clock_est c;
+    ev_clock_est_init(&c);
+    ev_clock_probe p = probe(1000 * MS, 3 * MS, 1 * MS, 250 * MS, 0);
+    ck_assert_int_eq(ev_clock_est_add_probe(&c, &p), 0);
+    int64_t err = ev_clock_est_offset_at(&c, 1010 * MS) - 250 * MS;
     ck_assert_int_le(llabs(err), 2 * MS); /* rtt/2 */
-    ck_assert_int_ne(cs_offset_at(&c, 1010 * MS), 0);
+    ck_assert_int_ne(ev_clock_est_offset_at(&c, 1010 * MS), 0);
 }
 END_TEST
 

@@ -1,23 +1,24 @@
-/* clocksync.c — see clocksync.h. */
-#include "clocksync.h"
-
+/* clockest.c — the live clock estimate of one remote clock from rounds of
+ * two-way probes (see ev.h, "clock estimate"): a window of probes refitted
+ * with the one clock fit (clockfit.c) at the end of every round. Moved here
+ * from the agent (services/agent/clocksync.c) so every prober shares it. */
 #include "ev.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-void cs_init(cs_clock *c)
+void ev_clock_est_init(ev_clock_est *c)
 {
     memset(c, 0, sizeof(*c));
     c->best_rtt = INT64_MAX;
 }
 
-int cs_add_probe(cs_clock *c, const cs_probe *p)
+int ev_clock_est_add_probe(ev_clock_est *c, const ev_clock_probe *p)
 {
     int64_t rtt = (p->t4 - p->t1) - (p->t3 - p->t2);
     if (p->t4 < p->t1 || p->t3 < p->t2 || rtt < 0)
-        return -1;
+        return EV_ERR_INVALID;
     c->probes++;
     if (rtt < c->best_rtt) {
         c->best_rtt = rtt;
@@ -35,16 +36,16 @@ int cs_add_probe(cs_clock *c, const cs_probe *p)
         c->drift = 0;
         c->fitted = 1;
     }
-    c->win_next = (c->win_next + 1) % CS_WINDOW;
-    if (c->win_count < CS_WINDOW)
+    c->win_next = (c->win_next + 1) % EV_CLOCK_WINDOW;
+    if (c->win_count < EV_CLOCK_WINDOW)
         c->win_count++;
     return 0;
 }
 
-/* Refits the line (see clocksync.h) relative to the newest probe with the
+/* Refits the line (see ev.h) relative to the newest probe with the
  * one clock fit (ev_clock_fit_probes); returns an estimate of the error of
  * the offset there. */
-static double refit(cs_clock *c)
+static double refit(ev_clock_est *c)
 {
     int n = c->win_count, m = 0;
     int64_t t_new = INT64_MIN, t_old = INT64_MAX, min_rtt = INT64_MAX;
@@ -56,11 +57,11 @@ static double refit(cs_clock *c)
         if (c->win_rtt[i] < min_rtt)
             min_rtt = c->win_rtt[i];
     }
-    /* Drift once the window spans CS_DRIFT_MIN_SPAN_NS; before, only the
-     * last CS_NO_DRIFT_SPAN_NS, where drift is small. */
-    int drift = t_new - t_old >= CS_DRIFT_MIN_SPAN_NS;
-    int64_t from = drift ? t_old : t_new - CS_NO_DRIFT_SPAN_NS;
-    static __thread double t[CS_WINDOW], a[CS_WINDOW], b[CS_WINDOW];
+    /* Drift once the window spans EV_CLOCK_DRIFT_MIN_SPAN_NS; before, only the
+     * last EV_CLOCK_NO_DRIFT_SPAN_NS, where drift is small. */
+    int drift = t_new - t_old >= EV_CLOCK_DRIFT_MIN_SPAN_NS;
+    int64_t from = drift ? t_old : t_new - EV_CLOCK_NO_DRIFT_SPAN_NS;
+    static __thread double t[EV_CLOCK_WINDOW], a[EV_CLOCK_WINDOW], b[EV_CLOCK_WINDOW];
     for (int i = 0; i < n; i++) {
         if (c->win_t[i] < from)
             continue;
@@ -78,17 +79,17 @@ static double refit(cs_clock *c)
     return fit.gap_ns < 0 ? (double)min_rtt / 2 : fit.gap_ns;
 }
 
-int cs_end_round(cs_clock *c, cs_round_result *out)
+int ev_clock_est_end_round(ev_clock_est *c, ev_clock_round *out)
 {
     if (c->probes == 0) {
         c->best_rtt = INT64_MAX;
-        return -1;
+        return EV_ERR_INVALID;
     }
-    const cs_probe *b = &c->best;
+    const ev_clock_probe *b = &c->best;
     double err = refit(c);
     c->rounds++;
     out->round = c->rounds;
-    out->offset_ns = cs_offset_at(c, b->t4);
+    out->offset_ns = ev_clock_est_offset_at(c, b->t4);
     out->rtt_ns = c->best_rtt;
     out->uncertainty_ns = (int64_t)err;
     if (out->uncertainty_ns < 1000)
@@ -102,22 +103,22 @@ int cs_end_round(cs_clock *c, cs_round_result *out)
     return 0;
 }
 
-int64_t cs_offset_at(const cs_clock *c, int64_t agent_ns)
+int64_t ev_clock_est_offset_at(const ev_clock_est *c, int64_t local_ns)
 {
     if (!c->fitted)
         return 0;
-    return c->ref_offset + (int64_t)(c->drift * (double)(agent_ns - c->ref_t));
+    return c->ref_offset + (int64_t)(c->drift * (double)(local_ns - c->ref_t));
 }
 
-int64_t cs_device_to_agent(const cs_clock *c, int64_t device_ns)
+int64_t ev_clock_est_remote_to_local(const ev_clock_est *c, int64_t remote_ns)
 {
-    /* device = agent + offset(agent); solve with one fixed-point step, exact
+    /* remote = local + offset(local); solve with one fixed-point step, exact
      * enough for drifts of ppm. */
-    int64_t guess = device_ns - cs_offset_at(c, device_ns);
-    return device_ns - cs_offset_at(c, guess);
+    int64_t guess = remote_ns - ev_clock_est_offset_at(c, remote_ns);
+    return remote_ns - ev_clock_est_offset_at(c, guess);
 }
 
-int64_t cs_agent_to_device(const cs_clock *c, int64_t agent_ns)
+int64_t ev_clock_est_local_to_remote(const ev_clock_est *c, int64_t local_ns)
 {
-    return agent_ns + cs_offset_at(c, agent_ns);
+    return local_ns + ev_clock_est_offset_at(c, local_ns);
 }

@@ -1,0 +1,112 @@
+/* clock.c — layer 4: clock sync of the devices (see clock.h). */
+#include "clock.h"
+
+#include "emit.h"
+#include "endpoint.h"
+
+#include <string.h>
+
+void ag_clock_join(ag_agent *a, ag_device *d)
+{
+    (void)a;
+    d->round_active = 0;
+    d->next_round_ns = ag_now_ns(); /* sync at once */
+}
+
+int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p)
+{
+    (void)a;
+    if (!d->round_active)
+        return 0; /* a late answer to a finished round */
+    if (p->t1 < d->round_started_ns)
+        return 0; /* from an earlier round */
+    if (ev_clock_est_add_probe(&d->clock, p) != 0)
+        return EV_ERR_INVALID;
+    if (!d->round_probes)
+        d->round_probes = json_array();
+    json_array_append_new(d->round_probes,
+                          json_pack("{s:I, s:I, s:I, s:I}", "t1_ns", (json_int_t)p->t1, "t2_ns",
+                                    (json_int_t)p->t2, "t3_ns", (json_int_t)p->t3, "t4_ns",
+                                    (json_int_t)p->t4));
+    d->probes_answered++;
+    return 0;
+}
+
+static void end_round(ag_agent *a, ag_device *d)
+{
+    ev_clock_round r;
+    json_t *probes = d->round_probes ? d->round_probes : json_array();
+    d->round_probes = NULL;
+    d->round_active = 0;
+    d->next_round_ns = ag_now_ns() + a->cfg.sync_interval_ms * 1000000LL;
+    if (ev_clock_est_end_round(&d->clock, &r) != 0) {
+        json_decref(probes);
+        return; /* no answer this round: try again next interval */
+    }
+    ag_emit(
+        a, "ClockOffsetMeasured", d->device_id,
+        json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:I, s:i, s:I, s:I, s:I, s:I, s:o}", "device_id",
+                  d->device_id, "node_id", a->cfg.node_id, "round", (json_int_t)r.round,
+                  "offset_ns", (json_int_t)r.offset_ns, "rtt_ns", (json_int_t)r.rtt_ns, "drift_ppm",
+                  r.drift_ppm, "uncertainty_ns", (json_int_t)r.uncertainty_ns, "probes", r.probes,
+                  "t1_ns", (json_int_t)r.best.t1, "t2_ns", (json_int_t)r.best.t2, "t3_ns",
+                  (json_int_t)r.best.t3, "t4_ns", (json_int_t)r.best.t4, "round_probes", probes),
+        NULL, 0);
+}
+
+void ag_sync_tick(ag_agent *a, int64_t now)
+{
+    for (size_t i = 0; i < a->device_count; i++) {
+        ag_device *d = a->devices[i];
+        if (!d->conn)
+            continue;
+        if (!d->round_active) {
+            if (now < d->next_round_ns)
+                continue;
+            d->round_active = 1;
+            json_decref(d->round_probes); /* of a round cut short */
+            d->round_probes = NULL;
+            d->probes_sent = d->probes_answered = 0;
+            d->next_probe_ns = d->round_started_ns = now;
+            /* more probes while the device's window is filling: its drift,
+             * and so its offset, settle in half the time (NTP's iburst) */
+            d->round_size = d->clock.win_count < EV_CLOCK_WINDOW ? a->cfg.sync_burst_probes
+                                                                 : a->cfg.sync_probes;
+            d->round_deadline_ns =
+                now +
+                (d->round_size * a->cfg.probe_spacing_ms + a->cfg.round_timeout_ms) * 1000000LL;
+        }
+        if (d->probes_sent < d->round_size && now >= d->next_probe_ns) {
+            ag_send_time_req(d->conn);
+            d->probes_sent++;
+            d->next_probe_ns = now + a->cfg.probe_spacing_ms * 1000000LL;
+        }
+        if (d->probes_answered >= d->round_size || now >= d->round_deadline_ns)
+            end_round(a, d);
+    }
+}
+
+void ag_sync_now(ag_agent *a, const char *device_id)
+{
+    for (size_t i = 0; i < a->device_count; i++) {
+        ag_device *d = a->devices[i];
+        if (d->conn && !d->round_active && (!device_id || strcmp(device_id, d->device_id) == 0))
+            d->next_round_ns = 0;
+    }
+}
+
+int64_t ag_master_offset_ns(const ag_agent *a, int64_t agent_ns)
+{
+    return a->master_clock.fitted ? ev_clock_est_offset_at(&a->master_clock, agent_ns) : 0;
+}
+
+int64_t ag_device_to_master(const ag_agent *a, const ag_device *d, int64_t device_ns)
+{
+    int64_t agent = ev_clock_est_remote_to_local(&d->clock, device_ns);
+    return agent + ag_master_offset_ns(a, agent);
+}
+
+int64_t ag_master_to_device(const ag_agent *a, const ag_device *d, int64_t master_ns)
+{
+    return ev_clock_est_local_to_remote(&d->clock, master_ns - ag_master_offset_ns(a, master_ns));
+}

@@ -1,0 +1,30 @@
+/* clock.h — layer 4: clock sync of the devices. Every connected device
+ * gets a round of time probes every sync.interval_ms (sync.burst_probes
+ * while its window fills), its answers go into its ev_clock_est, and each
+ * round ends in ClockOffsetMeasured. Device times convert to the master
+ * clock through the device's fit and then the node's offset to its
+ * supervisor (a->master_clock, which control.c keeps). */
+#ifndef MSRS_AG_CLOCK_H
+#define MSRS_AG_CLOCK_H
+#include "agent.h"
+
+/* A device (re)registered: its next round starts at once. */
+void ag_clock_join(ag_agent *a, ag_device *d);
+/* A time_resp of d (p copied; t4 the arrival stamp). Returns 0 (taken, or
+ * ignored as a late answer to an earlier round), or EV_ERR_INVALID when the
+ * probe is impossible (t3 < t2 or t4 < t1): the device's error. */
+int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p);
+/* Runs clock-sync rounds that are due; called by the tick. */
+void ag_sync_tick(ag_agent *a, int64_t now_ns);
+/* Starts a round now for device_id (NULL: every connected device). */
+void ag_sync_now(ag_agent *a, const char *device_id);
+
+/* master clock minus agent clock at agent time t (0 until measured, and
+ * standalone): device times convert to master time through it. */
+int64_t ag_master_offset_ns(const ag_agent *a, int64_t agent_ns);
+/* A device's time on the master clock (its fit, then the node's offset),
+ * and back: what records carry and what `start`/`stop` send. */
+int64_t ag_device_to_master(const ag_agent *a, const ag_device *d, int64_t device_ns);
+int64_t ag_master_to_device(const ag_agent *a, const ag_device *d, int64_t master_ns);
+
+#endif

@@ -1,0 +1,39 @@
+/* endpoint.h — layer 1: connections. The device endpoint over
+ * libwebsockets, message reassembly, one send queue per connection. Knows
+ * no layer above it: whole messages and closes go up through
+ * ag_agent.message_cb / closed_cb. */
+#ifndef MSRS_AG_ENDPOINT_H
+#define MSRS_AG_ENDPOINT_H
+#include "agent.h"
+
+/* Creates the lws context, serving the device protocol and
+ * a->client_protocol (the control plane's client side; may be NULL); the
+ * device endpoint listens at once unless a supervisor is configured.
+ * a->message_cb and a->closed_cb must be set. */
+int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size);
+/* The device endpoint's listening vhost (what a plan's "devices" starts). */
+int ag_endpoint_listen(ag_agent *a, char *errstr, size_t errstr_size);
+/* Destroys the context: every connection closes (closed_cb for each). */
+void ag_endpoint_stop(ag_agent *a);
+
+/* Queues a JSON message {"id","type","ts","device_id","payload"} to c. */
+void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload /* stolen */);
+void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *message,
+                   const char *ref_id);
+/* A message that does not fit the protocol: counted (invalid), and an
+ * `invalid` error names what was expected; the connection stays open. */
+void ag_send_invalid(ag_agent *a, ag_conn *c, const char *why, const char *ref_id);
+/* Queues a time probe; its t1 is stamped when it is written. */
+void ag_send_time_req(ag_conn *c);
+/* Stops (paused 1) or resumes reading c. */
+void ag_conn_pause(ag_conn *c, int paused);
+/* Closes c with a WebSocket close code and reason. */
+void ag_close(ag_conn *c, int code, const char *reason);
+
+/* Appends n bytes to a growable buffer (doubled from 4 KiB; no NUL added:
+ * a 1 MiB message fills a 1 MiB buffer exactly); -1 when out of memory.
+ * Device messages and the control plane's HTTP answers are gathered with
+ * it (both parsed by length). */
+int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in, size_t n);
+
+#endif
