@@ -20,11 +20,12 @@
  * The pure clock estimator is libevents' ev_clock_est (clockest.c). */
 #ifndef MSRS_AGENT_H
 #define MSRS_AGENT_H
+#include "cli.h"
 #include "ev.h"
 
 #include <libwebsockets.h>
 
-#define AG_ID_MAX          64
+#define AG_ID_MAX          EV_ID_MAX
 #define AG_MAX_STREAMS     8
 #define AG_MAX_SUPERVISORS 8
 
@@ -105,8 +106,7 @@ struct ag_conn {
     struct lws *wsi;
     ag_device *dev; /* set once hello is accepted (device.c); endpoint.c never reads it */
     char device_id[AG_ID_MAX]; /* the device's, once hello is accepted: what ag_send stamps */
-    unsigned char *rx;
-    size_t rx_len, rx_cap;
+    cli_buf rx; /* the message being reassembled */
     int rx_too_large, rx_binary;
     ag_out *out_head, *out_tail;
     size_t out_count;

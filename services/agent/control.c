@@ -36,8 +36,7 @@ typedef struct ag_http {
     int kind;
     char *body;
     size_t body_len;
-    unsigned char *resp;
-    size_t resp_len, resp_cap;
+    cli_buf resp;
     int resp_too_large; /* the answer passed CTL_ANSWER_MAX: not kept */
     int status;
     int64_t t1, t4;
@@ -46,7 +45,7 @@ typedef struct ag_http {
 static void http_free(ag_http *h)
 {
     free(h->body);
-    free(h->resp);
+    cli_buf_free(&h->resp);
     free(h);
 }
 
@@ -375,7 +374,7 @@ static void apply_plan(ag_agent *a, json_t *plan)
 static void on_done(ag_agent *a, ag_http *h)
 {
     ag_control *c = &a->ctl;
-    json_t *r = h->resp ? json_loadb((const char *)h->resp, h->resp_len, 0, NULL) : NULL;
+    json_t *r = h->resp.data ? json_loadb((const char *)h->resp.data, h->resp.len, 0, NULL) : NULL;
     int64_t now = ag_now_ns();
     c->busy = 0;
     if (h->status != 200 && h->status != 404) { /* none, 5xx (not_leader, starting), other */
@@ -526,9 +525,9 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
         return 0;
     }
     case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ:
-        if (h && h->resp_len + len > CTL_ANSWER_MAX)
+        if (h && h->resp.len + len > CTL_ANSWER_MAX)
             h->resp_too_large = 1;
-        else if (h && ag_buf_append(&h->resp, &h->resp_len, &h->resp_cap, in, len))
+        else if (h && cli_buf_append(&h->resp, in, len))
             return -1;
         return 0;
     case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
@@ -538,7 +537,7 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
     case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
         if (h) {
-            h->status = reason == LWS_CALLBACK_CLOSED_CLIENT_HTTP && h->resp ? h->status : 0;
+            h->status = reason == LWS_CALLBACK_CLOSED_CLIENT_HTTP && h->resp.data ? h->status : 0;
             finish(wsi, h);
         }
         return 0;

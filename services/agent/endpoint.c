@@ -87,8 +87,7 @@ static void conn_free(ag_conn *c)
         free(o);
     }
     c->out_tail = NULL;
-    free(c->rx);
-    c->rx = NULL;
+    cli_buf_free(&c->rx);
 }
 
 void ag_close(ag_conn *c, int code, const char *reason)
@@ -140,28 +139,11 @@ static int rx_append(ag_agent *a, ag_conn *c, const void *in, size_t len)
 {
     if (c->rx_too_large)
         return 0;
-    if (c->rx_len + len > (size_t)a->cfg.max_message_bytes) {
+    if (c->rx.len + len > (size_t)a->cfg.max_message_bytes) {
         c->rx_too_large = 1;
         return 0;
     }
-    return ag_buf_append(&c->rx, &c->rx_len, &c->rx_cap, in, len);
-}
-
-int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in, size_t n)
-{
-    if (*len + n > *cap) {
-        size_t c = *cap ? *cap : 4096;
-        while (c < *len + n)
-            c *= 2;
-        unsigned char *b = realloc(*buf, c);
-        if (!b)
-            return -1;
-        *buf = b;
-        *cap = c;
-    }
-    memcpy(*buf + *len, in, n);
-    *len += n;
-    return 0;
+    return cli_buf_append(&c->rx, in, len);
 }
 
 /* The device protocol's lws callback; runs on the lws service thread. */
@@ -199,7 +181,7 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
         break;
     case LWS_CALLBACK_RECEIVE:
         a->n.rx_bytes += (int64_t)len;
-        if (c->rx_len == 0 && !c->rx_too_large)
+        if (c->rx.len == 0 && !c->rx_too_large)
             c->rx_binary = lws_frame_is_binary(wsi);
         if (rx_append(a, c, in, len))
             return -1;
@@ -211,10 +193,10 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
                          (long long)a->cfg.max_message_bytes);
                 ag_send_error(a, c, "too_large", why, NULL);
             } else {
-                a->message_cb(a, c, c->rx, c->rx_len, c->rx_binary);
+                a->message_cb(a, c, c->rx.data, c->rx.len, c->rx_binary);
             }
             c->rx_too_large = 0;
-            c->rx_len = 0;
+            c->rx.len = 0;
         }
         break;
     case LWS_CALLBACK_SERVER_WRITEABLE: return write_next(a, c);

@@ -30,10 +30,5 @@ void ag_conn_pause(ag_conn *c, int paused);
 /* Closes c with a WebSocket close code and reason. */
 void ag_close(ag_conn *c, int code, const char *reason);
 
-/* Appends n bytes to a growable buffer (doubled from 4 KiB; no NUL added:
- * a 1 MiB message fills a 1 MiB buffer exactly); -1 when out of memory.
- * Device messages and the control plane's HTTP answers are gathered with
- * it (both parsed by length). */
-int ag_buf_append(unsigned char **buf, size_t *len, size_t *cap, const void *in, size_t n);
 
 #endif

@@ -10,6 +10,7 @@
  * plane's protocol), runs the 2 ms tick and hands commands to the layers. */
 #include "agent.h"
 #include "cli.h"
+#include "rxstamp.h"
 #include "clock.h"
 #include "control.h"
 #include "device.h"
@@ -249,102 +250,114 @@ static void print_counters(const ag_agent *a, const char *when)
             (long long)a->n.dropped, (long long)a->n.late, (long long)a->n.slow_downs);
 }
 
-int main(int argc, char **argv)
-{
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
-                                             {"listen", required_argument, NULL, 'L'},
-                                             {"node-id", required_argument, NULL, 'N'},
-                                             {"supervisor", required_argument, NULL, 'S'},
-                                             {NULL, 0, NULL, 0}};
-    cli_common common = {0};
-    const char *listen = NULL, *node = NULL, *supervisor = NULL;
-    int opt, exit_code = CLI_EXIT_OK;
-    char err[512];
-    ag_agent a;
-    memset(&a, 0, sizeof(a));
+typedef struct ag_args {
+    ag_agent *a;
+    const char *listen, *node, *supervisor;
+} ag_args;
 
-    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
-    cli_install_signals();
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_common_opt(&common, opt, optarg))
-            continue;
-        switch (opt) {
-        case 'h': usage(stdout); return CLI_EXIT_OK;
-        case 'L': listen = optarg; break;
-        case 'N': node = optarg; break;
-        case 'S': supervisor = optarg; break;
-        default: usage(stderr); return CLI_EXIT_USAGE;
-        }
+static int on_opt(void *arg, int opt, const char *val)
+{
+    ag_args *g = arg;
+    switch (opt) {
+    case 'L': g->listen = val; return 0;
+    case 'N': g->node = val; return 0;
+    case 'S': g->supervisor = val; return 0;
+    default: return -1;
     }
-    ev_conf *conf = cli_conf_build("msrs-agent", &common);
-    if (!conf)
-        return CLI_EXIT_USAGE;
-    if (!supervisor)
-        supervisor = ev_conf_get(conf, "agent.supervisor", NULL);
-    if (ag_control_init(&a.ctl, conf, supervisor, err, sizeof(err))) {
-        fprintf(stderr, "msrs-agent: config agent.supervisor: %s\n", err);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
+}
+
+static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
+{
+    ag_args *g = arg;
+    ag_agent *a = g->a;
+    const char *supervisor = g->supervisor ? g->supervisor
+                                           : ev_conf_get(conf, "agent.supervisor", NULL);
+    char err[512];
+    if (ag_control_init(&a->ctl, conf, supervisor, err, sizeof(err))) {
+        snprintf(errstr, errstr_size, "config agent.supervisor: %s", err);
+        return -1;
     }
-    if (optind < argc || load_config(&a.cfg, conf, listen, node)) {
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
+    if (load_config(&a->cfg, conf, g->listen, g->node))
+        return -1; /* said on stderr */
+    if (a->cfg.kernel_timestamps && rxstamp_check(err, sizeof(err))) {
+        snprintf(errstr, errstr_size, "config sync.kernel_timestamps = 1: %s", err);
+        return -1;
     }
     if (!ev_conf_get(conf, "source", NULL)) {
         char source[128];
-        snprintf(source, sizeof(source), "agent/%s", a.cfg.node_id);
+        snprintf(source, sizeof(source), "agent/%s", a->cfg.node_id);
         ev_conf_set(conf, "source", source);
     }
-    if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&a.log, conf, err, sizeof(err))) {
-        fprintf(stderr, "msrs-agent: %s\n", err);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
-    }
-    a.codec = ev_codec_new();
+    return 0;
+}
+
+static int run(void *arg, ev_conf *conf, ev_log *log)
+{
+    ag_agent *a = ((ag_args *)arg)->a;
+    int exit_code = CLI_EXIT_OK;
+    char err[512];
+    a->log = log;
+    a->codec = ev_codec_new();
     char cursor[128];
-    snprintf(cursor, sizeof(cursor), "agent.%s", a.cfg.node_id);
+    snprintf(cursor, sizeof(cursor), "agent.%s", a->cfg.node_id);
     const char *topics[1] = {
-        ev_log_topic(a.log, "commands", a.commands_topic, sizeof(a.commands_topic))};
-    wire(&a);
-    if (ev_log_subscribe(a.log, cursor, topics, 1, err, sizeof(err)) ||
-        ag_endpoint_start(&a, err, sizeof(err)) || ag_control_start(&a, err, sizeof(err))) {
+        ev_log_topic(a->log, "commands", a->commands_topic, sizeof(a->commands_topic))};
+    wire(a);
+    if (ev_log_subscribe(a->log, cursor, topics, 1, err, sizeof(err)) ||
+        ag_endpoint_start(a, err, sizeof(err)) || ag_control_start(a, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
         exit_code = CLI_EXIT_USAGE;
         goto out;
     }
-    if (a.ctl.url_count)
-        fprintf(stderr, "msrs-agent: node %s, supervisor %s:%d%s, log %s\n", a.cfg.node_id,
-                a.ctl.hosts[0], a.ctl.ports[0], a.ctl.discover ? " (and discovery)" : "",
+    if (a->ctl.url_count)
+        fprintf(stderr, "msrs-agent: node %s, supervisor %s:%d%s, log %s\n", a->cfg.node_id,
+                a->ctl.hosts[0], a->ctl.ports[0], a->ctl.discover ? " (and discovery)" : "",
                 ev_conf_get(conf, "log", ""));
-    else if (a.ctl.discover)
-        fprintf(stderr, "msrs-agent: node %s, discovering its supervisor, log %s\n", a.cfg.node_id,
+    else if (a->ctl.discover)
+        fprintf(stderr, "msrs-agent: node %s, discovering its supervisor, log %s\n", a->cfg.node_id,
                 ev_conf_get(conf, "log", ""));
     else
         fprintf(stderr, "msrs-agent: node %s listening on ws://%s:%d/v1/devices, log %s\n",
-                a.cfg.node_id, a.cfg.host, a.cfg.port, ev_conf_get(conf, "log", ""));
-    lws_sul_schedule(a.ctx, 0, &a.tick, on_tick, TICK_US);
+                a->cfg.node_id, a->cfg.host, a->cfg.port, ev_conf_get(conf, "log", ""));
+    lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
     time_t last_report = time(NULL);
     while (!cli_stop) {
-        if (lws_service(a.ctx, 0) < 0)
+        if (lws_service(a->ctx, 0) < 0)
             break;
         if (time(NULL) - last_report >= 10) {
             last_report = time(NULL);
-            print_counters(&a, "status");
+            print_counters(a, "status");
         }
     }
 out:
-    ag_endpoint_stop(&a); /* closes every connection: DeviceDisconnected for each */
-    if (a.log)
-        ag_recording_drain(&a);
-    if (a.log && ev_log_flush(a.log, 10000, err, sizeof(err))) {
+    ag_endpoint_stop(a); /* closes every connection: DeviceDisconnected for each */
+    if (a->log)
+        ag_recording_drain(a);
+    if (a->log && ev_log_flush(a->log, 10000, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
     }
-    print_counters(&a, "stopped");
-    ag_device_free_all(&a);
-    ag_recording_free(&a);
-    ev_codec_destroy(a.codec);
-    ev_log_destroy(a.log);
-    ev_conf_destroy(conf);
+    print_counters(a, "stopped");
+    ag_device_free_all(a);
+    ag_recording_free(a);
+    ev_codec_destroy(a->codec);
     return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'L'},
+                                         {"node-id", required_argument, NULL, 'N'},
+                                         {"supervisor", required_argument, NULL, 'S'},
+                                         {NULL, 0, NULL, 0}};
+    static ag_agent a; /* large; lives as long as the process */
+    ag_args g = {.a = &a};
+    cli_svc svc = {.name = "msrs-agent",
+                   .usage = usage,
+                   .opts = opts,
+                   .on_opt = on_opt,
+                   .configure = configure,
+                   .run = run,
+                   .arg = &g};
+    return cli_svc_main(&svc, argc, argv);
 }

@@ -33,20 +33,6 @@ static json_t *pick(json_t *src, const char *const *keys)
     return o;
 }
 
-static int valid_id(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n >= AG_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-' || ch == ':'))
-            return 0;
-    }
-    return 1;
-}
-
 /* ------------------------------------------------------------------ hello */
 
 static void reject(ag_agent *a, ag_conn *c, const char *ref, const char *code, const char *why)
@@ -69,7 +55,7 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
         ag_send_invalid(a, c, "already registered on this connection", ref);
         return;
     }
-    if (!valid_id(device_id)) {
+    if (!ev_id_valid(device_id)) {
         a->n.invalid++;
         reject(a, c, ref, "invalid", "device_id: expected 1-63 characters of [A-Za-z0-9._:-]");
         return;
