@@ -56,6 +56,8 @@ ev_conf *cli_conf_build(const char *prog, const cli_common *c)
     for (size_t i = 0; i < c->prop_count; i++)
         if (ev_conf_set_pair(conf, c->props[i], err, sizeof(err)))
             goto fail;
+    if (ev_conf_check_keys(conf, ev_conf_known_keys, err, sizeof(err)))
+        goto fail;
     return conf;
 fail:
     fprintf(stderr, "%s: %s\n", prog, err);

@@ -33,7 +33,7 @@ typedef struct cli_common {
     "  --log URI          the log: sqlite:PATH, kafka:HOST:PORT[,...], mock[:HOST:PORT]\n"          \
     "                     (env MSRS_LOG)\n"                                                         \
     "  --config FILE      key = value configuration file (env MSRS_CONFIG)\n"                       \
-    "  -X KEY=VALUE       set any configuration key; kafka.* keys go to librdkafka\n"               \
+    "  -X KEY=VALUE       set a configuration key (docs/config.md); kafka.* go to librdkafka\n"               \
     "                     (env MSRS_X=\"k=v;k=v\")\n"                                               \
     "  -h, --help         show this help\n"
 

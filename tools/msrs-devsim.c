@@ -890,8 +890,12 @@ static void usage(FILE *f)
             "                      the moment of writing less the uplink delay, as a device\n"
             "                      with a CPU of its own) or loop (when this process's loop,\n"
             "                      shared by every simulated device, gets to them)\n"
-            "  -h, --help\n"
-            "exit: 0 ok, 1 could not run, 2 usage\n");
+            "Each option can also be set as the config key devsim.NAME (NAME: the option\n"
+            "without '--', '-' written '_', e.g. devsim.drift_ppm = 100); the command line\n"
+            "wins. devsim never opens a log: --log is accepted like every binary's and\n"
+            "otherwise ignored (the devices talk to the agent at --url). Common options:\n"
+            CLI_COMMON_HELP
+            "exit: 0 ok, 1 could not run, 2 usage or configuration\n");
 }
 
 static int parse_url(const char *url)
@@ -903,36 +907,101 @@ static int parse_url(const char *url)
     return 0;
 }
 
+/* The options below, set from the command line or from the config key
+ * devsim.NAME (NAME: the long option with '-' written '_'). */
+static struct {
+    const char *url, *prefix, *truth, *stats, *profile, *delay;
+    double offset_ms, drift_ppm, asym, spike_prob, spike_ms, jitter;
+} opt_args = {"ws://127.0.0.1:8620/v1/devices", "sim-", NULL, NULL, "lan", NULL, 500, 50, -1, -1,
+              -1, -1};
+
+static const struct option ds_longopts[] = {CLI_COMMON_LONGOPTS,
+                                            {"url", required_argument, NULL, 'u'},
+                                            {"devices", required_argument, NULL, 'n'},
+                                            {"prefix", required_argument, NULL, 'p'},
+                                            {"profile", required_argument, NULL, 'P'},
+                                            {"delay-ms", required_argument, NULL, 'd'},
+                                            {"asym-ms", required_argument, NULL, 'a'},
+                                            {"spike-prob", required_argument, NULL, 's'},
+                                            {"spike-ms", required_argument, NULL, 'S'},
+                                            {"jitter-us", required_argument, NULL, 'j'},
+                                            {"offset-ms", required_argument, NULL, 'o'},
+                                            {"drift-ppm", required_argument, NULL, 'r'},
+                                            {"loss-per-min", required_argument, NULL, 'L'},
+                                            {"duration", required_argument, NULL, 'D'},
+                                            {"truth", required_argument, NULL, 't'},
+                                            {"seed", required_argument, NULL, 'e'},
+                                            {"video", required_argument, NULL, 'v'},
+                                            {"video-codec", required_argument, NULL, 'C'},
+                                            {"stats", required_argument, NULL, 'T'},
+                                            {"video-bitrate", required_argument, NULL, 'B'},
+                                            {"video-loop", required_argument, NULL, 'O'},
+                                            {"samples", required_argument, NULL, 'F'},
+                                            {"stamps", required_argument, NULL, 'K'},
+                                            {NULL, 0, NULL, 0}};
+/* The first of ds_longopts that is devsim's own (after the common four). */
+#define DS_OWN_OPTS 4
+
+/* Applies one of devsim's own options (opt: its ds_longopts val). 0, or
+ * -1 after printing what was wrong. */
+static int apply_opt(int opt, const char *arg)
+{
+    switch (opt) {
+    case 'u': opt_args.url = arg; break;
+    case 'n': sim.n = atoi(arg); break;
+    case 'p': opt_args.prefix = arg; break;
+    case 'P': opt_args.profile = arg; break;
+    case 'd': opt_args.delay = arg; break;
+    case 'a': opt_args.asym = atof(arg); break;
+    case 's': opt_args.spike_prob = atof(arg); break;
+    case 'S': opt_args.spike_ms = atof(arg); break;
+    case 'j': opt_args.jitter = atof(arg); break;
+    case 'o': opt_args.offset_ms = atof(arg); break;
+    case 'r': opt_args.drift_ppm = atof(arg); break;
+    case 'L': sim.loss_per_min = atof(arg); break;
+    case 'D': sim.duration_ns = (int64_t)(atof(arg) * 1e9); break;
+    case 't': opt_args.truth = arg; break;
+    case 'T': opt_args.stats = arg; break;
+    case 'B': sim.video_bitrate = (int64_t)atof(arg); break;
+    case 'O': sim.loop_n = atoi(arg); break;
+    case 'e': sim.rng = strtoull(arg, NULL, 10) | 1; break;
+    case 'v':
+        if (sscanf(arg, "%dx%d@%d", &sim.video_w, &sim.video_h, &sim.video_fps) != 3 ||
+            sim.video_w < 16 || sim.video_h < 16 || sim.video_w % 2 || sim.video_h % 2 ||
+            sim.video_fps < 1 || sim.video_fps > 120) {
+            fprintf(stderr, "msrs-devsim: --video '%s': expected WxH@FPS, even sizes >= 16\n", arg);
+            return -1;
+        }
+        break;
+    case 'C': sim.video_codec = arg; break;
+    case 'F':
+        if (strcmp(arg, "binary") != 0 && strcmp(arg, "json") != 0 && strcmp(arg, "none") != 0) {
+            fprintf(stderr, "msrs-devsim: --samples '%s': expected binary, json or none\n", arg);
+            return -1;
+        }
+        sim.binary_samples = strcmp(arg, "binary") == 0;
+        sim.no_samples = strcmp(arg, "none") == 0;
+        break;
+    case 'K':
+        if (strcmp(arg, "kernel") != 0 && strcmp(arg, "loop") != 0) {
+            fprintf(stderr, "msrs-devsim: --stamps '%s': expected kernel or loop\n", arg);
+            return -1;
+        }
+        sim.kernel_stamps = strcmp(arg, "kernel") == 0;
+        break;
+    default: return -1;
+    }
+    return 0;
+}
+
+/* The configuration; devsim's option values may point into it until exit. */
+static ev_conf *ds_conf;
+static void free_conf(void) { ev_conf_destroy(ds_conf); }
+
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"url", required_argument, NULL, 'u'},
-                                             {"devices", required_argument, NULL, 'n'},
-                                             {"prefix", required_argument, NULL, 'p'},
-                                             {"profile", required_argument, NULL, 'P'},
-                                             {"delay-ms", required_argument, NULL, 'd'},
-                                             {"asym-ms", required_argument, NULL, 'a'},
-                                             {"spike-prob", required_argument, NULL, 's'},
-                                             {"spike-ms", required_argument, NULL, 'S'},
-                                             {"jitter-us", required_argument, NULL, 'j'},
-                                             {"offset-ms", required_argument, NULL, 'o'},
-                                             {"drift-ppm", required_argument, NULL, 'r'},
-                                             {"loss-per-min", required_argument, NULL, 'l'},
-                                             {"duration", required_argument, NULL, 'D'},
-                                             {"truth", required_argument, NULL, 't'},
-                                             {"seed", required_argument, NULL, 'e'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {"video", required_argument, NULL, 'v'},
-                                             {"video-codec", required_argument, NULL, 'c'},
-                                             {"stats", required_argument, NULL, 'T'},
-                                             {"video-bitrate", required_argument, NULL, 'B'},
-                                             {"video-loop", required_argument, NULL, 'O'},
-                                             {"samples", required_argument, NULL, 'F'},
-                                             {"stamps", required_argument, NULL, 'K'},
-                                             {NULL, 0, NULL, 0}};
-    const char *url = "ws://127.0.0.1:8620/v1/devices", *prefix = "sim-", *truth = NULL,
-               *stats = NULL;
-    const char *profile = "lan", *delay = NULL;
-    double offset_ms = 500, drift_ppm = 50, asym = -1, spike_prob = -1, spike_ms = -1, jitter = -1;
+    const char *given[128] = {NULL}; /* by option val: the command line's value */
+    cli_common common = {0};
     int opt, exit_code = 0;
     sim.n = 4;
     sim.rng = 1;
@@ -941,57 +1010,44 @@ int main(int argc, char **argv)
     sim.kernel_stamps = 1;
     /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
     cli_install_signals();
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'u': url = optarg; break;
-        case 'n': sim.n = atoi(optarg); break;
-        case 'p': prefix = optarg; break;
-        case 'P': profile = optarg; break;
-        case 'd': delay = optarg; break;
-        case 'a': asym = atof(optarg); break;
-        case 's': spike_prob = atof(optarg); break;
-        case 'S': spike_ms = atof(optarg); break;
-        case 'j': jitter = atof(optarg); break;
-        case 'o': offset_ms = atof(optarg); break;
-        case 'r': drift_ppm = atof(optarg); break;
-        case 'l': sim.loss_per_min = atof(optarg); break;
-        case 'D': sim.duration_ns = (int64_t)(atof(optarg) * 1e9); break;
-        case 't': truth = optarg; break;
-        case 'T': stats = optarg; break;
-        case 'B': sim.video_bitrate = (int64_t)atof(optarg); break;
-        case 'O': sim.loop_n = atoi(optarg); break;
-        case 'e': sim.rng = strtoull(optarg, NULL, 10) | 1; break;
-        case 'v':
-            if (sscanf(optarg, "%dx%d@%d", &sim.video_w, &sim.video_h, &sim.video_fps) != 3 ||
-                sim.video_w < 16 || sim.video_h < 16 || sim.video_w % 2 || sim.video_h % 2 ||
-                sim.video_fps < 1 || sim.video_fps > 120) {
-                fprintf(stderr, "msrs-devsim: --video '%s': expected WxH@FPS, even sizes >= 16\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case 'c': sim.video_codec = optarg; break;
-        case 'F':
-            if (strcmp(optarg, "binary") != 0 && strcmp(optarg, "json") != 0 &&
-                strcmp(optarg, "none") != 0) {
-                fprintf(stderr, "msrs-devsim: --samples '%s': expected binary, json or none\n",
-                        optarg);
-                return 2;
-            }
-            sim.binary_samples = strcmp(optarg, "binary") == 0;
-            sim.no_samples = strcmp(optarg, "none") == 0;
-            break;
-        case 'K':
-            if (strcmp(optarg, "kernel") != 0 && strcmp(optarg, "loop") != 0) {
-                fprintf(stderr, "msrs-devsim: --stamps '%s': expected kernel or loop\n", optarg);
-                return 2;
-            }
-            sim.kernel_stamps = strcmp(optarg, "kernel") == 0;
-            break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, ds_longopts, NULL)) != -1) {
+        if (cli_common_opt(&common, opt, optarg))
+            continue;
+        if (opt == 'h') {
+            usage(stdout);
+            return 0;
         }
+        if (opt == '?' || opt < 0 || opt >= 128) {
+            usage(stderr);
+            return 2;
+        }
+        given[opt] = optarg;
     }
+    /* --log is accepted like every binary's, and only checked for a value:
+     * devsim talks to an agent over WebSocket and never opens a log. */
+    ev_conf *conf = cli_conf_build("msrs-devsim", &common);
+    if (!conf)
+        return 2;
+    ds_conf = conf;
+    atexit(free_conf);
+    for (size_t i = DS_OWN_OPTS; ds_longopts[i].name; i++) {
+        char key[64];
+        int val = ds_longopts[i].val;
+        snprintf(key, sizeof(key), "devsim.%s", ds_longopts[i].name);
+        for (char *c = key; *c; c++)
+            if (*c == '-')
+                *c = '_';
+        const char *arg = given[val] ? given[val] : ev_conf_get(conf, key, NULL);
+        if (arg && apply_opt(val, arg))
+            return 2;
+    }
+    /* The values taken from conf are borrowed: conf lives until exit. */
+    const char *url = opt_args.url, *prefix = opt_args.prefix, *truth = opt_args.truth,
+               *stats = opt_args.stats;
+    const char *profile = opt_args.profile, *delay = opt_args.delay;
+    double offset_ms = opt_args.offset_ms, drift_ppm = opt_args.drift_ppm, asym = opt_args.asym,
+           spike_prob = opt_args.spike_prob, spike_ms = opt_args.spike_ms,
+           jitter = opt_args.jitter;
     if (sim.n < 1 || sim.n > 4096 || optind < argc || parse_url(url)) {
         fprintf(stderr, "msrs-devsim: expected --url ws://HOST:PORT[/PATH] and 1-4096 devices\n");
         return 2;

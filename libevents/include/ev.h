@@ -162,6 +162,19 @@ int ev_conf_apply_env(ev_conf *conf, char *errstr, size_t errstr_size);
  * prefix removed from the key. Stops at and returns fn's first non-zero. */
 int ev_conf_foreach(const ev_conf *conf, const char *prefix,
                     int (*fn)(void *opaque, const char *key, const char *value), void *opaque);
+/* Every configuration key an msrs binary reads: exact keys and "prefix.*"
+ * patterns (any key that starts with "prefix."), NULL-terminated. The one
+ * list of known keys, the same one docs/config.md documents (a unit test
+ * compares them). Static, owned by the library. */
+extern const char *const ev_conf_known_keys[];
+/* Checks that every key set in conf is in known (exact keys and "prefix.*"
+ * patterns, NULL-terminated; borrowed), so that a typo fails at start
+ * instead of being ignored. Returns 0, or EV_ERR_INVALID for the first
+ * unknown key with errstr naming it and where it was set: "FILE:LINE",
+ * "environment MSRS_X", "-X" (ev_conf_set_pair), nothing for ev_conf_set:
+ *   unknown configuration key "scaling.mode" (from -X; see docs/config.md) */
+int ev_conf_check_keys(const ev_conf *conf, const char *const *known, char *errstr,
+                       size_t errstr_size);
 
 /* ---------------------------------------------------------------- messages */
 

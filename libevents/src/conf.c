@@ -11,6 +11,7 @@
 typedef struct conf_entry {
     char *key;
     char *value;
+    char *origin; /* where it was set ("FILE:LINE", "-X", ...); NULL: by the program */
 } conf_entry;
 
 struct ev_conf {
@@ -27,20 +28,27 @@ void ev_conf_destroy(ev_conf *conf)
     for (size_t i = 0; i < conf->count; i++) {
         free(conf->entries[i].key);
         free(conf->entries[i].value);
+        free(conf->entries[i].origin);
     }
     free(conf->entries);
     free(conf);
 }
 
-int ev_conf_set(ev_conf *conf, const char *key, const char *value)
+/* Sets key to value and remembers origin (copied; NULL: set by the program). */
+static int conf_set_from(ev_conf *conf, const char *key, const char *value, const char *origin)
 {
-    char *v = strdup(value);
-    if (!v)
+    char *v = strdup(value), *o = origin ? strdup(origin) : NULL;
+    if (!v || (origin && !o)) {
+        free(v);
+        free(o);
         return EV_ERR_NOMEM;
+    }
     for (size_t i = 0; i < conf->count; i++) {
         if (strcmp(conf->entries[i].key, key) == 0) {
             free(conf->entries[i].value);
+            free(conf->entries[i].origin);
             conf->entries[i].value = v;
+            conf->entries[i].origin = o;
             return 0;
         }
     }
@@ -49,6 +57,7 @@ int ev_conf_set(ev_conf *conf, const char *key, const char *value)
         conf_entry *e = realloc(conf->entries, cap * sizeof(*e));
         if (!e) {
             free(v);
+            free(o);
             return EV_ERR_NOMEM;
         }
         conf->entries = e;
@@ -56,12 +65,19 @@ int ev_conf_set(ev_conf *conf, const char *key, const char *value)
     }
     conf->entries[conf->count].key = strdup(key);
     conf->entries[conf->count].value = v;
+    conf->entries[conf->count].origin = o;
     if (!conf->entries[conf->count].key) {
         free(v);
+        free(o);
         return EV_ERR_NOMEM;
     }
     conf->count++;
     return 0;
+}
+
+int ev_conf_set(ev_conf *conf, const char *key, const char *value)
+{
+    return conf_set_from(conf, key, value, NULL);
 }
 
 static char *trim(char *s)
@@ -86,7 +102,9 @@ static int split_pair(char *line, char **key, char **value)
     return **key ? 0 : EV_ERR_INVALID;
 }
 
-int ev_conf_set_pair(ev_conf *conf, const char *pair, char *errstr, size_t errstr_size)
+/* ev_conf_set_pair, remembering origin. */
+static int conf_set_pair_from(ev_conf *conf, const char *pair, const char *origin, char *errstr,
+                              size_t errstr_size)
 {
     char *copy = strdup(pair), *key, *value;
     int rc;
@@ -96,9 +114,14 @@ int ev_conf_set_pair(ev_conf *conf, const char *pair, char *errstr, size_t errst
     if (rc)
         rc = ev__fail(errstr, errstr_size, rc, "config '%s': expected key=value", pair);
     else
-        rc = ev_conf_set(conf, key, value);
+        rc = conf_set_from(conf, key, value, origin);
     free(copy);
     return rc;
+}
+
+int ev_conf_set_pair(ev_conf *conf, const char *pair, char *errstr, size_t errstr_size)
+{
+    return conf_set_pair_from(conf, pair, "-X", errstr, errstr_size);
 }
 
 const char *ev_conf_get(const ev_conf *conf, const char *key, const char *def)
@@ -153,7 +176,9 @@ int ev_conf_load_file(ev_conf *conf, const char *path, char *errstr, size_t errs
                           "%s:%d: expected 'key = value', got '%s'", path, lineno, s);
             break;
         }
-        if ((rc = ev_conf_set(conf, key, value)))
+        char origin[1100];
+        snprintf(origin, sizeof(origin), "%s:%d", path, lineno);
+        if ((rc = conf_set_from(conf, key, value, origin)))
             break;
     }
     fclose(f);
@@ -168,7 +193,9 @@ int ev_conf_apply_env(ev_conf *conf, char *errstr, size_t errstr_size)
     int rc = 0;
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
         const char *v = getenv(map[i].env);
-        if (v && *v && (rc = ev_conf_set(conf, map[i].key, v)))
+        char origin[64];
+        snprintf(origin, sizeof(origin), "environment %s", map[i].env);
+        if (v && *v && (rc = conf_set_from(conf, map[i].key, v, origin)))
             return rc;
     }
     const char *x = getenv("MSRS_X");
@@ -178,7 +205,7 @@ int ev_conf_apply_env(ev_conf *conf, char *errstr, size_t errstr_size)
             return EV_ERR_NOMEM;
         for (char *tok = strtok_r(copy, ";", &save); tok && !rc; tok = strtok_r(NULL, ";", &save))
             if (*trim(tok))
-                rc = ev_conf_set_pair(conf, tok, errstr, errstr_size);
+                rc = conf_set_pair_from(conf, tok, "environment MSRS_X", errstr, errstr_size);
         free(copy);
         if (rc)
             return ev__fail(errstr, errstr_size, rc, "MSRS_X: expected 'key=value;key=value'");
@@ -196,6 +223,36 @@ int ev_conf_foreach(const ev_conf *conf, const char *prefix,
         int rc = fn(opaque, conf->entries[i].key + plen, conf->entries[i].value);
         if (rc)
             return rc;
+    }
+    return 0;
+}
+
+/* 1 when key is pattern: an exact key, or "prefix.*" and key starts with
+ * "prefix." and has more after it. */
+static int key_matches(const char *key, const char *pattern)
+{
+    size_t n = strlen(pattern);
+    if (n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.')
+        return strncmp(key, pattern, n - 1) == 0 && key[n - 1] != '\0';
+    return strcmp(key, pattern) == 0;
+}
+
+int ev_conf_check_keys(const ev_conf *conf, const char *const *known, char *errstr,
+                       size_t errstr_size)
+{
+    for (size_t i = 0; conf && i < conf->count; i++) {
+        const conf_entry *e = &conf->entries[i];
+        size_t k = 0;
+        while (known[k] && !key_matches(e->key, known[k]))
+            k++;
+        if (known[k])
+            continue;
+        if (e->origin)
+            return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                            "unknown configuration key \"%s\" (from %s; see docs/config.md)",
+                            e->key, e->origin);
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "unknown configuration key \"%s\" (see docs/config.md)", e->key);
     }
     return 0;
 }

@@ -15,10 +15,28 @@ contains() { # contains WHAT TEXT
   if grep -qF -- "$2" <<<"$out"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $1: output lacks '$2'"; echo "$out" | head -5; fi
 }
 
-for t in msrs msrs-tail msrs-mockbroker msrs-replay; do
+# Every binary README.md lists takes --help (exit 0) and the common options,
+# and refuses an unknown option (exit 2).
+for t in msrs msrs-tail msrs-mockbroker msrs-replay msrs-agent msrs-supervisor msrs-syncd \
+         msrs-collectord msrs-archiver msrs-devsim; do
   expect "$t --help" 0 "$bin/$t" --help; contains "$t --help" "usage:"
+  for o in "--config" "-X KEY=VALUE"; do contains "$t --help lists $o" "$o"; done
   expect "$t bad option" 2 "$bin/$t" --no-such-option
 done
+# An unknown configuration key is refused at start, named with where it came
+# from (docs/config.md lists the known ones).
+for t in msrs-syncd msrs-devsim msrs-replay; do
+  expect "$t unknown key" 2 "$bin/$t" --log "sqlite:$tmp/k.db" -X scaling.mode=x
+  contains "$t names the unknown key" 'unknown configuration key "scaling.mode" (from -X'
+done
+printf 'log = sqlite:%s/k.db\nsync.min_grup = 2\n' "$tmp" >"$tmp/typo.conf"
+expect "unknown key in a file" 2 "$bin/msrs-collectord" --config "$tmp/typo.conf"
+contains "file key named with its line" "unknown configuration key \"sync.min_grup\" (from $tmp/typo.conf:2"
+expect "unknown key in MSRS_X" 2 env MSRS_X="archive.dri=x" "$bin/msrs-archiver" --log "sqlite:$tmp/k.db"
+contains "MSRS_X key named" '"archive.dri" (from environment MSRS_X'
+# msrs-devsim's options are also config keys devsim.NAME (bad value: refused).
+expect "devsim.samples read from config" 2 "$bin/msrs-devsim" -X devsim.samples=xml
+contains "devsim.samples checked" "--samples 'xml': expected binary, json or none"
 expect "tail without topic" 2 "$bin/msrs-tail" --log "sqlite:$tmp/a.db"; contains "tail without topic" "--topic is required"
 expect "tail without log" 2 env -u MSRS_LOG "$bin/msrs-tail" --topic nodes; contains "tail without log" "no log configured"
 expect "bad --from" 2 "$bin/msrs-tail" --log "sqlite:$tmp/a.db" --topic nodes --from yesterday
