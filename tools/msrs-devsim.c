@@ -1074,6 +1074,11 @@ int main(int argc, char **argv)
         sim.net.spike_ms = spike_ms;
     if (jitter >= 0)
         sim.net.jitter_us = jitter;
+    char err[512];
+    if (sim.kernel_stamps && rxstamp_check(err, sizeof(err))) {
+        fprintf(stderr, "msrs-devsim: --stamps kernel: %s\n", err);
+        return 2;
+    }
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));

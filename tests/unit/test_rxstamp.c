@@ -115,6 +115,15 @@ START_TEST(stale_stamp_is_not_an_arrival)
 }
 END_TEST
 
+/* The object library is linked into this executable: libraries bind its
+ * recv. (A binary without it would not link rxstamp_check at all.) */
+START_TEST(libraries_bind_this_recv)
+{
+    char err[256] = "";
+    ck_assert_msg(rxstamp_check(err, sizeof(err)) == 0, "%s", err);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rxstamp");
@@ -124,6 +133,7 @@ int main(void)
     tcase_add_test(tc, socket_without_stamps_gets_reading_time);
     tcase_add_test(tc, recv_results_unchanged);
     tcase_add_test(tc, stale_stamp_is_not_an_arrival);
+    tcase_add_test(tc, libraries_bind_this_recv);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
