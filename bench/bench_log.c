@@ -159,7 +159,8 @@ static void bench_codec(long n)
     row("ev_codec_encode (framed)", n, (double)n / codec_loop(&c, EV_ENCODE, n), c.len, raw);
     raw = codec_loop(&c, RAW_READ, n);
     row("raw avro-c avro_value_read", n, (double)n / raw, c.raw_len, 0);
-    row("ev_codec_decode (framed, validated)", n, (double)n / codec_loop(&c, EV_DECODE, n), c.len, raw);
+    row("ev_codec_decode (framed, validated)", n, (double)n / codec_loop(&c, EV_DECODE, n), c.len,
+        raw);
     avro_value_decref(&c.raw_v);
     avro_reader_free(c.r);
     avro_writer_free(c.w);
@@ -182,7 +183,8 @@ static corpus make_corpus(long n)
     for (long i = 0; i < n; i++) {
         const void *out;
         size_t len;
-        if (ev_codec_encode(codec, ev_schema_by_name("SyncMark"), event_value(codec, i), &out, &len, err, sizeof(err)))
+        if (ev_codec_encode(codec, ev_schema_by_name("SyncMark"), event_value(codec, i), &out, &len,
+                            err, sizeof(err)))
             die("encode", err);
         if (len != EVENT_BYTES)
             die("encode", "event is not EVENT_BYTES long");
@@ -194,13 +196,12 @@ static corpus make_corpus(long n)
 
 static const ev_header *headers(int *count)
 {
-    static ev_header h[6] = {
-        {"ce_specversion", "1.0", 3},
-        {"ce_id", "0b4c5d4e-8f6a-4b1c-9d2e-3f4a5b6c7d8e", 36},
-        {"ce_type", "msrs.events.SyncMark", 20},
-        {"ce_source", "bench", 5},
-        {"ce_time", "2026-11-22T11:30:09.281694617Z", 30},
-        {"content-type", "application/avro", 16}};
+    static ev_header h[6] = {{"ce_specversion", "1.0", 3},
+                             {"ce_id", "0b4c5d4e-8f6a-4b1c-9d2e-3f4a5b6c7d8e", 36},
+                             {"ce_type", "msrs.events.SyncMark", 20},
+                             {"ce_source", "bench", 5},
+                             {"ce_time", "2026-11-22T11:30:09.281694617Z", 30},
+                             {"content-type", "application/avro", 16}};
     *count = 6;
     return h;
 }
@@ -283,7 +284,8 @@ static void bench_sqlite(long n, const char *dir)
         memcpy(hblob + hl, h[i].value, vl);
         hl += vl;
     }
-    printf("sqlite: %ld records of %d bytes + %zu bytes of headers, WAL, synchronous=FULL, batches of 10000\n",
+    printf("sqlite: %ld records of %d bytes + %zu bytes of headers, WAL, synchronous=FULL, batches "
+           "of 10000\n",
            n, EVENT_BYTES, hl);
 
     /* raw: same table, same pragmas, prepared INSERT in transactions */
@@ -292,8 +294,10 @@ static void bench_sqlite(long n, const char *dir)
     sqlite3 *db;
     sqlite3_stmt *ins;
     sqlite3_open(path, &db);
-    sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                     "CREATE TABLE \"t:raw\"(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, key BLOB, value BLOB, headers BLOB)",
+    sqlite3_exec(db,
+                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                 "CREATE TABLE \"t:raw\"(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, key "
+                 "BLOB, value BLOB, headers BLOB)",
                  NULL, NULL, NULL);
     sqlite3_prepare_v2(db, "INSERT INTO \"t:raw\" VALUES(?,?,?,?,?)", -1, &ins, NULL);
     double t = now_s();
@@ -321,7 +325,8 @@ static void bench_sqlite(long n, const char *dir)
     snprintf(path, sizeof(path), "%s/msrs.db", dir);
     unlink(path);
     ev_log *log = open_log(uri);
-    row("ev_log_produce + flush (sqlite)", n, log_produce(log, &c, "bench.samples"), EVENT_BYTES, raw_w);
+    row("ev_log_produce + flush (sqlite)", n, log_produce(log, &c, "bench.samples"), EVENT_BYTES,
+        raw_w);
     ev_log_destroy(log);
 
     /* emit: encode + CloudEvents headers + produce, the whole write path */
@@ -330,7 +335,8 @@ static void bench_sqlite(long n, const char *dir)
     avro_value_t *ev = event_value(codec, 1);
     t = now_s();
     for (long i = 0; i < n; i++)
-        if (ev_log_emit(log, ev_schema_by_name("SyncMark"), "session-0001", ev, NULL, err, sizeof(err)))
+        if (ev_log_emit(log, ev_schema_by_name("SyncMark"), "session-0001", ev, NULL, err,
+                        sizeof(err)))
             die("emit", err);
     if (ev_log_flush(log, 60000, err, sizeof(err)))
         die("flush", err);
@@ -340,7 +346,10 @@ static void bench_sqlite(long n, const char *dir)
 
     /* reads */
     sqlite3_stmt *sel;
-    sqlite3_prepare_v2(db, "SELECT offset, ts_ms, key, value, headers FROM \"t:raw\" WHERE offset >= ? ORDER BY offset", -1, &sel, NULL);
+    sqlite3_prepare_v2(db,
+                       "SELECT offset, ts_ms, key, value, headers FROM \"t:raw\" WHERE offset >= ? "
+                       "ORDER BY offset",
+                       -1, &sel, NULL);
     sqlite3_bind_int64(sel, 1, 0);
     long rows = 0;
     size_t bytes = 0;
@@ -356,7 +365,8 @@ static void bench_sqlite(long n, const char *dir)
     sqlite3_finalize(sel);
     sqlite3_close(db);
     log = open_log(uri);
-    row("ev_log_poll (sqlite, from 1st record to end)", n, log_read(log, "bench.samples", n), EVENT_BYTES, raw_r);
+    row("ev_log_poll (sqlite, from 1st record to end)", n, log_read(log, "bench.samples", n),
+        EVENT_BYTES, raw_r);
     ev_log_destroy(log);
     free(c.values);
 }
@@ -387,16 +397,22 @@ static void bench_kafka(long n)
     rd_kafka_mock_topic_create(mc, "bench.raw", 8, 1);
     rd_kafka_mock_topic_create(mc, "bench.samples", 8, 1);
     rd_kafka_mock_topic_create(mc, "bench.read", 32, 1); /* 32 x 5 MiB retained */
-    printf("kafka: %ld records of %d bytes + 6 CloudEvents headers, librdkafka mock cluster (in process),\n"
-           "       idempotent producer, acks=all, linger.ms=5, murmur2_random, 8 partitions\n", n, EVENT_BYTES);
+    printf("kafka: %ld records of %d bytes + 6 CloudEvents headers, librdkafka mock cluster (in "
+           "process),\n"
+           "       idempotent producer, acks=all, linger.ms=5, murmur2_random, 8 partitions\n",
+           n, EVENT_BYTES);
 
     /* raw librdkafka, same settings as the backend's producer defaults */
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *props[][2] = {{"bootstrap.servers", bootstrap}, {"enable.idempotence", "true"},
-                              {"acks", "all"}, {"partitioner", "murmur2_random"}, {"linger.ms", "5"},
+    const char *props[][2] = {{"bootstrap.servers", bootstrap},
+                              {"enable.idempotence", "true"},
+                              {"acks", "all"},
+                              {"partitioner", "murmur2_random"},
+                              {"linger.ms", "5"},
                               {"queue.buffering.max.messages", "1000000"},
                               {"queue.buffering.max.kbytes", "1048576"},
-                              {"batch.num.messages", "10000"}, {"log_level", "3"}};
+                              {"batch.num.messages", "10000"},
+                              {"log_level", "3"}};
     for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
         if (rd_kafka_conf_set(conf, props[i][0], props[i][1], err, sizeof(err)))
             die(props[i][0], err);
@@ -410,10 +426,11 @@ static void bench_kafka(long n)
         for (int k = 0; k < hn; k++)
             rd_kafka_header_add(hd, h[k].name, -1, h[k].value, (ssize_t)h[k].value_len);
         rd_kafka_resp_err_t e;
-        while ((e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC("bench.raw"), RD_KAFKA_V_KEY(key, (size_t)kl),
-                                      RD_KAFKA_V_VALUE(c.values + (size_t)i * EVENT_BYTES, EVENT_BYTES),
-                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hd),
-                                      RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        while ((e = rd_kafka_producev(
+                    p, RD_KAFKA_V_TOPIC("bench.raw"), RD_KAFKA_V_KEY(key, (size_t)kl),
+                    RD_KAFKA_V_VALUE(c.values + (size_t)i * EVENT_BYTES, EVENT_BYTES),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hd),
+                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(p, 10);
         if (e)
             die("raw produce", rd_kafka_err2str(e));
@@ -429,7 +446,8 @@ static void bench_kafka(long n)
     char uri[1100];
     snprintf(uri, sizeof(uri), "kafka:%s", bootstrap);
     ev_log *log = open_log(uri);
-    row("ev_log_produce + flush (kafka)", n, log_produce(log, &c, "bench.samples"), EVENT_BYTES, raw_w);
+    row("ev_log_produce + flush (kafka)", n, log_produce(log, &c, "bench.samples"), EVENT_BYTES,
+        raw_w);
     ev_log_destroy(log);
 
     /* Reads: the mock keeps ~5 MiB per partition, so read a set that fits in 32. */
@@ -468,12 +486,14 @@ static void bench_kafka(long n)
         rd_kafka_message_destroy(m);
     }
     double raw_r = (double)got / (now_s() - t);
-    row("raw librdkafka consume (from 1st record to EOF)", got, (double)got / raw_r, EVENT_BYTES, 0);
+    row("raw librdkafka consume (from 1st record to EOF)", got, (double)got / raw_r, EVENT_BYTES,
+        0);
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_consumer_close(cons);
     rd_kafka_destroy(cons);
     log = open_log(uri);
-    row("ev_log_poll (kafka, from 1st record to end)", rn, log_read(log, "bench.read", rn), EVENT_BYTES, raw_r);
+    row("ev_log_poll (kafka, from 1st record to end)", rn, log_read(log, "bench.read", rn),
+        EVENT_BYTES, raw_r);
     ev_log_destroy(log);
 
     rd_kafka_mock_cluster_destroy(mc);
@@ -538,7 +558,8 @@ static void bench_replay(long n, const char *dir)
     if (ev_log_flush(log, 60000, err, sizeof(err)))
         die("flush", err);
     printf("replay: %ld events (1024 devices: registrations, clock rounds, status, a session "
-           "every 250) written in %.1f s\n", n, now_s() - t);
+           "every 250) written in %.1f s\n",
+           n, now_s() - t);
 
     /* The same records in memory: raw avro-c read and ev_codec_decode. */
     const char *topics[2] = {"devices", "sessions"};
@@ -574,14 +595,17 @@ static void bench_replay(long n, const char *dir)
         t = now_s();
         for (long i = 0; i < n; i++) {
             const unsigned char *f = (const unsigned char *)buf + off[i];
-            int id = (int)((uint32_t)f[1] << 24 | (uint32_t)f[2] << 16 | (uint32_t)f[3] << 8 | f[4]);
+            int id =
+                (int)((uint32_t)f[1] << 24 | (uint32_t)f[2] << 16 | (uint32_t)f[3] << 8 | f[4]);
             const ev_schema *s = ev_schema_by_id(id);
             int slot = id % 64;
             if (!have[slot]) {
-                avro_generic_value_new(avro_generic_class_from_schema(ev_schema_avro(s)), &raw[slot]);
+                avro_generic_value_new(avro_generic_class_from_schema(ev_schema_avro(s)),
+                                       &raw[slot]);
                 have[slot] = 1;
             }
-            avro_reader_memory_set_source(r, (const char *)f + 5, (int64_t)(off[i + 1] - off[i] - 5));
+            avro_reader_memory_set_source(r, (const char *)f + 5,
+                                          (int64_t)(off[i + 1] - off[i] - 5));
             if (avro_value_read(r, &raw[slot]))
                 die("avro_value_read", avro_strerror());
         }
@@ -591,14 +615,16 @@ static void bench_replay(long n, const char *dir)
         for (long i = 0; i < n; i++) {
             const ev_schema *got_s;
             avro_value_t *v;
-            if (ev_codec_decode(codec, buf + off[i], off[i + 1] - off[i], &got_s, &v, err, sizeof(err)))
+            if (ev_codec_decode(codec, buf + off[i], off[i + 1] - off[i], &got_s, &v, err,
+                                sizeof(err)))
                 die("decode", err);
         }
         rate = (double)n / (now_s() - t);
         dec_rate = rate > dec_rate ? rate : dec_rate;
     }
     row("raw avro-c avro_value_read (in memory)", n, (double)n / raw_rate, used / (size_t)n, 0);
-    row("ev_codec_decode (in memory, validated)", n, (double)n / dec_rate, used / (size_t)n, raw_rate);
+    row("ev_codec_decode (in memory, validated)", n, (double)n / dec_rate, used / (size_t)n,
+        raw_rate);
 
     /* Its parts: reading the log, and reading + checking each event. */
     double read_rate = 0;
@@ -617,7 +643,8 @@ static void bench_replay(long n, const char *dir)
         if (k != n)
             die("read", "count");
         double secs = now_s() - t;
-        row(peek ? "  of which: read + ev_event_peek (headers, check)" : "  of which: ev_log_poll (SQLite read)",
+        row(peek ? "  of which: read + ev_event_peek (headers, check)"
+                 : "  of which: ev_log_poll (SQLite read)",
             n, secs, used / (size_t)n, 0);
         if (!peek)
             read_rate = (double)n / secs;

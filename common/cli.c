@@ -125,8 +125,8 @@ void cli_print_note(void *prog, const ev_projection_note *n)
                 n->message);
         break;
     case EV_PROJ_GAP:
-        fprintf(stderr, "%s: %s partition %d: offsets %lld..%lld are missing from the log\n",
-                name, n->topic, (int)n->partition, (long long)n->offset,
+        fprintf(stderr, "%s: %s partition %d: offsets %lld..%lld are missing from the log\n", name,
+                n->topic, (int)n->partition, (long long)n->offset,
                 (long long)(n->offset + n->count - 1));
         break;
     case EV_PROJ_CAUGHT_UP:
@@ -181,8 +181,8 @@ int cli_svc_main(const cli_svc *svc, int argc, char **argv)
         fprintf(stderr, "%s: out of memory\n", svc->name);
         return CLI_EXIT_FAIL;
     }
-    snprintf(shortopts, sizeof(shortopts), "%s%s%s", svc->subcommands ? "+" : "", CLI_COMMON_SHORTOPTS,
-             svc->shortopts ? svc->shortopts : "");
+    snprintf(shortopts, sizeof(shortopts), "%s%s%s", svc->subcommands ? "+" : "",
+             CLI_COMMON_SHORTOPTS, svc->shortopts ? svc->shortopts : "");
     while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
         if (cli_common_opt(&common, opt, optarg))
             continue;

@@ -27,14 +27,17 @@ typedef struct cli_common {
 /* The long options every tool accepts; append a tool's own after these. */
 #define CLI_COMMON_LONGOPTS                                                                        \
     {"log", required_argument, NULL, 'l'}, {"config", required_argument, NULL, 'c'},               \
-        {"property", required_argument, NULL, 'X'}, {"help", no_argument, NULL, 'h'}
+        {"property", required_argument, NULL, 'X'},                                                \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
 #define CLI_COMMON_SHORTOPTS "l:c:X:h"
 #define CLI_COMMON_HELP                                                                            \
-    "  --log URI          the log: sqlite:PATH, kafka:HOST:PORT[,...], mock[:HOST:PORT]\n"          \
-    "                     (env MSRS_LOG)\n"                                                         \
-    "  --config FILE      key = value configuration file (env MSRS_CONFIG)\n"                       \
-    "  -X KEY=VALUE       set a configuration key (docs/config.md); kafka.* go to librdkafka\n"               \
-    "                     (env MSRS_X=\"k=v;k=v\")\n"                                               \
+    "  --log URI          the log: sqlite:PATH, kafka:HOST:PORT[,...], mock[:HOST:PORT]\n"         \
+    "                     (env MSRS_LOG)\n"                                                        \
+    "  --config FILE      key = value configuration file (env MSRS_CONFIG)\n"                      \
+    "  -X KEY=VALUE       set a configuration key (docs/config.md); kafka.* go to librdkafka\n"    \
+    "                     (env MSRS_X=\"k=v;k=v\")\n"                                              \
     "  -h, --help         show this help\n"
 
 /* Handles a common option; returns 1 when opt was one, 0 otherwise. */
@@ -71,8 +74,8 @@ typedef struct cli_svc {
      * returns the exit code. conf and log stay owned by cli_svc_main. */
     int (*run)(void *arg, ev_conf *conf, ev_log *log);
     void *arg;
-    int max_args; /* positional arguments allowed (argv[optind..]): see cli_svc_args */
-    int no_log;   /* 1: do not open the log */
+    int max_args;    /* positional arguments allowed (argv[optind..]): see cli_svc_args */
+    int no_log;      /* 1: do not open the log */
     int subcommands; /* 1: options end at the first argument (a subcommand's own follow) */
 } cli_svc;
 

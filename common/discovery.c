@@ -13,7 +13,8 @@ int dsc_socket(int port, char *errstr, size_t errstr_size)
 {
     int one = 1;
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_ANY)};
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
         setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) ||
@@ -55,8 +56,7 @@ int dsc_send_all(int fd, const char *targets, int port, json_t *msg, char *errst
         if (dsc_send(fd, &to, msg) == 0)
             sent++;
         else if (!*errstr)
-            snprintf(errstr, errstr_size, "discovery: send to %s:%d: %s", t, port,
-                     strerror(errno));
+            snprintf(errstr, errstr_size, "discovery: send to %s:%d: %s", t, port, strerror(errno));
     }
     return sent;
 }

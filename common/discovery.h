@@ -18,8 +18,8 @@
 #include <netinet/in.h>
 #include <stddef.h>
 
-#define DSC_PORT 8611
-#define DSC_MAX 1024
+#define DSC_PORT    8611
+#define DSC_MAX     1024
 #define DSC_TARGETS "127.255.255.255,255.255.255.255"
 
 /* A non-blocking UDP socket that may send to broadcast addresses, bound to

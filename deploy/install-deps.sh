@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config git
+  build-essential cmake pkg-config git clang-format
   librdkafka-dev libavro-dev libwebsockets-dev libjansson-dev libsqlite3-dev
   check libsubunit-dev
   libv4l-dev libavcodec-dev libavutil-dev libswscale-dev

@@ -893,9 +893,8 @@ static void usage(FILE *f)
             "Each option can also be set as the config key devsim.NAME (NAME: the option\n"
             "without '--', '-' written '_', e.g. devsim.drift_ppm = 100); the command line\n"
             "wins. devsim never opens a log: --log is accepted like every binary's and\n"
-            "otherwise ignored (the devices talk to the agent at --url). Common options:\n"
-            CLI_COMMON_HELP
-            "exit: 0 ok, 1 could not run, 2 usage or configuration\n");
+            "otherwise ignored (the devices talk to the agent at --url). Common "
+            "options:\n" CLI_COMMON_HELP "exit: 0 ok, 1 could not run, 2 usage or configuration\n");
 }
 
 static int parse_url(const char *url)
@@ -912,8 +911,8 @@ static int parse_url(const char *url)
 static struct {
     const char *url, *prefix, *truth, *stats, *profile, *delay;
     double offset_ms, drift_ppm, asym, spike_prob, spike_ms, jitter;
-} opt_args = {"ws://127.0.0.1:8620/v1/devices", "sim-", NULL, NULL, "lan", NULL, 500, 50, -1, -1,
-              -1, -1};
+} opt_args = {
+    "ws://127.0.0.1:8620/v1/devices", "sim-", NULL, NULL, "lan", NULL, 500, 50, -1, -1, -1, -1};
 
 static const struct option ds_longopts[] = {CLI_COMMON_LONGOPTS,
                                             {"url", required_argument, NULL, 'u'},
@@ -996,7 +995,10 @@ static int apply_opt(int opt, const char *arg)
 
 /* The configuration; devsim's option values may point into it until exit. */
 static ev_conf *ds_conf;
-static void free_conf(void) { ev_conf_destroy(ds_conf); }
+static void free_conf(void)
+{
+    ev_conf_destroy(ds_conf);
+}
 
 int main(int argc, char **argv)
 {
@@ -1046,8 +1048,7 @@ int main(int argc, char **argv)
                *stats = opt_args.stats;
     const char *profile = opt_args.profile, *delay = opt_args.delay;
     double offset_ms = opt_args.offset_ms, drift_ppm = opt_args.drift_ppm, asym = opt_args.asym,
-           spike_prob = opt_args.spike_prob, spike_ms = opt_args.spike_ms,
-           jitter = opt_args.jitter;
+           spike_prob = opt_args.spike_prob, spike_ms = opt_args.spike_ms, jitter = opt_args.jitter;
     if (sim.n < 1 || sim.n > 4096 || optind < argc || parse_url(url)) {
         fprintf(stderr, "msrs-devsim: expected --url ws://HOST:PORT[/PATH] and 1-4096 devices\n");
         return 2;

@@ -90,7 +90,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         char tmp[1100];
         snprintf(tmp, sizeof(tmp), "%s.tmp", m->bootstrap_file);
         FILE *f = fopen(tmp, "w");
-        if (!f || fprintf(f, "%s\n", bootstrap) < 0 || fclose(f) != 0 || rename(tmp, m->bootstrap_file)) {
+        if (!f || fprintf(f, "%s\n", bootstrap) < 0 || fclose(f) != 0 ||
+            rename(tmp, m->bootstrap_file)) {
             fprintf(stderr, "msrs-mockbroker: %s: cannot write\n", m->bootstrap_file);
             rd_kafka_mock_cluster_destroy(mc);
             rd_kafka_destroy(rk);

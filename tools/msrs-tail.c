@@ -9,19 +9,17 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: msrs-tail --log URI --topic NAME [--topic NAME...] [options]\n"
-            "Prints every record of the topics as one JSON object a line.\n\n"
-            "  --topic NAME       topic to read: a logical name (\"sessions\") gets the\n"
-            "                     topic.prefix, a full name is used as it is; \"all\" = every\n"
-            "                     topic of the catalog\n"
-            "  --from WHERE       beginning (default) | end | OFFSET | RFC 3339 time\n"
-            "  --follow           keep printing new records until interrupted\n"
-            "  --cursor NAME      read as a named cursor (resume where it stopped; commit\n"
-            "                     after each record printed); ignores --from\n"
-            "  --max N            stop after N records\n"
-            CLI_COMMON_HELP
-            "\nexit: 0 ok, 1 a record could not be decoded or the log failed, 2 usage\n");
+    fprintf(f, "usage: msrs-tail --log URI --topic NAME [--topic NAME...] [options]\n"
+               "Prints every record of the topics as one JSON object a line.\n\n"
+               "  --topic NAME       topic to read: a logical name (\"sessions\") gets the\n"
+               "                     topic.prefix, a full name is used as it is; \"all\" = every\n"
+               "                     topic of the catalog\n"
+               "  --from WHERE       beginning (default) | end | OFFSET | RFC 3339 time\n"
+               "  --follow           keep printing new records until interrupted\n"
+               "  --cursor NAME      read as a named cursor (resume where it stopped; commit\n"
+               "                     after each record printed); ignores --from\n"
+               "  --max N            stop after N records\n" CLI_COMMON_HELP
+               "\nexit: 0 ok, 1 a record could not be decoded or the log failed, 2 usage\n");
 }
 
 static int parse_from(const char *s, ev_from *from)
@@ -57,15 +55,15 @@ static int print_record(ev_codec *codec, const ev_msg *m)
     int rc = ev_event_decode(codec, m, &ev, err, sizeof(err));
     if (rc == 0)
         rc = ev_value_to_json(ev.value, &value, err, sizeof(err));
-    out = json_pack("{s:s, s:i, s:I, s:I, s:s%}", "topic", m->topic, "partition",
-                    (int)m->partition, "offset", (json_int_t)m->offset, "timestamp",
-                    (json_int_t)m->timestamp_ms, "key", m->key ? (const char *)m->key : "",
-                    m->key_len);
+    out = json_pack("{s:s, s:i, s:I, s:I, s:s%}", "topic", m->topic, "partition", (int)m->partition,
+                    "offset", (json_int_t)m->offset, "timestamp", (json_int_t)m->timestamp_ms,
+                    "key", m->key ? (const char *)m->key : "", m->key_len);
     if (rc == 0) {
         json_object_set_new(out, "type", json_string(ev_schema_name(ev.schema)));
         json_object_set_new(out, "id", json_string(ev.id));
         json_object_set_new(out, "source", json_string(ev.source));
-        json_object_set_new(out, "time", json_string(ev_format_time(ev.time_ns, when, sizeof(when))));
+        json_object_set_new(out, "time",
+                            json_string(ev_format_time(ev.time_ns, when, sizeof(when))));
         json_object_set_new(out, "value", value);
     } else {
         json_object_set_new(out, "error", json_string(err));
@@ -101,8 +99,9 @@ static int on_opt(void *arg, int opt, const char *val)
     case 'f':
         if (parse_from(val, &t->from) == 0)
             return 0;
-        fprintf(stderr, "msrs-tail: --from '%s': expected beginning, end, an offset or "
-                        "an RFC 3339 time\n",
+        fprintf(stderr,
+                "msrs-tail: --from '%s': expected beginning, end, an offset or "
+                "an RFC 3339 time\n",
                 val);
         return -1;
     case 'F': t->follow = 1; return 0;
@@ -147,12 +146,13 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
                 }
             }
         } else if (topic_count < 64) {
-            topics[topic_count] = ev_log_topic(log, t->names[i], topics_buf[topic_count], sizeof(topics_buf[0]));
+            topics[topic_count] =
+                ev_log_topic(log, t->names[i], topics_buf[topic_count], sizeof(topics_buf[0]));
             topic_count++;
         }
     }
     int rc = t->cursor ? ev_log_subscribe(log, t->cursor, topics, topic_count, err, sizeof(err))
-                    : ev_log_assign(log, topics, topic_count, t->from, err, sizeof(err));
+                       : ev_log_assign(log, topics, topic_count, t->from, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "msrs-tail: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
@@ -192,12 +192,10 @@ out:
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"topic", required_argument, NULL, 't'},
-                                         {"from", required_argument, NULL, 'f'},
-                                         {"follow", no_argument, NULL, 'F'},
-                                         {"cursor", required_argument, NULL, 'C'},
-                                         {"max", required_argument, NULL, 'm'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"topic", required_argument, NULL, 't'}, {"from", required_argument, NULL, 'f'},
+        {"follow", no_argument, NULL, 'F'},      {"cursor", required_argument, NULL, 'C'},
+        {"max", required_argument, NULL, 'm'},   {NULL, 0, NULL, 0}};
     tail_opts t = {.from = {EV_FROM_BEGINNING, 0}, .max = -1};
     cli_svc svc = {.name = "msrs-tail",
                    .usage = usage,

@@ -16,28 +16,27 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: msrs [options] COMMAND ...\n\n"
-            "commands:\n"
-            "  schemas                 list the record types: id, name, topic, key field\n"
-            "  emit TYPE JSON|-        produce a record of TYPE (e.g. NodeRegistered) from\n"
-            "                          JSON, or one record per line of stdin with '-';\n"
-            "                          the key is the record's key field; missing fields\n"
-            "                          take their schema defaults\n"
-            "  emit -                  produce one record per stdin line, each written as\n"
-            "                          {\"type\": TYPE, \"value\": {...}}\n"
-            "  session start [ID] [--devices A,B] [--min-group N] [--duration SEC]\n"
-            "                [--label K=V]... [--wait] [--timeout SEC]\n"
-            "                          request a recording session (CollectionRequested);\n"
-            "                          with --wait follow it until it stopped and print\n"
-            "                          its counts\n"
-            "  session stop ID [--reason TEXT] [--wait] [--timeout SEC]\n"
-            "  session list            every session: state, devices, start, duration\n"
-            "  session status ID       one session's state as JSON\n"
-            "  devices                 the device pool: node, connection, clock offset\n\n"
-            "options:\n" CLI_COMMON_HELP
-            "\nexit: 0 ok, 1 a record was refused or not acknowledged (or, with --wait, the\n"
-            "session did not stop in time), 2 usage or unknown session\n");
+    fprintf(f, "usage: msrs [options] COMMAND ...\n\n"
+               "commands:\n"
+               "  schemas                 list the record types: id, name, topic, key field\n"
+               "  emit TYPE JSON|-        produce a record of TYPE (e.g. NodeRegistered) from\n"
+               "                          JSON, or one record per line of stdin with '-';\n"
+               "                          the key is the record's key field; missing fields\n"
+               "                          take their schema defaults\n"
+               "  emit -                  produce one record per stdin line, each written as\n"
+               "                          {\"type\": TYPE, \"value\": {...}}\n"
+               "  session start [ID] [--devices A,B] [--min-group N] [--duration SEC]\n"
+               "                [--label K=V]... [--wait] [--timeout SEC]\n"
+               "                          request a recording session (CollectionRequested);\n"
+               "                          with --wait follow it until it stopped and print\n"
+               "                          its counts\n"
+               "  session stop ID [--reason TEXT] [--wait] [--timeout SEC]\n"
+               "  session list            every session: state, devices, start, duration\n"
+               "  session status ID       one session's state as JSON\n"
+               "  devices                 the device pool: node, connection, clock offset\n\n"
+               "options:\n" CLI_COMMON_HELP
+               "\nexit: 0 ok, 1 a record was refused or not acknowledged (or, with --wait, the\n"
+               "session did not stop in time), 2 usage or unknown session\n");
 }
 
 static int cmd_schemas(void)
@@ -45,15 +44,14 @@ static int cmd_schemas(void)
     printf("%-6s %-45s %-10s %s\n", "id", "record", "topic", "key");
     for (size_t i = 0; i < ev_schema_count(); i++) {
         const ev_schema *s = ev_schema_at(i);
-        printf("%-6d %-45s %-10s %s\n", (int)ev_schema_id(s), ev_schema_name(s),
-               ev_schema_topic(s), ev_schema_key_field(s));
+        printf("%-6d %-45s %-10s %s\n", (int)ev_schema_id(s), ev_schema_name(s), ev_schema_topic(s),
+               ev_schema_key_field(s));
     }
     return CLI_EXIT_OK;
 }
 
 /* Produces one record from text; where names the input for errors. */
-static int emit_one(ev_log *log, const ev_schema *s, const char *text,
-                    const char *where)
+static int emit_one(ev_log *log, const ev_schema *s, const char *text, const char *where)
 {
     char err[512];
     json_error_t jerr;

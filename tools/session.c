@@ -109,11 +109,13 @@ static int emit(view *v, const char *type, const char *sid, json_t *value)
 
 static int session_start(ev_conf *conf, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"devices", required_argument, NULL, 'd'}, {"min-group", required_argument, NULL, 'm'},
-        {"duration", required_argument, NULL, 'D'}, {"label", required_argument, NULL, 'L'},
-        {"wait", no_argument, NULL, 'w'},           {"timeout", required_argument, NULL, 't'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"devices", required_argument, NULL, 'd'},
+                                         {"min-group", required_argument, NULL, 'm'},
+                                         {"duration", required_argument, NULL, 'D'},
+                                         {"label", required_argument, NULL, 'L'},
+                                         {"wait", no_argument, NULL, 'w'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {NULL, 0, NULL, 0}};
     json_t *req = json_object(), *labels = json_object(), *devices = json_array();
     int opt, wait = 0;
     double duration = 0, timeout = -1;
@@ -130,7 +132,8 @@ static int session_start(ev_conf *conf, int argc, char **argv)
         case 'D':
             duration = strtod(optarg, &end);
             if (*end || duration < 0) {
-                fprintf(stderr, "msrs session start: --duration '%s': expected seconds >= 0\n", optarg);
+                fprintf(stderr, "msrs session start: --duration '%s': expected seconds >= 0\n",
+                        optarg);
                 goto usage;
             }
             break;
@@ -315,8 +318,8 @@ int cmd_devices(ev_conf *conf, int argc, char **argv)
     ev_device d;
     int64_t connected = 0;
     json_t *with_devices = json_object(); /* the nodes with connected devices, as a set */
-    printf("%-20s %-16s %-8s %-9s %14s %10s %10s %7s\n", "device", "node", "node_up",
-           "connected", "offset_ms", "drift_ppm", "unc_us", "rounds");
+    printf("%-20s %-16s %-8s %-9s %14s %10s %10s %7s\n", "device", "node", "node_up", "connected",
+           "offset_ms", "drift_ppm", "unc_us", "rounds");
     for (const char *id = NULL; (id = ev_state_device_next(v.state, id, &d));) {
         ev_node n;
         /* standalone agents do not register their node: "-" */

@@ -46,7 +46,7 @@ typedef enum ev_err {
     EV_ERR_TIMED_OUT = -6,      /* nothing happened within the timeout; retriable */
     EV_ERR_END = -7,            /* consumer reached the end of every assigned partition */
     EV_ERR_NOMEM = -8,
-    EV_ERR_FATAL = -9,          /* the handle cannot continue; destroy it */
+    EV_ERR_FATAL = -9, /* the handle cannot continue; destroy it */
 } ev_err;
 
 /* A static string naming err ("truncated", ...). Never NULL. */
@@ -82,7 +82,7 @@ const char *ev_schema_json(const ev_schema *s);       /* the .avsc text */
 
 /* ------------------------------------------------------------------- codec */
 
-#define EV_FRAME_MAGIC 0x00
+#define EV_FRAME_MAGIC      0x00
 #define EV_FRAME_HEADER_LEN 5
 
 /* A codec encodes and decodes framed records. It keeps one reusable Avro
@@ -100,8 +100,8 @@ int ev_codec_value(ev_codec *codec, const ev_schema *s, avro_value_t **value);
 
 /* Encodes value (of schema s) as a framed record. *out points into the
  * codec's buffer and stays valid until the next encode. */
-int ev_codec_encode(ev_codec *codec, const ev_schema *s, avro_value_t *value,
-                    const void **out, size_t *out_len, char *errstr, size_t errstr_size);
+int ev_codec_encode(ev_codec *codec, const ev_schema *s, avro_value_t *value, const void **out,
+                    size_t *out_len, char *errstr, size_t errstr_size);
 
 /* Decodes a framed record. On success *schema is its record type and *value
  * the codec's reusable value for it (see ev_codec_value). Errors:
@@ -150,8 +150,8 @@ int ev_conf_set_pair(ev_conf *conf, const char *pair, char *errstr, size_t errst
 /* The value of key, or def when unset. Borrowed from conf. */
 const char *ev_conf_get(const ev_conf *conf, const char *key, const char *def);
 /* Reads key as an integer; errors name the key and the bad value. */
-int ev_conf_get_int(const ev_conf *conf, const char *key, int64_t def, int64_t *out,
-                    char *errstr, size_t errstr_size);
+int ev_conf_get_int(const ev_conf *conf, const char *key, int64_t def, int64_t *out, char *errstr,
+                    size_t errstr_size);
 /* Loads "key = value" lines ('#' starts a comment). Errors name the file and
  * the line. Keys already set are replaced. */
 int ev_conf_load_file(ev_conf *conf, const char *path, char *errstr, size_t errstr_size);
@@ -204,17 +204,17 @@ const void *ev_msg_header(const ev_msg *msg, const char *name, size_t *len);
 
 /* ----------------------------------------------------------------- events */
 
-#define EV_ID_MAX 64
+#define EV_ID_MAX     64
 #define EV_SOURCE_MAX 128
 
 /* A decoded event: a log record with its CloudEvents attributes. */
 typedef struct ev_event {
     const ev_schema *schema;
-    avro_value_t *value;   /* owned by the codec that decoded it */
-    char id[EV_ID_MAX];    /* ce_id */
+    avro_value_t *value; /* owned by the codec that decoded it */
+    char id[EV_ID_MAX];  /* ce_id */
     char source[EV_SOURCE_MAX];
-    int64_t time_ns;       /* ce_time, ns since the Unix epoch */
-    const ev_msg *msg;     /* where it came from; NULL when built in memory */
+    int64_t time_ns;   /* ce_time, ns since the Unix epoch */
+    const ev_msg *msg; /* where it came from; NULL when built in memory */
 } ev_event;
 
 /* Decodes msg into ev using codec: checks the CloudEvents headers (ce_type
@@ -293,8 +293,7 @@ int ev_log_flush(ev_log *log, int timeout_ms, char *errstr, size_t errstr_size);
  * it and slows its sources down. Returns EV_ERR_IO (errstr says why) while
  * the backend is failing to write them — still queued and retried (SQLite)
  * or lost (Kafka deliveries that expired). */
-int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr,
-                   size_t errstr_size);
+int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr, size_t errstr_size);
 
 typedef enum ev_from_kind {
     EV_FROM_BEGINNING,
@@ -312,8 +311,8 @@ typedef struct ev_from {
  * position (from the beginning when it has none) and moves it on
  * ev_log_commit. On Kafka the cursor is a consumer group: several processes
  * with one cursor share the partitions. */
-int ev_log_subscribe(ev_log *log, const char *cursor, const char *const *topics,
-                     size_t topic_count, char *errstr, size_t errstr_size);
+int ev_log_subscribe(ev_log *log, const char *cursor, const char *const *topics, size_t topic_count,
+                     char *errstr, size_t errstr_size);
 
 /* Consumes every partition of topics from a position, with no cursor. */
 int ev_log_assign(ev_log *log, const char *const *topics, size_t topic_count, ev_from from,
@@ -324,8 +323,7 @@ int ev_log_assign(ev_log *log, const char *const *topics, size_t topic_count, ev
  * every partition it reads has been read to its end (with a cursor on Kafka:
  * once the group has assigned it partitions). Records of one key come in
  * produce order. */
-int ev_log_poll(ev_log *log, int timeout_ms, const ev_msg **msg, char *errstr,
-                size_t errstr_size);
+int ev_log_poll(ev_log *log, int timeout_ms, const ev_msg **msg, char *errstr, size_t errstr_size);
 
 /* Commits the cursor: everything returned by poll so far counts as
  * consumed. At-least-once: a crash before commit redelivers. */
@@ -429,9 +427,9 @@ typedef struct ev_projection_opts {
  * assigns them on log from the beginning. log and state are borrowed and
  * must outlive the projection, which is their only reader while it runs.
  * opts may be NULL. */
-int ev_projection_new(ev_projection **out, ev_log *log, ev_state *state,
-                      const char *const *topics, size_t topic_count,
-                      const ev_projection_opts *opts, char *errstr, size_t errstr_size);
+int ev_projection_new(ev_projection **out, ev_log *log, ev_state *state, const char *const *topics,
+                      size_t topic_count, const ev_projection_opts *opts, char *errstr,
+                      size_t errstr_size);
 void ev_projection_destroy(ev_projection *p);
 
 /* Polls one record and folds it. Returns 0 (folded, skipped or past a
@@ -444,9 +442,8 @@ typedef void (*ev_projection_check_cb)(void *arg);
 /* Folds until *stop becomes non-zero; once caught up, calls check(arg)
  * every check_ms and writes the state file when records were folded since
  * the last one. Returns 0 when stopped, or the log's fatal error. */
-int ev_projection_run(ev_projection *p, int64_t check_ms, ev_projection_check_cb check,
-                      void *arg, const volatile sig_atomic_t *stop, char *errstr,
-                      size_t errstr_size);
+int ev_projection_run(ev_projection *p, int64_t check_ms, ev_projection_check_cb check, void *arg,
+                      const volatile sig_atomic_t *stop, char *errstr, size_t errstr_size);
 
 /* Folds to the end of the log, reading on a second thread while this one
  * folds. Returns 0 at the end, EV_ERR_TIMED_OUT when *stop (may be NULL)
@@ -528,7 +525,6 @@ typedef enum ev_sync_decision {
 ev_sync_decision ev_sync_decide(const ev_state *state, const char *session_id,
                                 const ev_sync_params *params, int64_t now_ns, json_t **completed,
                                 json_t **stale, char *why, size_t why_size);
-
 
 /* --------------------------------------------------------------- clock fit */
 
@@ -835,10 +831,10 @@ json_t *ev_state_session_to_json(const ev_state *state, const char *session_id);
  * the state holds it (ev_state_node) and of the supervisor's parameters, so
  * leaders, replay and tests agree. */
 typedef struct ev_node_params {
-    int64_t ttl_ns;          /* supervisor.ttl_ms: a node's TTL when its plan names none */
-    int64_t heartbeat_ns;    /* supervisor.heartbeat_ms: when its plan names none */
-    int64_t lead_since_ns;   /* when this supervisor began to lead: nodes could not
-                                heartbeat while no one led, so each gets one TTL from it */
+    int64_t ttl_ns;        /* supervisor.ttl_ms: a node's TTL when its plan names none */
+    int64_t heartbeat_ns;  /* supervisor.heartbeat_ms: when its plan names none */
+    int64_t lead_since_ns; /* when this supervisor began to lead: nodes could not
+                              heartbeat while no one led, so each gets one TTL from it */
 } ev_node_params;
 
 /* 1 when the node is known: in the state and not expired. Only a known
@@ -881,9 +877,9 @@ typedef struct ev_auto_start_params {
  * UTC: one per second at most). Returns 1 with the id in session_id, the
  * CollectionRequested record in *request (new reference) and the connected
  * count in *connected (may be NULL); else 0 (*request NULL). */
-int ev_collect_auto_start(const ev_state *state, const ev_auto_start_params *params,
-                          int64_t now_ns, char *session_id, size_t session_id_size,
-                          json_t **request, size_t *connected);
+int ev_collect_auto_start(const ev_state *state, const ev_auto_start_params *params, int64_t now_ns,
+                          char *session_id, size_t session_id_size, json_t **request,
+                          size_t *connected);
 
 #ifdef __cplusplus
 }

@@ -10,7 +10,7 @@
 
 struct ev_schema {
     int32_t id;
-    char *name;       /* full name */
+    char *name; /* full name */
     const char *short_name;
     char *topic;
     char *key_field;
@@ -150,16 +150,15 @@ static int add_entry(const char *topic, const char *key_field, const char *name,
                             "schemas/catalog.json: %s: id %d already used by %s", name,
                             (int)json_integer_value(id), catalog.schemas[i].name);
     if (avro_schema_from_json_length(file->text, file->len, &s->avro) != 0)
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/%s: %s", file->file, avro_strerror());
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID, "schemas/%s: %s",
+                        file->file, avro_strerror());
     const char *ns = avro_schema_namespace(s->avro);
     char full[256];
     snprintf(full, sizeof(full), "%s%s%s", ns ? ns : "", ns ? "." : "", avro_schema_name(s->avro));
     if (strcmp(full, name) != 0) {
         avro_schema_decref(s->avro);
         return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/%s: record is named %s, catalog says %s", file->file, full,
-                        name);
+                        "schemas/%s: record is named %s, catalog says %s", file->file, full, name);
     }
     json_t *doc = json_loadb(file->text, file->len, 0, NULL);
     collect_fields(doc, NULL);
@@ -190,7 +189,8 @@ static int add_history(const char *id_text, json_t *path)
     if (!end || *end || id <= 0 || id > INT32_MAX || !json_is_string(path))
         return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
                         "schemas/catalog.json: history \"%s\": expected \"ID\": "
-                        "\"history/NAME.vN.avsc\"", id_text);
+                        "\"history/NAME.vN.avsc\"",
+                        id_text);
     if (!file)
         return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
                         "schemas/catalog.json: history %ld: no schemas/%s", id,
@@ -205,8 +205,8 @@ static int add_history(const char *id_text, json_t *path)
             return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
                             "schemas/catalog.json: history %ld: listed twice", id);
     if (avro_schema_from_json_length(file->text, file->len, &h->avro) != 0)
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/%s: %s", file->file, avro_strerror());
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID, "schemas/%s: %s",
+                        file->file, avro_strerror());
     const char *ns = avro_schema_namespace(h->avro);
     char full[256];
     snprintf(full, sizeof(full), "%s%s%s", ns ? ns : "", ns ? "." : "", avro_schema_name(h->avro));
@@ -272,7 +272,8 @@ static void catalog_load(void)
                                jerr.line, root ? "no topics" : jerr.text);
         goto out;
     }
-    json_object_foreach(topics, topic, tv) total += json_object_size(json_object_get(tv, "records"));
+    json_object_foreach(topics, topic, tv) total +=
+        json_object_size(json_object_get(tv, "records"));
     catalog.schemas = calloc(total ? total : 1, sizeof(*catalog.schemas));
     json_object_foreach(topics, topic, tv)
     {
@@ -283,7 +284,8 @@ static void catalog_load(void)
         if (!json_is_string(key) || !json_is_object(records)) {
             catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
                                    "schemas/catalog.json: topic %s: expected \"key\" (string) "
-                                   "and \"records\" (object)", topic);
+                                   "and \"records\" (object)",
+                                   topic);
             goto out;
         }
         json_object_foreach(records, name, id)
@@ -306,18 +308,19 @@ static void catalog_load(void)
     if (catalog.count + catalog.history_count != ev__embedded_schema_count)
         catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
                                "schemas/: %zu .avsc files but %zu catalog entries and %zu "
-                               "earlier versions", ev__embedded_schema_count, catalog.count,
-                               catalog.history_count);
+                               "earlier versions",
+                               ev__embedded_schema_count, catalog.count, catalog.history_count);
     for (size_t i = 0; !catalog.err && i < sizeof(known_ids) / sizeof(known_ids[0]); i++) {
         const ev_schema *k = NULL;
         for (size_t j = 0; j < catalog.count; j++) /* not ev_schema_by_id: we are in its once */
             if (catalog.schemas[j].id == known_ids[i].id)
                 k = &catalog.schemas[j];
         if (!k || strcmp(k->short_name, known_ids[i].short_name) != 0)
-            catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                                   "schemas/catalog.json: id %d is %s, but ev.h's ev_schema_ids "
-                                   "names it %s", (int)known_ids[i].id,
-                                   k ? k->name : "no record", known_ids[i].short_name);
+            catalog.err =
+                ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                         "schemas/catalog.json: id %d is %s, but ev.h's ev_schema_ids "
+                         "names it %s",
+                         (int)known_ids[i].id, k ? k->name : "no record", known_ids[i].short_name);
     }
 out:
     json_decref(root);
@@ -362,17 +365,47 @@ const ev_schema *ev_schema_at(size_t i)
     return i < ev_schema_count() ? &catalog.schemas[i] : NULL;
 }
 
-int32_t ev_schema_id(const ev_schema *s) { return s->id; }
-const char *ev_schema_name(const ev_schema *s) { return s->name; }
-const char *ev_schema_short_name(const ev_schema *s) { return s->short_name; }
-const char *ev_schema_topic(const ev_schema *s) { return s->topic; }
-const char *ev_schema_key_field(const ev_schema *s) { return s->key_field; }
-avro_schema_t ev_schema_avro(const ev_schema *s) { return s->avro; }
-const char *ev_schema_json(const ev_schema *s) { return s->json; }
-avro_value_iface_t *ev__schema_iface(const ev_schema *s) { return s->iface; }
-const ev__validator *ev__schema_validator(const ev_schema *s) { return s->validator; }
+int32_t ev_schema_id(const ev_schema *s)
+{
+    return s->id;
+}
+const char *ev_schema_name(const ev_schema *s)
+{
+    return s->name;
+}
+const char *ev_schema_short_name(const ev_schema *s)
+{
+    return s->short_name;
+}
+const char *ev_schema_topic(const ev_schema *s)
+{
+    return s->topic;
+}
+const char *ev_schema_key_field(const ev_schema *s)
+{
+    return s->key_field;
+}
+avro_schema_t ev_schema_avro(const ev_schema *s)
+{
+    return s->avro;
+}
+const char *ev_schema_json(const ev_schema *s)
+{
+    return s->json;
+}
+avro_value_iface_t *ev__schema_iface(const ev_schema *s)
+{
+    return s->iface;
+}
+const ev__validator *ev__schema_validator(const ev_schema *s)
+{
+    return s->validator;
+}
 
-size_t ev__schema_index(const ev_schema *s) { return (size_t)(s - catalog.schemas); }
+size_t ev__schema_index(const ev_schema *s)
+{
+    return (size_t)(s - catalog.schemas);
+}
 
 const ev__history *ev__history_by_id(int32_t id)
 {
@@ -384,8 +417,23 @@ const ev__history *ev__history_by_id(int32_t id)
     return NULL;
 }
 
-size_t ev__history_count(void) { return ev_catalog_init(NULL, 0) ? 0 : catalog.history_count; }
-size_t ev__history_index(const ev__history *h) { return (size_t)(h - catalog.history); }
-const ev_schema *ev__history_current(const ev__history *h) { return h->current; }
-avro_value_iface_t *ev__history_iface(const ev__history *h) { return h->iface; }
-const ev__validator *ev__history_validator(const ev__history *h) { return h->validator; }
+size_t ev__history_count(void)
+{
+    return ev_catalog_init(NULL, 0) ? 0 : catalog.history_count;
+}
+size_t ev__history_index(const ev__history *h)
+{
+    return (size_t)(h - catalog.history);
+}
+const ev_schema *ev__history_current(const ev__history *h)
+{
+    return h->current;
+}
+avro_value_iface_t *ev__history_iface(const ev__history *h)
+{
+    return h->iface;
+}
+const ev__validator *ev__history_validator(const ev__history *h)
+{
+    return h->validator;
+}

@@ -226,7 +226,7 @@ int ev_event_peek(const ev_msg *msg, ev_event *ev, char *errstr, size_t errstr_s
     int rc;
 #define WHERE()                                                                                    \
     (snprintf(where, sizeof(where), "%s[%d]@%lld", msg->topic, (int)msg->partition,                \
-              (long long)msg->offset),                                                            \
+              (long long)msg->offset),                                                             \
      where)
 
     ev->schema = NULL;

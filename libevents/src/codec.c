@@ -108,8 +108,8 @@ int ev_codec_encode(ev_codec *c, const ev_schema *s, avro_value_t *value, const 
     if (rc == ENOSPC) {
         size_t need = 0;
         if (avro_value_sizeof(value, &need) != 0)
-            return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "encode %s: %s",
-                            ev_schema_name(s), avro_strerror());
+            return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "encode %s: %s", ev_schema_name(s),
+                            avro_strerror());
         char *nb = realloc(c->buf, need + EV_FRAME_HEADER_LEN);
         if (!nb)
             return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "encode %s: %zu bytes",
@@ -161,16 +161,15 @@ int ev_codec_check(const void *buf, size_t len, const ev_schema **schema, char *
                       &at);
     if (rc == EV_ERR_TRUNCATED)
         return ev__fail(errstr, errstr_size, rc,
-                        "decode %s (id %d): record ends early in %zu bytes", ev_schema_name(s),
-                        id, len);
+                        "decode %s (id %d): record ends early in %zu bytes", ev_schema_name(s), id,
+                        len);
     if (rc)
-        return ev__fail(errstr, errstr_size, rc,
-                        "decode %s (id %d): byte %zu: not a valid %s", ev_schema_name(s), id,
-                        at + EV_FRAME_HEADER_LEN, ev_schema_short_name(s));
+        return ev__fail(errstr, errstr_size, rc, "decode %s (id %d): byte %zu: not a valid %s",
+                        ev_schema_name(s), id, at + EV_FRAME_HEADER_LEN, ev_schema_short_name(s));
     if (at != len - EV_FRAME_HEADER_LEN)
         return ev__fail(errstr, errstr_size, EV_ERR_CORRUPT,
-                        "decode %s (id %d): %zu trailing bytes after the record",
-                        ev_schema_name(s), id, len - EV_FRAME_HEADER_LEN - at);
+                        "decode %s (id %d): %zu trailing bytes after the record", ev_schema_name(s),
+                        id, len - EV_FRAME_HEADER_LEN - at);
     *schema = s;
     return 0;
 }

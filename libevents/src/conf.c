@@ -19,7 +19,10 @@ struct ev_conf {
     size_t count, cap;
 };
 
-ev_conf *ev_conf_new(void) { return calloc(1, sizeof(ev_conf)); }
+ev_conf *ev_conf_new(void)
+{
+    return calloc(1, sizeof(ev_conf));
+}
 
 void ev_conf_destroy(ev_conf *conf)
 {
@@ -132,8 +135,8 @@ const char *ev_conf_get(const ev_conf *conf, const char *key, const char *def)
     return def;
 }
 
-int ev_conf_get_int(const ev_conf *conf, const char *key, int64_t def, int64_t *out,
-                    char *errstr, size_t errstr_size)
+int ev_conf_get_int(const ev_conf *conf, const char *key, int64_t def, int64_t *out, char *errstr,
+                    size_t errstr_size)
 {
     const char *v = ev_conf_get(conf, key, NULL);
     char *end;
@@ -162,8 +165,8 @@ int ev_conf_load_file(ev_conf *conf, const char *path, char *errstr, size_t errs
         char *key, *value, *s;
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
-            rc = ev__fail(errstr, errstr_size, EV_ERR_INVALID, "%s:%d: line longer than %zu",
-                          path, lineno, sizeof(line) - 1);
+            rc = ev__fail(errstr, errstr_size, EV_ERR_INVALID, "%s:%d: line longer than %zu", path,
+                          lineno, sizeof(line) - 1);
             break;
         }
         if ((s = strchr(line, '#')))
@@ -189,7 +192,8 @@ int ev_conf_apply_env(ev_conf *conf, char *errstr, size_t errstr_size)
 {
     static const struct {
         const char *env, *key;
-    } map[] = {{"MSRS_LOG", "log"}, {"MSRS_TOPIC_PREFIX", "topic.prefix"}, {"MSRS_SOURCE", "source"}};
+    } map[] = {
+        {"MSRS_LOG", "log"}, {"MSRS_TOPIC_PREFIX", "topic.prefix"}, {"MSRS_SOURCE", "source"}};
     int rc = 0;
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
         const char *v = getenv(map[i].env);

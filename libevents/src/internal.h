@@ -39,7 +39,7 @@ size_t ev__schema_index(const ev_schema *s);
 typedef struct ev__history ev__history;
 const ev__history *ev__history_by_id(int32_t id);
 size_t ev__history_count(void);
-size_t ev__history_index(const ev__history *h); /* in [0, ev__history_count()) */
+size_t ev__history_index(const ev__history *h);             /* in [0, ev__history_count()) */
 const ev_schema *ev__history_current(const ev__history *h); /* what it is read as */
 avro_value_iface_t *ev__history_iface(const ev__history *h);
 const ev__validator *ev__history_validator(const ev__history *h);

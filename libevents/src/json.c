@@ -42,7 +42,10 @@ static void path_pop(path *p, size_t old)
     p->text[old] = '\0';
 }
 
-static const char *path_str(const path *p) { return p->len ? p->text : "(record)"; }
+static const char *path_str(const path *p)
+{
+    return p->len ? p->text : "(record)";
+}
 
 static json_t *bytes_to_json(const void *buf, size_t len)
 {
@@ -179,8 +182,7 @@ static int to_json(const avro_value_t *v, json_t **out, path *p, char *errstr, s
         }
         break;
     }
-    default:
-        return ev__fail(errstr, n, EV_ERR_INVALID, "%s: unsupported Avro type", path_str(p));
+    default: return ev__fail(errstr, n, EV_ERR_INVALID, "%s: unsupported Avro type", path_str(p));
     }
     if (!j)
         return ev__fail(errstr, n, EV_ERR_NOMEM, "%s: out of memory", path_str(p));
@@ -209,8 +211,8 @@ static const char *json_kind(const json_t *j)
     }
 }
 
-#define EXPECTED(what) \
-    ev__fail(errstr, n, EV_ERR_INVALID, "%s: expected %s, got %s", path_str(p), what, \
+#define EXPECTED(what)                                                                             \
+    ev__fail(errstr, n, EV_ERR_INVALID, "%s: expected %s, got %s", path_str(p), what,              \
              j ? json_kind(j) : "nothing")
 
 /* Decodes a string of code points 0-255 into bytes (Avro's JSON encoding). */
@@ -333,8 +335,8 @@ static int from_json(avro_value_t *v, json_t *j, path *p, char *errstr, size_t n
                 if (avro_value_set_branch(v, disc, &branch))
                     return ev__fail(errstr, n, EV_ERR_INVALID, "%s: %s", path_str(p),
                                     avro_strerror());
-                return from_json(&branch, json_object_iter_value(json_object_iter(j)), p,
-                                 errstr, n);
+                return from_json(&branch, json_object_iter_value(json_object_iter(j)), p, errstr,
+                                 n);
             }
         }
         /* A plain value: the first branch that takes it. */
@@ -356,8 +358,8 @@ static int from_json(avro_value_t *v, json_t *j, path *p, char *errstr, size_t n
         {
             if (avro_schema_record_field_get_index(schema, key) < 0) {
                 size_t old = path_push_field(p, key);
-                rc = ev__fail(errstr, n, EV_ERR_INVALID, "%s: no such field in %s",
-                              path_str(p), avro_schema_name(schema));
+                rc = ev__fail(errstr, n, EV_ERR_INVALID, "%s: no such field in %s", path_str(p),
+                              avro_schema_name(schema));
                 path_pop(p, old);
                 return rc;
             }
@@ -412,8 +414,7 @@ static int from_json(avro_value_t *v, json_t *j, path *p, char *errstr, size_t n
         }
         return 0;
     }
-    default:
-        return ev__fail(errstr, n, EV_ERR_INVALID, "%s: unsupported Avro type", path_str(p));
+    default: return ev__fail(errstr, n, EV_ERR_INVALID, "%s: unsupported Avro type", path_str(p));
     }
     if (rc)
         return ev__fail(errstr, n, EV_ERR_INVALID, "%s: %s", path_str(p), avro_strerror());

@@ -11,16 +11,15 @@ struct ev_log {
     void *impl;
     char prefix[64];
     char source[EV_SOURCE_MAX];
-    ev_codec *codec; /* for ev_log_emit; created on first use */
+    ev_codec *codec;     /* for ev_log_emit; created on first use */
     char (*topics)[320]; /* prefixed topic of each catalog record, for emit */
 };
 
 static const struct {
     const char *scheme;
     const ev__backend *backend;
-} backends[] = {{"sqlite", &ev__backend_sqlite},
-                {"kafka", &ev__backend_kafka},
-                {"mock", &ev__backend_kafka}};
+} backends[] = {
+    {"sqlite", &ev__backend_sqlite}, {"kafka", &ev__backend_kafka}, {"mock", &ev__backend_kafka}};
 
 int ev__topic_valid(const char *topic)
 {
@@ -62,7 +61,8 @@ int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_s
     if (!backend)
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "log '%s': unknown scheme, expected sqlite:PATH, kafka:HOST:PORT[,...] "
-                        "or mock[:HOST:PORT]", uri);
+                        "or mock[:HOST:PORT]",
+                        uri);
     if (strlen(prefix) >= sizeof(log->prefix) || (*prefix && !ev__topic_valid(prefix)))
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "config topic.prefix '%s': expected up to 63 of [A-Za-z0-9._-]", prefix);
@@ -80,8 +80,7 @@ int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_s
     }
     for (size_t i = 0; i < ev_schema_count(); i++)
         ev_log_topic(log, ev_schema_topic(ev_schema_at(i)), log->topics[i], sizeof(log->topics[i]));
-    rc = backend->open(&log->impl, scheme, colon ? colon + 1 : "", conf, errstr,
-                       errstr_size);
+    rc = backend->open(&log->impl, scheme, colon ? colon + 1 : "", conf, errstr, errstr_size);
     if (rc) {
         free(log->topics);
         free(log);
@@ -101,7 +100,10 @@ void ev_log_destroy(ev_log *log)
     free(log);
 }
 
-const char *ev_log_backend(const ev_log *log) { return log->scheme; }
+const char *ev_log_backend(const ev_log *log)
+{
+    return log->scheme;
+}
 
 const char *ev_log_topic(const ev_log *log, const char *name, char *buf, size_t size)
 {
@@ -144,9 +146,9 @@ int ev_log_emit(ev_log *log, const ev_schema *s, const char *key, avro_value_t *
     if (rc)
         return rc;
     ev__ce_headers(s, opts, log->source, &st, h);
-    return ev_log_produce(log, log->topics[ev__schema_index(s)], key, strlen(key), buf, len, h, EV__CE_HEADERS,
-                          (opts && opts->time_ns ? opts->time_ns : ev_now_ns()) / 1000000,
-                          errstr, errstr_size);
+    return ev_log_produce(
+        log, log->topics[ev__schema_index(s)], key, strlen(key), buf, len, h, EV__CE_HEADERS,
+        (opts && opts->time_ns ? opts->time_ns : ev_now_ns()) / 1000000, errstr, errstr_size);
 }
 
 int ev_log_emit_json(ev_log *log, const ev_schema *s, const char *key, json_t *value,
@@ -167,8 +169,7 @@ int ev_log_flush(ev_log *log, int timeout_ms, char *errstr, size_t errstr_size)
     return log->backend->flush(log->impl, timeout_ms, errstr, errstr_size);
 }
 
-int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr,
-                   size_t errstr_size)
+int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr, size_t errstr_size)
 {
     return log->backend->backlog(log->impl, records, bytes, errstr, errstr_size);
 }
@@ -184,8 +185,8 @@ static int check_topics(const char *const *topics, size_t n, char *errstr, size_
     return 0;
 }
 
-int ev_log_subscribe(ev_log *log, const char *cursor, const char *const *topics,
-                     size_t topic_count, char *errstr, size_t errstr_size)
+int ev_log_subscribe(ev_log *log, const char *cursor, const char *const *topics, size_t topic_count,
+                     char *errstr, size_t errstr_size)
 {
     int rc = check_topics(topics, topic_count, errstr, errstr_size);
     if (rc)
@@ -204,8 +205,7 @@ int ev_log_assign(ev_log *log, const char *const *topics, size_t topic_count, ev
     return log->backend->assign(log->impl, topics, topic_count, from, errstr, errstr_size);
 }
 
-int ev_log_poll(ev_log *log, int timeout_ms, const ev_msg **msg, char *errstr,
-                size_t errstr_size)
+int ev_log_poll(ev_log *log, int timeout_ms, const ev_msg **msg, char *errstr, size_t errstr_size)
 {
     return log->backend->poll(log->impl, timeout_ms, msg, errstr, errstr_size);
 }

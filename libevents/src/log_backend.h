@@ -15,19 +15,16 @@ typedef struct ev__backend {
                    const void *value, size_t value_len, const ev_header *headers,
                    size_t header_count, int64_t timestamp_ms, char *errstr, size_t errstr_size);
     int (*flush)(void *impl, int timeout_ms, char *errstr, size_t errstr_size);
-    int (*backlog)(void *impl, int64_t *records, int64_t *bytes, char *errstr,
-                   size_t errstr_size);
-    int (*subscribe)(void *impl, const char *cursor, const char *const *topics,
-                     size_t topic_count, char *errstr, size_t errstr_size);
+    int (*backlog)(void *impl, int64_t *records, int64_t *bytes, char *errstr, size_t errstr_size);
+    int (*subscribe)(void *impl, const char *cursor, const char *const *topics, size_t topic_count,
+                     char *errstr, size_t errstr_size);
     int (*assign)(void *impl, const char *const *topics, size_t topic_count, ev_from from,
                   char *errstr, size_t errstr_size);
-    int (*poll)(void *impl, int timeout_ms, const ev_msg **msg, char *errstr,
-                size_t errstr_size);
+    int (*poll)(void *impl, int timeout_ms, const ev_msg **msg, char *errstr, size_t errstr_size);
     int (*commit)(void *impl, char *errstr, size_t errstr_size);
     /* leadership: topic is the prefixed "leader" topic (Kafka's group topic) */
-    int (*lead)(void *impl, const char *topic, const char *name, const char *holder,
-                int64_t ttl_ms, char *leader, size_t leader_size, char *errstr,
-                size_t errstr_size);
+    int (*lead)(void *impl, const char *topic, const char *name, const char *holder, int64_t ttl_ms,
+                char *leader, size_t leader_size, char *errstr, size_t errstr_size);
     int (*resign)(void *impl, const char *name, const char *holder, char *errstr,
                   size_t errstr_size);
 } ev__backend;

@@ -20,19 +20,19 @@ typedef struct part_state {
 
 typedef struct kafka_log {
     char bootstrap[1024];
-    ev_conf *props;         /* kafka.* properties, prefix removed */
-    rd_kafka_t *mock_host;  /* owns the in-process mock cluster, if any */
+    ev_conf *props;        /* kafka.* properties, prefix removed */
+    rd_kafka_t *mock_host; /* owns the in-process mock cluster, if any */
     rd_kafka_mock_cluster_t *mcluster;
     rd_kafka_t *producer, *consumer;
-    int64_t failed;         /* delivery failures since the last flush */
-    int64_t queued_bytes;   /* key + value bytes produced, not yet delivered */
-    char failure[256];      /* the first of them */
+    int64_t failed;       /* delivery failures since the last flush */
+    int64_t queued_bytes; /* key + value bytes produced, not yet delivered */
+    char failure[256];    /* the first of them */
     /* consumer */
-    int assigned;           /* assign mode (no cursor) */
-    part_state *parts;      /* what this consumer reads now, for EV_ERR_END */
+    int assigned;      /* assign mode (no cursor) */
+    part_state *parts; /* what this consumer reads now, for EV_ERR_END */
     size_t part_count;
     int end_reported;
-    int64_t min_time_ms;    /* assign by time: records older are skipped */
+    int64_t min_time_ms; /* assign by time: records older are skipped */
     rd_kafka_message_t *current;
     /* leadership (ev_log_lead): a consumer of its own in the group */
     rd_kafka_t *lead_rk;
@@ -68,8 +68,7 @@ static int set_prop(void *opaque, const char *key, const char *value)
     conf_ctx *c = opaque;
     char err[256];
     if (rd_kafka_conf_set(c->rk_conf, key, value, err, sizeof(err)) != RD_KAFKA_CONF_OK)
-        return ev__fail(c->errstr, c->n, EV_ERR_INVALID, "config kafka.%s=%s: %s", key, value,
-                        err);
+        return ev__fail(c->errstr, c->n, EV_ERR_INVALID, "config kafka.%s=%s: %s", key, value, err);
     return 0;
 }
 
@@ -79,8 +78,7 @@ static int copy_prop(void *opaque, const char *key, const char *value)
 }
 
 /* Builds an rd_kafka_conf_t: our defaults, then the user's kafka.* keys. */
-static rd_kafka_conf_t *make_conf(kafka_log *k, const char *const *defaults, char *errstr,
-                                  size_t n)
+static rd_kafka_conf_t *make_conf(kafka_log *k, const char *const *defaults, char *errstr, size_t n)
 {
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     conf_ctx ctx = {c, errstr, n};
@@ -139,7 +137,8 @@ static int start_mock(kafka_log *k, char *errstr, size_t n)
     k->mcluster = rd_kafka_mock_cluster_new(k->mock_host, 1);
     if (!k->mcluster)
         return ev__fail(errstr, n, EV_ERR_IO, "mock: cannot start a mock cluster");
-    snprintf(k->bootstrap, sizeof(k->bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(k->mcluster));
+    snprintf(k->bootstrap, sizeof(k->bootstrap), "%s",
+             rd_kafka_mock_cluster_bootstraps(k->mcluster));
     return 0;
 }
 
@@ -182,17 +181,25 @@ fail:
 
 static int ensure_producer(kafka_log *k, char *errstr, size_t n)
 {
-    static const char *const defaults[] = {
-        "enable.idempotence", "true",
-        "acks", "all",
-        "partitioner", "murmur2_random",
-        "linger.ms", "5",
-        "queue.buffering.max.messages", "1000000",
-        "queue.buffering.max.kbytes", "1048576",
-        "batch.num.messages", "10000",
-        "message.max.bytes", "16777216",
-        "log_level", "3",
-        NULL};
+    static const char *const defaults[] = {"enable.idempotence",
+                                           "true",
+                                           "acks",
+                                           "all",
+                                           "partitioner",
+                                           "murmur2_random",
+                                           "linger.ms",
+                                           "5",
+                                           "queue.buffering.max.messages",
+                                           "1000000",
+                                           "queue.buffering.max.kbytes",
+                                           "1048576",
+                                           "batch.num.messages",
+                                           "10000",
+                                           "message.max.bytes",
+                                           "16777216",
+                                           "log_level",
+                                           "3",
+                                           NULL};
     char err[512];
     rd_kafka_conf_t *c;
     if (k->producer)
@@ -222,12 +229,10 @@ static int kafka_produce(void *impl, const char *topic, const void *key, size_t 
         for (size_t i = 0; i < header_count; i++)
             rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
                                 (ssize_t)headers[i].value_len);
-        err = rd_kafka_producev(k->producer, RD_KAFKA_V_TOPIC(topic),
-                                RD_KAFKA_V_KEY((void *)key, key_len),
-                                RD_KAFKA_V_VALUE((void *)value, value_len),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_HEADERS(hdrs),
-                                RD_KAFKA_V_END);
+        err = rd_kafka_producev(
+            k->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
+            RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
         if (!err) {
             k->queued_bytes += (int64_t)(key_len + value_len);
             break;
@@ -320,18 +325,27 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static int ensure_consumer(kafka_log *k, const char *group, char *errstr, size_t n)
 {
-    static const char *const defaults[] = {
-        "enable.auto.commit", "false",
-        "enable.auto.offset.store", "true",
-        "auto.offset.reset", "earliest",
-        "enable.partition.eof", "true",
-        "queued.min.messages", "1000000",
-        "fetch.wait.max.ms", "10",
-        "session.timeout.ms", "6000",
-        "heartbeat.interval.ms", "500",
-        "allow.auto.create.topics", "true",
-        "log_level", "3",
-        NULL};
+    static const char *const defaults[] = {"enable.auto.commit",
+                                           "false",
+                                           "enable.auto.offset.store",
+                                           "true",
+                                           "auto.offset.reset",
+                                           "earliest",
+                                           "enable.partition.eof",
+                                           "true",
+                                           "queued.min.messages",
+                                           "1000000",
+                                           "fetch.wait.max.ms",
+                                           "10",
+                                           "session.timeout.ms",
+                                           "6000",
+                                           "heartbeat.interval.ms",
+                                           "500",
+                                           "allow.auto.create.topics",
+                                           "true",
+                                           "log_level",
+                                           "3",
+                                           NULL};
     char err[512];
     rd_kafka_conf_t *c;
     if (k->consumer) {
@@ -362,8 +376,8 @@ static rd_kafka_topic_partition_list_t *topic_list(const char *const *topics, si
     return l;
 }
 
-static int kafka_subscribe(void *impl, const char *cursor, const char *const *topics,
-                           size_t count, char *errstr, size_t n)
+static int kafka_subscribe(void *impl, const char *cursor, const char *const *topics, size_t count,
+                           char *errstr, size_t n)
 {
     kafka_log *k = impl;
     int rc = ensure_consumer(k, cursor, errstr, n);
@@ -489,9 +503,8 @@ static void fill_msg(kafka_log *k, rd_kafka_message_t *m)
         const char *name;
         const void *val;
         size_t len;
-        for (size_t i = 0; i < KAFKA_MAX_HEADERS &&
-                           rd_kafka_header_get_all(hdrs, i, &name, &val, &len) == 0;
-             i++)
+        for (size_t i = 0;
+             i < KAFKA_MAX_HEADERS && rd_kafka_header_get_all(hdrs, i, &name, &val, &len) == 0; i++)
             k->headers[k->msg.header_count++] = (ev_header){name, val ? val : "", val ? len : 0};
     }
 }
@@ -606,16 +619,25 @@ static int kafka_lead(void *impl, const char *topic, const char *name, const cha
          * default), and the mock cluster never answers their JoinGroup. */
         ttl_ms = ttl_ms < 6000 ? 6000 : ttl_ms;
         snprintf(session, sizeof(session), "%lld", (long long)ttl_ms);
-        snprintf(heartbeat, sizeof(heartbeat), "%lld", (long long)(ttl_ms / 4 > 0 ? ttl_ms / 4 : 1));
+        snprintf(heartbeat, sizeof(heartbeat), "%lld",
+                 (long long)(ttl_ms / 4 > 0 ? ttl_ms / 4 : 1));
         snprintf(group, sizeof(group), "%.*slead.%s", (int)plen, topic, name);
-        const char *const defaults[] = {"enable.auto.commit", "false",
-                                        "auto.offset.reset", "latest",
-                                        "session.timeout.ms", session,
-                                        "heartbeat.interval.ms", heartbeat,
-                                        "allow.auto.create.topics", "true",
-                                        "client.id", holder,
-                                        "partition.assignment.strategy", "cooperative-sticky",
-                                        "log_level", "3",
+        const char *const defaults[] = {"enable.auto.commit",
+                                        "false",
+                                        "auto.offset.reset",
+                                        "latest",
+                                        "session.timeout.ms",
+                                        session,
+                                        "heartbeat.interval.ms",
+                                        heartbeat,
+                                        "allow.auto.create.topics",
+                                        "true",
+                                        "client.id",
+                                        holder,
+                                        "partition.assignment.strategy",
+                                        "cooperative-sticky",
+                                        "log_level",
+                                        "3",
                                         NULL};
         rd_kafka_conf_t *c = make_conf(k, defaults, errstr, n);
         if (!c)
@@ -642,7 +664,8 @@ static int kafka_lead(void *impl, const char *topic, const char *name, const cha
         if (parts != 1)
             return ev__fail(errstr, n, EV_ERR_INVALID,
                             "lead '%s': topic %s has %d partitions: leadership needs a topic of "
-                            "exactly one (create it so)", name, topic, parts);
+                            "exactly one (create it so)",
+                            name, topic, parts);
         rd_kafka_topic_partition_list_t *l = topic_list(&topic, 1);
         rd_kafka_resp_err_t e = rd_kafka_subscribe(k->lead_rk, l);
         rd_kafka_topic_partition_list_destroy(l);
@@ -686,4 +709,3 @@ const ev__backend ev__backend_kafka = {
     .lead = kafka_lead,
     .resign = kafka_resign,
 };
-

@@ -16,12 +16,12 @@
 #include <string.h>
 #include <time.h>
 
-#define SQL_TOPIC_MAX 256
-#define SQL_TOPICS_MAX 64 /* topics one handle writes */
-#define SQL_RETRY_MS 100  /* a failed batch is retried this often */
+#define SQL_TOPIC_MAX  256
+#define SQL_TOPICS_MAX 64  /* topics one handle writes */
+#define SQL_RETRY_MS   100 /* a failed batch is retried this often */
 
 typedef struct pending {
-    int topic;     /* index into topics */
+    int topic; /* index into topics */
     int64_t ts_ms;
     size_t key_off, key_len, value_off, value_len, hdr_off, hdr_len; /* into arena */
 } pending;
@@ -111,7 +111,8 @@ static int exec_setup(sqlite_log *l, sqlite3 *db, const char *sql, char *errstr,
 static int open_db(sqlite_log *l, sqlite3 **db, char *errstr, size_t n)
 {
     char sql[256];
-    int rc = sqlite3_open_v2(l->path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        l->path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
         return ev__fail(errstr, n, EV_ERR_IO, "%s: cannot open: %s", l->path,
                         *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
@@ -121,11 +122,12 @@ static int open_db(sqlite_log *l, sqlite3 **db, char *errstr, size_t n)
              l->synchronous_full ? "FULL" : "NORMAL");
     if ((rc = exec_setup(l, *db, sql, errstr, n)))
         return rc;
-    return exec_setup(l, *db,
-                "CREATE TABLE IF NOT EXISTS msrs_cursors(cursor TEXT NOT NULL, topic TEXT NOT NULL,"
-                " partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_ms INTEGER,"
-                " PRIMARY KEY(cursor, topic, partition));",
-                errstr, n);
+    return exec_setup(
+        l, *db,
+        "CREATE TABLE IF NOT EXISTS msrs_cursors(cursor TEXT NOT NULL, topic TEXT NOT NULL,"
+        " partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_ms INTEGER,"
+        " PRIMARY KEY(cursor, topic, partition));",
+        errstr, n);
 }
 
 static void sqlite_close(void *impl)
@@ -188,8 +190,10 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
     pthread_condattr_destroy(&mono);
     snprintf(l->path, sizeof(l->path), "%s", target);
     l->synchronous_full = strcasecmp(sync, "FULL") == 0;
-    if ((rc = ev_conf_get_int(conf, "sqlite.busy_timeout_ms", 30000, &l->busy_timeout_ms, errstr, n)) ||
-        (rc = ev_conf_get_int(conf, "sqlite.queue.max.bytes", 256 << 20, &l->queue_max_bytes, errstr, n)))
+    if ((rc = ev_conf_get_int(conf, "sqlite.busy_timeout_ms", 30000, &l->busy_timeout_ms, errstr,
+                              n)) ||
+        (rc = ev_conf_get_int(conf, "sqlite.queue.max.bytes", 256 << 20, &l->queue_max_bytes,
+                              errstr, n)))
         goto fail;
     if ((rc = open_db(l, &l->wdb, errstr, n)) || (rc = open_db(l, &l->rdb, errstr, n)))
         goto fail;
@@ -237,8 +241,8 @@ static int topic_index(sqlite_log *l, const char *topic, char *errstr, size_t n)
         if (strcmp(l->names[i], topic) == 0)
             return i;
     if (l->name_count == SQL_TOPICS_MAX)
-        return ev__fail(errstr, n, EV_ERR_INVALID,
-                        "%s: one log handle writes at most %d topics", topic, SQL_TOPICS_MAX);
+        return ev__fail(errstr, n, EV_ERR_INVALID, "%s: one log handle writes at most %d topics",
+                        topic, SQL_TOPICS_MAX);
     snprintf(l->names[l->name_count], SQL_TOPIC_MAX, "%s", topic);
     return l->name_count++;
 }
@@ -408,8 +412,8 @@ static int sqlite_produce(void *impl, const char *topic, const void *key, size_t
     int rc = 0, t;
 
     if (value_len >= l->max_length || key_len > 65536)
-        return ev__fail(errstr, n, EV_ERR_INVALID, "%s: record of %zu bytes is too large",
-                        topic, value_len);
+        return ev__fail(errstr, n, EV_ERR_INVALID, "%s: record of %zu bytes is too large", topic,
+                        value_len);
     pthread_mutex_lock(&l->mu);
     if (!l->thread_started) {
         if (pthread_create(&l->thread, NULL, writer_main, l) != 0) {
@@ -479,10 +483,9 @@ static int sqlite_flush(void *impl, int timeout_ms, char *errstr, size_t n)
         }
         if (pthread_cond_timedwait(&l->done, &l->mu, &until) == ETIMEDOUT &&
             queued_records(l) > 0) {
-            rc = ev__fail(errstr, n, EV_ERR_TIMED_OUT,
-                          "%lld records still queued after %d ms%s%s",
-                          (long long)queued_records(l), timeout_ms,
-                          l->failing ? ": " : "", l->failing ? l->last_error : "");
+            rc = ev__fail(errstr, n, EV_ERR_TIMED_OUT, "%lld records still queued after %d ms%s%s",
+                          (long long)queued_records(l), timeout_ms, l->failing ? ": " : "",
+                          l->failing ? l->last_error : "");
             break;
         }
     }
@@ -568,8 +571,8 @@ static int query_int64(sqlite_log *l, const char *sql, const char *arg1, const c
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : EV_ERR_IO;
 }
 
-static int sqlite_subscribe(void *impl, const char *cursor, const char *const *topics,
-                            size_t count, char *errstr, size_t n)
+static int sqlite_subscribe(void *impl, const char *cursor, const char *const *topics, size_t count,
+                            char *errstr, size_t n)
 {
     sqlite_log *l = impl;
     int rc = readers_set(l, topics, count, errstr, n);
@@ -634,7 +637,8 @@ static int sqlite_assign(void *impl, const char *const *topics, size_t count, ev
         case EV_FROM_BEGINNING: r->next_offset = 0; break;
         case EV_FROM_OFFSET: r->next_offset = from.value; break;
         case EV_FROM_END:
-            snprintf(sql, sizeof(sql), "SELECT COALESCE(MAX(offset) + 1, 0) FROM \"t:%s\" WHERE ? = 0", r->name);
+            snprintf(sql, sizeof(sql),
+                     "SELECT COALESCE(MAX(offset) + 1, 0) FROM \"t:%s\" WHERE ? = 0", r->name);
             if (query_int64(l, sql, NULL, NULL, 0, &r->next_offset, &found))
                 return db_fail(l, l->rdb, errstr, n, "seek to end");
             break;
@@ -839,11 +843,12 @@ static int sqlite_lead(void *impl, const char *topic, const char *name, const ch
     int64_t now = ev_now_ns() / 1000000;
     if (sqlite3_prepare_v2(l->ldb, "SELECT holder, expires_ms, epoch FROM msrs_leases WHERE name=?",
                            -1, &get, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(l->ldb,
-                           "INSERT INTO msrs_leases(name, holder, expires_ms, epoch) VALUES(?,?,?,?)"
-                           " ON CONFLICT(name) DO UPDATE SET holder=excluded.holder,"
-                           " expires_ms=excluded.expires_ms, epoch=excluded.epoch",
-                           -1, &put, NULL) != SQLITE_OK) {
+        sqlite3_prepare_v2(
+            l->ldb,
+            "INSERT INTO msrs_leases(name, holder, expires_ms, epoch) VALUES(?,?,?,?)"
+            " ON CONFLICT(name) DO UPDATE SET holder=excluded.holder,"
+            " expires_ms=excluded.expires_ms, epoch=excluded.epoch",
+            -1, &put, NULL) != SQLITE_OK) {
         rc = db_fail(l, l->ldb, errstr, n, "lease");
         goto out;
     }

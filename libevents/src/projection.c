@@ -39,9 +39,9 @@ static void note(const ev_projection *p, ev_projection_note n)
         p->opts.on_note(p->opts.note_arg, &n);
 }
 
-int ev_projection_new(ev_projection **out, ev_log *log, ev_state *state,
-                      const char *const *topics, size_t topic_count,
-                      const ev_projection_opts *opts, char *errstr, size_t errstr_size)
+int ev_projection_new(ev_projection **out, ev_log *log, ev_state *state, const char *const *topics,
+                      size_t topic_count, const ev_projection_opts *opts, char *errstr,
+                      size_t errstr_size)
 {
     char names[PROJ_MAX_TOPICS][320];
     const char *full[PROJ_MAX_TOPICS];
@@ -65,8 +65,8 @@ int ev_projection_new(ev_projection **out, ev_log *log, ev_state *state,
     p->opts.state_file = p->state_file;
     for (size_t i = 0; i < topic_count; i++)
         full[i] = ev_log_topic(log, topics[i], names[i], sizeof(names[i]));
-    int rc = ev_log_assign(log, full, topic_count, (ev_from){EV_FROM_BEGINNING, 0}, errstr,
-                           errstr_size);
+    int rc =
+        ev_log_assign(log, full, topic_count, (ev_from){EV_FROM_BEGINNING, 0}, errstr, errstr_size);
     if (rc) {
         ev_projection_destroy(p);
         return rc;
@@ -84,10 +84,22 @@ void ev_projection_destroy(ev_projection *p)
     free(p);
 }
 
-int ev_projection_caught_up(const ev_projection *p) { return p->caught_up; }
-int64_t ev_projection_records(const ev_projection *p) { return p->records; }
-int64_t ev_projection_skipped(const ev_projection *p) { return p->skipped; }
-int64_t ev_projection_gaps(const ev_projection *p) { return p->gaps; }
+int ev_projection_caught_up(const ev_projection *p)
+{
+    return p->caught_up;
+}
+int64_t ev_projection_records(const ev_projection *p)
+{
+    return p->records;
+}
+int64_t ev_projection_skipped(const ev_projection *p)
+{
+    return p->skipped;
+}
+int64_t ev_projection_gaps(const ev_projection *p)
+{
+    return p->gaps;
+}
 
 /* The position entry of m's topic and partition (added if new); NULL when
  * out of memory. */
@@ -119,8 +131,10 @@ static void check_gap(ev_projection *p, proj_position *e, const ev_msg *m)
 {
     if (m->offset > e->read) {
         p->gaps++;
-        note(p, (ev_projection_note){.kind = EV_PROJ_GAP, .topic = m->topic,
-                                     .partition = m->partition, .offset = e->read,
+        note(p, (ev_projection_note){.kind = EV_PROJ_GAP,
+                                     .topic = m->topic,
+                                     .partition = m->partition,
+                                     .offset = e->read,
                                      .count = m->offset - e->read});
     }
     e->read = m->offset + 1;
@@ -157,9 +171,12 @@ static int fold_msg(ev_projection *p, const ev_msg *m, char *errstr, size_t errs
     p->records++;
     if (bad || ev_state_apply(p->state, &ev, err, sizeof(err)) < 0) {
         p->skipped++;
-        note(p, (ev_projection_note){.kind = EV_PROJ_SKIPPED, .topic = m->topic,
-                                     .partition = m->partition, .offset = m->offset,
-                                     .count = 1, .message = err});
+        note(p, (ev_projection_note){.kind = EV_PROJ_SKIPPED,
+                                     .topic = m->topic,
+                                     .partition = m->partition,
+                                     .offset = m->offset,
+                                     .count = 1,
+                                     .message = err});
     }
     return 0;
 }
@@ -210,9 +227,8 @@ static void write_snapshot(const ev_projection *p)
     json_decref(j);
 }
 
-int ev_projection_run(ev_projection *p, int64_t check_ms, ev_projection_check_cb check,
-                      void *arg, const volatile sig_atomic_t *stop, char *errstr,
-                      size_t errstr_size)
+int ev_projection_run(ev_projection *p, int64_t check_ms, ev_projection_check_cb check, void *arg,
+                      const volatile sig_atomic_t *stop, char *errstr, size_t errstr_size)
 {
     int64_t next_check = 0, written = -1;
     while (!*stop) {
@@ -241,8 +257,8 @@ int ev_projection_run(ev_projection *p, int64_t check_ms, ev_projection_check_cb
  * event) each take about half the time of a rebuild, so on two cores they
  * overlap. Records are copied into batches, two of them taking turns. */
 #define FOLD_BATCH_BYTES (4 << 20)
-#define FOLD_BATCH_MSGS 8192
-#define FOLD_HEADERS 16
+#define FOLD_BATCH_MSGS  8192
+#define FOLD_HEADERS     16
 
 typedef struct fold_batch {
     ev_msg msgs[FOLD_BATCH_MSGS];
@@ -307,7 +323,7 @@ static int arena_grow(fold_batch *b, size_t need)
     if (!a)
         return EV_ERR_NOMEM;
     memcpy(a, b->arena, b->len);
-#define MOVE(ptr) ((ptr) = (void *)(a + ((const unsigned char *)(ptr) - b->arena)))
+#define MOVE(ptr) ((ptr) = (void *)(a + ((const unsigned char *)(ptr)-b->arena)))
     for (size_t i = 0; i < b->count; i++) {
         ev_msg *m = &b->msgs[i];
         ev_header *h = b->headers[i];

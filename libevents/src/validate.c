@@ -9,12 +9,25 @@
 
 #define MAX_DEPTH 32
 
-typedef enum vkind { V_NULL, V_BOOL, V_INT, V_LONG, V_FLOAT, V_DOUBLE, V_BYTES, V_FIXED,
-                     V_ENUM, V_UNION, V_RECORD, V_ARRAY, V_MAP } vkind;
+typedef enum vkind {
+    V_NULL,
+    V_BOOL,
+    V_INT,
+    V_LONG,
+    V_FLOAT,
+    V_DOUBLE,
+    V_BYTES,
+    V_FIXED,
+    V_ENUM,
+    V_UNION,
+    V_RECORD,
+    V_ARRAY,
+    V_MAP
+} vkind;
 
 typedef struct vnode {
     vkind kind;
-    int64_t n;              /* fixed size, enum symbols, union branches, record fields */
+    int64_t n;               /* fixed size, enum symbols, union branches, record fields */
     struct vnode **children; /* union branches, record fields, array/map item */
 } vnode;
 
@@ -26,9 +39,9 @@ static void node_free(vnode *v)
 {
     if (!v)
         return;
-    size_t count = v->kind == V_ARRAY || v->kind == V_MAP ? 1
+    size_t count = v->kind == V_ARRAY || v->kind == V_MAP      ? 1
                    : v->kind == V_UNION || v->kind == V_RECORD ? (size_t)v->n
-                                                                : 0;
+                                                               : 0;
     for (size_t i = 0; v->children && i < count; i++)
         node_free(v->children[i]);
     free(v->children);
@@ -54,12 +67,30 @@ static vnode *compile(avro_schema_t s, int depth)
     case AVRO_DOUBLE: v->kind = V_DOUBLE; break;
     case AVRO_STRING:
     case AVRO_BYTES: v->kind = V_BYTES; break;
-    case AVRO_FIXED: v->kind = V_FIXED; v->n = avro_schema_fixed_size(s); break;
-    case AVRO_ENUM: v->kind = V_ENUM; v->n = avro_schema_enum_number_of_symbols(s); break;
-    case AVRO_UNION: v->kind = V_UNION; count = avro_schema_union_size(s); break;
-    case AVRO_RECORD: v->kind = V_RECORD; count = avro_schema_record_size(s); break;
-    case AVRO_ARRAY: v->kind = V_ARRAY; count = 1; break;
-    case AVRO_MAP: v->kind = V_MAP; count = 1; break;
+    case AVRO_FIXED:
+        v->kind = V_FIXED;
+        v->n = avro_schema_fixed_size(s);
+        break;
+    case AVRO_ENUM:
+        v->kind = V_ENUM;
+        v->n = avro_schema_enum_number_of_symbols(s);
+        break;
+    case AVRO_UNION:
+        v->kind = V_UNION;
+        count = avro_schema_union_size(s);
+        break;
+    case AVRO_RECORD:
+        v->kind = V_RECORD;
+        count = avro_schema_record_size(s);
+        break;
+    case AVRO_ARRAY:
+        v->kind = V_ARRAY;
+        count = 1;
+        break;
+    case AVRO_MAP:
+        v->kind = V_MAP;
+        count = 1;
+        break;
     default: free(v); return NULL;
     }
     if (count) {
@@ -68,10 +99,11 @@ static vnode *compile(avro_schema_t s, int depth)
         if (!(v->children = calloc(count, sizeof(*v->children))))
             goto fail;
         for (size_t i = 0; i < count; i++) {
-            avro_schema_t c = v->kind == V_UNION    ? avro_schema_union_branch(s, (int)i)
-                              : v->kind == V_RECORD ? avro_schema_record_field_get_by_index(s, (int)i)
-                              : v->kind == V_ARRAY  ? avro_schema_array_items(s)
-                                                    : avro_schema_map_values(s);
+            avro_schema_t c = v->kind == V_UNION ? avro_schema_union_branch(s, (int)i)
+                              : v->kind == V_RECORD
+                                  ? avro_schema_record_field_get_by_index(s, (int)i)
+                              : v->kind == V_ARRAY ? avro_schema_array_items(s)
+                                                   : avro_schema_map_values(s);
             if (!(v->children[i] = compile(c, depth + 1)))
                 goto fail;
         }
@@ -187,7 +219,8 @@ static int walk(const vnode *v, cursor *c)
                 return EV_ERR_TRUNCATED;
             for (int64_t i = 0; i < n; i++) {
                 int64_t key_len;
-                if (v->kind == V_MAP && ((rc = read_varint(c, &key_len)) || (rc = skip(c, key_len))))
+                if (v->kind == V_MAP &&
+                    ((rc = read_varint(c, &key_len)) || (rc = skip(c, key_len))))
                     return rc;
                 if ((rc = walk(v->children[0], c)))
                     return rc;

@@ -106,7 +106,7 @@ struct ag_conn {
     struct lws *wsi;
     ag_device *dev; /* set once hello is accepted (device.c); endpoint.c never reads it */
     char device_id[AG_ID_MAX]; /* the device's, once hello is accepted: what ag_send stamps */
-    cli_buf rx; /* the message being reassembled */
+    cli_buf rx;                /* the message being reassembled */
     int rx_too_large, rx_binary;
     ag_out *out_head, *out_tail;
     size_t out_count;

@@ -30,5 +30,4 @@ void ag_conn_pause(ag_conn *c, int paused);
 /* Closes c with a WebSocket close code and reason. */
 void ag_close(ag_conn *c, int code, const char *reason);
 
-
 #endif

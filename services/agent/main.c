@@ -10,7 +10,6 @@
  * plane's protocol), runs the 2 ms tick and hands commands to the layers. */
 #include "agent.h"
 #include "cli.h"
-#include "rxstamp.h"
 #include "clock.h"
 #include "control.h"
 #include "device.h"
@@ -18,6 +17,7 @@
 #include "flow.h"
 #include "protocol.h"
 #include "recording.h"
+#include "rxstamp.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -270,8 +270,8 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 {
     ag_args *g = arg;
     ag_agent *a = g->a;
-    const char *supervisor = g->supervisor ? g->supervisor
-                                           : ev_conf_get(conf, "agent.supervisor", NULL);
+    const char *supervisor =
+        g->supervisor ? g->supervisor : ev_conf_get(conf, "agent.supervisor", NULL);
     char err[512];
     if (ag_control_init(&a->ctl, conf, supervisor, err, sizeof(err))) {
         snprintf(errstr, errstr_size, "config agent.supervisor: %s", err);

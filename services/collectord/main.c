@@ -53,8 +53,9 @@ static void maybe_auto_start(cd_collectd *c)
     if (!ev_collect_auto_start(c->state, &params, ev_now_ns(), sid, sizeof(sid), &req, &connected))
         return;
     if (cli_emit(c->log, "msrs-collectord", "CollectionRequested", sid, req, NULL) == 0)
-        fprintf(stderr, "msrs-collectord: auto start: requested session %s (%zu devices connected)\n",
-                sid, connected);
+        fprintf(stderr,
+                "msrs-collectord: auto start: requested session %s (%zu devices connected)\n", sid,
+                connected);
     json_decref(req);
 }
 
@@ -75,8 +76,8 @@ static void check(void *arg)
             json_t *value = json_object_get(e, "value");
             if (json_object_get(c->emitted, id))
                 continue;
-            if (cli_emit(c->log, "msrs-collectord", type, json_string_value(json_object_get(e, "key")),
-                         value, id))
+            if (cli_emit(c->log, "msrs-collectord", type,
+                         json_string_value(json_object_get(e, "key")), value, id))
                 break; /* decided again at the next check */
             json_object_set_new(c->emitted, id, json_true());
             if (strcmp(type, "CollectionStarted") == 0) {
@@ -87,8 +88,9 @@ static void check(void *arg)
                         json_array_size(json_object_get(value, "device_ids")));
             } else if (strcmp(type, "CollectionStopped") == 0) {
                 c->stopped++;
-                fprintf(stderr, "msrs-collectord: session %s stopped after %.3f s: %zu streams (%s)\n",
-                        sid, (double)json_integer_value(json_object_get(value, "duration_ns")) / 1e9,
+                fprintf(stderr,
+                        "msrs-collectord: session %s stopped after %.3f s: %zu streams (%s)\n", sid,
+                        (double)json_integer_value(json_object_get(value, "duration_ns")) / 1e9,
                         json_array_size(json_object_get(value, "streams")),
                         json_string_value(json_object_get(value, "reason")));
             } else if (strcmp(type, "StopRecording") == 0) {
@@ -124,14 +126,15 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
                         errstr_size))
         return -1;
     if (strcmp(auto_start, "true") != 0 && strcmp(auto_start, "false") != 0) {
-        snprintf(errstr, errstr_size,
-                 "config collect.auto_start: expected true or false, got '%s'", auto_start);
+        snprintf(errstr, errstr_size, "config collect.auto_start: expected true or false, got '%s'",
+                 auto_start);
         return -1;
     }
     c->auto_start = strcmp(auto_start, "true") == 0;
     if (lead_ms < 0 || timeout_ms < 0 || c->check_ms <= 0) {
-        snprintf(errstr, errstr_size, "config collect.lead_ms, collect.report_timeout_ms: "
-                                      "expected >= 0; collect.check_ms: expected > 0");
+        snprintf(errstr, errstr_size,
+                 "config collect.lead_ms, collect.report_timeout_ms: "
+                 "expected >= 0; collect.check_ms: expected > 0");
         return -1;
     }
     c->params = (ev_collect_params){lead_ms * 1000000, timeout_ms * 1000000};
@@ -152,8 +155,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     c->state = ev_state_new();
     c->emitted = json_object();
     c->waiting = json_object();
-    fprintf(stderr, "msrs-collectord: folding the log, then checking every %lld ms (lead %lld ms, "
-                    "report timeout %lld ms, auto start %s)\n",
+    fprintf(stderr,
+            "msrs-collectord: folding the log, then checking every %lld ms (lead %lld ms, "
+            "report timeout %lld ms, auto start %s)\n",
             (long long)c->check_ms, (long long)(c->params.lead_ns / 1000000),
             (long long)(c->params.report_timeout_ns / 1000000), c->auto_start ? "true" : "false");
     if (ev_projection_new(&p, log, c->state, topics, 4, &po, err, sizeof(err)) ||
@@ -161,8 +165,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         fprintf(stderr, "msrs-collectord: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
     }
-    fprintf(stderr, "msrs-collectord: stopped: %lld records, %lld skipped, %lld sessions started, "
-                    "%lld stopped\n",
+    fprintf(stderr,
+            "msrs-collectord: stopped: %lld records, %lld skipped, %lld sessions started, "
+            "%lld stopped\n",
             (long long)(p ? ev_projection_records(p) : 0),
             (long long)(p ? ev_projection_skipped(p) : 0), (long long)c->started,
             (long long)c->stopped);

@@ -133,17 +133,15 @@ static int do_register(sv_supervisor *s, json_t *req, const char *node_id, json_
     json_t *caps = json_object_get(req, "caps");
     if (!caps)
         caps = json_object_get(req, "capabilities");
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I}", "node_id", node_id,
-                            "hostname", json_string_value(json_object_get(req, "hostname")) ?: "",
-                            "address", json_string_value(json_object_get(req, "address")) ?: "",
-                            "capabilities", json_is_array(caps) ? json_incref(caps) : json_array(),
-                            "max_devices",
-                            (json_int_t)json_integer_value(json_object_get(req, "max_devices")),
-                            "version", json_string_value(json_object_get(req, "version")) ?: "",
-                            "cpu_cores",
-                            (json_int_t)json_integer_value(json_object_get(req, "cpu_cores")),
-                            "mem_total_bytes",
-                            (json_int_t)json_integer_value(json_object_get(req, "mem_total_bytes")));
+    json_t *rec = json_pack(
+        "{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I}", "node_id", node_id, "hostname",
+        json_string_value(json_object_get(req, "hostname")) ?: "", "address",
+        json_string_value(json_object_get(req, "address")) ?: "", "capabilities",
+        json_is_array(caps) ? json_incref(caps) : json_array(), "max_devices",
+        (json_int_t)json_integer_value(json_object_get(req, "max_devices")), "version",
+        json_string_value(json_object_get(req, "version")) ?: "", "cpu_cores",
+        (json_int_t)json_integer_value(json_object_get(req, "cpu_cores")), "mem_total_bytes",
+        (json_int_t)json_integer_value(json_object_get(req, "mem_total_bytes")));
     int rc = emit_apply(s, "NodeRegistered", node_id, rec, NULL, err, sizeof(err));
     json_decref(rec);
     if (rc) {
@@ -154,8 +152,8 @@ static int do_register(sv_supervisor *s, json_t *req, const char *node_id, json_
     s->n.registered++;
     fprintf(stderr, "msrs-supervisor: node %s registered (%s)\n", node_id,
             json_string_value(json_object_get(req, "address")) ?: "no address");
-    *reply = json_pack("{s:b, s:s, s:s}", "registered", 1, "node_id", node_id, "supervisor",
-                       s->node_id);
+    *reply =
+        json_pack("{s:b, s:s, s:s}", "registered", 1, "node_id", node_id, "supervisor", s->node_id);
     return 200;
 }
 
@@ -168,10 +166,10 @@ static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
         return 404;
     }
     int64_t max = ev_place_limit(node.max_devices, s->place.max_per_node);
-    json_t *plan = json_pack("{s:s, s:s, s:O, s:I, s:I, s:I}", "node_id", node_id, "role",
-                             "recorder", "services", s->services, "ttl_ms", (json_int_t)s->ttl_ms,
-                             "heartbeat_interval_ms", (json_int_t)s->heartbeat_ms, "max_devices",
-                             (json_int_t)max);
+    json_t *plan =
+        json_pack("{s:s, s:s, s:O, s:I, s:I, s:I}", "node_id", node_id, "role", "recorder",
+                  "services", s->services, "ttl_ms", (json_int_t)s->ttl_ms, "heartbeat_interval_ms",
+                  (json_int_t)s->heartbeat_ms, "max_devices", (json_int_t)max);
     if (emit_apply(s, "NodePlanned", node_id, plan, NULL, err, sizeof(err))) {
         json_decref(plan);
         return fail_log(err, reply);
@@ -187,8 +185,7 @@ static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
 static json_t *placement(sv_supervisor *s, const char *exclude)
 {
     char id[64];
-    if (ev_place_choose(s->state, &s->place, exclude, &s->rr_cursor, id,
-                        sizeof(id)))
+    if (ev_place_choose(s->state, &s->place, exclude, &s->rr_cursor, id, sizeof(id)))
         return json_null();
     ev_node node;
     return json_pack("{s:s, s:s}", "node_id", id, "address",
@@ -204,10 +201,10 @@ static int do_heartbeat(sv_supervisor *s, json_t *req, const char *node_id, json
                           node_id);
         return 404;
     }
-    static const char *const fields[] = {"services_running", "versions", "device_count",
-                                         "cpu_load", "mem_used_bytes", "clock_offset_ns",
-                                         "clock_uncertainty_ns", "clock_rtt_ns",
-                                         "mem_available_bytes", "rx_bytes_per_s"};
+    static const char *const fields[] = {
+        "services_running",    "versions",        "device_count",         "cpu_load",
+        "mem_used_bytes",      "clock_offset_ns", "clock_uncertainty_ns", "clock_rtt_ns",
+        "mem_available_bytes", "rx_bytes_per_s"};
     json_t *hb = json_pack("{s:s}", "node_id", node_id);
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         if (json_object_get(req, fields[i]))
@@ -240,16 +237,17 @@ static json_t *pool(sv_supervisor *s)
         connected++;
         json_object_set_new(devices, k, json_string(d.node_id));
         if (n)
-            json_object_set_new(n, "pool_devices", json_integer(json_integer_value(
-                                                        json_object_get(n, "pool_devices")) + 1));
+            json_object_set_new(
+                n, "pool_devices",
+                json_integer(json_integer_value(json_object_get(n, "pool_devices")) + 1));
     }
     return json_pack("{s:s, s:b, s:s, s:o, s:o, s:I}", "supervisor", s->node_id, "leading",
                      s->leading, "leader", s->leader, "nodes", nodes, "devices", devices,
                      "device_count", (json_int_t)connected);
 }
 
-int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *body,
-              size_t len, int64_t received_ns, json_t **reply)
+int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *body, size_t len,
+              int64_t received_ns, json_t **reply)
 {
     int status;
     if (strcmp(method, "GET") == 0 && strcmp(path, "/v1/nodes") == 0) {
@@ -257,8 +255,10 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
         return 200;
     }
     if (strcmp(method, "POST") != 0) {
-        *reply = sv_error("not_found", "%s %s: expected POST /v1/nodes/{register,plan,heartbeat}, "
-                          "/v1/devices/place, /v1/time or GET /v1/nodes", method, path);
+        *reply = sv_error("not_found",
+                          "%s %s: expected POST /v1/nodes/{register,plan,heartbeat}, "
+                          "/v1/devices/place, /v1/time or GET /v1/nodes",
+                          method, path);
         return 404;
     }
     if (strcmp(path, "/v1/time") == 0) {
@@ -367,8 +367,8 @@ static void publish_presence(sv_supervisor *s, int64_t now)
     }
     json_t *snap = json_pack("{s:s, s:o, s:I, s:s}", "node_id", s->node_id, "nodes", list,
                              "device_count", (json_int_t)total, "address", s->address);
-    if (ev_log_emit_json(s->log, ev_schema_by_name("PresenceSnapshot"), s->node_id, snap, NULL,
-                         err, sizeof(err)))
+    if (ev_log_emit_json(s->log, ev_schema_by_name("PresenceSnapshot"), s->node_id, snap, NULL, err,
+                         sizeof(err)))
         fprintf(stderr, "msrs-supervisor: presence: %s\n", err);
     else
         s->n.presence++;
@@ -378,8 +378,8 @@ static void publish_presence(sv_supervisor *s, int64_t now)
 static void lead(sv_supervisor *s, int64_t now)
 {
     char err[512];
-    int rc = ev_log_lead(s->log, "supervisor", s->holder, s->lease_ms, s->leader,
-                         sizeof(s->leader), err, sizeof(err));
+    int rc = ev_log_lead(s->log, "supervisor", s->holder, s->lease_ms, s->leader, sizeof(s->leader),
+                         err, sizeof(err));
     if (rc < 0) {
         fprintf(stderr, "msrs-supervisor: leadership: %s\n", err);
         rc = 0; /* cannot renew: act as a follower */
@@ -398,8 +398,7 @@ void sv_discovery_answer(sv_supervisor *s)
 {
     struct sockaddr_in from;
     json_t *q;
-    while ((q = dsc_recv(s->discovery_fd, "discover", s->prefix, &from,
-                         &s->n.discovery_skipped))) {
+    while ((q = dsc_recv(s->discovery_fd, "discover", s->prefix, &from, &s->n.discovery_skipped))) {
         json_t *a = json_pack("{s:s, s:i, s:s, s:s, s:s, s:b}", "msrs", "supervisor", "v", 1,
                               "prefix", s->prefix, "node_id", s->node_id, "url", s->address,
                               "leading", s->leading && s->caught_up);
@@ -460,13 +459,14 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
     struct {
         const char *key;
         int64_t def, *out, min;
-    } ints[] = {{"supervisor.ttl_ms", 6000, &s->ttl_ms, 100},
-                {"supervisor.heartbeat_ms", 1000, &s->heartbeat_ms, 10},
-                {"supervisor.presence_ms", 2000, &s->presence_ms, 10},
-                {"supervisor.lease_ms", 3000, &s->lease_ms, 100},
-                {"scaling.max_devices_per_node", 0, &s->place.max_per_node, 0},
-                {"scaling.node_bandwidth_bytes_per_s", 125000000, &s->place.bandwidth_bytes_per_s, 0},
-                {"discovery.port", DSC_PORT, &s->discovery_port, 0}};
+    } ints[] = {
+        {"supervisor.ttl_ms", 6000, &s->ttl_ms, 100},
+        {"supervisor.heartbeat_ms", 1000, &s->heartbeat_ms, 10},
+        {"supervisor.presence_ms", 2000, &s->presence_ms, 10},
+        {"supervisor.lease_ms", 3000, &s->lease_ms, 100},
+        {"scaling.max_devices_per_node", 0, &s->place.max_per_node, 0},
+        {"scaling.node_bandwidth_bytes_per_s", 125000000, &s->place.bandwidth_bytes_per_s, 0},
+        {"discovery.port", DSC_PORT, &s->discovery_port, 0}};
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
             fprintf(stderr, "msrs-supervisor: %s\n", err);
@@ -479,13 +479,16 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
         }
     }
     if (s->discovery_port > 65535) {
-        fprintf(stderr, "msrs-supervisor: config discovery.port (%lld): expected a UDP port, or "
-                        "0 for none\n", (long long)s->discovery_port);
+        fprintf(stderr,
+                "msrs-supervisor: config discovery.port (%lld): expected a UDP port, or "
+                "0 for none\n",
+                (long long)s->discovery_port);
         return -1;
     }
     if (s->heartbeat_ms >= s->ttl_ms) {
-        fprintf(stderr, "msrs-supervisor: config supervisor.heartbeat_ms (%lld): expected less "
-                        "than supervisor.ttl_ms (%lld)\n",
+        fprintf(stderr,
+                "msrs-supervisor: config supervisor.heartbeat_ms (%lld): expected less "
+                "than supervisor.ttl_ms (%lld)\n",
                 (long long)s->heartbeat_ms, (long long)s->ttl_ms);
         return -1;
     }
@@ -495,8 +498,10 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
     else if (strcmp(strategy, "round_robin") == 0)
         s->place.strategy = EV_PLACE_ROUND_ROBIN;
     else {
-        fprintf(stderr, "msrs-supervisor: config scaling.strategy '%s': expected least_loaded "
-                        "or round_robin\n", strategy);
+        fprintf(stderr,
+                "msrs-supervisor: config scaling.strategy '%s': expected least_loaded "
+                "or round_robin\n",
+                strategy);
         return -1;
     }
     s->services = json_array();
@@ -578,10 +583,12 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         exit_code = s->ctx ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
         goto out;
     }
-    fprintf(stderr, "msrs-supervisor: %s on %s, log %s, ttl %lld ms, heartbeat %lld ms, "
-                    "strategy %s, max %lld devices per node\n",
+    fprintf(stderr,
+            "msrs-supervisor: %s on %s, log %s, ttl %lld ms, heartbeat %lld ms, "
+            "strategy %s, max %lld devices per node\n",
             s->node_id, s->address, ev_conf_get(conf, "log", ""), (long long)s->ttl_ms,
-            (long long)s->heartbeat_ms, s->place.strategy == EV_PLACE_ROUND_ROBIN ? "round_robin" : "least_loaded",
+            (long long)s->heartbeat_ms,
+            s->place.strategy == EV_PLACE_ROUND_ROBIN ? "round_robin" : "least_loaded",
             (long long)s->place.max_per_node);
     lws_sul_schedule(s->ctx, 0, &s->tick, on_tick, TICK_US);
     while (!cli_stop)
@@ -595,9 +602,10 @@ out:
         fprintf(stderr, "msrs-supervisor: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
     }
-    fprintf(stderr, "msrs-supervisor: stopped: %lld requests, %lld registered, %lld planned, "
-                    "%lld heartbeats, %lld expired, %lld presence, %lld refused, %lld bad; discovery: %lld "
-                    "answered, %lld skipped\n",
+    fprintf(stderr,
+            "msrs-supervisor: stopped: %lld requests, %lld registered, %lld planned, "
+            "%lld heartbeats, %lld expired, %lld presence, %lld refused, %lld bad; discovery: %lld "
+            "answered, %lld skipped\n",
             (long long)s->n.requests, (long long)s->n.registered, (long long)s->n.planned,
             (long long)s->n.heartbeats, (long long)s->n.expired, (long long)s->n.presence,
             (long long)s->n.refused, (long long)s->n.bad, (long long)s->n.discovery_answers,

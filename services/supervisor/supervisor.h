@@ -44,8 +44,8 @@ typedef struct sv_supervisor {
 
 /* main.c: answers one request. Returns the HTTP status; *reply a new JSON
  * object. received_ns: when the request was complete (t2 of /v1/time). */
-int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *body,
-              size_t len, int64_t received_ns, json_t **reply);
+int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *body, size_t len,
+              int64_t received_ns, json_t **reply);
 /* main.c: reads every discovery datagram waiting and answers the queries
  * for this supervisor's prefix with its address and whether it leads. */
 void sv_discovery_answer(sv_supervisor *s);

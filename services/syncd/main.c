@@ -54,8 +54,8 @@ static void resync(sd_syncd *s, json_t *stale, int64_t now)
             json_array_append(ask, d);
         }
         if (json_array_size(ask) && *node) {
-            json_t *cmd = json_pack("{s:s, s:O, s:s}", "node_id", node, "device_ids", ask,
-                                    "reason", "offset stale");
+            json_t *cmd = json_pack("{s:s, s:O, s:s}", "node_id", node, "device_ids", ask, "reason",
+                                    "offset stale");
             s->resyncs++;
             cli_emit(s->log, "msrs-syncd", "SyncNow", node, cmd, NULL);
             json_decref(cmd);
@@ -72,16 +72,19 @@ static void check_sessions(void *arg)
     for (const char *sid = NULL; (sid = ev_state_session_next(s->state, sid, &x));) {
         char why[256];
         json_t *done = NULL, *stale = NULL;
-        ev_sync_decision d = ev_sync_decide(s->state, sid, &s->params, now, &done, &stale, why,
-                                            sizeof(why));
+        ev_sync_decision d =
+            ev_sync_decide(s->state, sid, &s->params, now, &done, &stale, why, sizeof(why));
         if (d == EV_SYNC_READY) {
             char id[EV_ID_MAX];
             snprintf(id, sizeof(id), "sync/%.50s", sid);
             if (cli_emit(s->log, "msrs-syncd", "SynchronizationCompleted", sid, done, id) == 0) {
                 s->completed++;
-                fprintf(stderr, "msrs-syncd: session %s synchronised: %zu devices, max uncertainty %lld us\n",
-                        sid, json_array_size(json_object_get(done, "devices")),
-                        (long long)json_integer_value(json_object_get(done, "max_uncertainty_ns")) / 1000);
+                fprintf(
+                    stderr,
+                    "msrs-syncd: session %s synchronised: %zu devices, max uncertainty %lld us\n",
+                    sid, json_array_size(json_object_get(done, "devices")),
+                    (long long)json_integer_value(json_object_get(done, "max_uncertainty_ns")) /
+                        1000);
             }
             json_decref(done);
         } else if (d == EV_SYNC_WAIT) {
@@ -124,8 +127,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     s->state = ev_state_new();
     s->asked = json_object();
     s->waiting = json_object();
-    fprintf(stderr, "msrs-syncd: folding the log, then checking every %lld ms (min group %d, "
-                    "max uncertainty %lld us, max age %lld ms)\n",
+    fprintf(stderr,
+            "msrs-syncd: folding the log, then checking every %lld ms (min group %d, "
+            "max uncertainty %lld us, max age %lld ms)\n",
             (long long)s->check_ms, s->params.min_group,
             (long long)(s->params.max_uncertainty_ns / 1000),
             (long long)(s->params.max_age_ns / 1000000));
@@ -134,8 +138,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         fprintf(stderr, "msrs-syncd: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
     }
-    fprintf(stderr, "msrs-syncd: stopped: %lld records, %lld skipped, %lld sessions synchronised, "
-                    "%lld re-sync requests\n",
+    fprintf(stderr,
+            "msrs-syncd: stopped: %lld records, %lld skipped, %lld sessions synchronised, "
+            "%lld re-sync requests\n",
             (long long)(p ? ev_projection_records(p) : 0),
             (long long)(p ? ev_projection_skipped(p) : 0), (long long)s->completed,
             (long long)s->resyncs);

@@ -66,7 +66,8 @@ int main(int argc, char **argv)
         avro_value_get_by_name(v, "mark_id", &f, NULL);
         avro_value_set_string(&f, mark);
         avro_value_get_by_name(v, "label", &f, NULL);
-        avro_value_set_string(&f, "a label that makes the record about two hundred bytes long with its headers");
+        avro_value_set_string(
+            &f, "a label that makes the record about two hundred bytes long with its headers");
         if (ev_log_emit(log, s, key, v, NULL, err, sizeof(err))) {
             fprintf(stderr, "log_producer: %s\n", err);
             return 1;

@@ -30,7 +30,8 @@ static void setup(void)
     char id[EV_ID_MAX];
     ev_new_id(id);
     snprintf(prefix, sizeof(prefix), "t%.8s.", id);
-    is_sqlite = strcmp(getenv("MSRS_TEST_BACKEND") ? getenv("MSRS_TEST_BACKEND") : "sqlite", "sqlite") == 0;
+    is_sqlite =
+        strcmp(getenv("MSRS_TEST_BACKEND") ? getenv("MSRS_TEST_BACKEND") : "sqlite", "sqlite") == 0;
     dir = tu_tmpdir("log");
     if (is_sqlite) {
         snprintf(uri, sizeof(uri), "sqlite:%s/log.db", dir);
@@ -73,11 +74,14 @@ static void emit_mark(ev_log *log, ev_codec *codec, const char *key, long seq, i
     char json[256], err[512];
     snprintf(json, sizeof(json), "{\"session_id\": \"%s\", \"mark_id\": \"%ld\"}", key, seq);
     ev_emit_opts o = {.time_ns = time_ns};
-    ck_assert_msg(ev_log_emit(log, ev_schema_by_name("SyncMark"), key, tu_value(codec, "SyncMark", json), &o, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(ev_log_emit(log, ev_schema_by_name("SyncMark"), key,
+                              tu_value(codec, "SyncMark", json), &o, err, sizeof(err)) == 0,
+                  "%s", err);
 }
 
 /* Polls until EV_ERR_END (or limit); calls fn for each record. */
-static long drain(ev_log *log, ev_codec *codec, void (*fn)(void *, const ev_event *), void *opaque, int max_wait_ms)
+static long drain(ev_log *log, ev_codec *codec, void (*fn)(void *, const ev_event *), void *opaque,
+                  int max_wait_ms)
 {
     char err[512];
     long n = 0;
@@ -89,7 +93,8 @@ static long drain(ev_log *log, ev_codec *codec, void (*fn)(void *, const ev_even
             return n;
         if (rc == EV_ERR_TIMED_OUT) {
             waited += 100;
-            ck_assert_msg(waited < max_wait_ms, "no end of log after %d ms (%ld records)", waited, n);
+            ck_assert_msg(waited < max_wait_ms, "no end of log after %d ms (%ld records)", waited,
+                          n);
             continue;
         }
         ck_assert_msg(rc == 0, "poll: %s", err);
@@ -132,7 +137,7 @@ static void check_marks_in_order(void *opaque, const ev_event *ev)
     (*next)++;
 }
 
-#define KEYS 8
+#define KEYS    8
 #define PER_KEY 250
 
 typedef struct order_ctx {
@@ -145,7 +150,8 @@ static void check_order(void *opaque, const ev_event *ev)
     order_ctx *c = opaque;
     int k = atoi(mark_key(ev) + 1);
     ck_assert_int_lt(k, KEYS);
-    ck_assert_msg(mark_seq(ev) == c->next[k], "key k%d: got %ld, expected %ld", k, mark_seq(ev), c->next[k]);
+    ck_assert_msg(mark_seq(ev) == c->next[k], "key k%d: got %ld, expected %ld", k, mark_seq(ev),
+                  c->next[k]);
     ck_assert_uint_eq(ev->msg->key_len, strlen(mark_key(ev)));
     ck_assert(memcmp(ev->msg->key, mark_key(ev), ev->msg->key_len) == 0);
     c->next[k]++;
@@ -164,7 +170,8 @@ START_TEST(ordered_per_key)
         }
     ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
     const char *t = topic(log, "sessions");
-    ck_assert_msg(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)) == 0,
+                  "%s", err);
     order_ctx c = {{0}, 0};
     drain(log, codec, check_order, &c, 20000);
     ck_assert_int_eq(c.total, KEYS * PER_KEY);
@@ -255,7 +262,9 @@ START_TEST(seek_by_time)
     }
     ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
     const char *t = topic(log, "sessions");
-    ck_assert_msg(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_TIME, t0_ms + 250}, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(
+        ev_log_assign(log, &t, 1, (ev_from){EV_FROM_TIME, t0_ms + 250}, err, sizeof(err)) == 0,
+        "%s", err);
     time_ctx c = {0, 0, 0};
     drain(log, codec, collect_time, &c, 20000);
     ck_assert_int_eq(c.count, 25);
@@ -264,13 +273,15 @@ START_TEST(seek_by_time)
     ev_log_destroy(log);
     /* A time after every record: nothing, and the end. */
     log = open_log();
-    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_TIME, t0_ms + 100000}, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        ev_log_assign(log, &t, 1, (ev_from){EV_FROM_TIME, t0_ms + 100000}, err, sizeof(err)), 0);
     ck_assert_int_eq(drain(log, codec, NULL, NULL, 20000), 0);
     ev_log_destroy(log);
     /* By offset: sqlite has one partition, so offset 40 leaves 10. */
     if (is_sqlite) {
         log = open_log();
-        ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_OFFSET, 40}, err, sizeof(err)), 0);
+        ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_OFFSET, 40}, err, sizeof(err)),
+                         0);
         ck_assert_int_eq(drain(log, codec, NULL, NULL, 20000), 10);
         ev_log_destroy(log);
     }
@@ -295,7 +306,10 @@ START_TEST(redelivery_is_tolerated)
         snprintf(json, sizeof(json), "{\"node_id\": \"n%d\", \"device_count\": %d}", i % 3, i);
         char key[8];
         snprintf(key, sizeof(key), "n%d", i % 3);
-        ck_assert_int_eq(ev_log_emit(log, ev_schema_by_name("NodeHeartbeat"), key, tu_value(codec, "NodeHeartbeat", json), NULL, err, sizeof(err)), 0);
+        ck_assert_int_eq(ev_log_emit(log, ev_schema_by_name("NodeHeartbeat"), key,
+                                     tu_value(codec, "NodeHeartbeat", json), NULL, err,
+                                     sizeof(err)),
+                         0);
     }
     ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
     ev_log_destroy(log);
@@ -314,7 +328,8 @@ START_TEST(redelivery_is_tolerated)
     json_t *twice = ev_state_to_json(state);
     char *twice_text = json_dumps(json_object_get(twice, "nodes"), JSON_SORT_KEYS);
     ck_assert_str_eq(once_text, twice_text);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(twice, "events"), "duplicates")), 20);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(twice, "events"), "duplicates")), 20);
     ck_assert_int_eq(ev_log_commit(log, err, sizeof(err)), 0);
     ev_log_destroy(log);
 
@@ -392,7 +407,8 @@ START_TEST(sigkill_loses_no_acknowledged_record)
     kill_ctx c = {calloc((size_t)total, 1), total};
     const char *t = topic(log, "sessions");
     char err[512];
-    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)), 0);
+    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)),
+                     0);
     long n = drain(log, codec, count_seen, &c, 30000); /* every record decodes: none partial */
     ck_assert_int_ge(n, acked);
     for (long i = 0; i < acked; i++)
@@ -428,7 +444,8 @@ START_TEST(concurrent_producer_processes)
     kill_ctx a = {calloc((size_t)count, 1), count};
     const char *t = topic(log, "sessions");
     char err[512];
-    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)), 0);
+    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)),
+                     0);
     /* Both producers' records: each seq appears twice (once per producer). */
     long n = drain(log, codec, count_seen, &a, 30000);
     ck_assert_int_eq(n, 2 * count);
@@ -511,7 +528,8 @@ START_TEST(a_blocked_writer_keeps_records_queued_and_retries)
     ck_assert_int_eq(records, 0);
     ck_assert_int_eq(bytes, 0);
     const char *t = topic(log, "sessions");
-    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)), 0);
+    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)),
+                     0);
     long next = 0;
     ck_assert_int_eq(drain(log, codec, check_marks_in_order, &next, 10000), 101);
     ev_codec_destroy(codec);
@@ -527,18 +545,27 @@ START_TEST(bad_input_is_refused_and_nothing_lost)
     ev_log *log = open_log();
     ev_codec *codec = ev_codec_new();
     emit_mark(log, codec, "s", 0, 0);
-    ck_assert_int_eq(ev_log_produce(log, "bad topic!", "k", 1, "v", 1, NULL, 0, 0, err, sizeof(err)), EV_ERR_INVALID);
+    ck_assert_int_eq(
+        ev_log_produce(log, "bad topic!", "k", 1, "v", 1, NULL, 0, 0, err, sizeof(err)),
+        EV_ERR_INVALID);
     ck_assert_msg(strstr(err, "bad topic!") != NULL, "%s", err);
-    ck_assert_int_eq(ev_log_emit(log, ev_schema_by_name("SyncMark"), "", tu_value(codec, "SyncMark", "{\"session_id\": \"s\", \"mark_id\": \"x\"}"), NULL, err, sizeof(err)), EV_ERR_INVALID);
+    ck_assert_int_eq(
+        ev_log_emit(log, ev_schema_by_name("SyncMark"), "",
+                    tu_value(codec, "SyncMark", "{\"session_id\": \"s\", \"mark_id\": \"x\"}"),
+                    NULL, err, sizeof(err)),
+        EV_ERR_INVALID);
     const ev_msg *m;
     ck_assert_int_eq(ev_log_poll(log, 0, &m, err, sizeof(err)), EV_ERR_INVALID);
     /* A record that is not ours (garbage bytes, no headers) is stored and
      * read back; decoding it fails clearly; the next one is fine. */
     const char *t = topic(log, "sessions");
-    ck_assert_int_eq(ev_log_produce(log, t, "s", 1, "\x00\x00\x00\x03\xe7garbage", 12, NULL, 0, 0, err, sizeof(err)), 0);
+    ck_assert_int_eq(ev_log_produce(log, t, "s", 1, "\x00\x00\x00\x03\xe7garbage", 12, NULL, 0, 0,
+                                    err, sizeof(err)),
+                     0);
     emit_mark(log, codec, "s", 1, 0);
     ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
-    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)), 0);
+    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)),
+                     0);
     ck_assert_int_eq(ev_log_commit(log, err, sizeof(err)), EV_ERR_INVALID);
     int ok = 0, bad = 0;
     for (;;) {
@@ -606,7 +633,8 @@ START_TEST(one_leader_and_failover)
     /* A resigns: B leads without waiting for the TTL... */
     ck_assert_int_eq(ev_log_resign(a, "test", "a@host:1", err, sizeof(err)), 0);
     long took = lead_until(b, "b@host:2", 1, ttl, 20000, leader, sizeof(leader));
-    fprintf(stderr, "%s: leadership moved after a resign in %ld ms\n", getenv("MSRS_TEST_BACKEND") ?: "sqlite", took);
+    fprintf(stderr, "%s: leadership moved after a resign in %ld ms\n",
+            getenv("MSRS_TEST_BACKEND") ?: "sqlite", took);
     ck_assert_int_ge(took, 0);
     ck_assert_str_eq(leader, "b@host:2");
     ev_log_destroy(b);
@@ -617,7 +645,8 @@ START_TEST(one_leader_and_failover)
     FILE *out;
     char line[64];
     pid_t child = spawn_producer("--lead", ttl, 200, &out);
-    ck_assert_msg(fgets(line, sizeof(line), out) && strcmp(line, "leading\n") == 0, "child did not lead");
+    ck_assert_msg(fgets(line, sizeof(line), out) && strcmp(line, "leading\n") == 0,
+                  "child did not lead");
     ev_log *c = open_log();
     ck_assert_int_eq(lead_until(c, "c@host:3", 1, ttl, 1000, leader, sizeof(leader)), -1);
     kill(child, SIGKILL);

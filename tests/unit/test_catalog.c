@@ -14,17 +14,25 @@ END_TEST
 
 START_TEST(design_topics_and_records)
 {
-    static const char *const expected[][2] = {
-        {"NodeRegistered", "nodes"},        {"NodePlanned", "nodes"},
-        {"NodeHeartbeat", "nodes"},         {"NodeExpired", "nodes"},
-        {"DeviceRegistered", "devices"},    {"DeviceStatus", "devices"},
-        {"DeviceDisconnected", "devices"},  {"ClockOffsetMeasured", "devices"},
-        {"CollectionRequested", "sessions"}, {"SynchronizationCompleted", "sessions"},
-        {"CollectionStarted", "sessions"},  {"SyncMark", "sessions"},
-        {"CollectionStopped", "sessions"},  {"StartRecording", "commands"},
-        {"StopRecording", "commands"},      {"SyncNow", "commands"},
-        {"PresenceSnapshot", "presence"},   {"SensorSampleBatch", "samples"},
-        {"MediaPacket", "media"}};
+    static const char *const expected[][2] = {{"NodeRegistered", "nodes"},
+                                              {"NodePlanned", "nodes"},
+                                              {"NodeHeartbeat", "nodes"},
+                                              {"NodeExpired", "nodes"},
+                                              {"DeviceRegistered", "devices"},
+                                              {"DeviceStatus", "devices"},
+                                              {"DeviceDisconnected", "devices"},
+                                              {"ClockOffsetMeasured", "devices"},
+                                              {"CollectionRequested", "sessions"},
+                                              {"SynchronizationCompleted", "sessions"},
+                                              {"CollectionStarted", "sessions"},
+                                              {"SyncMark", "sessions"},
+                                              {"CollectionStopped", "sessions"},
+                                              {"StartRecording", "commands"},
+                                              {"StopRecording", "commands"},
+                                              {"SyncNow", "commands"},
+                                              {"PresenceSnapshot", "presence"},
+                                              {"SensorSampleBatch", "samples"},
+                                              {"MediaPacket", "media"}};
     for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++) {
         const ev_schema *s = ev_schema_by_name(expected[i][0]);
         ck_assert_msg(s != NULL, "%s missing", expected[i][0]);
@@ -63,10 +71,14 @@ END_TEST
 /* ev.h's ev_schema_ids name the records the catalog gives those ids. */
 START_TEST(schema_id_constants_match_the_catalog)
 {
-    ck_assert_str_eq(ev_schema_short_name(ev_schema_by_id(EV_SCHEMA_NODE_REGISTERED)), "NodeRegistered");
-    ck_assert_str_eq(ev_schema_short_name(ev_schema_by_id(EV_SCHEMA_CLOCK_OFFSET_MEASURED)), "ClockOffsetMeasured");
-    ck_assert_str_eq(ev_schema_short_name(ev_schema_by_id(EV_SCHEMA_STOP_RECORDING)), "StopRecording");
-    ck_assert_int_eq(ev_schema_id(ev_schema_by_name("PresenceSnapshot")), EV_SCHEMA_PRESENCE_SNAPSHOT);
+    ck_assert_str_eq(ev_schema_short_name(ev_schema_by_id(EV_SCHEMA_NODE_REGISTERED)),
+                     "NodeRegistered");
+    ck_assert_str_eq(ev_schema_short_name(ev_schema_by_id(EV_SCHEMA_CLOCK_OFFSET_MEASURED)),
+                     "ClockOffsetMeasured");
+    ck_assert_str_eq(ev_schema_short_name(ev_schema_by_id(EV_SCHEMA_STOP_RECORDING)),
+                     "StopRecording");
+    ck_assert_int_eq(ev_schema_id(ev_schema_by_name("PresenceSnapshot")),
+                     EV_SCHEMA_PRESENCE_SNAPSHOT);
     ck_assert_int_eq(ev_catalog_init(NULL, 0), 0); /* the load checks every constant */
 }
 END_TEST

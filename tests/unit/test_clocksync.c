@@ -14,7 +14,7 @@ static ev_clock_probe probe(int64_t t1, int64_t down, int64_t up, int64_t offset
 {
     int64_t t2_true = t1 + down, t3_true = t2_true + 50000;
     ev_clock_probe p = {t1, t2_true + offset + (int64_t)(drift * (double)t2_true),
-                  t3_true + offset + (int64_t)(drift * (double)t3_true), t3_true + up};
+                        t3_true + offset + (int64_t)(drift * (double)t3_true), t3_true + up};
     return p;
 }
 
@@ -65,7 +65,7 @@ START_TEST(many_noisy_probes_beat_the_best_one)
         for (int k = 0; k < 8; k++) {
             int64_t down = 100000 + rand() % 1900000, up = 100000 + rand() % 1900000;
             ev_clock_probe p = probe((int64_t)round * 2000 * MS + k * 15 * MS + 1000 * MS, down, up,
-                               3 * MS, 20e-6);
+                                     3 * MS, 20e-6);
             ev_clock_est_add_probe(&c, &p);
             if (k == 7)
                 ev_clock_est_end_round(&c, &r);
@@ -99,7 +99,8 @@ START_TEST(drift_recovered_over_rounds)
     for (int round = 0; round < 20; round++) {
         int64_t t = (int64_t)round * 2000 * MS + 1000 * MS;
         for (int k = 0; k < 8; k++) {
-            ev_clock_probe p = probe(t + k * 15 * MS, (1 + k % 3) * MS, (1 + k % 3) * MS, 7 * MS, drift);
+            ev_clock_probe p =
+                probe(t + k * 15 * MS, (1 + k % 3) * MS, (1 + k % 3) * MS, 7 * MS, drift);
             ev_clock_est_add_probe(&c, &p);
         }
         ck_assert_int_eq(ev_clock_est_end_round(&c, &r), 0);

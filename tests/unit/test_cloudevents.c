@@ -56,7 +56,8 @@ START_TEST(event_decode_checks_type)
     ev_msg m;
     ev_header h[3];
     avro_value_t *v = tu_value(c, "SyncNow", "{\"node_id\": \"n\"}");
-    ck_assert_int_eq(ev_codec_encode(c, ev_schema_by_name("SyncNow"), v, &out, &len, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        ev_codec_encode(c, ev_schema_by_name("SyncNow"), v, &out, &len, err, sizeof(err)), 0);
     make_msg(&m, h, out, len, "msrs.events.SyncNow");
     ck_assert_int_eq(ev_event_decode(c, &m, &ev, err, sizeof(err)), 0);
     ck_assert_str_eq(ev.id, "abc");

@@ -7,8 +7,14 @@
 
 static ev_codec *codec;
 
-static void setup(void) { codec = ev_codec_new(); }
-static void teardown(void) { ev_codec_destroy(codec); }
+static void setup(void)
+{
+    codec = ev_codec_new();
+}
+static void teardown(void)
+{
+    ev_codec_destroy(codec);
+}
 
 /* Encodes the fixture of name; copies the frame into a new buffer. */
 static unsigned char *encode_fixture(const char *name, size_t *len)
@@ -18,7 +24,8 @@ static unsigned char *encode_fixture(const char *name, size_t *len)
     avro_value_t *v;
     const void *out;
     ck_assert_int_eq(ev_codec_value(codec, s, &v), 0);
-    ck_assert_msg(ev_value_from_json(v, tu_fixture(name), err, sizeof(err)) == 0, "%s: %s", name, err);
+    ck_assert_msg(ev_value_from_json(v, tu_fixture(name), err, sizeof(err)) == 0, "%s: %s", name,
+                  err);
     ck_assert_msg(ev_codec_encode(codec, s, v, &out, len, err, sizeof(err)) == 0, "%s", err);
     unsigned char *copy = malloc(*len);
     memcpy(copy, out, *len);
@@ -41,7 +48,8 @@ START_TEST(roundtrip_every_record)
         int32_t id;
         ck_assert_int_eq(ev_frame_schema_id(frame, len, &id), 0);
         ck_assert_int_eq(id, ev_schema_id(s));
-        ck_assert_msg(ev_codec_decode(codec, frame, len, &got, &v, err, sizeof(err)) == 0, "%s: %s", name, err);
+        ck_assert_msg(ev_codec_decode(codec, frame, len, &got, &v, err, sizeof(err)) == 0, "%s: %s",
+                      name, err);
         ck_assert_ptr_eq(got, s);
         ck_assert_int_eq(ev_value_to_json(v, &j, err, sizeof(err)), 0);
         char *a = json_dumps(j, JSON_SORT_KEYS), *b = json_dumps(tu_fixture(name), JSON_SORT_KEYS);
@@ -79,7 +87,8 @@ START_TEST(earlier_version_reads_as_current)
     frame[4] = 103; /* ids 0..255 fit the last byte */
     ck_assert_int_ne(ev_schema_id(s), 103);
 
-    ck_assert_msg(ev_codec_decode(codec, frame, len - 2, &got, &v, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(ev_codec_decode(codec, frame, len - 2, &got, &v, err, sizeof(err)) == 0, "%s",
+                  err);
     ck_assert_ptr_eq(got, s);
     ck_assert_int_eq(ev_value_to_json(v, &j, err, sizeof(err)), 0);
     ck_assert(json_equal(j, want));
@@ -87,7 +96,8 @@ START_TEST(earlier_version_reads_as_current)
     for (size_t cut = EV_FRAME_HEADER_LEN; cut < len - 2; cut++)
         ck_assert_int_eq(ev_codec_decode(codec, frame, cut, &got, &v, err, sizeof(err)),
                          EV_ERR_TRUNCATED);
-    ck_assert_int_eq(ev_codec_decode(codec, frame, len, &got, &v, err, sizeof(err)), EV_ERR_CORRUPT);
+    ck_assert_int_eq(ev_codec_decode(codec, frame, len, &got, &v, err, sizeof(err)),
+                     EV_ERR_CORRUPT);
     ck_assert_msg(strstr(err, "trailing") != NULL, "%s", err);
     json_decref(want);
     free(frame);
@@ -101,7 +111,8 @@ START_TEST(short_frames)
     avro_value_t *v;
     unsigned char b[5] = {0, 0, 0, 0, 101};
     for (size_t len = 0; len < 5; len++)
-        ck_assert_int_eq(ev_codec_decode(codec, b, len, &s, &v, err, sizeof(err)), EV_ERR_TRUNCATED);
+        ck_assert_int_eq(ev_codec_decode(codec, b, len, &s, &v, err, sizeof(err)),
+                         EV_ERR_TRUNCATED);
     ck_assert(strstr(err, "expected at least 5") != NULL);
 }
 END_TEST
@@ -112,7 +123,8 @@ START_TEST(bad_magic)
     const ev_schema *s;
     avro_value_t *v;
     unsigned char b[] = {1, 0, 0, 0, 101, 2, 'a'};
-    ck_assert_int_eq(ev_codec_decode(codec, b, sizeof(b), &s, &v, err, sizeof(err)), EV_ERR_CORRUPT);
+    ck_assert_int_eq(ev_codec_decode(codec, b, sizeof(b), &s, &v, err, sizeof(err)),
+                     EV_ERR_CORRUPT);
     ck_assert_msg(strstr(err, "0x01") != NULL, "%s", err);
 }
 END_TEST
@@ -123,7 +135,8 @@ START_TEST(unknown_schema_id)
     const ev_schema *s;
     avro_value_t *v;
     unsigned char b[] = {0, 0, 0, 0x03, 0xe7, 2, 'a'}; /* id 999 */
-    ck_assert_int_eq(ev_codec_decode(codec, b, sizeof(b), &s, &v, err, sizeof(err)), EV_ERR_UNKNOWN_SCHEMA);
+    ck_assert_int_eq(ev_codec_decode(codec, b, sizeof(b), &s, &v, err, sizeof(err)),
+                     EV_ERR_UNKNOWN_SCHEMA);
     ck_assert_msg(strstr(err, "999") != NULL, "%s", err);
 }
 END_TEST
@@ -160,7 +173,8 @@ START_TEST(trailing_bytes)
     unsigned char *longer = malloc(len + 1);
     memcpy(longer, frame, len);
     longer[len] = 0;
-    ck_assert_int_eq(ev_codec_decode(codec, longer, len + 1, &s, &v, err, sizeof(err)), EV_ERR_CORRUPT);
+    ck_assert_int_eq(ev_codec_decode(codec, longer, len + 1, &s, &v, err, sizeof(err)),
+                     EV_ERR_CORRUPT);
     ck_assert_msg(strstr(err, "trailing") != NULL, "%s", err);
     free(longer);
     free(frame);
@@ -237,9 +251,9 @@ START_TEST(value_of_other_schema_refused)
     const void *out;
     size_t len;
     avro_value_t *v = tu_value(codec, "SyncNow", "{\"node_id\": \"n\"}");
-    ck_assert_int_eq(ev_codec_encode(codec, ev_schema_by_name("NodeExpired"), v, &out, &len, err,
-                                     sizeof(err)),
-                     EV_ERR_INVALID);
+    ck_assert_int_eq(
+        ev_codec_encode(codec, ev_schema_by_name("NodeExpired"), v, &out, &len, err, sizeof(err)),
+        EV_ERR_INVALID);
     ck_assert(strstr(err, "another schema") != NULL);
 }
 END_TEST

@@ -96,7 +96,8 @@ START_TEST(starts_at_one_instant_with_a_command_per_node)
         ck_assert_int_eq(json_integer_value(json_object_get(v, "start_at_ns")), 12 * S);
         const char *node = json_string_value(json_object_get(v, "node_id"));
         ck_assert_str_eq(json_string_value(json_object_get(cmd, "key")), node);
-        ck_assert_int_eq(json_array_size(json_object_get(v, "device_ids")), strcmp(node, "n1") == 0 ? 2 : 1);
+        ck_assert_int_eq(json_array_size(json_object_get(v, "device_ids")),
+                         strcmp(node, "n1") == 0 ? 2 : 1);
     }
     json_decref(out);
     /* Recording, no stop asked, no duration: nothing to do. */
@@ -115,7 +116,9 @@ START_TEST(stop_request_then_reports_then_stopped)
     ck_assert_int_eq(json_array_size(out), 2);
     ck_assert_str_eq(type_of(out, 0), "StopRecording");
     /* The stop instant comes from the request's time, so a restart decides the same. */
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(json_array_get(out, 0), "value"), "stop_at_ns")), 21 * S);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(json_array_get(out, 0), "value"), "stop_at_ns")),
+                     21 * S);
     json_decref(out);
     apply(22 * S, "RecordingReport",
           "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"streams\": [{\"device_id\": \"a1\", "
@@ -151,7 +154,9 @@ START_TEST(duration_stops_lead_ahead_and_missing_report_times_out)
     json_decref(out);
     out = decide_apply(16 * S);
     ck_assert_int_eq(json_array_size(out), 2);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(json_array_get(out, 0), "value"), "stop_at_ns")), 17 * S);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(json_array_get(out, 0), "value"), "stop_at_ns")),
+                     17 * S);
     json_decref(out);
     apply(18 * S, "RecordingReport", "{\"session_id\": \"s1\", \"node_id\": \"n1\"}");
     out = ev_collect_decide(state, "s1", &params, 26 * S, NULL, 0);
@@ -159,7 +164,8 @@ START_TEST(duration_stops_lead_ahead_and_missing_report_times_out)
     json_decref(out);
     out = decide_apply(27 * S);
     ck_assert_int_eq(json_array_size(out), 1);
-    const char *reason = json_string_value(json_object_get(json_object_get(json_array_get(out, 0), "value"), "reason"));
+    const char *reason = json_string_value(
+        json_object_get(json_object_get(json_array_get(out, 0), "value"), "reason"));
     ck_assert_ptr_nonnull(strstr(reason, "duration"));
     ck_assert_ptr_nonnull(strstr(reason, "n2"));
     json_decref(out);
@@ -186,7 +192,8 @@ START_TEST(resends_only_what_a_crash_lost)
         json_t *e = json_array_get(out, i);
         char *text = json_dumps(json_object_get(e, "value"), JSON_COMPACT);
         ck_assert_int_eq(tu_apply(state, codec, json_string_value(json_object_get(e, "id")), 11 * S,
-                                  json_string_value(json_object_get(e, "type")), text), 0);
+                                  json_string_value(json_object_get(e, "type")), text),
+                         0);
         free(text);
     }
     json_t *lost = json_deep_copy(json_array_get(out, 2));
@@ -252,17 +259,20 @@ START_TEST(auto_start_waits_while_a_session_is_live_once_per_second)
     apply(1 * S, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}");
     apply(2 * S, "DeviceRegistered", "{\"device_id\": \"d2\", \"node_id\": \"n1\"}");
     /* a session named only by a command has no state: not live */
-    apply(3 * S, "StartRecording", "{\"node_id\": \"n1\", \"session_id\": \"ghost\", \"start_at_ns\": 1}");
+    apply(3 * S, "StartRecording",
+          "{\"node_id\": \"n1\", \"session_id\": \"ghost\", \"start_at_ns\": 1}");
     ck_assert_int_eq(auto_start(now, sid, &req), 1);
     json_decref(req);
     /* it is requested (live): no second one, whatever the state it reaches */
     apply(4 * S, "CollectionRequested", "{\"session_id\": \"auto-20261122T111351\"}");
     ck_assert_int_eq(auto_start(now, sid, &req), 0);
     ck_assert_int_eq(auto_start(now + 10 * S, sid, &req), 0);
-    apply(5 * S, "CollectionStarted", "{\"session_id\": \"auto-20261122T111351\", \"start_at_ns\": 6}");
+    apply(5 * S, "CollectionStarted",
+          "{\"session_id\": \"auto-20261122T111351\", \"start_at_ns\": 6}");
     ck_assert_int_eq(auto_start(now + 10 * S, sid, &req), 0);
     /* stopped: not live, but this second's id is taken */
-    apply(6 * S, "CollectionStopped", "{\"session_id\": \"auto-20261122T111351\", \"stop_at_ns\": 7}");
+    apply(6 * S, "CollectionStopped",
+          "{\"session_id\": \"auto-20261122T111351\", \"stop_at_ns\": 7}");
     ck_assert_int_eq(auto_start(now, sid, &req), 0);
     ck_assert_int_eq(auto_start(now + 749 * 1000000LL, sid, &req), 0); /* :51.999 */
     ck_assert_int_eq(auto_start(now + 750 * 1000000LL, sid, &req), 1); /* :52.000 */

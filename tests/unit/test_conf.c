@@ -21,7 +21,8 @@ static char *write_file(const char *text)
 START_TEST(file_and_precedence)
 {
     char err[256];
-    char *path = write_file("# comment\nlog = sqlite:/tmp/a.db\n\n  kafka.linger.ms=7 # trailing\ntopic.prefix = lab.\n");
+    char *path = write_file("# comment\nlog = sqlite:/tmp/a.db\n\n  kafka.linger.ms=7 # "
+                            "trailing\ntopic.prefix = lab.\n");
     ev_conf *c = ev_conf_new();
     ck_assert_int_eq(ev_conf_load_file(c, path, err, sizeof(err)), 0);
     ck_assert_str_eq(ev_conf_get(c, "log", NULL), "sqlite:/tmp/a.db");
@@ -52,7 +53,8 @@ START_TEST(file_errors_name_file_and_line)
     ck_assert_int_eq(ev_conf_load_file(c, path, err, sizeof(err)), EV_ERR_INVALID);
     snprintf(want, sizeof(want), "%s:2: expected 'key = value', got 'this line is wrong'", path);
     ck_assert_str_eq(err, want);
-    ck_assert_int_eq(ev_conf_load_file(c, "/nonexistent/msrs.conf", err, sizeof(err)), EV_ERR_INVALID);
+    ck_assert_int_eq(ev_conf_load_file(c, "/nonexistent/msrs.conf", err, sizeof(err)),
+                     EV_ERR_INVALID);
     ck_assert_str_eq(err, "/nonexistent/msrs.conf: No such file or directory");
     ck_assert_int_eq(ev_conf_set_pair(c, "novalue", err, sizeof(err)), EV_ERR_INVALID);
     ev_conf_destroy(c);
@@ -111,7 +113,8 @@ START_TEST(unknown_key_rejected_with_its_origin)
     ev_conf *c = ev_conf_new();
     ck_assert_int_eq(ev_conf_set_pair(c, "scaling.mode=x", err, sizeof(err)), 0);
     ck_assert_int_eq(ev_conf_check_keys(c, ev_conf_known_keys, err, sizeof(err)), EV_ERR_INVALID);
-    ck_assert_str_eq(err, "unknown configuration key \"scaling.mode\" (from -X; see docs/config.md)");
+    ck_assert_str_eq(err,
+                     "unknown configuration key \"scaling.mode\" (from -X; see docs/config.md)");
     ev_conf_destroy(c);
 
     c = ev_conf_new();
@@ -128,7 +131,8 @@ START_TEST(unknown_key_rejected_with_its_origin)
     unsetenv("MSRS_X");
     ck_assert_int_eq(ev_conf_check_keys(c, ev_conf_known_keys, err, sizeof(err)), EV_ERR_INVALID);
     ck_assert_str_eq(
-        err, "unknown configuration key \"agent.nope\" (from environment MSRS_X; see docs/config.md)");
+        err,
+        "unknown configuration key \"agent.nope\" (from environment MSRS_X; see docs/config.md)");
     ev_conf_destroy(c);
 
     c = ev_conf_new();

@@ -35,11 +35,12 @@ static void apply(const char *type, const char *json)
 static void node(const char *id, int max, int devices, double cpu)
 {
     char json[256];
-    snprintf(json, sizeof(json), "{\"node_id\": \"%s\", \"address\": \"127.0.0.1:%d\", \"max_devices\": %d}",
-             id, 9000 + seq, max);
+    snprintf(json, sizeof(json),
+             "{\"node_id\": \"%s\", \"address\": \"127.0.0.1:%d\", \"max_devices\": %d}", id,
+             9000 + seq, max);
     apply("NodeRegistered", json);
-    snprintf(json, sizeof(json), "{\"node_id\": \"%s\", \"device_count\": %d, \"cpu_load\": %g}", id,
-             devices, cpu);
+    snprintf(json, sizeof(json), "{\"node_id\": \"%s\", \"device_count\": %d, \"cpu_load\": %g}",
+             id, devices, cpu);
     apply("NodeHeartbeat", json);
 }
 

@@ -114,8 +114,8 @@ START_TEST(an_undecodable_record_is_skipped_and_named)
 {
     static const unsigned char junk[] = {0x00, 0x00, 0x00, 0x00, 0x65, 0xff, 0xff};
     register_node("n1", 1000);
-    ck_assert_int_eq(ev_log_produce(log_w, "msrs.nodes", "n9", 2, junk, sizeof(junk), NULL, 0,
-                                    0, err, sizeof(err)),
+    ck_assert_int_eq(ev_log_produce(log_w, "msrs.nodes", "n9", 2, junk, sizeof(junk), NULL, 0, 0,
+                                    err, sizeof(err)),
                      0);
     ck_assert_int_eq(ev_log_flush(log_w, 10000, err, sizeof(err)), 0);
     register_node("n2", 2000);
@@ -141,9 +141,9 @@ START_TEST(a_hole_in_the_offsets_is_counted_and_named)
     register_node("n2", 2000);
     register_node("n3", 3000);
     ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
-    ck_assert_int_eq(sqlite3_exec(h, "DELETE FROM \"t:msrs.nodes\" WHERE offset = 1", NULL, NULL,
-                                  NULL),
-                     SQLITE_OK);
+    ck_assert_int_eq(
+        sqlite3_exec(h, "DELETE FROM \"t:msrs.nodes\" WHERE offset = 1", NULL, NULL, NULL),
+        SQLITE_OK);
     sqlite3_close(h);
     ev_state *state = ev_state_new();
     ev_log *log;

@@ -35,12 +35,14 @@ static json_t *get(const char *path1, const char *path2)
 
 START_TEST(node_lifecycle)
 {
-    ck_assert_int_eq(apply("e1", 10, "NodeRegistered", "{\"node_id\": \"n1\", \"hostname\": \"pc\"}"), 0);
+    ck_assert_int_eq(
+        apply("e1", 10, "NodeRegistered", "{\"node_id\": \"n1\", \"hostname\": \"pc\"}"), 0);
     json_t *n = get("nodes", "n1");
     ck_assert_str_eq(json_string_value(json_object_get(n, "state")), "registered");
     json_decref(n);
     ck_assert_int_eq(apply("e2", 20, "NodePlanned", "{\"node_id\": \"n1\"}"), 0);
-    ck_assert_int_eq(apply("e3", 30, "NodeHeartbeat", "{\"node_id\": \"n1\", \"device_count\": 2}"), 0);
+    ck_assert_int_eq(apply("e3", 30, "NodeHeartbeat", "{\"node_id\": \"n1\", \"device_count\": 2}"),
+                     0);
     n = get("nodes", "n1");
     ck_assert_str_eq(json_string_value(json_object_get(n, "state")), "up");
     ck_assert_str_eq(json_string_value(json_object_get(n, "role")), "recorder");
@@ -52,14 +54,20 @@ END_TEST
 
 START_TEST(duplicate_event_ids_change_nothing)
 {
-    ck_assert_int_eq(apply("e1", 10, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}"), 0);
-    ck_assert_int_eq(apply("e2", 20, "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"offset_ns\": 5, \"rtt_ns\": 100}"), 0);
+    ck_assert_int_eq(
+        apply("e1", 10, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}"), 0);
+    ck_assert_int_eq(apply("e2", 20, "ClockOffsetMeasured",
+                           "{\"device_id\": \"d1\", \"offset_ns\": 5, \"rtt_ns\": 100}"),
+                     0);
     json_t *before = ev_state_to_json(state);
     char *a = json_dumps(before, JSON_SORT_KEYS);
     json_decref(before);
     /* Redelivery of both: nothing moves but the duplicate counter. */
-    ck_assert_int_eq(apply("e1", 10, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}"), 1);
-    ck_assert_int_eq(apply("e2", 20, "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"offset_ns\": 5, \"rtt_ns\": 100}"), 1);
+    ck_assert_int_eq(
+        apply("e1", 10, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}"), 1);
+    ck_assert_int_eq(apply("e2", 20, "ClockOffsetMeasured",
+                           "{\"device_id\": \"d1\", \"offset_ns\": 5, \"rtt_ns\": 100}"),
+                     1);
     json_t *d = get("devices", "d1");
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d, "clock"), "rounds")), 1);
     json_decref(d);
@@ -72,7 +80,8 @@ START_TEST(duplicate_event_ids_change_nothing)
     json_decref(after);
     free(a);
     json_t *all = ev_state_to_json(state);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(all, "events"), "duplicates")), 2);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(all, "events"), "duplicates")), 2);
     json_decref(all);
 }
 END_TEST
@@ -109,13 +118,17 @@ END_TEST
 START_TEST(session_lifecycle)
 {
     apply("e1", 1, "CollectionRequested", "{\"session_id\": \"s1\", \"min_group\": 2}");
-    apply("e2", 2, "SynchronizationCompleted", "{\"session_id\": \"s1\", \"max_uncertainty_ns\": 300}");
+    apply("e2", 2, "SynchronizationCompleted",
+          "{\"session_id\": \"s1\", \"max_uncertainty_ns\": 300}");
     json_t *s = get("sessions", "s1");
     ck_assert_str_eq(json_string_value(json_object_get(s, "state")), "synchronized");
     json_decref(s);
-    apply("e3", 3, "CollectionStarted", "{\"session_id\": \"s1\", \"start_at_ns\": 100, \"device_ids\": [\"d1\"]}");
+    apply("e3", 3, "CollectionStarted",
+          "{\"session_id\": \"s1\", \"start_at_ns\": 100, \"device_ids\": [\"d1\"]}");
     apply("e4", 4, "SyncMark", "{\"session_id\": \"s1\", \"mark_id\": \"m\", \"label\": \"go\"}");
-    apply("e5", 5, "CollectionStopped", "{\"session_id\": \"s1\", \"stop_at_ns\": 200, \"streams\": [{\"device_id\": \"d1\", \"stream_id\": \"gsr\", \"samples\": 9}]}");
+    apply("e5", 5, "CollectionStopped",
+          "{\"session_id\": \"s1\", \"stop_at_ns\": 200, \"streams\": [{\"device_id\": \"d1\", "
+          "\"stream_id\": \"gsr\", \"samples\": 9}]}");
     s = get("sessions", "s1");
     ck_assert_str_eq(json_string_value(json_object_get(s, "state")), "stopped");
     ck_assert_int_eq(json_integer_value(json_object_get(s, "start_at_ns")), 100);
@@ -129,13 +142,22 @@ END_TEST
  * what the JSON shows, without its field names. */
 START_TEST(typed_session_and_device_reads)
 {
-    apply("e1", 1, "CollectionRequested", "{\"session_id\": \"s1\", \"min_group\": 2, \"duration_ms\": 7, \"device_ids\": [\"d1\", \"d2\"]}");
-    apply("e2", 2, "SynchronizationCompleted", "{\"session_id\": \"s1\", \"max_uncertainty_ns\": 300, \"devices\": [{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": 3}]}");
-    apply("e3", 3, "CollectionStarted", "{\"session_id\": \"s1\", \"start_at_ns\": 100, \"device_ids\": [\"d1\"]}");
-    apply("e4", 4, "StartRecording", "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"start_at_ns\": 100}");
+    apply("e1", 1, "CollectionRequested",
+          "{\"session_id\": \"s1\", \"min_group\": 2, \"duration_ms\": 7, \"device_ids\": [\"d1\", "
+          "\"d2\"]}");
+    apply("e2", 2, "SynchronizationCompleted",
+          "{\"session_id\": \"s1\", \"max_uncertainty_ns\": 300, \"devices\": [{\"device_id\": "
+          "\"d1\", \"node_id\": \"n1\", \"offset_ns\": 3}]}");
+    apply("e3", 3, "CollectionStarted",
+          "{\"session_id\": \"s1\", \"start_at_ns\": 100, \"device_ids\": [\"d1\"]}");
+    apply("e4", 4, "StartRecording",
+          "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"start_at_ns\": 100}");
     apply("e5", 5, "CollectionStopRequested", "{\"session_id\": \"s1\", \"reason\": \"enough\"}");
-    apply("e6", 6, "StopRecording", "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"stop_at_ns\": 150}");
-    apply("e7", 7, "RecordingReport", "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"streams\": [{\"device_id\": \"d1\", \"stream_id\": \"gsr\", \"samples\": 9}]}");
+    apply("e6", 6, "StopRecording",
+          "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"stop_at_ns\": 150}");
+    apply("e7", 7, "RecordingReport",
+          "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"streams\": [{\"device_id\": \"d1\", "
+          "\"stream_id\": \"gsr\", \"samples\": 9}]}");
     ev_session x;
     ck_assert_int_eq(ev_state_session(state, "s1", &x), 1);
     ck_assert_int_eq(x.state, EV_SESSION_STOPPING);
@@ -171,7 +193,10 @@ START_TEST(typed_session_and_device_reads)
     ck_assert_str_eq(r, "n1");
     ck_assert_uint_eq(json_array_size(streams), 1);
     ck_assert_ptr_null(ev_session_report_next(&x, r, NULL));
-    apply("e8", 8, "CollectionStopped", "{\"session_id\": \"s1\", \"stop_at_ns\": 150, \"duration_ns\": 50, \"reason\": \"enough\", \"streams\": [{\"device_id\": \"d1\", \"stream_id\": \"gsr\", \"samples\": 9, \"bytes\": 90}]}");
+    apply("e8", 8, "CollectionStopped",
+          "{\"session_id\": \"s1\", \"stop_at_ns\": 150, \"duration_ns\": 50, \"reason\": "
+          "\"enough\", \"streams\": [{\"device_id\": \"d1\", \"stream_id\": \"gsr\", \"samples\": "
+          "9, \"bytes\": 90}]}");
     ck_assert_int_eq(ev_state_session(state, "s1", &x), 1);
     ck_assert_int_eq(x.state, EV_SESSION_STOPPED);
     ck_assert_int_eq(x.duration_ns, 50);
@@ -186,7 +211,9 @@ START_TEST(typed_session_and_device_reads)
     ck_assert_int_eq(ev_state_session(state, "none", &x), 0);
 
     apply("d1", 10, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}");
-    apply("d2", 11, "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": -5, \"drift_ppm\": 1.5, \"uncertainty_ns\": 40, \"rtt_ns\": 80}");
+    apply("d2", 11, "ClockOffsetMeasured",
+          "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": -5, \"drift_ppm\": 1.5, "
+          "\"uncertainty_ns\": 40, \"rtt_ns\": 80}");
     apply("d3", 12, "DeviceRegistered", "{\"device_id\": \"d0\", \"node_id\": \"n2\"}");
     apply("d4", 13, "DeviceDisconnected", "{\"device_id\": \"d0\", \"reason\": \"unplugged\"}");
     ev_device d;
@@ -210,16 +237,23 @@ END_TEST
  * log (peeked frames, read lazily) and from memory give one state; the last
  * of each kind wins, rounds count them, and reading the state in between
  * changes nothing. */
-static void apply_framed(ev_state *st, const char *id, int64_t t, const char *type, const char *json)
+static void apply_framed(ev_state *st, const char *id, int64_t t, const char *type,
+                         const char *json)
 {
     char err[256];
     const void *frame;
     size_t len;
     ev_codec *c = ev_codec_new();
     const ev_schema *s = ev_schema_by_name(type);
-    ck_assert_int_eq(ev_codec_encode(c, s, tu_value(c, type, json), &frame, &len, err, sizeof(err)), 0);
-    ev_header h[2] = {{"ce_id", id, strlen(id)}, {"ce_type", ev_schema_name(s), strlen(ev_schema_name(s))}};
-    ev_msg m = {.topic = "devices", .value = frame, .value_len = len, .headers = h, .header_count = 2,
+    ck_assert_int_eq(ev_codec_encode(c, s, tu_value(c, type, json), &frame, &len, err, sizeof(err)),
+                     0);
+    ev_header h[2] = {{"ce_id", id, strlen(id)},
+                      {"ce_type", ev_schema_name(s), strlen(ev_schema_name(s))}};
+    ev_msg m = {.topic = "devices",
+                .value = frame,
+                .value_len = len,
+                .headers = h,
+                .header_count = 2,
                 .timestamp_ms = t / 1000000};
     ev_event ev;
     ck_assert_msg(ev_event_peek(&m, &ev, err, sizeof(err)) == 0, "%s", err);
@@ -233,10 +267,13 @@ START_TEST(latest_clock_and_status_from_frames_equal_from_memory)
     ev_state *framed = ev_state_new();
     static const char *const ev[][3] = {
         {"r1", "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}"},
-        {"c1", "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": 5, \"rtt_ns\": 100}"},
+        {"c1", "ClockOffsetMeasured",
+         "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": 5, \"rtt_ns\": 100}"},
         {"s1", "DeviceStatus", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"battery\": 0.5}"},
-        {"c2", "ClockOffsetMeasured", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": 7, \"rtt_ns\": 90}"},
-        {"c3", "ClockOffsetMeasured", "{\"device_id\": \"d2\", \"node_id\": \"n1\", \"offset_ns\": -3, \"rtt_ns\": 80}"},
+        {"c2", "ClockOffsetMeasured",
+         "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"offset_ns\": 7, \"rtt_ns\": 90}"},
+        {"c3", "ClockOffsetMeasured",
+         "{\"device_id\": \"d2\", \"node_id\": \"n1\", \"offset_ns\": -3, \"rtt_ns\": 80}"},
         {"s2", "DeviceStatus", "{\"device_id\": \"d1\", \"node_id\": \"n1\", \"battery\": 0.25}"},
     };
     for (int i = 0; i < 6; i++) {
@@ -251,12 +288,20 @@ START_TEST(latest_clock_and_status_from_frames_equal_from_memory)
     char *ta = json_dumps(a, JSON_SORT_KEYS), *tb = json_dumps(b, JSON_SORT_KEYS);
     ck_assert_str_eq(ta, tb);
     json_t *d1 = json_object_get(json_object_get(b, "devices"), "d1");
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d1, "clock"), "offset_ns")), 7);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d1, "clock"), "rounds")), 2);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d1, "clock"), "measured_at_ns")), 4000000);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d1, "clock"), "offset_ns")),
+                     7);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(d1, "clock"), "rounds")),
+                     2);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(d1, "clock"), "measured_at_ns")),
+        4000000);
     ck_assert(json_real_value(json_object_get(json_object_get(d1, "status"), "battery")) == 0.25);
     ck_assert_ptr_null(json_object_get(json_object_get(d1, "clock"), "device_id"));
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(json_object_get(json_object_get(b, "devices"), "d2"), "clock"), "rounds")), 1);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(
+            json_object_get(json_object_get(json_object_get(b, "devices"), "d2"), "clock"),
+            "rounds")),
+        1);
     free(ta);
     free(tb);
     json_decref(a);
@@ -269,7 +314,8 @@ START_TEST(data_topics_are_ignored)
 {
     ck_assert_int_eq(apply("e1", 1, "SyncNow", "{\"node_id\": \"n\"}"), 1);
     json_t *all = ev_state_to_json(state);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(all, "events"), "ignored")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(all, "events"), "ignored")),
+                     1);
     ck_assert_int_eq(json_object_size(json_object_get(all, "nodes")), 0);
     json_decref(all);
 }

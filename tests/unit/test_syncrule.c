@@ -10,7 +10,8 @@
 static ev_codec *codec;
 static ev_state *state;
 static int seq;
-static const ev_sync_params params = {.max_uncertainty_ns = 500000, .max_age_ns = 10 * S, .min_group = 1};
+static const ev_sync_params params = {
+    .max_uncertainty_ns = 500000, .max_age_ns = 10 * S, .min_group = 1};
 
 static void setup(void)
 {
@@ -41,7 +42,8 @@ static void offset(const char *id, int64_t t, int64_t unc)
 {
     char json[256];
     snprintf(json, sizeof(json),
-             "{\"device_id\": \"%s\", \"offset_ns\": 1000, \"rtt_ns\": 300000, \"uncertainty_ns\": %lld, \"drift_ppm\": 3.5}",
+             "{\"device_id\": \"%s\", \"offset_ns\": 1000, \"rtt_ns\": 300000, \"uncertainty_ns\": "
+             "%lld, \"drift_ppm\": 3.5}",
              id, (long long)unc);
     apply(t, "ClockOffsetMeasured", json);
 }
@@ -55,13 +57,15 @@ START_TEST(waits_for_minimum_group)
     device("d2", "n1", 1 * S);
     offset("d1", 2 * S, 100000);
     offset("d2", 2 * S, 100000);
-    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 3 * S, &done, &stale, why, sizeof(why)), EV_SYNC_WAIT);
+    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 3 * S, &done, &stale, why, sizeof(why)),
+                     EV_SYNC_WAIT);
     ck_assert_ptr_null(done);
     ck_assert_msg(strstr(why, "2 of the 3") != NULL, "%s", why);
     json_decref(stale);
     device("d3", "n2", 3 * S);
     offset("d3", 3 * S, 200000);
-    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 4 * S, &done, &stale, why, sizeof(why)), EV_SYNC_READY);
+    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 4 * S, &done, &stale, why, sizeof(why)),
+                     EV_SYNC_READY);
     ck_assert_int_eq(json_array_size(json_object_get(done, "devices")), 3);
     ck_assert_int_eq(json_integer_value(json_object_get(done, "max_uncertainty_ns")), 200000);
     ck_assert_int_eq(json_object_size(stale), 0);
@@ -84,16 +88,19 @@ START_TEST(uncertain_or_stale_offsets_block)
     device("d2", "n2", 1 * S);
     offset("d1", 2 * S, 900000); /* too uncertain */
     offset("d2", 2 * S, 100000);
-    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 3 * S, &done, &stale, why, sizeof(why)), EV_SYNC_WAIT);
+    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 3 * S, &done, &stale, why, sizeof(why)),
+                     EV_SYNC_WAIT);
     ck_assert_msg(strstr(why, "no fresh offset") != NULL, "%s", why);
     json_decref(stale);
     offset("d1", 4 * S, 100000);
     /* 20 s later both are stale: wait, and ask both nodes to re-sync. */
-    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 24 * S, &done, &stale, why, sizeof(why)), EV_SYNC_WAIT);
+    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 24 * S, &done, &stale, why, sizeof(why)),
+                     EV_SYNC_WAIT);
     ck_assert_int_eq(json_array_size(json_object_get(stale, "n1")), 1);
     ck_assert_int_eq(json_array_size(json_object_get(stale, "n2")), 1);
     json_decref(stale);
-    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 5 * S, &done, &stale, why, sizeof(why)), EV_SYNC_READY);
+    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 5 * S, &done, &stale, why, sizeof(why)),
+                     EV_SYNC_READY);
     json_decref(done);
     json_decref(stale);
 }
@@ -103,16 +110,19 @@ START_TEST(only_requested_connected_devices)
 {
     char why[256];
     json_t *done, *stale;
-    apply(1 * S, "CollectionRequested", "{\"session_id\": \"s\", \"device_ids\": [\"d1\", \"d2\"], \"min_group\": 1}");
+    apply(1 * S, "CollectionRequested",
+          "{\"session_id\": \"s\", \"device_ids\": [\"d1\", \"d2\"], \"min_group\": 1}");
     device("d1", "n1", 1 * S);
     device("d2", "n1", 1 * S);
     device("other", "n1", 1 * S); /* not requested, never synced: irrelevant */
     offset("d1", 2 * S, 100000);
     apply(2 * S, "DeviceDisconnected", "{\"device_id\": \"d2\"}");
-    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 3 * S, &done, &stale, why, sizeof(why)), EV_SYNC_READY);
+    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 3 * S, &done, &stale, why, sizeof(why)),
+                     EV_SYNC_READY);
     json_t *devs = json_object_get(done, "devices");
     ck_assert_int_eq(json_array_size(devs), 1);
-    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(devs, 0), "device_id")), "d1");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(devs, 0), "device_id")),
+                     "d1");
     json_decref(done);
     json_decref(stale);
 }
@@ -121,11 +131,13 @@ END_TEST
 START_TEST(not_requested_or_done_is_none)
 {
     json_t *done, *stale;
-    ck_assert_int_eq(ev_sync_decide(state, "nope", &params, 1, &done, &stale, NULL, 0), EV_SYNC_NONE);
+    ck_assert_int_eq(ev_sync_decide(state, "nope", &params, 1, &done, &stale, NULL, 0),
+                     EV_SYNC_NONE);
     json_decref(stale);
     apply(1 * S, "CollectionRequested", "{\"session_id\": \"s\"}");
     apply(2 * S, "SynchronizationCompleted", "{\"session_id\": \"s\"}");
-    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 3 * S, &done, &stale, NULL, 0), EV_SYNC_NONE);
+    ck_assert_int_eq(ev_sync_decide(state, "s", &params, 3 * S, &done, &stale, NULL, 0),
+                     EV_SYNC_NONE);
     ck_assert_ptr_null(done);
     json_decref(stale);
 }
@@ -140,7 +152,8 @@ START_TEST(params_min_group_raises_the_session_s)
     apply(1 * S, "CollectionRequested", "{\"session_id\": \"s\", \"min_group\": 1}");
     device("d1", "n1", 1 * S);
     offset("d1", 2 * S, 1000);
-    ck_assert_int_eq(ev_sync_decide(state, "s", &p, 3 * S, &done, &stale, why, sizeof(why)), EV_SYNC_WAIT);
+    ck_assert_int_eq(ev_sync_decide(state, "s", &p, 3 * S, &done, &stale, why, sizeof(why)),
+                     EV_SYNC_WAIT);
     json_decref(stale);
 }
 END_TEST
