@@ -136,7 +136,7 @@ typedef struct ag_control {
     char hosts[AG_MAX_SUPERVISORS][128];
     int ports[AG_MAX_SUPERVISORS];
     int url_count, url_i; /* configured ones first, then discovered ones */
-    /* discovery (tools/discovery.h): a query to the targets when no
+    /* discovery (common/discovery.h): a query to the targets when no
      * supervisor is known or the known ones fail, at most one a second */
     int discover, discovery_fd, lead_hint; /* lead_hint: the index that said it leads, or -1 */
     int64_t discovery_port, discovery_wait_ns, query_started_ns, next_query_ns, queries;

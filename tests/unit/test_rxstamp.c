@@ -1,4 +1,4 @@
-/* Kernel receive stamps through the process-wide recv (tools/rxstamp.c), on
+/* Kernel receive stamps through the process-wide recv (common/rxstamp.c), on
  * a real loopback TCP connection: a message that waited in the socket is
  * stamped when it arrived, not when it was read; a socket that did not ask
  * gets the reading time; recv's own results (peek, would-block, end of
