@@ -153,8 +153,18 @@ static int session_start(ev_conf *conf, int argc, char **argv)
     if (optind < argc - 1)
         goto usage;
     ev_format_time(ev_now_ns(), when, sizeof(when));
-    if (optind == argc - 1)
+    if (optind == argc - 1) {
+        if (!ev_id_valid(argv[optind])) {
+            fprintf(stderr, "msrs session start: session id '%s': expected 1-%d characters of "
+                            "A-Z a-z 0-9 . _ : -\n",
+                    argv[optind], EV_ID_MAX - 1);
+            json_decref(req);
+            json_decref(labels);
+            json_decref(devices);
+            return CLI_EXIT_USAGE;
+        }
         snprintf(sid, sizeof(sid), "%s", argv[optind]);
+    }
     else
         snprintf(sid, sizeof(sid), "ses-%.4s%.2s%.2sT%.2s%.2s%.2s", when, when + 5, when + 8,
                  when + 11, when + 14, when + 17);

@@ -236,6 +236,11 @@ int64_t ev_mono_ms(void);
  * EV_ID_MAX - 1 characters of A-Z a-z 0-9 . _ : - (no NUL, no '/', so ids
  * compose into keys and paths); 0 otherwise. */
 int ev_id_valid(const char *id);
+/* A deterministic event id made from parts ("startcmd/%s/%s", session,
+ * node): the text itself when it is shorter than EV_ID_MAX, else its first
+ * 40 characters, '~' and 16 hex digits of a 64-bit hash of all of it — never
+ * cut short into another id's prefix. */
+void ev_event_id(char out[EV_ID_MAX], const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Formats ns since the epoch as RFC 3339 UTC with nanoseconds; returns buf. */
 char *ev_format_time(int64_t ns, char *buf, size_t size);
 /* Parses RFC 3339 ("2026-11-22T11:13:51.123Z", offsets allowed). */

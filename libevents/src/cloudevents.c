@@ -3,6 +3,7 @@
  * content-type; event ids and RFC 3339 time. */
 #include "internal.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -272,4 +273,34 @@ int ev_id_valid(const char *id)
             return 0;
     }
     return 1;
+}
+
+/* FNV-1a, 64 bits: ids only need to differ, not to resist an attacker
+ * (anyone who may write to the log may write any id). */
+static uint64_t fnv1a64(const char *s, size_t n)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+void ev_event_id(char out[EV_ID_MAX], const char *fmt, ...)
+{
+    char full[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(full, sizeof(full), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    size_t len = (size_t)n < sizeof(full) ? (size_t)n : sizeof(full) - 1;
+    if (len < EV_ID_MAX) {
+        memcpy(out, full, len + 1);
+        return;
+    }
+    /* 40 characters of the text, '~', 16 hex digits of the whole: 57 */
+    snprintf(out, EV_ID_MAX, "%.40s~%016llx", full, (unsigned long long)fnv1a64(full, len));
 }

@@ -48,7 +48,7 @@ static void commands(json_t *out, const char *sid, json_t *nodes, const ev_sessi
         if (done && ev_session_command(done, node, !start, NULL))
             continue;
         char id[EV_ID_MAX];
-        snprintf(id, sizeof(id), "%s/%.30s/%.20s", start ? "startcmd" : "stopcmd", sid, node);
+        ev_event_id(id, "%s/%s/%s", start ? "startcmd" : "stopcmd", sid, node);
         add(out, start ? "StartRecording" : "StopRecording", node, id,
             json_pack("{s:s, s:s, s:O, s:I}", "node_id", node, "session_id", sid, "device_ids",
                       list, start ? "start_at_ns" : "stop_at_ns", (json_int_t)at_ns));
@@ -59,7 +59,7 @@ static void stopped(json_t *out, const char *sid, int64_t start_at, int64_t stop
                     const char *reason, json_t *streams)
 {
     char id[EV_ID_MAX];
-    snprintf(id, sizeof(id), "stopped/%.50s", sid);
+    ev_event_id(id, "stopped/%s", sid);
     add(out, "CollectionStopped", sid, id,
         json_pack("{s:s, s:I, s:I, s:s, s:o}", "session_id", sid, "stop_at_ns", (json_int_t)stop_at,
                   "duration_ns",
@@ -92,7 +92,7 @@ json_t *ev_collect_decide(const ev_state *state, const char *sid, const ev_colle
         } else {
             int64_t start_at = now_ns + p->lead_ns;
             char id[EV_ID_MAX];
-            snprintf(id, sizeof(id), "start/%.50s", sid);
+            ev_event_id(id, "start/%s", sid);
             add(out, "CollectionStarted", sid, id,
                 json_pack("{s:s, s:I, s:o}", "session_id", sid, "start_at_ns", (json_int_t)start_at,
                           "device_ids", all_devices(nodes)));

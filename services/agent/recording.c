@@ -206,7 +206,7 @@ static void emit_report(ag_agent *a, ag_session *s, int64_t now)
 {
     char err[512];
     char id[EV_ID_MAX];
-    snprintf(id, sizeof(id), "report/%.30s/%.25s", s->session_id, a->cfg.node_id);
+    ev_event_id(id, "report/%s/%s", s->session_id, a->cfg.node_id);
     json_t *rec =
         json_pack("{s:s, s:s, s:O, s:O}", "session_id", s->session_id, "node_id", a->cfg.node_id,
                   "missing_devices", s->missing, "streams", s->report_streams);

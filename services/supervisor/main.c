@@ -336,7 +336,7 @@ static void expire_silent(sv_supervisor *s, int64_t now)
         const char *node = json_string_value(json_object_get(x, "node_id"));
         int64_t last = json_integer_value(json_object_get(x, "last_seen_ns"));
         /* Deterministic: two leaders (or a restart) expire a node once. */
-        snprintf(id, sizeof(id), "expire/%.32s/%lld", node, (long long)last);
+        ev_event_id(id, "expire/%s/%lld", node, (long long)last);
         json_object_set_new(x, "reason", json_string("ttl"));
         if (emit_apply(s, "NodeExpired", node, x, id, err, sizeof(err)) == 0) {
             s->n.expired++;

@@ -76,7 +76,7 @@ static void check_sessions(void *arg)
             ev_sync_decide(s->state, sid, &s->params, now, &done, &stale, why, sizeof(why));
         if (d == EV_SYNC_READY) {
             char id[EV_ID_MAX];
-            snprintf(id, sizeof(id), "sync/%.50s", sid);
+            ev_event_id(id, "sync/%s", sid);
             if (cli_emit(s->log, "msrs-syncd", "SynchronizationCompleted", sid, done, id) == 0) {
                 s->completed++;
                 fprintf(

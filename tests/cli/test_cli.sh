@@ -80,5 +80,10 @@ state=$(/usr/bin/python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print(s
 # Replay is deterministic: the same log gives byte-identical output.
 a=$("$bin/msrs-replay" --log "sqlite:$tmp/c.db"); b=$("$bin/msrs-replay" --log "sqlite:$tmp/c.db")
 [ "$a" = "$b" ] && pass=$((pass+1)) || { fail=$((fail+1)); echo "FAIL: replay output differs between runs"; }
+# Session ids are checked, never cut short (64 characters is one too many).
+long_id=$(printf 's%.0s' $(seq 64))
+expect "session id too long" 2 "$bin/msrs" --log "sqlite:$tmp/d.db" session start "$long_id"
+contains "session id too long named" "expected 1-63 characters"
+expect "session id with a slash" 2 "$bin/msrs" --log "sqlite:$tmp/d.db" session start "a/b"
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -281,12 +281,52 @@ START_TEST(auto_start_waits_while_a_session_is_live_once_per_second)
 }
 END_TEST
 
+/* Two sessions whose ids share their first 40 characters, on a node with a
+ * 63-character id: every command and event id differs between them (ids
+ * used to be cut to 30 + 20 characters, and the second session's start
+ * command was a duplicate the reducers ignored). */
+START_TEST(long_ids_are_never_truncated_into_one)
+{
+    static const char *sids[2] = {"lab-2026-12-02-subject-0001-task-rest-run-A-with-a-long-tail-01",
+                                  "lab-2026-12-02-subject-0001-task-rest-run-A-with-a-long-tail-02"};
+    static const char *node = "node-with-a-sixty-three-character-identifier-0123456789abcdefgh";
+    const char *ids[2][2];
+    json_t *outs[2];
+    for (int k = 0; k < 2; k++) {
+        char req[256], sync[512];
+        snprintf(req, sizeof(req), "{\"session_id\": \"%s\"}", sids[k]);
+        snprintf(sync, sizeof(sync),
+                 "{\"session_id\": \"%s\", \"devices\": [{\"device_id\": \"a1\", "
+                 "\"node_id\": \"%s\", \"offset_ns\": 5}]}",
+                 sids[k], node);
+        apply(1 * S, "CollectionRequested", req);
+        apply(10 * S, "SynchronizationCompleted", sync);
+        outs[k] = ev_collect_decide(state, sids[k], &params, 11 * S, NULL, 0);
+        ck_assert_int_eq(json_array_size(outs[k]), 2);
+        for (int i = 0; i < 2; i++) {
+            ids[k][i] = json_string_value(json_object_get(json_array_get(outs[k], i), "id"));
+            ck_assert_int_lt(strlen(ids[k][i]), EV_ID_MAX);
+            ck_assert(ev_id_valid(ids[k][i]) || strchr(ids[k][i], '/'));
+        }
+    }
+    ck_assert_str_ne(ids[0][0], ids[1][0]); /* CollectionStarted */
+    ck_assert_str_ne(ids[0][1], ids[1][1]); /* StartRecording */
+    /* deterministic: deciding again gives the same ids */
+    json_t *again = ev_collect_decide(state, sids[1], &params, 11 * S, NULL, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(again, 1), "id")), ids[1][1]);
+    json_decref(again);
+    json_decref(outs[0]);
+    json_decref(outs[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("collectrule");
     TCase *tc = tcase_create("rule");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, waits_for_sync);
+    tcase_add_test(tc, long_ids_are_never_truncated_into_one);
     tcase_add_test(tc, starts_at_one_instant_with_a_command_per_node);
     tcase_add_test(tc, stop_request_then_reports_then_stopped);
     tcase_add_test(tc, duration_stops_lead_ahead_and_missing_report_times_out);
