@@ -157,8 +157,12 @@ int ev_parse_time(const char *s, size_t len, int64_t *ns)
     }
     if (p != end)
         return EV_ERR_INVALID;
-    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
-    *ns = (secs - offset_s) * 1000000000LL + frac_ns;
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset_s;
+    /* int64 ns reach 1677-09-21 .. 2262-04-11: a time outside is an error,
+     * not a wrapped number */
+    if (__builtin_mul_overflow(secs, 1000000000LL, &secs) ||
+        __builtin_add_overflow(secs, frac_ns, ns))
+        return EV_ERR_INVALID;
     return 0;
 }
 

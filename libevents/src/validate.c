@@ -17,6 +17,7 @@ typedef enum vkind {
     V_FLOAT,
     V_DOUBLE,
     V_BYTES,
+    V_STRING,
     V_FIXED,
     V_ENUM,
     V_UNION,
@@ -65,7 +66,7 @@ static vnode *compile(avro_schema_t s, int depth)
     case AVRO_INT64: v->kind = V_LONG; break;
     case AVRO_FLOAT: v->kind = V_FLOAT; break;
     case AVRO_DOUBLE: v->kind = V_DOUBLE; break;
-    case AVRO_STRING:
+    case AVRO_STRING: v->kind = V_STRING; break;
     case AVRO_BYTES: v->kind = V_BYTES; break;
     case AVRO_FIXED:
         v->kind = V_FIXED;
@@ -163,6 +164,16 @@ static int skip(cursor *c, int64_t n)
     return 0;
 }
 
+/* A string: its bytes, with no NUL among them. Every string in our
+ * schemas is an id or text, and C reads both up to the first NUL: an id
+ * with one inside would be two different ids to two readers. */
+static int skip_string(cursor *c, int64_t n)
+{
+    const unsigned char *at = c->p;
+    int rc = skip(c, n);
+    return rc ? rc : memchr(at, 0, (size_t)n) ? EV_ERR_CORRUPT : 0;
+}
+
 static int walk(const vnode *v, cursor *c)
 {
     int64_t n;
@@ -184,6 +195,10 @@ static int walk(const vnode *v, cursor *c)
         if ((rc = read_varint(c, &n)))
             return rc;
         return skip(c, n);
+    case V_STRING:
+        if ((rc = read_varint(c, &n)))
+            return rc;
+        return skip_string(c, n);
     case V_FIXED: return skip(c, v->n);
     case V_ENUM:
         if ((rc = read_varint(c, &n)))
@@ -220,7 +235,7 @@ static int walk(const vnode *v, cursor *c)
             for (int64_t i = 0; i < n; i++) {
                 int64_t key_len;
                 if (v->kind == V_MAP &&
-                    ((rc = read_varint(c, &key_len)) || (rc = skip(c, key_len))))
+                    ((rc = read_varint(c, &key_len)) || (rc = skip_string(c, key_len))))
                     return rc;
                 if ((rc = walk(v->children[0], c)))
                     return rc;

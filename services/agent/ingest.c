@@ -81,6 +81,14 @@ static void samples_emit(ag_agent *a, ag_device *d, samples_rec *r, const char *
                          (int64_t)(n * channels * sizeof(double)));
 }
 
+/* A sequence number the agent can count gaps with: an integer in
+ * 0 .. 2^53 (exact in every JSON reader), so seq + n never overflows. */
+static int ag_seq_ok(const json_t *seq)
+{
+    return json_is_integer(seq) && json_integer_value(seq) >= 0 &&
+           json_integer_value(seq) <= (1LL << 53);
+}
+
 void ag_ingest_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, const char *ref)
 {
     ag_device *d = c->dev;
@@ -88,11 +96,11 @@ void ag_ingest_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
     json_t *seq = json_object_get(payload, "seq"), *t = json_object_get(payload, "t"),
            *values = json_object_get(payload, "values");
     size_t n = json_array_size(t), channels = json_array_size(json_array_get(values, 0));
-    if (!stream || !*stream || !json_is_integer(seq) || !json_is_array(t) ||
-        !json_is_array(values) || json_array_size(values) != n || n == 0 || channels == 0) {
+    if (!stream || !*stream || !ag_seq_ok(seq) || !json_is_array(t) || !json_is_array(values) ||
+        json_array_size(values) != n || n == 0 || channels == 0) {
         ag_send_invalid(a, c,
-                        "payload: expected stream_id, seq, t [ns...] and values [[...], ...] "
-                        "with one row per t",
+                        "payload: expected stream_id, seq (0 .. 2^53), t [ns...] and values "
+                        "[[...], ...] with one row per t",
                         ref);
         return;
     }
@@ -138,11 +146,11 @@ void ag_ingest_samples_binary(ag_agent *a, ag_conn *c, json_t *h, const unsigned
     json_int_t n = json_integer_value(json_object_get(h, "n")),
                channels = json_integer_value(json_object_get(h, "channels"));
     char why[256];
-    if (!stream || !*stream || !json_is_integer(seq) || n < 1 || n > 65536 || channels < 1 ||
+    if (!stream || !*stream || !ag_seq_ok(seq) || n < 1 || n > 65536 || channels < 1 ||
         channels > 1024) {
         ag_send_invalid(a, c,
-                        "binary samples header: expected stream_id, seq, n (1..65536) and channels "
-                        "(1..1024)",
+                        "binary samples header: expected stream_id, seq (0 .. 2^53), n (1..65536) "
+                        "and channels (1..1024)",
                         NULL);
         return;
     }

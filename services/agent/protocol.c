@@ -123,12 +123,20 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
 
 /* -------------------------------------------------------------- time sync */
 
+static int stamp_ok(const json_t *t)
+{
+    const json_int_t lim = (json_int_t)1 << 62;
+    return json_is_integer(t) && json_integer_value(t) > -lim && json_integer_value(t) < lim;
+}
+
 static void on_time_resp(ag_agent *a, ag_conn *c, json_t *payload, int64_t t4, const char *ref)
 {
     json_t *t1 = json_object_get(payload, "t1"), *t2 = json_object_get(payload, "t2"),
            *t3 = json_object_get(payload, "t3");
-    if (!json_is_integer(t1) || !json_is_integer(t2) || !json_is_integer(t3)) {
-        ag_send_invalid(a, c, "payload: expected integers t1, t2, t3 (ns)", ref);
+    /* |t| < 2^62 ns (146 years): the estimator's differences and sums of
+     * two stamps cannot overflow */
+    if (!stamp_ok(t1) || !stamp_ok(t2) || !stamp_ok(t3)) {
+        ag_send_invalid(a, c, "payload: expected integers t1, t2, t3 (ns, |t| < 2^62)", ref);
         return;
     }
     ev_clock_probe p = {json_integer_value(t1), json_integer_value(t2), json_integer_value(t3), t4};

@@ -137,6 +137,15 @@ async def scenario(url, db):
     check(await good.wait_error("invalid") is not None, "samples with t/values mismatch: invalid")
     await good.send("time_resp", {"t1": "x"})
     check(await good.wait_error("invalid") is not None, "time_resp with bad t1: invalid")
+    # Extreme numbers are refused, not computed with (UBSan: signed overflow).
+    await good.send("samples", {"stream_id": "gsr", "seq": 2**63 - 1, "t": [1], "values": [[1.0]]})
+    e = await good.wait_error("invalid")
+    check(e is not None and "2^53" in e["message"], "samples with seq 2^63-1: invalid: %r" % e)
+    await good.send("samples", {"stream_id": "gsr", "seq": -5, "t": [1], "values": [[1.0]]})
+    check(await good.wait_error("invalid") is not None, "samples with a negative seq: invalid")
+    await good.send("time_resp", {"t1": 1, "t2": -2**63, "t3": 2**63 - 1})
+    e = await good.wait_error("invalid")
+    check(e is not None and "2^62" in e["message"], "time_resp with extreme stamps: invalid: %r" % e)
 
     # Oversized: 2 MiB > agent.max_message_bytes (1 MiB) -> too_large, connection kept.
     await good.ws.send("x" * (2 << 20))

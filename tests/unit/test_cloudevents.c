@@ -1,6 +1,8 @@
 /* CloudEvents attributes: ids, RFC 3339 time, header check on decode. */
 #include "testutil.h"
 
+#include <stdint.h>
+
 #include <string.h>
 
 START_TEST(ids_are_uuid_v4_and_unique)
@@ -46,6 +48,39 @@ static void make_msg(ev_msg *m, ev_header *h, const void *value, size_t len, con
     m->header_count = 3;
 }
 
+/* Times outside int64 nanoseconds (1677..2262) are refused, not wrapped
+ * (UBSan: signed overflow for "2263-..."). */
+START_TEST(time_outside_int64_ns_is_refused)
+{
+    int64_t t;
+    ck_assert_int_eq(ev_parse_time("2262-04-11T23:47:16.854775807Z", 30, &t), 0);
+    ck_assert_int_eq(t, INT64_MAX);
+    ck_assert_int_eq(ev_parse_time("2262-04-11T23:47:16.854775808Z", 30, &t), EV_ERR_INVALID);
+    ck_assert_int_eq(ev_parse_time("2263-01-01T00:00:00Z", 20, &t), EV_ERR_INVALID);
+    ck_assert_int_eq(ev_parse_time("9999-12-31T23:59:59Z", 20, &t), EV_ERR_INVALID);
+    ck_assert_int_eq(ev_parse_time("1600-01-01T00:00:00Z", 20, &t), EV_ERR_INVALID);
+    ck_assert_int_eq(ev_parse_time("1970-01-01T00:00:00Z", 20, &t), 0);
+    ck_assert_int_eq(t, 0);
+}
+END_TEST
+
+/* Composed event ids: exact when they fit, else a prefix and a hash of the
+ * whole, so two long ids that differ anywhere differ. */
+START_TEST(event_ids_from_long_parts_stay_distinct)
+{
+    char a[EV_ID_MAX], b[EV_ID_MAX], c[EV_ID_MAX];
+    ev_event_id(a, "sync/%s", "s1");
+    ck_assert_str_eq(a, "sync/s1");
+    ev_event_id(a, "startcmd/%s/%s", "session-with-a-rather-long-name-0000000000001", "node-1");
+    ev_event_id(b, "startcmd/%s/%s", "session-with-a-rather-long-name-0000000000001", "node-2");
+    ev_event_id(c, "startcmd/%s/%s", "session-with-a-rather-long-name-0000000000001", "node-1");
+    ck_assert_int_lt(strlen(a), EV_ID_MAX);
+    ck_assert_str_ne(a, b);
+    ck_assert_str_eq(a, c);
+    ck_assert(strncmp(a, "startcmd/session-with", 21) == 0);
+}
+END_TEST
+
 START_TEST(event_decode_checks_type)
 {
     ev_codec *c = ev_codec_new();
@@ -75,6 +110,8 @@ int main(void)
     TCase *tc = tcase_create("cloudevents");
     tcase_add_test(tc, ids_are_uuid_v4_and_unique);
     tcase_add_test(tc, time_roundtrip);
+    tcase_add_test(tc, time_outside_int64_ns_is_refused);
+    tcase_add_test(tc, event_ids_from_long_parts_stay_distinct);
     tcase_add_test(tc, event_decode_checks_type);
     suite_add_tcase(s, tc);
     return tu_run(s);
