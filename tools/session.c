@@ -155,8 +155,9 @@ static int session_start(ev_conf *conf, int argc, char **argv)
     ev_format_time(ev_now_ns(), when, sizeof(when));
     if (optind == argc - 1) {
         if (!ev_id_valid(argv[optind])) {
-            fprintf(stderr, "msrs session start: session id '%s': expected 1-%d characters of "
-                            "A-Z a-z 0-9 . _ : -\n",
+            fprintf(stderr,
+                    "msrs session start: session id '%s': expected 1-%d characters of "
+                    "A-Z a-z 0-9 . _ : -\n",
                     argv[optind], EV_ID_MAX - 1);
             json_decref(req);
             json_decref(labels);
@@ -164,8 +165,7 @@ static int session_start(ev_conf *conf, int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
         snprintf(sid, sizeof(sid), "%s", argv[optind]);
-    }
-    else
+    } else
         snprintf(sid, sizeof(sid), "ses-%.4s%.2s%.2sT%.2s%.2s%.2s", when, when + 5, when + 8,
                  when + 11, when + 14, when + 17);
     const char *user = getenv("USER");

@@ -347,8 +347,8 @@ static uint64_t hash_n(const char *p, size_t n)
 static latest **latest_slot(latest_table *t, const char *id, size_t n)
 {
     size_t i = (size_t)hash_n(id, n) & (t->index_cap - 1);
-    while (t->index[i] && (strlen(t->index[i]->device_id) != n ||
-                           memcmp(t->index[i]->device_id, id, n) != 0))
+    while (t->index[i] &&
+           (strlen(t->index[i]->device_id) != n || memcmp(t->index[i]->device_id, id, n) != 0))
         i = (i + 1) & (t->index_cap - 1);
     return &t->index[i];
 }

@@ -188,8 +188,8 @@ START_TEST(nul_inside_a_string_is_refused)
 {
     char err[256];
     const ev_schema *s = ev_schema_by_name("DeviceRegistered");
-    avro_value_t *v = tu_value(codec, "DeviceRegistered",
-                               "{\"device_id\": \"dXevil\", \"node_id\": \"n1\"}");
+    avro_value_t *v =
+        tu_value(codec, "DeviceRegistered", "{\"device_id\": \"dXevil\", \"node_id\": \"n1\"}");
     const void *out;
     size_t len;
     ck_assert_int_eq(ev_codec_encode(codec, s, v, &out, &len, err, sizeof(err)), 0);

@@ -287,8 +287,9 @@ END_TEST
  * command was a duplicate the reducers ignored). */
 START_TEST(long_ids_are_never_truncated_into_one)
 {
-    static const char *sids[2] = {"lab-2026-12-02-subject-0001-task-rest-run-A-with-a-long-tail-01",
-                                  "lab-2026-12-02-subject-0001-task-rest-run-A-with-a-long-tail-02"};
+    static const char *sids[2] = {
+        "lab-2026-12-02-subject-0001-task-rest-run-A-with-a-long-tail-01",
+        "lab-2026-12-02-subject-0001-task-rest-run-A-with-a-long-tail-02"};
     static const char *node = "node-with-a-sixty-three-character-identifier-0123456789abcdefgh";
     const char *ids[2][2];
     json_t *outs[2];
