@@ -251,6 +251,11 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
 {
     int status;
     if (strcmp(method, "GET") == 0 && strcmp(path, "/v1/nodes") == 0) {
+        if (!s->caught_up) { /* a partial registry is not the truth */
+            s->n.refused++;
+            *reply = sv_error("starting", "folding the log; try again");
+            return 503;
+        }
         *reply = pool(s);
         return 200;
     }
