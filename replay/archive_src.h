@@ -1,17 +1,13 @@
 /* archive_src.h — msrs-replay --archive: state from a session archive
  * folder instead of a log. Folds its events.avro (the session's records
  * and its devices' registrations, framed as on the log, with their ids and
- * times) and every DEVICE/clock.avro (the clock rounds) with the services'
- * reducers. Commands and data are not in an archive: start/stop commands
- * per node and live device status are not part of this state. */
+ * times) and every DEVICE/clock.avro (the clock rounds), read with
+ * archive/'s reader, with the services' reducers. Commands and data are
+ * not in an archive: start/stop commands per node and live device status
+ * are not part of this state. */
 #ifndef MSRS_ARCHIVE_SRC_H
 #define MSRS_ARCHIVE_SRC_H
 #include "ev.h"
-
-/* Calls fn for each record of an Avro object container file (stops at
- * fn's first non-zero). 0, or -1 when the file cannot be read to its end
- * (named on stderr). */
-int as_each_record(const char *path, int (*fn)(void *arg, avro_value_t *record), void *arg);
 
 /* Folds the archive folder dir into state. Returns 0, or 1 (a file is
  * missing, truncated or not an msrs archive: named on stderr; what was

@@ -1,9 +1,8 @@
 /* refit.c — see refit.h. */
 #define _XOPEN_SOURCE 700
 #include "refit.h"
-#include "archfile.h"
+#include "archive.h"
 #include "cli.h"
-#include "archive_src.h"
 
 #include <avro.h>
 #include <errno.h>
@@ -114,24 +113,6 @@ int64_t rf_master(const rf_fit *f, int64_t x, int64_t hint)
 
 /* ---------------------------------------------------------------- files */
 
-static int copy_file(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
-    char buf[1 << 16];
-    size_t n;
-    int rc = in && out ? 0 : -1;
-    while (!rc && (n = fread(buf, 1, sizeof(buf), in)) > 0)
-        if (fwrite(buf, 1, n, out) != n)
-            rc = -1;
-    if (in && ferror(in))
-        rc = -1;
-    if (in)
-        fclose(in);
-    if (out && fclose(out))
-        rc = -1;
-    return rc;
-}
-
 static int64_t field_long(avro_value_t *rec, const char *name)
 {
     avro_value_t f;
@@ -155,79 +136,48 @@ static void free_rounds(rf_round *r, int n)
     free(r);
 }
 
-/* Rewrites one Avro file: master_time_ns (a long or an array of longs)
- * recomputed from device_time_ns. *moved: the largest change, ns. */
-static int rewrite_avro(const char *from, const char *to, const rf_fit *fit, int64_t *records,
-                        double *moved)
+typedef struct rewrite_ctx {
+    const rf_fit *fit;
+    const char *from;
+    int64_t records;
+    double moved; /* the largest change, ns */
+} rewrite_ctx;
+
+/* One record of a stream file: master_time_ns (a long or an array of
+ * longs) recomputed from device_time_ns. */
+static int rewrite_times(void *arg, avro_value_t *v, char *errstr, size_t errstr_size)
 {
-    avro_file_reader_t r;
-    avro_file_writer_t w;
-    if (avro_file_reader(from, &r)) {
-        fprintf(stderr, "msrs-replay: %s: cannot read: %s\n", from, avro_strerror());
-        return -1;
+    rewrite_ctx *c = arg;
+    avro_value_t dev, mas;
+    c->records++;
+    if (avro_value_get_by_name(v, "device_time_ns", &dev, NULL) ||
+        avro_value_get_by_name(v, "master_time_ns", &mas, NULL)) {
+        snprintf(errstr, errstr_size, "%s: record %lld: expected fields device_time_ns and "
+                 "master_time_ns", c->from, (long long)c->records);
+        return EV_ERR_CORRUPT;
     }
-    avro_schema_t schema = avro_file_reader_get_writer_schema(r);
-    if (avro_file_writer_create_with_codec(to, schema, &w, "null", 1 << 20)) {
-        fprintf(stderr, "msrs-replay: %s: cannot write: %s\n", to, avro_strerror());
-        avro_schema_decref(schema);
-        avro_file_reader_close(r);
-        return -1;
-    }
-    avro_value_iface_t *iface = avro_generic_class_from_schema(schema);
-    avro_value_t v;
-    avro_generic_value_new(iface, &v);
-    int got, rc = 0;
-    while ((got = avro_file_reader_read_value(r, &v)) == 0) {
-        avro_value_t dev, mas;
-        if (avro_value_get_by_name(&v, "device_time_ns", &dev, NULL) ||
-            avro_value_get_by_name(&v, "master_time_ns", &mas, NULL)) {
-            fprintf(stderr, "msrs-replay: %s: record %lld: expected fields device_time_ns and "
-                            "master_time_ns\n", from, (long long)*records + 1);
-            rc = -1;
-            break;
+    size_t count = 1;
+    int is_array = avro_value_get_type(&dev) == AVRO_ARRAY;
+    if (is_array)
+        avro_value_get_size(&dev, &count);
+    for (size_t i = 0; i < count; i++) {
+        avro_value_t d = dev, m = mas;
+        int64_t x = 0, old = 0;
+        if (is_array && (avro_value_get_by_index(&dev, i, &d, NULL) ||
+                         avro_value_get_by_index(&mas, i, &m, NULL))) {
+            snprintf(errstr, errstr_size, "%s: record %lld: master_time_ns has fewer entries "
+                     "than device_time_ns", c->from, (long long)c->records);
+            return EV_ERR_CORRUPT;
         }
-        size_t count = 1;
-        int is_array = avro_value_get_type(&dev) == AVRO_ARRAY;
-        if (is_array)
-            avro_value_get_size(&dev, &count);
-        for (size_t i = 0; i < count; i++) {
-            avro_value_t d = dev, m = mas;
-            int64_t x = 0, old = 0;
-            if (is_array && (avro_value_get_by_index(&dev, i, &d, NULL) ||
-                             avro_value_get_by_index(&mas, i, &m, NULL))) {
-                fprintf(stderr, "msrs-replay: %s: record %lld: master_time_ns has fewer "
-                                "entries than device_time_ns\n", from, (long long)*records + 1);
-                rc = -1;
-                break;
-            }
-            avro_value_get_long(&d, &x);
-            avro_value_get_long(&m, &old);
-            int64_t now = rf_master(fit, x, old);
-            double dm = fabs((double)(now - old));
-            if (dm > *moved)
-                *moved = dm;
-            avro_value_set_long(&m, now);
-        }
-        if (rc || avro_file_writer_append_value(w, &v)) {
-            if (!rc)
-                fprintf(stderr, "msrs-replay: %s: %s\n", to, avro_strerror());
-            rc = -1;
-            break;
-        }
-        (*records)++;
+        avro_value_get_long(&d, &x);
+        avro_value_get_long(&m, &old);
+        int64_t now = rf_master(c->fit, x, old);
+        double dm = fabs((double)(now - old));
+        if (dm > c->moved)
+            c->moved = dm;
+        avro_value_set_long(&m, now);
     }
-    if (!rc && got != EOF) {
-        fprintf(stderr, "msrs-replay: %s: after record %lld: %s (a truncated file?)\n", from,
-                (long long)*records, avro_strerror());
-        rc = -1;
-    }
-    avro_value_decref(&v);
-    avro_value_iface_decref(iface);
-    avro_schema_decref(schema); /* get_writer_schema gave a reference */
-    avro_file_reader_close(r);
-    if (avro_file_writer_close(w))
-        rc = -1;
-    return rc;
+    return 0;
 }
 
 /* ClockOffsetMeasured of the log, per device, within a time window. */
@@ -274,8 +224,11 @@ static int add_clock_record(void *arg, avro_value_t *v)
 static int read_rounds(const char *path, rf_round **out, int *n, char *device, size_t dsize)
 {
     log_rounds l;
+    char err[1024];
     memset(&l, 0, sizeof(l));
-    int rc = as_each_record(path, add_clock_record, &l);
+    int rc = ar_each_record(path, add_clock_record, &l, NULL, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "msrs-replay: %s\n", err);
     *out = l.r;
     *n = l.n;
     snprintf(device, dsize, "%s", l.device);
@@ -351,22 +304,21 @@ static json_t *fit_json(const rf_fit *f, int rounds)
 int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log *log,
                      int64_t margin_ns)
 {
-    char path[PATH_MAX], out[PATH_MAX];
+    char path[PATH_MAX], out[PATH_MAX], err[1024];
     struct stat st;
-    json_error_t je;
+    ar_reader *reader;
     if (stat(dst, &st) == 0) {
         fprintf(stderr, "msrs-replay: --out %s exists: a refit never overwrites\n", dst);
         return 2;
     }
-    snprintf(path, sizeof(path), "%s/manifest.json", src);
-    json_t *m = json_load_file(path, 0, &je);
-    json_t *files = json_object_get(m, "files");
-    if (!m || !json_is_object(files)) {
-        fprintf(stderr, "msrs-replay: %s: %s\n", path,
-                m ? "field \"files\": expected an object (an msrs archive's manifest)" : je.text);
-        json_decref(m);
+    if (ar_reader_open(&reader, src, err, sizeof(err))) {
+        fprintf(stderr, "msrs-replay: %s\n", err);
         return 1;
     }
+    /* the copy's manifest: the source's with new files and the fits */
+    json_t *m = json_deep_copy(ar_reader_manifest(reader));
+    json_t *files = json_object_get(m, "files");
+    ar_reader_destroy(reader);
     log_rounds *from_log = NULL;
     int log_devices = 0;
     if (log) {
@@ -405,12 +357,9 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
             snprintf(od, sizeof(od), "%s/%s", dst, dir);
             cli_mkdirs(od);
         }
-        size_t len = strlen(rel);
-        int is_avro = len > 5 && strcmp(rel + len - 5, ".avro") == 0 &&
-                      !(slash && strcmp(slash + 1, "clock.avro") == 0) && *dir;
-        if (!is_avro) {
-            if (copy_file(path, out)) {
-                fprintf(stderr, "msrs-replay: %s: cannot copy to %s: %s\n", path, out, strerror(errno));
+        if (ar_file_kind_of(rel) != AR_FILE_STREAM) {
+            if (ar_copy_file(path, out, err, sizeof(err))) {
+                fprintf(stderr, "msrs-replay: cannot copy %s to %s: %s\n", path, out, err);
                 rc = 1;
                 break;
             }
@@ -451,16 +400,20 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
                 fprintf(stderr, "msrs-replay: %s: %d clock rounds, expected at least 2 to fit; "
                                 "%s copied as it is\n", clock, n, rel);
                 free_rounds(rounds, n);
-                if (copy_file(path, out))
+                if (ar_copy_file(path, out, err, sizeof(err))) {
+                    fprintf(stderr, "msrs-replay: %s\n", err);
                     rc = 1;
+                }
             } else {
+                rewrite_ctx c = {&fit, path, 0, 0};
                 int64_t records = 0;
-                double moved = 0;
-                if (rewrite_avro(path, out, &fit, &records, &moved)) {
+                if (ar_rewrite_records(path, out, rewrite_times, &c, &records, err, sizeof(err))) {
+                    fprintf(stderr, "msrs-replay: %s\n", err);
                     free_rounds(rounds, n);
                     rc = 1;
                     break;
                 }
+                double moved = c.moved;
                 json_t *f = json_object_get(fits, device);
                 if (!f)
                     json_object_set_new(fits, device, f = fit_json(&fit, n));
@@ -471,7 +424,8 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
         }
         char hex[65];
         int64_t bytes;
-        if (sha256_file(out, hex, &bytes)) {
+        if (ar_sha256_file(out, hex, &bytes, err, sizeof(err))) {
+            fprintf(stderr, "msrs-replay: %s\n", err);
             rc = 1;
             break;
         }
@@ -485,9 +439,10 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
                                                    "reset_ns", (json_int_t)reset_ns, "rounds_from_log",
                                                    log != NULL, "devices", fits));
         fits = NULL;
-        snprintf(path, sizeof(path), "%s/manifest.json", dst);
-        if (json_dump_file(m, path, JSON_INDENT(2) | JSON_SORT_KEYS))
+        if (ar_manifest_save(dst, m, err, sizeof(err))) {
+            fprintf(stderr, "msrs-replay: %s\n", err);
             rc = 1;
+        }
     }
     json_decref(fits);
     json_decref(new_files);
@@ -497,7 +452,7 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
     free(from_log);
     if (rc) {
         fprintf(stderr, "msrs-replay: refit failed: %s removed\n", dst);
-        rm_tree(dst);
+        ar_rm_tree(dst);
     }
     return rc;
 }

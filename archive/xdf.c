@@ -1,19 +1,27 @@
-/* xdf.c — the XDF 1.0 writer (xdf.h). */
-#include "xdf.h"
+/* xdf.c — the XDF 1.0 writer (archive.h, "XDF"). */
+#include "internal.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+struct ar_xdf {
+    FILE *f;
+    int64_t chunks_since_boundary;
+    int error;
+};
 
 static const unsigned char boundary_uuid[16] = {0x43, 0xA5, 0x46, 0xDC, 0xCB, 0xF5, 0x41, 0x0F,
                                                 0xB3, 0x0E, 0xD5, 0x46, 0x73, 0x83, 0xCB, 0xE4};
 
-static void put(xdf_writer *w, const void *p, size_t n)
+static void put(ar_xdf *w, const void *p, size_t n)
 {
     if (n && fwrite(p, 1, n, w->f) != n)
         w->error = 1;
 }
 
-static void put_u(xdf_writer *w, uint64_t v, int bytes)
+static void put_u(ar_xdf *w, uint64_t v, int bytes)
 {
     unsigned char b[8];
     for (int i = 0; i < bytes; i++)
@@ -21,7 +29,7 @@ static void put_u(xdf_writer *w, uint64_t v, int bytes)
     put(w, b, (size_t)bytes);
 }
 
-static void put_double(xdf_writer *w, double d)
+static void put_double(ar_xdf *w, double d)
 {
     uint64_t v;
     memcpy(&v, &d, sizeof(v));
@@ -29,7 +37,7 @@ static void put_double(xdf_writer *w, double d)
 }
 
 /* A variable-length integer: [NumLengthBytes: 1, 4 or 8][value]. */
-static void put_varlen(xdf_writer *w, uint64_t v)
+static void put_varlen(ar_xdf *w, uint64_t v)
 {
     int bytes = v <= 0xff ? 1 : v <= 0xffffffffULL ? 4 : 8;
     put_u(w, (uint64_t)bytes, 1);
@@ -37,23 +45,35 @@ static void put_varlen(xdf_writer *w, uint64_t v)
 }
 
 /* Chunk head: varlen length of tag + content, then the tag. */
-static void chunk(xdf_writer *w, uint16_t tag, size_t content_len)
+static void chunk(ar_xdf *w, uint16_t tag, size_t content_len)
 {
     put_varlen(w, (uint64_t)content_len + 2);
     put_u(w, tag, 2);
 }
 
-int xdf_open(xdf_writer *w, const char *path)
+int ar_xdf_open(ar_xdf **out, const char *path, char *errstr, size_t errstr_size)
 {
     static const char header[] = "<?xml version=\"1.0\"?><info><version>1.0</version>"
                                  "<writer>msrs-archiver</writer></info>";
-    memset(w, 0, sizeof(*w));
-    if (!(w->f = fopen(path, "wb")))
-        return -1;
+    ar_xdf *w = calloc(1, sizeof(*w));
+    *out = NULL;
+    if (!w)
+        return ar__fail(errstr, errstr_size, EV_ERR_NOMEM, "%s: out of memory", path);
+    if (!(w->f = fopen(path, "wb"))) {
+        int e = errno;
+        free(w);
+        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", path, strerror(e));
+    }
     put(w, "XDF:", 4);
     chunk(w, 1, sizeof(header) - 1);
     put(w, header, sizeof(header) - 1);
-    return w->error ? -1 : 0;
+    *out = w;
+    return w->error ? ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot write", path) : 0;
+}
+
+int64_t ar_xdf_chunks_since_boundary(const ar_xdf *x)
+{
+    return x ? x->chunks_since_boundary : 0;
 }
 
 /* XML text with &, <, > escaped. */
@@ -72,8 +92,8 @@ static void xml_text(char *out, size_t size, const char *s)
     out[o] = '\0';
 }
 
-void xdf_stream_header(xdf_writer *w, uint32_t id, const char *name, const char *type,
-                       int channels, double srate, const char *format, const char *source_id)
+void ar_xdf_stream_header(ar_xdf *w, uint32_t id, const char *name, const char *type, int channels,
+                          double srate, const char *format, const char *source_id)
 {
     char xml[2048], n[256], t[256], s[256];
     xml_text(n, sizeof(n), name);
@@ -90,10 +110,13 @@ void xdf_stream_header(xdf_writer *w, uint32_t id, const char *name, const char 
     put(w, xml, (size_t)len);
 }
 
-static size_t varlen_size(uint64_t v) { return 1 + (v <= 0xff ? 1 : v <= 0xffffffffULL ? 4 : 8); }
+static size_t varlen_size(uint64_t v)
+{
+    return 1 + (v <= 0xff ? 1 : v <= 0xffffffffULL ? 4 : 8);
+}
 
-void xdf_samples(xdf_writer *w, uint32_t id, size_t n, const double *t, int channels,
-                 const double *values)
+void ar_xdf_samples(ar_xdf *w, uint32_t id, size_t n, const double *t, int channels,
+                    const double *values)
 {
     size_t per = 1 + 8 + (size_t)channels * 8;
     chunk(w, 3, 4 + varlen_size(n) + n * per);
@@ -108,7 +131,7 @@ void xdf_samples(xdf_writer *w, uint32_t id, size_t n, const double *t, int chan
     w->chunks_since_boundary++;
 }
 
-void xdf_string_sample(xdf_writer *w, uint32_t id, double t, const char *text)
+void ar_xdf_string_sample(ar_xdf *w, uint32_t id, double t, const char *text)
 {
     size_t len = strlen(text);
     chunk(w, 3, 4 + varlen_size(1) + 1 + 8 + varlen_size(len) + len);
@@ -121,7 +144,7 @@ void xdf_string_sample(xdf_writer *w, uint32_t id, double t, const char *text)
     w->chunks_since_boundary++;
 }
 
-void xdf_clock_offset(xdf_writer *w, uint32_t id, double collection_time, double offset)
+void ar_xdf_clock_offset(ar_xdf *w, uint32_t id, double collection_time, double offset)
 {
     chunk(w, 4, 4 + 16);
     put_u(w, id, 4);
@@ -129,15 +152,15 @@ void xdf_clock_offset(xdf_writer *w, uint32_t id, double collection_time, double
     put_double(w, offset);
 }
 
-void xdf_boundary(xdf_writer *w)
+void ar_xdf_boundary(ar_xdf *w)
 {
     chunk(w, 5, sizeof(boundary_uuid));
     put(w, boundary_uuid, sizeof(boundary_uuid));
     w->chunks_since_boundary = 0;
 }
 
-void xdf_stream_footer(xdf_writer *w, uint32_t id, double first, double last, int64_t count,
-                       const double *offset_times, const double *offset_values, size_t offsets)
+void ar_xdf_stream_footer(ar_xdf *w, uint32_t id, double first, double last, int64_t count,
+                          const double *offset_times, const double *offset_values, size_t offsets)
 {
     size_t cap = 512 + offsets * 96, len;
     char *xml = malloc(cap);
@@ -161,12 +184,13 @@ void xdf_stream_footer(xdf_writer *w, uint32_t id, double first, double last, in
     free(xml);
 }
 
-int xdf_close(xdf_writer *w)
+int ar_xdf_close(ar_xdf *w)
 {
-    if (!w->f)
-        return -1;
+    if (!w)
+        return 0;
     if (fclose(w->f) != 0)
         w->error = 1;
-    w->f = NULL;
-    return w->error ? -1 : 0;
+    int rc = w->error ? EV_ERR_IO : 0;
+    free(w);
+    return rc;
 }

@@ -1,0 +1,140 @@
+/* files.c — file helpers of the archive format: SHA-256 (libavutil's
+ * av_sha), copies, removing and making folders, safe names, what a file
+ * of an archive is. */
+#define _XOPEN_SOURCE 700
+#include "internal.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <libavutil/mem.h>
+#include <libavutil/sha.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
+{
+    if (errstr && errstr_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errstr, errstr_size, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+int ar_sha256_file(const char *path, char hex[65], int64_t *bytes, char *errstr, size_t errstr_size)
+{
+    struct AVSHA *sha = av_sha_alloc();
+    FILE *f = fopen(path, "rb");
+    unsigned char buf[65536], digest[32];
+    size_t n;
+    *bytes = 0;
+    hex[0] = '\0';
+    if (!sha || !f) {
+        int e = errno;
+        av_free(sha);
+        if (f)
+            fclose(f);
+        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", path,
+                        sha ? strerror(e) : "out of memory");
+    }
+    av_sha_init(sha, 256);
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        av_sha_update(sha, buf, n);
+        *bytes += (int64_t)n;
+    }
+    int err = ferror(f);
+    fclose(f);
+    av_sha_final(sha, digest);
+    av_free(sha);
+    if (err)
+        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: read error", path);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    return 0;
+}
+
+int ar_copy_file(const char *from, const char *to, char *errstr, size_t errstr_size)
+{
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    char buf[1 << 16];
+    size_t n;
+    int rc = 0;
+    if (!in || !out)
+        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", in ? to : from, strerror(errno));
+    while (!rc && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", to, strerror(errno));
+    if (!rc && ferror(in))
+        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: read error", from);
+    if (in)
+        fclose(in);
+    if (out && fclose(out) && !rc)
+        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", to, strerror(errno));
+    return rc;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void ar_rm_tree(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int ar__mkdirs(const char *path)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+void ar__safe_name(char *out, size_t size, const char *in)
+{
+    size_t i = 0;
+    for (; in[i] && i + 1 < size; i++) {
+        char c = in[i];
+        out[i] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                         c == '.' || c == '-' || c == '_'
+                     ? c
+                     : '_';
+    }
+    out[i] = '\0';
+    if (i == 0 || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
+        snprintf(out, size, "unnamed");
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+ar_file_kind ar_file_kind_of(const char *rel)
+{
+    const char *slash = strrchr(rel, '/');
+    if (!slash) {
+        if (strcmp(rel, "manifest.json") == 0)
+            return AR_FILE_MANIFEST;
+        if (strcmp(rel, "events.avro") == 0)
+            return AR_FILE_EVENTS;
+        return ends_with(rel, ".xdf") ? AR_FILE_XDF : AR_FILE_OTHER;
+    }
+    if (strcmp(slash + 1, "clock.avro") == 0)
+        return AR_FILE_CLOCK;
+    return ends_with(rel, ".avro") ? AR_FILE_STREAM : AR_FILE_MEDIA;
+}

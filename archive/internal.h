@@ -1,0 +1,43 @@
+/* internal.h — what the archive library's files share (prefix ar__);
+ * nothing here is public. */
+#ifndef MSRS_ARCHIVE_INTERNAL_H
+#define MSRS_ARCHIVE_INTERNAL_H
+#include "archive.h"
+
+#include <stdarg.h>
+
+/* Fills errstr (printf-style) and returns code. */
+int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* A name safe as one path component: [A-Za-z0-9._-], others become '_'. */
+void ar__safe_name(char *out, size_t size, const char *in);
+/* mkdir -p. 0 or -1 (errno set). */
+int ar__mkdirs(const char *path);
+
+/* A record as the log had it (events.avro). */
+typedef struct ar__frame {
+    char id[EV_ID_MAX], source[EV_SOURCE_MAX];
+    int64_t time_ns;
+    unsigned char *value; /* framed: 0x00, schema id, Avro */
+    size_t len;
+} ar__frame;
+
+/* A kept clock round: the ClockOffsetMeasured frame and its t4. */
+typedef struct ar__clock {
+    int64_t t4_ns;
+    unsigned char *value;
+    size_t len;
+} ar__clock;
+
+/* device_id's last registration, or NULL. */
+const ar__frame *ar__devices_registration(const ar_devices *d, const char *device_id);
+/* device_id's kept rounds with t4 in [from_ns, to_ns], oldest first, into
+ * out (up to cap). Returns how many. */
+size_t ar__devices_clock(const ar_devices *d, const char *device_id, int64_t from_ns, int64_t to_ns,
+                         const ar__clock **out, size_t cap);
+
+/* The Avro schema of events.avro's records. New reference, or NULL. */
+avro_schema_t ar__event_schema(void);
+
+#endif
