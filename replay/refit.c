@@ -18,7 +18,6 @@
 
 /* ------------------------------------------------------------------ fit */
 
-
 static int cmp_round(const void *a, const void *b)
 {
     const rf_round *x = a, *y = b;
@@ -152,8 +151,10 @@ static int rewrite_times(void *arg, avro_value_t *v, char *errstr, size_t errstr
     c->records++;
     if (avro_value_get_by_name(v, "device_time_ns", &dev, NULL) ||
         avro_value_get_by_name(v, "master_time_ns", &mas, NULL)) {
-        snprintf(errstr, errstr_size, "%s: record %lld: expected fields device_time_ns and "
-                 "master_time_ns", c->from, (long long)c->records);
+        snprintf(errstr, errstr_size,
+                 "%s: record %lld: expected fields device_time_ns and "
+                 "master_time_ns",
+                 c->from, (long long)c->records);
         return EV_ERR_CORRUPT;
     }
     size_t count = 1;
@@ -165,8 +166,10 @@ static int rewrite_times(void *arg, avro_value_t *v, char *errstr, size_t errstr
         int64_t x = 0, old = 0;
         if (is_array && (avro_value_get_by_index(&dev, i, &d, NULL) ||
                          avro_value_get_by_index(&mas, i, &m, NULL))) {
-            snprintf(errstr, errstr_size, "%s: record %lld: master_time_ns has fewer entries "
-                     "than device_time_ns", c->from, (long long)c->records);
+            snprintf(errstr, errstr_size,
+                     "%s: record %lld: master_time_ns has fewer entries "
+                     "than device_time_ns",
+                     c->from, (long long)c->records);
             return EV_ERR_CORRUPT;
         }
         avro_value_get_long(&d, &x);
@@ -214,7 +217,8 @@ static int add_clock_record(void *arg, avro_value_t *v)
     avro_value_t f;
     const char *s;
     size_t len;
-    if (avro_value_get_by_name(v, "device_id", &f, NULL) == 0 && avro_value_get_string(&f, &s, &len) == 0)
+    if (avro_value_get_by_name(v, "device_id", &f, NULL) == 0 &&
+        avro_value_get_string(&f, &s, &len) == 0)
         snprintf(l->device, sizeof(l->device), "%s", s);
     return append_round(l, v);
 }
@@ -259,8 +263,7 @@ static int read_log_rounds(ev_log *log, int64_t from, int64_t to, log_rounds **o
         if (ev_event_decode(codec, m, &ev, err, sizeof(err)) || ev.schema != clock)
             continue; /* other records; an undecodable one is the fold's business */
         int64_t t1 = field_long(ev.value, "t1_ns");
-        if (t1 < from || t1 > to ||
-            avro_value_get_by_name(ev.value, "device_id", &f, NULL) ||
+        if (t1 < from || t1 > to || avro_value_get_by_name(ev.value, "device_id", &f, NULL) ||
             avro_value_get_string(&f, &dev, &len))
             continue;
         int i = 0;
@@ -290,12 +293,12 @@ static json_t *fit_json(const rf_fit *f, int rounds)
     json_t *segs = json_array();
     for (int i = 0; i < f->n; i++) {
         const rf_segment *s = &f->seg[i];
-        json_array_append_new(
-            segs, json_pack("{s:I, s:I, s:I, s:f, s:f, s:i, s:i, s:f}", "master_from_ns",
-                            (json_int_t)s->master_from, "master_to_ns", (json_int_t)s->master_to,
-                            "origin_ns", (json_int_t)s->origin, "offset_ns", s->offset_ns,
-                            "drift_ppm", s->drift * 1e6, "rounds", s->rounds, "probes", s->probes,
-                            "kept_probe_rms_ns", s->rms_ns));
+        json_array_append_new(segs, json_pack("{s:I, s:I, s:I, s:f, s:f, s:i, s:i, s:f}",
+                                              "master_from_ns", (json_int_t)s->master_from,
+                                              "master_to_ns", (json_int_t)s->master_to, "origin_ns",
+                                              (json_int_t)s->origin, "offset_ns", s->offset_ns,
+                                              "drift_ppm", s->drift * 1e6, "rounds", s->rounds,
+                                              "probes", s->probes, "kept_probe_rms_ns", s->rms_ns));
     }
     return json_pack("{s:i, s:o, s:s}", "rounds", rounds, "segments", segs, "offset",
                      "device - master = offset_ns + drift_ppm/1e6 * (master - origin_ns)");
@@ -325,12 +328,15 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
         int64_t start = json_integer_value(json_object_get(m, "start_at_ns")),
                 stop = json_integer_value(json_object_get(m, "stop_at_ns"));
         if (!start || !stop) {
-            fprintf(stderr, "msrs-replay: %s/manifest.json: fields start_at_ns and stop_at_ns: "
-                            "expected the session's instants (ns)\n", src);
+            fprintf(stderr,
+                    "msrs-replay: %s/manifest.json: fields start_at_ns and stop_at_ns: "
+                    "expected the session's instants (ns)\n",
+                    src);
             json_decref(m);
             return 1;
         }
-        if ((log_devices = read_log_rounds(log, start - margin_ns, stop + margin_ns, &from_log)) < 0) {
+        if ((log_devices = read_log_rounds(log, start - margin_ns, stop + margin_ns, &from_log)) <
+            0) {
             json_decref(m);
             return 1;
         }
@@ -397,8 +403,10 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
                 }
             }
             if (rf_fit_rounds(rounds, n, reset_ns, &fit)) {
-                fprintf(stderr, "msrs-replay: %s: %d clock rounds, expected at least 2 to fit; "
-                                "%s copied as it is\n", clock, n, rel);
+                fprintf(stderr,
+                        "msrs-replay: %s: %d clock rounds, expected at least 2 to fit; "
+                        "%s copied as it is\n",
+                        clock, n, rel);
                 free_rounds(rounds, n);
                 if (ar_copy_file(path, out, err, sizeof(err))) {
                     fprintf(stderr, "msrs-replay: %s\n", err);
@@ -417,8 +425,9 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
                 json_t *f = json_object_get(fits, device);
                 if (!f)
                     json_object_set_new(fits, device, f = fit_json(&fit, n));
-                json_object_set_new(f, rel, json_pack("{s:I, s:f}", "records", (json_int_t)records,
-                                                      "max_change_ns", moved));
+                json_object_set_new(f, rel,
+                                    json_pack("{s:I, s:f}", "records", (json_int_t)records,
+                                              "max_change_ns", moved));
                 free_rounds(rounds, n);
             }
         }
@@ -429,15 +438,17 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
             rc = 1;
             break;
         }
-        json_object_set_new(new_files, rel, json_pack("{s:I, s:s}", "bytes", (json_int_t)bytes, "sha256", hex));
+        json_object_set_new(new_files, rel,
+                            json_pack("{s:I, s:s}", "bytes", (json_int_t)bytes, "sha256", hex));
         fprintf(stderr, "msrs-replay: refit %zu/%zu %s\n", ++done, total, rel);
     }
     if (!rc) {
         char abs[PATH_MAX];
         json_object_set(m, "files", new_files);
-        json_object_set_new(m, "refit", json_pack("{s:s, s:I, s:b, s:o}", "of", realpath(src, abs) ? abs : src,
-                                                   "reset_ns", (json_int_t)reset_ns, "rounds_from_log",
-                                                   log != NULL, "devices", fits));
+        json_object_set_new(m, "refit",
+                            json_pack("{s:s, s:I, s:b, s:o}", "of", realpath(src, abs) ? abs : src,
+                                      "reset_ns", (json_int_t)reset_ns, "rounds_from_log",
+                                      log != NULL, "devices", fits));
         fits = NULL;
         if (ar_manifest_save(dst, m, err, sizeof(err))) {
             fprintf(stderr, "msrs-replay: %s\n", err);

@@ -63,8 +63,8 @@ static int session_window(const ev_conf *conf, const char *sid, int64_t *from_ms
     return *from_ms ? 0 : -1;
 }
 
-int rp_republish(const ev_conf *src_conf, ev_log *dst, const char *const *topics, size_t topic_count,
-                 const char *session, double speed, int64_t margin_ms)
+int rp_republish(const ev_conf *src_conf, ev_log *dst, const char *const *topics,
+                 size_t topic_count, const char *session, double speed, int64_t margin_ms)
 {
     rp_source src[RP_MAX_TOPICS];
     char err[512], name[320];
@@ -74,8 +74,10 @@ int rp_republish(const ev_conf *src_conf, ev_log *dst, const char *const *topics
     memset(src, 0, sizeof(src));
     if (session) {
         if (session_window(src_conf, session, &from_ms, &until_ms)) {
-            fprintf(stderr, "msrs-replay: --republish --session %s: no record of it on the "
-                            "sessions topic\n", session);
+            fprintf(stderr,
+                    "msrs-replay: --republish --session %s: no record of it on the "
+                    "sessions topic\n",
+                    session);
             return 1;
         }
         from_ms -= margin_ms;
@@ -130,9 +132,10 @@ int rp_republish(const ev_conf *src_conf, ev_log *dst, const char *const *topics
         }
         if (ev_mono_ms() - last_report >= 1000) {
             last_report = ev_mono_ms();
-            fprintf(stderr, "msrs-replay: republished %lld records (%.1f MB), at %.1f s of the "
-                            "recording\n", (long long)records, (double)bytes / 1e6,
-                    (double)(m->timestamp_ms - t0) / 1e3);
+            fprintf(stderr,
+                    "msrs-replay: republished %lld records (%.1f MB), at %.1f s of the "
+                    "recording\n",
+                    (long long)records, (double)bytes / 1e6, (double)(m->timestamp_ms - t0) / 1e3);
         }
     }
     if (ev_log_flush(dst, 60000, err, sizeof(err))) {

@@ -16,7 +16,7 @@
  * recorded pace, 10 = ten times faster, 0 = as fast as the logs go.
  * Progress on stderr each second. Returns 0, 1 (a log failed; what was
  * produced before is flushed) or 2 (cannot open the source). */
-int rp_republish(const ev_conf *src_conf, ev_log *dst, const char *const *topics, size_t topic_count,
-                 const char *session, double speed, int64_t margin_ms);
+int rp_republish(const ev_conf *src_conf, ev_log *dst, const char *const *topics,
+                 size_t topic_count, const char *session, double speed, int64_t margin_ms);
 
 #endif

@@ -37,10 +37,10 @@ typedef struct ac_session {
 typedef struct ac_archiver {
     ev_log *log;
     ev_codec *codec;
-    ev_state *state;       /* sessions and devices, folded by the shared reducers */
-    json_t *view;          /* ev_state_to_json(state), refreshed when stale */
+    ev_state *state; /* sessions and devices, folded by the shared reducers */
+    json_t *view;    /* ev_state_to_json(state), refreshed when stale */
     int view_stale;
-    ar_devices *history;   /* registrations and clock rounds for the archives */
+    ar_devices *history; /* registrations and clock rounds for the archives */
     const ev_schema *samples, *media;
     char dir[1024];
     int64_t finalize_timeout_ms;
@@ -153,8 +153,8 @@ static void on_data(ac_archiver *a, const ev_event *ev)
     int rc = ev->schema == a->media
                  ? ar_writer_media(s->w, ev->value, err, sizeof(err))
                  : ar_writer_samples(s->w, ev->value,
-                                     state_of(a, "devices", field_str(ev->value, "device_id")),
-                                     err, sizeof(err));
+                                     state_of(a, "devices", field_str(ev->value, "device_id")), err,
+                                     sizeof(err));
     if (rc < 0)
         fprintf(stderr, "msrs-archiver: session %s: %s\n", s->id, err);
 }
@@ -193,104 +193,93 @@ static void usage(FILE *f)
                "Writes each recorded session to DIR/SESSION: Avro object container files per\n"
                "device stream, video as elementary streams, an XDF file, manifest.json with\n"
                "SHA-256 of every file. Prints each archived session's folder on stdout.\n\n"
-               "  --dir DIR          archive root (config archive.dir, default ./archive)\n" CLI_COMMON_HELP
+               "  --dir DIR          archive root (config archive.dir, default "
+               "./archive)\n" CLI_COMMON_HELP
                "\nconfig keys (defaults): archive.finalize_timeout_ms (30000) how long after\n"
                "CollectionStopped to wait for data the stop reports before archiving what came\n"
                "(marked incomplete), archive.cursor (archiver)\n"
                "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
-int main(int argc, char **argv)
-{
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
-                                              {"dir", required_argument, NULL, 'd'},
-                                              {NULL, 0, NULL, 0}};
-    cli_common common = {0};
-    const char *dir = NULL;
-    char err[512], names[4][320];
-    int opt, exit_code = CLI_EXIT_OK;
-    ac_archiver a;
-    memset(&a, 0, sizeof(a));
+typedef struct ac_args {
+    ac_archiver *a;
+    const char *dir;
+} ac_args;
 
-    cli_install_signals(); /* first: a SIGTERM while starting must still stop us cleanly */
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (cli_common_opt(&common, opt, optarg))
-            continue;
-        if (opt == 'h') {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        }
-        if (opt == 'd') {
-            dir = optarg;
-            continue;
-        }
-        usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
-    ev_conf *conf = cli_conf_build("msrs-archiver", &common);
-    if (!conf)
-        return CLI_EXIT_USAGE;
-    if (!ev_conf_get(conf, "source", NULL))
-        ev_conf_set(conf, "source", "archiver");
-    if (!dir)
-        dir = ev_conf_get(conf, "archive.dir", "archive");
-    if (optind < argc || strlen(dir) >= sizeof(a.dir) ||
-        ev_conf_get_int(conf, "archive.finalize_timeout_ms", 30000, &a.finalize_timeout_ms, err,
-                        sizeof(err))) {
-        fprintf(stderr, "msrs-archiver: %s\n", optind < argc ? "unexpected argument" : err);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
-    }
-    snprintf(a.dir, sizeof(a.dir), "%s", dir);
+static int on_opt(void *arg, int opt, const char *val)
+{
+    if (opt != 'd')
+        return -1;
+    ((ac_args *)arg)->dir = val;
+    return 0;
+}
+
+static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
+{
+    ac_args *g = arg;
+    ac_archiver *a = g->a;
+    const char *dir = g->dir ? g->dir : ev_conf_get(conf, "archive.dir", "archive");
     char staging[PATH_MAX];
-    snprintf(staging, sizeof(staging), "%s/.staging", a.dir);
-    if (cli_mkdirs(a.dir) || access(a.dir, W_OK)) {
-        fprintf(stderr, "msrs-archiver: archive.dir %s: cannot write: %s\n", a.dir, strerror(errno));
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
+    if (ev_conf_get_int(conf, "archive.finalize_timeout_ms", 30000, &a->finalize_timeout_ms, errstr,
+                        errstr_size))
+        return -1;
+    if (strlen(dir) >= sizeof(a->dir)) {
+        snprintf(errstr, errstr_size, "archive.dir: expected a path under %zu characters",
+                 sizeof(a->dir));
+        return -1;
+    }
+    snprintf(a->dir, sizeof(a->dir), "%s", dir);
+    snprintf(staging, sizeof(staging), "%s/.staging", a->dir);
+    if (cli_mkdirs(a->dir) || access(a->dir, W_OK)) {
+        snprintf(errstr, errstr_size, "archive.dir %s: cannot write: %s", a->dir, strerror(errno));
+        return -1;
     }
     ar_rm_tree(staging); /* sessions left open are rebuilt from the log */
-    if (ev_catalog_init(err, sizeof(err)) || ev_log_open(&a.log, conf, err, sizeof(err))) {
-        fprintf(stderr, "msrs-archiver: %s\n", err);
-        ev_conf_destroy(conf);
-        return CLI_EXIT_USAGE;
-    }
-    a.codec = ev_codec_new();
-    a.state = ev_state_new();
-    a.history = ar_devices_new();
-    a.samples = ev_schema_by_name("SensorSampleBatch");
-    a.media = ev_schema_by_name("MediaPacket");
-    if (!a.codec || !a.state || !a.history) {
+    return 0;
+}
+
+static int run(void *arg, ev_conf *conf, ev_log *log)
+{
+    ac_archiver *a = ((ac_args *)arg)->a;
+    char err[512], names[4][320];
+    int exit_code = CLI_EXIT_OK;
+    a->log = log;
+    a->codec = ev_codec_new();
+    a->state = ev_state_new();
+    a->history = ar_devices_new();
+    a->samples = ev_schema_by_name("SensorSampleBatch");
+    a->media = ev_schema_by_name("MediaPacket");
+    if (!a->codec || !a->state || !a->history) {
         fprintf(stderr, "msrs-archiver: out of memory\n");
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
-    a.done = json_object();
-    const char *topics[4] = {ev_log_topic(a.log, "sessions", names[0], sizeof(names[0])),
-                             ev_log_topic(a.log, "devices", names[1], sizeof(names[1])),
-                             ev_log_topic(a.log, "samples", names[2], sizeof(names[2])),
-                             ev_log_topic(a.log, "media", names[3], sizeof(names[3]))};
-    if (ev_log_subscribe(a.log, ev_conf_get(conf, "archive.cursor", "archiver"), topics, 4, err,
+    a->done = json_object();
+    const char *topics[4] = {ev_log_topic(a->log, "sessions", names[0], sizeof(names[0])),
+                             ev_log_topic(a->log, "devices", names[1], sizeof(names[1])),
+                             ev_log_topic(a->log, "samples", names[2], sizeof(names[2])),
+                             ev_log_topic(a->log, "media", names[3], sizeof(names[3]))};
+    if (ev_log_subscribe(a->log, ev_conf_get(conf, "archive.cursor", "archiver"), topics, 4, err,
                          sizeof(err))) {
         fprintf(stderr, "msrs-archiver: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
-    fprintf(stderr, "msrs-archiver: archiving sessions into %s\n", a.dir);
+    fprintf(stderr, "msrs-archiver: archiving sessions into %s\n", a->dir);
     int64_t last_commit = 0, last_progress = ev_mono_ms(), uncommitted = 0;
     while (!cli_stop) {
         const ev_msg *m;
         ev_event ev;
-        int rc = ev_log_poll(a.log, 200, &m, err, sizeof(err));
+        int rc = ev_log_poll(a->log, 200, &m, err, sizeof(err));
         if (rc == 0) {
-            a.records++;
+            a->records++;
             uncommitted++;
-            if (ev_event_decode(a.codec, m, &ev, err, sizeof(err))) {
-                a.skipped++;
+            if (ev_event_decode(a->codec, m, &ev, err, sizeof(err))) {
+                a->skipped++;
                 fprintf(stderr, "msrs-archiver: %s offset %lld skipped: %s\n", m->topic,
                         (long long)m->offset, err);
             } else {
-                on_record(&a, &ev);
+                on_record(a, &ev);
             }
         } else if (rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT) {
             fprintf(stderr, "msrs-archiver: %s\n", err);
@@ -299,11 +288,11 @@ int main(int argc, char **argv)
                 break;
             }
         }
-        if (rc || a.records % 1000 == 0)
-            check_sessions(&a);
+        if (rc || a->records % 1000 == 0)
+            check_sessions(a);
         /* The cursor moves only while nothing is half built. */
-        if (uncommitted && a.session_count == 0 && ev_mono_ms() - last_commit >= 1000) {
-            if (ev_log_commit(a.log, err, sizeof(err)))
+        if (uncommitted && a->session_count == 0 && ev_mono_ms() - last_commit >= 1000) {
+            if (ev_log_commit(a->log, err, sizeof(err)))
                 fprintf(stderr, "msrs-archiver: %s\n", err);
             last_commit = ev_mono_ms();
             uncommitted = 0;
@@ -311,22 +300,37 @@ int main(int argc, char **argv)
         if (ev_mono_ms() - last_progress >= 10000) {
             last_progress = ev_mono_ms();
             fprintf(stderr, "msrs-archiver: %lld records, %zu sessions open, %lld archived\n",
-                    (long long)a.records, a.session_count, (long long)a.archived);
+                    (long long)a->records, a->session_count, (long long)a->archived);
         }
     }
-    fprintf(stderr, "msrs-archiver: stopped: %lld records, %lld skipped, %lld sessions archived, "
-                    "%zu left open (rebuilt from the log at the next start)\n",
-            (long long)a.records, (long long)a.skipped, (long long)a.archived, a.session_count);
+    fprintf(stderr,
+            "msrs-archiver: stopped: %lld records, %lld skipped, %lld sessions archived, "
+            "%zu left open (rebuilt from the log at the next start)\n",
+            (long long)a->records, (long long)a->skipped, (long long)a->archived, a->session_count);
 out:
-    for (size_t i = 0; i < a.session_count; i++)
-        ar_writer_destroy(a.sessions[i].w);
-    free(a.sessions);
-    ar_devices_destroy(a.history);
-    json_decref(a.view);
-    ev_state_destroy(a.state);
-    json_decref(a.done);
-    ev_codec_destroy(a.codec);
-    ev_log_destroy(a.log);
-    ev_conf_destroy(conf);
+    for (size_t i = 0; i < a->session_count; i++)
+        ar_writer_destroy(a->sessions[i].w);
+    free(a->sessions);
+    ar_devices_destroy(a->history);
+    json_decref(a->view);
+    ev_state_destroy(a->state);
+    json_decref(a->done);
+    ev_codec_destroy(a->codec);
     return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'}, {NULL, 0, NULL, 0}};
+    static ac_archiver a; /* lives as long as the process */
+    ac_args g = {.a = &a};
+    cli_svc svc = {.name = "msrs-archiver",
+                   .source = "archiver",
+                   .usage = usage,
+                   .opts = opts,
+                   .on_opt = on_opt,
+                   .configure = configure,
+                   .run = run,
+                   .arg = &g};
+    return cli_svc_main(&svc, argc, argv);
 }
