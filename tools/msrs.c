@@ -4,15 +4,364 @@
  *                                     on stdin) on the record's topic
  *   msrs emit -                       produce {"type": T, "value": {...}}
  *                                     lines of stdin, each of its own type
- *   msrs session start|stop|list|status, msrs devices (session.c)
+ *   msrs session start|stop|list|status, msrs devices
  * The session and device views are the reducers' state folded from the
  * log, the same state the services and msrs-replay hold. */
 #include "cli.h"
-#include "session.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* ------------------------------------------- msrs session, msrs devices
+ * Requests are records (CollectionRequested, CollectionStopRequested); the
+ * views fold the log with the shared reducers. --wait follows the log until
+ * the session stopped and prints what every stream delivered. */
+
+typedef struct view {
+    ev_log *log;
+    ev_state *state;
+    ev_projection *p;
+} view;
+
+static int view_open(view *v, ev_conf *conf)
+{
+    char err[512];
+    memset(v, 0, sizeof(*v));
+    if (ev_log_open(&v->log, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs: %s\n", err);
+        return -1;
+    }
+    v->state = ev_state_new();
+    ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs"};
+    if (ev_projection_new(&v->p, v->log, v->state, ev_state_topics, 4, &po, err, sizeof(err))) {
+        fprintf(stderr, "msrs: %s\n", err);
+        ev_state_destroy(v->state);
+        ev_log_destroy(v->log);
+        return -1;
+    }
+    return 0;
+}
+
+/* Folds the log to its end. 0, or -1 (said on stderr). */
+static int view_fold(view *v)
+{
+    char err[512];
+    if (ev_projection_fold(v->p, &cli_stop, err, sizeof(err)) == 0)
+        return 0;
+    fprintf(stderr, "msrs: %s\n", err);
+    return -1;
+}
+
+static void view_close(view *v)
+{
+    ev_projection_destroy(v->p);
+    ev_state_destroy(v->state);
+    ev_log_destroy(v->log);
+}
+
+static void print_summary(const ev_session *x)
+{
+    printf("session %s: %s, %.3f s, %s\n", x->session_id, ev_session_state_name(x->state),
+           (double)x->duration_ns / 1e9, x->reason);
+    printf("  sync: %zu devices, max uncertainty %.1f us\n", x->sync_device_count,
+           (double)x->sync_max_uncertainty_ns / 1e3);
+    printf("  %-20s %-10s %10s %12s %6s %8s\n", "device", "stream", "samples", "bytes", "gaps",
+           "dropped");
+    ev_stream st;
+    for (size_t i = 0; ev_session_stream(x, i, &st); i++)
+        printf("  %-20s %-10s %10lld %12lld %6lld %8lld\n", st.device_id, st.stream_id,
+               (long long)st.samples, (long long)st.bytes, (long long)st.gaps,
+               (long long)st.dropped);
+}
+
+/* Follows the log (already folded to its end) until session sid is
+ * stopped or timeout_s passes. */
+static int wait_stopped(view *v, const char *sid, double timeout_s)
+{
+    time_t deadline = time(NULL) + (time_t)timeout_s;
+    char last[64] = "";
+    while (!cli_stop && time(NULL) <= deadline) {
+        char err[512];
+        int rc = ev_projection_step(v->p, 200, err, sizeof(err));
+        if (rc && rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT) {
+            fprintf(stderr, "msrs: %s\n", err);
+            return CLI_EXIT_FAIL;
+        }
+        if (rc == 0)
+            continue; /* fold what is there before looking */
+        ev_session x;
+        int found = ev_state_session(v->state, sid, &x);
+        const char *st = found ? ev_session_state_name(x.state) : "";
+        if (found && strcmp(st, last) != 0) {
+            snprintf(last, sizeof(last), "%s", st);
+            fprintf(stderr, "msrs: session %s: %s\n", sid, st);
+        }
+        if (found && x.state == EV_SESSION_STOPPED) {
+            print_summary(&x);
+            return CLI_EXIT_OK;
+        }
+    }
+    fprintf(stderr, "msrs: session %s: not stopped after %.0f s (state '%s')\n", sid, timeout_s,
+            last);
+    return CLI_EXIT_FAIL;
+}
+
+static int emit(view *v, const char *type, const char *sid, json_t *value)
+{
+    int rc = cli_emit(v->log, "msrs", type, sid, value, NULL);
+    json_decref(value);
+    return rc;
+}
+
+static int session_start(ev_conf *conf, int argc, char **argv)
+{
+    static const struct option opts[] = {{"devices", required_argument, NULL, 'd'},
+                                         {"min-group", required_argument, NULL, 'm'},
+                                         {"duration", required_argument, NULL, 'D'},
+                                         {"label", required_argument, NULL, 'L'},
+                                         {"wait", no_argument, NULL, 'w'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {NULL, 0, NULL, 0}};
+    json_t *req = json_object(), *labels = json_object(), *devices = json_array();
+    int opt, wait = 0;
+    double duration = 0, timeout = -1;
+    char sid[64], when[64];
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        char *eq, *end;
+        switch (opt) {
+        case 'd':
+            for (char *tok = strtok(optarg, ","); tok; tok = strtok(NULL, ","))
+                json_array_append_new(devices, json_string(tok));
+            break;
+        case 'm': json_object_set_new(req, "min_group", json_integer(atoi(optarg))); break;
+        case 'D':
+            duration = strtod(optarg, &end);
+            if (*end || duration < 0) {
+                fprintf(stderr, "msrs session start: --duration '%s': expected seconds >= 0\n",
+                        optarg);
+                goto usage;
+            }
+            break;
+        case 'L':
+            if (!(eq = strchr(optarg, '=')) || eq == optarg) {
+                fprintf(stderr, "msrs session start: --label '%s': expected KEY=VALUE\n", optarg);
+                goto usage;
+            }
+            *eq = '\0';
+            json_object_set_new(labels, optarg, json_string(eq + 1));
+            break;
+        case 'w': wait = 1; break;
+        case 't': timeout = atof(optarg); break;
+        default: goto usage;
+        }
+    }
+    if (optind < argc - 1)
+        goto usage;
+    ev_format_time(ev_now_ns(), when, sizeof(when));
+    if (optind == argc - 1) {
+        if (!ev_id_valid(argv[optind])) {
+            fprintf(stderr,
+                    "msrs session start: session id '%s': expected 1-%d characters of "
+                    "A-Z a-z 0-9 . _ : -\n",
+                    argv[optind], EV_ID_MAX - 1);
+            json_decref(req);
+            json_decref(labels);
+            json_decref(devices);
+            return CLI_EXIT_USAGE;
+        }
+        snprintf(sid, sizeof(sid), "%s", argv[optind]);
+    } else
+        snprintf(sid, sizeof(sid), "ses-%.4s%.2s%.2sT%.2s%.2s%.2s", when, when + 5, when + 8,
+                 when + 11, when + 14, when + 17);
+    const char *user = getenv("USER");
+    json_object_set_new(req, "session_id", json_string(sid));
+    json_object_set_new(req, "requested_by", json_string(user ? user : "msrs"));
+    json_object_set_new(req, "device_ids", devices);
+    json_object_set_new(req, "duration_ms", json_integer((json_int_t)(duration * 1000)));
+    json_object_set_new(req, "labels", labels);
+    view v;
+    if (view_open(&v, conf)) {
+        json_decref(req);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = CLI_EXIT_OK;
+    if (view_fold(&v) == 0) {
+        ev_session old;
+        if (ev_state_session(v.state, sid, &old)) {
+            fprintf(stderr, "msrs session start: session '%s' exists already (state %s)\n", sid,
+                    ev_session_state_name(old.state));
+            json_decref(req);
+            view_close(&v);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (emit(&v, "CollectionRequested", sid, req))
+        rc = CLI_EXIT_FAIL;
+    else
+        printf("%s\n", sid);
+    fflush(stdout);
+    if (!rc && wait)
+        rc = wait_stopped(&v, sid, timeout > 0 ? timeout : duration + 120);
+    view_close(&v);
+    return rc;
+usage:
+    json_decref(req);
+    json_decref(labels);
+    json_decref(devices);
+    fprintf(stderr, "usage: msrs session start [ID] [--devices A,B] [--min-group N] "
+                    "[--duration SEC] [--label K=V]... [--wait] [--timeout SEC]\n");
+    return CLI_EXIT_USAGE;
+}
+
+static int session_stop(ev_conf *conf, int argc, char **argv)
+{
+    static const struct option opts[] = {{"reason", required_argument, NULL, 'r'},
+                                         {"wait", no_argument, NULL, 'w'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {NULL, 0, NULL, 0}};
+    int opt, wait = 0;
+    double timeout = 60;
+    const char *reason = "requested";
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == 'r')
+            reason = optarg;
+        else if (opt == 'w')
+            wait = 1;
+        else if (opt == 't')
+            timeout = atof(optarg);
+        else
+            goto usage;
+    }
+    if (optind != argc - 1)
+        goto usage;
+    const char *sid = argv[optind];
+    view v;
+    if (view_open(&v, conf))
+        return CLI_EXIT_USAGE;
+    int rc = CLI_EXIT_OK;
+    ev_session x;
+    if (view_fold(&v) != 0 || !ev_state_session(v.state, sid, &x)) {
+        fprintf(stderr, "msrs session stop: no session '%s' in the log\n", sid);
+        view_close(&v);
+        return CLI_EXIT_USAGE;
+    }
+    if (x.state == EV_SESSION_STOPPED) {
+        fprintf(stderr, "msrs session stop: session '%s' is stopped already\n", sid);
+    } else {
+        const char *user = getenv("USER");
+        if (emit(&v, "CollectionStopRequested", sid,
+                 json_pack("{s:s, s:s, s:s}", "session_id", sid, "requested_by",
+                           user ? user : "msrs", "reason", reason)))
+            rc = CLI_EXIT_FAIL;
+    }
+    if (!rc && wait)
+        rc = wait_stopped(&v, sid, timeout);
+    view_close(&v);
+    return rc;
+usage:
+    fprintf(stderr, "usage: msrs session stop ID [--reason TEXT] [--wait] [--timeout SEC]\n");
+    return CLI_EXIT_USAGE;
+}
+
+static int session_view(ev_conf *conf, int argc, char **argv, int list)
+{
+    if ((list && argc != 1) || (!list && argc != 2)) {
+        fprintf(stderr, "usage: msrs session list | msrs session status ID\n");
+        return CLI_EXIT_USAGE;
+    }
+    view v;
+    if (view_open(&v, conf))
+        return CLI_EXIT_USAGE;
+    if (view_fold(&v)) {
+        view_close(&v);
+        return CLI_EXIT_FAIL;
+    }
+    int rc = CLI_EXIT_OK;
+    if (list) {
+        ev_session x;
+        char when[64];
+        printf("%-28s %-12s %7s %-30s %10s %s\n", "session", "state", "devices", "start",
+               "duration", "reason");
+        for (const char *sid = NULL; (sid = ev_state_session_next(v.state, sid, &x));)
+            printf("%-28s %-12s %7zu %-30s %9.3fs %s\n", sid, ev_session_state_name(x.state),
+                   x.sync_device_count,
+                   x.start_at_ns ? ev_format_time(x.start_at_ns, when, sizeof(when)) : "-",
+                   (double)x.duration_ns / 1e9, x.reason);
+    } else {
+        json_t *x = ev_state_session_to_json(v.state, argv[1]);
+        if (!x) {
+            fprintf(stderr, "msrs session status: no session '%s' in the log\n", argv[1]);
+            rc = CLI_EXIT_USAGE;
+        } else {
+            json_dumpf(x, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+            fputc('\n', stdout);
+            json_decref(x);
+        }
+    }
+    view_close(&v);
+    return rc;
+}
+
+static int cmd_session(ev_conf *conf, int argc, char **argv)
+{
+    const char *sub = argc > 0 ? argv[0] : "";
+    if (strcmp(sub, "start") == 0)
+        return session_start(conf, argc, argv);
+    if (strcmp(sub, "stop") == 0)
+        return session_stop(conf, argc, argv);
+    if (strcmp(sub, "list") == 0 || strcmp(sub, "status") == 0)
+        return session_view(conf, argc, argv, strcmp(sub, "list") == 0);
+    fprintf(stderr, "msrs session: expected start, stop, list or status (see msrs --help)\n");
+    return CLI_EXIT_USAGE;
+}
+
+static int cmd_devices(ev_conf *conf, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 0) {
+        fprintf(stderr, "usage: msrs devices\n");
+        return CLI_EXIT_USAGE;
+    }
+    view v;
+    if (view_open(&v, conf))
+        return CLI_EXIT_USAGE;
+    if (view_fold(&v)) {
+        view_close(&v);
+        return CLI_EXIT_FAIL;
+    }
+    ev_device d;
+    int64_t connected = 0;
+    json_t *with_devices = json_object(); /* the nodes with connected devices, as a set */
+    printf("%-20s %-16s %-8s %-9s %14s %10s %10s %7s\n", "device", "node", "node_up", "connected",
+           "offset_ms", "drift_ppm", "unc_us", "rounds");
+    for (const char *id = NULL; (id = ev_state_device_next(v.state, id, &d));) {
+        ev_node n;
+        /* standalone agents do not register their node: "-" */
+        ev_node_state node_state = ev_state_node(v.state, d.node_id, &n) ? n.state : EV_NODE_NONE;
+        if (d.connected) {
+            connected++;
+            json_object_set_new(with_devices, d.node_id, json_true());
+        }
+        printf("%-20s %-16s %-8s %-9s %14.3f %10.2f %10.1f %7lld\n", id, d.node_id,
+               node_state == EV_NODE_NONE      ? "-"
+               : node_state == EV_NODE_EXPIRED ? "expired"
+                                               : "yes",
+               d.connected ? "yes" : "no", (double)d.clock_offset_ns / 1e6, d.clock_drift_ppm,
+               (double)d.clock_uncertainty_ns / 1e3, (long long)d.clock_rounds);
+    }
+    printf("pool: %lld device%s connected on %zu node%s\n", (long long)connected,
+           connected == 1 ? "" : "s", json_object_size(with_devices),
+           json_object_size(with_devices) == 1 ? "" : "s");
+    json_decref(with_devices);
+    view_close(&v);
+    return CLI_EXIT_OK;
+}
+
+/* ------------------------------------------------------------ the rest */
 
 static void usage(FILE *f)
 {
