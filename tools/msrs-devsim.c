@@ -993,45 +993,20 @@ static int apply_opt(int opt, const char *arg)
     return 0;
 }
 
-/* The configuration; devsim's option values may point into it until exit. */
-static ev_conf *ds_conf;
-static void free_conf(void)
+static const char *given[128]; /* by option val: the command line's value */
+
+static int on_opt(void *arg, int opt, const char *val)
 {
-    ev_conf_destroy(ds_conf);
+    if (opt < 0 || opt >= 128)
+        return -1;
+    given[opt] = val;
+    return 0;
 }
 
-int main(int argc, char **argv)
+/* Every option is also the key devsim.NAME (dashes as underscores); the
+ * command line wins. */
+static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 {
-    const char *given[128] = {NULL}; /* by option val: the command line's value */
-    cli_common common = {0};
-    int opt, exit_code = 0;
-    sim.n = 4;
-    sim.rng = 1;
-    sim.video_codec = "mpeg4";
-    sim.binary_samples = 1;
-    sim.kernel_stamps = 1;
-    /* First thing: a SIGTERM that comes while starting must still stop us cleanly. */
-    cli_install_signals();
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, ds_longopts, NULL)) != -1) {
-        if (cli_common_opt(&common, opt, optarg))
-            continue;
-        if (opt == 'h') {
-            usage(stdout);
-            return 0;
-        }
-        if (opt == '?' || opt < 0 || opt >= 128) {
-            usage(stderr);
-            return 2;
-        }
-        given[opt] = optarg;
-    }
-    /* --log is accepted like every binary's, and only checked for a value:
-     * devsim talks to an agent over WebSocket and never opens a log. */
-    ev_conf *conf = cli_conf_build("msrs-devsim", &common);
-    if (!conf)
-        return 2;
-    ds_conf = conf;
-    atexit(free_conf);
     for (size_t i = DS_OWN_OPTS; ds_longopts[i].name; i++) {
         char key[64];
         int val = ds_longopts[i].val;
@@ -1039,19 +1014,18 @@ int main(int argc, char **argv)
         for (char *c = key; *c; c++)
             if (*c == '-')
                 *c = '_';
-        const char *arg = given[val] ? given[val] : ev_conf_get(conf, key, NULL);
-        if (arg && apply_opt(val, arg))
-            return 2;
+        const char *v = given[val] ? given[val] : ev_conf_get(conf, key, NULL);
+        if (v && apply_opt(val, v))
+            return -1;
     }
-    /* The values taken from conf are borrowed: conf lives until exit. */
-    const char *url = opt_args.url, *prefix = opt_args.prefix, *truth = opt_args.truth,
-               *stats = opt_args.stats;
+    /* The values taken from conf are borrowed: conf lives until run returns. */
+    const char *url = opt_args.url;
     const char *profile = opt_args.profile, *delay = opt_args.delay;
-    double offset_ms = opt_args.offset_ms, drift_ppm = opt_args.drift_ppm, asym = opt_args.asym,
-           spike_prob = opt_args.spike_prob, spike_ms = opt_args.spike_ms, jitter = opt_args.jitter;
-    if (sim.n < 1 || sim.n > 4096 || optind < argc || parse_url(url)) {
+    double asym = opt_args.asym, spike_prob = opt_args.spike_prob, spike_ms = opt_args.spike_ms,
+           jitter = opt_args.jitter;
+    if (sim.n < 1 || sim.n > 4096 || parse_url(url)) {
         fprintf(stderr, "msrs-devsim: expected --url ws://HOST:PORT[/PATH] and 1-4096 devices\n");
-        return 2;
+        return -1;
     }
     if (strcmp(profile, "lan") == 0)
         sim.net = (ds_profile){0.1, 2.0, 0, 0, 0, 2};
@@ -1061,11 +1035,11 @@ int main(int argc, char **argv)
         sim.net = (ds_profile){0, 0, 0, 0, 0, 0};
     else {
         fprintf(stderr, "msrs-devsim: --profile '%s': expected lan, wifi or none\n", profile);
-        return 2;
+        return -1;
     }
     if (delay && sscanf(delay, "%lf:%lf", &sim.net.delay_min_ms, &sim.net.delay_max_ms) != 2) {
         fprintf(stderr, "msrs-devsim: --delay-ms '%s': expected MIN:MAX\n", delay);
-        return 2;
+        return -1;
     }
     if (asym >= 0)
         sim.net.asym_ms = asym;
@@ -1078,9 +1052,20 @@ int main(int argc, char **argv)
     char err[512];
     if (sim.kernel_stamps && rxstamp_check(err, sizeof(err))) {
         fprintf(stderr, "msrs-devsim: --stamps kernel: %s\n", err);
-        return 2;
+        return -1;
     }
 
+    return 0;
+}
+
+/* --log is accepted like every binary's, and only checked for a value:
+ * devsim talks to an agent over WebSocket and never opens a log. */
+static int run(void *arg, ev_conf *conf, ev_log *unused)
+{
+    int exit_code = 0;
+    const char *url = opt_args.url, *profile = opt_args.profile;
+    const char *prefix = opt_args.prefix, *truth = opt_args.truth, *stats = opt_args.stats;
+    double offset_ms = opt_args.offset_ms, drift_ppm = opt_args.drift_ppm;
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = CONTEXT_PORT_NO_LISTEN;
@@ -1184,4 +1169,21 @@ int main(int argc, char **argv)
     free(sim.loop);
     free(sim.loop_headers);
     return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    sim.n = 4;
+    sim.rng = 1;
+    sim.video_codec = "mpeg4";
+    sim.binary_samples = 1;
+    sim.kernel_stamps = 1;
+    cli_svc svc = {.name = "msrs-devsim",
+                   .usage = usage,
+                   .opts = ds_longopts + DS_OWN_OPTS,
+                   .on_opt = on_opt,
+                   .configure = configure,
+                   .run = run,
+                   .no_log = 1};
+    return cli_svc_main(&svc, argc, argv);
 }
