@@ -36,15 +36,6 @@ typedef struct clock_rounds {
     int64_t origin;
 } clock_rounds;
 
-static int64_t field_long(avro_value_t *v, const char *name)
-{
-    avro_value_t f;
-    int64_t x = 0;
-    if (avro_value_get_by_name(v, name, &f, NULL) == 0)
-        avro_value_get_long(&f, &x);
-    return x;
-}
-
 static int add_probe(clock_rounds *c, avro_value_t *p)
 {
     if (c->probes == c->cap) {
@@ -61,8 +52,8 @@ static int add_probe(clock_rounds *c, avro_value_t *p)
         c->b = b;
         c->cap = cap;
     }
-    int64_t t1 = field_long(p, "t1_ns"), t2 = field_long(p, "t2_ns"), t3 = field_long(p, "t3_ns"),
-            t4 = field_long(p, "t4_ns");
+    int64_t t1 = ev_value_long(p, "t1_ns"), t2 = ev_value_long(p, "t2_ns"),
+            t3 = ev_value_long(p, "t3_ns"), t4 = ev_value_long(p, "t4_ns");
     c->t[c->probes] = ((double)(t1 - c->origin) + (double)(t4 - c->origin)) / 2;
     c->a[c->probes] = (double)(t2 - t1);
     c->b[c->probes] = (double)(t4 - t3);
@@ -76,8 +67,8 @@ static int add_round(clock_rounds *c, avro_value_t *v, size_t i)
 {
     avro_value_t all, one;
     size_t count = 0;
-    int64_t t1 = field_long(v, "t1_ns"), t4 = field_long(v, "t4_ns"),
-            offset = field_long(v, "offset_ns");
+    int64_t t1 = ev_value_long(v, "t1_ns"), t4 = ev_value_long(v, "t4_ns"),
+            offset = ev_value_long(v, "offset_ns");
     if (i == 0 && !c->origin)
         c->origin = t1;
     if (avro_value_get_by_name(v, "round_probes", &all, NULL) == 0 &&

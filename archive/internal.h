@@ -13,7 +13,6 @@ int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
 /* A name safe as one path component: [A-Za-z0-9._-], others become '_'. */
 void ar__safe_name(char *out, size_t size, const char *in);
 /* mkdir -p. 0 or -1 (errno set). */
-int ar__mkdirs(const char *path);
 
 /* A record as the log had it (events.avro). */
 typedef struct ar__frame {

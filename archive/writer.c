@@ -53,7 +53,7 @@ int ar_writer_new(ar_writer **out, const char *root, const char *session_id, cha
     }
     *out = w;
     ar_rm_tree(w->staging);
-    if (ar__mkdirs(w->staging))
+    if (ev_mkdirs(w->staging))
         return failed(w, ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot create: %s",
                                   w->staging, strerror(errno)));
     snprintf(path, sizeof(path), "%s/events.avro", w->staging);
@@ -177,7 +177,7 @@ void ar__writer_file(ar_writer *w, char *path, size_t size, const char *rel)
     char *slash = strrchr(path, '/');
     if (slash && slash > path + strlen(w->staging)) {
         *slash = '\0';
-        ar__mkdirs(path);
+        ev_mkdirs(path);
         *slash = '/';
     }
 }

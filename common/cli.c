@@ -78,20 +78,6 @@ int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, j
     return rc;
 }
 
-int cli_mkdirs(const char *path)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
-}
-
 int cli_buf_append(cli_buf *b, const void *p, size_t n)
 {
     if (b->len + n > b->cap) {

@@ -100,9 +100,6 @@ void cli_print_note(void *prog, const ev_projection_note *note);
 int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, json_t *value,
              const char *id);
 
-/* mkdir -p. 0 or -1 (errno). */
-int cli_mkdirs(const char *path);
-
 /* A growable byte buffer. Zero-initialised is empty; cli_buf_free releases
  * it. Not NUL-terminated. */
 typedef struct cli_buf {

@@ -112,20 +112,11 @@ int64_t rf_master(const rf_fit *f, int64_t x, int64_t hint)
 
 /* ---------------------------------------------------------------- files */
 
-static int64_t field_long(avro_value_t *rec, const char *name)
-{
-    avro_value_t f;
-    int64_t v = 0;
-    if (avro_value_get_by_name(rec, name, &f, NULL) == 0)
-        avro_value_get_long(&f, &v);
-    return v;
-}
-
 /* The rounds of DIR/clock.avro (*device: its device_id). -1 if unreadable. */
 static rf_probe probe_of(avro_value_t *v)
 {
-    return (rf_probe){field_long(v, "t1_ns"), field_long(v, "t2_ns"), field_long(v, "t3_ns"),
-                      field_long(v, "t4_ns")};
+    return (rf_probe){ev_value_long(v, "t1_ns"), ev_value_long(v, "t2_ns"),
+                      ev_value_long(v, "t3_ns"), ev_value_long(v, "t4_ns")};
 }
 
 static void free_rounds(rf_round *r, int n)
@@ -201,7 +192,7 @@ static int append_round(log_rounds *l, avro_value_t *v)
     rf_round *x = &l->r[l->n++];
     avro_value_t all, one;
     size_t count = 0;
-    *x = (rf_round){probe_of(v), NULL, 0, field_long(v, "round")};
+    *x = (rf_round){probe_of(v), NULL, 0, ev_value_long(v, "round")};
     if (avro_value_get_by_name(v, "round_probes", &all, NULL) == 0 &&
         avro_value_get_size(&all, &count) == 0 && count > 0 &&
         (x->probes = malloc(sizeof(rf_probe) * count)))
@@ -262,7 +253,7 @@ static int read_log_rounds(ev_log *log, int64_t from, int64_t to, log_rounds **o
         size_t len;
         if (ev_event_decode(codec, m, &ev, err, sizeof(err)) || ev.schema != clock)
             continue; /* other records; an undecodable one is the fold's business */
-        int64_t t1 = field_long(ev.value, "t1_ns");
+        int64_t t1 = ev_value_long(ev.value, "t1_ns");
         if (t1 < from || t1 > to || avro_value_get_by_name(ev.value, "device_id", &f, NULL) ||
             avro_value_get_string(&f, &dev, &len))
             continue;
@@ -341,7 +332,7 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
             return 1;
         }
     }
-    if (cli_mkdirs(dst)) {
+    if (ev_mkdirs(dst)) {
         fprintf(stderr, "msrs-replay: %s: %s\n", dst, strerror(errno));
         json_decref(m);
         return 1;
@@ -361,7 +352,7 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
         if (*dir) {
             char od[PATH_MAX * 2 + 2];
             snprintf(od, sizeof(od), "%s/%s", dst, dir);
-            cli_mkdirs(od);
+            ev_mkdirs(od);
         }
         if (ar_file_kind_of(rel) != AR_FILE_STREAM) {
             if (ar_copy_file(path, out, err, sizeof(err))) {

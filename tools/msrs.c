@@ -61,6 +61,18 @@ static void view_close(view *v)
     ev_log_destroy(v->log);
 }
 
+/* Opens the view and folds the log to its end: an exit code (the view is
+ * open only on CLI_EXIT_OK). */
+static int view_load(view *v, ev_conf *conf)
+{
+    if (view_open(v, conf))
+        return CLI_EXIT_USAGE;
+    if (view_fold(v) == 0)
+        return CLI_EXIT_OK;
+    view_close(v);
+    return CLI_EXIT_FAIL;
+}
+
 static void print_summary(const ev_session *x)
 {
     printf("session %s: %s, %.3f s, %s\n", x->session_id, ev_session_state_name(x->state),
@@ -274,12 +286,9 @@ static int session_view(ev_conf *conf, int argc, char **argv, int list)
         return CLI_EXIT_USAGE;
     }
     view v;
-    if (view_open(&v, conf))
-        return CLI_EXIT_USAGE;
-    if (view_fold(&v)) {
-        view_close(&v);
-        return CLI_EXIT_FAIL;
-    }
+    int opened = view_load(&v, conf);
+    if (opened != CLI_EXIT_OK)
+        return opened;
     int rc = CLI_EXIT_OK;
     if (list) {
         ev_session x;
@@ -327,12 +336,9 @@ static int cmd_devices(ev_conf *conf, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     view v;
-    if (view_open(&v, conf))
-        return CLI_EXIT_USAGE;
-    if (view_fold(&v)) {
-        view_close(&v);
-        return CLI_EXIT_FAIL;
-    }
+    int opened = view_load(&v, conf);
+    if (opened != CLI_EXIT_OK)
+        return opened;
     ev_device d;
     int64_t connected = 0;
     json_t *with_devices = json_object(); /* the nodes with connected devices, as a set */

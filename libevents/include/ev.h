@@ -115,6 +115,12 @@ int ev_codec_decode(ev_codec *codec, const void *buf, size_t len, const ev_schem
 int ev_codec_check(const void *buf, size_t len, const ev_schema **schema, char *errstr,
                    size_t errstr_size);
 
+/* A long field of a record value by name (0 when absent or not a long). */
+int64_t ev_value_long(const avro_value_t *record, const char *name);
+/* A string field of a record value by name ("" when absent or not a
+ * string); it points into the value and lives as long as the value does. */
+const char *ev_value_string(const avro_value_t *record, const char *name);
+
 /* Reads the schema id of a framed record without decoding it. */
 int ev_frame_schema_id(const void *buf, size_t len, int32_t *id);
 
@@ -236,6 +242,9 @@ int64_t ev_mono_ms(void);
  * EV_ID_MAX - 1 characters of A-Z a-z 0-9 . _ : - (no NUL, no '/', so ids
  * compose into keys and paths); 0 otherwise. */
 int ev_id_valid(const char *id);
+/* mkdir -p: makes path and its missing parents (mode 0755). 0, or -1 with
+ * errno set. */
+int ev_mkdirs(const char *path);
 /* A deterministic event id made from parts ("startcmd/%s/%s", session,
  * node): the text itself when it is shorter than EV_ID_MAX, else its first
  * 40 characters, '~' and 16 hex digits of a 64-bit hash of all of it — never

@@ -228,3 +228,22 @@ int ev_codec_decode(ev_codec *c, const void *buf, size_t len, const ev_schema **
     int rc = ev_codec_check(buf, len, schema, errstr, errstr_size);
     return rc ? rc : ev__codec_read(c, *schema, buf, len, value, errstr, errstr_size);
 }
+
+int64_t ev_value_long(const avro_value_t *record, const char *name)
+{
+    avro_value_t f;
+    int64_t x = 0;
+    if (avro_value_get_by_name(record, name, &f, NULL) == 0)
+        avro_value_get_long(&f, &x);
+    return x;
+}
+
+const char *ev_value_string(const avro_value_t *record, const char *name)
+{
+    avro_value_t f;
+    const char *s = NULL;
+    size_t len;
+    if (avro_value_get_by_name(record, name, &f, NULL) || avro_value_get_string(&f, &s, &len) || !s)
+        return "";
+    return s;
+}

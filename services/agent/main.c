@@ -81,7 +81,7 @@ static int node_id_from_file(const char *path, char *out, size_t size)
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = '\0';
-        cli_mkdirs(dir); /* a failure shows as the fopen's below */
+        ev_mkdirs(dir); /* a failure shows as the fopen's below */
     }
     if (!(f = fopen(path, "w")) || fprintf(f, "%s\n", out) < 0 || fclose(f)) {
         fprintf(stderr, "msrs-agent: node id file %s: cannot write: %s\n", path, strerror(errno));

@@ -128,33 +128,23 @@ static void check_sessions(ac_archiver *a)
     }
 }
 
-/* A string field of a record's value ("" when absent). */
-static const char *field_str(const avro_value_t *v, const char *name)
-{
-    avro_value_t f;
-    const char *s = NULL;
-    size_t len;
-    if (avro_value_get_by_name(v, name, &f, NULL) || avro_value_get_string(&f, &s, &len) || !s)
-        return "";
-    return s;
-}
-
 /* Samples and media of a session: to its writer. */
 static void on_data(ac_archiver *a, const ev_event *ev)
 {
     char err[512];
     /* Cheap test first: most data is outside sessions. */
-    const char *sid = field_str(ev->value, "session_id");
+    const char *sid = ev_value_string(ev->value, "session_id");
     if (!*sid || json_object_get(a->done, sid))
         return;
     ac_session *s = session_get(a, sid);
     if (!s)
         return;
-    int rc = ev->schema == a->media
-                 ? ar_writer_media(s->w, ev->value, err, sizeof(err))
-                 : ar_writer_samples(s->w, ev->value,
-                                     state_of(a, "devices", field_str(ev->value, "device_id")), err,
-                                     sizeof(err));
+    int rc =
+        ev->schema == a->media
+            ? ar_writer_media(s->w, ev->value, err, sizeof(err))
+            : ar_writer_samples(s->w, ev->value,
+                                state_of(a, "devices", ev_value_string(ev->value, "device_id")),
+                                err, sizeof(err));
     if (rc < 0)
         fprintf(stderr, "msrs-archiver: session %s: %s\n", s->id, err);
 }
@@ -181,7 +171,7 @@ static void on_record(ac_archiver *a, const ev_event *ev)
         return;
     /* A session's own record: into its events.avro. Every record of the
      * sessions topic is keyed by its session id. */
-    const char *sid = field_str(ev->value, ev_schema_key_field(ev->schema));
+    const char *sid = ev_value_string(ev->value, ev_schema_key_field(ev->schema));
     ac_session *s = session_get(a, sid);
     if (s && ar_writer_event(s->w, "sessions", sid, ev, err, sizeof(err)))
         fprintf(stderr, "msrs-archiver: session %s: %s\n", sid, err);
@@ -230,7 +220,7 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     }
     snprintf(a->dir, sizeof(a->dir), "%s", dir);
     snprintf(staging, sizeof(staging), "%s/.staging", a->dir);
-    if (cli_mkdirs(a->dir) || access(a->dir, W_OK)) {
+    if (ev_mkdirs(a->dir) || access(a->dir, W_OK)) {
         snprintf(errstr, errstr_size, "archive.dir %s: cannot write: %s", a->dir, strerror(errno));
         return -1;
     }
