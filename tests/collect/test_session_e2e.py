@@ -120,7 +120,8 @@ def check_archive_state(log, folder):
     devs = a.get("devices", {})
     check(sorted(devs) == sorted(b.get("devices", {})) and
           all(d.get("clock", {}).get("rounds", 0) >= 3 and d.get("streams") for d in devs.values()),
-          "the archive's devices: registered, with their clock rounds")
+          "the archive's devices: registered, with their clock rounds: %s"
+          % {k: (d.get("clock", {}).get("rounds"), bool(d.get("streams"))) for k, d in devs.items()})
 
 
 def check_republish(log, db, tmp):
