@@ -20,45 +20,45 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: msrs-replay --log URI [options]    |    msrs-replay --archive DIR [--compact]\n"
-               "Folds the nodes, devices, sessions and commands topics from the beginning with the\n"
-               "services' reducers and prints the resulting state as JSON on stdout.\n\n"
-               "  --archive DIR      fold a session archive folder instead of a log: its\n"
-               "                     events.avro (the session's records, its devices'\n"
-               "                     registrations) and clock rounds; no --log needed\n"
-               "  --topics LIST      fold these topics (comma-separated logical names) instead\n"
-               "  --until WHEN       the state as it was: WHEN is a time (RFC 3339, e.g.\n"
-               "                     2026-11-22T10:00:00.5Z, or ns since the epoch) — records\n"
-               "                     with a later event time are not folded — or positions\n"
-               "                     TOPIC:OFFSET[,TOPIC:OFFSET...] — records at or past OFFSET\n"
-               "                     (partition 0; TOPIC/P:OFFSET for partition P) are not folded\n"
-               "  --verify FILE      compare with a snapshot a service wrote (config state.file):\n"
-               "                     fold the snapshot's topics up to its positions, print every\n"
-               "                     difference in nodes, devices and sessions (path: replay vs\n"
-               "                     snapshot), exit 1 if any\n"
-               "  --refit ARCHIVE --out DIR\n"
-               "                     post-hoc clock correction of a session archive folder: per\n"
-               "                     device a robust line through all its recorded clock rounds\n"
-               "                     (a new segment after a clock reset: config refit.reset_ns,\n"
-               "                     default 50000000), every master_time_ns recomputed from its\n"
-               "                     device time, written to DIR (a copy; never overwritten) with\n"
-               "                     the fits and new SHA-256 in its manifest. With --log, the\n"
-               "                     devices' rounds in the log from refit.margin_ms (60000)\n"
-               "                     before the session to as long after it are used too.\n"
-               "  --republish --to URI [--prefix P] [--speed X] [--session ID]\n"
-               "                     re-emit the log's records (every topic, or --topics) into the\n"
-               "                     log URI with topic prefix P (default: this log's), in their\n"
-               "                     recorded order and pace (X times faster; 0: as fast as it\n"
-               "                     goes), keys, headers and event ids kept; --session: only from\n"
-               "                     republish.margin_ms (60000) before the session to 5 s after\n"
-               "  --compact          one line of JSON instead of indented\n"
-               CLI_COMMON_HELP
-               "\nThe output adds \"positions\" (next offset per topic and partition folded),\n"
-               "\"records\", \"undecodable\" and \"offset_gaps\". Progress goes to stderr every\n"
-               "second on long logs.\n"
-               "exit: 0 ok; 1 a record could not be decoded or applied, offsets are missing\n"
-               "(each named on stderr; the rest is still folded) or --verify found differences;\n"
-               "2 usage, or a snapshot that cannot be read\n");
+    fprintf(f,
+            "usage: msrs-replay --log URI [options]    |    msrs-replay --archive DIR [--compact]\n"
+            "Folds the nodes, devices, sessions and commands topics from the beginning with the\n"
+            "services' reducers and prints the resulting state as JSON on stdout.\n\n"
+            "  --archive DIR      fold a session archive folder instead of a log: its\n"
+            "                     events.avro (the session's records, its devices'\n"
+            "                     registrations) and clock rounds; no --log needed\n"
+            "  --topics LIST      fold these topics (comma-separated logical names) instead\n"
+            "  --until WHEN       the state as it was: WHEN is a time (RFC 3339, e.g.\n"
+            "                     2026-11-22T10:00:00.5Z, or ns since the epoch) — records\n"
+            "                     with a later event time are not folded — or positions\n"
+            "                     TOPIC:OFFSET[,TOPIC:OFFSET...] — records at or past OFFSET\n"
+            "                     (partition 0; TOPIC/P:OFFSET for partition P) are not folded\n"
+            "  --verify FILE      compare with a snapshot a service wrote (config state.file):\n"
+            "                     fold the snapshot's topics up to its positions, print every\n"
+            "                     difference in nodes, devices and sessions (path: replay vs\n"
+            "                     snapshot), exit 1 if any\n"
+            "  --refit ARCHIVE --out DIR\n"
+            "                     post-hoc clock correction of a session archive folder: per\n"
+            "                     device a robust line through all its recorded clock rounds\n"
+            "                     (a new segment after a clock reset: config refit.reset_ns,\n"
+            "                     default 50000000), every master_time_ns recomputed from its\n"
+            "                     device time, written to DIR (a copy; never overwritten) with\n"
+            "                     the fits and new SHA-256 in its manifest. With --log, the\n"
+            "                     devices' rounds in the log from refit.margin_ms (60000)\n"
+            "                     before the session to as long after it are used too.\n"
+            "  --republish --to URI [--prefix P] [--speed X] [--session ID]\n"
+            "                     re-emit the log's records (every topic, or --topics) into the\n"
+            "                     log URI with topic prefix P (default: this log's), in their\n"
+            "                     recorded order and pace (X times faster; 0: as fast as it\n"
+            "                     goes), keys, headers and event ids kept; --session: only from\n"
+            "                     republish.margin_ms (60000) before the session to 5 s after\n"
+            "  --compact          one line of JSON instead of indented\n" CLI_COMMON_HELP
+            "\nThe output adds \"positions\" (next offset per topic and partition folded),\n"
+            "\"records\", \"undecodable\" and \"offset_gaps\". Progress goes to stderr every\n"
+            "second on long logs.\n"
+            "exit: 0 ok; 1 a record could not be decoded or applied, offsets are missing\n"
+            "(each named on stderr; the rest is still folded) or --verify found differences;\n"
+            "2 usage, or a snapshot that cannot be read\n");
 }
 
 /* "sessions:12,devices/0:40" -> {"<prefixed topic>": {"0": 12}, ...}. */
@@ -141,7 +141,8 @@ static char *split_topics(const char *list, const char **topics, size_t max, siz
 {
     char *copy = strdup(list), *save = NULL;
     *count = 0;
-    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t && *count < max; t = strtok_r(NULL, ",", &save))
+    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t && *count < max;
+         t = strtok_r(NULL, ",", &save))
         topics[(*count)++] = t;
     return copy;
 }
@@ -177,11 +178,13 @@ static int run_republish(const ev_conf *conf, int republish, const char *to, con
         fprintf(stderr, "msrs-replay: %s\n", err);
         return CLI_EXIT_USAGE;
     }
-    copy = split_topics(topics_arg ? topics_arg : "nodes,devices,sessions,commands,presence,samples,media",
+    copy = split_topics(topics_arg ? topics_arg
+                                   : "nodes,devices,sessions,commands,presence,samples,media",
                         topics, 16, &count);
     ev_conf *dc = ev_conf_new();
     ev_conf_foreach(conf, "", copy_key, dc);
     ev_conf_set(dc, "log", to);
+    ev_conf_set(dc, "log.read_only", "false"); /* the destination is written */
     if (prefix)
         ev_conf_set(dc, "topic.prefix", prefix);
     if (ev_log_open(&dst, dc, err, sizeof(err))) {
@@ -198,19 +201,19 @@ static int run_republish(const ev_conf *conf, int republish, const char *to, con
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
-                                              {"compact", no_argument, NULL, 'C'},
-                                              {"topics", required_argument, NULL, 'T'},
-                                              {"until", required_argument, NULL, 'U'},
-                                              {"verify", required_argument, NULL, 'V'},
-                                              {"refit", required_argument, NULL, 'R'},
-                                              {"out", required_argument, NULL, 'O'},
-                                              {"republish", no_argument, NULL, 'P'},
-                                              {"archive", required_argument, NULL, 'A'},
-                                              {"to", required_argument, NULL, 'o'},
-                                              {"prefix", required_argument, NULL, 'p'},
-                                              {"speed", required_argument, NULL, 's'},
-                                              {"session", required_argument, NULL, 'S'},
-                                              {NULL, 0, NULL, 0}};
+                                             {"compact", no_argument, NULL, 'C'},
+                                             {"topics", required_argument, NULL, 'T'},
+                                             {"until", required_argument, NULL, 'U'},
+                                             {"verify", required_argument, NULL, 'V'},
+                                             {"refit", required_argument, NULL, 'R'},
+                                             {"out", required_argument, NULL, 'O'},
+                                             {"republish", no_argument, NULL, 'P'},
+                                             {"archive", required_argument, NULL, 'A'},
+                                             {"to", required_argument, NULL, 'o'},
+                                             {"prefix", required_argument, NULL, 'p'},
+                                             {"speed", required_argument, NULL, 's'},
+                                             {"session", required_argument, NULL, 'S'},
+                                             {NULL, 0, NULL, 0}};
     cli_common common = {0};
     int opt, compact = 0, exit_code = CLI_EXIT_OK;
     const char *topics_arg = NULL, *until = NULL, *verify = NULL, *refit = NULL, *out_dir = NULL;
@@ -253,6 +256,8 @@ int main(int argc, char **argv)
     }
     if (!(conf = cli_conf_build("msrs-replay", &common)))
         return CLI_EXIT_USAGE;
+    /* The log replayed from is only read: opened read-only, never created. */
+    ev_conf_set(conf, "log.read_only", "true");
     if (archive) {
         int64_t records = 0;
         ev_state *st = NULL;
@@ -288,8 +293,8 @@ int main(int argc, char **argv)
         } else if (ev_conf_get_int(conf, "refit.margin_ms", 60000, &margin_ms, err, sizeof(err))) {
             fprintf(stderr, "msrs-replay: %s\n", err);
             exit_code = CLI_EXIT_USAGE;
-        } else if (ev_conf_get(conf, "log", NULL) &&
-                   (ev_catalog_init(err, sizeof(err)) || ev_log_open(&log, conf, err, sizeof(err)))) {
+        } else if (ev_conf_get(conf, "log", NULL) && (ev_catalog_init(err, sizeof(err)) ||
+                                                      ev_log_open(&log, conf, err, sizeof(err)))) {
             fprintf(stderr, "msrs-replay: %s\n", err);
             exit_code = CLI_EXIT_USAGE;
         } else {
@@ -327,19 +332,23 @@ int main(int argc, char **argv)
         const char *k;
         json_t *v;
         if (!json_is_object(pos) || json_object_size(pos) == 0 || json_object_size(pos) > 8) {
-            fprintf(stderr, "msrs-replay: %s: field \"positions\": expected an object of 1 to 8 "
-                            "topics (a snapshot written by a service's state.file)\n", verify);
+            fprintf(stderr,
+                    "msrs-replay: %s: field \"positions\": expected an object of 1 to 8 "
+                    "topics (a snapshot written by a service's state.file)\n",
+                    verify);
             exit_code = CLI_EXIT_USAGE;
             goto out;
         }
         json_object_foreach(pos, k, v) topics[topic_count++] = k;
         po.limit = pos;
     } else {
-        topic_copy = split_topics(topics_arg ? topics_arg : "nodes,devices,sessions,commands", topics, 8,
-                                  &topic_count);
+        topic_copy = split_topics(topics_arg ? topics_arg : "nodes,devices,sessions,commands",
+                                  topics, 8, &topic_count);
         if (until && strchr(until, ':') && !strchr(until, 'T')) {
             if (!(limit = parse_positions(log, until))) {
-                fprintf(stderr, "msrs-replay: --until '%s': expected TOPIC:OFFSET[,TOPIC:OFFSET...]\n", until);
+                fprintf(stderr,
+                        "msrs-replay: --until '%s': expected TOPIC:OFFSET[,TOPIC:OFFSET...]\n",
+                        until);
                 exit_code = CLI_EXIT_USAGE;
                 goto out;
             }
@@ -353,8 +362,10 @@ int main(int argc, char **argv)
             else if (ev_parse_time(until, strlen(until), &t) == 0)
                 po.until_ns = t;
             else {
-                fprintf(stderr, "msrs-replay: --until '%s': expected an RFC 3339 time, ns since "
-                                "the epoch, or TOPIC:OFFSET\n", until);
+                fprintf(stderr,
+                        "msrs-replay: --until '%s': expected an RFC 3339 time, ns since "
+                        "the epoch, or TOPIC:OFFSET\n",
+                        until);
                 exit_code = CLI_EXIT_USAGE;
                 goto out;
             }

@@ -17,10 +17,14 @@ typedef struct view {
     ev_projection *p;
 } view;
 
-static int view_open(view *v, ev_conf *conf)
+/* read_only: the view only reads (list, status, devices): the log is
+ * opened so (log.read_only), never created. */
+static int view_open(view *v, ev_conf *conf, int read_only)
 {
     char err[512];
     memset(v, 0, sizeof(*v));
+    if (read_only)
+        ev_conf_set(conf, "log.read_only", "true");
     if (ev_log_open(&v->log, conf, err, sizeof(err))) {
         fprintf(stderr, "msrs: %s\n", err);
         return -1;
@@ -175,7 +179,7 @@ static int session_start(ev_conf *conf, int argc, char **argv)
     json_object_set_new(req, "duration_ms", json_integer((json_int_t)(duration * 1000)));
     json_object_set_new(req, "labels", labels);
     view v;
-    if (view_open(&v, conf)) {
+    if (view_open(&v, conf, 0)) {
         json_decref(req);
         return CLI_EXIT_USAGE;
     }
@@ -232,7 +236,7 @@ static int session_stop(ev_conf *conf, int argc, char **argv)
         goto usage;
     const char *sid = argv[optind];
     view v;
-    if (view_open(&v, conf))
+    if (view_open(&v, conf, 0))
         return CLI_EXIT_USAGE;
     int rc = CLI_EXIT_OK;
     ev_session x;
@@ -266,7 +270,7 @@ static int session_view(ev_conf *conf, int argc, char **argv, int list)
         return CLI_EXIT_USAGE;
     }
     view v;
-    if (view_open(&v, conf))
+    if (view_open(&v, conf, 1))
         return CLI_EXIT_USAGE;
     if (view_fold(&v)) {
         view_close(&v);
@@ -319,7 +323,7 @@ int cmd_devices(ev_conf *conf, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     view v;
-    if (view_open(&v, conf))
+    if (view_open(&v, conf, 1))
         return CLI_EXIT_USAGE;
     if (view_fold(&v)) {
         view_close(&v);

@@ -28,8 +28,8 @@
  * deduplicated by (device, stream, seq): redelivery never doubles data. An
  * existing session folder is never overwritten: the same session archived
  * before is left as it is; a different one with the same id gets "-2". */
-#include "cli.h"
 #include "archfile.h"
+#include "cli.h"
 #include "xdf.h"
 
 #include <errno.h>
@@ -43,7 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define AR_CLOCK_RING 4096
+#define AR_CLOCK_RING      4096
 #define AR_CLOCK_MARGIN_NS 30000000000LL /* offsets this long around a session go with it */
 
 typedef struct ar_offset {
@@ -96,7 +96,7 @@ typedef struct ar_session {
     xdf_writer xdf;
     char xdf_name[272];
     uint32_t next_xdf_id;
-    int failed; /* a write failed: finalized as incomplete */
+    int failed;                /* a write failed: finalized as incomplete */
     avro_file_writer_t events; /* events.avro */
 } ar_session;
 
@@ -109,14 +109,13 @@ typedef struct ar_archiver {
     size_t dev_count;
     ar_session **sessions;
     size_t session_count;
-    json_t *done; /* sessions finalized by this process */
+    json_t *done;               /* sessions finalized by this process */
     avro_schema_t event_schema; /* of events.avro records */
     avro_value_iface_t *event_iface;
     int64_t records, skipped, archived;
 } ar_archiver;
 
 /* ------------------------------------------------------------ utilities */
-
 
 /* A name safe as one path component: [A-Za-z0-9._-], others become '_'. */
 static void safe_name(char *out, size_t size, const char *in)
@@ -140,7 +139,10 @@ static const char *jstr(json_t *o, const char *k)
     return s ? s : "";
 }
 
-static int64_t jint(json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+static int64_t jint(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
 
 /* --------------------------------------------------------------- devices */
 
@@ -165,10 +167,14 @@ static void on_clock(ar_archiver *a, json_t *r)
     if (!d || (!d->ring && !(d->ring = calloc(AR_CLOCK_RING, sizeof(*d->ring)))))
         return;
     json_decref(d->ring[d->next].rec); /* the oldest, overwritten */
-    d->ring[d->next] = (ar_offset){jint(r, "t4_ns"),  jint(r, "offset_ns"),
-                                   jint(r, "rtt_ns"), jint(r, "uncertainty_ns"),
-                                   jint(r, "round"),  jint(r, "t1_ns"),
-                                   jint(r, "t2_ns"),  jint(r, "t3_ns"),
+    d->ring[d->next] = (ar_offset){jint(r, "t4_ns"),
+                                   jint(r, "offset_ns"),
+                                   jint(r, "rtt_ns"),
+                                   jint(r, "uncertainty_ns"),
+                                   jint(r, "round"),
+                                   jint(r, "t1_ns"),
+                                   jint(r, "t2_ns"),
+                                   jint(r, "t3_ns"),
                                    json_number_value(json_object_get(r, "drift_ppm")),
                                    (int)jint(r, "probes"),
                                    json_incref(r)};
@@ -183,8 +189,8 @@ static json_t *stream_info(ar_archiver *a, const char *device, const char *strea
     ar_dev *d = dev_get(a, device);
     size_t i;
     json_t *s;
-    json_array_foreach(json_object_get(d ? d->registered : NULL, "streams"), i, s) if (
-        strcmp(jstr(s, "stream_id"), stream) == 0) return s;
+    json_array_foreach(json_object_get(d ? d->registered : NULL, "streams"), i,
+                       s) if (strcmp(jstr(s, "stream_id"), stream) == 0) return s;
     return NULL;
 }
 
@@ -234,7 +240,8 @@ static ar_session *session_get(ar_archiver *a, const char *id)
 static const char EVENT_SCHEMA[] =
     "{\"type\": \"record\", \"name\": \"ArchivedEvent\", \"namespace\": \"msrs.archive\","
     " \"doc\": \"A record of the log: value is the framed record (0x00, 4-byte schema id, Avro)\","
-    " \"fields\": [{\"name\": \"topic\", \"type\": \"string\"}, {\"name\": \"key\", \"type\": \"string\"},"
+    " \"fields\": [{\"name\": \"topic\", \"type\": \"string\"}, {\"name\": \"key\", \"type\": "
+    "\"string\"},"
     " {\"name\": \"id\", \"type\": \"string\"}, {\"name\": \"source\", \"type\": \"string\"},"
     " {\"name\": \"time_ns\", \"type\": \"long\"}, {\"name\": \"value\", \"type\": \"bytes\"}]}";
 
@@ -250,7 +257,8 @@ static void archive_event(ar_archiver *a, ar_session *s, const char *topic, cons
              avro_value_get_by_index(&v, 3, &x, NULL) || avro_value_set_string(&x, f->source) ||
              avro_value_get_by_index(&v, 4, &x, NULL) || avro_value_set_long(&x, f->time_ns) ||
              avro_value_get_by_index(&v, 5, &x, NULL) ||
-             avro_value_set_bytes(&x, f->value, f->len) || avro_file_writer_append_value(s->events, &v);
+             avro_value_set_bytes(&x, f->value, f->len) ||
+             avro_file_writer_append_value(s->events, &v);
     if (rc)
         s->failed = 1;
     avro_value_decref(&v);
@@ -297,8 +305,8 @@ static const char *es_extension(const char *codec)
     return "bin";
 }
 
-static ar_stream *stream_get(ar_archiver *a, ar_session *s, const char *device,
-                             const char *stream, int kind, const char *codec, int channels)
+static ar_stream *stream_get(ar_archiver *a, ar_session *s, const char *device, const char *stream,
+                             int kind, const char *codec, int channels)
 {
     for (size_t i = 0; i < s->stream_count; i++)
         if (strcmp(s->streams[i]->device_id, device) == 0 &&
@@ -324,7 +332,8 @@ static ar_stream *stream_get(ar_archiver *a, ar_session *s, const char *device,
     char dn[128], sn[128], rel[300], path[PATH_MAX];
     safe_name(dn, sizeof(dn), device);
     safe_name(sn, sizeof(sn), stream);
-    const ev_schema *schema = ev_schema_by_name(kind == AR_SAMPLES ? "SensorSampleBatch" : "MediaPacket");
+    const ev_schema *schema =
+        ev_schema_by_name(kind == AR_SAMPLES ? "SensorSampleBatch" : "MediaPacket");
     snprintf(rel, sizeof(rel), "%s/%s%s", dn, sn, kind == AR_SAMPLES ? ".avro" : ".frames.avro");
     session_file(s, path, sizeof(path), rel);
     /* Blocks larger than any record (avro-c fails a record bigger than its block). */
@@ -346,15 +355,15 @@ static ar_stream *stream_get(ar_archiver *a, ar_session *s, const char *device,
     if (!s->xdf.f) {
         char sub[64] = "", name[256] = "";
         json_t *labels = json_object_get(s->requested, "labels");
-        static const char *const parts[][2] = {{"subject", "sub"}, {"session", "ses"},
-                                               {"task", "task"},   {"run", "run"}};
+        static const char *const parts[][2] = {
+            {"subject", "sub"}, {"session", "ses"}, {"task", "task"}, {"run", "run"}};
         for (size_t i = 0; i < 4; i++) {
             const char *v = jstr(labels, parts[i][0]);
             if (!*v)
                 continue;
             safe_name(sub, sizeof(sub), v);
-            snprintf(name + strlen(name), sizeof(name) - strlen(name), "%s%s-%s",
-                     *name ? "_" : "", parts[i][1], sub);
+            snprintf(name + strlen(name), sizeof(name) - strlen(name), "%s%s-%s", *name ? "_" : "",
+                     parts[i][1], sub);
         }
         if (!*name)
             safe_name(name, sizeof(name), s->id);
@@ -370,9 +379,9 @@ static ar_stream *stream_get(ar_archiver *a, ar_session *s, const char *device,
         char name[300];
         snprintf(name, sizeof(name), "%s/%s", device, stream);
         st->xdf_id = ++s->next_xdf_id;
-        xdf_stream_header(&s->xdf, st->xdf_id, name, *jstr(info, "type") ? jstr(info, "type") : stream,
-                          channels, json_number_value(json_object_get(info, "rate_hz")), "double64",
-                          name);
+        xdf_stream_header(&s->xdf, st->xdf_id, name,
+                          *jstr(info, "type") ? jstr(info, "type") : stream, channels,
+                          json_number_value(json_object_get(info, "rate_hz")), "double64", name);
     }
     return st;
 }
@@ -399,8 +408,8 @@ static void on_samples(ar_archiver *a, avro_value_t *v, json_t *r)
     int channels = (int)jint(r, "channels");
     if (!s || n == 0 || channels <= 0 || json_array_size(values) != n * (size_t)channels)
         return;
-    ar_stream *st = stream_get(a, s, jstr(r, "device_id"), jstr(r, "stream_id"), AR_SAMPLES, NULL,
-                               channels);
+    ar_stream *st =
+        stream_get(a, s, jstr(r, "device_id"), jstr(r, "stream_id"), AR_SAMPLES, NULL, channels);
     if (!st || !seq_ok(st, jint(r, "seq"), (int64_t)n))
         return;
     if (st->ocf && avro_file_writer_append_value(st->ocf, v)) {
@@ -439,8 +448,8 @@ static void on_media(ar_archiver *a, avro_value_t *v, json_t *r, const void *byt
     ar_session *s = session_get(a, jstr(r, "session_id"));
     if (!s)
         return;
-    ar_stream *st = stream_get(a, s, jstr(r, "device_id"), jstr(r, "stream_id"), AR_MEDIA,
-                               jstr(r, "codec"), 0);
+    ar_stream *st =
+        stream_get(a, s, jstr(r, "device_id"), jstr(r, "stream_id"), AR_MEDIA, jstr(r, "codec"), 0);
     if (!st || !seq_ok(st, jint(r, "seq"), 1))
         return;
     int key = json_is_true(json_object_get(r, "keyframe"));
@@ -499,8 +508,8 @@ static json_t *clock_fit(const ar_offset **o, size_t n, int64_t t0)
                      "residual_rms_ns", sqrt(rss / (double)n));
 }
 
-static void write_clock_file(ar_archiver *a, ar_session *s, const char *device,
-                             const ar_offset **o, size_t n)
+static void write_clock_file(ar_archiver *a, ar_session *s, const char *device, const ar_offset **o,
+                             size_t n)
 {
     char dn[128], rel[300], path[PATH_MAX], err[256];
     const ev_schema *schema = ev_schema_by_name("ClockOffsetMeasured");
@@ -515,7 +524,8 @@ static void write_clock_file(ar_archiver *a, ar_session *s, const char *device,
     }
     for (size_t i = 0; i < n; i++)
         if (ev_codec_value(a->codec, schema, &v) ||
-            ev_value_from_json(v, o[i]->rec, err, sizeof(err)) || avro_file_writer_append_value(w, v))
+            ev_value_from_json(v, o[i]->rec, err, sizeof(err)) ||
+            avro_file_writer_append_value(w, v))
             s->failed = 1;
     avro_file_writer_close(w);
 }
@@ -537,9 +547,9 @@ static json_t *mismatches(ar_session *s)
             json_array_append_new(
                 out, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "device_id", jstr(c, "device_id"),
                                "stream_id", jstr(c, "stream_id"), "reported_samples",
-                               (json_int_t)jint(c, "samples"), "archived_samples",
-                               (json_int_t)have, "reported_bytes", (json_int_t)jint(c, "bytes"),
-                               "archived_bytes", (json_int_t)bytes));
+                               (json_int_t)jint(c, "samples"), "archived_samples", (json_int_t)have,
+                               "reported_bytes", (json_int_t)jint(c, "bytes"), "archived_bytes",
+                               (json_int_t)bytes));
     }
     return out;
 }
@@ -602,10 +612,9 @@ static void finalize(ar_archiver *a, ar_session *s)
     json_t *d;
 
     /* Devices: the session's sync group and every device with data. */
-    json_array_foreach(json_object_get(s->sync, "devices"), i, d)
-        json_object_set_new(devices, jstr(d, "device_id"),
-                            json_pack("{s:s, s:O, s:{}}", "node_id", jstr(d, "node_id"), "sync", d,
-                                      "streams"));
+    json_array_foreach(json_object_get(s->sync, "devices"), i, d) json_object_set_new(
+        devices, jstr(d, "device_id"),
+        json_pack("{s:s, s:O, s:{}}", "node_id", jstr(d, "node_id"), "sync", d, "streams"));
     for (size_t k = 0; k < s->stream_count; k++)
         if (!json_object_get(devices, s->streams[k]->device_id))
             json_object_set_new(devices, s->streams[k]->device_id, json_pack("{s:{}}", "streams"));
@@ -660,11 +669,13 @@ static void finalize(ar_archiver *a, ar_session *s)
         json_array_foreach(s->marks, i, d)
         {
             double t = (double)jint(d, "master_time_ns") / 1e9;
-            xdf_string_sample(&s->xdf, id, t, *jstr(d, "label") ? jstr(d, "label") : jstr(d, "mark_id"));
+            xdf_string_sample(&s->xdf, id, t,
+                              *jstr(d, "label") ? jstr(d, "label") : jstr(d, "mark_id"));
             first = i == 0 ? t : first;
             last = t;
         }
-        xdf_stream_footer(&s->xdf, id, first, last, (int64_t)json_array_size(s->marks), NULL, NULL, 0);
+        xdf_stream_footer(&s->xdf, id, first, last, (int64_t)json_array_size(s->marks), NULL, NULL,
+                          0);
     }
     if (s->xdf.f) {
         xdf_boundary(&s->xdf);
@@ -721,7 +732,8 @@ static void finalize(ar_archiver *a, ar_session *s)
     } else {
         a->archived++;
         fprintf(stderr, "msrs-archiver: session %s archived in %s: %zu streams, %s\n", s->id, final,
-                s->stream_count, complete ? "complete" : "INCOMPLETE (see manifest.json mismatches)");
+                s->stream_count,
+                complete ? "complete" : "INCOMPLETE (see manifest.json mismatches)");
         printf("%s\n", final);
         fflush(stdout);
     }
@@ -811,7 +823,7 @@ static void on_record(ar_archiver *a, const ev_event *ev)
             archive_event(a, s, "sessions", s->id, &f);
             free(f.value);
         }
-        json_t **slot = !s ? NULL
+        json_t **slot = !s                                              ? NULL
                         : strcmp(type, "CollectionRequested") == 0      ? &s->requested
                         : strcmp(type, "SynchronizationCompleted") == 0 ? &s->sync
                         : strcmp(type, "CollectionStarted") == 0        ? &s->started
@@ -835,7 +847,8 @@ static void usage(FILE *f)
                "Writes each recorded session to DIR/SESSION: Avro object container files per\n"
                "device stream, video as elementary streams, an XDF file, manifest.json with\n"
                "SHA-256 of every file. Prints each archived session's folder on stdout.\n\n"
-               "  --dir DIR          archive root (config archive.dir, default ./archive)\n" CLI_COMMON_HELP
+               "  --dir DIR          archive root (config archive.dir, default "
+               "./archive)\n" CLI_COMMON_HELP
                "\nconfig keys (defaults): archive.finalize_timeout_ms (30000) how long after\n"
                "CollectionStopped to wait for data the stop reports before archiving what came\n"
                "(marked incomplete), archive.cursor (archiver)\n"
@@ -844,9 +857,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_COMMON_LONGOPTS,
-                                              {"dir", required_argument, NULL, 'd'},
-                                              {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        CLI_COMMON_LONGOPTS, {"dir", required_argument, NULL, 'd'}, {NULL, 0, NULL, 0}};
     cli_common common = {0};
     const char *dir = NULL;
     char err[512], names[4][320];
@@ -887,7 +899,8 @@ int main(int argc, char **argv)
     char staging[PATH_MAX];
     snprintf(staging, sizeof(staging), "%s/.staging", a.dir);
     if (cli_mkdirs(a.dir) || access(a.dir, W_OK)) {
-        fprintf(stderr, "msrs-archiver: archive.dir %s: cannot write: %s\n", a.dir, strerror(errno));
+        fprintf(stderr, "msrs-archiver: archive.dir %s: cannot write: %s\n", a.dir,
+                strerror(errno));
         ev_conf_destroy(conf);
         return CLI_EXIT_USAGE;
     }
@@ -931,6 +944,11 @@ int main(int argc, char **argv)
             } else {
                 on_record(&a, &ev);
             }
+        } else if (rc == EV_ERR_CORRUPT) { /* failed its checksum: named, counted */
+            a.records++;
+            uncommitted++;
+            a.skipped++;
+            fprintf(stderr, "msrs-archiver: skipped: %s\n", err);
         } else if (rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT) {
             fprintf(stderr, "msrs-archiver: %s\n", err);
             if (rc == EV_ERR_FATAL) {
@@ -953,8 +971,9 @@ int main(int argc, char **argv)
                     (long long)a.records, a.session_count, (long long)a.archived);
         }
     }
-    fprintf(stderr, "msrs-archiver: stopped: %lld records, %lld skipped, %lld sessions archived, "
-                    "%zu left open (rebuilt from the log at the next start)\n",
+    fprintf(stderr,
+            "msrs-archiver: stopped: %lld records, %lld skipped, %lld sessions archived, "
+            "%zu left open (rebuilt from the log at the next start)\n",
             (long long)a.records, (long long)a.skipped, (long long)a.archived, a.session_count);
 out:
     for (size_t i = 0; i < a.session_count; i++)
