@@ -23,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks  # noqa: E402
+from msrstest import BIN, Checks, free_port  # noqa: E402
 
 check = Checks()
 
@@ -90,6 +90,9 @@ def zeroed_page(tmp):
         ("msrs-replay", ["msrs-replay", "--log", "sqlite:" + db], "t:msrs.nodes"),
         ("msrs devices", ["msrs", "--log", "sqlite:" + db, "devices"], "t:msrs.nodes"),
         ("msrs-syncd", ["msrs-syncd", "--log", "sqlite:" + db], "t:msrs.nodes"),
+        ("msrs-collectord", ["msrs-collectord", "--log", "sqlite:" + db], "t:msrs.nodes"),
+        ("msrs-supervisor", ["msrs-supervisor", "--log", "sqlite:" + db, "--listen",
+                             "127.0.0.1:%d" % free_port()], "t:msrs.nodes"),
         ("msrs-archiver", ["msrs-archiver", "--log", "sqlite:" + db, "--dir",
                            os.path.join(tmp, "archive")], "t:msrs.samples"),
     ]
