@@ -184,6 +184,7 @@ static int run_republish(const ev_conf *conf, int republish, const char *to, con
     ev_conf *dc = ev_conf_new();
     ev_conf_foreach(conf, "", copy_key, dc);
     ev_conf_set(dc, "log", to);
+    ev_conf_set(dc, "log.read_only", "false"); /* the destination is written */
     if (prefix)
         ev_conf_set(dc, "topic.prefix", prefix);
     if (ev_log_open(&dst, dc, err, sizeof(err))) {
@@ -403,6 +404,8 @@ out:
 static int run(void *arg, ev_conf *conf, ev_log *unused)
 {
     const rp_opts *o = arg;
+    /* The log replayed from is only read: opened read-only, never created. */
+    ev_conf_set(conf, "log.read_only", "true");
     if (o->archive)
         return run_archive(o);
     if (o->refit || o->out_dir)

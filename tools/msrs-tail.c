@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void usage(FILE *f)
 {
@@ -19,7 +20,8 @@ static void usage(FILE *f)
                "  --cursor NAME      read as a named cursor (resume where it stopped; commit\n"
                "                     after each record printed); ignores --from\n"
                "  --max N            stop after N records\n" CLI_COMMON_HELP
-               "\nexit: 0 ok, 1 a record could not be decoded or the log failed, 2 usage\n");
+               "\nexit: 0 ok, 1 a record could not be decoded or failed its checksum, offsets\n"
+               "are missing, or the log failed; 2 usage\n");
 }
 
 static int parse_from(const char *s, ev_from *from)
@@ -46,13 +48,19 @@ static int parse_from(const char *s, ev_from *from)
     return -1;
 }
 
-/* Prints msg as one JSON line; returns 0, or -1 when it could not decode. */
-static int print_record(ev_codec *codec, const ev_msg *m)
+/* Prints msg as one JSON line; returns 0, or -1 when it could not decode.
+ * corrupt is the log's error for a record that failed its checksum (NULL
+ * for a sound one): printed with it, never decoded. */
+static int print_record(ev_codec *codec, const ev_msg *m, const char *corrupt)
 {
-    char err[512], when[48];
+    char err[2048], when[48];
     ev_event ev;
     json_t *value = NULL, *out;
-    int rc = ev_event_decode(codec, m, &ev, err, sizeof(err));
+    int rc = -1;
+    if (corrupt)
+        snprintf(err, sizeof(err), "%s", corrupt);
+    else
+        rc = ev_event_decode(codec, m, &ev, err, sizeof(err));
     if (rc == 0)
         rc = ev_value_to_json(ev.value, &value, err, sizeof(err));
     out = json_pack("{s:s, s:i, s:I, s:I, s:s%}", "topic", m->topic, "partition", (int)m->partition,
@@ -77,6 +85,47 @@ static int print_record(ev_codec *codec, const ev_msg *m)
     }
     json_decref(out);
     return rc ? -1 : 0;
+}
+
+/* The next offset expected in one topic and partition. */
+typedef struct tail_position {
+    char topic[320];
+    int32_t partition;
+    int64_t next;
+} tail_position;
+
+typedef struct tail_holes {
+    tail_position *pos;
+    size_t count;
+    int64_t holes;
+    int from_start; /* the first offset of a partition must be 0 */
+} tail_holes;
+
+/* Says a hole in m's partition's offsets, as ev_projection does: our logs
+ * have none, so one means records were lost. */
+static void check_hole(tail_holes *h, const ev_msg *m)
+{
+    tail_position *e = NULL;
+    for (size_t i = 0; i < h->count && !e; i++)
+        if (h->pos[i].partition == m->partition && strcmp(h->pos[i].topic, m->topic) == 0)
+            e = &h->pos[i];
+    if (!e) {
+        tail_position *grown = realloc(h->pos, (h->count + 1) * sizeof(*grown));
+        if (!grown)
+            return;
+        h->pos = grown;
+        e = &h->pos[h->count++];
+        snprintf(e->topic, sizeof(e->topic), "%s", m->topic);
+        e->partition = m->partition;
+        e->next = h->from_start ? 0 : m->offset;
+    }
+    if (m->offset > e->next) {
+        h->holes++;
+        fprintf(stderr, "msrs-tail: %s [%d]: offsets %lld..%lld are missing from the log\n",
+                m->topic, (int)m->partition, (long long)e->next, (long long)m->offset - 1);
+    }
+    if (m->offset >= e->next)
+        e->next = m->offset + 1;
 }
 
 typedef struct tail_opts {
@@ -118,6 +167,9 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
         snprintf(errstr, errstr_size, "--topic is required (see --help)");
         return -1;
     }
+    /* Without a cursor nothing is written: the log is opened read-only. */
+    if (!t->cursor && !ev_conf_get(conf, "log.read_only", NULL))
+        ev_conf_set(conf, "log.read_only", "true");
     return 0;
 }
 
@@ -125,8 +177,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
 {
     tail_opts *t = arg;
     int exit_code = CLI_EXIT_OK;
-    long long printed = 0;
-    char err[512];
+    long long printed = 0, corrupt = 0;
+    char err[2048], last_err[2048] = "";
+    tail_holes holes = {.from_start = !t->cursor && t->from.kind == EV_FROM_BEGINNING};
     ev_codec *codec = NULL;
     char topics_buf[64][320];
     const char *topics[64];
@@ -164,8 +217,11 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     while (!cli_stop && (t->max < 0 || printed < t->max)) {
         const ev_msg *m;
         rc = ev_log_poll(log, 200, &m, err, sizeof(err));
-        if (rc == 0) {
-            if (print_record(codec, m))
+        if (rc == 0 || rc == EV_ERR_CORRUPT) {
+            check_hole(&holes, m);
+            if (rc == EV_ERR_CORRUPT)
+                corrupt++;
+            if (print_record(codec, m, rc == EV_ERR_CORRUPT ? err : NULL))
                 exit_code = CLI_EXIT_FAIL;
             printed++;
             if (t->cursor && (rc = ev_log_commit(log, err, sizeof(err)))) {
@@ -179,13 +235,30 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             break;
         if (rc == EV_ERR_TIMED_OUT || rc == EV_ERR_END)
             continue;
-        fprintf(stderr, "msrs-tail: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
+        if (strcmp(err, last_err) != 0) /* a retriable error is said once, not per retry */
+            fprintf(stderr, "msrs-tail: %s\n", err);
+        snprintf(last_err, sizeof(last_err), "%s", err);
         if (rc == EV_ERR_FATAL || rc == EV_ERR_INVALID)
             break;
+        nanosleep(&(struct timespec){0, 100000000L}, NULL);
     }
     fflush(stdout);
+    if (corrupt)
+        fprintf(stderr, "msrs-tail: %lld record%s failed %s checksum\n", corrupt,
+                corrupt == 1 ? "" : "s", corrupt == 1 ? "its" : "their");
+    if (holes.holes) {
+        fprintf(stderr, "msrs-tail: %lld hole%s in the offsets\n", (long long)holes.holes,
+                holes.holes == 1 ? "" : "s");
+        exit_code = CLI_EXIT_FAIL;
+    }
+    if (ev_log_unchecked(log))
+        fprintf(stderr,
+                "msrs-tail: %lld record%s carry no checksum (written before msrs stored "
+                "checksums): not checked\n",
+                (long long)ev_log_unchecked(log), ev_log_unchecked(log) == 1 ? "" : "s");
 out:
+    free(holes.pos);
     ev_codec_destroy(codec);
     return exit_code;
 }

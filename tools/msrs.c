@@ -25,10 +25,14 @@ typedef struct view {
     ev_projection *p;
 } view;
 
-static int view_open(view *v, ev_conf *conf)
+/* read_only: the view only reads (list, status, devices): the log is
+ * opened so (log.read_only), never created. */
+static int view_open(view *v, ev_conf *conf, int read_only)
 {
     char err[512];
     memset(v, 0, sizeof(*v));
+    if (read_only)
+        ev_conf_set(conf, "log.read_only", "true");
     if (ev_log_open(&v->log, conf, err, sizeof(err))) {
         fprintf(stderr, "msrs: %s\n", err);
         return -1;
@@ -61,11 +65,11 @@ static void view_close(view *v)
     ev_log_destroy(v->log);
 }
 
-/* Opens the view and folds the log to its end: an exit code (the view is
- * open only on CLI_EXIT_OK). */
+/* Opens the view read-only and folds the log to its end: an exit code (the
+ * view is open only on CLI_EXIT_OK). */
 static int view_load(view *v, ev_conf *conf)
 {
-    if (view_open(v, conf))
+    if (view_open(v, conf, 1))
         return CLI_EXIT_USAGE;
     if (view_fold(v) == 0)
         return CLI_EXIT_OK;
@@ -195,7 +199,7 @@ static int session_start(ev_conf *conf, int argc, char **argv)
     json_object_set_new(req, "duration_ms", json_integer((json_int_t)(duration * 1000)));
     json_object_set_new(req, "labels", labels);
     view v;
-    if (view_open(&v, conf)) {
+    if (view_open(&v, conf, 0)) {
         json_decref(req);
         return CLI_EXIT_USAGE;
     }
@@ -252,7 +256,7 @@ static int session_stop(ev_conf *conf, int argc, char **argv)
         goto usage;
     const char *sid = argv[optind];
     view v;
-    if (view_open(&v, conf))
+    if (view_open(&v, conf, 0))
         return CLI_EXIT_USAGE;
     int rc = CLI_EXIT_OK;
     ev_session x;

@@ -142,6 +142,9 @@ int ev_value_from_json(avro_value_t *value, json_t *json, char *errstr, size_t e
  *   log            URI: sqlite:PATH | kafka:HOST:PORT,... | mock:HOST:PORT,...
  *   topic.prefix   default "msrs."
  *   source         CloudEvents ce_source of produced records (default "msrs")
+ *   log.read_only  true: the process only reads (produce, commit and lead are
+ *                  refused; an SQLite file is opened read-only, never
+ *                  created or changed); default false
  *   sqlite.*       sqlite backend (docs/log.md), e.g. sqlite.synchronous=FULL
  *   kafka.*        passed to librdkafka with the prefix removed
  */
@@ -336,12 +339,24 @@ int ev_log_assign(ev_log *log, const char *const *topics, size_t topic_count, ev
  * timeout_ms, or EV_ERR_END — once each time the consumer catches up — when
  * every partition it reads has been read to its end (with a cursor on Kafka:
  * once the group has assigned it partitions). Records of one key come in
- * produce order. */
+ * produce order. Integrity (docs/log.md):
+ *   EV_ERR_CORRUPT  one record failed its checksum: *msg names it (topic,
+ *                   partition, offset; its bytes are not to be trusted),
+ *                   errstr too; the consumer has moved past it and the next
+ *                   poll goes on. Skip it and count it.
+ *   EV_ERR_FATAL    the log cannot be read on (SQLite: the file is
+ *                   malformed); errstr names the file, the table and the
+ *                   offset; every later poll returns it again. */
 int ev_log_poll(ev_log *log, int timeout_ms, const ev_msg **msg, char *errstr, size_t errstr_size);
 
 /* Commits the cursor: everything returned by poll so far counts as
  * consumed. At-least-once: a crash before commit redelivers. */
 int ev_log_commit(ev_log *log, char *errstr, size_t errstr_size);
+
+/* Records returned by poll whose checksum could not be checked: SQLite rows
+ * written by msrs before records carried one (docs/log.md). 0 on Kafka,
+ * where librdkafka checks batches (check.crcs). */
+int64_t ev_log_unchecked(const ev_log *log);
 
 /* Leadership through the log engine's own coordination, never a home-made
  * consensus. Among the processes that call ev_log_lead with one name, at

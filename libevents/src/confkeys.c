@@ -11,6 +11,7 @@ const char *const ev_conf_known_keys[] = {
     "log",
     "topic.prefix",
     "source",
+    "log.read_only",
     "sqlite.synchronous",
     "sqlite.busy_timeout_ms",
     "sqlite.queue.max.bytes",

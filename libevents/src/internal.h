@@ -8,7 +8,9 @@
 int ev__fail(char *errstr, size_t errstr_size, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Monotonic clock in ms, for timeouts. */
+/* CRC-32C (Castagnoli) of buf, continuing from crc (0 to start)
+ * (crc32c.c). */
+uint32_t ev__crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* The reusable generic value interface of a schema (owned by the catalog). */
 avro_value_iface_t *ev__schema_iface(const ev_schema *s);

@@ -10,6 +10,7 @@ struct ev_log {
     const char *scheme;
     void *impl;
     char prefix[64];
+    int read_only; /* log.read_only: produce, commit and lead are refused */
     char source[EV_SOURCE_MAX];
     ev_codec *codec;     /* for ev_log_emit; created on first use */
     char (*topics)[320]; /* prefixed topic of each catalog record, for emit */
@@ -33,6 +34,26 @@ int ev__topic_valid(const char *topic)
             return 0;
     }
     return 1;
+}
+
+int ev__conf_read_only(const ev_conf *conf, int *read_only, char *errstr, size_t errstr_size)
+{
+    const char *v = ev_conf_get(conf, "log.read_only", "false");
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+        *read_only = 1;
+    else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+        *read_only = 0;
+    else
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "config log.read_only: expected true or false, got '%s'", v);
+    return 0;
+}
+
+/* The refusal of a write on a read-only handle. */
+static int refuse_write(const char *what, char *errstr, size_t errstr_size)
+{
+    return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                    "%s: the log was opened read-only (log.read_only = true)", what);
 }
 
 int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_size)
@@ -66,9 +87,13 @@ int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_s
     if (strlen(prefix) >= sizeof(log->prefix) || (*prefix && !ev__topic_valid(prefix)))
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "config topic.prefix '%s': expected up to 63 of [A-Za-z0-9._-]", prefix);
+    int read_only;
+    if ((rc = ev__conf_read_only(conf, &read_only, errstr, errstr_size)))
+        return rc;
     log = calloc(1, sizeof(*log));
     if (!log)
         return EV_ERR_NOMEM;
+    log->read_only = read_only;
     log->backend = backend;
     log->scheme = scheme;
     snprintf(log->prefix, sizeof(log->prefix), "%s", prefix);
@@ -122,6 +147,8 @@ int ev_log_produce(ev_log *log, const char *topic, const void *key, size_t key_l
     if (!ev__topic_valid(topic))
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "topic '%s': expected 1-249 of [A-Za-z0-9._-]", topic);
+    if (log->read_only)
+        return refuse_write("produce", errstr, errstr_size);
     if (timestamp_ms <= 0)
         timestamp_ms = ev_now_ns() / 1000000;
     return log->backend->produce(log->impl, topic, key, key_len, value, value_len, headers,
@@ -212,6 +239,8 @@ int ev_log_poll(ev_log *log, int timeout_ms, const ev_msg **msg, char *errstr, s
 
 int ev_log_commit(ev_log *log, char *errstr, size_t errstr_size)
 {
+    if (log->read_only)
+        return refuse_write("commit", errstr, errstr_size);
     return log->backend->commit(log->impl, errstr, errstr_size);
 }
 
@@ -225,6 +254,8 @@ int ev_log_lead(ev_log *log, const char *name, const char *holder, int64_t ttl_m
     if (ttl_ms < 100)
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "lead: ttl %lld ms: expected at least 100", (long long)ttl_ms);
+    if (log->read_only)
+        return refuse_write("lead", errstr, errstr_size);
     if (!leader) {
         leader = scratch;
         leader_size = sizeof(scratch);
@@ -237,5 +268,12 @@ int ev_log_lead(ev_log *log, const char *name, const char *holder, int64_t ttl_m
 int ev_log_resign(ev_log *log, const char *name, const char *holder, char *errstr,
                   size_t errstr_size)
 {
+    if (log->read_only)
+        return refuse_write("resign", errstr, errstr_size);
     return log->backend->resign(log->impl, name, holder, errstr, errstr_size);
+}
+
+int64_t ev_log_unchecked(const ev_log *log)
+{
+    return log->backend->unchecked ? log->backend->unchecked(log->impl) : 0;
 }

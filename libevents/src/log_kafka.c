@@ -325,27 +325,14 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static int ensure_consumer(kafka_log *k, const char *group, char *errstr, size_t n)
 {
-    static const char *const defaults[] = {"enable.auto.commit",
-                                           "false",
-                                           "enable.auto.offset.store",
-                                           "true",
-                                           "auto.offset.reset",
-                                           "earliest",
-                                           "enable.partition.eof",
-                                           "true",
-                                           "queued.min.messages",
-                                           "1000000",
-                                           "fetch.wait.max.ms",
-                                           "10",
-                                           "session.timeout.ms",
-                                           "6000",
-                                           "heartbeat.interval.ms",
-                                           "500",
-                                           "allow.auto.create.topics",
-                                           "true",
-                                           "log_level",
-                                           "3",
-                                           NULL};
+    static const char *const defaults[] = {
+        "enable.auto.commit", "false", "enable.auto.offset.store", "true", "auto.offset.reset",
+        "earliest", "enable.partition.eof", "true", "queued.min.messages", "1000000",
+        "fetch.wait.max.ms", "10", "session.timeout.ms", "6000", "heartbeat.interval.ms", "500",
+        "allow.auto.create.topics", "true", "log_level", "3",
+        /* verify every fetched batch's
+         * CRC-32C (docs/log.md) */
+        "check.crcs", "true", NULL};
     char err[512];
     rd_kafka_conf_t *c;
     if (k->consumer) {
@@ -555,6 +542,18 @@ static int kafka_poll(void *impl, int timeout_ms, const ev_msg **msg, char *errs
         }
         char text[256];
         snprintf(text, sizeof(text), "%s", rd_kafka_message_errstr(m));
+        if (err == RD_KAFKA_RESP_ERR__BAD_MSG && m->rkt) {
+            /* check.crcs: a batch whose checksum does not match. The
+             * record is named and the consumer goes on after it. */
+            k->current = m;
+            k->msg = (ev_msg){.topic = rd_kafka_topic_name(m->rkt),
+                              .partition = m->partition,
+                              .offset = m->offset,
+                              .headers = k->headers};
+            *msg = &k->msg;
+            return ev__fail(errstr, n, EV_ERR_CORRUPT, "%s [%d] offset %lld: corrupt: %s",
+                            k->msg.topic, (int)m->partition, (long long)m->offset, text);
+        }
         rd_kafka_message_destroy(m);
         if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
             err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)

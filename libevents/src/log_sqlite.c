@@ -1,12 +1,19 @@
 /* log_sqlite.c — the embedded log: one SQLite file in WAL mode.
  *
  * Layout: one table per topic, "t:<topic>"(offset INTEGER PRIMARY KEY,
- * ts_ms, key, value, headers), so an append is a rowid append; a table of
- * named cursors; one partition (0) per topic. Produced records are kept in
+ * ts_ms, key, value, headers, crc), so an append is a rowid append; a table
+ * of named cursors; one partition (0) per topic; msrs_log(format,
+ * created_ms) says the file is an msrs log. Produced records are kept in
  * memory and written in one IMMEDIATE transaction per flush (or when the
  * batch is full), so the write lock is held only while writing and an
  * acknowledged record survives kill -9 (and power loss with
- * sqlite.synchronous=FULL, the default). Readers never block writers. */
+ * sqlite.synchronous=FULL, the default). Readers never block writers.
+ *
+ * Integrity (docs/log.md): every row carries the CRC-32C of the record,
+ * checked on read (a mismatch is EV_ERR_CORRUPT for that record; rows of
+ * earlier versions have NULL: read unchecked and counted); a file SQLite
+ * finds malformed stops the reader with EV_ERR_FATAL; a file that is not an
+ * msrs log is refused, and only a writer creates one. */
 #include "log_backend.h"
 
 #include <errno.h>
@@ -15,10 +22,16 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SQL_TOPIC_MAX  256
 #define SQL_TOPICS_MAX 64  /* topics one handle writes */
 #define SQL_RETRY_MS   100 /* a failed batch is retried this often */
+#define SQL_FORMAT     1   /* msrs_log.format this code writes and reads */
+
+#define SQL_TOPIC_COLUMNS                                                                          \
+    "(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, key BLOB, value BLOB, headers BLOB, "    \
+    "crc INTEGER)"
 
 typedef struct pending {
     int topic; /* index into topics */
@@ -43,7 +56,8 @@ typedef struct topic_reader {
     char name[SQL_TOPIC_MAX];
     int64_t next_offset;  /* next offset to return */
     int64_t committed;    /* what the cursor table holds */
-    sqlite3_stmt *select; /* open while rows of a batch remain */
+    sqlite3_stmt *select; /* open while rows of a batch remain; NULL while the
+                             table does not exist (a read-only reader waits) */
     int batch_rows;       /* rows returned by the open batch */
 } topic_reader;
 
@@ -52,6 +66,7 @@ typedef struct sqlite_log {
     sqlite3 *wdb, *rdb; /* writer and reader connections */
     sqlite3 *ldb;       /* leases (ev_log_lead), opened on first use */
     int synchronous_full;
+    int read_only; /* log.read_only: no table, row or pragma is ever written */
     int64_t busy_timeout_ms, queue_max_bytes;
     size_t max_length; /* SQLite's limit on a value */
     /* producer: callers append to `fill` under mu; the writer thread swaps
@@ -73,6 +88,9 @@ typedef struct sqlite_log {
     char cursor[256];
     int end_reported;
     int64_t data_version;
+    int64_t unchecked; /* rows returned without a checksum (earlier versions) */
+    int fatal;         /* the file is corrupt: every poll repeats fatal_error */
+    char fatal_error[2048];
     ev_msg msg;
     ev_header headers[32];
 } sqlite_log;
@@ -108,26 +126,131 @@ static int exec_setup(sqlite_log *l, sqlite3 *db, const char *sql, char *errstr,
     }
 }
 
-static int open_db(sqlite_log *l, sqlite3 **db, char *errstr, size_t n)
+/* 1 when SQLite's answer means the file itself is damaged or not a database:
+ * retrying cannot help. */
+static int is_damaged(int sqlite_rc)
+{
+    return (sqlite_rc & 0xff) == SQLITE_CORRUPT || (sqlite_rc & 0xff) == SQLITE_NOTADB;
+}
+
+/* What the file is (on db, before anything is written to it): *format is
+ * msrs_log.format, 0 for a log of an earlier version (msrs_cursors without
+ * msrs_log), -1 for an empty database (a new or 0-byte file). Anything
+ * else is refused: not an SQLite file, another program's database, a
+ * newer format. */
+static int identify(sqlite_log *l, sqlite3 *db, int64_t *format, char *errstr, size_t n)
+{
+    sqlite3_stmt *s = NULL;
+    int64_t deadline = ev_mono_ms() + l->busy_timeout_ms;
+    int rc;
+    for (int delay_ms = 1;; delay_ms = delay_ms < 50 ? delay_ms * 2 : 50) {
+        rc = sqlite3_prepare_v2(
+            db,
+            "SELECT (SELECT COUNT(*) FROM sqlite_master),"
+            " (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'msrs_log'),"
+            " (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'msrs_cursors')",
+            -1, &s, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW)
+            break;
+        sqlite3_finalize(s);
+        s = NULL;
+        if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) ||
+            ev_mono_ms() >= deadline)
+            return ev__fail(errstr, n, is_damaged(rc) ? EV_ERR_FATAL : EV_ERR_IO,
+                            "%s: %s: not an msrs log (an msrs log is an SQLite file that msrs "
+                            "created)",
+                            l->path, sqlite3_errmsg(db));
+        struct timespec ts = {0, delay_ms * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    int64_t objects = sqlite3_column_int64(s, 0);
+    int has_meta = sqlite3_column_int(s, 1), has_cursors = sqlite3_column_int(s, 2);
+    sqlite3_finalize(s);
+    if (objects == 0) {
+        *format = -1;
+        return 0;
+    }
+    if (!has_meta) {
+        if (has_cursors) {
+            *format = 0;
+            return 0;
+        }
+        return ev__fail(errstr, n, EV_ERR_INVALID,
+                        "%s: an SQLite database but not an msrs log (no msrs_log table): refused",
+                        l->path);
+    }
+    rc = sqlite3_prepare_v2(db, "SELECT MAX(format) FROM msrs_log", -1, &s, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        *format = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW)
+        return ev__fail(errstr, n, is_damaged(rc) ? EV_ERR_FATAL : EV_ERR_IO,
+                        "%s: reading msrs_log: %s", l->path, sqlite3_errmsg(db));
+    if (*format < 1 || *format > SQL_FORMAT)
+        return ev__fail(errstr, n, EV_ERR_INVALID,
+                        "%s: msrs log format %lld: this msrs reads formats 0 to %d", l->path,
+                        (long long)*format, SQL_FORMAT);
+    return 0;
+}
+
+/* Makes the file an msrs log of SQL_FORMAT (writers only): creates
+ * msrs_log and msrs_cursors in one IMMEDIATE transaction, so processes that
+ * open a new file at once all find it made, whoever came first. */
+static int make_log(sqlite_log *l, sqlite3 *db, char *errstr, size_t n)
+{
+    char sql[512];
+    int rc = exec_setup(l, db, "BEGIN IMMEDIATE", errstr, n);
+    if (rc)
+        return rc;
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE IF NOT EXISTS msrs_log(format INTEGER NOT NULL, created_ms INTEGER "
+             "NOT NULL);"
+             "INSERT INTO msrs_log SELECT %d, %lld WHERE NOT EXISTS (SELECT 1 FROM msrs_log);"
+             "CREATE TABLE IF NOT EXISTS msrs_cursors(cursor TEXT NOT NULL, topic TEXT NOT NULL,"
+             " partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_ms INTEGER,"
+             " PRIMARY KEY(cursor, topic, partition));"
+             "COMMIT;",
+             SQL_FORMAT, (long long)(ev_now_ns() / 1000000));
+    if ((rc = exec(l, db, sql, errstr, n)))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* Opens a connection. The first one of a handle (check = 1) looks at what
+ * the file is before anything is written to it: a reader (log.read_only)
+ * opens it read-only and accepts only an msrs log; a writer also accepts a
+ * missing or empty file and makes it one. */
+static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t n)
 {
     char sql[256];
-    int rc = sqlite3_open_v2(
-        l->path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int64_t format = SQL_FORMAT;
+    int flags = l->read_only ? SQLITE_OPEN_READONLY
+                             : SQLITE_OPEN_READWRITE | (check ? SQLITE_OPEN_CREATE : 0);
+    int rc = sqlite3_open_v2(l->path, db, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
-        return ev__fail(errstr, n, EV_ERR_IO, "%s: cannot open: %s", l->path,
-                        *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: cannot open: %s%s", l->path,
+                        *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc),
+                        l->read_only && access(l->path, F_OK) != 0
+                            ? " (no such file: a reader never creates the log)"
+                            : "");
     sqlite3_busy_timeout(*db, (int)l->busy_timeout_ms);
-    snprintf(sql, sizeof(sql),
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=OFF;",
+    if (check && (rc = identify(l, *db, &format, errstr, n)))
+        return rc;
+    if (l->read_only) {
+        if (format < 0)
+            return ev__fail(errstr, n, EV_ERR_INVALID,
+                            "%s: empty, not an msrs log (yet): a reader does not make one; "
+                            "start a writer on it first",
+                            l->path);
+        return 0;
+    }
+    snprintf(sql, sizeof(sql), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
              l->synchronous_full ? "FULL" : "NORMAL");
     if ((rc = exec_setup(l, *db, sql, errstr, n)))
         return rc;
-    return exec_setup(
-        l, *db,
-        "CREATE TABLE IF NOT EXISTS msrs_cursors(cursor TEXT NOT NULL, topic TEXT NOT NULL,"
-        " partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_ms INTEGER,"
-        " PRIMARY KEY(cursor, topic, partition));",
-        errstr, n);
+    return format < SQL_FORMAT ? make_log(l, *db, errstr, n) : 0;
 }
 
 static void sqlite_close(void *impl)
@@ -190,18 +313,97 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
     pthread_condattr_destroy(&mono);
     snprintf(l->path, sizeof(l->path), "%s", target);
     l->synchronous_full = strcasecmp(sync, "FULL") == 0;
+    if ((rc = ev__conf_read_only(conf, &l->read_only, errstr, n)))
+        goto fail;
     if ((rc = ev_conf_get_int(conf, "sqlite.busy_timeout_ms", 30000, &l->busy_timeout_ms, errstr,
                               n)) ||
         (rc = ev_conf_get_int(conf, "sqlite.queue.max.bytes", 256 << 20, &l->queue_max_bytes,
                               errstr, n)))
         goto fail;
-    if ((rc = open_db(l, &l->wdb, errstr, n)) || (rc = open_db(l, &l->rdb, errstr, n)))
+    if (l->read_only)
+        rc = open_db(l, &l->rdb, 1, errstr, n);
+    else if (!(rc = open_db(l, &l->wdb, 1, errstr, n)))
+        rc = open_db(l, &l->rdb, 0, errstr, n);
+    if (rc)
         goto fail;
-    l->max_length = (size_t)sqlite3_limit(l->wdb, SQLITE_LIMIT_LENGTH, -1);
+    l->max_length = (size_t)sqlite3_limit(l->rdb, SQLITE_LIMIT_LENGTH, -1);
     *impl = l;
     return 0;
 fail:
     sqlite_close(l);
+    return rc;
+}
+
+/* The checksum of a row (docs/log.md): CRC-32C over offset and ts_ms (8
+ * bytes little-endian each), then the key, the value and the headers as
+ * stored, each after its length (4 bytes little-endian). */
+static uint32_t row_crc(int64_t offset, int64_t ts_ms, const void *key, size_t key_len,
+                        const void *value, size_t value_len, const void *hdr, size_t hdr_len)
+{
+    unsigned char head[16], len[4];
+    uint32_t crc;
+    for (int i = 0; i < 8; i++) {
+        head[i] = (unsigned char)((uint64_t)offset >> (8 * i));
+        head[8 + i] = (unsigned char)((uint64_t)ts_ms >> (8 * i));
+    }
+    crc = ev__crc32c(0, head, sizeof(head));
+    const void *part[3] = {key, value, hdr};
+    size_t part_len[3] = {key_len, value_len, hdr_len};
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < 4; i++)
+            len[i] = (unsigned char)((uint32_t)part_len[k] >> (8 * i));
+        crc = ev__crc32c(crc, len, sizeof(len));
+        crc = ev__crc32c(crc, part[k], part_len[k]);
+    }
+    return crc;
+}
+
+/* Columns of table "t:<topic>" on db: *columns 0 when it does not exist;
+ * *has_crc 1 when it has the crc column (tables of earlier versions do
+ * not). */
+static int table_columns(sqlite_log *l, sqlite3 *db, const char *topic, int *columns, int *has_crc,
+                         char *errstr, size_t n)
+{
+    char table[SQL_TOPIC_MAX + 8];
+    sqlite3_stmt *s;
+    snprintf(table, sizeof(table), "t:%s", topic);
+    int rc = sqlite3_prepare_v2(
+        db, "SELECT COUNT(*), COALESCE(SUM(name = 'crc'), 0) FROM pragma_table_info(?)", -1, &s,
+        NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+    }
+    if (rc == SQLITE_ROW) {
+        *columns = sqlite3_column_int(s, 0);
+        *has_crc = sqlite3_column_int(s, 1) > 0;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW)
+        return ev__fail(errstr, n, is_damaged(rc) ? EV_ERR_FATAL : EV_ERR_IO,
+                        "%s: table \"%s\": %s", l->path, table, sqlite3_errmsg(db));
+    return 0;
+}
+
+/* Gives a table of an earlier version the crc column (NULL in its old
+ * rows: read unchecked). Writers only, under the write lock: another
+ * writer may be adding it too. */
+static int table_migrate(sqlite_log *l, sqlite3 *db, const char *topic, char *errstr, size_t n)
+{
+    char sql[SQL_TOPIC_MAX + 64];
+    int columns = 0, has_crc = 0, rc;
+    if ((rc = table_columns(l, db, topic, &columns, &has_crc, errstr, n)) || has_crc)
+        return rc;
+    if ((rc = exec_setup(l, db, "BEGIN IMMEDIATE", errstr, n)))
+        return rc;
+    rc = table_columns(l, db, topic, &columns, &has_crc, errstr, n);
+    snprintf(sql, sizeof(sql), "ALTER TABLE \"t:%s\" ADD COLUMN crc INTEGER", topic);
+    if (!rc && !has_crc)
+        rc = exec(l, db, sql, errstr, n);
+    if (!rc)
+        rc = exec(l, db, "COMMIT", errstr, n);
+    if (rc)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }
 
@@ -215,13 +417,15 @@ static int ensure_writer(sqlite_log *l, int t, char *errstr, size_t n)
     int rc;
     if (w->insert)
         return 0;
-    snprintf(sql, sizeof(sql),
-             "CREATE TABLE IF NOT EXISTS \"t:%s\"(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT "
-             "NULL, key BLOB, value BLOB, headers BLOB);",
+    snprintf(sql, sizeof(sql), "CREATE TABLE IF NOT EXISTS \"t:%s\"" SQL_TOPIC_COLUMNS ";",
              l->names[t]);
     if ((rc = exec_setup(l, l->wdb, sql, errstr, n)))
         return rc;
-    snprintf(sql, sizeof(sql), "INSERT INTO \"t:%s\" VALUES(?,?,?,?,?)", l->names[t]);
+    if ((rc = table_migrate(l, l->wdb, l->names[t], errstr, n)))
+        return rc;
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO \"t:%s\"(offset, ts_ms, key, value, headers, crc) VALUES(?,?,?,?,?,?)",
+             l->names[t]);
     if (sqlite3_prepare_v3(l->wdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &w->insert, NULL))
         return db_fail(l, l->wdb, errstr, n, sql);
     snprintf(sql, sizeof(sql), "SELECT COALESCE(MAX(offset) + 1, 0) FROM \"t:%s\"", l->names[t]);
@@ -310,11 +514,16 @@ static int write_batch(sqlite_log *l, const batch *b, int topics, char *errstr, 
     for (size_t i = 0; i < b->count; i++) {
         const pending *p = &b->pend[i];
         sqlite3_stmt *s = l->writers[p->topic].insert;
-        sqlite3_bind_int64(s, 1, next[p->topic]++);
+        const unsigned char *key = b->arena + p->key_off, *value = b->arena + p->value_off,
+                            *hdr = b->arena + p->hdr_off;
+        int64_t offset = next[p->topic]++;
+        sqlite3_bind_int64(s, 1, offset);
         sqlite3_bind_int64(s, 2, p->ts_ms);
-        sqlite3_bind_blob(s, 3, b->arena + p->key_off, (int)p->key_len, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 4, b->arena + p->value_off, (int)p->value_len, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 5, b->arena + p->hdr_off, (int)p->hdr_len, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 3, key, (int)p->key_len, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 4, value, (int)p->value_len, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 5, hdr, (int)p->hdr_len, SQLITE_STATIC);
+        sqlite3_bind_int64(
+            s, 6, row_crc(offset, p->ts_ms, key, p->key_len, value, p->value_len, hdr, p->hdr_len));
         int src = sqlite3_step(s);
         sqlite3_reset(s);
         if (src != SQLITE_DONE) {
@@ -515,6 +724,45 @@ static void reader_reset(topic_reader *r)
         sqlite3_reset(r->select);
 }
 
+/* The reader's fatal error: SQLite found the file damaged (a zeroed page,
+ * garbage in a b-tree). Said once with the file, the table and the offset
+ * being read; every later poll returns it again. */
+static int read_fail(sqlite_log *l, topic_reader *r, int sqlite_rc, char *errstr, size_t n,
+                     const char *what)
+{
+    if (!is_damaged(sqlite_rc))
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: table \"t:%s\": %s: %s", l->path, r->name, what,
+                        sqlite3_errmsg(l->rdb));
+    l->fatal = 1;
+    snprintf(l->fatal_error, sizeof(l->fatal_error),
+             "%s: table \"t:%s\", reading from offset %lld: %s: the log file is corrupt; this "
+             "reader stops",
+             l->path, r->name, (long long)r->next_offset, sqlite3_errmsg(l->rdb));
+    return ev__fail(errstr, n, EV_ERR_FATAL, "%s", l->fatal_error);
+}
+
+/* Prepares r's query when its table exists; r->select stays NULL while it
+ * does not (a read-only reader creates nothing and looks again later). */
+static int reader_prepare(sqlite_log *l, topic_reader *r, char *errstr, size_t n)
+{
+    char sql[SQL_TOPIC_MAX * 2 + 256];
+    int columns = 0, has_crc = 0, rc;
+    if ((rc = table_columns(l, l->rdb, r->name, &columns, &has_crc, errstr, n))) {
+        if (rc == EV_ERR_FATAL)
+            l->fatal = 1, snprintf(l->fatal_error, sizeof(l->fatal_error), "%s", errstr);
+        return rc;
+    }
+    if (columns == 0)
+        return 0;
+    snprintf(sql, sizeof(sql),
+             "SELECT offset, ts_ms, key, value, headers, %s FROM \"t:%s\" WHERE offset >= ? "
+             "ORDER BY offset LIMIT 512",
+             has_crc ? "crc" : "NULL", r->name);
+    if ((rc = sqlite3_prepare_v3(l->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &r->select, NULL)))
+        return read_fail(l, r, rc, errstr, n, "prepare");
+    return 0;
+}
+
 static int readers_set(sqlite_log *l, const char *const *topics, size_t count, char *errstr,
                        size_t n)
 {
@@ -531,21 +779,18 @@ static int readers_set(sqlite_log *l, const char *const *topics, size_t count, c
         char sql[SQL_TOPIC_MAX * 2 + 256];
         int rc;
         snprintf(r->name, sizeof(r->name), "%s", topics[i]);
-        /* The reader creates the table too, so it can wait for a topic no
-         * one has written yet. */
-        snprintf(sql, sizeof(sql),
-                 "CREATE TABLE IF NOT EXISTS \"t:%s\"(offset INTEGER PRIMARY KEY, ts_ms INTEGER "
-                 "NOT NULL, key BLOB, value BLOB, headers BLOB);",
-                 topics[i]);
-        if ((rc = exec_setup(l, l->rdb, sql, errstr, n)))
-            return rc;
-        snprintf(sql, sizeof(sql),
-                 "SELECT offset, ts_ms, key, value, headers FROM \"t:%s\" WHERE offset >= ? "
-                 "ORDER BY offset LIMIT 512",
-                 topics[i]);
-        if (sqlite3_prepare_v3(l->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &r->select, NULL))
-            return db_fail(l, l->rdb, errstr, n, sql);
         l->reader_count++;
+        /* A writer creates the table, so its reader can wait for a topic no
+         * one has written yet; a read-only reader waits without it. */
+        if (!l->read_only) {
+            snprintf(sql, sizeof(sql), "CREATE TABLE IF NOT EXISTS \"t:%s\"" SQL_TOPIC_COLUMNS ";",
+                     topics[i]);
+            if ((rc = exec_setup(l, l->rdb, sql, errstr, n)) ||
+                (rc = table_migrate(l, l->rdb, topics[i], errstr, n)))
+                return rc;
+        }
+        if ((rc = reader_prepare(l, r, errstr, n)))
+            return rc;
     }
     return 0;
 }
@@ -633,6 +878,10 @@ static int sqlite_assign(void *impl, const char *const *topics, size_t count, ev
         topic_reader *r = &l->readers[i];
         char sql[SQL_TOPIC_MAX + 128];
         int found;
+        if (!r->select && from.kind != EV_FROM_OFFSET) {
+            r->next_offset = 0; /* no table yet: everything is after */
+            continue;
+        }
         switch (from.kind) {
         case EV_FROM_BEGINNING: r->next_offset = 0; break;
         case EV_FROM_OFFSET: r->next_offset = from.value; break;
@@ -678,6 +927,8 @@ static int next_row(sqlite_log *l, topic_reader *r, char *errstr, size_t n, int 
 {
     int rc;
     *err = 0;
+    if (!r->select && ((*err = reader_prepare(l, r, errstr, n)) || !r->select))
+        return 0; /* no table yet: nothing to read */
     for (;;) {
         if (!sqlite3_stmt_busy(r->select)) {
             sqlite3_bind_int64(r->select, 1, r->next_offset);
@@ -693,7 +944,7 @@ static int next_row(sqlite_log *l, topic_reader *r, char *errstr, size_t n, int 
         r->batch_rows = 0;
     }
     if (rc != SQLITE_ROW) {
-        *err = db_fail(l, l->rdb, errstr, n, "read");
+        *err = read_fail(l, r, rc, errstr, n, "read");
         sqlite3_reset(r->select);
         return 0;
     }
@@ -707,11 +958,28 @@ static int next_row(sqlite_log *l, topic_reader *r, char *errstr, size_t n, int 
     l->msg.value = sqlite3_column_blob(s, 3);
     l->msg.value_len = (size_t)sqlite3_column_bytes(s, 3);
     const void *h = sqlite3_column_blob(s, 4);
-    if (parse_headers(l, h, (size_t)sqlite3_column_bytes(s, 4)) != 0) {
-        l->msg.header_count = 0; /* keep the record; its headers are unreadable */
-    }
+    size_t h_len = (size_t)sqlite3_column_bytes(s, 4);
     r->next_offset = l->msg.offset + 1;
     r->batch_rows++;
+    if (sqlite3_column_type(s, 5) == SQLITE_NULL) {
+        l->unchecked++; /* written before records carried a checksum */
+    } else {
+        uint32_t stored = (uint32_t)sqlite3_column_int64(s, 5);
+        uint32_t crc = row_crc(l->msg.offset, l->msg.timestamp_ms, l->msg.key, l->msg.key_len,
+                               l->msg.value, l->msg.value_len, h, h_len);
+        if (crc != stored) {
+            l->msg.headers = l->headers;
+            l->msg.header_count = 0;
+            *err = ev__fail(errstr, n, EV_ERR_CORRUPT,
+                            "%s: topic %s offset %lld: checksum mismatch (stored %08x, computed "
+                            "%08x): the record is corrupt",
+                            l->path, r->name, (long long)l->msg.offset, stored, crc);
+            return 1;
+        }
+    }
+    if (parse_headers(l, h, h_len) != 0) {
+        l->msg.header_count = 0; /* keep the record; its headers are unreadable */
+    }
     return 1;
 }
 
@@ -723,6 +991,8 @@ static int sqlite_poll(void *impl, int timeout_ms, const ev_msg **msg, char *err
 
     if (l->reader_count == 0)
         return ev__fail(errstr, n, EV_ERR_INVALID, "poll: neither subscribed nor assigned");
+    if (l->fatal)
+        return ev__fail(errstr, n, EV_ERR_FATAL, "%s", l->fatal_error);
     for (;;) {
         /* Round-robin over topics, draining the current batch first. */
         for (size_t k = 0; k < l->reader_count; k++) {
@@ -731,7 +1001,7 @@ static int sqlite_poll(void *impl, int timeout_ms, const ev_msg **msg, char *err
                 l->current = (l->current + k) % l->reader_count;
                 l->end_reported = 0;
                 *msg = &l->msg;
-                return 0;
+                return err; /* 0, or EV_ERR_CORRUPT: a record whose checksum fails */
             }
             if (err)
                 return err;
@@ -744,11 +1014,14 @@ static int sqlite_poll(void *impl, int timeout_ms, const ev_msg **msg, char *err
         int64_t dv = l->data_version;
         while (ev_mono_ms() < deadline) {
             sqlite3_stmt *s;
-            if (sqlite3_prepare_v2(l->rdb, "PRAGMA data_version", -1, &s, NULL) == SQLITE_OK) {
-                if (sqlite3_step(s) == SQLITE_ROW)
+            int src = sqlite3_prepare_v2(l->rdb, "PRAGMA data_version", -1, &s, NULL);
+            if (src == SQLITE_OK) {
+                if ((src = sqlite3_step(s)) == SQLITE_ROW)
                     dv = sqlite3_column_int64(s, 0);
                 sqlite3_finalize(s);
             }
+            if (is_damaged(src))
+                return read_fail(l, &l->readers[l->current], src, errstr, n, "data_version");
             if (dv != l->data_version)
                 break;
             struct timespec ts = {0, 1000000};
@@ -814,7 +1087,7 @@ static int lease_db(sqlite_log *l, char *errstr, size_t n)
 {
     if (l->ldb)
         return 0;
-    int rc = open_db(l, &l->ldb, errstr, n);
+    int rc = open_db(l, &l->ldb, 0, errstr, n);
     if (!rc)
         rc = exec_setup(l, l->ldb,
                         "CREATE TABLE IF NOT EXISTS msrs_leases(name TEXT PRIMARY KEY,"
@@ -914,6 +1187,11 @@ static int sqlite_resign(void *impl, const char *name, const char *holder, char 
     return rc;
 }
 
+static int64_t sqlite_unchecked(void *impl)
+{
+    return ((sqlite_log *)impl)->unchecked;
+}
+
 const ev__backend ev__backend_sqlite = {
     .open = sqlite_open,
     .close = sqlite_close,
@@ -926,4 +1204,5 @@ const ev__backend ev__backend_sqlite = {
     .commit = sqlite_commit,
     .lead = sqlite_lead,
     .resign = sqlite_resign,
+    .unchecked = sqlite_unchecked,
 };

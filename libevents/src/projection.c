@@ -151,8 +151,12 @@ static int past_limit(const ev_projection *p, const ev_msg *m)
     return lim && m->offset >= json_integer_value(lim);
 }
 
-/* Folds one record (unless past a bound). 0, or EV_ERR_NOMEM. */
-static int fold_msg(ev_projection *p, const ev_msg *m, char *errstr, size_t errstr_size)
+/* Folds one record (unless past a bound). corrupt is the log's error for
+ * a record that failed its checksum (poll's EV_ERR_CORRUPT), NULL for a
+ * sound one: such a record is skipped, counted and named. 0, or
+ * EV_ERR_NOMEM. */
+static int fold_msg(ev_projection *p, const ev_msg *m, const char *corrupt, char *errstr,
+                    size_t errstr_size)
 {
     char err[512];
     ev_event ev;
@@ -163,6 +167,18 @@ static int fold_msg(ev_projection *p, const ev_msg *m, char *errstr, size_t errs
     check_gap(p, e, m);
     if (past_limit(p, m))
         return 0;
+    if (corrupt) {
+        e->folded = m->offset + 1;
+        p->records++;
+        p->skipped++;
+        note(p, (ev_projection_note){.kind = EV_PROJ_SKIPPED,
+                                     .topic = m->topic,
+                                     .partition = m->partition,
+                                     .offset = m->offset,
+                                     .count = 1,
+                                     .message = corrupt});
+        return 0;
+    }
     /* peek: the reducers read the value only when they need it */
     int bad = ev_event_peek(m, &ev, err, sizeof(err));
     if (!bad && p->opts.until_ns && ev.time_ns > p->opts.until_ns)
@@ -186,7 +202,12 @@ int ev_projection_step(ev_projection *p, int timeout_ms, char *errstr, size_t er
     const ev_msg *m;
     int rc = ev_log_poll(p->log, timeout_ms, &m, errstr, errstr_size);
     if (rc == 0)
-        return fold_msg(p, m, errstr, errstr_size);
+        return fold_msg(p, m, NULL, errstr, errstr_size);
+    if (rc == EV_ERR_CORRUPT) {
+        char why[512];
+        snprintf(why, sizeof(why), "%s", errstr ? errstr : "corrupt record");
+        return fold_msg(p, m, why, errstr, errstr_size);
+    }
     if (rc == EV_ERR_END)
         p->caught_up = 1;
     return rc;
@@ -263,6 +284,7 @@ int ev_projection_run(ev_projection *p, int64_t check_ms, ev_projection_check_cb
 typedef struct fold_batch {
     ev_msg msgs[FOLD_BATCH_MSGS];
     ev_header headers[FOLD_BATCH_MSGS][FOLD_HEADERS];
+    const char *corrupt[FOLD_BATCH_MSGS]; /* poll's EV_ERR_CORRUPT text, or NULL */
     unsigned char *arena;
     size_t count, len, cap;
     int full; /* handed to the folding thread */
@@ -288,18 +310,22 @@ static unsigned char *arena_copy(fold_batch *b, const void *p, size_t n)
     return at;
 }
 
-/* The bytes batch_add copies for m. */
-static size_t msg_bytes(const ev_msg *m)
+/* The bytes batch_add copies for m (and the error text of a corrupt one). */
+static size_t msg_bytes(const ev_msg *m, const char *corrupt)
 {
     size_t n = strlen(m->topic) + 1 + m->key_len + m->value_len;
+    if (corrupt)
+        n += strlen(corrupt) + 1;
     for (size_t i = 0; i < m->header_count && i < FOLD_HEADERS; i++)
         n += strlen(m->headers[i].name) + 1 + m->headers[i].value_len;
     return n;
 }
 
-static void batch_add(fold_batch *b, const ev_msg *m)
+static void batch_add(fold_batch *b, const ev_msg *m, const char *corrupt)
 {
     ev_msg *c = &b->msgs[b->count];
+    b->corrupt[b->count] =
+        corrupt ? (const char *)arena_copy(b, corrupt, strlen(corrupt) + 1) : NULL;
     ev_header *h = b->headers[b->count++];
     *c = *m;
     c->topic = (const char *)arena_copy(b, m->topic, strlen(m->topic) + 1);
@@ -330,6 +356,8 @@ static int arena_grow(fold_batch *b, size_t need)
         MOVE(m->topic);
         MOVE(m->key);
         MOVE(m->value);
+        if (b->corrupt[i])
+            MOVE(b->corrupt[i]);
         for (size_t k = 0; k < m->header_count; k++) {
             MOVE(h[k].name);
             MOVE(h[k].value);
@@ -361,18 +389,19 @@ static void *fold_read(void *arg)
             int rc = ev_log_poll(r->log, 1000, &m, b->err, sizeof(b->err));
             if (rc == EV_ERR_TIMED_OUT && !(r->interrupt && *r->interrupt))
                 continue;
-            if (rc) {
+            if (rc && rc != EV_ERR_CORRUPT) {
                 b->rc = rc;
                 break;
             }
-            size_t need = msg_bytes(m);
+            const char *corrupt = rc == EV_ERR_CORRUPT ? b->err : NULL;
+            size_t need = msg_bytes(m, corrupt);
             /* m must be copied now: the log's pointers die at the next poll */
             if (b->len + need > b->cap && arena_grow(b, need)) {
                 b->rc = EV_ERR_NOMEM;
                 snprintf(b->err, sizeof(b->err), "out of memory");
                 break;
             }
-            batch_add(b, m);
+            batch_add(b, m, corrupt);
             if (b->count == FOLD_BATCH_MSGS || b->len >= FOLD_BATCH_BYTES)
                 break;
         }
@@ -414,7 +443,7 @@ int ev_projection_fold(ev_projection *p, const volatile sig_atomic_t *stop, char
         pthread_mutex_unlock(&r.mu);
         int failed = 0;
         for (size_t i = 0; i < b->count && !failed; i++)
-            failed = fold_msg(p, &b->msgs[i], errstr, errstr_size);
+            failed = fold_msg(p, &b->msgs[i], b->corrupt[i], errstr, errstr_size);
         int end = b->rc;
         int interrupted = stop && *stop;
         if (ev_mono_ms() - last >= 1000) {

@@ -271,6 +271,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             } else {
                 on_record(a, &ev);
             }
+        } else if (rc == EV_ERR_CORRUPT) { /* failed its checksum: named, counted */
+            a->skipped++;
+            fprintf(stderr, "msrs-archiver: skipped: %s\n", err);
         } else if (rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT) {
             fprintf(stderr, "msrs-archiver: %s\n", err);
             if (rc == EV_ERR_FATAL) {

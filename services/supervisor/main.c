@@ -427,6 +427,13 @@ static void on_tick(lws_sorted_usec_list_t *sul)
             s->caught_up = 1;
             break;
         }
+        if (rc == EV_ERR_FATAL) { /* e.g. a malformed SQLite file: said once, stop */
+            fprintf(stderr, "msrs-supervisor: %s\n", err);
+            s->log_failed = 1;
+            cli_stop = 1;
+            lws_cancel_service(s->ctx); /* wake the loop: no tick comes again */
+            return;
+        }
         if (rc) {
             if (rc != EV_ERR_TIMED_OUT)
                 fprintf(stderr, "msrs-supervisor: %s\n", err);
@@ -599,6 +606,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     while (!cli_stop)
         if (lws_service(s->ctx, 0) < 0)
             break;
+    if (s->log_failed)
+        exit_code = CLI_EXIT_FAIL;
 out:
     sv_http_stop(s);
     if (s->leading && ev_log_resign(s->log, "supervisor", s->holder, err, sizeof(err)))

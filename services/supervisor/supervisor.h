@@ -37,6 +37,7 @@ typedef struct sv_supervisor {
     int64_t leading_since_ns, last_lead_ms, last_presence_ms;
     json_t *heard; /* node_id -> ns of the last heartbeat this process answered */
     int caught_up;
+    int log_failed;   /* the log cannot be read on (EV_ERR_FATAL): stop, exit 1 */
     int discovery_fd; /* UDP, answering agents' queries; -1: none */
     char prefix[128]; /* the log's topic prefix: the queries answered */
     sv_counters n;

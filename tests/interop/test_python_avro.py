@@ -139,7 +139,7 @@ def main():
                          ("ce_type", ("msrs.events." + wschema.name).encode()), ("ce_source", b"python"),
                          ("ce_time", b"2026-11-22T10:00:00Z"), ("content-type", b"application/avro")]:
                 hdrs += k.encode() + b"\0" + struct.pack("<I", len(v)) + v
-            con.execute('INSERT INTO "t:msrs.nodes" VALUES(?,?,?,?,?)',
+            con.execute('INSERT INTO "t:msrs.nodes"(offset, ts_ms, key, value, headers) VALUES(?,?,?,?,?)',
                         (nxt + i, 1795345200000, wrec["node_id"].encode(), value, hdrs))
     r = subprocess.run([os.path.join(BIN, "msrs-tail"), "--log", "sqlite:" + db, "--topic", "nodes",
                         "--from", str(nxt)], capture_output=True, text=True)
