@@ -18,8 +18,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char dir[64], events[128], clock_[128], manifest[128], device[128];
-static char events_empty[128], clock_empty[128];
+static char dir[256], events[320], clock_[320], manifest[320], device[320];
+static char events_empty[320], clock_empty[320];
 
 /* services/archiver/main.c's EVENT_SCHEMA: a record as the log held it */
 static const char events_schema[] =
@@ -74,7 +74,8 @@ static void setup(void)
 {
     static const char m[] = "{\"session_id\":\"s1\",\"files\":{\"events.avro\":{},"
                             "\"phone-1/clock.avro\":{}}}\n";
-    snprintf(dir, sizeof(dir), "/tmp/fuzz_archive_fold.XXXXXX");
+    snprintf(dir, sizeof(dir), "%s/fuzz_archive_fold.XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(dir))
         abort();
     snprintf(events, sizeof(events), "%s/events.avro", dir);

@@ -13,7 +13,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char path[64];
+static char path[256];
 
 static void remove_file(void)
 {
@@ -35,7 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char err[512];
     if (!*path) {
-        snprintf(path, sizeof(path), "/tmp/fuzz_conf.%d", (int)getpid());
+        snprintf(path, sizeof(path), "%s/fuzz_conf.%d",
+                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
         atexit(remove_file);
     }
     FILE *f = fopen(path, "wb");

@@ -32,13 +32,13 @@ static const char hello[] =
     "\"channels\":1,\"format\":\"float64\"},{\"stream_id\":\"rgb\",\"type\":\"rgb_video\","
     "\"rate_hz\":30,\"channels\":3,\"format\":\"h264\"}]}}";
 
-static char dir[64], db[128];
+static char dir[256], db[320];
 static ev_log *log_;
 static long inputs;
 
 static void remove_log(void)
 {
-    char p[160];
+    char p[340];
     ev_log_destroy(log_);
     log_ = NULL;
     unlink(db);
@@ -70,7 +70,8 @@ static void open_log(void)
 
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/fuzz_device_msg.XXXXXX");
+    snprintf(dir, sizeof(dir), "%s/fuzz_device_msg.XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(dir))
         abort();
     snprintf(db, sizeof(db), "sqlite:%s/log.db", dir);

@@ -16,6 +16,8 @@ CC=clang cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMSRS_FUZZ=ON
 # shellcheck disable=SC2086
 cmake --build "$build" -j2 --target $targets >/dev/null
 
+# the targets' temporary files (config, SQLite log, archive folder) in memory
+[ -w /dev/shm ] && export TMPDIR=/dev/shm
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:allocator_may_return_null=1"
 export LSAN_OPTIONS="suppressions=$PWD/tests/fuzz/lsan.supp"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
