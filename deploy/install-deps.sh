@@ -9,6 +9,7 @@ PKGS=(
   check libsubunit-dev
   libv4l-dev libavcodec-dev libavutil-dev libswscale-dev
   python3 python3-avro python3-websockets sqlite3 valgrind ffmpeg
+  clang libclang-rt-14-dev
 )
 
 missing=()

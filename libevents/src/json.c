@@ -77,8 +77,8 @@ static int to_json(const avro_value_t *v, json_t **out, path *p, char *errstr, s
 
     switch (avro_value_get_type(v)) {
     case AVRO_STRING: {
-        const char *s;
-        size_t len;
+        const char *s = NULL;
+        size_t len = 0;
         avro_value_get_string(mv, &s, &len);
         j = json_stringn(s, len ? len - 1 : 0);
         if (!j) /* not UTF-8: keep the bytes visible rather than fail */
@@ -86,53 +86,53 @@ static int to_json(const avro_value_t *v, json_t **out, path *p, char *errstr, s
         break;
     }
     case AVRO_BYTES: {
-        const void *b;
-        size_t len;
+        const void *b = NULL;
+        size_t len = 0;
         avro_value_get_bytes(mv, &b, &len);
         j = bytes_to_json(b, len);
         break;
     }
     case AVRO_INT32: {
-        int32_t x;
+        int32_t x = 0;
         avro_value_get_int(mv, &x);
         j = json_integer(x);
         break;
     }
     case AVRO_INT64: {
-        int64_t x;
+        int64_t x = 0;
         avro_value_get_long(mv, &x);
         j = json_integer(x);
         break;
     }
     case AVRO_FLOAT: {
-        float x;
+        float x = 0;
         avro_value_get_float(mv, &x);
         j = isfinite(x) ? json_real(x) : json_null();
         break;
     }
     case AVRO_DOUBLE: {
-        double x;
+        double x = 0;
         avro_value_get_double(mv, &x);
         j = isfinite(x) ? json_real(x) : json_null();
         break;
     }
     case AVRO_BOOLEAN: {
-        int x;
+        int x = 0;
         avro_value_get_boolean(mv, &x);
         j = json_boolean(x);
         break;
     }
     case AVRO_NULL: j = json_null(); break;
     case AVRO_ENUM: {
-        int x;
+        int x = 0;
         avro_value_get_enum(mv, &x);
         const char *sym = avro_schema_enum_get(avro_value_get_schema(v), x);
         j = json_string(sym ? sym : "");
         break;
     }
     case AVRO_FIXED: {
-        const void *b;
-        size_t len;
+        const void *b = NULL;
+        size_t len = 0;
         avro_value_get_fixed(mv, &b, &len);
         j = bytes_to_json(b, len);
         break;

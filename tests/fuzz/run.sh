@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang in build-fuzz/ and runs each on a
+# copy of its seed corpus (tests/fuzz/corpus/<target>/) for a bounded time.
+#   tests/fuzz/run.sh [SECONDS_PER_TARGET]   default 60
+#   FUZZ_TARGETS="fuzz_frame fuzz_conf" tests/fuzz/run.sh 20   only these
+# Exit 1 on any crash, leak or sanitizer report (the input is kept in
+# build-fuzz/artifacts/<target>/); prints per target the executions done.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-60}
+case "$seconds" in '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET]" >&2; exit 2 ;; esac
+targets=${FUZZ_TARGETS:-fuzz_frame fuzz_json_avro fuzz_conf fuzz_device_msg fuzz_archive_fold}
+build=build-fuzz
+
+CC=clang cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMSRS_FUZZ=ON >/dev/null
+# shellcheck disable=SC2086
+cmake --build "$build" -j2 --target $targets >/dev/null
+
+# the targets' temporary files (config, SQLite log, archive folder) in memory
+[ -w /dev/shm ] && export TMPDIR=/dev/shm
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:allocator_may_return_null=1"
+export LSAN_OPTIONS="suppressions=$PWD/tests/fuzz/lsan.supp"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+status=0
+for t in $targets; do
+  work="$build/fuzz-work/$t"
+  artifacts="$build/artifacts/$t"
+  rm -rf "$work"
+  mkdir -p "$work" "$artifacts"
+  cp tests/fuzz/corpus/"$t"/* "$work"/
+  logf="$build/fuzz-work/$t.log"
+  rc=0
+  "$build/bin/$t" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 \
+    -rss_limit_mb=2048 -max_len=65536 -artifact_prefix="$artifacts/" "$work" >"$logf" 2>&1 || rc=$?
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logf" | tail -1)
+  if [ "$rc" -ne 0 ] || grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:' "$logf"; then
+    echo "$t: FAILED (exit $rc) after ${execs:-?} executions in ${seconds}s; log $logf, input in $artifacts/" >&2
+    grep -E 'ERROR:|runtime error:|SUMMARY' "$logf" | head -5 >&2
+    status=1
+  else
+    echo "$t: ok, ${execs:-?} executions in ${seconds}s"
+  fi
+done
+exit $status
