@@ -39,4 +39,8 @@ size_t ar__devices_clock(const ar_devices *d, const char *device_id, int64_t fro
 /* The Avro schema of events.avro's records. New reference, or NULL. */
 avro_schema_t ar__event_schema(void);
 
+/* Checks an Avro container file's framing and every record against its
+ * writer schema before avro-c reads it (container.c). 0 or EV_ERR_*. */
+int ar__container_check(const char *path, char *errstr, size_t errstr_size);
+
 #endif

@@ -103,6 +103,9 @@ int ar_each_record(const char *path, ar_record_cb fn, void *arg, int64_t *record
     int64_t n = 0;
     if (records)
         *records = 0;
+    int checked = ar__container_check(path, errstr, errstr_size);
+    if (checked)
+        return checked;
     if (avro_file_reader(path, &r))
         return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot read: %s", path,
                         avro_strerror());
@@ -153,6 +156,9 @@ int ar_rewrite_records(const char *from, const char *to, ar_rewrite_cb fn, void 
 {
     avro_file_reader_t r;
     rewrite_ctx c = {to, NULL, fn, arg, errstr, errstr_size};
+    int checked = ar__container_check(from, errstr, errstr_size);
+    if (checked)
+        return checked;
     if (avro_file_reader(from, &r))
         return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot read: %s", from,
                         avro_strerror());

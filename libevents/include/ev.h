@@ -121,6 +121,18 @@ int64_t ev_value_long(const avro_value_t *record, const char *name);
  * string); it points into the value and lives as long as the value does. */
 const char *ev_value_string(const avro_value_t *record, const char *name);
 
+/* Checks Avro binary against a schema without allocating: every length and
+ * count fits in what remains, every union and enum index exists — what
+ * ev_codec_check does for frames, for other Avro data (container files'
+ * blocks). Build one per schema (not thread-safe to build; safe to share
+ * once built); NULL when out of memory or the schema is recursive. */
+typedef struct ev__validator ev_validator;
+ev_validator *ev_validator_new(avro_schema_t schema);
+void ev_validator_destroy(ev_validator *v);
+/* One value at buf: 0, EV_ERR_TRUNCATED or EV_ERR_CORRUPT; *consumed is
+ * where the value ended (on success) or where the problem is. */
+int ev_validate(const ev_validator *v, const void *buf, size_t len, size_t *consumed);
+
 /* Reads the schema id of a framed record without decoding it. */
 int ev_frame_schema_id(const void *buf, size_t len, int32_t *id);
 

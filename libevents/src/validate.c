@@ -252,3 +252,18 @@ int ev__validate(const ev__validator *v, const unsigned char *buf, size_t len, s
     *consumed = (size_t)(c.p - buf);
     return rc;
 }
+
+ev_validator *ev_validator_new(avro_schema_t schema)
+{
+    return ev__validator_new(schema);
+}
+
+void ev_validator_destroy(ev_validator *v)
+{
+    ev__validator_destroy(v);
+}
+
+int ev_validate(const ev_validator *v, const void *buf, size_t len, size_t *consumed)
+{
+    return ev__validate(v, buf, len, consumed);
+}

@@ -323,6 +323,59 @@ START_TEST(truncated_and_missing)
 }
 END_TEST
 
+/* A block size that does not fit in the file, and a record that is not a
+ * value of the schema, are refused before avro-c reads them (avro-c asked
+ * for 14.5 GB on a corrupt block size: fuzz_archive_fold). */
+START_TEST(corrupt_blocks_are_refused_before_avro_c)
+{
+    char final[1200], path[PATH_MAX], err[1024];
+    int complete, n = 0;
+    ck_assert_int_eq(write_session(START, final, sizeof(final), &complete), 0);
+    snprintf(path, sizeof(path), "%s/d1/gsr.avro", final);
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    unsigned char buf[1 << 16];
+    size_t len = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    ck_assert_uint_gt(len, 40);
+    /* the header's sync marker is the file's last 16 bytes; the first
+     * block's count and size follow its first appearance */
+    unsigned char *hdr_end = memmem(buf, len, buf + len - 16, 16);
+    ck_assert_ptr_nonnull(hdr_end);
+    size_t block = (size_t)(hdr_end + 16 - buf);
+    unsigned char huge[sizeof(buf) + 16];
+    memcpy(huge, buf, block);
+    size_t at = block;
+    huge[at++] = buf[block]; /* the count, one byte for a small block */
+    static const unsigned char big[] = {0xfe, 0xff, 0xff, 0xff, 0x7f}; /* ~17 GB */
+    memcpy(huge + at, big, sizeof(big));
+    at += sizeof(big);
+    size_t skip = block + 1; /* past the old size varint */
+    while (buf[skip] & 0x80)
+        skip++;
+    skip++;
+    memcpy(huge + at, buf + skip, len - skip);
+    at += len - skip;
+    f = fopen(path, "wb");
+    fwrite(huge, 1, at, f);
+    fclose(f);
+    ck_assert_int_eq(ar_each_record(path, count_record, &n, NULL, err, sizeof(err)),
+                     EV_ERR_CORRUPT);
+    ck_assert_msg(strstr(err, "block 0") && strstr(err, "does not fit"), "%s", err);
+    /* a record byte flipped into an impossible union index or length */
+    memcpy(huge, buf, len);
+    for (size_t i = block + 2; i < len - 16; i++)
+        huge[i] = 0xff;
+    f = fopen(path, "wb");
+    fwrite(huge, 1, len, f);
+    fclose(f);
+    ck_assert_int_eq(ar_each_record(path, count_record, &n, NULL, err, sizeof(err)),
+                     EV_ERR_CORRUPT);
+    ck_assert_msg(strstr(err, "d1/gsr.avro") != NULL, "%s", err);
+    ck_assert_int_eq(n, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("archive");
@@ -331,6 +384,7 @@ int main(void)
     tcase_add_test(tc, written_and_read_back);
     tcase_add_test(tc, never_overwrites);
     tcase_add_test(tc, truncated_and_missing);
+    tcase_add_test(tc, corrupt_blocks_are_refused_before_avro_c);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
