@@ -17,6 +17,7 @@
 #include "flow.h"
 #include "protocol.h"
 #include "recording.h"
+#include "restore.h"
 #include "rxstamp.h"
 
 #include <errno.h>
@@ -303,6 +304,12 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     const char *topics[1] = {
         ev_log_topic(a->log, "commands", a->commands_topic, sizeof(a->commands_topic))};
     wire(a);
+    /* What this node was recording before it (re)started, from the log. */
+    if (ag_restore(a, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs-agent: rebuilding sessions from the log: %s\n", err);
+        exit_code = CLI_EXIT_FAIL;
+        goto out;
+    }
     if (ev_log_subscribe(a->log, cursor, topics, 1, err, sizeof(err)) ||
         ag_endpoint_start(a, err, sizeof(err)) || ag_control_start(a, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
