@@ -197,6 +197,7 @@ struct ag_agent {
     int64_t next_id;
     ag_counters n;
     char commands_topic[320];
+    int commands_live; /* the commands cursor reached the end once (said on stderr) */
     ag_session **sessions;
     size_t session_count;
     ag_control ctl;

@@ -206,7 +206,8 @@ static void poll_commands(ag_agent *a)
     char err[512];
     const ev_msg *m;
     int handled = 0;
-    while (ev_log_poll(a->log, 0, &m, err, sizeof(err)) == 0) {
+    int rc;
+    while ((rc = ev_log_poll(a->log, 0, &m, err, sizeof(err))) == 0) {
         ev_event ev;
         json_t *cmd = NULL;
         handled++;
@@ -218,6 +219,12 @@ static void poll_commands(ag_agent *a)
         }
         on_command(a, ev_schema_short_name(ev.schema), cmd);
         json_decref(cmd);
+    }
+    if (rc == EV_ERR_END && !a->commands_live) {
+        /* On Kafka the cursor's group takes seconds to assign partitions:
+         * a start sent before this line is heard late (docs/architecture.md) */
+        a->commands_live = 1;
+        fprintf(stderr, "msrs-agent: commands: reading as cursor agent.%s\n", a->cfg.node_id);
     }
     if (handled && ev_log_commit(a->log, err, sizeof(err)))
         fprintf(stderr, "msrs-agent: %s\n", err);

@@ -161,10 +161,12 @@ void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
         attach(a, s, d);
         attached++;
     }
+    /* the margin: how long before the start instant the command came
+     * (negative: late; the data already written untagged is late_start) */
     fprintf(stderr,
-            "msrs-agent: session %s: %zu devices start at %lld (%lld ms from now), %zu missing\n",
-            session_id, attached, (long long)start_at,
-            (long long)((start_at - ag_now_ns()) / 1000000), json_array_size(s->missing));
+            "msrs-agent: session %s: %zu devices start at %lld (%.1f ms from now), %zu missing\n",
+            session_id, attached, (long long)start_at, (double)(start_at - ag_now_ns()) / 1e6,
+            json_array_size(s->missing));
 }
 
 void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
