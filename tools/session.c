@@ -6,10 +6,12 @@
 
 #include "cli.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct view {
     ev_log *log;
@@ -17,10 +19,19 @@ typedef struct view {
     ev_projection *p;
 } view;
 
+static unsigned log_timeout_s = 30;
+static volatile sig_atomic_t fold_stop;
+static void on_alarm(int sig);
+
 static int view_open(view *v, ev_conf *conf)
 {
     char err[512];
     memset(v, 0, sizeof(*v));
+    struct sigaction sa = {.sa_handler = on_alarm};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    fold_stop = 0;
+    alarm(log_timeout_s); /* until the fold is done: opening may wait too */
     if (ev_log_open(&v->log, conf, err, sizeof(err))) {
         fprintf(stderr, "msrs: %s\n", err);
         return -1;
@@ -36,14 +47,49 @@ static int view_open(view *v, ev_conf *conf)
     return 0;
 }
 
-/* Folds the log to its end. 0, or -1 (said on stderr). */
+/* Set by SIGALRM when reading the log took longer than cli.log_timeout_s.
+ * The first alarm stops the fold (as SIGINT would); if closing the log
+ * hangs as well (a Kafka consumer closing against brokers that are down),
+ * the second, 5 s later, ends the process with exit 1. */
+static void on_alarm(int sig)
+{
+    static const char msg[] =
+        "msrs: the log did not answer within cli.log_timeout_s (is it running?)\n";
+    (void)sig;
+    if (fold_stop) {
+        ssize_t w = write(2, msg, sizeof(msg) - 1);
+        (void)w;
+        _exit(CLI_EXIT_FAIL);
+    }
+    fold_stop = 1;
+    cli_stop = 1; /* what ev_projection_fold watches, as for SIGINT */
+    alarm(5);
+}
+
+/* Folds the log to its end within timeout_s, counted from view_open (a log
+ * that does not answer — a Kafka cluster that is down — must not hang the
+ * command). 0, or -1 (said on stderr). */
+static int view_fold_within(view *v, unsigned timeout_s)
+{
+    char err[512] = "";
+    int rc = fold_stop ? EV_ERR_TIMED_OUT : ev_projection_fold(v->p, &cli_stop, err, sizeof(err));
+    if (!fold_stop)
+        alarm(0);
+    if (rc == 0)
+        return 0;
+    if (fold_stop)
+        fprintf(stderr,
+                "msrs: the log (%s) did not answer within %u s: %lld records read; is it "
+                "running? (config cli.log_timeout_s)\n",
+                ev_log_backend(v->log), timeout_s, (long long)ev_projection_records(v->p));
+    else
+        fprintf(stderr, "msrs: %s\n", *err ? err : "interrupted");
+    return -1;
+}
+
 static int view_fold(view *v)
 {
-    char err[512];
-    if (ev_projection_fold(v->p, &cli_stop, err, sizeof(err)) == 0)
-        return 0;
-    fprintf(stderr, "msrs: %s\n", err);
-    return -1;
+    return view_fold_within(v, log_timeout_s);
 }
 
 static void view_close(view *v)
@@ -300,6 +346,14 @@ static int session_view(ev_conf *conf, int argc, char **argv, int list)
 
 int cmd_session(ev_conf *conf, int argc, char **argv)
 {
+    int64_t timeout_s = 30;
+    char err[256];
+    if (ev_conf_get_int(conf, "cli.log_timeout_s", 30, &timeout_s, err, sizeof(err)) ||
+        timeout_s <= 0) {
+        fprintf(stderr, "msrs: %s\n", *err ? err : "config cli.log_timeout_s: expected > 0");
+        return CLI_EXIT_USAGE;
+    }
+    log_timeout_s = (unsigned)timeout_s;
     const char *sub = argc > 0 ? argv[0] : "";
     if (strcmp(sub, "start") == 0)
         return session_start(conf, argc, argv);

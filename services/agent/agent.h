@@ -193,6 +193,9 @@ struct ag_agent {
     size_t connected;
     int slowed;              /* devices were told to slow down */
     int64_t backlog_bytes;   /* the log's, at the last tick */
+    int64_t acked_records;   /* produced - backlog at the last tick that saw progress */
+    int64_t acked_at_ns;     /* when the log last acknowledged something */
+    int stalled;             /* records wait and nothing was acknowledged for 3 s */
     int64_t log_error_at_ns; /* last time a failing log writer was reported */
     int64_t next_id;
     ag_counters n;
