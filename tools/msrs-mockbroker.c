@@ -8,10 +8,21 @@
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* Set by SIGUSR1 (brokers down) / SIGUSR2 (up); the loop applies it. */
+static volatile sig_atomic_t want_down, want_up;
+static void on_usr(int sig)
+{
+    if (sig == SIGUSR1)
+        want_down = 1;
+    else
+        want_up = 1;
+}
 
 static void usage(FILE *f)
 {
@@ -23,6 +34,9 @@ static void usage(FILE *f)
                "  --partitions N       partitions of each msrs topic (default 8)\n"
                "  --prefix P           topic prefix (default: config topic.prefix or msrs.)\n"
                "  --bootstrap-file F   also write the bootstrap servers to F\n"
+               "Fault injection (librdkafka's rd_kafka_mock_broker_set_down/up): SIGUSR1\n"
+               "takes every broker down (connections closed, new ones refused), SIGUSR2\n"
+               "brings them back; each is said on stderr.\n"
                "  --config FILE, -X KEY=VALUE, -h/--help as every msrs tool\n"
                "\nexit: 0 after a signal, 1 the cluster could not start, 2 usage\n");
 }
@@ -98,9 +112,20 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             return CLI_EXIT_FAIL;
         }
     }
+    struct sigaction sa = {.sa_handler = on_usr};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
     while (!cli_stop) {
-        struct timespec ts = {0, 100 * 1000000};
+        struct timespec ts = {0, 20 * 1000000};
         nanosleep(&ts, NULL);
+        if (want_down || want_up) {
+            int down = want_down;
+            want_down = want_up = 0;
+            for (int b = 1; b <= m->brokers; b++)
+                down ? rd_kafka_mock_broker_set_down(mc, b) : rd_kafka_mock_broker_set_up(mc, b);
+            fprintf(stderr, "msrs-mockbroker: %d brokers %s\n", m->brokers, down ? "down" : "up");
+        }
     }
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(rk);

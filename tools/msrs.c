@@ -9,10 +9,12 @@
  * log, the same state the services and msrs-replay hold. */
 #include "cli.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ------------------------------------------- msrs session, msrs devices
  * Requests are records (CollectionRequested, CollectionStopRequested); the
@@ -25,12 +27,21 @@ typedef struct view {
     ev_projection *p;
 } view;
 
+static unsigned log_timeout_s = 30;
+static volatile sig_atomic_t fold_stop;
+static void on_alarm(int sig);
+
 /* read_only: the view only reads (list, status, devices): the log is
  * opened so (log.read_only), never created. */
 static int view_open(view *v, ev_conf *conf, int read_only)
 {
     char err[512];
     memset(v, 0, sizeof(*v));
+    struct sigaction sa = {.sa_handler = on_alarm};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    fold_stop = 0;
+    alarm(log_timeout_s); /* until the fold is done: opening may wait too */
     if (read_only)
         ev_conf_set(conf, "log.read_only", "true");
     if (ev_log_open(&v->log, conf, err, sizeof(err))) {
@@ -48,13 +59,43 @@ static int view_open(view *v, ev_conf *conf, int read_only)
     return 0;
 }
 
-/* Folds the log to its end. 0, or -1 (said on stderr). */
+/* Set by SIGALRM when reading the log took longer than cli.log_timeout_s.
+ * The first alarm stops the fold (as SIGINT would); if closing the log
+ * hangs as well (a Kafka consumer closing against brokers that are down),
+ * the second, 5 s later, ends the process with exit 1. */
+static void on_alarm(int sig)
+{
+    static const char msg[] =
+        "msrs: the log did not answer within cli.log_timeout_s (is it running?)\n";
+    (void)sig;
+    if (fold_stop) {
+        ssize_t w = write(2, msg, sizeof(msg) - 1);
+        (void)w;
+        _exit(CLI_EXIT_FAIL);
+    }
+    fold_stop = 1;
+    cli_stop = 1; /* what ev_projection_fold watches, as for SIGINT */
+    alarm(5);
+}
+
+/* Folds the log to its end within cli.log_timeout_s, counted from
+ * view_open (a log that does not answer — a Kafka cluster that is down —
+ * must not hang the command). 0, or -1 (said on stderr). */
 static int view_fold(view *v)
 {
-    char err[512];
-    if (ev_projection_fold(v->p, &cli_stop, err, sizeof(err)) == 0)
+    char err[512] = "";
+    int rc = fold_stop ? EV_ERR_TIMED_OUT : ev_projection_fold(v->p, &cli_stop, err, sizeof(err));
+    if (!fold_stop)
+        alarm(0);
+    if (rc == 0)
         return 0;
-    fprintf(stderr, "msrs: %s\n", err);
+    if (fold_stop)
+        fprintf(stderr,
+                "msrs: the log (%s) did not answer within %u s: %lld records read; is it "
+                "running? (config cli.log_timeout_s)\n",
+                ev_log_backend(v->log), log_timeout_s, (long long)ev_projection_records(v->p));
+    else
+        fprintf(stderr, "msrs: %s\n", *err ? err : "interrupted");
     return -1;
 }
 
@@ -319,8 +360,24 @@ static int session_view(ev_conf *conf, int argc, char **argv, int list)
     return rc;
 }
 
+/* cli.log_timeout_s: how long reading the log may take. 0 or -1 (said). */
+static int read_log_timeout(ev_conf *conf)
+{
+    int64_t timeout_s = 30;
+    char err[256] = "";
+    if (ev_conf_get_int(conf, "cli.log_timeout_s", 30, &timeout_s, err, sizeof(err)) ||
+        timeout_s <= 0) {
+        fprintf(stderr, "msrs: %s\n", *err ? err : "config cli.log_timeout_s: expected > 0");
+        return -1;
+    }
+    log_timeout_s = (unsigned)timeout_s;
+    return 0;
+}
+
 static int cmd_session(ev_conf *conf, int argc, char **argv)
 {
+    if (read_log_timeout(conf))
+        return CLI_EXIT_USAGE;
     const char *sub = argc > 0 ? argv[0] : "";
     if (strcmp(sub, "start") == 0)
         return session_start(conf, argc, argv);
@@ -334,6 +391,8 @@ static int cmd_session(ev_conf *conf, int argc, char **argv)
 
 static int cmd_devices(ev_conf *conf, int argc, char **argv)
 {
+    if (read_log_timeout(conf))
+        return CLI_EXIT_USAGE;
     (void)argv;
     if (argc != 0) {
         fprintf(stderr, "usage: msrs devices\n");

@@ -57,6 +57,7 @@ const char *const ev_conf_known_keys[] = {
     "sync.check_ms",
     "collect.lead_ms",
     "collect.report_timeout_ms",
+    "cli.log_timeout_s",
     "collect.check_ms",
     "collect.auto_start",
     "collect.auto_duration_ms",

@@ -266,6 +266,24 @@ static void reduce_session(ev_state *s, int32_t type, json_t *r, int64_t t)
         json_t *rep = json_object();
         merge(rep, r, "session_id");
         json_object_del(rep, "node_id");
+        /* A report after CollectionStopped (a node whose log was behind
+         * past collect.report_timeout_ms) still counts: its streams join
+         * the stopped session's and the node is listed as late. */
+        if (strcmp(str(x, "state"), "stopped") == 0 &&
+            !json_object_get(json_object_get(x, "reports"), str(r, "node_id"))) {
+            json_t *streams = json_object_get(x, "streams");
+            if (!json_is_array(streams)) {
+                streams = json_array();
+                json_object_set_new(x, "streams", streams);
+            }
+            json_array_extend(streams, json_object_get(r, "streams"));
+            json_t *late = json_object_get(x, "late_reports");
+            if (!late) {
+                late = json_array();
+                json_object_set_new(x, "late_reports", late);
+            }
+            json_array_append_new(late, json_string(str(r, "node_id")));
+        }
         json_object_set_new(aggregate(x, "reports"), str(r, "node_id"), rep);
         break;
     }

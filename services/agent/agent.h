@@ -13,6 +13,8 @@
  *                   device <-> master time conversions
  *   5. flow.c       backpressure: the log's backlog -> `flow` to devices
  *   6. recording.c  sessions this node records and their RecordingReport
+ *   6b. restore.c   at start: the sessions this node was recording, rebuilt
+ *                   from the log (commands, sessions, devices, samples, media)
  *   7. ingest.c     samples, media, status, sync_mark -> events
  *   8. protocol.c   device messages: envelope checks, hello, dispatch
  *   9. control.c    the control plane (a supervisor client)
@@ -51,13 +53,28 @@ typedef struct ag_agent ag_agent;
 typedef struct ag_count {
     char stream_id[AG_ID_MAX];
     int64_t samples, bytes, gaps, dropped;
+    int64_t gap_samples; /* samples (media: packets) whose seq never reached the log */
+    int64_t late_start_samples, late_start_bytes; /* in the window, written untagged
+                                                     before the start command came */
 } ag_count;
+
+/* A batch written untagged (no session), remembered for a while so that a
+ * start command that arrives after its start instant can count what it
+ * missed (late_start). */
+typedef struct ag_untagged {
+    int64_t first_t; /* device clock */
+    int64_t samples, bytes;
+    char stream_id[AG_ID_MAX];
+} ag_untagged;
+
+#define AG_UNTAGGED_KEEP 128
 
 /* A session this node records (StartRecording .. RecordingReport). */
 typedef struct ag_session {
     char session_id[AG_ID_MAX];
     int64_t start_at_ns, stop_at_ns; /* master clock; stop INT64_MAX until known */
     json_t *missing;                 /* devices asked for but not connected at the start */
+    json_t *expected;                /* rebuilt after a restart (restore.c): devices not yet back */
     /* the report (recording.c): due at stop + agent.report_delay_ms, when
      * the counts are frozen; emitted once the log acknowledged every record
      * produced before that (or report_timeout_ms passed) */
@@ -85,6 +102,8 @@ typedef struct ag_device {
     int64_t rec_start_dev, rec_stop_dev; /* the instants as sent (device clock); stop INT64_MAX */
     ag_count counts[AG_MAX_STREAMS];
     int count_n;
+    ag_untagged untagged[AG_UNTAGGED_KEEP]; /* the latest untagged batches, a ring */
+    int untagged_next;
     /* clock-sync round */
     int round_active;
     json_t *round_probes; /* this round's valid probes, for the record (refits) */
@@ -125,6 +144,9 @@ typedef struct ag_counters {
     int64_t rx_bytes;        /* WebSocket payload received from devices */
     int64_t stamp_errors;    /* connections whose kernel receive stamps could not be enabled */
     int64_t report_timeouts; /* reports emitted before the log acknowledged their data */
+    int64_t gap_samples;     /* samples missing by sequence number, every device */
+    int64_t restored;        /* sessions rebuilt from the log at start */
+    int64_t delivery_failed; /* records the log took and then failed to write */
 } ag_counters;
 
 /* The control plane (control.c): this node's registration, plan and
@@ -171,10 +193,14 @@ struct ag_agent {
     size_t connected;
     int slowed;              /* devices were told to slow down */
     int64_t backlog_bytes;   /* the log's, at the last tick */
+    int64_t acked_records;   /* produced - backlog at the last tick that saw progress */
+    int64_t acked_at_ns;     /* when the log last acknowledged something */
+    int stalled;             /* records wait and nothing was acknowledged for 3 s */
     int64_t log_error_at_ns; /* last time a failing log writer was reported */
     int64_t next_id;
     ag_counters n;
     char commands_topic[320];
+    int commands_live; /* the commands cursor reached the end once (said on stderr) */
     ag_session **sessions;
     size_t session_count;
     ag_control ctl;

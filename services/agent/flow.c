@@ -22,6 +22,11 @@ void ag_flow_greet(ag_agent *a, ag_conn *c)
         flow_set(a, c, 1);
 }
 
+/* How long the log may acknowledge nothing while records wait before the
+ * devices are slowed whatever the backlog's size (a Kafka cluster that is
+ * gone takes records and never acknowledges them). */
+#define AG_FLOW_STALL_NS 3000000000LL
+
 void ag_flow_tick(ag_agent *a, int64_t now)
 {
     int64_t records, bytes;
@@ -32,7 +37,25 @@ void ag_flow_tick(ag_agent *a, int64_t now)
         fprintf(stderr, "msrs-agent: log: %s\n", err);
     }
     a->backlog_bytes = bytes;
-    int slow = a->slowed ? bytes > a->cfg.flow_low_bytes : bytes > a->cfg.flow_high_bytes;
+    /* acknowledged so far: produced less what waits */
+    if (records == 0 || a->produced - records != a->acked_records || !a->acked_at_ns) {
+        if (a->stalled)
+            fprintf(stderr, "msrs-agent: log: acknowledging again (%lld records waiting)\n",
+                    (long long)records);
+        a->acked_records = a->produced - records;
+        a->acked_at_ns = now;
+        a->stalled = 0;
+    } else if (!a->stalled && now - a->acked_at_ns >= AG_FLOW_STALL_NS) {
+        a->stalled = 1;
+        fprintf(stderr,
+                "msrs-agent: log: nothing acknowledged for %lld s, %lld records (%lld bytes) "
+                "waiting: the log is not answering (broker down?); devices are slowed until it "
+                "does\n",
+                (long long)((now - a->acked_at_ns) / 1000000000LL), (long long)records,
+                (long long)bytes);
+    }
+    int slow =
+        a->stalled || (a->slowed ? bytes > a->cfg.flow_low_bytes : bytes > a->cfg.flow_high_bytes);
     if (slow == a->slowed)
         return;
     a->slowed = slow;

@@ -61,11 +61,8 @@ static void samples_emit(ag_agent *a, ag_device *d, samples_rec *r, const char *
     ag_count *cnt = ag_recording_count(a, d, claimed, first, stream, &session);
     /* Sequence gaps: counted, not hidden. */
     json_t *next = json_object_get(d->next_seq, stream);
-    if (next && seq > json_integer_value(next)) {
-        d->gaps++;
-        if (cnt)
-            cnt->gaps++;
-    }
+    if (next && seq > json_integer_value(next))
+        ag_recording_gap(a, d, cnt, seq - json_integer_value(next));
     json_object_set_new(d->next_seq, stream, json_integer(seq + (int64_t)n));
     avro_value_get_by_name(r->v, "device_id", &f, NULL);
     avro_value_set_string(&f, d->device_id);
@@ -77,8 +74,11 @@ static void samples_emit(ag_agent *a, ag_device *d, samples_rec *r, const char *
     avro_value_set_long(&f, seq);
     avro_value_get_by_name(r->v, "channels", &f, NULL);
     avro_value_set_int(&f, (int)channels);
-    ag_recording_account(a, cnt, ag_emit_value(a, r->schema, d->device_id, r->v), (int64_t)n,
-                         (int64_t)(n * channels * sizeof(double)));
+    int64_t bytes = (int64_t)(n * channels * sizeof(double));
+    int delivered = ag_emit_value(a, r->schema, d->device_id, r->v);
+    ag_recording_account(a, cnt, delivered, (int64_t)n, bytes);
+    if (delivered && !*session)
+        ag_recording_untagged(a, d, stream, first, (int64_t)n, bytes);
 }
 
 /* A sequence number the agent can count gaps with: an integer in
@@ -260,5 +260,16 @@ void ag_ingest_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *pa
         ag_send_invalid(a, c, err, NULL);
         return;
     }
-    ag_recording_account(a, cnt, ag_emit_value(a, s, c->dev->device_id, v), 1, (int64_t)bytes);
+    /* Packet sequence gaps (packets made while no agent read them), as for
+     * samples; a device that sends no seq never has one. */
+    json_t *seq = json_object_get(h, "seq"), *next = json_object_get(c->dev->next_seq, stream);
+    if (json_is_integer(seq) && json_integer_value(seq) >= 0) {
+        if (next && json_integer_value(seq) > json_integer_value(next))
+            ag_recording_gap(a, c->dev, cnt, json_integer_value(seq) - json_integer_value(next));
+        json_object_set_new(c->dev->next_seq, stream, json_integer(json_integer_value(seq) + 1));
+    }
+    int delivered = ag_emit_value(a, s, c->dev->device_id, v);
+    ag_recording_account(a, cnt, delivered, 1, (int64_t)bytes);
+    if (delivered && !*session)
+        ag_recording_untagged(a, c->dev, stream, ts, 1, (int64_t)bytes);
 }

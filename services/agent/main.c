@@ -17,6 +17,7 @@
 #include "flow.h"
 #include "protocol.h"
 #include "recording.h"
+#include "restore.h"
 #include "rxstamp.h"
 
 #include <errno.h>
@@ -205,7 +206,8 @@ static void poll_commands(ag_agent *a)
     char err[512];
     const ev_msg *m;
     int handled = 0;
-    while (ev_log_poll(a->log, 0, &m, err, sizeof(err)) == 0) {
+    int rc;
+    while ((rc = ev_log_poll(a->log, 0, &m, err, sizeof(err))) == 0) {
         ev_event ev;
         json_t *cmd = NULL;
         handled++;
@@ -217,6 +219,12 @@ static void poll_commands(ag_agent *a)
         }
         on_command(a, ev_schema_short_name(ev.schema), cmd);
         json_decref(cmd);
+    }
+    if (rc == EV_ERR_END && !a->commands_live) {
+        /* On Kafka the cursor's group takes seconds to assign partitions:
+         * a start sent before this line is heard late (docs/architecture.md) */
+        a->commands_live = 1;
+        fprintf(stderr, "msrs-agent: commands: reading as cursor agent.%s\n", a->cfg.node_id);
     }
     if (handled && ev_log_commit(a->log, err, sizeof(err)))
         fprintf(stderr, "msrs-agent: %s\n", err);
@@ -303,6 +311,12 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     const char *topics[1] = {
         ev_log_topic(a->log, "commands", a->commands_topic, sizeof(a->commands_topic))};
     wire(a);
+    /* What this node was recording before it (re)started, from the log. */
+    if (ag_restore(a, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs-agent: rebuilding sessions from the log: %s\n", err);
+        exit_code = CLI_EXIT_FAIL;
+        goto out;
+    }
     if (ev_log_subscribe(a->log, cursor, topics, 1, err, sizeof(err)) ||
         ag_endpoint_start(a, err, sizeof(err)) || ag_control_start(a, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);

@@ -45,6 +45,44 @@ static void send_start(ag_agent *a, ag_device *d)
         send_instant(a, d, "stop", d->rec->stop_at_ns);
 }
 
+/* The counter of stream in d's current counts; a new one when the stream
+ * was not declared (more streams than AG_MAX_STREAMS: the last, lumped). */
+static ag_count *count_of(ag_device *d, const char *stream)
+{
+    for (int i = 0; i < d->count_n; i++)
+        if (strcmp(d->counts[i].stream_id, stream) == 0)
+            return &d->counts[i];
+    if (d->count_n == AG_MAX_STREAMS)
+        return &d->counts[AG_MAX_STREAMS - 1];
+    ag_count *c = &d->counts[d->count_n++];
+    snprintf(c->stream_id, sizeof(c->stream_id), "%s", stream);
+    return c;
+}
+
+/* A start that came after its instant: what d had already written
+ * untagged at or after the instant (whole batches whose first time is at
+ * or after it) is counted as late_start, so the report says it. */
+static void count_late_start(ag_agent *a, ag_session *s, ag_device *d)
+{
+    int64_t late_samples = 0;
+    for (int i = 0; i < AG_UNTAGGED_KEEP; i++) {
+        ag_untagged *u = &d->untagged[i];
+        if (!u->samples || u->first_t < d->rec_start_dev)
+            continue;
+        ag_count *c = count_of(d, u->stream_id);
+        c->late_start_samples += u->samples;
+        c->late_start_bytes += u->bytes;
+        late_samples += u->samples;
+    }
+    memset(d->untagged, 0, sizeof(d->untagged));
+    if (late_samples)
+        fprintf(stderr,
+                "msrs-agent: session %s: %s had written %lld samples untagged after the start "
+                "instant before the start command came (counted as late_start)\n",
+                s->session_id, d->device_id, (long long)late_samples);
+    (void)a;
+}
+
 static void attach(ag_agent *a, ag_session *s, ag_device *d)
 {
     if (d->rec)
@@ -57,14 +95,26 @@ static void attach(ag_agent *a, ag_session *s, ag_device *d)
     memset(d->counts, 0, sizeof(d->counts));
     for (int i = 0; i < d->stream_count; i++)
         snprintf(d->counts[i].stream_id, AG_ID_MAX, "%s", d->stream_ids[i]);
+    count_late_start(a, s, d);
     if (d->conn)
         send_start(a, d);
 }
 
-void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids, int64_t start_at)
+/* Removes device_id from s->expected; 1 when it was there. */
+static int expected_take(ag_session *s, const char *device_id)
 {
-    if (session_find(a, session_id) || !*session_id || strlen(session_id) >= AG_ID_MAX)
-        return; /* a redelivered command */
+    size_t i;
+    json_t *id;
+    json_array_foreach(s->expected, i, id) if (strcmp(json_string_value(id), device_id) == 0)
+    {
+        json_array_remove(s->expected, i);
+        return 1;
+    }
+    return 0;
+}
+
+static ag_session *session_new(ag_agent *a, const char *session_id, int64_t start_at)
+{
     ag_session **grown = realloc(a->sessions, (a->session_count + 1) * sizeof(*grown));
     ag_session *s = calloc(1, sizeof(*s));
     if (!grown || !s) {
@@ -72,7 +122,7 @@ void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
         if (grown)
             a->sessions = grown;
         fprintf(stderr, "msrs-agent: session %s: out of memory\n", session_id);
-        return;
+        return NULL;
     }
     a->sessions = grown;
     a->sessions[a->session_count++] = s;
@@ -80,6 +130,17 @@ void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
     s->start_at_ns = start_at;
     s->stop_at_ns = INT64_MAX;
     s->missing = json_array();
+    s->expected = json_array();
+    return s;
+}
+
+void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids, int64_t start_at)
+{
+    if (session_find(a, session_id) || !*session_id || strlen(session_id) >= AG_ID_MAX)
+        return; /* a redelivered command */
+    ag_session *s = session_new(a, session_id, start_at);
+    if (!s)
+        return;
     size_t i, attached = 0;
     json_t *id;
     if (json_array_size(device_ids) == 0) {
@@ -100,10 +161,12 @@ void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
         attach(a, s, d);
         attached++;
     }
+    /* the margin: how long before the start instant the command came
+     * (negative: late; the data already written untagged is late_start) */
     fprintf(stderr,
-            "msrs-agent: session %s: %zu devices start at %lld (%lld ms from now), %zu missing\n",
-            session_id, attached, (long long)start_at,
-            (long long)((start_at - ag_now_ns()) / 1000000), json_array_size(s->missing));
+            "msrs-agent: session %s: %zu devices start at %lld (%.1f ms from now), %zu missing\n",
+            session_id, attached, (long long)start_at, (double)(start_at - ag_now_ns()) / 1e6,
+            json_array_size(s->missing));
 }
 
 void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
@@ -123,8 +186,67 @@ void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
 
 void ag_recording_rejoin(ag_agent *a, ag_device *d)
 {
+    /* After a restart: the sessions rebuilt from the log wait for their
+     * devices to come back. */
+    for (size_t i = 0; i < a->session_count; i++) {
+        ag_session *s = a->sessions[i];
+        if (s->expected && expected_take(s, d->device_id) && !d->rec &&
+            s->report_phase == AG_REPORT_NONE)
+            attach(a, s, d);
+    }
     if (d->rec && d->conn)
         send_start(a, d);
+}
+
+ag_session *ag_recording_restore(ag_agent *a, const char *session_id, int64_t start_at,
+                                 int64_t stop_at, json_t *device_ids)
+{
+    if (session_find(a, session_id) || !*session_id || strlen(session_id) >= AG_ID_MAX)
+        return NULL;
+    ag_session *s = session_new(a, session_id, start_at);
+    if (!s)
+        return NULL;
+    s->stop_at_ns = stop_at;
+    json_array_extend(s->expected, device_ids);
+    a->n.restored++;
+    return s;
+}
+
+ag_count *ag_recording_restore_count(ag_agent *a, ag_session *s, ag_device *d, const char *stream)
+{
+    if (d->rec && d->rec != s)
+        return NULL; /* one session at a time */
+    if (!d->rec) {
+        d->rec = s;
+        d->rec_start_dev = ag_master_to_device(a, d, s->start_at_ns);
+        d->rec_stop_dev =
+            s->stop_at_ns == INT64_MAX ? INT64_MAX : ag_master_to_device(a, d, s->stop_at_ns);
+        d->count_n = 0;
+        memset(d->counts, 0, sizeof(d->counts));
+    }
+    return count_of(d, stream);
+}
+
+void ag_recording_untagged(ag_agent *a, ag_device *d, const char *stream, int64_t first_t,
+                           int64_t samples, int64_t bytes)
+{
+    (void)a;
+    ag_untagged *u = &d->untagged[d->untagged_next];
+    d->untagged_next = (d->untagged_next + 1) % AG_UNTAGGED_KEEP;
+    u->first_t = first_t;
+    u->samples = samples;
+    u->bytes = bytes;
+    snprintf(u->stream_id, sizeof(u->stream_id), "%s", stream);
+}
+
+void ag_recording_gap(ag_agent *a, ag_device *d, ag_count *cnt, int64_t missing)
+{
+    d->gaps++;
+    a->n.gap_samples += missing;
+    if (cnt) {
+        cnt->gaps++;
+        cnt->gap_samples += missing;
+    }
 }
 
 ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int64_t t,
@@ -144,14 +266,7 @@ ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int
         return NULL;
     }
     *session = s->session_id;
-    for (int i = 0; i < d->count_n; i++)
-        if (strcmp(d->counts[i].stream_id, stream) == 0)
-            return &d->counts[i];
-    if (d->count_n == AG_MAX_STREAMS)
-        return &d->counts[AG_MAX_STREAMS - 1]; /* more streams than declared: lumped */
-    ag_count *c = &d->counts[d->count_n++];
-    snprintf(c->stream_id, sizeof(c->stream_id), "%s", stream);
-    return c;
+    return count_of(d, stream);
 }
 
 void ag_recording_account(ag_agent *a, ag_count *cnt, int delivered, int64_t n, int64_t bytes)
@@ -178,10 +293,13 @@ static void freeze(ag_agent *a, ag_session *s)
         for (int k = 0; k < d->count_n; k++) {
             ag_count *c = &d->counts[k];
             json_array_append_new(
-                streams, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "device_id", d->device_id,
-                                   "stream_id", c->stream_id, "samples", (json_int_t)c->samples,
-                                   "bytes", (json_int_t)c->bytes, "gaps", (json_int_t)c->gaps,
-                                   "dropped", (json_int_t)c->dropped));
+                streams, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "device_id",
+                                   d->device_id, "stream_id", c->stream_id, "samples",
+                                   (json_int_t)c->samples, "bytes", (json_int_t)c->bytes, "gaps",
+                                   (json_int_t)c->gaps, "dropped", (json_int_t)c->dropped,
+                                   "gap_samples", (json_int_t)c->gap_samples, "late_start_samples",
+                                   (json_int_t)c->late_start_samples, "late_start_bytes",
+                                   (json_int_t)c->late_start_bytes));
         }
         d->rec = NULL;
     }
@@ -207,6 +325,9 @@ static void emit_report(ag_agent *a, ag_session *s, int64_t now)
     char err[512];
     char id[EV_ID_MAX];
     ev_event_id(id, "report/%s/%s", s->session_id, a->cfg.node_id);
+    /* rebuilt after a restart: devices that never came back are missing */
+    json_array_extend(s->missing, s->expected);
+    json_array_clear(s->expected);
     json_t *rec =
         json_pack("{s:s, s:s, s:O, s:O}", "session_id", s->session_id, "node_id", a->cfg.node_id,
                   "missing_devices", s->missing, "streams", s->report_streams);
@@ -301,6 +422,7 @@ void ag_recording_free(ag_agent *a)
 {
     for (size_t i = 0; i < a->session_count; i++) {
         json_decref(a->sessions[i]->missing);
+        json_decref(a->sessions[i]->expected);
         json_decref(a->sessions[i]->report_streams);
         free(a->sessions[i]);
     }

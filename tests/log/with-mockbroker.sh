@@ -16,5 +16,6 @@ if ! [ -s "$dir/bootstrap" ]; then
   exit 1
 fi
 export MSRS_TEST_LOG="kafka:$(cat "$dir/bootstrap")"
+export MSRS_MOCKBROKER_PID=$broker  # for fault injection: SIGUSR1 down, SIGUSR2 up
 echo "mock broker at ${MSRS_TEST_LOG}"
 "$@"
