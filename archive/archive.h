@@ -23,7 +23,7 @@
  *   sub-S_ses-S_task-T_run-R.xdf  the sensor streams and sync marks in XDF
  * It is built in ROOT/.staging/SESSION and renamed into place when finished.
  *
- * Conventions (those of ev.h; see ../shared/STYLE.md):
+ * Conventions (those of ev.h; see docs/style.md):
  *   - Every function returning int returns 0 on success or a negative ev_err
  *     (EV_ERR_IO: a file could not be read or written; EV_ERR_CORRUPT: a
  *     file is not what the format says; EV_ERR_INVALID: a bad argument);

@@ -92,16 +92,29 @@ void ar_rm_tree(const char *path)
 void ar__safe_name(char *out, size_t size, const char *in)
 {
     size_t i = 0;
+    int changed = 0;
     for (; in[i] && i + 1 < size; i++) {
         char c = in[i];
-        out[i] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                         c == '.' || c == '-' || c == '_'
-                     ? c
-                     : '_';
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '-' || c == '_';
+        out[i] = ok ? c : '_';
+        changed |= !ok;
     }
     out[i] = '\0';
-    if (i == 0 || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
+    changed |= in[i] != '\0'; /* cut short */
+    if (i == 0 || strcmp(out, ".") == 0 || strcmp(out, "..") == 0) {
         snprintf(out, size, "unnamed");
+        changed = 1;
+    }
+    if (changed && size > 10) {
+        /* "s:1" and "s_1" are both valid ids: a name that had to change
+         * carries a hash of the original, so two ids never share a folder */
+        uint32_t h = 2166136261u;
+        for (const char *p = in; *p; p++)
+            h = (h ^ (unsigned char)*p) * 16777619u;
+        size_t keep = strlen(out) < size - 10 ? strlen(out) : size - 10;
+        snprintf(out + keep, size - keep, "~%08x", h);
+    }
 }
 
 static int ends_with(const char *s, const char *suffix)

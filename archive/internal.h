@@ -10,9 +10,10 @@
 int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* A name safe as one path component: [A-Za-z0-9._-], others become '_'. */
+/* A name safe as one path component: [A-Za-z0-9._-], others become '_';
+ * a name that had to change (or be cut) ends in '~' and a hash of the
+ * original, so two ids never map to one folder. */
 void ar__safe_name(char *out, size_t size, const char *in);
-/* mkdir -p. 0 or -1 (errno set). */
 
 /* A record as the log had it (events.avro). */
 typedef struct ar__frame {

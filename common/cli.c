@@ -1,5 +1,5 @@
 /* cli.c — what the msrs binaries share: options, configuration, signals,
- * the start-up prologue, notes, emit, mkdir -p, a growable buffer (cli.h). */
+ * the start-up prologue, notes, emit, a growable buffer (cli.h). */
 #include "cli.h"
 
 #include <errno.h>
@@ -35,6 +35,8 @@ int cli_common_opt(cli_common *c, int opt, const char *arg)
     case 'X':
         if (c->prop_count < CLI_MAX_PROPS)
             c->props[c->prop_count++] = arg;
+        else
+            c->props_dropped++;
         return 1;
     default: return 0;
     }
@@ -43,6 +45,11 @@ int cli_common_opt(cli_common *c, int opt, const char *arg)
 ev_conf *cli_conf_build(const char *prog, const cli_common *c)
 {
     char err[512];
+    if (c->props_dropped) {
+        fprintf(stderr, "%s: more than %d -X options (put them in a --config file)\n", prog,
+                CLI_MAX_PROPS);
+        return NULL;
+    }
     ev_conf *conf = ev_conf_new();
     const char *path = c->config_path ? c->config_path : getenv("MSRS_CONFIG");
     if (!conf)
@@ -122,6 +129,7 @@ void cli_print_note(void *prog, const ev_projection_note *n)
         fprintf(stderr, "%s: %lld records folded\n", name, (long long)n->records);
         break;
     case EV_PROJ_STATE_FILE: fprintf(stderr, "%s: %s\n", name, n->message); break;
+    case EV_PROJ_LOG_ERROR: fprintf(stderr, "%s: log: %s (retrying)\n", name, n->message); break;
     }
 }
 
@@ -198,9 +206,18 @@ int cli_svc_main(const cli_svc *svc, int argc, char **argv)
             fprintf(stderr, "%s: %s\n", svc->name, err);
         goto out;
     }
-    if (ev_catalog_init(err, sizeof(err)) ||
-        (!svc->no_log && ev_log_open(&log, conf, err, sizeof(err)))) {
+    if (ev_catalog_init(err, sizeof(err))) { /* a broken build, not the user's */
         fprintf(stderr, "%s: %s\n", svc->name, err);
+        code = CLI_EXIT_FAIL;
+        goto out;
+    }
+    int rc = svc->no_log ? 0 : ev_log_open(&log, conf, err, sizeof(err));
+    if (rc) {
+        /* a wrong URI or file is the configuration's (2); a log that is
+         * there and fails is a failure at run time (1) */
+        fprintf(stderr, "%s: %s\n", svc->name, err);
+        code = rc == EV_ERR_IO || rc == EV_ERR_FATAL || rc == EV_ERR_NOMEM ? CLI_EXIT_FAIL
+                                                                           : CLI_EXIT_USAGE;
         goto out;
     }
     code = svc->run(svc->arg, conf, log);

@@ -2,7 +2,7 @@
  * the common options (--log, --config, -X, --help), configuration
  * precedence (defaults < config file < environment < command line), exit
  * codes, signals, the start-up prologue (cli_svc_main), printing a
- * projection's notes, emitting one record, mkdir -p and a growable buffer.
+ * projection's notes, emitting one record and a growable buffer.
  * Unlike libevents, this library prints to stderr: it is the binaries'
  * voice. Nothing here is thread-safe unless it says so. */
 #ifndef MSRS_CLI_H
@@ -22,6 +22,7 @@ typedef struct cli_common {
     const char *log_uri;
     const char *props[CLI_MAX_PROPS]; /* -X key=value, in order */
     size_t prop_count;
+    size_t props_dropped; /* -X past CLI_MAX_PROPS: refused by cli_conf_build */
 } cli_common;
 
 /* The long options every tool accepts; append a tool's own after these. */

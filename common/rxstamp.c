@@ -82,6 +82,13 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
     return n;
 }
 
+/* This file's recv under a name no one else can bind: its address is the
+ * function itself, never a PLT or GOT entry (which, in -fPIC code, would
+ * resolve to whatever recv the process binds and make the check below
+ * always pass). */
+extern ssize_t rxstamp__own_recv(int fd, void *buf, size_t len, int flags)
+    __attribute__((alias("recv"), visibility("hidden")));
+
 int rxstamp_check(char *errstr, size_t errstr_size)
 {
     /* Shared libraries (libwebsockets) bind recv through the global scope;
@@ -89,11 +96,11 @@ int rxstamp_check(char *errstr, size_t errstr_size)
      * find this one. It does not when this object is in a shared library
      * loaded after libc or was not linked into the executable at all. */
     void *bound = dlsym(RTLD_DEFAULT, "recv");
-    if (bound == (void *)recv)
+    if (bound == (void *)rxstamp__own_recv)
         return 0;
     snprintf(errstr, errstr_size,
              "kernel receive stamps: recv resolves to %p, not rxstamp's %p (link the rxstamp "
              "object library into the executable; docs/architecture.md)",
-             bound, (void *)recv);
+             bound, (void *)rxstamp__own_recv);
     return -1;
 }

@@ -32,8 +32,11 @@ int rxstamp_enable(int fd);
  * older than a second. Otherwise (no stamp, stamps not enabled) now_ns. */
 int64_t rxstamp_arrival(int fd, int64_t now_ns);
 
-/* 0 when the libraries of this process (libwebsockets) read sockets through
- * this file's recv, as the stamps need; -1 (errstr says what was found)
+/* 0 when the name recv resolves, for every library of this process, to
+ * this file's recv (dlsym(RTLD_DEFAULT) against a hidden alias), as the
+ * stamps need; it does not see which call a library reads with (plain
+ * libwebsockets reads with recv; a TLS connection reads through OpenSSL's
+ * read(2) and gets no stamps); -1 (errstr says what was found)
  * when they bind another recv. Binaries that rely on the stamps call it at
  * start and refuse to run without them unless told otherwise. */
 int rxstamp_check(char *errstr, size_t errstr_size);

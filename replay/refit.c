@@ -335,6 +335,9 @@ int rf_refit_archive(const char *src, const char *dst, int64_t reset_ns, ev_log 
     if (ev_mkdirs(dst)) {
         fprintf(stderr, "msrs-replay: %s: %s\n", dst, strerror(errno));
         json_decref(m);
+        for (int l = 0; l < log_devices; l++)
+            free_rounds(from_log[l].r, from_log[l].n);
+        free(from_log);
         return 1;
     }
     json_t *fits = json_object(), *new_files = json_object();

@@ -532,7 +532,7 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
         char *line = NULL;
         size_t cap = 0;
         long lineno = 0;
-        while (getline(&line, &cap, stdin) > 0) {
+        while (!cli_stop && getline(&line, &cap, stdin) > 0) {
             char where[64];
             lineno++;
             if (strspn(line, " \t\r\n") == strlen(line))
@@ -544,6 +544,10 @@ static int cmd_emit(ev_conf *conf, int argc, char **argv)
                 sent++;
         }
         free(line);
+        if (cli_stop) {
+            fprintf(stderr, "msrs emit: interrupted after line %ld\n", lineno);
+            refused++; /* the rest of stdin was not sent: not a success */
+        }
     } else if (emit_one(log, s, input, "argument")) {
         refused++;
     } else {

@@ -11,7 +11,7 @@
  *   - configuration (file + environment + command line),
  *   - the pure reducers that fold events into node/device/session state.
  *
- * Conventions (see ../shared/STYLE.md):
+ * Conventions (see docs/style.md):
  *   - Every function returning int returns 0 on success or a negative ev_err.
  *     Where a person needs detail, it is written into a caller-supplied
  *     errstr of errstr_size bytes (always NUL-terminated when size > 0).
@@ -437,6 +437,8 @@ typedef enum ev_projection_note_kind {
     EV_PROJ_CAUGHT_UP,  /* ev_projection_run reached the end for the first time */
     EV_PROJ_PROGRESS,   /* ev_projection_fold, about once a second */
     EV_PROJ_STATE_FILE, /* the state file could not be written: message */
+    EV_PROJ_LOG_ERROR,  /* ev_projection_run: the log failed and is retried; message
+                           (said once for each new message, not at every retry) */
 } ev_projection_note_kind;
 
 typedef struct ev_projection_note {

@@ -183,9 +183,12 @@ static int fold_msg(ev_projection *p, const ev_msg *m, const char *corrupt, char
     int bad = ev_event_peek(m, &ev, err, sizeof(err));
     if (!bad && p->opts.until_ns && ev.time_ns > p->opts.until_ns)
         return 0;
+    int applied = bad ? bad : ev_state_apply(p->state, &ev, err, sizeof(err));
+    if (applied == EV_ERR_NOMEM) /* not the record's fault: the state is not whole */
+        return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "state: out of memory");
     e->folded = m->offset + 1;
     p->records++;
-    if (bad || ev_state_apply(p->state, &ev, err, sizeof(err)) < 0) {
+    if (applied < 0) {
         p->skipped++;
         note(p, (ev_projection_note){.kind = EV_PROJ_SKIPPED,
                                      .topic = m->topic,
@@ -252,13 +255,22 @@ int ev_projection_run(ev_projection *p, int64_t check_ms, ev_projection_check_cb
                       const volatile sig_atomic_t *stop, char *errstr, size_t errstr_size)
 {
     int64_t next_check = 0, written = -1;
+    char said[512] = "";
     while (!*stop) {
         int was = p->caught_up;
         int rc = ev_projection_step(p, (int)check_ms, errstr, errstr_size);
-        if (rc == EV_ERR_END && !was)
+        if (rc == EV_ERR_END && !was) {
             note(p, (ev_projection_note){.kind = EV_PROJ_CAUGHT_UP});
-        else if (rc == EV_ERR_FATAL || rc == EV_ERR_NOMEM)
+        } else if (rc == EV_ERR_FATAL || rc == EV_ERR_NOMEM || rc == EV_ERR_INVALID) {
             return rc;
+        } else if (rc < 0 && rc != EV_ERR_END && rc != EV_ERR_TIMED_OUT) {
+            /* retriable (EV_ERR_IO): said when it changes, not at every poll */
+            if (errstr && strcmp(said, errstr) != 0) {
+                snprintf(said, sizeof(said), "%s", errstr);
+                note(p, (ev_projection_note){.kind = EV_PROJ_LOG_ERROR, .message = said});
+            }
+            continue;
+        }
         if (p->caught_up && ev_mono_ms() >= next_check) {
             if (check)
                 check(arg);
@@ -299,6 +311,8 @@ typedef struct fold_reader {
     pthread_cond_t cv;
     int stop;
     const volatile sig_atomic_t *interrupt; /* the caller's stop flag, or NULL */
+    int caught_up; /* the log said its end once already: it will not again until
+                      new records come, so a quiet poll is the end */
 } fold_reader;
 
 static unsigned char *arena_copy(fold_batch *b, const void *p, size_t n)
@@ -387,7 +401,9 @@ static void *fold_read(void *arg)
         const ev_msg *m;
         for (;;) {
             int rc = ev_log_poll(r->log, 1000, &m, b->err, sizeof(b->err));
-            if (rc == EV_ERR_TIMED_OUT && !(r->interrupt && *r->interrupt))
+            if (rc == EV_ERR_TIMED_OUT && r->caught_up)
+                rc = EV_ERR_END;
+            else if (rc == EV_ERR_TIMED_OUT && !(r->interrupt && *r->interrupt))
                 continue;
             if (rc && rc != EV_ERR_CORRUPT) {
                 b->rc = rc;
@@ -419,16 +435,17 @@ int ev_projection_fold(ev_projection *p, const volatile sig_atomic_t *stop, char
 {
     int64_t last = ev_mono_ms();
     int rc = EV_ERR_NOMEM;
-    fold_reader r = {.log = p->log, .interrupt = stop};
+    fold_reader r = {.log = p->log, .interrupt = stop, .caught_up = p->caught_up};
     pthread_t th;
-    ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
     for (int k = 0; k < 2; k++) {
         r.batch[k] = calloc(1, sizeof(fold_batch));
         if (r.batch[k] && (r.batch[k]->arena = malloc(FOLD_BATCH_BYTES)))
             r.batch[k]->cap = FOLD_BATCH_BYTES;
     }
-    if (!r.batch[0] || !r.batch[1] || !r.batch[0]->arena || !r.batch[1]->arena)
+    if (!r.batch[0] || !r.batch[1] || !r.batch[0]->arena || !r.batch[1]->arena) {
+        ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
         goto out;
+    }
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);
     if (pthread_create(&th, NULL, fold_read, &r)) {

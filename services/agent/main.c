@@ -153,6 +153,12 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
     }
     const char *id = node ? node : ev_conf_get(conf, "agent.node_id", NULL);
     if (id) {
+        if (!ev_id_valid(id)) {
+            fprintf(stderr,
+                    "msrs-agent: %s '%s': expected 1-%d characters of A-Z a-z 0-9 . _ : -\n",
+                    node ? "--node-id" : "config agent.node_id", id, EV_ID_MAX - 1);
+            return -1;
+        }
         snprintf(cfg->node_id, sizeof(cfg->node_id), "%s", id);
     } else {
         char path[1024];
@@ -163,6 +169,13 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
         }
         if (node_id_from_file(file, cfg->node_id, sizeof(cfg->node_id)))
             return -1;
+        if (!ev_id_valid(cfg->node_id)) {
+            fprintf(stderr,
+                    "msrs-agent: %s: node id '%s': expected 1-%d characters of A-Z a-z "
+                    "0-9 . _ : -\n",
+                    file, cfg->node_id, EV_ID_MAX - 1);
+            return -1;
+        }
     }
     snprintf(cfg->advertise, sizeof(cfg->advertise), "%s",
              ev_conf_get(conf, "agent.advertise", cfg->host));

@@ -131,10 +131,10 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
         return -1;
     }
     c->auto_start = strcmp(auto_start, "true") == 0;
-    if (lead_ms < 0 || timeout_ms < 0 || c->check_ms <= 0) {
+    if (lead_ms < 0 || timeout_ms < 0 || c->check_ms <= 0 || c->min_group < 1) {
         snprintf(errstr, errstr_size,
-                 "config collect.lead_ms, collect.report_timeout_ms: "
-                 "expected >= 0; collect.check_ms: expected > 0");
+                 "config collect.lead_ms, collect.report_timeout_ms: expected >= 0; "
+                 "collect.check_ms: expected > 0; sync.min_group: expected >= 1");
         return -1;
     }
     c->params = (ev_collect_params){lead_ms * 1000000, timeout_ms * 1000000};

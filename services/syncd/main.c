@@ -109,6 +109,12 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
         ev_conf_get_int(conf, "sync.max_age_ms", 10000, &age_ms, errstr, errstr_size) ||
         ev_conf_get_int(conf, "sync.check_ms", 200, &s->check_ms, errstr, errstr_size))
         return -1;
+    if (min_group < 1 || unc_us <= 0 || age_ms <= 0 || s->check_ms <= 0) {
+        snprintf(errstr, errstr_size,
+                 "config sync.min_group: expected >= 1; sync.max_uncertainty_us, "
+                 "sync.max_age_ms, sync.check_ms: expected > 0");
+        return -1;
+    }
     s->params = (ev_sync_params){unc_us * 1000, age_ms * 1000000, (int)min_group};
     return 0;
 }

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/ usr / bin / python3
 """Interop: records msrs wrote are decoded by an Avro implementation that is
 not avro-c (Debian's python3-avro), using only schemas/*.avsc,
 schemas/catalog.json and the framing and storage documented in docs/log.md
@@ -61,7 +61,8 @@ def to_fixture_form(v, schema):
     if isinstance(v, bytes):
         return v.decode("latin-1")
     if isinstance(v, dict):
-        return {k: to_fixture_form(x, schema) for k, x in v.items()}
+        return {
+k: to_fixture_form(x, schema) for k, x in v.items()}
     if isinstance(v, list):
         return [to_fixture_form(x, schema) for x in v]
     return v
@@ -105,18 +106,62 @@ def main():
             seen.add(short)
     check(seen == set(fixtures), "every record type read back (%d of %d)" % (len(seen), len(fixtures)))
 
-    # The reverse: python-avro writes, msrs-tail reads: the current version,
-    # then earlier versions (each under the id its schemas/history/ file has).
+#The reverse : python - avro writes, msrs - tail reads : the current version,
+#then earlier versions(each under the id its schemas / history / file has).
     sid, topic, schema = by_name["NodeRegistered"]
     rec = {"node_id": "py-node", "hostname": "written-by-python", "address": "", "capabilities": ["x"],
            "max_devices": 3, "version": "py", "cpu_cores": 2, "mem_total_bytes": 1 << 30}
     written = [(sid, schema, rec, rec)]
     history = json.load(open(os.path.join(SRC, "schemas", "catalog.json")))["history"]
-    old_recs = {"NodeRegistered": {"node_id": "py-old", "hostname": "v1", "address": "h:1",
-                                   "capabilities": [], "max_devices": 2, "version": "0.0"},
-                "NodeHeartbeat": {"node_id": "py-old", "services_running": ["devices"], "versions": {},
-                                  "device_count": 7, "cpu_load": 0.5, "mem_used_bytes": 1000,
-                                  "clock_offset_ns": -5, "clock_uncertainty_ns": 3, "clock_rtt_ns": 9}}
+    old_recs = {
+    "NodeRegistered" : {
+        "node_id" : "py-old",
+        "hostname" : "v1",
+        "address" : "h:1",
+        "capabilities" : [],
+        "max_devices" : 2,
+        "version" : "0.0"
+    },
+                       "NodeHeartbeat" : {
+                           "node_id" : "py-old",
+                           "services_running" : ["devices"],
+                           "versions" : {},
+                           "device_count" : 7,
+                           "cpu_load" : 0.5,
+                           "mem_used_bytes" : 1000,
+                           "clock_offset_ns" : -5,
+                           "clock_uncertainty_ns" : 3,
+                           "clock_rtt_ns" : 9
+                       },
+                                         "CollectionStopped" : {
+                                             "session_id" : "py-s",
+                                             "stop_at_ns" : 5,
+                                             "duration_ns" : 4,
+                                             "reason" : "requested",
+                                             "streams" : [ {
+                                                 "device_id" : "d",
+                                                 "stream_id" : "gsr",
+                                                 "samples" : 3,
+                                                 "bytes" : 24,
+                                                 "gaps" : 1,
+                                                 "dropped" : 2
+                                             } ]
+                                         },
+                                                               "RecordingReport":
+    {
+        "session_id" : "py-s", "node_id" : "py-old", "missing_devices" : ["x"], "streams" : [ {
+            "device_id" : "d",
+            "stream_id" : "gsr",
+            "samples" : 3,
+            "bytes" : 24,
+            "gaps" : 1,
+            "dropped" : 2
+        } ]
+    }}
+#what the nested records of an earlier version read as : every field
+#added since with its default
+    new_stream = {
+    "gap_samples" : 0, "late_start_samples" : 0, "late_start_bytes" : 0}
     for old_id, path in history.items():
         if old_id == "doc":
             continue
@@ -124,13 +169,20 @@ def main():
         short = old_schema.name
         cur = by_name[short][2]
         want = {f.name: old_recs[short].get(f.name, f.default) for f in cur.fields}
+        if "streams" in want:
+            want["streams"] = [dict(st, **new_stream) for st in want["streams"]]
         check(set(old_recs[short]) == {f.name for f in old_schema.fields},
               "the test's %s covers %s" % (short, path))
         written.append((int(old_id), old_schema, old_recs[short], want))
     check(len(written) >= 3, "earlier versions listed in the catalog: %r" % history)
+    cat = json.load(open(os.path.join(SRC, "schemas", "catalog.json")))
+    topic_of = {name.split(".")[-1]: t for t, spec in cat["topics"].items() for name in spec["records"]}
+    nxt = {}
     with con:
-        (nxt,) = con.execute('SELECT COALESCE(MAX(offset)+1, 0) FROM "t:msrs.nodes"').fetchone()
         for i, (wid, wschema, wrec, _) in enumerate(written):
+            table = "t:msrs." + topic_of[wschema.name]
+            if table not in nxt:
+                (nxt[table],) = con.execute('SELECT COALESCE(MAX(offset)+1, 0) FROM "%s"' % table).fetchone()
             buf = io.BytesIO()
             avro.io.DatumWriter(wschema).write(wrec, avro.io.BinaryEncoder(buf))
             value = b"\0" + struct.pack(">I", wid) + buf.getvalue()
@@ -139,19 +191,26 @@ def main():
                          ("ce_type", ("msrs.events." + wschema.name).encode()), ("ce_source", b"python"),
                          ("ce_time", b"2026-11-22T10:00:00Z"), ("content-type", b"application/avro")]:
                 hdrs += k.encode() + b"\0" + struct.pack("<I", len(v)) + v
-            con.execute('INSERT INTO "t:msrs.nodes"(offset, ts_ms, key, value, headers) VALUES(?,?,?,?,?)',
-                        (nxt + i, 1795345200000, wrec["node_id"].encode(), value, hdrs))
-    r = subprocess.run([os.path.join(BIN, "msrs-tail"), "--log", "sqlite:" + db, "--topic", "nodes",
-                        "--from", str(nxt)], capture_output=True, text=True)
-    check(r.returncode == 0, "msrs-tail: %s" % r.stderr)
-    lines = [json.loads(l) for l in r.stdout.splitlines()]
+            key = wrec.get("node_id") if table.endswith("nodes") else wrec["session_id"]
+            con.execute('INSERT INTO "%s"(offset, ts_ms, key, value, headers) VALUES(?,?,?,?,?)' % table,
+                        (nxt[table], 1795345200000, key.encode(), value, hdrs))
+            nxt[table] += 1
+    lines = []
+    for table in ("t:msrs.nodes", "t:msrs.sessions"):
+        mine = [w for w in written if "t:msrs." + topic_of[w[1].name] == table]
+        r = subprocess.run([os.path.join(BIN, "msrs-tail"), "--log", "sqlite:" + db, "--topic",
+                            table[len("t:msrs."):], "--from", str(nxt.get(table, 0) - len(mine))],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, "msrs-tail: %s" % r.stderr)
+        lines += [json.loads(l) for l in r.stdout.splitlines()]
+    written.sort(key=lambda w: topic_of[w[1].name] != "nodes")
     check(len(lines) == len(written), "msrs-tail printed %d records, got %d" % (len(written), len(lines)))
     for line, (wid, wschema, _, want) in zip(lines, written):
         check(line["value"] == want, "msrs-tail read python's %s (id %d) as the current version:\n got  %r\n"
               " want %r" % (wschema.name, wid, line["value"], want))
         check(line["source"] == "python" and line["type"] == "msrs.events." + wschema.name,
               "CloudEvents attributes read back")
-    # docs/topics.md stays true: every record is listed with its id.
+#docs / topics.md stays true : every record is listed with its id.
     doc = open(os.path.join(SRC, "docs", "topics.md")).read()
     for sid, (name, topic, schema) in by_id.items():
         check("| %d | `%s`" % (sid, name) in doc, "docs/topics.md lists %s as %d" % (name, sid))

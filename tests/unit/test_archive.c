@@ -4,6 +4,7 @@
  * its clock fit (ev_clock_fit_probes), SHA-256s, the records; the "-2"
  * rule; a truncated stream file and a missing manifest named in the error. */
 #include "archive.h"
+#include "internal.h" /* ar__safe_name */
 #include "testutil.h"
 
 #include <limits.h>
@@ -376,6 +377,26 @@ START_TEST(corrupt_blocks_are_refused_before_avro_c)
 }
 END_TEST
 
+/* Folder names of ids: kept when safe, else made safe with a hash of the id,
+ * so the valid ids "s:1" and "s_1" never share a staging or session folder
+ * (the second used to delete the first's staging folder). */
+START_TEST(ids_that_need_changing_never_share_a_folder)
+{
+    char a[64], b[64], c[64];
+    ar__safe_name(a, sizeof(a), "s1");
+    ck_assert_str_eq(a, "s1");
+    ar__safe_name(a, sizeof(a), "s:1");
+    ar__safe_name(b, sizeof(b), "s_1");
+    ar__safe_name(c, sizeof(c), "s:1");
+    ck_assert_str_eq(b, "s_1");
+    ck_assert_str_ne(a, b);
+    ck_assert_str_eq(a, c);
+    ck_assert(strncmp(a, "s_1~", 4) == 0);
+    ar__safe_name(a, sizeof(a), "..");
+    ck_assert(strncmp(a, "unnamed~", 8) == 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("archive");
@@ -385,6 +406,7 @@ int main(void)
     tcase_add_test(tc, never_overwrites);
     tcase_add_test(tc, truncated_and_missing);
     tcase_add_test(tc, corrupt_blocks_are_refused_before_avro_c);
+    tcase_add_test(tc, ids_that_need_changing_never_share_a_folder);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
