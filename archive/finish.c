@@ -274,13 +274,30 @@ int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices_
         json_object_set_new(files, json_string_value(f),
                             json_pack("{s:I, s:s}", "bytes", (json_int_t)bytes, "sha256", hex));
     }
-    *complete = json_array_size(diff) == 0 && !w->failed;
+    /* complete: what the nodes reported is complete (CollectionStopped's
+     * verdict) and the archive holds exactly that */
+    json_t *incomplete = json_array(), *line;
+    json_array_extend(incomplete, json_object_get(session, "incomplete"));
+    json_array_foreach(diff, i, line)
+    {
+        char *text = json_dumps(line, JSON_COMPACT | JSON_SORT_KEYS);
+        json_array_append_new(
+            incomplete, json_sprintf("archive differs from the report: %s", text ? text : "?"));
+        free(text);
+    }
+    if (w->failed)
+        json_array_append_new(incomplete, json_string("a file could not be written"));
+    if (json_is_false(json_object_get(session, "complete")) &&
+        json_array_size(json_object_get(session, "incomplete")) == 0)
+        json_array_append_new(incomplete, json_string("the session's stop says incomplete"));
+    *complete = json_array_size(incomplete) == 0;
     json_t *m = json_pack(
-        "{s:s, s:s, s:O?, s:O?, s:I, s:I, s:I, s:s, s:b, s:o, s:o, s:O, s:O?, s:o, s:s?}", "format",
-        "msrs-archive/1", "session_id", w->id, "labels", json_object_get(w->requested, "labels"),
-        "requested", w->requested, "start_at_ns", (json_int_t)start, "stop_at_ns", (json_int_t)stop,
-        "duration_ns", (json_int_t)ar__jint(session, "duration_ns"), "reason",
-        ar__jstr(session, "reason"), "complete", *complete, "mismatches", diff, "devices", devices,
+        "{s:s, s:s, s:O?, s:O?, s:I, s:I, s:I, s:s, s:b, s:o, s:o, s:o, s:O, s:O?, s:o, s:s?}",
+        "format", "msrs-archive/1", "session_id", w->id, "labels",
+        json_object_get(w->requested, "labels"), "requested", w->requested, "start_at_ns",
+        (json_int_t)start, "stop_at_ns", (json_int_t)stop, "duration_ns",
+        (json_int_t)ar__jint(session, "duration_ns"), "reason", ar__jstr(session, "reason"),
+        "complete", *complete, "incomplete", incomplete, "mismatches", diff, "devices", devices,
         "marks", w->marks, "reported_streams", json_object_get(session, "streams"), "files", files,
         "xdf", *w->xdf_name ? w->xdf_name : NULL);
     int rc = ar_manifest_save(w->staging, m, errstr, errstr_size);

@@ -323,6 +323,12 @@ int ev_log_flush(ev_log *log, int timeout_ms, char *errstr, size_t errstr_size);
  * the backend is failing to write them — still queued and retried (SQLite)
  * or lost (Kafka deliveries that expired). */
 int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr, size_t errstr_size);
+/* Records produced since open that the backend gave up on and will never
+ * write: Kafka deliveries that failed for good (message.timeout.ms passed,
+ * a non-retriable error); 0 on SQLite, whose writer retries until written.
+ * Never blocks. A producer that promises completeness (the agent) counts
+ * them as lost in what it reports. */
+int64_t ev_log_lost(ev_log *log);
 
 typedef enum ev_from_kind {
     EV_FROM_BEGINNING,
@@ -854,6 +860,10 @@ int ev_session_command(const ev_session *x, const char *node_id, int stop, int64
  * (after as for ev_state_*_next); *streams (may be NULL) is the report's
  * streams array, borrowed. Returns the node id or NULL at the end. */
 const char *ev_session_report_next(const ev_session *x, const char *after, json_t **streams);
+/* The RecordingReport node_id sent for the session as the reducers keep it
+ * (its fields but session_id and node_id), borrowed like the session; NULL
+ * when the node did not report. */
+const json_t *ev_session_report(const ev_session *x, const char *node_id);
 
 /* One stream of CollectionStopped: what a device stream delivered. */
 typedef struct ev_stream {

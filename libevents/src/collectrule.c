@@ -55,16 +55,75 @@ static void commands(json_t *out, const char *sid, json_t *nodes, const ev_sessi
     }
 }
 
+/* Why a recording is not complete, one line per reason with its counts:
+ * nodes that did not report, devices of the group with no data, and per
+ * stream samples that never reached the log, were dropped or were written
+ * outside the session. An empty array: complete. */
+static json_t *incomplete_reasons(const ev_session *x, json_t *streams, const char *missing_nodes)
+{
+    json_t *why = json_array(), *st;
+    size_t i;
+    if (*missing_nodes)
+        json_array_append_new(why, json_sprintf("no recording report from %s", missing_nodes));
+    for (const char *node = NULL; x && (node = ev_session_report_next(x, node, NULL));) {
+        const json_t *rep = ev_session_report(x, node);
+        json_int_t lost = json_integer_value(json_object_get(rep, "log_lost_records"));
+        json_int_t unacked = json_integer_value(json_object_get(rep, "unacknowledged_records"));
+        if (lost)
+            json_array_append_new(why, json_sprintf("node %s: the log lost %lld of its records "
+                                                    "(streams unknown)",
+                                                    node, (long long)lost));
+        if (unacked)
+            json_array_append_new(why, json_sprintf("node %s: %lld records not acknowledged by "
+                                                    "the log when it reported",
+                                                    node, (long long)unacked));
+    }
+    for (size_t k = 0; x; k++) {
+        const char *dev, *node;
+        if (!ev_session_sync_device(x, k, &dev, &node))
+            break;
+        int has = 0;
+        json_array_foreach(streams, i, st) has |=
+            strcmp(json_string_value(json_object_get(st, "device_id")) ?: "", dev) == 0;
+        if (!has)
+            json_array_append_new(why, json_sprintf("%s (node %s): no stream reported", dev, node));
+    }
+    json_array_foreach(streams, i, st)
+    {
+        const char *dev = json_string_value(json_object_get(st, "device_id")) ?: "";
+        const char *stream = json_string_value(json_object_get(st, "stream_id")) ?: "";
+        json_int_t gaps = json_integer_value(json_object_get(st, "gaps"));
+        json_int_t gap_samples = json_integer_value(json_object_get(st, "gap_samples"));
+        json_int_t dropped = json_integer_value(json_object_get(st, "dropped"));
+        json_int_t late = json_integer_value(json_object_get(st, "late_start_samples"));
+        if (gaps || gap_samples)
+            json_array_append_new(why, json_sprintf("%s/%s: %lld samples in %lld gaps never "
+                                                    "reached the log",
+                                                    dev, stream, (long long)gap_samples,
+                                                    (long long)gaps));
+        if (dropped)
+            json_array_append_new(
+                why, json_sprintf("%s/%s: %lld samples dropped", dev, stream, (long long)dropped));
+        if (late)
+            json_array_append_new(why, json_sprintf("%s/%s: %lld samples after the start instant "
+                                                    "written outside the session (the start "
+                                                    "command came late)",
+                                                    dev, stream, (long long)late));
+    }
+    return why;
+}
+
 static void stopped(json_t *out, const char *sid, int64_t start_at, int64_t stop_at,
-                    const char *reason, json_t *streams)
+                    const char *reason, json_t *streams, json_t *incomplete)
 {
     char id[EV_ID_MAX];
     ev_event_id(id, "stopped/%s", sid);
     add(out, "CollectionStopped", sid, id,
-        json_pack("{s:s, s:I, s:I, s:s, s:o}", "session_id", sid, "stop_at_ns", (json_int_t)stop_at,
-                  "duration_ns",
+        json_pack("{s:s, s:I, s:I, s:s, s:o, s:b, s:o}", "session_id", sid, "stop_at_ns",
+                  (json_int_t)stop_at, "duration_ns",
                   (json_int_t)(start_at && stop_at > start_at ? stop_at - start_at : 0), "reason",
-                  reason, "streams", streams ? streams : json_array()));
+                  reason, "streams", streams ? streams : json_array(), "complete",
+                  json_array_size(incomplete) == 0, "incomplete", incomplete));
 }
 
 json_t *ev_collect_decide(const ev_state *state, const char *sid, const ev_collect_params *p,
@@ -85,7 +144,8 @@ json_t *ev_collect_decide(const ev_state *state, const char *sid, const ev_colle
         if (x.stop_requested) {
             snprintf(reason, sizeof(reason), "cancelled before the start: %s",
                      req_reason ? req_reason : "");
-            stopped(out, sid, 0, now_ns, reason, NULL);
+            stopped(out, sid, 0, now_ns, reason, NULL,
+                    json_pack("[s]", "cancelled before the start: nothing was recorded"));
         } else if (x.state == EV_SESSION_REQUESTED) {
             if (why)
                 snprintf(why, why_size, "waiting for SynchronizationCompleted");
@@ -150,7 +210,11 @@ json_t *ev_collect_decide(const ev_state *state, const char *sid, const ev_colle
     if (n_missing)
         snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason),
                  "; no recording report from %zu nodes (%s)", n_missing, missing);
-    stopped(out, sid, start_at, stop_at, reason, streams);
+    char missing_nodes[300] = "";
+    if (n_missing)
+        snprintf(missing_nodes, sizeof(missing_nodes), "%zu nodes (%s)", n_missing, missing);
+    stopped(out, sid, start_at, stop_at, reason, streams,
+            incomplete_reasons(&x, streams, missing_nodes));
 out:
     json_decref(nodes);
     return out;

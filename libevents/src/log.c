@@ -201,6 +201,11 @@ int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr, 
     return log->backend->backlog(log->impl, records, bytes, errstr, errstr_size);
 }
 
+int64_t ev_log_lost(ev_log *log)
+{
+    return log->backend->lost(log->impl);
+}
+
 static int check_topics(const char *const *topics, size_t n, char *errstr, size_t errstr_size)
 {
     if (n == 0)

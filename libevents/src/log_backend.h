@@ -16,6 +16,8 @@ typedef struct ev__backend {
                    size_t header_count, int64_t timestamp_ms, char *errstr, size_t errstr_size);
     int (*flush)(void *impl, int timeout_ms, char *errstr, size_t errstr_size);
     int (*backlog)(void *impl, int64_t *records, int64_t *bytes, char *errstr, size_t errstr_size);
+    /* records produced that the backend gave up on, since open */
+    int64_t (*lost)(void *impl);
     int (*subscribe)(void *impl, const char *cursor, const char *const *topics, size_t topic_count,
                      char *errstr, size_t errstr_size);
     int (*assign)(void *impl, const char *const *topics, size_t topic_count, ev_from from,

@@ -28,6 +28,7 @@ typedef struct kafka_log {
     rd_kafka_mock_cluster_t *mcluster;
     rd_kafka_t *producer, *consumer;
     int64_t failed;       /* delivery failures since the last flush */
+    int64_t lost;         /* delivery failures since open (ev_log_lost) */
     int64_t queued_bytes; /* key + value bytes produced, not yet delivered */
     char failure[256];    /* the first of them */
     /* consumer */
@@ -54,6 +55,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     (void)rk;
     k->queued_bytes -= (int64_t)(m->len + m->key_len);
     if (m->err) {
+        k->lost++;
         if (k->failed++ == 0)
             snprintf(k->failure, sizeof(k->failure), "%s: %s",
                      m->rkt ? rd_kafka_topic_name(m->rkt) : "?", rd_kafka_err2str(m->err));
@@ -317,6 +319,14 @@ static int kafka_backlog(void *impl, int64_t *records, int64_t *bytes, char *err
         return ev__fail(errstr, n, EV_ERR_IO, "%lld records not delivered, first: %s",
                         (long long)k->failed, k->failure);
     return 0;
+}
+
+static int64_t kafka_lost(void *impl)
+{
+    kafka_log *k = impl;
+    if (k->producer)
+        rd_kafka_poll(k->producer, 0); /* serve delivery reports */
+    return k->lost;
 }
 
 /* ------------------------------------------------------------- consumer */
@@ -738,6 +748,7 @@ const ev__backend ev__backend_kafka = {
     .produce = kafka_produce,
     .flush = kafka_flush,
     .backlog = kafka_backlog,
+    .lost = kafka_lost,
     .subscribe = kafka_subscribe,
     .assign = kafka_assign,
     .poll = kafka_poll,

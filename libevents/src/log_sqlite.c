@@ -702,6 +702,15 @@ static int sqlite_flush(void *impl, int timeout_ms, char *errstr, size_t n)
     return rc;
 }
 
+/* The writer retries a failed batch until it is written: nothing is given
+ * up on (what is queued when the process dies is not acknowledged, and
+ * ev_log_backlog says so while it lives). */
+static int64_t sqlite_lost(void *impl)
+{
+    (void)impl;
+    return 0;
+}
+
 static int sqlite_backlog(void *impl, int64_t *records, int64_t *bytes, char *errstr, size_t n)
 {
     sqlite_log *l = impl;
@@ -1198,6 +1207,7 @@ const ev__backend ev__backend_sqlite = {
     .produce = sqlite_produce,
     .flush = sqlite_flush,
     .backlog = sqlite_backlog,
+    .lost = sqlite_lost,
     .subscribe = sqlite_subscribe,
     .assign = sqlite_assign,
     .poll = sqlite_poll,

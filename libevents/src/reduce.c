@@ -738,6 +738,11 @@ int ev_session_command(const ev_session *x, const char *node_id, int stop, int64
     return 1;
 }
 
+const json_t *ev_session_report(const ev_session *x, const char *node_id)
+{
+    return json_object_get(json_object_get(x->ev__record, "reports"), node_id);
+}
+
 const char *ev_session_report_next(const ev_session *x, const char *after, json_t **streams)
 {
     const char *node;

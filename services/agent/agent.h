@@ -83,6 +83,8 @@ typedef struct ag_session {
     int64_t report_target;  /* ag_agent.produced when the report fell due */
     int64_t report_due_ns;  /* when it fell due (agent clock) */
     int64_t report_emitted; /* ag_agent.produced once the report itself was produced */
+    int64_t lost_at_start;  /* ev_log_lost when the session began here */
+    int64_t unacknowledged; /* of report_target, not acknowledged when the report was sent */
 } ag_session;
 
 enum { AG_REPORT_NONE, AG_REPORT_WAIT_DATA, AG_REPORT_WAIT_ACK, AG_REPORT_DONE };

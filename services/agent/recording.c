@@ -128,6 +128,7 @@ static ag_session *session_new(ag_agent *a, const char *session_id, int64_t star
     a->sessions[a->session_count++] = s;
     snprintf(s->session_id, sizeof(s->session_id), "%s", session_id);
     s->start_at_ns = start_at;
+    s->lost_at_start = ev_log_lost(a->log);
     s->stop_at_ns = INT64_MAX;
     s->missing = json_array();
     s->expected = json_array();
@@ -310,14 +311,18 @@ static void freeze(ag_agent *a, ag_session *s)
  * before a->produced reached target: what is not acknowledged is the
  * backlog, the newest records (SQLite's one writer acknowledges in order;
  * Kafka per partition). 0 while they wait; a negative ev_err when the log
- * is failing (err says why). */
-static int acked(ag_agent *a, int64_t target, char *err, size_t err_size)
+ * is failing (err says why). *pending (may be NULL): how many of those
+ * are still waiting (backlog records produced before target). */
+static int acked(ag_agent *a, int64_t target, int64_t *pending, char *err, size_t err_size)
 {
-    int64_t records, bytes;
+    int64_t records = 0, bytes;
     int rc = ev_log_backlog(a->log, &records, &bytes, err, err_size);
+    int64_t waiting = target - (a->produced - records);
+    if (pending)
+        *pending = waiting > 0 ? waiting : 0;
     if (rc)
         return rc;
-    return a->produced - records >= target;
+    return waiting <= 0;
 }
 
 static void emit_report(ag_agent *a, ag_session *s, int64_t now)
@@ -328,9 +333,16 @@ static void emit_report(ag_agent *a, ag_session *s, int64_t now)
     /* rebuilt after a restart: devices that never came back are missing */
     json_array_extend(s->missing, s->expected);
     json_array_clear(s->expected);
-    json_t *rec =
-        json_pack("{s:s, s:s, s:O, s:O}", "session_id", s->session_id, "node_id", a->cfg.node_id,
-                  "missing_devices", s->missing, "streams", s->report_streams);
+    int64_t lost = ev_log_lost(a->log) - s->lost_at_start;
+    if (lost > 0 || s->unacknowledged > 0)
+        fprintf(stderr,
+                "msrs-agent: session %s: the log lost %lld records and had not acknowledged "
+                "%lld when the report was sent (reported)\n",
+                s->session_id, (long long)lost, (long long)s->unacknowledged);
+    json_t *rec = json_pack("{s:s, s:s, s:O, s:O, s:I, s:I}", "session_id", s->session_id,
+                            "node_id", a->cfg.node_id, "missing_devices", s->missing, "streams",
+                            s->report_streams, "log_lost_records", (json_int_t)lost,
+                            "unacknowledged_records", (json_int_t)s->unacknowledged);
     ev_emit_opts o = {.id = id};
     int rc = ev_log_emit_json(a->log, ev_schema_by_name("RecordingReport"), s->session_id, rec, &o,
                               err, sizeof(err));
@@ -356,7 +368,7 @@ static void report_step(ag_agent *a, ag_session *s, int64_t now)
     int rc;
     if (s->report_phase == AG_REPORT_WAIT_DATA) {
         /* Everything counted must be on the log before the report says so. */
-        rc = acked(a, s->report_target, err, sizeof(err));
+        rc = acked(a, s->report_target, &s->unacknowledged, err, sizeof(err));
         if (rc < 0) {
             fprintf(stderr,
                     "msrs-agent: session %s: %s (the report counts records not acknowledged)\n",
@@ -373,7 +385,7 @@ static void report_step(ag_agent *a, ag_session *s, int64_t now)
         emit_report(a, s, now);
     }
     if (s->report_phase == AG_REPORT_WAIT_ACK) {
-        rc = acked(a, s->report_emitted, err, sizeof(err));
+        rc = acked(a, s->report_emitted, NULL, err, sizeof(err));
         if (!rc && now - s->report_due_ns < timeout_ns)
             return;
         if (rc > 0)

@@ -91,6 +91,11 @@ def main():
         check("no recording report" not in st["reason"], "reason: %s" % st["reason"])
         streams = {(s["device_id"], s["stream_id"]): s for s in st["streams"]}
         check(len(streams) == 6, "CollectionStopped lists 2 devices x 3 streams: %s" % sorted(streams))
+        # It says it is not complete, and why, per stream with the counts.
+        check(st.get("complete") is False, "CollectionStopped complete: %s" % st.get("complete"))
+        gap_lines = [w for w in st.get("incomplete", []) if "never reached the log" in w]
+        check(len(gap_lines) == len([s for s in st["streams"] if s["gap_samples"]]) and gap_lines,
+              "one reason per stream with a gap: %s" % st.get("incomplete"))
         stop_at = st["stop_at_ns"]
 
         # What the log holds for r1, per stream: count and the sequence numbers.

@@ -239,12 +239,15 @@ def main():
         reported = {(s["device_id"], s["stream_id"]): (s["samples"], s["bytes"]) for s in stopped["streams"]}
         check(reported == sent, "CollectionStopped counts == devsim's: %s vs %s" % (reported, sent))
         check(all(s["dropped"] == 0 and s["gaps"] == 0 for s in stopped["streams"]), "no drops, no gaps")
+        check(stopped.get("complete") is True and stopped.get("incomplete") == [],
+              "CollectionStopped complete: %s %s" % (stopped.get("complete"), stopped.get("incomplete")))
         check(abs(stopped["duration_ns"] - 5e9) < 1e6, "duration 5 s: %s" % stopped["duration_ns"])
         start_at = started[0]["value"]["start_at_ns"]
         stop_at = stopped["stop_at_ns"]
 
         m = json.load(open(manifest_path))
-        check(m["complete"] and m["mismatches"] == [], "manifest complete: %s" % m["mismatches"])
+        check(m["complete"] and m["mismatches"] == [] and m["incomplete"] == [],
+              "manifest complete: %s %s" % (m["mismatches"], m.get("incomplete")))
         check(m["labels"] == {"subject": "01", "task": "rest"}, "labels kept")
         archived = {(d, s): (c["samples"], c["bytes"]) for d, dev in m["devices"].items()
                     for s, c in dev["streams"].items()}

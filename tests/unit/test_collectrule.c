@@ -138,6 +138,11 @@ START_TEST(stop_request_then_reports_then_stopped)
     ck_assert_int_eq(json_integer_value(json_object_get(v, "duration_ns")), 9 * S);
     ck_assert_int_eq(json_array_size(json_object_get(v, "streams")), 2);
     ck_assert_str_eq(json_string_value(json_object_get(v, "reason")), "done");
+    /* a2 of the group reported nothing: not complete, and said */
+    ck_assert(json_is_false(json_object_get(v, "complete")));
+    json_t *reasons = json_object_get(v, "incomplete");
+    ck_assert_int_eq(json_array_size(reasons), 1);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_array_get(reasons, 0)), "a2 (node n1)"));
     json_decref(out);
     out = ev_collect_decide(state, "s1", &params, 50 * S, NULL, 0);
     ck_assert_int_eq(json_array_size(out), 0); /* stopped: nothing more */
@@ -321,12 +326,71 @@ START_TEST(long_ids_are_never_truncated_into_one)
 }
 END_TEST
 
+/* CollectionStopped says complete only when every device of the group
+ * reported and every stream is whole; otherwise each reason, with counts. */
+START_TEST(complete_only_when_every_stream_is_whole)
+{
+    synced("{\"session_id\": \"s1\"}");
+    json_decref(decide_apply(11 * S));
+    apply(20 * S, "CollectionStopRequested", "{\"session_id\": \"s1\"}");
+    json_decref(decide_apply(20 * S + 5));
+    apply(22 * S, "RecordingReport",
+          "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"streams\": ["
+          "{\"device_id\": \"a1\", \"stream_id\": \"gsr\", \"samples\": 100},"
+          "{\"device_id\": \"a2\", \"stream_id\": \"gsr\", \"samples\": 70, \"gaps\": 2, "
+          "\"gap_samples\": 30, \"dropped\": 4, \"late_start_samples\": 5}]}");
+    apply(23 * S, "RecordingReport",
+          "{\"session_id\": \"s1\", \"node_id\": \"n2\", \"streams\": ["
+          "{\"device_id\": \"b1\", \"stream_id\": \"gsr\", \"samples\": 100}], "
+          "\"log_lost_records\": 7, \"unacknowledged_records\": 3}");
+    json_t *out = decide_apply(23 * S + 1);
+    json_t *v = json_object_get(json_array_get(out, 0), "value");
+    ck_assert(json_is_false(json_object_get(v, "complete")));
+    json_t *why = json_object_get(v, "incomplete");
+    ck_assert_int_eq(json_array_size(why), 5);
+    ck_assert_str_eq(json_string_value(json_array_get(why, 0)),
+                     "node n2: the log lost 7 of its records (streams unknown)");
+    ck_assert_str_eq(json_string_value(json_array_get(why, 1)),
+                     "node n2: 3 records not acknowledged by the log when it reported");
+    json_array_remove(why, 0);
+    json_array_remove(why, 0);
+    ck_assert_str_eq(json_string_value(json_array_get(why, 0)),
+                     "a2/gsr: 30 samples in 2 gaps never reached the log");
+    ck_assert_str_eq(json_string_value(json_array_get(why, 1)), "a2/gsr: 4 samples dropped");
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_array_get(why, 2)), "a2/gsr: 5 samples"));
+    json_decref(out);
+}
+END_TEST
+
+START_TEST(complete_when_all_reported_whole)
+{
+    synced("{\"session_id\": \"s1\"}");
+    json_decref(decide_apply(11 * S));
+    apply(20 * S, "CollectionStopRequested", "{\"session_id\": \"s1\"}");
+    json_decref(decide_apply(20 * S + 5));
+    apply(22 * S, "RecordingReport",
+          "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"streams\": ["
+          "{\"device_id\": \"a1\", \"stream_id\": \"gsr\", \"samples\": 100},"
+          "{\"device_id\": \"a2\", \"stream_id\": \"gsr\", \"samples\": 100}]}");
+    apply(23 * S, "RecordingReport",
+          "{\"session_id\": \"s1\", \"node_id\": \"n2\", \"streams\": ["
+          "{\"device_id\": \"b1\", \"stream_id\": \"gsr\", \"samples\": 100}]}");
+    json_t *out = decide_apply(23 * S + 1);
+    json_t *v = json_object_get(json_array_get(out, 0), "value");
+    ck_assert(json_is_true(json_object_get(v, "complete")));
+    ck_assert_int_eq(json_array_size(json_object_get(v, "incomplete")), 0);
+    json_decref(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("collectrule");
     TCase *tc = tcase_create("rule");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, waits_for_sync);
+    tcase_add_test(tc, complete_only_when_every_stream_is_whole);
+    tcase_add_test(tc, complete_when_all_reported_whole);
     tcase_add_test(tc, long_ids_are_never_truncated_into_one);
     tcase_add_test(tc, starts_at_one_instant_with_a_command_per_node);
     tcase_add_test(tc, stop_request_then_reports_then_stopped);
