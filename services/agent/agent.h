@@ -194,6 +194,7 @@ struct ag_agent {
     size_t device_count, device_cap;
     size_t connected;
     int slowed;              /* devices were told to slow down */
+    int64_t resumed_at_ns;   /* when they were last told to resume (0: never) */
     int64_t backlog_bytes;   /* the log's, at the last tick */
     int64_t acked_records;   /* produced - backlog at the last tick that saw progress */
     int64_t acked_at_ns;     /* when the log last acknowledged something */

@@ -60,6 +60,8 @@ void ag_flow_tick(ag_agent *a, int64_t now)
         return;
     a->slowed = slow;
     a->n.slow_downs += slow;
+    if (!slow)
+        a->resumed_at_ns = now; /* the devices' held data comes from now on */
     fprintf(stderr, "msrs-agent: log backlog %lld bytes in %lld records: %s\n", (long long)bytes,
             (long long)records, slow ? "devices told to slow down" : "devices resume");
     for (size_t i = 0; i < a->device_count; i++)

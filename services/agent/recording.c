@@ -409,8 +409,12 @@ void ag_recording_tick(ag_agent *a, int64_t now)
 {
     for (size_t i = 0; i < a->session_count; i++) {
         ag_session *s = a->sessions[i];
-        if (s->report_phase == AG_REPORT_NONE && s->stop_at_ns != INT64_MAX &&
-            now >= s->stop_at_ns + a->cfg.report_delay_ms * 1000000LL) {
+        /* Due report_delay after the stop instant — and, while the devices
+         * are held back (flow slow_down: not read), only report_delay after
+         * they resume, so data of the window they held is still counted. */
+        int64_t delay_ns = a->cfg.report_delay_ms * 1000000LL;
+        if (s->report_phase == AG_REPORT_NONE && s->stop_at_ns != INT64_MAX && !a->slowed &&
+            now >= s->stop_at_ns + delay_ns && now >= a->resumed_at_ns + delay_ns) {
             freeze(a, s);
             s->report_target = a->produced;
             s->report_due_ns = now;
