@@ -145,12 +145,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
 {
     static const char *const topics[] = {"nodes", "devices", "sessions", "commands"};
     cd_collectd *c = arg;
-    char err[512];
-    int exit_code = CLI_EXIT_OK;
-    ev_projection *p = NULL;
-    ev_projection_opts po = {.on_note = cli_print_note,
-                             .note_arg = (void *)"msrs-collectord",
-                             .state_file = ev_conf_get(conf, "state.file", NULL)};
+    int64_t records, skipped;
     c->log = log;
     c->state = ev_state_new();
     c->emitted = json_object();
@@ -160,18 +155,12 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             "report timeout %lld ms, auto start %s)\n",
             (long long)c->check_ms, (long long)(c->params.lead_ns / 1000000),
             (long long)(c->params.report_timeout_ns / 1000000), c->auto_start ? "true" : "false");
-    if (ev_projection_new(&p, log, c->state, topics, 4, &po, err, sizeof(err)) ||
-        ev_projection_run(p, c->check_ms, check, c, &cli_stop, err, sizeof(err))) {
-        fprintf(stderr, "msrs-collectord: %s\n", err);
-        exit_code = CLI_EXIT_FAIL;
-    }
+    int exit_code = cli_projection_serve("msrs-collectord", log, c->state, topics, 4, conf,
+                                         c->check_ms, check, c, &records, &skipped);
     fprintf(stderr,
             "msrs-collectord: stopped: %lld records, %lld skipped, %lld sessions started, "
             "%lld stopped\n",
-            (long long)(p ? ev_projection_records(p) : 0),
-            (long long)(p ? ev_projection_skipped(p) : 0), (long long)c->started,
-            (long long)c->stopped);
-    ev_projection_destroy(p);
+            (long long)records, (long long)skipped, (long long)c->started, (long long)c->stopped);
     json_decref(c->emitted);
     json_decref(c->waiting);
     ev_state_destroy(c->state);

@@ -123,12 +123,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
 {
     static const char *const topics[] = {"nodes", "devices", "sessions"};
     sd_syncd *s = arg;
-    char err[512];
-    int exit_code = CLI_EXIT_OK;
-    ev_projection *p = NULL;
-    ev_projection_opts po = {.on_note = cli_print_note,
-                             .note_arg = (void *)"msrs-syncd",
-                             .state_file = ev_conf_get(conf, "state.file", NULL)};
+    int64_t records, skipped;
     s->log = log;
     s->state = ev_state_new();
     s->asked = json_object();
@@ -139,18 +134,12 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             (long long)s->check_ms, s->params.min_group,
             (long long)(s->params.max_uncertainty_ns / 1000),
             (long long)(s->params.max_age_ns / 1000000));
-    if (ev_projection_new(&p, log, s->state, topics, 3, &po, err, sizeof(err)) ||
-        ev_projection_run(p, s->check_ms, check_sessions, s, &cli_stop, err, sizeof(err))) {
-        fprintf(stderr, "msrs-syncd: %s\n", err);
-        exit_code = CLI_EXIT_FAIL;
-    }
+    int exit_code = cli_projection_serve("msrs-syncd", log, s->state, topics, 3, conf, s->check_ms,
+                                         check_sessions, s, &records, &skipped);
     fprintf(stderr,
             "msrs-syncd: stopped: %lld records, %lld skipped, %lld sessions synchronised, "
             "%lld re-sync requests\n",
-            (long long)(p ? ev_projection_records(p) : 0),
-            (long long)(p ? ev_projection_skipped(p) : 0), (long long)s->completed,
-            (long long)s->resyncs);
-    ev_projection_destroy(p);
+            (long long)records, (long long)skipped, (long long)s->completed, (long long)s->resyncs);
     json_decref(s->asked);
     json_decref(s->waiting);
     ev_state_destroy(s->state);
