@@ -7,16 +7,16 @@
  * stored checksums against an independent implementation. */
 #include "internal.h"
 
-#include <pthread.h>
 #include <string.h>
 
 #define CRC32C_POLY 0x82F63B78u /* reflected */
 
 static uint32_t table[256];
 static int use_sse42;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static void init(void)
+/* At load, before any thread can call ev__crc32c: no once-check on every
+ * call (a row's checksum is seven calls, most of a few bytes). */
+__attribute__((constructor)) static void init(void)
 {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
@@ -56,7 +56,6 @@ __attribute__((target("sse4.2"))) static uint32_t crc_sse42(uint32_t crc, const 
 
 uint32_t ev__crc32c(uint32_t crc, const void *buf, size_t len)
 {
-    pthread_once(&once, init);
     crc = ~crc;
     if (len) {
 #if defined(__x86_64__)

@@ -340,21 +340,21 @@ fail:
 static uint32_t row_crc(int64_t offset, int64_t ts_ms, const void *key, size_t key_len,
                         const void *value, size_t value_len, const void *hdr, size_t hdr_len)
 {
-    unsigned char head[16], len[4];
-    uint32_t crc;
+    /* offset, ts_ms (8 bytes each) and the three lengths (4 each), little
+     * endian, in one call; then the three parts */
+    unsigned char head[28];
+    const void *part[3] = {key, value, hdr};
+    size_t part_len[3] = {key_len, value_len, hdr_len};
     for (int i = 0; i < 8; i++) {
         head[i] = (unsigned char)((uint64_t)offset >> (8 * i));
         head[8 + i] = (unsigned char)((uint64_t)ts_ms >> (8 * i));
     }
-    crc = ev__crc32c(0, head, sizeof(head));
-    const void *part[3] = {key, value, hdr};
-    size_t part_len[3] = {key_len, value_len, hdr_len};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 3; k++)
         for (int i = 0; i < 4; i++)
-            len[i] = (unsigned char)((uint32_t)part_len[k] >> (8 * i));
-        crc = ev__crc32c(crc, len, sizeof(len));
+            head[16 + 4 * k + i] = (unsigned char)((uint32_t)part_len[k] >> (8 * i));
+    uint32_t crc = ev__crc32c(0, head, sizeof(head));
+    for (int k = 0; k < 3; k++)
         crc = ev__crc32c(crc, part[k], part_len[k]);
-    }
     return crc;
 }
 

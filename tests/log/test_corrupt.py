@@ -39,9 +39,10 @@ def crc32c(data, crc=0):
 
 
 def row_crc(offset, ts_ms, key, value, headers):
-    c = crc32c(struct.pack("<qq", offset, ts_ms))
-    for part in (key or b"", value or b"", headers or b""):
-        c = crc32c(struct.pack("<I", len(part)) + part, c)
+    parts = (key or b"", value or b"", headers or b"")
+    c = crc32c(struct.pack("<qqIII", offset, ts_ms, *(len(p) for p in parts)))
+    for part in parts:
+        c = crc32c(part, c)
     return c
 
 
