@@ -2,8 +2,9 @@
 # callgraph.sh — the agent's files call only downward (the layers agent.h
 # lists). For each .c file of the folder, lists the ag_ functions it
 # defines and the ones it uses, then reports every pair of files that call
-# each other (A uses a function defined in B and B one defined in A); exit 1
-# when there is one. Comments and string literals are stripped first; a use
+# each other (A uses a function defined in B and B one defined in A) and
+# every call to a file that is not below the caller in the layer list of
+# agent.h (so a cycle through three files is caught too); exit 1 on any. Comments and string literals are stripped first; a use
 # is an ag_ name followed by "(" (a call) or by ";" (taken as a handler).
 # usage: tests/agent/callgraph.sh [DIR (services/agent)] [-v]
 dir=${1:-services/agent}
@@ -47,4 +48,30 @@ for f in "$tmp"/*.calls; do
     done <"$f"
 done
 echo "$cycles call cycle(s) between the files of $dir"
-[ "$cycles" -eq 0 ]
+# The layers, bottom to top, as agent.h's comment lists them: " *   6b. x.c"
+perl -ne 'print "$1\n" if /^\s\*\s+\d+b?\.\s+(\w+)\.c\b/' "$dir/agent.h" >"$tmp/layers"
+upward=0
+if [ ! -s "$tmp/layers" ]; then
+    echo "no layer list in $dir/agent.h"
+    upward=1
+fi
+rank() { grep -nx "$1" "$tmp/layers" | cut -d: -f1; }
+for f in "$tmp"/*.calls; do
+    a=$(basename "$f" .calls)
+    ra=$(rank "$a")
+    if [ -z "$ra" ]; then
+        echo "$a.c is not in agent.h's layer list"
+        upward=$((upward + 1))
+        continue
+    fi
+    while read -r b; do
+        rb=$(rank "$b")
+        if [ -z "$rb" ] || [ "$rb" -ge "$ra" ]; then
+            echo "upward: $a.c (layer $ra) calls $b.c (layer ${rb:-?}):" \
+                "$(comm -12 "$tmp/$a.use" "$tmp/$b.def" | tr '\n' ' ')"
+            upward=$((upward + 1))
+        fi
+    done <"$f"
+done
+echo "$upward call(s) against the layer order of $dir/agent.h"
+[ "$cycles" -eq 0 ] && [ "$upward" -eq 0 ]
