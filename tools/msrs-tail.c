@@ -87,47 +87,6 @@ static int print_record(ev_codec *codec, const ev_msg *m, const char *corrupt)
     return rc ? -1 : 0;
 }
 
-/* The next offset expected in one topic and partition. */
-typedef struct tail_position {
-    char topic[320];
-    int32_t partition;
-    int64_t next;
-} tail_position;
-
-typedef struct tail_holes {
-    tail_position *pos;
-    size_t count;
-    int64_t holes;
-    int from_start; /* the first offset of a partition must be 0 */
-} tail_holes;
-
-/* Says a hole in m's partition's offsets, as ev_projection does: our logs
- * have none, so one means records were lost. */
-static void check_hole(tail_holes *h, const ev_msg *m)
-{
-    tail_position *e = NULL;
-    for (size_t i = 0; i < h->count && !e; i++)
-        if (h->pos[i].partition == m->partition && strcmp(h->pos[i].topic, m->topic) == 0)
-            e = &h->pos[i];
-    if (!e) {
-        tail_position *grown = realloc(h->pos, (h->count + 1) * sizeof(*grown));
-        if (!grown)
-            return;
-        h->pos = grown;
-        e = &h->pos[h->count++];
-        snprintf(e->topic, sizeof(e->topic), "%s", m->topic);
-        e->partition = m->partition;
-        e->next = h->from_start ? 0 : m->offset;
-    }
-    if (m->offset > e->next) {
-        h->holes++;
-        fprintf(stderr, "msrs-tail: %s [%d]: offsets %lld..%lld are missing from the log\n",
-                m->topic, (int)m->partition, (long long)e->next, (long long)m->offset - 1);
-    }
-    if (m->offset >= e->next)
-        e->next = m->offset + 1;
-}
-
 typedef struct tail_opts {
     const char *names[64];
     size_t name_count;
@@ -179,7 +138,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     int exit_code = CLI_EXIT_OK;
     long long printed = 0, corrupt = 0;
     char err[2048], last_err[2048] = "";
-    tail_holes holes = {.from_start = !t->cursor && t->from.kind == EV_FROM_BEGINNING};
+    /* a hole in a partition's offsets means records were lost: said */
+    ev_offsets *seen = ev_offsets_new(!t->cursor && t->from.kind == EV_FROM_BEGINNING);
+    int64_t holes = 0;
     ev_codec *codec = NULL;
     char topics_buf[64][320];
     const char *topics[64];
@@ -218,7 +179,13 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         const ev_msg *m;
         rc = ev_log_poll(log, 200, &m, err, sizeof(err));
         if (rc == 0 || rc == EV_ERR_CORRUPT) {
-            check_hole(&holes, m);
+            int64_t first, missing = seen ? ev_offsets_see(seen, m, &first) : 0;
+            if (missing > 0) {
+                holes++;
+                fprintf(stderr, "msrs-tail: %s [%d]: offsets %lld..%lld are missing from the log\n",
+                        m->topic, (int)m->partition, (long long)first,
+                        (long long)(first + missing - 1));
+            }
             if (rc == EV_ERR_CORRUPT)
                 corrupt++;
             if (print_record(codec, m, rc == EV_ERR_CORRUPT ? err : NULL))
@@ -247,9 +214,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     if (corrupt)
         fprintf(stderr, "msrs-tail: %lld record%s failed %s checksum\n", corrupt,
                 corrupt == 1 ? "" : "s", corrupt == 1 ? "its" : "their");
-    if (holes.holes) {
-        fprintf(stderr, "msrs-tail: %lld hole%s in the offsets\n", (long long)holes.holes,
-                holes.holes == 1 ? "" : "s");
+    if (holes) {
+        fprintf(stderr, "msrs-tail: %lld hole%s in the offsets\n", (long long)holes,
+                holes == 1 ? "" : "s");
         exit_code = CLI_EXIT_FAIL;
     }
     if (ev_log_unchecked(log))
@@ -258,7 +225,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
                 "checksums): not checked\n",
                 (long long)ev_log_unchecked(log), ev_log_unchecked(log) == 1 ? "" : "s");
 out:
-    free(holes.pos);
+    ev_offsets_destroy(seen);
     ev_codec_destroy(codec);
     return exit_code;
 }

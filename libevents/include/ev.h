@@ -420,6 +420,30 @@ int ev_state_apply(ev_state *state, const ev_event *ev, char *errstr, size_t err
  * that shares the state's objects: do not modify it. */
 json_t *ev_state_to_json(const ev_state *state);
 
+/* ----------------------------------------------------------------- offsets */
+
+/* What a reader has read of each topic and partition. Our logs number a
+ * partition's records from 0 without gaps (SQLite by construction, Kafka
+ * unless retention or the mock's 5 MiB dropped some), so a skipped offset
+ * is a lost record: readers say so (ev_projection, msrs-tail). Not
+ * thread-safe. */
+typedef struct ev_offsets ev_offsets;
+
+/* from_start: the reader began at the beginning, so a partition's first
+ * offset must be 0; else its first record read is where it begins. NULL
+ * when out of memory. */
+ev_offsets *ev_offsets_new(int from_start);
+void ev_offsets_destroy(ev_offsets *o);
+/* Records that msg was read. Returns how many offsets before it were
+ * skipped (0: none; *first_missing, may be NULL, is the first of them), or
+ * EV_ERR_NOMEM. */
+int64_t ev_offsets_see(ev_offsets *o, const ev_msg *msg, int64_t *first_missing);
+/* Marks msg as taken (folded, applied): ev_offsets_marked says up to where. */
+int ev_offsets_mark(ev_offsets *o, const ev_msg *msg);
+/* {"<topic>": {"<partition>": next offset after the last marked}}: a new
+ * object, owned by the caller. */
+json_t *ev_offsets_marked(const ev_offsets *o);
+
 /* -------------------------------------------------------------- projection */
 
 /* A projection is a state folded from every record of some topics, from the

@@ -13,13 +13,6 @@
 
 const char *const ev_state_topics[4] = {"nodes", "devices", "sessions", "commands"};
 
-/* Next offsets read and folded of one topic and partition. */
-typedef struct proj_position {
-    char topic[256];
-    int32_t partition;
-    int64_t read, folded;
-} proj_position;
-
 struct ev_projection {
     ev_log *log;
     ev_state *state;
@@ -27,9 +20,7 @@ struct ev_projection {
     char *state_file;
     int caught_up;
     int64_t records, skipped, gaps;
-    /* an array, not JSON: it is updated for every record */
-    proj_position *pos;
-    size_t pos_count, pos_last;
+    ev_offsets *offsets; /* read (holes) and folded, per topic and partition */
 };
 
 static void note(const ev_projection *p, ev_projection_note n)
@@ -58,7 +49,9 @@ int ev_projection_new(ev_projection **out, ev_log *log, ev_state *state, const c
     p->state = state;
     if (opts)
         p->opts = *opts;
-    if (p->opts.state_file && !(p->state_file = strdup(p->opts.state_file))) {
+    if (!(p->offsets = ev_offsets_new(1)) ||
+        (p->opts.state_file && !(p->state_file = strdup(p->opts.state_file)))) {
+        ev_offsets_destroy(p->offsets);
         free(p);
         return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
     }
@@ -79,7 +72,7 @@ void ev_projection_destroy(ev_projection *p)
 {
     if (!p)
         return;
-    free(p->pos);
+    ev_offsets_destroy(p->offsets);
     free(p->state_file);
     free(p);
 }
@@ -101,43 +94,16 @@ int64_t ev_projection_gaps(const ev_projection *p)
     return p->gaps;
 }
 
-/* The position entry of m's topic and partition (added if new); NULL when
- * out of memory. */
-static proj_position *position_of(ev_projection *p, const ev_msg *m)
+/* A record not folded: counted and named. */
+static void skip(ev_projection *p, const ev_msg *m, const char *why)
 {
-    proj_position *e = p->pos_count ? &p->pos[p->pos_last] : NULL;
-    if (e && e->partition == m->partition && strcmp(e->topic, m->topic) == 0)
-        return e;
-    for (size_t i = 0; i < p->pos_count; i++)
-        if (p->pos[i].partition == m->partition && strcmp(p->pos[i].topic, m->topic) == 0) {
-            p->pos_last = i;
-            return &p->pos[i];
-        }
-    proj_position *grown = realloc(p->pos, (p->pos_count + 1) * sizeof(*grown));
-    if (!grown)
-        return NULL;
-    p->pos = grown;
-    e = &p->pos[p->pos_count];
-    memset(e, 0, sizeof(*e));
-    snprintf(e->topic, sizeof(e->topic), "%s", m->topic);
-    e->partition = m->partition;
-    p->pos_last = p->pos_count++;
-    return e;
-}
-
-/* Offsets have no holes in our logs: one means records were lost
- * (retention, the mock's 5 MiB per partition). Said, not skipped over. */
-static void check_gap(ev_projection *p, proj_position *e, const ev_msg *m)
-{
-    if (m->offset > e->read) {
-        p->gaps++;
-        note(p, (ev_projection_note){.kind = EV_PROJ_GAP,
-                                     .topic = m->topic,
-                                     .partition = m->partition,
-                                     .offset = e->read,
-                                     .count = m->offset - e->read});
-    }
-    e->read = m->offset + 1;
+    p->skipped++;
+    note(p, (ev_projection_note){.kind = EV_PROJ_SKIPPED,
+                                 .topic = m->topic,
+                                 .partition = m->partition,
+                                 .offset = m->offset,
+                                 .count = 1,
+                                 .message = why});
 }
 
 /* 1 when m is at or past the limit. */
@@ -160,24 +126,23 @@ static int fold_msg(ev_projection *p, const ev_msg *m, const char *corrupt, char
 {
     char err[512];
     ev_event ev;
-    proj_position *e = position_of(p, m);
-    if (!e) {
+    int64_t first, missing = ev_offsets_see(p->offsets, m, &first);
+    if (missing < 0)
         return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
+    if (missing) { /* records were lost (retention, the mock's 5 MiB): said */
+        p->gaps++;
+        note(p, (ev_projection_note){.kind = EV_PROJ_GAP,
+                                     .topic = m->topic,
+                                     .partition = m->partition,
+                                     .offset = first,
+                                     .count = missing});
     }
-    check_gap(p, e, m);
     if (past_limit(p, m))
         return 0;
     if (corrupt) {
-        e->folded = m->offset + 1;
         p->records++;
-        p->skipped++;
-        note(p, (ev_projection_note){.kind = EV_PROJ_SKIPPED,
-                                     .topic = m->topic,
-                                     .partition = m->partition,
-                                     .offset = m->offset,
-                                     .count = 1,
-                                     .message = corrupt});
-        return 0;
+        skip(p, m, corrupt);
+        return ev_offsets_mark(p->offsets, m);
     }
     /* peek: the reducers read the value only when they need it */
     int bad = ev_event_peek(m, &ev, err, sizeof(err));
@@ -186,18 +151,10 @@ static int fold_msg(ev_projection *p, const ev_msg *m, const char *corrupt, char
     int applied = bad ? bad : ev_state_apply(p->state, &ev, err, sizeof(err));
     if (applied == EV_ERR_NOMEM) /* not the record's fault: the state is not whole */
         return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "state: out of memory");
-    e->folded = m->offset + 1;
     p->records++;
-    if (applied < 0) {
-        p->skipped++;
-        note(p, (ev_projection_note){.kind = EV_PROJ_SKIPPED,
-                                     .topic = m->topic,
-                                     .partition = m->partition,
-                                     .offset = m->offset,
-                                     .count = 1,
-                                     .message = err});
-    }
-    return 0;
+    if (applied < 0)
+        skip(p, m, err);
+    return ev_offsets_mark(p->offsets, m);
 }
 
 int ev_projection_step(ev_projection *p, int timeout_ms, char *errstr, size_t errstr_size)
@@ -221,15 +178,7 @@ json_t *ev_projection_snapshot(const ev_projection *p)
     json_t *j = json_object(), *state = ev_state_to_json(p->state);
     json_object_update(j, state);
     json_decref(state);
-    json_t *pos = json_object();
-    for (size_t i = 0; i < p->pos_count; i++) {
-        char part[16];
-        json_t *t = json_object_get(pos, p->pos[i].topic);
-        if (!t)
-            json_object_set_new(pos, p->pos[i].topic, t = json_object());
-        snprintf(part, sizeof(part), "%d", (int)p->pos[i].partition);
-        json_object_set_new(t, part, json_integer(p->pos[i].folded));
-    }
+    json_t *pos = ev_offsets_marked(p->offsets);
     json_object_set_new(j, "positions", pos);
     json_object_set_new(j, "records", json_integer(p->records));
     json_object_set_new(j, "undecodable", json_integer(p->skipped));

@@ -240,6 +240,42 @@ START_TEST(bad_arguments_are_refused)
 }
 END_TEST
 
+/* The offsets tracker both readers share: holes per topic and partition,
+ * from the first offset (0) or from where the reader began. */
+START_TEST(offsets_name_holes_per_partition)
+{
+    ev_msg m = {.topic = "msrs.nodes", .partition = 0};
+    int64_t first = -1;
+    ev_offsets *o = ev_offsets_new(1);
+    m.offset = 0;
+    ck_assert_int_eq(ev_offsets_see(o, &m, &first), 0);
+    m.offset = 3;
+    ck_assert_int_eq(ev_offsets_see(o, &m, &first), 2);
+    ck_assert_int_eq(first, 1);
+    ck_assert_int_eq(ev_offsets_mark(o, &m), 0);
+    m.partition = 1;
+    m.offset = 2; /* another partition: its own numbering, from 0 */
+    ck_assert_int_eq(ev_offsets_see(o, &m, &first), 2);
+    m.offset = 1; /* a redelivered older record is no hole */
+    ck_assert_int_eq(ev_offsets_see(o, &m, &first), 0);
+    json_t *marked = ev_offsets_marked(o);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(marked, "msrs.nodes"), "0")), 4);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(marked, "msrs.nodes"), "1")), 0);
+    json_decref(marked);
+    ev_offsets_destroy(o);
+    o = ev_offsets_new(0); /* began at offset 10 */
+    m.partition = 0;
+    m.offset = 10;
+    ck_assert_int_eq(ev_offsets_see(o, &m, NULL), 0);
+    m.offset = 12;
+    ck_assert_int_eq(ev_offsets_see(o, &m, NULL), 1);
+    ev_offsets_destroy(o);
+    ev_offsets_destroy(NULL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("projection");
@@ -251,6 +287,7 @@ int main(void)
     tcase_add_test(tc, limit_and_until_leave_later_records_out);
     tcase_add_test(tc, run_checks_once_caught_up_and_writes_the_state_file);
     tcase_add_test(tc, bad_arguments_are_refused);
+    tcase_add_test(tc, offsets_name_holes_per_partition);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
