@@ -183,16 +183,6 @@ typedef struct events_ctx {
     int64_t records;
 } events_ctx;
 
-static const char *string_field(avro_value_t *v, const char *name)
-{
-    avro_value_t f;
-    const char *s = NULL;
-    size_t len;
-    if (avro_value_get_by_name(v, name, &f, NULL) || avro_value_get_string(&f, &s, &len))
-        return "";
-    return s;
-}
-
 static int bad_record(events_ctx *c, const char *what)
 {
     char msg[768];
@@ -219,8 +209,8 @@ static int one_event(void *arg, avro_value_t *v)
         snprintf(what, sizeof(what), "field value: %s", buf ? err : "expected the framed record");
         return bad_record(c, what);
     }
-    snprintf(ev.id, sizeof(ev.id), "%s", string_field(v, "id"));
-    snprintf(ev.source, sizeof(ev.source), "%s", string_field(v, "source"));
+    snprintf(ev.id, sizeof(ev.id), "%s", ev_value_string(v, "id"));
+    snprintf(ev.source, sizeof(ev.source), "%s", ev_value_string(v, "source"));
     return c->fn(c->arg, &ev, NULL);
 }
 

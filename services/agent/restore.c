@@ -127,25 +127,6 @@ static int read_topics(ag_agent *a, const ev_conf *conf, const char *const *topi
     return rc;
 }
 
-static const char *get_str(avro_value_t *v, const char *name)
-{
-    avro_value_t f;
-    const char *s = NULL;
-    size_t len;
-    if (avro_value_get_by_name(v, name, &f, NULL) || avro_value_get_string(&f, &s, &len))
-        return "";
-    return s;
-}
-
-static int64_t get_long(avro_value_t *v, const char *name)
-{
-    avro_value_t f;
-    int64_t x = 0;
-    if (avro_value_get_by_name(v, name, &f, NULL) == 0)
-        avro_value_get_long(&f, &x);
-    return x;
-}
-
 /* ClockOffsetMeasured of an expected device from this node: its probes go
  * into the device's estimator again, round by round, so the instants sent
  * when it comes back are on its clock as before. */
@@ -154,11 +135,11 @@ static void on_clock(ag_agent *a, const ev_event *ev)
     json_t *rec = NULL;
     char err[256];
     if (ev_schema_id(ev->schema) != EV_SCHEMA_CLOCK_OFFSET_MEASURED ||
-        strcmp(get_str(ev->value, "node_id"), a->cfg.node_id) != 0 ||
-        !expecting(a, get_str(ev->value, "device_id")) ||
+        strcmp(ev_value_string(ev->value, "node_id"), a->cfg.node_id) != 0 ||
+        !expecting(a, ev_value_string(ev->value, "device_id")) ||
         ev_value_to_json(ev->value, &rec, err, sizeof(err)))
         return;
-    ag_device *d = device_of(a, get_str(ev->value, "device_id"));
+    ag_device *d = device_of(a, ev_value_string(ev->value, "device_id"));
     size_t i;
     json_t *p;
     ev_clock_round r;
@@ -182,16 +163,16 @@ static void on_clock(ag_agent *a, const ev_event *ev)
 static void on_data(ag_agent *a, const ev_event *ev)
 {
     int media = ev_schema_id(ev->schema) != ev_schema_id(ev_schema_by_name("SensorSampleBatch"));
-    const char *device_id = get_str(ev->value, "device_id"),
-               *session_id = get_str(ev->value, "session_id"),
-               *stream = get_str(ev->value, "stream_id");
+    const char *device_id = ev_value_string(ev->value, "device_id"),
+               *session_id = ev_value_string(ev->value, "session_id"),
+               *stream = ev_value_string(ev->value, "stream_id");
     ag_session *s = expecting(a, device_id);
     if (!s)
         return;
     ag_device *d = device_of(a, device_id);
     if (!d)
         return;
-    int64_t seq = get_long(ev->value, "seq"), n = 1, bytes = 0;
+    int64_t seq = ev_value_long(ev->value, "seq"), n = 1, bytes = 0;
     avro_value_t f;
     if (media) {
         const void *buf;

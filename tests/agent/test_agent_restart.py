@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, of_type, stop_all, tail, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, Procs, free_port, of_type, stop_all, tail, wait_listening  # noqa: E402
 
 check = Checks()
 
@@ -39,16 +39,8 @@ def main():
     db = os.path.join(tmp, "log.db")
     log = "sqlite:" + db
     port = free_port()
-    procs = []
-
-    def start(name, args):
-        p = subprocess.Popen([os.path.join(BIN, args[0])] + args[1:],
-                             stderr=open(os.path.join(tmp, name + ".log"), "w"))
-        procs.append(p)
-        return p
-
-    def stderr_of(name):
-        return open(os.path.join(tmp, name + ".log")).read()
+    procs = Procs(tmp)
+    start, stderr_of = procs.start, procs.stderr_of
 
     agent_cmd = ["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port, "--node-id", "n1",
                  "-X", "sync.interval_ms=1000", "-X", "agent.report_delay_ms=500"]

@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, stop_all, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, Procs, free_port, stop_all, wait_listening  # noqa: E402
 
 check = Checks()
 SESSIONS = 6
@@ -40,16 +40,8 @@ def main():
         return 1
     tmp = tempfile.mkdtemp(prefix="msrs-start-margin-")
     port = free_port()
-    procs = []
-
-    def start(name, args):
-        p = subprocess.Popen([os.path.join(BIN, args[0])] + args[1:],
-                             stderr=open(os.path.join(tmp, name + ".log"), "w"))
-        procs.append(p)
-        return p
-
-    def stderr_of(name):
-        return open(os.path.join(tmp, name + ".log")).read()
+    procs = Procs(tmp)
+    start, stderr_of = procs.start, procs.stderr_of
 
     try:
         start("agent", ["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port, "--node-id", "n1",

@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, of_type, stop_all, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, Procs, free_port, of_type, stop_all, wait_listening  # noqa: E402
 
 check = Checks()
 
@@ -48,14 +48,8 @@ def main():
         log = "sqlite:" + os.path.join(tmp, "log.db")
     archive = os.path.join(tmp, "archive")
     port = free_port()
-    procs, names = [], {}
-
-    def start(name, args):
-        p = subprocess.Popen([os.path.join(BIN, args[0])] + args[1:],
-                             stderr=open(os.path.join(tmp, name + ".log"), "a"))
-        procs.append(p)
-        names[name] = p
-        return p
+    procs = Procs(tmp)
+    start, names = procs.start, procs.by_name
 
     def kill_and_restart(name, args, pause):
         p = names[name]
@@ -154,7 +148,7 @@ def main():
     check(not bad, "every process exited cleanly (or was killed): %s" % bad)
     if check.failures:
         for name in names:
-            print("---", name, open(os.path.join(tmp, name + ".log")).read()[-1500:])
+            print("---", name, procs.stderr_of(name)[-1500:])
         print("kept", tmp)
     else:
         subprocess.run(["rm", "-rf", tmp])

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, of_type, stop_all, tail, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, Procs, free_port, of_type, stop_all, tail, wait_listening  # noqa: E402
 
 check = Checks()
 
@@ -41,16 +41,8 @@ def main():
     db = os.path.join(tmp, "log.db")
     log = "sqlite:" + db
     port = free_port()
-    procs = []
-
-    def start(name, args):
-        p = subprocess.Popen([os.path.join(BIN, args[0])] + args[1:],
-                             stderr=open(os.path.join(tmp, name + ".log"), "w"))
-        procs.append(p)
-        return p
-
-    def stderr_of(name):
-        return open(os.path.join(tmp, name + ".log")).read()
+    procs = Procs(tmp)
+    start, stderr_of = procs.start, procs.stderr_of
 
     try:
         agent = start("agent", ["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port,

@@ -87,3 +87,25 @@ def tail(db, topic, binary=BIN):
     r = subprocess.run([os.path.join(binary, "msrs-tail"), "--log", "sqlite:" + db, "--topic", topic],
                        capture_output=True, text=True)
     return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+class Procs:
+    """The msrs processes of one test: each started by name from BIN with its
+    stderr appended to TMP/NAME.log (a restart under the same name goes on
+    in the same file). Iterates over every process started (for stop_all)."""
+
+    def __init__(self, tmp, binary=None):
+        self.tmp, self.binary, self.all, self.by_name = tmp, binary or BIN, [], {}
+
+    def start(self, name, args, **kw):
+        p = subprocess.Popen([os.path.join(self.binary, args[0])] + args[1:],
+                             stderr=open(os.path.join(self.tmp, name + ".log"), "a"), **kw)
+        self.all.append(p)
+        self.by_name[name] = p
+        return p
+
+    def stderr_of(self, name):
+        return open(os.path.join(self.tmp, name + ".log")).read()
+
+    def __iter__(self):
+        return iter(list(self.all))
