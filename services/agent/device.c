@@ -76,3 +76,11 @@ void ag_device_free_all(ag_agent *a)
     a->devices = NULL;
     a->device_count = a->device_cap = 0;
 }
+
+int ag_device_has_stream(const ag_device *d, const char *stream)
+{
+    for (int i = 0; d && stream && i < d->stream_count; i++)
+        if (strcmp(d->stream_ids[i], stream) == 0)
+            return 1;
+    return 0;
+}

@@ -19,5 +19,7 @@ void ag_device_attach(ag_agent *a, ag_device *d, ag_conn *c, json_t *streams);
 void ag_device_detach(ag_agent *a, ag_conn *c);
 /* Frees every device (at exit). */
 void ag_device_free_all(ag_agent *a);
+/* 1 when d declared stream in its hello. */
+int ag_device_has_stream(const ag_device *d, const char *stream);
 
 #endif

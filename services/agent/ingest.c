@@ -7,6 +7,7 @@
 #include "ingest.h"
 
 #include "clock.h"
+#include "device.h"
 #include "emit.h"
 #include "endpoint.h"
 #include "recording.h"
@@ -89,6 +90,19 @@ static int ag_seq_ok(const json_t *seq)
            json_integer_value(seq) <= (1LL << 53);
 }
 
+/* 0 when stream was declared in the device's hello; else says so to the
+ * device (invalid) and returns -1: a stream id the agent has not seen
+ * never becomes state (a flood of new ids grew the agent without bound). */
+static int declared(ag_agent *a, ag_conn *c, const char *stream, const char *ref)
+{
+    char why[160];
+    if (ag_device_has_stream(c->dev, stream))
+        return 0;
+    snprintf(why, sizeof(why), "stream '%.64s' was not declared in hello", stream);
+    ag_send_invalid(a, c, why, ref);
+    return -1;
+}
+
 void ag_ingest_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, const char *ref)
 {
     ag_device *d = c->dev;
@@ -104,6 +118,8 @@ void ag_ingest_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
                         ref);
         return;
     }
+    if (declared(a, c, stream, ref))
+        return;
     /* Written into the codec's Avro value straight from the parsed message
      * (no JSON record in between). */
     static const char bad_row[] = "payload: every t must be an integer and every row of values "
@@ -154,6 +170,8 @@ void ag_ingest_samples_binary(ag_agent *a, ag_conn *c, json_t *h, const unsigned
                         NULL);
         return;
     }
+    if (declared(a, c, stream, NULL))
+        return;
     size_t want = (size_t)n * 8 * (1 + (size_t)channels);
     if (len != want) {
         snprintf(why, sizeof(why),
@@ -232,6 +250,8 @@ void ag_ingest_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *pa
         ag_send_invalid(a, c, "binary media header: expected {stream_id, codec, pts, ...}", NULL);
         return;
     }
+    if (declared(a, c, stream, NULL))
+        return;
     int64_t ts = json_integer_value(json_object_get(h, "ts"));
     int64_t master = ag_device_to_master(a, c->dev, ts);
     const char *session;

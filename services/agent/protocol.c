@@ -93,11 +93,32 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
         reject(a, c, ref, "invalid", "payload.streams: expected an array");
         return;
     }
+    /* A device's streams are bounded and named like ids: what it sends
+     * later must name one of them (ingest.c), so state per stream is too. */
+    size_t k;
+    json_t *one;
+    json_array_foreach(streams, k, one)
+    {
+        if (k >= AG_MAX_STREAMS ||
+            !ev_id_valid(json_string_value(json_object_get(one, "stream_id")))) {
+            if (k >= AG_MAX_STREAMS)
+                snprintf(why, sizeof(why), "payload.streams: at most %d streams", AG_MAX_STREAMS);
+            else
+                snprintf(why, sizeof(why),
+                         "payload.streams[%zu].stream_id: expected 1-63 characters of "
+                         "[A-Za-z0-9._:-]",
+                         k);
+            json_decref(rec);
+            a->n.invalid++;
+            reject(a, c, ref, "invalid", why);
+            return;
+        }
+    }
     json_t *clean = json_array();
     size_t i;
     json_t *st;
     json_array_foreach(streams, i, st) json_array_append_new(clean, pick(st, stream_keys));
-    json_object_set_new(rec, "streams", clean);
+    json_object_set(rec, "streams", clean); /* clean stays ours: ag_emit takes rec */
     json_object_set_new(rec, "device_id", json_string(device_id));
     json_object_set_new(rec, "node_id", json_string(a->cfg.node_id));
     /* The record's own conversion checks the payload: a device hears the
@@ -105,13 +126,16 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
     if (ag_emit(a, "DeviceRegistered", device_id, rec, err, sizeof(err)) == EV_ERR_INVALID) {
         snprintf(why, sizeof(why), "payload.%s", err);
         reject(a, c, ref, "invalid", why);
+        json_decref(clean);
         return;
     }
     if (!d && !(d = ag_device_add(a, device_id))) {
         reject(a, c, ref, "internal", "out of memory");
+        json_decref(clean);
         return;
     }
     ag_device_attach(a, d, c, clean);
+    json_decref(clean);
     /* Rejoin: tell the device where each of its streams resumes. */
     ag_send(a, c, "register",
             json_pack("{s:b, s:s, s:s, s:O}", "accepted", 1, "reason", "", "node_id",

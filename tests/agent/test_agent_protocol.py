@@ -41,7 +41,11 @@ class Device:
         await self.send("hello", hello_payload if hello_payload is not None else {
             "name": self.device_id, "capabilities": ["gsr", "imu"], "battery": 0.9, "version": "t",
             "streams": [{"stream_id": "gsr", "type": "gsr", "rate_hz": 128, "channels": 1,
-                         "format": "float64"}]})
+                         "format": "float64"},
+                        {"stream_id": "imu", "type": "imu", "rate_hz": 100, "channels": 2,
+                         "format": "float64"},
+                        {"stream_id": "rgb", "type": "video", "rate_hz": 30, "channels": 1,
+                         "format": "h264"}]})
         reg = await self.recv_type("register")
         self.task = asyncio.ensure_future(self.pump())
         return reg
@@ -143,6 +147,22 @@ async def scenario(url, db):
     check(e is not None and "2^53" in e["message"], "samples with seq 2^63-1: invalid: %r" % e)
     await good.send("samples", {"stream_id": "gsr", "seq": -5, "t": [1], "values": [[1.0]]})
     check(await good.wait_error("invalid") is not None, "samples with a negative seq: invalid")
+    # Data must name a stream its hello declared: a new id per message (256 KB
+    # each) used to become state in the agent, which never gave it back.
+    await good.send("samples", {"stream_id": "x" * (256 << 10), "seq": 0, "t": [1], "values": [[1.0]]})
+    e = await good.wait_error("invalid")
+    check(e is not None and "was not declared in hello" in e["message"] and len(e["message"]) < 200,
+          "samples for an undeclared stream: invalid, the id cut in the message: %r" % (e and e["message"][:100]))
+    bad_hello = Device(url, "many-streams")
+    reg = await bad_hello.connect({"name": "x", "streams": [{"stream_id": "s%d" % i} for i in range(9)]})
+    check(reg["payload"]["accepted"] is False and "at most 8 streams" in reg["payload"]["reason"],
+          "hello with 9 streams refused: %r" % reg["payload"])
+    await bad_hello.ws.close()
+    bad_hello = Device(url, "bad-stream-id")
+    reg = await bad_hello.connect({"name": "x", "streams": [{"stream_id": "a/b"}]})
+    check(reg["payload"]["accepted"] is False and "streams[0].stream_id" in reg["payload"]["reason"],
+          "hello with a bad stream id refused: %r" % reg["payload"])
+    await bad_hello.ws.close()
     await good.send("time_resp", {"t1": 1, "t2": -2**63, "t3": 2**63 - 1})
     e = await good.wait_error("invalid")
     check(e is not None and "2^62" in e["message"], "time_resp with extreme stamps: invalid: %r" % e)
