@@ -251,3 +251,63 @@ int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const c
     ev_projection_destroy(p);
     return code;
 }
+
+static int copy_key(void *dst, const char *key, const char *value)
+{
+    return ev_conf_set(dst, key, value);
+}
+
+ev_conf *cli_conf_copy(const ev_conf *conf)
+{
+    ev_conf *c = ev_conf_new();
+    if (c)
+        ev_conf_foreach(conf, "", copy_key, c);
+    return c;
+}
+
+int cli_read_topics(const ev_conf *conf, const char *const *topics, size_t count, ev_from from,
+                    void (*fn)(void *arg, const ev_event *ev), void *arg, int64_t *records,
+                    int64_t *skipped, char *errstr, size_t errstr_size)
+{
+    char full[8][320];
+    const char *names[8];
+    const ev_msg *m;
+    ev_event ev;
+    ev_log *log = NULL;
+    ev_codec *codec = ev_codec_new();
+    ev_conf *ro = cli_conf_copy(conf);
+    int rc = codec && ro ? 0 : EV_ERR_NOMEM;
+    if (count > 8)
+        count = 8;
+    if (!rc) {
+        ev_conf_set(ro, "log.read_only", "true");
+        rc = ev_log_open(&log, ro, errstr, errstr_size);
+    }
+    for (size_t i = 0; !rc && i < count; i++)
+        names[i] = ev_log_topic(log, topics[i], full[i], sizeof(full[i]));
+    if (!rc)
+        rc = ev_log_assign(log, names, count, from, errstr, errstr_size);
+    while (!rc && !cli_stop) {
+        rc = ev_log_poll(log, 1000, &m, errstr, errstr_size);
+        if (rc == EV_ERR_END) {
+            rc = 0;
+            break;
+        }
+        if (rc == EV_ERR_TIMED_OUT) {
+            rc = 0;
+        } else if (rc == EV_ERR_CORRUPT ||
+                   (!rc && ev_event_decode(codec, m, &ev, errstr, errstr_size))) {
+            rc = 0;
+            if (skipped)
+                (*skipped)++;
+        } else if (!rc) {
+            fn(arg, &ev);
+            if (records)
+                (*records)++;
+        }
+    }
+    ev_log_destroy(log);
+    ev_codec_destroy(codec);
+    ev_conf_destroy(ro);
+    return rc;
+}

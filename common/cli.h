@@ -105,6 +105,21 @@ int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const c
                          ev_projection_check_cb check, void *arg, int64_t *records,
                          int64_t *skipped);
 
+/* A copy of conf (every key), owned by the caller; NULL when out of
+ * memory. */
+ev_conf *cli_conf_copy(const ev_conf *conf);
+
+/* Reads topics (logical names, at most 8) of the log conf names, from
+ * `from` to their end, on a log handle of its own opened read-only (conf
+ * is copied, not changed): fn(arg, ev) for each record that decodes (ev
+ * lives during the call, on the calling thread). Records that fail their
+ * checksum or do not decode are skipped, counted in *skipped. *records and
+ * *skipped may be NULL. Returns 0 at the end (or when cli_stop is set), else
+ * the log's error (errstr). */
+int cli_read_topics(const ev_conf *conf, const char *const *topics, size_t count, ev_from from,
+                    void (*fn)(void *arg, const ev_event *ev), void *arg, int64_t *records,
+                    int64_t *skipped, char *errstr, size_t errstr_size);
+
 /* Emits a record given as JSON (borrowed) with event id id (NULL: a new
  * one) and waits until the log acknowledged it. Prints and returns the
  * error. */

@@ -147,11 +147,6 @@ static char *split_topics(const char *list, const char **topics, size_t max, siz
     return copy;
 }
 
-static int copy_key(void *dst, const char *key, const char *value)
-{
-    return ev_conf_set(dst, key, value);
-}
-
 /* --republish: the destination takes this log's config (kafka.*, sqlite.*,
  * prefix) with log = --to and topic.prefix = --prefix. */
 static int run_republish(const ev_conf *conf, int republish, const char *to, const char *prefix,
@@ -181,8 +176,7 @@ static int run_republish(const ev_conf *conf, int republish, const char *to, con
     copy = split_topics(topics_arg ? topics_arg
                                    : "nodes,devices,sessions,commands,presence,samples,media",
                         topics, 16, &count);
-    ev_conf *dc = ev_conf_new();
-    ev_conf_foreach(conf, "", copy_key, dc);
+    ev_conf *dc = cli_conf_copy(conf);
     ev_conf_set(dc, "log", to);
     ev_conf_set(dc, "log.read_only", "false"); /* the destination is written */
     if (prefix)

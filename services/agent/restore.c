@@ -93,45 +93,12 @@ static ag_device *device_of(ag_agent *a, const char *device_id)
     return d ? d : ag_device_add(a, device_id);
 }
 
-/* Reads topic from from_ms to its end, calling fn for each decoded event. */
-static int read_topics(ag_agent *a, const ev_conf *conf, const char *const *topics, size_t count,
-                       int64_t from_ms, void (*fn)(ag_agent *, const ev_event *), int64_t *records,
-                       char *err, size_t n)
-{
-    ev_log *log = NULL;
-    const ev_msg *m;
-    ev_event ev;
-    char full[4][320];
-    const char *names[4];
-    int rc = open_log(&log, conf, err, n);
-    for (size_t i = 0; i < count && i < 4; i++)
-        names[i] = ev_log_topic(a->log, topics[i], full[i], sizeof(full[i]));
-    if (!rc)
-        rc = ev_log_assign(log, names, count, (ev_from){EV_FROM_TIME, from_ms}, err, n);
-    while (!rc && !cli_stop) {
-        rc = ev_log_poll(log, 1000, &m, err, n);
-        if (rc == EV_ERR_END) {
-            rc = 0;
-            break;
-        }
-        if (rc == EV_ERR_TIMED_OUT) {
-            rc = 0;
-            continue;
-        }
-        if (!rc && ev_event_decode(a->codec, m, &ev, err, n) == 0) {
-            fn(a, &ev);
-            (*records)++;
-        }
-    }
-    ev_log_destroy(log);
-    return rc;
-}
-
 /* ClockOffsetMeasured of an expected device from this node: its probes go
  * into the device's estimator again, round by round, so the instants sent
  * when it comes back are on its clock as before. */
-static void on_clock(ag_agent *a, const ev_event *ev)
+static void on_clock(void *arg, const ev_event *ev)
 {
+    ag_agent *a = arg;
     json_t *rec = NULL;
     char err[256];
     if (ev_schema_id(ev->schema) != EV_SCHEMA_CLOCK_OFFSET_MEASURED ||
@@ -160,8 +127,9 @@ static void on_clock(ag_agent *a, const ev_event *ev)
 /* A SensorSampleBatch or MediaPacket of an expected device: the next
  * sequence number of its stream, and, when tagged with a restored
  * session, that session's counts (samples, bytes, gaps). */
-static void on_data(ag_agent *a, const ev_event *ev)
+static void on_data(void *arg, const ev_event *ev)
 {
+    ag_agent *a = arg;
     int media = ev_schema_id(ev->schema) != ev_schema_id(ev_schema_by_name("SensorSampleBatch"));
     const char *device_id = ev_value_string(ev->value, "device_id"),
                *session_id = ev_value_string(ev->value, "session_id"),
@@ -212,11 +180,13 @@ int ag_restore(ag_agent *a, const ev_conf *conf, char *err, size_t n)
     if (rc || a->session_count == before)
         return rc;
     static const char *const devices[] = {"devices"}, *const data[] = {"samples", "media"};
-    rc = read_topics(a, conf, devices, 1, ev_now_ns() / 1000000 - RESTORE_CLOCK_MS, on_clock,
-                     &clock_records, err, n);
+    rc = cli_read_topics(conf, devices, 1,
+                         (ev_from){EV_FROM_TIME, ev_now_ns() / 1000000 - RESTORE_CLOCK_MS},
+                         on_clock, a, &clock_records, NULL, err, n);
     if (!rc)
-        rc = read_topics(a, conf, data, 2, min_start / 1000000 - RESTORE_DATA_LEAD_MS, on_data,
-                         &data_records, err, n);
+        rc = cli_read_topics(conf, data, 2,
+                             (ev_from){EV_FROM_TIME, min_start / 1000000 - RESTORE_DATA_LEAD_MS},
+                             on_data, a, &data_records, NULL, err, n);
     if (rc)
         return rc;
     for (size_t i = 0; i < a->device_count; i++) {

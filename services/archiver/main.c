@@ -177,40 +177,10 @@ static void on_record(ac_archiver *a, const ev_event *ev)
         fprintf(stderr, "msrs-archiver: session %s: %s\n", sid, err);
 }
 
-/* The devices topic from the beginning, before the cursor takes over: a
- * restarted archiver's cursor is past the registrations and clock rounds
- * of devices that registered before it, which an archive needs (found by
- * the session e2e test under ASan: a device archived without its streams
- * after the archiver's SIGKILL). Redeliveries through the cursor are
- * ignored by event id. 0, or -1 (said on stderr). */
-static int fold_devices(ac_archiver *a, ev_conf *conf)
+/* on_record for cli_read_topics. */
+static void fold_one(void *arg, const ev_event *ev)
 {
-    char err[512], name[320];
-    ev_log *log = NULL;
-    const ev_msg *m;
-    ev_event ev;
-    int rc;
-    ev_conf_set(conf, "log.read_only", "true");
-    rc = ev_log_open(&log, conf, err, sizeof(err));
-    ev_conf_set(conf, "log.read_only", "false");
-    const char *topic = log ? ev_log_topic(log, "devices", name, sizeof(name)) : NULL;
-    if (rc || ev_log_assign(log, &topic, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err))) {
-        fprintf(stderr, "msrs-archiver: devices: %s\n", err);
-        ev_log_destroy(log);
-        return -1;
-    }
-    while (!cli_stop && (rc = ev_log_poll(log, 1000, &m, err, sizeof(err))) != EV_ERR_END) {
-        if (rc == EV_ERR_TIMED_OUT || rc == EV_ERR_CORRUPT)
-            continue;
-        if (rc) {
-            fprintf(stderr, "msrs-archiver: devices: %s\n", err);
-            break;
-        }
-        if (ev_event_decode(a->codec, m, &ev, err, sizeof(err)) == 0)
-            on_record(a, &ev);
-    }
-    ev_log_destroy(log);
-    return rc == EV_ERR_END ? 0 : -1;
+    on_record(arg, ev);
 }
 
 static void usage(FILE *f)
@@ -285,7 +255,16 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
                              ev_log_topic(a->log, "devices", names[1], sizeof(names[1])),
                              ev_log_topic(a->log, "samples", names[2], sizeof(names[2])),
                              ev_log_topic(a->log, "media", names[3], sizeof(names[3]))};
-    if (fold_devices(a, conf)) {
+    /* The devices topic from the beginning, before the cursor takes over:
+     * a restarted archiver's cursor is past the registrations and clock
+     * rounds of devices that registered before it, which an archive needs
+     * (found by the session e2e test under ASan: a device archived without
+     * its streams after the archiver's SIGKILL). Redeliveries through the
+     * cursor are ignored by event id. */
+    static const char *const devices[] = {"devices"};
+    if (cli_read_topics(conf, devices, 1, (ev_from){EV_FROM_BEGINNING, 0}, fold_one, a, NULL, NULL,
+                        err, sizeof(err))) {
+        fprintf(stderr, "msrs-archiver: devices: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
