@@ -33,11 +33,11 @@ ev_codec *ev_codec_new(void)
     c->values = calloc(c->value_count, sizeof(*c->values));
     c->old_count = ev__history_count();
     c->old_values = calloc(c->old_count + 1, sizeof(*c->old_values));
-    c->buf_size = CODEC_INITIAL_BUF;
-    c->buf = malloc(c->buf_size);
-    c->writer = avro_writer_memory(c->buf, (int64_t)c->buf_size);
+    /* the encode buffer comes with the first encode: a codec that only
+     * decodes (a reducer's, a reader's) never needs it */
+    c->writer = avro_writer_memory("", 0);
     c->reader = avro_reader_memory("", 0);
-    if (!c->values || !c->old_values || !c->buf || !c->writer || !c->reader)
+    if (!c->values || !c->old_values || !c->writer || !c->reader)
         goto fail;
     return c;
 fail:
@@ -101,6 +101,13 @@ int ev_codec_encode(ev_codec *c, const ev_schema *s, avro_value_t *value, const 
         !avro_schema_equal(avro_value_get_schema(value), ev_schema_avro(s)))
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "encode %s: value is of another schema", ev_schema_name(s));
+    if (!c->buf) {
+        c->buf = malloc(CODEC_INITIAL_BUF);
+        if (!c->buf)
+            return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "encode %s: out of memory",
+                            ev_schema_name(s));
+        c->buf_size = CODEC_INITIAL_BUF;
+    }
     /* Try the current buffer first; size exactly and retry when it is full. */
     avro_writer_memory_set_dest(c->writer, c->buf + EV_FRAME_HEADER_LEN,
                                 (int64_t)(c->buf_size - EV_FRAME_HEADER_LEN));

@@ -96,7 +96,11 @@ static void agent_init(ag_agent *a)
     a->cfg.report_delay_ms = 1000;
     snprintf(a->cfg.node_id, sizeof(a->cfg.node_id), "node-fuzz");
     a->log = log_;
-    a->codec = ev_codec_new();
+    /* one codec for every input, as the agent keeps one */
+    static ev_codec *codec;
+    if (!codec)
+        codec = ev_codec_new();
+    a->codec = codec;
     ev_clock_est_init(&a->master_clock);
 }
 
@@ -168,6 +172,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     conn_close(&a, &c);
     ag_device_free_all(&a);
     ag_recording_free(&a);
-    ev_codec_destroy(a.codec);
     return 0;
 }

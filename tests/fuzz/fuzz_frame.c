@@ -69,7 +69,10 @@ static void fold_one(ev_codec *codec, ev_state *peeked, ev_state *decoded, const
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    ev_codec *codec = ev_codec_new();
+    /* one codec for every input, as a consumer keeps one for every record */
+    static ev_codec *codec;
+    if (!codec)
+        codec = ev_codec_new();
     ev_state *peeked = ev_state_new(), *decoded = ev_state_new();
     size_t i = 0;
 
@@ -99,6 +102,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_decref(b);
     ev_state_destroy(peeked);
     ev_state_destroy(decoded);
-    ev_codec_destroy(codec);
     return 0;
 }
