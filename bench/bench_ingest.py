@@ -35,6 +35,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "pylib
 from msrstest import BIN, free_port, tail, wait_listening  # noqa: E402
 
 
+# Plain transport without credentials (tests/plain.conf) unless MSRS_CONFIG
+# names another configuration: the TLS figures are a run with one that
+# sets tls.* and auth.* (docs/security.md).
+os.environ.setdefault("MSRS_CONFIG", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                  "tests", "plain.conf"))
+
+
 def cpu_s(pid):
     try:
         f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()

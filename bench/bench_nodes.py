@@ -27,6 +27,13 @@ from msrstest import free_port, stop_all, wait_listening  # noqa: E402
 from bench_sync import pct, proc_stats  # noqa: E402
 
 
+# Plain transport without credentials (tests/plain.conf) unless MSRS_CONFIG
+# names another configuration: the TLS figures are a run with one that
+# sets tls.* and auth.* (docs/security.md).
+os.environ.setdefault("MSRS_CONFIG", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                  "tests", "plain.conf"))
+
+
 def pool(port):
     try:
         with urllib.request.urlopen("http://127.0.0.1:%d/v1/nodes" % port, timeout=10) as r:

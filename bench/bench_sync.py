@@ -28,6 +28,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from msrstest import free_port, wait_listening  # noqa: E402
 
 
+# Plain transport without credentials (tests/plain.conf) unless MSRS_CONFIG
+# names another configuration: the TLS figures are a run with one that
+# sets tls.* and auth.* (docs/security.md).
+os.environ.setdefault("MSRS_CONFIG", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                  "tests", "plain.conf"))
+
+
 def proc_stats(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()

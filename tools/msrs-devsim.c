@@ -20,6 +20,7 @@
  * mpeg4; h264 where libavcodec has libx264) sent as binary media frames. */
 #include "cli.h"
 #include "rxstamp.h"
+#include "security.h"
 
 #include <endian.h>
 #include <libavcodec/avcodec.h>
@@ -70,7 +71,8 @@ typedef struct ds_device {
     int64_t reconnect_at_ns, drop_at_ns;
     /* a full node named another (register.redirect): connect there instead */
     char host[128], path[128];
-    int port;
+    int port, tls;
+    char credential[96]; /* "G.HEX" (security.h), derived from auth.key_file */
     unsigned char rx[65536];
     size_t rx_len;
     int64_t probes, errors, reconnects, samples_sent;
@@ -130,6 +132,8 @@ typedef struct ds_sim {
     int binary_samples; /* --samples binary (default) | json */
     int no_samples;     /* --samples none: register, sync, status only */
     int kernel_stamps;  /* --stamps kernel (default) | loop */
+    int tls;            /* --url wss://: TLS, verified against tls.ca */
+    int auth;           /* auth.key_file: every device proves its credential */
     ds_packet *loop;
     uint8_t *loop_headers;
     size_t loop_headers_size;
@@ -289,7 +293,8 @@ static int send_binary(ds_device *d, int64_t now, const char *hdr, size_t hl, co
     return 0;
 }
 
-static void send_hello(ds_device *d)
+/* nonce: the agent's challenge, when devices authenticate (NULL: none). */
+static void send_hello(ds_device *d, const char *nonce)
 {
     json_t *hello =
         json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:[s,s], s:[{s:s,s:s,s:f,s:i,s:s},"
@@ -308,6 +313,12 @@ static void send_hello(ds_device *d)
                                         "format",
                                         sim.loop_n ? sim.loop_codec : d->enc->codec->name));
     }
+    char proof[CLI_AUTH_HEX];
+    if (nonce && cli_auth_device_proof(d->credential, nonce, d->id, proof) == 0)
+        json_object_set_new(json_object_get(hello, "payload"), "auth",
+                            json_pack("{s:I, s:s}", "generation",
+                                      (json_int_t)strtoll(d->credential, NULL, 10), "proof",
+                                      proof));
     send_json(d, hello);
 }
 
@@ -577,6 +588,8 @@ static int video_loop_encode(void)
     return got ? 0 : -1;
 }
 
+static int parse_ws_url(const char *url, char *host, int *port, char *path, int *tls);
+
 /* -------------------------------------------------------------- receiving */
 
 /* arrival_ns: when the message reached this host (the kernel's stamp, or
@@ -596,6 +609,9 @@ static void on_text(ds_device *d, const char *text, size_t len, int64_t arrival_
         heap_push((ds_event){due, EV_DELIVER_PROBE, d->index,
                              json_integer_value(json_object_get(payload, "t1")), NULL});
         schedule_tick();
+    } else if (strcmp(type, "challenge") == 0) {
+        const char *nonce = json_string_value(json_object_get(payload, "nonce"));
+        send_hello(d, nonce ? nonce : "");
     } else if (strcmp(type, "register") == 0) {
         d->registered = json_is_true(json_object_get(payload, "accepted"));
         d->need_keyframe = 1;
@@ -613,8 +629,7 @@ static void on_text(ds_device *d, const char *text, size_t len, int64_t arrival_
         if (!d->registered) {
             /* Told where to go: reconnect there; otherwise try again later
              * (a full node may have room then). */
-            if (redirect &&
-                sscanf(redirect, "ws://%127[^:/]:%d%127s", d->host, &d->port, d->path) == 3)
+            if (redirect && parse_ws_url(redirect, d->host, &d->port, d->path, &d->tls) == 0)
                 sim.moved++;
             d->closing = 1; /* closed on the next writable callback; reconnects after */
             lws_callback_on_writable(d->wsi);
@@ -672,7 +687,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (sim.kernel_stamps && rxstamp_enable(lws_get_socket_fd(wsi)) == 0)
             d->rx_fd = lws_get_socket_fd(wsi);
         sim.connected++;
-        send_hello(d);
+        if (!sim.auth) /* otherwise hello answers the agent's challenge */
+            send_hello(d, NULL);
         break;
     case LWS_CALLBACK_CLIENT_RECEIVE:
         if (d->rx_len + len <= sizeof(d->rx)) {
@@ -749,6 +765,7 @@ static void connect_device(ds_device *d)
     i.host = i.address;
     i.origin = i.address;
     i.protocol = "msrs.v1";
+    i.ssl_connection = (*d->host ? d->tls : sim.tls) ? LCCSCF_USE_SSL : 0;
     i.userdata = d;
     i.pwsi = &d->wsi;
     d->reconnect_at_ns = 0;
@@ -857,7 +874,9 @@ static void on_scan(lws_sorted_usec_list_t *sul)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: msrs-devsim --url ws://HOST:PORT/v1/devices [options]\n"
+            "usage: msrs-devsim --url wss://HOST:PORT/v1/devices [options]\n"
+            "(wss: the agent's certificate is verified against tls.ca; every device proves\n"
+            "the credential auth.key_file's lab key gives its id; docs/security.md)\n"
             "Runs N simulated devices, each a WebSocket client with its own clock.\n\n"
             "  --devices N         number of devices (1-4096, default 4)\n"
             "  --prefix P          device ids are P1..PN (default sim-)\n"
@@ -897,12 +916,18 @@ static void usage(FILE *f)
             "options:\n" CLI_COMMON_HELP "exit: 0 ok, 1 could not run, 2 usage or configuration\n");
 }
 
-static int parse_url(const char *url)
+/* ws[s]://HOST:PORT[/PATH] into host[128], port, path[128] (default
+ * /v1/devices) and tls (wss). 0, or -1 when url is not one. */
+static int parse_ws_url(const char *url, char *host, int *port, char *path, int *tls)
 {
-    if (sscanf(url, "ws://%127[^:/]:%d%127s", sim.host, &sim.port, sim.path) < 2)
+    *tls = strncmp(url, "wss://", 6) == 0;
+    if (!*tls && strncmp(url, "ws://", 5) != 0)
         return -1;
-    if (!sim.path[0])
-        snprintf(sim.path, sizeof(sim.path), "/v1/devices");
+    path[0] = '\0';
+    if (sscanf(url + (*tls ? 6 : 5), "%127[^:/]:%d%127s", host, port, path) < 2)
+        return -1;
+    if (!path[0])
+        snprintf(path, 128, "/v1/devices");
     return 0;
 }
 
@@ -912,7 +937,7 @@ static struct {
     const char *url, *prefix, *truth, *stats, *profile, *delay;
     double offset_ms, drift_ppm, asym, spike_prob, spike_ms, jitter;
 } opt_args = {
-    "ws://127.0.0.1:8620/v1/devices", "sim-", NULL, NULL, "lan", NULL, 500, 50, -1, -1, -1, -1};
+    "wss://127.0.0.1:8620/v1/devices", "sim-", NULL, NULL, "lan", NULL, 500, 50, -1, -1, -1, -1};
 
 static const struct option ds_longopts[] = {CLI_COMMON_LONGOPTS,
                                             {"url", required_argument, NULL, 'u'},
@@ -1023,8 +1048,10 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     const char *profile = opt_args.profile, *delay = opt_args.delay;
     double asym = opt_args.asym, spike_prob = opt_args.spike_prob, spike_ms = opt_args.spike_ms,
            jitter = opt_args.jitter;
-    if (sim.n < 1 || sim.n > 4096 || parse_url(url)) {
-        fprintf(stderr, "msrs-devsim: expected --url ws://HOST:PORT[/PATH] and 1-4096 devices\n");
+    if (sim.n < 1 || sim.n > 4096 || parse_ws_url(url, sim.host, &sim.port, sim.path, &sim.tls)) {
+        fprintf(stderr,
+                "msrs-devsim: expected --url wss://HOST:PORT[/PATH] (ws:// unencrypted) and "
+                "1-4096 devices\n");
         return -1;
     }
     if (strcmp(profile, "lan") == 0)
@@ -1071,6 +1098,23 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = protocols;
     info.fd_limit_per_thread = (unsigned int)(sim.n * 2 + 64);
+    /* wss: the agent's certificate verified against tls.ca (else the
+     * system's trust store) */
+    info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    if (*ev_conf_get(conf, "tls.ca", ""))
+        info.client_ssl_ca_filepath = ev_conf_get(conf, "tls.ca", "");
+    /* Each simulated device's credential, derived from the lab key as
+     * `msrs devices credential` does (a real device holds only its own). */
+    unsigned char key[CLI_AUTH_KEY_BYTES];
+    char err[512];
+    const char *key_file = ev_conf_get(conf, "auth.key_file", "");
+    if (*key_file) {
+        if (cli_auth_read_key(key_file, key, err, sizeof(err))) {
+            fprintf(stderr, "msrs-devsim: %s\n", err);
+            return 2;
+        }
+        sim.auth = 1;
+    }
     lws_set_log_level(LLL_ERR, NULL);
     av_log_set_level(AV_LOG_ERROR);
     sim.ctx = lws_create_context(&info);
@@ -1095,6 +1139,8 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
         ds_device *d = &sim.devs[i];
         d->index = i;
         snprintf(d->id, sizeof(d->id), "%s%d", prefix, i + 1);
+        if (sim.auth)
+            cli_auth_device_credential(key, d->id, 1, d->credential, sizeof(d->credential));
         d->offset_ns = (int64_t)((urand() * 2 - 1) * offset_ms * 1e6);
         d->drift = (urand() * 2 - 1) * drift_ppm * 1e-6;
         d->t0_ns = sim.started_ns;

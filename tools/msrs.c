@@ -8,6 +8,7 @@
  * The session and device views are the reducers' state folded from the
  * log, the same state the services and msrs-replay hold. */
 #include "cli.h"
+#include "security.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -389,8 +390,49 @@ static int cmd_session(ev_conf *conf, int argc, char **argv)
     return CLI_EXIT_USAGE;
 }
 
+/* msrs devices credential ID [--generation G]: the credential a device
+ * proves (security.h), from the lab key of auth.key_file. */
+static int cmd_credential(ev_conf *conf, int argc, char **argv)
+{
+    unsigned char key[CLI_AUTH_KEY_BYTES];
+    char err[512], credential[96], *end = NULL;
+    long long gen = 1;
+    if (argc == 3 && strcmp(argv[1], "--generation") == 0) {
+        gen = strtoll(argv[2], &end, 10);
+        if (!*argv[2] || *end || gen < 1) {
+            fprintf(stderr, "msrs devices credential: --generation %s: expected an integer >= 1\n",
+                    argv[2]);
+            return CLI_EXIT_USAGE;
+        }
+    } else if (argc != 1) {
+        fprintf(stderr, "usage: msrs devices credential ID [--generation G]\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (!ev_id_valid(argv[0])) {
+        fprintf(stderr,
+                "msrs devices credential: '%s': expected 1-%d characters of [A-Za-z0-9._:-]\n",
+                argv[0], EV_ID_MAX - 1);
+        return CLI_EXIT_USAGE;
+    }
+    const char *path = ev_conf_get(conf, "auth.key_file", "");
+    if (!*path) {
+        fprintf(stderr,
+                "msrs devices credential: config auth.key_file: expected the lab key's path\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (cli_auth_read_key(path, key, err, sizeof(err))) {
+        fprintf(stderr, "msrs devices credential: %s\n", err);
+        return CLI_EXIT_USAGE;
+    }
+    cli_auth_device_credential(key, argv[0], gen, credential, sizeof(credential));
+    printf("%s\n", credential);
+    return CLI_EXIT_OK;
+}
+
 static int cmd_devices(ev_conf *conf, int argc, char **argv)
 {
+    if (argc >= 1 && strcmp(argv[0], "credential") == 0)
+        return cmd_credential(conf, argc - 1, argv + 1);
     if (read_log_timeout(conf))
         return CLI_EXIT_USAGE;
     (void)argv;
@@ -451,7 +493,11 @@ static void usage(FILE *f)
                "  session stop ID [--reason TEXT] [--wait] [--timeout SEC]\n"
                "  session list            every session: state, devices, start, duration\n"
                "  session status ID       one session's state as JSON\n"
-               "  devices                 the device pool: node, connection, clock offset\n\n"
+               "  devices                 the device pool: node, connection, clock offset\n"
+               "  devices credential ID [--generation G]\n"
+               "                          the credential device ID proves (from the lab key,\n"
+               "                          auth.key_file; docs/security.md); revoke one with a\n"
+               "                          line 'device ID G' in auth.revoked_file\n\n"
                "options:\n" CLI_COMMON_HELP
                "\nexit: 0 ok, 1 a record was refused or not acknowledged (or, with --wait, the\n"
                "session did not stop in time), 2 usage or unknown session\n");

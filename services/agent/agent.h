@@ -24,6 +24,7 @@
 #define MSRS_AGENT_H
 #include "cli.h"
 #include "ev.h"
+#include "security.h"
 
 #include <libwebsockets.h>
 
@@ -44,6 +45,8 @@ typedef struct ag_config {
     int64_t flow_high_bytes, flow_low_bytes; /* log backlog: slow_down above, resume below */
     int64_t report_delay_ms;   /* RecordingReport this long after a session's stop instant */
     int64_t kernel_timestamps; /* sync.kernel_timestamps: t4 is the kernel's receive stamp */
+    /* bounds on connections before and after hello (docs/security.md) */
+    int64_t hello_timeout_ms, idle_timeout_ms, max_connections, max_pending_per_address;
 } ag_config;
 
 typedef struct ag_conn ag_conn;
@@ -137,12 +140,17 @@ struct ag_conn {
     int closing; /* ag_close was called: close at the next writable callback */
     int paused;  /* not read while the log is behind (flow slow_down) */
     char peer[64];
+    int counted;           /* in a->open_conns */
+    int pending;           /* in a->pending: counted against its address until hello is accepted */
+    char nonce[33];        /* the challenge this connection's hello must answer */
+    int64_t idle_armed_ns; /* when the idle deadline was last set */
     int rx_fd; /* the socket whose kernel receive stamps give t4; -1: stamped on reading */
 };
 
 typedef struct ag_counters {
-    int64_t connections, messages, bad_json, too_large, unknown_type, invalid, rate_limited,
-        duplicates, not_registered, events, emit_errors, dropped, late, slow_downs;
+    int64_t connections, refused_connections, unauthorized, no_hello, messages, bad_json, too_large,
+        unknown_type, invalid, rate_limited, duplicates, not_registered, events, emit_errors,
+        dropped, late, slow_downs;
     int64_t rx_bytes;        /* WebSocket payload received from devices */
     int64_t stamp_errors;    /* connections whose kernel receive stamps could not be enabled */
     int64_t report_timeouts; /* reports emitted before the log acknowledged their data */
@@ -207,8 +215,12 @@ struct ag_agent {
     ag_session **sessions;
     size_t session_count;
     ag_control ctl;
-    int listening;    /* the device endpoint's vhost exists */
-    int64_t produced; /* records the log took (ev_log_emit* returned 0) */
+    int listening;     /* the device endpoint's vhost exists */
+    cli_tls tls;       /* the endpoint's TLS and the control client's */
+    cli_auth auth;     /* device credentials (auth.key_file) */
+    size_t open_conns; /* device connections open now */
+    json_t *pending;   /* peer address -> its connections without an accepted hello */
+    int64_t produced;  /* records the log took (ev_log_emit* returned 0) */
     /* the control plane's results (control.c), read by the layers below */
     ev_clock_est master_clock; /* the supervisor's clock (master) seen from here */
     int64_t plan_max_devices;  /* the plan's; 0: no limit but agent.max_devices */

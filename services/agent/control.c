@@ -49,12 +49,15 @@ static void http_free(ag_http *h)
     free(h);
 }
 
-/* host and port of "[http://]HOST:PORT[/...]"; -1 when it is not one. */
+/* host and port of "[http[s]://]HOST:PORT[/...]" (the scheme is tls.plain's); -1 when it is not
+ * one. */
 static int parse_url(const char *url, char *host, size_t host_size, int *port)
 {
     char buf[256];
     snprintf(buf, sizeof(buf), "%s", url);
-    char *t = strncmp(buf, "http://", 7) == 0 ? buf + 7 : buf;
+    char *t = strncmp(buf, "http://", 7) == 0    ? buf + 7
+              : strncmp(buf, "https://", 8) == 0 ? buf + 8
+                                                 : buf;
     char *slash = strchr(t, '/');
     if (slash)
         *slash = '\0';
@@ -97,7 +100,7 @@ int ag_control_init(ag_control *c, const ev_conf *conf, const char *list, char *
             c->discover = 1;
         } else if (parse_url(t, host, sizeof(host), &port) || add_supervisor(c, host, port) < 0) {
             snprintf(errstr, errstr_size,
-                     "supervisor '%s': expected http://HOST:PORT or 'discover' (at most %d, "
+                     "supervisor '%s': expected https://HOST:PORT or 'discover' (at most %d, "
                      "comma-separated)",
                      t, AG_MAX_SUPERVISORS);
             return -1;
@@ -327,6 +330,7 @@ static void send_request(ag_agent *a, int kind)
     i.origin = i.address;
     i.method = "POST";
     i.protocol = "msrs-control";
+    i.ssl_connection = cli_tls_client_flags(&a->tls);
     i.local_protocol_name = "msrs-control";
     i.opaque_user_data = h;
     c->busy = 1;
@@ -359,8 +363,8 @@ static void apply_plan(ag_agent *a, json_t *plan)
         if (ag_endpoint_listen(a, err, sizeof(err)))
             fprintf(stderr, "msrs-agent: plan: %s\n", err);
         else
-            fprintf(stderr, "msrs-agent: plan: listening on ws://%s:%d/v1/devices\n", a->cfg.host,
-                    a->cfg.port);
+            fprintf(stderr, "msrs-agent: plan: listening on %s://%s:%d/v1/devices\n",
+                    cli_tls_ws_scheme(&a->tls), a->cfg.host, a->cfg.port);
     }
     fprintf(stderr,
             "msrs-agent: node %s planned by %s:%d: role %s, heartbeat %lld ms, max %lld "
@@ -437,7 +441,8 @@ static void on_done(ag_agent *a, ag_http *h)
         json_t *redirect = json_object_get(r, "redirect");
         const char *addr = json_string_value(json_object_get(redirect, "address"));
         if (addr && *addr)
-            snprintf(a->redirect, sizeof(a->redirect), "ws://%s/v1/devices", addr);
+            snprintf(a->redirect, sizeof(a->redirect), "%s://%s/v1/devices",
+                     cli_tls_ws_scheme(&a->tls), addr);
         else
             a->redirect[0] = '\0';
         c->heartbeats++;

@@ -78,6 +78,82 @@ void ag_conn_pause(ag_conn *c, int paused)
     }
 }
 
+/* lws's per-connection deadlines are in whole seconds (lws_set_timeout_us
+ * is not exported by Debian's 4.1.6): a timeout in ms, rounded up. */
+static int secs(int64_t ms)
+{
+    return (int)((ms + 999) / 1000);
+}
+
+/* The connections of an address that have not said an accepted hello. */
+static void pending_add(ag_agent *a, ag_conn *c, int delta)
+{
+    json_t *n = json_object_get(a->pending, c->peer);
+    json_int_t v = json_integer_value(n) + delta;
+    if (v > 0)
+        json_object_set_new(a->pending, c->peer, json_integer(v));
+    else
+        json_object_del(a->pending, c->peer); /* bounded by the addresses connecting now */
+    c->pending = delta > 0;
+}
+
+void ag_endpoint_hello_accepted(ag_agent *a, ag_conn *c)
+{
+    if (c->pending)
+        pending_add(a, c, -1);
+    if (c->wsi) {
+        c->idle_armed_ns = ag_now_ns();
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, secs(a->cfg.idle_timeout_ms));
+    }
+}
+
+/* Refuses c at once (before anything of it is handled): -1 for lws. */
+static int refuse(ag_agent *a, struct lws *wsi, const char *why)
+{
+    a->n.refused_connections++;
+    lws_close_reason(wsi, (enum lws_close_status)1013 /* try again later */, (unsigned char *)why,
+                     strlen(why));
+    return -1;
+}
+
+/* A new connection: counted, bounded, given its hello deadline and, when
+ * devices authenticate, its challenge. 0, or -1 to close it. */
+static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
+{
+    memset(c, 0, sizeof(*c));
+    c->wsi = wsi;
+    c->tokens = (double)a->cfg.rate_burst;
+    c->tokens_at_ns = ag_now_ns();
+    c->rx_fd = -1;
+    lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
+    a->n.connections++;
+    if ((int64_t)a->open_conns >= a->cfg.max_connections)
+        return refuse(a, wsi, "too many connections");
+    if (json_integer_value(json_object_get(a->pending, c->peer)) >= a->cfg.max_pending_per_address)
+        return refuse(a, wsi, "too many connections without hello from this address");
+    c->counted = 1;
+    a->open_conns++;
+    pending_add(a, c, 1);
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs(a->cfg.hello_timeout_ms));
+    if (a->cfg.kernel_timestamps) {
+        int fd = lws_get_socket_fd(wsi);
+        if (rxstamp_enable(fd) == 0)
+            c->rx_fd = fd;
+        else if (!a->n.stamp_errors++)
+            fprintf(stderr,
+                    "msrs-agent: kernel receive stamps (SO_TIMESTAMPNS) refused: %s; "
+                    "t4 is stamped on reading\n",
+                    strerror(errno));
+    }
+    if (a->auth.enabled) {
+        if (cli_auth_nonce(c->nonce))
+            return refuse(a, wsi, "no random nonce");
+        ag_send(a, c, "challenge",
+                json_pack("{s:s, s:s}", "nonce", c->nonce, "alg", "hmac-sha256"));
+    }
+    return 0;
+}
+
 /* Frees what c still holds: its unsent messages and its receive buffer. */
 static void conn_free(ag_conn *c)
 {
@@ -105,10 +181,8 @@ static int write_next(ag_agent *a, ag_conn *c)
 {
     unsigned char probe[LWS_PRE + 256];
     ag_out *o = c->out_head;
-    if (c->closing)
-        return -1;
-    if (!o)
-        return 0;
+    if (!o) /* closing: once what was queued (the reason, an error) is sent */
+        return c->closing ? -1 : 0;
     c->out_head = o->next;
     if (!c->out_head)
         c->out_tail = NULL;
@@ -160,27 +234,17 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
             strcmp(uri, "/v1/devices") != 0)
             return -1; /* only the device endpoint speaks WebSocket */
         break;
-    case LWS_CALLBACK_ESTABLISHED:
-        memset(c, 0, sizeof(*c));
-        c->wsi = wsi;
-        c->tokens = (double)a->cfg.rate_burst;
-        c->tokens_at_ns = ag_now_ns();
-        c->rx_fd = -1;
-        if (a->cfg.kernel_timestamps) {
-            int fd = lws_get_socket_fd(wsi);
-            if (rxstamp_enable(fd) == 0)
-                c->rx_fd = fd;
-            else if (!a->n.stamp_errors++)
-                fprintf(stderr,
-                        "msrs-agent: kernel receive stamps (SO_TIMESTAMPNS) refused: %s; "
-                        "t4 is stamped on reading\n",
-                        strerror(errno));
-        }
-        lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
-        a->n.connections++;
-        break;
+    case LWS_CALLBACK_ESTABLISHED: return on_established(a, c, wsi);
     case LWS_CALLBACK_RECEIVE:
         a->n.rx_bytes += (int64_t)len;
+        if (!c->pending) {             /* an accepted device: its idle deadline moves on, */
+            int64_t now = ag_now_ns(); /* re-armed at most every tenth of it (a
+                                          sorted insert in lws) */
+            if (now - c->idle_armed_ns > a->cfg.idle_timeout_ms * 100000) {
+                c->idle_armed_ns = now;
+                lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs(a->cfg.idle_timeout_ms));
+            }
+        }
         if (c->rx.len == 0 && !c->rx_too_large)
             c->rx_binary = lws_frame_is_binary(wsi);
         if (rx_append(a, c, in, len))
@@ -201,6 +265,13 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
         break;
     case LWS_CALLBACK_SERVER_WRITEABLE: return write_next(a, c);
     case LWS_CALLBACK_CLOSED:
+        if (c->counted) {
+            a->open_conns--;
+            if (c->pending) {
+                a->n.no_hello++;
+                pending_add(a, c, -1);
+            }
+        }
         a->closed_cb(a, c);
         conn_free(c);
         c->wsi = NULL;
@@ -223,8 +294,12 @@ static void fill_info(ag_agent *a, struct lws_context_creation_info *info, int p
     info->protocols = protocols;
     info->user = a;
     info->pt_serv_buf_size = 64 * 1024;
-    info->fd_limit_per_thread = (unsigned int)(a->cfg.max_devices * 2 + 64);
+    /* room to accept (and refuse) more than agent.max_connections */
+    info->fd_limit_per_thread = (unsigned int)(a->cfg.max_connections + 128);
     info->options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    /* the TLS and WebSocket handshakes get the hello's deadline too */
+    info->timeout_secs = (unsigned int)((a->cfg.hello_timeout_ms + 999) / 1000);
+    cli_tls_apply(&a->tls, info);
 }
 
 int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)

@@ -16,6 +16,11 @@ int ag_endpoint_listen(ag_agent *a, char *errstr, size_t errstr_size);
 /* Destroys the context: every connection closes (closed_cb for each). */
 void ag_endpoint_stop(ag_agent *a);
 
+/* c said an accepted hello: it no longer counts against its address's
+ * pending connections, and its hello deadline becomes an idle one
+ * (agent.idle_timeout_ms, moved on by every message). */
+void ag_endpoint_hello_accepted(ag_agent *a, ag_conn *c);
+
 /* Queues a JSON message {"id","type","ts","device_id","payload"} to c. */
 void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload /* stolen */);
 void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *message,

@@ -33,11 +33,13 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: msrs-agent --log URI [--listen HOST:PORT] [--supervisor URL[,URL]] [options]\n"
-        "Serves devices on ws://HOST:PORT/v1/devices (JSON protocol, docs/protocol.md),\n"
+        "Serves devices on wss://HOST:PORT/v1/devices (JSON protocol, docs/protocol.md; TLS\n"
+        "with tls.cert and tls.key, devices proving a credential of auth.key_file's lab key;\n"
+        "docs/security.md), "
         "syncs their clocks and writes their events to the log. With a supervisor it\n"
         "registers, listens when its plan says so and heartbeats (docs/control.md).\n\n"
         "  --listen HOST:PORT  default 127.0.0.1:8620 (config agent.listen)\n"
-        "  --supervisor URLS   http://HOST:PORT of the supervisors, comma-separated, tried in\n"
+        "  --supervisor URLS   https://HOST:PORT of the supervisors, comma-separated, tried in\n"
         "                      turn; 'discover' (alone or after URLs): ask the network\n"
         "                      with a UDP query (config agent.supervisor; none: standalone)\n"
         "  --node-id ID        this node's id (config agent.node_id; else the id kept in\n"
@@ -111,7 +113,11 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 {"sync.round_timeout_ms", 500, &cfg->round_timeout_ms},
                 {"agent.flow.high_bytes", 64 << 20, &cfg->flow_high_bytes},
                 {"agent.flow.low_bytes", 16 << 20, &cfg->flow_low_bytes},
-                {"agent.report_delay_ms", 1000, &cfg->report_delay_ms}};
+                {"agent.report_delay_ms", 1000, &cfg->report_delay_ms},
+                {"agent.hello_timeout_ms", 5000, &cfg->hello_timeout_ms},
+                {"agent.idle_timeout_ms", 60000, &cfg->idle_timeout_ms},
+                {"agent.max_connections", 0, &cfg->max_connections},
+                {"agent.max_pending_per_address", 128, &cfg->max_pending_per_address}};
     if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
         (size_t)(colon - l) >= sizeof(cfg->host)) {
         fprintf(stderr, "msrs-agent: listen '%s': expected HOST:PORT\n", l);
@@ -125,11 +131,13 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
             fprintf(stderr, "msrs-agent: %s\n", err);
             return -1;
         }
-        if (*ints[i].out <= 0) {
+        if (*ints[i].out <= 0 && strcmp(ints[i].key, "agent.max_connections") != 0) {
             fprintf(stderr, "msrs-agent: config %s: expected a positive integer\n", ints[i].key);
             return -1;
         }
     }
+    if (cfg->max_connections <= 0) /* default: every device, and room to refuse more */
+        cfg->max_connections = cfg->max_devices + 64;
     if (cfg->sync_burst_probes < cfg->sync_probes) {
         fprintf(
             stderr,
@@ -259,16 +267,19 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 static void print_counters(const ag_agent *a, const char *when)
 {
     fprintf(stderr,
-            "msrs-agent: %s: %zu connected, %lld connections, %lld messages, %lld events, "
+            "msrs-agent: %s: %zu connected, %lld connections (%zu open, %lld refused, %lld "
+            "closed without hello, %lld unauthorized), %lld messages, %lld events, "
             "errors: %lld bad_json %lld too_large %lld unknown_type %lld invalid %lld "
             "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld "
             "late; "
             "%lld slow_down\n",
-            when, a->connected, (long long)a->n.connections, (long long)a->n.messages,
-            (long long)a->n.events, (long long)a->n.bad_json, (long long)a->n.too_large,
-            (long long)a->n.unknown_type, (long long)a->n.invalid, (long long)a->n.rate_limited,
-            (long long)a->n.duplicates, (long long)a->n.not_registered, (long long)a->n.emit_errors,
-            (long long)a->n.dropped, (long long)a->n.late, (long long)a->n.slow_downs);
+            when, a->connected, (long long)a->n.connections, a->open_conns,
+            (long long)a->n.refused_connections, (long long)a->n.no_hello,
+            (long long)a->n.unauthorized, (long long)a->n.messages, (long long)a->n.events,
+            (long long)a->n.bad_json, (long long)a->n.too_large, (long long)a->n.unknown_type,
+            (long long)a->n.invalid, (long long)a->n.rate_limited, (long long)a->n.duplicates,
+            (long long)a->n.not_registered, (long long)a->n.emit_errors, (long long)a->n.dropped,
+            (long long)a->n.late, (long long)a->n.slow_downs);
 }
 
 typedef struct ag_args {
@@ -300,6 +311,10 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     }
     if (load_config(&a->cfg, conf, g->listen, g->node))
         return -1; /* said on stderr */
+    if (cli_tls_load(&a->tls, conf, "msrs-agent", 1, errstr, errstr_size) ||
+        cli_auth_load(&a->auth, conf, "msrs-agent", errstr, errstr_size))
+        return -1;
+    a->pending = json_object();
     if (a->cfg.kernel_timestamps && rxstamp_check(err, sizeof(err))) {
         snprintf(errstr, errstr_size, "config sync.kernel_timestamps = 1: %s", err);
         return -1;
@@ -344,8 +359,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         fprintf(stderr, "msrs-agent: node %s, discovering its supervisor, log %s\n", a->cfg.node_id,
                 ev_conf_get(conf, "log", ""));
     else
-        fprintf(stderr, "msrs-agent: node %s listening on ws://%s:%d/v1/devices, log %s\n",
-                a->cfg.node_id, a->cfg.host, a->cfg.port, ev_conf_get(conf, "log", ""));
+        fprintf(stderr, "msrs-agent: node %s listening on %s://%s:%d/v1/devices, log %s\n",
+                a->cfg.node_id, cli_tls_ws_scheme(&a->tls), a->cfg.host, a->cfg.port,
+                ev_conf_get(conf, "log", ""));
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
     time_t last_report = time(NULL);
     while (!cli_stop) {
@@ -368,6 +384,8 @@ out:
     ag_device_free_all(a);
     ag_recording_free(a);
     ev_codec_destroy(a->codec);
+    cli_auth_free(&a->auth);
+    json_decref(a->pending);
     return exit_code;
 }
 

@@ -60,6 +60,26 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
         reject(a, c, ref, "invalid", "device_id: expected 1-63 characters of [A-Za-z0-9._:-]");
         return;
     }
+    if (a->auth.enabled) {
+        /* before anything else about the id: who is not its holder learns
+         * nothing of it (connected, sequence numbers) */
+        json_t *auth = json_object_get(payload, "auth");
+        json_t *gen = json_object_get(auth, "generation");
+        const char *proof = json_string_value(json_object_get(auth, "proof")), *refused = NULL;
+        if (!json_is_integer(gen) || !proof) {
+            refused = "payload.auth: expected {\"generation\": integer, \"proof\": HMAC of the "
+                      "challenge's nonce} (docs/protocol.md)";
+        } else if (cli_auth_device_check(&a->auth, device_id, json_integer_value(gen), c->nonce,
+                                         proof, &refused) == 0) {
+            refused = NULL;
+        }
+        if (refused) {
+            a->n.unauthorized++;
+            reject(a, c, ref, "unauthorized", refused);
+            ag_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "unauthorized");
+            return;
+        }
+    }
     ag_device *d = ag_device_find(a, device_id);
     if (d && d->conn) {
         a->n.duplicates++;
@@ -135,6 +155,7 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
         return;
     }
     ag_device_attach(a, d, c, clean);
+    ag_endpoint_hello_accepted(a, c);
     json_decref(clean);
     /* Rejoin: tell the device where each of its streams resumes. */
     ag_send(a, c, "register",

@@ -114,6 +114,15 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         snprintf(c->path, sizeof(c->path), "%s", (const char *)in);
         c->post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
         s->n.requests++;
+        if (!c->post && lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
+            /* PUT, DELETE, PATCH, OPTIONS, HEAD: not answered as a GET. The
+             * answer goes now and the connection closes: a body that may
+             * follow is never read as the next request. */
+            s->n.bad++;
+            lws_return_http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED,
+                                   "only GET and POST are served");
+            return -1;
+        }
         if (!c->post) {
             dispatch(s, wsi, c);
             return 0;
@@ -170,6 +179,7 @@ int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size)
     info.user = s;
     info.pt_serv_buf_size = 64 * 1024;
     info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    cli_tls_apply(&s->tls, &info);
     lws_set_log_level(LLL_ERR, NULL);
     s->ctx = lws_create_context(&info);
     if (!s->ctx) {

@@ -38,7 +38,7 @@ static void usage(FILE *f)
             "expired), supervisor.heartbeat_ms (1000: the plan's heartbeat interval),\n"
             "supervisor.presence_ms (2000: PresenceSnapshot period), supervisor.lease_ms (3000:\n"
             "leadership TTL; at least 6000 on Kafka), supervisor.services (devices,clock: what a\n"
-            "recorder runs), supervisor.advertise (http://LISTEN: the address agents are told),\n"
+            "recorder runs), supervisor.advertise (https://LISTEN: the address agents are told),\n"
             "scaling.max_devices_per_node (0: the node's own limit), scaling.strategy\n"
             "(least_loaded | round_robin), scaling.node_bandwidth_bytes_per_s (125000000: what\n"
             "least_loaded counts a node's device traffic against; 0: not counted),\n"
@@ -536,7 +536,8 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
     if (adv)
         snprintf(s->address, sizeof(s->address), "%s", adv);
     else
-        snprintf(s->address, sizeof(s->address), "http://%s:%d", s->host, s->port);
+        snprintf(s->address, sizeof(s->address), "%s://%s:%d", s->tls.plain ? "http" : "https",
+                 s->host, s->port);
     snprintf(s->holder, sizeof(s->holder), "%s@%s", s->node_id, s->address);
     return 0;
 }
@@ -559,6 +560,8 @@ static int on_opt(void *arg, int opt, const char *val)
 static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 {
     sv_args *a = arg;
+    if (cli_tls_load(&a->s->tls, conf, "msrs-supervisor", 1, errstr, errstr_size))
+        return -1;
     if (load_config(a->s, conf, a->listen, a->node))
         return -1; /* said on stderr */
     if (!ev_conf_get(conf, "source", NULL)) {

@@ -6,6 +6,7 @@
 #define MSRS_SUPERVISOR_H
 #include "cli.h"
 #include "ev.h"
+#include "security.h"
 
 #include <libwebsockets.h>
 
@@ -17,10 +18,11 @@ typedef struct sv_counters {
 } sv_counters;
 
 typedef struct sv_supervisor {
+    cli_tls tls;
     char host[128];
     int port;
     char node_id[64];
-    char address[192]; /* http://host:port, what agents are told */
+    char address[192]; /* https://host:port, what agents are told */
     char holder[320];  /* node_id@address: the lease holder */
     int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, discovery_port;
     ev_place_policy place;

@@ -1,0 +1,271 @@
+/* security.c — TLS settings for libwebsockets and the lab key's
+ * credentials (security.h). */
+#include "security.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+__attribute__((format(printf, 3, 4))) static int fail(char *errstr, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int conf_bool(const ev_conf *conf, const char *key, int *out, char *errstr, size_t n,
+                     int def)
+{
+    const char *v = ev_conf_get(conf, key, def ? "true" : "false");
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+        *out = 1;
+    else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+        *out = 0;
+    else
+        return fail(errstr, n, "config %s (%s): expected true or false", key, v);
+    return 0;
+}
+
+/* A readable file named by key into out; "" when the key is unset. */
+static int conf_file(const ev_conf *conf, const char *key, char *out, size_t size, char *errstr,
+                     size_t n)
+{
+    const char *v = ev_conf_get(conf, key, "");
+    *out = '\0';
+    if (!*v)
+        return 0;
+    if (strlen(v) >= size)
+        return fail(errstr, n, "config %s (%s): path too long", key, v);
+    if (access(v, R_OK) != 0) {
+        snprintf(errstr, n, "config %s: %s: %s", key, v, strerror(errno));
+        return -1;
+    }
+    snprintf(out, size, "%s", v);
+    return 0;
+}
+
+int cli_tls_load(cli_tls *t, const ev_conf *conf, const char *prog, int server, char *errstr,
+                 size_t errstr_size)
+{
+    memset(t, 0, sizeof(*t));
+    if (conf_bool(conf, "tls.plain", &t->plain, errstr, errstr_size, 0) ||
+        conf_file(conf, "tls.cert", t->cert, sizeof(t->cert), errstr, errstr_size) ||
+        conf_file(conf, "tls.key", t->key, sizeof(t->key), errstr, errstr_size) ||
+        conf_file(conf, "tls.ca", t->ca, sizeof(t->ca), errstr, errstr_size))
+        return -1;
+    if (t->plain) {
+        fprintf(stderr,
+                "%s: WARNING: tls.plain = true: %s WITHOUT ENCRYPTION; anyone on the network "
+                "can read and change what is sent\n",
+                prog, server ? "listening and connecting" : "connecting");
+        return 0;
+    }
+    if (server && (!*t->cert || !*t->key))
+        return fail(errstr, errstr_size,
+                    "config %s: expected the path of a PEM %s (TLS is required; tls.plain = true "
+                    "listens unencrypted)",
+                    *t->cert ? "tls.key" : "tls.cert", *t->cert ? "private key" : "certificate");
+    return 0;
+}
+
+void cli_tls_apply(const cli_tls *t, struct lws_context_creation_info *info)
+{
+    if (t->plain)
+        return;
+    info->options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    if (*t->cert) {
+        info->ssl_cert_filepath = t->cert;
+        info->ssl_private_key_filepath = t->key;
+    }
+    if (*t->ca)
+        info->client_ssl_ca_filepath = t->ca;
+}
+
+int cli_tls_client_flags(const cli_tls *t)
+{
+    return t->plain ? 0 : LCCSCF_USE_SSL;
+}
+
+const char *cli_tls_ws_scheme(const cli_tls *t)
+{
+    return t->plain ? "ws" : "wss";
+}
+
+/* ----------------------------------------------------------- credentials */
+
+static int unhex(const char *s, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", s[2 * i]) ||
+            !s[2 * i + 1] || !strchr("0123456789abcdefABCDEF", s[2 * i + 1]))
+            return -1;
+        out[i] = (unsigned char)v;
+    }
+    return 0;
+}
+
+int cli_auth_read_key(const char *path, unsigned char key[CLI_AUTH_KEY_BYTES], char *errstr,
+                      size_t errstr_size)
+{
+    char text[2 * CLI_AUTH_KEY_BYTES + 8] = "";
+    struct stat st;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "config auth.key_file: %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0007)) {
+        fclose(f);
+        snprintf(errstr, errstr_size,
+                 "config auth.key_file: %s: readable by others (mode %04o): expected 0600 or "
+                 "0640 (chmod o-rwx)",
+                 path, (unsigned)(st.st_mode & 07777));
+        return -1;
+    }
+    size_t got = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    while (got && (text[got - 1] == '\n' || text[got - 1] == '\r' || text[got - 1] == ' '))
+        text[--got] = '\0';
+    if (got != 2 * CLI_AUTH_KEY_BYTES || unhex(text, key, CLI_AUTH_KEY_BYTES)) {
+        snprintf(errstr, errstr_size,
+                 "config auth.key_file: %s: expected %d hex digits (openssl rand -hex %d)", path,
+                 2 * CLI_AUTH_KEY_BYTES, CLI_AUTH_KEY_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
+/* Re-reads the revocation file when its modification time changed. */
+static void revoked_refresh(cli_auth *a)
+{
+    struct stat st;
+    if (!*a->revoked_path)
+        return;
+    if (stat(a->revoked_path, &st) != 0) {
+        json_object_clear(a->revoked); /* gone: nothing revoked */
+        memset(&a->revoked_mtime, 0, sizeof(a->revoked_mtime));
+        return;
+    }
+    if (st.st_mtim.tv_sec == a->revoked_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == a->revoked_mtime.tv_nsec)
+        return;
+    a->revoked_mtime = st.st_mtim;
+    json_object_clear(a->revoked);
+    FILE *f = fopen(a->revoked_path, "r");
+    char line[256], kind[16], id[EV_ID_MAX + 1];
+    long long gen;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "%15s %64s %lld", kind, id, &gen) == 3 && strcmp(kind, "device") == 0 &&
+            gen > json_integer_value(json_object_get(a->revoked, id)))
+            json_object_set_new(a->revoked, id, json_integer(gen));
+    if (f)
+        fclose(f);
+}
+
+int cli_auth_load(cli_auth *a, const ev_conf *conf, const char *prog, char *errstr,
+                  size_t errstr_size)
+{
+    memset(a, 0, sizeof(*a));
+    const char *path = ev_conf_get(conf, "auth.key_file", "");
+    int required = 1;
+    a->revoked = json_object();
+    if (conf_bool(conf, "auth.required", &required, errstr, errstr_size, 1))
+        return -1;
+    if (!*path) {
+        if (required)
+            return fail(errstr, errstr_size,
+                        "config auth.key_file: expected the lab key's path (devices and nodes "
+                        "must prove a credential; auth.required = false lets anyone in)");
+        fprintf(stderr,
+                "%s: WARNING: auth.required = false: ANY DEVICE OR NODE CAN JOIN UNDER ANY ID, "
+                "without a credential\n",
+                prog);
+        return 0;
+    }
+    if (cli_auth_read_key(path, a->key, errstr, errstr_size))
+        return -1;
+    snprintf(a->revoked_path, sizeof(a->revoked_path), "%s",
+             ev_conf_get(conf, "auth.revoked_file", ""));
+    a->enabled = 1;
+    revoked_refresh(a);
+    return 0;
+}
+
+void cli_auth_free(cli_auth *a)
+{
+    json_decref(a->revoked);
+    OPENSSL_cleanse(a->key, sizeof(a->key));
+    a->revoked = NULL;
+}
+
+void cli_auth_hmac_hex(const unsigned char *key, size_t key_len, const void *msg, size_t msg_len,
+                       char hex[CLI_AUTH_HEX])
+{
+    unsigned char mac[32];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), key, (int)key_len, msg, msg_len, mac, &len);
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+}
+
+void cli_auth_device_credential(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *device_id,
+                                int64_t gen, char *out, size_t out_size)
+{
+    char msg[EV_ID_MAX + 64], hex[CLI_AUTH_HEX];
+    int n = snprintf(msg, sizeof(msg), "msrs-device:%s:%lld", device_id, (long long)gen);
+    cli_auth_hmac_hex(key, CLI_AUTH_KEY_BYTES, msg, (size_t)n, hex);
+    snprintf(out, out_size, "%lld.%s", (long long)gen, hex);
+}
+
+int cli_auth_device_proof(const char *credential, const char *nonce, const char *device_id,
+                          char hex[CLI_AUTH_HEX])
+{
+    const char *dot = credential ? strchr(credential, '.') : NULL;
+    unsigned char secret[32];
+    char msg[128 + EV_ID_MAX];
+    if (!dot || strlen(dot + 1) != 64 || unhex(dot + 1, secret, sizeof(secret)))
+        return -1;
+    int n = snprintf(msg, sizeof(msg), "%s:%s", nonce, device_id);
+    cli_auth_hmac_hex(secret, sizeof(secret), msg, (size_t)n, hex);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    return 0;
+}
+
+int cli_auth_device_check(cli_auth *a, const char *device_id, int64_t gen, const char *nonce,
+                          const char *mac, const char **why)
+{
+    char credential[96], want[CLI_AUTH_HEX];
+    revoked_refresh(a);
+    if (gen <= json_integer_value(json_object_get(a->revoked, device_id))) {
+        *why = "credential revoked";
+        return -1;
+    }
+    cli_auth_device_credential(a->key, device_id, gen, credential, sizeof(credential));
+    cli_auth_device_proof(credential, nonce, device_id, want);
+    OPENSSL_cleanse(credential, sizeof(credential));
+    if (!mac || strlen(mac) != 64 || CRYPTO_memcmp(want, mac, 64) != 0) {
+        *why = "proof does not match the device's credential";
+        return -1;
+    }
+    return 0;
+}
+
+int cli_auth_nonce(char out[33])
+{
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof(b)) != 1)
+        return -1;
+    for (unsigned i = 0; i < sizeof(b); i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    return 0;
+}

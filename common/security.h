@@ -1,0 +1,96 @@
+/* security.h — transport security and credentials for every msrs listener
+ * and client (prefix cli_tls_ and cli_auth_; docs/security.md).
+ *
+ * TLS: libwebsockets over OpenSSL. A listener serves TLS with tls.cert and
+ * tls.key; a client verifies its server against tls.ca (or the system's
+ * trust store). Plain transport only when tls.plain = true, said loudly on
+ * stderr by whoever loads it.
+ *
+ * Credentials: one lab key (auth.key_file: 32 random bytes as 64 hex
+ * digits, readable by its owner and group only) from which every
+ * credential is derived with HMAC-SHA256, so that any service holding the
+ * key can check a credential without a database:
+ *   device credential  "G.HEX"  HEX = HMAC(key, "msrs-device:" ID ":" G)
+ *   node token          HEX     HMAC(key, "msrs-node:" ID)
+ * A device proves its credential over a nonce of the agent's (it never
+ * sends it); revocation is a file (auth.revoked_file) of lines
+ * "device ID G" (generations up to G refused) re-read when it changes.
+ * Nothing here is thread-safe unless it says so. */
+#ifndef MSRS_SECURITY_H
+#define MSRS_SECURITY_H
+#include "ev.h"
+
+#include <libwebsockets.h>
+#include <limits.h>
+#include <stdint.h>
+#include <time.h>
+
+typedef struct cli_tls {
+    char cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
+    int plain; /* tls.plain = true: no TLS at all */
+} cli_tls;
+
+/* Reads tls.*: a server (server = 1) needs tls.cert and tls.key, readable,
+ * unless tls.plain; a client uses tls.ca when set. Prints the loud warning
+ * for tls.plain as prog. 0 or -1 (errstr names the key and what was
+ * expected). */
+int cli_tls_load(cli_tls *t, const ev_conf *conf, const char *prog, int server, char *errstr,
+                 size_t errstr_size);
+
+/* Sets a context or vhost's TLS for serving (cert, key) and for its client
+ * connections (CA); nothing when plain. */
+void cli_tls_apply(const cli_tls *t, struct lws_context_creation_info *info);
+
+/* LCCSCF_USE_SSL for a client connection, 0 when plain. */
+int cli_tls_client_flags(const cli_tls *t);
+
+/* "wss" or "ws" */
+const char *cli_tls_ws_scheme(const cli_tls *t);
+
+#define CLI_AUTH_KEY_BYTES 32
+#define CLI_AUTH_HEX       (2 * 32 + 1) /* an HMAC-SHA256 in hex, with its NUL */
+
+typedef struct cli_auth {
+    int enabled; /* auth.key_file set: devices and nodes must prove a credential */
+    unsigned char key[CLI_AUTH_KEY_BYTES];
+    char revoked_path[PATH_MAX];
+    struct timespec revoked_mtime;
+    json_t *revoked; /* device id -> highest revoked generation */
+} cli_auth;
+
+/* Reads auth.key_file and auth.revoked_file. Without a key file, devices
+ * and nodes are not authenticated only when auth.required = false (said
+ * loudly as prog); otherwise that is an error. 0 or -1 (errstr says which
+ * key and why). */
+int cli_auth_load(cli_auth *a, const ev_conf *conf, const char *prog, char *errstr,
+                  size_t errstr_size);
+void cli_auth_free(cli_auth *a);
+
+/* Reads only auth.key_file into key (for the tools that derive
+ * credentials). 0 or -1. */
+int cli_auth_read_key(const char *path, unsigned char key[CLI_AUTH_KEY_BYTES], char *errstr,
+                      size_t errstr_size);
+
+/* hex = HMAC-SHA256(key, msg) in lowercase hex. */
+void cli_auth_hmac_hex(const unsigned char *key, size_t key_len, const void *msg, size_t msg_len,
+                       char hex[CLI_AUTH_HEX]);
+
+/* The device credential of generation gen: "G.HEX". */
+void cli_auth_device_credential(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *device_id,
+                                int64_t gen, char *out, size_t out_size);
+
+/* A device's proof over nonce: HMAC(credential's HEX, nonce ":" device_id),
+ * from the credential string "G.HEX". 0, or -1 when credential is not of
+ * that form. */
+int cli_auth_device_proof(const char *credential, const char *nonce, const char *device_id,
+                          char hex[CLI_AUTH_HEX]);
+
+/* Checks a hello's proof: generation gen of device_id not revoked and mac
+ * the proof over nonce. 0 ok; -1 with why ("revoked", "bad proof"). */
+int cli_auth_device_check(cli_auth *a, const char *device_id, int64_t gen, const char *nonce,
+                          const char *mac, const char **why);
+
+/* A fresh nonce from the system's random source: 32 hex digits. */
+int cli_auth_nonce(char out[33]);
+
+#endif
