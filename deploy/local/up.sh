@@ -12,6 +12,11 @@
 # waits for the archive, prints its path and a summary (devices, samples per
 # stream, sync quality, files), and replays the log into state.
 #
+# Everything runs on TLS with authenticated devices (docs/security.md):
+# deploy/local/make-credentials.sh makes a local CA, a certificate for
+# 127.0.0.1 and the lab key in $MSRS_DATA/tls once, and every process reads
+# their paths from $MSRS_DATA/tls/msrs.conf (MSRS_CONFIG).
+#
 # env: MSRS_DATA (default ./run) holds the log, the archive and the service
 # logs; RECORD_S (default 10).
 set -euo pipefail
@@ -24,6 +29,8 @@ bin=$PWD/build/bin
 data=${MSRS_DATA:-$PWD/run}
 mkdir -p "$data"
 export MSRS_LOG="sqlite:$data/msrs.db"
+MSRS_CONFIG=$(./deploy/local/make-credentials.sh "$data/tls")
+export MSRS_CONFIG
 archive="$data/archive"
 record_s=${RECORD_S:-10}
 session="ses-$(date +%Y%m%d-%H%M%S)"
@@ -34,7 +41,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-echo "== msrs local stack: log $MSRS_LOG, archive $archive"
+echo "== msrs local stack: log $MSRS_LOG, archive $archive, TLS and credentials $MSRS_CONFIG"
 "$bin/msrs-supervisor" --listen "127.0.0.1:$sup_port" --node-id local-supervisor "${discovery[@]}" \
   2>"$data/supervisor.log" & pids+=($!)
 "$bin/msrs-agent" --listen "127.0.0.1:$port" --node-id local-node --supervisor discover \
@@ -43,7 +50,7 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && brea
 "$bin/msrs-syncd" 2>"$data/syncd.log" & pids+=($!)
 "$bin/msrs-collectord" 2>"$data/collectord.log" & pids+=($!)
 "$bin/msrs-archiver" --dir "$archive" >"$data/archived.txt" 2>"$data/archiver.log" & pids+=($!)
-"$bin/msrs-devsim" --url "ws://127.0.0.1:$port/v1/devices" --devices 4 --profile lan \
+"$bin/msrs-devsim" --url "wss://127.0.0.1:$port/v1/devices" --devices 4 --profile lan \
   --video 160x120@15 --truth "$data/truth.jsonl" 2>"$data/devsim.log" & pids+=($!)
 
 echo "== recording session $session: 4 devices, $record_s s (msrs session start --wait)"
