@@ -111,8 +111,9 @@ async def endpoint_attacks(url, ctx, key, tmp, agent):
     real = Device(url, ctx, "phone-1")
     reg = await real.hello(auth_for(credential(key, "phone-1"), "phone-1"))
     check(reg.get("accepted") is True, "a device with its credential registers")
-    await real.send("samples", {"stream_id": "gsr", "seq": 0, "t0": time.time_ns(),
-                                "dt": 7812500, "channels": 1, "values": [[0.1], [0.2]]})
+    t = time.time_ns()
+    await real.send("samples", {"stream_id": "gsr", "seq": 0, "t": [t, t + 7812500],
+                                "values": [[0.1], [0.2]]})
 
     for name, auth in [("no credential", None),
                        ("a wrong proof", lambda n: {"generation": 1, "proof": "0" * 64}),
@@ -125,8 +126,8 @@ async def endpoint_attacks(url, ctx, key, tmp, agent):
               "numbers (%s)" % (name, reg.get("reason")))
         check(await imp.closed_within(5), "the impostor's connection is closed (%s)" % name)
 
-    await real.send("samples", {"stream_id": "gsr", "seq": 2, "t0": time.time_ns(),
-                                "dt": 7812500, "channels": 1, "values": [[0.3]]})
+    await real.send("samples", {"stream_id": "gsr", "seq": 2, "t": [time.time_ns()],
+                                "values": [[0.3]]})
     await real.send("status", {"battery": 0.8})
     check(not await real.closed_within(1), "the real device stays connected through the attempts")
 
@@ -251,7 +252,12 @@ def main():
     ids = sorted({r["value"]["device_id"] for r in regs})
     check(ids == ["phone-1", "phone-3", "phone-4"],
           "only devices with valid credentials reached the log: %s" % ids)
+    samples = [r for r in tail(db, "samples") if r["value"].get("device_id") == "phone-1"]
+    check(sum(len(r["value"].get("device_time_ns", [])) for r in samples) == 3,
+          "the real device's 3 samples, before and after the attempts, are on the log (%d "
+          "batches)" % len(samples))
     log = procs.stderr_of("agent")
+    check(" 0 invalid " in log, "the real device's messages were all valid")
     check("unauthorized" in log, "the agent's counters report unauthorized hellos")
     sys.exit(check.finish())
 
