@@ -22,19 +22,6 @@ __attribute__((format(printf, 3, 4))) static int fail(char *errstr, size_t n, co
     return -1;
 }
 
-static int conf_bool(const ev_conf *conf, const char *key, int *out, char *errstr, size_t n,
-                     int def)
-{
-    const char *v = ev_conf_get(conf, key, def ? "true" : "false");
-    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
-        *out = 1;
-    else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
-        *out = 0;
-    else
-        return fail(errstr, n, "config %s (%s): expected true or false", key, v);
-    return 0;
-}
-
 /* A readable file named by key into out; "" when the key is unset. */
 static int conf_file(const ev_conf *conf, const char *key, char *out, size_t size, char *errstr,
                      size_t n)
@@ -57,7 +44,7 @@ int cli_tls_load(cli_tls *t, const ev_conf *conf, const char *prog, int server, 
                  size_t errstr_size)
 {
     memset(t, 0, sizeof(*t));
-    if (conf_bool(conf, "tls.plain", &t->plain, errstr, errstr_size, 0) ||
+    if (ev_conf_get_bool(conf, "tls.plain", 0, &t->plain, errstr, errstr_size) ||
         conf_file(conf, "tls.cert", t->cert, sizeof(t->cert), errstr, errstr_size) ||
         conf_file(conf, "tls.key", t->key, sizeof(t->key), errstr, errstr_size) ||
         conf_file(conf, "tls.ca", t->ca, sizeof(t->ca), errstr, errstr_size))
@@ -102,16 +89,34 @@ const char *cli_tls_ws_scheme(const cli_tls *t)
 
 /* ----------------------------------------------------------- credentials */
 
+static int nibble(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* n bytes from 2n hex digits; -1 at the first that is not one. */
 static int unhex(const char *s, unsigned char *out, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", s[2 * i]) ||
-            !s[2 * i + 1] || !strchr("0123456789abcdefABCDEF", s[2 * i + 1]))
+        int hi = nibble(s[2 * i]), lo = hi < 0 ? -1 : nibble(s[2 * i + 1]);
+        if (lo < 0)
             return -1;
-        out[i] = (unsigned char)v;
+        out[i] = (unsigned char)(hi << 4 | lo);
     }
     return 0;
+}
+
+static void to_hex(const unsigned char *b, size_t n, char *out /* 2n + 1 */)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * n] = '\0';
 }
 
 int cli_auth_read_key(const char *path, unsigned char key[CLI_AUTH_KEY_BYTES], char *errstr,
@@ -179,7 +184,7 @@ int cli_auth_load(cli_auth *a, const ev_conf *conf, const char *prog, char *errs
     const char *path = ev_conf_get(conf, "auth.key_file", "");
     int required = 1;
     a->revoked = json_object();
-    if (conf_bool(conf, "auth.required", &required, errstr, errstr_size, 1))
+    if (ev_conf_get_bool(conf, "auth.required", 1, &required, errstr, errstr_size))
         return -1;
     if (!*path) {
         if (required)
@@ -208,23 +213,43 @@ void cli_auth_free(cli_auth *a)
     a->revoked = NULL;
 }
 
-void cli_auth_hmac_hex(const unsigned char *key, size_t key_len, const void *msg, size_t msg_len,
-                       char hex[CLI_AUTH_HEX])
+static void hmac(const unsigned char *key, size_t key_len, const char *msg, int msg_len,
+                 unsigned char mac[32])
 {
-    unsigned char mac[32];
     unsigned int len = 0;
-    HMAC(EVP_sha256(), key, (int)key_len, msg, msg_len, mac, &len);
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, (size_t)msg_len, mac, &len);
+}
+
+/* The device's secret of generation gen: HMAC(lab key, "msrs-device:ID:G"). */
+static void device_secret(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *device_id,
+                          int64_t gen, unsigned char secret[32])
+{
+    char msg[EV_ID_MAX + 64];
+    int n = snprintf(msg, sizeof(msg), "msrs-device:%s:%lld", device_id, (long long)gen);
+    hmac(key, CLI_AUTH_KEY_BYTES, msg, n, secret);
+}
+
+/* The proof over nonce: hex(HMAC(secret, NONCE ":" ID)). */
+static void proof_of(const unsigned char secret[32], const char *nonce, const char *device_id,
+                     char hex[CLI_AUTH_HEX])
+{
+    char msg[128 + EV_ID_MAX];
+    unsigned char mac[32];
+    int n = snprintf(msg, sizeof(msg), "%s:%s", nonce, device_id);
+    hmac(secret, 32, msg, n, mac);
+    to_hex(mac, sizeof(mac), hex);
 }
 
 void cli_auth_device_credential(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *device_id,
                                 int64_t gen, char *out, size_t out_size)
 {
-    char msg[EV_ID_MAX + 64], hex[CLI_AUTH_HEX];
-    int n = snprintf(msg, sizeof(msg), "msrs-device:%s:%lld", device_id, (long long)gen);
-    cli_auth_hmac_hex(key, CLI_AUTH_KEY_BYTES, msg, (size_t)n, hex);
+    unsigned char secret[32];
+    char hex[CLI_AUTH_HEX];
+    device_secret(key, device_id, gen, secret);
+    to_hex(secret, sizeof(secret), hex);
     snprintf(out, out_size, "%lld.%s", (long long)gen, hex);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    OPENSSL_cleanse(hex, sizeof(hex));
 }
 
 int cli_auth_device_proof(const char *credential, const char *nonce, const char *device_id,
@@ -232,11 +257,9 @@ int cli_auth_device_proof(const char *credential, const char *nonce, const char 
 {
     const char *dot = credential ? strchr(credential, '.') : NULL;
     unsigned char secret[32];
-    char msg[128 + EV_ID_MAX];
     if (!dot || strlen(dot + 1) != 64 || unhex(dot + 1, secret, sizeof(secret)))
         return -1;
-    int n = snprintf(msg, sizeof(msg), "%s:%s", nonce, device_id);
-    cli_auth_hmac_hex(secret, sizeof(secret), msg, (size_t)n, hex);
+    proof_of(secret, nonce, device_id, hex);
     OPENSSL_cleanse(secret, sizeof(secret));
     return 0;
 }
@@ -244,15 +267,16 @@ int cli_auth_device_proof(const char *credential, const char *nonce, const char 
 int cli_auth_device_check(cli_auth *a, const char *device_id, int64_t gen, const char *nonce,
                           const char *mac, const char **why)
 {
-    char credential[96], want[CLI_AUTH_HEX];
+    unsigned char secret[32];
+    char want[CLI_AUTH_HEX];
     revoked_refresh(a);
     if (gen <= json_integer_value(json_object_get(a->revoked, device_id))) {
         *why = "credential revoked";
         return -1;
     }
-    cli_auth_device_credential(a->key, device_id, gen, credential, sizeof(credential));
-    cli_auth_device_proof(credential, nonce, device_id, want);
-    OPENSSL_cleanse(credential, sizeof(credential));
+    device_secret(a->key, device_id, gen, secret);
+    proof_of(secret, nonce, device_id, want);
+    OPENSSL_cleanse(secret, sizeof(secret));
     if (!mac || strlen(mac) != 64 || CRYPTO_memcmp(want, mac, 64) != 0) {
         *why = "proof does not match the device's credential";
         return -1;
@@ -265,7 +289,6 @@ int cli_auth_nonce(char out[33])
     unsigned char b[16];
     if (RAND_bytes(b, sizeof(b)) != 1)
         return -1;
-    for (unsigned i = 0; i < sizeof(b); i++)
-        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    to_hex(b, sizeof(b), out);
     return 0;
 }

@@ -11,7 +11,7 @@
  * credential is derived with HMAC-SHA256, so that any service holding the
  * key can check a credential without a database:
  *   device credential  "G.HEX"  HEX = HMAC(key, "msrs-device:" ID ":" G)
- *   node token          HEX     HMAC(key, "msrs-node:" ID)
+ * (node tokens are to come the same way: docs/security.md).
  * A device proves its credential over a nonce of the agent's (it never
  * sends it); revocation is a file (auth.revoked_file) of lines
  * "device ID G" (generations up to G refused) re-read when it changes.
@@ -70,10 +70,6 @@ void cli_auth_free(cli_auth *a);
  * credentials). 0 or -1. */
 int cli_auth_read_key(const char *path, unsigned char key[CLI_AUTH_KEY_BYTES], char *errstr,
                       size_t errstr_size);
-
-/* hex = HMAC-SHA256(key, msg) in lowercase hex. */
-void cli_auth_hmac_hex(const unsigned char *key, size_t key_len, const void *msg, size_t msg_len,
-                       char hex[CLI_AUTH_HEX]);
 
 /* The device credential of generation gen: "G.HEX". */
 void cli_auth_device_credential(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *device_id,

@@ -173,6 +173,10 @@ const char *ev_conf_get(const ev_conf *conf, const char *key, const char *def);
 /* Reads key as an integer; errors name the key and the bad value. */
 int ev_conf_get_int(const ev_conf *conf, const char *key, int64_t def, int64_t *out, char *errstr,
                     size_t errstr_size);
+/* Reads key as a boolean: true/1 or false/0; errors name the key and the
+ * bad value. */
+int ev_conf_get_bool(const ev_conf *conf, const char *key, int def, int *out, char *errstr,
+                     size_t errstr_size);
 /* Loads "key = value" lines ('#' starts a comment). Errors name the file and
  * the line. Keys already set are replaced. */
 int ev_conf_load_file(ev_conf *conf, const char *path, char *errstr, size_t errstr_size);

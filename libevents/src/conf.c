@@ -154,6 +154,20 @@ int ev_conf_get_int(const ev_conf *conf, const char *key, int64_t def, int64_t *
     return 0;
 }
 
+int ev_conf_get_bool(const ev_conf *conf, const char *key, int def, int *out, char *errstr,
+                     size_t errstr_size)
+{
+    const char *v = ev_conf_get(conf, key, def ? "true" : "false");
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+        *out = 1;
+    else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+        *out = 0;
+    else
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "config %s: expected true or false, got '%s'", key, v);
+    return 0;
+}
+
 int ev_conf_load_file(ev_conf *conf, const char *path, char *errstr, size_t errstr_size)
 {
     FILE *f = fopen(path, "r");

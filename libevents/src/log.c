@@ -36,19 +36,6 @@ int ev__topic_valid(const char *topic)
     return 1;
 }
 
-int ev__conf_read_only(const ev_conf *conf, int *read_only, char *errstr, size_t errstr_size)
-{
-    const char *v = ev_conf_get(conf, "log.read_only", "false");
-    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
-        *read_only = 1;
-    else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
-        *read_only = 0;
-    else
-        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
-                        "config log.read_only: expected true or false, got '%s'", v);
-    return 0;
-}
-
 /* The refusal of a write on a read-only handle. */
 static int refuse_write(const char *what, char *errstr, size_t errstr_size)
 {
@@ -88,7 +75,7 @@ int ev_log_open(ev_log **out, const ev_conf *conf, char *errstr, size_t errstr_s
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "config topic.prefix '%s': expected up to 63 of [A-Za-z0-9._-]", prefix);
     int read_only;
-    if ((rc = ev__conf_read_only(conf, &read_only, errstr, errstr_size)))
+    if ((rc = ev_conf_get_bool(conf, "log.read_only", 0, &read_only, errstr, errstr_size)))
         return rc;
     log = calloc(1, sizeof(*log));
     if (!log)

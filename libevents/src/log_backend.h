@@ -36,10 +36,6 @@ typedef struct ev__backend {
 extern const ev__backend ev__backend_sqlite;
 extern const ev__backend ev__backend_kafka; /* schemes kafka and mock */
 
-/* Reads config key log.read_only (true | false, default false) into
- * *read_only: the process only reads the log (docs/log.md). */
-int ev__conf_read_only(const ev_conf *conf, int *read_only, char *errstr, size_t errstr_size);
-
 /* Topic names follow Kafka's rule: 1-249 of [A-Za-z0-9._-]. */
 int ev__topic_valid(const char *topic);
 

@@ -313,7 +313,7 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
     pthread_condattr_destroy(&mono);
     snprintf(l->path, sizeof(l->path), "%s", target);
     l->synchronous_full = strcasecmp(sync, "FULL") == 0;
-    if ((rc = ev__conf_read_only(conf, &l->read_only, errstr, n)))
+    if ((rc = ev_conf_get_bool(conf, "log.read_only", 0, &l->read_only, errstr, n)))
         goto fail;
     if ((rc = ev_conf_get_int(conf, "sqlite.busy_timeout_ms", 30000, &l->busy_timeout_ms, errstr,
                               n)) ||

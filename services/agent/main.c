@@ -116,7 +116,6 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 {"agent.report_delay_ms", 1000, &cfg->report_delay_ms},
                 {"agent.hello_timeout_ms", 5000, &cfg->hello_timeout_ms},
                 {"agent.idle_timeout_ms", 60000, &cfg->idle_timeout_ms},
-                {"agent.max_connections", 0, &cfg->max_connections},
                 {"agent.max_pending_per_address", 128, &cfg->max_pending_per_address}};
     if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
         (size_t)(colon - l) >= sizeof(cfg->host)) {
@@ -131,13 +130,19 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
             fprintf(stderr, "msrs-agent: %s\n", err);
             return -1;
         }
-        if (*ints[i].out <= 0 && strcmp(ints[i].key, "agent.max_connections") != 0) {
+        if (*ints[i].out <= 0) {
             fprintf(stderr, "msrs-agent: config %s: expected a positive integer\n", ints[i].key);
             return -1;
         }
     }
-    if (cfg->max_connections <= 0) /* default: every device, and room to refuse more */
-        cfg->max_connections = cfg->max_devices + 64;
+    /* default: every device, and room to refuse more */
+    if (ev_conf_get_int(conf, "agent.max_connections", cfg->max_devices + 64, &cfg->max_connections,
+                        err, sizeof(err)) ||
+        cfg->max_connections <= 0) {
+        fprintf(stderr, "msrs-agent: %s\n",
+                *err ? err : "config agent.max_connections: expected a positive integer");
+        return -1;
+    }
     if (cfg->sync_burst_probes < cfg->sync_probes) {
         fprintf(
             stderr,
