@@ -81,3 +81,17 @@ json_t *dsc_recv(int fd, const char *kind, const char *prefix, struct sockaddr_i
             (*skipped)++;
     }
 }
+
+int dsc_signed_text(const json_t *answer, char *out, size_t out_size)
+{
+    const char *nonce = json_string_value(json_object_get(answer, "nonce"));
+    const char *prefix = json_string_value(json_object_get(answer, "prefix"));
+    const char *node = json_string_value(json_object_get(answer, "node_id"));
+    const char *url = json_string_value(json_object_get(answer, "url"));
+    json_t *leading = json_object_get(answer, "leading");
+    if (!nonce || !prefix || !node || !url || !json_is_boolean(leading))
+        return -1;
+    int n =
+        snprintf(out, out_size, "%s|%s|%s|%s|%d", nonce, prefix, node, url, json_is_true(leading));
+    return n < 0 || (size_t)n >= out_size ? -1 : 0;
+}

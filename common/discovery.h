@@ -4,9 +4,16 @@
  * LAN); every supervisor bound to the discovery port answers the sender with
  * its URL and whether it leads. JSON datagrams of at most DSC_MAX bytes:
  *
- *   query   {"msrs": "discover", "v": 1, "prefix": P, "node_id": N}
+ *   query   {"msrs": "discover", "v": 1, "prefix": P, "node_id": N,
+ *            "nonce": HEX}
  *   answer  {"msrs": "supervisor", "v": 1, "prefix": P, "node_id": S,
- *            "url": "http://HOST:PORT", "leading": true|false}
+ *            "url": "https://HOST:PORT", "leading": true|false,
+ *            "nonce": the query's, "mac": HEX}
+ *
+ * With a lab key (auth.key_file) the answer is signed: mac =
+ * cli_auth_mac(key, "discovery", dsc_signed_text(answer)), over the
+ * query's nonce, so an agent ignores (and counts) an answer that was not
+ * made with the key or that answers another query.
  *
  * A supervisor answers only queries for its own topic prefix, so two systems
  * on one network stay apart. Several supervisors on one host share the port
@@ -45,5 +52,9 @@ int dsc_send_all(int fd, const char *targets, int port, json_t *msg, char *errst
  * when nothing more is waiting. */
 json_t *dsc_recv(int fd, const char *kind, const char *prefix, struct sockaddr_in *from,
                  int64_t *skipped);
+
+/* What a discovery answer's mac covers: "NONCE|PREFIX|NODE_ID|URL|LEADING"
+ * into out (0, or -1 when a field is missing or it does not fit). */
+int dsc_signed_text(const json_t *answer, char *out, size_t out_size);
 
 #endif

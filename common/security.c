@@ -169,10 +169,16 @@ static void revoked_refresh(cli_auth *a)
     FILE *f = fopen(a->revoked_path, "r");
     char line[256], kind[16], id[EV_ID_MAX + 1];
     long long gen;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "%15s %64s %lld", kind, id, &gen) == 3 && strcmp(kind, "device") == 0 &&
-            gen > json_integer_value(json_object_get(a->revoked, id)))
-            json_object_set_new(a->revoked, id, json_integer(gen));
+    while (f && fgets(line, sizeof(line), f)) {
+        char who[16 + EV_ID_MAX + 2];
+        if (sscanf(line, "%15s %64s %lld", kind, id, &gen) != 3 ||
+            (strcmp(kind, "device") != 0 && strcmp(kind, "node") != 0 &&
+             strcmp(kind, "operator") != 0))
+            continue;
+        snprintf(who, sizeof(who), "%s:%s", kind, id);
+        if (gen > json_integer_value(json_object_get(a->revoked, who)))
+            json_object_set_new(a->revoked, who, json_integer(gen));
+    }
     if (f)
         fclose(f);
 }
@@ -220,13 +226,31 @@ static void hmac(const unsigned char *key, size_t key_len, const char *msg, int 
     HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, (size_t)msg_len, mac, &len);
 }
 
-/* The device's secret of generation gen: HMAC(lab key, "msrs-device:ID:G"). */
+/* A principal's secret of generation gen: HMAC(lab key, "msrs-" WHO ":" G),
+ * WHO "device:ID", "node:ID" or "operator:NAME:ROLE". */
+static void secret_of(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *who, int64_t gen,
+                      unsigned char secret[32])
+{
+    char msg[2 * EV_ID_MAX + 64];
+    int n = snprintf(msg, sizeof(msg), "msrs-%s:%lld", who, (long long)gen);
+    hmac(key, CLI_AUTH_KEY_BYTES, msg, n, secret);
+}
+
 static void device_secret(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *device_id,
                           int64_t gen, unsigned char secret[32])
 {
-    char msg[EV_ID_MAX + 64];
-    int n = snprintf(msg, sizeof(msg), "msrs-device:%s:%lld", device_id, (long long)gen);
-    hmac(key, CLI_AUTH_KEY_BYTES, msg, n, secret);
+    char who[EV_ID_MAX + 8];
+    snprintf(who, sizeof(who), "device:%s", device_id);
+    secret_of(key, who, gen, secret);
+}
+
+/* The generation revoked for who ("KIND:ID"), 0 when none. */
+static int64_t revoked_gen(cli_auth *a, const char *kind, const char *id)
+{
+    char who[16 + EV_ID_MAX + 2];
+    revoked_refresh(a);
+    snprintf(who, sizeof(who), "%s:%s", kind, id);
+    return json_integer_value(json_object_get(a->revoked, who));
 }
 
 /* The proof over nonce: hex(HMAC(secret, NONCE ":" ID)). */
@@ -269,8 +293,7 @@ int cli_auth_device_check(cli_auth *a, const char *device_id, int64_t gen, const
 {
     unsigned char secret[32];
     char want[CLI_AUTH_HEX];
-    revoked_refresh(a);
-    if (gen <= json_integer_value(json_object_get(a->revoked, device_id))) {
+    if (gen <= revoked_gen(a, "device", device_id)) {
         *why = "credential revoked";
         return -1;
     }
@@ -291,4 +314,133 @@ int cli_auth_nonce(char out[33])
         return -1;
     to_hex(b, sizeof(b), out);
     return 0;
+}
+
+int cli_auth_role_rank(const char *role)
+{
+    static const char *const roles[] = {"viewer", "operator", "admin"};
+    for (int i = 0; i < 3; i++)
+        if (role && strcmp(role, roles[i]) == 0)
+            return i + 1;
+    return 0;
+}
+
+/* "node:ID" or "operator:NAME:ROLE" from a principal; -1 when it is not one. */
+static int who_of(const cli_principal *p, char *who, size_t size)
+{
+    int node = strcmp(p->kind, "node") == 0;
+    if (!ev_id_valid(p->id) ||
+        (!node && (strcmp(p->kind, "operator") != 0 || !cli_auth_role_rank(p->role))))
+        return -1;
+    if (node)
+        snprintf(who, size, "node:%s", p->id);
+    else
+        snprintf(who, size, "operator:%s:%s", p->id, p->role);
+    return 0;
+}
+
+int cli_auth_token(const unsigned char key[CLI_AUTH_KEY_BYTES], const cli_principal *p, char *out,
+                   size_t out_size)
+{
+    char who[2 * EV_ID_MAX + 32], hex[CLI_AUTH_HEX];
+    unsigned char secret[32];
+    if (p->gen < 1 || who_of(p, who, sizeof(who)))
+        return -1;
+    secret_of(key, who, p->gen, secret);
+    to_hex(secret, sizeof(secret), hex);
+    snprintf(out, out_size, "%s:%lld.%s", who, (long long)p->gen, hex);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    OPENSSL_cleanse(hex, sizeof(hex));
+    return 0;
+}
+
+/* cli_auth_token_parse without zeroing *p on failure */
+static int token_form(const char *token, cli_principal *p)
+{
+    char buf[CLI_AUTH_TOKEN_MAX], check[CLI_AUTH_TOKEN_MAX];
+    static const unsigned char zero[CLI_AUTH_KEY_BYTES];
+    if (!token || strlen(token) >= sizeof(buf))
+        return -1;
+    snprintf(buf, sizeof(buf), "%s", token);
+    /* from the right: the MAC after the last '.', the generation after the
+     * last ':' before it; ids may hold ':' and '.' themselves */
+    char *dot = strrchr(buf, '.'), *colon, *end = NULL;
+    if (!dot)
+        return -1;
+    *dot = '\0';
+    if (!(colon = strrchr(buf, ':')))
+        return -1;
+    *colon = '\0';
+    p->gen = strtoll(colon + 1, &end, 10);
+    if (!end || *end || p->gen < 1)
+        return -1;
+    char *first = strchr(buf, ':');
+    if (!first)
+        return -1;
+    *first = '\0';
+    if (strlen(buf) >= sizeof(p->kind))
+        return -1;
+    memcpy(p->kind, buf, strlen(buf) + 1);
+    char *rest = first + 1;
+    if (strcmp(p->kind, "operator") == 0) {
+        char *r = strrchr(rest, ':');
+        if (!r || strlen(r + 1) >= sizeof(p->role))
+            return -1;
+        *r = '\0';
+        memcpy(p->role, r + 1, strlen(r + 1) + 1);
+    }
+    if (strlen(rest) >= sizeof(p->id))
+        return -1;
+    snprintf(p->id, sizeof(p->id), "%s", rest);
+    /* the same form as a token made of it (a valid principal, 64 hex digits) */
+    if (cli_auth_token(zero, p, check, sizeof(check)) || strlen(check) != strlen(token) ||
+        strspn(dot + 1, "0123456789abcdef") != 64)
+        return -1;
+    return 0;
+}
+
+int cli_auth_token_parse(const char *token, cli_principal *p)
+{
+    memset(p, 0, sizeof(*p));
+    if (token_form(token, p) == 0)
+        return 0;
+    memset(p, 0, sizeof(*p));
+    return -1;
+}
+
+int cli_auth_token_check(cli_auth *a, const char *token, cli_principal *p, const char **why)
+{
+    char want[CLI_AUTH_TOKEN_MAX];
+    *why = "expected KIND:ID[:ROLE]:GENERATION.HEX (msrs nodes token, msrs operators token)";
+    if (cli_auth_token_parse(token, p) || cli_auth_token(a->key, p, want, sizeof(want)))
+        return -1;
+    if (strlen(token) != strlen(want) || CRYPTO_memcmp(token, want, strlen(want)) != 0) {
+        OPENSSL_cleanse(want, sizeof(want));
+        *why = "the token was not issued with this lab key";
+        return -1;
+    }
+    OPENSSL_cleanse(want, sizeof(want));
+    if (p->gen <= revoked_gen(a, p->kind, p->id)) {
+        *why = "token revoked";
+        return -1;
+    }
+    return 0;
+}
+
+void cli_auth_mac(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *domain, const char *msg,
+                  char hex[CLI_AUTH_HEX])
+{
+    unsigned char secret[32], mac[32];
+    secret_of(key, domain, 0, secret);
+    hmac(secret, sizeof(secret), msg, (int)strlen(msg), mac);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    to_hex(mac, sizeof(mac), hex);
+}
+
+int cli_auth_mac_check(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *domain,
+                       const char *msg, const char *hex)
+{
+    char want[CLI_AUTH_HEX];
+    cli_auth_mac(key, domain, msg, want);
+    return hex && strlen(hex) == 64 && CRYPTO_memcmp(want, hex, 64) == 0 ? 0 : -1;
 }

@@ -11,10 +11,14 @@
  * credential is derived with HMAC-SHA256, so that any service holding the
  * key can check a credential without a database:
  *   device credential  "G.HEX"  HEX = HMAC(key, "msrs-device:" ID ":" G)
- * (node tokens are to come the same way: docs/security.md).
+ *   node token         "node:ID:G.HEX"  HEX = HMAC(key, "msrs-node:ID:G")
+ *   operator token     "operator:NAME:ROLE:G.HEX"
+ *                                HEX = HMAC(key, "msrs-operator:NAME:ROLE:G")
  * A device proves its credential over a nonce of the agent's (it never
- * sends it); revocation is a file (auth.revoked_file) of lines
- * "device ID G" (generations up to G refused) re-read when it changes.
+ * sends it); nodes and operators send their token as an HTTP bearer token
+ * over TLS. Revocation is a file (auth.revoked_file) of lines
+ * "device|node|operator ID G" (generations up to G refused) re-read when
+ * it changes.
  * Nothing here is thread-safe unless it says so. */
 #ifndef MSRS_SECURITY_H
 #define MSRS_SECURITY_H
@@ -85,6 +89,42 @@ int cli_auth_device_proof(const char *credential, const char *nonce, const char 
  * the proof over nonce. 0 ok; -1 with why ("revoked", "bad proof"). */
 int cli_auth_device_check(cli_auth *a, const char *device_id, int64_t gen, const char *nonce,
                           const char *mac, const char **why);
+
+/* Who a token names: kind "node" or "operator", the node id or operator
+ * name, the operator's role ("viewer", "operator", "admin"; "" for a node)
+ * and the generation. */
+typedef struct cli_principal {
+    char kind[16];
+    char id[EV_ID_MAX];
+    char role[16];
+    int64_t gen;
+} cli_principal;
+
+#define CLI_AUTH_TOKEN_MAX 192
+
+/* 1 viewer, 2 operator, 3 admin; 0 for anything else. */
+int cli_auth_role_rank(const char *role);
+
+/* The token of p into out. -1 when p is not a valid principal (an id that
+ * is not 1-63 of [A-Za-z0-9._:-], an unknown role, generation < 1). */
+int cli_auth_token(const unsigned char key[CLI_AUTH_KEY_BYTES], const cli_principal *p, char *out,
+                   size_t out_size);
+
+/* The principal a token names, from its form alone (the MAC is not
+ * checked). 0, or -1 when it is not of a token's form (*p zeroed). */
+int cli_auth_token_parse(const char *token, cli_principal *p);
+
+/* Checks a bearer token: issued with this lab key and not revoked. 0 with
+ * *p filled; -1 with why. */
+int cli_auth_token_check(cli_auth *a, const char *token, cli_principal *p, const char **why);
+
+/* HMAC(HMAC(key, "msrs-" domain ":0"), msg) in hex: a message signed with
+ * the lab key (discovery answers, domain "discovery"); and its check (0
+ * when hex is that MAC). */
+void cli_auth_mac(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *domain, const char *msg,
+                  char hex[CLI_AUTH_HEX]);
+int cli_auth_mac_check(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *domain,
+                       const char *msg, const char *hex);
 
 /* A fresh nonce from the system's random source: 32 hex digits. */
 int cli_auth_nonce(char out[33]);

@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "security.h"
 
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,60 @@ static void print_summary(const ev_session *x)
                (long long)st.dropped);
 }
 
+/* Who starts or stops a session, recorded as requested_by: the operator
+ * named by auth.token (an operator token, role operator or admin), checked
+ * against the lab key when this user can read it (else taken as written:
+ * the log's own access control decides who may write; docs/security.md).
+ * Without a token only when auth.required = false: the login name. 0, or
+ * -1 said on stderr as prog. */
+static int requester(const ev_conf *conf, const char *prog, char *by, size_t size)
+{
+    const char *token = ev_conf_get(conf, "auth.token", ""), *why = NULL;
+    char err[512];
+    int required = 1;
+    cli_principal p;
+    if (ev_conf_get_bool(conf, "auth.required", 1, &required, err, sizeof(err))) {
+        fprintf(stderr, "msrs %s: %s\n", prog, err);
+        return -1;
+    }
+    if (!*token) {
+        if (required) {
+            fprintf(stderr,
+                    "msrs %s: config auth.token: expected an operator's token (msrs operators "
+                    "token NAME --role operator), or auth.required = false\n",
+                    prog);
+            return -1;
+        }
+        snprintf(by, size, "%s",
+                 getenv("USER") && ev_id_valid(getenv("USER")) ? getenv("USER") : "msrs");
+        return 0;
+    }
+    cli_auth auth;
+    const char *key = ev_conf_get(conf, "auth.key_file", "");
+    int checked = *key && access(key, R_OK) == 0;
+    memset(&auth, 0, sizeof(auth));
+    auth.revoked = json_object();
+    if (checked && cli_auth_load(&auth, conf, "msrs", err, sizeof(err))) {
+        fprintf(stderr, "msrs %s: %s\n", prog, err);
+        cli_auth_free(&auth);
+        return -1;
+    }
+    why = "expected KIND:ID[:ROLE]:GENERATION.HEX (msrs operators token)";
+    if (checked ? cli_auth_token_check(&auth, token, &p, &why)
+                : cli_auth_token_parse(token, &p)) /* without the key: the form alone */
+        p.gen = 0;
+    cli_auth_free(&auth);
+    if (!p.gen || strcmp(p.kind, "operator") != 0 || cli_auth_role_rank(p.role) < 2) {
+        fprintf(stderr, "msrs %s: config auth.token: %s\n", prog,
+                !p.gen ? why
+                       : "expected an operator's token with role operator or admin (a viewer "
+                         "may only look)");
+        return -1;
+    }
+    snprintf(by, size, "%s", p.id);
+    return 0;
+}
+
 /* Follows the log (already folded to its end) until session sid is
  * stopped or timeout_s passes. */
 static int wait_stopped(view *v, const char *sid, double timeout_s)
@@ -234,9 +289,15 @@ static int session_start(ev_conf *conf, int argc, char **argv)
     } else
         snprintf(sid, sizeof(sid), "ses-%.4s%.2s%.2sT%.2s%.2s%.2s", when, when + 5, when + 8,
                  when + 11, when + 14, when + 17);
-    const char *user = getenv("USER");
+    char by[EV_ID_MAX];
+    if (requester(conf, "session start", by, sizeof(by))) {
+        json_decref(req);
+        json_decref(labels);
+        json_decref(devices);
+        return CLI_EXIT_USAGE;
+    }
     json_object_set_new(req, "session_id", json_string(sid));
-    json_object_set_new(req, "requested_by", json_string(user ? user : "msrs"));
+    json_object_set_new(req, "requested_by", json_string(by));
     json_object_set_new(req, "device_ids", devices);
     json_object_set_new(req, "duration_ms", json_integer((json_int_t)(duration * 1000)));
     json_object_set_new(req, "labels", labels);
@@ -310,10 +371,12 @@ static int session_stop(ev_conf *conf, int argc, char **argv)
     if (x.state == EV_SESSION_STOPPED) {
         fprintf(stderr, "msrs session stop: session '%s' is stopped already\n", sid);
     } else {
-        const char *user = getenv("USER");
-        if (emit(&v, "CollectionStopRequested", sid,
-                 json_pack("{s:s, s:s, s:s}", "session_id", sid, "requested_by",
-                           user ? user : "msrs", "reason", reason)))
+        char by[EV_ID_MAX];
+        if (requester(conf, "session stop", by, sizeof(by)))
+            rc = CLI_EXIT_USAGE;
+        else if (emit(&v, "CollectionStopRequested", sid,
+                      json_pack("{s:s, s:s, s:s}", "session_id", sid, "requested_by", by, "reason",
+                                reason)))
             rc = CLI_EXIT_FAIL;
     }
     if (!rc && wait)
@@ -390,49 +453,65 @@ static int cmd_session(ev_conf *conf, int argc, char **argv)
     return CLI_EXIT_USAGE;
 }
 
-/* msrs devices credential ID [--generation G]: the credential a device
- * proves (security.h), from the lab key of auth.key_file. */
-static int cmd_credential(ev_conf *conf, int argc, char **argv)
+/* msrs devices credential ID [--generation G], msrs nodes token ID
+ * [--generation G], msrs operators token NAME --role ROLE [--generation G]:
+ * what a device proves, what a node or an operator shows (security.h),
+ * from the lab key of auth.key_file. */
+static int cmd_issue(ev_conf *conf, const char *what, int argc, char **argv)
 {
     unsigned char key[CLI_AUTH_KEY_BYTES];
-    char err[512], credential[96], *end = NULL;
-    long long gen = 1;
-    if (argc == 3 && strcmp(argv[1], "--generation") == 0) {
-        gen = strtoll(argv[2], &end, 10);
-        if (!*argv[2] || *end || gen < 1) {
-            fprintf(stderr, "msrs devices credential: --generation %s: expected an integer >= 1\n",
-                    argv[2]);
-            return CLI_EXIT_USAGE;
+    char err[512], out[CLI_AUTH_TOKEN_MAX], *end = NULL;
+    int device = strcmp(what, "devices credential") == 0;
+    int op = strcmp(what, "operators token") == 0;
+    cli_principal p = {.gen = 1};
+    snprintf(p.kind, sizeof(p.kind), "%s", op ? "operator" : "node");
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 < argc && strcmp(argv[i], "--generation") == 0) {
+            p.gen = strtoll(argv[i + 1], &end, 10);
+            if (!*argv[i + 1] || *end || p.gen < 1) {
+                fprintf(stderr, "msrs %s: --generation %s: expected an integer >= 1\n", what,
+                        argv[i + 1]);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (op && i + 1 < argc && strcmp(argv[i], "--role") == 0) {
+            snprintf(p.role, sizeof(p.role), "%s", argv[i + 1]);
+        } else {
+            argc = 0; /* usage */
         }
-    } else if (argc != 1) {
-        fprintf(stderr, "usage: msrs devices credential ID [--generation G]\n");
+    }
+    if (argc < 1 || (op && !cli_auth_role_rank(p.role))) {
+        fprintf(stderr, "usage: msrs %s %s [--generation G]%s\n", what, op ? "NAME" : "ID",
+                op ? " --role viewer|operator|admin" : "");
         return CLI_EXIT_USAGE;
     }
     if (!ev_id_valid(argv[0])) {
-        fprintf(stderr,
-                "msrs devices credential: '%s': expected 1-%d characters of [A-Za-z0-9._:-]\n",
+        fprintf(stderr, "msrs %s: '%s': expected 1-%d characters of [A-Za-z0-9._:-]\n", what,
                 argv[0], EV_ID_MAX - 1);
         return CLI_EXIT_USAGE;
     }
     const char *path = ev_conf_get(conf, "auth.key_file", "");
     if (!*path) {
-        fprintf(stderr,
-                "msrs devices credential: config auth.key_file: expected the lab key's path\n");
+        fprintf(stderr, "msrs %s: config auth.key_file: expected the lab key's path\n", what);
         return CLI_EXIT_USAGE;
     }
     if (cli_auth_read_key(path, key, err, sizeof(err))) {
-        fprintf(stderr, "msrs devices credential: %s\n", err);
+        fprintf(stderr, "msrs %s: %s\n", what, err);
         return CLI_EXIT_USAGE;
     }
-    cli_auth_device_credential(key, argv[0], gen, credential, sizeof(credential));
-    printf("%s\n", credential);
+    snprintf(p.id, sizeof(p.id), "%s", argv[0]);
+    if (device)
+        cli_auth_device_credential(key, p.id, p.gen, out, sizeof(out));
+    else
+        cli_auth_token(key, &p, out, sizeof(out));
+    OPENSSL_cleanse(key, sizeof(key));
+    printf("%s\n", out);
     return CLI_EXIT_OK;
 }
 
 static int cmd_devices(ev_conf *conf, int argc, char **argv)
 {
     if (argc >= 1 && strcmp(argv[0], "credential") == 0)
-        return cmd_credential(conf, argc - 1, argv + 1);
+        return cmd_issue(conf, "devices credential", argc - 1, argv + 1);
     if (read_log_timeout(conf))
         return CLI_EXIT_USAGE;
     (void)argv;
@@ -497,7 +576,14 @@ static void usage(FILE *f)
                "  devices credential ID [--generation G]\n"
                "                          the credential device ID proves (from the lab key,\n"
                "                          auth.key_file; docs/security.md); revoke one with a\n"
-               "                          line 'device ID G' in auth.revoked_file\n\n"
+               "                          line 'device ID G' in auth.revoked_file\n"
+               "  nodes token ID [--generation G]\n"
+               "                          the token node ID shows its supervisor (the agent\n"
+               "                          derives generation 1 itself; auth.node_token)\n"
+               "  operators token NAME --role viewer|operator|admin [--generation G]\n"
+               "                          an operator's token (auth.token): viewers read the\n"
+               "                          supervisor's API, operators also start and stop\n"
+               "                          sessions, recorded as requested_by NAME\n\n"
                "options:\n" CLI_COMMON_HELP
                "\nexit: 0 ok, 1 a record was refused or not acknowledged (or, with --wait, the\n"
                "session did not stop in time), 2 usage or unknown session\n");
@@ -628,6 +714,10 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         return cmd_devices(conf, n - 1, args + 1);
     if (strcmp(cmd, "session") == 0)
         return cmd_session(conf, n - 1, args + 1);
+    if (strcmp(cmd, "nodes") == 0 && n >= 2 && strcmp(args[1], "token") == 0)
+        return cmd_issue(conf, "nodes token", n - 2, args + 2);
+    if (strcmp(cmd, "operators") == 0 && n >= 2 && strcmp(args[1], "token") == 0)
+        return cmd_issue(conf, "operators token", n - 2, args + 2);
     fprintf(stderr, "msrs: unknown command '%s'\n", cmd);
     usage(stderr);
     return CLI_EXIT_USAGE;

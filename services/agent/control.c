@@ -131,6 +131,10 @@ int ag_control_start(ag_agent *a, char *errstr, size_t errstr_size)
     if (!c->discover)
         return 0;
     ev_log_topic(a->log, "", c->prefix, sizeof(c->prefix));
+    if (cli_auth_nonce(c->discovery_nonce)) {
+        snprintf(errstr, errstr_size, "discovery: no random nonce from the system");
+        return -1;
+    }
     /* the targets are checked now, not at the first failure */
     if ((c->discovery_fd = dsc_socket(0, errstr, errstr_size)) < 0 ||
         dsc_send_all(c->discovery_fd, c->discovery_targets, (int)c->discovery_port, NULL, errstr,
@@ -150,8 +154,8 @@ static void discover(ag_agent *a, int64_t now)
 {
     ag_control *c = &a->ctl;
     char err[256];
-    json_t *q = json_pack("{s:s, s:i, s:s, s:s}", "msrs", "discover", "v", 1, "prefix", c->prefix,
-                          "node_id", a->cfg.node_id);
+    json_t *q = json_pack("{s:s, s:i, s:s, s:s, s:s}", "msrs", "discover", "v", 1, "prefix",
+                          c->prefix, "node_id", a->cfg.node_id, "nonce", c->discovery_nonce);
     if (dsc_send_all(c->discovery_fd, c->discovery_targets, (int)c->discovery_port, q, err,
                      sizeof(err)) <= 0 &&
         c->queries % 10 == 0)
@@ -175,8 +179,24 @@ static void on_answers(ag_agent *a)
     struct sockaddr_in from;
     json_t *m;
     while ((m = dsc_recv(c->discovery_fd, "supervisor", c->prefix, &from, &c->discovery_skipped))) {
-        char host[128];
+        char host[128], text[DSC_MAX];
         int port, i;
+        if (a->auth.enabled &&
+            (strcmp(json_string_value(json_object_get(m, "nonce")) ?: "", c->discovery_nonce) ||
+             dsc_signed_text(m, text, sizeof(text)) ||
+             cli_auth_mac_check(a->auth.key, "discovery", text,
+                                json_string_value(json_object_get(m, "mac"))))) {
+            /* a rogue (or misconfigured) supervisor: never joined */
+            if (c->discovery_forged++ % 100 == 0)
+                fprintf(stderr,
+                        "msrs-agent: discovery: ignored an answer from %s:%d naming %s: not "
+                        "signed with the lab key over this agent's query (%lld ignored)\n",
+                        inet_ntoa(from.sin_addr), ntohs(from.sin_port),
+                        json_string_value(json_object_get(m, "url")) ?: "?",
+                        (long long)c->discovery_forged);
+            json_decref(m);
+            continue;
+        }
         if (parse_url(json_string_value(json_object_get(m, "url")) ?: "", host, sizeof(host),
                       &port) == 0) {
             if (strcmp(host, "0.0.0.0") == 0)
@@ -483,12 +503,18 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
             /* fixed width, so the length is known before t1 is stamped */
             h->body_len = strlen("{\"t1\":}") + 19;
             /* t4: the kernel's stamp of the answer (as for devices) */
-            ag_agent *a = lws_context_user(lws_get_context(wsi));
-            if (a->cfg.kernel_timestamps)
+            ag_agent *ta = lws_context_user(lws_get_context(wsi));
+            if (ta->cfg.kernel_timestamps)
                 rxstamp_enable(lws_get_socket_fd(wsi));
         }
         snprintf(cl, sizeof(cl), "%zu", h->body_len);
-        if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+        ag_agent *a = lws_context_user(lws_get_context(wsi));
+        char bearer[sizeof(a->ctl.token) + 8];
+        int blen = snprintf(bearer, sizeof(bearer), "Bearer %s", a->ctl.token);
+        if ((*a->ctl.token &&
+             lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+                                          (const unsigned char *)bearer, blen, p, end)) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
                                          (const unsigned char *)"application/json", 16, p, end) ||
             lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH,
                                          (const unsigned char *)cl, (int)strlen(cl), p, end))

@@ -303,6 +303,28 @@ static int on_opt(void *arg, int opt, const char *val)
     }
 }
 
+/* The token this node shows the supervisor: auth.node_token when set (checked
+ * now: a node token for this node), else generation 1 derived from the
+ * lab key; none without a key. */
+static int node_token(ag_agent *a, const ev_conf *conf, char *errstr, size_t errstr_size)
+{
+    const char *token = ev_conf_get(conf, "auth.node_token", ""), *why = NULL;
+    cli_principal p = {.kind = "node", .gen = 1};
+    snprintf(p.id, sizeof(p.id), "%s", a->cfg.node_id);
+    if (*token && a->auth.enabled &&
+        (cli_auth_token_check(&a->auth, token, &p, &why) || strcmp(p.kind, "node") ||
+         strcmp(p.id, a->cfg.node_id))) {
+        snprintf(errstr, errstr_size, "config auth.node_token: %s",
+                 why ? why : "expected this node's token (msrs nodes token NODE_ID)");
+        return -1;
+    }
+    if (*token)
+        snprintf(a->ctl.token, sizeof(a->ctl.token), "%s", token);
+    else if (a->auth.enabled)
+        cli_auth_token(a->auth.key, &p, a->ctl.token, sizeof(a->ctl.token));
+    return 0;
+}
+
 static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 {
     ag_args *g = arg;
@@ -317,7 +339,8 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     if (load_config(&a->cfg, conf, g->listen, g->node))
         return -1; /* said on stderr */
     if (cli_tls_load(&a->tls, conf, "msrs-agent", 1, errstr, errstr_size) ||
-        cli_auth_load(&a->auth, conf, "msrs-agent", errstr, errstr_size))
+        cli_auth_load(&a->auth, conf, "msrs-agent", errstr, errstr_size) ||
+        node_token(a, conf, errstr, errstr_size))
         return -1;
     a->pending = json_object();
     if (a->cfg.kernel_timestamps && rxstamp_check(err, sizeof(err))) {

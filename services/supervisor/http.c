@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct sv_conn {
     char path[128];
+    char token[CLI_AUTH_TOKEN_MAX + 1]; /* Authorization: Bearer TOKEN */
     int post;
     char *body;
     size_t len, cap;
@@ -57,8 +59,9 @@ static void dispatch(sv_supervisor *s, struct lws *wsi, sv_conn *c)
         c->status = 413;
         c->reply = sv_error("too_large", "request body over %d bytes", SV_BODY_MAX);
     } else {
-        c->status = sv_handle(s, c->post ? "POST" : "GET", c->path, c->body ? c->body : "", c->len,
-                              c->t2 ? c->t2 : ev_now_ns(), &c->reply);
+        c->status =
+            sv_handle(s, c->post ? "POST" : "GET", c->path, *c->token ? c->token : NULL,
+                      c->body ? c->body : "", c->len, c->t2 ? c->t2 : ev_now_ns(), &c->reply);
     }
     lws_callback_on_writable(wsi);
 }
@@ -77,8 +80,13 @@ static int write_reply(struct lws *wsi, sv_conn *c)
     }
     unsigned char *start = buf + LWS_PRE, *p = start, *end = start + 1024;
     int rc = -1;
+    static const char challenge[] = "Bearer realm=\"msrs\"";
     if (lws_add_http_common_headers(wsi, (unsigned int)c->status, "application/json", blen, &p,
                                     end) == 0 &&
+        (c->status != 401 ||
+         lws_add_http_header_by_name(
+             wsi, (const unsigned char *)"www-authenticate:", (const unsigned char *)challenge,
+             (int)strlen(challenge), &p, end) == 0) &&
         lws_finalize_write_http_header(wsi, start, &p, end) == 0) {
         memcpy(start, body, blen); /* the headers are written: reuse the buffer */
         if (lws_write(wsi, start, blen, LWS_WRITE_HTTP_FINAL) == (int)blen)
@@ -113,6 +121,10 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         conn_reset(c);
         snprintf(c->path, sizeof(c->path), "%s", (const char *)in);
         c->post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+        char auth[sizeof(c->token) + 16];
+        int alen = lws_hdr_copy(wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION);
+        if (alen > 7 && (size_t)alen - 7 < sizeof(c->token) && strncasecmp(auth, "Bearer ", 7) == 0)
+            memcpy(c->token, auth + 7, (size_t)alen - 7 + 1); /* longer: no token, 401 */
         s->n.requests++;
         if (!c->post && lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
             /* PUT, DELETE, PATCH, OPTIONS, HEAD: not answered as a GET. The

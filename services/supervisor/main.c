@@ -246,10 +246,84 @@ static json_t *pool(sv_supervisor *s)
                      "device_count", (json_int_t)connected);
 }
 
-int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *body, size_t len,
-              int64_t received_ns, json_t **reply)
+/* Who may ask what (docs/security.md): a node's token for its own
+ * register, plan and heartbeat; a node's or a viewer's (or higher) for the
+ * rest. node_only: an operator's token is not enough. 0 allowed, or the
+ * status (401 no valid token, 403 the wrong one) with *reply. Everyone
+ * when auth.required = false. */
+static int authorize(sv_supervisor *s, const char *token, int node_only, cli_principal *who,
+                     json_t **reply)
+{
+    const char *why;
+    memset(who, 0, sizeof(*who));
+    if (!s->auth.enabled)
+        return 0;
+    if (!token || cli_auth_token_check(&s->auth, token, who, &why)) {
+        s->n.unauthorized++;
+        *reply = sv_error("unauthorized", "%s",
+                          token ? why
+                                : "expected Authorization: Bearer TOKEN (a node's or an "
+                                  "operator's token)");
+        return 401;
+    }
+    int node = strcmp(who->kind, "node") == 0;
+    if (node_only ? !node : !node && cli_auth_role_rank(who->role) < 1) {
+        s->n.forbidden++;
+        *reply = sv_error("forbidden", "%s %s may not do this: %s", who->kind, who->id,
+                          node_only ? "only a node's own token" : "a node's or a viewer's token");
+        return 403;
+    }
+    return 0;
+}
+
+/* The number of nodes registered and not expired. */
+static int64_t live_nodes(sv_supervisor *s)
+{
+    int64_t n = 0;
+    ev_node node;
+    for (const char *k = NULL; (k = ev_state_node_next(s->state, k, &node));)
+        n += ev_node_known(&node);
+    return n;
+}
+
+/* Bounds on registering (supervisor.max_registrations_per_s, a bucket of a
+ * second's worth; supervisor.max_nodes live at once): 0, or 429 / 503 with
+ * *reply. A node already known registers again without counting twice. */
+static int admit_registration(sv_supervisor *s, const char *node_id, json_t **reply)
+{
+    int64_t now = ev_now_ns();
+    double rate = (double)s->registrations_per_s;
+    s->reg_budget += (double)(now - s->reg_refilled_ns) / 1e9 * rate;
+    if (s->reg_budget > rate)
+        s->reg_budget = rate;
+    s->reg_refilled_ns = now;
+    if (s->reg_budget < 1) {
+        s->n.rate_limited++;
+        *reply = sv_error("rate_limited", "more than %lld registrations a second; try again",
+                          (long long)s->registrations_per_s);
+        json_object_set_new(*reply, "retry_after_ms",
+                            json_integer((json_int_t)((1 - s->reg_budget) / rate * 1000) + 1));
+        return 429;
+    }
+    ev_node node;
+    if (!known(s, node_id, &node) && live_nodes(s) >= s->max_nodes) {
+        s->n.refused++;
+        *reply = sv_error("too_many_nodes", "%lld nodes are registered (supervisor.max_nodes)",
+                          (long long)s->max_nodes);
+        return 503;
+    }
+    s->reg_budget -= 1;
+    return 0;
+}
+
+int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *token,
+              const char *body, size_t len, int64_t received_ns, json_t **reply)
 {
     int status;
+    cli_principal who;
+    int node_route = strcmp(method, "POST") == 0 && strncmp(path, "/v1/nodes/", 10) == 0;
+    if ((status = authorize(s, token, node_route, &who, reply)))
+        return status;
     if (strcmp(method, "GET") == 0 && strcmp(path, "/v1/nodes") == 0) {
         if (!s->caught_up) { /* a partial registry is not the truth */
             s->n.refused++;
@@ -314,6 +388,17 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
         s->n.bad++;
         return 400;
     }
+    if (s->auth.enabled && strcmp(who.id, node_id) != 0) { /* a node speaks for itself only */
+        s->n.forbidden++;
+        *reply =
+            sv_error("forbidden", "the token of node %s cannot speak for node %s", who.id, node_id);
+        json_decref(req);
+        return 403;
+    }
+    if (route == 0 && (status = admit_registration(s, node_id, reply))) {
+        json_decref(req);
+        return status;
+    }
     status = route == 0   ? do_register(s, req, node_id, reply)
              : route == 1 ? do_plan(s, node_id, reply)
                           : do_heartbeat(s, req, node_id, reply);
@@ -363,8 +448,9 @@ static void publish_presence(sv_supervisor *s, int64_t now)
     ev_node n;
     for (const char *k = NULL; (k = ev_state_node_next(s->state, k, &n));) {
         ev_node_presence p = ev_node_presence_of(&n, &params, now);
-        if (p != EV_PRESENCE_EXPIRED)
-            total += n.device_count;
+        if (p == EV_PRESENCE_EXPIRED)
+            continue; /* bounded by supervisor.max_nodes, whatever was ever registered */
+        total += n.device_count;
         json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:I}", "node_id", k, "state",
                                               ev_node_presence_name(p), "device_count",
                                               (json_int_t)n.device_count, "last_seen_ns",
@@ -407,6 +493,16 @@ void sv_discovery_answer(sv_supervisor *s)
         json_t *a = json_pack("{s:s, s:i, s:s, s:s, s:s, s:b}", "msrs", "supervisor", "v", 1,
                               "prefix", s->prefix, "node_id", s->node_id, "url", s->address,
                               "leading", s->leading && s->caught_up);
+        const char *nonce = json_string_value(json_object_get(q, "nonce"));
+        char text[DSC_MAX], mac[CLI_AUTH_HEX];
+        if (s->auth.enabled && nonce && strlen(nonce) <= 64) {
+            /* signed over the query's nonce: docs/control.md, Discovery */
+            json_object_set_new(a, "nonce", json_string(nonce));
+            if (dsc_signed_text(a, text, sizeof(text)) == 0) {
+                cli_auth_mac(s->auth.key, "discovery", text, mac);
+                json_object_set_new(a, "mac", json_string(mac));
+            }
+        }
         if (dsc_send(s->discovery_fd, &from, a) == 0)
             s->n.discovery_answers++;
         json_decref(a);
@@ -478,7 +574,9 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
         {"supervisor.lease_ms", 3000, &s->lease_ms, 100},
         {"scaling.max_devices_per_node", 0, &s->place.max_per_node, 0},
         {"scaling.node_bandwidth_bytes_per_s", 125000000, &s->place.bandwidth_bytes_per_s, 0},
-        {"discovery.port", DSC_PORT, &s->discovery_port, 0}};
+        {"discovery.port", DSC_PORT, &s->discovery_port, 0},
+        {"supervisor.max_nodes", 4096, &s->max_nodes, 1},
+        {"supervisor.max_registrations_per_s", 100, &s->registrations_per_s, 1}};
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
             fprintf(stderr, "msrs-supervisor: %s\n", err);
@@ -560,7 +658,8 @@ static int on_opt(void *arg, int opt, const char *val)
 static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 {
     sv_args *a = arg;
-    if (cli_tls_load(&a->s->tls, conf, "msrs-supervisor", 1, errstr, errstr_size))
+    if (cli_tls_load(&a->s->tls, conf, "msrs-supervisor", 1, errstr, errstr_size) ||
+        cli_auth_load(&a->s->auth, conf, "msrs-supervisor", errstr, errstr_size))
         return -1;
     if (load_config(a->s, conf, a->listen, a->node))
         return -1; /* said on stderr */
@@ -590,6 +689,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     s->codec = ev_codec_new();
     s->state = ev_state_new();
     s->heard = json_object();
+    s->reg_budget = (double)s->registrations_per_s;
+    s->reg_refilled_ns = ev_now_ns();
     static const char *const topics[] = {"nodes", "devices"};
     ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs-supervisor"};
     if (ev_projection_new(&s->proj, s->log, s->state, topics, 2, &po, err, sizeof(err)) ||
@@ -621,14 +722,17 @@ out:
     }
     fprintf(stderr,
             "msrs-supervisor: stopped: %lld requests, %lld registered, %lld planned, "
-            "%lld heartbeats, %lld expired, %lld presence, %lld refused, %lld bad; discovery: %lld "
-            "answered, %lld skipped\n",
+            "%lld heartbeats, %lld expired, %lld presence, %lld refused, %lld bad, %lld "
+            "unauthorized, %lld forbidden, %lld rate-limited; discovery: %lld answered, %lld "
+            "skipped\n",
             (long long)s->n.requests, (long long)s->n.registered, (long long)s->n.planned,
             (long long)s->n.heartbeats, (long long)s->n.expired, (long long)s->n.presence,
-            (long long)s->n.refused, (long long)s->n.bad, (long long)s->n.discovery_answers,
-            (long long)s->n.discovery_skipped);
+            (long long)s->n.refused, (long long)s->n.bad, (long long)s->n.unauthorized,
+            (long long)s->n.forbidden, (long long)s->n.rate_limited,
+            (long long)s->n.discovery_answers, (long long)s->n.discovery_skipped);
     ev_projection_destroy(s->proj);
     json_decref(s->heard);
+    cli_auth_free(&s->auth);
     ev_state_destroy(s->state);
     ev_codec_destroy(s->codec);
     return exit_code;

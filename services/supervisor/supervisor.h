@@ -14,17 +14,22 @@
 
 typedef struct sv_counters {
     int64_t requests, registered, planned, heartbeats, expired, presence, refused, bad;
+    int64_t unauthorized, forbidden, rate_limited;
     int64_t discovery_answers, discovery_skipped;
 } sv_counters;
 
 typedef struct sv_supervisor {
     cli_tls tls;
+    cli_auth auth; /* nodes' and operators' tokens (auth.key_file) */
     char host[128];
     int port;
     char node_id[64];
     char address[192]; /* https://host:port, what agents are told */
     char holder[320];  /* node_id@address: the lease holder */
     int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, discovery_port;
+    int64_t max_nodes, registrations_per_s; /* bounds: live nodes, new registrations */
+    double reg_budget;                      /* registrations allowed now (token bucket) */
+    int64_t reg_refilled_ns;
     ev_place_policy place;
     int64_t rr_cursor;
     json_t *services; /* the plan's services for a recorder */
@@ -46,9 +51,10 @@ typedef struct sv_supervisor {
 } sv_supervisor;
 
 /* main.c: answers one request. Returns the HTTP status; *reply a new JSON
- * object. received_ns: when the request was complete (t2 of /v1/time). */
-int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *body, size_t len,
-              int64_t received_ns, json_t **reply);
+ * object. token: the request's bearer token (NULL: none). received_ns:
+ * when the request was complete (t2 of /v1/time). */
+int sv_handle(sv_supervisor *s, const char *method, const char *path, const char *token,
+              const char *body, size_t len, int64_t received_ns, json_t **reply);
 /* main.c: reads every discovery datagram waiting and answers the queries
  * for this supervisor's prefix with its address and whether it leads. */
 void sv_discovery_answer(sv_supervisor *s);

@@ -15,6 +15,18 @@ on TLS with the lab key of deploy/local/make-credentials.sh:
   device from another address still registers, and the agent's RSS stays
   within a bound and its count of open connections returns to what it was;
 - the supervisor answers PUT and DELETE with 405;
+- nodes and operators: a register, plan or heartbeat without a node's token
+  gets 401, with another node's token (or an operator's) 403, so a fake
+  node never joins the pool nor receives devices; a viewer's token reads
+  the pool, no token does not; a revoked node token is refused;
+  registrations past supervisor.max_registrations_per_s get 429 and live
+  nodes past supervisor.max_nodes 503, and PresenceSnapshot stays within
+  that bound;
+- operators: msrs session start/stop need an operator's token (auth.token,
+  role operator or admin; a viewer's, a forged one or none: exit 2), and
+  the operator's name is what CollectionRequested records as requested_by;
+- discovery: a rogue answer (unsigned, or signed with another key) is
+  ignored and said, and the agent joins the real supervisor;
 - a listener without a certificate, an agent without the lab key, and a
   lab key readable by others refuse to start (exit 2, naming the key).
 """
@@ -27,7 +39,11 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import socket
+import threading
 import time
+import urllib.error
+import urllib.request
 
 import websockets
 
@@ -48,6 +64,155 @@ def credential(key_hex, device_id, gen=1):
 def proof(cred, nonce, device_id):
     return hmac.new(bytes.fromhex(cred.split(".", 1)[1]), ("%s:%s" % (nonce, device_id)).encode(),
                     hashlib.sha256).hexdigest()
+
+
+def token(key_hex, who, gen=1):
+    """A node's ("node:ID") or an operator's ("operator:NAME:ROLE") token."""
+    mac = hmac.new(bytes.fromhex(key_hex), ("msrs-%s:%d" % (who, gen)).encode(),
+                   hashlib.sha256).hexdigest()
+    return "%s:%d.%s" % (who, gen, mac)
+
+
+def http(ctx, port, path, body=None, tok=None):
+    """(status, JSON answer or None, headers) of a request to the supervisor."""
+    req = urllib.request.Request("https://127.0.0.1:%d%s" % (port, path),
+                                 data=None if body is None else json.dumps(body).encode())
+    if tok:
+        req.add_header("Authorization", "Bearer " + tok)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read()), e.headers
+        except ValueError:
+            return e.code, None, e.headers
+
+
+def control_attacks(ctx, sup_port, key, tmp, db):
+    """Fake and borrowed node tokens, operators' roles, revocation, and the
+    bounds on registering, against the real supervisor."""
+    reg = lambda node: {"node_id": node, "address": "127.0.0.1:1", "max_devices": 8}
+    s, body, headers = http(ctx, sup_port, "/v1/nodes/register", reg("evil"))
+    check(s == 401 and body["error"] == "unauthorized" and
+          headers.get("WWW-Authenticate", "").startswith("Bearer"),
+          "register without a token: 401 with WWW-Authenticate (%d %r)" % (s, body))
+    forged = "node:evil:1." + "ab" * 32
+    s, body, _ = http(ctx, sup_port, "/v1/nodes/register", reg("evil"), forged)
+    check(s == 401, "register with a forged node token: 401 (%d %r)" % (s, body))
+    other = token(key, "node:evil")  # a real token, of another node
+    for path in ("/v1/nodes/register", "/v1/nodes/plan", "/v1/nodes/heartbeat"):
+        s, body, _ = http(ctx, sup_port, path, reg("sec-node"), other)
+        check(s == 403 and body["error"] == "forbidden",
+              "%s for sec-node with node evil's token: 403 (%d %r)" % (path, s, body))
+    viewer = token(key, "operator:vera:viewer")
+    s, body, _ = http(ctx, sup_port, "/v1/nodes/heartbeat", reg("sec-node"), viewer)
+    check(s == 403, "a heartbeat with a viewer's token: 403 (%d)" % s)
+    s, body, _ = http(ctx, sup_port, "/v1/nodes")
+    check(s == 401, "the pool without a token: 401 (%d)" % s)
+    s, body, _ = http(ctx, sup_port, "/v1/nodes", tok=viewer)
+    check(s == 200 and set(body["nodes"]) == {"sec-node"},
+          "a viewer reads the pool: only the real node is in it (%d %r)" %
+          (s, body and sorted(body["nodes"])))
+    s, body, _ = http(ctx, sup_port, "/v1/time", {"t1": 1}, token(key, "operator:x:god"))
+    check(s == 401, "an operator token of an unknown role: 401 (%d)" % s)
+
+    with open(os.path.join(tmp, "tls", "revoked"), "a") as f:
+        f.write("node gone 1\n")
+    s, body, _ = http(ctx, sup_port, "/v1/nodes/register", reg("gone"), token(key, "node:gone"))
+    check(s == 401 and "revoked" in body["message"], "a revoked node token: 401 (%d %r)" % (s, body))
+    s, body, _ = http(ctx, sup_port, "/v1/nodes/register", reg("gone"), token(key, "node:gone", 2))
+    check(s == 200, "its next generation registers (%d %r)" % (s, body))
+
+    # registrations in a burst: the rate (5/s) and the live nodes (12) hold
+    time.sleep(1.2)
+    codes = [http(ctx, sup_port, "/v1/nodes/register", reg("burst-%d" % i),
+                  token(key, "node:burst-%d" % i))[0] for i in range(12)]
+    check(codes.count(429) >= 5 and codes.count(200) <= 5,
+          "12 registrations at once: %d admitted, %d told 429" % (codes.count(200), codes.count(429)))
+    for i in range(12, 24):
+        time.sleep(0.25)
+        codes.append(http(ctx, sup_port, "/v1/nodes/register", reg("burst-%d" % i),
+                          token(key, "node:burst-%d" % i))[0])
+    s, body, _ = http(ctx, sup_port, "/v1/nodes", tok=viewer)
+    live = [k for k, v in body["nodes"].items() if v["state"] != "expired"]
+    check(503 in codes and len(live) <= 12,
+          "live nodes bounded by supervisor.max_nodes = 12: %d live, 503 given %d times" %
+          (len(live), codes.count(503)))
+    time.sleep(2.5)  # a presence period
+    pres = [r for r in tail(db, "presence")]
+    check(pres and max(len(r["value"]["nodes"]) for r in pres) <= 12,
+          "PresenceSnapshot lists at most 12 nodes (%s)" %
+          (pres and max(len(r["value"]["nodes"]) for r in pres)))
+
+
+def operator_checks(env, key, db):
+    """msrs session start/stop as a viewer, a forger, nobody, and an operator."""
+    def msrs(tok, *args):
+        extra = ["-X", "auth.token=" + tok] if tok is not None else ["-X", "auth.token="]
+        return subprocess.run([os.path.join(BIN, "msrs"), "--log", "sqlite:" + db] + extra +
+                              list(args), env=env, capture_output=True, text=True, timeout=30)
+    for who, tok, want in (("a viewer", token(key, "operator:vera:viewer"), "viewer"),
+                           ("a forged token", "operator:olga:admin:1." + "00" * 32,
+                            "not issued with this lab key"),
+                           ("no token", None, "auth.token")):
+        r = msrs(tok, "session", "start", "s-refused", "--devices", "phone-1")
+        check(r.returncode == 2 and want in r.stderr,
+              "session start with %s: exit %d, says %r (%s)" % (who, r.returncode, want,
+                                                                r.stderr.strip()[-120:]))
+    olga = token(key, "operator:olga:operator")
+    r = msrs(olga, "session", "start", "s-olga", "--devices", "phone-1", "--duration", "60")
+    check(r.returncode == 0, "session start as operator olga: exit %d %s" % (r.returncode, r.stderr))
+    r = msrs(token(key, "operator:vera:viewer"), "session", "stop", "s-olga")
+    check(r.returncode == 2, "a viewer cannot stop it: exit %d" % r.returncode)
+    r = msrs(token(key, "operator:adam:admin"), "session", "stop", "s-olga")
+    check(r.returncode == 0, "admin adam stops it: exit %d %s" % (r.returncode, r.stderr))
+    by = {(r["type"].split(".")[-1], r["value"].get("requested_by")) for r in tail(db, "sessions")
+          if r["value"].get("session_id") == "s-olga"}
+    check(("CollectionRequested", "olga") in by and ("CollectionStopRequested", "adam") in by,
+          "the log records who asked: %s" % sorted(by))
+    check(not [r for r in tail(db, "sessions") if r["value"].get("session_id") == "s-refused"],
+          "nothing of the refused requests reached the log")
+
+
+def rogue_supervisor(disc_port, stop):
+    """Answers every discovery query with a supervisor of its own: once
+    unsigned, once with a MAC of another key (the query's nonce copied).
+    Returns the TCP port its answers name, and how many connected to it."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)
+    lst.settimeout(0.2)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    u.bind(("0.0.0.0", disc_port))
+    u.settimeout(0.2)
+    got = {"connections": 0, "queries": 0}
+
+    def serve():
+        while not stop.is_set():
+            try:
+                q, addr = u.recvfrom(2048)
+                q = json.loads(q)
+                if q.get("msrs") == "discover":
+                    got["queries"] += 1
+                    for mac in (None, "cd" * 32):
+                        a = {"msrs": "supervisor", "v": 1, "prefix": q["prefix"],
+                             "node_id": "rogue", "leading": True, "nonce": q.get("nonce", ""),
+                             "url": "https://127.0.0.1:%d" % lst.getsockname()[1]}
+                        if mac:
+                            a["mac"] = mac
+                        u.sendto(json.dumps(a).encode(), addr)
+            except (socket.timeout, ValueError):
+                pass
+            try:
+                lst.accept()[0].close()
+                got["connections"] += 1
+            except socket.timeout:
+                pass
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return got, t
 
 
 def rss_kb(pid):
@@ -221,17 +386,36 @@ def main():
                                                      "-X", "auth.key_file=" + loose],
                     {}, "readable by others")
 
+        # the supervisor answers discovery on disc_port, and so does a rogue
+        disc_port = free_port()
+        stop = threading.Event()
+        rogue, rogue_thread = rogue_supervisor(disc_port, stop)
+        sup = procs.start("supervisor", ["msrs-supervisor", "--log", "sqlite:" + db, "--listen",
+                                         "127.0.0.1:%d" % sup_port, "--node-id", "sup",
+                                         "-X", "discovery.port=%d" % disc_port,
+                                         "-X", "supervisor.presence_ms=500",
+                                         "-X", "supervisor.max_nodes=12",
+                                         "-X", "supervisor.max_registrations_per_s=5"], env=env)
+        wait_listening(sup_port)
         agent = procs.start("agent", ["msrs-agent", "--log", "sqlite:" + db, "--listen",
                                       "127.0.0.1:%d" % port, "--node-id", "sec-node",
+                                      "--supervisor", "discover",
+                                      "-X", "discovery.port=%d" % disc_port,
                                       "-X", "agent.hello_timeout_ms=2000",
                                       "-X", "agent.max_pending_per_address=%d" % PENDING],
                             env=env)
-        sup = procs.start("supervisor", ["msrs-supervisor", "--log", "sqlite:" + db, "--listen",
-                                         "127.0.0.1:%d" % sup_port, "--node-id", "sup",
-                                         "-X", "discovery.port=0"], env=env)
-        wait_listening(port)
-        wait_listening(sup_port)
+        check(wait_listening(port, 20) is not False, "the agent joined by discovery: it listens")
+        stop.set()
+        rogue_thread.join()
+        alog = procs.stderr_of("agent")
+        check(rogue["queries"] > 0 and rogue["connections"] == 0 and
+              "ignored an answer" in alog and "discovered supervisor sup " in alog,
+              "discovery: the rogue's answers to %d queries were ignored and said, never "
+              "connected to (%d), the real supervisor joined" %
+              (rogue["queries"], rogue["connections"]))
         asyncio.run(endpoint_attacks("wss://127.0.0.1:%d/v1/devices" % port, ctx, key, tmp, agent))
+        control_attacks(ctx, sup_port, key, tmp, db)
+        operator_checks(env, key, db)
 
         ca = os.path.join(tmp, "tls", "ca.pem")
         url = "https://127.0.0.1:%d/v1/nodes" % sup_port
@@ -241,7 +425,8 @@ def main():
             check(r.stdout == "405", "supervisor answers %s with 405 (got %s)" % (method, r.stdout))
         r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca,
                             url], capture_output=True, text=True)
-        check(r.stdout in ("200", "503"), "supervisor answers GET over https (%s)" % r.stdout)
+        check(r.stdout == "401", "supervisor answers GET over https without a token: 401 (%s)" %
+              r.stdout)
         r = subprocess.run(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
                             url.replace("https://", "http://")], capture_output=True, text=True)
         check(r.stdout != "200", "plain http to the supervisor gets no answer (%s)" % r.stdout)
