@@ -17,6 +17,7 @@
 #include "log_backend.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -228,6 +229,15 @@ static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t 
     int64_t format = SQL_FORMAT;
     int flags = l->read_only ? SQLITE_OPEN_READONLY
                              : SQLITE_OPEN_READWRITE | (check ? SQLITE_OPEN_CREATE : 0);
+    /* A new log is made 0640 (less if the umask says so), not the umask's
+     * 0644: its owner writes, its group (the services' and analysts'
+     * accounts, docs/security.md) reads, others nothing. SQLite gives the
+     * -wal and -shm files the database file's mode. */
+    int fd = !l->read_only && check && strcmp(l->path, ":memory:") != 0
+                 ? open(l->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640)
+                 : -1;
+    if (fd >= 0)
+        close(fd);
     int rc = sqlite3_open_v2(l->path, db, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
         return ev__fail(errstr, n, EV_ERR_IO, "%s: cannot open: %s%s", l->path,

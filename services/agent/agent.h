@@ -136,7 +136,7 @@ struct ag_conn {
     size_t out_count;
     double tokens;
     int64_t tokens_at_ns;
-    int64_t flood_strikes;
+    int64_t flood_refused, flood_window_ns; /* messages refused in the current second */
     int closing; /* ag_close was called: close at the next writable callback */
     int paused;  /* not read while the log is behind (flow slow_down) */
     char peer[64];
@@ -148,9 +148,9 @@ struct ag_conn {
 };
 
 typedef struct ag_counters {
-    int64_t connections, refused_connections, unauthorized, no_hello, messages, bad_json, too_large,
-        unknown_type, invalid, rate_limited, duplicates, not_registered, events, emit_errors,
-        dropped, late, slow_downs;
+    int64_t connections, refused_connections, unauthorized, no_hello, flood_closed, messages,
+        bad_json, too_large, unknown_type, invalid, rate_limited, duplicates, not_registered,
+        events, emit_errors, dropped, late, slow_downs;
     int64_t rx_bytes;        /* WebSocket payload received from devices */
     int64_t stamp_errors;    /* connections whose kernel receive stamps could not be enabled */
     int64_t report_timeouts; /* reports emitted before the log acknowledged their data */

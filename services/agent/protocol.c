@@ -220,8 +220,11 @@ static void on_binary(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t 
 
 /* --------------------------------------------------------------- dispatch */
 
-/* Token bucket per connection: a flood gets one error, then silence, then
- * a close if it goes on. */
+/* Token bucket per connection: a flood gets one error a second, then
+ * silence; a connection refused more than agent.rate_burst messages within
+ * one second (twice its rate and more, for a whole second) is a flood and
+ * is closed (1008). A refill does not forgive it: a flooder is refused
+ * nearly every message, whatever trickles back in. */
 static int rate_ok(ag_agent *a, ag_conn *c, int64_t now)
 {
     c->tokens += (double)(now - c->tokens_at_ns) * 1e-9 * (double)a->cfg.rate_per_s;
@@ -230,14 +233,18 @@ static int rate_ok(ag_agent *a, ag_conn *c, int64_t now)
     c->tokens_at_ns = now;
     if (c->tokens >= 1.0) {
         c->tokens -= 1.0;
-        c->flood_strikes = 0;
         return 1;
     }
     a->n.rate_limited++;
-    if (c->flood_strikes++ == 0)
+    if (now - c->flood_window_ns >= 1000000000LL) {
+        c->flood_window_ns = now;
+        c->flood_refused = 0;
         ag_send_error(a, c, "rate_limited", "too many messages: slow down", NULL);
-    if (c->flood_strikes > a->cfg.rate_burst * 10)
+    }
+    if (++c->flood_refused > a->cfg.rate_burst) {
+        a->n.flood_closed++;
         ag_close(c, 1008, "flood: messages keep exceeding the rate limit");
+    }
     return 0;
 }
 

@@ -14,6 +14,8 @@ on TLS with the lab key of deploy/local/make-credentials.sh:
   (agent.max_pending_per_address): the rest are refused at once, a real
   device from another address still registers, and the agent's RSS stays
   within a bound and its count of open connections returns to what it was;
+- a registered device that floods is closed (1008), others go on;
+- the SQLite log file is created 0640 (group-readable, nothing for others);
 - the supervisor answers PUT and DELETE with 405;
 - nodes and operators: a register, plan or heartbeat without a node's token
   gets 401, with another node's token (or an operator's) 403, so a fake
@@ -34,6 +36,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
 import ssl
 import subprocess
@@ -51,6 +54,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
 from msrstest import BIN, Checks, Procs, free_port, stop_all, tail, wait_listening  # noqa: E402
 
 check = Checks()
+# a flooder writing on after the agent closed it: asyncio warns at each write
+logging.getLogger("asyncio").setLevel(logging.ERROR)
 SRC = os.environ.get("MSRS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 PENDING = 16
 
@@ -342,6 +347,25 @@ async def endpoint_attacks(url, ctx, key, tmp, agent):
           "(bound 32 MiB)" % (rss1 - rss0, len(hostile)))
     for ws in hostile:
         await ws.close()
+
+    # a registered device that floods: closed (1008), the others served
+    t0 = time.monotonic()
+    try:
+        for i in range(60000):
+            if i % 500 == 0:
+                await asyncio.sleep(0)  # the agent's close frame is read
+                if not other.ws.open:
+                    break
+            await other.ws.send("{}")
+    except websockets.ConnectionClosed:
+        pass
+    closed = await other.closed_within(10)
+    # 1008 is sent; a client still writing may see the TCP reset first (1006)
+    check(closed and other.ws.close_code in (1008, 1006),
+          "a device flooding (%d messages in %.1f s) is closed (%s)" %
+          (i + 1, time.monotonic() - t0, other.ws.close_code))
+    await real.send("status", {"battery": 0.7})
+    check(not await real.closed_within(1), "the real device is still served after the flood")
     await real.ws.close()
 
 
@@ -444,6 +468,9 @@ def main():
     log = procs.stderr_of("agent")
     check(" 0 invalid " in log, "the real device's messages were all valid")
     check("unauthorized" in log, "the agent's counters report unauthorized hellos")
+    check(", 1 closed for flooding)" in log, "the agent counts the flood it closed")
+    mode = os.stat(db).st_mode & 0o777
+    check(mode & 0o137 == 0, "the SQLite log is made 0640 or less, never for others (%o)" % mode)
     sys.exit(check.finish())
 
 
