@@ -2,6 +2,7 @@
 #include "rxstamp.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,10 +11,14 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
-/* stamps[fd]: ns of the last read's newest segment, 0 for none. Allocated
+/* stamps[fd]: ns of the last read's newest segment, 0 for none; reads[fd]
+ * 1 when read(2) on fd goes through recvmsg too (set by rxstamp_enable,
+ * cleared when the number turns out to be no socket any more). Allocated
  * once, for every descriptor number the process may open; never freed. */
 static int64_t *stamps;
+static unsigned char *reads;
 static int nstamps;
 static pthread_once_t stamps_once = PTHREAD_ONCE_INIT;
 
@@ -24,11 +29,16 @@ static void stamps_alloc(void)
     if (n == RLIM_INFINITY || n > (1 << 20))
         n = 1 << 20;
     int64_t *s = calloc((size_t)n, sizeof(*s));
-    if (!s)
+    reads = calloc((size_t)n, 1);
+    if (!s || !reads) {
+        free(s);
         return;
+    }
     nstamps = (int)n;
     __atomic_store_n(&stamps, s, __ATOMIC_RELEASE);
 }
+
+static ssize_t stamped_recv(int fd, void *buf, size_t len, int flags);
 
 int rxstamp_enable(int fd)
 {
@@ -39,6 +49,7 @@ int rxstamp_enable(int fd)
     if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0)
         return -1;
     __atomic_store_n(&stamps[fd], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&reads[fd], 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -54,6 +65,32 @@ int64_t rxstamp_arrival(int fd, int64_t now_ns)
 /* recv(2), as recvmsg(2) with room for a timestamp. Overrides libc's recv
  * for every library of this process (the executable's symbol comes first). */
 ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    return stamped_recv(fd, buf, len, flags);
+}
+
+/* glibc's read, under its exported alias */
+extern ssize_t __read(int fd, void *buf, size_t len);
+
+/* read(2): OpenSSL reads its sockets with read, so a TLS connection's
+ * stamps come through here. A descriptor that asked for stamps is read as
+ * recv(fd, buf, len, 0) (the same for a stream socket); every other one,
+ * and one whose number now belongs to something that is no socket
+ * (ENOTSOCK: its flag is cleared), by glibc's read. */
+ssize_t read(int fd, void *buf, size_t len)
+{
+    unsigned char *r = __atomic_load_n(&stamps, __ATOMIC_ACQUIRE) ? reads : NULL;
+    if (!r || fd < 0 || fd >= nstamps || !__atomic_load_n(&r[fd], __ATOMIC_RELAXED))
+        return __read(fd, buf, len);
+    ssize_t n = stamped_recv(fd, buf, len, 0);
+    if (n < 0 && errno == ENOTSOCK) {
+        __atomic_store_n(&r[fd], 0, __ATOMIC_RELAXED);
+        return __read(fd, buf, len);
+    }
+    return n;
+}
+
+static ssize_t stamped_recv(int fd, void *buf, size_t len, int flags)
 {
     struct iovec iov = {buf, len};
     union {
@@ -88,6 +125,8 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
  * always pass). */
 extern ssize_t rxstamp__own_recv(int fd, void *buf, size_t len, int flags)
     __attribute__((alias("recv"), visibility("hidden")));
+extern ssize_t rxstamp__own_read(int fd, void *buf, size_t len)
+    __attribute__((alias("read"), visibility("hidden")));
 
 int rxstamp_check(char *errstr, size_t errstr_size)
 {
@@ -95,12 +134,12 @@ int rxstamp_check(char *errstr, size_t errstr_size)
      * the executable exports the recv they reference, so the lookup must
      * find this one. It does not when this object is in a shared library
      * loaded after libc or was not linked into the executable at all. */
-    void *bound = dlsym(RTLD_DEFAULT, "recv");
-    if (bound == (void *)rxstamp__own_recv)
+    void *bound = dlsym(RTLD_DEFAULT, "recv"), *bound_read = dlsym(RTLD_DEFAULT, "read");
+    if (bound == (void *)rxstamp__own_recv && bound_read == (void *)rxstamp__own_read)
         return 0;
     snprintf(errstr, errstr_size,
-             "kernel receive stamps: recv resolves to %p, not rxstamp's %p (link the rxstamp "
-             "object library into the executable; docs/architecture.md)",
-             bound, (void *)rxstamp__own_recv);
+             "kernel receive stamps: recv and read resolve to %p and %p, not rxstamp's %p and %p "
+             "(link the rxstamp object library into the executable; docs/architecture.md)",
+             bound, bound_read, (void *)rxstamp__own_recv, (void *)rxstamp__own_read);
     return -1;
 }

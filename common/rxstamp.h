@@ -4,13 +4,15 @@
  * arrival) should be the instant the bytes reached the host, not the instant
  * a busy event loop got round to them: at 1024 devices the two differ by
  * hundreds of microseconds, and that wait lands on one side of the probe
- * only. libwebsockets reads its sockets with recv(2) and has no hook for
- * ancillary data, so this module defines recv for the whole process: the
- * same call made as recvmsg(2), which also keeps, per descriptor, the
- * SO_TIMESTAMPNS stamp of the last TCP segment that read returned
- * (CLOCK_REALTIME, the clock of ev_now_ns). Semantics of recv are otherwise
- * unchanged for every caller, and a descriptor that did not ask for stamps
- * costs one recvmsg with an unused control buffer.
+ * only. libwebsockets reads its sockets with recv(2), and OpenSSL (under
+ * lws's TLS) with read(2); neither has a hook for ancillary data, so this
+ * module defines recv and read for the whole process: recv made as
+ * recvmsg(2), which also keeps, per descriptor, the SO_TIMESTAMPNS stamp of
+ * the last TCP segment that read returned (CLOCK_REALTIME, the clock of
+ * ev_now_ns); read the same for a descriptor that asked for stamps, glibc's
+ * read for every other. Semantics are otherwise unchanged for every caller;
+ * a descriptor that did not ask for stamps costs one recvmsg with an unused
+ * control buffer (recv) or one array lookup (read).
  *
  * Thread-safety: recv may run on any thread; each descriptor's stamp is
  * written by the thread reading it. rxstamp_enable and rxstamp_arrival are
@@ -32,12 +34,11 @@ int rxstamp_enable(int fd);
  * older than a second. Otherwise (no stamp, stamps not enabled) now_ns. */
 int64_t rxstamp_arrival(int fd, int64_t now_ns);
 
-/* 0 when the name recv resolves, for every library of this process, to
- * this file's recv (dlsym(RTLD_DEFAULT) against a hidden alias), as the
- * stamps need; it does not see which call a library reads with (plain
- * libwebsockets reads with recv; a TLS connection reads through OpenSSL's
- * read(2) and gets no stamps); -1 (errstr says what was found)
- * when they bind another recv. Binaries that rely on the stamps call it at
+/* 0 when the names recv and read resolve, for every library of this process, to
+ * this file's recv, and read to its read (dlsym(RTLD_DEFAULT) against
+ * hidden aliases), as the stamps need (plain libwebsockets reads with recv,
+ * a TLS connection through OpenSSL's read); -1 (errstr says what was
+ * found) when they bind another. Binaries that rely on the stamps call it at
  * start and refuse to run without them unless told otherwise. */
 int rxstamp_check(char *errstr, size_t errstr_size);
 

@@ -140,17 +140,18 @@ struct ag_conn {
     int closing; /* ag_close was called: close at the next writable callback */
     int paused;  /* not read while the log is behind (flow slow_down) */
     char peer[64];
-    int counted;           /* in a->open_conns */
-    int pending;           /* in a->pending: counted against its address until hello is accepted */
-    char nonce[33];        /* the challenge this connection's hello must answer */
-    int64_t idle_armed_ns; /* when the idle deadline was last set */
+    int counted; /* in a->open_conns */
+    int pending; /* in a->pending: counted against its address until hello is accepted */
+    ag_conn *pend_prev, *pend_next; /* a->pending_head's list, oldest first, while pending */
+    char nonce[33];                 /* the challenge this connection's hello must answer */
+    int64_t idle_armed_ns;          /* when the idle deadline was last set */
     int rx_fd; /* the socket whose kernel receive stamps give t4; -1: stamped on reading */
 };
 
 typedef struct ag_counters {
-    int64_t connections, refused_connections, unauthorized, no_hello, flood_closed, messages,
-        bad_json, too_large, unknown_type, invalid, rate_limited, duplicates, not_registered,
-        events, emit_errors, dropped, late, slow_downs;
+    int64_t connections, refused_connections, evicted, unauthorized, no_hello, flood_closed,
+        messages, bad_json, too_large, unknown_type, invalid, rate_limited, duplicates,
+        not_registered, events, emit_errors, dropped, late, slow_downs;
     int64_t rx_bytes;        /* WebSocket payload received from devices */
     int64_t stamp_errors;    /* connections whose kernel receive stamps could not be enabled */
     int64_t report_timeouts; /* reports emitted before the log acknowledged their data */
@@ -222,7 +223,8 @@ struct ag_agent {
     cli_auth auth;     /* device credentials (auth.key_file) */
     size_t open_conns; /* device connections open now */
     json_t *pending;   /* peer address -> its connections without an accepted hello */
-    int64_t produced;  /* records the log took (ev_log_emit* returned 0) */
+    ag_conn *pending_head, *pending_tail; /* those connections, oldest first */
+    int64_t produced;                     /* records the log took (ev_log_emit* returned 0) */
     /* the control plane's results (control.c), read by the layers below */
     ev_clock_est master_clock; /* the supervisor's clock (master) seen from here */
     int64_t plan_max_devices;  /* the plan's; 0: no limit but agent.max_devices */

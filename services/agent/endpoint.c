@@ -85,7 +85,8 @@ static int secs(int64_t ms)
     return (int)((ms + 999) / 1000);
 }
 
-/* The connections of an address that have not said an accepted hello. */
+/* The connections that have not said an accepted hello: counted per
+ * address, and listed oldest first. */
 static void pending_add(ag_agent *a, ag_conn *c, int delta)
 {
     json_t *n = json_object_get(a->pending, c->peer);
@@ -95,6 +96,16 @@ static void pending_add(ag_agent *a, ag_conn *c, int delta)
     else
         json_object_del(a->pending, c->peer); /* bounded by the addresses connecting now */
     c->pending = delta > 0;
+    if (delta > 0) {
+        c->pend_prev = a->pending_tail;
+        c->pend_next = NULL;
+        *(a->pending_tail ? &a->pending_tail->pend_next : &a->pending_head) = c;
+        a->pending_tail = c;
+    } else {
+        *(c->pend_prev ? &c->pend_prev->pend_next : &a->pending_head) = c->pend_next;
+        *(c->pend_next ? &c->pend_next->pend_prev : &a->pending_tail) = c->pend_prev;
+        c->pend_prev = c->pend_next = NULL;
+    }
 }
 
 void ag_endpoint_hello_accepted(ag_agent *a, ag_conn *c)
@@ -127,10 +138,22 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
     c->rx_fd = -1;
     lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
     a->n.connections++;
-    if ((int64_t)a->open_conns >= a->cfg.max_connections)
-        return refuse(a, wsi, "too many connections");
     if (json_integer_value(json_object_get(a->pending, c->peer)) >= a->cfg.max_pending_per_address)
         return refuse(a, wsi, "too many connections without hello from this address");
+    if ((int64_t)a->open_conns >= a->cfg.max_connections) {
+        /* Full. A newcomer takes the place of the oldest connection still
+         * without hello: many addresses holding connections open cannot
+         * keep a device out, since a real device says hello within
+         * milliseconds of connecting. Registered devices are never moved. */
+        ag_conn *old = a->pending_head;
+        if (!old)
+            return refuse(a, wsi, "too many connections");
+        a->n.evicted++;
+        pending_add(a, old, -1);
+        old->counted = 0;
+        a->open_conns--;
+        ag_close(old, 1013, "evicted: too many connections without hello");
+    }
     c->counted = 1;
     a->open_conns++;
     pending_add(a, c, 1);
@@ -236,6 +259,8 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
         break;
     case LWS_CALLBACK_ESTABLISHED: return on_established(a, c, wsi);
     case LWS_CALLBACK_RECEIVE:
+        if (c->closing)
+            break; /* evicted, refused or flooding: nothing more of it is handled */
         a->n.rx_bytes += (int64_t)len;
         if (!c->pending) {             /* an accepted device: its idle deadline moves on, */
             int64_t now = ag_now_ns(); /* re-armed at most every tenth of it (a

@@ -273,14 +273,15 @@ static void print_counters(const ag_agent *a, const char *when)
 {
     fprintf(stderr,
             "msrs-agent: %s: %zu connected, %lld connections (%zu open, %lld refused, %lld "
-            "closed without hello, %lld unauthorized, %lld closed for flooding), %lld messages, "
+            "evicted, %lld closed without hello, %lld unauthorized, %lld closed for flooding), "
+            "%lld messages, "
             "%lld events, "
             "errors: %lld bad_json %lld too_large %lld unknown_type %lld invalid %lld "
             "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld "
             "late; "
             "%lld slow_down\n",
             when, a->connected, (long long)a->n.connections, a->open_conns,
-            (long long)a->n.refused_connections, (long long)a->n.no_hello,
+            (long long)a->n.refused_connections, (long long)a->n.evicted, (long long)a->n.no_hello,
             (long long)a->n.unauthorized, (long long)a->n.flood_closed, (long long)a->n.messages,
             (long long)a->n.events, (long long)a->n.bad_json, (long long)a->n.too_large,
             (long long)a->n.unknown_type, (long long)a->n.invalid, (long long)a->n.rate_limited,

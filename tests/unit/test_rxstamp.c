@@ -2,7 +2,9 @@
  * a real loopback TCP connection: a message that waited in the socket is
  * stamped when it arrived, not when it was read; a socket that did not ask
  * gets the reading time; recv's own results (peek, would-block, end of
- * stream) are unchanged. */
+ * stream) are unchanged. read(2), which OpenSSL reads TLS connections with,
+ * is stamped the same way on a socket that asked, and stays glibc's read on
+ * a descriptor number that became a pipe. */
 #include "rxstamp.h"
 #include "testutil.h"
 
@@ -115,8 +117,45 @@ START_TEST(stale_stamp_is_not_an_arrival)
 }
 END_TEST
 
+START_TEST(read_is_stamped_at_arrival)
+{
+    char buf[16];
+    ck_assert_int_eq(rxstamp_enable(server), 0);
+    sleep_ms(20);
+    int64_t sent = now_ns();
+    ck_assert_int_eq(send(client, "probe", 5, 0), 5);
+    sleep_ms(50);
+    ck_assert_int_eq(read(server, buf, sizeof(buf)), 5);
+    int64_t read_at = now_ns(), arrival = rxstamp_arrival(server, read_at);
+    ck_assert_int_ge(arrival, sent);
+    ck_assert_int_lt(arrival - sent, 20 * MS);
+    ck_assert_int_ge(read_at - arrival, 40 * MS);
+    shutdown(client, SHUT_WR);
+    ck_assert_int_eq(read(server, buf, sizeof(buf)), 0); /* end of stream, as read says it */
+}
+END_TEST
+
+START_TEST(read_of_a_reused_number_is_plain_read)
+{
+    char buf[16];
+    int p[2];
+    ck_assert_int_eq(rxstamp_enable(server), 0);
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(dup2(p[0], server), server); /* the socket's number is a pipe now */
+    ck_assert_int_eq(write(p[1], "pipe", 4), 4);
+    ck_assert_int_eq(read(server, buf, sizeof(buf)), 4);
+    ck_assert(memcmp(buf, "pipe", 4) == 0);
+    ck_assert_int_eq(write(p[1], "again", 5), 5);
+    ck_assert_int_eq(read(server, buf, sizeof(buf)), 5);
+    int64_t now = now_ns();
+    ck_assert_int_eq(rxstamp_arrival(server, now), now);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
 /* The object library is linked into this executable: libraries bind its
- * recv. (A binary without it would not link rxstamp_check at all.) */
+ * recv and read. (A binary without it would not link rxstamp_check at all.) */
 START_TEST(libraries_bind_this_recv)
 {
     char err[256] = "";
@@ -133,6 +172,8 @@ int main(void)
     tcase_add_test(tc, socket_without_stamps_gets_reading_time);
     tcase_add_test(tc, recv_results_unchanged);
     tcase_add_test(tc, stale_stamp_is_not_an_arrival);
+    tcase_add_test(tc, read_is_stamped_at_arrival);
+    tcase_add_test(tc, read_of_a_reused_number_is_plain_read);
     tcase_add_test(tc, libraries_bind_this_recv);
     suite_add_tcase(s, tc);
     return tu_run(s);
