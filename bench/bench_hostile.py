@@ -13,7 +13,8 @@ disconnections during the attack, how long the late devices took to
 register, and the agent's refused / evicted / no-hello counters.
 
 usage: bench/bench_hostile.py [--connections 10000] [--addresses 100]
-                              [--devices 8] [--seconds 30] [--bin build/bin]"""
+                              [--devices 8] [--seconds 30] [-X KEY=VALUE]...
+                              [--bin build/bin]"""
 import argparse
 import asyncio
 import os
@@ -81,9 +82,9 @@ class Attacker:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def batches_per_s(db, t0, t1):
-    """SensorSampleBatch records whose time is within [t0, t1), per second."""
-    n = sum(1 for r in tail(db, "samples") if t0 <= r["timestamp"] / 1000 < t1)
+def batches_per_s(samples, t0, t1):
+    """The first devices' SensorSampleBatch records within [t0, t1), per second."""
+    n = sum(1 for r in samples if t0 <= r["timestamp"] / 1000 < t1 and r["key"].startswith("real-"))
     return n / max(t1 - t0, 1e-9)
 
 
@@ -93,6 +94,8 @@ def main():
     ap.add_argument("--addresses", type=int, default=100)
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("-X", dest="agent_conf", action="append", default=[],
+                    help="KEY=VALUE for msrs-agent (e.g. agent.max_pending_per_address=8)")
     ap.add_argument("--bin", default=os.path.join(SRC, "build", "bin"))
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="msrs-bench-hostile-")
@@ -115,7 +118,8 @@ def main():
     print("# load average before: %s" % open("/proc/loadavg").read().split()[:3])
     try:
         agent = start("agent", ["msrs-agent", "--log", "sqlite:" + db, "--listen",
-                                "127.0.0.1:%d" % port, "--node-id", "hostile-node"])
+                                "127.0.0.1:%d" % port, "--node-id", "hostile-node"] +
+                      [x for kv in a.agent_conf for x in ("-X", kv)])
         wait_listening(port, 20)
         start("devsim", ["msrs-devsim", "--url", url, "--devices", str(a.devices),
                          "--prefix", "real-", "--profile", "none"])
@@ -172,9 +176,11 @@ def main():
     print("agent RSS: %.1f MiB before, %.1f MiB peak during, %.1f MiB 8 s after; CPU %.0f %% of "
           "a core during the attack" % (rss0 / 1024, max(peak_rss) / 1024, rss_after / 1024,
                                         100 * (cpu1 - cpu0) / (t_end - t_before)))
-    print("samples on the log (batches/s): %.0f before, %.0f during, %.0f after" %
-          (batches_per_s(db, t_before, t_start), batches_per_s(db, t_start, t_end),
-           batches_per_s(db, t_after, t_after_end)))
+    samples = tail(db, "samples")
+    print("the first %d devices' sample batches on the log per second: %.1f before, %.1f during, "
+          "%.1f after" % (a.devices, batches_per_s(samples, t_before, t_start),
+                          batches_per_s(samples, t_start, t_end),
+                          batches_per_s(samples, t_after, t_after_end)))
     print("real devices disconnected during the attack: %d; late devices registered: %d/%d, "
           "%.1f s after they started (max)" % (len(drops), len(late), a.devices,
                                                max(late) if late else float("nan")))

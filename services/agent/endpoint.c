@@ -152,7 +152,11 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
         pending_add(a, old, -1);
         old->counted = 0;
         a->open_conns--;
-        ag_close(old, 1013, "evicted: too many connections without hello");
+        /* Closed now, without the close handshake: one that never answers
+         * would hold its descriptor for lws's close-ack wait (seconds), and
+         * at the descriptor limit lws stops accepting, devices included. */
+        old->closing = 1;
+        lws_set_timeout(old->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }
     c->counted = 1;
     a->open_conns++;

@@ -21,6 +21,7 @@
 #include "rxstamp.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -400,6 +401,10 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         if (time(NULL) - last_report >= 10) {
             last_report = time(NULL);
             print_counters(a, "status");
+            /* Connections that came and went (hostile ones, a reconnect
+             * storm) leave their TLS and WebSocket buffers free in malloc's
+             * heap: given back, so RSS returns to what the open ones use. */
+            malloc_trim(0);
         }
     }
 out:
