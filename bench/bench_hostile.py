@@ -26,18 +26,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pylib"))
-from msrstest import free_port, stop_all, tail, wait_listening  # noqa: E402
+from msrstest import free_port, rss_kb, stop_all, tail, wait_listening  # noqa: E402
 from bench_sync import proc_stats  # noqa: E402
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class Attacker:

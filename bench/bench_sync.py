@@ -10,7 +10,7 @@ msrs-devsim of N/K devices, all on one log): the deployment's way to grow,
 measured on one machine. CPU and RSS are then the agents' sums.
 
 usage: bench/bench_sync.py [--devices 8,64] [--profiles lan,wifi] [--seconds 30]
-                           [--warmup-rounds 3] [--agents 1] [--bin build/bin]"""
+                           [--warmup-rounds 3] [--agents 1] [--tls] [--bin build/bin]"""
 import argparse
 import json
 import os
@@ -22,6 +22,7 @@ import time
 
 AGENT_OPTS = []
 DEVSIM_OPTS = []
+SCHEME = ["ws"]  # "wss" with --tls
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pylib"))
@@ -67,7 +68,8 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
         truths.append(os.path.join(tmp, "truth%d.jsonl" % k))
         n = devices // agents + (1 if k < devices % agents else 0)
         sims.append(subprocess.Popen([os.path.join(binary, "msrs-devsim"), "--url",
-                                      "ws://127.0.0.1:%d/v1/devices" % port, "--devices", str(n),
+                                      "%s://127.0.0.1:%d/v1/devices" % (SCHEME[0], port),
+                                      "--devices", str(n),
                                       "--prefix", "sim%d-" % k if agents > 1 else "sim-",
                                       "--seed", str(k + 1), "--profile", profile, "--duration",
                                       str(seconds), "--truth", truths[-1]] + DEVSIM_OPTS,
@@ -155,8 +157,17 @@ def main():
     ap.add_argument("--agents", type=int, default=1, help="split the devices over this many agents")
     ap.add_argument("-X", action="append", default=[], help="agent config key=value")
     ap.add_argument("--devsim", action="append", default=[], help="extra msrs-devsim argument")
+    ap.add_argument("--tls", action="store_true", help="TLS and device credentials: the agent and "
+                    "devsim on deploy/local/make-credentials.sh's configuration (wss://)")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
     a = ap.parse_args()
+    if a.tls:
+        here = os.path.dirname(os.path.abspath(__file__))
+        os.environ["MSRS_CONFIG"] = subprocess.run(
+            [os.path.join(here, "..", "deploy", "local", "make-credentials.sh"),
+             os.path.join(tempfile.mkdtemp(prefix="msrs-bench-tls-"), "tls")],
+            capture_output=True, text=True, check=True).stdout.strip()
+        SCHEME[0] = "wss"
     for x in a.X:
         AGENT_OPTS.extend(["-X", x])
     DEVSIM_OPTS.extend(a.devsim)

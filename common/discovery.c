@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -85,13 +86,23 @@ json_t *dsc_recv(int fd, const char *kind, const char *prefix, struct sockaddr_i
 int dsc_signed_text(const json_t *answer, char *out, size_t out_size)
 {
     const char *nonce = json_string_value(json_object_get(answer, "nonce"));
-    const char *prefix = json_string_value(json_object_get(answer, "prefix"));
-    const char *node = json_string_value(json_object_get(answer, "node_id"));
-    const char *url = json_string_value(json_object_get(answer, "url"));
     json_t *leading = json_object_get(answer, "leading");
-    if (!nonce || !prefix || !node || !url || !json_is_boolean(leading))
+    if (!nonce || strlen(nonce) != 32 || strspn(nonce, "0123456789abcdef") != 32 ||
+        !json_is_string(json_object_get(answer, "prefix")) ||
+        !json_is_string(json_object_get(answer, "node_id")) ||
+        !json_is_string(json_object_get(answer, "url")) || !json_is_boolean(leading))
         return -1;
-    int n =
-        snprintf(out, out_size, "%s|%s|%s|%s|%d", nonce, prefix, node, url, json_is_true(leading));
-    return n < 0 || (size_t)n >= out_size ? -1 : 0;
+    /* JSON with sorted keys: one text for one set of fields, whatever the
+     * fields hold (a '|'-joined text could be read two ways) */
+    json_t *signed_fields =
+        json_pack("{s:s, s:O, s:O, s:O, s:O}", "nonce", nonce, "prefix",
+                  json_object_get(answer, "prefix"), "node_id", json_object_get(answer, "node_id"),
+                  "url", json_object_get(answer, "url"), "leading", leading);
+    char *text = signed_fields ? json_dumps(signed_fields, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
+    json_decref(signed_fields);
+    int rc = text && strlen(text) < out_size ? 0 : -1;
+    if (rc == 0)
+        memcpy(out, text, strlen(text) + 1);
+    free(text);
+    return rc;
 }

@@ -12,8 +12,8 @@
  *
  * With a lab key (auth.key_file) the answer is signed: mac =
  * cli_auth_mac(key, "discovery", dsc_signed_text(answer)), over the
- * query's nonce, so an agent ignores (and counts) an answer that was not
- * made with the key or that answers another query.
+ * query's nonce (fresh for every query), so an agent ignores (and counts)
+ * an answer that was not made with the key or that answers another query.
  *
  * A supervisor answers only queries for its own topic prefix, so two systems
  * on one network stay apart. Several supervisors on one host share the port
@@ -53,8 +53,9 @@ int dsc_send_all(int fd, const char *targets, int port, json_t *msg, char *errst
 json_t *dsc_recv(int fd, const char *kind, const char *prefix, struct sockaddr_in *from,
                  int64_t *skipped);
 
-/* What a discovery answer's mac covers: "NONCE|PREFIX|NODE_ID|URL|LEADING"
- * into out (0, or -1 when a field is missing or it does not fit). */
+/* What a discovery answer's mac covers: its nonce, prefix, node_id, url and
+ * leading as compact JSON with sorted keys, into out. 0, or -1 when a field
+ * is missing, the nonce is not 32 lowercase hex digits, or it does not fit. */
 int dsc_signed_text(const json_t *answer, char *out, size_t out_size);
 
 #endif

@@ -1,4 +1,5 @@
-/* rxstamp.c — kernel receive stamps through a process-wide recv (rxstamp.h). */
+/* rxstamp.c — kernel receive stamps through a process-wide recv and read
+ * (rxstamp.h). */
 #include "rxstamp.h"
 
 #include <dlfcn.h>
@@ -13,12 +14,12 @@
 #include <time.h>
 #include <unistd.h>
 
-/* stamps[fd]: ns of the last read's newest segment, 0 for none; reads[fd]
- * 1 when read(2) on fd goes through recvmsg too (set by rxstamp_enable,
+/* stamps[fd]: ns of the last read's newest segment, 0 for none;
+ * read_via_recvmsg[fd] 1 when read(2) on fd goes through recvmsg too (set by rxstamp_enable,
  * cleared when the number turns out to be no socket any more). Allocated
  * once, for every descriptor number the process may open; never freed. */
 static int64_t *stamps;
-static unsigned char *reads;
+static unsigned char *read_via_recvmsg;
 static int nstamps;
 static pthread_once_t stamps_once = PTHREAD_ONCE_INIT;
 
@@ -29,9 +30,11 @@ static void stamps_alloc(void)
     if (n == RLIM_INFINITY || n > (1 << 20))
         n = 1 << 20;
     int64_t *s = calloc((size_t)n, sizeof(*s));
-    reads = calloc((size_t)n, 1);
-    if (!s || !reads) {
+    read_via_recvmsg = calloc((size_t)n, 1);
+    if (!s || !read_via_recvmsg) {
         free(s);
+        free(read_via_recvmsg);
+        read_via_recvmsg = NULL;
         return;
     }
     nstamps = (int)n;
@@ -49,7 +52,7 @@ int rxstamp_enable(int fd)
     if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0)
         return -1;
     __atomic_store_n(&stamps[fd], 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&reads[fd], 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&read_via_recvmsg[fd], 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -79,12 +82,14 @@ extern ssize_t __read(int fd, void *buf, size_t len);
  * (ENOTSOCK: its flag is cleared), by glibc's read. */
 ssize_t read(int fd, void *buf, size_t len)
 {
-    unsigned char *r = __atomic_load_n(&stamps, __ATOMIC_ACQUIRE) ? reads : NULL;
+    unsigned char *r = __atomic_load_n(&stamps, __ATOMIC_ACQUIRE) ? read_via_recvmsg : NULL;
     if (!r || fd < 0 || fd >= nstamps || !__atomic_load_n(&r[fd], __ATOMIC_RELAXED))
         return __read(fd, buf, len);
+    int saved = errno;
     ssize_t n = stamped_recv(fd, buf, len, 0);
     if (n < 0 && errno == ENOTSOCK) {
         __atomic_store_n(&r[fd], 0, __ATOMIC_RELAXED);
+        errno = saved; /* as if read had been called alone */
         return __read(fd, buf, len);
     }
     return n;

@@ -12,9 +12,12 @@
  * ev_now_ns); read the same for a descriptor that asked for stamps, glibc's
  * read for every other. Semantics are otherwise unchanged for every caller;
  * a descriptor that did not ask for stamps costs one recvmsg with an unused
- * control buffer (recv) or one array lookup (read).
+ * control buffer (recv) or one array lookup (read; a number that asked once
+ * and now is no socket costs one failed recvmsg, once). A number that asked
+ * and is reused for a Unix socket would have its read take SCM_RIGHTS
+ * descriptors nobody sees: no process that links this passes descriptors.
  *
- * Thread-safety: recv may run on any thread; each descriptor's stamp is
+ * Thread-safety: recv and read may run on any thread; each descriptor's stamp is
  * written by the thread reading it. rxstamp_enable and rxstamp_arrival are
  * called by the thread that owns the descriptor (the event loop). */
 #ifndef MSRS_RXSTAMP_H
@@ -34,9 +37,9 @@ int rxstamp_enable(int fd);
  * older than a second. Otherwise (no stamp, stamps not enabled) now_ns. */
 int64_t rxstamp_arrival(int fd, int64_t now_ns);
 
-/* 0 when the names recv and read resolve, for every library of this process, to
- * this file's recv, and read to its read (dlsym(RTLD_DEFAULT) against
- * hidden aliases), as the stamps need (plain libwebsockets reads with recv,
+/* 0 when the names recv and read resolve, for every library of this
+ * process, to this file's functions (dlsym(RTLD_DEFAULT) against hidden
+ * aliases), as the stamps need (plain libwebsockets reads with recv,
  * a TLS connection through OpenSSL's read); -1 (errstr says what was
  * found) when they bind another. Binaries that rely on the stamps call it at
  * start and refuse to run without them unless told otherwise. */

@@ -233,6 +233,8 @@ static void secret_of(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *w
 {
     char msg[2 * EV_ID_MAX + 64];
     int n = snprintf(msg, sizeof(msg), "msrs-%s:%lld", who, (long long)gen);
+    if (n < 0 || (size_t)n >= sizeof(msg))
+        n = (int)sizeof(msg) - 1; /* callers pass ids of at most EV_ID_MAX: never */
     hmac(key, CLI_AUTH_KEY_BYTES, msg, n, secret);
 }
 
@@ -348,10 +350,10 @@ int cli_auth_token(const unsigned char key[CLI_AUTH_KEY_BYTES], const cli_princi
         return -1;
     secret_of(key, who, p->gen, secret);
     to_hex(secret, sizeof(secret), hex);
-    snprintf(out, out_size, "%s:%lld.%s", who, (long long)p->gen, hex);
+    int n = snprintf(out, out_size, "%s:%lld.%s", who, (long long)p->gen, hex);
     OPENSSL_cleanse(secret, sizeof(secret));
     OPENSSL_cleanse(hex, sizeof(hex));
-    return 0;
+    return n < 0 || (size_t)n >= out_size ? -1 : 0;
 }
 
 /* cli_auth_token_parse without zeroing *p on failure */

@@ -105,8 +105,9 @@ typedef struct cli_principal {
 /* 1 viewer, 2 operator, 3 admin; 0 for anything else. */
 int cli_auth_role_rank(const char *role);
 
-/* The token of p into out. -1 when p is not a valid principal (an id that
- * is not 1-63 of [A-Za-z0-9._:-], an unknown role, generation < 1). */
+/* The token of p into out (CLI_AUTH_TOKEN_MAX bytes hold any). -1 when p
+ * is not a valid principal (an id that is not 1-63 of [A-Za-z0-9._:-], an
+ * unknown role, generation < 1) or out is too small. */
 int cli_auth_token(const unsigned char key[CLI_AUTH_KEY_BYTES], const cli_principal *p, char *out,
                    size_t out_size);
 

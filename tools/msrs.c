@@ -167,7 +167,6 @@ static int requester(const ev_conf *conf, const char *prog, char *by, size_t siz
     const char *key = ev_conf_get(conf, "auth.key_file", "");
     int checked = *key && access(key, R_OK) == 0;
     memset(&auth, 0, sizeof(auth));
-    auth.revoked = json_object();
     if (checked && cli_auth_load(&auth, conf, "msrs", err, sizeof(err))) {
         fprintf(stderr, "msrs %s: %s\n", prog, err);
         cli_auth_free(&auth);
@@ -457,12 +456,15 @@ static int cmd_session(ev_conf *conf, int argc, char **argv)
  * [--generation G], msrs operators token NAME --role ROLE [--generation G]:
  * what a device proves, what a node or an operator shows (security.h),
  * from the lab key of auth.key_file. */
-static int cmd_issue(ev_conf *conf, const char *what, int argc, char **argv)
+enum issued { ISSUE_DEVICE, ISSUE_NODE, ISSUE_OPERATOR };
+
+static int cmd_issue(ev_conf *conf, enum issued kind, int argc, char **argv)
 {
+    static const char *const names[] = {"devices credential", "nodes token", "operators token"};
+    const char *what = names[kind];
     unsigned char key[CLI_AUTH_KEY_BYTES];
     char err[512], out[CLI_AUTH_TOKEN_MAX], *end = NULL;
-    int device = strcmp(what, "devices credential") == 0;
-    int op = strcmp(what, "operators token") == 0;
+    int device = kind == ISSUE_DEVICE, op = kind == ISSUE_OPERATOR;
     cli_principal p = {.gen = 1};
     snprintf(p.kind, sizeof(p.kind), "%s", op ? "operator" : "node");
     for (int i = 1; i < argc; i += 2) {
@@ -501,8 +503,11 @@ static int cmd_issue(ev_conf *conf, const char *what, int argc, char **argv)
     snprintf(p.id, sizeof(p.id), "%s", argv[0]);
     if (device)
         cli_auth_device_credential(key, p.id, p.gen, out, sizeof(out));
-    else
-        cli_auth_token(key, &p, out, sizeof(out));
+    else if (cli_auth_token(key, &p, out, sizeof(out))) {
+        OPENSSL_cleanse(key, sizeof(key));
+        fprintf(stderr, "msrs %s: '%s': no token can be made of it\n", what, p.id);
+        return CLI_EXIT_USAGE;
+    }
     OPENSSL_cleanse(key, sizeof(key));
     printf("%s\n", out);
     return CLI_EXIT_OK;
@@ -511,7 +516,7 @@ static int cmd_issue(ev_conf *conf, const char *what, int argc, char **argv)
 static int cmd_devices(ev_conf *conf, int argc, char **argv)
 {
     if (argc >= 1 && strcmp(argv[0], "credential") == 0)
-        return cmd_issue(conf, "devices credential", argc - 1, argv + 1);
+        return cmd_issue(conf, ISSUE_DEVICE, argc - 1, argv + 1);
     if (read_log_timeout(conf))
         return CLI_EXIT_USAGE;
     (void)argv;
@@ -715,9 +720,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     if (strcmp(cmd, "session") == 0)
         return cmd_session(conf, n - 1, args + 1);
     if (strcmp(cmd, "nodes") == 0 && n >= 2 && strcmp(args[1], "token") == 0)
-        return cmd_issue(conf, "nodes token", n - 2, args + 2);
+        return cmd_issue(conf, ISSUE_NODE, n - 2, args + 2);
     if (strcmp(cmd, "operators") == 0 && n >= 2 && strcmp(args[1], "token") == 0)
-        return cmd_issue(conf, "operators token", n - 2, args + 2);
+        return cmd_issue(conf, ISSUE_OPERATOR, n - 2, args + 2);
     fprintf(stderr, "msrs: unknown command '%s'\n", cmd);
     usage(stderr);
     return CLI_EXIT_USAGE;

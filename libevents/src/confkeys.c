@@ -33,6 +33,7 @@ const char *const ev_conf_known_keys[] = {
     "agent.idle_timeout_ms",
     "agent.max_connections",
     "agent.max_pending_per_address",
+    "agent.max_buffered_bytes",
     /* TLS and credentials (common/security.h) */
     "tls.cert",
     "tls.key",

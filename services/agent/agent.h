@@ -31,13 +31,18 @@
 #define AG_ID_MAX          EV_ID_MAX
 #define AG_MAX_STREAMS     8
 #define AG_MAX_SUPERVISORS 8
+#define AG_HELLO_MAX       65536       /* bytes of a message before an accepted hello */
+#define AG_EVICT_AFTER_NS  100000000LL /* a connection younger is never evicted */
+enum { AG_RX_OVER_MESSAGE = 1, AG_RX_OVER_HELLO, AG_RX_OVER_TOTAL };
+#define AG_RX_KEEP 262144 /* a reassembly buffer larger is freed after its message */
 
 typedef struct ag_config {
     char host[128];
     int port;
     char advertise[128]; /* the host devices reach us at (agent.advertise; default host) */
     char node_id[AG_ID_MAX];
-    int64_t max_message_bytes; /* a bigger message gets error too_large */
+    int64_t max_message_bytes;  /* a bigger message gets error too_large */
+    int64_t max_buffered_bytes; /* messages being reassembled, over every connection */
     int64_t max_devices;
     int64_t rate_per_s, rate_burst; /* per connection token bucket */
     int64_t sync_interval_ms, sync_probes, probe_spacing_ms, round_timeout_ms;
@@ -131,12 +136,14 @@ struct ag_conn {
     ag_device *dev; /* set once hello is accepted (device.c); endpoint.c never reads it */
     char device_id[AG_ID_MAX]; /* the device's, once hello is accepted: what ag_send stamps */
     cli_buf rx;                /* the message being reassembled */
-    int rx_too_large, rx_binary;
+    int rx_too_large;          /* 0, or which bound the message passed: AG_RX_OVER_* */
+    int rx_binary;
+    int64_t connected_ns; /* when it was established (eviction spares the youngest) */
     ag_out *out_head, *out_tail;
     size_t out_count;
     double tokens;
     int64_t tokens_at_ns;
-    int64_t flood_refused, flood_window_ns; /* messages refused in the current second */
+    int64_t flood_refused, flood_window_start_ns; /* messages refused in the current second */
     int closing; /* ag_close was called: close at the next writable callback */
     int paused;  /* not read while the log is behind (flow slow_down) */
     char peer[64];
@@ -223,6 +230,7 @@ struct ag_agent {
     cli_auth auth;     /* device credentials (auth.key_file) */
     size_t open_conns; /* device connections open now */
     json_t *pending;   /* peer address -> its connections without an accepted hello */
+    int64_t rx_held;   /* bytes the connections' reassembly buffers hold (their capacity) */
     ag_conn *pending_head, *pending_tail; /* those connections, oldest first */
     int64_t produced;                     /* records the log took (ev_log_emit* returned 0) */
     /* the control plane's results (control.c), read by the layers below */

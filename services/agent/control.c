@@ -131,10 +131,6 @@ int ag_control_start(ag_agent *a, char *errstr, size_t errstr_size)
     if (!c->discover)
         return 0;
     ev_log_topic(a->log, "", c->prefix, sizeof(c->prefix));
-    if (cli_auth_nonce(c->discovery_nonce)) {
-        snprintf(errstr, errstr_size, "discovery: no random nonce from the system");
-        return -1;
-    }
     /* the targets are checked now, not at the first failure */
     if ((c->discovery_fd = dsc_socket(0, errstr, errstr_size)) < 0 ||
         dsc_send_all(c->discovery_fd, c->discovery_targets, (int)c->discovery_port, NULL, errstr,
@@ -154,6 +150,8 @@ static void discover(ag_agent *a, int64_t now)
 {
     ag_control *c = &a->ctl;
     char err[256];
+    if (cli_auth_nonce(c->discovery_nonce)) /* fresh per query: an old answer is not replayed */
+        snprintf(c->discovery_nonce, sizeof(c->discovery_nonce), "%s", "");
     json_t *q = json_pack("{s:s, s:i, s:s, s:s, s:s}", "msrs", "discover", "v", 1, "prefix",
                           c->prefix, "node_id", a->cfg.node_id, "nonce", c->discovery_nonce);
     if (dsc_send_all(c->discovery_fd, c->discovery_targets, (int)c->discovery_port, q, err,
@@ -403,8 +401,12 @@ static void on_done(ag_agent *a, ag_http *h)
     c->busy = 0;
     if (h->status != 200 && h->status != 404) { /* none, 5xx (not_leader, starting), other */
         char why[256];
-        snprintf(why, sizeof(why), "%s %s", h->status ? "answered" : "no answer",
-                 h->status ? (json_string_value(json_object_get(r, "error")) ?: "error") : "");
+        snprintf(why, sizeof(why), "%s %s%s%s", h->status ? "answered" : "no answer",
+                 h->status ? (json_string_value(json_object_get(r, "error")) ?: "error") : "",
+                 h->status == 401 || h->status == 403 ? ": " : "",
+                 h->status == 401 || h->status == 403
+                     ? json_string_value(json_object_get(r, "message")) ?: ""
+                     : "");
         next_supervisor(a, why);
         json_decref(r);
         return;
@@ -498,17 +500,16 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
         if (!h)
             return -1;
         unsigned char **p = in, *end = *p + len;
+        ag_agent *a = lws_context_user(lws_get_context(wsi));
         char cl[32];
         if (h->kind == REQ_TIME) {
             /* fixed width, so the length is known before t1 is stamped */
             h->body_len = strlen("{\"t1\":}") + 19;
             /* t4: the kernel's stamp of the answer (as for devices) */
-            ag_agent *ta = lws_context_user(lws_get_context(wsi));
-            if (ta->cfg.kernel_timestamps)
+            if (a->cfg.kernel_timestamps)
                 rxstamp_enable(lws_get_socket_fd(wsi));
         }
         snprintf(cl, sizeof(cl), "%zu", h->body_len);
-        ag_agent *a = lws_context_user(lws_get_context(wsi));
         char bearer[sizeof(a->ctl.token) + 8];
         int blen = snprintf(bearer, sizeof(bearer), "Bearer %s", a->ctl.token);
         if ((*a->ctl.token &&

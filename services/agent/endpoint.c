@@ -146,8 +146,9 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
          * keep a device out, since a real device says hello within
          * milliseconds of connecting. Registered devices are never moved. */
         ag_conn *old = a->pending_head;
-        if (!old)
-            return refuse(a, wsi, "too many connections");
+        if (!old || ag_now_ns() - old->connected_ns < AG_EVICT_AFTER_NS)
+            return refuse(a, wsi,
+                          "too many connections"); /* a device between challenge and hello */
         a->n.evicted++;
         pending_add(a, old, -1);
         old->counted = 0;
@@ -158,7 +159,10 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
         old->closing = 1;
         lws_set_timeout(old->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }
+    if (a->auth.enabled && cli_auth_nonce(c->nonce))
+        return refuse(a, wsi, "no random nonce");
     c->counted = 1;
+    c->connected_ns = ag_now_ns();
     a->open_conns++;
     pending_add(a, c, 1);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs(a->cfg.hello_timeout_ms));
@@ -173,8 +177,6 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
                     strerror(errno));
     }
     if (a->auth.enabled) {
-        if (cli_auth_nonce(c->nonce))
-            return refuse(a, wsi, "no random nonce");
         ag_send(a, c, "challenge",
                 json_pack("{s:s, s:s}", "nonce", c->nonce, "alg", "hmac-sha256"));
     }
@@ -182,8 +184,9 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
 }
 
 /* Frees what c still holds: its unsent messages and its receive buffer. */
-static void conn_free(ag_conn *c)
+static void conn_free(ag_agent *a, ag_conn *c)
 {
+    a->rx_held -= (int64_t)c->rx.cap;
     while (c->out_head) {
         ag_out *o = c->out_head;
         c->out_head = o->next;
@@ -236,15 +239,42 @@ static int write_next(ag_agent *a, ag_conn *c)
     return 0;
 }
 
+/* Appends a fragment to c's message being reassembled, within bounds: a
+ * connection without an accepted hello AG_HELLO_MAX (a hello is small: an
+ * unauthenticated client pins little), a device agent.max_message_bytes,
+ * and every connection's buffers together agent.max_buffered_bytes.
+ * Beyond, the rest of the message is not kept (too_large when it ends). */
 static int rx_append(ag_agent *a, ag_conn *c, const void *in, size_t len)
 {
+    size_t limit = c->pending ? AG_HELLO_MAX : (size_t)a->cfg.max_message_bytes;
+    size_t cap = c->rx.cap, grown = cap ? cap : 4096; /* what cli_buf_append grows it to */
+    while (grown < c->rx.len + len)
+        grown *= 2;
     if (c->rx_too_large)
         return 0;
-    if (c->rx.len + len > (size_t)a->cfg.max_message_bytes) {
-        c->rx_too_large = 1;
+    if (c->rx.len + len > limit) {
+        c->rx_too_large = c->pending ? AG_RX_OVER_HELLO : AG_RX_OVER_MESSAGE;
         return 0;
     }
-    return cli_buf_append(&c->rx, in, len);
+    if (grown > cap && a->rx_held + (int64_t)(grown - cap) > a->cfg.max_buffered_bytes) {
+        c->rx_too_large = AG_RX_OVER_TOTAL;
+        return 0;
+    }
+    int rc = cli_buf_append(&c->rx, in, len);
+    a->rx_held += (int64_t)(c->rx.cap - cap);
+    return rc;
+}
+
+/* After a message: a buffer grown past AG_RX_KEEP (a large media frame)
+ * is given back rather than kept for the connection's life. */
+static void rx_done(ag_agent *a, ag_conn *c)
+{
+    c->rx_too_large = 0;
+    c->rx.len = 0;
+    if (c->rx.cap > AG_RX_KEEP) {
+        a->rx_held -= (int64_t)c->rx.cap;
+        cli_buf_free(&c->rx);
+    }
 }
 
 /* The device protocol's lws callback; runs on the lws service thread. */
@@ -280,16 +310,24 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
             return -1;
         if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
             if (c->rx_too_large) {
-                char why[128];
+                char why[160];
                 a->n.too_large++;
-                snprintf(why, sizeof(why), "message larger than %lld bytes: dropped",
-                         (long long)a->cfg.max_message_bytes);
+                if (c->rx_too_large == AG_RX_OVER_TOTAL)
+                    snprintf(why, sizeof(why),
+                             "the agent holds %lld bytes of messages being received "
+                             "(agent.max_buffered_bytes): dropped",
+                             (long long)a->cfg.max_buffered_bytes);
+                else
+                    snprintf(
+                        why, sizeof(why), "message larger than %lld bytes%s: dropped",
+                        c->rx_too_large == AG_RX_OVER_HELLO ? (long long)AG_HELLO_MAX
+                                                            : (long long)a->cfg.max_message_bytes,
+                        c->rx_too_large == AG_RX_OVER_HELLO ? " before an accepted hello" : "");
                 ag_send_error(a, c, "too_large", why, NULL);
             } else {
                 a->message_cb(a, c, c->rx.data, c->rx.len, c->rx_binary);
             }
-            c->rx_too_large = 0;
-            c->rx.len = 0;
+            rx_done(a, c);
         }
         break;
     case LWS_CALLBACK_SERVER_WRITEABLE: return write_next(a, c);
@@ -302,7 +340,7 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
             }
         }
         a->closed_cb(a, c);
-        conn_free(c);
+        conn_free(a, c);
         c->wsi = NULL;
         break;
     default: break;

@@ -57,7 +57,11 @@ static void usage(FILE *f)
         "agent.advertise (the listen host: the host others reach this node's devices at),\n"
         "sync.kernel_timestamps (1: t4 is the kernel's receive stamp; 0: stamped on reading),\n"
         "discovery.port (8611), discovery.targets (127.255.255.255,255.255.255.255: where\n"
-        "queries go), discovery.wait_ms (300: how long to wait for a leader's answer)\n"
+        "queries go), discovery.wait_ms (300: how long to wait for a leader's answer),\n"
+        "agent.hello_timeout_ms (5000), agent.idle_timeout_ms (60000), agent.max_connections\n"
+        "(max_devices + 64), agent.max_pending_per_address (128), agent.max_buffered_bytes\n"
+        "(268435456), auth.key_file, auth.revoked_file, auth.node_token, tls.cert, tls.key,\n"
+        "tls.ca, tls.plain (docs/security.md)\n"
         "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -117,7 +121,8 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 {"agent.report_delay_ms", 1000, &cfg->report_delay_ms},
                 {"agent.hello_timeout_ms", 5000, &cfg->hello_timeout_ms},
                 {"agent.idle_timeout_ms", 60000, &cfg->idle_timeout_ms},
-                {"agent.max_pending_per_address", 128, &cfg->max_pending_per_address}};
+                {"agent.max_pending_per_address", 128, &cfg->max_pending_per_address},
+                {"agent.max_buffered_bytes", 256 << 20, &cfg->max_buffered_bytes}};
     if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
         (size_t)(colon - l) >= sizeof(cfg->host)) {
         fprintf(stderr, "msrs-agent: listen '%s': expected HOST:PORT\n", l);
@@ -142,6 +147,13 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
         cfg->max_connections <= 0) {
         fprintf(stderr, "msrs-agent: %s\n",
                 *err ? err : "config agent.max_connections: expected a positive integer");
+        return -1;
+    }
+    if (cfg->max_buffered_bytes < cfg->max_message_bytes) {
+        fprintf(stderr,
+                "msrs-agent: config agent.max_buffered_bytes (%lld): expected at least "
+                "agent.max_message_bytes (%lld)\n",
+                (long long)cfg->max_buffered_bytes, (long long)cfg->max_message_bytes);
         return -1;
     }
     if (cfg->sync_burst_probes < cfg->sync_probes) {
@@ -323,8 +335,11 @@ static int node_token(ag_agent *a, const ev_conf *conf, char *errstr, size_t err
     }
     if (*token)
         snprintf(a->ctl.token, sizeof(a->ctl.token), "%s", token);
-    else if (a->auth.enabled)
-        cli_auth_token(a->auth.key, &p, a->ctl.token, sizeof(a->ctl.token));
+    else if (a->auth.enabled &&
+             cli_auth_token(a->auth.key, &p, a->ctl.token, sizeof(a->ctl.token))) {
+        snprintf(errstr, errstr_size, "node id '%s': no node token can be made of it", p.id);
+        return -1;
+    }
     return 0;
 }
 
@@ -395,6 +410,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
                 ev_conf_get(conf, "log", ""));
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
     time_t last_report = time(NULL);
+    int64_t trimmed_at = 0; /* a->n.connections at the last malloc_trim */
     while (!cli_stop) {
         if (lws_service(a->ctx, 0) < 0)
             break;
@@ -403,8 +419,12 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             print_counters(a, "status");
             /* Connections that came and went (hostile ones, a reconnect
              * storm) leave their TLS and WebSocket buffers free in malloc's
-             * heap: given back, so RSS returns to what the open ones use. */
-            malloc_trim(0);
+             * heap: given back, so RSS returns to what the open ones use.
+             * Only then: the trim walks the heap on this thread. */
+            if (a->n.connections - trimmed_at > 64) {
+                trimmed_at = a->n.connections;
+                malloc_trim(0);
+            }
         }
     }
 out:

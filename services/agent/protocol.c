@@ -236,8 +236,8 @@ static int rate_ok(ag_agent *a, ag_conn *c, int64_t now)
         return 1;
     }
     a->n.rate_limited++;
-    if (now - c->flood_window_ns >= 1000000000LL) {
-        c->flood_window_ns = now;
+    if (now - c->flood_window_start_ns >= 1000000000LL) {
+        c->flood_window_start_ns = now;
         c->flood_refused = 0;
         ag_send_error(a, c, "rate_limited", "too many messages: slow down", NULL);
     }

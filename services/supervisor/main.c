@@ -251,8 +251,8 @@ static json_t *pool(sv_supervisor *s)
  * rest. node_only: an operator's token is not enough. 0 allowed, or the
  * status (401 no valid token, 403 the wrong one) with *reply. Everyone
  * when auth.required = false. */
-static int authorize(sv_supervisor *s, const char *token, int node_only, cli_principal *who,
-                     json_t **reply)
+static int authorize(sv_supervisor *s, const char *path, const char *token, int node_only,
+                     cli_principal *who, json_t **reply)
 {
     const char *why;
     memset(who, 0, sizeof(*who));
@@ -269,8 +269,9 @@ static int authorize(sv_supervisor *s, const char *token, int node_only, cli_pri
     int node = strcmp(who->kind, "node") == 0;
     if (node_only ? !node : !node && cli_auth_role_rank(who->role) < 1) {
         s->n.forbidden++;
-        *reply = sv_error("forbidden", "%s %s may not do this: %s", who->kind, who->id,
-                          node_only ? "only a node's own token" : "a node's or a viewer's token");
+        *reply = sv_error("forbidden", "%s: expected %s, got %s %s's", path,
+                          node_only ? "the node's own token" : "a node's or an operator's token",
+                          who->kind, who->id);
         return 403;
     }
     return 0;
@@ -288,31 +289,34 @@ static int64_t live_nodes(sv_supervisor *s)
 
 /* Bounds on registering (supervisor.max_registrations_per_s, a bucket of a
  * second's worth; supervisor.max_nodes live at once): 0, or 429 / 503 with
- * *reply. A node already known registers again without counting twice. */
+ * *reply. A node registered and not expired registers again freely. */
 static int admit_registration(sv_supervisor *s, const char *node_id, json_t **reply)
 {
+    ev_node node;
+    if (known(s, node_id, &node))
+        return 0; /* registering again (a restarted agent): no new state */
     int64_t now = ev_now_ns();
-    double rate = (double)s->registrations_per_s;
-    s->reg_budget += (double)(now - s->reg_refilled_ns) / 1e9 * rate;
-    if (s->reg_budget > rate)
-        s->reg_budget = rate;
-    s->reg_refilled_ns = now;
-    if (s->reg_budget < 1) {
+    double rate = (double)s->max_registrations_per_s;
+    s->registration_budget += (double)(now - s->registration_refilled_ns) / 1e9 * rate;
+    if (s->registration_budget > rate)
+        s->registration_budget = rate;
+    s->registration_refilled_ns = now;
+    if (s->registration_budget < 1) {
         s->n.rate_limited++;
         *reply = sv_error("rate_limited", "more than %lld registrations a second; try again",
-                          (long long)s->registrations_per_s);
-        json_object_set_new(*reply, "retry_after_ms",
-                            json_integer((json_int_t)((1 - s->reg_budget) / rate * 1000) + 1));
+                          (long long)s->max_registrations_per_s);
+        json_object_set_new(
+            *reply, "retry_after_ms",
+            json_integer((json_int_t)((1 - s->registration_budget) / rate * 1000) + 1));
         return 429;
     }
-    ev_node node;
-    if (!known(s, node_id, &node) && live_nodes(s) >= s->max_nodes) {
+    if (live_nodes(s) >= s->max_nodes) {
         s->n.refused++;
         *reply = sv_error("too_many_nodes", "%lld nodes are registered (supervisor.max_nodes)",
                           (long long)s->max_nodes);
         return 503;
     }
-    s->reg_budget -= 1;
+    s->registration_budget -= 1;
     return 0;
 }
 
@@ -322,7 +326,7 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
     int status;
     cli_principal who;
     int node_route = strcmp(method, "POST") == 0 && strncmp(path, "/v1/nodes/", 10) == 0;
-    if ((status = authorize(s, token, node_route, &who, reply)))
+    if ((status = authorize(s, path, token, node_route, &who, reply)))
         return status;
     if (strcmp(method, "GET") == 0 && strcmp(path, "/v1/nodes") == 0) {
         if (!s->caught_up) { /* a partial registry is not the truth */
@@ -390,8 +394,8 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
     }
     if (s->auth.enabled && strcmp(who.id, node_id) != 0) { /* a node speaks for itself only */
         s->n.forbidden++;
-        *reply =
-            sv_error("forbidden", "the token of node %s cannot speak for node %s", who.id, node_id);
+        *reply = sv_error("forbidden", "%s: expected node %s's token, got node %s's", path, node_id,
+                          who.id);
         json_decref(req);
         return 403;
     }
@@ -495,7 +499,7 @@ void sv_discovery_answer(sv_supervisor *s)
                               "leading", s->leading && s->caught_up);
         const char *nonce = json_string_value(json_object_get(q, "nonce"));
         char text[DSC_MAX], mac[CLI_AUTH_HEX];
-        if (s->auth.enabled && nonce && strlen(nonce) <= 64) {
+        if (s->auth.enabled && nonce && strlen(nonce) == 32) {
             /* signed over the query's nonce: docs/control.md, Discovery */
             json_object_set_new(a, "nonce", json_string(nonce));
             if (dsc_signed_text(a, text, sizeof(text)) == 0) {
@@ -576,7 +580,7 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
         {"scaling.node_bandwidth_bytes_per_s", 125000000, &s->place.bandwidth_bytes_per_s, 0},
         {"discovery.port", DSC_PORT, &s->discovery_port, 0},
         {"supervisor.max_nodes", 4096, &s->max_nodes, 1},
-        {"supervisor.max_registrations_per_s", 100, &s->registrations_per_s, 1}};
+        {"supervisor.max_registrations_per_s", 100, &s->max_registrations_per_s, 1}};
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
             fprintf(stderr, "msrs-supervisor: %s\n", err);
@@ -689,8 +693,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     s->codec = ev_codec_new();
     s->state = ev_state_new();
     s->heard = json_object();
-    s->reg_budget = (double)s->registrations_per_s;
-    s->reg_refilled_ns = ev_now_ns();
+    s->registration_budget = (double)s->max_registrations_per_s;
+    s->registration_refilled_ns = ev_now_ns();
     static const char *const topics[] = {"nodes", "devices"};
     ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs-supervisor"};
     if (ev_projection_new(&s->proj, s->log, s->state, topics, 2, &po, err, sizeof(err)) ||

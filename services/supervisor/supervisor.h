@@ -27,9 +27,9 @@ typedef struct sv_supervisor {
     char address[192]; /* https://host:port, what agents are told */
     char holder[320];  /* node_id@address: the lease holder */
     int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, discovery_port;
-    int64_t max_nodes, registrations_per_s; /* bounds: live nodes, new registrations */
-    double reg_budget;                      /* registrations allowed now (token bucket) */
-    int64_t reg_refilled_ns;
+    int64_t max_nodes, max_registrations_per_s; /* bounds: live nodes, new registrations */
+    double registration_budget;                 /* registrations allowed now (token bucket) */
+    int64_t registration_refilled_ns;
     ev_place_policy place;
     int64_t rr_cursor;
     json_t *services; /* the plan's services for a recorder */

@@ -266,6 +266,7 @@ def main():
         _, err = agent.communicate(timeout=20)
     check(agent.returncode == 0, "agent exits 0 on SIGTERM: %d %s" % (agent.returncode, err[-500:]))
     check("bad_json" in err, "agent reports its error counters")
+    check(", 1 closed for flooding)" in err, "the agent closed the flood and counted it")
 
     devices = tail(db, "devices")
     by_type = {}

@@ -14,6 +14,7 @@ on TLS with the lab key of deploy/local/make-credentials.sh:
   (agent.max_pending_per_address): the rest are refused at once, a real
   device from another address still registers, and the agent's RSS stays
   within a bound and its count of open connections returns to what it was;
+- unfinished fragments before hello pin at most 64 KiB per connection;
 - a registered device that floods is closed (1008), others go on;
 - the SQLite log file is created 0640 (group-readable, nothing for others);
 - the supervisor answers PUT and DELETE with 405;
@@ -51,7 +52,8 @@ import urllib.request
 import websockets
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, Procs, free_port, stop_all, tail, wait_listening  # noqa: E402
+from msrstest import (BIN, Checks, Procs, free_port, rss_kb, stop_all, tail,  # noqa: E402
+                      wait_listening)
 
 check = Checks()
 # a flooder writing on after the agent closed it: asyncio warns at each write
@@ -220,14 +222,6 @@ def rogue_supervisor(disc_port, stop):
     return got, t
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 class Device:
     def __init__(self, url, ctx, device_id):
         self.url, self.ctx, self.device_id, self.ws = url, ctx, device_id, None
@@ -348,6 +342,26 @@ async def endpoint_attacks(url, ctx, key, tmp, agent):
     for ws in hostile:
         await ws.close()
 
+    # fragments that never finish, before any hello: each connection keeps
+    # at most 64 KiB of them (AG_HELLO_MAX), not agent.max_message_bytes
+    await asyncio.sleep(1)
+    rss0 = rss_kb(agent.pid)
+    frags = []
+    for _ in range(PENDING):
+        ws = await websockets.connect(url, ssl=ctx, local_addr=("127.0.0.3", 0), max_size=None)
+        await ws.write_frame(False, websockets.frames.Opcode.TEXT, b"{" * (768 * 1024))
+        frags.append(ws)
+    await asyncio.sleep(1)
+    rss1 = rss_kb(agent.pid)
+    print("%d unfinished 768 KiB fragments without hello: agent RSS %d -> %d KiB" %
+          (len(frags), rss0, rss1), flush=True)
+    check(rss1 - rss0 < PENDING * 256,
+          "unfinished fragments without hello pin little: RSS +%d KiB for %d connections of "
+          "768 KiB (bound %d KiB; unbounded, it would be ~%d)" %
+          (rss1 - rss0, PENDING, PENDING * 256, PENDING * 768))
+    for ws in frags:
+        ws.transport.close()
+
     # a registered device that floods: closed (1008), the others served
     t0 = time.monotonic()
     try:
@@ -370,6 +384,7 @@ async def endpoint_attacks(url, ctx, key, tmp, agent):
 
 
 def main():
+    os.umask(0o022)  # the usual one: the log's 0640 is then the agent's doing
     tmp = tempfile.mkdtemp(prefix="msrs-security-")
     conf = subprocess.run([os.path.join(SRC, "deploy", "local", "make-credentials.sh"),
                            os.path.join(tmp, "tls")], capture_output=True, text=True,
@@ -470,7 +485,7 @@ def main():
     check("unauthorized" in log, "the agent's counters report unauthorized hellos")
     check(", 1 closed for flooding)" in log, "the agent counts the flood it closed")
     mode = os.stat(db).st_mode & 0o777
-    check(mode & 0o137 == 0, "the SQLite log is made 0640 or less, never for others (%o)" % mode)
+    check(mode == 0o640, "the SQLite log is made 0640 under umask 022 (%o)" % mode)
     sys.exit(check.finish())
 
 

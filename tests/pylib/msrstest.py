@@ -82,6 +82,15 @@ def wait_listening(port, timeout=10):
     return False
 
 
+def rss_kb(pid):
+    """A process's resident set (VmRSS) in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def tail(db, topic, binary=BIN):
     """Every record of topic in the SQLite log db, as msrs-tail prints them."""
     r = subprocess.run([os.path.join(binary, "msrs-tail"), "--log", "sqlite:" + db, "--topic", topic],

@@ -143,12 +143,13 @@ START_TEST(read_of_a_reused_number_is_plain_read)
     ck_assert_int_eq(pipe(p), 0);
     ck_assert_int_eq(dup2(p[0], server), server); /* the socket's number is a pipe now */
     ck_assert_int_eq(write(p[1], "pipe", 4), 4);
-    ck_assert_int_eq(read(server, buf, sizeof(buf)), 4);
+    errno = 0;
+    ck_assert_int_eq(read(server, buf, sizeof(buf)), 4); /* recvmsg: ENOTSOCK, then read */
+    ck_assert_int_eq(errno, 0);                          /* as a successful read leaves it */
     ck_assert(memcmp(buf, "pipe", 4) == 0);
     ck_assert_int_eq(write(p[1], "again", 5), 5);
     ck_assert_int_eq(read(server, buf, sizeof(buf)), 5);
-    int64_t now = now_ns();
-    ck_assert_int_eq(rxstamp_arrival(server, now), now);
+    ck_assert(memcmp(buf, "again", 5) == 0);
     close(p[0]);
     close(p[1]);
 }
