@@ -5,6 +5,8 @@
 #   FUZZ_TARGETS="fuzz_frame fuzz_conf" tests/fuzz/run.sh 20   only these
 #   FUZZ_RUNS=10000000 tests/fuzz/run.sh    a number of executions instead
 #                                           of a time (no time limit)
+#   FUZZ_RESUME=1 ...                       start from the corpus the last run
+#                                           left in build-fuzz/fuzz-work/<target>
 # Exit 1 on any crash, leak or sanitizer report (the input is kept in
 # build-fuzz/artifacts/<target>/); prints per target the executions done.
 # Leaks are looked for once, when a target exits (libFuzzer's per-input
@@ -33,10 +35,14 @@ status=0
 for t in $targets; do
   work="$build/fuzz-work/$t"
   artifacts="$build/artifacts/$t"
-  rm -rf "$work"
+  # FUZZ_RESUME=1: go on from the corpus the last run of this target grew
+  # (its executions add up: the counts of every run and their logs, kept
+  # as $t.log.N, are what a total is made of)
+  if [ "${FUZZ_RESUME:-0}" != 1 ]; then rm -rf "$work"; fi
   mkdir -p "$work" "$artifacts"
-  cp tests/fuzz/corpus/"$t"/* "$work"/
+  cp -n tests/fuzz/corpus/"$t"/* "$work"/
   logf="$build/fuzz-work/$t.log"
+  if [ -f "$logf" ]; then n=1; while [ -f "$logf.$n" ]; do n=$((n + 1)); done; mv "$logf" "$logf.$n"; fi
   rc=0
   start=$(date +%s)
   "$build/bin/$t" "${limit[@]}" -detect_leaks=0 -print_final_stats=1 -timeout=10 \
