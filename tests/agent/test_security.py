@@ -58,6 +58,8 @@ from msrstest import (BIN, Checks, Procs, free_port, rss_kb, stop_all, tail,  # 
 check = Checks()
 # a flooder writing on after the agent closed it: asyncio warns at each write
 logging.getLogger("asyncio").setLevel(logging.ERROR)
+# Under ASan freed memory waits in its quarantine: RSS bounds are printed, not asserted.
+MEASURE_RSS = not os.environ.get("MSRS_SANITIZED")
 SRC = os.environ.get("MSRS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 PENDING = 16
 
@@ -337,7 +339,7 @@ async def endpoint_attacks(url, ctx, key, tmp, agent):
     print("hostile connections from 127.0.0.2: %d attempted, %d open after 0.5 s, %d refused "
           "before the handshake; agent RSS %d -> %d KiB" % (PENDING + 40, open_after, refused,
                                                            rss0, rss1), flush=True)
-    check(rss1 - rss0 < 32 * 1024, "agent RSS grows by %d KiB with %d hostile connections "
+    check(not MEASURE_RSS or rss1 - rss0 < 32 * 1024, "agent RSS grows by %d KiB with %d hostile connections "
           "(bound 32 MiB)" % (rss1 - rss0, len(hostile)))
     for ws in hostile:
         await ws.close()
@@ -355,7 +357,7 @@ async def endpoint_attacks(url, ctx, key, tmp, agent):
     rss1 = rss_kb(agent.pid)
     print("%d unfinished 768 KiB fragments without hello: agent RSS %d -> %d KiB" %
           (len(frags), rss0, rss1), flush=True)
-    check(rss1 - rss0 < PENDING * 256,
+    check(not MEASURE_RSS or rss1 - rss0 < PENDING * 256,
           "unfinished fragments without hello pin little: RSS +%d KiB for %d connections of "
           "768 KiB (bound %d KiB; unbounded, it would be ~%d)" %
           (rss1 - rss0, PENDING, PENDING * 256, PENDING * 768))

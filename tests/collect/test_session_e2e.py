@@ -141,7 +141,10 @@ def check_republish(log, db, tmp):
     r = replay("--log", log, "--republish", "--to", "sqlite:" + os.path.join(tmp, "paced.db"),
                "--topics", "sessions", "--speed", "4")
     took = time.time() - t
-    check(r.returncode == 0 and abs(took - span / 4) < 1.0,
+    # paced: never faster than a quarter; not much slower unless under ASan,
+    # whose start-up and folding alone took 6 s on a loaded machine
+    slack = 1.0 if not os.environ.get("MSRS_SANITIZED") else 30.0
+    check(r.returncode == 0 and span / 4 - 1.0 < took < span / 4 + slack,
           "--speed 4: %.2f s for %.2f s recorded" % (took, span))
 
 
