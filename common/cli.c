@@ -311,3 +311,26 @@ int cli_read_topics(const ev_conf *conf, const char *const *topics, size_t count
     ev_conf_destroy(ro);
     return rc;
 }
+
+void cli_bucket_init(cli_bucket *b, double burst, int64_t now_ns)
+{
+    b->tokens = burst;
+    b->at_ns = now_ns;
+}
+
+int cli_bucket_take(cli_bucket *b, double rate_per_s, double burst, int64_t now_ns)
+{
+    b->tokens += (double)(now_ns - b->at_ns) * 1e-9 * rate_per_s;
+    if (b->tokens > burst)
+        b->tokens = burst;
+    b->at_ns = now_ns;
+    if (b->tokens < 1.0)
+        return 0;
+    b->tokens -= 1.0;
+    return 1;
+}
+
+int64_t cli_bucket_wait_ms(const cli_bucket *b, double rate_per_s)
+{
+    return b->tokens >= 1.0 ? 0 : (int64_t)((1.0 - b->tokens) / rate_per_s * 1000) + 1;
+}

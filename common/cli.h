@@ -138,4 +138,17 @@ typedef struct cli_buf {
 int cli_buf_append(cli_buf *b, const void *p, size_t n);
 void cli_buf_free(cli_buf *b);
 
+/* A token bucket: rate_per_s tokens a second, at most burst held; starts
+ * full (cli_bucket_init). Not thread-safe. */
+typedef struct cli_bucket {
+    double tokens;
+    int64_t at_ns; /* when tokens was last brought up to date */
+} cli_bucket;
+
+void cli_bucket_init(cli_bucket *b, double burst, int64_t now_ns);
+/* Takes one token: 1, or 0 when none is left (nothing taken). */
+int cli_bucket_take(cli_bucket *b, double rate_per_s, double burst, int64_t now_ns);
+/* ms until a token is there (0 when one is). */
+int64_t cli_bucket_wait_ms(const cli_bucket *b, double rate_per_s);
+
 #endif

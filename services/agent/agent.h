@@ -141,8 +141,7 @@ struct ag_conn {
     int64_t connected_ns; /* when it was established (eviction spares the youngest) */
     ag_out *out_head, *out_tail;
     size_t out_count;
-    double tokens;
-    int64_t tokens_at_ns;
+    cli_bucket rate;                              /* agent.rate_per_s, agent.rate_burst */
     int64_t flood_refused, flood_window_start_ns; /* messages refused in the current second */
     int closing; /* ag_close was called: close at the next writable callback */
     int paused;  /* not read while the log is behind (flow slow_down) */

@@ -133,8 +133,7 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
 {
     memset(c, 0, sizeof(*c));
     c->wsi = wsi;
-    c->tokens = (double)a->cfg.rate_burst;
-    c->tokens_at_ns = ag_now_ns();
+    cli_bucket_init(&c->rate, (double)a->cfg.rate_burst, ag_now_ns());
     c->rx_fd = -1;
     lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
     a->n.connections++;

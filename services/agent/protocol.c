@@ -227,14 +227,8 @@ static void on_binary(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t 
  * nearly every message, whatever trickles back in. */
 static int rate_ok(ag_agent *a, ag_conn *c, int64_t now)
 {
-    c->tokens += (double)(now - c->tokens_at_ns) * 1e-9 * (double)a->cfg.rate_per_s;
-    if (c->tokens > (double)a->cfg.rate_burst)
-        c->tokens = (double)a->cfg.rate_burst;
-    c->tokens_at_ns = now;
-    if (c->tokens >= 1.0) {
-        c->tokens -= 1.0;
+    if (cli_bucket_take(&c->rate, (double)a->cfg.rate_per_s, (double)a->cfg.rate_burst, now))
         return 1;
-    }
     a->n.rate_limited++;
     if (now - c->flood_window_start_ns >= 1000000000LL) {
         c->flood_window_start_ns = now;

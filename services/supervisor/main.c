@@ -288,26 +288,20 @@ static int64_t live_nodes(sv_supervisor *s)
 }
 
 /* Bounds on registering (supervisor.max_registrations_per_s, a bucket of a
- * second's worth; supervisor.max_nodes live at once): 0, or 429 / 503 with
- * *reply. A node registered and not expired registers again freely. */
+ * second's worth, refused attempts included; supervisor.max_nodes live at once): 0, or 429 / 503
+ * with *reply. A node registered and not expired registers again freely. */
 static int admit_registration(sv_supervisor *s, const char *node_id, json_t **reply)
 {
     ev_node node;
     if (known(s, node_id, &node))
         return 0; /* registering again (a restarted agent): no new state */
-    int64_t now = ev_now_ns();
     double rate = (double)s->max_registrations_per_s;
-    s->registration_budget += (double)(now - s->registration_refilled_ns) / 1e9 * rate;
-    if (s->registration_budget > rate)
-        s->registration_budget = rate;
-    s->registration_refilled_ns = now;
-    if (s->registration_budget < 1) {
+    if (!cli_bucket_take(&s->registrations, rate, rate, ev_now_ns())) {
         s->n.rate_limited++;
         *reply = sv_error("rate_limited", "more than %lld registrations a second; try again",
                           (long long)s->max_registrations_per_s);
-        json_object_set_new(
-            *reply, "retry_after_ms",
-            json_integer((json_int_t)((1 - s->registration_budget) / rate * 1000) + 1));
+        json_object_set_new(*reply, "retry_after_ms",
+                            json_integer((json_int_t)cli_bucket_wait_ms(&s->registrations, rate)));
         return 429;
     }
     if (live_nodes(s) >= s->max_nodes) {
@@ -316,7 +310,6 @@ static int admit_registration(sv_supervisor *s, const char *node_id, json_t **re
                           (long long)s->max_nodes);
         return 503;
     }
-    s->registration_budget -= 1;
     return 0;
 }
 
@@ -693,8 +686,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     s->codec = ev_codec_new();
     s->state = ev_state_new();
     s->heard = json_object();
-    s->registration_budget = (double)s->max_registrations_per_s;
-    s->registration_refilled_ns = ev_now_ns();
+    cli_bucket_init(&s->registrations, (double)s->max_registrations_per_s, ev_now_ns());
     static const char *const topics[] = {"nodes", "devices"};
     ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs-supervisor"};
     if (ev_projection_new(&s->proj, s->log, s->state, topics, 2, &po, err, sizeof(err)) ||

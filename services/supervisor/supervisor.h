@@ -28,8 +28,7 @@ typedef struct sv_supervisor {
     char holder[320];  /* node_id@address: the lease holder */
     int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, discovery_port;
     int64_t max_nodes, max_registrations_per_s; /* bounds: live nodes, new registrations */
-    double registration_budget;                 /* registrations allowed now (token bucket) */
-    int64_t registration_refilled_ns;
+    cli_bucket registrations;                   /* new registrations allowed now */
     ev_place_policy place;
     int64_t rr_cursor;
     json_t *services; /* the plan's services for a recorder */
