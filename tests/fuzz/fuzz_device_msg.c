@@ -107,8 +107,7 @@ static void agent_init(ag_agent *a)
 static void conn_init(ag_agent *a, ag_conn *c)
 {
     memset(c, 0, sizeof(*c));
-    c->tokens = (double)a->cfg.rate_burst;
-    c->tokens_at_ns = ag_now_ns();
+    cli_bucket_init(&c->rate, (double)a->cfg.rate_burst, ag_now_ns());
     c->rx_fd = -1;
 }
 
