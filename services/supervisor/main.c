@@ -43,7 +43,10 @@ static void usage(FILE *f)
             "(least_loaded | round_robin), scaling.node_bandwidth_bytes_per_s (125000000: what\n"
             "least_loaded counts a node's device traffic against; 0: not counted),\n"
             "discovery.port (8611: UDP, answers agents' discovery queries for this log's topic\n"
-            "prefix; 0: none)\n"
+            "prefix; 0: none), supervisor.max_nodes (4096 live),\n"
+            "supervisor.max_registrations_per_s (100), tls.cert, tls.key, tls.plain,\n"
+            "auth.key_file (nodes' and operators' tokens are checked against it;\n"
+            "docs/security.md), auth.revoked_file, auth.required\n"
             "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
