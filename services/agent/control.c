@@ -197,6 +197,18 @@ static void on_answers(ag_agent *a)
         }
         if (parse_url(json_string_value(json_object_get(m, "url")) ?: "", host, sizeof(host),
                       &port) == 0) {
+            if (strcmp(host, "0.0.0.0") == 0 && a->auth.enabled) {
+                /* The sender's address is not what the MAC covers: a signed
+                 * answer re-sent from elsewhere would send this node there. */
+                if (c->discovery_forged++ % 100 == 0)
+                    fprintf(stderr,
+                            "msrs-agent: discovery: ignored %s's answer naming 0.0.0.0 (with "
+                            "credentials the answer must name the address; set "
+                            "supervisor.advertise)\n",
+                            json_string_value(json_object_get(m, "node_id")) ?: "?");
+                json_decref(m);
+                continue;
+            }
             if (strcmp(host, "0.0.0.0") == 0)
                 inet_ntop(AF_INET, &from.sin_addr, host, sizeof(host));
             int known = c->url_count;
