@@ -15,6 +15,8 @@ on TLS with the lab key of deploy/local/make-credentials.sh:
   device from another address still registers, and the agent's RSS stays
   within a bound and its count of open connections returns to what it was;
 - unfinished fragments before hello pin at most 64 KiB per connection;
+- an agent full of connections without hello lets a device in, in the
+  oldest one's place;
 - a registered device that floods is closed (1008), others go on;
 - the SQLite log file is created 0640 (group-readable, nothing for others);
 - the supervisor answers PUT and DELETE with 405;
@@ -153,6 +155,27 @@ def control_attacks(ctx, sup_port, key, tmp, db):
     check(pres and max(len(r["value"]["nodes"]) for r in pres) <= 12,
           "PresenceSnapshot lists at most 12 nodes (%s)" %
           (pres and max(len(r["value"]["nodes"]) for r in pres)))
+
+
+async def eviction(url, ctx, key):
+    """An agent full of connections without hello (8 of agent.max_connections
+    8, from 8 addresses): a device still gets in, in the oldest one's place."""
+    held = []
+    for i in range(8):
+        held.append(await websockets.connect(url, ssl=ctx, local_addr=("127.0.1.%d" % (i + 1), 0)))
+    await asyncio.sleep(0.3)  # older than the 100 ms a connection is spared
+    dev = Device(url, ctx, "phone-5")
+    cred = credential(key, "phone-5")
+    reg = await dev.hello(lambda n: {"generation": 1, "proof": proof(cred, n, "phone-5")})
+    check(reg.get("accepted") is True, "a device gets into an agent full of connections without "
+          "hello (%s)" % reg.get("reason"))
+    await asyncio.sleep(0.3)
+    check(not held[0].open and all(ws.open for ws in held[1:]),
+          "the oldest connection without hello made room, the others stay (%s)" %
+          [ws.open for ws in held])
+    for ws in held:
+        ws.transport.close()
+    await dev.ws.close()
 
 
 def operator_checks(env, key, db):
@@ -456,6 +479,16 @@ def main():
               (rogue["queries"], rogue["connections"]))
         asyncio.run(endpoint_attacks("wss://127.0.0.1:%d/v1/devices" % port, ctx, key, tmp, agent))
         control_attacks(ctx, sup_port, key, tmp, db)
+        small_port = free_port()
+        small = procs.start("agent-small",
+                            ["msrs-agent", "--log", "sqlite:" + os.path.join(tmp, "small.db"),
+                             "--listen", "127.0.0.1:%d" % small_port, "--node-id", "small-node",
+                             "-X", "agent.max_connections=8"], env=env)
+        wait_listening(small_port)
+        asyncio.run(eviction("wss://127.0.0.1:%d/v1/devices" % small_port, ctx, key))
+        small.terminate()
+        small.wait(20)
+        check(", 1 evicted," in procs.stderr_of("agent-small"), "the agent counted the eviction")
         operator_checks(env, key, db)
 
         ca = os.path.join(tmp, "tls", "ca.pem")
