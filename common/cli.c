@@ -85,12 +85,18 @@ int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, j
     return rc;
 }
 
+size_t cli_buf_cap_for(const cli_buf *b, size_t n)
+{
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n)
+        cap *= 2;
+    return b->len + n > b->cap ? cap : b->cap;
+}
+
 int cli_buf_append(cli_buf *b, const void *p, size_t n)
 {
     if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n)
-            cap *= 2;
+        size_t cap = cli_buf_cap_for(b, n);
         unsigned char *grown = realloc(b->data, cap);
         if (!grown)
             return -1;

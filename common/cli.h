@@ -136,6 +136,9 @@ typedef struct cli_buf {
 /* Appends n bytes of p (copied). 0, or -1 when out of memory (the buffer
  * is unchanged). */
 int cli_buf_append(cli_buf *b, const void *p, size_t n);
+/* The capacity cli_buf_append gives b to hold n more bytes (b->cap when
+ * they fit): for callers that bound what a buffer may grow to. */
+size_t cli_buf_cap_for(const cli_buf *b, size_t n);
 void cli_buf_free(cli_buf *b);
 
 /* A token bucket: rate_per_s tokens a second, at most burst held; starts

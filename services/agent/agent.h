@@ -180,7 +180,7 @@ typedef struct ag_control {
     int discover, discovery_fd, lead_hint; /* lead_hint: the index that said it leads, or -1 */
     int64_t discovery_port, discovery_wait_ns, query_started_ns, next_query_ns, queries;
     int64_t discovery_skipped, discovery_forged; /* answers ignored: unsigned, or naming 0.0.0.0 */
-    char discovery_nonce[33];                    /* this process's queries' nonce */
+    char discovery_nonce[33];                    /* the last query's nonce (fresh per query) */
     char token[CLI_AUTH_TOKEN_MAX];              /* this node's bearer token; "" none */
     char discovery_targets[256];
     char prefix[128]; /* the log's topic prefix: which system to join */

@@ -413,12 +413,13 @@ static void on_done(ag_agent *a, ag_http *h)
     c->busy = 0;
     if (h->status != 200 && h->status != 404) { /* none, 5xx (not_leader, starting), other */
         char why[256];
+        /* refused (401, 403): the supervisor's reason, e.g. a revoked token */
+        const char *reason = h->status == 401 || h->status == 403
+                                 ? json_string_value(json_object_get(r, "message"))
+                                 : NULL;
         snprintf(why, sizeof(why), "%s %s%s%s", h->status ? "answered" : "no answer",
                  h->status ? (json_string_value(json_object_get(r, "error")) ?: "error") : "",
-                 h->status == 401 || h->status == 403 ? ": " : "",
-                 h->status == 401 || h->status == 403
-                     ? json_string_value(json_object_get(r, "message")) ?: ""
-                     : "");
+                 reason ? ": " : "", reason ? reason : "");
         next_supervisor(a, why);
         json_decref(r);
         return;

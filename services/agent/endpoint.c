@@ -246,9 +246,7 @@ static int write_next(ag_agent *a, ag_conn *c)
 static int rx_append(ag_agent *a, ag_conn *c, const void *in, size_t len)
 {
     size_t limit = c->pending ? AG_HELLO_MAX : (size_t)a->cfg.max_message_bytes;
-    size_t cap = c->rx.cap, grown = cap ? cap : 4096; /* what cli_buf_append grows it to */
-    while (grown < c->rx.len + len)
-        grown *= 2;
+    size_t cap = c->rx.cap, grown = cli_buf_cap_for(&c->rx, len);
     if (c->rx_too_large)
         return 0;
     if (c->rx.len + len > limit) {
