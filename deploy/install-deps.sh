@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake pkg-config git clang-format
   librdkafka-dev libavro-dev libwebsockets-dev libjansson-dev libsqlite3-dev
   check libsubunit-dev
-  libv4l-dev libavcodec-dev libavutil-dev libswscale-dev libssl-dev openssl curl
+  libv4l-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libssl-dev openssl curl
   python3 python3-avro python3-websockets sqlite3 valgrind ffmpeg
   clang libclang-rt-14-dev
 )

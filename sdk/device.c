@@ -1,0 +1,732 @@
+/* device.c — the device SDK (msrs_device.h): one libwebsockets client
+ * context, one connection per device, a bounded send queue per device that
+ * any thread may fill, the protocol's answers on the client's thread. */
+#include "msrs_device.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MD_RX_MAX        65536 /* the agent's messages are small JSON texts */
+#define MD_DEFAULT_QUEUE (16u << 20)
+
+typedef struct md_msg {
+    struct md_msg *next;
+    size_t len;
+    int binary;
+    int64_t probe_t1, probe_t2; /* a time_resp: t3 stamped when written */
+    int probe;
+    unsigned char buf[]; /* LWS_PRE, then len bytes */
+} md_msg;
+
+typedef struct md_url {
+    char host[256], path[256];
+    int port, tls;
+} md_url;
+
+struct md_client {
+    struct lws_context *ctx;
+    md_url url;
+    md_device *devices;          /* a list, through next */
+    lws_sorted_usec_list_t tick; /* ends a md_client_service wait */
+};
+
+struct md_device {
+    md_client *client;
+    md_device *next;
+    char id[MD_ID_MAX], name[128], version[64], credential[80];
+    json_t *caps, *streams; /* for the hello */
+    char stream_ids[MD_MAX_STREAMS][MD_ID_MAX];
+    size_t stream_count;
+    int64_t (*clock_ns)(void *arg);
+    void (*on_event)(void *arg, md_device *dev, const md_event *ev);
+    void *arg;
+    size_t max_queued;
+
+    /* the client's thread only */
+    struct lws *wsi;
+    md_url where; /* where it connects: the client's url, or a redirect */
+    int64_t reconnect_at_ns, backoff_ms;
+    int closing;
+    unsigned char rx[MD_RX_MAX];
+    size_t rx_len;
+    int rx_overflow;
+    uint64_t msg_id;
+
+    /* shared with other threads, under mu */
+    pthread_mutex_t mu;
+    md_msg *head, *tail, *probes, *probes_tail;
+    size_t queued;
+    int registered, slowed;
+    int64_t resume[MD_MAX_STREAMS];
+    char session[MD_ID_MAX];
+    int64_t start_at, stop_at;
+};
+
+static int64_t realtime_ns(void *arg)
+{
+    struct timespec ts;
+    (void)arg;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int fail(char *errstr, size_t size, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *errstr, size_t size, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (errstr && size)
+        vsnprintf(errstr, size, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static int parse_url(const char *url, md_url *u)
+{
+    const char *rest;
+    memset(u, 0, sizeof(*u));
+    if (!url)
+        return -1;
+    if (strncmp(url, "wss://", 6) == 0)
+        u->tls = 1, rest = url + 6;
+    else if (strncmp(url, "ws://", 5) == 0)
+        rest = url + 5;
+    else
+        return -1;
+    const char *slash = strchr(rest, '/'), *colon = strchr(rest, ':');
+    const char *end = slash ? slash : rest + strlen(rest);
+    if (!colon || colon > end || colon == rest || (size_t)(colon - rest) >= sizeof(u->host))
+        return -1;
+    memcpy(u->host, rest, (size_t)(colon - rest));
+    char *num_end;
+    long port = strtol(colon + 1, &num_end, 10);
+    if (num_end != end || port < 1 || port > 65535)
+        return -1;
+    u->port = (int)port;
+    snprintf(u->path, sizeof(u->path), "%s", slash ? slash : "/v1/devices");
+    return 0;
+}
+
+static int valid_id(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n < 1 || n >= MD_ID_MAX)
+        return 0;
+    return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == n;
+}
+
+int md_auth_proof(const char *credential, const char *nonce, const char *device_id, char out[65])
+{
+    const char *dot = credential ? strchr(credential, '.') : NULL;
+    unsigned char secret[32], mac[32];
+    unsigned int mac_len = 0;
+    if (!dot || strlen(dot + 1) != 64 || !nonce || !device_id)
+        return MD_ERR_INVALID;
+    for (int i = 0; i < 32; i++) {
+        unsigned int b;
+        if (sscanf(dot + 1 + 2 * i, "%2x", &b) != 1)
+            return MD_ERR_INVALID;
+        secret[i] = (unsigned char)b;
+    }
+    char msg[256];
+    int n = snprintf(msg, sizeof(msg), "%s:%s", nonce, device_id);
+    if (n < 0 || (size_t)n >= sizeof(msg))
+        return MD_ERR_INVALID;
+    HMAC(EVP_sha256(), secret, sizeof(secret), (const unsigned char *)msg, (size_t)n, mac,
+         &mac_len);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", mac[i]);
+    return MD_OK;
+}
+
+/* ------------------------------------------------------------- queueing */
+
+static md_msg *msg_new(size_t len)
+{
+    md_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    if (m)
+        memset(m, 0, sizeof(*m)), m->len = len;
+    return m;
+}
+
+static void queue_free(md_msg **head, md_msg **tail)
+{
+    while (*head) {
+        md_msg *m = *head;
+        *head = m->next;
+        free(m);
+    }
+    *tail = NULL;
+}
+
+static void push(md_msg **head, md_msg **tail, md_msg *m)
+{
+    m->next = NULL;
+    if (*tail)
+        (*tail)->next = m;
+    else
+        *head = m;
+    *tail = m;
+}
+
+/* Queues text (client's thread or any, under mu inside). */
+static int send_text(md_device *d, const char *text, size_t len, int force)
+{
+    md_msg *m = msg_new(len);
+    if (!m)
+        return MD_ERR_NOMEM;
+    memcpy(m->buf + LWS_PRE, text, len);
+    pthread_mutex_lock(&d->mu);
+    if (!force && d->queued + len > d->max_queued) {
+        pthread_mutex_unlock(&d->mu);
+        free(m);
+        return MD_ERR_FULL;
+    }
+    push(&d->head, &d->tail, m);
+    d->queued += len;
+    pthread_mutex_unlock(&d->mu);
+    return MD_OK;
+}
+
+static void send_json(md_device *d, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    if (text)
+        send_text(d, text, strlen(text), 1);
+    free(text);
+    json_decref(j);
+    if (d->wsi)
+        lws_callback_on_writable(d->wsi);
+}
+
+static void emit(md_device *d, md_event ev)
+{
+    if (d->on_event)
+        d->on_event(d->arg, d, &ev);
+}
+
+/* ------------------------------------------------------------ receiving */
+
+static void send_hello(md_device *d, const char *nonce)
+{
+    json_t *payload = json_pack("{s:s, s:O, s:O, s:s}", "name", d->name, "capabilities", d->caps,
+                                "streams", d->streams, "version", d->version);
+    if (nonce && *d->credential) {
+        char proof[65];
+        if (md_auth_proof(d->credential, nonce, d->id, proof) == MD_OK)
+            json_object_set_new(payload, "auth",
+                                json_pack("{s:I, s:s}", "generation",
+                                          (json_int_t)strtoll(d->credential, NULL, 10), "proof",
+                                          proof));
+    }
+    send_json(d,
+              json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", "hello", "type", "hello", "ts",
+                        (json_int_t)d->clock_ns(d->arg), "device_id", d->id, "payload", payload));
+}
+
+static void on_register(md_device *d, json_t *payload)
+{
+    int accepted = json_is_true(json_object_get(payload, "accepted"));
+    json_t *resume = json_object_get(payload, "resume");
+    pthread_mutex_lock(&d->mu);
+    d->registered = accepted;
+    for (size_t i = 0; i < d->stream_count; i++) {
+        json_t *r = json_object_get(resume, d->stream_ids[i]);
+        d->resume[i] = json_is_integer(r) ? json_integer_value(r) : -1;
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (accepted) {
+        d->backoff_ms = 0;
+        emit(d, (md_event){.kind = MD_EV_REGISTERED});
+        return;
+    }
+    const char *reason = json_string_value(json_object_get(payload, "reason")) ?: "";
+    const char *redirect = json_string_value(json_object_get(payload, "redirect"));
+    md_url to;
+    if (redirect && parse_url(redirect, &to) == 0)
+        d->where = to; /* the supervisor placed it on another node */
+    emit(d, (md_event){.kind = MD_EV_REFUSED, .code = reason, .message = reason});
+    d->closing = 1; /* closed on the next writable callback; reconnects after */
+    if (d->wsi)
+        lws_callback_on_writable(d->wsi);
+}
+
+static void on_session(md_device *d, const char *type, json_t *m, json_t *payload)
+{
+    const char *session = json_string_value(json_object_get(payload, "session_id"));
+    int start = strcmp(type, "start") == 0;
+    int64_t at = json_integer_value(json_object_get(payload, start ? "start_at" : "stop_at"));
+    if (session && valid_id(session)) {
+        pthread_mutex_lock(&d->mu);
+        if (start) {
+            if (strcmp(d->session, session) != 0) { /* a resend after a rejoin keeps the stop */
+                snprintf(d->session, sizeof(d->session), "%s", session);
+                d->stop_at = INT64_MAX;
+            }
+            d->start_at = at;
+        } else if (strcmp(session, d->session) == 0) {
+            d->stop_at = at;
+        }
+        pthread_mutex_unlock(&d->mu);
+        emit(d, (md_event){
+                    .kind = start ? MD_EV_START : MD_EV_STOP, .session_id = session, .at_ns = at});
+    }
+    send_json(d, json_pack("{s:s, s:s, s:{s:s, s:s}}", "type", "ack", "device_id", d->id, "payload",
+                           "ref_id", json_string_value(json_object_get(m, "id")) ?: "", "status",
+                           "ok"));
+}
+
+static void on_text(md_device *d, const char *text, size_t len, int64_t t2)
+{
+    json_t *m = json_loadb(text, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(m, "type"));
+    json_t *payload = json_object_get(m, "payload");
+    if (!type) {
+        json_decref(m);
+        return;
+    }
+    if (strcmp(type, "time_req") == 0) {
+        md_msg *r = msg_new(256);
+        if (r) {
+            r->probe = 1;
+            r->probe_t1 = json_integer_value(json_object_get(payload, "t1"));
+            r->probe_t2 = t2;
+            pthread_mutex_lock(&d->mu);
+            push(&d->probes, &d->probes_tail, r); /* ahead of queued data */
+            pthread_mutex_unlock(&d->mu);
+            lws_callback_on_writable(d->wsi);
+        }
+    } else if (strcmp(type, "challenge") == 0) {
+        send_hello(d, json_string_value(json_object_get(payload, "nonce")) ?: "");
+    } else if (strcmp(type, "register") == 0) {
+        on_register(d, payload);
+    } else if (strcmp(type, "start") == 0 || strcmp(type, "stop") == 0) {
+        on_session(d, type, m, payload);
+    } else if (strcmp(type, "flow") == 0) {
+        int slow =
+            strcmp(json_string_value(json_object_get(payload, "state")) ?: "", "slow_down") == 0;
+        pthread_mutex_lock(&d->mu);
+        int changed = slow != d->slowed;
+        d->slowed = slow;
+        pthread_mutex_unlock(&d->mu);
+        if (changed)
+            emit(d, (md_event){.kind = MD_EV_FLOW, .slow = slow});
+    } else if (strcmp(type, "error") == 0) {
+        emit(d,
+             (md_event){.kind = MD_EV_ERROR,
+                        .code = json_string_value(json_object_get(payload, "code")) ?: "",
+                        .message = json_string_value(json_object_get(payload, "message")) ?: ""});
+    }
+    json_decref(m);
+}
+
+/* ------------------------------------------------------------- the loop */
+
+static void connect_device(md_device *d);
+
+static void closed(md_device *d)
+{
+    pthread_mutex_lock(&d->mu);
+    d->registered = d->slowed = 0;
+    queue_free(&d->head, &d->tail);
+    queue_free(&d->probes, &d->probes_tail);
+    d->queued = 0;
+    pthread_mutex_unlock(&d->mu);
+    d->wsi = NULL;
+    d->closing = 0;
+    d->rx_len = 0;
+    d->backoff_ms = d->backoff_ms ? (d->backoff_ms * 2 > 8000 ? 8000 : d->backoff_ms * 2) : 1000;
+    d->reconnect_at_ns = mono_ns() + d->backoff_ms * 1000000;
+    emit(d, (md_event){.kind = MD_EV_CLOSED});
+}
+
+static int writeable(md_device *d, struct lws *wsi)
+{
+    if (d->closing)
+        return -1;
+    pthread_mutex_lock(&d->mu);
+    md_msg *m = d->probes;
+    if (m) {
+        d->probes = m->next;
+        if (!d->probes)
+            d->probes_tail = NULL;
+    } else if ((m = d->head)) {
+        d->head = m->next;
+        if (!d->head)
+            d->tail = NULL;
+        d->queued -= m->len;
+    }
+    int more = d->probes || d->head;
+    pthread_mutex_unlock(&d->mu);
+    if (!m)
+        return 0;
+    if (m->probe) {
+        int64_t t3 = d->clock_ns(d->arg);
+        int n = snprintf((char *)m->buf + LWS_PRE, 256,
+                         "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
+                         "\"t2\":%lld,\"t3\":%lld}}",
+                         d->id, (long long)m->probe_t1, (long long)m->probe_t2,
+                         (long long)(t3 < m->probe_t2 ? m->probe_t2 : t3));
+        m->len = n > 0 && n < 256 ? (size_t)n : 0;
+    }
+    int w = m->len ? lws_write(wsi, m->buf + LWS_PRE, m->len,
+                               m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT)
+                   : 0;
+    free(m);
+    if (w < 0)
+        return -1;
+    if (more)
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    md_device *d = user;
+    if (!d && (reason == LWS_CALLBACK_CLIENT_ESTABLISHED || reason == LWS_CALLBACK_CLIENT_RECEIVE ||
+               reason == LWS_CALLBACK_CLIENT_WRITEABLE))
+        return -1; /* a removed device's connection: close it */
+    if (!d && reason != LWS_CALLBACK_EVENT_WAIT_CANCELLED)
+        return 0;
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        d->rx_len = 0;
+        if (!*d->credential) /* otherwise hello answers the agent's challenge */
+            send_hello(d, NULL);
+        break;
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
+        int64_t t2 = d->clock_ns(d->arg);
+        if (d->rx_len + len <= sizeof(d->rx)) {
+            memcpy(d->rx + d->rx_len, in, len);
+            d->rx_len += len;
+        } else {
+            d->rx_overflow = 1;
+        }
+        if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+            if (!d->rx_overflow)
+                on_text(d, (const char *)d->rx, d->rx_len, t2);
+            d->rx_len = 0;
+            d->rx_overflow = 0;
+        }
+        break;
+    }
+    case LWS_CALLBACK_CLIENT_WRITEABLE: return writeable(d, wsi);
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_CLOSED: closed(d); break;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
+        /* md_client_wake: another thread queued data */
+        md_client *c = lws_context_user(lws_get_context(wsi));
+        for (md_device *x = c ? c->devices : NULL; x; x = x->next)
+            if (x->wsi && (x->head || x->probes))
+                lws_callback_on_writable(x->wsi);
+        break;
+    }
+    default: break;
+    }
+    return 0;
+}
+
+static const struct lws_protocols protocols[] = {{"msrs.v1", callback, 0, 65536, 0, NULL, 0},
+                                                 {NULL, NULL, 0, 0, 0, NULL, 0}};
+
+static void connect_device(md_device *d)
+{
+    struct lws_client_connect_info i;
+    memset(&i, 0, sizeof(i));
+    i.context = d->client->ctx;
+    i.address = d->where.host;
+    i.port = d->where.port;
+    i.path = d->where.path;
+    i.host = i.address;
+    i.origin = i.address;
+    i.protocol = "msrs.v1";
+    i.ssl_connection = d->where.tls ? LCCSCF_USE_SSL : 0;
+    i.userdata = d;
+    i.pwsi = &d->wsi;
+    d->reconnect_at_ns = 0;
+    if (!lws_client_connect_via_info(&i)) {
+        d->wsi = NULL;
+        d->reconnect_at_ns = mono_ns() + 1000000000;
+    }
+}
+
+md_client *md_client_new(const md_client_config *cfg, char *errstr, size_t errstr_size)
+{
+    md_client *c = calloc(1, sizeof(*c));
+    if (!c) {
+        fail(errstr, errstr_size, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (!cfg || parse_url(cfg->url, &c->url)) {
+        fail(errstr, errstr_size, MD_ERR_INVALID,
+             "url '%s': expected wss://HOST:PORT[/PATH] (ws:// unencrypted)",
+             cfg && cfg->url ? cfg->url : "");
+        free(c);
+        return NULL;
+    }
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = protocols;
+    info.user = c;
+    info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    if (cfg->ca_file && *cfg->ca_file)
+        info.client_ssl_ca_filepath = cfg->ca_file;
+    c->ctx = lws_create_context(&info);
+    if (!c->ctx) {
+        fail(errstr, errstr_size, MD_ERR_TRANSPORT,
+             "libwebsockets could not start a client context%s%s",
+             cfg->ca_file && *cfg->ca_file ? " (CA file " : "",
+             cfg->ca_file && *cfg->ca_file ? cfg->ca_file : "");
+        if (cfg->ca_file && *cfg->ca_file && errstr && errstr_size > strlen(errstr) + 1)
+            strncat(errstr, ")", errstr_size - strlen(errstr) - 1);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    (void)sul; /* lws_service returns after running it */
+}
+
+int md_client_service(md_client *c, int timeout_ms)
+{
+    int64_t now = mono_ns();
+    for (md_device *d = c->devices; d; d = d->next)
+        if (!d->wsi && d->reconnect_at_ns && now >= d->reconnect_at_ns)
+            connect_device(d);
+    /* lws 4 waits until its next timer whatever timeout lws_service is
+     * given: the wait is bounded by a timer of ours */
+    lws_sul_schedule(c->ctx, 0, &c->tick, tick,
+                     (lws_usec_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000);
+    return lws_service(c->ctx, 0) < 0 ? MD_ERR_TRANSPORT : MD_OK;
+}
+
+void md_client_wake(md_client *c)
+{
+    if (c)
+        lws_cancel_service(c->ctx);
+}
+
+void md_client_destroy(md_client *c)
+{
+    if (!c)
+        return;
+    while (c->devices)
+        md_device_remove(c->devices);
+    lws_context_destroy(c->ctx);
+    free(c);
+}
+
+md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr,
+                         size_t errstr_size)
+{
+    if (!valid_id(cfg->device_id)) {
+        fail(errstr, errstr_size, MD_ERR_INVALID,
+             "device_id '%s': expected 1-63 of [A-Za-z0-9._:-]", cfg->device_id ?: "");
+        return NULL;
+    }
+    if (cfg->stream_count < 1 || cfg->stream_count > MD_MAX_STREAMS) {
+        fail(errstr, errstr_size, MD_ERR_INVALID, "device %s: expected 1-%d streams, got %zu",
+             cfg->device_id, MD_MAX_STREAMS, cfg->stream_count);
+        return NULL;
+    }
+    if (cfg->credential && *cfg->credential && !strchr(cfg->credential, '.')) {
+        fail(errstr, errstr_size, MD_ERR_INVALID,
+             "device %s: credential: expected G.HEX (msrs devices credential ID)", cfg->device_id);
+        return NULL;
+    }
+    md_device *d = calloc(1, sizeof(*d));
+    if (!d) {
+        fail(errstr, errstr_size, MD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    d->client = c;
+    snprintf(d->id, sizeof(d->id), "%s", cfg->device_id);
+    snprintf(d->name, sizeof(d->name), "%s", cfg->name ? cfg->name : cfg->device_id);
+    snprintf(d->version, sizeof(d->version), "%s", cfg->version ? cfg->version : "");
+    snprintf(d->credential, sizeof(d->credential), "%s", cfg->credential ? cfg->credential : "");
+    d->caps = json_array();
+    d->streams = json_array();
+    for (size_t i = 0; i < cfg->capability_count; i++)
+        json_array_append_new(d->caps, json_string(cfg->capabilities[i]));
+    for (size_t i = 0; i < cfg->stream_count; i++) {
+        const md_stream *s = &cfg->streams[i];
+        if (!valid_id(s->stream_id)) {
+            fail(errstr, errstr_size, MD_ERR_INVALID,
+                 "device %s: streams[%zu].stream_id '%s': expected 1-63 of [A-Za-z0-9._:-]",
+                 cfg->device_id, i, s->stream_id ?: "");
+            md_device_remove(d);
+            return NULL;
+        }
+        snprintf(d->stream_ids[i], MD_ID_MAX, "%s", s->stream_id);
+        json_array_append_new(d->streams,
+                              json_pack("{s:s, s:s, s:f, s:i, s:s}", "stream_id", s->stream_id,
+                                        "type", s->type ?: "", "rate_hz", s->rate_hz, "channels",
+                                        s->channels, "format", s->format ?: ""));
+        d->resume[i] = -1;
+    }
+    d->stream_count = cfg->stream_count;
+    d->clock_ns = cfg->clock_ns ? cfg->clock_ns : realtime_ns;
+    d->on_event = cfg->on_event;
+    d->arg = cfg->arg;
+    d->max_queued = cfg->max_queued_bytes ? cfg->max_queued_bytes : MD_DEFAULT_QUEUE;
+    d->where = c->url;
+    d->stop_at = INT64_MAX;
+    pthread_mutex_init(&d->mu, NULL);
+    d->next = c->devices;
+    c->devices = d;
+    connect_device(d);
+    return d;
+}
+
+void md_device_remove(md_device *d)
+{
+    if (!d)
+        return;
+    if (d->client) {
+        for (md_device **p = &d->client->devices; *p; p = &(*p)->next)
+            if (*p == d) {
+                *p = d->next;
+                break;
+            }
+        if (d->wsi) {
+            /* lws calls back CLOSED for this wsi: it must not reach d */
+            lws_set_wsi_user(d->wsi, NULL);
+            lws_set_timeout(d->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        }
+    }
+    queue_free(&d->head, &d->tail);
+    queue_free(&d->probes, &d->probes_tail);
+    json_decref(d->caps);
+    json_decref(d->streams);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+/* --------------------------------------------------------- any thread */
+
+int md_device_send_media(md_device *d, const md_media *m, const void *data, size_t len)
+{
+    char session[MD_ID_MAX], hdr[768];
+    md_device_session_at(d, m->device_time_ns, session, sizeof(session));
+    int hl =
+        snprintf(hdr, sizeof(hdr),
+                 "{\"stream_id\":\"%s\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
+                 "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
+                 m->stream_id, m->codec, (long long)m->pts_ns, m->keyframe ? "true" : "false",
+                 (long long)m->seq, (long long)m->device_time_ns, m->width, m->height, session);
+    if (hl < 0 || (size_t)hl >= sizeof(hdr) || !valid_id(m->stream_id))
+        return MD_ERR_INVALID;
+    size_t total = 4 + (size_t)hl + len;
+    md_msg *msg = msg_new(total);
+    if (!msg)
+        return MD_ERR_NOMEM;
+    unsigned char *p = msg->buf + LWS_PRE;
+    msg->binary = 1;
+    p[0] = (unsigned char)(hl >> 24), p[1] = (unsigned char)(hl >> 16);
+    p[2] = (unsigned char)(hl >> 8), p[3] = (unsigned char)hl;
+    memcpy(p + 4, hdr, (size_t)hl);
+    if (len)
+        memcpy(p + 4 + hl, data, len);
+    pthread_mutex_lock(&d->mu);
+    int rc = !d->registered                      ? MD_ERR_NOT_REGISTERED
+             : d->queued + total > d->max_queued ? MD_ERR_FULL
+                                                 : MD_OK;
+    if (rc == MD_OK) {
+        push(&d->head, &d->tail, msg);
+        d->queued += total;
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (rc != MD_OK)
+        free(msg);
+    else
+        md_client_wake(d->client);
+    return rc;
+}
+
+int md_device_send_status(md_device *d, double battery, int recording)
+{
+    char text[256];
+    int n =
+        battery >= 0
+            ? snprintf(text, sizeof(text),
+                       "{\"type\":\"status\",\"device_id\":\"%s\",\"payload\":{\"battery\":%.3f,"
+                       "\"recording\":%s}}",
+                       d->id, battery, recording ? "true" : "false")
+            : snprintf(text, sizeof(text),
+                       "{\"type\":\"status\",\"device_id\":\"%s\",\"payload\":{\"recording\":%s}}",
+                       d->id, recording ? "true" : "false");
+    if (!md_device_registered(d))
+        return MD_ERR_NOT_REGISTERED;
+    int rc = send_text(d, text, (size_t)n, 0);
+    if (rc == MD_OK)
+        md_client_wake(d->client);
+    return rc;
+}
+
+int md_device_session_at(md_device *d, int64_t t, char *out, size_t size)
+{
+    pthread_mutex_lock(&d->mu);
+    int in = d->session[0] && t >= d->start_at && t < d->stop_at;
+    snprintf(out, size, "%s", in ? d->session : "");
+    pthread_mutex_unlock(&d->mu);
+    return in;
+}
+
+int64_t md_device_resume_seq(md_device *d, const char *stream_id)
+{
+    int64_t r = -1;
+    pthread_mutex_lock(&d->mu);
+    for (size_t i = 0; i < d->stream_count; i++)
+        if (strcmp(d->stream_ids[i], stream_id) == 0)
+            r = d->resume[i];
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
+int md_device_registered(md_device *d)
+{
+    pthread_mutex_lock(&d->mu);
+    int r = d->registered;
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
+int md_device_slowed(md_device *d)
+{
+    pthread_mutex_lock(&d->mu);
+    int r = d->slowed;
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
+size_t md_device_queued_bytes(md_device *d)
+{
+    pthread_mutex_lock(&d->mu);
+    size_t r = d->queued;
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}

@@ -1,0 +1,160 @@
+/* msrs_device.h — the msrs device SDK (prefix md_): a device's side of the
+ * WebSocket protocol of docs/protocol.md, over libwebsockets.
+ *
+ * Conventions (as libevents' ev.h):
+ * - Opaque handles with _new/_destroy (md_client) or _add/_remove
+ *   (md_device); _destroy(NULL) and _remove(NULL) are no-ops.
+ * - Functions return 0 or a negative md_err; where a person needs the
+ *   detail they fill errstr. The SDK never prints and never exits.
+ * - Threads: one thread owns an md_client — it calls md_client_service and
+ *   every function not marked "any thread"; every callback runs on it.
+ *   Functions marked "any thread" may be called from other threads
+ *   concurrently (a capture or encoder thread sending packets).
+ * - Strings passed in are copied; pointers handed to callbacks live for the
+ *   call only.
+ *
+ * What it does for the device: connects (ws:// or wss://, the agent's
+ * certificate checked against ca_file), answers the agent's challenge with
+ * the credential's proof (never the credential), says hello with the
+ * streams, answers every clock probe from the device's clock (t2 when the
+ * request is read, t3 just before the answer is written, ahead of queued
+ * data), tags data with the session whose [start_at, stop_at) holds its
+ * device time, acknowledges start/stop, reports flow (slow_down/resume),
+ * follows a placement redirect, and reconnects after a close (1 s, then up
+ * to 8 s apart) resuming the agent's sequence numbers. What is queued is
+ * bounded (max_queued_bytes): a full queue refuses a packet (MD_ERR_FULL),
+ * so the caller drops and counts it before spending work on it. */
+#ifndef MSRS_DEVICE_H
+#define MSRS_DEVICE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum md_err {
+    MD_OK = 0,
+    MD_ERR_INVALID = -1, /* an argument or configuration is wrong (errstr) */
+    MD_ERR_NOMEM = -2,
+    MD_ERR_FULL = -3,           /* the send queue is at max_queued_bytes: retriable */
+    MD_ERR_NOT_REGISTERED = -4, /* not (yet) registered with an agent: retriable */
+    MD_ERR_TRANSPORT = -5       /* libwebsockets could not be set up (errstr) */
+} md_err;
+
+#define MD_MAX_STREAMS 8
+#define MD_ID_MAX      64 /* ids are 1-63 of [A-Za-z0-9._:-] */
+
+typedef struct md_client md_client;
+typedef struct md_device md_device;
+
+typedef struct md_stream {
+    const char *stream_id; /* 1-63 of [A-Za-z0-9._:-] */
+    const char *type;      /* "rgb_video", "gsr", ... */
+    double rate_hz;        /* 0: irregular */
+    int channels;
+    const char *format; /* "h264", "mjpeg", "float64", ... */
+} md_stream;
+
+typedef enum md_event_kind {
+    MD_EV_REGISTERED, /* the agent accepted the hello (md_device_next_seq has its resume) */
+    MD_EV_REFUSED,    /* the agent refused the hello: message says why; it reconnects later */
+    MD_EV_START,      /* session_id starts at at_ns (device clock) */
+    MD_EV_STOP,       /* session_id stops at at_ns (device clock) */
+    MD_EV_FLOW,       /* slow = 1: slow_down (send less), 0: resume */
+    MD_EV_ERROR,      /* the agent answered a message with an error: code, message */
+    MD_EV_CLOSED      /* the connection closed; it reconnects by itself */
+} md_event_kind;
+
+typedef struct md_event {
+    md_event_kind kind;
+    const char *session_id; /* START, STOP */
+    int64_t at_ns;          /* START, STOP */
+    int slow;               /* FLOW */
+    const char *code;       /* REFUSED (the reason's code, e.g. "unauthorized"), ERROR */
+    const char *message;    /* REFUSED, ERROR */
+} md_event;
+
+typedef struct md_client_config {
+    const char *url;     /* wss://HOST:PORT/v1/devices, or ws:// where the agent allows it */
+    const char *ca_file; /* PEM CA for the agent's certificate; NULL: the system's */
+} md_client_config;
+
+typedef struct md_device_config {
+    const char *device_id;
+    const char *name;       /* NULL: the id */
+    const char *version;    /* NULL: "" */
+    const char *credential; /* "G.HEX" (msrs devices credential ID); NULL: no challenge expected */
+    const char *const *capabilities;
+    size_t capability_count;
+    const md_stream *streams;
+    size_t stream_count; /* 1..MD_MAX_STREAMS */
+    /* The device's clock, ns: the probes' t2/t3 and the envelopes' ts.
+     * Any thread. NULL: CLOCK_REALTIME. */
+    int64_t (*clock_ns)(void *arg);
+    /* Every event, on the client's thread. May be NULL. */
+    void (*on_event)(void *arg, md_device *dev, const md_event *ev);
+    void *arg;
+    size_t max_queued_bytes; /* 0: 16 MiB */
+} md_device_config;
+
+/* One media packet: the body is the encoded packet as is (keyframes carry
+ * the codec's headers in band, docs/protocol.md). */
+typedef struct md_media {
+    const char *stream_id;
+    const char *codec; /* "h264", "mjpeg", ... */
+    int64_t pts_ns;
+    int keyframe;
+    int64_t seq;            /* the frame's number: a skipped number is a gap the agent counts */
+    int64_t device_time_ns; /* when the frame was taken, on the device's clock */
+    int width, height;
+} md_media;
+
+/* A client: one libwebsockets context for any number of devices. NULL with
+ * errstr on a bad url or when libwebsockets cannot start. */
+md_client *md_client_new(const md_client_config *cfg, char *errstr, size_t errstr_size);
+/* Runs the network for at most timeout_ms: connects, reads, writes, runs
+ * callbacks, reconnects. 0, or MD_ERR_TRANSPORT when the loop failed. */
+int md_client_service(md_client *c, int timeout_ms);
+/* Any thread: makes a md_client_service that is waiting return soon (the
+ * queues are looked at again). */
+void md_client_wake(md_client *c);
+/* Closes every device and frees the client. */
+void md_client_destroy(md_client *c);
+
+/* Adds a device and starts connecting it. The configuration is copied.
+ * NULL with errstr when it is invalid. */
+md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr,
+                         size_t errstr_size);
+/* Closes the device's connection and frees it; nothing may use it after
+ * (other threads stopped first). */
+void md_device_remove(md_device *d);
+
+/* Any thread: queues one media packet (copied). MD_ERR_NOT_REGISTERED when
+ * the device is not registered now, MD_ERR_FULL when the queue holds
+ * max_queued_bytes: the packet is not sent and the caller counts it. */
+int md_device_send_media(md_device *d, const md_media *m, const void *data, size_t len);
+/* Any thread: a status message (battery 0..1 or < 0 for none). */
+int md_device_send_status(md_device *d, double battery, int recording);
+/* Any thread: the session data taken at device time t belongs to, copied
+ * to out (size >= MD_ID_MAX); 1 when there is one, 0 (out "") otherwise. */
+int md_device_session_at(md_device *d, int64_t t, char *out, size_t size);
+/* Any thread: the sequence number the agent expects next on stream (its
+ * resume at the last registration), or -1 when it named none. */
+int64_t md_device_resume_seq(md_device *d, const char *stream_id);
+/* Any thread: 1 while registered, 0 otherwise. */
+int md_device_registered(md_device *d);
+/* Any thread: 1 while the agent asked for less (slow_down), 0 otherwise. */
+int md_device_slowed(md_device *d);
+/* Any thread: bytes queued and not yet written. */
+size_t md_device_queued_bytes(md_device *d);
+
+/* The proof of a credential "G.HEX" over the agent's nonce:
+ * hex(HMAC-SHA256(bytes of HEX, nonce ":" device_id)), 64 digits and a NUL
+ * in out. 0, or MD_ERR_INVALID when the credential is not of that form. */
+int md_auth_proof(const char *credential, const char *nonce, const char *device_id, char out[65]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,112 @@
+/* capture.h — msrs-capture internals (prefix cp_): USB cameras through
+ * libv4l2 (v4l2.c), their frames encoded with libavcodec or passed through
+ * (encode.c), the latest JPEG of each for the camera proxy (preview.c), and
+ * main.c, which finds cameras and makes each a device of its node through
+ * the device SDK (msrs_device.h).
+ * Threads: main.c's loop owns the SDK client and the camera list; each
+ * camera has one thread (DQBUF, encode, send); the preview server has one.
+ * What a camera thread shares is under its camera's mutex. */
+#ifndef MSRS_CAPTURE_H
+#define MSRS_CAPTURE_H
+#include "ev.h"
+#include "msrs_device.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ v4l2.c */
+
+typedef struct cp_v4l2 cp_v4l2;
+
+typedef struct cp_frame {
+    const unsigned char *data; /* valid until cp_v4l2_release */
+    size_t len;
+    int64_t time_ns;  /* CLOCK_MONOTONIC: the driver's stamp, or dequeue time */
+    int64_t sequence; /* the driver's frame counter */
+    int driver_stamp; /* 1: the driver's monotonic stamp; 0: taken at dequeue */
+} cp_frame;
+
+typedef struct cp_format {
+    uint32_t pixfmt; /* V4L2_PIX_FMT_MJPEG, _YUYV or _YUV420 */
+    int width, height, fps;
+    int emulated;    /* libv4l2 converts to it from the camera's own format */
+    char native[64]; /* what the camera offers, e.g. "YUYV,MJPG" */
+} cp_format;
+
+/* Opens path with libv4l2 and negotiates a format (prefer: "auto" —
+ * MJPEG, then YUYV, then YU12 through libv4l2's conversion — or "mjpeg",
+ * "yuyv", "yuv420"), the size and rate asked, and mmap streaming. NULL
+ * with errstr naming the path and what was wrong. card and bus get
+ * QUERYCAP's names. */
+cp_v4l2 *cp_v4l2_open(const char *path, const char *prefer, int width, int height, int fps,
+                      cp_format *fmt, char *card, size_t card_size, char *bus, size_t bus_size,
+                      char *errstr, size_t errstr_size);
+/* Waits up to timeout_ms for a frame. 1 with *f, 0 none yet, -1 the camera
+ * is gone or failed (errstr). */
+int cp_v4l2_next(cp_v4l2 *v, int timeout_ms, cp_frame *f, char *errstr, size_t errstr_size);
+/* Gives the frame's buffer back to the driver. */
+void cp_v4l2_release(cp_v4l2 *v);
+void cp_v4l2_close(cp_v4l2 *v);
+
+/* ---------------------------------------------------------- encode.c */
+
+typedef struct cp_encoder cp_encoder;
+
+typedef struct cp_encode_params {
+    const char *preset;  /* libx264 preset: "ultrafast" */
+    const char *tune;    /* "zerolatency" */
+    int crf;             /* 0: bit rate instead */
+    int64_t bitrate;     /* bits/s when crf = 0 */
+    int keyframe_frames; /* a keyframe every this many frames */
+    int threads;
+} cp_encode_params;
+
+typedef struct cp_packet {
+    const unsigned char *data;
+    size_t len;
+    int keyframe;
+} cp_packet;
+
+/* An encoder for frames of fmt: H.264 (libx264) for raw formats, MJPEG
+ * passed through. NULL with errstr. */
+cp_encoder *cp_encoder_new(const cp_format *fmt, const cp_encode_params *p, char *errstr,
+                           size_t errstr_size);
+/* "h264" or "mjpeg" */
+const char *cp_encoder_codec(const cp_encoder *e);
+/* Encodes (or passes) one frame; force_key: make it a keyframe. 1 with
+ * *out (valid until the next call), 0 no packet (the encoder holds it), -1
+ * failed (errstr). */
+int cp_encoder_put(cp_encoder *e, const cp_frame *f, int force_key, cp_packet *out, char *errstr,
+                   size_t errstr_size);
+/* A JPEG of the frame, at most max_width wide, into *jpeg (malloc'd, the
+ * caller frees). 0 or -1. */
+int cp_encoder_preview(cp_encoder *e, const cp_frame *f, int max_width, unsigned char **jpeg,
+                       size_t *len);
+void cp_encoder_destroy(cp_encoder *e);
+
+/* --------------------------------------------------------- preview.c */
+
+typedef struct cp_preview cp_preview;
+
+/* The camera proxy: GET /v1/cameras (JSON: each camera's id, state,
+ * counts) and GET /v1/cameras/ID.jpg (its latest JPEG), over TLS unless
+ * tls.plain, with a bearer token of any role unless auth.required =
+ * false; on its own thread. list() is called on that thread and returns a
+ * JSON text (malloc'd); jpeg() copies a camera's latest JPEG (malloc'd) or
+ * returns -1. */
+typedef struct cp_preview_source {
+    char *(*list)(void *arg);
+    int (*jpeg)(void *arg, const char *device_id, unsigned char **data, size_t *len);
+    void *arg;
+} cp_preview_source;
+
+/* Starts the proxy on listen ("HOST:PORT") with conf's tls.* and auth.*;
+ * src is borrowed until cp_preview_stop. NULL with errstr ("config ..."
+ * for a configuration error). */
+cp_preview *cp_preview_start(const ev_conf *conf, const char *listen, const cp_preview_source *src,
+                             char *errstr, size_t errstr_size);
+/* Stops its thread and frees it; NULL is a no-op. */
+void cp_preview_stop(cp_preview *p);
+
+#endif

@@ -1,0 +1,209 @@
+/* preview.c — the camera proxy: each camera's latest JPEG and the camera
+ * list over HTTPS, on a thread and a libwebsockets context of its own, so
+ * that a slow viewer never holds up a camera. GET only; a bearer token
+ * (node or operator, any role) unless auth.required = false. */
+#include "capture.h"
+#include "security.h"
+
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct cp_preview {
+    struct lws_context *ctx;
+    cli_tls tls;
+    cli_auth auth;
+    cp_preview_source src;
+    pthread_t thread;
+    volatile int stop;
+};
+
+typedef struct cp_req {
+    unsigned char *body;
+    size_t len;
+    int status;
+    const char *type;
+} cp_req;
+
+static void answer(struct lws *wsi, cp_req *r, int status, const char *type, unsigned char *body,
+                   size_t len)
+{
+    free(r->body);
+    r->status = status;
+    r->type = type;
+    r->body = body;
+    r->len = len;
+    lws_callback_on_writable(wsi);
+}
+
+static void answer_text(struct lws *wsi, cp_req *r, int status, const char *code, const char *msg)
+{
+    json_t *j = json_pack("{s:s, s:s}", "error", code, "message", msg);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    answer(wsi, r, status, "application/json", (unsigned char *)text, text ? strlen(text) : 0);
+}
+
+static void handle(cp_preview *p, struct lws *wsi, cp_req *r, const char *path)
+{
+    char auth[CLI_AUTH_TOKEN_MAX + 16];
+    if (p->auth.enabled) {
+        cli_principal who;
+        const char *why = "no Authorization: Bearer token";
+        int alen = lws_hdr_copy(wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION);
+        if (alen <= 7 || strncasecmp(auth, "Bearer ", 7) != 0 ||
+            cli_auth_token_check(&p->auth, auth + 7, &who, &why)) {
+            answer_text(wsi, r, 401, "unauthorized", why);
+            return;
+        }
+    }
+    if (strcmp(path, "/v1/cameras") == 0) {
+        char *text = p->src.list(p->src.arg);
+        answer(wsi, r, 200, "application/json", (unsigned char *)text, text ? strlen(text) : 0);
+        return;
+    }
+    const char *prefix = "/v1/cameras/";
+    size_t n = strlen(path);
+    if (strncmp(path, prefix, strlen(prefix)) == 0 && n > strlen(prefix) + 4 &&
+        strcmp(path + n - 4, ".jpg") == 0 && n - strlen(prefix) - 4 < MD_ID_MAX) {
+        char id[MD_ID_MAX];
+        snprintf(id, sizeof(id), "%.*s", (int)(n - strlen(prefix) - 4), path + strlen(prefix));
+        unsigned char *jpeg = NULL;
+        size_t len = 0;
+        if (p->src.jpeg(p->src.arg, id, &jpeg, &len) == 0)
+            answer(wsi, r, 200, "image/jpeg", jpeg, len);
+        else
+            answer_text(wsi, r, 404, "not_found", "no such camera, or no image from it yet");
+        return;
+    }
+    answer_text(wsi, r, 404, "not_found", "GET /v1/cameras or /v1/cameras/DEVICE_ID.jpg");
+}
+
+static int write_answer(struct lws *wsi, cp_req *r)
+{
+    unsigned char *buf = malloc(LWS_PRE + 1024 + r->len);
+    if (!buf)
+        return -1;
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = start + 1024;
+    int rc = -1;
+    static const char challenge[] = "Bearer realm=\"msrs\"";
+    if (lws_add_http_common_headers(wsi, (unsigned int)r->status, r->type, r->len, &p, end) == 0 &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-store", 8, &p, end) == 0 &&
+        (r->status != 401 ||
+         lws_add_http_header_by_name(
+             wsi, (const unsigned char *)"www-authenticate:", (const unsigned char *)challenge,
+             (int)strlen(challenge), &p, end) == 0) &&
+        lws_finalize_write_http_header(wsi, start, &p, end) == 0) {
+        if (r->len)
+            memcpy(start, r->body, r->len);
+        if (lws_write(wsi, start, r->len, LWS_WRITE_HTTP_FINAL) == (int)r->len)
+            rc = 0;
+    }
+    free(buf);
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+    if (rc || lws_http_transaction_completed(wsi))
+        return -1;
+    return 0;
+}
+
+static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+    cp_preview *p = lws_context_user(lws_get_context(wsi));
+    cp_req *r = user;
+    if (!r && reason != LWS_CALLBACK_HTTP)
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
+            lws_return_http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "only GET is served");
+            return -1;
+        }
+        handle(p, wsi, r, (const char *)in);
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE: return r->status ? write_answer(wsi, r) : 0;
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        free(r->body);
+        memset(r, 0, sizeof(*r));
+        return 0;
+    default: break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+    {"http", callback_http, sizeof(cp_req), 0, 0, NULL, 0}, {NULL, NULL, 0, 0, 0, NULL, 0}};
+
+static void *serve(void *arg)
+{
+    cp_preview *p = arg;
+    while (!p->stop)
+        if (lws_service(p->ctx, 0) < 0)
+            break;
+    return NULL;
+}
+
+cp_preview *cp_preview_start(const ev_conf *conf, const char *listen, const cp_preview_source *src,
+                             char *errstr, size_t errstr_size)
+{
+    cp_preview *p = calloc(1, sizeof(*p));
+    char host[128];
+    int port = 0;
+    const char *colon = strrchr(listen, ':');
+    if (!p || !colon || colon == listen || (size_t)(colon - listen) >= sizeof(host) ||
+        (port = atoi(colon + 1)) < 1 || port > 65535) {
+        snprintf(errstr, errstr_size,
+                 "config capture.preview_listen: expected HOST:PORT or off, got '%s'", listen);
+        free(p);
+        return NULL;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+    p->src = *src;
+    if (cli_tls_load(&p->tls, conf, "msrs-capture", 1, errstr, errstr_size) ||
+        cli_auth_load(&p->auth, conf, "msrs-capture", errstr, errstr_size)) {
+        cli_auth_free(&p->auth);
+        free(p);
+        return NULL;
+    }
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = port;
+    info.iface = strcmp(host, "0.0.0.0") == 0 ? NULL : host;
+    info.protocols = protocols;
+    info.user = p;
+    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    cli_tls_apply(&p->tls, &info);
+    p->ctx = lws_create_context(&info);
+    if (!p->ctx) {
+        snprintf(errstr, errstr_size, "cannot listen on %s (in use, or not an address here)",
+                 listen);
+        cli_auth_free(&p->auth);
+        free(p);
+        return NULL;
+    }
+    if (pthread_create(&p->thread, NULL, serve, p) != 0) {
+        snprintf(errstr, errstr_size, "cannot start its thread");
+        lws_context_destroy(p->ctx);
+        cli_auth_free(&p->auth);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void cp_preview_stop(cp_preview *p)
+{
+    if (!p)
+        return;
+    p->stop = 1;
+    lws_cancel_service(p->ctx);
+    pthread_join(p->thread, NULL);
+    lws_context_destroy(p->ctx);
+    cli_auth_free(&p->auth);
+    free(p);
+}
