@@ -75,6 +75,9 @@ void ar__writer_close_files(ar_writer *w)
         if (st->es && fclose(st->es))
             w->failed = 1;
         st->es = NULL;
+        if (ar__mkv_close(st->mkv))
+            w->failed = 1;
+        st->mkv = NULL;
     }
     if (w->xdf && ar_xdf_close(w->xdf))
         w->failed = 1;
@@ -359,6 +362,30 @@ int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *dev
     return rc;
 }
 
+/* The packet into the stream's Matroska file, opened at its first
+ * keyframe. A codec without a mapping has none (its elementary stream is
+ * there); a keyframe without headers fails the archive, as a write would. */
+static int mkv_packet(ar_writer *w, ar__stream *st, const json_t *r, const void *bytes, size_t len,
+                      int key, char *errstr, size_t errstr_size)
+{
+    if (!st->mkv && key && ar__mkv_codec_known(st->codec) && !st->mkv_tried) {
+        char dn[128], sn[128], rel[300], path[PATH_MAX];
+        st->mkv_tried = 1;
+        ar__safe_name(dn, sizeof(dn), st->device_id);
+        ar__safe_name(sn, sizeof(sn), st->stream_id);
+        snprintf(rel, sizeof(rel), "%s/%s.mkv", dn, sn);
+        ar__writer_file(w, path, sizeof(path), rel);
+        st->mkv = ar__mkv_open(path, st->codec, (int)ar__jint(r, "width"),
+                               (int)ar__jint(r, "height"), bytes, len, errstr, errstr_size);
+        if (!st->mkv)
+            return failed(w, EV_ERR_IO);
+    }
+    if (st->mkv &&
+        ar__mkv_write(st->mkv, bytes, len, ar__jint(r, "master_time_ns"), key, errstr, errstr_size))
+        return failed(w, EV_ERR_IO);
+    return 0;
+}
+
 int ar_writer_media(ar_writer *w, avro_value_t *packet, char *errstr, size_t errstr_size)
 {
     /* The packet goes to the video file; the index gets the record without it. */
@@ -392,6 +419,8 @@ int ar_writer_media(ar_writer *w, avro_value_t *packet, char *errstr, size_t err
     else if (st->es && len && fwrite(bytes, 1, len, st->es) != len)
         rc = failed(w, ar__fail(errstr, errstr_size, EV_ERR_IO, "%s/%s/%s: %s", w->staging,
                                 st->device_id, st->stream_id, strerror(errno)));
+    else if (rc == 0 && len)
+        rc = mkv_packet(w, st, r, bytes, len, key, errstr, errstr_size);
     if (!st->samples)
         st->first_master = ar__jint(r, "master_time_ns");
     st->last_master = ar__jint(r, "master_time_ns");

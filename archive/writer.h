@@ -8,12 +8,28 @@
 
 enum { AR__SAMPLES, AR__MEDIA };
 
+/* video.c: a video stream as Matroska at master times. */
+typedef struct ar__mkv ar__mkv;
+/* 1 when codec ("h264", "libx264", "mpeg4", "mjpeg", "hevc") has a
+ * Matroska mapping here. */
+int ar__mkv_codec_known(const char *codec);
+/* Opens path at the stream's first keyframe (its headers from key). NULL
+ * with errstr. */
+ar__mkv *ar__mkv_open(const char *path, const char *codec, int width, int height, const void *key,
+                      size_t len, char *errstr, size_t errstr_size);
+/* One packet at master_ns. 0 or an EV_ERR_ code (errstr). */
+int ar__mkv_write(ar__mkv *m, const void *data, size_t len, int64_t master_ns, int keyframe,
+                  char *errstr, size_t errstr_size);
+/* Writes the index and closes; NULL is a no-op. 0 or -1. */
+int ar__mkv_close(ar__mkv *m);
+
 typedef struct ar__stream {
     char device_id[128], stream_id[128];
     int kind;
     avro_file_writer_t ocf; /* DEVICE/STREAM.avro or .frames.avro */
     FILE *es;               /* the video's elementary stream */
-    int seen_keyframe;
+    ar__mkv *mkv;           /* the video as Matroska, from its first keyframe */
+    int seen_keyframe, mkv_tried;
     int64_t next_seq, samples, bytes, gaps, duplicates, before_keyframe;
     int64_t first_master, last_master;
     uint32_t xdf_id;

@@ -52,8 +52,7 @@ typedef struct cp_capture {
     int ncams;
     struct {
         char path[256], why[512];
-        int64_t retry_ns;
-    } refused[CP_MAX_CAMERAS];
+    } refused[CP_MAX_CAMERAS]; /* paths not taken, and why (said once) */
     int nrefused;
     cp_preview *preview;
 } cp_capture;
@@ -320,21 +319,20 @@ static void camera_stop(cp_camera *k)
     k->v = NULL;
 }
 
-static int refused_until(cp_capture *c, const char *path, const char *why, int64_t now)
+/* Remembers why path was not taken: 1 when it is the reason said last
+ * time (not said again), 0 when it is new. A path is tried again at every
+ * scan (a camera plugged back in comes back within capture.scan_ms). */
+static int said_before(cp_capture *c, const char *path, const char *why)
 {
     for (int i = 0; i < c->nrefused; i++)
         if (strcmp(c->refused[i].path, path) == 0) {
-            int same = why && strcmp(c->refused[i].why, why) == 0;
-            if (why) {
-                snprintf(c->refused[i].why, sizeof(c->refused[i].why), "%s", why);
-                c->refused[i].retry_ns = now + 10000000000LL;
-            }
-            return why ? same : now < c->refused[i].retry_ns;
+            int same = strcmp(c->refused[i].why, why) == 0;
+            snprintf(c->refused[i].why, sizeof(c->refused[i].why), "%s", why);
+            return same;
         }
-    if (why && c->nrefused < CP_MAX_CAMERAS) {
+    if (c->nrefused < CP_MAX_CAMERAS) {
         snprintf(c->refused[c->nrefused].path, sizeof(c->refused[0].path), "%s", path);
-        snprintf(c->refused[c->nrefused].why, sizeof(c->refused[0].why), "%s", why);
-        c->refused[c->nrefused++].retry_ns = now + 10000000000LL;
+        snprintf(c->refused[c->nrefused++].why, sizeof(c->refused[0].why), "%s", why);
     }
     return 0;
 }
@@ -347,17 +345,20 @@ static int path_in_use(const cp_capture *c, const char *path)
     return 0;
 }
 
-static void camera_start(cp_capture *c, const char *path, int64_t now)
+static void camera_start(cp_capture *c, const char *path)
 {
     char err[512], card[64], bus[64], id[MD_ID_MAX];
     cp_format fmt;
     cp_v4l2 *v = cp_v4l2_open(path, c->prefer, c->width, c->height, c->fps, &fmt, card,
                               sizeof(card), bus, sizeof(bus), err, sizeof(err));
     if (!v) {
-        if (!refused_until(c, path, err, now)) /* said once per path and reason */
+        if (!said_before(c, path, err)) /* said once per path and reason */
             fprintf(stderr, "msrs-capture: %s\n", err);
         return;
     }
+    for (int i = 0; i < c->nrefused; i++) /* opens now: a later failure is news again */
+        if (strcmp(c->refused[i].path, path) == 0)
+            c->refused[i] = c->refused[--c->nrefused];
     camera_id(c, bus, path, id, sizeof(id));
     cp_camera *k = camera_find(c, id);
     if (k && k->running) { /* a second node of one camera */
@@ -366,7 +367,7 @@ static void camera_start(cp_capture *c, const char *path, int64_t now)
     }
     cp_encoder *enc = cp_encoder_new(&fmt, &c->enc, err, sizeof(err));
     if (!enc) {
-        if (!refused_until(c, path, err, now))
+        if (!said_before(c, path, err))
             fprintf(stderr, "msrs-capture: %s (%s): %s\n", path, id, err);
         cp_v4l2_close(v);
         return;
@@ -433,15 +434,14 @@ static void camera_start(cp_capture *c, const char *path, int64_t now)
     k->running = 1;
     char t[5] = {(char)(fmt.pixfmt & 0xff), (char)((fmt.pixfmt >> 8) & 0xff),
                  (char)((fmt.pixfmt >> 16) & 0xff), (char)(fmt.pixfmt >> 24), 0};
-    fprintf(stderr, "msrs-capture: %s: '%s' (%s) as %s: %s %dx%d@%d%s -> %s%s\n", path, card,
+    fprintf(stderr, "msrs-capture: %s: '%s' (%s) as %s: %s %dx%d@%d%s%s%s -> %s\n", path, card,
             *bus ? bus : "no bus", id, t, fmt.width, fmt.height, fmt.fps,
-            fmt.emulated ? " (converted by libv4l2 from the camera's own " : "", k->codec,
-            fmt.emulated ? ")" : "");
+            fmt.emulated ? " (converted by libv4l2 from the camera's own " : "",
+            fmt.emulated ? fmt.native : "", fmt.emulated ? ")" : "", k->codec);
 }
 
 static void scan(cp_capture *c)
 {
-    int64_t now = mono_ns();
     for (int i = 0; i < c->ncams; i++) {
         cp_camera *k = c->cams[i];
         if (k->running && k->gone) {
@@ -454,8 +454,8 @@ static void scan(cp_capture *c)
     if (glob(c->devices, 0, NULL, &g) != 0)
         return;
     for (size_t i = 0; i < g.gl_pathc; i++)
-        if (!path_in_use(c, g.gl_pathv[i]) && !refused_until(c, g.gl_pathv[i], NULL, now))
-            camera_start(c, g.gl_pathv[i], now);
+        if (!path_in_use(c, g.gl_pathv[i]))
+            camera_start(c, g.gl_pathv[i]);
     globfree(&g);
 }
 

@@ -140,11 +140,19 @@ cp_v4l2 *cp_v4l2_open(const char *path, const char *prefer, int width, int heigh
     f.fmt.pix.height = (uint32_t)height;
     f.fmt.pix.pixelformat = pixfmt;
     f.fmt.pix.field = V4L2_FIELD_NONE;
+    errno = 0;
     if (xioctl(v->fd, VIDIOC_S_FMT, &f) < 0 || f.fmt.pix.pixelformat != pixfmt) {
-        char t[5];
+        /* libv4l2 lists its emulated formats whatever the camera has, and
+         * passes S_FMT through when it cannot convert from it */
+        char t[5], got[5];
         fourcc_text(pixfmt, t);
-        snprintf(errstr, errstr_size, "%s: VIDIOC_S_FMT %s %dx%d refused: %s", path, t, width,
-                 height, errno ? strerror(errno) : "another format given");
+        fourcc_text(f.fmt.pix.pixelformat, got);
+        snprintf(errstr, errstr_size,
+                 "%s: '%s' offers no format msrs-capture encodes (it offers %s%s): VIDIOC_S_FMT "
+                 "%s %dx%d %s%s",
+                 path, card, *fmt->native ? fmt->native : "none",
+                 fmt->emulated ? ", which libv4l2 cannot convert" : "", t, width, height,
+                 errno ? "failed: " : "gave ", errno ? strerror(errno) : got);
         goto fail;
     }
     fmt->pixfmt = pixfmt;
