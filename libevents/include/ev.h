@@ -816,6 +816,8 @@ typedef struct ev_node {
  * such node (out untouched). */
 int ev_state_node(const ev_state *state, const char *node_id, ev_node *out);
 const char *ev_state_node_next(const ev_state *state, const char *after, ev_node *out);
+/* 1 when node_id's last NodeRegistered named capability ("camera"), else 0. */
+int ev_state_node_capability(const ev_state *state, const char *node_id, const char *capability);
 
 typedef struct ev_device {
     const char *device_id;

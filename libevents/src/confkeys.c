@@ -34,6 +34,8 @@ const char *const ev_conf_known_keys[] = {
     "agent.max_connections",
     "agent.max_pending_per_address",
     "agent.max_buffered_bytes",
+    "agent.capture",
+    "agent.capture_bin",
     /* TLS and credentials (common/security.h) */
     "tls.cert",
     "tls.key",

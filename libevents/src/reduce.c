@@ -664,6 +664,17 @@ const char *ev_state_node_next(const ev_state *s, const char *after, ev_node *ou
     return id;
 }
 
+int ev_state_node_capability(const ev_state *s, const char *node_id, const char *capability)
+{
+    json_t *caps =
+        json_object_get(json_object_get(s->nodes, node_id ? node_id : ""), "capabilities");
+    size_t i;
+    json_t *c;
+    json_array_foreach(caps, i,
+                       c) if (strcmp(json_string_value(c) ?: "", capability) == 0) return 1;
+    return 0;
+}
+
 int ev_state_device(const ev_state *s, const char *device_id, ev_device *out)
 {
     latest_materialise(s->latest, s->devices);

@@ -17,6 +17,8 @@
  *                   from the log (commands, sessions, devices, samples, media)
  *   7. ingest.c     samples, media, status, sync_mark -> events
  *   8. protocol.c   device messages: envelope checks, hello, dispatch
+ *   8b. spawn.c     the plan's services that are processes of their own
+ *                   (msrs-capture): started, restarted, stopped
  *   9. control.c    the control plane (a supervisor client)
  *  10. main.c       options, the 2 ms tick, commands; wires the layers
  * The pure clock estimator is libevents' ev_clock_est (clockest.c). */
@@ -27,6 +29,7 @@
 #include "security.h"
 
 #include <libwebsockets.h>
+#include <sys/types.h>
 
 #define AG_ID_MAX          EV_ID_MAX
 #define AG_MAX_STREAMS     8
@@ -185,6 +188,7 @@ typedef struct ag_control {
     char discovery_targets[256];
     char prefix[128]; /* the log's topic prefix: which system to join */
     int phase, busy, planned;
+    int reported_cameras; /* the last registration said "camera" */
     int64_t next_at_ns, heartbeat_ns;
     int probes_left;
     int64_t clock_unc_ns, clock_rtt_ns;
@@ -197,6 +201,33 @@ typedef struct ag_control {
  * lws_service. message_cb: one whole message of c (msg borrowed for the
  * call; binary: a binary frame). closed_cb: c is closing; its send queue is
  * freed after the call. */
+/* spawn.c: a service of the plan run as a process (msrs-capture). */
+#define AG_SPAWN_ARGS 96
+typedef struct ag_spawn {
+    int enabled;               /* agent.capture = auto */
+    char devices[512];         /* capture.devices: a node with a match has cameras */
+    char *argv[AG_SPAWN_ARGS]; /* msrs-capture -X ... */
+    int argc;
+    pid_t pid; /* 0: not running */
+    int wanted, said_off;
+    int64_t started_at_ns, restart_at_ns, backoff_ms, starts, exits;
+} ag_spawn;
+
+/* Builds the command line from conf (agent.capture, agent.capture_bin,
+ * tls.*, auth.*, capture.*) and the endpoint's address. 0 or -1 (errstr). */
+int ag_spawn_init(ag_spawn *s, const ev_conf *conf, const ag_config *cfg, const cli_tls *tls,
+                  char *errstr, size_t errstr_size);
+/* 1 when capture is enabled and a path matches capture.devices. */
+int ag_spawn_cameras(const ag_spawn *s);
+/* The plan names the service (1) or not (0): started or stopped. */
+void ag_spawn_want(ag_spawn *s, int wanted, int64_t now_ns);
+/* Reaps an exit (said) and restarts it when due. */
+void ag_spawn_tick(ag_spawn *s, int64_t now_ns);
+/* SIGTERM, SIGKILL after 5 s; then not wanted. */
+void ag_spawn_stop(ag_spawn *s);
+/* Stops it and frees the command line. */
+void ag_spawn_free(ag_spawn *s);
+
 typedef void (*ag_message_cb)(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len,
                               int binary);
 typedef void (*ag_closed_cb)(ag_agent *a, ag_conn *c);
@@ -224,6 +255,8 @@ struct ag_agent {
     ag_session **sessions;
     size_t session_count;
     ag_control ctl;
+    ag_spawn capture; /* msrs-capture, when the plan names it */
+    int64_t capture_checked_ns;
     int listening;     /* the device endpoint's vhost exists */
     cli_tls tls;       /* the endpoint's TLS and the control client's */
     cli_auth auth;     /* device credentials (auth.key_file) */

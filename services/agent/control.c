@@ -305,11 +305,17 @@ static json_t *request_body(ag_agent *a, int kind, int64_t now)
         char host[64] = "", address[192];
         gethostname(host, sizeof(host) - 1);
         snprintf(address, sizeof(address), "%s:%d", a->cfg.advertise, a->cfg.port);
-        return json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:s, s:I, s:I}", "node_id", a->cfg.node_id,
-                         "hostname", host, "address", address, "caps", "devices", "clock",
-                         "max_devices", (json_int_t)a->cfg.max_devices, "version", MSRS_VERSION,
-                         "cpu_cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "mem_total_bytes",
-                         (json_int_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE));
+        json_t *body =
+            json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:s, s:I, s:I}", "node_id", a->cfg.node_id,
+                      "hostname", host, "address", address, "caps", "devices", "clock",
+                      "max_devices", (json_int_t)a->cfg.max_devices, "version", MSRS_VERSION,
+                      "cpu_cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "mem_total_bytes",
+                      (json_int_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE));
+        /* cameras here: the plan names capture (msrs-capture) */
+        c->reported_cameras = ag_spawn_cameras(&a->capture);
+        if (c->reported_cameras)
+            json_array_append_new(json_object_get(body, "caps"), json_string("camera"));
+        return body;
     }
     case REQ_PLAN: return json_pack("{s:s}", "node_id", a->cfg.node_id);
     case REQ_HEARTBEAT: {
@@ -321,6 +327,8 @@ static json_t *request_body(ag_agent *a, int kind, int64_t now)
                                "rx_bytes_per_s", (json_int_t)rx_bytes_per_s(a, now));
         if (a->listening)
             json_array_append_new(json_object_get(hb, "services_running"), json_string("devices"));
+        if (a->capture.pid)
+            json_array_append_new(json_object_get(hb, "services_running"), json_string("capture"));
         if (a->master_clock.fitted) {
             json_array_append_new(json_object_get(hb, "services_running"), json_string("clock"));
             /* node clock minus master clock; the probe's offset is master minus node */
@@ -389,6 +397,7 @@ static void apply_plan(ag_agent *a, json_t *plan)
     c->heartbeat_ns = (hb > 0 ? hb : 1000) * 1000000;
     a->plan_max_devices = json_integer_value(json_object_get(plan, "max_devices"));
     c->planned = 1;
+    ag_spawn_want(&a->capture, plan_names(plan, "capture"), ag_now_ns());
     if (plan_names(plan, "devices") && !a->listening) {
         if (ag_endpoint_listen(a, err, sizeof(err)))
             fprintf(stderr, "msrs-agent: plan: %s\n", err);
@@ -485,6 +494,13 @@ static void on_done(ag_agent *a, ag_http *h)
         c->phase = AG_CTL_PROBE;
         c->probes_left = CTL_PROBES;
         c->next_at_ns = now + c->heartbeat_ns;
+        if (ag_spawn_cameras(&a->capture) != c->reported_cameras) {
+            /* a first camera plugged in, or the last one out: the plan changes */
+            fprintf(stderr, "msrs-agent: cameras %s: registering again for a new plan\n",
+                    c->reported_cameras ? "gone" : "found");
+            c->phase = AG_CTL_REGISTER;
+            c->next_at_ns = now;
+        }
         break;
     }
     }

@@ -278,6 +278,10 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     ag_sync_tick(a, now);
     ag_recording_tick(a, now);
     ag_flow_tick(a, now); /* the log writes in its own thread: nothing to flush here */
+    if (now - a->capture_checked_ns >= 1000000000) { /* msrs-capture: exited? due again? */
+        a->capture_checked_ns = now;
+        ag_spawn_tick(&a->capture, now);
+    }
     poll_commands(a);
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
 }
@@ -358,7 +362,8 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
         return -1; /* said on stderr */
     if (cli_tls_load(&a->tls, conf, "msrs-agent", 1, errstr, errstr_size) ||
         cli_auth_load(&a->auth, conf, "msrs-agent", errstr, errstr_size) ||
-        node_token(a, conf, errstr, errstr_size))
+        node_token(a, conf, errstr, errstr_size) ||
+        ag_spawn_init(&a->capture, conf, &a->cfg, &a->tls, errstr, errstr_size))
         return -1;
     a->pending = json_object();
     if (a->cfg.kernel_timestamps && rxstamp_check(err, sizeof(err))) {
@@ -428,7 +433,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         }
     }
 out:
-    ag_endpoint_stop(a); /* closes every connection: DeviceDisconnected for each */
+    ag_spawn_free(&a->capture); /* msrs-capture stops first: its cameras disconnect */
+    ag_endpoint_stop(a);        /* closes every connection: DeviceDisconnected for each */
     if (a->log)
         ag_recording_drain(a);
     if (a->log && ev_log_flush(a->log, 10000, err, sizeof(err))) {

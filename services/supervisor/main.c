@@ -169,9 +169,13 @@ static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
         return 404;
     }
     int64_t max = ev_place_limit(node.max_devices, s->place.max_per_node);
+    json_t *services = json_deep_copy(s->services);
+    /* a node with cameras runs msrs-capture (docs/control.md, The plan) */
+    if (ev_state_node_capability(s->state, node_id, "camera"))
+        json_array_append_new(services, json_string("capture"));
     json_t *plan =
-        json_pack("{s:s, s:s, s:O, s:I, s:I, s:I}", "node_id", node_id, "role", "recorder",
-                  "services", s->services, "ttl_ms", (json_int_t)s->ttl_ms, "heartbeat_interval_ms",
+        json_pack("{s:s, s:s, s:o, s:I, s:I, s:I}", "node_id", node_id, "role", "recorder",
+                  "services", services, "ttl_ms", (json_int_t)s->ttl_ms, "heartbeat_interval_ms",
                   (json_int_t)s->heartbeat_ms, "max_devices", (json_int_t)max);
     if (emit_apply(s, "NodePlanned", node_id, plan, NULL, err, sizeof(err))) {
         json_decref(plan);

@@ -26,7 +26,10 @@ Checked:
   master time (to the ms, Matroska's scale);
 - the camera proxy: 401 without a token; the camera list and a JPEG with
   an operator's token;
-- capture exits 0 on SIGTERM, and nothing else crashed."""
+- the plan: n1 registers with the capability "camera" (a path matches
+  capture.devices), the supervisor's plan names capture, the agent starts
+  msrs-capture itself, and starts it again when it is killed;
+- nothing crashed."""
 import json
 import os
 import shutil
@@ -118,15 +121,28 @@ def main():
     camera_file(os.path.join(cams, "video2"), "Odd Camera", "testcam-odd", "XRAW")
     db, archive = os.path.join(tmp, "log.db"), os.path.join(tmp, "archive")
     log = "sqlite:" + db
-    port, preview = free_port(), free_port()
+    port, preview, sup_port = free_port(), free_port(), free_port()
     url = "wss://127.0.0.1:%d/v1/devices" % port
     procs = Procs(tmp)
     ids = ["sim-1", "sim-2", "sim-3", "sim-4", "n1.cam-testcam-a", "n1.cam-testcam-b"]
     try:
+        # the supervisor plans capture for a node with cameras; the agent
+        # starts msrs-capture (its stderr is the agent's)
+        procs.start("supervisor", ["msrs-supervisor", "--log", log, "--listen",
+                                   "127.0.0.1:%d" % sup_port, "--node-id", "sup",
+                                   "-X", "discovery.port=0"], env=env)
+        check(wait_listening(sup_port), "supervisor listening")
         procs.start("agent", ["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port,
-                              "--node-id", "n1", "-X", "sync.interval_ms=1000",
-                              "-X", "agent.report_delay_ms=1000"], env=env)
-        check(wait_listening(port), "agent listening")
+                              "--node-id", "n1", "--supervisor", "https://127.0.0.1:%d" % sup_port,
+                              "-X", "sync.interval_ms=1000", "-X", "agent.report_delay_ms=1000",
+                              "-X", "capture.devices=%s/video*" % cams, "-X", "capture.stall_ms=500",
+                              "-X", "capture.preview_listen=127.0.0.1:%d" % preview], env=env)
+        check(wait_listening(port, 20), "agent listening (planned)")
+        nodes = tail(db, "nodes")
+        reg = [r["value"] for r in of_type(nodes, "NodeRegistered") if r["value"]["node_id"] == "n1"]
+        plan = [r["value"] for r in of_type(nodes, "NodePlanned") if r["value"]["node_id"] == "n1"]
+        check(reg and "camera" in reg[-1]["capabilities"], "n1 registered with cameras: %s" % reg[-1:])
+        check(plan and "capture" in plan[-1]["services"], "n1's plan names capture: %s" % plan[-1:])
         conversion_run(tmp, env, url)
         procs.start("syncd", ["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000"], env=env)
         procs.start("collectord", ["msrs-collectord", "--log", log, "-X", "collect.lead_ms=1500"], env=env)
@@ -134,10 +150,6 @@ def main():
                                  "-X", "archive.finalize_timeout_ms=20000"], env=env,
                     stdout=subprocess.DEVNULL)
         procs.start("devsim", ["msrs-devsim", "--url", url, "--devices", "4", "--profile", "lan"], env=env)
-        capture = procs.start("capture", ["msrs-capture", "-X", "capture.devices=%s/video*" % cams,
-                                          "-X", "capture.agent=" + url, "-X", "capture.id_prefix=n1.",
-                                          "-X", "capture.stall_ms=500",
-                                          "-X", "capture.preview_listen=127.0.0.1:%d" % preview], env=env)
         def camera_regs():
             got = [r for r in of_type(tail(db, "devices"), "DeviceRegistered")
                    if r["value"]["device_id"] in ids[4:]]
@@ -151,7 +163,7 @@ def main():
               "YUYV encoded to H.264, MJPEG passed through: %s" % fmt)
         check(all(v["node_id"] == "n1" and v["streams"][0]["rate_hz"] == FPS for v in by_id.values()),
               "devices of node n1 at 30 fps")
-        err = procs.stderr_of("capture")
+        err = procs.stderr_of("agent")
         check("offers no format msrs-capture encodes (it offers XRAW" in err and "Odd Camera" in err,
               "the odd camera refused, naming what it offers: %s" % err[-800:])
 
@@ -219,7 +231,7 @@ def main():
         cams_rep = {d: streams.get((d, "video"), {}) for d in ids[4:]}
         check(all(c.get("samples", 0) > 5 * FPS for c in cams_rep.values()),
               "cameras recorded: %s" % {d: c.get("samples") for d, c in cams_rep.items()})
-        err = procs.stderr_of("capture")
+        err = procs.stderr_of("agent")
         check("n1.cam-testcam-a stalled" in err and "frames again" in err, "the stall said: %s" % err[-600:])
         check("n1.cam-testcam-b gone" in err and "unplugged" in err, "the unplug said")
 
@@ -258,14 +270,24 @@ def main():
         st = json.loads(r.stdout or "{}")
         check(r.returncode == 0 and all(d in st.get("devices", {}) for d in ids[4:]),
               "replay folds the cameras as devices")
-        capture.terminate()
-        check(capture.wait(20) == 0, "msrs-capture exits 0 on SIGTERM")
+        # msrs-capture killed: the agent starts it again, and the cameras come back
+        alog = procs.stderr_of("agent")
+        pids = [int(line.split("(pid ")[1].split(")")[0]) for line in alog.splitlines()
+                if "plan: started" in line and "msrs-capture" in line]
+        check(len(pids) == 1, "the agent started msrs-capture once: %s" % pids)
+        if pids:
+            n_regs = len(camera_regs() or [])
+            os.kill(pids[0], 9)
+            check(check.wait_for(lambda: "killed by signal 9: started again" in procs.stderr_of("agent"),
+                                 10, "the restart"), "the agent says msrs-capture was killed")
+            check(check.wait_for(lambda: len(camera_regs() or []) >= n_regs + 2, 20,
+                                 "the cameras again"), "the cameras registered again after the restart")
     finally:
         stop_all(procs)
     bad = [(p.args[0], p.returncode) for p in procs if p.returncode not in (0, -9, -15)]
     check(not bad, "every process exited cleanly: %s" % bad)
     if check.failures:
-        for name in ("capture", "agent", "collectord", "archiver"):
+        for name in ("agent", "supervisor", "collectord", "archiver"):
             print("--- %s:\n%s" % (name, procs.stderr_of(name)[-2500:]))
     else:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -52,6 +52,24 @@ START_TEST(node_lifecycle)
 }
 END_TEST
 
+/* The plan's capture service follows the node's last registration. */
+START_TEST(node_capabilities)
+{
+    ck_assert_int_eq(apply("c1", 10, "NodeRegistered",
+                           "{\"node_id\": \"n1\", \"capabilities\": [\"devices\", \"camera\"]}"),
+                     0);
+    ck_assert_int_eq(ev_state_node_capability(state, "n1", "camera"), 1);
+    ck_assert_int_eq(ev_state_node_capability(state, "n1", "gpu"), 0);
+    ck_assert_int_eq(ev_state_node_capability(state, "n2", "camera"), 0);
+    ck_assert_int_eq(ev_state_node_capability(state, NULL, "camera"), 0);
+    /* registered again without cameras: no longer */
+    ck_assert_int_eq(
+        apply("c2", 20, "NodeRegistered", "{\"node_id\": \"n1\", \"capabilities\": [\"devices\"]}"),
+        0);
+    ck_assert_int_eq(ev_state_node_capability(state, "n1", "camera"), 0);
+}
+END_TEST
+
 START_TEST(duplicate_event_ids_change_nothing)
 {
     ck_assert_int_eq(
@@ -327,6 +345,7 @@ int main(void)
     TCase *tc = tcase_create("reduce");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, node_lifecycle);
+    tcase_add_test(tc, node_capabilities);
     tcase_add_test(tc, duplicate_event_ids_change_nothing);
     tcase_add_test(tc, many_ids_stay_distinct);
     tcase_add_test(tc, node_expiry_removes_its_devices);
