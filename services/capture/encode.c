@@ -19,7 +19,7 @@ struct cp_encoder {
     AVFrame *frame;
     AVPacket *pkt;
     struct SwsContext *sws;
-    int64_t frames;
+    int64_t frames, last_pts;
     /* the preview: a JPEG encoder of its own, at a smaller size */
     AVCodecContext *jpeg;
     AVFrame *small;
@@ -58,7 +58,9 @@ cp_encoder *cp_encoder_new(const cp_format *fmt, const cp_encode_params *p, char
     }
     e->enc->width = fmt->width;
     e->enc->height = fmt->height;
-    e->enc->time_base = (AVRational){1, 1000000}; /* pts: the frame's time in us */
+    /* pts in frame periods (from the frame's time: a dropped frame leaves a
+     * hole): libx264 works per frame, and a 1 us time base cost ~10 % more */
+    e->enc->time_base = (AVRational){1, fmt->fps};
     e->enc->framerate = (AVRational){fmt->fps, 1};
     e->enc->pix_fmt = AV_PIX_FMT_YUV420P;
     e->enc->gop_size = p->keyframe_frames > 0 ? p->keyframe_frames : fmt->fps;
@@ -147,7 +149,9 @@ int cp_encoder_put(cp_encoder *e, const cp_frame *f, int force_key, cp_packet *o
     else
         av_image_copy(e->frame->data, e->frame->linesize, src, stride, AV_PIX_FMT_YUV420P,
                       e->fmt.width, e->fmt.height);
-    e->frame->pts = f->time_ns / 1000;
+    int64_t pts = (f->time_ns / 1000) * e->fmt.fps / 1000000;
+    e->frame->pts = pts > e->last_pts ? pts : e->last_pts + 1;
+    e->last_pts = e->frame->pts;
     e->frame->pict_type = force_key ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE;
     int rc = avcodec_send_frame(e->enc, e->frame);
     if (rc < 0) {

@@ -24,8 +24,10 @@
  * most 200 ms and says EAGAIN, as a poll with that timeout would (a regular
  * file is always ready to poll, so a caller that polls first would spin
  * otherwise, and libv4l2 prints every EAGAIN). */
+#include "pattern.h"
 #include <errno.h>
 #include <fcntl.h>
+
 #include <libv4l-plugin.h>
 #include <linux/videodev2.h>
 #include <pthread.h>
@@ -33,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +58,8 @@ typedef struct tc_cam {
     /* buffers */
     int nbufs;
     size_t buf_size;
+    unsigned char *map; /* the buffers, mapped here too: frames written in place */
+    size_t map_len;
     int queued[TC_MAX_BUFS]; /* FIFO of queued buffer indices */
     int nqueued;
     struct {
@@ -169,6 +174,14 @@ static int read_header(tc_cam *c, int first)
     return 0;
 }
 
+static void unmap(tc_cam *c)
+{
+    if (c->map)
+        munmap(c->map, c->map_len);
+    c->map = NULL;
+    c->map_len = 0;
+}
+
 static void *tc_init(int fd)
 {
     struct stat st;
@@ -195,6 +208,7 @@ static void tc_close(void *priv)
     tc_cam *c = priv;
     if (!c)
         return;
+    unmap(c);
     pthread_mutex_destroy(&c->mu);
     free(c->jpeg);
     free(c->jpeg_at);
@@ -223,35 +237,22 @@ static void fill_format(const tc_cam *c, struct v4l2_format *f, uint32_t pixfmt)
         pixfmt == V4L2_PIX_FMT_MJPEG ? V4L2_COLORSPACE_JPEG : V4L2_COLORSPACE_SRGB;
 }
 
-/* Writes frame k into buffer index; returns its bytesused. */
+/* Writes frame k into buffer index (in place, through the plugin's own
+ * mapping of the file: the application sees it through its own); returns
+ * its bytesused. */
 static size_t write_frame(tc_cam *c, int index, int64_t k)
 {
-    off_t at = TC_HEADER + (off_t)index * (off_t)c->buf_size;
-    if (c->pixfmt == V4L2_PIX_FMT_MJPEG && c->jpeg_count) {
+    unsigned char *at = c->map + (size_t)index * c->buf_size;
+    if (c->pixfmt == V4L2_PIX_FMT_MJPEG) {
+        if (!c->jpeg_count)
+            return 0;
         int j = (int)(k % c->jpeg_count);
         size_t n = c->jpeg_size[j] < c->buf_size ? c->jpeg_size[j] : c->buf_size;
-        if (pwrite(c->fd, c->jpeg + c->jpeg_at[j], n, at) != (ssize_t)n)
-            return 0;
+        memcpy(at, c->jpeg + c->jpeg_at[j], n);
         return n;
     }
-    size_t row = (size_t)c->width * 2, n = row * c->height;
-    unsigned char *img = malloc(n);
-    if (!img)
-        return 0;
-    for (uint32_t y = 0; y < c->height; y++) {
-        unsigned char *p = img + y * row;
-        for (size_t x = 0; x < row; x += 4) { /* Y U Y V: a diagonal that moves */
-            p[x] = p[x + 2] = (unsigned char)((x / 2 + y + (size_t)k * 4) & 0xff);
-            p[x + 1] = (unsigned char)(128 + (y & 63));
-            p[x + 3] = (unsigned char)(128 + ((size_t)k & 63));
-        }
-    }
-    memcpy(img, "MSRSFRM1", 8);
-    for (int i = 0; i < 8; i++)
-        img[8 + i] = (unsigned char)((uint64_t)k >> (8 * i));
-    ssize_t w = pwrite(c->fd, img, n, at);
-    free(img);
-    return w == (ssize_t)n ? n : 0;
+    tc_pattern_yuyv(at, c->width, c->height, k);
+    return (size_t)c->width * 2 * c->height;
 }
 
 /* The driver, up to now: frames due since the last one fill queued
@@ -435,9 +436,19 @@ static int tc_ioctl(void *priv, int fd, unsigned long int request, void *arg)
         r->count = (uint32_t)c->nbufs;
         c->nqueued = c->ndone = 0;
         memset(c->is_queued, 0, sizeof(c->is_queued));
+        unmap(c);
         if (c->nbufs && ftruncate(fd, TC_HEADER + (off_t)c->nbufs * (off_t)c->buf_size)) {
             rc = -1;
             break;
+        }
+        if (c->nbufs) {
+            c->map_len = (size_t)c->nbufs * c->buf_size;
+            c->map = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, TC_HEADER);
+            if (c->map == MAP_FAILED) {
+                c->map = NULL;
+                c->nbufs = 0;
+                rc = -1;
+            }
         }
         break;
     }
