@@ -146,6 +146,7 @@ static void on_event(void *arg, md_device *dev, const md_event *ev)
         pthread_mutex_unlock(&k->mu);
         fprintf(stderr, "msrs-capture: %s (%s, %s %dx%d@%d) registered\n", k->device_id, k->path,
                 k->codec, k->fmt.width, k->fmt.height, k->fmt.fps);
+        md_device_send_status(k->dev, -1, 0);
         break;
     }
     case MD_EV_REFUSED:
@@ -459,10 +460,16 @@ static void scan(cp_capture *c)
     globfree(&g);
 }
 
+/* Every 10 s: each camera's status to the agent (DeviceStatus: recording
+ * while a session holds its frames) and its counts on stderr. */
 static void status_line(cp_capture *c)
 {
     for (int i = 0; i < c->ncams; i++) {
         cp_camera *k = c->cams[i];
+        char session[MD_ID_MAX];
+        if (k->running && md_device_registered(k->dev))
+            md_device_send_status(k->dev, -1,
+                                  md_device_session_at(k->dev, mono_ns(), session, sizeof(session)));
         pthread_mutex_lock(&k->mu);
         fprintf(stderr,
                 "msrs-capture: %s %s: %lld frames, %lld sent, %lld lost by the driver or while "

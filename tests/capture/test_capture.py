@@ -163,6 +163,8 @@ def main():
               "YUYV encoded to H.264, MJPEG passed through: %s" % fmt)
         check(all(v["node_id"] == "n1" and v["streams"][0]["rate_hz"] == FPS for v in by_id.values()),
               "devices of node n1 at 30 fps")
+        status = [r["value"]["device_id"] for r in of_type(tail(db, "devices"), "DeviceStatus")]
+        check(all(d in status for d in ids[4:]), "the cameras' DeviceStatus: %s" % sorted(set(status)))
         err = procs.stderr_of("agent")
         check("offers no format msrs-capture encodes (it offers XRAW" in err and "Odd Camera" in err,
               "the odd camera refused, naming what it offers: %s" % err[-800:])
