@@ -530,6 +530,11 @@ void md_client_wake(md_client *c)
         lws_cancel_service(c->ctx);
 }
 
+struct lws_context *md_client_lws_context(md_client *c)
+{
+    return c->ctx;
+}
+
 void md_client_destroy(md_client *c)
 {
     if (!c)

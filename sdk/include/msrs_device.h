@@ -121,6 +121,12 @@ int md_client_service(md_client *c, int timeout_ms);
 void md_client_wake(md_client *c);
 /* Closes every device and frees the client. */
 void md_client_destroy(md_client *c);
+/* The client's libwebsockets context, for a program that serves something
+ * of its own on the same loop (a vhost of its own, as msrs-capture's
+ * camera proxy; one context per process keeps OpenSSL's set-up single).
+ * Owned by the client; its thread only. */
+struct lws_context;
+struct lws_context *md_client_lws_context(md_client *c);
 
 /* Adds a device and starts connecting it. The configuration is copied.
  * NULL with errstr when it is invalid. */

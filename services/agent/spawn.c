@@ -173,6 +173,10 @@ void ag_spawn_stop(ag_spawn *s)
     for (int i = 0; i < 500; i++) { /* 5 s */
         if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
             s->pid = 0;
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                fprintf(stderr, "msrs-agent: %s stopped with %s %d\n", s->argv[0],
+                        WIFEXITED(status) ? "exit status" : "signal",
+                        WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
             return;
         }
         struct timespec ts = {0, 10000000};

@@ -3,8 +3,9 @@
  * (encode.c), the latest JPEG of each for the camera proxy (preview.c), and
  * main.c, which finds cameras and makes each a device of its node through
  * the device SDK (msrs_device.h).
- * Threads: main.c's loop owns the SDK client and the camera list; each
- * camera has one thread (DQBUF, encode, send); the preview server has one.
+ * Threads: main.c's loop owns the SDK client, its context (the camera
+ * proxy is a vhost of it) and the camera list; each camera has one thread
+ * (DQBUF, encode, send).
  * What a camera thread shares is under its camera's mutex. */
 #ifndef MSRS_CAPTURE_H
 #define MSRS_CAPTURE_H
@@ -92,9 +93,9 @@ typedef struct cp_preview cp_preview;
 /* The camera proxy: GET /v1/cameras (JSON: each camera's id, state,
  * counts) and GET /v1/cameras/ID.jpg (its latest JPEG), over TLS unless
  * tls.plain, with a bearer token of any role unless auth.required =
- * false; on its own thread. list() is called on that thread and returns a
- * JSON text (malloc'd); jpeg() copies a camera's latest JPEG (malloc'd) or
- * returns -1. */
+ * false: a vhost of ctx (the SDK client's context), served by the thread
+ * that services it. list() returns a JSON text (malloc'd); jpeg() copies a
+ * camera's latest JPEG (malloc'd) or returns -1; both on that thread. */
 typedef struct cp_preview_source {
     char *(*list)(void *arg);
     int (*jpeg)(void *arg, const char *device_id, unsigned char **data, size_t *len);
@@ -104,9 +105,10 @@ typedef struct cp_preview_source {
 /* Starts the proxy on listen ("HOST:PORT") with conf's tls.* and auth.*;
  * src is borrowed until cp_preview_stop. NULL with errstr ("config ..."
  * for a configuration error). */
-cp_preview *cp_preview_start(const ev_conf *conf, const char *listen, const cp_preview_source *src,
-                             char *errstr, size_t errstr_size);
-/* Stops its thread and frees it; NULL is a no-op. */
+cp_preview *cp_preview_start(struct lws_context *ctx, const ev_conf *conf, const char *listen,
+                             const cp_preview_source *src, char *errstr, size_t errstr_size);
+/* Closes its listener and connections and frees it (before the context is
+ * destroyed); NULL is a no-op. */
 void cp_preview_stop(cp_preview *p);
 
 #endif

@@ -468,8 +468,8 @@ static void status_line(cp_capture *c)
         cp_camera *k = c->cams[i];
         char session[MD_ID_MAX];
         if (k->running && md_device_registered(k->dev))
-            md_device_send_status(k->dev, -1,
-                                  md_device_session_at(k->dev, mono_ns(), session, sizeof(session)));
+            md_device_send_status(
+                k->dev, -1, md_device_session_at(k->dev, mono_ns(), session, sizeof(session)));
         pthread_mutex_lock(&k->mu);
         fprintf(stderr,
                 "msrs-capture: %s %s: %lld frames, %lld sent, %lld lost by the driver or while "
@@ -620,7 +620,8 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
     cp_preview_source src = {preview_list, preview_jpeg, c};
     const char *listen = ev_conf_get(conf, "capture.preview_listen", "127.0.0.1:8630");
     if (strcmp(listen, "off") != 0 && *listen) {
-        c->preview = cp_preview_start(conf, listen, &src, err, sizeof(err));
+        c->preview = cp_preview_start(md_client_lws_context(c->client), conf, listen, &src, err,
+                                      sizeof(err));
         if (!c->preview) {
             fprintf(stderr, "msrs-capture: camera proxy: %s\n", err);
             md_client_destroy(c->client);

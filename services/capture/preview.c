@@ -1,7 +1,9 @@
 /* preview.c — the camera proxy: each camera's latest JPEG and the camera
- * list over HTTPS, on a thread and a libwebsockets context of its own, so
- * that a slow viewer never holds up a camera. GET only; a bearer token
- * (node or operator, any role) unless auth.required = false. */
+ * list over HTTPS, a vhost of the device SDK's libwebsockets context,
+ * served by main.c's loop (the cameras' threads only leave a JPEG under
+ * their mutex now and then: a slow viewer never holds up a camera). GET
+ * only; a bearer token (node or operator, any role) unless
+ * auth.required = false. */
 #include "capture.h"
 #include "security.h"
 
@@ -12,12 +14,10 @@
 #include <strings.h>
 
 struct cp_preview {
-    struct lws_context *ctx;
+    struct lws_vhost *vhost;
     cli_tls tls;
     cli_auth auth;
     cp_preview_source src;
-    pthread_t thread;
-    volatile int stop;
 };
 
 typedef struct cp_req {
@@ -113,7 +113,7 @@ static int write_answer(struct lws *wsi, cp_req *r)
 static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                          size_t len)
 {
-    cp_preview *p = lws_context_user(lws_get_context(wsi));
+    cp_preview *p = lws_get_vhost_user(lws_get_vhost(wsi));
     cp_req *r = user;
     if (!r && reason != LWS_CALLBACK_HTTP)
         return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -139,17 +139,8 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 static const struct lws_protocols protocols[] = {
     {"http", callback_http, sizeof(cp_req), 0, 0, NULL, 0}, {NULL, NULL, 0, 0, 0, NULL, 0}};
 
-static void *serve(void *arg)
-{
-    cp_preview *p = arg;
-    while (!p->stop)
-        if (lws_service(p->ctx, 0) < 0)
-            break;
-    return NULL;
-}
-
-cp_preview *cp_preview_start(const ev_conf *conf, const char *listen, const cp_preview_source *src,
-                             char *errstr, size_t errstr_size)
+cp_preview *cp_preview_start(struct lws_context *ctx, const ev_conf *conf, const char *listen,
+                             const cp_preview_source *src, char *errstr, size_t errstr_size)
 {
     cp_preview *p = calloc(1, sizeof(*p));
     char host[128];
@@ -176,19 +167,14 @@ cp_preview *cp_preview_start(const ev_conf *conf, const char *listen, const cp_p
     info.iface = strcmp(host, "0.0.0.0") == 0 ? NULL : host;
     info.protocols = protocols;
     info.user = p;
+    info.vhost_name = "camera-proxy";
     info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
     cli_tls_apply(&p->tls, &info);
-    p->ctx = lws_create_context(&info);
-    if (!p->ctx) {
+    info.client_ssl_ca_filepath = NULL; /* a server only */
+    p->vhost = lws_create_vhost(ctx, &info);
+    if (!p->vhost) {
         snprintf(errstr, errstr_size, "cannot listen on %s (in use, or not an address here)",
                  listen);
-        cli_auth_free(&p->auth);
-        free(p);
-        return NULL;
-    }
-    if (pthread_create(&p->thread, NULL, serve, p) != 0) {
-        snprintf(errstr, errstr_size, "cannot start its thread");
-        lws_context_destroy(p->ctx);
         cli_auth_free(&p->auth);
         free(p);
         return NULL;
@@ -200,10 +186,7 @@ void cp_preview_stop(cp_preview *p)
 {
     if (!p)
         return;
-    p->stop = 1;
-    lws_cancel_service(p->ctx);
-    pthread_join(p->thread, NULL);
-    lws_context_destroy(p->ctx);
+    lws_vhost_destroy(p->vhost);
     cli_auth_free(&p->auth);
     free(p);
 }

@@ -288,6 +288,8 @@ def main():
         stop_all(procs)
     bad = [(p.args[0], p.returncode) for p in procs if p.returncode not in (0, -9, -15)]
     check(not bad, "every process exited cleanly: %s" % bad)
+    check("msrs-capture stopped with" not in procs.stderr_of("agent"),
+          "msrs-capture, stopped by the agent, exited 0")
     if check.failures:
         for name in ("agent", "supervisor", "collectord", "archiver"):
             print("--- %s:\n%s" % (name, procs.stderr_of(name)[-2500:]))
