@@ -14,7 +14,9 @@ Checked, not eyeballed:
   CollectionStarted, one CollectionStopped, no duplicate seq in the archive);
 - one start instant: every sensor stream's first sample is within one
   sample period after start_at, its last before stop_at;
-- the video files are what ffprobe reads (codec, packet count);
+- the video files are what ffprobe reads (codec, packet count), and each
+  video's Matroska file has every frame, its first PTS the first frame's
+  master time;
 - SHA-256 of every file matches the manifest; a second archiver run does not
   archive the session again; XDF timestamps synced with the file's own
   ClockOffsets land on the master clock;
@@ -281,6 +283,15 @@ def main():
                       and st.get("width") == 64, "ffprobe %s: %s %s" % (es and es[0], st, probe.stderr[:200]))
                 check(abs(int(st.get("nb_read_packets", 0)) - n) <= 1,
                       "ffprobe counts %s packets of %d" % (st.get("nb_read_packets"), n))
+                # the playable file: every frame, at master time (to the ms)
+                probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                                        "stream=codec_name,nb_read_frames,start_time", "-of", "json",
+                                        base + ".mkv"], capture_output=True, text=True)
+                mk = json.loads(probe.stdout or "{}").get("streams", [{}])[0]
+                check(probe.returncode == 0 and int(mk.get("nb_read_frames", -1)) == n and
+                      abs(float(mk.get("start_time", 0)) - recs[0]["master_time_ns"] / 1e9) <= 0.0011,
+                      "%s/rgb.mkv: %s frames of %d, first PTS %s, first master %.6f"
+                      % (dev, mk.get("nb_read_frames"), n, mk.get("start_time"), recs[0]["master_time_ns"] / 1e9))
                 continue
             recs = avro_records(base + ".avro")
             samples = sum(len(r["device_time_ns"]) for r in recs)
