@@ -5,6 +5,7 @@
  * only; a bearer token (node or operator, any role) unless
  * auth.required = false. */
 #include "capture.h"
+#include "http.h"
 #include "security.h"
 
 #include <libwebsockets.h>
@@ -83,31 +84,10 @@ static void handle(cp_preview *p, struct lws *wsi, cp_req *r, const char *path)
 
 static int write_answer(struct lws *wsi, cp_req *r)
 {
-    unsigned char *buf = malloc(LWS_PRE + 1024 + r->len);
-    if (!buf)
-        return -1;
-    unsigned char *start = buf + LWS_PRE, *p = start, *end = start + 1024;
-    int rc = -1;
-    static const char challenge[] = "Bearer realm=\"msrs\"";
-    if (lws_add_http_common_headers(wsi, (unsigned int)r->status, r->type, r->len, &p, end) == 0 &&
-        lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
-                                    (const unsigned char *)"no-store", 8, &p, end) == 0 &&
-        (r->status != 401 ||
-         lws_add_http_header_by_name(
-             wsi, (const unsigned char *)"www-authenticate:", (const unsigned char *)challenge,
-             (int)strlen(challenge), &p, end) == 0) &&
-        lws_finalize_write_http_header(wsi, start, &p, end) == 0) {
-        if (r->len)
-            memcpy(start, r->body, r->len);
-        if (lws_write(wsi, start, r->len, LWS_WRITE_HTTP_FINAL) == (int)r->len)
-            rc = 0;
-    }
-    free(buf);
+    int rc = cli_http_answer(wsi, (unsigned int)r->status, r->type, r->body, r->len);
     free(r->body);
     memset(r, 0, sizeof(*r));
-    if (rc || lws_http_transaction_completed(wsi))
-        return -1;
-    return 0;
+    return rc;
 }
 
 static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

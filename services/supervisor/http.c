@@ -3,6 +3,7 @@
  * gets 413), handed to sv_handle, and the answer written on the next
  * writable callback. Connections stay open for the next request
  * (keep-alive). */
+#include "http.h"
 #include "rxstamp.h"
 #include "supervisor.h"
 
@@ -72,32 +73,12 @@ static int write_reply(struct lws *wsi, sv_conn *c)
     if (json_object_get(c->reply, "t3"))
         json_object_set_new(c->reply, "t3", json_integer(ev_now_ns()));
     char *body = json_dumps(c->reply, JSON_COMPACT);
-    size_t blen = body ? strlen(body) : 0;
-    unsigned char *buf = malloc(LWS_PRE + 1024 + blen);
-    if (!buf) {
-        free(body);
-        return -1;
-    }
-    unsigned char *start = buf + LWS_PRE, *p = start, *end = start + 1024;
-    int rc = -1;
-    static const char challenge[] = "Bearer realm=\"msrs\"";
-    if (lws_add_http_common_headers(wsi, (unsigned int)c->status, "application/json", blen, &p,
-                                    end) == 0 &&
-        (c->status != 401 ||
-         lws_add_http_header_by_name(
-             wsi, (const unsigned char *)"www-authenticate:", (const unsigned char *)challenge,
-             (int)strlen(challenge), &p, end) == 0) &&
-        lws_finalize_write_http_header(wsi, start, &p, end) == 0) {
-        memcpy(start, body, blen); /* the headers are written: reuse the buffer */
-        if (lws_write(wsi, start, blen, LWS_WRITE_HTTP_FINAL) == (int)blen)
-            rc = 0;
-    }
-    free(buf);
+    int rc =
+        body ? cli_http_answer(wsi, (unsigned int)c->status, "application/json", body, strlen(body))
+             : -1;
     free(body);
     conn_reset(c);
-    if (rc || lws_http_transaction_completed(wsi))
-        return -1;
-    return 0;
+    return rc;
 }
 
 static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

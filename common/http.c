@@ -1,0 +1,33 @@
+/* http.c — cli_http_answer (http.h). */
+#include "http.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int cli_http_answer(struct lws *wsi, unsigned int status, const char *content_type,
+                    const void *body, size_t len)
+{
+    static const char challenge[] = "Bearer realm=\"msrs\"";
+    unsigned char *buf = malloc(LWS_PRE + 1024 + len);
+    if (!buf)
+        return -1;
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = start + 1024;
+    int rc = -1;
+    if (lws_add_http_common_headers(wsi, status, content_type, len, &p, end) == 0 &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-store", 8, &p, end) == 0 &&
+        (status != 401 ||
+         lws_add_http_header_by_name(
+             wsi, (const unsigned char *)"www-authenticate:", (const unsigned char *)challenge,
+             (int)strlen(challenge), &p, end) == 0) &&
+        lws_finalize_write_http_header(wsi, start, &p, end) == 0) {
+        if (len)
+            memcpy(start, body, len); /* the headers are written: the buffer is free */
+        if (lws_write(wsi, start, len, LWS_WRITE_HTTP_FINAL) == (int)len)
+            rc = 0;
+    }
+    free(buf);
+    if (rc || lws_http_transaction_completed(wsi))
+        return -1;
+    return 0;
+}

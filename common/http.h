@@ -1,0 +1,16 @@
+/* http.h — answering an HTTP request on a libwebsockets server (the
+ * supervisor's API, the camera proxy): one function, so that every msrs
+ * listener answers alike (status, type, length, `Cache-Control: no-store`,
+ * `WWW-Authenticate: Bearer` on a 401). In library clisec. */
+#ifndef MSRS_HTTP_H
+#define MSRS_HTTP_H
+#include <libwebsockets.h>
+#include <stddef.h>
+
+/* Writes the whole answer on wsi (call it from LWS_CALLBACK_HTTP_WRITEABLE)
+ * and completes the transaction (keep-alive). body is borrowed. 0, or -1:
+ * the connection must close (return -1 from the callback). */
+int cli_http_answer(struct lws *wsi, unsigned int status, const char *content_type,
+                    const void *body, size_t len);
+
+#endif
