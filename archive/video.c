@@ -10,10 +10,12 @@
 #include <libavcodec/avcodec.h>
 #include <libavcodec/bsf.h>
 #include <libavformat/avformat.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
 struct ar__mkv {
+    char path[1024];
     AVFormatContext *fmt;
     AVStream *st;
     AVPacket *pkt;
@@ -60,18 +62,25 @@ out:
 }
 
 ar__mkv *ar__mkv_open(const char *path, const char *codec, int width, int height, const void *key,
-                      size_t len, char *errstr, size_t errstr_size)
+                      size_t len, int *code, char *errstr, size_t errstr_size)
 {
     enum AVCodecID id = codec_id_of(codec);
     ar__mkv *m = calloc(1, sizeof(*m));
     if (!m) {
-        ar__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
+        *code = ar__fail(errstr, errstr_size, EV_ERR_NOMEM, "%s: out of memory", path);
+        return NULL;
+    }
+    snprintf(m->path, sizeof(m->path), "%s", path);
+    if (len > INT_MAX - AV_INPUT_BUFFER_PADDING_SIZE) {
+        *code =
+            ar__fail(errstr, errstr_size, EV_ERR_CORRUPT, "%s: a keyframe of %zu bytes", path, len);
+        free(m);
         return NULL;
     }
     int rc = avformat_alloc_output_context2(&m->fmt, NULL, "matroska", path);
     if (rc < 0 || !(m->st = avformat_new_stream(m->fmt, NULL)) || !(m->pkt = av_packet_alloc())) {
-        ar__fail(errstr, errstr_size, EV_ERR_NOMEM, "%s: libavformat: %s", path,
-                 rc < 0 ? av_err2str(rc) : "out of memory");
+        *code = ar__fail(errstr, errstr_size, EV_ERR_NOMEM, "%s: libavformat: %s", path,
+                         rc < 0 ? av_err2str(rc) : "out of memory");
         goto fail;
     }
     AVCodecParameters *par = m->st->codecpar;
@@ -81,13 +90,14 @@ ar__mkv *ar__mkv_open(const char *path, const char *codec, int width, int height
     par->height = height;
     m->st->time_base = (AVRational){1, 1000};
     if (id != AV_CODEC_ID_MJPEG && extradata_of(par, key, len)) {
-        ar__fail(errstr, errstr_size, EV_ERR_CORRUPT,
-                 "%s: the first keyframe carries no %s headers (SPS/PPS or VOL)", path, codec);
+        *code =
+            ar__fail(errstr, errstr_size, EV_ERR_CORRUPT,
+                     "%s: the first keyframe carries no %s headers (SPS/PPS or VOL)", path, codec);
         goto fail;
     }
     if ((rc = avio_open(&m->fmt->pb, path, AVIO_FLAG_WRITE)) < 0 ||
         (rc = avformat_write_header(m->fmt, NULL)) < 0) {
-        ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", path, av_err2str(rc));
+        *code = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", path, av_err2str(rc));
         goto fail;
     }
     m->last_ms = INT64_MIN;
@@ -114,15 +124,18 @@ int ar__mkv_write(ar__mkv *m, const void *data, size_t len, int64_t master_ns, i
         ms = m->last_ms;
     m->last_ms = ms;
     av_packet_unref(m->pkt);
+    if (len > INT_MAX - AV_INPUT_BUFFER_PADDING_SIZE)
+        return ar__fail(errstr, errstr_size, EV_ERR_CORRUPT, "%s: a packet of %zu bytes", m->path,
+                        len);
     int rc = av_new_packet(m->pkt, (int)len);
     if (rc < 0)
-        return ar__fail(errstr, errstr_size, EV_ERR_NOMEM, "out of memory");
+        return ar__fail(errstr, errstr_size, EV_ERR_NOMEM, "%s: out of memory", m->path);
     memcpy(m->pkt->data, data, len);
     m->pkt->pts = m->pkt->dts = av_rescale_q(ms, (AVRational){1, 1000}, m->st->time_base);
     m->pkt->stream_index = m->st->index;
     m->pkt->flags = keyframe ? AV_PKT_FLAG_KEY : 0;
     rc = av_write_frame(m->fmt, m->pkt);
-    return rc < 0 ? ar__fail(errstr, errstr_size, EV_ERR_IO, "Matroska: %s", av_err2str(rc)) : 0;
+    return rc < 0 ? ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", m->path, av_err2str(rc)) : 0;
 }
 
 int ar__mkv_close(ar__mkv *m)

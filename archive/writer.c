@@ -375,15 +375,16 @@ static int mkv_packet(ar_writer *w, ar__stream *st, const json_t *r, const void 
         ar__safe_name(sn, sizeof(sn), st->stream_id);
         snprintf(rel, sizeof(rel), "%s/%s.mkv", dn, sn);
         ar__writer_file(w, path, sizeof(path), rel);
+        int rc = 0;
         st->mkv = ar__mkv_open(path, st->codec, (int)ar__jint(r, "width"),
-                               (int)ar__jint(r, "height"), bytes, len, errstr, errstr_size);
+                               (int)ar__jint(r, "height"), bytes, len, &rc, errstr, errstr_size);
         if (!st->mkv)
-            return failed(w, EV_ERR_IO);
+            return failed(w, rc);
     }
-    if (st->mkv &&
-        ar__mkv_write(st->mkv, bytes, len, ar__jint(r, "master_time_ns"), key, errstr, errstr_size))
-        return failed(w, EV_ERR_IO);
-    return 0;
+    int rc = st->mkv ? ar__mkv_write(st->mkv, bytes, len, ar__jint(r, "master_time_ns"), key,
+                                     errstr, errstr_size)
+                     : 0;
+    return rc ? failed(w, rc) : 0;
 }
 
 int ar_writer_media(ar_writer *w, avro_value_t *packet, char *errstr, size_t errstr_size)

@@ -14,9 +14,9 @@ typedef struct ar__mkv ar__mkv;
  * Matroska mapping here. */
 int ar__mkv_codec_known(const char *codec);
 /* Opens path at the stream's first keyframe (its headers from key). NULL
- * with errstr. */
+ * with *code (an EV_ERR_ code) and errstr. */
 ar__mkv *ar__mkv_open(const char *path, const char *codec, int width, int height, const void *key,
-                      size_t len, char *errstr, size_t errstr_size);
+                      size_t len, int *code, char *errstr, size_t errstr_size);
 /* One packet at master_ns. 0 or an EV_ERR_ code (errstr). */
 int ar__mkv_write(ar__mkv *m, const void *data, size_t len, int64_t master_ns, int keyframe,
                   char *errstr, size_t errstr_size);

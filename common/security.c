@@ -278,18 +278,6 @@ void cli_auth_device_credential(const unsigned char key[CLI_AUTH_KEY_BYTES], con
     OPENSSL_cleanse(hex, sizeof(hex));
 }
 
-int cli_auth_device_proof(const char *credential, const char *nonce, const char *device_id,
-                          char hex[CLI_AUTH_HEX])
-{
-    const char *dot = credential ? strchr(credential, '.') : NULL;
-    unsigned char secret[32];
-    if (!dot || strlen(dot + 1) != 64 || unhex(dot + 1, secret, sizeof(secret)))
-        return -1;
-    proof_of(secret, nonce, device_id, hex);
-    OPENSSL_cleanse(secret, sizeof(secret));
-    return 0;
-}
-
 int cli_auth_device_check(cli_auth *a, const char *device_id, int64_t gen, const char *nonce,
                           const char *mac, const char **why)
 {

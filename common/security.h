@@ -79,12 +79,6 @@ int cli_auth_read_key(const char *path, unsigned char key[CLI_AUTH_KEY_BYTES], c
 void cli_auth_device_credential(const unsigned char key[CLI_AUTH_KEY_BYTES], const char *device_id,
                                 int64_t gen, char *out, size_t out_size);
 
-/* A device's proof over nonce: HMAC(credential's HEX, nonce ":" device_id),
- * from the credential string "G.HEX". 0, or -1 when credential is not of
- * that form. */
-int cli_auth_device_proof(const char *credential, const char *nonce, const char *device_id,
-                          char hex[CLI_AUTH_HEX]);
-
 /* Checks a hello's proof: generation gen of device_id not revoked and mac
  * the proof over nonce. 0 ok; -1 with why ("revoked", "bad proof"). */
 int cli_auth_device_check(cli_auth *a, const char *device_id, int64_t gen, const char *nonce,

@@ -436,9 +436,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
         /* md_client_wake: another thread queued data */
         md_client *c = lws_context_user(lws_get_context(wsi));
-        for (md_device *x = c ? c->devices : NULL; x; x = x->next)
-            if (x->wsi && (x->head || x->probes))
+        for (md_device *x = c ? c->devices : NULL; x; x = x->next) {
+            pthread_mutex_lock(&x->mu);
+            int pending = x->head || x->probes;
+            pthread_mutex_unlock(&x->mu);
+            if (x->wsi && pending)
                 lws_callback_on_writable(x->wsi);
+        }
         break;
     }
     default: break;
@@ -558,7 +562,9 @@ md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr
              cfg->device_id, MD_MAX_STREAMS, cfg->stream_count);
         return NULL;
     }
-    if (cfg->credential && *cfg->credential && !strchr(cfg->credential, '.')) {
+    char proof[65];
+    if (cfg->credential && *cfg->credential &&
+        md_auth_proof(cfg->credential, "0", cfg->device_id, proof) != MD_OK) {
         fail(errstr, errstr_size, MD_ERR_INVALID,
              "device %s: credential: expected G.HEX (msrs devices credential ID)", cfg->device_id);
         return NULL;
@@ -568,6 +574,7 @@ md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr
         fail(errstr, errstr_size, MD_ERR_NOMEM, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&d->mu, NULL);
     d->client = c;
     snprintf(d->id, sizeof(d->id), "%s", cfg->device_id);
     snprintf(d->name, sizeof(d->name), "%s", cfg->name ? cfg->name : cfg->device_id);
@@ -600,7 +607,6 @@ md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr
     d->max_queued = cfg->max_queued_bytes ? cfg->max_queued_bytes : MD_DEFAULT_QUEUE;
     d->where = c->url;
     d->stop_at = INT64_MAX;
-    pthread_mutex_init(&d->mu, NULL);
     d->next = c->devices;
     c->devices = d;
     connect_device(d);
@@ -636,6 +642,16 @@ void md_device_remove(md_device *d)
 int md_device_send_media(md_device *d, const md_media *m, const void *data, size_t len)
 {
     char session[MD_ID_MAX], hdr[768];
+    if (!m->stream_id || !m->codec || !valid_id(m->stream_id) || !valid_id(m->codec) ||
+        (len && !data))
+        return MD_ERR_INVALID;
+    pthread_mutex_lock(&d->mu); /* refused before any work is spent on it */
+    int early = !d->registered                                           ? MD_ERR_NOT_REGISTERED
+                : len > d->max_queued || d->queued > d->max_queued - len ? MD_ERR_FULL
+                                                                         : MD_OK;
+    pthread_mutex_unlock(&d->mu);
+    if (early != MD_OK)
+        return early;
     md_device_session_at(d, m->device_time_ns, session, sizeof(session));
     int hl =
         snprintf(hdr, sizeof(hdr),
@@ -643,7 +659,7 @@ int md_device_send_media(md_device *d, const md_media *m, const void *data, size
                  "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
                  m->stream_id, m->codec, (long long)m->pts_ns, m->keyframe ? "true" : "false",
                  (long long)m->seq, (long long)m->device_time_ns, m->width, m->height, session);
-    if (hl < 0 || (size_t)hl >= sizeof(hdr) || !valid_id(m->stream_id))
+    if (hl < 0 || (size_t)hl >= sizeof(hdr))
         return MD_ERR_INVALID;
     size_t total = 4 + (size_t)hl + len;
     md_msg *msg = msg_new(total);
@@ -657,9 +673,9 @@ int md_device_send_media(md_device *d, const md_media *m, const void *data, size
     if (len)
         memcpy(p + 4 + hl, data, len);
     pthread_mutex_lock(&d->mu);
-    int rc = !d->registered                      ? MD_ERR_NOT_REGISTERED
-             : d->queued + total > d->max_queued ? MD_ERR_FULL
-                                                 : MD_OK;
+    int rc = !d->registered                                               ? MD_ERR_NOT_REGISTERED
+             : total > d->max_queued || d->queued > d->max_queued - total ? MD_ERR_FULL
+                                                                          : MD_OK;
     if (rc == MD_OK) {
         push(&d->head, &d->tail, msg);
         d->queued += total;

@@ -19,6 +19,7 @@
  * synthetic moving picture encoded with libavcodec (--video-codec, default
  * mpeg4; h264 where libavcodec has libx264) sent as binary media frames. */
 #include "cli.h"
+#include "msrs_device.h"
 #include "rxstamp.h"
 #include "security.h"
 
@@ -313,8 +314,8 @@ static void send_hello(ds_device *d, const char *nonce)
                                         "format",
                                         sim.loop_n ? sim.loop_codec : d->enc->codec->name));
     }
-    char proof[CLI_AUTH_HEX];
-    if (nonce && cli_auth_device_proof(d->credential, nonce, d->id, proof) == 0)
+    char proof[65];
+    if (nonce && md_auth_proof(d->credential, nonce, d->id, proof) == MD_OK)
         json_object_set_new(json_object_get(hello, "payload"), "auth",
                             json_pack("{s:I, s:s}", "generation",
                                       (json_int_t)strtoll(d->credential, NULL, 10), "proof",

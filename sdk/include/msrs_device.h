@@ -5,7 +5,9 @@
  * - Opaque handles with _new/_destroy (md_client) or _add/_remove
  *   (md_device); _destroy(NULL) and _remove(NULL) are no-ops.
  * - Functions return 0 or a negative md_err; where a person needs the
- *   detail they fill errstr. The SDK never prints and never exits.
+ *   detail they fill errstr. The SDK never prints and never exits
+ *   (libwebsockets logs on its own: lws_set_log_level before
+ *   md_client_new sets how much).
  * - Threads: one thread owns an md_client — it calls md_client_service and
  *   every function not marked "any thread"; every callback runs on it.
  *   Functions marked "any thread" may be called from other threads
@@ -35,11 +37,11 @@ extern "C" {
 
 typedef enum md_err {
     MD_OK = 0,
-    MD_ERR_INVALID = -1, /* an argument or configuration is wrong (errstr) */
-    MD_ERR_NOMEM = -2,
-    MD_ERR_FULL = -3,           /* the send queue is at max_queued_bytes: retriable */
-    MD_ERR_NOT_REGISTERED = -4, /* not (yet) registered with an agent: retriable */
-    MD_ERR_TRANSPORT = -5       /* libwebsockets could not be set up (errstr) */
+    MD_ERR_INVALID = -1,        /* fatal for the call: an argument or configuration is wrong */
+    MD_ERR_NOMEM = -2,          /* retriable: out of memory now */
+    MD_ERR_FULL = -3,           /* retriable: the send queue is at max_queued_bytes */
+    MD_ERR_NOT_REGISTERED = -4, /* retriable: not (yet) registered with an agent */
+    MD_ERR_TRANSPORT = -5       /* fatal: libwebsockets could not be set up or its loop failed */
 } md_err;
 
 #define MD_MAX_STREAMS 8
@@ -89,8 +91,8 @@ typedef struct md_device_config {
     size_t capability_count;
     const md_stream *streams;
     size_t stream_count; /* 1..MD_MAX_STREAMS */
-    /* The device's clock, ns: the probes' t2/t3 and the envelopes' ts.
-     * Any thread. NULL: CLOCK_REALTIME. */
+    /* The device's clock, ns: the probes' t2/t3 and the envelopes' ts;
+     * called on the client's thread. NULL: CLOCK_REALTIME. */
     int64_t (*clock_ns)(void *arg);
     /* Every event, on the client's thread. May be NULL. */
     void (*on_event)(void *arg, md_device *dev, const md_event *ev);
@@ -129,11 +131,13 @@ struct lws_context;
 struct lws_context *md_client_lws_context(md_client *c);
 
 /* Adds a device and starts connecting it. The configuration is copied.
- * NULL with errstr when it is invalid. */
+ * NULL with errstr when it is invalid (an id, a stream, a credential not
+ * of the form "G.HEX") or out of memory. */
 md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr,
                          size_t errstr_size);
 /* Closes the device's connection and frees it; nothing may use it after
- * (other threads stopped first). */
+ * (other threads stopped first). The client's thread, never from inside
+ * on_event. */
 void md_device_remove(md_device *d);
 
 /* Any thread: queues one media packet (copied). MD_ERR_NOT_REGISTERED when

@@ -211,6 +211,7 @@ typedef struct ag_spawn {
     pid_t pid; /* 0: not running */
     int wanted, said_off;
     int64_t started_at_ns, restart_at_ns, backoff_ms, starts, exits;
+    int64_t kill_at_ns; /* stopping (SIGTERM sent): SIGKILL then; 0 not stopping */
 } ag_spawn;
 
 /* Builds the command line from conf (agent.capture, agent.capture_bin,
@@ -219,11 +220,12 @@ int ag_spawn_init(ag_spawn *s, const ev_conf *conf, const ag_config *cfg, const 
                   char *errstr, size_t errstr_size);
 /* 1 when capture is enabled and a path matches capture.devices. */
 int ag_spawn_cameras(const ag_spawn *s);
-/* The plan names the service (1) or not (0): started or stopped. */
+/* The plan names the service (1) or not (0): started, or sent SIGTERM
+ * (SIGKILL after 5 s, from ag_spawn_tick: the agent's thread never waits). */
 void ag_spawn_want(ag_spawn *s, int wanted, int64_t now_ns);
 /* Reaps an exit (said) and restarts it when due. */
 void ag_spawn_tick(ag_spawn *s, int64_t now_ns);
-/* SIGTERM, SIGKILL after 5 s; then not wanted. */
+/* SIGTERM, waiting up to 5 s, then SIGKILL; then not wanted (at exit). */
 void ag_spawn_stop(ag_spawn *s);
 /* Stops it and frees the command line. */
 void ag_spawn_free(ag_spawn *s);

@@ -136,8 +136,10 @@ void ag_spawn_want(ag_spawn *s, int wanted, int64_t now)
     s->wanted = wanted;
     if (wanted && !s->pid && now >= s->restart_at_ns)
         start(s, now);
-    else if (!wanted && s->pid)
-        ag_spawn_stop(s);
+    else if (!wanted && s->pid && !s->kill_at_ns) { /* SIGTERM now, SIGKILL from the tick */
+        kill(s->pid, SIGTERM);
+        s->kill_at_ns = now + 5000000000LL;
+    }
 }
 
 void ag_spawn_tick(ag_spawn *s, int64_t now)
@@ -145,6 +147,11 @@ void ag_spawn_tick(ag_spawn *s, int64_t now)
     int status;
     if (s->pid && waitpid(s->pid, &status, WNOHANG) == s->pid) {
         s->pid = 0;
+        if (s->kill_at_ns) { /* stopped as the plan asked */
+            s->kill_at_ns = 0;
+            fprintf(stderr, "msrs-agent: plan: %s stopped\n", s->argv[0]);
+            return;
+        }
         s->exits++;
         /* a run that lasted a minute starts the backoff again */
         if (now - s->started_at_ns > 60000000000LL)
@@ -159,10 +166,17 @@ void ag_spawn_tick(ag_spawn *s, int64_t now)
             fprintf(stderr, "msrs-agent: %s exited with %d: started again in %lld ms\n", s->argv[0],
                     WEXITSTATUS(status), (long long)s->backoff_ms);
     }
+    if (s->pid && s->kill_at_ns && now >= s->kill_at_ns) {
+        fprintf(stderr, "msrs-agent: %s did not stop within 5 s of SIGTERM: killed\n", s->argv[0]);
+        kill(s->pid, SIGKILL);
+        s->kill_at_ns = now + 1000000000LL; /* reaped by a later tick */
+    }
     if (s->wanted && !s->pid && now >= s->restart_at_ns)
         start(s, now);
 }
 
+/* Waits (up to 5 s, then SIGKILL): for the agent's exit only, where
+ * nothing else runs on its thread any more. */
 void ag_spawn_stop(ag_spawn *s)
 {
     int status;

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define CP_HELD 64 /* frames an encoder may hold (x264's lookahead is far less) */
+
 struct cp_encoder {
     cp_format fmt;
     AVCodecContext *enc; /* NULL: MJPEG passed through */
@@ -20,6 +22,10 @@ struct cp_encoder {
     AVPacket *pkt;
     struct SwsContext *sws;
     int64_t frames, last_pts;
+    struct {
+        int64_t pts, seq, time_ns;
+    } held[CP_HELD]; /* frames given to the encoder, by pts: a packet names its frame */
+    int preview_failed;
     /* the preview: a JPEG encoder of its own, at a smaller size */
     AVCodecContext *jpeg;
     AVFrame *small;
@@ -63,7 +69,9 @@ cp_encoder *cp_encoder_new(const cp_format *fmt, const cp_encode_params *p, char
     e->enc->time_base = (AVRational){1, fmt->fps};
     e->enc->framerate = (AVRational){fmt->fps, 1};
     e->enc->pix_fmt = AV_PIX_FMT_YUV420P;
-    e->enc->gop_size = p->keyframe_frames > 0 ? p->keyframe_frames : fmt->fps;
+    e->enc->gop_size = (int)((p->keyframe_ms * fmt->fps + 999) / 1000);
+    if (e->enc->gop_size < 1)
+        e->enc->gop_size = 1;
     e->enc->max_b_frames = 0; /* packets in capture order, one per frame */
     e->enc->thread_count = p->threads > 0 ? p->threads : 1;
     if (p->crf <= 0 && p->bitrate > 0)
@@ -115,21 +123,26 @@ static int planes(const cp_encoder *e, const cp_frame *f, const uint8_t *src[4],
     int need = av_image_get_buffer_size(pf, e->fmt.width, e->fmt.height, 1);
     if (need < 0 || f->len < (size_t)need)
         return -1;
-    return av_image_fill_arrays((uint8_t **)src, stride, f->data, pf, e->fmt.width, e->fmt.height,
-                                1) < 0
-               ? -1
-               : 0;
+    if (av_image_fill_arrays((uint8_t **)src, stride, f->data, pf, e->fmt.width, e->fmt.height, 1) <
+        0)
+        return -1;
+    if (pf == AV_PIX_FMT_YUYV422 && e->fmt.bytesperline > stride[0]) { /* padded lines */
+        if (f->len < (size_t)e->fmt.bytesperline * (size_t)e->fmt.height)
+            return -1;
+        stride[0] = e->fmt.bytesperline;
+    }
+    return 0;
 }
 
-int cp_encoder_put(cp_encoder *e, const cp_frame *f, int force_key, cp_packet *out, char *errstr,
-                   size_t errstr_size)
+int cp_encoder_put(cp_encoder *e, const cp_frame *f, int64_t seq, int force_key, cp_packet *out,
+                   char *errstr, size_t errstr_size)
 {
     if (!e->enc) {
         if (f->len < 4 || f->data[0] != 0xFF || f->data[1] != 0xD8) {
             snprintf(errstr, errstr_size, "an MJPEG frame of %zu bytes that is not a JPEG", f->len);
             return -1;
         }
-        *out = (cp_packet){f->data, f->len, 1};
+        *out = (cp_packet){f->data, f->len, 1, seq, f->time_ns};
         e->frames++;
         return 1;
     }
@@ -152,6 +165,8 @@ int cp_encoder_put(cp_encoder *e, const cp_frame *f, int force_key, cp_packet *o
     int64_t pts = (f->time_ns / 1000) * e->fmt.fps / 1000000;
     e->frame->pts = pts > e->last_pts ? pts : e->last_pts + 1;
     e->last_pts = e->frame->pts;
+    int slot = (int)(e->frame->pts % CP_HELD);
+    e->held[slot].pts = e->frame->pts, e->held[slot].seq = seq, e->held[slot].time_ns = f->time_ns;
     e->frame->pict_type = force_key ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE;
     int rc = avcodec_send_frame(e->enc, e->frame);
     if (rc < 0) {
@@ -167,7 +182,15 @@ int cp_encoder_put(cp_encoder *e, const cp_frame *f, int force_key, cp_packet *o
         snprintf(errstr, errstr_size, "libx264: %s", av_err2str(rc));
         return -1;
     }
-    *out = (cp_packet){e->pkt->data, (size_t)e->pkt->size, (e->pkt->flags & AV_PKT_FLAG_KEY) != 0};
+    int got = (int)(e->pkt->pts % CP_HELD);
+    if (e->pkt->pts < 0 || e->held[got].pts != e->pkt->pts) {
+        snprintf(errstr, errstr_size,
+                 "libx264 gave a packet of pts %lld, held longer than %d frames",
+                 (long long)e->pkt->pts, CP_HELD);
+        return -1;
+    }
+    *out = (cp_packet){e->pkt->data, (size_t)e->pkt->size, (e->pkt->flags & AV_PKT_FLAG_KEY) != 0,
+                       e->held[got].seq, e->held[got].time_ns};
     return 1;
 }
 
@@ -214,8 +237,13 @@ int cp_encoder_preview(cp_encoder *e, const cp_frame *f, int max_width, unsigned
     }
     const uint8_t *src[4] = {0};
     int stride[4] = {0};
-    if ((!e->jpeg && preview_open(e, max_width)) || planes(e, f, src, stride) ||
-        av_frame_make_writable(e->small) < 0)
+    if (e->preview_failed)
+        return -1;
+    if (!e->jpeg && preview_open(e, max_width)) {
+        e->preview_failed = 1; /* said by the proxy: no image from this camera */
+        return -1;
+    }
+    if (planes(e, f, src, stride) || av_frame_make_writable(e->small) < 0)
         return -1;
     sws_scale(e->sws_small, src, stride, 0, e->fmt.height, e->small->data, e->small->linesize);
     e->small->pts = e->previews++;

@@ -33,9 +33,6 @@
 #include <unistd.h>
 
 #define CP_MAX_CAMERAS 32
-#define CP_STREAM      "video"
-
-typedef struct cp_camera cp_camera;
 
 typedef struct cp_capture {
     char agent_url[512], prefix[64], devices[512], prefer[16];
@@ -56,41 +53,6 @@ typedef struct cp_capture {
     int nrefused;
     cp_preview *preview;
 } cp_capture;
-
-struct cp_camera {
-    cp_capture *cap;
-    char device_id[MD_ID_MAX], path[256], card[64], bus[64], codec[8];
-    cp_format fmt;
-    cp_v4l2 *v;
-    cp_encoder *enc;
-    md_device *dev;
-    pthread_t thread;
-    int running;       /* a thread runs (main thread only) */
-    volatile int stop; /* main -> thread */
-    volatile int gone; /* thread -> main: the camera failed; why says how */
-    char why[512];
-    pthread_mutex_t mu;   /* what follows */
-    int64_t next_seq;     /* the next frame's number: kept while unplugged */
-    int64_t last_time_ns; /* the last frame's time; 0 none yet */
-    int64_t frames, sent, lost, dropped_queue, dropped_slow, dropped_away, stalls, opens;
-    int stalled, connected_once, warned_stamp;
-    unsigned char *jpeg;
-    size_t jpeg_len;
-    int64_t jpeg_at_ns;
-};
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t device_clock(void *arg)
-{
-    (void)arg;
-    return mono_ns(); /* the clock V4L2 stamps buffers with */
-}
 
 static void usage(FILE *f)
 {
@@ -118,6 +80,10 @@ static void usage(FILE *f)
 
 /* The device id of a camera: prefix "cam-" and its bus (or path), each
  * character outside [A-Za-z0-9._:-] made '-', at most 63 characters. */
+/* The device id of a camera: prefix "cam-" and its bus (or path), each
+ * character outside [A-Za-z0-9._:-] made '-'. Longer than 63 characters
+ * (a long node id): the prefix cut to 40 and the rest replaced by a hash
+ * of the whole, so that two cameras never share an id. */
 static void camera_id(const cp_capture *c, const char *bus, const char *path, char *out,
                       size_t size)
 {
@@ -129,171 +95,14 @@ static void camera_id(const cp_capture *c, const char *bus, const char *path, ch
     for (char *p = id; *p; p++)
         if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-", *p))
             *p = '-';
-    snprintf(out, size, "%.63s", id);
-}
-
-static void on_event(void *arg, md_device *dev, const md_event *ev)
-{
-    cp_camera *k = arg;
-    (void)dev;
-    switch (ev->kind) {
-    case MD_EV_REGISTERED: {
-        int64_t resume = md_device_resume_seq(k->dev, CP_STREAM);
-        pthread_mutex_lock(&k->mu);
-        if (resume > k->next_seq) /* the agent saw more: go on from there */
-            k->next_seq = resume;
-        k->connected_once = 1;
-        pthread_mutex_unlock(&k->mu);
-        fprintf(stderr, "msrs-capture: %s (%s, %s %dx%d@%d) registered\n", k->device_id, k->path,
-                k->codec, k->fmt.width, k->fmt.height, k->fmt.fps);
-        md_device_send_status(k->dev, -1, 0);
-        break;
+    if (strlen(id) < MD_ID_MAX) {
+        snprintf(out, size, "%s", id);
+        return;
     }
-    case MD_EV_REFUSED:
-        fprintf(stderr, "msrs-capture: %s refused by the agent: %s\n", k->device_id, ev->message);
-        break;
-    case MD_EV_START:
-    case MD_EV_STOP:
-        fprintf(stderr, "msrs-capture: %s: session %s %s\n", k->device_id, ev->session_id,
-                ev->kind == MD_EV_START ? "starts" : "stops");
-        break;
-    case MD_EV_FLOW:
-        fprintf(stderr, "msrs-capture: %s: the agent says %s\n", k->device_id,
-                ev->slow ? "slow_down (a keyframe a second until resume)" : "resume");
-        break;
-    case MD_EV_ERROR:
-        fprintf(stderr, "msrs-capture: %s: agent error %s: %s\n", k->device_id, ev->code,
-                ev->message);
-        break;
-    case MD_EV_CLOSED: break;
-    }
-}
-
-/* The number of frame k, from the driver's sequence and the time since
- * the last frame: whichever says more frames passed (a driver that does
- * not count, a stall, an unplug). Under k->mu. */
-static int64_t frame_number(cp_camera *k, const cp_frame *f, int64_t *last_seq_driver)
-{
-    if (!k->last_time_ns) {
-        *last_seq_driver = f->sequence;
-        return k->next_seq++;
-    }
-    int64_t period = 1000000000LL / k->fmt.fps;
-    int64_t by_time = (f->time_ns - k->last_time_ns + period / 2) / period;
-    int64_t by_seq = *last_seq_driver >= 0 ? f->sequence - *last_seq_driver : 0;
-    int64_t step = by_time > by_seq ? by_time : by_seq;
-    if (step < 1)
-        step = 1;
-    *last_seq_driver = f->sequence;
-    k->lost += step - 1;
-    k->next_seq += step;
-    return k->next_seq - 1;
-}
-
-static void *camera_thread(void *arg)
-{
-    cp_camera *k = arg;
-    cp_capture *c = k->cap;
-    char err[512];
-    int was_in = 0, need_key = 1;
-    int64_t last_driver_seq = -1, last_sent_ns = 0, last_frame_at = mono_ns();
-    while (!k->stop) {
-        cp_frame f;
-        int r = cp_v4l2_next(k->v, 200, &f, err, sizeof(err));
-        int64_t now = mono_ns();
-        if (r < 0) {
-            snprintf(k->why, sizeof(k->why), "%s", err);
-            break;
-        }
-        if (r == 0) {
-            if (now - last_frame_at > c->stall_ms * 1000000 && !k->stalled) {
-                pthread_mutex_lock(&k->mu);
-                k->stalled = 1;
-                k->stalls++;
-                pthread_mutex_unlock(&k->mu);
-                fprintf(stderr, "msrs-capture: %s stalled: no frame for %.1f s\n", k->device_id,
-                        (double)(now - last_frame_at) / 1e9);
-            }
-            continue;
-        }
-        if (k->stalled) {
-            fprintf(stderr, "msrs-capture: %s: frames again after %.1f s\n", k->device_id,
-                    (double)(now - last_frame_at) / 1e9);
-            k->stalled = 0;
-        }
-        last_frame_at = now;
-        if (!f.driver_stamp && !k->warned_stamp) {
-            k->warned_stamp = 1;
-            fprintf(stderr,
-                    "msrs-capture: %s: the driver's timestamps are not CLOCK_MONOTONIC: frames "
-                    "are stamped when dequeued (late by the driver's latency)\n",
-                    k->device_id);
-        }
-        pthread_mutex_lock(&k->mu);
-        int64_t seq = frame_number(k, &f, &last_driver_seq);
-        k->last_time_ns = f.time_ns;
-        k->frames++;
-        pthread_mutex_unlock(&k->mu);
-
-        char session[MD_ID_MAX];
-        int in = md_device_session_at(k->dev, f.time_ns, session, sizeof(session));
-        int force = need_key || (in && !was_in); /* a session begins at a keyframe */
-        was_in = in;
-        int64_t *drop = NULL;
-        if (!md_device_registered(k->dev))
-            drop = &k->dropped_away;
-        else if (md_device_queued_bytes(k->dev) > c->max_queued / 2)
-            drop = &k->dropped_queue; /* the agent reads slower than we make frames */
-        else if (md_device_slowed(k->dev)) {
-            if (now - last_sent_ns < 1000000000LL)
-                drop = &k->dropped_slow;
-            else
-                force = 1;
-        }
-        if (!drop) {
-            cp_packet p;
-            int e = cp_encoder_put(k->enc, &f, force, &p, err, sizeof(err));
-            if (e < 0) {
-                fprintf(stderr, "msrs-capture: %s: frame %lld: %s\n", k->device_id, (long long)seq,
-                        err);
-                drop = &k->dropped_queue;
-            } else if (e > 0) {
-                md_media m = {CP_STREAM, k->codec,  f.time_ns,    p.keyframe,
-                              seq,       f.time_ns, k->fmt.width, k->fmt.height};
-                int s = md_device_send_media(k->dev, &m, p.data, p.len);
-                if (s == MD_OK) {
-                    need_key = 0;
-                    last_sent_ns = now;
-                    pthread_mutex_lock(&k->mu);
-                    k->sent++;
-                    pthread_mutex_unlock(&k->mu);
-                } else {
-                    drop = s == MD_ERR_NOT_REGISTERED ? &k->dropped_away : &k->dropped_queue;
-                }
-            }
-        }
-        if (drop) {
-            need_key = 1; /* the next packet a decoder can start from */
-            pthread_mutex_lock(&k->mu);
-            (*drop)++;
-            pthread_mutex_unlock(&k->mu);
-        }
-        if (c->preview_fps > 0 && now - k->jpeg_at_ns >= 1000000000LL / c->preview_fps) {
-            unsigned char *jpeg = NULL;
-            size_t len = 0;
-            if (cp_encoder_preview(k->enc, &f, c->preview_width, &jpeg, &len) == 0) {
-                pthread_mutex_lock(&k->mu);
-                free(k->jpeg);
-                k->jpeg = jpeg;
-                k->jpeg_len = len;
-                k->jpeg_at_ns = now;
-                pthread_mutex_unlock(&k->mu);
-            }
-        }
-        cp_v4l2_release(k->v);
-    }
-    k->gone = 1;
-    return NULL;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *p = id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    snprintf(out, size, "%.40scam-%016llx", id, (unsigned long long)h);
 }
 
 static cp_camera *camera_find(cp_capture *c, const char *id)
@@ -302,22 +111,6 @@ static cp_camera *camera_find(cp_capture *c, const char *id)
         if (strcmp(c->cams[i]->device_id, id) == 0)
             return c->cams[i];
     return NULL;
-}
-
-/* Stops a camera's thread and its device (main thread). */
-static void camera_stop(cp_camera *k)
-{
-    if (!k->running)
-        return;
-    k->stop = 1;
-    pthread_join(k->thread, NULL);
-    k->running = 0;
-    md_device_remove(k->dev);
-    k->dev = NULL;
-    cp_encoder_destroy(k->enc);
-    k->enc = NULL;
-    cp_v4l2_close(k->v);
-    k->v = NULL;
 }
 
 /* Remembers why path was not taken: 1 when it is the reason said last
@@ -387,7 +180,6 @@ static void camera_start(cp_capture *c, const char *path)
             cp_v4l2_close(v);
             return;
         }
-        k->cap = c;
         snprintf(k->device_id, sizeof(k->device_id), "%s", id);
         pthread_mutex_init(&k->mu, NULL);
         c->cams[c->ncams++] = k;
@@ -401,9 +193,10 @@ static void camera_start(cp_capture *c, const char *path)
     pthread_mutex_unlock(&k->mu);
     k->v = v;
     k->enc = enc;
-    k->stop = k->gone = 0;
-    k->why[0] = '\0';
-    k->opens++;
+    k->stall_ms = c->stall_ms;
+    k->max_queued = c->max_queued;
+    k->preview_fps = c->preview_fps;
+    k->preview_width = c->preview_width;
     char credential[80] = "";
     if (c->have_key)
         cli_auth_device_credential(c->key, id, 1, credential, sizeof(credential));
@@ -417,24 +210,18 @@ static void camera_start(cp_capture *c, const char *path)
                            .capability_count = 2,
                            .streams = &stream,
                            .stream_count = 1,
-                           .clock_ns = device_clock,
-                           .on_event = on_event,
+                           .clock_ns = cp_camera_clock,
+                           .on_event = cp_camera_on_event,
                            .arg = k,
                            .max_queued_bytes = c->max_queued};
     k->dev = md_device_add(c->client, &dc, err, sizeof(err));
-    if (!k->dev || pthread_create(&k->thread, NULL, camera_thread, k) != 0) {
+    if (!k->dev || cp_camera_run(k) != 0) {
         fprintf(stderr, "msrs-capture: %s: %s\n", id, k->dev ? "cannot start a thread" : err);
-        md_device_remove(k->dev);
-        k->dev = NULL;
-        cp_encoder_destroy(enc);
-        cp_v4l2_close(v);
-        k->v = NULL;
-        k->enc = NULL;
+        cp_camera_stop(k);
         return;
     }
-    k->running = 1;
-    char t[5] = {(char)(fmt.pixfmt & 0xff), (char)((fmt.pixfmt >> 8) & 0xff),
-                 (char)((fmt.pixfmt >> 16) & 0xff), (char)(fmt.pixfmt >> 24), 0};
+    char t[5];
+    cp_fourcc_text(fmt.pixfmt, t);
     fprintf(stderr, "msrs-capture: %s: '%s' (%s) as %s: %s %dx%d@%d%s%s%s -> %s\n", path, card,
             *bus ? bus : "no bus", id, t, fmt.width, fmt.height, fmt.fps,
             fmt.emulated ? " (converted by libv4l2 from the camera's own " : "",
@@ -445,10 +232,10 @@ static void scan(cp_capture *c)
 {
     for (int i = 0; i < c->ncams; i++) {
         cp_camera *k = c->cams[i];
-        if (k->running && k->gone) {
+        if (k->running && cp_camera_gone(k)) {
             fprintf(stderr, "msrs-capture: %s gone: %s (frames after it return counted as a gap)\n",
                     k->device_id, k->why);
-            camera_stop(k);
+            cp_camera_stop(k);
         }
     }
     glob_t g;
@@ -469,7 +256,7 @@ static void status_line(cp_capture *c)
         char session[MD_ID_MAX];
         if (k->running && md_device_registered(k->dev))
             md_device_send_status(
-                k->dev, -1, md_device_session_at(k->dev, mono_ns(), session, sizeof(session)));
+                k->dev, -1, md_device_session_at(k->dev, cp_mono_ns(), session, sizeof(session)));
         pthread_mutex_lock(&k->mu);
         fprintf(stderr,
                 "msrs-capture: %s %s: %lld frames, %lld sent, %lld lost by the driver or while "
@@ -577,9 +364,8 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     snprintf(c->preset, sizeof(c->preset), "%s",
              ev_conf_get(conf, "capture.h264.preset", "ultrafast"));
     snprintf(c->tune, sizeof(c->tune), "%s", ev_conf_get(conf, "capture.h264.tune", "zerolatency"));
-    c->enc = (cp_encode_params){
-        c->preset,   c->tune, (int)crf, bitrate, (int)((c->keyframe_ms * fps + 999) / 1000),
-        (int)threads};
+    c->enc =
+        (cp_encode_params){c->preset, c->tune, (int)crf, bitrate, c->keyframe_ms, (int)threads};
     snprintf(c->devices, sizeof(c->devices), "%s",
              ev_conf_get(conf, "capture.devices", "/dev/video*"));
     if (cli_tls_load(&c->tls, conf, "msrs-capture", 0, errstr, errstr_size))
@@ -633,9 +419,9 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
             "every %lld ms), camera proxy %s\n",
             c->devices, c->agent_url, c->prefix, c->prefer, c->width, c->height, c->fps, c->preset,
             c->tune, (long long)c->keyframe_ms, c->preview ? listen : "off");
-    int64_t next_scan = 0, next_status = mono_ns() + 10000000000LL;
+    int64_t next_scan = 0, next_status = cp_mono_ns() + 10000000000LL;
     while (!cli_stop) {
-        int64_t now = mono_ns();
+        int64_t now = cp_mono_ns();
         if (now >= next_scan) {
             scan(c);
             next_scan = now + c->scan_ms * 1000000;
@@ -651,7 +437,7 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
     }
     cp_preview_stop(c->preview);
     for (int i = 0; i < c->ncams; i++)
-        camera_stop(c->cams[i]);
+        cp_camera_stop(c->cams[i]);
     status_line(c);
     md_client_destroy(c->client);
     for (int i = 0; i < c->ncams; i++) {

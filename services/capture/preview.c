@@ -123,11 +123,11 @@ cp_preview *cp_preview_start(struct lws_context *ctx, const ev_conf *conf, const
                              const cp_preview_source *src, char *errstr, size_t errstr_size)
 {
     cp_preview *p = calloc(1, sizeof(*p));
-    char host[128];
-    int port = 0;
+    char host[128], *end = NULL;
     const char *colon = strrchr(listen, ':');
-    if (!p || !colon || colon == listen || (size_t)(colon - listen) >= sizeof(host) ||
-        (port = atoi(colon + 1)) < 1 || port > 65535) {
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!p || !colon || colon == listen || (size_t)(colon - listen) >= sizeof(host) || !end ||
+        *end || port < 1 || port > 65535) {
         snprintf(errstr, errstr_size,
                  "config capture.preview_listen: expected HOST:PORT or off, got '%s'", listen);
         free(p);
@@ -143,7 +143,7 @@ cp_preview *cp_preview_start(struct lws_context *ctx, const ev_conf *conf, const
     }
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
-    info.port = port;
+    info.port = (int)port;
     info.iface = strcmp(host, "0.0.0.0") == 0 ? NULL : host;
     info.protocols = protocols;
     info.user = p;
@@ -153,7 +153,9 @@ cp_preview *cp_preview_start(struct lws_context *ctx, const ev_conf *conf, const
     info.client_ssl_ca_filepath = NULL; /* a server only */
     p->vhost = lws_create_vhost(ctx, &info);
     if (!p->vhost) {
-        snprintf(errstr, errstr_size, "cannot listen on %s (in use, or not an address here)",
+        snprintf(errstr, errstr_size,
+                 "config capture.preview_listen: cannot listen on %s (in use, or not an address "
+                 "here)",
                  listen);
         cli_auth_free(&p->auth);
         free(p);

@@ -30,13 +30,6 @@ struct cp_v4l2 {
     int streaming;
 };
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int xioctl(int fd, unsigned long req, void *arg)
 {
     int r;
@@ -44,12 +37,6 @@ static int xioctl(int fd, unsigned long req, void *arg)
         r = v4l2_ioctl(fd, req, arg);
     while (r < 0 && errno == EINTR);
     return r;
-}
-
-static void fourcc_text(uint32_t f, char out[5])
-{
-    out[0] = (char)(f & 0xff), out[1] = (char)((f >> 8) & 0xff);
-    out[2] = (char)((f >> 16) & 0xff), out[3] = (char)(f >> 24), out[4] = '\0';
 }
 
 /* The format to ask for, from what ENUM_FMT lists (emulated ones too). */
@@ -75,7 +62,7 @@ static uint32_t choose(int fd, const char *prefer, cp_format *fmt)
         emulated[n++] = (d.flags & V4L2_FMT_FLAG_EMULATED) != 0;
         if (!(d.flags & V4L2_FMT_FLAG_EMULATED)) {
             char t[5];
-            fourcc_text(d.pixelformat, t);
+            cp_fourcc_text(d.pixelformat, t);
             size_t l = strlen(fmt->native);
             snprintf(fmt->native + l, sizeof(fmt->native) - l, "%s%s", l ? "," : "", t);
         }
@@ -145,8 +132,8 @@ cp_v4l2 *cp_v4l2_open(const char *path, const char *prefer, int width, int heigh
         /* libv4l2 lists its emulated formats whatever the camera has, and
          * passes S_FMT through when it cannot convert from it */
         char t[5], got[5];
-        fourcc_text(pixfmt, t);
-        fourcc_text(f.fmt.pix.pixelformat, got);
+        cp_fourcc_text(pixfmt, t);
+        cp_fourcc_text(f.fmt.pix.pixelformat, got);
         snprintf(errstr, errstr_size,
                  "%s: '%s' offers no format msrs-capture encodes (it offers %s%s): VIDIOC_S_FMT "
                  "%s %dx%d %s%s",
@@ -158,6 +145,7 @@ cp_v4l2 *cp_v4l2_open(const char *path, const char *prefer, int width, int heigh
     fmt->pixfmt = pixfmt;
     fmt->width = (int)f.fmt.pix.width;
     fmt->height = (int)f.fmt.pix.height;
+    fmt->bytesperline = (int)f.fmt.pix.bytesperline;
     struct v4l2_streamparm parm = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE};
     parm.parm.capture.timeperframe.numerator = 1;
     parm.parm.capture.timeperframe.denominator = (uint32_t)fps;
@@ -167,6 +155,7 @@ cp_v4l2 *cp_v4l2_open(const char *path, const char *prefer, int width, int heigh
                          parm.parm.capture.timeperframe.numerator);
     if (fmt->fps < 1)
         fmt->fps = fps;
+    errno = 0;
     struct v4l2_requestbuffers req = {
         .count = CP_BUFFERS, .type = V4L2_BUF_TYPE_VIDEO_CAPTURE, .memory = V4L2_MEMORY_MMAP};
     if (xioctl(v->fd, VIDIOC_REQBUFS, &req) < 0 || req.count < 2) {
@@ -232,13 +221,17 @@ int cp_v4l2_next(cp_v4l2 *v, int timeout_ms, cp_frame *f, char *errstr, size_t e
                  errno == ENODEV ? "the camera is gone (unplugged)" : strerror(errno));
         return -1;
     }
-    int64_t now = mono_ns();
+    int64_t now = cp_mono_ns();
     if (v->cur.index >= (uint32_t)v->nbufs) {
         snprintf(errstr, errstr_size, "%s: VIDIOC_DQBUF gave buffer %u of %d", v->path,
                  v->cur.index, v->nbufs);
         return -1;
     }
     v->held = (int)v->cur.index;
+    if (v->cur.flags & V4L2_BUF_FLAG_ERROR) { /* the driver says the data is bad: lost */
+        cp_v4l2_release(v);
+        return 0;
+    }
     f->data = v->bufs[v->held].start;
     f->len = v->cur.bytesused;
     f->sequence = v->cur.sequence;

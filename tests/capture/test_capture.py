@@ -28,7 +28,9 @@ Checked:
   an operator's token;
 - the plan: n1 registers with the capability "camera" (a path matches
   capture.devices), the supervisor's plan names capture, the agent starts
-  msrs-capture itself, and starts it again when it is killed;
+  msrs-capture itself, starts it again when it is killed, and stops it
+  when the last camera is gone (the node registers again, the new plan
+  has no capture);
 - nothing crashed."""
 import json
 import os
@@ -284,6 +286,15 @@ def main():
                                  10, "the restart"), "the agent says msrs-capture was killed")
             check(check.wait_for(lambda: len(camera_regs() or []) >= n_regs + 2, 20,
                                  "the cameras again"), "the cameras registered again after the restart")
+        # every camera unplugged for good: the node registers again without
+        # "camera", its new plan does not name capture, and capture is stopped
+        for name in os.listdir(cams):
+            os.rename(os.path.join(cams, name), os.path.join(tmp, "away-" + name))
+        check(check.wait_for(lambda: "plan: " in procs.stderr_of("agent") and
+                             "msrs-capture stopped" in procs.stderr_of("agent"), 20,
+                             "capture stopped by the plan"), "no cameras: the plan stops capture")
+        plans = [r["value"] for r in of_type(tail(db, "nodes"), "NodePlanned") if r["value"]["node_id"] == "n1"]
+        check(plans and "capture" not in plans[-1]["services"], "the last plan has no capture: %s" % plans[-1:])
     finally:
         stop_all(procs)
     bad = [(p.args[0], p.returncode) for p in procs if p.returncode not in (0, -9, -15)]

@@ -96,9 +96,11 @@ static void load_jpegs(tc_cam *c, const char *path)
     FILE *f = fopen(path, "rb");
     if (!f)
         return;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n <= 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return;
+    }
     c->jpeg = n > 0 ? malloc((size_t)n) : NULL;
     if (c->jpeg && fread(c->jpeg, 1, (size_t)n, f) == (size_t)n)
         c->jpeg_len = (size_t)n;
@@ -117,8 +119,13 @@ static void load_jpegs(tc_cam *c, const char *path)
             break;
         if (c->jpeg_count == (int)cap) {
             cap = cap ? cap * 2 : 64;
-            c->jpeg_at = realloc(c->jpeg_at, cap * sizeof(size_t));
-            c->jpeg_size = realloc(c->jpeg_size, cap * sizeof(size_t));
+            size_t *at = realloc(c->jpeg_at, cap * sizeof(size_t));
+            if (at)
+                c->jpeg_at = at;
+            size_t *size = at ? realloc(c->jpeg_size, cap * sizeof(size_t)) : NULL;
+            if (!size)
+                break; /* the JPEGs found so far */
+            c->jpeg_size = size;
         }
         c->jpeg_at[c->jpeg_count] = i;
         c->jpeg_size[c->jpeg_count++] = j + 2 - i;
@@ -182,6 +189,8 @@ static void unmap(tc_cam *c)
     c->map_len = 0;
 }
 
+static void tc_close(void *priv);
+
 static void *tc_init(int fd)
 {
     struct stat st;
@@ -194,12 +203,12 @@ static void *tc_init(int fd)
         return NULL;
     c->fd = fd;
     c->width = 640, c->height = 480, c->fps = 30;
+    pthread_mutex_init(&c->mu, NULL);
     if (read_header(c, 1) || !c->format_count || !c->width || !c->height || !c->fps) {
-        free(c);
+        tc_close(c);
         return NULL;
     }
     c->pixfmt = c->formats[0];
-    pthread_mutex_init(&c->mu, NULL);
     return c;
 }
 
