@@ -11,7 +11,9 @@ Checked:
   camera whose only format is one nothing can encode is refused with a
   message naming what it offers, and the others go on;
 - format negotiation through libv4l2's conversion: asked for yuv420, a
-  YUYV-only camera is converted by libv4l2 and encoded;
+  YUYV-only camera is converted by libv4l2 and encoded; its driver does
+  not stamp on CLOCK_MONOTONIC, which capture says (frames are stamped at
+  dequeue);
 - a session with 4 phones and 2 cameras: one start instant; unplugging
   the MJPEG camera mid-session disconnects it (DeviceDisconnected), it
   rejoins when plugged back, and the frames it did not make are the
@@ -53,9 +55,9 @@ check = Checks()
 FPS = 30
 
 
-def camera_file(path, card, bus, formats, w=640, h=360, mjpeg="", state="ok"):
-    text = "MSRSCAM1\ncard=%s\nbus=%s\nformats=%s\nwidth=%d\nheight=%d\nfps=%d\nmjpeg=%s\nstate=%s\n" % (
-        card, bus, formats, w, h, FPS, mjpeg, state)
+def camera_file(path, card, bus, formats, w=640, h=360, mjpeg="", state="ok", clock="monotonic"):
+    text = "MSRSCAM1\ncard=%s\nbus=%s\nformats=%s\nwidth=%d\nheight=%d\nfps=%d\nmjpeg=%s\nstate=%s\nclock=%s\n" % (
+        card, bus, formats, w, h, FPS, mjpeg, state, clock)
     data = text.encode().ljust(4096, b"\0")
     if os.path.exists(path):  # the header only: the buffers after it are mapped
         with open(path, "r+b") as f:
@@ -83,7 +85,7 @@ def conversion_run(tmp, env, url):
     """capture.format = yuv420 on a YUYV-only camera: libv4l2 converts."""
     d = os.path.join(tmp, "conv")
     os.makedirs(d)
-    camera_file(os.path.join(d, "video0"), "Conv Camera", "testcam-conv", "YUYV")
+    camera_file(os.path.join(d, "video0"), "Conv Camera", "testcam-conv", "YUYV", clock="unknown")
     r = subprocess.Popen([os.path.join(BIN, "msrs-capture"), "-X", "capture.devices=%s/video*" % d,
                           "-X", "capture.agent=" + url, "-X", "capture.id_prefix=n1.",
                           "-X", "capture.format=yuv420", "-X", "capture.preview_listen=off"],
@@ -96,6 +98,8 @@ def conversion_run(tmp, env, url):
           "yuv420 asked of a YUYV camera: libv4l2 converts: %s" % err[-600:])
     check("n1.cam-testcam-conv (%s/video0, h264 640x360@30) registered" % d in err,
           "the converted camera registered")
+    check("timestamps are not CLOCK_MONOTONIC: frames are stamped when dequeued" in err,
+          "a driver that does not stamp on CLOCK_MONOTONIC: said, frames stamped at dequeue")
 
 
 def main():
