@@ -490,6 +490,7 @@ md_client *md_client_new(const md_client_config *cfg, char *errstr, size_t errst
     }
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
+    lws_set_log_level(LLL_ERR | LLL_WARN, NULL); /* the SDK's caller prints, not lws */
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = protocols;
     info.user = c;
@@ -639,29 +640,19 @@ void md_device_remove(md_device *d)
 
 /* --------------------------------------------------------- any thread */
 
-int md_device_send_media(md_device *d, const md_media *m, const void *data, size_t len)
+/* Queues a binary frame: 4-byte big-endian header length, the header,
+ * the body (body_len bytes, written by fill into the frame). */
+static int send_binary(md_device *d, const char *hdr, size_t hl, size_t body_len,
+                       void (*fill)(unsigned char *out, const void *arg), const void *arg)
 {
-    char session[MD_ID_MAX], hdr[768];
-    if (!m->stream_id || !m->codec || !valid_id(m->stream_id) || !valid_id(m->codec) ||
-        (len && !data))
-        return MD_ERR_INVALID;
     pthread_mutex_lock(&d->mu); /* refused before any work is spent on it */
-    int early = !d->registered                                           ? MD_ERR_NOT_REGISTERED
-                : len > d->max_queued || d->queued > d->max_queued - len ? MD_ERR_FULL
-                                                                         : MD_OK;
+    int early = !d->registered ? MD_ERR_NOT_REGISTERED
+                : body_len > d->max_queued || d->queued > d->max_queued - body_len ? MD_ERR_FULL
+                                                                                   : MD_OK;
     pthread_mutex_unlock(&d->mu);
     if (early != MD_OK)
         return early;
-    md_device_session_at(d, m->device_time_ns, session, sizeof(session));
-    int hl =
-        snprintf(hdr, sizeof(hdr),
-                 "{\"stream_id\":\"%s\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
-                 "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
-                 m->stream_id, m->codec, (long long)m->pts_ns, m->keyframe ? "true" : "false",
-                 (long long)m->seq, (long long)m->device_time_ns, m->width, m->height, session);
-    if (hl < 0 || (size_t)hl >= sizeof(hdr))
-        return MD_ERR_INVALID;
-    size_t total = 4 + (size_t)hl + len;
+    size_t total = 4 + hl + body_len;
     md_msg *msg = msg_new(total);
     if (!msg)
         return MD_ERR_NOMEM;
@@ -669,9 +660,8 @@ int md_device_send_media(md_device *d, const md_media *m, const void *data, size
     msg->binary = 1;
     p[0] = (unsigned char)(hl >> 24), p[1] = (unsigned char)(hl >> 16);
     p[2] = (unsigned char)(hl >> 8), p[3] = (unsigned char)hl;
-    memcpy(p + 4, hdr, (size_t)hl);
-    if (len)
-        memcpy(p + 4 + hl, data, len);
+    memcpy(p + 4, hdr, hl);
+    fill(p + 4 + hl, arg);
     pthread_mutex_lock(&d->mu);
     int rc = !d->registered                                               ? MD_ERR_NOT_REGISTERED
              : total > d->max_queued || d->queued > d->max_queued - total ? MD_ERR_FULL
@@ -686,6 +676,80 @@ int md_device_send_media(md_device *d, const md_media *m, const void *data, size
     else
         md_client_wake(d->client);
     return rc;
+}
+
+typedef struct samples_body {
+    const int64_t *t;
+    const double *values;
+    size_t n;
+    int channels;
+} samples_body;
+
+/* little-endian int64 times, then float64 values, row-major
+ * (docs/protocol.md, Binary frames: Samples) */
+static void fill_samples(unsigned char *out, const void *arg)
+{
+    const samples_body *b = arg;
+    for (size_t i = 0; i < b->n; i++, out += 8) {
+        uint64_t u = (uint64_t)b->t[i];
+        for (int k = 0; k < 8; k++)
+            out[k] = (unsigned char)(u >> (8 * k));
+    }
+    for (size_t i = 0; i < b->n * (size_t)b->channels; i++, out += 8) {
+        uint64_t u;
+        memcpy(&u, &b->values[i], 8);
+        for (int k = 0; k < 8; k++)
+            out[k] = (unsigned char)(u >> (8 * k));
+    }
+}
+
+typedef struct media_body {
+    const void *data;
+    size_t len;
+} media_body;
+
+static void fill_media(unsigned char *out, const void *arg)
+{
+    const media_body *b = arg;
+    if (b->len)
+        memcpy(out, b->data, b->len);
+}
+
+int md_device_send_samples(md_device *d, const char *stream_id, int64_t seq, const int64_t *t,
+                           const double *values, size_t n, int channels)
+{
+    char session[MD_ID_MAX], hdr[512];
+    if (!stream_id || !valid_id(stream_id) || !t || !values || n < 1 || n > 65536 || channels < 1 ||
+        channels > 1024 || seq < 0)
+        return MD_ERR_INVALID;
+    md_device_session_at(d, t[0], session, sizeof(session));
+    int hl = snprintf(hdr, sizeof(hdr),
+                      "{\"type\":\"samples\",\"stream_id\":\"%s\",\"seq\":%lld,\"n\":%zu,"
+                      "\"channels\":%d,\"session_id\":\"%s\"}",
+                      stream_id, (long long)seq, n, channels, session);
+    if (hl < 0 || (size_t)hl >= sizeof(hdr))
+        return MD_ERR_INVALID;
+    samples_body b = {t, values, n, channels};
+    return send_binary(d, hdr, (size_t)hl, n * 8 * (1 + (size_t)channels), fill_samples, &b);
+}
+
+int md_device_send_media(md_device *d, const md_media *m, const void *data, size_t len)
+{
+    char session[MD_ID_MAX], hdr[768];
+    if (!m->stream_id || !m->codec || !valid_id(m->stream_id) || !valid_id(m->codec) ||
+        (len && !data))
+        return MD_ERR_INVALID;
+    md_device_session_at(d, m->device_time_ns, session, sizeof(session));
+    int hl =
+        snprintf(hdr, sizeof(hdr),
+                 "{\"stream_id\":\"%s\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
+                 "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
+                 m->stream_id, m->codec, (long long)m->pts_ns, m->keyframe ? "true" : "false",
+                 (long long)m->seq, (long long)m->device_time_ns, m->width, m->height, session);
+    if (hl < 0 || (size_t)hl >= sizeof(hdr))
+        return MD_ERR_INVALID;
+    media_body b = {data, len};
+    return send_binary(d, hdr, (size_t)hl, len, fill_media, &b);
 }
 
 int md_device_send_status(md_device *d, double battery, int recording)

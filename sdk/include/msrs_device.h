@@ -5,9 +5,9 @@
  * - Opaque handles with _new/_destroy (md_client) or _add/_remove
  *   (md_device); _destroy(NULL) and _remove(NULL) are no-ops.
  * - Functions return 0 or a negative md_err; where a person needs the
- *   detail they fill errstr. The SDK never prints and never exits
- *   (libwebsockets logs on its own: lws_set_log_level before
- *   md_client_new sets how much).
+ *   detail they fill errstr. The SDK never prints and never exits;
+ *   md_client_new sets libwebsockets' own log to errors and warnings
+ *   (lws_set_log_level after it for more).
  * - Threads: one thread owns an md_client — it calls md_client_service and
  *   every function not marked "any thread"; every callback runs on it.
  *   Functions marked "any thread" may be called from other threads
@@ -144,6 +144,13 @@ void md_device_remove(md_device *d);
  * the device is not registered now, MD_ERR_FULL when the queue holds
  * max_queued_bytes: the packet is not sent and the caller counts it. */
 int md_device_send_media(md_device *d, const md_media *m, const void *data, size_t len);
+/* Any thread: one batch of n samples of stream_id (1..65536), numbered
+ * from seq: t[i] the device time of sample i, values[i * channels + c]
+ * its channel c (copied; sent as a binary samples frame). Its session is
+ * the one that holds t[0] (a caller that wants a batch split at a start
+ * or stop instant sends two). Errors as md_device_send_media. */
+int md_device_send_samples(md_device *d, const char *stream_id, int64_t seq, const int64_t *t,
+                           const double *values, size_t n, int channels);
 /* Any thread: a status message (battery 0..1 or < 0 for none). */
 int md_device_send_status(md_device *d, double battery, int recording);
 /* Any thread: the session data taken at device time t belongs to, copied
