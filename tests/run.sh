@@ -33,6 +33,13 @@ if [ "$mode" = "--valgrind" ]; then
   status=0
   for t in "$build"/bin/test_*; do
     case "$(basename "$t")" in test_log) continue ;; esac
+    # libavcodec/libavformat load libhwy, whose start-up runs rdtscp, an
+    # instruction valgrind 3.19 stops at (SIGILL): such a test (test_archive,
+    # since the archive writes Matroska) runs under ASan only (--sanitize)
+    if ldd "$t" | grep libhwy >/dev/null; then # (not -q: with pipefail, ldd would get SIGPIPE)
+      echo "== valgrind $(basename "$t"): skipped (loads libhwy: valgrind 3.19 cannot run its rdtscp; run under --sanitize)"
+      continue
+    fi
     echo "== valgrind $(basename "$t")"
     valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
       "$t" || status=1
