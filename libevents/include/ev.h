@@ -720,6 +720,8 @@ typedef struct ev_collect_params {
     int64_t lead_ns;           /* collect.lead_ms: start and stop instants this far ahead */
     int64_t report_timeout_ns; /* collect.report_timeout_ms: after the stop instant, stop
                                   without the reports that did not come */
+    int64_t stop_notice_ns;    /* collect.stop_notice_ms: a duration's StopRecording goes
+                                  this far before its instant (at least lead_ns) */
 } ev_collect_params;
 
 /* What collectord must emit now for session_id, as a JSON array (new

@@ -170,7 +170,12 @@ json_t *ev_collect_decide(const ev_state *state, const char *sid, const ev_colle
             stop_at = x.stop_requested_at_ns + p->lead_ns;
             if (stop_at < start_at)
                 stop_at = start_at;
-        } else if (duration_ns > 0 && now_ns >= start_at + duration_ns - p->lead_ns) {
+        } else if (duration_ns > 0 &&
+                   now_ns >=
+                       start_at + duration_ns -
+                           (p->stop_notice_ns > p->lead_ns ? p->stop_notice_ns : p->lead_ns)) {
+            /* long before the instant: a command that reaches a loaded
+             * agent late leaves devices tagging data past the stop */
             stop_at = start_at + duration_ns;
         }
         if (stop_at)

@@ -75,6 +75,7 @@ const char *const ev_conf_known_keys[] = {
     "sync.max_age_ms",
     "sync.check_ms",
     "collect.lead_ms",
+    "collect.stop_notice_ms",
     "collect.report_timeout_ms",
     "cli.log_timeout_s",
     "collect.check_ms",

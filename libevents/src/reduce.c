@@ -248,8 +248,11 @@ static void reduce_session(ev_state *s, int32_t type, json_t *r, int64_t t)
     case EV_SCHEMA_COLLECTION_STARTED:
         set_int(x, "start_at_ns", json_integer_value(json_object_get(r, "start_at_ns")));
         json_object_set(x, "device_ids", json_object_get(r, "device_ids"));
+        /* a stop command already folded (the commands topic read before
+         * the sessions topic, as a replay with limits may): stopping, in
+         * whichever order the two topics are read */
         if (strcmp(str(x, "state"), "stopped") != 0)
-            set_str(x, "state", "recording");
+            set_str(x, "state", json_object_get(x, "stop_at_ns") ? "stopping" : "recording");
         break;
     case EV_SCHEMA_SYNC_MARK:
         set_int(x, "marks", json_integer_value(json_object_get(x, "marks")) + 1);

@@ -34,7 +34,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: msrs-collectord --log URI [options]\n"
                "Starts synchronised sessions at one instant, stops them, and reports what\n"
                "every device stream delivered (CollectionStopped).\n\n" CLI_COMMON_HELP
-               "\nconfig keys (defaults): collect.lead_ms (1000) start/stop instants this far\n"
+               "\nconfig keys (defaults): collect.stop_notice_ms (5000) a duration's stop command\n"
+               "this far before its instant, collect.lead_ms (1000) start/stop instants this far\n"
                "ahead, collect.report_timeout_ms (10000), collect.check_ms (100),\n"
                "collect.auto_start (false) open a session whenever sync.min_group (1) devices\n"
                "are connected and none is live, collect.auto_duration_ms (0 = until stopped),\n"
@@ -115,9 +116,10 @@ static void check(void *arg)
 static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 {
     cd_collectd *c = arg;
-    int64_t lead_ms, timeout_ms;
+    int64_t lead_ms, timeout_ms, notice_ms;
     const char *auto_start = ev_conf_get(conf, "collect.auto_start", "false");
     if (ev_conf_get_int(conf, "collect.lead_ms", 1000, &lead_ms, errstr, errstr_size) ||
+        ev_conf_get_int(conf, "collect.stop_notice_ms", 5000, &notice_ms, errstr, errstr_size) ||
         ev_conf_get_int(conf, "collect.report_timeout_ms", 10000, &timeout_ms, errstr,
                         errstr_size) ||
         ev_conf_get_int(conf, "collect.check_ms", 100, &c->check_ms, errstr, errstr_size) ||
@@ -131,13 +133,14 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
         return -1;
     }
     c->auto_start = strcmp(auto_start, "true") == 0;
-    if (lead_ms < 0 || timeout_ms < 0 || c->check_ms <= 0 || c->min_group < 1) {
+    if (lead_ms < 0 || timeout_ms < 0 || notice_ms < 0 || c->check_ms <= 0 || c->min_group < 1) {
         snprintf(errstr, errstr_size,
-                 "config collect.lead_ms, collect.report_timeout_ms: expected >= 0; "
+                 "config collect.lead_ms, collect.report_timeout_ms, collect.stop_notice_ms: "
+                 "expected >= 0; "
                  "collect.check_ms: expected > 0; sync.min_group: expected >= 1");
         return -1;
     }
-    c->params = (ev_collect_params){lead_ms * 1000000, timeout_ms * 1000000};
+    c->params = (ev_collect_params){lead_ms * 1000000, timeout_ms * 1000000, notice_ms * 1000000};
     return 0;
 }
 

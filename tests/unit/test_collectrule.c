@@ -177,6 +177,27 @@ START_TEST(duration_stops_lead_ahead_and_missing_report_times_out)
 }
 END_TEST
 
+/* A duration's stop goes collect.stop_notice_ms before its instant, so that
+ * a loaded agent has it before devices make data past it. */
+START_TEST(duration_stop_with_notice)
+{
+    const ev_collect_params notice = {
+        .lead_ns = 1 * S, .report_timeout_ns = 10 * S, .stop_notice_ns = 4 * S};
+    synced("{\"session_id\": \"s1\", \"duration_ms\": 5000}");
+    json_decref(decide_apply(11 * S)); /* start at 12 s, stop at 17 s: the stop goes at 13 s */
+    json_t *out = ev_collect_decide(state, "s1", &notice, 13 * S - 1, NULL, 0);
+    ck_assert_int_eq(json_array_size(out), 0);
+    json_decref(out);
+    out = ev_collect_decide(state, "s1", &notice, 13 * S, NULL, 0);
+    ck_assert_int_eq(json_array_size(out), 2);
+    ck_assert_str_eq(type_of(out, 0), "StopRecording");
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(json_array_get(out, 0), "value"), "stop_at_ns")),
+                     17 * S);
+    json_decref(out);
+}
+END_TEST
+
 START_TEST(cancel_before_start)
 {
     apply(1 * S, "CollectionRequested", "{\"session_id\": \"s1\"}");
@@ -395,6 +416,7 @@ int main(void)
     tcase_add_test(tc, starts_at_one_instant_with_a_command_per_node);
     tcase_add_test(tc, stop_request_then_reports_then_stopped);
     tcase_add_test(tc, duration_stops_lead_ahead_and_missing_report_times_out);
+    tcase_add_test(tc, duration_stop_with_notice);
     tcase_add_test(tc, cancel_before_start);
     tcase_add_test(tc, resends_only_what_a_crash_lost);
     tcase_add_test(tc, auto_start_needs_min_group_connected);

@@ -70,6 +70,24 @@ START_TEST(node_capabilities)
 }
 END_TEST
 
+/* A session's state does not depend on the order its two topics are read:
+ * a StopRecording (commands) folded before its CollectionStarted
+ * (sessions) still gives "stopping". */
+START_TEST(stop_command_before_start_across_topics)
+{
+    ck_assert_int_eq(apply("r1", 10, "CollectionRequested", "{\"session_id\": \"s1\"}"), 0);
+    ck_assert_int_eq(apply("r2", 20, "StopRecording",
+                           "{\"node_id\": \"n1\", \"session_id\": \"s1\", \"stop_at_ns\": 90}"),
+                     0);
+    ck_assert_int_eq(apply("r3", 15, "CollectionStarted",
+                           "{\"session_id\": \"s1\", \"start_at_ns\": 40, \"device_ids\": []}"),
+                     0);
+    json_t *x = get("sessions", "s1");
+    ck_assert_str_eq(json_string_value(json_object_get(x, "state")), "stopping");
+    json_decref(x);
+}
+END_TEST
+
 START_TEST(duplicate_event_ids_change_nothing)
 {
     ck_assert_int_eq(
@@ -346,6 +364,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, node_lifecycle);
     tcase_add_test(tc, node_capabilities);
+    tcase_add_test(tc, stop_command_before_start_across_topics);
     tcase_add_test(tc, duplicate_event_ids_change_nothing);
     tcase_add_test(tc, many_ids_stay_distinct);
     tcase_add_test(tc, node_expiry_removes_its_devices);
