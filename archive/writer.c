@@ -261,9 +261,10 @@ static ar__stream *stream_get(ar_writer *w, const char *device_id, const char *s
     char dn[128], sn[128], rel[300], path[PATH_MAX];
     ar__safe_name(dn, sizeof(dn), device_id);
     ar__safe_name(sn, sizeof(sn), stream);
+    snprintf(st->base, sizeof(st->base), "%s/%s", dn, sn);
     const ev_schema *schema =
         ev_schema_by_name(kind == AR__SAMPLES ? "SensorSampleBatch" : "MediaPacket");
-    snprintf(rel, sizeof(rel), "%s/%s%s", dn, sn, kind == AR__SAMPLES ? ".avro" : ".frames.avro");
+    snprintf(rel, sizeof(rel), "%s%s", st->base, kind == AR__SAMPLES ? ".avro" : ".frames.avro");
     ar__writer_file(w, path, sizeof(path), rel);
     /* Blocks larger than any record (avro-c fails a record bigger than its block). */
     if (avro_file_writer_create_with_codec(path, ev_schema_avro(schema), &st->ocf, "null",
@@ -272,7 +273,7 @@ static ar__stream *stream_get(ar_writer *w, const char *device_id, const char *s
         *rc = failed(w, ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", path, avro_strerror()));
     }
     if (kind == AR__MEDIA) {
-        snprintf(rel, sizeof(rel), "%s/%s.%s", dn, sn, es_extension(st->codec));
+        snprintf(rel, sizeof(rel), "%s.%s", st->base, es_extension(st->codec));
         ar__writer_file(w, path, sizeof(path), rel);
         if (!(st->es = fopen(path, "wb")))
             *rc = failed(w,
@@ -369,11 +370,9 @@ static int mkv_packet(ar_writer *w, ar__stream *st, const json_t *r, const void 
                       int key, char *errstr, size_t errstr_size)
 {
     if (!st->mkv && key && ar__mkv_codec_known(st->codec) && !st->mkv_tried) {
-        char dn[128], sn[128], rel[300], path[PATH_MAX];
+        char rel[300], path[PATH_MAX];
         st->mkv_tried = 1;
-        ar__safe_name(dn, sizeof(dn), st->device_id);
-        ar__safe_name(sn, sizeof(sn), st->stream_id);
-        snprintf(rel, sizeof(rel), "%s/%s.mkv", dn, sn);
+        snprintf(rel, sizeof(rel), "%s.mkv", st->base);
         ar__writer_file(w, path, sizeof(path), rel);
         int rc = 0;
         st->mkv = ar__mkv_open(path, st->codec, (int)ar__jint(r, "width"),

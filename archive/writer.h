@@ -25,6 +25,7 @@ int ar__mkv_close(ar__mkv *m);
 
 typedef struct ar__stream {
     char device_id[128], stream_id[128];
+    char base[260]; /* DEVICE/STREAM as folder and file names: its files' names */
     int kind;
     avro_file_writer_t ocf; /* DEVICE/STREAM.avro or .frames.avro */
     FILE *es;               /* the video's elementary stream */

@@ -28,16 +28,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pylib"))
-from msrstest import free_port, stop_all, tail, wait_listening  # noqa: E402
+from msrstest import free_port, stop_all, tail, time_ns, wait_listening  # noqa: E402
 from bench_sync import pct, proc_stats  # noqa: E402
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-
-
-def time_ns(text):
-    import calendar
-    whole, frac = text.rstrip("Z").split(".")
-    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) * 10**9 + int(frac.ljust(9, "0")[:9])
 
 
 def main():

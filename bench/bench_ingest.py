@@ -21,7 +21,6 @@ per device, so the devices are not the bottleneck on a 2-core machine.
   bench/bench_ingest.py --devices 8 --seconds 20 --video 1280x720@30 --bitrate 100e6
 """
 import argparse
-import calendar
 import json
 import os
 import sqlite3
@@ -32,7 +31,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "pylib"))
-from msrstest import BIN, free_port, tail, wait_listening  # noqa: E402
+from msrstest import BIN, free_port, tail, time_ns, wait_listening  # noqa: E402
 
 
 # Plain transport without credentials (tests/plain.conf) unless MSRS_CONFIG
@@ -66,12 +65,6 @@ def raw_sqlite_mb_s(path, size, seconds=5.0):
     dt = time.time() - t0
     db.close()
     return n * size / dt / 1e6
-
-
-def ce_time_ns(text):
-    """ce_time "2026-11-22T11:30:09.123456789Z" -> ns since the epoch."""
-    whole, frac = text.rstrip("Z").split(".")
-    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) * 10**9 + int(frac.ljust(9, "0")[:9])
 
 
 def pcts(xs):
@@ -127,7 +120,7 @@ def main():
                 except ValueError:
                     continue
                 if v.get("session_id") and v["master_time_ns"]:
-                    emitted = ce_time_ns(rec["time"])
+                    emitted = time_ns(rec["time"])
                     lat.append((now - v["master_time_ns"][-1]) / 1e6)
                     to_emit.append((emitted - v["master_time_ns"][-1]) / 1e6)
                     to_visible.append((now - emitted) / 1e6)

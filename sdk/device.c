@@ -188,23 +188,39 @@ static void push(md_msg **head, md_msg **tail, md_msg *m)
     *tail = m;
 }
 
-/* Queues text (client's thread or any, under mu inside). */
+/* Why n more bytes of data may not be queued now (MD_ERR_NOT_REGISTERED,
+ * MD_ERR_FULL), or MD_OK. Under d->mu. */
+static int refusal(const md_device *d, size_t n)
+{
+    if (!d->registered)
+        return MD_ERR_NOT_REGISTERED;
+    return n > d->max_queued || d->queued > d->max_queued - n ? MD_ERR_FULL : MD_OK;
+}
+
+/* Queues m (len bytes), checked by refusal unless force (the protocol's
+ * own answers: hello, acks); m is freed when refused. Any thread. */
+static int queue(md_device *d, md_msg *m, size_t len, int force)
+{
+    pthread_mutex_lock(&d->mu);
+    int rc = force ? MD_OK : refusal(d, len);
+    if (rc == MD_OK) {
+        push(&d->head, &d->tail, m);
+        d->queued += len;
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (rc != MD_OK)
+        free(m);
+    return rc;
+}
+
+/* Queues text (client's thread or any). */
 static int send_text(md_device *d, const char *text, size_t len, int force)
 {
     md_msg *m = msg_new(len);
     if (!m)
         return MD_ERR_NOMEM;
     memcpy(m->buf + LWS_PRE, text, len);
-    pthread_mutex_lock(&d->mu);
-    if (!force && d->queued + len > d->max_queued) {
-        pthread_mutex_unlock(&d->mu);
-        free(m);
-        return MD_ERR_FULL;
-    }
-    push(&d->head, &d->tail, m);
-    d->queued += len;
-    pthread_mutex_unlock(&d->mu);
-    return MD_OK;
+    return queue(d, m, len, force);
 }
 
 static void send_json(md_device *d, json_t *j)
@@ -645,14 +661,12 @@ void md_device_remove(md_device *d)
 static int send_binary(md_device *d, const char *hdr, size_t hl, size_t body_len,
                        void (*fill)(unsigned char *out, const void *arg), const void *arg)
 {
+    size_t total = 4 + hl + body_len;
     pthread_mutex_lock(&d->mu); /* refused before any work is spent on it */
-    int early = !d->registered ? MD_ERR_NOT_REGISTERED
-                : body_len > d->max_queued || d->queued > d->max_queued - body_len ? MD_ERR_FULL
-                                                                                   : MD_OK;
+    int early = refusal(d, total);
     pthread_mutex_unlock(&d->mu);
     if (early != MD_OK)
         return early;
-    size_t total = 4 + hl + body_len;
     md_msg *msg = msg_new(total);
     if (!msg)
         return MD_ERR_NOMEM;
@@ -662,18 +676,8 @@ static int send_binary(md_device *d, const char *hdr, size_t hl, size_t body_len
     p[2] = (unsigned char)(hl >> 8), p[3] = (unsigned char)hl;
     memcpy(p + 4, hdr, hl);
     fill(p + 4 + hl, arg);
-    pthread_mutex_lock(&d->mu);
-    int rc = !d->registered                                               ? MD_ERR_NOT_REGISTERED
-             : total > d->max_queued || d->queued > d->max_queued - total ? MD_ERR_FULL
-                                                                          : MD_OK;
-    if (rc == MD_OK) {
-        push(&d->head, &d->tail, msg);
-        d->queued += total;
-    }
-    pthread_mutex_unlock(&d->mu);
-    if (rc != MD_OK)
-        free(msg);
-    else
+    int rc = queue(d, msg, total, 0); /* again: it may have changed meanwhile */
+    if (rc == MD_OK)
         md_client_wake(d->client);
     return rc;
 }
@@ -764,8 +768,6 @@ int md_device_send_status(md_device *d, double battery, int recording)
             : snprintf(text, sizeof(text),
                        "{\"type\":\"status\",\"device_id\":\"%s\",\"payload\":{\"recording\":%s}}",
                        d->id, recording ? "true" : "false");
-    if (!md_device_registered(d))
-        return MD_ERR_NOT_REGISTERED;
     int rc = send_text(d, text, (size_t)n, 0);
     if (rc == MD_OK)
         md_client_wake(d->client);

@@ -104,16 +104,21 @@ int ag_spawn_cameras(const ag_spawn *s)
     return n > 0;
 }
 
+/* The next start after a failure: 1 s, doubling to 30 s. */
+static void back_off(ag_spawn *s, int64_t now)
+{
+    s->backoff_ms = s->backoff_ms ? (s->backoff_ms * 2 > 30000 ? 30000 : s->backoff_ms * 2) : 1000;
+    s->restart_at_ns = now + s->backoff_ms * 1000000;
+}
+
 static void start(ag_spawn *s, int64_t now)
 {
     pid_t pid;
     int rc = posix_spawn(&pid, s->argv[0], NULL, NULL, s->argv, environ);
     if (rc != 0) {
-        fprintf(stderr, "msrs-agent: plan: cannot start %s: %s (again in %lld s)\n", s->argv[0],
-                strerror(rc), (long long)(s->backoff_ms ? s->backoff_ms : 1000) / 1000);
-        s->backoff_ms =
-            s->backoff_ms ? (s->backoff_ms * 2 > 30000 ? 30000 : s->backoff_ms * 2) : 1000;
-        s->restart_at_ns = now + s->backoff_ms * 1000000;
+        back_off(s, now);
+        fprintf(stderr, "msrs-agent: plan: cannot start %s: %s (again in %lld ms)\n", s->argv[0],
+                strerror(rc), (long long)s->backoff_ms);
         return;
     }
     s->pid = pid;
@@ -156,9 +161,7 @@ void ag_spawn_tick(ag_spawn *s, int64_t now)
         /* a run that lasted a minute starts the backoff again */
         if (now - s->started_at_ns > 60000000000LL)
             s->backoff_ms = 0;
-        s->backoff_ms =
-            s->backoff_ms ? (s->backoff_ms * 2 > 30000 ? 30000 : s->backoff_ms * 2) : 1000;
-        s->restart_at_ns = now + s->backoff_ms * 1000000;
+        back_off(s, now);
         if (WIFSIGNALED(status))
             fprintf(stderr, "msrs-agent: %s was killed by signal %d: started again in %lld ms\n",
                     s->argv[0], WTERMSIG(status), (long long)s->backoff_ms);

@@ -28,7 +28,6 @@ Checked, not eyeballed:
 - republish: the session re-emitted into a new log (every topic, as fast as
   it goes) folds to the same session state and holds the same records; at
   --speed 4 it takes a quarter of the recorded time."""
-import calendar
 import glob
 import hashlib
 import shutil
@@ -41,7 +40,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, of_type, stop_all, tail, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, free_port, of_type, stop_all, tail, time_ns, wait_listening  # noqa: E402
 import xdfread  # noqa: E402
 
 import avro.datafile  # noqa: E402
@@ -69,11 +68,6 @@ def avro_records(path):
 
 def replay(*args):
     return subprocess.run([os.path.join(BIN, "msrs-replay")] + list(args), capture_output=True, text=True)
-
-
-def time_ns(text):
-    whole, frac = text.rstrip("Z").split(".")
-    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) * 10**9 + int(frac.ljust(9, "0")[:9])
 
 
 def check_replay(log, db, snapshots, tmp):

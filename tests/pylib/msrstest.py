@@ -1,6 +1,7 @@
 """Helpers shared by the Python tests and benchmarks that drive msrs
 processes: a pass/fail counter, free ports, waiting for a listener, and
 reading topics through msrs-tail."""
+import calendar
 import json
 import os
 import socket
@@ -50,6 +51,12 @@ def stop_all(procs, timeout=20):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def time_ns(text):
+    """ns since the Unix epoch of a record's RFC 3339 "time" (as msrs-tail prints it)."""
+    whole, frac = text.rstrip("Z").split(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) * 10**9 + int(frac.ljust(9, "0")[:9])
 
 
 def of_type(records, t):
