@@ -72,6 +72,14 @@ fail:
     return NULL;
 }
 
+void cli_session_id(char *out, size_t size)
+{
+    char when[64];
+    ev_format_time(ev_now_ns(), when, sizeof(when));
+    snprintf(out, size, "ses-%.4s%.2s%.2sT%.2s%.2s%.2s", when, when + 5, when + 8, when + 11,
+             when + 14, when + 17);
+}
+
 int cli_emit(ev_log *log, const char *prog, const char *type, const char *key, json_t *value,
              const char *id)
 {

@@ -120,6 +120,10 @@ int cli_read_topics(const ev_conf *conf, const char *const *topics, size_t count
                     void (*fn)(void *arg, const ev_event *ev), void *arg, int64_t *records,
                     int64_t *skipped, char *errstr, size_t errstr_size);
 
+/* A new session id from the wall clock, "ses-YYYYMMDDTHHMMSS" (UTC), as
+ * msrs session start and the gateway name sessions they are not given an
+ * id for. */
+void cli_session_id(char *out, size_t size);
 /* Emits a record given as JSON (borrowed) with event id id (NULL: a new
  * one) and waits until the log acknowledged it. Prints and returns the
  * error. */

@@ -1,4 +1,4 @@
-/* http.c — cli_http_answer (http.h). */
+/* http.c — cli_http_answer, cli_http_answer_with (http.h). */
 #include "http.h"
 
 #include <stdlib.h>
@@ -6,6 +6,24 @@
 
 int cli_http_answer(struct lws *wsi, unsigned int status, const char *content_type,
                     const void *body, size_t len)
+{
+    return cli_http_answer_with(wsi, status, content_type, body, len, NULL);
+}
+
+/* The extra headers; 0 when all fitted. */
+static int add_headers(struct lws *wsi, const char *const *headers, unsigned char **p,
+                       unsigned char *end)
+{
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)headers[i],
+                                        (const unsigned char *)headers[i + 1],
+                                        (int)strlen(headers[i + 1]), p, end))
+            return -1;
+    return 0;
+}
+
+int cli_http_answer_with(struct lws *wsi, unsigned int status, const char *content_type,
+                         const void *body, size_t len, const char *const *headers)
 {
     static const char challenge[] = "Bearer realm=\"msrs\"";
     unsigned char *buf = malloc(LWS_PRE + 1024 + len);
@@ -20,6 +38,7 @@ int cli_http_answer(struct lws *wsi, unsigned int status, const char *content_ty
          lws_add_http_header_by_name(
              wsi, (const unsigned char *)"www-authenticate:", (const unsigned char *)challenge,
              (int)strlen(challenge), &p, end) == 0) &&
+        add_headers(wsi, headers, &p, end) == 0 &&
         lws_finalize_write_http_header(wsi, start, &p, end) == 0) {
         if (len)
             memcpy(start, body, len); /* the headers are written: the buffer is free */

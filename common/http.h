@@ -12,5 +12,9 @@
  * the connection must close (return -1 from the callback). */
 int cli_http_answer(struct lws *wsi, unsigned int status, const char *content_type,
                     const void *body, size_t len);
+/* The same with more headers: pairs of "name:" and value, ending with NULL
+ * (headers may be NULL). */
+int cli_http_answer_with(struct lws *wsi, unsigned int status, const char *content_type,
+                         const void *body, size_t len, const char *const *headers);
 
 #endif

@@ -239,7 +239,7 @@ static int session_start(ev_conf *conf, int argc, char **argv)
     json_t *req = json_object(), *labels = json_object(), *devices = json_array();
     int opt, wait = 0;
     double duration = 0, timeout = -1;
-    char sid[64], when[64];
+    char sid[64];
     optind = 0;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         char *eq, *end;
@@ -272,7 +272,6 @@ static int session_start(ev_conf *conf, int argc, char **argv)
     }
     if (optind < argc - 1)
         goto usage;
-    ev_format_time(ev_now_ns(), when, sizeof(when));
     if (optind == argc - 1) {
         if (!ev_id_valid(argv[optind])) {
             fprintf(stderr,
@@ -286,8 +285,7 @@ static int session_start(ev_conf *conf, int argc, char **argv)
         }
         snprintf(sid, sizeof(sid), "%s", argv[optind]);
     } else
-        snprintf(sid, sizeof(sid), "ses-%.4s%.2s%.2sT%.2s%.2s%.2s", when, when + 5, when + 8,
-                 when + 11, when + 14, when + 17);
+        cli_session_id(sid, sizeof(sid));
     char by[EV_ID_MAX];
     if (requester(conf, "session start", by, sizeof(by))) {
         json_decref(req);

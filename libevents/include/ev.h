@@ -498,6 +498,12 @@ typedef struct ev_projection_opts {
     int64_t until_ns;       /* events with a later ce_time are not folded; 0: none */
     const char *state_file; /* ev_projection_run writes a snapshot here after each
                                check (copied; NULL: none) */
+    /* Called after each record the reducers applied (not a duplicate, an
+     * ignored type or a skipped record), on the thread that folds, with the
+     * state already changed: what a live view needs to know what changed
+     * (msrs-gateway). ev and ev->msg live during the call. NULL: none. */
+    void (*on_apply)(void *arg, const ev_event *ev);
+    void *apply_arg;
 } ev_projection_opts;
 
 /* Creates a projection of topics (logical names, at most 8) into state and
@@ -768,6 +774,8 @@ typedef enum ev_schema_ids {
     EV_SCHEMA_STOP_RECORDING = 402,
     EV_SCHEMA_SYNC_NOW = 403,
     EV_SCHEMA_PRESENCE_SNAPSHOT = 501,
+    EV_SCHEMA_SENSOR_SAMPLE_BATCH = 601,
+    EV_SCHEMA_MEDIA_PACKET = 701,
 } ev_schema_ids;
 
 /* ------------------------------------------------------ state: typed reads */

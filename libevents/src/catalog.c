@@ -253,6 +253,8 @@ static const struct {
     {EV_SCHEMA_STOP_RECORDING, "StopRecording"},
     {EV_SCHEMA_SYNC_NOW, "SyncNow"},
     {EV_SCHEMA_PRESENCE_SNAPSHOT, "PresenceSnapshot"},
+    {EV_SCHEMA_SENSOR_SAMPLE_BATCH, "SensorSampleBatch"},
+    {EV_SCHEMA_MEDIA_PACKET, "MediaPacket"},
 };
 
 static void catalog_load(void)

@@ -90,6 +90,15 @@ const char *const ev_conf_known_keys[] = {
     "refit.reset_ns",
     "refit.margin_ms",
     "republish.margin_ms",
+    /* msrs-gateway */
+    "gateway.listen",
+    "gateway.web_root",
+    "gateway.feed_ms",
+    "gateway.feed_ring",
+    "gateway.max_feed_clients",
+    "gateway.clock_stale_ms",
+    "gateway.alert_window_s",
+    "gateway.live",
     /* msrs-capture */
     "capture.agent",
     "capture.devices",

@@ -154,6 +154,8 @@ static int fold_msg(ev_projection *p, const ev_msg *m, const char *corrupt, char
     p->records++;
     if (applied < 0)
         skip(p, m, err);
+    else if (applied == 0 && p->opts.on_apply)
+        p->opts.on_apply(p->opts.apply_arg, &ev);
     return ev_offsets_mark(p->offsets, m);
 }
 
