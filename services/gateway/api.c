@@ -63,8 +63,9 @@ static int emit(gw_gateway *g, const char *type, const char *key, json_t *value,
     int rc = cli_emit(g->log, "msrs-gateway", type, key, value, NULL);
     json_decref(value);
     if (rc) {
-        *reply = gw_error("log_failed", "the log did not take the %s record (see the gateway's "
-                                        "log); nothing was requested",
+        *reply = gw_error("log_failed",
+                          "the log did not take the %s record (see the gateway's "
+                          "log); nothing was requested",
                           type);
         return 503;
     }
@@ -110,7 +111,8 @@ static int check_labels(const json_t *labels, json_t **reply)
 static int start_session(gw_gateway *g, const gw_who *who, json_t *req, json_t **reply)
 {
     json_t *ids = json_object_get(req, "device_ids"), *id;
-    json_t *min_group = json_object_get(req, "min_group"), *dur = json_object_get(req, "duration_s");
+    json_t *min_group = json_object_get(req, "min_group"),
+           *dur = json_object_get(req, "duration_s");
     const char *sid = json_string_value(json_object_get(req, "session_id"));
     char made[EV_ID_MAX];
     size_t i;
@@ -146,6 +148,10 @@ static int start_session(gw_gateway *g, const gw_who *who, json_t *req, json_t *
         return 400;
     }
     ev_session old;
+    if (sid && json_object_get(g->requested, sid)) {
+        *reply = gw_error("exists", "session %s exists already (requested just now)", sid);
+        return 409;
+    }
     if (sid && ev_state_session(g->state, sid, &old)) {
         *reply = gw_error("exists", "session %s exists already (%s)", sid,
                           ev_session_state_name(old.state));
@@ -154,19 +160,22 @@ static int start_session(gw_gateway *g, const gw_who *who, json_t *req, json_t *
     if (!sid) { /* a new id from the time; -2, -3 ... when taken */
         cli_session_id(made, sizeof(made));
         size_t base = strlen(made);
-        for (int n = 2; ev_state_session(g->state, made, &old) && n < 1000; n++)
+        for (int n = 2;
+             (ev_state_session(g->state, made, &old) || json_object_get(g->requested, made)) &&
+             n < 1000;
+             n++)
             snprintf(made + base, sizeof(made) - base, "-%d", n);
         sid = made;
     }
     json_t *labels = json_object_get(req, "labels");
-    json_t *value = json_pack(
-        "{s:s, s:s, s:o, s:I, s:I, s:o}", "session_id", sid, "requested_by", who->p.id,
-        "device_ids", ids ? json_incref(ids) : json_array(), "min_group",
-        (json_int_t)json_integer_value(min_group), "duration_ms",
-        (json_int_t)(dur ? json_number_value(dur) * 1000.0 : 0), "labels",
-        labels ? json_incref(labels) : json_object());
+    json_t *value = json_pack("{s:s, s:s, s:o, s:I, s:I, s:o}", "session_id", sid, "requested_by",
+                              who->p.id, "device_ids", ids ? json_incref(ids) : json_array(),
+                              "min_group", (json_int_t)json_integer_value(min_group), "duration_ms",
+                              (json_int_t)(dur ? json_number_value(dur) * 1000.0 : 0), "labels",
+                              labels ? json_incref(labels) : json_object());
     if ((status = emit(g, "CollectionRequested", sid, value, reply)))
         return status;
+    json_object_set_new(g->requested, sid, json_integer(ev_mono_ms()));
     *reply = json_pack("{s:s, s:s}", "session_id", sid, "requested_by", who->p.id);
     return 202;
 }
@@ -187,10 +196,10 @@ static int stop_session(gw_gateway *g, const gw_who *who, const char *sid, json_
     const char *reason = json_string_value(json_object_get(req, "reason"));
     char why[160];
     snprintf(why, sizeof(why), "%s", reason && *reason ? reason : "stopped from the web app");
-    int status = emit(g, "CollectionStopRequested", sid,
-                      json_pack("{s:s, s:s, s:s}", "session_id", sid, "requested_by", who->p.id,
-                                "reason", why),
-                      reply);
+    int status = emit(
+        g, "CollectionStopRequested", sid,
+        json_pack("{s:s, s:s, s:s}", "session_id", sid, "requested_by", who->p.id, "reason", why),
+        reply);
     if (status)
         return status;
     *reply = json_pack("{s:s, s:s}", "session_id", sid, "requested_by", who->p.id);
@@ -210,7 +219,8 @@ static int sync_now(gw_gateway *g, const gw_who *who, json_t *req, json_t **repl
         int named = !json_array_size(want);
         json_t *id;
         size_t i;
-        json_array_foreach(want, i, id) named |= json_is_string(id) && strcmp(json_string_value(id), k) == 0;
+        json_array_foreach(want, i, id) named |=
+            json_is_string(id) && strcmp(json_string_value(id), k) == 0;
         if (!named || !d.connected)
             continue;
         json_t *list = json_object_get(by_node, d.node_id);
@@ -260,14 +270,14 @@ static json_t *archives(gw_gateway *g)
         json_object_foreach(json_object_get(m, "files"), k, f) bytes +=
             json_integer_value(json_object_get(f, "bytes"));
         json_array_append_new(
-            out, json_pack("{s:s, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:I, s:I}", "name",
-                           e->d_name, "session_id", json_object_get(m, "session_id"), "complete",
-                           json_object_get(m, "complete"), "start_at_ns",
-                           json_object_get(m, "start_at_ns"), "duration_ns",
-                           json_object_get(m, "duration_ns"), "labels", json_object_get(m, "labels"),
-                           "xdf", json_object_get(m, "xdf"), "files",
-                           (json_int_t)json_object_size(json_object_get(m, "files")), "bytes",
-                           bytes));
+            out,
+            json_pack("{s:s, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:I, s:I}", "name", e->d_name,
+                      "session_id", json_object_get(m, "session_id"), "complete",
+                      json_object_get(m, "complete"), "start_at_ns",
+                      json_object_get(m, "start_at_ns"), "duration_ns",
+                      json_object_get(m, "duration_ns"), "labels", json_object_get(m, "labels"),
+                      "xdf", json_object_get(m, "xdf"), "files",
+                      (json_int_t)json_object_size(json_object_get(m, "files")), "bytes", bytes));
         json_decref(m);
     }
     if (d)
@@ -285,8 +295,8 @@ static int archive_file(gw_gateway *g, const char *name, const char *rel, json_t
                        json_object_get(json_object_get(m, "files"), rel));
     json_decref(m);
     if (!listed) {
-        *reply = gw_error("not_found", "archive %s has no file %s (its manifest lists them)", name,
-                          rel);
+        *reply =
+            gw_error("not_found", "archive %s has no file %s (its manifest lists them)", name, rel);
         return 404;
     }
     size_t n = strlen(g->archive_dir) + strlen(name) + strlen(rel) + 3;
@@ -373,7 +383,7 @@ int gw_api_handle(gw_gateway *g, const gw_who *who, const char *method, const ch
     }
     json_decref(req);
     if (!*reply && !*file)
-        *reply = gw_error("not_found", "%s /api/v1%s: no such resource (docs/gateway.md)", method,
-                          path);
+        *reply =
+            gw_error("not_found", "%s /api/v1%s: no such resource (docs/gateway.md)", method, path);
     return status;
 }

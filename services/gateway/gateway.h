@@ -73,6 +73,9 @@ typedef struct gw_gateway {
      * disconnected_at_ns; kept here because the state keeps only the last */
     json_t *history, *disconnected_at;
     json_t *alerts; /* the current alerts (view.c), compared each tick */
+    /* sessions this gateway requested that the fold has not reached yet:
+     * id -> ms (monotonic) when requested; a second request for one is 409 */
+    json_t *requested;
     gw_live *live;
     /* the feed: the last ring_size changes, oldest first */
     gw_change *ring;

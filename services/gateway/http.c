@@ -5,8 +5,8 @@
  * script) or as the HttpOnly cookie POST /api/v1/login sets (the page, its
  * WebSocket and its download links). Every answer carries the vhost's
  * security headers (CSP, nosniff, no framing, no referrer). */
-#include "gateway.h"
 #include "http.h"
+#include "gateway.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,8 +69,9 @@ static void login(gw_gateway *g, gw_conn *c, int out)
         reply_with(c, 200, json_pack("{s:b}", "ok", 1));
     } else if (!token || gw_auth(g, token, &who, &why) || strlen(token) > CLI_AUTH_TOKEN_MAX) {
         g->n.unauthorized++;
-        reply_with(c, 401, gw_error("unauthorized", "%s",
-                                    token ? why : "body: expected {\"token\": \"operator:...\"}"));
+        reply_with(c, 401,
+                   gw_error("unauthorized", "%s",
+                            token ? why : "body: expected {\"token\": \"operator:...\"}"));
     } else {
         snprintf(c->cookie, sizeof(c->cookie),
                  GW_COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200%s", token,
@@ -83,12 +84,17 @@ static void login(gw_gateway *g, gw_conn *c, int out)
 /* The content type of a file by its name. */
 static const char *mime_of(const char *path)
 {
-    static const char *const types[][2] = {
-        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
-        {".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
-        {".json", "application/json"}, {".svg", "image/svg+xml"}, {".png", "image/png"},
-        {".ico", "image/x-icon"}, {".txt", "text/plain; charset=utf-8"},
-        {".mkv", "video/x-matroska"}, {".avro", "application/avro"}};
+    static const char *const types[][2] = {{".html", "text/html; charset=utf-8"},
+                                           {".js", "text/javascript; charset=utf-8"},
+                                           {".mjs", "text/javascript; charset=utf-8"},
+                                           {".css", "text/css; charset=utf-8"},
+                                           {".json", "application/json"},
+                                           {".svg", "image/svg+xml"},
+                                           {".png", "image/png"},
+                                           {".ico", "image/x-icon"},
+                                           {".txt", "text/plain; charset=utf-8"},
+                                           {".mkv", "video/x-matroska"},
+                                           {".avro", "application/avro"}};
     const char *dot = strrchr(path, '.');
     for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
         if (strcmp(dot, types[i][0]) == 0)
@@ -224,12 +230,13 @@ static int feed_filter(gw_gateway *g, struct lws *wsi)
  * still has what follows it, else from a snapshot. */
 static void feed_open(gw_gateway *g, struct lws *wsi, gw_conn *c)
 {
-    char since[80];
+    char arg[96];
+    const char *since;
     conn_reset(c);
     c->feed = 1;
     c->need_snapshot = 1;
     g->n.feed_clients++;
-    if (lws_get_urlarg_by_name(wsi, "since=", since, sizeof(since))) {
+    if ((since = lws_get_urlarg_by_name(wsi, "since=", arg, sizeof(arg)))) {
         char *colon = strrchr(since, ':');
         int gone = 0;
         if (colon && (size_t)(colon - since) == strlen(g->epoch) &&
@@ -303,8 +310,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION: return dispatch(g, wsi, c);
     case LWS_CALLBACK_HTTP_WRITEABLE: return c->reply ? write_reply(wsi, c) : 0;
-    case LWS_CALLBACK_HTTP_FILE_COMPLETION:
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    case LWS_CALLBACK_HTTP_FILE_COMPLETION: return lws_http_transaction_completed(wsi) ? -1 : 0;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
         if (!c->feed)

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TICK_US       (50 * LWS_US_PER_MS)
-#define FOLD_BUDGET   20000 /* records folded per tick at most */
-#define LIVE_BUDGET_MS 20   /* ms of samples and media read per tick at most */
+#define TICK_US        (50 * LWS_US_PER_MS)
+#define FOLD_BUDGET    20000 /* records folded per tick at most */
+#define LIVE_BUDGET_MS 20    /* ms of samples and media read per tick at most */
 
 #ifndef MSRS_WEB_ROOT
 #define MSRS_WEB_ROOT "web"
@@ -22,23 +22,23 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: msrs-gateway --log URI [--listen HOST:PORT] [options]\n"
-            "The web app's server: the page, a REST API below /api/v1 and a live feed\n"
-            "(WebSocket /api/v1/feed) of nodes, devices and sessions, folded from the log;\n"
-            "starting and stopping sessions are records it writes (docs/gateway.md).\n\n"
-            "  --listen HOST:PORT  default 127.0.0.1:8620 (config gateway.listen)\n" CLI_COMMON_HELP
-            "\nconfig keys (defaults): gateway.web_root (" MSRS_WEB_ROOT "), archive.dir (archive:\n"
-            "what /api/v1/archives lists and serves), gateway.feed_ms (250: changes are\n"
-            "published at most this often), gateway.feed_ring (1024 changes kept for clients\n"
-            "that reconnect), gateway.max_feed_clients (256), gateway.clock_stale_ms (30000:\n"
-            "a connected device without a clock offset this long is alerted),\n"
-            "gateway.alert_window_s (3600: how long a disconnect, an expiry or an incomplete\n"
-            "session stays an alert), gateway.live (true: count recording sessions' samples\n"
-            "and media from the log), tls.cert, tls.key, tls.plain, auth.key_file (operators'\n"
-            "tokens are checked against it; docs/security.md), auth.revoked_file,\n"
-            "auth.required\n"
-            "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
+    fprintf(
+        f, "usage: msrs-gateway --log URI [--listen HOST:PORT] [options]\n"
+           "The web app's server: the page, a REST API below /api/v1 and a live feed\n"
+           "(WebSocket /api/v1/feed) of nodes, devices and sessions, folded from the log;\n"
+           "starting and stopping sessions are records it writes (docs/gateway.md).\n\n"
+           "  --listen HOST:PORT  default 127.0.0.1:8620 (config gateway.listen)\n" CLI_COMMON_HELP
+           "\nconfig keys (defaults): gateway.web_root (" MSRS_WEB_ROOT "), archive.dir (archive:\n"
+           "what /api/v1/archives lists and serves), gateway.feed_ms (250: changes are\n"
+           "published at most this often), gateway.feed_ring (1024 changes kept for clients\n"
+           "that reconnect), gateway.max_feed_clients (256), gateway.clock_stale_ms (30000:\n"
+           "a connected device without a clock offset this long is alerted),\n"
+           "gateway.alert_window_s (3600: how long a disconnect, an expiry or an incomplete\n"
+           "session stays an alert), gateway.live (true: count recording sessions' samples\n"
+           "and media from the log), tls.cert, tls.key, tls.plain, auth.key_file (operators'\n"
+           "tokens are checked against it; docs/security.md), auth.revoked_file,\n"
+           "auth.required\n"
+           "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
 /* What a folded record changed (ev_projection_opts.on_apply; loop thread). */
@@ -59,6 +59,7 @@ static void on_apply(void *arg, const ev_event *ev)
         json_object_set_new(g->dirty_devices, key, json_true());
     } else if (strcmp(topic, "sessions") == 0) {
         json_object_set_new(g->dirty_sessions, key, json_true());
+        json_object_del(g->requested, key); /* folded: the state answers for it now */
         if (ev_schema_id(ev->schema) == EV_SCHEMA_COLLECTION_STOPPED && g->live)
             gw_live_forget(g->live, key); /* its CollectionStopped counts from now on */
     } else if (strcmp(topic, "commands") == 0) {
@@ -97,9 +98,8 @@ static void publish(gw_gateway *g, int alerts_changed)
         !json_object_size(g->dirty_sessions) && !alerts_changed)
         return;
     json_t *msg = json_pack("{s:s, s:I, s:I, s:o, s:o, s:o}", "type", "change", "newest_ns",
-                            (json_int_t)g->dirty_newest_ns, "published_ns",
-                            (json_int_t)ev_now_ns(), "nodes",
-                            changed(g, g->dirty_nodes, gw_view_node), "devices",
+                            (json_int_t)g->dirty_newest_ns, "published_ns", (json_int_t)ev_now_ns(),
+                            "nodes", changed(g, g->dirty_nodes, gw_view_node), "devices",
                             changed(g, g->dirty_devices, gw_view_device), "sessions",
                             changed(g, g->dirty_sessions, session_view));
     if (alerts_changed)
@@ -136,8 +136,9 @@ static void caught_up(gw_gateway *g)
             x.start_at_ns < from_ns)
             from_ns = x.start_at_ns;
     if (gw_live_new(&g->live, g->conf, from_ns / 1000000 - 5000, err, sizeof(err)))
-        fprintf(stderr, "msrs-gateway: live counts: %s: sessions show counts only once they "
-                        "stop\n",
+        fprintf(stderr,
+                "msrs-gateway: live counts: %s: sessions show counts only once they "
+                "stop\n",
                 err);
 }
 
@@ -165,10 +166,11 @@ static void on_tick(lws_sorted_usec_list_t *sul)
             break;
         }
     }
-    if (g->live && gw_live_step(g->live, LIVE_BUDGET_MS, g->dirty_sessions, &g->n, err,
-                                sizeof(err))) {
-        fprintf(stderr, "msrs-gateway: live counts: %s: stopped (sessions show counts once "
-                        "they stop)\n",
+    if (g->live &&
+        gw_live_step(g->live, LIVE_BUDGET_MS, g->dirty_sessions, &g->n, err, sizeof(err))) {
+        fprintf(stderr,
+                "msrs-gateway: live counts: %s: stopped (sessions show counts once "
+                "they stop)\n",
                 err);
         gw_live_destroy(g->live);
         g->live = NULL;
@@ -215,8 +217,8 @@ static int load_config(gw_gateway *g, const ev_conf *conf, const char *listen)
             return -1;
         }
         if (*ints[i].out < ints[i].min) {
-            fprintf(stderr, "msrs-gateway: config %s (%lld): expected at least %lld\n",
-                    ints[i].key, (long long)*ints[i].out, (long long)ints[i].min);
+            fprintf(stderr, "msrs-gateway: config %s (%lld): expected at least %lld\n", ints[i].key,
+                    (long long)*ints[i].out, (long long)ints[i].min);
             return -1;
         }
     }
@@ -281,6 +283,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     g->history = json_object();
     g->disconnected_at = json_object();
     g->alerts = json_array();
+    g->requested = json_object();
     g->ring = calloc((size_t)g->ring_size, sizeof(*g->ring));
     char uuid[EV_ID_MAX];
     ev_new_id(uuid);
@@ -329,6 +332,7 @@ out:
     json_decref(g->history);
     json_decref(g->disconnected_at);
     json_decref(g->alerts);
+    json_decref(g->requested);
     cli_auth_free(&g->auth);
     ev_state_destroy(g->state);
     return exit_code;

@@ -66,20 +66,19 @@ static json_t *device_of(gw_gateway *g, const char *id, const json_t *d)
     size_t i;
     json_array_foreach(json_object_get(d, "streams"), i, s)
     {
-        json_array_append_new(streams,
-                              json_pack("{s:O?, s:O?, s:O?, s:O?}", "stream_id",
-                                        json_object_get(s, "stream_id"), "type",
-                                        json_object_get(s, "type"), "rate_hz",
-                                        json_object_get(s, "rate_hz"), "channels",
-                                        json_object_get(s, "channels")));
+        json_array_append_new(streams, json_pack("{s:O?, s:O?, s:O?, s:O?}", "stream_id",
+                                                 json_object_get(s, "stream_id"), "type",
+                                                 json_object_get(s, "type"), "rate_hz",
+                                                 json_object_get(s, "rate_hz"), "channels",
+                                                 json_object_get(s, "channels")));
     }
     json_t *clock = json_null();
     if (dev.has_clock)
-        clock = json_pack("{s:I, s:f, s:I, s:I, s:I}", "offset_ns", (json_int_t)dev.clock_offset_ns,
-                          "drift_ppm", dev.clock_drift_ppm, "uncertainty_ns",
-                          (json_int_t)dev.clock_uncertainty_ns, "measured_at_ns",
-                          (json_int_t)dev.clock_measured_at_ns, "rounds",
-                          (json_int_t)dev.clock_rounds);
+        clock =
+            json_pack("{s:I, s:f, s:I, s:I, s:I}", "offset_ns", (json_int_t)dev.clock_offset_ns,
+                      "drift_ppm", dev.clock_drift_ppm, "uncertainty_ns",
+                      (json_int_t)dev.clock_uncertainty_ns, "measured_at_ns",
+                      (json_int_t)dev.clock_measured_at_ns, "rounds", (json_int_t)dev.clock_rounds);
     json_t *h = json_object_get(g->history, id);
     return json_pack("{s:s, s:O?, s:s, s:b, s:s, s:O?, s:O?, s:O?, s:o, s:o, s:O, s:O?}",
                      "device_id", id, "name", json_object_get(d, "name"), "node_id", dev.node_id,
@@ -94,7 +93,8 @@ static json_t *device_of(gw_gateway *g, const char *id, const json_t *d)
 json_t *gw_view_device(gw_gateway *g, const char *device_id)
 {
     json_t *all = ev_state_to_json(g->state);
-    json_t *out = device_of(g, device_id, json_object_get(json_object_get(all, "devices"), device_id));
+    json_t *out =
+        device_of(g, device_id, json_object_get(json_object_get(all, "devices"), device_id));
     json_decref(all);
     return out;
 }
@@ -196,9 +196,9 @@ static void alert(json_t *a, const char *kind, const char *id, const char *sever
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:I, s:s}", "kind", kind, "id", id,
-                                       "severity", severity, "since_ns", (json_int_t)since_ns,
-                                       "message", msg));
+    json_array_append_new(a,
+                          json_pack("{s:s, s:s, s:s, s:I, s:s}", "kind", kind, "id", id, "severity",
+                                    severity, "since_ns", (json_int_t)since_ns, "message", msg));
 }
 
 /* The reasons of an incomplete session, joined with "; ". */

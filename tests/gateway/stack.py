@@ -1,0 +1,114 @@
+"""A local stack for the gateway's tests and benchmark, on TLS with
+credentials (deploy/local/make-credentials.sh): msrs-agent, msrs-syncd,
+msrs-collectord, msrs-archiver, msrs-devsim and msrs-gateway on one SQLite
+log, and operator tokens for a viewer and an operator. Clients that are not
+ours (urllib, python3-websockets) talk to the gateway."""
+import asyncio
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
+from msrstest import BIN, Procs, free_port, stop_all, wait_listening  # noqa: E402
+
+import websockets  # noqa: E402
+
+SRC = os.environ.get("MSRS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+class Stack:
+    def __init__(self, prefix, devices=4, devsim_args=(), agent_args=()):
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.conf = subprocess.run([os.path.join(SRC, "deploy", "local", "make-credentials.sh"),
+                                    os.path.join(self.tmp, "tls")], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+        self.env = dict(os.environ, MSRS_CONFIG=self.conf)
+        self.ca = os.path.join(self.tmp, "tls", "ca.pem")
+        self.ctx = ssl.create_default_context(cafile=self.ca)
+        self.db = os.path.join(self.tmp, "log.db")
+        self.log = "sqlite:" + self.db
+        self.archive = os.path.join(self.tmp, "archive")
+        self.procs = Procs(self.tmp)
+        self.port, self.gw_port = free_port(), free_port()
+        self.base = "https://127.0.0.1:%d" % self.gw_port
+        self.tokens = {role: self.msrs("operators", "token", name, "--role", role)
+                       for name, role in (("vera", "viewer"), ("olga", "operator"), ("adam", "admin"))}
+        self.devices, self.devsim_args, self.agent_args = devices, list(devsim_args), list(agent_args)
+
+    def msrs(self, *args):
+        return subprocess.run([os.path.join(BIN, "msrs"), "--log", self.log] + list(args),
+                              env=self.env, capture_output=True, text=True, check=True).stdout.strip()
+
+    def start(self):
+        p = self.procs
+        p.start("agent", ["msrs-agent", "--log", self.log, "--listen", "127.0.0.1:%d" % self.port,
+                          "--node-id", "n1", "-X", "sync.interval_ms=1000",
+                          "-X", "agent.report_delay_ms=1000"] + self.agent_args, env=self.env)
+        if not wait_listening(self.port, 20):
+            raise RuntimeError("agent not listening: " + p.stderr_of("agent")[-500:])
+        p.start("syncd", ["msrs-syncd", "--log", self.log, "-X", "sync.max_uncertainty_us=5000"],
+                env=self.env)
+        p.start("collectord", ["msrs-collectord", "--log", self.log, "-X", "collect.lead_ms=1500"],
+                env=self.env)
+        p.start("archiver", ["msrs-archiver", "--log", self.log, "--dir", self.archive,
+                             "-X", "archive.finalize_timeout_ms=20000"], env=self.env,
+                stdout=subprocess.DEVNULL)
+        p.start("devsim", ["msrs-devsim", "--url", "wss://127.0.0.1:%d/v1/devices" % self.port,
+                           "--devices", str(self.devices), "--profile", "lan",
+                           "--video", "160x120@15"] + self.devsim_args,
+                env=self.env)
+        self.start_gateway()
+
+    def start_gateway(self, name="gateway", port=None):
+        port = port or self.gw_port
+        proc = self.procs.start(name, ["msrs-gateway", "--log", self.log, "--listen",
+                                       "127.0.0.1:%d" % port, "-X", "archive.dir=" + self.archive],
+                                env=self.env)
+        if not wait_listening(port, 20):
+            raise RuntimeError("gateway not listening: " + self.procs.stderr_of(name)[-500:])
+        return proc
+
+    def stop(self):
+        stop_all(self.procs)
+
+    def request(self, method, path, body=None, token=None, raw=None, headers=None, base=None):
+        """(status, headers, body bytes) of one HTTP request to the gateway."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request((base or self.base) + path, data=data, method=method)
+        if data is not None:
+            req.add_header("content-type", "application/json")
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=30) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def api(self, method, path, body=None, token=None, base=None):
+        """(status, JSON) of an API call below /api/v1."""
+        st, _, data = self.request(method, "/api/v1" + path, body, token, base=base)
+        try:
+            return st, json.loads(data or b"null")
+        except ValueError:
+            return st, {"raw": data[:200]}
+
+    def feed(self, token, since=None, base=None):
+        """An open feed connection (python3-websockets), as a coroutine."""
+        url = (base or self.base).replace("https:", "wss:") + "/api/v1/feed"
+        if since:
+            url += "?since=" + since
+        return websockets.connect(url, ssl=self.ctx, subprotocols=["msrs-feed"],
+                                  extra_headers={"Authorization": "Bearer " + token},
+                                  max_size=64 * 1024 * 1024)
+
+
+def run(coro):
+    return asyncio.get_event_loop().run_until_complete(coro)

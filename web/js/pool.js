@@ -1,0 +1,172 @@
+// pool.js — the pool: nodes and devices, connected or not, their clock
+// sync (uncertainty, offset, drift, age), battery, and a plot of the clock
+// uncertainty of the devices ticked in the table. Built for 1024 devices:
+// rows are made once and only the rows of devices that changed are
+// rewritten.
+import { api } from './api.js';
+import { store, canAct } from './store.js';
+import { el, ago, micros, badge, say, timeSeries } from './ui.js';
+
+const PLOT_MAX = 8;
+
+export function poolView(main) {
+  const rows = new Map(); // device id -> <tr>
+  const plotted = new Set();
+  let chart = null;
+  let chartKey = '';
+  const status = el('p', { role: 'status', class: 'status' });
+  const filter = el('input', { id: 'device-filter', type: 'search', placeholder: 'id, node or state' });
+  const summary = el('p', { id: 'pool-summary', class: 'summary' });
+  const nodesBody = el('tbody');
+  const devicesBody = el('tbody', { id: 'devices-body' });
+  const plotBox = el('div', { id: 'uncertainty-plot', class: 'plot' });
+  const syncButton = el('button', {
+    type: 'button', id: 'sync-now', disabled: !canAct(),
+    onclick: async () => {
+      try {
+        const r = await api('POST', '/sync', {});
+        say(status, `clock sync requested on ${Object.keys(r.nodes).length} node(s)`);
+      } catch (e) { say(status, e.message, true); }
+    },
+  }, 'Sync clocks now');
+
+  main.replaceChildren(
+    el('h2', {}, 'Pool'),
+    summary,
+    el('section', { 'aria-labelledby': 'nodes-h' },
+      el('h3', { id: 'nodes-h' }, 'Nodes'),
+      el('div', { class: 'scroll' }, el('table', { id: 'nodes-table' },
+        el('thead', {}, el('tr', {}, ['Node', 'State', 'Devices', 'CPU load', 'Memory free', 'Last seen']
+          .map((h) => el('th', { scope: 'col' }, h)))),
+        nodesBody))),
+    el('section', { 'aria-labelledby': 'plot-h' },
+      el('h3', { id: 'plot-h' }, 'Clock uncertainty'),
+      el('p', { class: 'hint' }, `Tick up to ${PLOT_MAX} devices in the table to plot them; the first connected ones are plotted otherwise.`),
+      plotBox),
+    el('section', { 'aria-labelledby': 'devices-h' },
+      el('h3', { id: 'devices-h' }, 'Devices'),
+      el('div', { class: 'toolbar' },
+        el('label', { for: 'device-filter' }, 'Filter devices'), filter, syncButton),
+      status,
+      el('div', { class: 'scroll' }, el('table', { id: 'devices-table' },
+        el('thead', {}, el('tr', {}, ['Plot', 'Device', 'Node', 'State', 'Uncertainty', 'Offset', 'Drift', 'Measured', 'Battery']
+          .map((h) => el('th', { scope: 'col' }, h)))),
+        devicesBody))));
+
+  function nodeRows() {
+    nodesBody.replaceChildren(...Object.values(store.nodes).map((n) => el('tr', {},
+      el('th', { scope: 'row' }, n.node_id), el('td', {}, badge(n.state)),
+      el('td', {}, String(n.device_count ?? 0)),
+      el('td', {}, n.cpu_load !== undefined ? `${(100 * n.cpu_load / (n.cpu_cores || 1)).toFixed(0)} %` : '–'),
+      el('td', {}, n.mem_available_bytes ? `${(n.mem_available_bytes / 2 ** 30).toFixed(1)} GiB` : '–'),
+      el('td', {}, ago(n.last_seen_ns)))));
+  }
+
+  function fillRow(tr, d) {
+    const c = d.clock;
+    const cells = tr.children;
+    cells[3].replaceChildren(badge(d.connected ? 'connected' : 'disconnected'));
+    if (!d.connected && d.disconnect_reason) cells[3].title = d.disconnect_reason;
+    cells[4].textContent = c ? micros(c.uncertainty_ns) : 'not synced';
+    cells[5].textContent = c ? `${(c.offset_ns / 1e6).toFixed(3)} ms` : '–';
+    cells[6].textContent = c ? `${c.drift_ppm.toFixed(1)} ppm` : '–';
+    cells[7].textContent = c ? ago(c.measured_at_ns) : '–';
+    cells[8].textContent = d.battery !== undefined && d.battery !== null ? `${(d.battery * 100).toFixed(0)} %` : '–';
+    tr.dataset.search = `${d.device_id} ${d.node_id} ${d.connected ? 'connected' : 'disconnected'}`.toLowerCase();
+  }
+
+  function makeRow(d) {
+    const box = el('input', {
+      type: 'checkbox', 'aria-label': `plot ${d.device_id}`,
+      onchange: (e) => {
+        if (e.target.checked && plotted.size >= PLOT_MAX) { e.target.checked = false; return; }
+        if (e.target.checked) plotted.add(d.device_id); else plotted.delete(d.device_id);
+        drawPlot(true);
+      },
+    });
+    const tr = el('tr', { 'data-device': d.device_id },
+      el('td', {}, box), el('th', { scope: 'row' }, d.device_id), el('td', {}, d.node_id),
+      el('td'), el('td'), el('td'), el('td'), el('td'), el('td'));
+    fillRow(tr, d);
+    return tr;
+  }
+
+  function applyFilter() {
+    const q = filter.value.trim().toLowerCase();
+    for (const tr of rows.values()) tr.hidden = q !== '' && !tr.dataset.search.includes(q);
+  }
+  filter.addEventListener('input', applyFilter);
+
+  function allRows() {
+    rows.clear();
+    const frag = document.createDocumentFragment();
+    for (const d of Object.values(store.devices)) {
+      const tr = makeRow(d);
+      rows.set(d.device_id, tr);
+      frag.append(tr);
+    }
+    devicesBody.replaceChildren(frag);
+    applyFilter();
+  }
+
+  function someRows(ids) {
+    for (const id of ids) {
+      const d = store.devices[id];
+      const tr = rows.get(id);
+      if (!d) { if (tr) tr.remove(); rows.delete(id); continue; }
+      if (tr) fillRow(tr, d);
+      else { const nr = makeRow(d); rows.set(id, nr); devicesBody.append(nr); }
+    }
+    if (filter.value) applyFilter();
+  }
+
+  function plottedIds() {
+    const ids = [...plotted].filter((id) => store.devices[id]);
+    if (ids.length) return ids;
+    return Object.values(store.devices).filter((d) => d.connected && d.history.length)
+      .slice(0, 6).map((d) => d.device_id);
+  }
+
+  function drawPlot(force) {
+    if (!window.uPlot) return;
+    const ids = plottedIds();
+    const key = ids.join(',');
+    if (force || key !== chartKey || !chart) {
+      if (chart) chart.destroy();
+      plotBox.replaceChildren();
+      chart = timeSeries(plotBox, 'Clock uncertainty (µs)', ids, 'µs');
+      chartKey = key;
+    }
+    const xs = [...new Set(ids.flatMap((id) => store.devices[id].history.map((p) => p[0])))].sort((a, b) => a - b);
+    const data = [xs.map((x) => x / 1000)];
+    for (const id of ids) {
+      const m = new Map(store.devices[id].history.map((p) => [p[0], p[1]]));
+      data.push(xs.map((x) => (m.has(x) ? m.get(x) : null)));
+    }
+    chart.setData(data);
+  }
+
+  function renderSummary() {
+    const devices = Object.values(store.devices);
+    const connected = devices.filter((d) => d.connected).length;
+    const synced = devices.filter((d) => d.connected && d.clock).length;
+    const up = Object.values(store.nodes).filter((n) => n.state === 'up').length;
+    summary.textContent = `${up} of ${Object.keys(store.nodes).length} nodes up · ${connected} of ${devices.length} devices connected · ${synced} synced`;
+  }
+
+  let plotDue = false;
+  function update(what) {
+    const t0 = performance.now();
+    if (what.snapshot || what.nodes.length) nodeRows();
+    if (what.snapshot) allRows(); else if (what.devices.length) someRows(what.devices);
+    if (what.snapshot || what.devices.length || what.nodes.length) renderSummary();
+    // the plot at most once a second: it is the costly part
+    if ((what.snapshot || what.devices.length) && !plotDue) {
+      plotDue = true;
+      setTimeout(() => { plotDue = false; drawPlot(false); }, what.snapshot ? 0 : 1000);
+    }
+    window.msrsLastRenderMs = performance.now() - t0;
+  }
+  update({ snapshot: true, nodes: [], devices: [], sessions: [] });
+  return { update, destroy() { if (chart) chart.destroy(); } };
+}
