@@ -231,6 +231,11 @@ static void reduce_session(ev_state *s, int32_t type, json_t *r, int64_t t)
     json_t *x = aggregate(s->sessions, str(r, "session_id"));
     switch (type) {
     case EV_SCHEMA_COLLECTION_REQUESTED:
+        /* the first request names a session; a later one for the same id
+         * (two operators, two gateways, at once) changes nothing: it
+         * must not reset a session that is synchronising or recording */
+        if (json_object_get(x, "requested_at_ns"))
+            break;
         merge(x, r, "session_id");
         set_str(x, "state", "requested");
         set_int(x, "requested_at_ns", t);

@@ -84,9 +84,10 @@ static void handle(cp_preview *p, struct lws *wsi, cp_req *r, const char *path)
 
 static int write_answer(struct lws *wsi, cp_req *r)
 {
-    int rc = cli_http_answer(wsi, (unsigned int)r->status, r->type, r->body, r->len);
-    free(r->body);
+    cp_req a = *r; /* r is lws's: the answer may free it (cli_http_answer) */
     memset(r, 0, sizeof(*r));
+    int rc = cli_http_answer(wsi, (unsigned int)a.status, a.type, a.body, a.len);
+    free(a.body);
     return rc;
 }
 

@@ -167,13 +167,16 @@ static int dispatch(gw_gateway *g, struct lws *wsi, gw_conn *c)
 
 static int write_reply(struct lws *wsi, gw_conn *c)
 {
-    const char *headers[] = {"set-cookie:", c->cookie, NULL};
+    char cookie[sizeof(c->cookie)];
+    const char *headers[] = {"set-cookie:", cookie, NULL};
     char *body = json_dumps(c->reply, JSON_COMPACT);
-    int rc = body ? cli_http_answer_with(wsi, (unsigned int)c->status, "application/json", body,
-                                         strlen(body), *c->cookie ? headers : NULL)
+    unsigned int status = (unsigned int)c->status;
+    memcpy(cookie, c->cookie, sizeof(cookie));
+    conn_reset(c); /* c is lws's: the answer may free it (cli_http_answer) */
+    int rc = body ? cli_http_answer_with(wsi, status, "application/json", body, strlen(body),
+                                         *cookie ? headers : NULL)
                   : -1;
     free(body);
-    conn_reset(c);
     return rc;
 }
 

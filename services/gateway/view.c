@@ -80,13 +80,13 @@ static json_t *device_of(gw_gateway *g, const char *id, const json_t *d)
                       (json_int_t)dev.clock_uncertainty_ns, "measured_at_ns",
                       (json_int_t)dev.clock_measured_at_ns, "rounds", (json_int_t)dev.clock_rounds);
     json_t *h = json_object_get(g->history, id);
-    return json_pack("{s:s, s:O?, s:s, s:b, s:s, s:O?, s:O?, s:O?, s:o, s:o, s:O, s:O?}",
+    return json_pack("{s:s, s:O?, s:s, s:b, s:s, s:O?, s:O?, s:O?, s:o, s:o, s:o, s:O?}",
                      "device_id", id, "name", json_object_get(d, "name"), "node_id", dev.node_id,
                      "connected", dev.connected, "disconnect_reason", dev.disconnect_reason,
                      "disconnected_at_ns", json_object_get(g->disconnected_at, id), "battery",
                      json_object_get(d, "battery"), "capabilities",
                      json_object_get(d, "capabilities"), "streams", streams, "clock", clock,
-                     "history", h ? h : json_array(), "registered_at_ns",
+                     "history", h ? json_incref(h) : json_array(), "registered_at_ns",
                      json_object_get(d, "registered_at_ns"));
 }
 

@@ -73,11 +73,10 @@ static int write_reply(struct lws *wsi, sv_conn *c)
     if (json_object_get(c->reply, "t3"))
         json_object_set_new(c->reply, "t3", json_integer(ev_now_ns()));
     char *body = json_dumps(c->reply, JSON_COMPACT);
-    int rc =
-        body ? cli_http_answer(wsi, (unsigned int)c->status, "application/json", body, strlen(body))
-             : -1;
+    unsigned int status = (unsigned int)c->status;
+    conn_reset(c); /* c is lws's: the answer may free it (cli_http_answer) */
+    int rc = body ? cli_http_answer(wsi, status, "application/json", body, strlen(body)) : -1;
     free(body);
-    conn_reset(c);
     return rc;
 }
 

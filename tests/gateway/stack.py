@@ -46,8 +46,14 @@ class Stack:
 
     def start(self):
         p = self.procs
+        sup = free_port()
+        p.start("supervisor", ["msrs-supervisor", "--log", self.log, "--listen", "127.0.0.1:%d" % sup,
+                               "--node-id", "sup", "-X", "discovery.port=0"], env=self.env)
+        if not wait_listening(sup, 20):
+            raise RuntimeError("supervisor not listening: " + p.stderr_of("supervisor")[-500:])
         p.start("agent", ["msrs-agent", "--log", self.log, "--listen", "127.0.0.1:%d" % self.port,
-                          "--node-id", "n1", "-X", "sync.interval_ms=1000",
+                          "--node-id", "n1", "--supervisor", "https://127.0.0.1:%d" % sup,
+                          "-X", "sync.interval_ms=1000",
                           "-X", "agent.report_delay_ms=1000"] + self.agent_args, env=self.env)
         if not wait_listening(self.port, 20):
             raise RuntimeError("agent not listening: " + p.stderr_of("agent")[-500:])

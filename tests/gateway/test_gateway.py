@@ -89,7 +89,9 @@ def pool(s):
               "drift_ppm" in d["clock"] and [st["stream_id"] for st in d["streams"]] == ["gsr", "imu", "rgb"],
               "a device: node, battery, clock offset/uncertainty/drift, streams: %s" % json.dumps(d)[:400])
     st, nodes = s.api("GET", "/nodes", token=s.tokens["viewer"])
-    check(st == 200 and isinstance(nodes, dict), "GET /nodes: %s" % st)
+    n1 = nodes.get("n1", {}) if st == 200 else {}
+    check(n1.get("state") == "up" and n1.get("device_count") == 4 and n1.get("cpu_cores", 0) > 0,
+          "GET /nodes: n1 up with its 4 devices: %s" % json.dumps(n1)[:300])
 
     async def snap():
         async with s.feed(s.tokens["viewer"]) as ws:

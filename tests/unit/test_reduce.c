@@ -73,6 +73,27 @@ END_TEST
 /* A session's state does not depend on the order its two topics are read:
  * a StopRecording (commands) folded before its CollectionStarted
  * (sessions) still gives "stopping". */
+/* A second CollectionRequested for a session (two operators or two
+ * gateways at once) neither resets its state nor replaces its request. */
+START_TEST(second_request_changes_nothing)
+{
+    apply("r1", 1, "CollectionRequested",
+          "{\"session_id\": \"s1\", \"requested_by\": \"olga\", \"duration_ms\": 7}");
+    apply("r2", 2, "SynchronizationCompleted", "{\"session_id\": \"s1\"}");
+    apply("r3", 3, "CollectionStarted", "{\"session_id\": \"s1\", \"start_at_ns\": 100}");
+    apply("r4", 4, "CollectionRequested",
+          "{\"session_id\": \"s1\", \"requested_by\": \"adam\", \"duration_ms\": 9}");
+    ev_session x;
+    ck_assert_int_eq(ev_state_session(state, "s1", &x), 1);
+    ck_assert_int_eq(x.state, EV_SESSION_RECORDING);
+    ck_assert_int_eq(x.requested_at_ns, 1);
+    ck_assert_int_eq(x.duration_ms, 7);
+    json_t *j = ev_state_session_to_json(state, "s1");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "requested_by")), "olga");
+    json_decref(j);
+}
+END_TEST
+
 START_TEST(stop_command_before_start_across_topics)
 {
     ck_assert_int_eq(apply("r1", 10, "CollectionRequested", "{\"session_id\": \"s1\"}"), 0);
@@ -365,6 +386,7 @@ int main(void)
     tcase_add_test(tc, node_lifecycle);
     tcase_add_test(tc, node_capabilities);
     tcase_add_test(tc, stop_command_before_start_across_topics);
+    tcase_add_test(tc, second_request_changes_nothing);
     tcase_add_test(tc, duplicate_event_ids_change_nothing);
     tcase_add_test(tc, many_ids_stay_distinct);
     tcase_add_test(tc, node_expiry_removes_its_devices);

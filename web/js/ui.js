@@ -65,7 +65,7 @@ export function timeSeries(target, title, labels, unit, width) {
     width: width || Math.min(target.clientWidth || 640, 900),
     height: 200,
     series: [{}, ...labels.map((label, i) => ({
-      label, stroke: `hsl(${(i * 137) % 360} 70% 40%)`, width: 1.5,
+      label, stroke: `hsl(${(i * 137) % 360} 70% 40%)`, width: 1.5, spanGaps: true,
       value: (u, v) => (v === null || v === undefined ? '–' : `${v.toFixed(0)} ${unit}`),
     }))],
     axes: [{}, { label: unit, size: 60 }],
