@@ -17,8 +17,16 @@
 # 127.0.0.1 and the lab key in $MSRS_DATA/tls once, and every process reads
 # their paths from $MSRS_DATA/tls/msrs.conf (MSRS_CONFIG).
 #
+# msrs-gateway serves the web app (docs/gateway.md) at the URL printed at
+# the start: log in there with your operator token (auth.token in
+# $MSRS_DATA/tls/msrs.conf); the certificate is the local CA's
+# ($MSRS_DATA/tls/ca.pem: import it, or accept the browser's warning).
+# Run from a terminal, the stack keeps running after the job until Ctrl-C,
+# so the page stays there to look at; otherwise (CI) it stops.
+#
 # env: MSRS_DATA (default ./run) holds the log, the archive and the service
-# logs; RECORD_S (default 10).
+# logs; RECORD_S (default 10); MSRS_SERVE=1|0 (default: 1 on a terminal)
+# keeps the stack running after the job; GATEWAY_PORT (default 8640).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./deploy/install-deps.sh
@@ -36,6 +44,9 @@ record_s=${RECORD_S:-10}
 session="ses-$(date +%Y%m%d-%H%M%S)"
 free() { python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_$1); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
 port=$(free STREAM) sup_port=$(free STREAM) udp_port=$(free DGRAM)
+gw_port=${GATEWAY_PORT:-8640}
+(exec 3<>"/dev/tcp/127.0.0.1/$gw_port") 2>/dev/null && gw_port=$(free STREAM) # in use: another
+serve=${MSRS_SERVE:-$([ -t 0 ] && echo 1 || echo 0)}
 discovery=(-X "discovery.port=$udp_port" -X discovery.targets=127.255.255.255)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -47,6 +58,10 @@ echo "== msrs local stack: log $MSRS_LOG, archive $archive, TLS and credentials 
 "$bin/msrs-agent" --listen "127.0.0.1:$port" --node-id local-node --supervisor discover \
   "${discovery[@]}" -X sync.interval_ms=1000 2>"$data/agent.log" & pids+=($!)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+"$bin/msrs-gateway" --listen "127.0.0.1:$gw_port" -X "archive.dir=$archive" \
+  2>"$data/gateway.log" & pids+=($!)
+echo "== web app: https://127.0.0.1:$gw_port/ (log in with auth.token from $MSRS_CONFIG;"
+echo "   the certificate is signed by $data/tls/ca.pem)"
 "$bin/msrs-syncd" 2>"$data/syncd.log" & pids+=($!)
 "$bin/msrs-collectord" 2>"$data/collectord.log" & pids+=($!)
 "$bin/msrs-archiver" --dir "$archive" >"$data/archived.txt" 2>"$data/archiver.log" & pids+=($!)
@@ -66,8 +81,19 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 dir=$(grep "/$session\$" "$data/archived.txt" | tail -1)
-cleanup
-trap - EXIT
+echo "== the web app's view of it (GET https://127.0.0.1:$gw_port/api/v1/sessions/$session)"
+token=$(sed -n 's/^auth.token = //p' "$MSRS_CONFIG")
+curl -sf --cacert "$data/tls/ca.pem" -H "Authorization: Bearer $token" \
+  "https://127.0.0.1:$gw_port/api/v1/sessions/$session" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print("gateway: session %s %s, %d streams, %d samples, complete=%s, requested by %s" % (
+    s["session_id"], s["state"], len(s.get("streams", [])),
+    sum(x["samples"] for x in s.get("streams", [])), s.get("complete"), s.get("requested_by")))'
+if [ "$serve" != 1 ]; then
+  cleanup
+  trap - EXIT
+fi
 [ -n "$dir" ] || { echo "up.sh: the archiver did not archive $session (see $data/archiver.log)" >&2; exit 1; }
 
 echo "== archive: $dir"
@@ -121,3 +147,7 @@ for dev, f in sorted(m["refit"]["devices"].items()):
 print("  (a refit later, with more rounds after the session in the log, fits the drift better)")
 PY
 echo "== done: log $data/msrs.db, archive $dir, refitted copy $data/refit/$session, service logs in $data/"
+if [ "$serve" = 1 ]; then
+  echo "== the stack keeps running: web app https://127.0.0.1:$gw_port/ (Ctrl-C stops it)"
+  wait
+fi

@@ -27,7 +27,7 @@ static void usage(FILE *f)
            "The web app's server: the page, a REST API below /api/v1 and a live feed\n"
            "(WebSocket /api/v1/feed) of nodes, devices and sessions, folded from the log;\n"
            "starting and stopping sessions are records it writes (docs/gateway.md).\n\n"
-           "  --listen HOST:PORT  default 127.0.0.1:8620 (config gateway.listen)\n" CLI_COMMON_HELP
+           "  --listen HOST:PORT  default 127.0.0.1:8640 (config gateway.listen)\n" CLI_COMMON_HELP
            "\nconfig keys (defaults): gateway.web_root (" MSRS_WEB_ROOT "), archive.dir (archive:\n"
            "what /api/v1/archives lists and serves), gateway.feed_ms (250: changes are\n"
            "published at most this often), gateway.feed_ring (1024 changes kept for clients\n"
@@ -194,7 +194,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 static int load_config(gw_gateway *g, const ev_conf *conf, const char *listen)
 {
     char err[256];
-    const char *l = listen ? listen : ev_conf_get(conf, "gateway.listen", "127.0.0.1:8620");
+    const char *l = listen ? listen : ev_conf_get(conf, "gateway.listen", "127.0.0.1:8640");
     const char *colon = strrchr(l, ':');
     if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
         (size_t)(colon - l) >= sizeof(g->host)) {
