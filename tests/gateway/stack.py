@@ -22,7 +22,7 @@ SRC = os.environ.get("MSRS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), 
 
 
 class Stack:
-    def __init__(self, prefix, devices=4, devsim_args=(), agent_args=()):
+    def __init__(self, prefix, devices=4, devsim_args=(), agent_args=(), video=True):
         self.tmp = tempfile.mkdtemp(prefix=prefix)
         self.conf = subprocess.run([os.path.join(SRC, "deploy", "local", "make-credentials.sh"),
                                     os.path.join(self.tmp, "tls")], capture_output=True, text=True,
@@ -39,6 +39,8 @@ class Stack:
         self.tokens = {role: self.msrs("operators", "token", name, "--role", role)
                        for name, role in (("vera", "viewer"), ("olga", "operator"), ("adam", "admin"))}
         self.devices, self.devsim_args, self.agent_args = devices, list(devsim_args), list(agent_args)
+        if video:
+            self.devsim_args += ["--video", "160x120@15"]
 
     def msrs(self, *args):
         return subprocess.run([os.path.join(BIN, "msrs"), "--log", self.log] + list(args),
@@ -65,8 +67,7 @@ class Stack:
                              "-X", "archive.finalize_timeout_ms=20000"], env=self.env,
                 stdout=subprocess.DEVNULL)
         p.start("devsim", ["msrs-devsim", "--url", "wss://127.0.0.1:%d/v1/devices" % self.port,
-                           "--devices", str(self.devices), "--profile", "lan",
-                           "--video", "160x120@15"] + self.devsim_args,
+                           "--devices", str(self.devices), "--profile", "lan"] + self.devsim_args,
                 env=self.env)
         self.start_gateway()
 

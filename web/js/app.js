@@ -51,7 +51,8 @@ function loginForm(message) {
       try {
         await api('POST', '/login', { token: token.value });
         token.value = '';
-        boot();
+        window.msrsStore = store; // for bench/bench_gateway.py
+boot();
       } catch (err) { say(status, err.message, true); }
     },
   }, el('div', { class: 'field' }, el('label', { for: 'token' }, 'Operator token'), token,
@@ -86,4 +87,5 @@ async function boot() {
   setInterval(renderAlerts, 10000); // the "ago" of each alert
 }
 
+window.msrsStore = store; // for bench/bench_gateway.py
 boot();

@@ -10,9 +10,11 @@ export const store = {
   alerts: [],
   caughtUp: false,
   me: null,
-  // feed delay, ms from a record's time on the log to the page applying
-  // it (newest record of each change): read by bench/bench_gateway.mjs
+  // feed delay, ms from a record's time on the log to the page having
+  // applied it (the newest record of each change), and ms each message
+  // took to apply and render: read by bench/bench_gateway.py
   delays: [],
+  applyMs: [],
 };
 
 const listeners = new Set();
@@ -33,6 +35,7 @@ function merge(target, updates) {
 }
 
 export function apply(msg) {
+  const t0 = performance.now();
   let what;
   if (msg.type === 'snapshot') {
     store.nodes = msg.nodes;
@@ -53,10 +56,13 @@ export function apply(msg) {
     if (msg.alerts) store.alerts = msg.alerts;
   }
   for (const fn of listeners) fn(what);
-  if (msg.newest_ns) {
-    store.delays.push(Date.now() - msg.newest_ns / 1e6);
-    if (store.delays.length > 10000) store.delays.shift();
-  }
+  keep(store.applyMs, performance.now() - t0);
+  if (msg.newest_ns) keep(store.delays, Date.now() - msg.newest_ns / 1e6);
+}
+
+function keep(list, v) {
+  list.push(v);
+  if (list.length > 10000) list.shift();
 }
 
 export function canAct() {
