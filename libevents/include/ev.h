@@ -757,7 +757,7 @@ json_t *ev_collect_decide(const ev_state *state, const char *session_id,
 typedef enum ev_schema_ids {
     EV_SCHEMA_NODE_REGISTERED = 105,
     EV_SCHEMA_NODE_PLANNED = 102,
-    EV_SCHEMA_NODE_HEARTBEAT = 106,
+    EV_SCHEMA_NODE_HEARTBEAT = 107,
     EV_SCHEMA_NODE_EXPIRED = 104,
     EV_SCHEMA_DEVICE_REGISTERED = 201,
     EV_SCHEMA_DEVICE_STATUS = 202,

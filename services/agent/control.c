@@ -319,12 +319,13 @@ static json_t *request_body(ag_agent *a, int kind, int64_t now)
     }
     case REQ_PLAN: return json_pack("{s:s}", "node_id", a->cfg.node_id);
     case REQ_HEARTBEAT: {
-        json_t *hb = json_pack("{s:s, s:[], s:{s:s}, s:I, s:f, s:I, s:I, s:I}", "node_id",
-                               a->cfg.node_id, "services_running", "versions", "msrs-agent",
-                               MSRS_VERSION, "device_count", (json_int_t)a->connected, "cpu_load",
-                               cpu_load(c, now), "mem_used_bytes", (json_int_t)mem_used_bytes(),
-                               "mem_available_bytes", (json_int_t)mem_available_bytes(),
-                               "rx_bytes_per_s", (json_int_t)rx_bytes_per_s(a, now));
+        json_t *hb = json_pack(
+            "{s:s, s:[], s:{s:s}, s:I, s:f, s:I, s:I, s:I, s:b, s:I}", "node_id", a->cfg.node_id,
+            "services_running", "versions", "msrs-agent", MSRS_VERSION, "device_count",
+            (json_int_t)a->connected, "cpu_load", cpu_load(c, now), "mem_used_bytes",
+            (json_int_t)mem_used_bytes(), "mem_available_bytes", (json_int_t)mem_available_bytes(),
+            "rx_bytes_per_s", (json_int_t)rx_bytes_per_s(a, now), "slowing_devices", a->slowed,
+            "log_backlog_bytes", (json_int_t)a->backlog_bytes);
         if (a->listening)
             json_array_append_new(json_object_get(hb, "services_running"), json_string("devices"));
         if (a->capture.pid)

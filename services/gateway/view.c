@@ -222,10 +222,17 @@ json_t *gw_view_alerts(gw_gateway *g, int64_t now_ns)
     const int64_t window_ns = g->alert_window_s * 1000000000LL;
     const int64_t stale_ns = g->clock_stale_ms * 1000000LL;
     ev_node n;
-    for (const char *k = NULL; (k = ev_state_node_next(g->state, k, &n));)
+    for (const char *k = NULL; (k = ev_state_node_next(g->state, k, &n));) {
+        json_t *node = json_object_get(json_object_get(all, "nodes"), k);
         if (n.state == EV_NODE_EXPIRED && now_ns - n.expired_at_ns < window_ns)
             alert(a, "node_expired", k, "error", n.expired_at_ns,
                   "node %s expired: no heartbeat within its TTL; its devices are disconnected", k);
+        else if (n.state == EV_NODE_UP && json_is_true(json_object_get(node, "slowing_devices")))
+            alert(a, "devices_slowed", k, "warning", n.last_seen_ns,
+                  "node %s is slowing its devices down: the log is behind (%.1f MB not "
+                  "acknowledged)",
+                  k, (double)json_integer_value(json_object_get(node, "log_backlog_bytes")) / 1e6);
+    }
     ev_device d;
     for (const char *k = NULL; (k = ev_state_device_next(g->state, k, &d));) {
         json_t *at = json_object_get(g->disconnected_at, k);

@@ -211,7 +211,7 @@ static int do_heartbeat(sv_supervisor *s, json_t *req, const char *node_id, json
     static const char *const fields[] = {
         "services_running",    "versions",        "device_count",         "cpu_load",
         "mem_used_bytes",      "clock_offset_ns", "clock_uncertainty_ns", "clock_rtt_ns",
-        "mem_available_bytes", "rx_bytes_per_s"};
+        "mem_available_bytes", "rx_bytes_per_s",  "slowing_devices",      "log_backlog_bytes"};
     json_t *hb = json_pack("{s:s}", "node_id", node_id);
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         if (json_object_get(req, fields[i]))

@@ -23,7 +23,8 @@ collectord, archiver, 4 devsim devices):
   JSON, a body over 64 KiB, an unknown device, a bad BIDS label, an existing
   session id, PUT, path traversal in files and archives, an unknown route,
   a feed without a token;
-- alerts: devices that disconnect are alerted in the feed."""
+- alerts: devices that disconnect, a node that slows its devices down (its
+  heartbeat says so) and then expires are alerted in the feed."""
 import asyncio
 import hashlib
 import json
@@ -293,6 +294,27 @@ def alerts(s):
         return None
     a = run(until_alerts())
     check(a is not None, "the feed alerts the 4 devices disconnected: %s" % (a or [])[:2])
+    hb = [r["value"] for r in of_type(tail(s.db, "nodes"), "NodeHeartbeat") if r["value"]["node_id"] == "n1"]
+    check(hb and "slowing_devices" in hb[-1] and "log_backlog_bytes" in hb[-1],
+          "the agent's heartbeats say whether it slows its devices: %s" % (hb[-1:] or [{}])[0].get("slowing_devices"))
+    # a node that slows its devices, then goes silent: alerted, then expired
+    s.msrs("emit", "NodeRegistered", json.dumps({"node_id": "n9", "address": "127.0.0.1:1"}))
+    s.msrs("emit", "NodeHeartbeat", json.dumps({"node_id": "n9", "slowing_devices": True,
+                                                "log_backlog_bytes": 5000000}))
+
+    async def until_kind(kind, node, timeout):
+        async with s.feed(s.tokens["viewer"]) as ws:
+            end = time.time() + timeout
+            while time.time() < end:
+                m = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                hit = [x for x in m.get("alerts", []) if x["kind"] == kind and x["id"] == node]
+                if hit:
+                    return hit[0]
+        return None
+    a = run(until_kind("devices_slowed", "n9", 10))
+    check(a and "5.0 MB" in a["message"], "a node slowing its devices is alerted: %s" % a)
+    a = run(until_kind("node_expired", "n9", 20))
+    check(a is not None, "then, silent past its TTL, expired: %s" % a)
 
 
 def main():

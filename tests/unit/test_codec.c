@@ -62,13 +62,20 @@ START_TEST(roundtrip_every_record)
 }
 END_TEST
 
-/* An earlier version (schemas/history/NodeHeartbeat.v1.avsc, id 103) is
- * the current one without its last two fields, longs: with both 0 the
- * current encoding minus its last two bytes is a v1 record. It decodes as
- * the current version with the added fields at their defaults; cut short or
- * with bytes to spare it is refused like any record. */
+/* Earlier versions (schemas/history/NodeHeartbeat.v1.avsc, id 103, and
+ * .v2, id 106) are the current one without its last fields: v2 lacks
+ * slowing_devices (a boolean) and log_backlog_bytes (a long), v1 also
+ * mem_available_bytes and rx_bytes_per_s (longs). With all of them 0 each
+ * is one byte, so the current encoding minus its last 4 (v1) or 2 (v2)
+ * bytes is a record of that version. It decodes as the current version
+ * with the added fields at their defaults; cut short or with bytes to
+ * spare it is refused like any record. */
 START_TEST(earlier_version_reads_as_current)
 {
+    static const struct {
+        int id;
+        size_t missing; /* bytes of the fields added since */
+    } versions[] = {{103, 4}, {106, 2}};
     char err[512];
     const ev_schema *s = ev_schema_by_name("NodeHeartbeat"), *got = NULL;
     json_t *want = json_deep_copy(tu_fixture("NodeHeartbeat")), *j;
@@ -77,28 +84,32 @@ START_TEST(earlier_version_reads_as_current)
     size_t len;
     json_object_set_new(want, "mem_available_bytes", json_integer(0));
     json_object_set_new(want, "rx_bytes_per_s", json_integer(0));
+    json_object_set_new(want, "slowing_devices", json_false());
+    json_object_set_new(want, "log_backlog_bytes", json_integer(0));
     ck_assert_int_eq(ev_codec_value(codec, s, &v), 0);
     ck_assert_int_eq(ev_value_from_json(v, want, err, sizeof(err)), 0);
     ck_assert_int_eq(ev_codec_encode(codec, s, v, &out, &len, err, sizeof(err)), 0);
     unsigned char *frame = malloc(len);
     memcpy(frame, out, len);
-    ck_assert_int_eq(frame[len - 1], 0);
-    ck_assert_int_eq(frame[len - 2], 0);
-    frame[4] = 103; /* ids 0..255 fit the last byte */
-    ck_assert_int_ne(ev_schema_id(s), 103);
-
-    ck_assert_msg(ev_codec_decode(codec, frame, len - 2, &got, &v, err, sizeof(err)) == 0, "%s",
-                  err);
-    ck_assert_ptr_eq(got, s);
-    ck_assert_int_eq(ev_value_to_json(v, &j, err, sizeof(err)), 0);
-    ck_assert(json_equal(j, want));
-    json_decref(j);
-    for (size_t cut = EV_FRAME_HEADER_LEN; cut < len - 2; cut++)
-        ck_assert_int_eq(ev_codec_decode(codec, frame, cut, &got, &v, err, sizeof(err)),
-                         EV_ERR_TRUNCATED);
-    ck_assert_int_eq(ev_codec_decode(codec, frame, len, &got, &v, err, sizeof(err)),
-                     EV_ERR_CORRUPT);
-    ck_assert_msg(strstr(err, "trailing") != NULL, "%s", err);
+    for (size_t i = 1; i <= 4; i++)
+        ck_assert_int_eq(frame[len - i], 0);
+    for (size_t k = 0; k < sizeof(versions) / sizeof(versions[0]); k++) {
+        size_t old_len = len - versions[k].missing;
+        frame[4] = (unsigned char)versions[k].id; /* ids 0..255 fit the last byte */
+        ck_assert_int_ne(ev_schema_id(s), versions[k].id);
+        ck_assert_msg(ev_codec_decode(codec, frame, old_len, &got, &v, err, sizeof(err)) == 0,
+                      "id %d: %s", versions[k].id, err);
+        ck_assert_ptr_eq(got, s);
+        ck_assert_int_eq(ev_value_to_json(v, &j, err, sizeof(err)), 0);
+        ck_assert(json_equal(j, want));
+        json_decref(j);
+        for (size_t cut = EV_FRAME_HEADER_LEN; cut < old_len; cut++)
+            ck_assert_int_eq(ev_codec_decode(codec, frame, cut, &got, &v, err, sizeof(err)),
+                             EV_ERR_TRUNCATED);
+        ck_assert_int_eq(ev_codec_decode(codec, frame, old_len + 1, &got, &v, err, sizeof(err)),
+                         EV_ERR_CORRUPT);
+        ck_assert_msg(strstr(err, "trailing") != NULL, "%s", err);
+    }
     json_decref(want);
     free(frame);
 }

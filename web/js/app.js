@@ -37,7 +37,7 @@ function renderAlerts() {
   alertsBox.replaceChildren(el('details', { open: list.some((a) => a.severity === 'error') },
     el('summary', {}, `${list.length} alert${list.length > 1 ? 's' : ''}`),
     el('ul', {}, ...shown.map((a) => el('li', { class: `alert alert-${a.severity}`, 'data-kind': a.kind },
-      el('strong', {}, a.kind.replace('_', ' ')), ` ${a.message} (${ago(a.since_ns)})`))),
+      el('strong', {}, a.kind.replaceAll('_', ' ')), ` ${a.message} (${ago(a.since_ns)})`))),
     list.length > shown.length ? el('p', {}, `and ${list.length - shown.length} more`) : ''));
 }
 
