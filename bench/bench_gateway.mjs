@@ -43,13 +43,14 @@ for (let i = 0; i < renders; i++) {
     return [performance.now() - start, js];
   }, n));
 }
-await page.evaluate(() => { window.msrsStore.delays.length = 0; window.msrsStore.applyMs.length = 0; });
+await page.evaluate(() => { for (const k of ['delays', 'oldestDelays', 'applyMs']) window.msrsStore[k].length = 0; });
 await page.waitForTimeout(seconds * 1000);
-const { delays, applyMs } = await page.evaluate(() => ({ delays: window.msrsStore.delays, applyMs: window.msrsStore.applyMs }));
+const { delays, oldestDelays, applyMs } = await page.evaluate(() => window.msrsStore);
 await browser.close();
 console.log(JSON.stringify({
   renders: times.map((t) => t[0]), render_median: pct(times.map((t) => t[0]), 0.5),
   render_max: Math.max(...times.map((t) => t[0])), render_js_median: pct(times.map((t) => t[1]), 0.5), first_load: firstLoad,
   messages: applyMs.length, apply_p50: pct(applyMs, 0.5), apply_p99: pct(applyMs, 0.99),
   changes: delays.length, delay_p50: pct(delays, 0.5), delay_p99: pct(delays, 0.99), delay_max: Math.max(...delays),
+  oldest_p50: pct(oldestDelays, 0.5), oldest_p99: pct(oldestDelays, 0.99), oldest_max: Math.max(...oldestDelays),
 }));

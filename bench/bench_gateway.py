@@ -90,8 +90,10 @@ def main():
     print("first load (navigation -> every row): %.0f ms" % r["first_load"])
     print("feed messages applied: %d; apply+render p50 %.1f ms, p99 %.1f ms" % (
         r["messages"], r["apply_p50"], r["apply_p99"]))
-    print("feed delay log -> page: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%d changes)" % (
-        r["delay_p50"], r["delay_p99"], r["delay_max"], r["changes"]))
+    print("feed delay record -> page, newest record of each change: p50 %.0f ms, p99 %.0f ms, max %.0f ms "
+          "(%d changes)" % (r["delay_p50"], r["delay_p99"], r["delay_max"], r["changes"]))
+    print("feed delay record -> page, oldest record of each change: p50 %.0f ms, p99 %.0f ms, max %.0f ms" % (
+        r["oldest_p50"], r["oldest_p99"], r["oldest_max"]))
     print("gateway: CPU %.1f %% of one core over %.0f s of browsing, RSS %.1f MB" % (
         100 * (c1 - c0) / (w1 - w0), w1 - w0, rss / 1024))
     if published:

@@ -68,7 +68,7 @@ typedef struct gw_gateway {
     int caught_up, log_failed;
     /* what changed since the last published change: id -> true */
     json_t *dirty_nodes, *dirty_devices, *dirty_sessions;
-    int64_t dirty_newest_ns; /* the newest ce_time folded into them */
+    int64_t dirty_newest_ns, dirty_oldest_ns; /* the newest and oldest ce_time folded into them */
     /* per device: clock history [[at_ms, uncertainty_us], ...] and
      * disconnected_at_ns; kept here because the state keeps only the last */
     json_t *history, *disconnected_at;

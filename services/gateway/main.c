@@ -52,6 +52,8 @@ static void on_apply(void *arg, const ev_event *ev)
     gw_view_note(g, ev);
     if (ev->time_ns > g->dirty_newest_ns)
         g->dirty_newest_ns = ev->time_ns;
+    if (!g->dirty_oldest_ns || ev->time_ns < g->dirty_oldest_ns)
+        g->dirty_oldest_ns = ev->time_ns;
     const char *topic = ev_schema_topic(ev->schema);
     if (strcmp(topic, "nodes") == 0) {
         json_object_set_new(g->dirty_nodes, key, json_true());
@@ -97,14 +99,15 @@ static void publish(gw_gateway *g, int alerts_changed)
     if (!json_object_size(g->dirty_nodes) && !json_object_size(g->dirty_devices) &&
         !json_object_size(g->dirty_sessions) && !alerts_changed)
         return;
-    json_t *msg = json_pack("{s:s, s:I, s:I, s:o, s:o, s:o}", "type", "change", "newest_ns",
-                            (json_int_t)g->dirty_newest_ns, "published_ns", (json_int_t)ev_now_ns(),
+    json_t *msg = json_pack("{s:s, s:I, s:I, s:I, s:o, s:o, s:o}", "type", "change", "newest_ns",
+                            (json_int_t)g->dirty_newest_ns, "oldest_ns",
+                            (json_int_t)g->dirty_oldest_ns, "published_ns", (json_int_t)ev_now_ns(),
                             "nodes", changed(g, g->dirty_nodes, gw_view_node), "devices",
                             changed(g, g->dirty_devices, gw_view_device), "sessions",
                             changed(g, g->dirty_sessions, session_view));
     if (alerts_changed)
         json_object_set(msg, "alerts", g->alerts);
-    g->dirty_newest_ns = 0;
+    g->dirty_newest_ns = g->dirty_oldest_ns = 0;
     gw_feed_publish(g, msg);
     gw_http_feed_wake(g);
 }

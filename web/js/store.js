@@ -10,10 +10,11 @@ export const store = {
   alerts: [],
   caughtUp: false,
   me: null,
-  // feed delay, ms from a record's time on the log to the page having
-  // applied it (the newest record of each change), and ms each message
-  // took to apply and render: read by bench/bench_gateway.py
+  // feed delay, ms from a record's time (its producer's) to the page
+  // having applied it (the newest record of each change), and ms each
+  // message took to apply and render: read by bench/bench_gateway.py
   delays: [],
+  oldestDelays: [], // the same from the oldest record of each change
   applyMs: [],
 };
 
@@ -58,6 +59,7 @@ export function apply(msg) {
   for (const fn of listeners) fn(what);
   keep(store.applyMs, performance.now() - t0);
   if (msg.newest_ns) keep(store.delays, Date.now() - msg.newest_ns / 1e6);
+  if (msg.oldest_ns) keep(store.oldestDelays, Date.now() - msg.oldest_ns / 1e6);
 }
 
 function keep(list, v) {
