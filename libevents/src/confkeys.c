@@ -95,6 +95,7 @@ const char *const ev_conf_known_keys[] = {
     "gateway.web_root",
     "gateway.feed_ms",
     "gateway.feed_ring",
+    "gateway.feed_ring_bytes",
     "gateway.max_feed_clients",
     "gateway.clock_stale_ms",
     "gateway.alert_window_s",

@@ -58,19 +58,37 @@ static int may_act(gw_gateway *g, const gw_who *who, const char *what, json_t **
     return 403;
 }
 
+/* Queues a record (value stolen); 0, or 503 with *reply. */
 static int emit(gw_gateway *g, const char *type, const char *key, json_t *value, json_t **reply)
 {
-    int rc = cli_emit(g->log, "msrs-gateway", type, key, value, NULL);
+    char err[512];
+    int rc = ev_log_emit_json(g->log, ev_schema_by_name(type), key, value, NULL, err, sizeof(err));
     json_decref(value);
     if (rc) {
-        *reply = gw_error("log_failed",
-                          "the log did not take the %s record (see the gateway's "
-                          "log); nothing was requested",
-                          type);
+        fprintf(stderr, "msrs-gateway: emit %s for %s: %s\n", type, key, err);
+        *reply = gw_error("log_failed", "the log refused the %s record: %s", type, err);
         return 503;
     }
     g->n.actions++;
     return 0;
+}
+
+/* Waits until the log acknowledged what was queued, at most ACK_MS (the
+ * one loop serves every page meanwhile, so not the 10 s a CLI waits): 0,
+ * or 503 with *reply saying the request may still be written. */
+#define ACK_MS 2000
+static int acknowledged(gw_gateway *g, const char *what, json_t **reply)
+{
+    char err[512];
+    int rc = ev_log_flush(g->log, ACK_MS, err, sizeof(err));
+    if (!rc)
+        return 0;
+    fprintf(stderr, "msrs-gateway: %s: %s\n", what, err);
+    *reply = gw_error("log_slow",
+                      "%s: the log did not acknowledge it within %d ms (%s); it may "
+                      "still be written: look before asking again",
+                      what, ACK_MS, err);
+    return 503;
 }
 
 /* BIDS labels (subject, session, task, run) become file names: letters and
@@ -176,6 +194,8 @@ static int start_session(gw_gateway *g, const gw_who *who, json_t *req, json_t *
     if ((status = emit(g, "CollectionRequested", sid, value, reply)))
         return status;
     json_object_set_new(g->requested, sid, json_integer(ev_mono_ms()));
+    if ((status = acknowledged(g, "CollectionRequested", reply)))
+        return status;
     *reply = json_pack("{s:s, s:s}", "session_id", sid, "requested_by", who->p.id);
     return 202;
 }
@@ -200,7 +220,7 @@ static int stop_session(gw_gateway *g, const gw_who *who, const char *sid, json_
         g, "CollectionStopRequested", sid,
         json_pack("{s:s, s:s, s:s}", "session_id", sid, "requested_by", who->p.id, "reason", why),
         reply);
-    if (status)
+    if (status || (status = acknowledged(g, "CollectionStopRequested", reply)))
         return status;
     *reply = json_pack("{s:s, s:s}", "session_id", sid, "requested_by", who->p.id);
     return 202;
@@ -210,8 +230,13 @@ static int stop_session(gw_gateway *g, const gw_who *who, const char *sid, json_
  * named (none: every connected device), reason "requested by NAME". */
 static int sync_now(gw_gateway *g, const gw_who *who, json_t *req, json_t **reply)
 {
-    json_t *want = json_object_get(req, "device_ids"), *by_node = json_object();
+    json_t *want = json_object_get(req, "device_ids"), *by_node;
     ev_device d;
+    if (want && !json_is_array(want)) {
+        *reply = gw_error("invalid", "field device_ids: expected an array of device ids");
+        return 400;
+    }
+    by_node = json_object();
     char reason[128];
     int status = 0;
     snprintf(reason, sizeof(reason), "requested by %s", who->p.id);
@@ -238,17 +263,64 @@ static int sync_now(gw_gateway *g, const gw_who *who, json_t *req, json_t **repl
                            reply)))
             break;
     }
+    if (!status) /* every SyncNow queued: one wait for them all */
+        status = acknowledged(g, "SyncNow", reply);
     if (!status)
         *reply = json_pack("{s:O}", "nodes", by_node);
     json_decref(by_node);
     return status ? status : 202;
 }
 
+/* POST /devices/enroll {"device_id", "generation"?}: a browser device's
+ * enrollment (docs/gateway.md, "Browser devices"): its credential from the
+ * lab key, the device endpoint of the node the placement rule picks (the
+ * rule the supervisor places devices with, over the same state), and the
+ * device page's link with both in its fragment. */
+static int enroll(gw_gateway *g, json_t *req, json_t **reply)
+{
+    const char *id = json_string_value(json_object_get(req, "device_id"));
+    json_t *jgen = json_object_get(req, "generation");
+    int64_t gen = jgen ? json_integer_value(jgen) : 1;
+    char node_id[EV_ID_MAX], credential[CLI_AUTH_TOKEN_MAX] = "", url[320], link[1024];
+    ev_node node;
+    if (!id || !ev_id_valid(id)) {
+        *reply = gw_error("invalid", "field device_id: expected 1-63 of [A-Za-z0-9._:-]");
+        return 400;
+    }
+    if ((jgen && !json_is_integer(jgen)) || gen < 1) {
+        *reply = gw_error("invalid", "field generation: expected an integer >= 1");
+        return 400;
+    }
+    ev_place_policy policy = {.strategy = EV_PLACE_LEAST_LOADED};
+    if (ev_place_choose(g->state, &policy, NULL, &g->rr_cursor, node_id, sizeof(node_id)) ||
+        !ev_state_node(g->state, node_id, &node) || !*node.address) {
+        *reply = gw_error("no_node", "no node is up with room for a device");
+        return 503;
+    }
+    snprintf(url, sizeof(url), "%s://%s/v1/devices", g->tls.plain ? "ws" : "wss", node.address);
+    if (g->auth.enabled)
+        cli_auth_device_credential(g->auth.key, id, gen, credential, sizeof(credential));
+    /* the fragment is never sent to a server; the URL's characters need no
+     * escaping but ':' and '/' of the agent's URL */
+    char agent[400];
+    size_t k = 0;
+    for (const char *c = url; *c && k + 4 < sizeof(agent); c++)
+        k += (size_t)(*c == ':' || *c == '/' ? snprintf(agent + k, 4, "%%%02X", *c)
+                                             : snprintf(agent + k, 2, "%c", *c));
+    snprintf(link, sizeof(link), "/device.html#device=%s&cred=%s&agent=%s", id, credential, agent);
+    *reply = json_pack("{s:s, s:s, s:s, s:I, s:s}", "device_id", id, "node_id", node_id,
+                       "agent_url", url, "generation", (json_int_t)gen, "link", link);
+    if (*credential)
+        json_object_set_new(*reply, "credential", json_string(credential));
+    g->n.actions++;
+    return 200;
+}
+
 /* archive.dir/NAME/manifest.json as JSON, or NULL. */
 static json_t *manifest(gw_gateway *g, const char *name)
 {
     char path[PATH_MAX + 128];
-    if (!ev_id_valid(name))
+    if (!ev_id_valid(name) || *name == '.') /* not ".", "..", hidden folders */
         return NULL;
     snprintf(path, sizeof(path), "%s/%s/manifest.json", g->archive_dir, name);
     return json_load_file(path, 0, NULL);
@@ -282,6 +354,18 @@ static json_t *archives(gw_gateway *g)
     }
     if (d)
         closedir(d);
+    /* newest first: names are session ids, which sort by time when made
+     * from it (ses-YYYYMMDDTHHMMSS); insertion sort, a few hundred */
+    for (size_t i = 1; i < json_array_size(out); i++)
+        for (size_t j = i; j > 0; j--) {
+            json_t *x = json_array_get(out, j - 1), *y = json_array_get(out, j);
+            if (strcmp(json_string_value(json_object_get(x, "name")),
+                       json_string_value(json_object_get(y, "name"))) >= 0)
+                break;
+            json_incref(x);
+            json_array_set(out, j - 1, y);
+            json_array_set_new(out, j, x);
+        }
     return out;
 }
 
@@ -329,7 +413,10 @@ int gw_api_handle(gw_gateway *g, const gw_who *who, const char *method, const ch
     }
     /* /KIND, /KIND/ID, /KIND/ID/VERB..., ids at most 63 characters */
     char kind[16] = "";
-    int parts = sscanf(path, "/%15[a-z]/%64[^/]/%31[a-z]", kind, a, b);
+    int end = 0;
+    int parts = sscanf(path, "/%15[a-z]%n/%64[^/]%n/%31[a-z]%n", kind, &end, a, &end, b, &end);
+    if (parts < 3 && path[end]) /* "/sessionsXYZ", "/nodes/": not ours */
+        parts = 0;
     if (parts >= 2 && !ev_id_valid(a)) {
         *reply = gw_error("not_found", "%s: expected an id of 1-63 [A-Za-z0-9._:-]", path);
         return 404;
@@ -377,6 +464,9 @@ int gw_api_handle(gw_gateway *g, const gw_who *who, const char *method, const ch
                rest && !*rest) {
         status = may_act(g, who, "stop a session", reply);
         status = status ? status : stop_session(g, who, a, req, reply);
+    } else if (post && parts == 2 && strcmp(kind, "devices") == 0 && strcmp(a, "enroll") == 0) {
+        status = may_act(g, who, "enroll a device", reply);
+        status = status ? status : enroll(g, req, reply);
     } else if (post && parts == 1 && strcmp(kind, "sync") == 0) {
         status = may_act(g, who, "sync clocks", reply);
         status = status ? status : sync_now(g, who, req, reply);

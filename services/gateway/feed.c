@@ -1,10 +1,9 @@
 /* feed.c — the live feed's changes (docs/gateway.md, "The feed"). Every
  * published change gets the next revision and is kept, as text, in a ring
- * of the last gateway.feed_ring changes. A client reads them in order from
- * its own revision; one that connects with `since=EPOCH:REV` of this
- * process, still in the ring, gets what it missed, and any other gets a
- * snapshot first. Revisions are this process's: another gateway, or this
- * one restarted, has another epoch, so a page that reconnects there starts
+ * of the last gateway.feed_ring changes (at most gateway.feed_ring_bytes). A client reads them in
+ * order from its own revision; one that connects with `since=EPOCH:REV` of this process, still in
+ * the ring, gets what it missed, and any other gets a snapshot first. Revisions are this process's:
+ * another gateway, or this one restarted, has another epoch, so a page that reconnects there starts
  * from a snapshot (the log is the truth, not the revision). */
 #include "gateway.h"
 
@@ -25,14 +24,18 @@ void gw_feed_publish(gw_gateway *g, json_t *msg)
     if (!buf)
         return; /* out of memory: the next change (or a snapshot) says it */
     g->rev++;
-    gw_change *slot;
-    if (g->ring_count < (size_t)g->ring_size) {
-        slot = &g->ring[(g->ring_head + g->ring_count++) % (size_t)g->ring_size];
-    } else { /* full: the oldest goes */
-        slot = &g->ring[g->ring_head];
-        free(slot->buf);
+    /* the oldest go while the ring is full, by count or by bytes (a client
+     * that wanted them gets a snapshot) */
+    while (g->ring_count && (g->ring_count == (size_t)g->ring_size ||
+                             g->ring_bytes + (int64_t)len > g->ring_max_bytes)) {
+        gw_change *old = &g->ring[g->ring_head];
+        g->ring_bytes -= (int64_t)old->len;
+        free(old->buf);
         g->ring_head = (g->ring_head + 1) % (size_t)g->ring_size;
+        g->ring_count--;
     }
+    gw_change *slot = &g->ring[(g->ring_head + g->ring_count++) % (size_t)g->ring_size];
+    g->ring_bytes += (int64_t)len;
     *slot = (gw_change){.rev = g->rev, .buf = buf, .text = (char *)buf + LWS_PRE, .len = len};
     g->n.feed_messages++;
 }

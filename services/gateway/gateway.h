@@ -29,7 +29,8 @@
 
 #define GW_BODY_MAX      65536 /* a request body; more gets 413 */
 #define GW_HISTORY       60    /* clock points kept per device (the page's plot) */
-#define GW_SPARK         64    /* values kept per live stream (the page's sparkline) */
+#define GW_SPARK         32    /* values kept per live stream (the page's sparkline) */
+#define GW_LIVE_MS       1000  /* sessions whose live counts changed are published this often */
 #define GW_FEED_MSG_MAX  4096  /* what a feed client may send us (it sends nothing useful) */
 #define GW_COOKIE        "msrs_token"
 #define GW_SESSION_PAGES 200 /* sessions listed by GET /api/v1/sessions, newest first */
@@ -68,6 +69,9 @@ typedef struct gw_gateway {
     int caught_up, log_failed;
     /* what changed since the last published change: id -> true */
     json_t *dirty_nodes, *dirty_devices, *dirty_sessions;
+    json_t
+        *dirty_live; /* sessions whose live counts changed: into dirty_sessions each GW_LIVE_MS */
+    int64_t last_live_ms;
     int64_t dirty_newest_ns, dirty_oldest_ns; /* the newest and oldest ce_time folded into them */
     /* per device: clock history [[at_ms, uncertainty_us], ...] and
      * disconnected_at_ns; kept here because the state keeps only the last */
@@ -76,10 +80,12 @@ typedef struct gw_gateway {
     /* sessions this gateway requested that the fold has not reached yet:
      * id -> ms (monotonic) when requested; a second request for one is 409 */
     json_t *requested;
+    int64_t rr_cursor; /* the placement rule's, for enrollments */
     gw_live *live;
     /* the feed: the last ring_size changes, oldest first */
     gw_change *ring;
     size_t ring_count, ring_head;
+    int64_t ring_bytes, ring_max_bytes; /* gateway.feed_ring_bytes */
     int64_t rev;
     char epoch[40]; /* this process's feed: a reconnect to another gateway gets a snapshot */
     int64_t last_publish_ms, last_alerts_ms;
@@ -102,9 +108,12 @@ json_t *gw_view_session(gw_gateway *g, const char *session_id, int detail);
 json_t *gw_view_nodes(gw_gateway *g);
 json_t *gw_view_devices(gw_gateway *g);
 json_t *gw_view_sessions(gw_gateway *g, int detail);
-/* The alerts now (devices disconnected, clocks stale, nodes expired,
- * sessions incomplete) as an array sorted by kind and id. */
+/* The alerts now (nodes expired or slowing their devices, devices
+ * disconnected, clocks stale, sessions incomplete), in the state's order of
+ * nodes, then devices, then sessions. */
 json_t *gw_view_alerts(gw_gateway *g, int64_t now_ns);
+/* The record's key (its node, device or session id) into buf; returns buf. */
+const char *gw_event_key(const ev_event *ev, char buf[EV_ID_MAX]);
 /* Records a folded event's trace in the gateway's own per-device history
  * (clock points, when a device disconnected). */
 void gw_view_note(gw_gateway *g, const ev_event *ev);
@@ -115,11 +124,12 @@ void gw_view_note(gw_gateway *g, const ev_event *ev);
 int gw_live_new(gw_live **out, const ev_conf *conf, int64_t from_ms, char *errstr,
                 size_t errstr_size);
 void gw_live_destroy(gw_live *l);
-/* Reads what is there for at most budget_ms: records counted into
- * per-session streams. The sessions whose counts changed are added to
- * dirty (id -> true). 0, or the log's error. */
-int gw_live_step(gw_live *l, int64_t budget_ms, json_t *dirty, gw_counters *n, char *errstr,
-                 size_t errstr_size);
+/* Reads what is there for at most budget_ms: records of sessions state
+ * has and that have not stopped are counted into their streams. The
+ * sessions whose counts changed are added to dirty (id -> true). 0, or the
+ * log's error. */
+int gw_live_step(gw_live *l, const ev_state *state, int64_t budget_ms, json_t *dirty,
+                 gw_counters *n, char *errstr, size_t errstr_size);
 /* {"DEVICE/STREAM": {"samples": n, "bytes": n, "spark": [...]}} of a
  * session (borrowed; NULL when none was counted). */
 const json_t *gw_live_session(const gw_live *l, const char *session_id);
@@ -132,7 +142,8 @@ void gw_feed_publish(gw_gateway *g, json_t *msg);
 /* The whole view as one message: {"type": "snapshot", ...}. New reference. */
 json_t *gw_feed_snapshot(gw_gateway *g);
 /* The change after rev, or NULL when rev is the newest. *gone = 1 when
- * the ring no longer holds it (the client needs a snapshot). */
+ * the ring no longer holds it (the client needs a snapshot). The change is
+ * the ring's: valid until the next gw_feed_publish. */
 const gw_change *gw_feed_next(const gw_gateway *g, int64_t rev, int *gone);
 void gw_feed_free(gw_gateway *g);
 

@@ -13,12 +13,15 @@
 #include <string.h>
 #include <strings.h>
 
+/* what a token is made of (security.h); anything else never reaches a cookie */
+#define TOKEN_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789:._-"
+
 typedef struct gw_conn {
     int feed; /* a feed connection (the rest is HTTP) */
     /* HTTP */
     char path[512];
     char token[CLI_AUTH_TOKEN_MAX + 1];
-    int post, too_large;
+    int post;
     cli_buf body;
     json_t *reply;
     int status;
@@ -67,7 +70,8 @@ static void login(gw_gateway *g, gw_conn *c, int out)
         snprintf(c->cookie, sizeof(c->cookie),
                  GW_COOKIE "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0%s", secure);
         reply_with(c, 200, json_pack("{s:b}", "ok", 1));
-    } else if (!token || gw_auth(g, token, &who, &why) || strlen(token) > CLI_AUTH_TOKEN_MAX) {
+    } else if (!token || strlen(token) > CLI_AUTH_TOKEN_MAX ||
+               strspn(token, TOKEN_CHARS) != strlen(token) || gw_auth(g, token, &who, &why)) {
         g->n.unauthorized++;
         reply_with(c, 401,
                    gw_error("unauthorized", "%s",
@@ -102,24 +106,42 @@ static const char *mime_of(const char *path)
     return "application/octet-stream";
 }
 
-/* Serves a file; the transaction ends when it is sent. */
-static int serve_file(struct lws *wsi, const char *path)
+/* Serves a file; the transaction ends when it is sent. attachment: the
+ * browser saves it, never shows it in the gateway's origin (an archive's
+ * files are the devices' data, not ours). */
+static int serve_file(struct lws *wsi, const char *path, int attachment)
 {
-    int n = lws_serve_http_file(wsi, path, mime_of(path), NULL, 0);
+    static const char disposition[] = "content-disposition: attachment\x0d\x0a";
+    int n = lws_serve_http_file(wsi, path, mime_of(path), attachment ? disposition : NULL,
+                                attachment ? (int)sizeof(disposition) - 1 : 0);
     if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
         return -1;
     return 0;
 }
 
-/* The web app's files: web_root/PATH ("/" is index.html; /vendor/uplot/ is
- * uPlot's dist folder from npm). Only [A-Za-z0-9._-/] and no "..". */
+/* The web app's files, and nothing else of web_root (not its package
+ * files, not node_modules): "/" is index.html; the pages and the style
+ * sheet by name; /js/NAME.js; /vendor/uplot/ is two files of uPlot's dist
+ * folder from npm. Names of [A-Za-z0-9_-] only. */
 static int serve_static(gw_gateway *g, struct lws *wsi, const char *path)
 {
+    static const char *const files[] = {"/",
+                                        "/index.html",
+                                        "/app.css",
+                                        "/device.html",
+                                        "/vendor/uplot/uPlot.iife.min.js",
+                                        "/vendor/uplot/uPlot.min.css"};
     char file[PATH_MAX + 600];
-    int ok = path[0] == '/' && !strstr(path, "..") && !strstr(path, "//");
-    for (const char *p = path; ok && *p; p++)
-        ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-             strchr("._-/", *p);
+    int ok = 0;
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        ok |= strcmp(path, files[i]) == 0;
+    size_t n = strlen(path);
+    if (!ok && strncmp(path, "/js/", 4) == 0 && n > 7 && strcmp(path + n - 3, ".js") == 0) {
+        ok = 1;
+        for (const char *p = path + 4; ok && p < path + n - 3; p++)
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                 *p == '_' || *p == '-';
+    }
     if (!ok) {
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
         return -1;
@@ -130,7 +152,7 @@ static int serve_static(gw_gateway *g, struct lws *wsi, const char *path)
         snprintf(file, sizeof(file), "%s/node_modules/uplot/dist/%s", g->web_root, path + 14);
     else
         snprintf(file, sizeof(file), "%s%s", g->web_root, path);
-    return serve_file(wsi, file);
+    return serve_file(wsi, file, 0);
 }
 
 /* An API request, its body read: answered now or when writable. */
@@ -138,9 +160,7 @@ static int dispatch(gw_gateway *g, struct lws *wsi, gw_conn *c)
 {
     const char *sub = c->path + 7; /* after /api/v1 */
     g->n.requests++;
-    if (c->too_large) {
-        reply_with(c, 413, gw_error("too_large", "request body over %d bytes", GW_BODY_MAX));
-    } else if (c->post && (strcmp(sub, "/login") == 0 || strcmp(sub, "/logout") == 0)) {
+    if (c->post && (strcmp(sub, "/login") == 0 || strcmp(sub, "/logout") == 0)) {
         login(g, c, strcmp(sub, "/logout") == 0);
     } else {
         gw_who who;
@@ -154,7 +174,7 @@ static int dispatch(gw_gateway *g, struct lws *wsi, gw_conn *c)
             int status = gw_api_handle(g, &who, c->post ? "POST" : "GET", sub,
                                        (const char *)c->body.data, c->body.len, &reply, &file);
             if (file) {
-                int rc = serve_file(wsi, file);
+                int rc = serve_file(wsi, file, 1);
                 free(file);
                 return rc;
             }
@@ -180,6 +200,52 @@ static int write_reply(struct lws *wsi, gw_conn *c)
     return rc;
 }
 
+/* 1 when a browser's request comes from a page of this gateway: no Origin
+ * (curl, scripts), or an Origin naming the Host it asked (another site, or
+ * another port of this host, names its own). Checked for every POST and
+ * the feed: a logged-in operator's cookie acts only through our page. */
+static int same_origin(struct lws *wsi)
+{
+    char origin[256], host[200];
+    if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+        return 1;
+    if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
+        return 0;
+    const char *rest = strstr(origin, "://");
+    return rest && strcmp(rest + 3, host) == 0;
+}
+
+/* What a POST must be before its body is read: from our origin, JSON, at
+ * most GW_BODY_MAX bytes, and (but for login and logout) from someone the
+ * gateway knows. 1 when it may go on; 0 when the answer went and the
+ * connection must close (its body is never read as a request). */
+static int post_allowed(gw_gateway *g, struct lws *wsi, gw_conn *c)
+{
+    char type[64] = "", cl[32] = "";
+    const char *why = "";
+    gw_who who;
+    const char *sub = c->path + 7;
+    lws_hdr_copy(wsi, type, sizeof(type), WSI_TOKEN_HTTP_CONTENT_TYPE);
+    lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    int status = 0;
+    const char *msg = NULL;
+    if (!same_origin(wsi))
+        status = HTTP_STATUS_FORBIDDEN, msg = "Origin: expected this gateway's own page";
+    else if (strncasecmp(type, "application/json", 16) != 0)
+        status = HTTP_STATUS_UNSUPPORTED_MEDIA_TYPE,
+        msg = "Content-Type: expected application/json";
+    else if (atoll(cl) > GW_BODY_MAX)
+        status = HTTP_STATUS_REQ_ENTITY_TOO_LARGE, msg = "request body over 65536 bytes";
+    else if (strcmp(sub, "/login") && strcmp(sub, "/logout") && gw_auth(g, c->token, &who, &why))
+        status = HTTP_STATUS_UNAUTHORIZED, msg = why;
+    if (!status)
+        return 1;
+    g->n.bad += status != HTTP_STATUS_UNAUTHORIZED;
+    g->n.unauthorized += status == HTTP_STATUS_UNAUTHORIZED;
+    lws_return_http_status(wsi, (unsigned int)status, msg);
+    return 0;
+}
+
 static int on_http(gw_gateway *g, struct lws *wsi, gw_conn *c, const char *uri)
 {
     conn_reset(c);
@@ -200,11 +266,7 @@ static int on_http(gw_gateway *g, struct lws *wsi, gw_conn *c, const char *uri)
     read_token(wsi, c->token, sizeof(c->token));
     if (!c->post)
         return dispatch(g, wsi, c);
-    char cl[32];
-    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
-        atoll(cl) > GW_BODY_MAX)
-        c->too_large = 1;
-    return 0; /* the body follows */
+    return post_allowed(g, wsi, c) ? 0 : -1; /* the body follows, or the answer went */
 }
 
 /* A WebSocket upgrade: only /api/v1/feed, from someone the gateway knows,
@@ -217,6 +279,10 @@ static int feed_filter(gw_gateway *g, struct lws *wsi)
     if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
         strcmp(uri, "/api/v1/feed") != 0)
         return -1;
+    if (!same_origin(wsi)) {
+        g->n.bad++;
+        return -1;
+    }
     read_token(wsi, token, sizeof(token));
     if (gw_auth(g, token, &who, &why)) {
         g->n.unauthorized++;
@@ -306,11 +372,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     switch (reason) {
     case LWS_CALLBACK_HTTP: return on_http(g, wsi, c, (const char *)in);
     case LWS_CALLBACK_HTTP_BODY:
-        if (!c->too_large && c->body.len + len > GW_BODY_MAX)
-            c->too_large = 1;
-        if (!c->too_large && cli_buf_append(&c->body, in, len))
+        if (c->body.len + len > GW_BODY_MAX) { /* more than its Content-Length said */
+            g->n.bad++;
+            lws_return_http_status(wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE,
+                                   "request body over 65536 bytes");
             return -1;
-        return 0;
+        }
+        return cli_buf_append(&c->body, in, len) ? -1 : 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION: return dispatch(g, wsi, c);
     case LWS_CALLBACK_HTTP_WRITEABLE: return c->reply ? write_reply(wsi, c) : 0;
     case LWS_CALLBACK_HTTP_FILE_COMPLETION: return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -338,13 +406,18 @@ static struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 /* Sent with every answer. The page loads only its own files, talks only to
- * its own origin, and is never framed. */
+ * its own origin (the device page also to its agent's WebSocket: wss:), and
+ * is never framed. */
 static const struct lws_protocol_vhost_options security_headers[] = {
     {&security_headers[1], NULL, "content-security-policy:",
      "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"},
-    {&security_headers[2], NULL, "x-content-type-options:", "nosniff"},
-    {&security_headers[3], NULL, "x-frame-options:", "DENY"},
+     "connect-src 'self' wss: ws:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"},
+    /* cross-origin isolated: the device page's performance.now() is
+     * fine-grained (its clock answers probes) */
+    {&security_headers[2], NULL, "cross-origin-opener-policy:", "same-origin"},
+    {&security_headers[3], NULL, "cross-origin-embedder-policy:", "require-corp"},
+    {&security_headers[4], NULL, "x-content-type-options:", "nosniff"},
+    {&security_headers[5], NULL, "x-frame-options:", "DENY"},
     {NULL, NULL, "referrer-policy:", "no-referrer"}};
 
 int gw_http_start(gw_gateway *g, char *errstr, size_t errstr_size)

@@ -78,12 +78,16 @@ static size_t field_size(avro_value_t *v, const char *name, avro_value_t *f)
     return n;
 }
 
-/* Counts one record into its session's stream; 1 when it was tagged. */
-static int count(gw_live *l, const ev_event *ev, json_t *dirty)
+/* Counts one record into its session's stream; 1 when it was counted:
+ * tagged with a session the state has and that has not stopped (a stopped
+ * one's counts are its CollectionStopped's; late data is not live). */
+static int count(gw_live *l, const ev_state *state, const ev_event *ev, json_t *dirty)
 {
     char sid[EV_ID_MAX], dev[EV_ID_MAX], stream[EV_ID_MAX], key[2 * EV_ID_MAX];
     avro_value_t *v = ev->value, f;
-    if (!*field_str(v, "session_id", sid, sizeof(sid)))
+    ev_session x;
+    if (!*field_str(v, "session_id", sid, sizeof(sid)) || !ev_state_session(state, sid, &x) ||
+        x.state == EV_SESSION_STOPPED)
         return 0;
     field_str(v, "device_id", dev, sizeof(dev));
     field_str(v, "stream_id", stream, sizeof(stream));
@@ -137,8 +141,8 @@ static int count(gw_live *l, const ev_event *ev, json_t *dirty)
     return 1;
 }
 
-int gw_live_step(gw_live *l, int64_t budget_ms, json_t *dirty, gw_counters *n, char *errstr,
-                 size_t errstr_size)
+int gw_live_step(gw_live *l, const ev_state *state, int64_t budget_ms, json_t *dirty,
+                 gw_counters *n, char *errstr, size_t errstr_size)
 {
     const int64_t until = ev_mono_ms() + budget_ms;
     for (int i = 0; ev_mono_ms() < until || (i & 63); i++) {
@@ -154,7 +158,7 @@ int gw_live_step(gw_live *l, int64_t budget_ms, json_t *dirty, gw_counters *n, c
         }
         if (rc)
             return rc;
-        n->live_records += count(l, &ev, dirty);
+        n->live_records += count(l, state, &ev, dirty);
     }
     return 0;
 }

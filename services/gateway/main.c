@@ -31,7 +31,8 @@ static void usage(FILE *f)
            "\nconfig keys (defaults): gateway.web_root (" MSRS_WEB_ROOT "), archive.dir (archive:\n"
            "what /api/v1/archives lists and serves), gateway.feed_ms (250: changes are\n"
            "published at most this often), gateway.feed_ring (1024 changes kept for clients\n"
-           "that reconnect), gateway.max_feed_clients (256), gateway.clock_stale_ms (30000:\n"
+           "that reconnect), gateway.feed_ring_bytes (64 MiB: at most this much of them),\n"
+           "gateway.max_feed_clients (256), gateway.clock_stale_ms (30000:\n"
            "a connected device without a clock offset this long is alerted),\n"
            "gateway.alert_window_s (3600: how long a disconnect, an expiry or an incomplete\n"
            "session stays an alert), gateway.live (true: count recording sessions' samples\n"
@@ -46,9 +47,7 @@ static void on_apply(void *arg, const ev_event *ev)
 {
     gw_gateway *g = arg;
     char key[EV_ID_MAX];
-    size_t n = ev->msg && ev->msg->key_len < EV_ID_MAX ? ev->msg->key_len : 0;
-    memcpy(key, ev->msg ? ev->msg->key : "", n);
-    key[n] = '\0';
+    gw_event_key(ev, key);
     gw_view_note(g, ev);
     if (ev->time_ns > g->dirty_newest_ns)
         g->dirty_newest_ns = ev->time_ns;
@@ -57,6 +56,13 @@ static void on_apply(void *arg, const ev_event *ev)
     const char *topic = ev_schema_topic(ev->schema);
     if (strcmp(topic, "nodes") == 0) {
         json_object_set_new(g->dirty_nodes, key, json_true());
+        if (ev_schema_id(ev->schema) == EV_SCHEMA_NODE_EXPIRED) {
+            /* the reducer disconnected the node's devices: they changed too */
+            ev_device d;
+            for (const char *k = NULL; (k = ev_state_device_next(g->state, k, &d));)
+                if (!d.connected && strcmp(d.node_id, key) == 0)
+                    json_object_set_new(g->dirty_devices, k, json_true());
+        }
     } else if (strcmp(topic, "devices") == 0) {
         json_object_set_new(g->dirty_devices, key, json_true());
     } else if (strcmp(topic, "sessions") == 0) {
@@ -170,7 +176,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         }
     }
     if (g->live &&
-        gw_live_step(g->live, LIVE_BUDGET_MS, g->dirty_sessions, &g->n, err, sizeof(err))) {
+        gw_live_step(g->live, g->state, LIVE_BUDGET_MS, g->dirty_live, &g->n, err, sizeof(err))) {
         fprintf(stderr,
                 "msrs-gateway: live counts: %s: stopped (sessions show counts once "
                 "they stop)\n",
@@ -180,6 +186,11 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     }
     int64_t mono = ev_mono_ms();
     int alerts_changed = 0;
+    if (mono - g->last_live_ms >= GW_LIVE_MS) { /* live counts: a session's whole streams */
+        g->last_live_ms = mono;
+        json_object_update(g->dirty_sessions, g->dirty_live);
+        json_object_clear(g->dirty_live);
+    }
     if (g->caught_up && mono - g->last_alerts_ms >= 1000) {
         g->last_alerts_ms = mono;
         json_t *now = gw_view_alerts(g, ev_now_ns());
@@ -211,6 +222,7 @@ static int load_config(gw_gateway *g, const ev_conf *conf, const char *listen)
         int64_t def, *out, min;
     } ints[] = {{"gateway.feed_ms", 250, &g->feed_ms, 10},
                 {"gateway.feed_ring", 1024, &g->ring_size, 16},
+                {"gateway.feed_ring_bytes", 64 << 20, &g->ring_max_bytes, 1 << 20},
                 {"gateway.max_feed_clients", 256, &g->max_feed_clients, 1},
                 {"gateway.clock_stale_ms", 30000, &g->clock_stale_ms, 100},
                 {"gateway.alert_window_s", 3600, &g->alert_window_s, 1}};
@@ -276,13 +288,14 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
 {
     gw_gateway *g = ((gw_args *)arg)->g;
     int exit_code = CLI_EXIT_OK;
-    char err[512];
+    char err[512] = "out of memory";
     g->log = log;
     g->conf = conf;
     g->state = ev_state_new();
     g->dirty_nodes = json_object();
     g->dirty_devices = json_object();
     g->dirty_sessions = json_object();
+    g->dirty_live = json_object();
     g->history = json_object();
     g->disconnected_at = json_object();
     g->alerts = json_array();
@@ -298,7 +311,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     if (!g->state || !g->ring ||
         ev_projection_new(&g->proj, log, g->state, ev_state_topics, 4, &po, err, sizeof(err)) ||
         gw_http_start(g, err, sizeof(err))) {
-        fprintf(stderr, "msrs-gateway: %s\n", g->ring ? err : "out of memory");
+        fprintf(stderr, "msrs-gateway: %s\n", err);
         exit_code = g->ctx || !g->proj ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
         goto out;
     }
@@ -332,6 +345,7 @@ out:
     json_decref(g->dirty_nodes);
     json_decref(g->dirty_devices);
     json_decref(g->dirty_sessions);
+    json_decref(g->dirty_live);
     json_decref(g->history);
     json_decref(g->disconnected_at);
     json_decref(g->alerts);

@@ -8,8 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* The record's key (its node, device or session id) into buf. */
-static const char *key_of(const ev_event *ev, char buf[EV_ID_MAX])
+const char *gw_event_key(const ev_event *ev, char buf[EV_ID_MAX])
 {
     size_t n = ev->msg && ev->msg->key_len < EV_ID_MAX ? ev->msg->key_len : 0;
     if (n)
@@ -24,7 +23,7 @@ void gw_view_note(gw_gateway *g, const ev_event *ev)
     ev_device d;
     switch (ev_schema_id(ev->schema)) {
     case EV_SCHEMA_CLOCK_OFFSET_MEASURED: {
-        if (!ev_state_device(g->state, key_of(ev, id), &d) || !d.has_clock)
+        if (!ev_state_device(g->state, gw_event_key(ev, id), &d) || !d.has_clock)
             return;
         json_t *h = json_object_get(g->history, id);
         if (!h) {
@@ -38,9 +37,18 @@ void gw_view_note(gw_gateway *g, const ev_event *ev)
         return;
     }
     case EV_SCHEMA_DEVICE_DISCONNECTED:
-        json_object_set_new(g->disconnected_at, key_of(ev, id), json_integer(ev->time_ns));
+        json_object_set_new(g->disconnected_at, gw_event_key(ev, id), json_integer(ev->time_ns));
         return;
-    case EV_SCHEMA_DEVICE_REGISTERED: json_object_del(g->disconnected_at, key_of(ev, id)); return;
+    case EV_SCHEMA_DEVICE_REGISTERED:
+        json_object_del(g->disconnected_at, gw_event_key(ev, id));
+        return;
+    case EV_SCHEMA_NODE_EXPIRED: /* the reducer disconnected its devices */
+        gw_event_key(ev, id);
+        for (const char *k = NULL; (k = ev_state_device_next(g->state, k, &d));)
+            if (!d.connected && strcmp(d.node_id, id) == 0 &&
+                !json_object_get(g->disconnected_at, k))
+                json_object_set_new(g->disconnected_at, k, json_integer(ev->time_ns));
+        return;
     default: return;
     }
 }
@@ -256,7 +264,11 @@ json_t *gw_view_alerts(gw_gateway *g, int64_t now_ns)
     ev_session x;
     for (const char *k = NULL; (k = ev_state_session_next(g->state, k, &x));) {
         json_t *s = json_object_get(sessions, k);
-        int64_t stopped_at = x.start_at_ns + x.duration_ns;
+        /* the stop instant (CollectionStopped's), also for a session that
+         * never started */
+        int64_t stopped_at = json_integer_value(json_object_get(s, "stop_at_ns"));
+        if (!stopped_at)
+            stopped_at = x.requested_at_ns;
         if (x.state != EV_SESSION_STOPPED || !json_is_false(json_object_get(s, "complete")) ||
             now_ns - stopped_at >= window_ns)
             continue;

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 
@@ -53,12 +54,11 @@ class Stack:
                                "--node-id", "sup", "-X", "discovery.port=0"], env=self.env)
         if not wait_listening(sup, 20):
             raise RuntimeError("supervisor not listening: " + p.stderr_of("supervisor")[-500:])
-        p.start("agent", ["msrs-agent", "--log", self.log, "--listen", "127.0.0.1:%d" % self.port,
+        self.agent_cmd = ["msrs-agent", "--log", self.log, "--listen", "127.0.0.1:%d" % self.port,
                           "--node-id", "n1", "--supervisor", "https://127.0.0.1:%d" % sup,
                           "-X", "sync.interval_ms=1000",
-                          "-X", "agent.report_delay_ms=1000"] + self.agent_args, env=self.env)
-        if not wait_listening(self.port, 20):
-            raise RuntimeError("agent not listening: " + p.stderr_of("agent")[-500:])
+                          "-X", "agent.report_delay_ms=1000"] + self.agent_args
+        self.start_agent()
         p.start("syncd", ["msrs-syncd", "--log", self.log, "-X", "sync.max_uncertainty_us=5000"],
                 env=self.env)
         p.start("collectord", ["msrs-collectord", "--log", self.log, "-X", "collect.lead_ms=1500"],
@@ -71,6 +71,11 @@ class Stack:
                 env=self.env)
         self.start_gateway()
 
+    def start_agent(self):
+        self.procs.start("agent", self.agent_cmd, env=self.env)
+        if not wait_listening(self.port, 20):
+            raise RuntimeError("agent not listening: " + self.procs.stderr_of("agent")[-500:])
+
     def start_gateway(self, name="gateway", port=None):
         port = port or self.gw_port
         proc = self.procs.start(name, ["msrs-gateway", "--log", self.log, "--listen",
@@ -78,6 +83,12 @@ class Stack:
                                 env=self.env)
         if not wait_listening(port, 20):
             raise RuntimeError("gateway not listening: " + self.procs.stderr_of(name)[-500:])
+        base = "https://127.0.0.1:%d" % port
+        end = time.time() + 30
+        while self.api("GET", "/devices", token=self.tokens["viewer"], base=base)[0] != 200:
+            if time.time() > end:  # 503 while it folds the log
+                raise RuntimeError("gateway not ready: " + self.procs.stderr_of(name)[-500:])
+            time.sleep(0.1)
         return proc
 
     def stop(self):

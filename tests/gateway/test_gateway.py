@@ -178,6 +178,7 @@ def session(s):
         mkv = [f for f in m["files"] if f.endswith(".mkv")]
         st, hdrs, data = s.request("GET", "/api/v1/archives/web-1/files/" + mkv[0], token=s.tokens["viewer"])
         check(st == 200 and hdrs.get("Content-Type") == "video/x-matroska" and
+              hdrs.get("Content-Disposition") == "attachment" and
               hashlib.sha256(data).hexdigest() == m["files"][mkv[0]]["sha256"], "%s downloaded" % mkv[0])
     if a:
         check(a[0]["complete"] is True and a[0]["files"] == len(m.get("files", {})), "archive listed: %s" % a[0])
@@ -231,6 +232,25 @@ def bad_input(s):
     check(st == 404 and "manifest" in r["message"], "a file the manifest does not list: 404 (%s)" % r)
     st, r = s.api("GET", "/nothing", token=op)
     check(st == 404, "an unknown route: 404")
+    st, r = s.api("GET", "/sessionsXYZ", token=op)
+    check(st == 404, "a route with trailing text: 404")
+    for path in ("/package.json", "/node_modules/uplot/package.json", "/vendor/uplot/package.json",
+                 "/.git/config", "/js/../package.json"):
+        st, _, _ = s.request("GET", path)
+        check(st == 404, "%s: not served (only the web app's own files)" % path)
+    # what a POST must be before its body is read
+    st, _, data = s.request("POST", "/api/v1/sessions", raw=b"{}", token=op,
+                            headers={"Content-Type": "text/plain"})
+    check(st == 415, "a POST that is not JSON: 415 (%s)" % data[:80])
+    st, _, data = s.request("POST", "/api/v1/sessions", {}, token=op,
+                            headers={"Origin": "https://evil.example"})
+    check(st == 403, "a POST from another origin: 403 (%s)" % data[:80])
+    st, _, data = s.request("POST", "/api/v1/sessions", {})
+    check(st == 401, "a POST without a token: 401 before its body (%s)" % data[:80])
+    st, _, data = s.request("POST", "/api/v1/sessions", {"duration_s": "x"}, token=op,
+                            headers={"Origin": s.base})
+    check(st == 400 and b"duration_s" in data,
+          "a POST from the gateway's own origin reaches the API: %s %s" % (st, data[:80]))
 
     async def no_token():
         import websockets
@@ -241,6 +261,17 @@ def bad_input(s):
         except Exception as e:  # noqa: BLE001
             return repr(e)
     check(run(no_token()) != "connected", "a feed without a token is refused")
+
+    async def other_origin():
+        import websockets
+        url = s.base.replace("https:", "wss:") + "/api/v1/feed"
+        try:
+            async with websockets.connect(url, ssl=s.ctx, subprotocols=["msrs-feed"], origin="https://evil.example",
+                                          extra_headers={"Authorization": "Bearer " + op}):
+                return "connected"
+        except Exception as e:  # noqa: BLE001
+            return repr(e)
+    check(run(other_origin()) != "connected", "a feed from another origin is refused")
     st, _ = s.api("GET", "/me", token=s.tokens["viewer"])
     check(st == 200, "the gateway still serves after all that")
 

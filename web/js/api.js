@@ -13,9 +13,9 @@ export class ApiError extends Error {
 
 export async function api(method, path, body) {
   const init = { method, credentials: 'same-origin', headers: {} };
-  if (body !== undefined) {
+  if (method === 'POST') { // the gateway takes JSON bodies only
     init.headers['content-type'] = 'application/json';
-    init.body = JSON.stringify(body);
+    init.body = JSON.stringify(body === undefined ? {} : body);
   }
   const r = await fetch('/api/v1' + path, init);
   const text = await r.text();

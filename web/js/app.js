@@ -23,7 +23,9 @@ function route() {
   for (const a of document.querySelectorAll('nav a')) {
     a.toggleAttribute('aria-current', hash.startsWith(a.getAttribute('href')) && !(m && a.dataset.nav !== 'sessions'));
   }
-  if (m) view = sessionView(main, decodeURIComponent(m[1]));
+  let id = null;
+  try { id = m && decodeURIComponent(m[1]); } catch (e) { id = null; } // a malformed hash
+  if (id) view = sessionView(main, id);
   else if (hash === '#/new') view = newSessionView(main, go);
   else if (hash === '#/sessions') view = sessionsView(main);
   else view = poolView(main);
@@ -80,6 +82,8 @@ async function boot() {
   const feed = new Feed(apply, (text, ok) => {
     feedStatus.textContent = text;
     feedStatus.classList.toggle('error', !ok);
+    // a feed refused because the login expired: back to the login form
+    if (!ok) api('GET', '/me').catch((e) => { if (e.status === 401) location.reload(); });
   });
   feed.start();
   window.addEventListener('hashchange', route);

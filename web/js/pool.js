@@ -37,6 +37,23 @@ export function poolView(main) {
     },
   }, 'Sync clocks now');
 
+  // a browser device: an enrollment link (docs/gateway.md, "Browser devices")
+  const enrollId = el('input', { id: 'enroll-id', pattern: '[A-Za-z0-9._:-]{1,63}', placeholder: 'phone-7', required: true });
+  const enrollOut = el('p', { id: 'enroll-link', role: 'status' });
+  const enrollForm = el('form', {
+    id: 'enroll',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        const r = await api('POST', '/devices/enroll', { device_id: enrollId.value });
+        const url = new URL(r.link, location.href).href;
+        enrollOut.replaceChildren('Open this link on the phone or laptop (it holds the device\'s credential): ',
+          el('a', { href: url, target: '_blank', rel: 'noopener' }, url), ` — it joins node ${r.node_id}.`);
+      } catch (err) { say(enrollOut, err.message, true); }
+    },
+  }, el('div', { class: 'toolbar' }, el('label', { for: 'enroll-id' }, 'New browser device id'), enrollId,
+    el('button', { type: 'submit', disabled: !canAct() }, 'Make an enrollment link')), enrollOut);
+
   main.replaceChildren(
     el('h2', {}, 'Pool'),
     summary,
@@ -59,7 +76,11 @@ export function poolView(main) {
         el('colgroup', {}, ...Array.from({ length: 9 }, () => el('col'))),
         el('thead', {}, el('tr', {}, ['Plot', 'Device', 'Node', 'State', 'Uncertainty', 'Offset', 'Drift', 'Measured', 'Battery']
           .map((h) => el('th', { scope: 'col' }, h)))),
-        devicesBody))));
+        devicesBody))),
+    el('section', { 'aria-labelledby': 'enroll-h' },
+      el('h3', { id: 'enroll-h' }, 'Add a browser device'),
+      el('p', { class: 'hint' }, 'A phone or laptop joins the pool from its browser: camera video, motion, orientation.'),
+      enrollForm));
 
   function nodeRows() {
     nodesBody.replaceChildren(...Object.values(store.nodes).map((n) => el('tr', {},

@@ -171,7 +171,7 @@ export function sessionView(main, id) {
       ['synchronized', s.sync && s.sync.at_ns, s.sync ? ` (${typeof s.sync.devices === 'number' ? s.sync.devices : s.sync.devices.length} devices, worst ${micros(s.sync.max_uncertainty_ns)})` : ''],
       ['recording', s.start_at_ns],
       ['stopping', s.stop_at_ns],
-      ['stopped', s.state === 'stopped' ? s.start_at_ns + s.duration_ns : 0, s.reason ? ` (${s.reason}, ${seconds(s.duration_ns)})` : ''],
+      ['stopped', s.state === 'stopped' ? (s.stop_at_ns || s.requested_at_ns) : 0, s.reason ? ` (${s.reason}, ${seconds(s.duration_ns)})` : ''],
     ];
     timeline.replaceChildren(...steps.map(([name, at, extra]) => el('li', { class: at ? 'done' : 'todo', 'data-step': name },
       el('strong', {}, name), ' ', at ? time(at) : '…', extra || '')));
