@@ -2,6 +2,8 @@
  * the start-up prologue, notes, emit, a growable buffer (cli.h). */
 #include "cli.h"
 
+#include <stdarg.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
@@ -70,6 +72,47 @@ fail:
     fprintf(stderr, "%s: %s\n", prog, err);
     ev_conf_destroy(conf);
     return NULL;
+}
+
+int cli_host_port(const char *text, char *host, size_t size, int *port)
+{
+    const char *colon = strrchr(text, ':');
+    char *end = NULL;
+    long p = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || colon == text || (size_t)(colon - text) >= size || !end || *end || p <= 0 ||
+        p > 65535)
+        return -1;
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+int cli_conf_ints(const ev_conf *conf, const cli_int_key *keys, size_t n, const char *prog)
+{
+    char err[256];
+    for (size_t i = 0; i < n; i++) {
+        if (ev_conf_get_int(conf, keys[i].key, keys[i].def, keys[i].out, err, sizeof(err))) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return -1;
+        }
+        if (*keys[i].out < keys[i].min) {
+            fprintf(stderr, "%s: config %s (%lld): expected at least %lld\n", prog, keys[i].key,
+                    (long long)*keys[i].out, (long long)keys[i].min);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+json_t *cli_json_error(const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return json_pack("{s:s, s:s}", "error", code, "message", msg);
 }
 
 void cli_session_id(char *out, size_t size)

@@ -120,6 +120,25 @@ int cli_read_topics(const ev_conf *conf, const char *const *topics, size_t count
                     void (*fn)(void *arg, const ev_event *ev), void *arg, int64_t *records,
                     int64_t *skipped, char *errstr, size_t errstr_size);
 
+/* "HOST:PORT" (a listener's address) into host (size bytes) and *port
+ * (1-65535): 0, or -1 when text is not of that form. */
+int cli_host_port(const char *text, char *host, size_t size, int *port);
+
+/* An integer configuration key, its default, where it goes and its
+ * smallest value. */
+typedef struct cli_int_key {
+    const char *key;
+    int64_t def, *out, min;
+} cli_int_key;
+/* Reads each of keys[0..n) into its out: 0, or -1 said on stderr as prog
+ * (the key, its value and what was expected). */
+int cli_conf_ints(const ev_conf *conf, const cli_int_key *keys, size_t n, const char *prog);
+
+/* {"error": code, "message": printf(fmt, ...)}: how every msrs HTTP API
+ * says what went wrong. A new reference. */
+json_t *cli_json_error(const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* A new session id from the wall clock, "ses-YYYYMMDDTHHMMSS" (UTC), as
  * msrs session start and the gateway name sessions they are not given an
  * id for. */

@@ -6,21 +6,10 @@
 #include "gateway.h"
 
 #include <dirent.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-json_t *gw_error(const char *code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return json_pack("{s:s, s:s}", "error", code, "message", msg);
-}
 
 int gw_auth(gw_gateway *g, const char *token, gw_who *who, const char **why)
 {
@@ -53,8 +42,9 @@ static int may_act(gw_gateway *g, const gw_who *who, const char *what, json_t **
     if (cli_auth_role_rank(who->p.role) >= 2)
         return 0;
     g->n.forbidden++;
-    *reply = gw_error("forbidden", "%s: expected an operator's or an admin's role, %s is a %s",
-                      what, who->p.id, who->p.role);
+    *reply =
+        cli_json_error("forbidden", "%s: expected an operator's or an admin's role, %s is a %s",
+                       what, who->p.id, who->p.role);
     return 403;
 }
 
@@ -66,7 +56,7 @@ static int emit(gw_gateway *g, const char *type, const char *key, json_t *value,
     json_decref(value);
     if (rc) {
         fprintf(stderr, "msrs-gateway: emit %s for %s: %s\n", type, key, err);
-        *reply = gw_error("log_failed", "the log refused the %s record: %s", type, err);
+        *reply = cli_json_error("log_failed", "the log refused the %s record: %s", type, err);
         return 503;
     }
     g->n.actions++;
@@ -84,10 +74,10 @@ static int acknowledged(gw_gateway *g, const char *what, json_t **reply)
     if (!rc)
         return 0;
     fprintf(stderr, "msrs-gateway: %s: %s\n", what, err);
-    *reply = gw_error("log_slow",
-                      "%s: the log did not acknowledge it within %d ms (%s); it may "
-                      "still be written: look before asking again",
-                      what, ACK_MS, err);
+    *reply = cli_json_error("log_slow",
+                            "%s: the log did not acknowledge it within %d ms (%s); it may "
+                            "still be written: look before asking again",
+                            what, ACK_MS, err);
     return 503;
 }
 
@@ -101,7 +91,7 @@ static int check_labels(const json_t *labels, json_t **reply)
     if (!labels)
         return 0;
     if (!json_is_object(labels)) {
-        *reply = gw_error("invalid", "field labels: expected an object of strings");
+        *reply = cli_json_error("invalid", "field labels: expected an object of strings");
         return 400;
     }
     json_object_foreach((json_t *)labels, k, v)
@@ -114,10 +104,10 @@ static int check_labels(const json_t *labels, json_t **reply)
         for (const char *c = s; ok && is_bids && *c; c++)
             ok = (*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z');
         if (!ok) {
-            *reply = gw_error("invalid", "field labels.%s: expected %s", k,
-                              is_bids ? "1-63 letters and digits (a BIDS label)"
-                                      : "a string of 1-63 characters under a key of "
-                                        "[A-Za-z0-9._:-]");
+            *reply = cli_json_error("invalid", "field labels.%s: expected %s", k,
+                                    is_bids ? "1-63 letters and digits (a BIDS label)"
+                                            : "a string of 1-63 characters under a key of "
+                                              "[A-Za-z0-9._:-]");
             return 400;
         }
     }
@@ -136,43 +126,45 @@ static int start_session(gw_gateway *g, const gw_who *who, json_t *req, json_t *
     size_t i;
     int status;
     if (ids && !json_is_array(ids)) {
-        *reply = gw_error("invalid", "field device_ids: expected an array of device ids");
+        *reply = cli_json_error("invalid", "field device_ids: expected an array of device ids");
         return 400;
     }
     json_array_foreach(ids, i, id)
     {
         ev_device d;
         if (!json_is_string(id) || !ev_state_device(g->state, json_string_value(id), &d)) {
-            *reply = gw_error("invalid", "field device_ids[%zu]: expected a device of the pool%s%s",
-                              i, json_is_string(id) ? ", got " : "",
-                              json_is_string(id) ? json_string_value(id) : "");
+            *reply = cli_json_error("invalid",
+                                    "field device_ids[%zu]: expected a device of the pool%s%s", i,
+                                    json_is_string(id) ? ", got " : "",
+                                    json_is_string(id) ? json_string_value(id) : "");
             return 400;
         }
     }
     if (min_group && (!json_is_integer(min_group) || json_integer_value(min_group) < 0)) {
-        *reply = gw_error("invalid", "field min_group: expected an integer >= 0");
+        *reply = cli_json_error("invalid", "field min_group: expected an integer >= 0");
         return 400;
     }
     if (dur && (!json_is_number(dur) || json_number_value(dur) < 0 ||
                 json_number_value(dur) > 7 * 24 * 3600)) {
-        *reply = gw_error("invalid", "field duration_s: expected seconds, 0 (until stopped) to "
-                                     "one week");
+        *reply =
+            cli_json_error("invalid", "field duration_s: expected seconds, 0 (until stopped) to "
+                                      "one week");
         return 400;
     }
     if ((status = check_labels(json_object_get(req, "labels"), reply)))
         return status;
     if (json_object_get(req, "session_id") && (!sid || !ev_id_valid(sid))) {
-        *reply = gw_error("invalid", "field session_id: expected 1-63 of [A-Za-z0-9._:-]");
+        *reply = cli_json_error("invalid", "field session_id: expected 1-63 of [A-Za-z0-9._:-]");
         return 400;
     }
     ev_session old;
     if (sid && json_object_get(g->requested, sid)) {
-        *reply = gw_error("exists", "session %s exists already (requested just now)", sid);
+        *reply = cli_json_error("exists", "session %s exists already (requested just now)", sid);
         return 409;
     }
     if (sid && ev_state_session(g->state, sid, &old)) {
-        *reply = gw_error("exists", "session %s exists already (%s)", sid,
-                          ev_session_state_name(old.state));
+        *reply = cli_json_error("exists", "session %s exists already (%s)", sid,
+                                ev_session_state_name(old.state));
         return 409;
     }
     if (!sid) { /* a new id from the time; -2, -3 ... when taken */
@@ -206,11 +198,11 @@ static int stop_session(gw_gateway *g, const gw_who *who, const char *sid, json_
 {
     ev_session x;
     if (!ev_state_session(g->state, sid, &x)) {
-        *reply = gw_error("not_found", "no session %s", sid);
+        *reply = cli_json_error("not_found", "no session %s", sid);
         return 404;
     }
     if (x.state == EV_SESSION_STOPPED) {
-        *reply = gw_error("stopped", "session %s has stopped already", sid);
+        *reply = cli_json_error("stopped", "session %s has stopped already", sid);
         return 409;
     }
     const char *reason = json_string_value(json_object_get(req, "reason"));
@@ -233,7 +225,7 @@ static int sync_now(gw_gateway *g, const gw_who *who, json_t *req, json_t **repl
     json_t *want = json_object_get(req, "device_ids"), *by_node;
     ev_device d;
     if (want && !json_is_array(want)) {
-        *reply = gw_error("invalid", "field device_ids: expected an array of device ids");
+        *reply = cli_json_error("invalid", "field device_ids: expected an array of device ids");
         return 400;
     }
     by_node = json_object();
@@ -284,17 +276,17 @@ static int enroll(gw_gateway *g, json_t *req, json_t **reply)
     char node_id[EV_ID_MAX], credential[CLI_AUTH_TOKEN_MAX] = "", url[320], link[1024];
     ev_node node;
     if (!id || !ev_id_valid(id)) {
-        *reply = gw_error("invalid", "field device_id: expected 1-63 of [A-Za-z0-9._:-]");
+        *reply = cli_json_error("invalid", "field device_id: expected 1-63 of [A-Za-z0-9._:-]");
         return 400;
     }
     if ((jgen && !json_is_integer(jgen)) || gen < 1) {
-        *reply = gw_error("invalid", "field generation: expected an integer >= 1");
+        *reply = cli_json_error("invalid", "field generation: expected an integer >= 1");
         return 400;
     }
     ev_place_policy policy = {.strategy = EV_PLACE_LEAST_LOADED};
     if (ev_place_choose(g->state, &policy, NULL, &g->rr_cursor, node_id, sizeof(node_id)) ||
         !ev_state_node(g->state, node_id, &node) || !*node.address) {
-        *reply = gw_error("no_node", "no node is up with room for a device");
+        *reply = cli_json_error("no_node", "no node is up with room for a device");
         return 503;
     }
     snprintf(url, sizeof(url), "%s://%s/v1/devices", g->tls.plain ? "ws" : "wss", node.address);
@@ -379,14 +371,14 @@ static int archive_file(gw_gateway *g, const char *name, const char *rel, json_t
                        json_object_get(json_object_get(m, "files"), rel));
     json_decref(m);
     if (!listed) {
-        *reply =
-            gw_error("not_found", "archive %s has no file %s (its manifest lists them)", name, rel);
+        *reply = cli_json_error("not_found", "archive %s has no file %s (its manifest lists them)",
+                                name, rel);
         return 404;
     }
     size_t n = strlen(g->archive_dir) + strlen(name) + strlen(rel) + 3;
     *file = malloc(n);
     if (!*file) {
-        *reply = gw_error("no_memory", "out of memory");
+        *reply = cli_json_error("no_memory", "out of memory");
         return 503;
     }
     snprintf(*file, n, "%s/%s/%s", g->archive_dir, name, rel);
@@ -408,7 +400,7 @@ int gw_api_handle(gw_gateway *g, const gw_who *who, const char *method, const ch
         return 200;
     }
     if (!g->caught_up) { /* a partial state is not the truth */
-        *reply = gw_error("starting", "folding the log; try again");
+        *reply = cli_json_error("starting", "folding the log; try again");
         return 503;
     }
     /* /KIND, /KIND/ID, /KIND/ID/VERB..., ids at most 63 characters */
@@ -418,7 +410,7 @@ int gw_api_handle(gw_gateway *g, const gw_who *who, const char *method, const ch
     if (parts < 3 && path[end]) /* "/sessionsXYZ", "/nodes/": not ours */
         parts = 0;
     if (parts >= 2 && !ev_id_valid(a)) {
-        *reply = gw_error("not_found", "%s: expected an id of 1-63 [A-Za-z0-9._:-]", path);
+        *reply = cli_json_error("not_found", "%s: expected an id of 1-63 [A-Za-z0-9._:-]", path);
         return 404;
     }
     if (parts == 3) {
@@ -431,8 +423,8 @@ int gw_api_handle(gw_gateway *g, const gw_who *who, const char *method, const ch
         req = len ? json_loadb(body, len, 0, &jerr) : json_object();
         if (!json_is_object(req)) {
             g->n.bad++;
-            *reply = gw_error("invalid", "request body: expected a JSON object (%s)",
-                              req ? "got another JSON value" : jerr.text);
+            *reply = cli_json_error("invalid", "request body: expected a JSON object (%s)",
+                                    req ? "got another JSON value" : jerr.text);
             json_decref(req);
             return 400;
         }
@@ -473,7 +465,7 @@ int gw_api_handle(gw_gateway *g, const gw_who *who, const char *method, const ch
     }
     json_decref(req);
     if (!*reply && !*file)
-        *reply =
-            gw_error("not_found", "%s /api/v1%s: no such resource (docs/gateway.md)", method, path);
+        *reply = cli_json_error("not_found", "%s /api/v1%s: no such resource (docs/gateway.md)",
+                                method, path);
     return status;
 }

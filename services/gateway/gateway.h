@@ -154,8 +154,6 @@ void gw_feed_free(gw_gateway *g);
  * (malloc'd) and *reply is NULL. */
 int gw_api_handle(gw_gateway *g, const gw_who *who, const char *method, const char *path,
                   const char *body, size_t len, json_t **reply, char **file);
-/* {"error": code, "message": printf(fmt, ...)} */
-json_t *gw_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Checks token: 0 and *who filled, or -1 with why. */
 int gw_auth(gw_gateway *g, const char *token, gw_who *who, const char **why);
 

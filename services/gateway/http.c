@@ -74,8 +74,8 @@ static void login(gw_gateway *g, gw_conn *c, int out)
                strspn(token, TOKEN_CHARS) != strlen(token) || gw_auth(g, token, &who, &why)) {
         g->n.unauthorized++;
         reply_with(c, 401,
-                   gw_error("unauthorized", "%s",
-                            token ? why : "body: expected {\"token\": \"operator:...\"}"));
+                   cli_json_error("unauthorized", "%s",
+                                  token ? why : "body: expected {\"token\": \"operator:...\"}"));
     } else {
         snprintf(c->cookie, sizeof(c->cookie),
                  GW_COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200%s", token,
@@ -169,7 +169,7 @@ static int dispatch(gw_gateway *g, struct lws *wsi, gw_conn *c)
         json_t *reply = NULL;
         if (gw_auth(g, c->token, &who, &why)) {
             g->n.unauthorized++;
-            reply_with(c, 401, gw_error("unauthorized", "%s", why));
+            reply_with(c, 401, cli_json_error("unauthorized", "%s", why));
         } else {
             int status = gw_api_handle(g, &who, c->post ? "POST" : "GET", sub,
                                        (const char *)c->body.data, c->body.len, &reply, &file);

@@ -209,34 +209,18 @@ static int load_config(gw_gateway *g, const ev_conf *conf, const char *listen)
 {
     char err[256];
     const char *l = listen ? listen : ev_conf_get(conf, "gateway.listen", "127.0.0.1:8640");
-    const char *colon = strrchr(l, ':');
-    if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
-        (size_t)(colon - l) >= sizeof(g->host)) {
+    if (cli_host_port(l, g->host, sizeof(g->host), &g->port)) {
         fprintf(stderr, "msrs-gateway: listen '%s': expected HOST:PORT\n", l);
         return -1;
     }
-    memcpy(g->host, l, (size_t)(colon - l));
-    g->port = atoi(colon + 1);
-    struct {
-        const char *key;
-        int64_t def, *out, min;
-    } ints[] = {{"gateway.feed_ms", 250, &g->feed_ms, 10},
-                {"gateway.feed_ring", 1024, &g->ring_size, 16},
-                {"gateway.feed_ring_bytes", 64 << 20, &g->ring_max_bytes, 1 << 20},
-                {"gateway.max_feed_clients", 256, &g->max_feed_clients, 1},
-                {"gateway.clock_stale_ms", 30000, &g->clock_stale_ms, 100},
-                {"gateway.alert_window_s", 3600, &g->alert_window_s, 1}};
-    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
-        if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
-            fprintf(stderr, "msrs-gateway: %s\n", err);
-            return -1;
-        }
-        if (*ints[i].out < ints[i].min) {
-            fprintf(stderr, "msrs-gateway: config %s (%lld): expected at least %lld\n", ints[i].key,
-                    (long long)*ints[i].out, (long long)ints[i].min);
-            return -1;
-        }
-    }
+    const cli_int_key ints[] = {{"gateway.feed_ms", 250, &g->feed_ms, 10},
+                                {"gateway.feed_ring", 1024, &g->ring_size, 16},
+                                {"gateway.feed_ring_bytes", 64 << 20, &g->ring_max_bytes, 1 << 20},
+                                {"gateway.max_feed_clients", 256, &g->max_feed_clients, 1},
+                                {"gateway.clock_stale_ms", 30000, &g->clock_stale_ms, 100},
+                                {"gateway.alert_window_s", 3600, &g->alert_window_s, 1}};
+    if (cli_conf_ints(conf, ints, sizeof(ints) / sizeof(ints[0]), "msrs-gateway"))
+        return -1;
     int live = 1;
     if (ev_conf_get_bool(conf, "gateway.live", 1, &live, err, sizeof(err))) {
         fprintf(stderr, "msrs-gateway: %s\n", err);

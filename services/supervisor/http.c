@@ -58,7 +58,7 @@ static void dispatch(sv_supervisor *s, struct lws *wsi, sv_conn *c)
 {
     if (c->too_large) {
         c->status = 413;
-        c->reply = sv_error("too_large", "request body over %d bytes", SV_BODY_MAX);
+        c->reply = cli_json_error("too_large", "request body over %d bytes", SV_BODY_MAX);
     } else {
         c->status =
             sv_handle(s, c->post ? "POST" : "GET", c->path, *c->token ? c->token : NULL,

@@ -17,7 +17,6 @@
 #include "rxstamp.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,16 +47,6 @@ static void usage(FILE *f)
             "auth.key_file (nodes' and operators' tokens are checked against it;\n"
             "docs/security.md), auth.revoked_file, auth.required\n"
             "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
-}
-
-json_t *sv_error(const char *code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return json_pack("{s:s, s:s}", "error", code, "message", msg);
 }
 
 /* Queues a node record on the log and applies it to the registry at once.
@@ -109,14 +98,15 @@ static json_t *parse_node_request(const char *body, size_t len, const char **nod
     json_error_t je;
     json_t *req = json_loadb(body, len, 0, &je);
     if (!req || !json_is_object(req)) {
-        *reply = req ? sv_error("bad_json", "expected a JSON object")
-                     : sv_error("bad_json", "line %d column %d: %s", je.line, je.column, je.text);
+        *reply =
+            req ? cli_json_error("bad_json", "expected a JSON object")
+                : cli_json_error("bad_json", "line %d column %d: %s", je.line, je.column, je.text);
         json_decref(req);
         return NULL;
     }
     *node_id = json_string_value(json_object_get(req, "node_id"));
     if (!ev_id_valid(*node_id)) {
-        *reply = sv_error("invalid", "field node_id: expected 1-63 of [A-Za-z0-9._:-]");
+        *reply = cli_json_error("invalid", "field node_id: expected 1-63 of [A-Za-z0-9._:-]");
         json_decref(req);
         return NULL;
     }
@@ -126,7 +116,7 @@ static json_t *parse_node_request(const char *body, size_t len, const char **nod
 static int fail_log(const char *err, json_t **reply)
 {
     fprintf(stderr, "msrs-supervisor: %s\n", err);
-    *reply = sv_error("log_failed", "%s", err);
+    *reply = cli_json_error("log_failed", "%s", err);
     return 500;
 }
 
@@ -148,7 +138,7 @@ static int do_register(sv_supervisor *s, json_t *req, const char *node_id, json_
     int rc = emit_apply(s, "NodeRegistered", node_id, rec, NULL, err, sizeof(err));
     json_decref(rec);
     if (rc) {
-        *reply = sv_error(rc == EV_ERR_INVALID ? "invalid" : "log_failed", "%s", err);
+        *reply = cli_json_error(rc == EV_ERR_INVALID ? "invalid" : "log_failed", "%s", err);
         return rc == EV_ERR_INVALID ? 400 : 500;
     }
     json_object_set_new(s->heard, node_id, json_integer(ev_now_ns()));
@@ -165,7 +155,8 @@ static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
     char err[512];
     ev_node node;
     if (!known(s, node_id, &node)) {
-        *reply = sv_error("unknown_node", "node %s is not registered: register first", node_id);
+        *reply =
+            cli_json_error("unknown_node", "node %s is not registered: register first", node_id);
         return 404;
     }
     int64_t max = ev_place_limit(node.max_devices, s->place.max_per_node);
@@ -204,8 +195,8 @@ static int do_heartbeat(sv_supervisor *s, json_t *req, const char *node_id, json
     char err[512];
     ev_node node;
     if (!known(s, node_id, &node)) {
-        *reply = sv_error("unknown_node", "node %s is not registered (or expired): register again",
-                          node_id);
+        *reply = cli_json_error("unknown_node",
+                                "node %s is not registered (or expired): register again", node_id);
         return 404;
     }
     static const char *const fields[] = {
@@ -219,7 +210,7 @@ static int do_heartbeat(sv_supervisor *s, json_t *req, const char *node_id, json
     int rc = emit_apply(s, "NodeHeartbeat", node_id, hb, NULL, err, sizeof(err));
     json_decref(hb);
     if (rc) {
-        *reply = sv_error(rc == EV_ERR_INVALID ? "invalid" : "log_failed", "%s", err);
+        *reply = cli_json_error(rc == EV_ERR_INVALID ? "invalid" : "log_failed", "%s", err);
         return rc == EV_ERR_INVALID ? 400 : 500;
     }
     json_object_set_new(s->heard, node_id, json_integer(ev_now_ns()));
@@ -267,18 +258,19 @@ static int authorize(sv_supervisor *s, const char *path, const char *token, int 
         return 0;
     if (!token || cli_auth_token_check(&s->auth, token, who, &why)) {
         s->n.unauthorized++;
-        *reply = sv_error("unauthorized", "%s",
-                          token ? why
-                                : "expected Authorization: Bearer TOKEN (a node's or an "
-                                  "operator's token)");
+        *reply = cli_json_error("unauthorized", "%s",
+                                token ? why
+                                      : "expected Authorization: Bearer TOKEN (a node's or an "
+                                        "operator's token)");
         return 401;
     }
     int node = strcmp(who->kind, "node") == 0;
     if (node_only ? !node : !node && cli_auth_role_rank(who->role) < 1) {
         s->n.forbidden++;
-        *reply = sv_error("forbidden", "%s: expected %s, got %s %s's", path,
-                          node_only ? "the node's own token" : "a node's or an operator's token",
-                          who->kind, who->id);
+        *reply =
+            cli_json_error("forbidden", "%s: expected %s, got %s %s's", path,
+                           node_only ? "the node's own token" : "a node's or an operator's token",
+                           who->kind, who->id);
         return 403;
     }
     return 0;
@@ -305,16 +297,17 @@ static int admit_registration(sv_supervisor *s, const char *node_id, json_t **re
     double rate = (double)s->max_registrations_per_s;
     if (!cli_bucket_take(&s->registrations, rate, rate, ev_now_ns())) {
         s->n.rate_limited++;
-        *reply = sv_error("rate_limited", "more than %lld registrations a second; try again",
-                          (long long)s->max_registrations_per_s);
+        *reply = cli_json_error("rate_limited", "more than %lld registrations a second; try again",
+                                (long long)s->max_registrations_per_s);
         json_object_set_new(*reply, "retry_after_ms",
                             json_integer((json_int_t)cli_bucket_wait_ms(&s->registrations, rate)));
         return 429;
     }
     if (live_nodes(s) >= s->max_nodes) {
         s->n.refused++;
-        *reply = sv_error("too_many_nodes", "%lld nodes are registered (supervisor.max_nodes)",
-                          (long long)s->max_nodes);
+        *reply =
+            cli_json_error("too_many_nodes", "%lld nodes are registered (supervisor.max_nodes)",
+                           (long long)s->max_nodes);
         return 503;
     }
     return 0;
@@ -331,17 +324,17 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
     if (strcmp(method, "GET") == 0 && strcmp(path, "/v1/nodes") == 0) {
         if (!s->caught_up) { /* a partial registry is not the truth */
             s->n.refused++;
-            *reply = sv_error("starting", "folding the log; try again");
+            *reply = cli_json_error("starting", "folding the log; try again");
             return 503;
         }
         *reply = pool(s);
         return 200;
     }
     if (strcmp(method, "POST") != 0) {
-        *reply = sv_error("not_found",
-                          "%s %s: expected POST /v1/nodes/{register,plan,heartbeat}, "
-                          "/v1/devices/place, /v1/time or GET /v1/nodes",
-                          method, path);
+        *reply = cli_json_error("not_found",
+                                "%s %s: expected POST /v1/nodes/{register,plan,heartbeat}, "
+                                "/v1/devices/place, /v1/time or GET /v1/nodes",
+                                method, path);
         return 404;
     }
     if (strcmp(path, "/v1/time") == 0) {
@@ -351,7 +344,8 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
         json_t *t1 = json_object_get(req, "t1");
         if (!json_is_integer(t1)) {
             json_decref(req);
-            *reply = sv_error("invalid", "field t1: expected an integer (ns, the node's clock)");
+            *reply =
+                cli_json_error("invalid", "field t1: expected an integer (ns, the node's clock)");
             return 400;
         }
         *reply = json_pack("{s:O, s:I, s:I}", "t1", t1, "t2", (json_int_t)received_ns, "t3",
@@ -365,13 +359,13 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
     while (route < 4 && strcmp(path, routes[route]) != 0)
         route++;
     if (route == 4) {
-        *reply = sv_error("not_found", "POST %s: no such endpoint", path);
+        *reply = cli_json_error("not_found", "POST %s: no such endpoint", path);
         return 404;
     }
     if (!s->caught_up || !s->leading) {
         s->n.refused++;
-        *reply = s->caught_up ? sv_error("not_leader", "this supervisor does not lead")
-                              : sv_error("starting", "folding the log; try again");
+        *reply = s->caught_up ? cli_json_error("not_leader", "this supervisor does not lead")
+                              : cli_json_error("starting", "folding the log; try again");
         if (*s->leader && s->caught_up)
             json_object_set_new(*reply, "leader", json_string(s->leader));
         return 503;
@@ -379,7 +373,7 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
     if (route == 3) {
         json_t *r = placement(s, NULL);
         if (json_is_null(r)) {
-            *reply = sv_error("pool_full", "no node has room for another device");
+            *reply = cli_json_error("pool_full", "no node has room for another device");
             json_decref(r);
             return 503;
         }
@@ -394,8 +388,8 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
     }
     if (s->auth.enabled && strcmp(who.id, node_id) != 0) { /* a node speaks for itself only */
         s->n.forbidden++;
-        *reply = sv_error("forbidden", "%s: expected node %s's token, got node %s's", path, node_id,
-                          who.id);
+        *reply = cli_json_error("forbidden", "%s: expected node %s's token, got node %s's", path,
+                                node_id, who.id);
         json_decref(req);
         return 403;
     }
@@ -558,20 +552,12 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 
 static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen, const char *node)
 {
-    char err[256];
     const char *l = listen ? listen : ev_conf_get(conf, "supervisor.listen", "127.0.0.1:8610");
-    const char *colon = strrchr(l, ':');
-    if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
-        (size_t)(colon - l) >= sizeof(s->host)) {
+    if (cli_host_port(l, s->host, sizeof(s->host), &s->port)) {
         fprintf(stderr, "msrs-supervisor: listen '%s': expected HOST:PORT\n", l);
         return -1;
     }
-    memcpy(s->host, l, (size_t)(colon - l));
-    s->port = atoi(colon + 1);
-    struct {
-        const char *key;
-        int64_t def, *out, min;
-    } ints[] = {
+    const cli_int_key ints[] = {
         {"supervisor.ttl_ms", 6000, &s->ttl_ms, 100},
         {"supervisor.heartbeat_ms", 1000, &s->heartbeat_ms, 10},
         {"supervisor.presence_ms", 2000, &s->presence_ms, 10},
@@ -581,17 +567,8 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
         {"discovery.port", DSC_PORT, &s->discovery_port, 0},
         {"supervisor.max_nodes", 4096, &s->max_nodes, 1},
         {"supervisor.max_registrations_per_s", 100, &s->max_registrations_per_s, 1}};
-    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
-        if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
-            fprintf(stderr, "msrs-supervisor: %s\n", err);
-            return -1;
-        }
-        if (*ints[i].out < ints[i].min) {
-            fprintf(stderr, "msrs-supervisor: config %s (%lld): expected at least %lld\n",
-                    ints[i].key, (long long)*ints[i].out, (long long)ints[i].min);
-            return -1;
-        }
-    }
+    if (cli_conf_ints(conf, ints, sizeof(ints) / sizeof(ints[0]), "msrs-supervisor"))
+        return -1;
     if (s->discovery_port > 65535) {
         fprintf(stderr,
                 "msrs-supervisor: config discovery.port (%lld): expected a UDP port, or "

@@ -57,8 +57,6 @@ int sv_handle(sv_supervisor *s, const char *method, const char *path, const char
 /* main.c: reads every discovery datagram waiting and answers the queries
  * for this supervisor's prefix with its address and whether it leads. */
 void sv_discovery_answer(sv_supervisor *s);
-/* {"error": code, "message": printf(fmt, ...)} */
-json_t *sv_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* http.c */
 int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size);

@@ -6,6 +6,7 @@ ours (urllib, python3-websockets) talk to the gateway."""
 import asyncio
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -94,6 +95,14 @@ class Stack:
     def stop(self):
         stop_all(self.procs)
 
+    def done(self, code):
+        """The test's exit code; its folder is kept (and named) when it failed."""
+        if code:
+            print("logs in", self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return code
+
     def request(self, method, path, body=None, token=None, raw=None, headers=None, base=None):
         """(status, headers, body bytes) of one HTTP request to the gateway."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
@@ -126,6 +135,23 @@ class Stack:
         return websockets.connect(url, ssl=self.ctx, subprotocols=["msrs-feed"],
                                   extra_headers={"Authorization": "Bearer " + token},
                                   max_size=64 * 1024 * 1024)
+
+
+WEB = os.path.join(SRC, "web")
+
+
+def browser_artifacts():
+    """Where a browser test's screenshots go ($MSRS_ARTIFACTS, else
+    build/test-artifacts/gateway), made; None (the test skips) without
+    Debian's chromium or the web app's npm packages."""
+    if not os.path.exists("/usr/bin/chromium") or \
+            not os.path.isdir(os.path.join(WEB, "node_modules", "playwright-core")):
+        print("SKIP: needs /usr/bin/chromium and web/node_modules (deploy/install-deps.sh)")
+        return None
+    artifacts = os.environ.get("MSRS_ARTIFACTS") or os.path.join(
+        os.environ.get("MSRS_BIN_DIR", os.path.join(SRC, "build", "bin")), "..", "test-artifacts", "gateway")
+    os.makedirs(artifacts, exist_ok=True)
+    return artifacts
 
 
 def run(coro):

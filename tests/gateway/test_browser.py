@@ -11,25 +11,17 @@ build/test-artifacts/gateway). Skipped (77) when chromium or the web app's
 npm packages are missing."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from stack import SRC, Stack  # noqa: E402
-
-WEB = os.path.join(SRC, "web")
-
+from stack import WEB, Stack, browser_artifacts  # noqa: E402
 
 def main():
-    if not os.path.exists("/usr/bin/chromium") or \
-            not os.path.isdir(os.path.join(WEB, "node_modules", "playwright-core")):
-        print("SKIP: needs /usr/bin/chromium and web/node_modules (deploy/install-deps.sh)")
+    artifacts = browser_artifacts()
+    if not artifacts:
         return 77
-    artifacts = os.environ.get("MSRS_ARTIFACTS") or os.path.join(
-        os.environ.get("MSRS_BIN_DIR", os.path.join(SRC, "build", "bin")), "..", "test-artifacts", "gateway")
-    os.makedirs(artifacts, exist_ok=True)
     s = Stack("msrs-browser-")
     code = 1
     try:
@@ -59,11 +51,7 @@ def main():
     finally:
         s.stop()
     print("screenshots in", os.path.abspath(artifacts))
-    if code:
-        print("logs in", s.tmp)
-    else:
-        shutil.rmtree(s.tmp, ignore_errors=True)
-    return code
+    return s.done(code)
 
 
 if __name__ == "__main__":

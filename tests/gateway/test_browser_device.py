@@ -19,7 +19,6 @@ syncd, collectord, archiver, 2 devsim devices, msrs-gateway):
 Skipped (77) without chromium or the web app's npm packages."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,12 +27,9 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
 from msrstest import Checks, of_type, tail  # noqa: E402
-from stack import SRC, Stack  # noqa: E402
+from stack import WEB, Stack, browser_artifacts  # noqa: E402
 
 check = Checks()
-WEB = os.path.join(SRC, "web")
-
-
 class Page:
     """The browser process: one command line in, one JSON line out."""
 
@@ -64,13 +60,9 @@ class Page:
 
 
 def main():
-    if not os.path.exists("/usr/bin/chromium") or \
-            not os.path.isdir(os.path.join(WEB, "node_modules", "playwright-core")):
-        print("SKIP: needs /usr/bin/chromium and web/node_modules (deploy/install-deps.sh)")
+    artifacts = browser_artifacts()
+    if not artifacts:
         return 77
-    artifacts = os.environ.get("MSRS_ARTIFACTS") or os.path.join(
-        os.environ.get("MSRS_BIN_DIR", os.path.join(SRC, "build", "bin")), "..", "test-artifacts", "gateway")
-    os.makedirs(artifacts, exist_ok=True)
     s = Stack("msrs-browser-device-", devices=2)
     page = None
     try:
@@ -152,12 +144,7 @@ def main():
         if page:
             page.close()
         s.stop()
-    code = check.finish()
-    if code:
-        print("logs in", s.tmp)
-    else:
-        shutil.rmtree(s.tmp, ignore_errors=True)
-    return code
+    return s.done(check.finish())
 
 
 if __name__ == "__main__":

@@ -363,13 +363,7 @@ def main():
     for name in ("gateway", "gateway2"):
         err = s.procs.stderr_of(name) if os.path.exists(os.path.join(s.tmp, name + ".log")) else ""
         check("ERROR" not in err and "AddressSanitizer" not in err, "%s: no sanitizer report" % name)
-    code = check.finish()
-    if code:
-        print("logs in", s.tmp)
-    else:
-        import shutil
-        shutil.rmtree(s.tmp, ignore_errors=True)
-    return code
+    return s.done(check.finish())
 
 
 if __name__ == "__main__":
