@@ -774,6 +774,29 @@ int md_device_send_status(md_device *d, double battery, int recording)
     return rc;
 }
 
+int md_device_send_sync_mark(md_device *d, const char *mark_id, const char *label, int64_t t)
+{
+    char sid[MD_ID_MAX];
+    if (!valid_id(mark_id))
+        return MD_ERR_INVALID;
+    if (!md_device_session_at(d, t, sid, sizeof(sid)))
+        return MD_ERR_INVALID; /* a mark belongs to a session (SyncMark is keyed by it) */
+    json_t *m = json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:s}}", "id", mark_id, "type", "sync_mark",
+                          "ts", (json_int_t)t, "device_id", d->id, "payload", "mark_id", mark_id,
+                          "label", label ? label : "");
+    if (m)
+        json_object_set_new(m, "session_id", json_string(sid));
+    char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
+    if (!text)
+        return MD_ERR_NOMEM;
+    int rc = send_text(d, text, strlen(text), 0);
+    free(text);
+    if (rc == MD_OK)
+        md_client_wake(d->client);
+    return rc;
+}
+
 int md_device_session_at(md_device *d, int64_t t, char *out, size_t size)
 {
     pthread_mutex_lock(&d->mu);

@@ -153,6 +153,13 @@ int md_device_send_samples(md_device *d, const char *stream_id, int64_t seq, con
                            const double *values, size_t n, int channels);
 /* Any thread: a status message (battery 0..1 or < 0 for none). */
 int md_device_send_status(md_device *d, double battery, int recording);
+/* Any thread: a sync mark (an event a person or a stimulus program names,
+ * e.g. "stimulus onset") at device time t: mark_id 1-63 of
+ * [A-Za-z0-9._:-], label free text (may be NULL), tagged with the session
+ * that holds t. The agent makes a SyncMark of it (device and master time).
+ * Errors as md_device_send_media, and MD_ERR_INVALID for a bad mark_id or
+ * when no session holds t (a mark belongs to a session). */
+int md_device_send_sync_mark(md_device *d, const char *mark_id, const char *label, int64_t t);
 /* Any thread: the session data taken at device time t belongs to, copied
  * to out (size >= MD_ID_MAX); 1 when there is one, 0 (out "") otherwise. */
 int md_device_session_at(md_device *d, int64_t t, char *out, size_t size);
