@@ -25,6 +25,8 @@ typedef struct md_msg {
     int binary;
     int64_t probe_t1, probe_t2; /* a time_resp: t3 stamped when written */
     int probe;
+    int stream;          /* data: the stream's index (units of it inside); -1: a message */
+    int64_t units;       /* its samples, or 1 media packet */
     unsigned char buf[]; /* LWS_PRE, then len bytes */
 } md_msg;
 
@@ -68,6 +70,7 @@ struct md_device {
     size_t queued;
     int registered, slowed;
     int64_t resume[MD_MAX_STREAMS];
+    int64_t discarded[MD_MAX_STREAMS]; /* accepted, then the connection closed first */
     char session[MD_ID_MAX];
     int64_t start_at, stop_at;
 };
@@ -164,7 +167,7 @@ static md_msg *msg_new(size_t len)
 {
     md_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
     if (m)
-        memset(m, 0, sizeof(*m)), m->len = len;
+        memset(m, 0, sizeof(*m)), m->len = len, m->stream = -1;
     return m;
 }
 
@@ -363,6 +366,11 @@ static void closed(md_device *d)
 {
     pthread_mutex_lock(&d->mu);
     d->registered = d->slowed = 0;
+    /* data accepted and not written: lost, and said (md_device_discarded);
+     * the agent counts its numbers as a gap */
+    for (md_msg *m = d->head; m; m = m->next)
+        if (m->stream >= 0)
+            d->discarded[m->stream] += m->units;
     queue_free(&d->head, &d->tail);
     queue_free(&d->probes, &d->probes_tail);
     d->queued = 0;
@@ -658,7 +666,17 @@ void md_device_remove(md_device *d)
 
 /* Queues a binary frame: 4-byte big-endian header length, the header,
  * the body (body_len bytes, written by fill into the frame). */
-static int send_binary(md_device *d, const char *hdr, size_t hl, size_t body_len,
+/* The index of stream_id among d's streams, or -1. */
+static int stream_index(const md_device *d, const char *stream_id)
+{
+    for (size_t i = 0; i < d->stream_count; i++)
+        if (strcmp(d->stream_ids[i], stream_id) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int send_binary(md_device *d, const char *stream_id, int64_t units, const char *hdr,
+                       size_t hl, size_t body_len,
                        void (*fill)(unsigned char *out, const void *arg), const void *arg)
 {
     size_t total = 4 + hl + body_len;
@@ -672,6 +690,8 @@ static int send_binary(md_device *d, const char *hdr, size_t hl, size_t body_len
         return MD_ERR_NOMEM;
     unsigned char *p = msg->buf + LWS_PRE;
     msg->binary = 1;
+    msg->stream = stream_index(d, stream_id);
+    msg->units = units;
     p[0] = (unsigned char)(hl >> 24), p[1] = (unsigned char)(hl >> 16);
     p[2] = (unsigned char)(hl >> 8), p[3] = (unsigned char)hl;
     memcpy(p + 4, hdr, hl);
@@ -734,7 +754,8 @@ int md_device_send_samples(md_device *d, const char *stream_id, int64_t seq, con
     if (hl < 0 || (size_t)hl >= sizeof(hdr))
         return MD_ERR_INVALID;
     samples_body b = {t, values, n, channels};
-    return send_binary(d, hdr, (size_t)hl, n * 8 * (1 + (size_t)channels), fill_samples, &b);
+    return send_binary(d, stream_id, (int64_t)n, hdr, (size_t)hl, n * 8 * (1 + (size_t)channels),
+                       fill_samples, &b);
 }
 
 int md_device_send_media(md_device *d, const md_media *m, const void *data, size_t len)
@@ -753,7 +774,7 @@ int md_device_send_media(md_device *d, const md_media *m, const void *data, size
     if (hl < 0 || (size_t)hl >= sizeof(hdr))
         return MD_ERR_INVALID;
     media_body b = {data, len};
-    return send_binary(d, hdr, (size_t)hl, len, fill_media, &b);
+    return send_binary(d, m->stream_id, 1, hdr, (size_t)hl, len, fill_media, &b);
 }
 
 int md_device_send_status(md_device *d, double battery, int recording)
@@ -804,6 +825,15 @@ int md_device_session_at(md_device *d, int64_t t, char *out, size_t size)
     snprintf(out, size, "%s", in ? d->session : "");
     pthread_mutex_unlock(&d->mu);
     return in;
+}
+
+int64_t md_device_discarded(md_device *d, const char *stream_id)
+{
+    int i = stream_index(d, stream_id);
+    pthread_mutex_lock(&d->mu);
+    int64_t n = i >= 0 ? d->discarded[i] : 0;
+    pthread_mutex_unlock(&d->mu);
+    return n;
 }
 
 int64_t md_device_resume_seq(md_device *d, const char *stream_id)

@@ -163,6 +163,11 @@ int md_device_send_sync_mark(md_device *d, const char *mark_id, const char *labe
 /* Any thread: the session data taken at device time t belongs to, copied
  * to out (size >= MD_ID_MAX); 1 when there is one, 0 (out "") otherwise. */
 int md_device_session_at(md_device *d, int64_t t, char *out, size_t size);
+/* Any thread: the samples (media: packets) of stream_id the SDK accepted
+ * and then lost because the connection closed before they were written —
+ * since the device was added. Their numbers are a gap the agent counts;
+ * the caller counts them as lost too. */
+int64_t md_device_discarded(md_device *d, const char *stream_id);
 /* Any thread: the sequence number the agent expects next on stream (its
  * resume at the last registration), or -1 when it named none. */
 int64_t md_device_resume_seq(md_device *d, const char *stream_id);

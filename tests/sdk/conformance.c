@@ -6,10 +6,11 @@
  * it, as the agent would). Every event is a JSON line on stdout; at
  * SIGTERM the last line is what it sent:
  *   {"sent": {SESSION: {"gsr": n, "cam": n, "marks": n}}, "refused": {...},
- *    "registrations": n, "resumed_gsr": seq}
- * where SESSION "" is data outside any session and "refused" counts what
- * the SDK refused (not registered, queue full): numbered all the same, so
- * the agent counts it as a gap. usage: conformance URL CA DEVICE_ID
+ *    "discarded": {"gsr": n, "cam": n}, "registrations": n, "resumed_gsr": seq}
+ * where SESSION "" is data outside any session, "refused" counts what the
+ * SDK refused (not registered, queue full) and "discarded" what it accepted
+ * and lost at a close (md_device_discarded): numbered all the same, so the
+ * agent counts both as a gap. usage: conformance URL CA DEVICE_ID
  * CREDENTIAL */
 #include "msrs_device.h"
 
@@ -165,8 +166,10 @@ int main(int argc, char **argv)
     /* what is queued goes out before the count is said */
     for (int i = 0; i < 200 && md_device_queued_bytes(d); i++)
         md_client_service(c, 10);
-    json_t *out = json_pack("{s:o, s:o, s:i, s:I}", "sent", sent, "refused", refused,
-                            "registrations", registrations, "resumed_gsr", (json_int_t)resumed);
+    json_t *out = json_pack("{s:o, s:o, s:{s:I, s:I}, s:i, s:I}", "sent", sent, "refused", refused,
+                            "discarded", "gsr", (json_int_t)md_device_discarded(d, "gsr"), "cam",
+                            (json_int_t)md_device_discarded(d, "cam"), "registrations",
+                            registrations, "resumed_gsr", (json_int_t)resumed);
     char *text = json_dumps(out, JSON_COMPACT);
     printf("%s\n", text);
     free(text);
