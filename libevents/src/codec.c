@@ -199,7 +199,7 @@ static int read_old(ev_codec *c, const ev__history *old, const ev_schema *s, avr
                         ev_schema_name(s), avro_strerror());
     rc = ev_value_to_json(ov, &j, errstr, errstr_size);
     if (rc == 0)
-        rc = ev_value_from_json(v, j, errstr, errstr_size);
+        rc = ev__value_from_json_old(v, j, errstr, errstr_size);
     json_decref(j);
     return rc;
 }

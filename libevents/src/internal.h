@@ -57,4 +57,11 @@ typedef struct ev__ce_storage {
 void ev__ce_headers(const ev_schema *s, const ev_emit_opts *opts, const char *default_source,
                     ev__ce_storage *st, ev_header h[EV__CE_HEADERS]);
 
+/* ev_value_from_json for a record of an earlier version converted to the
+ * current one (codec.c): JSON has no NaN or infinity, and ev_value_to_json
+ * writes a non-finite float or double as null, so here null in a float or
+ * double is NaN (an infinity comes back as NaN: the value is not a number
+ * either way), and the record reads as ev_codec_check said it would. */
+int ev__value_from_json_old(avro_value_t *value, json_t *json, char *errstr, size_t errstr_size);
+
 #endif

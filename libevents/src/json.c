@@ -11,6 +11,7 @@
 typedef struct path {
     char text[256];
     size_t len;
+    int null_is_nan; /* ev__value_from_json_old: null in a float or double is NaN */
 } path;
 
 /* Every field of every converted value is pushed: no printf here. */
@@ -296,11 +297,19 @@ static int from_json(avro_value_t *v, json_t *j, path *p, char *errstr, size_t n
         rc = avro_value_set_long(v, json_integer_value(j));
         break;
     case AVRO_FLOAT:
+        if (p->null_is_nan && json_is_null(j)) {
+            rc = avro_value_set_float(v, NAN);
+            break;
+        }
         if (!json_is_number(j))
             return EXPECTED("a number");
         rc = avro_value_set_float(v, (float)json_number_value(j));
         break;
     case AVRO_DOUBLE:
+        if (p->null_is_nan && json_is_null(j)) {
+            rc = avro_value_set_double(v, NAN);
+            break;
+        }
         if (!json_is_number(j))
             return EXPECTED("a number");
         rc = avro_value_set_double(v, json_number_value(j));
@@ -424,6 +433,14 @@ static int from_json(avro_value_t *v, json_t *j, path *p, char *errstr, size_t n
 int ev_value_from_json(avro_value_t *value, json_t *json, char *errstr, size_t errstr_size)
 {
     path p = {.len = 0};
+    p.text[0] = '\0';
+    avro_value_reset(value);
+    return from_json(value, json, &p, errstr, errstr_size);
+}
+
+int ev__value_from_json_old(avro_value_t *value, json_t *json, char *errstr, size_t errstr_size)
+{
+    path p = {.len = 0, .null_is_nan = 1};
     p.text[0] = '\0';
     avro_value_reset(value);
     return from_json(value, json, &p, errstr, errstr_size);
