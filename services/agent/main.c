@@ -103,7 +103,6 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
 {
     char err[256] = "";
     const char *l = listen ? listen : ev_conf_get(conf, "agent.listen", "127.0.0.1:8620");
-    const char *colon = strrchr(l, ':');
     struct {
         const char *key;
         int64_t def, *out;
@@ -123,14 +122,10 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 {"agent.idle_timeout_ms", 60000, &cfg->idle_timeout_ms},
                 {"agent.max_pending_per_address", 128, &cfg->max_pending_per_address},
                 {"agent.max_buffered_bytes", 256 << 20, &cfg->max_buffered_bytes}};
-    if (!colon || colon == l || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
-        (size_t)(colon - l) >= sizeof(cfg->host)) {
+    if (cli_host_port(l, cfg->host, sizeof(cfg->host), &cfg->port)) {
         fprintf(stderr, "msrs-agent: listen '%s': expected HOST:PORT\n", l);
         return -1;
     }
-    memcpy(cfg->host, l, (size_t)(colon - l));
-    cfg->host[colon - l] = '\0';
-    cfg->port = atoi(colon + 1);
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         if (ev_conf_get_int(conf, ints[i].key, ints[i].def, ints[i].out, err, sizeof(err))) {
             fprintf(stderr, "msrs-agent: %s\n", err);

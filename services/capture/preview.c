@@ -5,6 +5,7 @@
  * only; a bearer token (node or operator, any role) unless
  * auth.required = false. */
 #include "capture.h"
+#include "cli.h"
 #include "http.h"
 #include "security.h"
 
@@ -124,17 +125,14 @@ cp_preview *cp_preview_start(struct lws_context *ctx, const ev_conf *conf, const
                              const cp_preview_source *src, char *errstr, size_t errstr_size)
 {
     cp_preview *p = calloc(1, sizeof(*p));
-    char host[128], *end = NULL;
-    const char *colon = strrchr(listen, ':');
-    long port = colon ? strtol(colon + 1, &end, 10) : 0;
-    if (!p || !colon || colon == listen || (size_t)(colon - listen) >= sizeof(host) || !end ||
-        *end || port < 1 || port > 65535) {
+    char host[128];
+    int port = 0;
+    if (!p || cli_host_port(listen, host, sizeof(host), &port)) {
         snprintf(errstr, errstr_size,
                  "config capture.preview_listen: expected HOST:PORT or off, got '%s'", listen);
         free(p);
         return NULL;
     }
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
     p->src = *src;
     if (cli_tls_load(&p->tls, conf, "msrs-capture", 1, errstr, errstr_size) ||
         cli_auth_load(&p->auth, conf, "msrs-capture", errstr, errstr_size)) {
@@ -144,7 +142,7 @@ cp_preview *cp_preview_start(struct lws_context *ctx, const ev_conf *conf, const
     }
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
-    info.port = (int)port;
+    info.port = port;
     info.iface = strcmp(host, "0.0.0.0") == 0 ? NULL : host;
     info.protocols = protocols;
     info.user = p;
