@@ -165,11 +165,19 @@ size_t ar_writer_stream_count(const ar_writer *w);
 int ar_writer_event(ar_writer *w, const char *topic, const char *key, const ev_event *ev,
                     char *errstr, size_t errstr_size);
 
+/* The session's stop instant (master clock), once known: a batch or a
+ * packet whose first master time is at or after it is not the session's
+ * (its node counted it as late_stop: the stop command reached it late);
+ * it is left out and counted per stream (the manifest's
+ * after_stop_samples). */
+void ar_writer_stop_at(ar_writer *w, int64_t stop_at_ns);
+
 /* Appends a SensorSampleBatch of the session to DEVICE/STREAM.avro and the
  * XDF. device: the device's state (ev_state_to_json's devices.DEVICE, for
  * its declared streams: XDF type and rate), borrowed, may be NULL.
- * Returns 0 written; 1 skipped: a redelivered seq (counted as a duplicate)
- * or a batch without samples; <0 an error (the batch is counted). */
+ * Returns 0 written; 1 skipped: a redelivered seq (counted as a duplicate),
+ * a batch without samples or one after the stop instant; <0 an error (the
+ * batch is counted). */
 int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *device, char *errstr,
                       size_t errstr_size);
 

@@ -198,11 +198,13 @@ static void finish_device(ar_writer *w, const char *dev_id, json_t *d, const jso
             continue;
         json_object_set_new(
             json_object_get(d, "streams"), st->stream_id,
-            json_pack("{s:s, s:s, s:O?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i}", "kind",
+            json_pack("{s:s, s:s, s:O?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i}", "kind",
                       st->kind == AR__SAMPLES ? "samples" : "video", "codec", st->codec, "declared",
                       ar__stream_info(device, st->stream_id), "samples", (json_int_t)st->samples,
                       "bytes", (json_int_t)st->bytes, "gaps", (json_int_t)st->gaps, "duplicates",
-                      (json_int_t)st->duplicates, "before_first_keyframe",
+                      (json_int_t)st->duplicates, "after_stop_samples",
+                      (json_int_t)st->after_stop_samples, "after_stop_bytes",
+                      (json_int_t)st->after_stop_bytes, "before_first_keyframe",
                       (json_int_t)st->before_keyframe, "first_master_ns",
                       (json_int_t)st->first_master, "last_master_ns", (json_int_t)st->last_master,
                       "xdf_stream", (int)st->xdf_id));

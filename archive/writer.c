@@ -36,6 +36,7 @@ int ar_writer_new(ar_writer **out, const char *root, const char *session_id, cha
     if (!w)
         return ar__fail(errstr, errstr_size, EV_ERR_NOMEM, "session %s: out of memory", session_id);
     snprintf(w->id, sizeof(w->id), "%s", session_id);
+    w->stop_at_ns = INT64_MAX;
     snprintf(w->root, sizeof(w->root), "%s", root);
     ar__safe_name(name, sizeof(name), session_id);
     snprintf(w->staging, sizeof(w->staging), "%s/.staging/%s", root, name);
@@ -328,6 +329,23 @@ static void xdf_batch(ar_writer *w, ar__stream *st, json_t *dt, json_t *values, 
     free(x);
 }
 
+void ar_writer_stop_at(ar_writer *w, int64_t stop_at_ns)
+{
+    w->stop_at_ns = stop_at_ns;
+}
+
+/* 1 when data of st whose first master time is first_master is past the
+ * stop instant: counted (samples, bytes), left out. */
+static int after_stop(ar_writer *w, ar__stream *st, int64_t first_master, int64_t samples,
+                      int64_t bytes)
+{
+    if (first_master < w->stop_at_ns)
+        return 0;
+    st->after_stop_samples += samples;
+    st->after_stop_bytes += bytes;
+    return 1;
+}
+
 int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *device, char *errstr,
                       size_t errstr_size)
 {
@@ -345,7 +363,9 @@ int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *dev
     }
     ar__stream *st = stream_get(w, ar__jstr(r, "device_id"), ar__jstr(r, "stream_id"), AR__SAMPLES,
                                 NULL, channels, device, &rc, errstr, errstr_size);
-    if (!st || !seq_ok(st, ar__jint(r, "seq"), (int64_t)n)) {
+    if (!st || !seq_ok(st, ar__jint(r, "seq"), (int64_t)n) ||
+        after_stop(w, st, json_integer_value(json_array_get(mt, 0)), (int64_t)n,
+                   (int64_t)(n * (size_t)channels * sizeof(double)))) {
         json_decref(r);
         return st ? 1 : rc;
     }
@@ -407,7 +427,8 @@ int ar_writer_media(ar_writer *w, avro_value_t *packet, char *errstr, size_t err
     }
     ar__stream *st = stream_get(w, ar__jstr(r, "device_id"), ar__jstr(r, "stream_id"), AR__MEDIA,
                                 ar__jstr(r, "codec"), 0, NULL, &rc, errstr, errstr_size);
-    if (!st || !seq_ok(st, ar__jint(r, "seq"), 1)) {
+    if (!st || !seq_ok(st, ar__jint(r, "seq"), 1) ||
+        after_stop(w, st, ar__jint(r, "master_time_ns"), 1, (int64_t)len)) {
         free(bytes);
         json_decref(r);
         return st ? 1 : rc;

@@ -32,6 +32,8 @@ typedef struct ar__stream {
     ar__mkv *mkv;           /* the video as Matroska, from its first keyframe */
     int seen_keyframe, mkv_tried;
     int64_t next_seq, samples, bytes, gaps, duplicates, before_keyframe;
+    int64_t after_stop_samples, after_stop_bytes; /* left out: first master time at or after
+                                                     the stop instant */
     int64_t first_master, last_master;
     uint32_t xdf_id;
     int channels;
@@ -52,7 +54,8 @@ struct ar_writer {
     ar_xdf *xdf;
     char xdf_name[272];
     uint32_t next_xdf_id;
-    int failed; /* a write failed: the manifest says complete: false */
+    int failed;         /* a write failed: the manifest says complete: false */
+    int64_t stop_at_ns; /* the session's stop instant, INT64_MAX until known */
     ev_codec *codec;
     avro_schema_t event_schema;
     avro_value_iface_t *event_iface;

@@ -67,6 +67,9 @@ typedef struct ag_count {
     int64_t gap_samples; /* samples (media: packets) whose seq never reached the log */
     int64_t late_start_samples, late_start_bytes; /* in the window, written untagged
                                                      before the start command came */
+    int64_t late_stop_samples, late_stop_bytes;   /* tagged with the session, first master time
+                                                     at or after the stop instant (the stop
+                                                     command came late): not the session's */
 } ag_count;
 
 /* A batch written untagged (no session), remembered for a while so that a
@@ -78,12 +81,23 @@ typedef struct ag_untagged {
     char stream_id[AG_ID_MAX];
 } ag_untagged;
 
+/* A batch counted for a session whose stop instant was not known yet,
+ * remembered for a while so that a stop command that arrives after its
+ * instant can move what was past it to late_stop. */
+typedef struct ag_tagged {
+    int64_t first_master; /* as written in the record */
+    int64_t samples, bytes;
+    int count; /* its ag_count: an index into the device's counts */
+} ag_tagged;
+
 #define AG_UNTAGGED_KEEP 128
+#define AG_TAGGED_KEEP   256
 
 /* A session this node records (StartRecording .. RecordingReport). */
 typedef struct ag_session {
     char session_id[AG_ID_MAX];
     int64_t start_at_ns, stop_at_ns; /* master clock; stop INT64_MAX until known */
+    int64_t stop_heard_ns;           /* when the stop command came (agent clock) */
     json_t *missing;                 /* devices asked for but not connected at the start */
     json_t *expected;                /* rebuilt after a restart (restore.c): devices not yet back */
     /* the report (recording.c): due at stop + agent.report_delay_ms, when
@@ -117,6 +131,10 @@ typedef struct ag_device {
     int count_n;
     ag_untagged untagged[AG_UNTAGGED_KEEP]; /* the latest untagged batches, a ring */
     int untagged_next;
+    ag_tagged tagged[AG_TAGGED_KEEP]; /* the latest batches counted while rec's stop was
+                                         not known, a ring (tagged_n used) */
+    int tagged_next, tagged_n;
+    int64_t tagged_evicted_master; /* the latest first_master that left the full ring */
     /* clock-sync round */
     int round_active;
     json_t *round_probes; /* this round's valid probes, for the record (refits) */

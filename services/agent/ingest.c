@@ -30,7 +30,7 @@ static int samples_open(ag_agent *a, samples_rec *r, int64_t n)
         avro_value_get_by_name(r->v, "device_time_ns", &r->dev_t, NULL) ||
         avro_value_get_by_name(r->v, "master_time_ns", &r->master_t, NULL) ||
         avro_value_get_by_name(r->v, "values", &r->flat, NULL)) {
-        ag_recording_account(a, NULL, 0, n, 0);
+        ag_recording_account(a, NULL, NULL, "", 0, n, 0);
         return -1;
     }
     return 0;
@@ -57,18 +57,17 @@ static void samples_value(samples_rec *r, double x)
 static void samples_emit(ag_agent *a, ag_device *d, samples_rec *r, const char *claimed,
                          const char *stream, int64_t seq, size_t n, size_t channels, int64_t first)
 {
-    const char *session;
     avro_value_t f;
-    ag_count *cnt = ag_recording_count(a, d, claimed, first, stream, &session);
+    ag_tag tag = ag_recording_tag(a, d, claimed, first, ag_device_to_master(a, d, first), stream);
     /* Sequence gaps: counted, not hidden. */
     json_t *next = json_object_get(d->next_seq, stream);
     if (next && seq > json_integer_value(next))
-        ag_recording_gap(a, d, cnt, seq - json_integer_value(next));
+        ag_recording_gap(a, d, tag.cnt, seq - json_integer_value(next));
     json_object_set_new(d->next_seq, stream, json_integer(seq + (int64_t)n));
     avro_value_get_by_name(r->v, "device_id", &f, NULL);
     avro_value_set_string(&f, d->device_id);
     avro_value_get_by_name(r->v, "session_id", &f, NULL);
-    avro_value_set_string(&f, session);
+    avro_value_set_string(&f, tag.session);
     avro_value_get_by_name(r->v, "stream_id", &f, NULL);
     avro_value_set_string(&f, stream);
     avro_value_get_by_name(r->v, "seq", &f, NULL);
@@ -77,9 +76,7 @@ static void samples_emit(ag_agent *a, ag_device *d, samples_rec *r, const char *
     avro_value_set_int(&f, (int)channels);
     int64_t bytes = (int64_t)(n * channels * sizeof(double));
     int delivered = ag_emit_value(a, r->schema, d->device_id, r->v);
-    ag_recording_account(a, cnt, delivered, (int64_t)n, bytes);
-    if (delivered && !*session)
-        ag_recording_untagged(a, d, stream, first, (int64_t)n, bytes);
+    ag_recording_account(a, d, &tag, stream, delivered, (int64_t)n, bytes);
 }
 
 /* A sequence number the agent can count gaps with: an integer in
@@ -254,12 +251,11 @@ void ag_ingest_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *pa
         return;
     int64_t ts = json_integer_value(json_object_get(h, "ts"));
     int64_t master = ag_device_to_master(a, c->dev, ts);
-    const char *session;
-    ag_count *cnt = ag_recording_count(
-        a, c->dev, json_string_value(json_object_get(h, "session_id")), ts, stream, &session);
+    ag_tag tag = ag_recording_tag(a, c->dev, json_string_value(json_object_get(h, "session_id")),
+                                  ts, master, stream);
     json_t *rec =
         json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I, s:I, s:i, s:i, s:s}", "device_id",
-                  c->dev->device_id, "session_id", session, "stream_id", stream, "seq",
+                  c->dev->device_id, "session_id", tag.session, "stream_id", stream, "seq",
                   (json_int_t)json_integer_value(json_object_get(h, "seq")), "codec", codec, "pts",
                   (json_int_t)json_integer_value(json_object_get(h, "pts")), "keyframe",
                   json_is_true(json_object_get(h, "keyframe")), "device_time_ns", (json_int_t)ts,
@@ -285,11 +281,10 @@ void ag_ingest_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *pa
     json_t *seq = json_object_get(h, "seq"), *next = json_object_get(c->dev->next_seq, stream);
     if (json_is_integer(seq) && json_integer_value(seq) >= 0) {
         if (next && json_integer_value(seq) > json_integer_value(next))
-            ag_recording_gap(a, c->dev, cnt, json_integer_value(seq) - json_integer_value(next));
+            ag_recording_gap(a, c->dev, tag.cnt,
+                             json_integer_value(seq) - json_integer_value(next));
         json_object_set_new(c->dev->next_seq, stream, json_integer(json_integer_value(seq) + 1));
     }
     int delivered = ag_emit_value(a, s, c->dev->device_id, v);
-    ag_recording_account(a, cnt, delivered, 1, (int64_t)bytes);
-    if (delivered && !*session)
-        ag_recording_untagged(a, c->dev, stream, ts, 1, (int64_t)bytes);
+    ag_recording_account(a, c->dev, &tag, stream, delivered, 1, (int64_t)bytes);
 }

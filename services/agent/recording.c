@@ -95,6 +95,8 @@ static void attach(ag_agent *a, ag_session *s, ag_device *d)
     memset(d->counts, 0, sizeof(d->counts));
     for (int i = 0; i < d->stream_count; i++)
         snprintf(d->counts[i].stream_id, AG_ID_MAX, "%s", d->stream_ids[i]);
+    d->tagged_n = 0;
+    d->tagged_evicted_master = INT64_MIN;
     count_late_start(a, s, d);
     if (d->conn)
         send_start(a, d);
@@ -170,14 +172,42 @@ void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
             json_array_size(s->missing));
 }
 
+/* A stop that came after its instant: what d had counted for the session
+ * at or after the instant (whole batches whose first master time is at or
+ * after it) moves to late_stop; the archive leaves those records out. */
+static void count_late_stop(ag_session *s, ag_device *d)
+{
+    for (int i = 0; i < d->tagged_n; i++) {
+        ag_tagged *b = &d->tagged[i];
+        if (b->first_master < s->stop_at_ns)
+            continue;
+        ag_count *c = &d->counts[b->count];
+        c->samples -= b->samples;
+        c->bytes -= b->bytes;
+        c->late_stop_samples += b->samples;
+        c->late_stop_bytes += b->bytes;
+    }
+    if (d->tagged_evicted_master >= s->stop_at_ns)
+        fprintf(stderr,
+                "msrs-agent: session %s: %s: the stop command came more than %d batches late: "
+                "some batches past the instant had left the ring and stay counted as the "
+                "session's (the archive leaves them out and says the counts differ)\n",
+                s->session_id, d->device_id, AG_TAGGED_KEEP);
+    d->tagged_evicted_master = INT64_MIN;
+    d->tagged_n = 0;
+}
+
 void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
 {
     ag_session *s = session_find(a, session_id);
     if (!s || s->stop_at_ns != INT64_MAX)
         return; /* not ours, or a redelivered command */
     s->stop_at_ns = stop_at;
+    s->stop_heard_ns = ag_now_ns();
     for (size_t i = 0; i < a->device_count; i++) {
         ag_device *d = a->devices[i];
+        if (d->rec == s)
+            count_late_stop(s, d);
         if (d->rec == s && d->conn)
             send_instant(a, d, "stop", stop_at);
         else if (d->rec == s)
@@ -224,20 +254,38 @@ ag_count *ag_recording_restore_count(ag_agent *a, ag_session *s, ag_device *d, c
             s->stop_at_ns == INT64_MAX ? INT64_MAX : ag_master_to_device(a, d, s->stop_at_ns);
         d->count_n = 0;
         memset(d->counts, 0, sizeof(d->counts));
+        d->tagged_n = 0;
+        d->tagged_evicted_master = INT64_MIN;
     }
     return count_of(d, stream);
 }
 
-void ag_recording_untagged(ag_agent *a, ag_device *d, const char *stream, int64_t first_t,
-                           int64_t samples, int64_t bytes)
+/* Remembers a batch of d written without a session: a start command that
+ * comes after its instant counts the ones at or after it as late_start. */
+static void remember_untagged(ag_device *d, const char *stream, int64_t first_t, int64_t samples,
+                              int64_t bytes)
 {
-    (void)a;
     ag_untagged *u = &d->untagged[d->untagged_next];
     d->untagged_next = (d->untagged_next + 1) % AG_UNTAGGED_KEEP;
     u->first_t = first_t;
     u->samples = samples;
     u->bytes = bytes;
     snprintf(u->stream_id, sizeof(u->stream_id), "%s", stream);
+}
+
+/* Remembers a batch counted for d's session while its stop instant is not
+ * known: a stop command that comes after its instant moves the ones at or
+ * after it to late_stop. */
+static void remember_tagged(ag_device *d, const ag_count *c, int64_t first_master, int64_t samples,
+                            int64_t bytes)
+{
+    ag_tagged *b = &d->tagged[d->tagged_next];
+    d->tagged_next = (d->tagged_next + 1) % AG_TAGGED_KEEP;
+    if (d->tagged_n < AG_TAGGED_KEEP)
+        d->tagged_n++;
+    else if (b->first_master > d->tagged_evicted_master)
+        d->tagged_evicted_master = b->first_master;
+    *b = (ag_tagged){first_master, samples, bytes, (int)(c - d->counts)};
 }
 
 void ag_recording_gap(ag_agent *a, ag_device *d, ag_count *cnt, int64_t missing)
@@ -250,35 +298,46 @@ void ag_recording_gap(ag_agent *a, ag_device *d, ag_count *cnt, int64_t missing)
     }
 }
 
-ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int64_t t,
-                             const char *stream, const char **session)
+ag_tag ag_recording_tag(ag_agent *a, ag_device *d, const char *claimed, int64_t first_t,
+                        int64_t first_master, const char *stream)
 {
     ag_session *s = d->rec;
-    *session = "";
+    ag_tag tag = {"", NULL, 0, first_t, first_master};
     if (!s) {
         if (claimed && *claimed && session_find(a, claimed))
             a->n.late++; /* after its report: not the session's any more */
-        return NULL;
+        return tag;
     }
     if (claimed && *claimed) {
         if (strcmp(claimed, s->session_id) != 0)
-            return NULL;
-    } else if (t < d->rec_start_dev || t >= d->rec_stop_dev) {
-        return NULL;
+            return tag;
+    } else if (first_t < d->rec_start_dev || first_t >= d->rec_stop_dev) {
+        return tag;
     }
-    *session = s->session_id;
-    return count_of(d, stream);
+    tag.session = s->session_id;
+    tag.cnt = count_of(d, stream);
+    tag.after_stop = first_master >= s->stop_at_ns;
+    return tag;
 }
 
-void ag_recording_account(ag_agent *a, ag_count *cnt, int delivered, int64_t n, int64_t bytes)
+void ag_recording_account(ag_agent *a, ag_device *d, const ag_tag *tag, const char *stream,
+                          int delivered, int64_t n, int64_t bytes)
 {
+    ag_count *c = tag ? tag->cnt : NULL;
     if (!delivered) {
         a->n.dropped += n;
-        if (cnt)
-            cnt->dropped += n;
-    } else if (cnt) {
-        cnt->samples += n;
-        cnt->bytes += bytes;
+        if (c)
+            c->dropped += n;
+    } else if (!c) {
+        remember_untagged(d, stream, tag->first_t, n, bytes);
+    } else if (tag->after_stop) {
+        c->late_stop_samples += n;
+        c->late_stop_bytes += bytes;
+    } else {
+        c->samples += n;
+        c->bytes += bytes;
+        if (d->rec->stop_at_ns == INT64_MAX)
+            remember_tagged(d, c, tag->first_master, n, bytes);
     }
 }
 
@@ -287,23 +346,32 @@ void ag_recording_account(ag_agent *a, ag_count *cnt, int delivered, int64_t n, 
 static void freeze(ag_agent *a, ag_session *s)
 {
     json_t *streams = json_array();
+    int64_t late_stop = 0;
     for (size_t i = 0; i < a->device_count; i++) {
         ag_device *d = a->devices[i];
         if (d->rec != s)
             continue;
         for (int k = 0; k < d->count_n; k++) {
             ag_count *c = &d->counts[k];
+            late_stop += c->late_stop_samples;
             json_array_append_new(
-                streams, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "device_id",
-                                   d->device_id, "stream_id", c->stream_id, "samples",
+                streams, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                                   "device_id", d->device_id, "stream_id", c->stream_id, "samples",
                                    (json_int_t)c->samples, "bytes", (json_int_t)c->bytes, "gaps",
                                    (json_int_t)c->gaps, "dropped", (json_int_t)c->dropped,
                                    "gap_samples", (json_int_t)c->gap_samples, "late_start_samples",
                                    (json_int_t)c->late_start_samples, "late_start_bytes",
-                                   (json_int_t)c->late_start_bytes));
+                                   (json_int_t)c->late_start_bytes, "late_stop_samples",
+                                   (json_int_t)c->late_stop_samples, "late_stop_bytes",
+                                   (json_int_t)c->late_stop_bytes));
         }
         d->rec = NULL;
     }
+    if (late_stop)
+        fprintf(stderr,
+                "msrs-agent: session %s: %lld samples sent past the stop instant before the "
+                "devices heard the stop (counted as late_stop, not the session's)\n",
+                s->session_id, (long long)late_stop);
     s->report_streams = streams;
 }
 
@@ -409,12 +477,16 @@ void ag_recording_tick(ag_agent *a, int64_t now)
 {
     for (size_t i = 0; i < a->session_count; i++) {
         ag_session *s = a->sessions[i];
-        /* Due report_delay after the stop instant — and, while the devices
-         * are held back (flow slow_down: not read), only report_delay after
-         * they resume, so data of the window they held is still counted. */
+        /* Due report_delay after the stop instant and after the stop
+         * command came (one that came late — this agent too loaded to read
+         * it, or frozen — finds the devices' data of those seconds still
+         * waiting in its sockets) — and, while the devices are held back
+         * (flow slow_down: not read), only report_delay after they resume,
+         * so data of the window they held is still counted. */
         int64_t delay_ns = a->cfg.report_delay_ms * 1000000LL;
         if (s->report_phase == AG_REPORT_NONE && s->stop_at_ns != INT64_MAX && !a->slowed &&
-            now >= s->stop_at_ns + delay_ns && now >= a->resumed_at_ns + delay_ns) {
+            now >= s->stop_at_ns + delay_ns && now >= s->stop_heard_ns + delay_ns &&
+            now >= a->resumed_at_ns + delay_ns) {
             freeze(a, s);
             s->report_target = a->produced;
             s->report_due_ns = now;

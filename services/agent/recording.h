@@ -21,24 +21,36 @@ ag_session *ag_recording_restore(ag_agent *a, const char *session_id, int64_t st
 /* d joins the restored session s (not connected yet); returns the counter
  * of its stream to fill from the log, or NULL when d records another. */
 ag_count *ag_recording_restore_count(ag_agent *a, ag_session *s, ag_device *d, const char *stream);
-/* Remembers a batch of d written without a session (first device time,
- * samples, bytes): a start command that comes after its instant counts
- * the ones at or after it as late_start. */
-void ag_recording_untagged(ag_agent *a, ag_device *d, const char *stream, int64_t first_t,
-                           int64_t samples, int64_t bytes);
 /* A sequence gap of `missing` samples (packets) in d's stream (cnt: its
  * session counter, or NULL). */
 void ag_recording_gap(ag_agent *a, ag_device *d, ag_count *cnt, int64_t missing);
-/* The counter of stream for data at device time t: NULL when the data is
- * not part of a session (claimed: the envelope's session_id or NULL).
- * Unclaimed data is the session's when t is within the start and stop
- * instants exactly as they were sent to the device (its clock), so the
- * device and the agent draw the same line. *session is set to the id. */
-ag_count *ag_recording_count(ag_agent *a, ag_device *d, const char *claimed, int64_t t,
-                             const char *stream, const char **session);
-/* Accounts n samples (bytes of data) of a device: delivered to the log, or
- * dropped because the log refused them. cnt: from ag_recording_count. */
-void ag_recording_account(ag_agent *a, ag_count *cnt, int delivered, int64_t n, int64_t bytes);
+
+/* Where a batch (or a media packet) of a device belongs. */
+typedef struct ag_tag {
+    const char *session;           /* the session id the record carries; "" for none */
+    ag_count *cnt;                 /* that session's counter of the stream, or NULL */
+    int after_stop;                /* the session's, but its first master time is at or after the
+                                      stop instant: counted as late_stop, left out of the archive */
+    int64_t first_t, first_master; /* its first device time, and that as master time
+                                      exactly as the record has it */
+} ag_tag;
+
+/* Where data of d at device time first_t (first_master: the master time the
+ * record carries) belongs. claimed: the envelope's session_id, or NULL.
+ * Unclaimed data is the session's when first_t is within the start and
+ * stop instants exactly as they were sent to the device (its clock), so the
+ * device and the agent draw the same line; claimed data is the session's.
+ * Either is after_stop when first_master is at or after the stop instant
+ * (the stop command came late, or the clock's fit moved by a hair): the
+ * archive draws its line there too (docs/architecture.md). */
+ag_tag ag_recording_tag(ag_agent *a, ag_device *d, const char *claimed, int64_t first_t,
+                        int64_t first_master, const char *stream);
+/* Accounts n samples (bytes of data) of d's stream: delivered to the log,
+ * or dropped because the log refused them (tag NULL: before it was
+ * known). Remembers the batch for a start or a stop command that comes
+ * after its instant. */
+void ag_recording_account(ag_agent *a, ag_device *d, const ag_tag *tag, const char *stream,
+                          int delivered, int64_t n, int64_t bytes);
 /* Reports sessions whose stop instant passed (see recording.c); called by
  * the tick, never waits. */
 void ag_recording_tick(ag_agent *a, int64_t now_ns);

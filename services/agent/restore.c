@@ -140,19 +140,26 @@ static void on_data(void *arg, const ev_event *ev)
     ag_device *d = device_of(a, device_id);
     if (!d)
         return;
-    int64_t seq = ev_value_long(ev->value, "seq"), n = 1, bytes = 0;
-    avro_value_t f;
+    int64_t seq = ev_value_long(ev->value, "seq"), n = 1, bytes = 0, first_t = 0, first_master = 0;
+    avro_value_t f, el;
     if (media) {
         const void *buf;
         size_t size = 0;
         if (avro_value_get_by_name(ev->value, "data", &f, NULL) == 0)
             avro_value_get_bytes(&f, &buf, &size);
         bytes = (int64_t)size;
+        first_t = ev_value_long(ev->value, "device_time_ns");
+        first_master = ev_value_long(ev->value, "master_time_ns");
     } else {
         size_t count = 0;
         int32_t channels = 0;
-        if (avro_value_get_by_name(ev->value, "device_time_ns", &f, NULL) == 0)
-            avro_value_get_size(&f, &count);
+        if (avro_value_get_by_name(ev->value, "device_time_ns", &f, NULL) == 0 &&
+            avro_value_get_size(&f, &count) == 0 && count &&
+            avro_value_get_by_index(&f, 0, &el, NULL) == 0)
+            avro_value_get_long(&el, &first_t);
+        if (avro_value_get_by_name(ev->value, "master_time_ns", &f, NULL) == 0 &&
+            avro_value_get_by_index(&f, 0, &el, NULL) == 0)
+            avro_value_get_long(&el, &first_master);
         if (avro_value_get_by_name(ev->value, "channels", &f, NULL) == 0)
             avro_value_get_int(&f, &channels);
         n = (int64_t)count;
@@ -166,8 +173,9 @@ static void on_data(void *arg, const ev_event *ev)
     if (!next || seq + n > json_integer_value(next))
         json_object_set_new(d->next_seq, stream, json_integer(seq + n));
     if (cnt) {
-        cnt->samples += n;
-        cnt->bytes += bytes;
+        /* as the agent counted it when it came (recording.c) */
+        ag_tag tag = {s->session_id, cnt, first_master >= s->stop_at_ns, first_t, first_master};
+        ag_recording_account(a, d, &tag, stream, 1, n, bytes);
     }
 }
 

@@ -3,7 +3,9 @@
  * DEVICE/STREAM.avro, video elementary streams, XDF).
  *
  * A thin loop: read -> reduce -> write. It consumes sessions, devices,
- * samples and media as the cursor "archiver"; sessions and devices are
+ * samples, media and commands (for each session's stop instant: data
+ * whose first master time is at or after it is left out, counted) as the
+ * cursor "archiver"; sessions, commands and devices are
  * folded into an ev_state by the shared reducers (ev_state_apply), and
  * each device's registration and clock rounds are kept for the archives
  * (ar_devices). A session's records and its data go to its ar_writer,
@@ -139,6 +141,11 @@ static void on_data(ac_archiver *a, const ev_event *ev)
     ac_session *s = session_get(a, sid);
     if (!s)
         return;
+    /* data past the stop instant (a stop command that reached its node
+     * late) is not the session's: the writer leaves it out */
+    json_t *stop = json_object_get(state_of(a, "sessions", sid), "stop_at_ns");
+    if (json_is_integer(stop))
+        ar_writer_stop_at(s->w, json_integer_value(stop));
     int rc =
         ev->schema == a->media
             ? ar_writer_media(s->w, ev->value, err, sizeof(err))
@@ -237,7 +244,7 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 static int run(void *arg, ev_conf *conf, ev_log *log)
 {
     ac_archiver *a = ((ac_args *)arg)->a;
-    char err[512], names[4][320];
+    char err[512], names[5][320];
     int exit_code = CLI_EXIT_OK;
     a->log = log;
     a->codec = ev_codec_new();
@@ -251,10 +258,14 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         goto out;
     }
     a->done = json_object();
-    const char *topics[4] = {ev_log_topic(a->log, "sessions", names[0], sizeof(names[0])),
+    /* commands: for each session's stop instant (StopRecording) before the
+     * data past it comes (written before the instant, it precedes that
+     * data in the log) */
+    const char *topics[5] = {ev_log_topic(a->log, "sessions", names[0], sizeof(names[0])),
                              ev_log_topic(a->log, "devices", names[1], sizeof(names[1])),
                              ev_log_topic(a->log, "samples", names[2], sizeof(names[2])),
-                             ev_log_topic(a->log, "media", names[3], sizeof(names[3]))};
+                             ev_log_topic(a->log, "media", names[3], sizeof(names[3])),
+                             ev_log_topic(a->log, "commands", names[4], sizeof(names[4]))};
     /* The devices topic from the beginning, before the cursor takes over:
      * a restarted archiver's cursor is past the registrations and clock
      * rounds of devices that registered before it, which an archive needs
@@ -268,7 +279,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
-    if (ev_log_subscribe(a->log, ev_conf_get(conf, "archive.cursor", "archiver"), topics, 4, err,
+    if (ev_log_subscribe(a->log, ev_conf_get(conf, "archive.cursor", "archiver"), topics, 5, err,
                          sizeof(err))) {
         fprintf(stderr, "msrs-archiver: %s\n", err);
         exit_code = CLI_EXIT_FAIL;

@@ -12,7 +12,10 @@ a 12 s session on the mock; 2 s after the start the brokers go down for
 - after the brokers are back the session ends with every stream counted:
   the session's folded state (msrs session status) lists 2 devices x 2
   streams whose counts are devsim's — the agent's report, late for
-  collectord's report timeout, still joins the stopped session.
+  collectord's report timeout, still joins the stopped session. The stop
+  command reaches the agent through the outage, after its instant: what
+  the devices tagged past the instant is counted as late_stop (not the
+  session's), so samples + late_stop_samples are devsim's counts.
 With MSRS_TEST_LOSE=1 the agent's kafka.message.timeout.ms (6 s) is shorter
 than the outage: librdkafka gives up on records, and the agent's report
 says how many the log lost (log_lost_records) while the streams' counts
@@ -98,7 +101,13 @@ def main():
         check("devices told to slow down" in a_err and "devices resume" in a_err, "agent: slow_down, then resume")
         check("flow slow_down" in s_err, "devsim was told to slow down")
         sent = {(d, s): c["samples"] for d, ss in json.load(open(stats)).get("k1", {}).items() for s, c in ss.items()}
-        got = {(s["device_id"], s["stream_id"]): s["samples"] for s in st.get("streams", [])}
+        # what devsim tagged with the session: the session's samples, and
+        # those past the stop instant (the stop command came through the
+        # outage, late: late_stop, not the session's)
+        got = {(s["device_id"], s["stream_id"]): s["samples"] + s.get("late_stop_samples", 0)
+               for s in st.get("streams", [])}
+        late_stop = sum(s.get("late_stop_samples", 0) for s in st.get("streams", []))
+        check(late_stop > 0, "the stop came after its instant: late_stop samples counted (%d)" % late_stop)
         report = st.get("reports", {}).get("n1", {})
         if lose:
             lost = report.get("log_lost_records", 0)
@@ -121,7 +130,8 @@ def main():
             print("log_lost_records:", lost)
         else:
             check(report.get("log_lost_records") == 0, "nothing lost: %s" % report.get("log_lost_records"))
-            check(len(sent) == 4 and got == sent, "the stopped session's streams == devsim's: %s vs %s (reason %s)"
+            check(len(sent) == 4 and got == sent,
+                  "the stopped session's streams (+ late_stop) == devsim's: %s vs %s (reason %s)"
                   % (got, sent, st.get("reason")))
         print("reason:", st.get("reason"), "late reports:", st.get("late_reports"))
     finally:

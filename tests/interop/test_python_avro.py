@@ -160,10 +160,12 @@ def main():
     }}
 #what the nested records of an earlier version read as : every field
 #added since with its default
-    new_stream = {
-    "gap_samples" : 0, "late_start_samples" : 0, "late_start_bytes" : 0}
-    # fields of later versions (v2 of NodeHeartbeat has these beside v1's)
-    later = {"mem_available_bytes": 4096, "rx_bytes_per_s": 77}
+    # fields of later versions (v2 of NodeHeartbeat has these beside v1's;
+    # v2 of CollectionStopped and RecordingReport these, and their
+    # StreamCount stream_later's)
+    later = {"mem_available_bytes": 4096, "rx_bytes_per_s": 77, "complete": False, "incomplete": ["why"],
+             "log_lost_records": 1, "unacknowledged_records": 2}
+    stream_later = {"gap_samples": 5, "late_start_samples": 6, "late_start_bytes": 48}
     for old_id, path in history.items():
         if old_id == "doc":
             continue
@@ -174,8 +176,11 @@ def main():
         check(names <= set(old_recs[short]) | set(later), "the test's %s covers %s" % (short, path))
         rec = {n: old_recs[short][n] if n in old_recs[short] else later.get(n) for n in names}
         want = {f.name: rec.get(f.name, f.default) for f in cur.fields}
-        if "streams" in want:
-            want["streams"] = [dict(st, **new_stream) for st in want["streams"]]
+        if "streams" in rec:
+            old_item = {f.name for f in old_schema.fields_dict["streams"].type.items.fields}
+            cur_item = cur.fields_dict["streams"].type.items.fields
+            rec["streams"] = [{n: st.get(n, stream_later.get(n)) for n in old_item} for st in rec["streams"]]
+            want["streams"] = [{f.name: st.get(f.name, f.default) for f in cur_item} for st in rec["streams"]]
         written.append((int(old_id), old_schema, rec, want))
     check(len(written) >= 3, "earlier versions listed in the catalog: %r" % history)
     cat = json.load(open(os.path.join(SRC, "schemas", "catalog.json")))
