@@ -77,6 +77,15 @@ static json_t *incomplete_reasons(const ev_session *x, json_t *streams, const ch
             json_array_append_new(why, json_sprintf("node %s: %lld records not acknowledged by "
                                                     "the log when it reported",
                                                     node, (long long)unacked));
+        /* asked to record, not connected at the start instant: what it made
+         * until it came is not in the session (a device that resumed its
+         * numbering also shows it as a gap) */
+        size_t k;
+        json_t *dev;
+        json_array_foreach(json_object_get(rep, "missing_devices"), k, dev)
+            json_array_append_new(why, json_sprintf("%s (node %s): not connected when the "
+                                                    "session started",
+                                                    json_string_value(dev) ?: "", node));
     }
     for (size_t k = 0; x; k++) {
         const char *dev, *node;

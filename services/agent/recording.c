@@ -158,8 +158,12 @@ void ag_start_recording(ag_agent *a, const char *session_id, json_t *device_ids,
         ag_device *d = ag_device_find(a, json_string_value(id));
         if (!d || !d->conn) {
             json_array_append(s->missing, id);
-            if (!d)
-                continue; /* it never registered here */
+            if (!d) {
+                /* it never registered here: attached if it does, once its
+                 * clock is measured (what it sends before is late_start) */
+                json_array_append(s->expected, id);
+                continue;
+            }
         }
         attach(a, s, d);
         attached++;
@@ -215,18 +219,26 @@ void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
     }
 }
 
-void ag_recording_rejoin(ag_agent *a, ag_device *d)
+/* Attaches d to a session that expects it (rebuilt after a restart, or
+ * named at the start before d registered here) once d is connected and
+ * its clock measured: the instants it is sent are on its clock. */
+static void attach_expected(ag_agent *a, ag_device *d)
 {
-    /* After a restart: the sessions rebuilt from the log wait for their
-     * devices to come back. */
-    for (size_t i = 0; i < a->session_count; i++) {
+    if (d->rec || !d->conn || !d->clock.fitted)
+        return;
+    for (size_t i = 0; i < a->session_count && !d->rec; i++) {
         ag_session *s = a->sessions[i];
-        if (s->expected && expected_take(s, d->device_id) && !d->rec &&
-            s->report_phase == AG_REPORT_NONE)
+        if (s->report_phase == AG_REPORT_NONE && expected_take(s, d->device_id))
             attach(a, s, d);
     }
+}
+
+void ag_recording_rejoin(ag_agent *a, ag_device *d)
+{
     if (d->rec && d->conn)
         send_start(a, d);
+    else
+        attach_expected(a, d);
 }
 
 ag_session *ag_recording_restore(ag_agent *a, const char *session_id, int64_t start_at,
@@ -398,8 +410,16 @@ static void emit_report(ag_agent *a, ag_session *s, int64_t now)
     char err[512];
     char id[EV_ID_MAX];
     ev_event_id(id, "report/%s/%s", s->session_id, a->cfg.node_id);
-    /* rebuilt after a restart: devices that never came back are missing */
-    json_array_extend(s->missing, s->expected);
+    /* devices it waited for that never came (back) are missing, once */
+    size_t i, k;
+    json_t *dev, *m;
+    json_array_foreach(s->expected, i, dev)
+    {
+        int listed = 0;
+        json_array_foreach(s->missing, k, m) listed |= json_equal(m, dev);
+        if (!listed)
+            json_array_append(s->missing, dev);
+    }
     json_array_clear(s->expected);
     int64_t lost = ev_log_lost(a->log) - s->lost_at_start;
     if (lost > 0 || s->unacknowledged > 0)
@@ -477,6 +497,13 @@ void ag_recording_tick(ag_agent *a, int64_t now)
 {
     for (size_t i = 0; i < a->session_count; i++) {
         ag_session *s = a->sessions[i];
+        /* devices it waits for whose clock has been measured since */
+        for (size_t k = json_array_size(s->expected);
+             s->report_phase == AG_REPORT_NONE && k-- > 0;) {
+            ag_device *d = ag_device_find(a, json_string_value(json_array_get(s->expected, k)));
+            if (d)
+                attach_expected(a, d);
+        }
         /* Due report_delay after the stop instant and after the stop
          * command came (one that came late — this agent too loaded to read
          * it, or frozen — finds the devices' data of those seconds still

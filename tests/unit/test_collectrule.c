@@ -391,15 +391,44 @@ START_TEST(complete_when_all_reported_whole)
     json_decref(decide_apply(20 * S + 5));
     apply(22 * S, "RecordingReport",
           "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"streams\": ["
-          "{\"device_id\": \"a1\", \"stream_id\": \"gsr\", \"samples\": 100},"
+          "{\"device_id\": \"a1\", \"stream_id\": \"gsr\", \"samples\": 100, "
+          "\"late_stop_samples\": 12, \"late_stop_bytes\": 96},"
           "{\"device_id\": \"a2\", \"stream_id\": \"gsr\", \"samples\": 100}]}");
     apply(23 * S, "RecordingReport",
           "{\"session_id\": \"s1\", \"node_id\": \"n2\", \"streams\": ["
           "{\"device_id\": \"b1\", \"stream_id\": \"gsr\", \"samples\": 100}]}");
     json_t *out = decide_apply(23 * S + 1);
     json_t *v = json_object_get(json_array_get(out, 0), "value");
+    /* samples past a late stop are not the session's: nothing is missing */
     ck_assert(json_is_true(json_object_get(v, "complete")));
     ck_assert_int_eq(json_array_size(json_object_get(v, "incomplete")), 0);
+    json_decref(out);
+}
+END_TEST
+
+/* A device of the group that was not connected at the start instant and
+ * came later: its streams are whole from then on, but the session misses
+ * its beginning, and says so. */
+START_TEST(a_device_absent_at_the_start_is_a_loss)
+{
+    synced("{\"session_id\": \"s1\"}");
+    json_decref(decide_apply(11 * S));
+    apply(20 * S, "CollectionStopRequested", "{\"session_id\": \"s1\"}");
+    json_decref(decide_apply(20 * S + 5));
+    apply(22 * S, "RecordingReport",
+          "{\"session_id\": \"s1\", \"node_id\": \"n1\", \"missing_devices\": [\"a2\"], "
+          "\"streams\": [{\"device_id\": \"a1\", \"stream_id\": \"gsr\", \"samples\": 100},"
+          "{\"device_id\": \"a2\", \"stream_id\": \"gsr\", \"samples\": 40}]}");
+    apply(23 * S, "RecordingReport",
+          "{\"session_id\": \"s1\", \"node_id\": \"n2\", \"streams\": ["
+          "{\"device_id\": \"b1\", \"stream_id\": \"gsr\", \"samples\": 100}]}");
+    json_t *out = decide_apply(23 * S + 1);
+    json_t *v = json_object_get(json_array_get(out, 0), "value");
+    ck_assert(json_is_false(json_object_get(v, "complete")));
+    json_t *why = json_object_get(v, "incomplete");
+    ck_assert_int_eq(json_array_size(why), 1);
+    ck_assert_str_eq(json_string_value(json_array_get(why, 0)),
+                     "a2 (node n1): not connected when the session started");
     json_decref(out);
 }
 END_TEST
@@ -412,6 +441,7 @@ int main(void)
     tcase_add_test(tc, waits_for_sync);
     tcase_add_test(tc, complete_only_when_every_stream_is_whole);
     tcase_add_test(tc, complete_when_all_reported_whole);
+    tcase_add_test(tc, a_device_absent_at_the_start_is_a_loss);
     tcase_add_test(tc, long_ids_are_never_truncated_into_one);
     tcase_add_test(tc, starts_at_one_instant_with_a_command_per_node);
     tcase_add_test(tc, stop_request_then_reports_then_stopped);
