@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <stdarg.h>
+#include <systemd/sd-daemon.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -242,6 +243,11 @@ int cli_svc_main(const cli_svc *svc, int argc, char **argv)
             code = CLI_EXIT_OK;
             goto out;
         }
+        if (opt == CLI_OPT_VERSION) {
+            printf("%s %s\n", svc->name, MSRS_VERSION);
+            code = CLI_EXIT_OK;
+            goto out;
+        }
         if (opt == '?' || opt == ':' || !svc->on_opt || svc->on_opt(svc->arg, opt, optarg)) {
             svc->usage(stderr);
             goto out;
@@ -278,11 +284,37 @@ int cli_svc_main(const cli_svc *svc, int argc, char **argv)
         goto out;
     }
     code = svc->run(svc->arg, conf, log);
+    sd_notify(0, "STOPPING=1");
 out:
     ev_log_destroy(log);
     ev_conf_destroy(conf);
     free(longopts);
     return code;
+}
+
+void cli_ready(const char *status)
+{
+    static int said;
+    sd_notifyf(0, "%sSTATUS=%s", said ? "" : "READY=1\n", status);
+    said = 1;
+}
+
+/* The service's check, after saying it is ready at the first (the
+ * projection has caught up). */
+typedef struct serve_check {
+    ev_projection_check_cb check;
+    void *arg;
+    int ready;
+} serve_check;
+
+static void check_ready(void *arg)
+{
+    serve_check *c = arg;
+    if (!c->ready) {
+        cli_ready("caught up with the log");
+        c->ready = 1;
+    }
+    c->check(c->arg);
 }
 
 int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const char *const *topics,
@@ -297,7 +329,8 @@ int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const c
                              .note_arg = (void *)prog,
                              .state_file = ev_conf_get(conf, "state.file", NULL)};
     if (ev_projection_new(&p, log, state, topics, topic_count, &po, err, sizeof(err)) ||
-        ev_projection_run(p, check_ms, check, arg, &cli_stop, err, sizeof(err))) {
+        ev_projection_run(p, check_ms, check_ready, &(serve_check){check, arg, 0}, &cli_stop, err,
+                          sizeof(err))) {
         fprintf(stderr, "%s: %s\n", prog, err);
         code = CLI_EXIT_FAIL;
     }

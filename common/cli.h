@@ -25,12 +25,15 @@ typedef struct cli_common {
     size_t props_dropped; /* -X past CLI_MAX_PROPS: refused by cli_conf_build */
 } cli_common;
 
+/* --version's getopt value (no short option). */
+#define CLI_OPT_VERSION 0x100
+
 /* The long options every tool accepts; append a tool's own after these. */
 #define CLI_COMMON_LONGOPTS                                                                        \
     {"log", required_argument, NULL, 'l'}, {"config", required_argument, NULL, 'c'},               \
-        {"property", required_argument, NULL, 'X'},                                                \
+        {"property", required_argument, NULL, 'X'}, {"help", no_argument, NULL, 'h'},              \
     {                                                                                              \
-        "help", no_argument, NULL, 'h'                                                             \
+        "version", no_argument, NULL, CLI_OPT_VERSION                                              \
     }
 #define CLI_COMMON_SHORTOPTS "l:c:X:h"
 #define CLI_COMMON_HELP                                                                            \
@@ -39,7 +42,8 @@ typedef struct cli_common {
     "  --config FILE      key = value configuration file (env MSRS_CONFIG)\n"                      \
     "  -X KEY=VALUE       set a configuration key (docs/config.md); kafka.* go to librdkafka\n"    \
     "                     (env MSRS_X=\"k=v;k=v\")\n"                                              \
-    "  -h, --help         show this help\n"
+    "  -h, --help         show this help\n"                                                        \
+    "  --version          print the version (msrs-NAME VERSION) and exit\n"
 
 /* Handles a common option; returns 1 when opt was one, 0 otherwise. */
 int cli_common_opt(cli_common *c, int opt, const char *arg);
@@ -89,6 +93,14 @@ int cli_svc_main(const cli_svc *svc, int argc, char **argv);
 /* Inside run: the positional arguments left after the options. */
 int cli_svc_args(char ***argv);
 
+/* Tells the service manager the service is ready — listening, its
+ * projection caught up with the log — with status (one line, shown by
+ * `systemctl status`): sd_notify READY=1 under a systemd unit of
+ * Type=notify (deploy/systemd), nothing otherwise. Once per process: later
+ * calls only update the status. cli_svc_main says STOPPING=1 when run
+ * returns. */
+void cli_ready(const char *status);
+
 /* ------------------------------------------------------------- helpers */
 
 /* Prints a projection's note on stderr as "<prog>: ..." (arg: the program
@@ -96,8 +108,8 @@ int cli_svc_args(char ***argv);
 void cli_print_note(void *prog, const ev_projection_note *note);
 
 /* What a projection service (syncd, collectord) does once started: folds
- * topics of log into state from the beginning, then until SIGINT/SIGTERM
- * calls check(arg) every check_ms (config state.file: a snapshot after each
+ * topics of log into state from the beginning, then (ready: cli_ready)
+ * until SIGINT/SIGTERM calls check(arg) every check_ms (config state.file: a snapshot after each
  * check), notes printed as "<prog>: ...". *records and *skipped (may be
  * NULL) are the counts at the end. Returns an exit code. */
 int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const char *const *topics,

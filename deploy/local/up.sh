@@ -27,12 +27,20 @@
 # env: MSRS_DATA (default ./run) holds the log, the archive and the service
 # logs; RECORD_S (default 10); MSRS_SERVE=1|0 (default: 1 on a terminal)
 # keeps the stack running after the job; GATEWAY_PORT (default 8640).
+# MSRS_BIN_DIR=/usr/bin runs the installed package's binaries instead of
+# building (with MSRS_WEB_ROOT=/usr/share/msrs/web: deploy/package/check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-./deploy/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
-bin=$PWD/build/bin
+if [ -n "${MSRS_BIN_DIR:-}" ]; then
+  bin=$MSRS_BIN_DIR
+else
+  ./deploy/install-deps.sh
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build -j"$(nproc)" >/dev/null
+  bin=$PWD/build/bin
+fi
+web=()
+[ -n "${MSRS_WEB_ROOT:-}" ] && web=(-X "gateway.web_root=$MSRS_WEB_ROOT")
 
 data=${MSRS_DATA:-$PWD/run}
 mkdir -p "$data"
@@ -58,7 +66,7 @@ echo "== msrs local stack: log $MSRS_LOG, archive $archive, TLS and credentials 
 "$bin/msrs-agent" --listen "127.0.0.1:$port" --node-id local-node --supervisor discover \
   "${discovery[@]}" -X sync.interval_ms=1000 2>"$data/agent.log" & pids+=($!)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-"$bin/msrs-gateway" --listen "127.0.0.1:$gw_port" -X "archive.dir=$archive" \
+"$bin/msrs-gateway" --listen "127.0.0.1:$gw_port" -X "archive.dir=$archive" "${web[@]}" \
   2>"$data/gateway.log" & pids+=($!)
 echo "== web app: https://127.0.0.1:$gw_port/ (log in with auth.token from $MSRS_CONFIG;"
 echo "   the certificate is signed by $data/tls/ca.pem)"

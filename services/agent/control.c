@@ -412,6 +412,7 @@ static void apply_plan(ag_agent *a, json_t *plan)
             a->cfg.node_id, c->hosts[c->url_i], c->ports[c->url_i],
             json_string_value(json_object_get(plan, "role")) ?: "?",
             (long long)(c->heartbeat_ns / 1000000), (long long)a->plan_max_devices);
+    cli_ready(a->listening ? "planned; devices endpoint listening" : "planned");
 }
 
 /* A request finished: status 0 = no answer (connection failed). */

@@ -404,10 +404,12 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     else if (a->ctl.discover)
         fprintf(stderr, "msrs-agent: node %s, discovering its supervisor, log %s\n", a->cfg.node_id,
                 ev_conf_get(conf, "log", ""));
-    else
+    else {
         fprintf(stderr, "msrs-agent: node %s listening on %s://%s:%d/v1/devices, log %s\n",
                 a->cfg.node_id, cli_tls_ws_scheme(&a->tls), a->cfg.host, a->cfg.port,
                 ev_conf_get(conf, "log", ""));
+        cli_ready("devices endpoint listening");
+    }
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
     time_t last_report = time(NULL);
     int64_t trimmed_at = 0; /* a->n.connections at the last malloc_trim */

@@ -286,6 +286,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         goto out;
     }
     fprintf(stderr, "msrs-archiver: archiving sessions into %s\n", a->dir);
+    cli_ready("archiving");
     int64_t last_commit = 0, last_progress = ev_mono_ms(), uncommitted = 0;
     while (!cli_stop) {
         const ev_msg *m;

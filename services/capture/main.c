@@ -419,6 +419,7 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
             "every %lld ms), camera proxy %s\n",
             c->devices, c->agent_url, c->prefix, c->prefer, c->width, c->height, c->fps, c->preset,
             c->tune, (long long)c->keyframe_ms, c->preview ? listen : "off");
+    cli_ready("looking for cameras");
     int64_t next_scan = 0, next_status = cp_mono_ns() + 10000000000LL;
     while (!cli_stop) {
         int64_t now = cp_mono_ns();

@@ -127,6 +127,7 @@ static void caught_up(gw_gateway *g)
     g->caught_up = 1;
     fprintf(stderr, "msrs-gateway: state folded from the log: %lld records\n",
             (long long)ev_projection_records(g->proj));
+    cli_ready("state caught up with the log");
     json_object_clear(g->dirty_nodes);
     json_object_clear(g->dirty_devices);
     json_object_clear(g->dirty_sessions);

@@ -515,9 +515,11 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         char err[512];
         int rc = ev_projection_step(s->proj, 0, err, sizeof(err));
         if (rc == EV_ERR_END) {
-            if (!s->caught_up)
+            if (!s->caught_up) {
                 fprintf(stderr, "msrs-supervisor: registry folded from the log: %lld records\n",
                         (long long)ev_projection_records(s->proj));
+                cli_ready("registry caught up with the log");
+            }
             s->caught_up = 1;
             break;
         }
