@@ -19,6 +19,8 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/web/js/ DESTINATION ${CMAKE_INSTALL_DATA
 install(FILES ${PROJECT_SOURCE_DIR}/web/node_modules/uplot/dist/uPlot.iife.min.js
               ${PROJECT_SOURCE_DIR}/web/node_modules/uplot/dist/uPlot.min.css
         DESTINATION ${CMAKE_INSTALL_DATADIR}/msrs/web/node_modules/uplot/dist)
+install(FILES ${PROJECT_SOURCE_DIR}/deploy/prometheus/msrs-alerts.yml
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/msrs/prometheus)
 install(PROGRAMS ${PROJECT_SOURCE_DIR}/deploy/local/make-credentials.sh
         DESTINATION ${CMAKE_INSTALL_DATADIR}/msrs)
 install(FILES ${PROJECT_SOURCE_DIR}/deploy/package/msrs.conf DESTINATION /etc/msrs)

@@ -299,49 +299,6 @@ void cli_ready(const char *status)
     said = 1;
 }
 
-/* The service's check, after saying it is ready at the first (the
- * projection has caught up). */
-typedef struct serve_check {
-    ev_projection_check_cb check;
-    void *arg;
-    int ready;
-} serve_check;
-
-static void check_ready(void *arg)
-{
-    serve_check *c = arg;
-    if (!c->ready) {
-        cli_ready("caught up with the log");
-        c->ready = 1;
-    }
-    c->check(c->arg);
-}
-
-int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const char *const *topics,
-                         size_t topic_count, const ev_conf *conf, int64_t check_ms,
-                         ev_projection_check_cb check, void *arg, int64_t *records,
-                         int64_t *skipped)
-{
-    char err[512];
-    int code = CLI_EXIT_OK;
-    ev_projection *p = NULL;
-    ev_projection_opts po = {.on_note = cli_print_note,
-                             .note_arg = (void *)prog,
-                             .state_file = ev_conf_get(conf, "state.file", NULL)};
-    if (ev_projection_new(&p, log, state, topics, topic_count, &po, err, sizeof(err)) ||
-        ev_projection_run(p, check_ms, check_ready, &(serve_check){check, arg, 0}, &cli_stop, err,
-                          sizeof(err))) {
-        fprintf(stderr, "%s: %s\n", prog, err);
-        code = CLI_EXIT_FAIL;
-    }
-    if (records)
-        *records = p ? ev_projection_records(p) : 0;
-    if (skipped)
-        *skipped = p ? ev_projection_skipped(p) : 0;
-    ev_projection_destroy(p);
-    return code;
-}
-
 static int copy_key(void *dst, const char *key, const char *value)
 {
     return ev_conf_set(dst, key, value);

@@ -107,16 +107,6 @@ void cli_ready(const char *status);
  * name, a const char *): an ev_projection_note_cb. */
 void cli_print_note(void *prog, const ev_projection_note *note);
 
-/* What a projection service (syncd, collectord) does once started: folds
- * topics of log into state from the beginning, then (ready: cli_ready)
- * until SIGINT/SIGTERM calls check(arg) every check_ms (config state.file: a snapshot after each
- * check), notes printed as "<prog>: ...". *records and *skipped (may be
- * NULL) are the counts at the end. Returns an exit code. */
-int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const char *const *topics,
-                         size_t topic_count, const ev_conf *conf, int64_t check_ms,
-                         ev_projection_check_cb check, void *arg, int64_t *records,
-                         int64_t *skipped);
-
 /* A copy of conf (every key), owned by the caller; NULL when out of
  * memory. */
 ev_conf *cli_conf_copy(const ev_conf *conf);

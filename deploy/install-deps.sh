@@ -11,7 +11,7 @@ PKGS=(
   librdkafka-dev libavro-dev libwebsockets-dev libjansson-dev libsqlite3-dev
   check libsubunit-dev
   libv4l-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libssl-dev openssl curl
-  libsystemd-dev systemd dpkg-dev
+  libsystemd-dev systemd dpkg-dev prometheus
   python3 python3-avro python3-websockets sqlite3 valgrind ffmpeg
   clang libclang-rt-14-dev
   nodejs chromium

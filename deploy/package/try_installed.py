@@ -46,6 +46,7 @@ def main():
     token = next(line.split("=", 1)[1].strip() for line in open("/etc/msrs/tls/msrs.conf")
                  if line.startswith("auth.token"))
     procs = []
+    ops = {}  # service -> its ops.listen, from its unit
     try:
         for name in SERVICES:
             path = os.path.join(tmp, name + ".sock")
@@ -54,9 +55,14 @@ def main():
             os.chmod(path, 0o777)
             sock.settimeout(60)
             log = open(os.path.join(tmp, name + ".log"), "w")
+            # the unit's Environment= (ops.listen)
+            unit_env = dict(line.strip()[len("Environment="):].split("=", 1)
+                            for line in open("/lib/systemd/system/%s.service" % name)
+                            if line.startswith("Environment="))
             p = subprocess.Popen(["setpriv", "--reuid=msrs", "--regid=msrs", "--init-groups", "/usr/bin/" + name,
                                   "--config", CONF],
-                                 cwd="/var/lib/msrs", stderr=log, env=dict(env, NOTIFY_SOCKET=path))
+                                 cwd="/var/lib/msrs", stderr=log, env=dict(env, NOTIFY_SOCKET=path, **unit_env))
+            ops[name] = unit_env.get("MSRS_X", "").split("ops.listen=")[-1]
             procs.append((name, p))
             msg = ""
             try:
@@ -89,6 +95,13 @@ def main():
         except OSError as e:
             page = str(e)
         check("<html" in page.lower(), "the gateway serves the web app from /usr/share/msrs/web: %s" % page[:200])
+        for name, listen in ops.items():
+            req = urllib.request.Request("https://%s/readyz" % listen, headers={"Authorization": "Bearer " + token})
+            try:
+                status = urllib.request.urlopen(req, context=ctx, timeout=10).status
+            except OSError as e:
+                status = str(e)
+            check(status == 200, "%s: GET https://%s/readyz as its unit sets it: %s" % (name, listen, status))
     finally:
         for name, p in reversed(procs):
             if p.poll() is None:

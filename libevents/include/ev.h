@@ -333,6 +333,12 @@ int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr, 
  * Never blocks. A producer that promises completeness (the agent) counts
  * them as lost in what it reports. */
 int64_t ev_log_lost(ev_log *log);
+/* The consumer's lag: records of the topics it reads (subscribed or
+ * assigned) that the log holds beyond what it has polled. Never blocks:
+ * Kafka's from the watermarks librdkafka last fetched (partitions whose
+ * end is not known yet are left out), SQLite's from each table's last
+ * offset. 0 with *records, or EV_ERR_IO (errstr). */
+int ev_log_lag(ev_log *log, int64_t *records, char *errstr, size_t errstr_size);
 
 typedef enum ev_from_kind {
     EV_FROM_BEGINNING,

@@ -36,6 +36,8 @@ const char *const ev_conf_known_keys[] = {
     "agent.max_buffered_bytes",
     "agent.capture",
     "agent.capture_bin",
+    /* every service: /metrics, /healthz, /readyz (common/ops.h) */
+    "ops.listen",
     /* TLS and credentials (common/security.h) */
     "tls.cert",
     "tls.key",

@@ -188,6 +188,12 @@ int ev_log_backlog(ev_log *log, int64_t *records, int64_t *bytes, char *errstr, 
     return log->backend->backlog(log->impl, records, bytes, errstr, errstr_size);
 }
 
+int ev_log_lag(ev_log *log, int64_t *records, char *errstr, size_t errstr_size)
+{
+    *records = 0;
+    return log->backend->lag(log->impl, records, errstr, errstr_size);
+}
+
 int64_t ev_log_lost(ev_log *log)
 {
     return log->backend->lost(log->impl);

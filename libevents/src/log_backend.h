@@ -18,6 +18,8 @@ typedef struct ev__backend {
     int (*backlog)(void *impl, int64_t *records, int64_t *bytes, char *errstr, size_t errstr_size);
     /* records produced that the backend gave up on, since open */
     int64_t (*lost)(void *impl);
+    /* the consumer's lag (ev_log_lag), *records starts at 0 */
+    int (*lag)(void *impl, int64_t *records, char *errstr, size_t errstr_size);
     int (*subscribe)(void *impl, const char *cursor, const char *const *topics, size_t topic_count,
                      char *errstr, size_t errstr_size);
     int (*assign)(void *impl, const char *const *topics, size_t topic_count, ev_from from,

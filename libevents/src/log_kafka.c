@@ -742,12 +742,36 @@ static int kafka_resign(void *impl, const char *name, const char *holder, char *
 }
 
 /* Serves both "kafka:" and "mock:" (log.c passes the scheme to open). */
+static int kafka_lag(void *impl, int64_t *records, char *errstr, size_t n)
+{
+    kafka_log *k = impl;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (!k->consumer)
+        return 0;
+    rd_kafka_resp_err_t e = rd_kafka_assignment(k->consumer, &parts);
+    if (e)
+        return ev__fail(errstr, n, EV_ERR_IO, "kafka lag: %s", rd_kafka_err2str(e));
+    rd_kafka_position(k->consumer, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_get_watermark_offsets(k->consumer, p->topic, p->partition, &lo, &hi) || hi < 0)
+            continue; /* its end not fetched yet */
+        int64_t at = p->offset >= 0 ? p->offset : lo;
+        if (hi > at)
+            *records += hi - at;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return 0;
+}
+
 const ev__backend ev__backend_kafka = {
     .open = kafka_open_common,
     .close = kafka_close,
     .produce = kafka_produce,
     .flush = kafka_flush,
     .backlog = kafka_backlog,
+    .lag = kafka_lag,
     .lost = kafka_lost,
     .subscribe = kafka_subscribe,
     .assign = kafka_assign,

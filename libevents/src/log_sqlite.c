@@ -1211,6 +1211,28 @@ static int64_t sqlite_unchecked(void *impl)
     return ((sqlite_log *)impl)->unchecked;
 }
 
+static int sqlite_lag(void *impl, int64_t *records, char *errstr, size_t n)
+{
+    sqlite_log *l = impl;
+    char sql[SQL_TOPIC_MAX + 64];
+    for (size_t i = 0; l->rdb && i < l->reader_count; i++) {
+        topic_reader *r = &l->readers[i];
+        sqlite3_stmt *s = NULL;
+        snprintf(sql, sizeof(sql), "SELECT COALESCE(MAX(offset) + 1, 0) FROM \"t:%s\"", r->name);
+        if (sqlite3_prepare_v2(l->rdb, sql, -1, &s, NULL) != SQLITE_OK) {
+            sqlite3_finalize(s);
+            continue; /* no table yet: nothing to lag behind */
+        }
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW && sqlite3_column_int64(s, 0) > r->next_offset)
+            *records += sqlite3_column_int64(s, 0) - r->next_offset;
+        sqlite3_finalize(s);
+        if (rc != SQLITE_ROW)
+            return db_fail(l, l->rdb, errstr, n, "lag");
+    }
+    return 0;
+}
+
 const ev__backend ev__backend_sqlite = {
     .open = sqlite_open,
     .close = sqlite_close,
@@ -1218,6 +1240,7 @@ const ev__backend ev__backend_sqlite = {
     .flush = sqlite_flush,
     .backlog = sqlite_backlog,
     .lost = sqlite_lost,
+    .lag = sqlite_lag,
     .subscribe = sqlite_subscribe,
     .assign = sqlite_assign,
     .poll = sqlite_poll,

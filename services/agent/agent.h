@@ -264,6 +264,7 @@ struct ag_agent {
     int slowed;              /* devices were told to slow down */
     int64_t resumed_at_ns;   /* when they were last told to resume (0: never) */
     int64_t backlog_bytes;   /* the log's, at the last tick */
+    int64_t backlog_records; /* records produced and not yet acknowledged, at the last tick */
     int64_t acked_records;   /* produced - backlog at the last tick that saw progress */
     int64_t acked_at_ns;     /* when the log last acknowledged something */
     int stalled;             /* records wait and nothing was acknowledged for 3 s */
@@ -285,6 +286,9 @@ struct ag_agent {
     int64_t rx_held;   /* bytes the connections' reassembly buffers hold (their capacity) */
     ag_conn *pending_head, *pending_tail; /* those connections, oldest first */
     int64_t produced;                     /* records the log took (ev_log_emit* returned 0) */
+    struct cli_ops *ops;                  /* /metrics (ops.listen), or NULL */
+    int64_t ops_published_ns;             /* when the metrics were last handed over */
+    int ready;                            /* listening, or planned: cli_ready said it */
     /* the control plane's results (control.c), read by the layers below */
     ev_clock_est master_clock; /* the supervisor's clock (master) seen from here */
     int64_t plan_max_devices;  /* the plan's; 0: no limit but agent.max_devices */

@@ -413,6 +413,7 @@ static void apply_plan(ag_agent *a, json_t *plan)
             json_string_value(json_object_get(plan, "role")) ?: "?",
             (long long)(c->heartbeat_ns / 1000000), (long long)a->plan_max_devices);
     cli_ready(a->listening ? "planned; devices endpoint listening" : "planned");
+    a->ready = 1;
 }
 
 /* A request finished: status 0 = no answer (connection failed). */

@@ -37,6 +37,7 @@ void ag_flow_tick(ag_agent *a, int64_t now)
         fprintf(stderr, "msrs-agent: log: %s\n", err);
     }
     a->backlog_bytes = bytes;
+    a->backlog_records = records;
     /* acknowledged so far: produced less what waits */
     if (records == 0 || a->produced - records != a->acked_records || !a->acked_at_ns) {
         if (a->stalled)

@@ -15,6 +15,7 @@
 #include "device.h"
 #include "endpoint.h"
 #include "flow.h"
+#include "ops.h"
 #include "protocol.h"
 #include "recording.h"
 #include "restore.h"
@@ -264,6 +265,68 @@ static void poll_commands(ag_agent *a)
         fprintf(stderr, "msrs-agent: %s\n", err);
 }
 
+/* The agent's metrics (ops.h; docs/operations.md, "Metrics"). */
+static void publish_metrics(ag_agent *a)
+{
+    cli_buf b = {0};
+    const ag_counters *n = &a->n;
+    cli_metric(&b, "msrs_agent_devices_connected", "gauge", "devices registered and connected",
+               (double)a->connected);
+    cli_metric(&b, "msrs_agent_connections_open", "gauge", "WebSocket connections open",
+               (double)a->open_conns);
+    cli_metric(&b, "msrs_agent_connections_total", "counter", "connections accepted",
+               (double)n->connections);
+    cli_metric(&b, "msrs_agent_messages_total", "counter", "messages from devices",
+               (double)n->messages);
+    cli_metric(&b, "msrs_agent_received_bytes_total", "counter",
+               "WebSocket payload bytes received from devices (ingest)", (double)n->rx_bytes);
+    cli_metric(&b, "msrs_agent_records_produced_total", "counter", "records the log took",
+               (double)a->produced);
+    cli_metric_family(&b, "msrs_agent_refused_total", "counter",
+                      "messages and connections refused, by why");
+    const struct {
+        const char *kind;
+        int64_t v;
+    } refused[] = {{"bad_json", n->bad_json},
+                   {"too_large", n->too_large},
+                   {"unknown_type", n->unknown_type},
+                   {"invalid", n->invalid},
+                   {"rate_limited", n->rate_limited},
+                   {"duplicate", n->duplicates},
+                   {"not_registered", n->not_registered},
+                   {"unauthorized", n->unauthorized},
+                   {"no_hello", n->no_hello},
+                   {"flood", n->flood_closed},
+                   {"connection_limit", n->refused_connections}};
+    char labels[64];
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        snprintf(labels, sizeof(labels), "why=\"%s\"", refused[i].kind);
+        cli_metric_sample(&b, "msrs_agent_refused_total", labels, (double)refused[i].v);
+    }
+    cli_metric(&b, "msrs_agent_samples_dropped_total", "counter",
+               "samples the log refused or never acknowledged", (double)n->dropped);
+    cli_metric(&b, "msrs_agent_gap_samples_total", "counter",
+               "samples missing by sequence number, every device", (double)n->gap_samples);
+    cli_metric(&b, "msrs_agent_late_total", "counter",
+               "data tagged with a session after its report: not the session's", (double)n->late);
+    cli_metric(&b, "msrs_agent_log_backlog_bytes", "gauge",
+               "bytes produced and not yet acknowledged by the log", (double)a->backlog_bytes);
+    cli_metric(&b, "msrs_agent_log_unacknowledged_records", "gauge",
+               "records produced and not yet acknowledged by the log", (double)a->backlog_records);
+    cli_metric(&b, "msrs_agent_log_delivery_failed_total", "counter",
+               "records the log took and then failed to write", (double)n->delivery_failed);
+    cli_metric(&b, "msrs_agent_devices_slowed", "gauge", "1 while devices are told to slow down",
+               (double)a->slowed);
+    cli_metric(&b, "msrs_agent_slow_downs_total", "counter", "times devices were told to slow down",
+               (double)n->slow_downs);
+    cli_metric(&b, "msrs_agent_report_timeouts_total", "counter",
+               "recording reports sent before the log acknowledged their data",
+               (double)n->report_timeouts);
+    cli_lag_metric(&b, a->log);
+    cli_ops_publish(a->ops, &b, a->ready);
+    cli_buf_free(&b);
+}
+
 /* The agent's timer; runs on the lws service thread every TICK_US. */
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
@@ -278,6 +341,10 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         ag_spawn_tick(&a->capture, now);
     }
     poll_commands(a);
+    if (a->ops && now - a->ops_published_ns >= 1000000000) {
+        a->ops_published_ns = now;
+        publish_metrics(a);
+    }
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
 }
 
@@ -392,6 +459,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         goto out;
     }
     if (ev_log_subscribe(a->log, cursor, topics, 1, err, sizeof(err)) ||
+        cli_ops_start(&a->ops, conf, "msrs-agent", err, sizeof(err)) ||
         ag_endpoint_start(a, err, sizeof(err)) || ag_control_start(a, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
         exit_code = CLI_EXIT_USAGE;
@@ -409,6 +477,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
                 a->cfg.node_id, cli_tls_ws_scheme(&a->tls), a->cfg.host, a->cfg.port,
                 ev_conf_get(conf, "log", ""));
         cli_ready("devices endpoint listening");
+        a->ready = 1;
     }
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
     time_t last_report = time(NULL);
@@ -439,6 +508,7 @@ out:
         exit_code = CLI_EXIT_FAIL;
     }
     print_counters(a, "stopped");
+    cli_ops_stop(a->ops);
     ag_device_free_all(a);
     ag_recording_free(a);
     ev_codec_destroy(a->codec);

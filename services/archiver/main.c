@@ -21,6 +21,7 @@
  * left as it is; a different one with the same id gets "-2". */
 #include "archive.h"
 #include "cli.h"
+#include "ops.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -184,6 +185,23 @@ static void on_record(ac_archiver *a, const ev_event *ev)
         fprintf(stderr, "msrs-archiver: session %s: %s\n", sid, err);
 }
 
+/* The archiver's metrics (ops.h; docs/operations.md, "Metrics"). */
+static void publish_metrics(ac_archiver *a, cli_ops *ops)
+{
+    cli_buf b = {0};
+    cli_metric(&b, "msrs_archiver_records_total", "counter", "records read from the log",
+               (double)a->records);
+    cli_metric(&b, "msrs_archiver_records_skipped_total", "counter",
+               "records that could not be decoded or folded (said on stderr)", (double)a->skipped);
+    cli_metric(&b, "msrs_archiver_sessions_archived_total", "counter",
+               "sessions this process archived", (double)a->archived);
+    cli_metric(&b, "msrs_archiver_sessions_open", "gauge", "sessions being built",
+               (double)a->session_count);
+    cli_lag_metric(&b, a->log);
+    cli_ops_publish(ops, &b, 1);
+    cli_buf_free(&b);
+}
+
 /* on_record for cli_read_topics. */
 static void fold_one(void *arg, const ev_event *ev)
 {
@@ -245,6 +263,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
 {
     ac_archiver *a = ((ac_args *)arg)->a;
     char err[512], names[5][320];
+    cli_ops *ops = NULL;
     int exit_code = CLI_EXIT_OK;
     a->log = log;
     a->codec = ev_codec_new();
@@ -285,9 +304,14 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
+    if (cli_ops_start(&ops, conf, "msrs-archiver", err, sizeof(err))) {
+        fprintf(stderr, "msrs-archiver: %s\n", err);
+        exit_code = CLI_EXIT_USAGE;
+        goto out;
+    }
     fprintf(stderr, "msrs-archiver: archiving sessions into %s\n", a->dir);
     cli_ready("archiving");
-    int64_t last_commit = 0, last_progress = ev_mono_ms(), uncommitted = 0;
+    int64_t last_commit = 0, last_progress = ev_mono_ms(), uncommitted = 0, last_metrics = 0;
     while (!cli_stop) {
         const ev_msg *m;
         ev_event ev;
@@ -321,6 +345,10 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             last_commit = ev_mono_ms();
             uncommitted = 0;
         }
+        if (ops && ev_mono_ms() - last_metrics >= 1000) {
+            last_metrics = ev_mono_ms();
+            publish_metrics(a, ops);
+        }
         if (ev_mono_ms() - last_progress >= 10000) {
             last_progress = ev_mono_ms();
             fprintf(stderr, "msrs-archiver: %lld records, %zu sessions open, %lld archived\n",
@@ -332,6 +360,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             "%zu left open (rebuilt from the log at the next start)\n",
             (long long)a->records, (long long)a->skipped, (long long)a->archived, a->session_count);
 out:
+    cli_ops_stop(ops);
     for (size_t i = 0; i < a->session_count; i++)
         ar_writer_destroy(a->sessions[i].w);
     free(a->sessions);

@@ -12,6 +12,7 @@
  * sync.min_group devices are connected, so recording begins the moment
  * they are synchronised. */
 #include "cli.h"
+#include "ops.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +145,15 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     return 0;
 }
 
+static void metrics(void *arg, cli_buf *b)
+{
+    cd_collectd *c = arg;
+    cli_metric(b, "msrs_collectord_sessions_started_total", "counter",
+               "CollectionStarted emitted by this process", (double)c->started);
+    cli_metric(b, "msrs_collectord_sessions_stopped_total", "counter",
+               "CollectionStopped emitted by this process", (double)c->stopped);
+}
+
 static int run(void *arg, ev_conf *conf, ev_log *log)
 {
     static const char *const topics[] = {"nodes", "devices", "sessions", "commands"};
@@ -159,7 +169,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             (long long)c->check_ms, (long long)(c->params.lead_ns / 1000000),
             (long long)(c->params.report_timeout_ns / 1000000), c->auto_start ? "true" : "false");
     int exit_code = cli_projection_serve("msrs-collectord", log, c->state, topics, 4, conf,
-                                         c->check_ms, check, c, &records, &skipped);
+                                         c->check_ms, check, metrics, c, &records, &skipped);
     fprintf(stderr,
             "msrs-collectord: stopped: %lld records, %lld skipped, %lld sessions started, "
             "%lld stopped\n",

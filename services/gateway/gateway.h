@@ -90,6 +90,8 @@ typedef struct gw_gateway {
     char epoch[40]; /* this process's feed: a reconnect to another gateway gets a snapshot */
     int64_t last_publish_ms, last_alerts_ms;
     gw_counters n;
+    struct cli_ops *ops; /* /metrics (ops.listen), or NULL */
+    int64_t ops_ms;      /* when the metrics were last handed over */
 } gw_gateway;
 
 /* Who asks: an operator (kind "operator", role viewer/operator/admin), or

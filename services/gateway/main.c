@@ -8,6 +8,8 @@
  * alerts every second. */
 #include "gateway.h"
 
+#include "ops.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +154,27 @@ static void caught_up(gw_gateway *g)
                 err);
 }
 
+/* The gateway's metrics (ops.h; docs/operations.md, "Metrics"). */
+static void publish_metrics(gw_gateway *g)
+{
+    cli_buf b = {0};
+    const gw_counters *n = &g->n;
+    cli_metric(&b, "msrs_gateway_requests_total", "counter", "HTTP requests", (double)n->requests);
+    cli_metric(&b, "msrs_gateway_unauthorized_total", "counter", "requests without a valid token",
+               (double)n->unauthorized);
+    cli_metric(&b, "msrs_gateway_actions_total", "counter", "sessions started or stopped",
+               (double)n->actions);
+    cli_metric(&b, "msrs_gateway_feed_clients_total", "counter", "feed connections",
+               (double)n->feed_clients);
+    cli_metric(&b, "msrs_gateway_feed_messages_total", "counter", "feed messages sent",
+               (double)n->feed_messages);
+    cli_metric(&b, "msrs_gateway_records_total", "counter", "records folded from the log",
+               (double)ev_projection_records(g->proj));
+    cli_lag_metric(&b, g->log);
+    cli_ops_publish(g->ops, &b, g->caught_up);
+    cli_buf_free(&b);
+}
+
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     gw_gateway *g = lws_container_of(sul, gw_gateway, tick);
@@ -202,6 +225,10 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     if (g->caught_up && (alerts_changed || mono - g->last_publish_ms >= g->feed_ms)) {
         g->last_publish_ms = mono;
         publish(g, alerts_changed);
+    }
+    if (g->ops && mono - g->ops_ms >= 1000) {
+        g->ops_ms = mono;
+        publish_metrics(g);
     }
     lws_sul_schedule(g->ctx, 0, &g->tick, on_tick, TICK_US);
 }
@@ -300,6 +327,11 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         exit_code = g->ctx || !g->proj ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
         goto out;
     }
+    if (cli_ops_start(&g->ops, conf, "msrs-gateway", err, sizeof(err))) {
+        fprintf(stderr, "msrs-gateway: %s\n", err);
+        exit_code = CLI_EXIT_USAGE;
+        goto out;
+    }
     fprintf(stderr, "msrs-gateway: %s://%s:%d/ (web app %s, archive %s, log %s)\n",
             g->tls.plain ? "http" : "https", g->host, g->port, g->web_root, g->archive_dir,
             ev_conf_get(conf, "log", ""));
@@ -310,6 +342,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     if (g->log_failed)
         exit_code = CLI_EXIT_FAIL;
 out:
+    cli_ops_stop(g->ops);
     gw_http_stop(g);
     if (ev_log_flush(log, 10000, err, sizeof(err))) {
         fprintf(stderr, "msrs-gateway: %s\n", err);

@@ -14,6 +14,7 @@
 #include "supervisor.h"
 
 #include "discovery.h"
+#include "ops.h"
 #include "rxstamp.h"
 
 #include <ctype.h>
@@ -508,6 +509,34 @@ void sv_discovery_answer(sv_supervisor *s)
     }
 }
 
+/* The supervisor's metrics (ops.h; docs/operations.md, "Metrics"). */
+static void publish_metrics(sv_supervisor *s, int64_t now)
+{
+    cli_buf b = {0};
+    const sv_counters *n = &s->n;
+    cli_metric(&b, "msrs_supervisor_leading", "gauge", "1 while this supervisor leads",
+               s->leading && s->caught_up);
+    cli_metric(&b, "msrs_supervisor_requests_total", "counter", "HTTP requests",
+               (double)n->requests);
+    cli_metric(&b, "msrs_supervisor_registrations_total", "counter", "node registrations",
+               (double)n->registered);
+    cli_metric(&b, "msrs_supervisor_heartbeats_total", "counter", "node heartbeats answered",
+               (double)n->heartbeats);
+    cli_metric(&b, "msrs_supervisor_expired_total", "counter", "nodes this supervisor expired",
+               (double)n->expired);
+    cli_metric(&b, "msrs_supervisor_refused_total", "counter",
+               "requests refused (unauthorized, forbidden, rate-limited, bounds)",
+               (double)(n->refused + n->unauthorized + n->forbidden + n->rate_limited));
+    cli_metric(&b, "msrs_supervisor_records_total", "counter", "records folded from the log",
+               (double)ev_projection_records(s->proj));
+    json_t *view = ev_state_to_json(s->state);
+    cli_state_metrics(&b, view, now);
+    json_decref(view);
+    cli_lag_metric(&b, s->log);
+    cli_ops_publish(s->ops, &b, s->caught_up);
+    cli_buf_free(&b);
+}
+
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     sv_supervisor *s = lws_container_of(sul, sv_supervisor, tick);
@@ -541,6 +570,10 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     if (s->caught_up && mono - s->last_lead_ms >= s->lease_ms / 4) {
         s->last_lead_ms = mono;
         lead(s, now);
+    }
+    if (s->ops && mono - s->ops_ms >= 1000) {
+        s->ops_ms = mono;
+        publish_metrics(s, now);
     }
     if (s->leading) {
         expire_silent(s, now);
@@ -675,6 +708,11 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     cli_bucket_init(&s->registrations, (double)s->max_registrations_per_s, ev_now_ns());
     static const char *const topics[] = {"nodes", "devices"};
     ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs-supervisor"};
+    if (cli_ops_start(&s->ops, conf, "msrs-supervisor", err, sizeof(err))) {
+        fprintf(stderr, "msrs-supervisor: %s\n", err);
+        exit_code = CLI_EXIT_USAGE;
+        goto out;
+    }
     if (ev_projection_new(&s->proj, s->log, s->state, topics, 2, &po, err, sizeof(err)) ||
         sv_http_start(s, err, sizeof(err))) {
         fprintf(stderr, "msrs-supervisor: %s\n", s->ctx ? "" : err);
@@ -695,6 +733,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     if (s->log_failed)
         exit_code = CLI_EXIT_FAIL;
 out:
+    cli_ops_stop(s->ops);
     sv_http_stop(s);
     if (s->leading && ev_log_resign(s->log, "supervisor", s->holder, err, sizeof(err)))
         fprintf(stderr, "msrs-supervisor: resign: %s\n", err);

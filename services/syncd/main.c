@@ -8,6 +8,7 @@
  *   stale  -> SyncNow to the nodes of devices whose offset is too old
  *             (at most once per sync.max_age_ms / 2 per device). */
 #include "cli.h"
+#include "ops.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +120,15 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     return 0;
 }
 
+static void metrics(void *arg, cli_buf *b)
+{
+    sd_syncd *s = arg;
+    cli_metric(b, "msrs_syncd_sessions_synchronised_total", "counter",
+               "SynchronizationCompleted emitted by this process", (double)s->completed);
+    cli_metric(b, "msrs_syncd_resync_requests_total", "counter",
+               "SyncNow sent for devices whose offset was stale or uncertain", (double)s->resyncs);
+}
+
 static int run(void *arg, ev_conf *conf, ev_log *log)
 {
     static const char *const topics[] = {"nodes", "devices", "sessions"};
@@ -135,7 +145,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             (long long)(s->params.max_uncertainty_ns / 1000),
             (long long)(s->params.max_age_ns / 1000000));
     int exit_code = cli_projection_serve("msrs-syncd", log, s->state, topics, 3, conf, s->check_ms,
-                                         check_sessions, s, &records, &skipped);
+                                         check_sessions, metrics, s, &records, &skipped);
     fprintf(stderr,
             "msrs-syncd: stopped: %lld records, %lld skipped, %lld sessions synchronised, "
             "%lld re-sync requests\n",

@@ -232,6 +232,48 @@ START_TEST(cursor_resumes_after_process_restart)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ lag */
+
+/* A consumer's lag is what the log holds beyond what it read: 12 records
+ * behind while it has read 8 of 20 (once the backend knows the end: Kafka
+ * learns it with its first fetch), 0 at the end, 5 again after 5 more. */
+START_TEST(lag_is_what_is_left_to_read)
+{
+    char err[512];
+    ev_log *log = open_log();
+    ev_codec *codec = ev_codec_new();
+    for (long i = 0; i < 20; i++)
+        emit_mark(log, codec, "s1", i, 0);
+    ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
+    const char *topics[1] = {topic(log, "sessions")};
+    ck_assert_msg(
+        ev_log_assign(log, topics, 1, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)) == 0, "%s",
+        err);
+    int64_t lag = -1;
+    const ev_msg *m;
+    for (int read = 0; read < 8;) {
+        int rc = ev_log_poll(log, 1000, &m, err, sizeof(err));
+        ck_assert_msg(rc == 0 || rc == EV_ERR_TIMED_OUT, "poll: %d %s", rc, err);
+        read += rc == 0;
+    }
+    ck_assert_msg(ev_log_lag(log, &lag, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(lag, 12);
+    drain(log, codec, NULL, NULL, 30000);
+    ck_assert_int_eq(ev_log_lag(log, &lag, err, sizeof(err)), 0);
+    ck_assert_int_eq(lag, 0);
+    for (long i = 20; i < 25; i++)
+        emit_mark(log, codec, "s1", i, 0);
+    ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
+    int64_t until = mono_ms() + 10000; /* Kafka: its next fetch brings the new end */
+    do
+        ck_assert_int_eq(ev_log_lag(log, &lag, err, sizeof(err)), 0);
+    while (lag != 5 && mono_ms() < until && (usleep(50000), 1));
+    ck_assert_int_eq(lag, 5);
+    ev_codec_destroy(codec);
+    ev_log_destroy(log);
+}
+END_TEST
+
 /* -------------------------------------------------------- seek by time */
 
 typedef struct time_ctx {
@@ -1018,6 +1060,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, ordered_per_key);
     tcase_add_test(tc, cursor_resumes_after_process_restart);
+    tcase_add_test(tc, lag_is_what_is_left_to_read);
     tcase_add_test(tc, seek_by_time);
     tcase_add_test(tc, redelivery_is_tolerated);
     tcase_add_test(tc, sigkill_loses_no_acknowledged_record);
