@@ -25,12 +25,14 @@ typedef struct cli_ops cli_ops;
  * *out NULL and 0). 0, or -1 with errstr (a bad key, a port in use). */
 int cli_ops_start(cli_ops **out, const ev_conf *conf, const char *prog, char *errstr,
                   size_t errstr_size);
-/* Any thread: the metrics text (copied; the process's own metrics are
- * added: cli_metrics_process) and whether the service is ready. NULL o:
- * nothing. */
+/* Any thread: the metrics text (copied; the process's own are added:
+ * CPU, resident memory, start time, build, msrs_ready) and whether the
+ * service is ready. NULL o: nothing. */
 void cli_ops_publish(cli_ops *o, const cli_buf *text, int ready);
 /* Stops the thread and frees; NULL is a no-op. */
 void cli_ops_stop(cli_ops *o);
+
+/* ------------------------------------------------------------ metrics.c */
 
 /* Text-format helpers (append to b; allocation failures leave b short).
  * A family's HELP and TYPE lines: */
@@ -53,16 +55,17 @@ void cli_lag_metric(cli_buf *b, ev_log *log);
  * its clock's uncertainty and the age of its last measurement. */
 void cli_state_metrics(cli_buf *b, const json_t *view, int64_t now_ns);
 
+/* Appends a service's own metrics (the helpers above) to b. */
+typedef void (*cli_metrics_cb)(void *arg, cli_buf *b);
 /* What a projection service (syncd, collectord) does once started: folds
  * topics of log into state from the beginning, then (ready: cli_ready)
- * until SIGINT/SIGTERM calls check(arg) every check_ms (config state.file: a snapshot after each
- * check), notes printed as "<prog>: ...". With ops.listen it serves
- * /metrics (ops.h): records folded, the state's sessions, nodes and
- * devices, and what metrics (may be NULL) adds, once a second. *records
- * and *skipped (may be NULL) are the counts at the end. Returns an exit
- * code. */
-/* Appends a service's own metrics (ops.h's helpers) to b. */
-typedef void (*cli_metrics_cb)(void *arg, cli_buf *b);
+ * until SIGINT/SIGTERM calls check(arg) every check_ms (config
+ * state.file: a snapshot after each check), notes printed as
+ * "<prog>: ...". With ops.listen it serves /metrics once a second, while
+ * it folds too (not ready yet): records folded, consumer lag, the state's
+ * sessions, nodes and devices, and what metrics (may be NULL) adds.
+ * *records and *skipped (may be NULL) are the counts at the end. Returns
+ * an exit code. */
 int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const char *const *topics,
                          size_t topic_count, const ev_conf *conf, int64_t check_ms,
                          ev_projection_check_cb check, cli_metrics_cb metrics, void *arg,

@@ -88,6 +88,7 @@ const char *const ev_conf_known_keys[] = {
     "archive.dir",
     "archive.cursor",
     "archive.finalize_timeout_ms",
+    "archive.hold_ms",
     /* msrs-replay */
     "refit.reset_ns",
     "refit.margin_ms",

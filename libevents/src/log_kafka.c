@@ -741,7 +741,6 @@ static int kafka_resign(void *impl, const char *name, const char *holder, char *
     return 0;
 }
 
-/* Serves both "kafka:" and "mock:" (log.c passes the scheme to open). */
 static int kafka_lag(void *impl, int64_t *records, char *errstr, size_t n)
 {
     kafka_log *k = impl;
@@ -765,6 +764,7 @@ static int kafka_lag(void *impl, int64_t *records, char *errstr, size_t n)
     return 0;
 }
 
+/* Serves both "kafka:" and "mock:" (log.c passes the scheme to open). */
 const ev__backend ev__backend_kafka = {
     .open = kafka_open_common,
     .close = kafka_close,

@@ -51,7 +51,8 @@ typedef struct ag_config {
     int64_t sync_interval_ms, sync_probes, probe_spacing_ms, round_timeout_ms;
     int64_t sync_burst_probes; /* probes per round while a device's window is not full */
     int64_t flow_high_bytes, flow_low_bytes; /* log backlog: slow_down above, resume below */
-    int64_t report_delay_ms;   /* RecordingReport this long after a session's stop instant */
+    int64_t report_delay_ms;   /* RecordingReport this long after a session's stop instant
+                                  and after its stop command came */
     int64_t kernel_timestamps; /* sync.kernel_timestamps: t4 is the kernel's receive stamp */
     /* bounds on connections before and after hello (docs/security.md) */
     int64_t hello_timeout_ms, idle_timeout_ms, max_connections, max_pending_per_address;

@@ -459,8 +459,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         goto out;
     }
     if (ev_log_subscribe(a->log, cursor, topics, 1, err, sizeof(err)) ||
-        cli_ops_start(&a->ops, conf, "msrs-agent", err, sizeof(err)) ||
-        ag_endpoint_start(a, err, sizeof(err)) || ag_control_start(a, err, sizeof(err))) {
+        ag_endpoint_start(a, err, sizeof(err)) || ag_control_start(a, err, sizeof(err)) ||
+        cli_ops_start(&a->ops, conf, "msrs-agent", err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
         exit_code = CLI_EXIT_USAGE;
         goto out;

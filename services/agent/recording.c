@@ -3,8 +3,9 @@
  * each device gets `start` with that instant converted to its own clock
  * (and again when it rejoins mid-session). Data of a device in a session is
  * tagged with the session and counted per stream (samples, bytes, gaps,
- * drops). After the stop instant plus agent.report_delay_ms — time for data
- * still in flight — the counts are frozen (data that comes later is not the
+ * drops). After the stop instant plus agent.report_delay_ms, and as long
+ * after the stop command came — time for data still in flight — the
+ * counts are frozen (data that comes later is not the
  * session's, counted as late) and RecordingReport is emitted once the log
  * has acknowledged every record produced until then: the tick checks the
  * log's backlog, the loop never waits for it. After AG_REPORT_TIMEOUT_MS
@@ -59,6 +60,14 @@ static ag_count *count_of(ag_device *d, const char *stream)
     return c;
 }
 
+/* Empties d's ring of batches counted while the stop was not known. */
+static void tagged_reset(ag_device *d)
+{
+    d->tagged_next = 0;
+    d->tagged_n = 0;
+    d->tagged_evicted_master = INT64_MIN;
+}
+
 /* A start that came after its instant: what d had already written
  * untagged at or after the instant (whole batches whose first time is at
  * or after it) is counted as late_start, so the report says it. */
@@ -95,8 +104,7 @@ static void attach(ag_agent *a, ag_session *s, ag_device *d)
     memset(d->counts, 0, sizeof(d->counts));
     for (int i = 0; i < d->stream_count; i++)
         snprintf(d->counts[i].stream_id, AG_ID_MAX, "%s", d->stream_ids[i]);
-    d->tagged_n = 0;
-    d->tagged_evicted_master = INT64_MIN;
+    tagged_reset(d);
     count_late_start(a, s, d);
     if (d->conn)
         send_start(a, d);
@@ -197,8 +205,7 @@ static void count_late_stop(ag_session *s, ag_device *d)
                 "some batches past the instant had left the ring and stay counted as the "
                 "session's (the archive leaves them out and says the counts differ)\n",
                 s->session_id, d->device_id, AG_TAGGED_KEEP);
-    d->tagged_evicted_master = INT64_MIN;
-    d->tagged_n = 0;
+    tagged_reset(d);
 }
 
 void ag_stop_recording(ag_agent *a, const char *session_id, int64_t stop_at)
@@ -235,6 +242,9 @@ static void attach_expected(ag_agent *a, ag_device *d)
 
 void ag_recording_rejoin(ag_agent *a, ag_device *d)
 {
+    /* attached already from the log (restore.c): it is back */
+    if (d->rec && d->rec->report_phase == AG_REPORT_NONE)
+        expected_take(d->rec, d->device_id);
     if (d->rec && d->conn)
         send_start(a, d);
     else
@@ -255,6 +265,11 @@ ag_session *ag_recording_restore(ag_agent *a, const char *session_id, int64_t st
     return s;
 }
 
+ag_tag ag_recording_restore_tag(ag_session *s, ag_count *cnt, int64_t first_t, int64_t first_master)
+{
+    return (ag_tag){s->session_id, cnt, first_master >= s->stop_at_ns, first_t, first_master};
+}
+
 ag_count *ag_recording_restore_count(ag_agent *a, ag_session *s, ag_device *d, const char *stream)
 {
     if (d->rec && d->rec != s)
@@ -266,8 +281,7 @@ ag_count *ag_recording_restore_count(ag_agent *a, ag_session *s, ag_device *d, c
             s->stop_at_ns == INT64_MAX ? INT64_MAX : ag_master_to_device(a, d, s->stop_at_ns);
         d->count_n = 0;
         memset(d->counts, 0, sizeof(d->counts));
-        d->tagged_n = 0;
-        d->tagged_evicted_master = INT64_MIN;
+        tagged_reset(d);
     }
     return count_of(d, stream);
 }
@@ -338,8 +352,10 @@ void ag_recording_account(ag_agent *a, ag_device *d, const ag_tag *tag, const ch
     ag_count *c = tag ? tag->cnt : NULL;
     if (!delivered) {
         a->n.dropped += n;
-        if (c)
+        if (c && !tag->after_stop) /* past the stop: not the session's to lose */
             c->dropped += n;
+    } else if (!tag) {
+        return;
     } else if (!c) {
         remember_untagged(d, stream, tag->first_t, n, bytes);
     } else if (tag->after_stop) {

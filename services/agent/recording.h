@@ -35,6 +35,11 @@ typedef struct ag_tag {
                                       exactly as the record has it */
 } ag_tag;
 
+/* The tag of a record of the restored session s read back from the log
+ * (restore.c), as ag_recording_tag gave it when it came: cnt from
+ * ag_recording_restore_count, after_stop by the same rule. */
+ag_tag ag_recording_restore_tag(ag_session *s, ag_count *cnt, int64_t first_t,
+                                int64_t first_master);
 /* Where data of d at device time first_t (first_master: the master time the
  * record carries) belongs. claimed: the envelope's session_id, or NULL.
  * Unclaimed data is the session's when first_t is within the start and

@@ -174,7 +174,7 @@ static void on_data(void *arg, const ev_event *ev)
         json_object_set_new(d->next_seq, stream, json_integer(seq + n));
     if (cnt) {
         /* as the agent counted it when it came (recording.c) */
-        ag_tag tag = {s->session_id, cnt, first_master >= s->stop_at_ns, first_t, first_master};
+        ag_tag tag = ag_recording_restore_tag(s, cnt, first_t, first_master);
         ag_recording_account(a, d, &tag, stream, 1, n, bytes);
     }
 }

@@ -30,11 +30,24 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A data record held back while its session's stop instant is not known
+ * (archive.hold_ms): the frame as the log had it. */
+typedef struct ac_held {
+    int64_t first_master;
+    size_t len;
+    unsigned char frame[];
+} ac_held;
+
 /* A session being built. */
 typedef struct ac_session {
     char id[EV_ID_MAX];
     ar_writer *w;
     int64_t stopped_seen_ms; /* 0 until its state is "stopped" */
+    /* held records, oldest first (held[held_head .. held_n)); the newest
+     * first master time seen in the session's data */
+    ac_held **held;
+    size_t held_head, held_n, held_cap;
+    int64_t newest_master;
 } ac_session;
 
 typedef struct ac_archiver {
@@ -47,6 +60,8 @@ typedef struct ac_archiver {
     const ev_schema *samples, *media;
     char dir[1024];
     int64_t finalize_timeout_ms;
+    int64_t hold_ns;      /* archive.hold_ms */
+    ev_codec *held_codec; /* decodes held records as they are written */
     ac_session *sessions;
     size_t session_count;
     json_t *done; /* sessions finalized by this process */
@@ -90,6 +105,9 @@ static ac_session *session_get(ac_archiver *a, const char *id)
     return s;
 }
 
+static int release_held(ac_archiver *a, ac_session *s);
+static void free_held(ac_session *s);
+
 /* Finalizes every session whose data is complete (or timed out). */
 static void check_sessions(ac_archiver *a)
 {
@@ -98,6 +116,8 @@ static void check_sessions(ac_archiver *a)
         ac_session *s = &a->sessions[i];
         json_t *state = state_of(a, "sessions", s->id);
         int ready = 0, complete = 0;
+        release_held(a, s); /* the stop instant may have come since */
+        state = state_of(a, "sessions", s->id);
         if (strcmp(json_string_value(json_object_get(state, "state")) ?: "", "stopped") == 0) {
             if (!s->stopped_seen_ms)
                 s->stopped_seen_ms = ev_mono_ms();
@@ -127,14 +147,68 @@ static void check_sessions(ac_archiver *a)
         }
         json_object_set_new(a->done, s->id, json_true());
         ar_writer_destroy(s->w);
+        free_held(s);
         a->sessions[i] = a->sessions[--a->session_count];
     }
 }
 
-/* Samples and media of a session: to its writer. */
-static void on_data(ac_archiver *a, const ev_event *ev)
+/* One data record of s (samples or media) to its writer. */
+static void write_data(ac_archiver *a, ac_session *s, const ev_schema *schema, avro_value_t *v)
 {
     char err[512];
+    int rc =
+        schema == a->media
+            ? ar_writer_media(s->w, v, err, sizeof(err))
+            : ar_writer_samples(s->w, v, state_of(a, "devices", ev_value_string(v, "device_id")),
+                                err, sizeof(err));
+    if (rc < 0)
+        fprintf(stderr, "msrs-archiver: session %s: %s\n", s->id, err);
+}
+
+/* Writes s's held records: all of them once its stop instant is known
+ * (the writer leaves out what is past it), else those older than
+ * archive.hold_ms behind the newest. 1 when the stop instant is known. */
+static int release_held(ac_archiver *a, ac_session *s)
+{
+    char err[512];
+    json_t *stop = json_object_get(state_of(a, "sessions", s->id), "stop_at_ns");
+    int known = json_is_integer(stop);
+    if (known)
+        ar_writer_stop_at(s->w, json_integer_value(stop));
+    while (s->held_head < s->held_n) {
+        ac_held *h = s->held[s->held_head];
+        if (!known && h->first_master >= s->newest_master - a->hold_ns)
+            break;
+        const ev_schema *schema;
+        avro_value_t *v;
+        if (ev_codec_decode(a->held_codec, h->frame, h->len, &schema, &v, err, sizeof(err)) < 0)
+            fprintf(stderr, "msrs-archiver: session %s: a held record: %s\n", s->id, err);
+        else
+            write_data(a, s, schema, v);
+        free(h);
+        s->held[s->held_head++] = NULL;
+    }
+    if (s->held_head == s->held_n)
+        s->held_head = s->held_n = 0;
+    return known;
+}
+
+static void free_held(ac_session *s)
+{
+    for (size_t i = s->held_head; i < s->held_n; i++)
+        free(s->held[i]);
+    free(s->held);
+    s->held = NULL;
+    s->held_head = s->held_n = s->held_cap = 0;
+}
+
+/* Samples and media of a session: to its writer. While the session's stop
+ * instant is not known, archive.hold_ms of them (by master time) wait:
+ * a stop command that comes late is written after the data past it (a
+ * node too loaded to send it, collectord stalled), and that data is not
+ * the session's (the writer leaves it out once the instant is known). */
+static void on_data(ac_archiver *a, const ev_event *ev)
+{
     /* Cheap test first: most data is outside sessions. */
     const char *sid = ev_value_string(ev->value, "session_id");
     if (!*sid || json_object_get(a->done, sid))
@@ -142,19 +216,39 @@ static void on_data(ac_archiver *a, const ev_event *ev)
     ac_session *s = session_get(a, sid);
     if (!s)
         return;
-    /* data past the stop instant (a stop command that reached its node
-     * late) is not the session's: the writer leaves it out */
-    json_t *stop = json_object_get(state_of(a, "sessions", sid), "stop_at_ns");
-    if (json_is_integer(stop))
-        ar_writer_stop_at(s->w, json_integer_value(stop));
-    int rc =
-        ev->schema == a->media
-            ? ar_writer_media(s->w, ev->value, err, sizeof(err))
-            : ar_writer_samples(s->w, ev->value,
-                                state_of(a, "devices", ev_value_string(ev->value, "device_id")),
-                                err, sizeof(err));
-    if (rc < 0)
-        fprintf(stderr, "msrs-archiver: session %s: %s\n", s->id, err);
+    if (release_held(a, s) && s->held_n == 0) {
+        write_data(a, s, ev->schema, ev->value);
+        return;
+    }
+    avro_value_t f, el;
+    int64_t first = 0;
+    if (avro_value_get_by_name(ev->value, "master_time_ns", &f, NULL) == 0) {
+        if (ev->schema == a->media)
+            avro_value_get_long(&f, &first);
+        else if (avro_value_get_by_index(&f, 0, &el, NULL) == 0)
+            avro_value_get_long(&el, &first);
+    }
+    ac_held *h = malloc(sizeof(*h) + ev->msg->value_len);
+    if (s->held_n == s->held_cap) {
+        size_t cap = s->held_cap ? 2 * s->held_cap : 256;
+        ac_held **grown = h ? realloc(s->held, cap * sizeof(*grown)) : NULL;
+        if (grown) {
+            s->held = grown;
+            s->held_cap = cap;
+        }
+    }
+    if (!h || s->held_n == s->held_cap) { /* out of memory: written now, not held */
+        free(h);
+        write_data(a, s, ev->schema, ev->value);
+        return;
+    }
+    h->first_master = first;
+    h->len = ev->msg->value_len;
+    memcpy(h->frame, ev->msg->value, h->len);
+    s->held[s->held_n++] = h;
+    if (first > s->newest_master)
+        s->newest_master = first;
+    release_held(a, s);
 }
 
 static void on_record(ac_archiver *a, const ev_event *ev)
@@ -218,7 +312,8 @@ static void usage(FILE *f)
                "./archive)\n" CLI_COMMON_HELP
                "\nconfig keys (defaults): archive.finalize_timeout_ms (30000) how long after\n"
                "CollectionStopped to wait for data the stop reports before archiving what came\n"
-               "(marked incomplete), archive.cursor (archiver)\n"
+               "(marked incomplete), archive.hold_ms (3000) how far behind the newest a session's\n"
+               "data waits while its stop instant is not known, archive.cursor (archiver)\n"
                "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -241,9 +336,17 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     ac_archiver *a = g->a;
     const char *dir = g->dir ? g->dir : ev_conf_get(conf, "archive.dir", "archive");
     char staging[PATH_MAX];
+    int64_t hold_ms;
     if (ev_conf_get_int(conf, "archive.finalize_timeout_ms", 30000, &a->finalize_timeout_ms, errstr,
-                        errstr_size))
+                        errstr_size) ||
+        ev_conf_get_int(conf, "archive.hold_ms", 3000, &hold_ms, errstr, errstr_size))
         return -1;
+    if (hold_ms < 0) {
+        snprintf(errstr, errstr_size, "config archive.hold_ms: expected 0 or more ms, got %lld",
+                 (long long)hold_ms);
+        return -1;
+    }
+    a->hold_ns = hold_ms * 1000000;
     if (strlen(dir) >= sizeof(a->dir)) {
         snprintf(errstr, errstr_size, "archive.dir: expected a path under %zu characters",
                  sizeof(a->dir));
@@ -267,11 +370,12 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     int exit_code = CLI_EXIT_OK;
     a->log = log;
     a->codec = ev_codec_new();
+    a->held_codec = ev_codec_new();
     a->state = ev_state_new();
     a->history = ar_devices_new();
     a->samples = ev_schema_by_name("SensorSampleBatch");
     a->media = ev_schema_by_name("MediaPacket");
-    if (!a->codec || !a->state || !a->history) {
+    if (!a->codec || !a->held_codec || !a->state || !a->history) {
         fprintf(stderr, "msrs-archiver: out of memory\n");
         exit_code = CLI_EXIT_FAIL;
         goto out;
@@ -361,13 +465,16 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             (long long)a->records, (long long)a->skipped, (long long)a->archived, a->session_count);
 out:
     cli_ops_stop(ops);
-    for (size_t i = 0; i < a->session_count; i++)
+    for (size_t i = 0; i < a->session_count; i++) {
         ar_writer_destroy(a->sessions[i].w);
+        free_held(&a->sessions[i]); /* rebuilt from the log at the next start */
+    }
     free(a->sessions);
     ar_devices_destroy(a->history);
     json_decref(a->view);
     ev_state_destroy(a->state);
     json_decref(a->done);
+    ev_codec_destroy(a->held_codec);
     ev_codec_destroy(a->codec);
     return exit_code;
 }

@@ -27,11 +27,12 @@
 #include <libwebsockets.h>
 #include <limits.h>
 
-#define GW_BODY_MAX      65536 /* a request body; more gets 413 */
-#define GW_HISTORY       60    /* clock points kept per device (the page's plot) */
-#define GW_SPARK         32    /* values kept per live stream (the page's sparkline) */
-#define GW_LIVE_MS       1000  /* sessions whose live counts changed are published this often */
-#define GW_FEED_MSG_MAX  4096  /* what a feed client may send us (it sends nothing useful) */
+#define GW_BODY_MAX      65536   /* a request body; more gets 413 */
+#define GW_DRAIN_MAX     1048576 /* a body over GW_BODY_MAX up to this is read before the 413 */
+#define GW_HISTORY       60      /* clock points kept per device (the page's plot) */
+#define GW_SPARK         32      /* values kept per live stream (the page's sparkline) */
+#define GW_LIVE_MS       1000    /* sessions whose live counts changed are published this often */
+#define GW_FEED_MSG_MAX  4096    /* what a feed client may send us (it sends nothing useful) */
 #define GW_COOKIE        "msrs_token"
 #define GW_SESSION_PAGES 200 /* sessions listed by GET /api/v1/sessions, newest first */
 

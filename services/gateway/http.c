@@ -23,6 +23,7 @@ typedef struct gw_conn {
     char token[CLI_AUTH_TOKEN_MAX + 1];
     int post;
     cli_buf body;
+    int64_t discard; /* a body over GW_BODY_MAX: bytes read and thrown away (413 at its end) */
     json_t *reply;
     int status;
     char cookie[CLI_AUTH_TOKEN_MAX + 128]; /* Set-Cookie of login and logout */
@@ -234,7 +235,12 @@ static int post_allowed(gw_gateway *g, struct lws *wsi, gw_conn *c)
     else if (strncasecmp(type, "application/json", 16) != 0)
         status = HTTP_STATUS_UNSUPPORTED_MEDIA_TYPE,
         msg = "Content-Type: expected application/json";
-    else if (atoll(cl) > GW_BODY_MAX)
+    else if (atoll(cl) > GW_BODY_MAX && atoll(cl) <= GW_DRAIN_MAX) {
+        /* read and thrown away, then 413: a client still sending when the
+         * connection closed would see the close, not the answer */
+        c->discard = 1;
+        return 1;
+    } else if (atoll(cl) > GW_BODY_MAX)
         status = HTTP_STATUS_REQ_ENTITY_TOO_LARGE, msg = "request body over 65536 bytes";
     else if (strcmp(sub, "/login") && strcmp(sub, "/logout") && gw_auth(g, c->token, &who, &why))
         status = HTTP_STATUS_UNAUTHORIZED, msg = why;
@@ -372,6 +378,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     switch (reason) {
     case LWS_CALLBACK_HTTP: return on_http(g, wsi, c, (const char *)in);
     case LWS_CALLBACK_HTTP_BODY:
+        if (c->discard) {
+            c->discard += (int64_t)len;
+            return c->discard > GW_DRAIN_MAX + 1 ? -1 : 0; /* more than it said: cut */
+        }
         if (c->body.len + len > GW_BODY_MAX) { /* more than its Content-Length said */
             g->n.bad++;
             lws_return_http_status(wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE,
@@ -379,7 +389,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return -1;
         }
         return cli_buf_append(&c->body, in, len) ? -1 : 0;
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION: return dispatch(g, wsi, c);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (c->discard) {
+            g->n.bad++;
+            lws_return_http_status(wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE,
+                                   "request body over 65536 bytes");
+            return -1;
+        }
+        return dispatch(g, wsi, c);
     case LWS_CALLBACK_HTTP_WRITEABLE: return c->reply ? write_reply(wsi, c) : 0;
     case LWS_CALLBACK_HTTP_FILE_COMPLETION: return lws_http_transaction_completed(wsi) ? -1 : 0;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:

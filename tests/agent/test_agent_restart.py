@@ -10,7 +10,8 @@ so only the log itself can tell it what it was doing.
 Checked:
 - the new agent rebuilds the session from the log and says so;
 - it reports (RecordingReport) and CollectionStopped lists every stream
-  (2 devices x 3), with no "no recording report" in its reason;
+  (2 devices x 3), with no "no recording report" in its reason, and no
+  device missing (both came back);
 - every stream's count in CollectionStopped == the records tagged with the
   session on the log (samples and media topics);
 - the gap is counted exactly: for each stream, the tagged records' sequence
@@ -77,6 +78,9 @@ def main():
         sessions = tail(db, "sessions")
         reports = [r["value"] for r in of_type(sessions, "RecordingReport")]
         check(len(reports) == 1 and reports[0]["node_id"] == "n1", "one RecordingReport from n1: %s" % reports)
+        # both devices came back to the new agent: none is missing
+        check(reports and reports[0]["missing_devices"] == [],
+              "no missing device: %s" % (reports[0]["missing_devices"] if reports else None))
         stopped = of_type(sessions, "CollectionStopped")
         check(len(stopped) == 1, "one CollectionStopped")
         st = stopped[0]["value"] if stopped else {"streams": [], "reason": "", "stop_at_ns": 0}
@@ -88,6 +92,8 @@ def main():
         gap_lines = [w for w in st.get("incomplete", []) if "never reached the log" in w]
         check(len(gap_lines) == len([s for s in st["streams"] if s["gap_samples"]]) and gap_lines,
               "one reason per stream with a gap: %s" % st.get("incomplete"))
+        check(not [w for w in st.get("incomplete", []) if "not connected" in w],
+              "no device said absent at the start: %s" % st.get("incomplete"))
         stop_at = st["stop_at_ns"]
 
         # What the log holds for r1, per stream: count and the sequence numbers.
