@@ -2,7 +2,7 @@
 # Builds the Debian package, installs it on this machine and runs it, as
 # CI does after the tests (.ci/run; needs root):
 #   1. `cpack -G DEB` in build/ -> build/msrs_<version>_<arch>.deb;
-#   2. installs it (apt-get: its Depends resolved), checks every binary's
+#   2. installs it (dpkg -i), checks every binary's
 #      --version, `systemd-analyze verify` of the installed units (silent),
 #      the msrs user and the credentials the postinst made;
 #   3. runs the local job (deploy/local/up.sh) from the installed binaries;
@@ -23,7 +23,9 @@ echo "== package: $deb ($(du -k "$deb" | cut -f1) KiB)"
 had_state=0
 [ -e /var/lib/msrs ] && had_state=1
 export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -qq "./$deb" >/dev/null
+# dpkg -i, as an administrator would; what it Depends on is installed by
+# deploy/install-deps.sh already (apt-get -f fetches it on a machine without)
+dpkg -i "$deb" >/dev/null || apt-get install -y -qq -f >/dev/null
 cleanup() {
   if [ "${MSRS_KEEP_PACKAGE:-0}" != 1 ]; then
     dpkg --purge msrs >/dev/null || true
