@@ -19,7 +19,10 @@ static void usage(FILE *f)
                "  --follow           keep printing new records until interrupted\n"
                "  --cursor NAME      read as a named cursor (resume where it stopped; commit\n"
                "                     after each record printed); ignores --from\n"
-               "  --max N            stop after N records\n" CLI_COMMON_HELP
+               "  --max N            stop after N records\n"
+               "  --json-ns-strings  every *_ns field (ns times and durations, 19 digits) as a\n"
+               "                     string: JavaScript and jq 1.6 read numbers as doubles,\n"
+               "                     exact only to 2^53 (about 104 days in ns)\n" CLI_COMMON_HELP
                "\nexit: 0 ok, 1 a record could not be decoded or failed its checksum, offsets\n"
                "are missing, or the log failed; 2 usage\n");
 }
@@ -48,10 +51,40 @@ static int parse_from(const char *s, ev_from *from)
     return -1;
 }
 
+/* Every integer of v under a key ending in "_ns" (a time or a duration in
+ * ns: 19 digits, past the 2^53 a JavaScript number or jq 1.6 keeps exact)
+ * becomes its decimal string, in objects and arrays at any depth. */
+static void ns_strings(json_t *v, int ns)
+{
+    const char *k;
+    json_t *x;
+    size_t i;
+    if (json_is_object(v)) {
+        json_object_foreach(v, k, x)
+        {
+            size_t n = strlen(k);
+            int is_ns = n > 3 && strcmp(k + n - 3, "_ns") == 0;
+            if (is_ns && json_is_integer(x))
+                json_object_set_new(v, k, json_sprintf("%lld", (long long)json_integer_value(x)));
+            else
+                ns_strings(x, is_ns);
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, x)
+        {
+            if (ns && json_is_integer(x))
+                json_array_set_new(v, i, json_sprintf("%lld", (long long)json_integer_value(x)));
+            else
+                ns_strings(x, 0);
+        }
+    }
+}
+
 /* Prints msg as one JSON line; returns 0, or -1 when it could not decode.
  * corrupt is the log's error for a record that failed its checksum (NULL
- * for a sound one): printed with it, never decoded. */
-static int print_record(ev_codec *codec, const ev_msg *m, const char *corrupt)
+ * for a sound one): printed with it, never decoded. ns_as_strings: the
+ * value's *_ns integers as strings (ns_strings). */
+static int print_record(ev_codec *codec, const ev_msg *m, const char *corrupt, int ns_as_strings)
 {
     char err[2048], when[48];
     ev_event ev;
@@ -63,6 +96,8 @@ static int print_record(ev_codec *codec, const ev_msg *m, const char *corrupt)
         rc = ev_event_decode(codec, m, &ev, err, sizeof(err));
     if (rc == 0)
         rc = ev_value_to_json(ev.value, &value, err, sizeof(err));
+    if (rc == 0 && ns_as_strings)
+        ns_strings(value, 0);
     out = json_pack("{s:s, s:i, s:I, s:I, s:s%}", "topic", m->topic, "partition", (int)m->partition,
                     "offset", (json_int_t)m->offset, "timestamp", (json_int_t)m->timestamp_ms,
                     "key", m->key ? (const char *)m->key : "", m->key_len);
@@ -93,6 +128,7 @@ typedef struct tail_opts {
     ev_from from;
     const char *cursor;
     int follow;
+    int ns_strings; /* --json-ns-strings */
     long long max;
 } tail_opts;
 
@@ -113,6 +149,7 @@ static int on_opt(void *arg, int opt, const char *val)
                 val);
         return -1;
     case 'F': t->follow = 1; return 0;
+    case 'S': t->ns_strings = 1; return 0;
     case 'C': t->cursor = val; return 0;
     case 'm': t->max = atoll(val); return 0;
     default: return -1;
@@ -188,7 +225,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             }
             if (rc == EV_ERR_CORRUPT)
                 corrupt++;
-            if (print_record(codec, m, rc == EV_ERR_CORRUPT ? err : NULL))
+            if (print_record(codec, m, rc == EV_ERR_CORRUPT ? err : NULL, t->ns_strings))
                 exit_code = CLI_EXIT_FAIL;
             printed++;
             if (t->cursor && (rc = ev_log_commit(log, err, sizeof(err)))) {
@@ -232,10 +269,13 @@ out:
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"topic", required_argument, NULL, 't'}, {"from", required_argument, NULL, 'f'},
-        {"follow", no_argument, NULL, 'F'},      {"cursor", required_argument, NULL, 'C'},
-        {"max", required_argument, NULL, 'm'},   {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"topic", required_argument, NULL, 't'},
+                                         {"from", required_argument, NULL, 'f'},
+                                         {"follow", no_argument, NULL, 'F'},
+                                         {"cursor", required_argument, NULL, 'C'},
+                                         {"max", required_argument, NULL, 'm'},
+                                         {"json-ns-strings", no_argument, NULL, 'S'},
+                                         {NULL, 0, NULL, 0}};
     tail_opts t = {.from = {EV_FROM_BEGINNING, 0}, .max = -1};
     cli_svc svc = {.name = "msrs-tail",
                    .usage = usage,

@@ -85,5 +85,12 @@ long_id=$(printf 's%.0s' $(seq 64))
 expect "session id too long" 2 "$bin/msrs" --log "sqlite:$tmp/d.db" session start "$long_id"
 contains "session id too long named" "expected 1-63 characters"
 expect "session id with a slash" 2 "$bin/msrs" --log "sqlite:$tmp/d.db" session start "a/b"
+# --json-ns-strings: ns fields as strings, exact where a double is not (jq 1.6, JavaScript)
+expect "emit a batch" 0 "$bin/msrs" --log "sqlite:$tmp/e.db" emit SensorSampleBatch \
+  '{"device_id":"d","stream_id":"s","seq":0,"channels":1,"device_time_ns":[1796268250953780195],"master_time_ns":[1796268250953780197],"values":[1.5]}'
+ns=$("$bin/msrs-tail" --log "sqlite:$tmp/e.db" --topic samples --json-ns-strings |
+  /usr/bin/python3 -c 'import json,sys; v=json.loads(sys.stdin.read())["value"]; print(json.dumps([v["master_time_ns"][0], v["device_time_ns"][0], v["seq"]]))')
+[ "$ns" = '["1796268250953780197", "1796268250953780195", 0]' ] && pass=$((pass+1)) ||
+  { fail=$((fail+1)); echo "FAIL: --json-ns-strings: $ns"; }
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
