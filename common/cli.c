@@ -206,6 +206,8 @@ int cli_svc_args(char ***argv)
 static struct option *svc_longopts(const cli_svc *svc)
 {
     static const struct option common[] = {CLI_COMMON_LONGOPTS};
+    _Static_assert(sizeof(common) / sizeof(common[0]) == CLI_COMMON_LONGOPT_COUNT,
+                   "CLI_COMMON_LONGOPT_COUNT is the number of CLI_COMMON_LONGOPTS");
     size_t nc = sizeof(common) / sizeof(common[0]), no = 0;
     while (svc->opts && svc->opts[no].name)
         no++;

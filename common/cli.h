@@ -28,7 +28,9 @@ typedef struct cli_common {
 /* --version's getopt value (no short option). */
 #define CLI_OPT_VERSION 0x100
 
-/* The long options every tool accepts; append a tool's own after these. */
+/* The long options every tool accepts; append a tool's own after these
+ * (CLI_COMMON_LONGOPT_COUNT of them). */
+#define CLI_COMMON_LONGOPT_COUNT 5
 #define CLI_COMMON_LONGOPTS                                                                        \
     {"log", required_argument, NULL, 'l'}, {"config", required_argument, NULL, 'c'},               \
         {"property", required_argument, NULL, 'X'}, {"help", no_argument, NULL, 'h'},              \

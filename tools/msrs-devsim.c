@@ -965,7 +965,7 @@ static const struct option ds_longopts[] = {CLI_COMMON_LONGOPTS,
                                             {"stamps", required_argument, NULL, 'K'},
                                             {NULL, 0, NULL, 0}};
 /* The first of ds_longopts that is devsim's own (after the common four). */
-#define DS_OWN_OPTS 4
+#define DS_OWN_OPTS CLI_COMMON_LONGOPT_COUNT
 
 /* Applies one of devsim's own options (opt: its ds_longopts val). 0, or
  * -1 after printing what was wrong. */
