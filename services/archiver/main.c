@@ -65,6 +65,11 @@ typedef struct ac_archiver {
     ac_session *sessions;
     size_t session_count;
     json_t *done; /* sessions finalized by this process */
+    struct {
+        char topic[128];
+        int64_t records;
+    } in[8]; /* records read, per topic (the metrics) */
+    int in_topics;
     int64_t records, skipped, archived;
 } ac_archiver;
 
@@ -279,12 +284,34 @@ static void on_record(ac_archiver *a, const ev_event *ev)
         fprintf(stderr, "msrs-archiver: session %s: %s\n", sid, err);
 }
 
+/* One more record read from topic (its full name). */
+static void count_in(ac_archiver *a, const char *topic)
+{
+    int i = 0;
+    while (i < a->in_topics && strcmp(a->in[i].topic, topic) != 0)
+        i++;
+    if (i == a->in_topics) {
+        if (i == (int)(sizeof(a->in) / sizeof(a->in[0])))
+            return;
+        snprintf(a->in[a->in_topics++].topic, sizeof(a->in[0].topic), "%s", topic);
+    }
+    a->in[i].records++;
+}
+
 /* The archiver's metrics (ops.h; docs/operations.md, "Metrics"). */
 static void publish_metrics(ac_archiver *a, cli_ops *ops)
 {
     cli_buf b = {0};
     cli_metric(&b, "msrs_archiver_records_total", "counter", "records read from the log",
                (double)a->records);
+    cli_metric_family(&b, "msrs_archiver_records_in_total", "counter",
+                      "records read from the log, per topic");
+    char label[192], esc[160];
+    for (int i = 0; i < a->in_topics; i++) {
+        cli_metric_label_escape(esc, sizeof(esc), a->in[i].topic);
+        snprintf(label, sizeof(label), "topic=\"%s\"", esc);
+        cli_metric_sample(&b, "msrs_archiver_records_in_total", label, (double)a->in[i].records);
+    }
     cli_metric(&b, "msrs_archiver_records_skipped_total", "counter",
                "records that could not be decoded or folded (said on stderr)", (double)a->skipped);
     cli_metric(&b, "msrs_archiver_sessions_archived_total", "counter",
@@ -423,6 +450,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         if (rc == 0) {
             a->records++;
             uncommitted++;
+            count_in(a, m->topic);
             if (ev_event_decode(a->codec, m, &ev, err, sizeof(err))) {
                 a->skipped++;
                 fprintf(stderr, "msrs-archiver: %s offset %lld skipped: %s\n", m->topic,

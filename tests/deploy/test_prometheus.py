@@ -129,6 +129,12 @@ def main():
         check(value("msrs_archiver_sessions_archived_total", "msrs-archiver") == 1, "archiver: 1 archived")
         check((value("msrs_agent_received_bytes_total", "msrs-agent") or 0) > 0, "agent: ingest bytes > 0")
         check((value("msrs_agent_records_produced_total", "msrs-agent") or 0) > 0, "agent: records produced")
+        out = {m.get("topic"): v for m, v in query("msrs_agent_records_out_total")}
+        check(out.get("samples", 0) > 0 and out.get("devices", 0) > 0 and out.get("media", 0) == 0,
+              "agent: records out per topic (samples, devices; no media): %s" % out)
+        arch_in = {m.get("topic"): v for m, v in query("msrs_archiver_records_in_total")}
+        check(arch_in.get("msrs.samples", 0) > 0 and arch_in.get("msrs.sessions", 0) > 0,
+              "archiver: records in per topic: %s" % arch_in)
         check(value("msrs_agent_log_unacknowledged_records", "msrs-agent") is not None,
               "agent: log backlog reported")
         check(value("msrs_supervisor_leading", "msrs-supervisor") == 1, "the supervisor leads")
