@@ -148,7 +148,6 @@ typedef struct serve_check {
     ev_log *log;
     cli_ops *ops;
     cli_metrics_cb metrics;
-    int64_t published_ms;
 } serve_check;
 
 static void publish(serve_check *c)
@@ -170,7 +169,6 @@ static void publish(serve_check *c)
     cli_ops_publish(c->ops, &b, c->ready);
     json_decref(view);
     cli_buf_free(&b);
-    c->published_ms = ev_mono_ms();
 }
 
 /* While folding: the metrics once a second, not ready yet (a long fold
@@ -179,7 +177,7 @@ static void on_apply(void *arg, const ev_event *ev)
 {
     serve_check *c = arg;
     (void)ev;
-    if (c->ops && c->p && ev_mono_ms() - c->published_ms >= 1000)
+    if (c->p && cli_ops_due(c->ops))
         publish(c);
 }
 
@@ -191,7 +189,7 @@ static void check_ready(void *arg)
         c->ready = 1;
     }
     c->check(c->arg);
-    if (c->ops && ev_mono_ms() - c->published_ms >= 1000)
+    if (cli_ops_due(c->ops))
         publish(c);
 }
 
@@ -203,7 +201,7 @@ int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const c
     char err[512];
     int code = CLI_EXIT_OK;
     ev_projection *p = NULL;
-    serve_check c = {check, arg, 0, prog, NULL, state, log, NULL, metrics, 0};
+    serve_check c = {check, arg, 0, prog, NULL, state, log, NULL, metrics};
     ev_projection_opts po = {.on_note = cli_print_note,
                              .note_arg = (void *)prog,
                              .state_file = ev_conf_get(conf, "state.file", NULL),

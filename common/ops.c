@@ -268,6 +268,16 @@ void cli_ops_publish(cli_ops *o, const cli_buf *text, int ready)
     cli_buf_free(&all);
 }
 
+int cli_ops_due(cli_ops *o)
+{
+    if (!o)
+        return 0;
+    pthread_mutex_lock(&o->mu);
+    int due = ev_mono_ms() - o->published_ms >= 1000;
+    pthread_mutex_unlock(&o->mu);
+    return due;
+}
+
 void cli_ops_stop(cli_ops *o)
 {
     if (!o)

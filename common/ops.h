@@ -29,6 +29,9 @@ int cli_ops_start(cli_ops **out, const ev_conf *conf, const char *prog, char *er
  * CPU, resident memory, start time, build, msrs_ready) and whether the
  * service is ready. NULL o: nothing. */
 void cli_ops_publish(cli_ops *o, const cli_buf *text, int ready);
+/* 1 when the metrics are due again: o is not NULL and its text was last
+ * handed over a second ago or more (or never). The publisher's thread. */
+int cli_ops_due(cli_ops *o);
 /* Stops the thread and frees; NULL is a no-op. */
 void cli_ops_stop(cli_ops *o);
 

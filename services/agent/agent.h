@@ -294,8 +294,7 @@ struct ag_agent {
         int64_t records;
     } out[AG_OUT_TOPICS]; /* records the log took, per topic (emit.c) */
     int out_topics;
-    int64_t ops_published_ns; /* when the metrics were last handed over */
-    int ready;                /* listening, or planned: cli_ready said it */
+    int ready; /* listening, or planned: cli_ready said it */
     /* the control plane's results (control.c), read by the layers below */
     ev_clock_est master_clock; /* the supervisor's clock (master) seen from here */
     int64_t plan_max_devices;  /* the plan's; 0: no limit but agent.max_devices */

@@ -349,10 +349,8 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         ag_spawn_tick(&a->capture, now);
     }
     poll_commands(a);
-    if (a->ops && now - a->ops_published_ns >= 1000000000) {
-        a->ops_published_ns = now;
+    if (cli_ops_due(a->ops))
         publish_metrics(a);
-    }
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
 }
 

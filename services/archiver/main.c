@@ -442,7 +442,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     }
     fprintf(stderr, "msrs-archiver: archiving sessions into %s\n", a->dir);
     cli_ready("archiving");
-    int64_t last_commit = 0, last_progress = ev_mono_ms(), uncommitted = 0, last_metrics = 0;
+    int64_t last_commit = 0, last_progress = ev_mono_ms(), uncommitted = 0;
     while (!cli_stop) {
         const ev_msg *m;
         ev_event ev;
@@ -477,10 +477,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             last_commit = ev_mono_ms();
             uncommitted = 0;
         }
-        if (ops && ev_mono_ms() - last_metrics >= 1000) {
-            last_metrics = ev_mono_ms();
+        if (cli_ops_due(ops))
             publish_metrics(a, ops);
-        }
         if (ev_mono_ms() - last_progress >= 10000) {
             last_progress = ev_mono_ms();
             fprintf(stderr, "msrs-archiver: %lld records, %zu sessions open, %lld archived\n",

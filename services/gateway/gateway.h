@@ -92,7 +92,6 @@ typedef struct gw_gateway {
     int64_t last_publish_ms, last_alerts_ms;
     gw_counters n;
     struct cli_ops *ops; /* /metrics (ops.listen), or NULL */
-    int64_t ops_ms;      /* when the metrics were last handed over */
 } gw_gateway;
 
 /* Who asks: an operator (kind "operator", role viewer/operator/admin), or

@@ -226,10 +226,8 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         g->last_publish_ms = mono;
         publish(g, alerts_changed);
     }
-    if (g->ops && mono - g->ops_ms >= 1000) {
-        g->ops_ms = mono;
+    if (cli_ops_due(g->ops))
         publish_metrics(g);
-    }
     lws_sul_schedule(g->ctx, 0, &g->tick, on_tick, TICK_US);
 }
 

@@ -571,10 +571,8 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         s->last_lead_ms = mono;
         lead(s, now);
     }
-    if (s->ops && mono - s->ops_ms >= 1000) {
-        s->ops_ms = mono;
+    if (cli_ops_due(s->ops))
         publish_metrics(s, now);
-    }
     if (s->leading) {
         expire_silent(s, now);
         if (mono - s->last_presence_ms >= s->presence_ms) {

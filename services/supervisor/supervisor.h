@@ -48,7 +48,6 @@ typedef struct sv_supervisor {
     char prefix[128]; /* the log's topic prefix: the queries answered */
     sv_counters n;
     struct cli_ops *ops; /* /metrics (ops.listen), or NULL */
-    int64_t ops_ms;      /* when the metrics were last handed over */
 } sv_supervisor;
 
 /* main.c: answers one request. Returns the HTTP status; *reply a new JSON
