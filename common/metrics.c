@@ -53,6 +53,30 @@ void cli_metric_label_escape(char *out, size_t size, const char *value)
     out[n] = '\0';
 }
 
+void cli_topic_count(cli_topic_counts *c, const char *topic)
+{
+    int i = 0;
+    while (i < c->n && strcmp(c->t[i].topic, topic) != 0)
+        i++;
+    if (i == c->n) {
+        if (i == CLI_TOPICS_MAX)
+            return;
+        snprintf(c->t[c->n++].topic, sizeof(c->t[0].topic), "%s", topic);
+    }
+    c->t[i].records++;
+}
+
+void cli_topic_metric(cli_buf *b, const char *name, const char *help, const cli_topic_counts *c)
+{
+    char label[192], esc[160];
+    cli_metric_family(b, name, "counter", help);
+    for (int i = 0; i < c->n; i++) {
+        cli_metric_label_escape(esc, sizeof(esc), c->t[i].topic);
+        snprintf(label, sizeof(label), "topic=\"%s\"", esc);
+        cli_metric_sample(b, name, label, (double)c->t[i].records);
+    }
+}
+
 void cli_lag_metric(cli_buf *b, ev_log *log)
 {
     int64_t lag = 0;

@@ -49,6 +49,21 @@ void cli_metric(cli_buf *b, const char *name, const char *type, const char *help
 /* value with \, " and newline escaped, into out (size bytes, cut short). */
 void cli_metric_label_escape(char *out, size_t size, const char *value);
 
+/* Records per topic, for a metric labelled by topic: the first
+ * CLI_TOPICS_MAX topics seen are counted (the catalog has 7). */
+#define CLI_TOPICS_MAX 8
+typedef struct cli_topic_counts {
+    struct {
+        char topic[128];
+        int64_t records;
+    } t[CLI_TOPICS_MAX];
+    int n;
+} cli_topic_counts;
+/* One more record of topic. */
+void cli_topic_count(cli_topic_counts *c, const char *topic);
+/* The family name (a counter) with one sample per topic seen. */
+void cli_topic_metric(cli_buf *b, const char *name, const char *help, const cli_topic_counts *c);
+
 /* msrs_consumer_lag_records: what log holds beyond what this process has
  * read of its topics (ev_log_lag); left out when the log cannot say. */
 void cli_lag_metric(cli_buf *b, ev_log *log);

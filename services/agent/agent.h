@@ -26,6 +26,7 @@
 #define MSRS_AGENT_H
 #include "cli.h"
 #include "ev.h"
+#include "ops.h"
 #include "security.h"
 
 #include <libwebsockets.h>
@@ -92,7 +93,6 @@ typedef struct ag_tagged {
 } ag_tagged;
 
 #define AG_UNTAGGED_KEEP 128
-#define AG_OUT_TOPICS    8 /* the catalog's topics an agent writes, and room */
 #define AG_TAGGED_KEEP   256
 
 /* A session this node records (StartRecording .. RecordingReport). */
@@ -289,12 +289,8 @@ struct ag_agent {
     ag_conn *pending_head, *pending_tail; /* those connections, oldest first */
     int64_t produced;                     /* records the log took (ev_log_emit* returned 0) */
     struct cli_ops *ops;                  /* /metrics (ops.listen), or NULL */
-    struct {
-        const char *topic; /* logical name (ev_schema_topic) */
-        int64_t records;
-    } out[AG_OUT_TOPICS]; /* records the log took, per topic (emit.c) */
-    int out_topics;
-    int ready; /* listening, or planned: cli_ready said it */
+    cli_topic_counts out;                 /* records the log took, per logical topic (emit.c) */
+    int ready;                            /* listening, or planned: cli_ready said it */
     /* the control plane's results (control.c), read by the layers below */
     ev_clock_est master_clock; /* the supervisor's clock (master) seen from here */
     int64_t plan_max_devices;  /* the plan's; 0: no limit but agent.max_devices */

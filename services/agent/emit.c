@@ -2,22 +2,6 @@
 #include "emit.h"
 
 #include <stdio.h>
-#include <string.h>
-
-/* One more record of s's topic out (the metrics' msrs_agent_records_out_total). */
-static void count_out(ag_agent *a, const ev_schema *s)
-{
-    const char *topic = ev_schema_topic(s); /* the catalog's: lives as long as the process */
-    int i = 0;
-    while (i < a->out_topics && strcmp(a->out[i].topic, topic) != 0)
-        i++;
-    if (i == a->out_topics) {
-        if (i == AG_OUT_TOPICS)
-            return;
-        a->out[a->out_topics++].topic = topic;
-    }
-    a->out[i].records++;
-}
 
 int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value, char *err,
             size_t err_size)
@@ -37,7 +21,7 @@ int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value,
     } else {
         a->n.events++;
         a->produced++;
-        count_out(a, ev_schema_by_name(short_name));
+        cli_topic_count(&a->out, ev_schema_topic(ev_schema_by_name(short_name)));
     }
     json_decref(value);
     return rc;
@@ -49,7 +33,7 @@ int ag_emit_value(ag_agent *a, const ev_schema *s, const char *key, avro_value_t
     if (ev_log_emit(a->log, s, key, v, NULL, err, sizeof(err)) == 0) {
         a->n.events++;
         a->produced++;
-        count_out(a, s);
+        cli_topic_count(&a->out, ev_schema_topic(s));
         return 1;
     }
     a->n.emit_errors++;

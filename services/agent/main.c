@@ -282,14 +282,8 @@ static void publish_metrics(ag_agent *a)
                "WebSocket payload bytes received from devices (ingest)", (double)n->rx_bytes);
     cli_metric(&b, "msrs_agent_records_produced_total", "counter", "records the log took",
                (double)a->produced);
-    cli_metric_family(&b, "msrs_agent_records_out_total", "counter",
-                      "records the log took, per topic");
-    char topic_label[96];
-    for (int i = 0; i < a->out_topics; i++) {
-        snprintf(topic_label, sizeof(topic_label), "topic=\"%s\"", a->out[i].topic);
-        cli_metric_sample(&b, "msrs_agent_records_out_total", topic_label,
-                          (double)a->out[i].records);
-    }
+    cli_topic_metric(&b, "msrs_agent_records_out_total", "records the log took, per topic",
+                     &a->out);
     cli_metric_family(&b, "msrs_agent_refused_total", "counter",
                       "messages and connections refused, by why");
     const struct {

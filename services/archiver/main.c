@@ -64,12 +64,8 @@ typedef struct ac_archiver {
     ev_codec *held_codec; /* decodes held records as they are written */
     ac_session *sessions;
     size_t session_count;
-    json_t *done; /* sessions finalized by this process */
-    struct {
-        char topic[128];
-        int64_t records;
-    } in[8]; /* records read, per topic (the metrics) */
-    int in_topics;
+    json_t *done;        /* sessions finalized by this process */
+    cli_topic_counts in; /* records read, per topic (the metrics) */
     int64_t records, skipped, archived;
 } ac_archiver;
 
@@ -284,34 +280,14 @@ static void on_record(ac_archiver *a, const ev_event *ev)
         fprintf(stderr, "msrs-archiver: session %s: %s\n", sid, err);
 }
 
-/* One more record read from topic (its full name). */
-static void count_in(ac_archiver *a, const char *topic)
-{
-    int i = 0;
-    while (i < a->in_topics && strcmp(a->in[i].topic, topic) != 0)
-        i++;
-    if (i == a->in_topics) {
-        if (i == (int)(sizeof(a->in) / sizeof(a->in[0])))
-            return;
-        snprintf(a->in[a->in_topics++].topic, sizeof(a->in[0].topic), "%s", topic);
-    }
-    a->in[i].records++;
-}
-
 /* The archiver's metrics (ops.h; docs/operations.md, "Metrics"). */
 static void publish_metrics(ac_archiver *a, cli_ops *ops)
 {
     cli_buf b = {0};
     cli_metric(&b, "msrs_archiver_records_total", "counter", "records read from the log",
                (double)a->records);
-    cli_metric_family(&b, "msrs_archiver_records_in_total", "counter",
-                      "records read from the log, per topic");
-    char label[192], esc[160];
-    for (int i = 0; i < a->in_topics; i++) {
-        cli_metric_label_escape(esc, sizeof(esc), a->in[i].topic);
-        snprintf(label, sizeof(label), "topic=\"%s\"", esc);
-        cli_metric_sample(&b, "msrs_archiver_records_in_total", label, (double)a->in[i].records);
-    }
+    cli_topic_metric(&b, "msrs_archiver_records_in_total", "records read from the log, per topic",
+                     &a->in);
     cli_metric(&b, "msrs_archiver_records_skipped_total", "counter",
                "records that could not be decoded or folded (said on stderr)", (double)a->skipped);
     cli_metric(&b, "msrs_archiver_sessions_archived_total", "counter",
@@ -408,9 +384,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         goto out;
     }
     a->done = json_object();
-    /* commands: for each session's stop instant (StopRecording) before the
-     * data past it comes (written before the instant, it precedes that
-     * data in the log) */
+    /* commands: for each session's stop instant (StopRecording; on_data
+     * holds data back while it is not known) */
     const char *topics[5] = {ev_log_topic(a->log, "sessions", names[0], sizeof(names[0])),
                              ev_log_topic(a->log, "devices", names[1], sizeof(names[1])),
                              ev_log_topic(a->log, "samples", names[2], sizeof(names[2])),
@@ -450,7 +425,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         if (rc == 0) {
             a->records++;
             uncommitted++;
-            count_in(a, m->topic);
+            cli_topic_count(&a->in, m->topic);
             if (ev_event_decode(a->codec, m, &ev, err, sizeof(err))) {
                 a->skipped++;
                 fprintf(stderr, "msrs-archiver: %s offset %lld skipped: %s\n", m->topic,
