@@ -235,8 +235,9 @@ int cli_projection_serve(const char *prog, ev_log *log, ev_state *state, const c
         fprintf(stderr, "%s: %s\n", prog, err);
         return CLI_EXIT_USAGE;
     }
-    if (ev_projection_new(&p, log, state, topics, topic_count, &po, err, sizeof(err)) ||
-        (c.p = p, ev_projection_run(p, check_ms, check_ready, &c, &cli_stop, err, sizeof(err)))) {
+    int rc = ev_projection_new(&p, log, state, topics, topic_count, &po, err, sizeof(err));
+    c.p = p; /* on_apply publishes only once it is set */
+    if (rc || ev_projection_run(p, check_ms, check_ready, &c, &cli_stop, err, sizeof(err))) {
         fprintf(stderr, "%s: %s\n", prog, err);
         code = CLI_EXIT_FAIL;
     }
