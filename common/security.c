@@ -69,6 +69,12 @@ void cli_tls_apply(const cli_tls *t, struct lws_context_creation_info *info)
     if (t->plain)
         return;
     info->options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    /* HTTP/1.1 only: libwebsockets 4.1.6's HTTP/2 server aborts (an assert
+     * in lws_read_h1) when a stream the callback refused still sends DATA,
+     * e.g. curl's PUT with a body, negotiated as h2 by ALPN. Our clients
+     * make one request per connection and the feed is WebSocket over 1.1:
+     * HTTP/2 would buy nothing. */
+    info->alpn = "http/1.1";
     if (*t->cert) {
         info->ssl_cert_filepath = t->cert;
         info->ssl_private_key_filepath = t->key;

@@ -493,10 +493,17 @@ def main():
 
         ca = os.path.join(tmp, "tls", "ca.pem")
         url = "https://127.0.0.1:%d/v1/nodes" % sup_port
-        for method in ("PUT", "DELETE"):
-            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
-                                ca, "-X", method, "-d", "{}", url], capture_output=True, text=True)
-            check(r.stdout == "405", "supervisor answers %s with 405 (got %s)" % (method, r.stdout))
+        # curl offers HTTP/2 by ALPN; lws 4.1.6's h2 server aborted on the
+        # body of a refused stream (1 run in ~3): the listeners speak 1.1 only
+        answers = []
+        for method in ("PUT", "DELETE") * 10:
+            r = subprocess.run(["curl", "-s", "--http2", "-o", "/dev/null", "-w",
+                                "%{http_code} %{http_version}", "--cacert", ca, "-X", method,
+                                "-d", "{}", url], capture_output=True, text=True)
+            answers.append(r.stdout)
+        check(set(answers) == {"405 1.1"},
+              "supervisor answers 10 PUT and 10 DELETE with a body by 405 over HTTP/1.1 though "
+              "curl offers h2 (%s)" % sorted(set(answers)))
         r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca,
                             url], capture_output=True, text=True)
         check(r.stdout == "401", "supervisor answers GET over https without a token: 401 (%s)" %
@@ -504,7 +511,7 @@ def main():
         r = subprocess.run(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
                             url.replace("https://", "http://")], capture_output=True, text=True)
         check(r.stdout != "200", "plain http to the supervisor gets no answer (%s)" % r.stdout)
-        check(sup.poll() is None and agent.poll() is None, "agent and supervisor still serve")
+        check(procs.alive("supervisor", "agent"), "agent and supervisor still serve")
     finally:
         stop_all(procs)
     regs = [r for r in tail(db, "devices") if r.get("type", "").endswith("DeviceRegistered")]

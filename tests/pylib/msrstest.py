@@ -123,5 +123,17 @@ class Procs:
     def stderr_of(self, name):
         return open(os.path.join(self.tmp, name + ".log")).read()
 
+    def alive(self, *names):
+        """True if every named process still runs; for each that does not, its
+        exit status and the end of its stderr are printed (CI keeps no files)."""
+        ok = True
+        for name in names:
+            rc = self.by_name[name].poll()
+            if rc is not None:
+                ok = False
+                print("%s exited with status %d; its stderr ends:\n%s" %
+                      (name, rc, self.stderr_of(name)[-4000:]), flush=True)
+        return ok
+
     def __iter__(self):
         return iter(list(self.all))
