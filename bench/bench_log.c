@@ -196,13 +196,14 @@ static corpus make_corpus(long n)
 
 static const ev_header *headers(int *count)
 {
-    static ev_header h[6] = {{"ce_specversion", "1.0", 3},
+    static ev_header h[7] = {{"ce_specversion", "1.0", 3},
                              {"ce_id", "0b4c5d4e-8f6a-4b1c-9d2e-3f4a5b6c7d8e", 36},
                              {"ce_type", "msrs.events.SyncMark", 20},
                              {"ce_source", "bench", 5},
                              {"ce_time", "2026-11-22T11:30:09.281694617Z", 30},
-                             {"content-type", "application/avro", 16}};
-    *count = 6;
+                             {"content-type", EV_CONTENT_TYPE, sizeof(EV_CONTENT_TYPE) - 1},
+                             {"ce_dataschema", "urn:msrs:schema:304", 20}};
+    *count = 7;
     return h;
 }
 

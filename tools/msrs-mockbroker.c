@@ -1,8 +1,7 @@
 /* msrs-mockbroker — hosts librdkafka's mock cluster so several processes
  * share one in-memory "Kafka" (tests, demos). Prints the bootstrap
- * servers on stdout, creates every catalog topic with enough partitions
- * (and <prefix>leader with one, for ev_log_lead),
- * and runs until SIGINT/SIGTERM. Not a durable store: each partition
+ * servers on stdout, creates every catalog topic with its partitions
+ * (schemas/catalog.json), and runs until SIGINT/SIGTERM. Not a durable store: each partition
  * keeps about 5 MiB. */
 #include "cli.h"
 
@@ -31,7 +30,8 @@ static void usage(FILE *f)
                "Runs librdkafka's mock Kafka cluster until interrupted and prints its\n"
                "bootstrap servers (HOST:PORT,...) as the first line on stdout.\n\n"
                "  --brokers N          brokers in the cluster (default 1)\n"
-               "  --partitions N       partitions of each msrs topic (default 8)\n"
+               "  --partitions N       partitions of each msrs topic but the leader\n"
+               "                       (default: the catalog's, docs/topics.md)\n"
                "  --prefix P           topic prefix (default: config topic.prefix or msrs.)\n"
                "  --bootstrap-file F   also write the bootstrap servers to F\n"
                "Fault injection (librdkafka's rd_kafka_mock_broker_set_down/up): SIGUSR1\n"
@@ -61,8 +61,9 @@ static int on_opt(void *arg, int opt, const char *val)
 static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 {
     mb_opts *m = arg;
-    if (m->brokers < 1 || m->brokers > 16 || m->partitions < 1 || m->partitions > 1024) {
-        snprintf(errstr, errstr_size, "expected 1-16 brokers and 1-1024 partitions");
+    if (m->brokers < 1 || m->brokers > 16 || m->partitions < 0 || m->partitions > 1024) {
+        snprintf(errstr, errstr_size,
+                 "expected 1-16 brokers and 1-1024 partitions (0: the catalog's)");
         return -1;
     }
     if (!m->prefix)
@@ -87,16 +88,17 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         rd_kafka_destroy(rk);
         return CLI_EXIT_FAIL;
     }
-    for (size_t i = 0; i < ev_schema_count(); i++) {
+    /* Every catalog topic with its partitions (docs/topics.md), or
+     * --partitions for each but the leader topic (ev_log_lead needs one). */
+    for (size_t i = 0; i < ev_topic_count(); i++) {
+        const ev_topic *t = ev_topic_at(i);
         char topic[320];
-        snprintf(topic, sizeof(topic), "%s%s", m->prefix, ev_schema_topic(ev_schema_at(i)));
-        /* Several records share a topic: creating it twice is harmless. */
-        rd_kafka_mock_topic_create(mc, topic, m->partitions, m->brokers < 3 ? m->brokers : 3);
+        snprintf(topic, sizeof(topic), "%s%s", m->prefix, ev_topic_name(t));
+        int parts = m->partitions && strcmp(ev_topic_name(t), "leader") != 0
+                        ? m->partitions
+                        : ev_topic_partitions(t);
+        rd_kafka_mock_topic_create(mc, topic, parts, m->brokers < 3 ? m->brokers : 3);
     }
-    /* Leadership (ev_log_lead) needs its topic with exactly one partition. */
-    char leader[320];
-    snprintf(leader, sizeof(leader), "%sleader", m->prefix);
-    rd_kafka_mock_topic_create(mc, leader, 1, m->brokers < 3 ? m->brokers : 3);
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     printf("%s\n", bootstrap);
     fflush(stdout);
@@ -139,7 +141,7 @@ int main(int argc, char **argv)
                                          {"prefix", required_argument, NULL, 'P'},
                                          {"bootstrap-file", required_argument, NULL, 'B'},
                                          {NULL, 0, NULL, 0}};
-    mb_opts m = {.brokers = 1, .partitions = 8};
+    mb_opts m = {.brokers = 1, .partitions = 0};
     cli_svc svc = {.name = "msrs-mockbroker",
                    .usage = usage,
                    .opts = opts,

@@ -586,10 +586,20 @@ static void usage(FILE *f)
                "  operators token NAME --role viewer|operator|admin [--generation G]\n"
                "                          an operator's token (auth.token): viewers read the\n"
                "                          supervisor's API, operators also start and stop\n"
-               "                          sessions, recorded as requested_by NAME\n\n"
+               "                          sessions, recorded as requested_by NAME\n"
+               "  topics create [--replication-factor N] [--timeout SEC]\n"
+               "                          make the catalog's topics missing on the Kafka\n"
+               "                          cluster (partitions, cleanup.policy, retention.ms as\n"
+               "                          docs/topics.md says; existing ones are not changed),\n"
+               "                          then check them\n"
+               "  topics check [--timeout SEC]\n"
+               "                          check the cluster's topics against the catalog: one\n"
+               "                          line per topic, ok or FAIL with what differs; each\n"
+               "                          request waits at most SEC (30)\n\n"
                "options:\n" CLI_COMMON_HELP
                "\nexit: 0 ok, 1 a record was refused or not acknowledged (or, with --wait, the\n"
-               "session did not stop in time), 2 usage or unknown session\n");
+               "session did not stop in time; topics: a topic not as the catalog says, or the\n"
+               "cluster could not be asked), 2 usage or unknown session\n");
 }
 
 static int cmd_schemas(void)
@@ -601,6 +611,61 @@ static int cmd_schemas(void)
                ev_schema_key_field(s));
     }
     return CLI_EXIT_OK;
+}
+
+/* One line per topic: "ok   NAME  what" or "FAIL NAME  what". */
+static void say_topic(void *opaque, const char *topic, int ok, const char *what)
+{
+    (void)opaque;
+    printf("%-4s %-24s %s\n", ok ? "ok" : "FAIL", topic, what);
+    fflush(stdout);
+}
+
+/* msrs topics create [--replication-factor N] | check: the catalog's
+ * topics on a Kafka cluster (ev_log_topics, docs/operations.md). */
+static int cmd_topics(ev_conf *conf, int argc, char **argv)
+{
+    char err[512];
+    int replication = -1, problems = 0, create = argc >= 1 && strcmp(argv[0], "create") == 0;
+    if (argc < 1 || (!create && strcmp(argv[0], "check") != 0)) {
+        fprintf(stderr, "msrs topics: expected create or check\n");
+        return CLI_EXIT_USAGE;
+    }
+    int timeout_s = 30;
+    for (int i = 1; i < argc; i++) {
+        char *end = NULL;
+        long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+        int number = end && end != argv[i + 1] && *end == '\0';
+        if (create && number && strcmp(argv[i], "--replication-factor") == 0 &&
+            (v == -1 || (v >= 1 && v <= 32))) {
+            replication = (int)v, i++;
+            continue;
+        }
+        if (number && strcmp(argv[i], "--timeout") == 0 && v >= 1 && v <= 3600) {
+            timeout_s = (int)v, i++;
+            continue;
+        }
+        fprintf(stderr,
+                "msrs topics: unexpected '%s' (expected --timeout SEC: 1-3600; create also "
+                "--replication-factor N: 1-32, or -1 for the broker's default)\n",
+                argv[i]);
+        return CLI_EXIT_USAGE;
+    }
+    ev_log *log;
+    if (ev_log_open(&log, conf, err, sizeof(err))) {
+        fprintf(stderr, "msrs topics: %s\n", err);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = ev_log_topics(log, create, replication, timeout_s * 1000, say_topic, NULL, &problems,
+                           err, sizeof(err));
+    ev_log_destroy(log);
+    if (rc) {
+        fprintf(stderr, "msrs topics %s: %s\n", argv[0], err);
+        return rc == EV_ERR_INVALID ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+    }
+    fprintf(stderr, "msrs topics %s: %d of %zu topics as the catalog says\n", argv[0],
+            (int)ev_topic_count() - problems, ev_topic_count());
+    return problems ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
 /* Produces one record from text; where names the input for errors. */
@@ -715,6 +780,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         return cmd_emit(conf, n - 1, args + 1);
     if (strcmp(cmd, "devices") == 0)
         return cmd_devices(conf, n - 1, args + 1);
+    if (strcmp(cmd, "topics") == 0)
+        return cmd_topics(conf, n - 1, args + 1);
     if (strcmp(cmd, "session") == 0)
         return cmd_session(conf, n - 1, args + 1);
     if (strcmp(cmd, "nodes") == 0 && n >= 2 && strcmp(args[1], "token") == 0)

@@ -78,9 +78,27 @@ const char *ev_schema_short_name(const ev_schema *s); /* name without namespace 
 const char *ev_schema_topic(const ev_schema *s);      /* logical topic: "nodes" */
 const char *ev_schema_key_field(const ev_schema *s);  /* field holding the key */
 avro_schema_t ev_schema_avro(const ev_schema *s);     /* borrowed */
-const char *ev_schema_json(const ev_schema *s);       /* the .avsc text */
+const char *ev_schema_json(const ev_schema *s);       /* self-contained .avsc JSON */
+
+/* A topic of the catalog (docs/topics.md): its logical name ("samples",
+ * "leader"), the field its records are keyed by (NULL for a topic without
+ * records), and what it needs of a Kafka cluster: the partitions it is
+ * created with and its topic configs ({"cleanup.policy": "delete", ...};
+ * borrowed), used by msrs-mockbroker and `msrs topics create|check`. */
+typedef struct ev_topic ev_topic;
+size_t ev_topic_count(void);
+const ev_topic *ev_topic_at(size_t i);
+const ev_topic *ev_topic_by_name(const char *name);
+const char *ev_topic_name(const ev_topic *t);
+const char *ev_topic_key_field(const ev_topic *t);
+int ev_topic_partitions(const ev_topic *t);
+const json_t *ev_topic_config(const ev_topic *t);
 
 /* ------------------------------------------------------------------- codec */
+
+/* The content-type header of every record (docs/topics.md): Avro binary in
+ * Confluent's framing; header ce_dataschema names its schema id. */
+#define EV_CONTENT_TYPE "application/avro; framing=confluent"
 
 #define EV_FRAME_MAGIC      0x00
 #define EV_FRAME_HEADER_LEN 5
@@ -339,6 +357,26 @@ int64_t ev_log_lost(ev_log *log);
  * end is not known yet are left out), SQLite's from each table's last
  * offset. 0 with *records, or EV_ERR_IO (errstr). */
 int ev_log_lag(ev_log *log, int64_t *records, char *errstr, size_t errstr_size);
+
+/* Called once per catalog topic by ev_log_topics: the full topic name,
+ * ok (1: as the catalog says; 0: a problem), and what was found or done,
+ * e.g. "16 partitions, cleanup.policy=delete, retention.ms=-1" or
+ * "partitions: expected at least 16, found 3". */
+typedef void (*ev_topic_say_fn)(void *opaque, const char *topic, int ok, const char *what);
+
+/* Kafka: checks every catalog topic (ev_topic_*) on the cluster — it
+ * exists; its partitions are at least the catalog's (the leader topic:
+ * exactly 1); each catalog config (cleanup.policy, retention.ms) has the
+ * catalog's value (DescribeConfigs) — and, when create is set, first makes
+ * the missing ones through the Admin API (CreateTopics) with the catalog's
+ * partitions and configs and replication_factor (-1: the broker's
+ * default). Each request waits at most timeout_ms. Existing topics are
+ * never changed. *problems counts topics
+ * said not ok. 0, or EV_ERR_IO when the cluster cannot be asked at all;
+ * EV_ERR_INVALID on SQLite, whose tables need nothing of either. */
+int ev_log_topics(ev_log *log, int create, int replication_factor, int timeout_ms,
+                  ev_topic_say_fn say, void *opaque, int *problems, char *errstr,
+                  size_t errstr_size);
 
 typedef enum ev_from_kind {
     EV_FROM_BEGINNING,

@@ -12,18 +12,28 @@ struct ev_schema {
     int32_t id;
     char *name; /* full name */
     const char *short_name;
-    char *topic;
-    char *key_field;
+    const char *topic;     /* its ev_topic's */
+    const char *key_field; /* its ev_topic's */
     avro_schema_t avro;
     avro_value_iface_t *iface;
     ev__validator *validator;
-    const char *json;
+    char *json;          /* self-contained: shared types in place */
+    char dataschema[32]; /* header ce_dataschema: "urn:msrs:schema:ID" */
+};
+
+struct ev_topic {
+    char *name;
+    char *key_field; /* NULL: a topic without records (leader) */
+    int partitions;
+    json_t *config;
 };
 
 /* An earlier version of a record: records framed with its id are read with
  * its schema (the writer's), then as the current version (codec.c). */
 struct ev__history {
     int32_t id;
+    char *record;
+    const ev_topic *topic;
     const ev_schema *current;
     avro_schema_t avro;
     avro_value_iface_t *iface;
@@ -35,6 +45,9 @@ static struct {
     size_t count;
     ev__history *history;
     size_t history_count;
+    ev_topic *topics;
+    size_t topic_count;
+    json_t *types;  /* shared named type's full name -> its definition */
     json_t *fields; /* record full name -> its "fields" array, for defaults */
     int err;
     char errstr[256];
@@ -72,16 +85,6 @@ const char *ev_err_str(int err)
 
 static const ev__embedded_schema *find_path(const char *file)
 {
-    for (size_t i = 0; i < ev__embedded_schema_count; i++)
-        if (strcmp(ev__embedded_schemas[i].file, file) == 0)
-            return &ev__embedded_schemas[i];
-    return NULL;
-}
-
-static const ev__embedded_schema *find_file(const char *short_name)
-{
-    char file[256];
-    snprintf(file, sizeof(file), "%s.avsc", short_name);
     for (size_t i = 0; i < ev__embedded_schema_count; i++)
         if (strcmp(ev__embedded_schemas[i].file, file) == 0)
             return &ev__embedded_schemas[i];
@@ -130,102 +133,247 @@ json_t *ev__field_default(avro_schema_t record, size_t index)
     return json_object_get(field, "default");
 }
 
-/* Adds one catalog entry: finds its .avsc, parses it, checks its name. */
-static int add_entry(const char *topic, const char *key_field, const char *name, json_t *id)
-{
-    ev_schema *s = &catalog.schemas[catalog.count];
-    const char *dot = strrchr(name, '.');
-    const char *short_name = dot ? dot + 1 : name;
-    const ev__embedded_schema *file = find_file(short_name);
+/* ------------------------------------------------------------ named types */
 
-    if (!json_is_integer(id) || json_integer_value(id) <= 0 || json_integer_value(id) > INT32_MAX)
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/catalog.json: %s: expected a positive integer id", name);
-    if (!file)
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/catalog.json: %s: no schemas/%s.avsc", name, short_name);
-    for (size_t i = 0; i < catalog.count; i++)
-        if (catalog.schemas[i].id == (int32_t)json_integer_value(id))
-            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                            "schemas/catalog.json: %s: id %d already used by %s", name,
-                            (int)json_integer_value(id), catalog.schemas[i].name);
-    if (avro_schema_from_json_length(file->text, file->len, &s->avro) != 0)
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID, "schemas/%s: %s",
-                        file->file, avro_strerror());
-    const char *ns = avro_schema_namespace(s->avro);
-    char full[256];
-    snprintf(full, sizeof(full), "%s%s%s", ns ? ns : "", ns ? "." : "", avro_schema_name(s->avro));
-    if (strcmp(full, name) != 0) {
-        avro_schema_decref(s->avro);
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/%s: record is named %s, catalog says %s", file->file, full, name);
+/* The full name a reference or definition means, in namespace ns. */
+static void full_name(const char *name, const char *ns, char *out, size_t size)
+{
+    snprintf(out, size, "%s%s%s", strchr(name, '.') || !ns ? "" : ns,
+             strchr(name, '.') || !ns ? "" : ".", name);
+}
+
+static json_t *inline_types(json_t *j, const char *ns, json_t *defined);
+
+/* A type position (a field's "type", "items", "values", a union's member):
+ * a string naming a shared type not yet defined here becomes its
+ * definition. Returns j or its replacement (a new reference either way). */
+static json_t *inline_type_at(json_t *j, const char *ns, json_t *defined)
+{
+    if (json_is_string(j)) {
+        char full[256];
+        full_name(json_string_value(j), ns, full, sizeof(full));
+        json_t *def = json_object_get(catalog.types, full);
+        if (def && !json_object_get(defined, full)) {
+            json_object_set_new(defined, full, json_true());
+            return inline_types(json_deep_copy(def), NULL, defined);
+        }
+        return json_incref(j);
     }
-    json_t *doc = json_loadb(file->text, file->len, 0, NULL);
-    collect_fields(doc, NULL);
-    json_decref(doc);
-    s->id = (int32_t)json_integer_value(id);
-    s->name = strdup(name);
-    s->short_name = strrchr(s->name, '.') ? strrchr(s->name, '.') + 1 : s->name;
-    s->topic = strdup(topic);
-    s->key_field = strdup(key_field);
-    s->iface = avro_generic_class_from_schema(s->avro);
-    s->validator = ev__validator_new(s->avro);
-    if (!s->iface || !s->validator)
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM,
-                        "schemas/%s: cannot build its value class or validator", file->file);
-    s->json = file->text;
-    catalog.count++;
+    return inline_types(json_incref(j), ns, defined);
+}
+
+/* Puts the definition of every shared type (catalog "types") in place of
+ * its first reference, in Avro's parse order, so the result stands alone.
+ * Takes j's reference; returns the (possibly same) JSON. */
+static json_t *inline_types(json_t *j, const char *ns, json_t *defined)
+{
+    size_t i;
+    json_t *item;
+    if (json_is_array(j)) { /* a union */
+        json_array_foreach(j, i, item) json_array_set_new(j, i, inline_type_at(item, ns, defined));
+        return j;
+    }
+    if (!json_is_object(j))
+        return j;
+    const char *name = json_string_value(json_object_get(j, "name"));
+    const char *own_ns = json_string_value(json_object_get(j, "namespace"));
+    if (own_ns)
+        ns = own_ns;
+    if (name) { /* a named type (record, enum, fixed) defined here */
+        char full[256];
+        full_name(name, ns, full, sizeof(full));
+        json_object_set_new(defined, full, json_true());
+    }
+    json_array_foreach(json_object_get(j, "fields"), i, item) json_object_set_new(
+        item, "type", inline_type_at(json_object_get(item, "type"), ns, defined));
+    if (json_object_get(j, "items"))
+        json_object_set_new(j, "items", inline_type_at(json_object_get(j, "items"), ns, defined));
+    if (json_object_get(j, "values"))
+        json_object_set_new(j, "values", inline_type_at(json_object_get(j, "values"), ns, defined));
+    return j;
+}
+
+/* Loads catalog "types": {"FULL.NAME": "FILE.avsc"}. */
+static int load_types(json_t *types)
+{
+    const char *name;
+    json_t *path;
+    catalog.types = json_object();
+    json_object_foreach(types, name, path)
+    {
+        const ev__embedded_schema *file = find_path(json_string_value(path) ?: "");
+        if (!file)
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                            "schemas/catalog.json: types \"%s\": expected the name of a file in "
+                            "schemas/",
+                            name);
+        json_t *def = json_loadb(file->text, file->len, 0, NULL);
+        char full[256] = "";
+        if (json_is_object(def) && json_is_string(json_object_get(def, "name")))
+            full_name(json_string_value(json_object_get(def, "name")),
+                      json_string_value(json_object_get(def, "namespace")), full, sizeof(full));
+        if (strcmp(full, name) != 0) {
+            json_decref(def);
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                            "schemas/%s: expected the definition of %s (found %s)", file->file,
+                            name, *full ? full : "none");
+        }
+        json_object_set_new(catalog.types, name, def);
+    }
     return 0;
 }
 
-/* Adds one earlier version: "ID": "history/NAME.vN.avsc", a record that is
- * in the catalog, under an id no record or other version has. */
-static int add_history(const char *id_text, json_t *path)
+/* ---------------------------------------------------------------- ids */
+
+/* One id's schema, parsed from its file with the shared types put in
+ * place: *avro, *text (self-contained JSON, owned), *name (its full name). */
+static int parse_file(const ev__embedded_schema *file, avro_schema_t *avro, char **text,
+                      char name[256])
 {
-    ev__history *h = &catalog.history[catalog.history_count];
-    const ev__embedded_schema *file = find_path(json_string_value(path) ?: "");
+    json_error_t jerr;
+    json_t *doc = json_loadb(file->text, file->len, 0, &jerr);
+    json_t *defined = json_object();
+    if (!doc) {
+        json_decref(defined);
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID, "schemas/%s:%d: %s",
+                        file->file, jerr.line, jerr.text);
+    }
+    doc = inline_types(doc, NULL, defined);
+    json_decref(defined);
+    collect_fields(doc, NULL);
+    *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    if (!*text || avro_schema_from_json_length(*text, strlen(*text), avro) != 0)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID, "schemas/%s: %s",
+                        file->file, *text ? avro_strerror() : "out of memory");
+    const char *ns = avro_schema_namespace(*avro);
+    snprintf(name, 256, "%s%s%s", ns ? ns : "", ns ? "." : "", avro_schema_name(*avro));
+    return 0;
+}
+
+/* A topic of the catalog by name; NULL when it has none. */
+static const ev_topic *topic_named(const char *name)
+{
+    for (size_t i = 0; i < catalog.topic_count; i++)
+        if (strcmp(catalog.topics[i].name, name) == 0)
+            return &catalog.topics[i];
+    return NULL;
+}
+
+/* One entry of "ids": "ID": {"record": FULL.NAME, "file": F, "topic": T}.
+ * A file under history/ is an earlier version; any other the current one
+ * (one per record). Errors name the id and what was expected. */
+static int add_id(const char *id_text, json_t *spec)
+{
     char *end = NULL;
     long id = strtol(id_text, &end, 10);
-    if (!end || *end || id <= 0 || id > INT32_MAX || !json_is_string(path))
+    const char *record = json_string_value(json_object_get(spec, "record"));
+    const char *path = json_string_value(json_object_get(spec, "file"));
+    const char *topic_name = json_string_value(json_object_get(spec, "topic"));
+    const ev_topic *topic = topic_name ? topic_named(topic_name) : NULL;
+    if (!end || *end || id <= 0 || id > INT32_MAX || !record || !path || !topic_name)
         return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/catalog.json: history \"%s\": expected \"ID\": "
-                        "\"history/NAME.vN.avsc\"",
+                        "schemas/catalog.json: ids \"%s\": expected a positive id and "
+                        "{\"record\", \"file\", \"topic\"} strings",
                         id_text);
+    if (!topic || !topic->key_field)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/catalog.json: id %ld: topic %s is not a topic with a key field",
+                        id, topic_name);
+    const ev__embedded_schema *file = find_path(path);
     if (!file)
         return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/catalog.json: history %ld: no schemas/%s", id,
-                        json_string_value(path));
-    for (size_t i = 0; i < catalog.count; i++) /* not ev_schema_by_id: we are in its once */
-        if (catalog.schemas[i].id == (int32_t)id)
-            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                            "schemas/catalog.json: history %ld: the id of %s", id,
-                            catalog.schemas[i].name);
-    for (size_t i = 0; i < catalog.history_count; i++)
-        if (catalog.history[i].id == (int32_t)id)
-            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                            "schemas/catalog.json: history %ld: listed twice", id);
-    if (avro_schema_from_json_length(file->text, file->len, &h->avro) != 0)
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID, "schemas/%s: %s",
-                        file->file, avro_strerror());
-    const char *ns = avro_schema_namespace(h->avro);
-    char full[256];
-    snprintf(full, sizeof(full), "%s%s%s", ns ? ns : "", ns ? "." : "", avro_schema_name(h->avro));
-    h->current = NULL;
-    for (size_t i = 0; i < catalog.count; i++)
-        if (strcmp(catalog.schemas[i].name, full) == 0)
-            h->current = &catalog.schemas[i];
-    if (!h->current) {
-        avro_schema_decref(h->avro);
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/%s: record %s is not in the catalog", file->file, full);
+                        "schemas/catalog.json: id %ld: no schemas/%s", id, path);
+    avro_schema_t avro = NULL;
+    char *text = NULL, name[256];
+    int rc = parse_file(file, &avro, &text, name);
+    if (!rc && strcmp(name, record) != 0)
+        rc = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                      "schemas/%s: record is named %s, catalog id %ld says %s", file->file, name,
+                      id, record);
+    if (rc) {
+        if (avro)
+            avro_schema_decref(avro);
+        free(text);
+        return rc;
     }
-    h->id = (int32_t)id;
-    h->iface = avro_generic_class_from_schema(h->avro);
-    h->validator = ev__validator_new(h->avro);
-    if (!h->iface || !h->validator)
+    avro_value_iface_t *iface = avro_generic_class_from_schema(avro);
+    ev__validator *validator = ev__validator_new(avro);
+    if (strncmp(path, "history/", 8) == 0) {
+        ev__history *h = &catalog.history[catalog.history_count++];
+        *h = (ev__history){.id = (int32_t)id, .record = strdup(record), .topic = topic};
+        h->avro = avro, h->iface = iface, h->validator = validator;
+        free(text);
+    } else {
+        ev_schema *s = &catalog.schemas[catalog.count++];
+        s->id = (int32_t)id;
+        s->name = strdup(record);
+        s->short_name = strrchr(s->name, '.') ? strrchr(s->name, '.') + 1 : s->name;
+        s->topic = topic->name;
+        s->key_field = topic->key_field;
+        s->avro = avro, s->iface = iface, s->validator = validator;
+        s->json = text;
+        snprintf(s->dataschema, sizeof(s->dataschema), "urn:msrs:schema:%ld", id);
+    }
+    if (!iface || !validator)
         return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM,
                         "schemas/%s: cannot build its value class or validator", file->file);
-    catalog.history_count++;
+    return 0;
+}
+
+/* After every id: one current version per record, and each earlier one
+ * on its record's topic. */
+static int link_history(void)
+{
+    for (size_t i = 0; i < catalog.count; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(catalog.schemas[i].name, catalog.schemas[j].name) == 0)
+                return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                                "schemas/catalog.json: %s has two current ids, %d and %d (an "
+                                "earlier version's file belongs under history/)",
+                                catalog.schemas[i].name, (int)catalog.schemas[j].id,
+                                (int)catalog.schemas[i].id);
+    for (size_t i = 0; i < catalog.history_count; i++) {
+        ev__history *h = &catalog.history[i];
+        for (size_t j = 0; j < catalog.count; j++)
+            if (strcmp(catalog.schemas[j].name, h->record) == 0)
+                h->current = &catalog.schemas[j];
+        if (!h->current)
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                            "schemas/catalog.json: id %d: %s has no current version", (int)h->id,
+                            h->record);
+        if (h->topic != topic_named(h->current->topic))
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                            "schemas/catalog.json: id %d: topic %s, but %s is on %s", (int)h->id,
+                            h->topic->name, h->record, h->current->topic);
+    }
+    return 0;
+}
+
+/* "topics": {"NAME": {"key": FIELD or null, "partitions": N, "config":
+ * {"k": "v"}}}. */
+static int load_topics(json_t *topics)
+{
+    const char *name;
+    json_t *tv;
+    catalog.topics = calloc(json_object_size(topics) + 1, sizeof(*catalog.topics));
+    json_object_foreach(topics, name, tv)
+    {
+        json_t *key = json_object_get(tv, "key"), *parts = json_object_get(tv, "partitions");
+        json_t *config = json_object_get(tv, "config");
+        if (!(json_is_string(key) || json_is_null(key)) || !json_is_integer(parts) ||
+            json_integer_value(parts) < 1 || json_integer_value(parts) > 100000 ||
+            !json_is_object(config))
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                            "schemas/catalog.json: topic %s: expected \"key\" (a field or null), "
+                            "\"partitions\" (1-100000) and \"config\" (an object)",
+                            name);
+        ev_topic *t = &catalog.topics[catalog.topic_count++];
+        t->name = strdup(name);
+        t->key_field = json_is_string(key) ? strdup(json_string_value(key)) : NULL;
+        t->partitions = (int)json_integer_value(parts);
+        t->config = json_incref(config);
+    }
     return 0;
 }
 
@@ -261,57 +409,37 @@ static void catalog_load(void)
 {
     json_error_t jerr;
     json_t *root = json_loadb(ev__catalog_json, ev__catalog_json_len, 0, &jerr);
-    json_t *topics = json_object_get(root, "topics");
-    const char *topic;
-    json_t *tv;
-    size_t total = 0;
+    json_t *topics = json_object_get(root, "topics"), *ids = json_object_get(root, "ids");
+    json_t *types = json_object_get(root, "types");
+    const char *id;
+    json_t *spec;
 
     catalog.fields = json_object();
-
-    if (!json_is_object(topics)) {
+    if (!json_is_object(topics) || !json_is_object(ids) || (types && !json_is_object(types))) {
         catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                               "schemas/catalog.json:%d: expected an object with \"topics\" (%s)",
-                               jerr.line, root ? "no topics" : jerr.text);
+                               "schemas/catalog.json:%d: expected an object with \"topics\" and "
+                               "\"ids\" objects (%s)",
+                               jerr.line, root ? "one is missing" : jerr.text);
         goto out;
     }
-    json_object_foreach(topics, topic, tv) total +=
-        json_object_size(json_object_get(tv, "records"));
-    catalog.schemas = calloc(total ? total : 1, sizeof(*catalog.schemas));
-    json_object_foreach(topics, topic, tv)
+    if ((catalog.err = load_topics(topics)) || (catalog.err = load_types(types)))
+        goto out;
+    catalog.schemas = calloc(json_object_size(ids) + 1, sizeof(*catalog.schemas));
+    catalog.history = calloc(json_object_size(ids) + 1, sizeof(*catalog.history));
+    json_object_foreach(ids, id, spec)
     {
-        json_t *key = json_object_get(tv, "key");
-        json_t *records = json_object_get(tv, "records");
-        const char *name;
-        json_t *id;
-        if (!json_is_string(key) || !json_is_object(records)) {
-            catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                                   "schemas/catalog.json: topic %s: expected \"key\" (string) "
-                                   "and \"records\" (object)",
-                                   topic);
-            goto out;
-        }
-        json_object_foreach(records, name, id)
-        {
-            catalog.err = add_entry(topic, json_string_value(key), name, id);
-            if (catalog.err)
-                goto out;
-        }
-    }
-    json_t *history = json_object_get(root, "history");
-    catalog.history = calloc(json_object_size(history) + 1, sizeof(*catalog.history));
-    json_object_foreach(history, topic, tv)
-    {
-        if (strcmp(topic, "doc") == 0)
-            continue;
-        catalog.err = add_history(topic, tv);
-        if (catalog.err)
+        if ((catalog.err = add_id(id, spec)))
             goto out;
     }
-    if (catalog.count + catalog.history_count != ev__embedded_schema_count)
+    if ((catalog.err = link_history()))
+        goto out;
+    if (catalog.count + catalog.history_count + json_object_size(catalog.types) !=
+        ev__embedded_schema_count)
         catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                               "schemas/: %zu .avsc files but %zu catalog entries and %zu "
-                               "earlier versions",
-                               ev__embedded_schema_count, catalog.count, catalog.history_count);
+                               "schemas/: %zu .avsc files but %zu current ids, %zu earlier "
+                               "versions and %zu shared types in the catalog",
+                               ev__embedded_schema_count, catalog.count, catalog.history_count,
+                               json_object_size(catalog.types));
     for (size_t i = 0; !catalog.err && i < sizeof(known_ids) / sizeof(known_ids[0]); i++) {
         const ev_schema *k = NULL;
         for (size_t j = 0; j < catalog.count; j++) /* not ev_schema_by_id: we are in its once */
@@ -395,6 +523,40 @@ const char *ev_schema_json(const ev_schema *s)
 {
     return s->json;
 }
+size_t ev_topic_count(void)
+{
+    return ev_catalog_init(NULL, 0) ? 0 : catalog.topic_count;
+}
+const ev_topic *ev_topic_at(size_t i)
+{
+    return i < ev_topic_count() ? &catalog.topics[i] : NULL;
+}
+const ev_topic *ev_topic_by_name(const char *name)
+{
+    return ev_catalog_init(NULL, 0) || !name ? NULL : topic_named(name);
+}
+const char *ev_topic_name(const ev_topic *t)
+{
+    return t->name;
+}
+const char *ev_topic_key_field(const ev_topic *t)
+{
+    return t->key_field;
+}
+int ev_topic_partitions(const ev_topic *t)
+{
+    return t->partitions;
+}
+const json_t *ev_topic_config(const ev_topic *t)
+{
+    return t->config;
+}
+
+const char *ev__schema_dataschema(const ev_schema *s)
+{
+    return s->dataschema;
+}
+
 avro_value_iface_t *ev__schema_iface(const ev_schema *s)
 {
     return s->iface;

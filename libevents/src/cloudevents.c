@@ -182,7 +182,8 @@ void ev__ce_headers(const ev_schema *s, const ev_emit_opts *opts, const char *de
     h[2] = (ev_header){"ce_type", ev_schema_name(s), strlen(ev_schema_name(s))};
     h[3] = (ev_header){"ce_source", st->source, strlen(st->source)};
     h[4] = (ev_header){"ce_time", st->time, strlen(st->time)};
-    h[5] = (ev_header){"content-type", "application/avro", 16};
+    h[5] = (ev_header){"content-type", EV_CONTENT_TYPE, sizeof(EV_CONTENT_TYPE) - 1};
+    h[6] = (ev_header){"ce_dataschema", ev__schema_dataschema(s), strlen(ev__schema_dataschema(s))};
 }
 
 const void *ev_msg_header(const ev_msg *msg, const char *name, size_t *len)

@@ -14,6 +14,7 @@ uint32_t ev__crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* The reusable generic value interface of a schema (owned by the catalog). */
 avro_value_iface_t *ev__schema_iface(const ev_schema *s);
+const char *ev__schema_dataschema(const ev_schema *s); /* "urn:msrs:schema:ID" */
 /* The default (from the .avsc) of field index of a catalog record or of a
  * record nested in one; NULL when the field has none. Borrowed. */
 json_t *ev__field_default(avro_schema_t record, size_t index);
@@ -46,9 +47,9 @@ const ev_schema *ev__history_current(const ev__history *h); /* what it is read a
 avro_value_iface_t *ev__history_iface(const ev__history *h);
 const ev__validator *ev__history_validator(const ev__history *h);
 
-/* CloudEvents: builds the six headers of an event into h[EV__CE_HEADERS].
+/* CloudEvents: builds the seven headers of an event into h[EV__CE_HEADERS].
  * Strings are copied into storage, which must outlive the headers. */
-#define EV__CE_HEADERS 6
+#define EV__CE_HEADERS 7
 typedef struct ev__ce_storage {
     char id[EV_ID_MAX];
     char source[EV_SOURCE_MAX];

@@ -194,6 +194,19 @@ int ev_log_lag(ev_log *log, int64_t *records, char *errstr, size_t errstr_size)
     return log->backend->lag(log->impl, records, errstr, errstr_size);
 }
 
+int ev_log_topics(ev_log *log, int create, int replication_factor, int timeout_ms,
+                  ev_topic_say_fn say, void *opaque, int *problems, char *errstr,
+                  size_t errstr_size)
+{
+    *problems = 0;
+    if (!log->backend->topics)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "this log keeps each topic in a table it makes itself: nothing to create "
+                        "or check (topics create|check are for a Kafka cluster)");
+    return log->backend->topics(log->impl, create, replication_factor, timeout_ms, say, opaque,
+                                problems, errstr, errstr_size);
+}
+
 int64_t ev_log_lost(ev_log *log)
 {
     return log->backend->lost(log->impl);

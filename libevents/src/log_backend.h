@@ -31,6 +31,10 @@ typedef struct ev__backend {
                 char *leader, size_t leader_size, char *errstr, size_t errstr_size);
     int (*resign)(void *impl, const char *name, const char *holder, char *errstr,
                   size_t errstr_size);
+    /* ev_log_topics; NULL: the backend's topics need nothing of it */
+    int (*topics)(void *impl, int create, int replication_factor, int timeout_ms,
+                  ev_topic_say_fn say, void *opaque, int *problems, char *errstr,
+                  size_t errstr_size);
     /* records polled whose checksum could not be checked; NULL: always 0 */
     int64_t (*unchecked)(void *impl);
 } ev__backend;

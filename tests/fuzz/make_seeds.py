@@ -11,6 +11,7 @@ import struct
 
 import avro.datafile
 import avro.io
+import avro.name
 import avro.schema
 
 SRC = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -25,14 +26,17 @@ def write(target, name, data):
 
 
 def catalog():
-    """[(short name, id, schema)] in catalog.json's order (libevents' too)."""
+    """[(short name, id, schema)] of the current ids in catalog.json's order
+    (libevents' too), loaded into one name table, the shared types first."""
     cat = json.load(open(os.path.join(SRC, "schemas", "catalog.json")))
+    names = avro.name.Names()
+    for path in cat["types"].values():
+        avro.schema.make_avsc_object(json.load(open(os.path.join(SRC, "schemas", path))), names)
     out = []
-    for t in cat["topics"].values():
-        for name, sid in t["records"].items():
-            short = name.rsplit(".", 1)[1]
-            out.append((short, sid, avro.schema.parse(
-                open(os.path.join(SRC, "schemas", short + ".avsc")).read())))
+    for sid, spec in cat["ids"].items():
+        if not spec["file"].startswith("history/"):
+            out.append((spec["record"].rsplit(".", 1)[1], int(sid), avro.schema.make_avsc_object(
+                json.load(open(os.path.join(SRC, "schemas", spec["file"]))), names)))
     return out
 
 

@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 import avro.io
+import avro.name
 import avro.schema
 
 SRC = os.environ["MSRS_SOURCE_DIR"]
@@ -33,15 +34,33 @@ def check(cond, what):
 
 
 def load_catalog():
+    """Every current .avsc loaded into ONE name table (avro.name.Names), the
+    shared types (catalog "types": StreamCount) first, as a Java or Python
+    client loading all the schemas does: a type defined twice would fail.
+    Returns {id: (record, topic, schema)} of current ids, {short: (id, topic,
+    schema)}, and {id: (record, topic, path)} of earlier versions."""
     cat = json.load(open(os.path.join(SRC, "schemas", "catalog.json")))
-    by_id, by_name = {}, {}
-    for topic, t in cat["topics"].items():
-        for name, sid in t["records"].items():
-            short = name.rsplit(".", 1)[1]
-            schema = avro.schema.parse(open(os.path.join(SRC, "schemas", short + ".avsc")).read())
-            by_id[sid] = (name, topic, schema)
-            by_name[short] = (sid, topic, schema)
-    return by_id, by_name
+    names = avro.name.Names()
+    for path in cat["types"].values():
+        avro.schema.make_avsc_object(json.load(open(os.path.join(SRC, "schemas", path))), names)
+    by_id, by_name, history = {}, {}, {}
+    for sid, spec in cat["ids"].items():
+        check(sid.isdigit(), "catalog ids: %r is an id" % sid)
+        if spec["file"].startswith("history/"):
+            history[int(sid)] = (spec["record"], spec["topic"], spec["file"])
+            continue
+        schema = avro.schema.make_avsc_object(json.load(open(os.path.join(SRC, "schemas", spec["file"]))),
+                                              names)
+        check(schema.fullname == spec["record"], "id %s: %s is %s" % (sid, spec["file"], spec["record"]))
+        by_id[int(sid)] = (spec["record"], spec["topic"], schema)
+        by_name[spec["record"].rsplit(".", 1)[1]] = (int(sid), spec["topic"], schema)
+    return by_id, by_name, history
+
+
+def history_schema(path):
+    """An earlier version: a file of its own, frozen as it was written (its
+    StreamCount inline, of that time), so a name table of its own."""
+    return avro.schema.make_avsc_object(json.load(open(os.path.join(SRC, "schemas", path))), avro.name.Names())
 
 
 def parse_headers(blob):
@@ -69,7 +88,7 @@ k: to_fixture_form(x, schema) for k, x in v.items()}
 
 
 def main():
-    by_id, by_name = load_catalog()
+    by_id, by_name, history = load_catalog()
     fixtures = json.load(open(os.path.join(SRC, "tests", "data", "records.json")))["records"]
     check(set(fixtures) == set(by_name), "the fixture covers every record type of the catalog")
     tmp = tempfile.mkdtemp(prefix="msrs-interop-")
@@ -98,7 +117,8 @@ def main():
             h = parse_headers(headers)
             check(h.get("ce_type") == name.encode(), "%s: ce_type header" % short)
             check(h.get("ce_specversion") == b"1.0", "%s: ce_specversion" % short)
-            check(h.get("content-type") == b"application/avro", "%s: content-type" % short)
+            check(h.get("content-type") == b"application/avro; framing=confluent", "%s: content-type" % short)
+            check(h.get("ce_dataschema") == b"urn:msrs:schema:%d" % sid, "%s: ce_dataschema" % short)
             check(len(h.get("ce_id", b"")) == 36, "%s: ce_id is a UUID" % short)
             check(h.get("ce_time", b"").endswith(b"Z"), "%s: ce_time is RFC 3339 UTC" % short)
             key_field = json.load(open(os.path.join(SRC, "schemas", "catalog.json")))["topics"][rtopic]["key"]
@@ -112,7 +132,6 @@ def main():
     rec = {"node_id": "py-node", "hostname": "written-by-python", "address": "", "capabilities": ["x"],
            "max_devices": 3, "version": "py", "cpu_cores": 2, "mem_total_bytes": 1 << 30}
     written = [(sid, schema, rec, rec)]
-    history = json.load(open(os.path.join(SRC, "schemas", "catalog.json")))["history"]
     old_recs = {
     "NodeRegistered" : {
         "node_id" : "py-old",
@@ -166,10 +185,8 @@ def main():
     later = {"mem_available_bytes": 4096, "rx_bytes_per_s": 77, "complete": False, "incomplete": ["why"],
              "log_lost_records": 1, "unacknowledged_records": 2}
     stream_later = {"gap_samples": 5, "late_start_samples": 6, "late_start_bytes": 48}
-    for old_id, path in history.items():
-        if old_id == "doc":
-            continue
-        old_schema = avro.schema.parse(open(os.path.join(SRC, "schemas", path)).read())
+    for old_id, (_, _, path) in history.items():
+        old_schema = history_schema(path)
         short = old_schema.name
         cur = by_name[short][2]
         names = {f.name for f in old_schema.fields}
@@ -184,7 +201,7 @@ def main():
         written.append((int(old_id), old_schema, rec, want))
     check(len(written) >= 3, "earlier versions listed in the catalog: %r" % history)
     cat = json.load(open(os.path.join(SRC, "schemas", "catalog.json")))
-    topic_of = {name.split(".")[-1]: t for t, spec in cat["topics"].items() for name in spec["records"]}
+    topic_of = {spec["record"].split(".")[-1]: spec["topic"] for spec in cat["ids"].values()}
     nxt = {}
     with con:
         for i, (wid, wschema, wrec, _) in enumerate(written):
@@ -197,7 +214,7 @@ def main():
             hdrs = b""
             for k, v in [("ce_specversion", b"1.0"), ("ce_id", b"11111111-2222-4333-8444-55555555555%d" % i),
                          ("ce_type", ("msrs.events." + wschema.name).encode()), ("ce_source", b"python"),
-                         ("ce_time", b"2026-11-22T10:00:00Z"), ("content-type", b"application/avro")]:
+                         ("ce_time", b"2026-11-22T10:00:00Z"), ("content-type", b"application/avro; framing=confluent")]:
                 hdrs += k.encode() + b"\0" + struct.pack("<I", len(v)) + v
             key = wrec.get("node_id") if table.endswith("nodes") else wrec["session_id"]
             con.execute('INSERT INTO "%s"(offset, ts_ms, key, value, headers) VALUES(?,?,?,?,?)' % table,

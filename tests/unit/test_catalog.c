@@ -83,6 +83,53 @@ START_TEST(schema_id_constants_match_the_catalog)
 }
 END_TEST
 
+/* StreamCount is defined once (schemas/StreamCount.avsc) and referred to by
+ * name; each record's JSON stands alone with it in place of the first
+ * reference, and both records share the one definition's fields. */
+START_TEST(shared_types_are_put_in_place)
+{
+    const char *names[] = {"RecordingReport", "CollectionStopped"};
+    for (size_t i = 0; i < 2; i++) {
+        const ev_schema *s = ev_schema_by_name(names[i]);
+        const char *json = ev_schema_json(s);
+        ck_assert_ptr_nonnull(strstr(json, "\"name\":\"StreamCount\""));
+        ck_assert_ptr_nonnull(strstr(json, "late_stop_bytes"));
+        avro_schema_t alone;
+        ck_assert_msg(avro_schema_from_json_length(json, strlen(json), &alone) == 0, "%s: %s",
+                      names[i], avro_strerror());
+        avro_schema_t streams = avro_schema_record_field_get(alone, "streams");
+        avro_schema_t item = avro_schema_array_items(streams);
+        ck_assert_str_eq(avro_schema_name(item), "StreamCount");
+        ck_assert_int_eq(avro_schema_record_field_get_index(item, "bytes"), 3);
+        ck_assert(avro_schema_equal(alone, ev_schema_avro(s)));
+        avro_schema_decref(alone);
+    }
+}
+END_TEST
+
+/* Every topic says its key, partitions and configs; the leader topic has
+ * one partition and no records; every record's topic is one of them. */
+START_TEST(topics_say_what_a_cluster_needs)
+{
+    ck_assert_uint_eq(ev_topic_count(), 8);
+    const ev_topic *leader = ev_topic_by_name("leader");
+    ck_assert_ptr_nonnull(leader);
+    ck_assert_int_eq(ev_topic_partitions(leader), 1);
+    ck_assert_ptr_null(ev_topic_key_field(leader));
+    const ev_topic *presence = ev_topic_by_name("presence");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(ev_topic_config(presence), "cleanup.policy")), "compact");
+    for (size_t i = 0; i < ev_schema_count(); i++) {
+        const ev_topic *t = ev_topic_by_name(ev_schema_topic(ev_schema_at(i)));
+        ck_assert_ptr_nonnull(t);
+        ck_assert_str_eq(ev_topic_key_field(t), ev_schema_key_field(ev_schema_at(i)));
+        ck_assert_int_ge(ev_topic_partitions(t), 1);
+    }
+    ck_assert_ptr_null(ev_topic_at(ev_topic_count()));
+    ck_assert_ptr_null(ev_topic_by_name("nosuch"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("catalog");
@@ -92,6 +139,8 @@ int main(void)
     tcase_add_test(tc, lookup_by_full_name_and_id);
     tcase_add_test(tc, ids_unique);
     tcase_add_test(tc, schema_id_constants_match_the_catalog);
+    tcase_add_test(tc, shared_types_are_put_in_place);
+    tcase_add_test(tc, topics_say_what_a_cluster_needs);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
