@@ -12,7 +12,7 @@ PKGS=(
   check libsubunit-dev
   libv4l-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libssl-dev openssl curl
   libsystemd-dev systemd dpkg-dev prometheus
-  python3 python3-avro python3-websockets sqlite3 valgrind ffmpeg
+  python3 python3-avro python3-confluent-kafka python3-websockets sqlite3 valgrind ffmpeg
   clang libclang-rt-14-dev
   nodejs chromium
 )
