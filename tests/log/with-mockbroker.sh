@@ -18,4 +18,14 @@ fi
 export MSRS_TEST_LOG="kafka:$(cat "$dir/bootstrap")"
 export MSRS_MOCKBROKER_PID=$broker  # for fault injection: SIGUSR1 down, SIGUSR2 up
 echo "mock broker at ${MSRS_TEST_LOG}"
-"$@"
+rc=0
+"$@" || rc=$?
+# A broker that died under the test is said with its stderr (CI keeps no files).
+if ! kill -0 $broker 2>/dev/null; then
+  status=0
+  wait $broker || status=$?
+  echo "msrs-mockbroker exited during the test (status $status); its stderr:"
+  tail -c 4000 "$dir/stderr"
+  [ $rc -ne 0 ] || rc=1
+fi
+exit $rc
