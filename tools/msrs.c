@@ -561,6 +561,9 @@ static void usage(FILE *f)
     fprintf(f, "usage: msrs [options] COMMAND ...\n\n"
                "commands:\n"
                "  schemas                 list the record types: id, name, topic, key field\n"
+               "  schemas ID              the schema of id ID (an earlier version's too) as\n"
+               "                          standalone JSON, shared types in place: what a schema\n"
+               "                          registry holds under that id\n"
                "  emit TYPE JSON|-        produce a record of TYPE (e.g. NodeRegistered) from\n"
                "                          JSON, or one record per line of stdin with '-';\n"
                "                          the key is the record's key field; missing fields\n"
@@ -602,8 +605,27 @@ static void usage(FILE *f)
                "cluster could not be asked), 2 usage or unknown session\n");
 }
 
-static int cmd_schemas(void)
+static int cmd_schemas(int argc, char **argv)
 {
+    if (argc == 1) { /* one id's schema, standalone */
+        char *end = NULL;
+        long id = strtol(argv[0], &end, 10);
+        const char *json = *end == '\0' && id > 0 && id <= INT32_MAX
+                               ? ev_catalog_schema_json((int32_t)id)
+                               : NULL;
+        if (!json) {
+            fprintf(stderr, "msrs schemas: '%s': expected a schema id of the catalog (see 'msrs "
+                    "schemas')\n",
+                    argv[0]);
+            return CLI_EXIT_USAGE;
+        }
+        printf("%s\n", json);
+        return CLI_EXIT_OK;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "msrs schemas: expected at most one schema id\n");
+        return CLI_EXIT_USAGE;
+    }
     printf("%-6s %-45s %-10s %s\n", "id", "record", "topic", "key");
     for (size_t i = 0; i < ev_schema_count(); i++) {
         const ev_schema *s = ev_schema_at(i);
@@ -775,7 +797,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     }
     const char *cmd = args[0];
     if (strcmp(cmd, "schemas") == 0)
-        return cmd_schemas();
+        return cmd_schemas(n - 1, args + 1);
     if (strcmp(cmd, "emit") == 0)
         return cmd_emit(conf, n - 1, args + 1);
     if (strcmp(cmd, "devices") == 0)

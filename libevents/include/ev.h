@@ -79,6 +79,10 @@ const char *ev_schema_topic(const ev_schema *s);      /* logical topic: "nodes" 
 const char *ev_schema_key_field(const ev_schema *s);  /* field holding the key */
 avro_schema_t ev_schema_avro(const ev_schema *s);     /* borrowed */
 const char *ev_schema_json(const ev_schema *s);       /* self-contained .avsc JSON */
+/* The self-contained JSON of any schema id of the catalog, an earlier
+ * version's too (what a schema registry holds under that id); NULL when
+ * the id is not in the catalog. */
+const char *ev_catalog_schema_json(int32_t id);
 
 /* A topic of the catalog (docs/topics.md): its logical name ("samples",
  * "leader"), the field its records are keyed by (NULL for a topic without

@@ -33,6 +33,7 @@ struct ev_topic {
 struct ev__history {
     int32_t id;
     char *record;
+    char *json; /* as written (self-contained) */
     const ev_topic *topic;
     const ev_schema *current;
     avro_schema_t avro;
@@ -303,7 +304,7 @@ static int add_id(const char *id_text, json_t *spec)
         ev__history *h = &catalog.history[catalog.history_count++];
         *h = (ev__history){.id = (int32_t)id, .record = strdup(record), .topic = topic};
         h->avro = avro, h->iface = iface, h->validator = validator;
-        free(text);
+        h->json = text;
     } else {
         ev_schema *s = &catalog.schemas[catalog.count++];
         s->id = (int32_t)id;
@@ -523,6 +524,13 @@ const char *ev_schema_json(const ev_schema *s)
 {
     return s->json;
 }
+const char *ev_catalog_schema_json(int32_t id)
+{
+    const ev_schema *s = ev_schema_by_id(id);
+    const ev__history *h = s ? NULL : ev__history_by_id(id);
+    return s ? s->json : h ? h->json : NULL;
+}
+
 size_t ev_topic_count(void)
 {
     return ev_catalog_init(NULL, 0) ? 0 : catalog.topic_count;
