@@ -29,6 +29,9 @@ file(GLOB MSRS_UNITS ${PROJECT_SOURCE_DIR}/deploy/systemd/*.service
 install(FILES ${MSRS_UNITS} DESTINATION /lib/systemd/system)
 file(GLOB MSRS_DOCS ${PROJECT_SOURCE_DIR}/docs/*.md)
 install(FILES ${PROJECT_SOURCE_DIR}/README.md ${MSRS_DOCS} DESTINATION ${CMAKE_INSTALL_DOCDIR})
+# the worked Kafka example (docs/operations.md) and the analysts' examples (docs/topics.md)
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/deploy/kafka/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/kafka)
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/examples/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME msrs)

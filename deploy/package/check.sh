@@ -52,6 +52,11 @@ done
 [ "$(stat -c %a:%G /etc/msrs/tls/lab.key)" = "640:msrs" ] ||
   { echo "check: /etc/msrs/tls/lab.key is $(stat -c %a:%G /etc/msrs/tls/lab.key), expected 640:msrs" >&2; exit 1; }
 echo "== postinst: user msrs, credentials in /etc/msrs/tls"
+for f in kafka/msrs.conf kafka/agent.conf examples/read_kafka.py examples/session_times.mjs topics.md; do
+  [ -s "/usr/share/doc/msrs/$f" ] || { echo "check: the package has no /usr/share/doc/msrs/$f" >&2; exit 1; }
+done
+MSRS_X= /usr/bin/msrs --config /usr/share/doc/msrs/kafka/msrs.conf schemas >/dev/null
+echo "== docs: the Kafka example (its config read by the installed msrs) and the analysts' examples"
 
 data=$(mktemp -d)
 echo "== the local job from /usr/bin (log in $data)"

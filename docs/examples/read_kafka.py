@@ -5,7 +5,8 @@ code of msrs. Prints one JSON line per record: topic, offset, the record's
 type, its ce_id and its value (ns fields stay exact: Python ints).
 
     read_kafka.py BOOTSTRAP [TOPIC ...]        (default: every catalog topic)
-    env MSRS_SCHEMAS (default: ../../schemas beside this file),
+    env MSRS_SCHEMAS (default: ../../schemas from this file in a clone, else
+        the package's /usr/share/msrs/schemas),
         MSRS_PREFIX (topic.prefix, default msrs.)
 
 It reads every partition from the beginning (assigned, no group offsets
@@ -20,8 +21,8 @@ import avro.name
 import avro.schema
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-SCHEMAS = os.environ.get("MSRS_SCHEMAS",
-                         os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "schemas"))
+BESIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "schemas")
+SCHEMAS = os.environ.get("MSRS_SCHEMAS", BESIDE if os.path.isdir(BESIDE) else "/usr/share/msrs/schemas")
 PREFIX = os.environ.get("MSRS_PREFIX", "msrs.")
 
 
