@@ -32,6 +32,7 @@ const char *const ev_conf_known_keys[] = {
     "agent.hello_timeout_ms",
     "agent.idle_timeout_ms",
     "agent.max_connections",
+    "agent.event_loop",
     "agent.max_pending_per_address",
     "agent.max_buffered_bytes",
     "agent.capture",

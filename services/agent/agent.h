@@ -1,10 +1,12 @@
 /* agent.h — msrs-agent internals (prefix ag_): the types every layer
  * shares. One thread runs it all: every callback of the agent runs on the
- * lws service thread (the one in main()'s lws_service loop).
+ * lws service thread (the one in main()'s loop: libev's, loop.c, or
+ * lws_service's).
  *
  * Layers, bottom to top; a file calls only the files below it and knows
  * nothing of the ones above (upward calls go through the handler pointers
  * main.c sets in ag_agent, as libuv's read_cb/close_cb):
+ *   0. loop.c       the event loop: libev on epoll, lws's foreign loop
  *   1. endpoint.c   connections: the lws device endpoint, reassembly, one
  *                   send queue per connection (ag_send), t1 stamping
  *   2. emit.c       records to the log, counted (ag_emit)
@@ -41,6 +43,7 @@ enum { AG_RX_OVER_MESSAGE = 1, AG_RX_OVER_HELLO, AG_RX_OVER_TOTAL };
 #define AG_RX_KEEP 262144 /* a reassembly buffer larger is freed after its message */
 
 typedef struct ag_config {
+    int epoll; /* agent.event_loop: 1 libev on epoll (loop.h), 0 lws's poll() */
     char host[128];
     int port;
     char advertise[128]; /* the host devices reach us at (agent.advertise; default host) */
@@ -259,6 +262,7 @@ struct ag_agent {
     ev_log *log;
     ev_codec *codec;
     struct lws_context *ctx;
+    void *loop; /* libev's, lws's foreign loop (loop.h); NULL: lws's poll() loop */
     lws_sorted_usec_list_t tick;
     ag_device **devices;
     size_t device_count, device_cap;

@@ -361,6 +361,10 @@ static void fill_info(ag_agent *a, struct lws_context_creation_info *info, int p
     /* room to accept (and refuse) more than agent.max_connections */
     info->fd_limit_per_thread = (unsigned int)(a->cfg.max_connections + 128);
     info->options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (a->loop) {
+        info->options |= LWS_SERVER_OPTION_LIBEV;
+        info->foreign_loops = &a->loop;
+    }
     /* the TLS and WebSocket handshakes get the hello's deadline too */
     info->timeout_secs = (unsigned int)secs(a->cfg.hello_timeout_ms);
     cli_tls_apply(&a->tls, info);

@@ -9,6 +9,7 @@
  * options, wires the layers together (the endpoint's handlers, the control
  * plane's protocol), runs the 2 ms tick and hands commands to the layers. */
 #include "agent.h"
+#include "loop.h"
 #include "cli.h"
 #include "clock.h"
 #include "control.h"
@@ -62,7 +63,8 @@ static void usage(FILE *f)
         "agent.hello_timeout_ms (5000), agent.idle_timeout_ms (60000), agent.max_connections\n"
         "(max_devices + 64), agent.max_pending_per_address (128), agent.max_buffered_bytes\n"
         "(268435456), auth.key_file, auth.revoked_file, auth.node_token, tls.cert, tls.key,\n"
-        "tls.ca, tls.plain (docs/security.md)\n"
+        "tls.ca, tls.plain (docs/security.md), agent.event_loop (epoll: libev; poll: lws's\n"
+        "own, which scans every socket each turn)\n"
         "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -137,6 +139,13 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
             return -1;
         }
     }
+    const char *loop = ev_conf_get(conf, "agent.event_loop", "epoll");
+    if (strcmp(loop, "epoll") != 0 && strcmp(loop, "poll") != 0) {
+        fprintf(stderr, "msrs-agent: config agent.event_loop: expected epoll or poll, not '%s'\n",
+                loop);
+        return -1;
+    }
+    cfg->epoll = strcmp(loop, "epoll") == 0;
     /* default: every device, and room to refuse more */
     if (ev_conf_get_int(conf, "agent.max_connections", cfg->max_devices + 64, &cfg->max_connections,
                         err, sizeof(err)) ||
@@ -452,6 +461,11 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     const char *topics[1] = {
         ev_log_topic(a->log, "commands", a->commands_topic, sizeof(a->commands_topic))};
     wire(a);
+    if (a->cfg.epoll && !(a->loop = ag_loop_new())) {
+        fprintf(stderr, "msrs-agent: agent.event_loop = epoll: libev cannot make its loop\n");
+        exit_code = CLI_EXIT_FAIL;
+        goto out;
+    }
     /* What this node was recording before it (re)started, from the log. */
     if (ag_restore(a, conf, err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: rebuilding sessions from the log: %s\n", err);
@@ -483,7 +497,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     time_t last_report = time(NULL);
     int64_t trimmed_at = 0; /* a->n.connections at the last malloc_trim */
     while (!cli_stop) {
-        if (lws_service(a->ctx, 0) < 0)
+        if (a->loop)
+            ag_loop_run_once(a->loop);
+        else if (lws_service(a->ctx, 0) < 0)
             break;
         if (time(NULL) - last_report >= 10) {
             last_report = time(NULL);
@@ -501,6 +517,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
 out:
     ag_spawn_free(&a->capture); /* msrs-capture stops first: its cameras disconnect */
     ag_endpoint_stop(a);        /* closes every connection: DeviceDisconnected for each */
+    ag_loop_destroy(a->loop);   /* after lws let go of it */
+    a->loop = NULL;
     if (a->log)
         ag_recording_drain(a);
     if (a->log && ev_log_flush(a->log, 10000, err, sizeof(err))) {

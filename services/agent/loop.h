@@ -1,0 +1,18 @@
+/* loop.h — the agent's event loop (docs/architecture.md, "The agent's
+ * event loop"). libwebsockets 4.1.6 polls every socket on each turn of its
+ * default loop: at 1024 devices that scan was a fifth of the agent. With
+ * agent.event_loop = epoll (the default) lws runs on this libev loop
+ * (LWS_SERVER_OPTION_LIBEV, a foreign loop) and the kernel reports only the
+ * sockets that are ready. */
+#ifndef MSRS_AGENT_LOOP_H
+#define MSRS_AGENT_LOOP_H
+
+/* A libev loop on epoll; NULL when it cannot be made. Signals stay with
+ * the process's own handlers (EVFLAG_NOSIGMASK). */
+void *ag_loop_new(void);
+/* One turn: waits for the next event or timer (lws's timers are libev
+ * timers on it), handles what is ready, returns. */
+void ag_loop_run_once(void *loop);
+void ag_loop_destroy(void *loop);
+
+#endif
