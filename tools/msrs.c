@@ -598,7 +598,7 @@ static void usage(FILE *f)
                "  topics check [--timeout SEC]\n"
                "                          check the cluster's topics against the catalog: one\n"
                "                          line per topic, ok or FAIL with what differs; each\n"
-               "                          request waits at most SEC (30)\n\n"
+               "                          request is given SEC (30; its answer 5 s more)\n\n"
                "options:\n" CLI_COMMON_HELP
                "\nexit: 0 ok, 1 a record was refused or not acknowledged (or, with --wait, the\n"
                "session did not stop in time; topics: a topic not as the catalog says, or the\n"
@@ -610,11 +610,11 @@ static int cmd_schemas(int argc, char **argv)
     if (argc == 1) { /* one id's schema, standalone */
         char *end = NULL;
         long id = strtol(argv[0], &end, 10);
-        const char *json = *end == '\0' && id > 0 && id <= INT32_MAX
-                               ? ev_catalog_schema_json((int32_t)id)
-                               : NULL;
+        const char *json =
+            *end == '\0' && id > 0 && id <= INT32_MAX ? ev_catalog_schema_json((int32_t)id) : NULL;
         if (!json) {
-            fprintf(stderr, "msrs schemas: '%s': expected a schema id of the catalog (see 'msrs "
+            fprintf(stderr,
+                    "msrs schemas: '%s': expected a schema id of the catalog (see 'msrs "
                     "schemas')\n",
                     argv[0]);
             return CLI_EXIT_USAGE;

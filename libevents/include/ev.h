@@ -88,7 +88,8 @@ const char *ev_catalog_schema_json(int32_t id);
  * "leader"), the field its records are keyed by (NULL for a topic without
  * records), and what it needs of a Kafka cluster: the partitions it is
  * created with and its topic configs ({"cleanup.policy": "delete", ...};
- * borrowed), used by msrs-mockbroker and `msrs topics create|check`. */
+ * borrowed), used by msrs-mockbroker and `msrs topics create|check`.
+ * Owned by the library, valid for the life of the process, as ev_schema. */
 typedef struct ev_topic ev_topic;
 size_t ev_topic_count(void);
 const ev_topic *ev_topic_at(size_t i);
@@ -362,7 +363,8 @@ int64_t ev_log_lost(ev_log *log);
  * offset. 0 with *records, or EV_ERR_IO (errstr). */
 int ev_log_lag(ev_log *log, int64_t *records, char *errstr, size_t errstr_size);
 
-/* Called once per catalog topic by ev_log_topics: the full topic name,
+/* Called once per catalog topic by ev_log_topics, on the caller's thread
+ * before it returns (the strings are valid during the call): the full topic name,
  * ok (1: as the catalog says; 0: a problem), and what was found or done,
  * e.g. "16 partitions, cleanup.policy=delete, retention.ms=-1" or
  * "partitions: expected at least 16, found 3". */
@@ -374,7 +376,9 @@ typedef void (*ev_topic_say_fn)(void *opaque, const char *topic, int ok, const c
  * catalog's value (DescribeConfigs) — and, when create is set, first makes
  * the missing ones through the Admin API (CreateTopics) with the catalog's
  * partitions and configs and replication_factor (-1: the broker's
- * default). Each request waits at most timeout_ms. Existing topics are
+ * default). Each request is given timeout_ms (and its answer 5 s more);
+ * a topic just made is reported as made, its configs not read back (check
+ * again to read them). Existing topics are
  * never changed. *problems counts topics
  * said not ok. 0, or EV_ERR_IO when the cluster cannot be asked at all;
  * EV_ERR_INVALID on SQLite, whose tables need nothing of either. */

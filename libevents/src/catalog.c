@@ -49,6 +49,7 @@ static struct {
     ev_topic *topics;
     size_t topic_count;
     json_t *types;  /* shared named type's full name -> its definition */
+    size_t inlined; /* shared types put in place by inline_type_at, in all */
     json_t *fields; /* record full name -> its "fields" array, for defaults */
     int err;
     char errstr[256];
@@ -156,6 +157,7 @@ static json_t *inline_type_at(json_t *j, const char *ns, json_t *defined)
         json_t *def = json_object_get(catalog.types, full);
         if (def && !json_object_get(defined, full)) {
             json_object_set_new(defined, full, json_true());
+            catalog.inlined++;
             return inline_types(json_deep_copy(def), NULL, defined);
         }
         return json_incref(j);
@@ -227,9 +229,12 @@ static int load_types(json_t *types)
 /* ---------------------------------------------------------------- ids */
 
 /* One id's schema, parsed from its file with the shared types put in
- * place: *avro, *text (self-contained JSON, owned), *name (its full name). */
-static int parse_file(const ev__embedded_schema *file, avro_schema_t *avro, char **text,
-                      char name[256])
+ * place: *avro, *text (self-contained JSON, owned), *name (its full name).
+ * A current version's fields are remembered for their defaults; an earlier
+ * version must stand alone as it was written (a shared type changes with
+ * the current version: it would be read with a writer schema it never had). */
+static int parse_file(const ev__embedded_schema *file, int current, avro_schema_t *avro,
+                      char **text, char name[256])
 {
     json_error_t jerr;
     json_t *doc = json_loadb(file->text, file->len, 0, &jerr);
@@ -239,9 +244,18 @@ static int parse_file(const ev__embedded_schema *file, avro_schema_t *avro, char
         return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID, "schemas/%s:%d: %s",
                         file->file, jerr.line, jerr.text);
     }
+    size_t inlined = catalog.inlined;
     doc = inline_types(doc, NULL, defined);
     json_decref(defined);
-    collect_fields(doc, NULL);
+    if (!current && catalog.inlined != inlined) {
+        json_decref(doc);
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                        "schemas/%s: an earlier version refers to a shared type by name; it must "
+                        "hold the type as it was then (msrs schemas ID prints a version whole)",
+                        file->file);
+    }
+    if (current)
+        collect_fields(doc, NULL);
     *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(doc);
     if (!*text || avro_schema_from_json_length(*text, strlen(*text), avro) != 0)
@@ -267,16 +281,22 @@ static const ev_topic *topic_named(const char *name)
 static int add_id(const char *id_text, json_t *spec)
 {
     char *end = NULL;
-    long id = strtol(id_text, &end, 10);
+    long id = id_text[0] >= '1' && id_text[0] <= '9' ? strtol(id_text, &end, 10) : 0;
     const char *record = json_string_value(json_object_get(spec, "record"));
     const char *path = json_string_value(json_object_get(spec, "file"));
     const char *topic_name = json_string_value(json_object_get(spec, "topic"));
     const ev_topic *topic = topic_name ? topic_named(topic_name) : NULL;
     if (!end || *end || id <= 0 || id > INT32_MAX || !record || !path || !topic_name)
         return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                        "schemas/catalog.json: ids \"%s\": expected a positive id and "
-                        "{\"record\", \"file\", \"topic\"} strings",
+                        "schemas/catalog.json: ids \"%s\": expected a positive id in plain "
+                        "decimal and {\"record\", \"file\", \"topic\"} strings",
                         id_text);
+    /* not ev_schema_by_id: we are in its once */
+    for (size_t i = 0; i < catalog.count + catalog.history_count; i++)
+        if ((i < catalog.count ? catalog.schemas[i].id : catalog.history[i - catalog.count].id) ==
+            (int32_t)id)
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                            "schemas/catalog.json: id %ld is listed twice", id);
     if (!topic || !topic->key_field)
         return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
                         "schemas/catalog.json: id %ld: topic %s is not a topic with a key field",
@@ -287,7 +307,8 @@ static int add_id(const char *id_text, json_t *spec)
                         "schemas/catalog.json: id %ld: no schemas/%s", id, path);
     avro_schema_t avro = NULL;
     char *text = NULL, name[256];
-    int rc = parse_file(file, &avro, &text, name);
+    int current = strncmp(path, "history/", 8) != 0;
+    int rc = parse_file(file, current, &avro, &text, name);
     if (!rc && strcmp(name, record) != 0)
         rc = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
                       "schemas/%s: record is named %s, catalog id %ld says %s", file->file, name,
@@ -300,15 +321,21 @@ static int add_id(const char *id_text, json_t *spec)
     }
     avro_value_iface_t *iface = avro_generic_class_from_schema(avro);
     ev__validator *validator = ev__validator_new(avro);
-    if (strncmp(path, "history/", 8) == 0) {
+    char *owned = strdup(record);
+    if (!iface || !validator || !owned) {
+        free(owned);
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM,
+                        "schemas/%s: cannot build its value class or validator", file->file);
+    }
+    if (!current) {
         ev__history *h = &catalog.history[catalog.history_count++];
-        *h = (ev__history){.id = (int32_t)id, .record = strdup(record), .topic = topic};
+        *h = (ev__history){.id = (int32_t)id, .record = owned, .topic = topic};
         h->avro = avro, h->iface = iface, h->validator = validator;
         h->json = text;
     } else {
         ev_schema *s = &catalog.schemas[catalog.count++];
         s->id = (int32_t)id;
-        s->name = strdup(record);
+        s->name = owned;
         s->short_name = strrchr(s->name, '.') ? strrchr(s->name, '.') + 1 : s->name;
         s->topic = topic->name;
         s->key_field = topic->key_field;
@@ -316,9 +343,6 @@ static int add_id(const char *id_text, json_t *spec)
         s->json = text;
         snprintf(s->dataschema, sizeof(s->dataschema), "urn:msrs:schema:%ld", id);
     }
-    if (!iface || !validator)
-        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM,
-                        "schemas/%s: cannot build its value class or validator", file->file);
     return 0;
 }
 
@@ -358,20 +382,26 @@ static int load_topics(json_t *topics)
     const char *name;
     json_t *tv;
     catalog.topics = calloc(json_object_size(topics) + 1, sizeof(*catalog.topics));
+    if (!catalog.topics)
+        return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM, "out of memory");
     json_object_foreach(topics, name, tv)
     {
         json_t *key = json_object_get(tv, "key"), *parts = json_object_get(tv, "partitions");
-        json_t *config = json_object_get(tv, "config");
+        json_t *config = json_object_get(tv, "config"), *v;
+        const char *k;
+        int strings = json_is_object(config);
+        json_object_foreach(config, k, v) strings = strings && json_is_string(v);
         if (!(json_is_string(key) || json_is_null(key)) || !json_is_integer(parts) ||
-            json_integer_value(parts) < 1 || json_integer_value(parts) > 100000 ||
-            !json_is_object(config))
+            json_integer_value(parts) < 1 || json_integer_value(parts) > 100000 || !strings)
             return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
                             "schemas/catalog.json: topic %s: expected \"key\" (a field or null), "
-                            "\"partitions\" (1-100000) and \"config\" (an object)",
+                            "\"partitions\" (1-100000) and \"config\" (an object of strings)",
                             name);
         ev_topic *t = &catalog.topics[catalog.topic_count++];
         t->name = strdup(name);
         t->key_field = json_is_string(key) ? strdup(json_string_value(key)) : NULL;
+        if (!t->name || (json_is_string(key) && !t->key_field))
+            return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM, "out of memory");
         t->partitions = (int)json_integer_value(parts);
         t->config = json_incref(config);
     }
@@ -409,24 +439,34 @@ static const struct {
 static void catalog_load(void)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(ev__catalog_json, ev__catalog_json_len, 0, &jerr);
+    json_t *root =
+        json_loadb(ev__catalog_json, ev__catalog_json_len, JSON_REJECT_DUPLICATES, &jerr);
     json_t *topics = json_object_get(root, "topics"), *ids = json_object_get(root, "ids");
     json_t *types = json_object_get(root, "types");
     const char *id;
     json_t *spec;
 
     catalog.fields = json_object();
+    if (!root) {
+        catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
+                               "schemas/catalog.json:%d: %s", jerr.line, jerr.text);
+        goto out;
+    }
     if (!json_is_object(topics) || !json_is_object(ids) || (types && !json_is_object(types))) {
         catalog.err = ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
-                               "schemas/catalog.json:%d: expected an object with \"topics\" and "
-                               "\"ids\" objects (%s)",
-                               jerr.line, root ? "one is missing" : jerr.text);
+                               "schemas/catalog.json: expected \"topics\" and \"ids\" objects (and "
+                               "\"types\", if there, an object)");
         goto out;
     }
     if ((catalog.err = load_topics(topics)) || (catalog.err = load_types(types)))
         goto out;
     catalog.schemas = calloc(json_object_size(ids) + 1, sizeof(*catalog.schemas));
     catalog.history = calloc(json_object_size(ids) + 1, sizeof(*catalog.history));
+    if (!catalog.schemas || !catalog.history) {
+        catalog.err =
+            ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     json_object_foreach(ids, id, spec)
     {
         if ((catalog.err = add_id(id, spec)))

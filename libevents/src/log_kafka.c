@@ -764,10 +764,16 @@ static int kafka_lag(void *impl, int64_t *records, char *errstr, size_t n)
     return 0;
 }
 
-/* Serves both "kafka:" and "mock:" (log.c passes the scheme to open). */
 /* ------------------------------------------------------------ topics admin */
 
-/* A config entry of the catalog as "k=v, k=v" into buf. */
+/* What ev_log_topics learns of each catalog topic (index as ev_topic_at). */
+typedef struct topic_state {
+    int partitions; /* found or made; -1: not on the cluster */
+    int created;    /* made by this call: its configs are the catalog's */
+    char why[256];  /* the first problem; "" none */
+} topic_state;
+
+/* The catalog topic's configs as "k=v, k=v" into buf. */
 static void config_text(const ev_topic *t, char *buf, size_t size)
 {
     const char *key;
@@ -783,8 +789,8 @@ static void config_text(const ev_topic *t, char *buf, size_t size)
     }
 }
 
-/* Waits for an admin result on q: the event (caller destroys) or NULL
- * with errstr set. */
+/* Waits for an admin result on q: the request was given timeout_ms, its
+ * answer 5 s more. The event (caller destroys), or NULL with errstr set. */
 static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q, int timeout_ms, const char *what,
                                     char *errstr, size_t n)
 {
@@ -800,138 +806,210 @@ static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q, int timeout_ms, const c
     return ev;
 }
 
-/* CreateTopics for the catalog topics with found[i] < 0; found[i] becomes
- * the partitions made, or stays -1 with why[i] set. */
-static void create_missing(kafka_log *k, rd_kafka_t *rk, int replication, int timeout_ms,
-                           int *found, char (*why)[256])
+/* A new topic as the catalog says, or NULL with why set. */
+static rd_kafka_NewTopic_t *new_topic(const char *name, const ev_topic *t, int replication,
+                                      char *why, size_t why_size)
 {
-    size_t nt = ev_topic_count(), count = 0;
-    rd_kafka_NewTopic_t **nts = calloc(nt, sizeof(*nts));
-    char err[512];
-    for (size_t i = 0; i < nt; i++) {
-        const ev_topic *t = ev_topic_at(i);
-        char name[320];
-        if (found[i] >= 0)
-            continue;
-        snprintf(name, sizeof(name), "%s%s", k->prefix, ev_topic_name(t));
-        rd_kafka_NewTopic_t *nw =
-            rd_kafka_NewTopic_new(name, ev_topic_partitions(t), replication, err, sizeof(err));
-        const char *key;
-        json_t *v;
-        json_object_foreach((json_t *)ev_topic_config(t), key, v)
-        {
-            if (nw && rd_kafka_NewTopic_set_config(nw, key, json_string_value(v)))
-                snprintf(err, sizeof(err), "config %s: refused by librdkafka", key);
-        }
-        if (!nw) {
-            snprintf(why[i], sizeof(why[i]), "not created: %.200s", err);
-            continue;
-        }
-        nts[count++] = nw;
+    char err[256];
+    const char *key;
+    json_t *v;
+    rd_kafka_NewTopic_t *nw =
+        rd_kafka_NewTopic_new(name, ev_topic_partitions(t), replication, err, sizeof(err));
+    if (!nw) {
+        snprintf(why, why_size, "not created: %.200s", err);
+        return NULL;
     }
-    if (count) {
-        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-        rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-        rd_kafka_AdminOptions_set_operation_timeout(o, timeout_ms, err, sizeof(err));
-        rd_kafka_AdminOptions_set_request_timeout(o, timeout_ms, err, sizeof(err));
-        rd_kafka_CreateTopics(rk, nts, count, o, q);
-        rd_kafka_event_t *ev = admin_wait(q, timeout_ms, "CreateTopics", err, sizeof(err));
-        const rd_kafka_topic_result_t **res = NULL;
-        size_t rc = 0;
-        if (ev)
-            res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &rc);
-        for (size_t i = 0; i < nt; i++) {
-            char name[320];
-            if (found[i] >= 0 || why[i][0])
-                continue;
-            snprintf(name, sizeof(name), "%s%s", k->prefix, ev_topic_name(ev_topic_at(i)));
-            snprintf(why[i], sizeof(why[i]), "not created: %.200s", ev ? "no result" : err);
-            for (size_t j = 0; j < rc; j++) {
-                if (strcmp(rd_kafka_topic_result_name(res[j]), name) != 0)
-                    continue;
-                if (rd_kafka_topic_result_error(res[j]))
-                    snprintf(why[i], sizeof(why[i]), "not created: %s",
-                             rd_kafka_topic_result_error_string(res[j]));
-                else
-                    found[i] = ev_topic_partitions(ev_topic_at(i)), why[i][0] = '\0';
-            }
+    json_object_foreach((json_t *)ev_topic_config(t), key, v)
+    {
+        if (rd_kafka_NewTopic_set_config(nw, key, json_string_value(v))) {
+            snprintf(why, why_size, "not created: config %s refused by librdkafka", key);
+            rd_kafka_NewTopic_destroy(nw);
+            return NULL;
         }
-        if (ev)
-            rd_kafka_event_destroy(ev);
-        rd_kafka_AdminOptions_destroy(o);
-        rd_kafka_queue_destroy(q);
     }
-    rd_kafka_NewTopic_destroy_array(nts, count);
-    free(nts);
+    return nw;
 }
 
-/* DescribeConfigs of the topics found; why[i] says the first config that
- * differs from the catalog, or why none could be read. */
-static void check_configs(kafka_log *k, rd_kafka_t *rk, int timeout_ms, const int *found,
-                          char (*why)[256])
+/* CreateTopics for the catalog topics not on the cluster. */
+static int create_missing(kafka_log *k, rd_kafka_t *rk, int replication, int timeout_ms,
+                          topic_state *st)
 {
-    size_t nt = ev_topic_count(), count = 0;
+    size_t nt = ev_topic_count(), count = 0, rc = 0;
+    rd_kafka_NewTopic_t **nts = calloc(nt, sizeof(*nts));
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_AdminOptions_t *o = NULL;
+    rd_kafka_event_t *ev = NULL;
+    const rd_kafka_topic_result_t **res = NULL;
+    char err[512], name[320];
+    if (!nts)
+        return EV_ERR_NOMEM;
+    for (size_t i = 0; i < nt; i++) {
+        snprintf(name, sizeof(name), "%s%s", k->prefix, ev_topic_name(ev_topic_at(i)));
+        if (st[i].partitions < 0 && (nts[count] = new_topic(name, ev_topic_at(i), replication,
+                                                            st[i].why, sizeof(st[i].why))))
+            count++;
+    }
+    if (!count)
+        goto out;
+    q = rd_kafka_queue_new(rk);
+    o = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(o, timeout_ms, err, sizeof(err));
+    rd_kafka_AdminOptions_set_request_timeout(o, timeout_ms, err, sizeof(err));
+    rd_kafka_CreateTopics(rk, nts, count, o, q);
+    if ((ev = admin_wait(q, timeout_ms, "CreateTopics", err, sizeof(err))))
+        res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &rc);
+    for (size_t i = 0; i < nt; i++) {
+        if (st[i].partitions >= 0 || st[i].why[0])
+            continue;
+        snprintf(name, sizeof(name), "%s%s", k->prefix, ev_topic_name(ev_topic_at(i)));
+        snprintf(st[i].why, sizeof(st[i].why), "not created: %.200s", ev ? "no result" : err);
+        for (size_t j = 0; j < rc; j++) {
+            if (strcmp(rd_kafka_topic_result_name(res[j]), name) != 0)
+                continue;
+            if (rd_kafka_topic_result_error(res[j])) {
+                snprintf(st[i].why, sizeof(st[i].why), "not created: %s",
+                         rd_kafka_topic_result_error_string(res[j]));
+            } else {
+                st[i].partitions = ev_topic_partitions(ev_topic_at(i));
+                st[i].created = 1;
+                st[i].why[0] = '\0';
+            }
+        }
+    }
+out:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (o)
+        rd_kafka_AdminOptions_destroy(o);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy_array(nts, count);
+    free(nts);
+    return 0;
+}
+
+/* The first of a topic's catalog configs the resource r differs in, into
+ * why; nothing when all match. */
+static void compare_configs(const ev_topic *t, const rd_kafka_ConfigResource_t *r, char *why,
+                            size_t why_size)
+{
+    size_t ec = 0;
+    const rd_kafka_ConfigEntry_t **entries = rd_kafka_ConfigResource_configs(r, &ec);
+    const char *key;
+    json_t *want;
+    json_object_foreach((json_t *)ev_topic_config(t), key, want)
+    {
+        const char *got = NULL;
+        for (size_t e = 0; e < ec; e++)
+            if (strcmp(rd_kafka_ConfigEntry_name(entries[e]), key) == 0)
+                got = rd_kafka_ConfigEntry_value(entries[e]);
+        if (!why[0] && (!got || strcmp(got, json_string_value(want)) != 0))
+            snprintf(why, why_size, "%s: expected %s, found %s", key, json_string_value(want),
+                     got ? got : "none");
+    }
+}
+
+/* DescribeConfigs of the topics found (not the ones just made, whose
+ * configs are the catalog's: `check` reads those back). */
+static int check_configs(kafka_log *k, rd_kafka_t *rk, int timeout_ms, topic_state *st)
+{
+    size_t nt = ev_topic_count(), count = 0, rc = 0;
     rd_kafka_ConfigResource_t **rs = calloc(nt, sizeof(*rs));
     size_t *index = calloc(nt, sizeof(*index));
-    char err[512];
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_AdminOptions_t *o = NULL;
+    rd_kafka_event_t *ev = NULL;
+    const rd_kafka_ConfigResource_t **res = NULL;
+    char err[512], name[320];
+    int status = 0;
+    if (!rs || !index) {
+        status = EV_ERR_NOMEM;
+        goto out;
+    }
     for (size_t i = 0; i < nt; i++) {
-        char name[320];
-        if (found[i] < 0 || why[i][0])
+        if (st[i].partitions < 0 || st[i].created || st[i].why[0])
             continue;
         snprintf(name, sizeof(name), "%s%s", k->prefix, ev_topic_name(ev_topic_at(i)));
         index[count] = i;
         rs[count++] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, name);
     }
-    if (count) {
-        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-        rd_kafka_AdminOptions_t *o =
-            rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
-        rd_kafka_AdminOptions_set_request_timeout(o, timeout_ms, err, sizeof(err));
-        rd_kafka_DescribeConfigs(rk, rs, count, o, q);
-        rd_kafka_event_t *ev = admin_wait(q, timeout_ms, "DescribeConfigs", err, sizeof(err));
-        const rd_kafka_ConfigResource_t **res = NULL;
-        size_t rc = 0;
-        if (ev)
-            res = rd_kafka_DescribeConfigs_result_resources(
-                rd_kafka_event_DescribeConfigs_result(ev), &rc);
-        for (size_t c = 0; c < count; c++) {
-            size_t i = index[c];
-            const ev_topic *t = ev_topic_at(i);
-            const rd_kafka_ConfigResource_t *r = NULL;
-            for (size_t j = 0; j < rc; j++)
-                if (strcmp(rd_kafka_ConfigResource_name(res[j]),
-                           rd_kafka_ConfigResource_name(rs[c])) == 0)
-                    r = res[j];
-            if (!r || rd_kafka_ConfigResource_error(r)) {
-                snprintf(why[i], sizeof(why[i]), "configs not checked: %.200s",
-                         !ev ? err
-                         : r ? rd_kafka_ConfigResource_error_string(r)
-                             : "no result");
-                continue;
-            }
-            size_t ec = 0;
-            const rd_kafka_ConfigEntry_t **entries = rd_kafka_ConfigResource_configs(r, &ec);
-            const char *key;
-            json_t *want;
-            json_object_foreach((json_t *)ev_topic_config(t), key, want)
-            {
-                const char *got = NULL;
-                for (size_t e = 0; e < ec; e++)
-                    if (strcmp(rd_kafka_ConfigEntry_name(entries[e]), key) == 0)
-                        got = rd_kafka_ConfigEntry_value(entries[e]);
-                if (!why[i][0] && (!got || strcmp(got, json_string_value(want)) != 0))
-                    snprintf(why[i], sizeof(why[i]), "%s: expected %s, found %s", key,
-                             json_string_value(want), got ? got : "none");
-            }
-        }
-        if (ev)
-            rd_kafka_event_destroy(ev);
-        rd_kafka_AdminOptions_destroy(o);
-        rd_kafka_queue_destroy(q);
+    if (!count)
+        goto out;
+    q = rd_kafka_queue_new(rk);
+    o = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+    rd_kafka_AdminOptions_set_request_timeout(o, timeout_ms, err, sizeof(err));
+    rd_kafka_DescribeConfigs(rk, rs, count, o, q);
+    if ((ev = admin_wait(q, timeout_ms, "DescribeConfigs", err, sizeof(err))))
+        res = rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev),
+                                                        &rc);
+    for (size_t c = 0; c < count; c++) {
+        topic_state *t = &st[index[c]];
+        const rd_kafka_ConfigResource_t *r = NULL;
+        for (size_t j = 0; j < rc; j++)
+            if (strcmp(rd_kafka_ConfigResource_name(res[j]), rd_kafka_ConfigResource_name(rs[c])) ==
+                0)
+                r = res[j];
+        if (!r || rd_kafka_ConfigResource_error(r))
+            snprintf(t->why, sizeof(t->why), "configs not checked: %.200s",
+                     !ev ? err
+                     : r ? rd_kafka_ConfigResource_error_string(r)
+                         : "no result");
+        else
+            compare_configs(ev_topic_at(index[c]), r, t->why, sizeof(t->why));
     }
-    rd_kafka_ConfigResource_destroy_array(rs, count);
+out:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (o)
+        rd_kafka_AdminOptions_destroy(o);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    if (rs)
+        rd_kafka_ConfigResource_destroy_array(rs, count);
     free(rs);
     free(index);
+    return status;
+}
+
+/* Partitions of each catalog topic from the cluster's metadata. */
+static int read_partitions(kafka_log *k, rd_kafka_t *rk, int timeout_ms, topic_state *st,
+                           char *errstr, size_t n)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
+    if (e)
+        return ev__fail(errstr, n, EV_ERR_IO, "kafka %s: cannot read the cluster's topics: %s",
+                        k->bootstrap, rd_kafka_err2str(e));
+    for (size_t i = 0; i < ev_topic_count(); i++) {
+        char name[320];
+        snprintf(name, sizeof(name), "%s%s", k->prefix, ev_topic_name(ev_topic_at(i)));
+        st[i].partitions = -1;
+        for (int j = 0; j < md->topic_cnt; j++)
+            if (strcmp(md->topics[j].topic, name) == 0 && !md->topics[j].err)
+                st[i].partitions = md->topics[j].partition_cnt;
+    }
+    rd_kafka_metadata_destroy(md);
+    return 0;
+}
+
+/* What each topic's partitions say against the catalog, into why. */
+static void check_partitions(topic_state *st)
+{
+    for (size_t i = 0; i < ev_topic_count(); i++) {
+        const ev_topic *t = ev_topic_at(i);
+        if (st[i].why[0])
+            continue;
+        if (st[i].partitions < 0)
+            snprintf(st[i].why, sizeof(st[i].why), "missing (msrs topics create makes it)");
+        else if (strcmp(ev_topic_name(t), "leader") == 0 && st[i].partitions != 1)
+            snprintf(st[i].why, sizeof(st[i].why),
+                     "partitions: expected exactly 1 (leadership is one consumer group's "
+                     "assignment), found %d",
+                     st[i].partitions);
+        else if (st[i].partitions < ev_topic_partitions(t))
+            snprintf(st[i].why, sizeof(st[i].why), "partitions: expected at least %d, found %d",
+                     ev_topic_partitions(t), st[i].partitions);
+    }
 }
 
 static int kafka_topics(void *impl, int create, int replication, int timeout_ms,
@@ -940,69 +1018,47 @@ static int kafka_topics(void *impl, int create, int replication, int timeout_ms,
     kafka_log *k = impl;
     static const char *const defaults[] = {NULL};
     char err[512];
-    rd_kafka_conf_t *c = make_conf(k, defaults, errstr, n);
-    if (!c)
-        return EV_ERR_INVALID;
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
-    if (!rk) {
-        rd_kafka_conf_destroy(c);
-        return ev__fail(errstr, n, EV_ERR_INVALID, "kafka: %s", err);
-    }
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
-    if (e) {
-        rd_kafka_destroy(rk);
-        return ev__fail(errstr, n, EV_ERR_IO, "kafka %s: cannot read the cluster's topics: %s",
-                        k->bootstrap, rd_kafka_err2str(e));
-    }
     size_t nt = ev_topic_count();
-    int *found = calloc(nt, sizeof(*found));
-    char(*why)[256] = calloc(nt, sizeof(*why));
-    for (size_t i = 0; i < nt; i++) {
-        char name[320];
-        snprintf(name, sizeof(name), "%s%s", k->prefix, ev_topic_name(ev_topic_at(i)));
-        found[i] = -1;
-        for (int j = 0; j < md->topic_cnt; j++)
-            if (strcmp(md->topics[j].topic, name) == 0 && !md->topics[j].err)
-                found[i] = md->topics[j].partition_cnt;
+    topic_state *st = calloc(nt ? nt : 1, sizeof(*st));
+    rd_kafka_conf_t *c = st ? make_conf(k, defaults, errstr, n) : NULL;
+    rd_kafka_t *rk = c ? rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err)) : NULL;
+    int rc = 0;
+    if (!rk) {
+        if (c)
+            rd_kafka_conf_destroy(c);
+        rc = !st  ? ev__fail(errstr, n, EV_ERR_NOMEM, "out of memory")
+             : !c ? EV_ERR_INVALID
+                  : ev__fail(errstr, n, EV_ERR_INVALID, "kafka: %s", err);
+        goto out;
     }
-    rd_kafka_metadata_destroy(md);
-    if (create)
-        create_missing(k, rk, replication, timeout_ms, found, why);
-    for (size_t i = 0; i < nt; i++) {
-        const ev_topic *t = ev_topic_at(i);
-        int leader = strcmp(ev_topic_name(t), "leader") == 0;
-        if (why[i][0])
-            continue;
-        if (found[i] < 0)
-            snprintf(why[i], sizeof(why[i]), "missing (msrs topics create makes it)");
-        else if (leader && found[i] != 1)
-            snprintf(why[i], sizeof(why[i]),
-                     "partitions: expected exactly 1 (leadership is one consumer group's "
-                     "assignment), found %d",
-                     found[i]);
-        else if (found[i] < ev_topic_partitions(t))
-            snprintf(why[i], sizeof(why[i]), "partitions: expected at least %d, found %d",
-                     ev_topic_partitions(t), found[i]);
-    }
-    check_configs(k, rk, timeout_ms, found, why);
+    if ((rc = read_partitions(k, rk, timeout_ms, st, errstr, n)) ||
+        (create && (rc = create_missing(k, rk, replication, timeout_ms, st))))
+        goto out;
+    check_partitions(st);
+    if ((rc = check_configs(k, rk, timeout_ms, st)))
+        goto out;
     for (size_t i = 0; i < nt; i++) {
         const ev_topic *t = ev_topic_at(i);
         char name[320], text[640], cfg[256];
         snprintf(name, sizeof(name), "%s%s", k->prefix, ev_topic_name(t));
         config_text(t, cfg, sizeof(cfg));
-        if (why[i][0])
+        if (st[i].why[0])
             (*problems)++;
         else
-            snprintf(text, sizeof(text), "%d partitions, %s", found[i], cfg);
-        say(opaque, name, !why[i][0], why[i][0] ? why[i] : text);
+            snprintf(text, sizeof(text), "%s%d partitions, %s", st[i].created ? "created: " : "",
+                     st[i].partitions, cfg);
+        say(opaque, name, !st[i].why[0], st[i].why[0] ? st[i].why : text);
     }
-    free(found);
-    free(why);
-    rd_kafka_destroy(rk);
-    return 0;
+out:
+    if (rc == EV_ERR_NOMEM)
+        ev__fail(errstr, n, rc, "out of memory");
+    if (rk)
+        rd_kafka_destroy(rk);
+    free(st);
+    return rc;
 }
 
+/* Serves both "kafka:" and "mock:" (log.c passes the scheme to open). */
 const ev__backend ev__backend_kafka = {
     .open = kafka_open_common,
     .close = kafka_close,

@@ -5,9 +5,24 @@
 
 #include <ev.h>
 
+/* Bounds each turn (AG_LOOP_TURN_MAX_S): one per process, as the loop. */
+static ev_timer wake;
+
+static void on_wake(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
 void *ag_loop_new(void)
 {
-    return ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOSIGMASK);
+    struct ev_loop *loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOSIGMASK);
+    if (loop) {
+        ev_timer_init(&wake, on_wake, AG_LOOP_TURN_MAX_S, AG_LOOP_TURN_MAX_S);
+        ev_timer_start(loop, &wake);
+    }
+    return loop;
 }
 
 void ag_loop_run_once(void *loop)
@@ -17,6 +32,8 @@ void ag_loop_run_once(void *loop)
 
 void ag_loop_destroy(void *loop)
 {
-    if (loop)
+    if (loop) {
+        ev_timer_stop(loop, &wake);
         ev_loop_destroy(loop);
+    }
 }

@@ -7,11 +7,16 @@
 #ifndef MSRS_AGENT_LOOP_H
 #define MSRS_AGENT_LOOP_H
 
+/* The longest one turn waits, so that a stop (cli_stop, set by a signal)
+ * is seen without depending on the agent's own timers. */
+#define AG_LOOP_TURN_MAX_S 0.1
+
 /* A libev loop on epoll; NULL when it cannot be made. Signals stay with
- * the process's own handlers (EVFLAG_NOSIGMASK). */
+ * the process's own handlers (EVFLAG_NOSIGMASK). One per process. */
 void *ag_loop_new(void);
 /* One turn: waits for the next event or timer (lws's timers are libev
- * timers on it), handles what is ready, returns. */
+ * timers on it; at most AG_LOOP_TURN_MAX_S), handles what is ready,
+ * returns. */
 void ag_loop_run_once(void *loop);
 void ag_loop_destroy(void *loop);
 
