@@ -9,13 +9,13 @@
  * options, wires the layers together (the endpoint's handlers, the control
  * plane's protocol), runs the 2 ms tick and hands commands to the layers. */
 #include "agent.h"
-#include "loop.h"
 #include "cli.h"
 #include "clock.h"
 #include "control.h"
 #include "device.h"
 #include "endpoint.h"
 #include "flow.h"
+#include "loop.h"
 #include "ops.h"
 #include "protocol.h"
 #include "recording.h"
