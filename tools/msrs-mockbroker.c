@@ -89,14 +89,13 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         return CLI_EXIT_FAIL;
     }
     /* Every catalog topic with its partitions (docs/topics.md), or
-     * --partitions for each but the leader topic (ev_log_lead needs one). */
+     * --partitions for each whose count is not exact (the leader topic). */
     for (size_t i = 0; i < ev_topic_count(); i++) {
         const ev_topic *t = ev_topic_at(i);
         char topic[320];
         snprintf(topic, sizeof(topic), "%s%s", m->prefix, ev_topic_name(t));
-        int parts = m->partitions && strcmp(ev_topic_name(t), "leader") != 0
-                        ? m->partitions
-                        : ev_topic_partitions(t);
+        int parts =
+            m->partitions && !ev_topic_partitions_exact(t) ? m->partitions : ev_topic_partitions(t);
         rd_kafka_mock_topic_create(mc, topic, parts, m->brokers < 3 ? m->brokers : 3);
     }
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);

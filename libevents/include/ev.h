@@ -97,6 +97,9 @@ const ev_topic *ev_topic_by_name(const char *name);
 const char *ev_topic_name(const ev_topic *t);
 const char *ev_topic_key_field(const ev_topic *t);
 int ev_topic_partitions(const ev_topic *t);
+/* 1: exactly ev_topic_partitions (the leader topic: leadership is one
+ * consumer group's assignment of its one partition); 0: at least. */
+int ev_topic_partitions_exact(const ev_topic *t);
 const json_t *ev_topic_config(const ev_topic *t);
 
 /* ------------------------------------------------------------------- codec */

@@ -25,6 +25,7 @@ struct ev_topic {
     char *name;
     char *key_field; /* NULL: a topic without records (leader) */
     int partitions;
+    int partitions_exact; /* exactly partitions, not at least */
     json_t *config;
 };
 
@@ -388,14 +389,17 @@ static int load_topics(json_t *topics)
     {
         json_t *key = json_object_get(tv, "key"), *parts = json_object_get(tv, "partitions");
         json_t *config = json_object_get(tv, "config"), *v;
+        json_t *exact = json_object_get(tv, "partitions_exact");
         const char *k;
         int strings = json_is_object(config);
         json_object_foreach(config, k, v) strings = strings && json_is_string(v);
         if (!(json_is_string(key) || json_is_null(key)) || !json_is_integer(parts) ||
-            json_integer_value(parts) < 1 || json_integer_value(parts) > 100000 || !strings)
+            json_integer_value(parts) < 1 || json_integer_value(parts) > 100000 || !strings ||
+            (exact && !json_is_boolean(exact)))
             return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_INVALID,
                             "schemas/catalog.json: topic %s: expected \"key\" (a field or null), "
-                            "\"partitions\" (1-100000) and \"config\" (an object of strings)",
+                            "\"partitions\" (1-100000), \"config\" (an object of strings) and, "
+                            "if there, \"partitions_exact\" (a boolean)",
                             name);
         ev_topic *t = &catalog.topics[catalog.topic_count++];
         t->name = strdup(name);
@@ -403,6 +407,7 @@ static int load_topics(json_t *topics)
         if (!t->name || (json_is_string(key) && !t->key_field))
             return ev__fail(catalog.errstr, sizeof(catalog.errstr), EV_ERR_NOMEM, "out of memory");
         t->partitions = (int)json_integer_value(parts);
+        t->partitions_exact = json_is_true(exact);
         t->config = json_incref(config);
     }
     return 0;
@@ -594,6 +599,10 @@ const char *ev_topic_key_field(const ev_topic *t)
 int ev_topic_partitions(const ev_topic *t)
 {
     return t->partitions;
+}
+int ev_topic_partitions_exact(const ev_topic *t)
+{
+    return t->partitions_exact;
 }
 const json_t *ev_topic_config(const ev_topic *t)
 {

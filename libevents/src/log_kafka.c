@@ -1001,11 +1001,9 @@ static void check_partitions(topic_state *st)
             continue;
         if (st[i].partitions < 0)
             snprintf(st[i].why, sizeof(st[i].why), "missing (msrs topics create makes it)");
-        else if (strcmp(ev_topic_name(t), "leader") == 0 && st[i].partitions != 1)
-            snprintf(st[i].why, sizeof(st[i].why),
-                     "partitions: expected exactly 1 (leadership is one consumer group's "
-                     "assignment), found %d",
-                     st[i].partitions);
+        else if (ev_topic_partitions_exact(t) && st[i].partitions != ev_topic_partitions(t))
+            snprintf(st[i].why, sizeof(st[i].why), "partitions: expected exactly %d, found %d",
+                     ev_topic_partitions(t), st[i].partitions);
         else if (st[i].partitions < ev_topic_partitions(t))
             snprintf(st[i].why, sizeof(st[i].why), "partitions: expected at least %d, found %d",
                      ev_topic_partitions(t), st[i].partitions);

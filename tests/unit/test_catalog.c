@@ -115,6 +115,8 @@ START_TEST(topics_say_what_a_cluster_needs)
     const ev_topic *leader = ev_topic_by_name("leader");
     ck_assert_ptr_nonnull(leader);
     ck_assert_int_eq(ev_topic_partitions(leader), 1);
+    ck_assert(ev_topic_partitions_exact(leader));
+    ck_assert(!ev_topic_partitions_exact(ev_topic_by_name("samples")));
     ck_assert_ptr_null(ev_topic_key_field(leader));
     const ev_topic *presence = ev_topic_by_name("presence");
     ck_assert_str_eq(
