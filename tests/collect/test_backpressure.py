@@ -73,7 +73,11 @@ def main():
 
         out, err = waiter.communicate(timeout=90)
         check(waiter.returncode == 0, "msrs session start --wait: rc %s %s" % (waiter.returncode, err[-500:]))
-        check(rss_kib(agent.pid) < 64 * 1024, "agent peak RSS %d KiB < 64 MiB" % rss_kib(agent.pid))
+        # 13 MiB in a release build; ASan's shadow and quarantine take it to
+        # ~65 MiB (measured), so its bound is twice the release one
+        bound = 128 if os.environ.get("MSRS_SANITIZED") else 64
+        check(rss_kib(agent.pid) < bound * 1024,
+              "agent peak RSS %d KiB < %d MiB" % (rss_kib(agent.pid), bound))
         sim.send_signal(signal.SIGTERM)
         check(sim.wait(20) == 0, "devsim exits cleanly")
 
