@@ -196,16 +196,13 @@ fail:
 static void learn_topics(kafka_log *k)
 {
     int64_t deadline = ev_mono_ms() + 2000;
-    for (size_t i = 0; i < ev_schema_count(); i++) {
+    for (size_t i = 0; i < ev_topic_count(); i++) {
         char topic[320];
-        const char *name = ev_schema_topic(ev_schema_at(i));
-        size_t j = 0;
-        while (j < i && strcmp(ev_schema_topic(ev_schema_at(j)), name) != 0)
-            j++;
+        const ev_topic *t = ev_topic_at(i);
         int64_t left = deadline - ev_mono_ms();
-        if (j < i || left <= 0)
-            continue; /* a topic shared by several records: asked once */
-        snprintf(topic, sizeof(topic), "%s%s", k->prefix, name);
+        if (!ev_topic_key_field(t) || left <= 0)
+            continue; /* a topic without records (leader) is never produced to */
+        snprintf(topic, sizeof(topic), "%s%s", k->prefix, ev_topic_name(t));
         rd_kafka_topic_t *rkt = rd_kafka_topic_new(k->producer, topic, NULL);
         const struct rd_kafka_metadata *md = NULL;
         if (rkt && rd_kafka_metadata(k->producer, 0, rkt, &md, (int)left) == 0)
@@ -806,6 +803,17 @@ static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q, int timeout_ms, const c
     return ev;
 }
 
+/* What an admin request leaves: its result, options and queue (any NULL). */
+static void admin_free(rd_kafka_event_t *ev, rd_kafka_AdminOptions_t *o, rd_kafka_queue_t *q)
+{
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (o)
+        rd_kafka_AdminOptions_destroy(o);
+    if (q)
+        rd_kafka_queue_destroy(q);
+}
+
 /* A new topic as the catalog says, or NULL with why set. */
 static rd_kafka_NewTopic_t *new_topic(const char *name, const ev_topic *t, int replication,
                                       char *why, size_t why_size)
@@ -877,12 +885,7 @@ static int create_missing(kafka_log *k, rd_kafka_t *rk, int replication, int tim
         }
     }
 out:
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    if (o)
-        rd_kafka_AdminOptions_destroy(o);
-    if (q)
-        rd_kafka_queue_destroy(q);
+    admin_free(ev, o, q);
     rd_kafka_NewTopic_destroy_array(nts, count);
     free(nts);
     return 0;
@@ -958,12 +961,7 @@ static int check_configs(kafka_log *k, rd_kafka_t *rk, int timeout_ms, topic_sta
             compare_configs(ev_topic_at(index[c]), r, t->why, sizeof(t->why));
     }
 out:
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    if (o)
-        rd_kafka_AdminOptions_destroy(o);
-    if (q)
-        rd_kafka_queue_destroy(q);
+    admin_free(ev, o, q);
     if (rs)
         rd_kafka_ConfigResource_destroy_array(rs, count);
     free(rs);
