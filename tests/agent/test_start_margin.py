@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, Procs, free_port, stop_all, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, Procs, devsim_sent, free_port, stop_all, tagged_counts, wait_listening  # noqa: E402
 
 check = Checks()
 SESSIONS = 6
@@ -53,10 +53,11 @@ def main():
         start("syncd", ["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000"])
         check.wait_for(lambda: "commands: reading as cursor" in stderr_of("agent"), 60,
                        "the agent's commands cursor is live")
+        collectord = None
         for i in range(SESSIONS):
             # A new collectord each time: its first StartRecording is the
             # first record its producer sends to the commands topic.
-            if i:
+            if collectord:
                 stop_all([collectord])
             collectord = start("collectord%d" % i, ["msrs-collectord", "--log", log])
             r = subprocess.run([os.path.join(BIN, "msrs"), "--log", log, "session", "start", "m%d" % i,
@@ -83,8 +84,8 @@ def main():
             rep = reports.get(sid, {"streams": []})
             check(all(s.get("late_start_samples", 0) == 0 for s in rep["streams"]) and rep["streams"],
                   "%s: no late_start samples: %s" % (sid, rep["streams"]))
-            want = {(d, s): c["samples"] for d, ss in sent.get(sid, {}).items() for s, c in ss.items()}
-            got = {(s["device_id"], s["stream_id"]): s["samples"] for s in stopped.get(sid, {}).get("streams", [])}
+            want = devsim_sent(sent, sid)
+            got = tagged_counts(stopped.get(sid, {}).get("streams", []))
             check(want and got == want, "%s: CollectionStopped == devsim's counts: %s vs %s" % (sid, got, want))
     finally:
         stop_all(procs)

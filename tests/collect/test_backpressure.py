@@ -14,7 +14,6 @@ Checked:
 - nothing is lost: the counts devsim sent == CollectionStopped's, with no
   gaps and no drops, and every counted sample is in the log;
 - the agent's resident memory stays bounded (< 64 MiB)."""
-import json
 import os
 import signal
 import sqlite3
@@ -24,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, Procs, free_port, of_type, stop_all, tail, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, Procs, devsim_sent, free_port, of_type, stop_all, tagged_counts, tail, wait_listening  # noqa: E402
 
 check = Checks()
 
@@ -89,14 +88,11 @@ def main():
         check(summary and " 0 video frames skipped" not in summary[-1],
               "devsim skipped video frames while slowed: %s" % summary)
 
-        sent = {}
-        for dev, streams in json.load(open(stats)).get("b1", {}).items():
-            for stream, c in streams.items():
-                sent[(dev, stream)] = (c["samples"], c["bytes"])
+        sent = devsim_sent(stats, "b1", True)
         stopped = of_type(tail(db, "sessions"), "CollectionStopped")
         check(len(stopped) == 1, "one CollectionStopped")
         streams = stopped[0]["value"]["streams"] if stopped else []
-        reported = {(s["device_id"], s["stream_id"]): (s["samples"], s["bytes"]) for s in streams}
+        reported = tagged_counts(streams, True)
         check(len(sent) == 6 and reported == sent, "CollectionStopped counts == devsim's: %s vs %s" % (reported, sent))
         check(all(s["dropped"] == 0 and s["gaps"] == 0 for s in streams), "no drops, no gaps")
         samples = [r["value"] for r in tail(db, "samples") if r["value"].get("session_id") == "b1"]

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, Procs, free_port, stop_all, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, Procs, devsim_sent, free_port, stop_all, tagged_counts, wait_listening  # noqa: E402
 
 check = Checks()
 
@@ -100,12 +100,11 @@ def main():
         check(said == 1 or (lose and said >= 1), "the agent said (once) that the log is not answering: %d" % said)
         check("devices told to slow down" in a_err and "devices resume" in a_err, "agent: slow_down, then resume")
         check("flow slow_down" in s_err, "devsim was told to slow down")
-        sent = {(d, s): c["samples"] for d, ss in json.load(open(stats)).get("k1", {}).items() for s, c in ss.items()}
+        sent = devsim_sent(stats, "k1")
         # what devsim tagged with the session: the session's samples, and
         # those past the stop instant (the stop command came through the
         # outage, late: late_stop, not the session's)
-        got = {(s["device_id"], s["stream_id"]): s["samples"] + s.get("late_stop_samples", 0)
-               for s in st.get("streams", [])}
+        got = tagged_counts(st.get("streams", []))
         late_stop = sum(s.get("late_stop_samples", 0) for s in st.get("streams", []))
         check(late_stop > 0, "the stop came after its instant: late_stop samples counted (%d)" % late_stop)
         report = st.get("reports", {}).get("n1", {})

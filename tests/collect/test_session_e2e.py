@@ -40,7 +40,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, free_port, of_type, stop_all, tail, time_ns, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, devsim_sent, free_port, of_type, stop_all, tagged_counts, tail, time_ns, wait_listening  # noqa: E402
 import xdfread  # noqa: E402
 
 import avro.datafile  # noqa: E402
@@ -223,11 +223,7 @@ def main():
         check(check.wait_for(lambda: os.path.exists(manifest_path), 40, "the archive"), "archived")
         for p in sims:
             check(stop(p) == 0, "devsim exits cleanly")
-        sent = {}
-        for path in (stats1, stats2):
-            for dev, streams in json.load(open(path)).get("s1", {}).items():
-                for stream, c in streams.items():
-                    sent[(dev, stream)] = (c["samples"], c["bytes"])
+        sent = {**devsim_sent(stats1, "s1", True), **devsim_sent(stats2, "s1", True)}
         check(len(sent) == 12, "devsim sent 4 devices x 3 streams in the session: %d" % len(sent))
 
         sessions = tail(db, "sessions")
@@ -235,7 +231,7 @@ def main():
         stopped = of_type(sessions, "CollectionStopped")
         check(len(stopped) == 1, "one CollectionStopped (after collectord's SIGKILL)")
         stopped = stopped[0]["value"]
-        reported = {(s["device_id"], s["stream_id"]): (s["samples"], s["bytes"]) for s in stopped["streams"]}
+        reported = tagged_counts(stopped["streams"], True)
         check(reported == sent, "CollectionStopped counts == devsim's: %s vs %s" % (reported, sent))
         check(all(s["dropped"] == 0 and s["gaps"] == 0 for s in stopped["streams"]), "no drops, no gaps")
         check(stopped.get("complete") is True and stopped.get("incomplete") == [],

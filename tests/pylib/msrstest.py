@@ -64,6 +64,27 @@ def of_type(records, t):
     return [r for r in records if r["type"] == "msrs.events." + t]
 
 
+def devsim_sent(stats, session, with_bytes=False):
+    """What msrs-devsim sent tagged with session ({(device, stream): samples},
+    or (samples, bytes)); stats: the --stats file's path, or its contents."""
+    if isinstance(stats, str):
+        stats = json.load(open(stats)) if os.path.exists(stats) else {}
+    return {(d, s): (c["samples"], c["bytes"]) if with_bytes else c["samples"]
+            for d, streams in stats.get(session, {}).items() for s, c in streams.items()}
+
+
+def tagged_counts(streams, with_bytes=False):
+    """What the devices tagged with the session, by a RecordingReport's or
+    CollectionStopped's StreamCounts: samples + late_stop_samples. A device
+    draws its stop line on its own clock at the instant it was sent; the
+    agent and the archive at stop_at_ns in master time. A sample within a
+    hair of the instant (the clock's fit moved since) is late_stop,
+    reported, as is one sent before the device heard a late stop."""
+    return {(s["device_id"], s["stream_id"]):
+            (s["samples"] + s["late_stop_samples"], s["bytes"] + s["late_stop_bytes"])
+            if with_bytes else s["samples"] + s["late_stop_samples"] for s in streams}
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
