@@ -279,6 +279,8 @@ int ev_event_peek(const ev_msg *msg, ev_event *ev, char *errstr, size_t errstr_s
 
 /* Writes a new random event id (UUID v4 text, 36 chars + NUL) into buf. */
 void ev_new_id(char buf[EV_ID_MAX]);
+/* A uniform number in [0, 1) from the same generator: jitter, not secrets. */
+double ev_random_unit(void);
 /* Wall-clock time in ns since the Unix epoch. */
 int64_t ev_now_ns(void);
 /* Monotonic milliseconds (CLOCK_MONOTONIC), for intervals and deadlines. */
@@ -810,7 +812,7 @@ json_t *ev_collect_decide(const ev_state *state, const char *session_id,
  * dispatch on (ev_schema_id). ev_catalog_init fails when one of them does
  * not name the record its constant says, so they cannot drift apart. */
 typedef enum ev_schema_ids {
-    EV_SCHEMA_NODE_REGISTERED = 105,
+    EV_SCHEMA_NODE_REGISTERED = 108,
     EV_SCHEMA_NODE_PLANNED = 102,
     EV_SCHEMA_NODE_HEARTBEAT = 107,
     EV_SCHEMA_NODE_EXPIRED = 104,
@@ -875,6 +877,9 @@ typedef struct ev_node {
     int64_t registered_at_ns;      /* ce_time of its NodeRegistered; 0: none */
     int64_t last_seen_ns;          /* ce_time of its last NodeRegistered / NodeHeartbeat */
     int64_t expired_at_ns;         /* ce_time of its NodeExpired; 0: none */
+    int64_t hb_mean_ns, hb_dev_ns; /* its heartbeats' interval: running mean and mean
+                                      deviation (ce_time to ce_time); 0: none yet */
+    const char *incarnation;       /* its agent process's id (NodeRegistered); "" */
 } ev_node;
 
 /* Fills *out with node_id's state: returns 1, or 0 when the state has no
@@ -883,6 +888,10 @@ int ev_state_node(const ev_state *state, const char *node_id, ev_node *out);
 const char *ev_state_node_next(const ev_state *state, const char *after, ev_node *out);
 /* 1 when node_id's last NodeRegistered named capability ("camera"), else 0. */
 int ev_state_node_capability(const ev_state *state, const char *node_id, const char *capability);
+/* 1 when node_id's state already has every field of record (a NodeRegistered
+ * or NodePlanned value as JSON, node_id aside) with the same value: a
+ * record of it would change nothing. */
+int ev_state_node_matches(const ev_state *state, const char *node_id, const json_t *record);
 
 typedef struct ev_device {
     const char *device_id;
@@ -977,38 +986,63 @@ json_t *ev_state_session_to_json(const ev_state *state, const char *session_id);
 
 /* The supervisor's rule for node liveness, a pure function of a node as
  * the state holds it (ev_state_node) and of the supervisor's parameters, so
- * leaders, replay and tests agree. */
+ * leaders, replay and tests agree. It is an accrual failure detector
+ * (Hayashibara's phi): from the node's heartbeat intervals (hb_mean_ns,
+ * hb_dev_ns, folded from the log) it says how unlikely a silence this long
+ * is, so a node whose heartbeats come late and irregularly (an overloaded
+ * machine) is given longer before it is suspected or expired, and a steady
+ * one is expired at its TTL as before. */
 typedef struct ev_node_params {
-    int64_t ttl_ns;        /* supervisor.ttl_ms: a node's TTL when its plan names none */
-    int64_t heartbeat_ns;  /* supervisor.heartbeat_ms: when its plan names none */
-    int64_t lead_since_ns; /* when this supervisor began to lead: nodes could not
-                              heartbeat while no one led, so each gets one TTL from it */
+    int64_t ttl_ns;             /* supervisor.ttl_ms: a node's TTL when its plan names none */
+    int64_t heartbeat_ns;       /* supervisor.heartbeat_ms: when its plan names none */
+    int64_t listening_since_ns; /* since when this supervisor hears nodes: it began to
+                                   lead, came back from a stall of its own loop, or
+                                   caught up with its log; no node is silent for longer */
+    double phi_suspect;         /* supervisor.phi_suspect: stale at or above (0: 3) */
+    double phi_expire;          /* supervisor.phi_expire: expired at or above (0: 8) */
 } ev_node_params;
 
 /* 1 when the node is known: in the state and not expired. Only a known
  * node is planned, heartbeats or takes devices. */
 int ev_node_known(const ev_node *node);
 
-/* 1 when node must expire at now_ns: it is known and silent for more than
- * its TTL (its plan's ttl_ms, else params ttl_ns) since the latest of its
+/* phi of a silence of silent_ns: -log10 of the probability that the next
+ * heartbeat comes later than that, the intervals taken as normal with the
+ * node's mean (at least its heartbeat interval) and deviation (1.25 mean
+ * deviations, at least a tenth of the mean). 0 for a silence shorter than
+ * the mean, up to 100. */
+double ev_node_phi(const ev_node *node, const ev_node_params *params, int64_t silent_ns);
+
+/* How long the node has been silent at now_ns, counted from the latest
+ * of its last_seen_ns, heard_ns and params listening_since_ns; and its
+ * TTL (its plan's ttl_ms, else params ttl_ns). */
+int64_t ev_node_silence_ns(const ev_node *node, int64_t heard_ns, const ev_node_params *params,
+                           int64_t now_ns);
+int64_t ev_node_ttl_ns(const ev_node *node, const ev_node_params *params);
+
+/* 1 when node must expire at now_ns: it is known, silent for more than its
+ * TTL (its plan's ttl_ms, else params ttl_ns) since the latest of its
  * last_seen_ns, heard_ns (when this process last heard it, outside the
- * state; 0: never) and params lead_since_ns. Silent exactly its TTL is not
- * yet. An expired node is never due again until it registers. */
+ * state; 0: never) and params listening_since_ns, and that silence's phi is
+ * at least phi_expire; or silent more than four TTLs whatever phi says.
+ * Silent exactly its TTL is not yet. An expired node is never due again
+ * until it registers. */
 int ev_node_expire_due(const ev_node *node, int64_t heard_ns, const ev_node_params *params,
                        int64_t now_ns);
 
 typedef enum ev_node_presence {
-    EV_PRESENCE_UP = 0,      /* heard within two heartbeat intervals */
-    EV_PRESENCE_STALE = 1,   /* known, silent longer than that */
+    EV_PRESENCE_UP = 0,      /* heard recently, or a silence its history explains */
+    EV_PRESENCE_STALE = 1,   /* known and suspected */
     EV_PRESENCE_EXPIRED = 2, /* not known (ev_node_known) */
 } ev_node_presence;
 
 /* The node's class in PresenceSnapshot at now_ns: up while now_ns -
  * last_seen_ns <= 2 heartbeat intervals (its plan's, else params
- * heartbeat_ns), then stale; expired when not known. */
+ * heartbeat_ns) or that silence's phi is below phi_suspect, then stale;
+ * expired when not known. */
 ev_node_presence ev_node_presence_of(const ev_node *node, const ev_node_params *params,
                                      int64_t now_ns);
-/* "up", "stale", "expired". Static. */
+
 const char *ev_node_presence_name(ev_node_presence presence);
 
 /* ------------------------------------------------------ auto-start rule */

@@ -35,6 +35,11 @@ static char *hex(char *p, uint64_t v, int digits)
     return p + digits;
 }
 
+double ev_random_unit(void)
+{
+    return (double)(rng_next() >> 11) * 0x1.0p-53;
+}
+
 void ev_new_id(char buf[EV_ID_MAX])
 {
     uint64_t hi = rng_next(), lo = rng_next();

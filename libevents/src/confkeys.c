@@ -64,6 +64,8 @@ const char *const ev_conf_known_keys[] = {
     "supervisor.node_id",
     "supervisor.services",
     "supervisor.ttl_ms",
+    "supervisor.phi_suspect",
+    "supervisor.phi_expire",
     "supervisor.heartbeat_ms",
     "supervisor.presence_ms",
     "supervisor.lease_ms",

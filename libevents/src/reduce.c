@@ -172,22 +172,71 @@ static const char *str(json_t *record, const char *k)
     return v ? v : "";
 }
 
+/* A heartbeat at t: folds the interval since the node was last heard into
+ * its running mean and mean deviation (gains 1/8 and 1/4, as TCP's RTT
+ * estimator), the history the failure detector reads (noderule.c). */
+static void fold_interval(json_t *n, int64_t t)
+{
+    int64_t last = json_integer_value(json_object_get(n, "last_seen_ns")), x = t - last;
+    if (!last || x <= 0)
+        return;
+    json_t *m = json_object_get(n, "hb_mean_ns");
+    int64_t mean = json_integer_value(m), dev = json_integer_value(json_object_get(n, "hb_dev_ns"));
+    if (!m) {
+        mean = x;
+        dev = x / 2;
+    } else {
+        int64_t err = x - mean;
+        mean += err / 8;
+        dev += ((err < 0 ? -err : err) - dev) / 4;
+    }
+    set_int(n, "hb_mean_ns", mean);
+    set_int(n, "hb_dev_ns", dev);
+}
+
+/* A node that registers again after it expired, with the incarnation it
+ * had (the same process: its heartbeats came late), gets back the devices
+ * its expiry took out of the pool, without a record per device. */
+static void revive_devices(ev_state *s, const char *node_id)
+{
+    const char *k;
+    json_t *d;
+    json_object_foreach(s->devices, k,
+                        d) if (strcmp(str(d, "node_id"), node_id) == 0 &&
+                               strcmp(str(d, "disconnect_reason"), "node_expired") == 0)
+    {
+        json_object_set_new(d, "connected", json_true());
+        json_object_del(d, "disconnect_reason");
+    }
+}
+
 static void reduce_node(ev_state *s, int32_t type, json_t *r, int64_t t)
 {
     json_t *n = aggregate(s->nodes, str(r, "node_id"));
     switch (type) {
-    case EV_SCHEMA_NODE_REGISTERED:
+    case EV_SCHEMA_NODE_REGISTERED: {
+        const char *was = str(n, "incarnation"), *is = str(r, "incarnation");
+        int back = strcmp(str(n, "state"), "expired") == 0 && *is && strcmp(was, is) == 0;
+        if (strcmp(was, is) != 0) { /* a new process: its heartbeat history starts again */
+            json_object_del(n, "hb_mean_ns");
+            json_object_del(n, "hb_dev_ns");
+        }
         merge(n, r, "node_id");
         set_str(n, "state", "registered");
         set_int(n, "registered_at_ns", t);
         set_int(n, "last_seen_ns", t);
+        if (back)
+            revive_devices(s, str(r, "node_id"));
         break;
+    }
     case EV_SCHEMA_NODE_PLANNED:
         merge(n, r, "node_id");
         if (strcmp(str(n, "state"), "up") != 0)
             set_str(n, "state", "planned");
         break;
     case EV_SCHEMA_NODE_HEARTBEAT:
+        if (strcmp(str(n, "state"), "up") == 0)
+            fold_interval(n, t);
         merge(n, r, "node_id");
         set_str(n, "state", "up");
         set_int(n, "last_seen_ns", t);
@@ -591,6 +640,9 @@ static void fill_node(const char *id, json_t *n, ev_node *out)
         .registered_at_ns = get_int(n, "registered_at_ns"),
         .last_seen_ns = get_int(n, "last_seen_ns"),
         .expired_at_ns = get_int(n, "expired_at_ns"),
+        .hb_mean_ns = get_int(n, "hb_mean_ns"),
+        .hb_dev_ns = get_int(n, "hb_dev_ns"),
+        .incarnation = str(n, "incarnation"),
     };
 }
 
@@ -659,6 +711,18 @@ int ev_state_node(const ev_state *s, const char *node_id, ev_node *out)
     if (!it)
         return 0;
     fill_node(json_object_iter_key(it), json_object_iter_value(it), out);
+    return 1;
+}
+
+int ev_state_node_matches(const ev_state *s, const char *node_id, const json_t *record)
+{
+    json_t *n = json_object_get(s->nodes, node_id ? node_id : "");
+    const char *k;
+    json_t *v;
+    if (!n)
+        return 0;
+    json_object_foreach((json_t *)record, k, v) if (strcmp(k, "node_id") != 0 &&
+                                                    !json_equal(v, json_object_get(n, k))) return 0;
     return 1;
 }
 

@@ -217,6 +217,7 @@ typedef struct ag_control {
     int64_t clock_unc_ns, clock_rtt_ns;
     int64_t cpu_ns, cpu_at_ns, rx_bytes, rx_at_ns; /* at the last heartbeat */
     int64_t registered_at_ns, last_ok_ns, heartbeats, reregistered, failures;
+    char incarnation[EV_ID_MAX]; /* this process's id, new at each start (NodeRegistered) */
 } ag_control;
 
 /* The endpoint's upward calls (endpoint.c -> protocol.c), set by main.c

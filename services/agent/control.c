@@ -23,9 +23,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#define CTL_PROBES     4
-#define CTL_RETRY_MS   300
-#define CTL_ANSWER_MAX 65536 /* a supervisor's answer; more is a failed request */
+#define CTL_PROBES         4
+#define CTL_RETRY_MS       300
+#define CTL_BACKOFF_MAX_MS 5000
+#define CTL_ANSWER_MAX     65536 /* a supervisor's answer; more is a failed request */
 
 enum { REQ_REGISTER, REQ_PLAN, REQ_TIME, REQ_HEARTBEAT };
 static const char *const req_path[] = {"/v1/nodes/register", "/v1/nodes/plan", "/v1/time",
@@ -90,6 +91,7 @@ int ag_control_init(ag_control *c, const ev_conf *conf, const char *list, char *
     char buf[1024];
     int64_t wait_ms;
     memset(c, 0, sizeof(*c));
+    ev_new_id(c->incarnation);
     c->discovery_fd = -1;
     c->lead_hint = -1;
     snprintf(buf, sizeof(buf), "%s", list ? list : "");
@@ -227,6 +229,25 @@ static void on_answers(ag_agent *a)
     }
 }
 
+/* The wait before the next try after `failures` failures in a row:
+ * CTL_RETRY_MS doubling up to a cap, each drawn from half to the whole of
+ * it, so nodes that failed together (a supervisor restarting, an
+ * overloaded machine) do not come back together. The cap is the plan's
+ * heartbeat interval once planned (a failover must find the new leader
+ * well within the TTL it gives), CTL_BACKOFF_MAX_MS before. */
+static int64_t backoff_ns(const ag_control *c)
+{
+    int64_t cap = c->planned && c->heartbeat_ns ? c->heartbeat_ns / 1000000 : CTL_BACKOFF_MAX_MS;
+    int64_t ms = CTL_RETRY_MS;
+    for (int64_t i = 1; i < c->failures && ms < cap; i++)
+        ms *= 2;
+    if (ms > cap)
+        ms = cap;
+    if (ms < CTL_RETRY_MS)
+        ms = CTL_RETRY_MS;
+    return (int64_t)((0.5 + 0.5 * ev_random_unit()) * (double)ms * 1e6);
+}
+
 static void next_supervisor(ag_agent *a, const char *why)
 {
     ag_control *c = &a->ctl;
@@ -241,7 +262,7 @@ static void next_supervisor(ag_agent *a, const char *why)
         ev_clock_est_init(&a->master_clock); /* another supervisor: another master clock */
     if (c->discover && now >= c->next_query_ns)
         discover(a, now); /* a new leader, or a supervisor that moved, answers */
-    c->next_at_ns = now + (int64_t)CTL_RETRY_MS * 1000000;
+    c->next_at_ns = now + backoff_ns(c);
 }
 
 static int64_t mem_used_bytes(void)
@@ -305,12 +326,13 @@ static json_t *request_body(ag_agent *a, int kind, int64_t now)
         char host[64] = "", address[192];
         gethostname(host, sizeof(host) - 1);
         snprintf(address, sizeof(address), "%s:%d", a->cfg.advertise, a->cfg.port);
-        json_t *body =
-            json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:s, s:I, s:I}", "node_id", a->cfg.node_id,
-                      "hostname", host, "address", address, "caps", "devices", "clock",
-                      "max_devices", (json_int_t)a->cfg.max_devices, "version", MSRS_VERSION,
-                      "cpu_cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "mem_total_bytes",
-                      (json_int_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE));
+        json_t *body = json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:s, s:I, s:I, s:s}", "node_id",
+                                 a->cfg.node_id, "hostname", host, "address", address, "caps",
+                                 "devices", "clock", "max_devices", (json_int_t)a->cfg.max_devices,
+                                 "version", MSRS_VERSION, "cpu_cores",
+                                 (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "mem_total_bytes",
+                                 (json_int_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE),
+                                 "incarnation", c->incarnation);
         /* cameras here: the plan names capture (msrs-capture) */
         c->reported_cameras = ag_spawn_cameras(&a->capture);
         if (c->reported_cameras)
@@ -452,7 +474,9 @@ static void on_done(ag_agent *a, ag_http *h)
                 c->hosts[c->url_i], c->ports[c->url_i], a->cfg.node_id);
         c->reregistered++;
         c->phase = AG_CTL_REGISTER;
-        c->next_at_ns = now;
+        /* within half a heartbeat, at random: nodes expired together (a
+         * supervisor that came back) do not register in one burst */
+        c->next_at_ns = now + (int64_t)(ev_random_unit() * (double)c->heartbeat_ns / 2);
         json_decref(r);
         return;
     }

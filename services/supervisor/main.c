@@ -34,8 +34,10 @@ static void usage(FILE *f)
             "  --listen HOST:PORT  default 127.0.0.1:8610 (config supervisor.listen)\n"
             "  --node-id ID        this supervisor's id (config supervisor.node_id; default\n"
             "                      the host name)\n" CLI_COMMON_HELP
-            "\nconfig keys (defaults): supervisor.ttl_ms (6000: a node silent this long is\n"
-            "expired), supervisor.heartbeat_ms (1000: the plan's heartbeat interval),\n"
+            "\nconfig keys (defaults): supervisor.ttl_ms (6000: a node silent this long may be\n"
+            "expired), supervisor.phi_expire (8: ...when its silence's phi, by its heartbeats'\n"
+            "history, reaches this), supervisor.phi_suspect (3: stale in presence),\n"
+            "supervisor.heartbeat_ms (1000: the plan's heartbeat interval),\n"
             "supervisor.presence_ms (2000: PresenceSnapshot period), supervisor.lease_ms (3000:\n"
             "leadership TTL; at least 6000 on Kafka), supervisor.services (devices,clock: what a\n"
             "recorder runs), supervisor.advertise (https://LISTEN: the address agents are told),\n"
@@ -89,7 +91,9 @@ static ev_node_params node_params(const sv_supervisor *s)
 {
     return (ev_node_params){.ttl_ns = s->ttl_ms * 1000000,
                             .heartbeat_ns = s->heartbeat_ms * 1000000,
-                            .lead_since_ns = s->leading_since_ns};
+                            .listening_since_ns = s->listening_since_ns,
+                            .phi_suspect = s->phi_suspect,
+                            .phi_expire = s->phi_expire};
 }
 
 /* The body as a JSON object with a valid node_id, or an error reply. */
@@ -128,14 +132,30 @@ static int do_register(sv_supervisor *s, json_t *req, const char *node_id, json_
     if (!caps)
         caps = json_object_get(req, "capabilities");
     json_t *rec = json_pack(
-        "{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I}", "node_id", node_id, "hostname",
+        "{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I, s:s}", "node_id", node_id, "hostname",
         json_string_value(json_object_get(req, "hostname")) ?: "", "address",
         json_string_value(json_object_get(req, "address")) ?: "", "capabilities",
         json_is_array(caps) ? json_incref(caps) : json_array(), "max_devices",
         (json_int_t)json_integer_value(json_object_get(req, "max_devices")), "version",
         json_string_value(json_object_get(req, "version")) ?: "", "cpu_cores",
         (json_int_t)json_integer_value(json_object_get(req, "cpu_cores")), "mem_total_bytes",
-        (json_int_t)json_integer_value(json_object_get(req, "mem_total_bytes")));
+        (json_int_t)json_integer_value(json_object_get(req, "mem_total_bytes")), "incarnation",
+        json_string_value(json_object_get(req, "incarnation")) ?: "");
+    ev_node node;
+    int was = ev_state_node(s->state, node_id, &node);
+    if (was && ev_node_known(&node) && ev_state_node_matches(s->state, node_id, rec)) {
+        /* registering again, nothing changed (its heartbeat got a 404 from
+         * a supervisor that had not caught up, or it retried): no record */
+        json_decref(rec);
+        json_object_set_new(s->heard, node_id, json_integer(ev_now_ns()));
+        s->n.unchanged++;
+        *reply = json_pack("{s:b, s:s, s:s, s:b}", "registered", 1, "node_id", node_id,
+                           "supervisor", s->node_id, "unchanged", 1);
+        return 200;
+    }
+    int back =
+        was && node.state == EV_NODE_EXPIRED && *node.incarnation &&
+        strcmp(node.incarnation, json_string_value(json_object_get(rec, "incarnation"))) == 0;
     int rc = emit_apply(s, "NodeRegistered", node_id, rec, NULL, err, sizeof(err));
     json_decref(rec);
     if (rc) {
@@ -144,8 +164,10 @@ static int do_register(sv_supervisor *s, json_t *req, const char *node_id, json_
     }
     json_object_set_new(s->heard, node_id, json_integer(ev_now_ns()));
     s->n.registered++;
-    fprintf(stderr, "msrs-supervisor: node %s registered (%s)\n", node_id,
-            json_string_value(json_object_get(req, "address")) ?: "no address");
+    s->n.revived += back;
+    fprintf(stderr, "msrs-supervisor: node %s registered (%s)%s\n", node_id,
+            json_string_value(json_object_get(req, "address")) ?: "no address",
+            back ? ": back after its expiry as the same process, with its devices" : "");
     *reply =
         json_pack("{s:b, s:s, s:s}", "registered", 1, "node_id", node_id, "supervisor", s->node_id);
     return 200;
@@ -169,11 +191,14 @@ static int do_plan(sv_supervisor *s, const char *node_id, json_t **reply)
         json_pack("{s:s, s:s, s:o, s:I, s:I, s:I}", "node_id", node_id, "role", "recorder",
                   "services", services, "ttl_ms", (json_int_t)s->ttl_ms, "heartbeat_interval_ms",
                   (json_int_t)s->heartbeat_ms, "max_devices", (json_int_t)max);
-    if (emit_apply(s, "NodePlanned", node_id, plan, NULL, err, sizeof(err))) {
+    if (ev_state_node_matches(s->state, node_id, plan)) {
+        s->n.unchanged++; /* the plan it has: no record */
+    } else if (emit_apply(s, "NodePlanned", node_id, plan, NULL, err, sizeof(err))) {
         json_decref(plan);
         return fail_log(err, reply);
+    } else {
+        s->n.planned++;
     }
-    s->n.planned++;
     json_object_set_new(plan, "ttl", json_integer(s->ttl_ms)); /* DESIGN.md's name */
     *reply = plan;
     return 200;
@@ -412,10 +437,23 @@ static void expire_silent(sv_supervisor *s, int64_t now)
     const ev_node_params params = node_params(s);
     ev_node n;
     json_t *due = json_array();
-    for (const char *k = NULL; (k = ev_state_node_next(s->state, k, &n));)
-        if (ev_node_expire_due(&n, json_integer_value(json_object_get(s->heard, k)), &params, now))
+    int64_t held = 0;
+    for (const char *k = NULL; (k = ev_state_node_next(s->state, k, &n));) {
+        int64_t heard = json_integer_value(json_object_get(s->heard, k));
+        int64_t silent = ev_node_silence_ns(&n, heard, &params, now);
+        if (ev_node_expire_due(&n, heard, &params, now)) {
             json_array_append_new(due, json_pack("{s:s, s:I}", "node_id", k, "last_seen_ns",
                                                  (json_int_t)n.last_seen_ns));
+            fprintf(stderr,
+                    "msrs-supervisor: node %s silent %.1f s, phi %.1f (its heartbeats every "
+                    "%.2f s, deviation %.2f s): expired\n",
+                    k, (double)silent / 1e9, ev_node_phi(&n, &params, silent),
+                    (double)n.hb_mean_ns / 1e9, (double)n.hb_dev_ns / 1e9);
+        } else if (ev_node_known(&n) && silent > ev_node_ttl_ns(&n, &params)) {
+            held++; /* past its TTL, but its history explains the silence */
+        }
+    }
+    s->nodes_held = held;
     /* Emitted once the state is read: emit_apply changes it. */
     size_t i;
     json_t *x;
@@ -429,8 +467,6 @@ static void expire_silent(sv_supervisor *s, int64_t now)
         json_object_set_new(x, "reason", json_string("ttl"));
         if (emit_apply(s, "NodeExpired", node, x, id, err, sizeof(err)) == 0) {
             s->n.expired++;
-            fprintf(stderr, "msrs-supervisor: node %s expired: silent %.1f s\n", node,
-                    (double)(now - last) / 1e9);
         } else {
             fprintf(stderr, "msrs-supervisor: expire %s: %s\n", node, err);
         }
@@ -476,6 +512,7 @@ static void lead(sv_supervisor *s, int64_t now)
     }
     if (rc && !s->leading) {
         s->leading_since_ns = now;
+        s->listening_since_ns = now;
         fprintf(stderr, "msrs-supervisor: %s leads\n", s->holder);
     } else if (!rc && s->leading) {
         fprintf(stderr, "msrs-supervisor: %s no longer leads (leader: %s)\n", s->holder,
@@ -524,6 +561,23 @@ static void publish_metrics(sv_supervisor *s, int64_t now)
                (double)n->heartbeats);
     cli_metric(&b, "msrs_supervisor_expired_total", "counter", "nodes this supervisor expired",
                (double)n->expired);
+    cli_metric(&b, "msrs_supervisor_nodes_held", "gauge",
+               "nodes silent past their TTL and not expired: their heartbeats' history explains "
+               "the silence (phi below supervisor.phi_expire)",
+               (double)s->nodes_held);
+    cli_metric(&b, "msrs_supervisor_revived_total", "counter",
+               "nodes that registered again after expiry as the same process: their devices "
+               "returned to the pool",
+               (double)n->revived);
+    cli_metric(&b, "msrs_supervisor_unchanged_total", "counter",
+               "register and plan requests that changed nothing: answered without a record",
+               (double)n->unchanged);
+    cli_metric(&b, "msrs_supervisor_deaf_total", "counter",
+               "times this supervisor could not hear nodes for a heartbeat interval (its loop "
+               "stalled, or its registry was behind the log): expiry waited a TTL",
+               (double)n->deaf_periods);
+    cli_metric(&b, "msrs_supervisor_max_tick_gap_seconds", "gauge",
+               "the longest stall of this supervisor's loop", (double)s->max_tick_gap_ms / 1e3);
     cli_metric(&b, "msrs_supervisor_refused_total", "counter",
                "requests refused (unauthorized, forbidden, rate-limited, bounds)",
                (double)(n->refused + n->unauthorized + n->forbidden + n->rate_limited));
@@ -537,10 +591,29 @@ static void publish_metrics(sv_supervisor *s, int64_t now)
     cli_buf_free(&b);
 }
 
+/* This supervisor could not hear nodes until now: its loop stalled (no
+ * tick for a heartbeat interval: heartbeats waited in its sockets) or its
+ * fold is behind the log. Nodes are not expired for a silence it caused. */
+static void deaf_until_now(sv_supervisor *s, int64_t now, const char *why, int64_t ms)
+{
+    if (s->leading && now - s->listening_since_ns > s->heartbeat_ms * 1000000)
+        fprintf(stderr, "msrs-supervisor: %s (%lld ms): no node expires for a TTL from now\n", why,
+                (long long)ms);
+    if (now - s->listening_since_ns > s->heartbeat_ms * 1000000)
+        s->n.deaf_periods++;
+    s->listening_since_ns = now;
+}
+
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     sv_supervisor *s = lws_container_of(sul, sv_supervisor, tick);
-    for (int i = 0; i < 20000; i++) {
+    int64_t gap = ev_mono_ms() - s->last_tick_ms;
+    if (s->last_tick_ms && gap > s->max_tick_gap_ms)
+        s->max_tick_gap_ms = gap;
+    if (s->last_tick_ms && gap > s->heartbeat_ms)
+        deaf_until_now(s, ev_now_ns(), "this supervisor's loop stalled", gap);
+    int folded = 0, behind = 1;
+    for (int i = 0; i < 20000; i++, folded++) {
         char err[512];
         int rc = ev_projection_step(s->proj, 0, err, sizeof(err));
         if (rc == EV_ERR_END) {
@@ -550,6 +623,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
                 cli_ready("registry caught up with the log");
             }
             s->caught_up = 1;
+            behind = 0;
             break;
         }
         if (rc == EV_ERR_FATAL) { /* e.g. a malformed SQLite file: said once, stop */
@@ -562,10 +636,13 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         if (rc) {
             if (rc != EV_ERR_TIMED_OUT)
                 fprintf(stderr, "msrs-supervisor: %s\n", err);
+            behind = 0; /* nothing more to read now */
             break;
         }
     }
     int64_t now = ev_now_ns(), mono = ev_mono_ms();
+    if (behind) /* more records than a tick folds: the registry is behind */
+        deaf_until_now(s, now, "the registry is behind the log", (int64_t)folded);
     /* Compete only with the whole log folded: a leader acts on the registry. */
     if (s->caught_up && mono - s->last_lead_ms >= s->lease_ms / 4) {
         s->last_lead_ms = mono;
@@ -580,6 +657,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
             publish_presence(s, now);
         }
     }
+    s->last_tick_ms = ev_mono_ms();
     lws_sul_schedule(s->ctx, 0, &s->tick, on_tick, TICK_US);
 }
 
@@ -590,6 +668,7 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
         fprintf(stderr, "msrs-supervisor: listen '%s': expected HOST:PORT\n", l);
         return -1;
     }
+    int64_t phi_suspect, phi_expire;
     const cli_int_key ints[] = {
         {"supervisor.ttl_ms", 6000, &s->ttl_ms, 100},
         {"supervisor.heartbeat_ms", 1000, &s->heartbeat_ms, 10},
@@ -599,9 +678,13 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
         {"scaling.node_bandwidth_bytes_per_s", 125000000, &s->place.bandwidth_bytes_per_s, 0},
         {"discovery.port", DSC_PORT, &s->discovery_port, 0},
         {"supervisor.max_nodes", 4096, &s->max_nodes, 1},
-        {"supervisor.max_registrations_per_s", 100, &s->max_registrations_per_s, 1}};
+        {"supervisor.max_registrations_per_s", 100, &s->max_registrations_per_s, 1},
+        {"supervisor.phi_suspect", 3, &phi_suspect, 1},
+        {"supervisor.phi_expire", 8, &phi_expire, 1}};
     if (cli_conf_ints(conf, ints, sizeof(ints) / sizeof(ints[0]), "msrs-supervisor"))
         return -1;
+    s->phi_suspect = (double)phi_suspect;
+    s->phi_expire = (double)phi_expire;
     if (s->discovery_port > 65535) {
         fprintf(stderr,
                 "msrs-supervisor: config discovery.port (%lld): expected a UDP port, or "
@@ -741,11 +824,13 @@ out:
     }
     fprintf(stderr,
             "msrs-supervisor: stopped: %lld requests, %lld registered, %lld planned, "
-            "%lld heartbeats, %lld expired, %lld presence, %lld refused, %lld bad, %lld "
+            "%lld heartbeats, %lld expired, %lld revived, %lld unchanged, %lld deaf, %lld "
+            "presence, %lld refused, %lld bad, %lld "
             "unauthorized, %lld forbidden, %lld rate-limited; discovery: %lld answered, %lld "
             "skipped\n",
             (long long)s->n.requests, (long long)s->n.registered, (long long)s->n.planned,
-            (long long)s->n.heartbeats, (long long)s->n.expired, (long long)s->n.presence,
+            (long long)s->n.heartbeats, (long long)s->n.expired, (long long)s->n.revived,
+            (long long)s->n.unchanged, (long long)s->n.deaf_periods, (long long)s->n.presence,
             (long long)s->n.refused, (long long)s->n.bad, (long long)s->n.unauthorized,
             (long long)s->n.forbidden, (long long)s->n.rate_limited,
             (long long)s->n.discovery_answers, (long long)s->n.discovery_skipped);

@@ -16,6 +16,9 @@ typedef struct sv_counters {
     int64_t requests, registered, planned, heartbeats, expired, presence, refused, bad;
     int64_t unauthorized, forbidden, rate_limited;
     int64_t discovery_answers, discovery_skipped;
+    int64_t unchanged;    /* register or plan requests that changed nothing: no record */
+    int64_t revived;      /* nodes back after expiry with the incarnation they had */
+    int64_t deaf_periods; /* stalls of this supervisor's loop, or folds behind its log */
 } sv_counters;
 
 typedef struct sv_supervisor {
@@ -41,7 +44,13 @@ typedef struct sv_supervisor {
     int leading;
     char leader[600]; /* the holder that leads, when known */
     int64_t leading_since_ns, last_lead_ms, last_presence_ms;
-    json_t *heard; /* node_id -> ns of the last heartbeat this process answered */
+    int64_t listening_since_ns;     /* the latest of leading_since_ns and the end of the last
+                                       stall or fold behind the log: nodes are heard from then */
+    int64_t last_tick_ms;           /* monotonic: when the previous tick ran */
+    int64_t max_tick_gap_ms;        /* the longest stall seen (/metrics) */
+    double phi_suspect, phi_expire; /* supervisor.phi_suspect, supervisor.phi_expire */
+    int64_t nodes_held; /* silent past their TTL, not expired: their history explains it */
+    json_t *heard;      /* node_id -> ns of the last heartbeat this process answered */
     int caught_up;
     int log_failed;   /* the log cannot be read on (EV_ERR_FATAL): stop, exit 1 */
     int discovery_fd; /* UDP, answering agents' queries; -1: none */

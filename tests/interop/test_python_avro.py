@@ -139,7 +139,8 @@ def main():
 #then earlier versions(each under the id its schemas / history / file has).
     sid, topic, schema = by_name["NodeRegistered"]
     rec = {"node_id": "py-node", "hostname": "written-by-python", "address": "", "capabilities": ["x"],
-           "max_devices": 3, "version": "py", "cpu_cores": 2, "mem_total_bytes": 1 << 30}
+           "max_devices": 3, "version": "py", "cpu_cores": 2, "mem_total_bytes": 1 << 30,
+           "incarnation": "py-process"}
     written = [(sid, schema, rec, rec)]
     old_recs = {
     "NodeRegistered" : {
@@ -188,11 +189,12 @@ def main():
     }}
 #what the nested records of an earlier version read as : every field
 #added since with its default
-    # fields of later versions (v2 of NodeHeartbeat has these beside v1's;
+    # fields of later versions (v2 of NodeHeartbeat has these beside v1's,
+    # v2 of NodeRegistered cpu_cores and mem_total_bytes;
     # v2 of CollectionStopped and RecordingReport these, and their
     # StreamCount stream_later's)
     later = {"mem_available_bytes": 4096, "rx_bytes_per_s": 77, "complete": False, "incomplete": ["why"],
-             "log_lost_records": 1, "unacknowledged_records": 2}
+             "log_lost_records": 1, "unacknowledged_records": 2, "cpu_cores": 2, "mem_total_bytes": 1 << 20}
     stream_later = {"gap_samples": 5, "late_start_samples": 6, "late_start_bytes": 48}
     for old_id, (_, _, path) in history.items():
         old_schema = history_schema(path)

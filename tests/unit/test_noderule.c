@@ -82,13 +82,14 @@ END_TEST
 
 /* What the supervisor heard itself (outside the state) and its leadership
  * start count as the latest sign of life. */
-START_TEST(heard_and_lead_start_postpone_expiry)
+START_TEST(heard_and_listening_start_postpone_expiry)
 {
     apply(10 * S, "NodeRegistered", "{\"node_id\": \"n1\"}");
     ck_assert_int_eq(due("n1", 12 * S, &params, 18 * S), 0);
     ck_assert_int_eq(due("n1", 12 * S, &params, 18 * S + 1), 1);
     ck_assert_int_eq(due("n1", 8 * S, &params, 16 * S + 1), 1); /* older than last seen */
-    const ev_node_params leader = {.ttl_ns = 6 * S, .heartbeat_ns = 1 * S, .lead_since_ns = 30 * S};
+    const ev_node_params leader = {
+        .ttl_ns = 6 * S, .heartbeat_ns = 1 * S, .listening_since_ns = 30 * S};
     ck_assert_int_eq(due("n1", 0, &leader, 36 * S), 0);
     ck_assert_int_eq(due("n1", 0, &leader, 36 * S + 1), 1);
 }
@@ -186,6 +187,129 @@ START_TEST(typed_node_reads)
 }
 END_TEST
 
+static int connected(const char *device_id)
+{
+    ev_device d;
+    ck_assert_int_eq(ev_state_device(state, device_id, &d), 1);
+    return d.connected;
+}
+
+/* Steady heartbeats every second: the history is narrow, and the node is
+ * expired at its TTL exactly as without it. */
+START_TEST(a_steady_node_expires_at_its_ttl)
+{
+    apply(0, "NodeRegistered", "{\"node_id\": \"n1\"}");
+    for (int i = 1; i <= 30; i++)
+        apply(i * S, "NodeHeartbeat", "{\"node_id\": \"n1\"}");
+    ev_node n = node("n1");
+    ck_assert_int_eq(n.hb_mean_ns, 1 * S);
+    ck_assert_int_lt(n.hb_dev_ns, 1 * MS);
+    ck_assert_int_eq(due("n1", 0, &params, 36 * S), 0);
+    ck_assert_int_eq(due("n1", 0, &params, 36 * S + 1), 1);
+    ck_assert_str_eq(presence("n1", 32 * S), "up");
+    ck_assert_str_eq(presence("n1", 32 * S + 1), "stale");
+    ck_assert_double_eq_tol(ev_node_phi(&n, &params, 1 * S), 0, 1e-9); /* the mean: 0 */
+    ck_assert(ev_node_phi(&n, &params, 2 * S) > 8);
+}
+END_TEST
+
+/* A loaded node's heartbeats come at 1 s and 5 s in turn: a silence of a
+ * TTL is what its history expects, so it is neither suspected nor expired
+ * at the TTL; phi grows with the silence, and four TTLs expire it
+ * whatever phi says. */
+START_TEST(jitter_widens_the_patience)
+{
+    int64_t t = 0;
+    apply(t, "NodeRegistered", "{\"node_id\": \"n1\"}");
+    for (int i = 1; i <= 40; i++) {
+        t += (i % 2 ? 1 : 5) * S;
+        apply(t, "NodeHeartbeat", "{\"node_id\": \"n1\"}");
+    }
+    ev_node n = node("n1");
+    ck_assert_int_gt(n.hb_mean_ns, 2 * S);
+    ck_assert_int_gt(n.hb_dev_ns, 1 * S);
+    ck_assert_str_eq(presence("n1", t + 5 * S), "up"); /* past 2 intervals, expected */
+    ck_assert_int_eq(due("n1", 0, &params, t + 6 * S + 1), 0);
+    ck_assert_int_eq(due("n1", 0, &params, t + 9 * S), 0);
+    double prev = 0;
+    for (int64_t x = 2 * S; x <= 20 * S; x += S) { /* phi never falls as silence grows */
+        double phi = ev_node_phi(&n, &params, x);
+        ck_assert(phi >= prev);
+        prev = phi;
+    }
+    /* phi reaches 8 somewhere before four TTLs, and expiry with it */
+    int64_t at = 0;
+    for (int64_t x = 6 * S; x <= 24 * S && !at; x += 100 * MS)
+        if (due("n1", 0, &params, t + x))
+            at = x;
+    ck_assert_int_gt(at, 9 * S);
+    ck_assert_int_le(at, 24 * S);
+    ck_assert(ev_node_phi(&n, &params, at) >= 8);
+    ck_assert_int_eq(due("n1", 0, &params, t + 24 * S + 1), 1); /* four TTLs */
+    /* a supervisor that raises phi_expire waits longer (up to four TTLs) */
+    const ev_node_params patient = {.ttl_ns = 6 * S, .heartbeat_ns = 1 * S, .phi_expire = 30};
+    ck_assert_int_eq(due("n1", 0, &patient, t + at), 0);
+    ck_assert_int_eq(due("n1", 0, &patient, t + 24 * S + 1), 1);
+}
+END_TEST
+
+/* Expired because its heartbeats came late, the node registers again with
+ * the incarnation it had: the devices its expiry disconnected are in the
+ * pool again, a device that left on its own is not. A new incarnation (the
+ * agent restarted) gets none back, and its heartbeat history starts anew. */
+START_TEST(the_same_process_comes_back_with_its_devices)
+{
+    apply(1 * S, "NodeRegistered", "{\"node_id\": \"n1\", \"incarnation\": \"A\"}");
+    for (int i = 2; i <= 5; i++)
+        apply(i * S, "NodeHeartbeat", "{\"node_id\": \"n1\"}");
+    apply(2 * S, "DeviceRegistered", "{\"device_id\": \"d1\", \"node_id\": \"n1\"}");
+    apply(2 * S, "DeviceRegistered", "{\"device_id\": \"d2\", \"node_id\": \"n1\"}");
+    apply(2 * S, "DeviceRegistered", "{\"device_id\": \"d3\", \"node_id\": \"n1\"}");
+    apply(3 * S, "DeviceDisconnected", "{\"device_id\": \"d3\", \"node_id\": \"n1\"}");
+    apply(12 * S, "NodeExpired", "{\"node_id\": \"n1\", \"last_seen_ns\": 5000000000}");
+    ck_assert_int_eq(connected("d1"), 0);
+    ck_assert_int_eq(connected("d2"), 0);
+    ck_assert_str_eq(node("n1").incarnation, "A");
+    apply(13 * S, "NodeRegistered", "{\"node_id\": \"n1\", \"incarnation\": \"A\"}");
+    ck_assert_int_eq(connected("d1"), 1);
+    ck_assert_int_eq(connected("d2"), 1);
+    ck_assert_int_eq(connected("d3"), 0);
+    ck_assert_int_eq(node("n1").hb_mean_ns, 1 * S); /* the same process: its history stays */
+    apply(30 * S, "NodeExpired", "{\"node_id\": \"n1\", \"last_seen_ns\": 13000000000}");
+    apply(31 * S, "NodeRegistered", "{\"node_id\": \"n1\", \"incarnation\": \"B\"}");
+    ck_assert_int_eq(connected("d1"), 0);
+    ck_assert_int_eq(node("n1").hb_mean_ns, 0);
+    /* no incarnation said: never taken for the same process */
+    apply(40 * S, "NodeRegistered", "{\"node_id\": \"n2\"}");
+    apply(40 * S, "DeviceRegistered", "{\"device_id\": \"d4\", \"node_id\": \"n2\"}");
+    apply(50 * S, "NodeExpired", "{\"node_id\": \"n2\"}");
+    apply(51 * S, "NodeRegistered", "{\"node_id\": \"n2\"}");
+    ck_assert_int_eq(connected("d4"), 0);
+}
+END_TEST
+
+/* What the supervisor asks before it writes a NodeRegistered or a
+ * NodePlanned: would the record change the node's state? */
+START_TEST(a_record_that_changes_nothing_is_known)
+{
+    apply(1 * S, "NodeRegistered",
+          "{\"node_id\": \"n1\", \"address\": \"h:1\", \"incarnation\": \"A\"}");
+    json_t *same =
+        json_pack("{s:s, s:s, s:s}", "node_id", "n1", "address", "h:1", "incarnation", "A");
+    json_t *moved = json_pack("{s:s, s:s}", "node_id", "n1", "address", "h:2");
+    json_t *plan = json_pack("{s:s, s:I}", "node_id", "n1", "ttl_ms", (json_int_t)3000);
+    ck_assert_int_eq(ev_state_node_matches(state, "n1", same), 1);
+    ck_assert_int_eq(ev_state_node_matches(state, "n1", moved), 0);
+    ck_assert_int_eq(ev_state_node_matches(state, "n1", plan), 0);
+    ck_assert_int_eq(ev_state_node_matches(state, "nobody", same), 0);
+    apply(1 * S, "NodePlanned", "{\"node_id\": \"n1\", \"ttl_ms\": 3000}");
+    ck_assert_int_eq(ev_state_node_matches(state, "n1", plan), 1);
+    json_decref(same);
+    json_decref(moved);
+    json_decref(plan);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("noderule");
@@ -193,11 +317,15 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, within_ttl_stays_past_it_expires);
     tcase_add_test(tc, the_plan_ttl_wins_over_the_default);
-    tcase_add_test(tc, heard_and_lead_start_postpone_expiry);
+    tcase_add_test(tc, heard_and_listening_start_postpone_expiry);
     tcase_add_test(tc, an_expired_node_is_not_expired_twice);
     tcase_add_test(tc, known_means_in_the_state_and_not_expired);
     tcase_add_test(tc, presence_classes_and_edges);
     tcase_add_test(tc, typed_node_reads);
+    tcase_add_test(tc, a_steady_node_expires_at_its_ttl);
+    tcase_add_test(tc, jitter_widens_the_patience);
+    tcase_add_test(tc, the_same_process_comes_back_with_its_devices);
+    tcase_add_test(tc, a_record_that_changes_nothing_is_known);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
