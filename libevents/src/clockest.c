@@ -62,7 +62,10 @@ static double refit(ev_clock_est *c)
     int drift = t_new - t_old >= EV_CLOCK_DRIFT_MIN_SPAN_NS;
     int64_t from = drift ? t_old : t_new - EV_CLOCK_NO_DRIFT_SPAN_NS;
     static __thread double t[EV_CLOCK_WINDOW], a[EV_CLOCK_WINDOW], b[EV_CLOCK_WINDOW];
-    for (int i = 0; i < n; i++) {
+    /* oldest first: in time order as they came, so the fit need not sort */
+    int first = n < EV_CLOCK_WINDOW ? 0 : c->win_next;
+    for (int k = 0; k < n; k++) {
+        int i = (first + k) % EV_CLOCK_WINDOW;
         if (c->win_t[i] < from)
             continue;
         t[m] = (double)(c->win_t[i] - t_new);

@@ -22,7 +22,8 @@
  *   8b. spawn.c     the plan's services that are processes of their own
  *                   (msrs-capture): started, restarted, stopped
  *   9. control.c    the control plane (a supervisor client)
- *  10. main.c       options, the 2 ms tick, commands; wires the layers
+ *  10. main.c       options, the tick (2 ms while busy, the next due time while
+ *                   idle), commands; wires the layers
  * The pure clock estimator is libevents' ev_clock_est (clockest.c). */
 #ifndef MSRS_AGENT_H
 #define MSRS_AGENT_H
@@ -279,7 +280,9 @@ struct ag_agent {
     int64_t next_id;
     ag_counters n;
     char commands_topic[320];
-    int commands_live; /* the commands cursor reached the end once (said on stderr) */
+    int commands_live;        /* the commands cursor reached the end once (said on stderr) */
+    int64_t commands_next_ns; /* when the commands cursor is read next */
+    int64_t tick_messages;    /* a->n.messages at the last tick: traffic since? */
     ag_session **sessions;
     size_t session_count;
     ag_control ctl;
@@ -303,6 +306,9 @@ struct ag_agent {
     /* upward calls, set by main.c */
     ag_message_cb message_cb;
     ag_closed_cb closed_cb;
+    /* main.c's: runs the tick within its busy period (an answer of the
+     * supervisor may make the next step of the control cycle due now) */
+    void (*tick_soon)(ag_agent *a);
     const struct lws_protocols *client_protocol; /* control.c's, served by the same context */
 };
 

@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+static void end_round(ag_agent *a, ag_device *d);
+
 void ag_clock_join(ag_agent *a, ag_device *d)
 {
     (void)a;
@@ -15,7 +17,6 @@ void ag_clock_join(ag_agent *a, ag_device *d)
 
 int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p)
 {
-    (void)a;
     if (!d->round_active)
         return 0; /* a late answer to a finished round */
     if (p->t1 < d->round_started_ns)
@@ -29,6 +30,8 @@ int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p)
                                     (json_int_t)p->t2, "t3_ns", (json_int_t)p->t3, "t4_ns",
                                     (json_int_t)p->t4));
     d->probes_answered++;
+    if (d->probes_answered >= d->round_size)
+        end_round(a, d); /* at once: the tick may sleep until its next due time (main.c) */
     return 0;
 }
 
@@ -84,6 +87,21 @@ void ag_sync_tick(ag_agent *a, int64_t now)
         if (d->probes_answered >= d->round_size || now >= d->round_deadline_ns)
             end_round(a, d);
     }
+}
+
+int64_t ag_sync_next_ns(const ag_agent *a, int64_t until)
+{
+    for (size_t i = 0; i < a->device_count; i++) {
+        const ag_device *d = a->devices[i];
+        if (!d->conn)
+            continue;
+        int64_t due = !d->round_active                 ? d->next_round_ns
+                      : d->probes_sent < d->round_size ? d->next_probe_ns
+                                                       : d->round_deadline_ns;
+        if (due < until)
+            until = due;
+    }
+    return until;
 }
 
 void ag_sync_now(ag_agent *a, const char *device_id)

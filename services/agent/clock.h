@@ -16,6 +16,9 @@ void ag_clock_join(ag_agent *a, ag_device *d);
 int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p);
 /* Runs clock-sync rounds that are due; called by the tick. */
 void ag_sync_tick(ag_agent *a, int64_t now_ns);
+/* When ag_sync_tick has something to do next (a round to start, a probe to
+ * send, a round's deadline), at most `until`. */
+int64_t ag_sync_next_ns(const ag_agent *a, int64_t until);
 /* Starts a round now for device_id (NULL: every connected device). */
 void ag_sync_now(ag_agent *a, const char *device_id);
 

@@ -538,6 +538,8 @@ static void finish(struct lws *wsi, ag_http *h)
 {
     lws_set_opaque_user_data(wsi, NULL);
     on_done(h->a, h);
+    if (h->a->tick_soon)
+        h->a->tick_soon(h->a); /* the next step of the cycle may be due now */
     http_free(h);
 }
 
@@ -636,6 +638,16 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
 
 const struct lws_protocols ag_control_protocol = {
     "msrs-control", callback_control, 0, 4096, 0, NULL, 0};
+
+int64_t ag_control_next_ns(const ag_agent *a, int64_t until)
+{
+    const ag_control *c = &a->ctl;
+    if (!c->managed || c->busy)
+        return until;
+    if (c->phase == AG_CTL_DISCOVER)
+        return 0; /* answers and waits of discovery: the busy tick */
+    return c->next_at_ns < until ? c->next_at_ns : until;
+}
 
 void ag_control_tick(ag_agent *a, int64_t now_ns)
 {

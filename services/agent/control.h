@@ -17,6 +17,9 @@ int ag_control_init(ag_control *c, const ev_conf *conf, const char *list, char *
 int ag_control_start(ag_agent *a, char *errstr, size_t errstr_size);
 /* Runs the register / plan / probe / heartbeat cycle; called by the tick. */
 void ag_control_tick(ag_agent *a, int64_t now_ns);
+/* When ag_control_tick has something to do next, at most `until` (a
+ * request in flight: its answer wakes the tick, a->tick_soon). */
+int64_t ag_control_next_ns(const ag_agent *a, int64_t until);
 /* The control plane's lws protocol (HTTP client and the discovery
  * socket); main.c hands it to the endpoint's context. Its callback runs on
  * the lws service thread. */

@@ -29,7 +29,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TICK_US 2000
+#define TICK_US          2000   /* the tick while busy */
+#define IDLE_TICK_US     100000 /* the longest sleep while idle */
+#define COMMANDS_POLL_MS 100    /* how often the commands cursor is read */
 
 static void usage(FILE *f)
 {
@@ -234,6 +236,13 @@ static void on_command(ag_agent *a, const char *type, json_t *cmd)
     }
 }
 
+static void on_tick(lws_sorted_usec_list_t *sul);
+
+static void tick_soon(ag_agent *a)
+{
+    lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
+}
+
 /* Sets the upward calls: what the endpoint does with a whole message and a
  * closing connection (protocol.c), and the control plane's protocol served
  * by the endpoint's context. */
@@ -241,11 +250,15 @@ static void wire(ag_agent *a)
 {
     a->message_cb = ag_on_message;
     a->closed_cb = ag_on_closed;
+    a->tick_soon = tick_soon;
     a->client_protocol = &ag_control_protocol;
     ev_clock_est_init(&a->master_clock);
 }
 
-static void poll_commands(ag_agent *a)
+/* Reads the commands the log has for this node: every COMMANDS_POLL_MS
+ * (a start comes collect.lead_ms, 1 s, ahead of its instant), at once
+ * again while there are more. */
+static void poll_commands(ag_agent *a, int64_t now)
 {
     char err[512];
     const ev_msg *m;
@@ -272,6 +285,7 @@ static void poll_commands(ag_agent *a)
     }
     if (handled && ev_log_commit(a->log, err, sizeof(err)))
         fprintf(stderr, "msrs-agent: %s\n", err);
+    a->commands_next_ns = handled ? now : now + COMMANDS_POLL_MS * 1000000LL;
 }
 
 /* The agent's metrics (ops.h; docs/operations.md, "Metrics"). */
@@ -338,7 +352,31 @@ static void publish_metrics(ag_agent *a)
     cli_buf_free(&b);
 }
 
-/* The agent's timer; runs on the lws service thread every TICK_US. */
+/* When the tick runs next, in us from now: every TICK_US while the agent
+ * is busy (messages since the last tick, records the log has not
+ * acknowledged, devices slowed, a session), else at the next time a layer
+ * has something due (a probe, a round, a request of the control cycle),
+ * at most IDLE_TICK_US away. An idle node with 16 devices used to wake 500
+ * times a second for nothing (issue 23: its cost). Work that comes between
+ * ticks is done where it comes (a message, a round's last answer), or
+ * wakes the tick (a->tick_soon: an answer of the supervisor). */
+static int64_t next_tick_us(ag_agent *a, int64_t now)
+{
+    int busy = a->n.messages != a->tick_messages || a->backlog_records > 0 || a->slowed ||
+               ag_recording_active(a);
+    a->tick_messages = a->n.messages;
+    if (busy)
+        return TICK_US;
+    int64_t due = now + IDLE_TICK_US * 1000;
+    due = ag_control_next_ns(a, due);
+    due = ag_sync_next_ns(a, due);
+    if (a->commands_next_ns < due)
+        due = a->commands_next_ns;
+    int64_t us = (due - now) / 1000;
+    return us < TICK_US ? TICK_US : us;
+}
+
+/* The agent's timer; runs on the lws service thread (next_tick_us). */
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     ag_agent *a = lws_container_of(sul, ag_agent, tick);
@@ -351,10 +389,11 @@ static void on_tick(lws_sorted_usec_list_t *sul)
         a->capture_checked_ns = now;
         ag_spawn_tick(&a->capture, now);
     }
-    poll_commands(a);
+    if (now >= a->commands_next_ns)
+        poll_commands(a, now);
     if (cli_ops_due(a->ops))
         publish_metrics(a);
-    lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
+    lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, next_tick_us(a, ag_now_ns()));
 }
 
 static void print_counters(const ag_agent *a, const char *when)

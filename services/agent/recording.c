@@ -540,6 +540,14 @@ void ag_recording_tick(ag_agent *a, int64_t now)
     }
 }
 
+int ag_recording_active(const ag_agent *a)
+{
+    for (size_t i = 0; i < a->session_count; i++)
+        if (a->sessions[i]->report_phase != AG_REPORT_DONE)
+            return 1;
+    return 0;
+}
+
 void ag_recording_drain(ag_agent *a)
 {
     for (size_t i = 0; i < a->session_count; i++) {

@@ -59,6 +59,8 @@ void ag_recording_account(ag_agent *a, ag_device *d, const ag_tag *tag, const ch
 /* Reports sessions whose stop instant passed (see recording.c); called by
  * the tick, never waits. */
 void ag_recording_tick(ag_agent *a, int64_t now_ns);
+/* 1 while a session has not reported yet (the tick stays busy). */
+int ag_recording_active(const ag_agent *a);
 /* At exit, before the log's last flush: emits the reports still waiting
  * for the log's acknowledgement (the flush then waits for them). */
 void ag_recording_drain(ag_agent *a);

@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <math.h>
 #include <stdlib.h>
 
 #define MS 1000000LL
@@ -138,6 +139,81 @@ START_TEST(first_answer_converts_before_the_round_ends)
 }
 END_TEST
 
+/* The search over every probe, as ev_clock_fit_probes did before it
+ * searched only the lower hulls: the oracle the hull search must equal. */
+static double every_probe_drift(const double *t, const double *a, const double *b, int n)
+{
+    double lo = -EV_CLOCK_MAX_DRIFT, hi = EV_CLOCK_MAX_DRIFT, g = (sqrt(5.0) - 1) / 2;
+    double x[2] = {hi - g * (hi - lo), lo + g * (hi - lo)}, f[2];
+    for (int k = 0; k < 2; k++) {
+        double ma = INFINITY, mb = INFINITY;
+        for (int i = 0; i < n; i++) {
+            ma = fmin(ma, a[i] - x[k] * t[i]);
+            mb = fmin(mb, b[i] + x[k] * t[i]);
+        }
+        f[k] = ma + mb;
+    }
+    while (hi - lo > 1e-11) {
+        int k = f[0] < f[1];
+        if (k) {
+            lo = x[0];
+            x[0] = x[1];
+            f[0] = f[1];
+            x[1] = lo + g * (hi - lo);
+        } else {
+            hi = x[1];
+            x[1] = x[0];
+            f[1] = f[0];
+            x[0] = hi - g * (hi - lo);
+        }
+        double ma = INFINITY, mb = INFINITY;
+        for (int i = 0; i < n; i++) {
+            ma = fmin(ma, a[i] - x[k] * t[i]);
+            mb = fmin(mb, b[i] + x[k] * t[i]);
+        }
+        f[k] = ma + mb;
+    }
+    return (lo + hi) / 2;
+}
+
+/* The drift search over the lower hulls finds exactly (to the bit) the
+ * drift the search over every probe finds: random windows with drift,
+ * delays and noise, probes out of time order, repeated times, few probes. */
+START_TEST(hull_search_equals_every_probe_search)
+{
+    srand(7);
+    enum { N = 600 };
+    static double t[N], a[N], b[N];
+    for (int run = 0; run < 200; run++) {
+        int n = run < 20 ? 2 + run : 1 + rand() % N;
+        double drift = ((rand() % 2001) - 1000) * 1e-7, offset = (rand() % 1000000) - 500000.0;
+        for (int i = 0; i < n; i++) {
+            /* out of order; a third of the runs with many equal times */
+            t[i] = (double)(rand() % (run % 3 ? 100000 : 40)) * 1e6;
+            double down = 50000 + rand() % 2000000, up = 50000 + rand() % 2000000;
+            a[i] = offset + drift * t[i] + down;
+            b[i] = up - offset - drift * t[i];
+        }
+        ev_clock_fit fit;
+        ev_clock_fit_probes(t, a, b, n, 1, &fit);
+        double want = every_probe_drift(t, a, b, n);
+        ck_assert_msg(fit.drift == want, "run %d, %d probes: drift %.17g, every probe %.17g", run,
+                      n, fit.drift, want);
+        if (run % 2) { /* in time order, as the live window gives them: no sort */
+            for (int i = 1; i < n; i++)
+                for (int k = i; k > 0 && t[k - 1] > t[k]; k--) {
+                    double x;
+                    x = t[k], t[k] = t[k - 1], t[k - 1] = x;
+                    x = a[k], a[k] = a[k - 1], a[k - 1] = x;
+                    x = b[k], b[k] = b[k - 1], b[k - 1] = x;
+                }
+            ev_clock_fit_probes(t, a, b, n, 1, &fit);
+            ck_assert(fit.drift == every_probe_drift(t, a, b, n));
+        }
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("clocksync");
@@ -149,6 +225,7 @@ int main(void)
     tcase_add_test(tc, drift_recovered_over_rounds);
     tcase_add_test(tc, identity_before_any_round);
     tcase_add_test(tc, first_answer_converts_before_the_round_ends);
+    tcase_add_test(tc, hull_search_equals_every_probe_search);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
