@@ -138,6 +138,9 @@ def main():
     sup_err = open(os.path.join(tmp, "supervisor.err")).read()
     line = [x for x in sup_err.splitlines() if "stopped:" in x]
     beats = int(line[-1].split(" heartbeats")[0].rsplit(" ", 1)[1]) if line else -1
+
+    def said(word):  # "N <word>" in the supervisor's last line
+        return int(line[-1].split(" " + word)[0].rsplit(" ", 1)[1]) if line and " " + word in line[-1] else -1
     print("command: bench/bench_nodes.py --nodes %d --devices %d --backend %s --seconds %g --samples %s%s"
           % (a.nodes, a.devices, a.backend, a.seconds, a.samples, " --discover" if a.discover else ""))
     print("join-to-pool (agent start -> node up): p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d agents"
@@ -147,6 +150,10 @@ def main():
              up_end, a.nodes, a.seconds))
     print("supervisor: %.1f %% of a core over the steady %g s, peak RSS %.1f MB; %d heartbeats in the whole run"
           % (100 * (cpu1 - cpu0) / dt, a.seconds, sup_hwm / 1e6, beats))
+    print("supervisor: %d registered, %d expired, %d revived (back with their devices), %d unchanged "
+          "registrations or plans, %d times deaf (its loop stalled or its registry behind)"
+          % (said("registered"), said("expired"), said("revived"), said("unchanged"), said("deaf")))
+    print("load average at the end: %s" % open("/proc/loadavg").read().strip())
     if rss:
         print("agents: peak RSS p50 %.1f MB, max %.1f MB" % (pct(rss, 50) / 1e6, max(rss) / 1e6))
     print("logs in", tmp)

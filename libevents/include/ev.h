@@ -410,6 +410,16 @@ typedef struct ev_from {
 int ev_log_subscribe(ev_log *log, const char *cursor, const char *const *topics, size_t topic_count,
                      char *errstr, size_t errstr_size);
 
+/* As ev_log_subscribe, for a cursor this process alone reads (the agent's
+ * commands: agent.NODE): on Kafka no consumer-group membership, so no
+ * join and no rebalance — every partition of topics is assigned at once,
+ * each from the cursor's committed offset (the group coordinator's
+ * OffsetFetch; auto.offset.reset when none), and ev_log_commit commits to
+ * it. It reads from the moment it is open (a group join took ~3 s). Two
+ * processes on one such cursor would each read everything. */
+int ev_log_subscribe_alone(ev_log *log, const char *cursor, const char *const *topics,
+                           size_t topic_count, char *errstr, size_t errstr_size);
+
 /* Consumes every partition of topics from a position, with no cursor. */
 int ev_log_assign(ev_log *log, const char *const *topics, size_t topic_count, ev_from from,
                   char *errstr, size_t errstr_size);

@@ -223,15 +223,28 @@ static int check_topics(const char *const *topics, size_t n, char *errstr, size_
     return 0;
 }
 
-int ev_log_subscribe(ev_log *log, const char *cursor, const char *const *topics, size_t topic_count,
-                     char *errstr, size_t errstr_size)
+static int subscribe(ev_log *log, const char *cursor, const char *const *topics, size_t topic_count,
+                     int alone, char *errstr, size_t errstr_size)
 {
     int rc = check_topics(topics, topic_count, errstr, errstr_size);
     if (rc)
         return rc;
     if (!cursor || !*cursor)
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "subscribe: empty cursor name");
-    return log->backend->subscribe(log->impl, cursor, topics, topic_count, errstr, errstr_size);
+    return log->backend->subscribe(log->impl, cursor, topics, topic_count, alone, errstr,
+                                   errstr_size);
+}
+
+int ev_log_subscribe(ev_log *log, const char *cursor, const char *const *topics, size_t topic_count,
+                     char *errstr, size_t errstr_size)
+{
+    return subscribe(log, cursor, topics, topic_count, 0, errstr, errstr_size);
+}
+
+int ev_log_subscribe_alone(ev_log *log, const char *cursor, const char *const *topics,
+                           size_t topic_count, char *errstr, size_t errstr_size)
+{
+    return subscribe(log, cursor, topics, topic_count, 1, errstr, errstr_size);
 }
 
 int ev_log_assign(ev_log *log, const char *const *topics, size_t topic_count, ev_from from,

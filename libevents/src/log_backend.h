@@ -20,8 +20,9 @@ typedef struct ev__backend {
     int64_t (*lost)(void *impl);
     /* the consumer's lag (ev_log_lag), *records starts at 0 */
     int (*lag)(void *impl, int64_t *records, char *errstr, size_t errstr_size);
+    /* alone: this process is the cursor's only reader (ev_log_subscribe_alone) */
     int (*subscribe)(void *impl, const char *cursor, const char *const *topics, size_t topic_count,
-                     char *errstr, size_t errstr_size);
+                     int alone, char *errstr, size_t errstr_size);
     int (*assign)(void *impl, const char *const *topics, size_t topic_count, ev_from from,
                   char *errstr, size_t errstr_size);
     int (*poll)(void *impl, int timeout_ms, const ev_msg **msg, char *errstr, size_t errstr_size);

@@ -407,13 +407,42 @@ static rd_kafka_topic_partition_list_t *topic_list(const char *const *topics, si
     return l;
 }
 
+static int partition_count(rd_kafka_t *rk, const char *topic, int *count, char *errstr, size_t n);
+
+/* ev_log_subscribe_alone: every partition assigned, each from the group's
+ * committed offset (RD_KAFKA_OFFSET_STORED), without joining the group. */
+static int subscribe_alone(kafka_log *k, const char *const *topics, size_t count, char *errstr,
+                           size_t n)
+{
+    int rc = 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+    for (size_t i = 0; i < count && !rc; i++) {
+        int parts = 0;
+        rc = partition_count(k->consumer, topics[i], &parts, errstr, n);
+        for (int p = 0; p < parts && !rc; p++)
+            rd_kafka_topic_partition_list_add(l, topics[i], p)->offset = RD_KAFKA_OFFSET_STORED;
+    }
+    if (!rc)
+        rc = parts_set(k, l);
+    if (!rc) {
+        rd_kafka_resp_err_t err = rd_kafka_assign(k->consumer, l);
+        if (err)
+            rc = ev__fail(errstr, n, EV_ERR_IO, "assign: %s", rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    k->assigned = 0; /* a cursor: commits go to it */
+    return rc;
+}
+
 static int kafka_subscribe(void *impl, const char *cursor, const char *const *topics, size_t count,
-                           char *errstr, size_t n)
+                           int alone, char *errstr, size_t n)
 {
     kafka_log *k = impl;
     int rc = ensure_consumer(k, cursor, errstr, n);
     if (rc)
         return rc;
+    if (alone)
+        return subscribe_alone(k, topics, count, errstr, n);
     rd_kafka_topic_partition_list_t *l = topic_list(topics, count);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(k->consumer, l);
     rd_kafka_topic_partition_list_destroy(l);

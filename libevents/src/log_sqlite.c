@@ -836,8 +836,9 @@ static int query_int64(sqlite_log *l, const char *sql, const char *arg1, const c
 }
 
 static int sqlite_subscribe(void *impl, const char *cursor, const char *const *topics, size_t count,
-                            char *errstr, size_t n)
+                            int alone, char *errstr, size_t n)
 {
+    (void)alone; /* a SQLite cursor has no group to join */
     sqlite_log *l = impl;
     int rc = readers_set(l, topics, count, errstr, n);
     if (rc)

@@ -278,8 +278,8 @@ static void poll_commands(ag_agent *a, int64_t now)
         json_decref(cmd);
     }
     if (rc == EV_ERR_END && !a->commands_live) {
-        /* On Kafka the cursor's group takes seconds to assign partitions:
-         * a start sent before this line is heard late (docs/architecture.md) */
+        /* the commands partitions read to their end once (on Kafka: their
+         * committed offsets fetched; no group join, docs/architecture.md) */
         a->commands_live = 1;
         fprintf(stderr, "msrs-agent: commands: reading as cursor agent.%s\n", a->cfg.node_id);
     }
@@ -511,7 +511,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
-    if (ev_log_subscribe(a->log, cursor, topics, 1, err, sizeof(err)) ||
+    /* its own cursor, read by this process alone: on Kafka no group to join
+     * (which took ~3 s: a node put into a session at once heard the start late) */
+    if (ev_log_subscribe_alone(a->log, cursor, topics, 1, err, sizeof(err)) ||
         ag_endpoint_start(a, err, sizeof(err)) || ag_control_start(a, err, sizeof(err)) ||
         cli_ops_start(&a->ops, conf, "msrs-agent", err, sizeof(err))) {
         fprintf(stderr, "msrs-agent: %s\n", err);
