@@ -899,8 +899,9 @@ const char *ev_state_node_next(const ev_state *state, const char *after, ev_node
 /* 1 when node_id's last NodeRegistered named capability ("camera"), else 0. */
 int ev_state_node_capability(const ev_state *state, const char *node_id, const char *capability);
 /* 1 when node_id's state already has every field of record (a NodeRegistered
- * or NodePlanned value as JSON, node_id aside) with the same value: a
- * record of it would change nothing. */
+ * or NodePlanned value as JSON, node_id aside; borrowed) with the same
+ * value: a record of it would change nothing. 0 when record is not an
+ * object. */
 int ev_state_node_matches(const ev_state *state, const char *node_id, const json_t *record);
 
 typedef struct ev_device {
@@ -1005,9 +1006,10 @@ json_t *ev_state_session_to_json(const ev_state *state, const char *session_id);
 typedef struct ev_node_params {
     int64_t ttl_ns;             /* supervisor.ttl_ms: a node's TTL when its plan names none */
     int64_t heartbeat_ns;       /* supervisor.heartbeat_ms: when its plan names none */
-    int64_t listening_since_ns; /* since when this supervisor hears nodes: it began to
-                                   lead, came back from a stall of its own loop, or
-                                   caught up with its log; no node is silent for longer */
+    int64_t lead_since_ns;      /* when this supervisor began to lead: nodes could not
+                                   heartbeat while no one led */
+    int64_t listening_since_ns; /* since when it hears nodes again: it came back from a
+                                   stall of its own loop, or caught up with its log */
     double phi_suspect;         /* supervisor.phi_suspect: stale at or above (0: 3) */
     double phi_expire;          /* supervisor.phi_expire: expired at or above (0: 8) */
 } ev_node_params;
@@ -1024,8 +1026,8 @@ int ev_node_known(const ev_node *node);
 double ev_node_phi(const ev_node *node, const ev_node_params *params, int64_t silent_ns);
 
 /* How long the node has been silent at now_ns, counted from the latest
- * of its last_seen_ns, heard_ns and params listening_since_ns; and its
- * TTL (its plan's ttl_ms, else params ttl_ns). */
+ * of its last_seen_ns, heard_ns and params lead_since_ns and
+ * listening_since_ns; and its TTL (its plan's ttl_ms, else params ttl_ns). */
 int64_t ev_node_silence_ns(const ev_node *node, int64_t heard_ns, const ev_node_params *params,
                            int64_t now_ns);
 int64_t ev_node_ttl_ns(const ev_node *node, const ev_node_params *params);
@@ -1033,8 +1035,12 @@ int64_t ev_node_ttl_ns(const ev_node *node, const ev_node_params *params);
 /* 1 when node must expire at now_ns: it is known, silent for more than its
  * TTL (its plan's ttl_ms, else params ttl_ns) since the latest of its
  * last_seen_ns, heard_ns (when this process last heard it, outside the
- * state; 0: never) and params listening_since_ns, and that silence's phi is
- * at least phi_expire; or silent more than four TTLs whatever phi says.
+ * state; 0: never) and params lead_since_ns and listening_since_ns, and
+ * that silence's phi is at least phi_expire; or silent more than four TTLs
+ * since the latest of last_seen_ns, heard_ns and lead_since_ns whatever
+ * phi says (a supervisor that stalls again and again still expires a dead
+ * node, and one stalled longer than that expires the nodes it could not
+ * hear: they come back with their devices).
  * Silent exactly its TTL is not yet. An expired node is never due again
  * until it registers. */
 int ev_node_expire_due(const ev_node *node, int64_t heard_ns, const ev_node_params *params,
@@ -1052,7 +1058,7 @@ typedef enum ev_node_presence {
  * expired when not known. */
 ev_node_presence ev_node_presence_of(const ev_node *node, const ev_node_params *params,
                                      int64_t now_ns);
-
+/* "up", "stale", "expired". Static. */
 const char *ev_node_presence_name(ev_node_presence presence);
 
 /* ------------------------------------------------------ auto-start rule */

@@ -39,6 +39,8 @@ int64_t ev_node_silence_ns(const ev_node *node, int64_t heard_ns, const ev_node_
     int64_t since = node->last_seen_ns > heard_ns ? node->last_seen_ns : heard_ns;
     /* Nodes could not be heard while no one led, or while this supervisor
      * was stalled or behind its log: each gets one TTL from then. */
+    if (p->lead_since_ns > since)
+        since = p->lead_since_ns;
     if (p->listening_since_ns > since)
         since = p->listening_since_ns;
     return now_ns - since;
@@ -56,10 +58,12 @@ int ev_node_expire_due(const ev_node *node, int64_t heard_ns, const ev_node_para
         return 0;
     int64_t ttl_ns = ev_node_ttl_ns(node, p),
             silent = ev_node_silence_ns(node, heard_ns, p, now_ns);
+    const ev_node_params led = {.ttl_ns = p->ttl_ns, .lead_since_ns = p->lead_since_ns};
+    if (ev_node_silence_ns(node, heard_ns, &led, now_ns) > 4 * ttl_ns)
+        return 1; /* the cap: this supervisor's stalls do not postpone it */
     if (silent <= ttl_ns)
         return 0;
-    return silent > 4 * ttl_ns ||
-           ev_node_phi(node, p, silent) >= (p->phi_expire > 0 ? p->phi_expire : 8);
+    return ev_node_phi(node, p, silent) >= (p->phi_expire > 0 ? p->phi_expire : 8);
 }
 
 ev_node_presence ev_node_presence_of(const ev_node *node, const ev_node_params *p, int64_t now_ns)

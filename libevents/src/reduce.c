@@ -719,7 +719,7 @@ int ev_state_node_matches(const ev_state *s, const char *node_id, const json_t *
     json_t *n = json_object_get(s->nodes, node_id ? node_id : "");
     const char *k;
     json_t *v;
-    if (!n)
+    if (!n || !json_is_object(record))
         return 0;
     json_object_foreach((json_t *)record, k, v) if (strcmp(k, "node_id") != 0 &&
                                                     !json_equal(v, json_object_get(n, k))) return 0;

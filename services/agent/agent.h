@@ -104,6 +104,8 @@ typedef struct ag_session {
     char session_id[AG_ID_MAX];
     int64_t start_at_ns, stop_at_ns; /* master clock; stop INT64_MAX until known */
     int64_t stop_heard_ns;           /* when the stop command came (agent clock) */
+    int64_t last_tagged_ns;          /* when data claiming it last came (agent clock): the report
+                                        waits until the devices' held data has drained */
     json_t *missing;                 /* devices asked for but not connected at the start */
     json_t *expected;                /* rebuilt after a restart (restore.c): devices not yet back */
     /* the report (recording.c): due at stop + agent.report_delay_ms, when
@@ -307,7 +309,9 @@ struct ag_agent {
     ag_message_cb message_cb;
     ag_closed_cb closed_cb;
     /* main.c's: runs the tick within its busy period (an answer of the
-     * supervisor may make the next step of the control cycle due now) */
+     * supervisor may make the next step of the control cycle due now; a
+     * hello, a device's first round); on the lws service thread; NULL
+     * while the agent stops */
     void (*tick_soon)(ag_agent *a);
     const struct lws_protocols *client_protocol; /* control.c's, served by the same context */
 };

@@ -25,7 +25,7 @@
 
 #define CTL_PROBES         4
 #define CTL_RETRY_MS       300
-#define CTL_BACKOFF_MAX_MS 5000
+#define CTL_BACKOFF_MAX_MS 2000
 #define CTL_ANSWER_MAX     65536 /* a supervisor's answer; more is a failed request */
 
 enum { REQ_REGISTER, REQ_PLAN, REQ_TIME, REQ_HEARTBEAT };

@@ -285,7 +285,9 @@ static void poll_commands(ag_agent *a, int64_t now)
     }
     if (handled && ev_log_commit(a->log, err, sizeof(err)))
         fprintf(stderr, "msrs-agent: %s\n", err);
-    a->commands_next_ns = handled ? now : now + COMMANDS_POLL_MS * 1000000LL;
+    /* at once again while there were some or a session records (a stop) */
+    a->commands_next_ns =
+        handled || ag_recording_active(a) ? now : now + COMMANDS_POLL_MS * 1000000LL;
 }
 
 /* The agent's metrics (ops.h; docs/operations.md, "Metrics"). */
@@ -556,6 +558,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         }
     }
 out:
+    a->tick_soon = NULL;        /* no tick is scheduled while the context goes */
     ag_spawn_free(&a->capture); /* msrs-capture stops first: its cameras disconnect */
     ag_endpoint_stop(a);        /* closes every connection: DeviceDisconnected for each */
     ag_loop_destroy(a->loop);   /* after lws let go of it */

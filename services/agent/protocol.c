@@ -162,6 +162,8 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
             json_pack("{s:b, s:s, s:s, s:O}", "accepted", 1, "reason", "", "node_id",
                       a->cfg.node_id, "resume", d->next_seq));
     ag_clock_join(a, d);
+    if (a->tick_soon)
+        a->tick_soon(a); /* its first round is due now: an idle tick may be sleeping */
     ag_flow_greet(a, c);
     ag_recording_rejoin(a, d);
 }

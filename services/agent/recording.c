@@ -359,9 +359,13 @@ void ag_recording_account(ag_agent *a, ag_device *d, const ag_tag *tag, const ch
     } else if (!c) {
         remember_untagged(d, stream, tag->first_t, n, bytes);
     } else if (tag->after_stop) {
+        if (d->rec)
+            d->rec->last_tagged_ns = ag_now_ns();
         c->late_stop_samples += n;
         c->late_stop_bytes += bytes;
     } else {
+        if (d->rec)
+            d->rec->last_tagged_ns = ag_now_ns();
         c->samples += n;
         c->bytes += bytes;
         if (d->rec->stop_at_ns == INT64_MAX)
@@ -525,11 +529,18 @@ void ag_recording_tick(ag_agent *a, int64_t now)
          * it, or frozen — finds the devices' data of those seconds still
          * waiting in its sockets) — and, while the devices are held back
          * (flow slow_down: not read), only report_delay after they resume,
-         * so data of the window they held is still counted. */
+         * so data of the window they held is still counted; and once no
+         * data claiming the session has come for report_delay (devices
+         * that held seconds of it send it after they resume, and a stop
+         * heard soon after an outage came before that had drained: seen
+         * as `late` under ASan), or AG_REPORT_TIMEOUT_MS after the stop
+         * was heard, whatever a device still claims. */
         int64_t delay_ns = a->cfg.report_delay_ms * 1000000LL;
+        int drained = now >= s->last_tagged_ns + delay_ns ||
+                      now >= s->stop_heard_ns + AG_REPORT_TIMEOUT_MS * 1000000LL;
         if (s->report_phase == AG_REPORT_NONE && s->stop_at_ns != INT64_MAX && !a->slowed &&
             now >= s->stop_at_ns + delay_ns && now >= s->stop_heard_ns + delay_ns &&
-            now >= a->resumed_at_ns + delay_ns) {
+            now >= a->resumed_at_ns + delay_ns && drained) {
             freeze(a, s);
             s->report_target = a->produced;
             s->report_due_ns = now;

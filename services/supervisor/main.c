@@ -91,6 +91,7 @@ static ev_node_params node_params(const sv_supervisor *s)
 {
     return (ev_node_params){.ttl_ns = s->ttl_ms * 1000000,
                             .heartbeat_ns = s->heartbeat_ms * 1000000,
+                            .lead_since_ns = s->leading_since_ns,
                             .listening_since_ns = s->listening_since_ns,
                             .phi_suspect = s->phi_suspect,
                             .phi_expire = s->phi_expire};
@@ -594,11 +595,13 @@ static void publish_metrics(sv_supervisor *s, int64_t now)
 /* This supervisor could not hear nodes until now: its loop stalled (no
  * tick for a heartbeat interval: heartbeats waited in its sockets) or its
  * fold is behind the log. Nodes are not expired for a silence it caused. */
-static void deaf_until_now(sv_supervisor *s, int64_t now, const char *why, int64_t ms)
+static void deaf_until_now(sv_supervisor *s, int64_t now, const char *why)
 {
     if (s->leading && now - s->listening_since_ns > s->heartbeat_ms * 1000000)
-        fprintf(stderr, "msrs-supervisor: %s (%lld ms): no node expires for a TTL from now\n", why,
-                (long long)ms);
+        fprintf(stderr,
+                "msrs-supervisor: %s: no node expires for a TTL from now (four TTLs of silence "
+                "still expire it)\n",
+                why);
     if (now - s->listening_since_ns > s->heartbeat_ms * 1000000)
         s->n.deaf_periods++;
     s->listening_since_ns = now;
@@ -610,10 +613,13 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     int64_t gap = ev_mono_ms() - s->last_tick_ms;
     if (s->last_tick_ms && gap > s->max_tick_gap_ms)
         s->max_tick_gap_ms = gap;
-    if (s->last_tick_ms && gap > s->heartbeat_ms)
-        deaf_until_now(s, ev_now_ns(), "this supervisor's loop stalled", gap);
-    int folded = 0, behind = 1;
-    for (int i = 0; i < 20000; i++, folded++) {
+    if (s->last_tick_ms && gap > s->heartbeat_ms) {
+        char why[96];
+        snprintf(why, sizeof(why), "this supervisor's loop stalled %lld ms", (long long)gap);
+        deaf_until_now(s, ev_now_ns(), why);
+    }
+    int behind = 1;
+    for (int i = 0; i < 20000; i++) {
         char err[512];
         int rc = ev_projection_step(s->proj, 0, err, sizeof(err));
         if (rc == EV_ERR_END) {
@@ -642,7 +648,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     }
     int64_t now = ev_now_ns(), mono = ev_mono_ms();
     if (behind) /* more records than a tick folds: the registry is behind */
-        deaf_until_now(s, now, "the registry is behind the log", (int64_t)folded);
+        deaf_until_now(s, now, "the registry is behind the log (a tick folded 20000 records)");
     /* Compete only with the whole log folded: a leader acts on the registry. */
     if (s->caught_up && mono - s->last_lead_ms >= s->lease_ms / 4) {
         s->last_lead_ms = mono;

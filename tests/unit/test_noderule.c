@@ -89,7 +89,7 @@ START_TEST(heard_and_listening_start_postpone_expiry)
     ck_assert_int_eq(due("n1", 12 * S, &params, 18 * S + 1), 1);
     ck_assert_int_eq(due("n1", 8 * S, &params, 16 * S + 1), 1); /* older than last seen */
     const ev_node_params leader = {
-        .ttl_ns = 6 * S, .heartbeat_ns = 1 * S, .listening_since_ns = 30 * S};
+        .ttl_ns = 6 * S, .heartbeat_ns = 1 * S, .lead_since_ns = 30 * S};
     ck_assert_int_eq(due("n1", 0, &leader, 36 * S), 0);
     ck_assert_int_eq(due("n1", 0, &leader, 36 * S + 1), 1);
 }
@@ -253,6 +253,25 @@ START_TEST(jitter_widens_the_patience)
 }
 END_TEST
 
+/* A supervisor that stalls again and again (its listening_since moved to
+ * the end of each stall) gives a silent node a TTL from each stall, but
+ * never more than four TTLs from its last sign of life: a dead node is
+ * expired; a new leader's start still counts as one. */
+START_TEST(stalls_postpone_expiry_up_to_four_ttls)
+{
+    apply(10 * S, "NodeRegistered", "{\"node_id\": \"n1\"}");
+    for (int64_t t = 10 * S; t < 60 * S; t += 500 * MS) {
+        ev_node_params stalled = params;
+        stalled.listening_since_ns = t - 100 * MS; /* a stall ended just now */
+        ck_assert_int_eq(due("n1", 0, &stalled, t), t > 34 * S);
+    }
+    ev_node_params led = params;
+    led.lead_since_ns = 40 * S;
+    ck_assert_int_eq(due("n1", 0, &led, 45 * S), 0); /* one TTL from leading */
+    ck_assert_int_eq(due("n1", 0, &led, 46 * S + 1), 1);
+}
+END_TEST
+
 /* Expired because its heartbeats came late, the node registers again with
  * the incarnation it had: the devices its expiry disconnected are in the
  * pool again, a device that left on its own is not. A new incarnation (the
@@ -324,6 +343,7 @@ int main(void)
     tcase_add_test(tc, typed_node_reads);
     tcase_add_test(tc, a_steady_node_expires_at_its_ttl);
     tcase_add_test(tc, jitter_widens_the_patience);
+    tcase_add_test(tc, stalls_postpone_expiry_up_to_four_ttls);
     tcase_add_test(tc, the_same_process_comes_back_with_its_devices);
     tcase_add_test(tc, a_record_that_changes_nothing_is_known);
     suite_add_tcase(s, tc);
