@@ -7,8 +7,9 @@ a 12 s session on the mock; 2 s after the start the brokers go down for
 16 s. Checked:
 - `msrs session status` while the brokers are down exits 1 within its
   timeout (cli.log_timeout_s=5) with a clear message, instead of hanging;
-- the agent says once on stderr that the log is not answering and slows
-  the devices (flow slow_down, seen by devsim), and resumes them after;
+- the agent says on stderr that the log is not answering (once per stall)
+  and slows the devices (flow slow_down, seen by devsim), and says it
+  answers again and resumes them after;
 - after the brokers are back the session ends with every stream counted:
   the session's folded state (msrs session status) lists 2 devices x 2
   streams whose counts are devsim's — the agent's report, late for
@@ -96,8 +97,14 @@ def main():
         check(sim.wait(20) == 0, "devsim exits cleanly")
 
         a_err, s_err = stderr_of("agent"), stderr_of("devsim")
+        # Said once per stall, and each stall ended. After the brokers come
+        # back, librdkafka reconnects to each with its own backoff, so a
+        # partition may stay unacknowledged a few seconds more: a second
+        # stall, said as such (seen once in CI's release run).
         said = a_err.count("the log is not answering")
-        check(said == 1 or (lose and said >= 1), "the agent said (once) that the log is not answering: %d" % said)
+        again = a_err.count("log: acknowledging again")
+        check(said >= 1 and again >= said,
+              "the agent said that the log is not answering (%d) and that it answers again (%d)" % (said, again))
         check("devices told to slow down" in a_err and "devices resume" in a_err, "agent: slow_down, then resume")
         check("flow slow_down" in s_err, "devsim was told to slow down")
         sent = devsim_sent(stats, "k1")

@@ -88,8 +88,7 @@ START_TEST(heard_and_listening_start_postpone_expiry)
     ck_assert_int_eq(due("n1", 12 * S, &params, 18 * S), 0);
     ck_assert_int_eq(due("n1", 12 * S, &params, 18 * S + 1), 1);
     ck_assert_int_eq(due("n1", 8 * S, &params, 16 * S + 1), 1); /* older than last seen */
-    const ev_node_params leader = {
-        .ttl_ns = 6 * S, .heartbeat_ns = 1 * S, .lead_since_ns = 30 * S};
+    const ev_node_params leader = {.ttl_ns = 6 * S, .heartbeat_ns = 1 * S, .lead_since_ns = 30 * S};
     ck_assert_int_eq(due("n1", 0, &leader, 36 * S), 0);
     ck_assert_int_eq(due("n1", 0, &leader, 36 * S + 1), 1);
 }
