@@ -407,28 +407,19 @@ static rd_kafka_topic_partition_list_t *topic_list(const char *const *topics, si
     return l;
 }
 
-static int partition_count(rd_kafka_t *rk, const char *topic, int *count, char *errstr, size_t n);
+static int every_partition(kafka_log *k, const char *const *topics, size_t count, int64_t offset,
+                           rd_kafka_topic_partition_list_t *l, char *errstr, size_t n);
+static int assign_list(kafka_log *k, rd_kafka_topic_partition_list_t *l, char *errstr, size_t n);
 
 /* ev_log_subscribe_alone: every partition assigned, each from the group's
  * committed offset (RD_KAFKA_OFFSET_STORED), without joining the group. */
 static int subscribe_alone(kafka_log *k, const char *const *topics, size_t count, char *errstr,
                            size_t n)
 {
-    int rc = 0;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
-    for (size_t i = 0; i < count && !rc; i++) {
-        int parts = 0;
-        rc = partition_count(k->consumer, topics[i], &parts, errstr, n);
-        for (int p = 0; p < parts && !rc; p++)
-            rd_kafka_topic_partition_list_add(l, topics[i], p)->offset = RD_KAFKA_OFFSET_STORED;
-    }
+    int rc = every_partition(k, topics, count, RD_KAFKA_OFFSET_STORED, l, errstr, n);
     if (!rc)
-        rc = parts_set(k, l);
-    if (!rc) {
-        rd_kafka_resp_err_t err = rd_kafka_assign(k->consumer, l);
-        if (err)
-            rc = ev__fail(errstr, n, EV_ERR_IO, "assign: %s", rd_kafka_err2str(err));
-    }
+        rc = assign_list(k, l, errstr, n);
     rd_kafka_topic_partition_list_destroy(l);
     k->assigned = 0; /* a cursor: commits go to it */
     return rc;
@@ -478,6 +469,30 @@ static int partition_count(rd_kafka_t *rk, const char *topic, int *count, char *
     return 0;
 }
 
+/* Adds every partition of topics to l, each at offset. */
+static int every_partition(kafka_log *k, const char *const *topics, size_t count, int64_t offset,
+                           rd_kafka_topic_partition_list_t *l, char *errstr, size_t n)
+{
+    for (size_t i = 0; i < count; i++) {
+        int parts = 0, rc = partition_count(k->consumer, topics[i], &parts, errstr, n);
+        if (rc)
+            return rc;
+        for (int p = 0; p < parts; p++)
+            rd_kafka_topic_partition_list_add(l, topics[i], p)->offset = offset;
+    }
+    return 0;
+}
+
+/* Reads the partitions of l: kept for EV_ERR_END, and assigned. */
+static int assign_list(kafka_log *k, rd_kafka_topic_partition_list_t *l, char *errstr, size_t n)
+{
+    int rc = parts_set(k, l);
+    if (rc)
+        return rc;
+    rd_kafka_resp_err_t err = rd_kafka_assign(k->consumer, l);
+    return err ? ev__fail(errstr, n, EV_ERR_IO, "assign: %s", rd_kafka_err2str(err)) : 0;
+}
+
 static int kafka_assign(void *impl, const char *const *topics, size_t count, ev_from from,
                         char *errstr, size_t n)
 {
@@ -492,17 +507,12 @@ static int kafka_assign(void *impl, const char *const *topics, size_t count, ev_
     if ((rc = ensure_consumer(k, group, errstr, n)))
         return rc;
     l = rd_kafka_topic_partition_list_new(16);
-    for (size_t i = 0; i < count; i++) {
-        int parts = 0;
-        if ((rc = partition_count(k->consumer, topics[i], &parts, errstr, n)))
-            goto out;
-        for (int p = 0; p < parts; p++) {
-            rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(l, topics[i], p);
-            tp->offset = from.kind == EV_FROM_BEGINNING ? RD_KAFKA_OFFSET_BEGINNING
-                         : from.kind == EV_FROM_END     ? RD_KAFKA_OFFSET_END
-                                                        : from.value;
-        }
-    }
+    if ((rc = every_partition(k, topics, count,
+                              from.kind == EV_FROM_BEGINNING ? RD_KAFKA_OFFSET_BEGINNING
+                              : from.kind == EV_FROM_END     ? RD_KAFKA_OFFSET_END
+                                                             : from.value,
+                              l, errstr, n)))
+        goto out;
     if (from.kind == EV_FROM_TIME) {
         err = rd_kafka_offsets_for_times(k->consumer, l, 10000);
         if (err) {
@@ -517,11 +527,7 @@ static int kafka_assign(void *impl, const char *const *topics, size_t count, ev_
                 l->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
         k->min_time_ms = from.value;
     }
-    if ((rc = parts_set(k, l)))
-        goto out;
-    err = rd_kafka_assign(k->consumer, l);
-    if (err)
-        rc = ev__fail(errstr, n, EV_ERR_IO, "assign: %s", rd_kafka_err2str(err));
+    rc = assign_list(k, l, errstr, n);
     k->assigned = 1;
 out:
     if (l)

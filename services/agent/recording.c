@@ -350,6 +350,8 @@ void ag_recording_account(ag_agent *a, ag_device *d, const ag_tag *tag, const ch
                           int delivered, int64_t n, int64_t bytes)
 {
     ag_count *c = tag ? tag->cnt : NULL;
+    if (delivered && c && d->rec) /* data claiming the session came (the report waits) */
+        d->rec->last_tagged_ns = ag_now_ns();
     if (!delivered) {
         a->n.dropped += n;
         if (c && !tag->after_stop) /* past the stop: not the session's to lose */
@@ -359,13 +361,9 @@ void ag_recording_account(ag_agent *a, ag_device *d, const ag_tag *tag, const ch
     } else if (!c) {
         remember_untagged(d, stream, tag->first_t, n, bytes);
     } else if (tag->after_stop) {
-        if (d->rec)
-            d->rec->last_tagged_ns = ag_now_ns();
         c->late_stop_samples += n;
         c->late_stop_bytes += bytes;
     } else {
-        if (d->rec)
-            d->rec->last_tagged_ns = ag_now_ns();
         c->samples += n;
         c->bytes += bytes;
         if (d->rec->stop_at_ns == INT64_MAX)

@@ -597,13 +597,14 @@ static void publish_metrics(sv_supervisor *s, int64_t now)
  * fold is behind the log. Nodes are not expired for a silence it caused. */
 static void deaf_until_now(sv_supervisor *s, int64_t now, const char *why)
 {
-    if (s->leading && now - s->listening_since_ns > s->heartbeat_ms * 1000000)
-        fprintf(stderr,
-                "msrs-supervisor: %s: no node expires for a TTL from now (four TTLs of silence "
-                "still expire it)\n",
-                why);
-    if (now - s->listening_since_ns > s->heartbeat_ms * 1000000)
+    if (now - s->listening_since_ns > s->heartbeat_ms * 1000000) { /* a new deaf period */
         s->n.deaf_periods++;
+        if (s->leading)
+            fprintf(stderr,
+                    "msrs-supervisor: %s: no node expires for a TTL from now (four TTLs of "
+                    "silence still expire it)\n",
+                    why);
+    }
     s->listening_since_ns = now;
 }
 
