@@ -5,7 +5,10 @@ SQLite log or a msrs-mockbroker (Kafka mock cluster). Agents start one after
 another; prints the join-to-pool latency (agent start -> its node "up" in
 the supervisor's pool: register, plan, first heartbeat), the time until all
 N x D devices are in one pool, the heartbeat load (NodeHeartbeat records per
-second, supervisor CPU) and agent RSS.
+second, supervisor CPU), agent RSS, and how far the supervisor's projection
+fell behind the log (its /metrics read every second: the most records
+unread, msrs_consumer_lag_records, and the oldest record's age when folded,
+msrs_consumer_lag_seconds).
 
 With --discover the agents are not told the supervisor's address: each
 finds it with a discovery query (UDP to 127.255.255.255 on a free port).
@@ -19,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -40,6 +44,37 @@ def pool(port):
             return json.loads(r.read())
     except OSError:
         return None
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+class Lag(threading.Thread):
+    """The supervisor's lag, read from its /metrics every second: the
+    largest seen, overall and since the pool was full (steady)."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.stop = port, threading.Event()
+        self.records = self.seconds = self.steady_records = self.steady_seconds = 0.0
+        self.steady = False
+
+    def run(self):
+        while not self.stop.wait(1.0):
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.port, timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+            rec, sec = metric(text, "msrs_consumer_lag_records"), metric(text, "msrs_consumer_lag_seconds")
+            self.records, self.seconds = max(self.records, rec), max(self.seconds, sec)
+            if self.steady:
+                self.steady_records = max(self.steady_records, rec)
+                self.steady_seconds = max(self.steady_seconds, sec)
 
 
 def main():
@@ -67,7 +102,7 @@ def main():
         log = "kafka:" + mb.stdout.readline().strip()
     else:
         log = "sqlite:" + os.path.join(tmp, "log.db")
-    sport = free_port()
+    sport, ops_port = free_port(), free_port()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("0.0.0.0", 0))
     discovery = ["-X", "discovery.port=%d" % udp.getsockname()[1], "-X", "discovery.targets=127.255.255.255"]
@@ -75,12 +110,15 @@ def main():
     common = ["--log", log, "-X", "sqlite.synchronous=NORMAL"] if a.backend == "sqlite" else ["--log", log]
     sup = subprocess.Popen([os.path.join(a.bin, "msrs-supervisor"), "--listen", "127.0.0.1:%d" % sport,
                             "--node-id", "sup", "-X", "supervisor.heartbeat_ms=1000",
-                            "-X", "supervisor.ttl_ms=10000"] + common + discovery,
+                            "-X", "supervisor.ttl_ms=10000", "-X", "ops.listen=127.0.0.1:%d" % ops_port]
+                           + common + discovery,
                            stderr=out("supervisor"))
     procs.append(sup)
     wait_listening(sport, 30)
     while not (pool(sport) or {}).get("leading"):
         time.sleep(0.1)
+    lag = Lag(ops_port)
+    lag.start()
     joins = []
     t_start = time.time()
     agents = []
@@ -121,12 +159,10 @@ def main():
             full_at = time.time() - t_start
             break
         time.sleep(0.5)
+    lag.steady = True
     p = pool(sport) or {}
     up = sum(1 for n in p.get("nodes", {}).values() if n.get("state") == "up")
-    hb0 = sum(1 for _ in [0])  # noqa: F841
     cpu0, _ = proc_stats(sup.pid)
-    s0 = pool(sport)
-    beats0 = sum(n.get("heartbeats", 0) for n in (s0 or {}).get("nodes", {}).values())  # noqa: F841
     t0 = time.time()
     time.sleep(a.seconds)
     cpu1, sup_hwm = proc_stats(sup.pid)
@@ -134,6 +170,8 @@ def main():
     p = pool(sport) or {}
     up_end = sum(1 for n in p.get("nodes", {}).values() if n.get("state") == "up")
     rss = [proc_stats(ag.pid)[1] for ag in agents if ag.poll() is None]
+    lag.stop.set()
+    lag.join()
     stop_all(procs)
     sup_err = open(os.path.join(tmp, "supervisor.err")).read()
     line = [x for x in sup_err.splitlines() if "stopped:" in x]
@@ -153,6 +191,9 @@ def main():
     print("supervisor: %d registered, %d expired, %d revived (back with their devices), %d unchanged "
           "registrations or plans, %d times deaf (its loop stalled or its registry behind)"
           % (said("registered"), said("expired"), said("revived"), said("unchanged"), said("deaf")))
+    print("supervisor's projection behind the log: at most %d records, %.2f s (a record's age when "
+          "folded) in the whole run; %d records, %.2f s in the steady %g s"
+          % (lag.records, lag.seconds, lag.steady_records, lag.steady_seconds, a.seconds))
     print("load average at the end: %s" % open("/proc/loadavg").read().strip())
     if rss:
         print("agents: peak RSS p50 %.1f MB, max %.1f MB" % (pct(rss, 50) / 1e6, max(rss) / 1e6))

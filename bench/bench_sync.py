@@ -5,12 +5,17 @@ recorded is compared with the device's true offset at that moment (from
 devsim's --truth file). Prints p50/p99/max |estimate - truth|, and the
 agent's CPU and peak RSS per device.
 
+The agents probe at a recording node's cadence (sync.interval_ms for every
+round: -X sync.idle_interval_ms=2000), since sample times are converted at
+it; --idle keeps the idle cadence (sync.idle_interval_ms, 8 s once a
+device's window is full).
+
 --agents K splits the devices over K agent processes (each with its own
 msrs-devsim of N/K devices, all on one log): the deployment's way to grow,
 measured on one machine. CPU and RSS are then the agents' sums.
 
 usage: bench/bench_sync.py [--devices 8,64] [--profiles lan,wifi] [--seconds 30]
-                           [--warmup-rounds 3] [--agents 1] [--tls] [--bin build/bin]"""
+                           [--warmup-rounds 3] [--agents 1] [--tls] [--idle] [--bin build/bin]"""
 import argparse
 import json
 import os
@@ -159,6 +164,8 @@ def main():
     ap.add_argument("--devsim", action="append", default=[], help="extra msrs-devsim argument")
     ap.add_argument("--tls", action="store_true", help="TLS and device credentials: the agent and "
                     "devsim on deploy/local/make-credentials.sh's configuration (wss://)")
+    ap.add_argument("--idle", action="store_true", help="the idle cadence: rounds every "
+                    "sync.idle_interval_ms once a device's window is full")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
     a = ap.parse_args()
     if a.tls:
@@ -168,6 +175,8 @@ def main():
              os.path.join(tempfile.mkdtemp(prefix="msrs-bench-tls-"), "tls")],
             capture_output=True, text=True, check=True).stdout.strip()
         SCHEME[0] = "wss"
+    if not a.idle:
+        AGENT_OPTS.extend(["-X", "sync.idle_interval_ms=2000"])
     for x in a.X:
         AGENT_OPTS.extend(["-X", x])
     DEVSIM_OPTS.extend(a.devsim)

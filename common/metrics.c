@@ -77,7 +77,7 @@ void cli_topic_metric(cli_buf *b, const char *name, const char *help, const cli_
     }
 }
 
-void cli_lag_metric(cli_buf *b, ev_log *log)
+void cli_lag_metric(cli_buf *b, ev_log *log, ev_projection *p)
 {
     int64_t lag = 0;
     char err[256];
@@ -86,6 +86,11 @@ void cli_lag_metric(cli_buf *b, ev_log *log)
                    "records of the topics this process reads that the log holds beyond what it "
                    "has read",
                    (double)lag);
+    if (p)
+        cli_metric(b, "msrs_consumer_lag_seconds", "gauge",
+                   "the largest age of a record (now minus its ce_time) when this process folded "
+                   "it, since the last publish",
+                   (double)ev_projection_take_max_age_ns(p) / 1e9);
 }
 
 /* Counts of map's entries by their "state" field, as family name. */
@@ -187,7 +192,7 @@ static void publish(serve_check *c)
     cli_metric(&b, name, "counter", "records the reducers refused (said on stderr)",
                (double)ev_projection_skipped(c->p));
     cli_state_metrics(&b, view, ev_now_ns());
-    cli_lag_metric(&b, c->log);
+    cli_lag_metric(&b, c->log, c->p);
     if (c->metrics)
         c->metrics(c->arg, &b);
     cli_ops_publish(c->ops, &b, c->ready);

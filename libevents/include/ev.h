@@ -608,6 +608,10 @@ int ev_projection_caught_up(const ev_projection *p);
 int64_t ev_projection_records(const ev_projection *p);
 int64_t ev_projection_skipped(const ev_projection *p);
 int64_t ev_projection_gaps(const ev_projection *p);
+/* How far behind the log the fold ran: the largest age (now minus ce_time,
+ * so across machines it includes their clocks' difference) of a record
+ * when it was folded, since the last call; 0 when none was. Resets. */
+int64_t ev_projection_take_max_age_ns(ev_projection *p);
 
 /* The state as JSON (ev_state_to_json) plus "positions" ({"<topic>":
  * {"<partition>": next offset folded}}), "records", "undecodable" and

@@ -50,6 +50,7 @@ const char *const ev_conf_known_keys[] = {
     "auth.node_token",
     "auth.token",
     "sync.interval_ms",
+    "sync.idle_interval_ms",
     "sync.probes",
     "sync.burst_probes",
     "sync.probe_spacing_ms",

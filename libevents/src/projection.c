@@ -20,6 +20,7 @@ struct ev_projection {
     char *state_file;
     int caught_up;
     int64_t records, skipped, gaps;
+    int64_t max_age_ns;  /* the oldest record's age when folded, since the last take */
     ev_offsets *offsets; /* read (holes) and folded, per topic and partition */
 };
 
@@ -93,6 +94,12 @@ int64_t ev_projection_gaps(const ev_projection *p)
 {
     return p->gaps;
 }
+int64_t ev_projection_take_max_age_ns(ev_projection *p)
+{
+    int64_t age = p->max_age_ns;
+    p->max_age_ns = 0;
+    return age;
+}
 
 /* A record not folded: counted and named. */
 static void skip(ev_projection *p, const ev_msg *m, const char *why)
@@ -152,6 +159,9 @@ static int fold_msg(ev_projection *p, const ev_msg *m, const char *corrupt, char
     if (applied == EV_ERR_NOMEM) /* not the record's fault: the state is not whole */
         return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "state: out of memory");
     p->records++;
+    int64_t age = bad ? 0 : ev_now_ns() - ev.time_ns;
+    if (age > p->max_age_ns)
+        p->max_age_ns = age;
     if (applied < 0)
         skip(p, m, err);
     else if (applied == 0 && p->opts.on_apply)

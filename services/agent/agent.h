@@ -53,7 +53,8 @@ typedef struct ag_config {
     int64_t max_buffered_bytes; /* messages being reassembled, over every connection */
     int64_t max_devices;
     int64_t rate_per_s, rate_burst; /* per connection token bucket */
-    int64_t sync_interval_ms, sync_probes, probe_spacing_ms, round_timeout_ms;
+    int64_t sync_interval_ms, sync_idle_interval_ms, sync_probes, probe_spacing_ms,
+        round_timeout_ms;
     int64_t sync_burst_probes; /* probes per round while a device's window is not full */
     int64_t flow_high_bytes, flow_low_bytes; /* log backlog: slow_down above, resume below */
     int64_t report_delay_ms;   /* RecordingReport this long after a session's stop instant
@@ -147,7 +148,10 @@ typedef struct ag_device {
     int round_active;
     json_t *round_probes; /* this round's valid probes, for the record (refits) */
     int64_t probes_sent, probes_answered;
-    int64_t next_probe_ns, round_deadline_ns, next_round_ns, round_started_ns;
+    int64_t next_probe_ns, round_deadline_ns, round_started_ns;
+    /* the next round is due at next_round_ns while the node records or the
+     * device's window fills, else at idle_round_ns (clock.c) */
+    int64_t next_round_ns, idle_round_ns;
     int64_t round_size; /* probes this round: sync.burst_probes or sync.probes */
 } ag_device;
 

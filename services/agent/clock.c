@@ -12,7 +12,15 @@ void ag_clock_join(ag_agent *a, ag_device *d)
 {
     (void)a;
     d->round_active = 0;
-    d->next_round_ns = ag_now_ns(); /* sync at once */
+    d->next_round_ns = d->idle_round_ns = ag_now_ns(); /* sync at once */
+}
+
+/* When d's next round is due: idle nodes' devices with a full window
+ * probe less often (issue 23: an idle node's cost, and the devices topic's
+ * records, are mostly clock rounds). */
+static int64_t round_due(const ag_device *d, int recording)
+{
+    return recording || d->clock.win_count < EV_CLOCK_WINDOW ? d->next_round_ns : d->idle_round_ns;
 }
 
 int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p)
@@ -41,7 +49,12 @@ static void end_round(ag_agent *a, ag_device *d)
     json_t *probes = d->round_probes ? d->round_probes : json_array();
     d->round_probes = NULL;
     d->round_active = 0;
-    d->next_round_ns = ag_now_ns() + a->cfg.sync_interval_ms * 1000000LL;
+    /* 0.9 to 1.1 times the interval: devices that joined together (a
+     * devsim, a lab's phones after a network blip) spread their rounds */
+    double spread = 0.9 + 0.2 * ev_random_unit();
+    int64_t now = ag_now_ns();
+    d->next_round_ns = now + (int64_t)(spread * (double)a->cfg.sync_interval_ms * 1e6);
+    d->idle_round_ns = now + (int64_t)(spread * (double)a->cfg.sync_idle_interval_ms * 1e6);
     if (ev_clock_est_end_round(&d->clock, &r) != 0) {
         json_decref(probes);
         return; /* no answer this round: try again next interval */
@@ -57,14 +70,14 @@ static void end_round(ag_agent *a, ag_device *d)
         NULL, 0);
 }
 
-void ag_sync_tick(ag_agent *a, int64_t now)
+void ag_sync_tick(ag_agent *a, int64_t now, int recording)
 {
     for (size_t i = 0; i < a->device_count; i++) {
         ag_device *d = a->devices[i];
         if (!d->conn)
             continue;
         if (!d->round_active) {
-            if (now < d->next_round_ns)
+            if (now < round_due(d, recording))
                 continue;
             d->round_active = 1;
             json_decref(d->round_probes); /* of a round cut short */
@@ -89,13 +102,13 @@ void ag_sync_tick(ag_agent *a, int64_t now)
     }
 }
 
-int64_t ag_sync_next_ns(const ag_agent *a, int64_t until)
+int64_t ag_sync_next_ns(const ag_agent *a, int64_t until, int recording)
 {
     for (size_t i = 0; i < a->device_count; i++) {
         const ag_device *d = a->devices[i];
         if (!d->conn)
             continue;
-        int64_t due = !d->round_active                 ? d->next_round_ns
+        int64_t due = !d->round_active                 ? round_due(d, recording)
                       : d->probes_sent < d->round_size ? d->next_probe_ns
                                                        : d->round_deadline_ns;
         if (due < until)
@@ -109,7 +122,7 @@ void ag_sync_now(ag_agent *a, const char *device_id)
     for (size_t i = 0; i < a->device_count; i++) {
         ag_device *d = a->devices[i];
         if (d->conn && !d->round_active && (!device_id || strcmp(device_id, d->device_id) == 0))
-            d->next_round_ns = 0;
+            d->next_round_ns = d->idle_round_ns = 0;
     }
 }
 

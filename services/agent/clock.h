@@ -1,6 +1,9 @@
 /* clock.h — layer 4: clock sync of the devices. Every connected device
  * gets a round of time probes every sync.interval_ms (sync.burst_probes
- * while its window fills), its answers go into its ev_clock_est, and each
+ * while its window fills) while the node records a session or the
+ * device's window fills, else every sync.idle_interval_ms; each interval is
+ * drawn from 0.9 to 1.1 times that, so the rounds of devices that joined
+ * together drift apart. Its answers go into its ev_clock_est, and each
  * round ends in ClockOffsetMeasured. Device times convert to the master
  * clock through the device's fit and then the node's offset to its
  * supervisor (a->master_clock, which control.c keeps). */
@@ -14,11 +17,12 @@ void ag_clock_join(ag_agent *a, ag_device *d);
  * ignored as a late answer to an earlier round), or EV_ERR_INVALID when the
  * probe is impossible (t3 < t2 or t4 < t1): the device's error. */
 int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p);
-/* Runs clock-sync rounds that are due; called by the tick. */
-void ag_sync_tick(ag_agent *a, int64_t now_ns);
+/* Runs clock-sync rounds that are due; called by the tick. recording: the
+ * node records a session (every device at sync.interval_ms). */
+void ag_sync_tick(ag_agent *a, int64_t now_ns, int recording);
 /* When ag_sync_tick has something to do next (a round to start, a probe to
  * send, a round's deadline), at most `until`. */
-int64_t ag_sync_next_ns(const ag_agent *a, int64_t until);
+int64_t ag_sync_next_ns(const ag_agent *a, int64_t until, int recording);
 /* Starts a round now for device_id (NULL: every connected device). */
 void ag_sync_now(ag_agent *a, const char *device_id);
 

@@ -53,7 +53,9 @@ static void usage(FILE *f)
         "start)\n" CLI_COMMON_HELP
         "\nconfig keys (defaults): agent.max_message_bytes (1048576), agent.max_devices\n"
         "(1024), agent.rate_per_s (2000), agent.rate_burst (4000), sync.interval_ms (2000),\n"
-        "sync.probes (8), sync.burst_probes (16: per round until a device has 512 probes),\n"
+        "sync.idle_interval_ms (8000: between rounds of a device whose window is full while\n"
+        "this node records nothing), sync.probes (8), sync.burst_probes (16: per round until\n"
+        "a device has 512 probes),\n"
         "sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
         "agent.flow.high_bytes (67108864) / agent.flow.low_bytes (16777216: devices are told\n"
         "to slow down and not read while the log's backlog is above high, until below low),\n"
@@ -116,6 +118,7 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 {"agent.rate_per_s", 2000, &cfg->rate_per_s},
                 {"agent.rate_burst", 4000, &cfg->rate_burst},
                 {"sync.interval_ms", 2000, &cfg->sync_interval_ms},
+                {"sync.idle_interval_ms", 8000, &cfg->sync_idle_interval_ms},
                 {"sync.probes", 8, &cfg->sync_probes},
                 {"sync.burst_probes", 16, &cfg->sync_burst_probes},
                 {"sync.probe_spacing_ms", 15, &cfg->probe_spacing_ms},
@@ -161,6 +164,13 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 "msrs-agent: config agent.max_buffered_bytes (%lld): expected at least "
                 "agent.max_message_bytes (%lld)\n",
                 (long long)cfg->max_buffered_bytes, (long long)cfg->max_message_bytes);
+        return -1;
+    }
+    if (cfg->sync_idle_interval_ms < cfg->sync_interval_ms) {
+        fprintf(stderr,
+                "msrs-agent: config sync.idle_interval_ms (%lld): expected at least "
+                "sync.interval_ms (%lld)\n",
+                (long long)cfg->sync_idle_interval_ms, (long long)cfg->sync_interval_ms);
         return -1;
     }
     if (cfg->sync_burst_probes < cfg->sync_probes) {
@@ -349,7 +359,7 @@ static void publish_metrics(ag_agent *a)
     cli_metric(&b, "msrs_agent_report_timeouts_total", "counter",
                "recording reports sent before the log acknowledged their data",
                (double)n->report_timeouts);
-    cli_lag_metric(&b, a->log);
+    cli_lag_metric(&b, a->log, NULL);
     cli_ops_publish(a->ops, &b, a->ready);
     cli_buf_free(&b);
 }
@@ -364,14 +374,15 @@ static void publish_metrics(ag_agent *a)
  * wakes the tick (a->tick_soon: an answer of the supervisor). */
 static int64_t next_tick_us(ag_agent *a, int64_t now)
 {
-    int busy = a->n.messages != a->tick_messages || a->backlog_records > 0 || a->slowed ||
-               ag_recording_active(a);
+    int recording = ag_recording_active(a);
+    int busy =
+        a->n.messages != a->tick_messages || a->backlog_records > 0 || a->slowed || recording;
     a->tick_messages = a->n.messages;
     if (busy)
         return TICK_US;
     int64_t due = now + IDLE_TICK_US * 1000;
     due = ag_control_next_ns(a, due);
-    due = ag_sync_next_ns(a, due);
+    due = ag_sync_next_ns(a, due, recording);
     if (a->commands_next_ns < due)
         due = a->commands_next_ns;
     int64_t us = (due - now) / 1000;
@@ -384,7 +395,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     ag_agent *a = lws_container_of(sul, ag_agent, tick);
     int64_t now = ag_now_ns();
     ag_control_tick(a, now);
-    ag_sync_tick(a, now);
+    ag_sync_tick(a, now, ag_recording_active(a));
     ag_recording_tick(a, now);
     ag_flow_tick(a, now); /* the log writes in its own thread: nothing to flush here */
     if (now - a->capture_checked_ns >= 1000000000) { /* msrs-capture: exited? due again? */

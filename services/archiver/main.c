@@ -294,7 +294,7 @@ static void publish_metrics(ac_archiver *a, cli_ops *ops)
                "sessions this process archived", (double)a->archived);
     cli_metric(&b, "msrs_archiver_sessions_open", "gauge", "sessions being built",
                (double)a->session_count);
-    cli_lag_metric(&b, a->log);
+    cli_lag_metric(&b, a->log, NULL);
     cli_ops_publish(ops, &b, 1);
     cli_buf_free(&b);
 }

@@ -170,7 +170,7 @@ static void publish_metrics(gw_gateway *g)
                (double)n->feed_messages);
     cli_metric(&b, "msrs_gateway_records_total", "counter", "records folded from the log",
                (double)ev_projection_records(g->proj));
-    cli_lag_metric(&b, g->log);
+    cli_lag_metric(&b, g->log, g->proj);
     cli_ops_publish(g->ops, &b, g->caught_up);
     cli_buf_free(&b);
 }

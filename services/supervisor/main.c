@@ -587,7 +587,7 @@ static void publish_metrics(sv_supervisor *s, int64_t now)
     json_t *view = ev_state_to_json(s->state);
     cli_state_metrics(&b, view, now);
     json_decref(view);
-    cli_lag_metric(&b, s->log);
+    cli_lag_metric(&b, s->log, s->proj);
     cli_ops_publish(s->ops, &b, s->caught_up);
     cli_buf_free(&b);
 }

@@ -110,6 +110,30 @@ START_TEST(folds_to_the_end_with_positions)
 }
 END_TEST
 
+/* The lag in time: the oldest record's age when folded, taken once. */
+START_TEST(the_oldest_record_folded_gives_the_lag_in_time)
+{
+    int64_t now = ev_now_ns();
+    register_node("n1", now - 5000000000LL); /* written 5 s ago */
+    register_node("n2", now - 1000000000LL);
+    ev_state *state = ev_state_new();
+    ev_log *log;
+    ev_projection *p = fold(state, NULL, &log);
+    int64_t age = ev_projection_take_max_age_ns(p);
+    ck_assert_msg(age >= 5000000000LL && age < 65000000000LL, "age %lld", (long long)age);
+    ck_assert_int_eq(ev_projection_take_max_age_ns(p), 0); /* taken: nothing folded since */
+    register_node("n3", now - 2000000000LL);
+    char e[256];
+    while (ev_projection_step(p, 1000, e, sizeof(e)) == 0)
+        ;
+    age = ev_projection_take_max_age_ns(p);
+    ck_assert_msg(age >= 2000000000LL && age < 5000000000LL, "age %lld", (long long)age);
+    ev_projection_destroy(p);
+    ev_state_destroy(state);
+    ev_log_destroy(log);
+}
+END_TEST
+
 START_TEST(an_undecodable_record_is_skipped_and_named)
 {
     static const unsigned char junk[] = {0x00, 0x00, 0x00, 0x00, 0x65, 0xff, 0xff};
@@ -282,6 +306,7 @@ int main(void)
     TCase *tc = tcase_create("projection");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, folds_to_the_end_with_positions);
+    tcase_add_test(tc, the_oldest_record_folded_gives_the_lag_in_time);
     tcase_add_test(tc, an_undecodable_record_is_skipped_and_named);
     tcase_add_test(tc, a_hole_in_the_offsets_is_counted_and_named);
     tcase_add_test(tc, limit_and_until_leave_later_records_out);
