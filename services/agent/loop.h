@@ -7,9 +7,13 @@
 #ifndef MSRS_AGENT_LOOP_H
 #define MSRS_AGENT_LOOP_H
 
-/* The longest one turn waits, so that a stop (cli_stop, set by a signal)
- * is seen without depending on the agent's own timers. */
-#define AG_LOOP_TURN_MAX_S 0.1
+/* The longest one turn waits, so that a stop (cli_stop, set by a signal
+ * between the loop's check and its wait) is seen without depending on the
+ * agent's own timers. A signal that comes during the wait ends it at once
+ * (epoll_wait is never restarted), and the agent's tick (at most 100 ms
+ * apart) ends one too: a second bounds only the rare race, and does not
+ * wake an idle node ten times a second for nothing (issue 23). */
+#define AG_LOOP_TURN_MAX_S 1.0
 
 /* A libev loop on epoll; NULL when it cannot be made. Signals stay with
  * the process's own handlers (EVFLAG_NOSIGMASK). One per process. */
