@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The gateway and the web app with a large pool: msrs-agent, msrs-syncd,
 msrs-collectord, msrs-archiver, msrs-devsim (N devices, clock rounds every
-second, no sample streams unless --samples) and msrs-gateway on one SQLite
+second — every 8 s once a device's window is full, the idle cadence — no
+sample streams unless --samples) and msrs-gateway on one SQLite
 log, on TLS, and the page in Debian's Chromium (bench/bench_gateway.mjs,
 playwright-core). Prints, with the command and the load average:
 

@@ -88,9 +88,10 @@ void cli_lag_metric(cli_buf *b, ev_log *log, ev_projection *p)
                    (double)lag);
     if (p)
         cli_metric(b, "msrs_consumer_lag_seconds", "gauge",
-                   "the largest age of a record (now minus its ce_time) when this process folded "
-                   "it, since the last publish",
-                   (double)ev_projection_take_max_age_ns(p) / 1e9);
+                   "how far behind the log this process's fold is: the largest age of a record "
+                   "(now minus its ce_time) when it was folded since the last publish, or of the "
+                   "last record folded while the fold has not reached the log's end",
+                   (double)ev_projection_lag_ns(p, ev_now_ns()) / 1e9);
 }
 
 /* Counts of map's entries by their "state" field, as family name. */

@@ -66,8 +66,8 @@ void cli_topic_metric(cli_buf *b, const char *name, const char *help, const cli_
 
 /* msrs_consumer_lag_records: what log holds beyond what this process has
  * read of its topics (ev_log_lag); left out when the log cannot say. With
- * a projection p (NULL: none), msrs_consumer_lag_seconds: the oldest record
- * it folded since the last publish, by age (ev_projection_take_max_age_ns). */
+ * a projection p (borrowed; NULL: none), msrs_consumer_lag_seconds: how far
+ * behind the log its fold is in time (ev_projection_lag_ns). */
 void cli_lag_metric(cli_buf *b, ev_log *log, ev_projection *p);
 
 /* What a folded state (ev_state_to_json's view) says, at now_ns: sessions

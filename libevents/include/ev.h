@@ -608,10 +608,13 @@ int ev_projection_caught_up(const ev_projection *p);
 int64_t ev_projection_records(const ev_projection *p);
 int64_t ev_projection_skipped(const ev_projection *p);
 int64_t ev_projection_gaps(const ev_projection *p);
-/* How far behind the log the fold ran: the largest age (now minus ce_time,
- * so across machines it includes their clocks' difference) of a record
- * when it was folded, since the last call; 0 when none was. Resets. */
-int64_t ev_projection_take_max_age_ns(ev_projection *p);
+/* How far behind the log the fold is, in time, at now_ns: the largest age
+ * (now minus ce_time, so across machines it includes their clocks'
+ * difference) of a record when it was folded since the last call, or, when
+ * the last step did not reach the end of the log, the age of the last
+ * record folded if that is more (a fold that is behind or stuck); 0 when
+ * nothing was folded since and the fold is at the end. */
+int64_t ev_projection_lag_ns(ev_projection *p, int64_t now_ns);
 
 /* The state as JSON (ev_state_to_json) plus "positions" ({"<topic>":
  * {"<partition>": next offset folded}}), "records", "undecodable" and

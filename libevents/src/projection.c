@@ -20,8 +20,10 @@ struct ev_projection {
     char *state_file;
     int caught_up;
     int64_t records, skipped, gaps;
-    int64_t max_age_ns;  /* the oldest record's age when folded, since the last take */
-    ev_offsets *offsets; /* read (holes) and folded, per topic and partition */
+    int64_t max_age_ns;   /* the oldest record's age when folded, since ev_projection_lag_ns */
+    int64_t last_time_ns; /* ce_time of the last record folded */
+    int at_end;           /* the last step found the end of the log */
+    ev_offsets *offsets;  /* read (holes) and folded, per topic and partition */
 };
 
 static void note(const ev_projection *p, ev_projection_note n)
@@ -94,11 +96,13 @@ int64_t ev_projection_gaps(const ev_projection *p)
 {
     return p->gaps;
 }
-int64_t ev_projection_take_max_age_ns(ev_projection *p)
+int64_t ev_projection_lag_ns(ev_projection *p, int64_t now_ns)
 {
-    int64_t age = p->max_age_ns;
+    int64_t lag = p->max_age_ns;
     p->max_age_ns = 0;
-    return age;
+    if (!p->at_end && p->last_time_ns && now_ns - p->last_time_ns > lag)
+        lag = now_ns - p->last_time_ns; /* behind, or stuck, since that record */
+    return lag;
 }
 
 /* A record not folded: counted and named. */
@@ -159,9 +163,13 @@ static int fold_msg(ev_projection *p, const ev_msg *m, const char *corrupt, char
     if (applied == EV_ERR_NOMEM) /* not the record's fault: the state is not whole */
         return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "state: out of memory");
     p->records++;
-    int64_t age = bad ? 0 : ev_now_ns() - ev.time_ns;
-    if (age > p->max_age_ns)
-        p->max_age_ns = age;
+    p->at_end = 0;
+    if (!bad) {
+        int64_t age = ev_now_ns() - ev.time_ns;
+        p->last_time_ns = ev.time_ns;
+        if (age > p->max_age_ns)
+            p->max_age_ns = age;
+    }
     if (applied < 0)
         skip(p, m, err);
     else if (applied == 0 && p->opts.on_apply)
@@ -181,7 +189,7 @@ int ev_projection_step(ev_projection *p, int timeout_ms, char *errstr, size_t er
         return fold_msg(p, m, why, errstr, errstr_size);
     }
     if (rc == EV_ERR_END)
-        p->caught_up = 1;
+        p->caught_up = p->at_end = 1;
     return rc;
 }
 
@@ -438,7 +446,7 @@ int ev_projection_fold(ev_projection *p, const volatile sig_atomic_t *stop, char
             if (failed)
                 rc = failed;
             else if (end == EV_ERR_END && !interrupted)
-                rc = 0, p->caught_up = 1;
+                rc = 0, p->caught_up = p->at_end = 1;
             else if (end && end != EV_ERR_END)
                 rc = ev__fail(errstr, errstr_size, end, "%s", b->err);
             else

@@ -152,7 +152,8 @@ typedef struct ag_device {
     /* the next round is due at next_round_ns while the node records or the
      * device's window fills, else at idle_round_ns (clock.c) */
     int64_t next_round_ns, idle_round_ns;
-    int64_t round_size; /* probes this round: sync.burst_probes or sync.probes */
+    int64_t fast_rounds; /* rounds at sync.interval_ms still owed after a reconnect */
+    int64_t round_size;  /* probes this round: sync.burst_probes or sync.probes */
 } ag_device;
 
 typedef struct ag_out {

@@ -10,17 +10,25 @@ static void end_round(ag_agent *a, ag_device *d);
 
 void ag_clock_join(ag_agent *a, ag_device *d)
 {
-    (void)a;
     d->round_active = 0;
     d->next_round_ns = d->idle_round_ns = ag_now_ns(); /* sync at once */
+    /* probes from before a reconnect (a device that restarted may have a
+     * new clock) leave the window at the full cadence, not the idle one */
+    d->fast_rounds = (d->clock.win_count + a->cfg.sync_probes - 1) / a->cfg.sync_probes;
 }
 
-/* When d's next round is due: idle nodes' devices with a full window
- * probe less often (issue 23: an idle node's cost, and the devices topic's
- * records, are mostly clock rounds). */
+/* 1 when d's rounds come every sync.interval_ms: its node records, its
+ * window fills, or probes from before a reconnect are still in it. Else
+ * every sync.idle_interval_ms (issue 23: an idle node's cost, and the
+ * devices topic's records, are mostly clock rounds). */
+static int full_cadence(const ag_device *d, int recording)
+{
+    return recording || d->fast_rounds > 0 || d->clock.win_count < EV_CLOCK_WINDOW;
+}
+
 static int64_t round_due(const ag_device *d, int recording)
 {
-    return recording || d->clock.win_count < EV_CLOCK_WINDOW ? d->next_round_ns : d->idle_round_ns;
+    return full_cadence(d, recording) ? d->next_round_ns : d->idle_round_ns;
 }
 
 int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p)
@@ -53,6 +61,8 @@ static void end_round(ag_agent *a, ag_device *d)
      * devsim, a lab's phones after a network blip) spread their rounds */
     double spread = 0.9 + 0.2 * ev_random_unit();
     int64_t now = ag_now_ns();
+    if (d->fast_rounds > 0)
+        d->fast_rounds--;
     d->next_round_ns = now + (int64_t)(spread * (double)a->cfg.sync_interval_ms * 1e6);
     d->idle_round_ns = now + (int64_t)(spread * (double)a->cfg.sync_idle_interval_ms * 1e6);
     if (ev_clock_est_end_round(&d->clock, &r) != 0) {
@@ -77,6 +87,14 @@ void ag_sync_tick(ag_agent *a, int64_t now, int recording)
         if (!d->conn)
             continue;
         if (!d->round_active) {
+            int64_t interval = a->cfg.sync_interval_ms * 1000000LL;
+            if (full_cadence(d, recording) && d->next_round_ns + interval / 4 < now)
+                /* seconds overdue: the node has just started recording (or
+                 * its loop stalled); each device starts at its idle
+                 * schedule's phase within one interval, not all on this
+                 * tick, so rounds stay spread */
+                d->next_round_ns =
+                    now + (d->idle_round_ns > now ? (d->idle_round_ns - now) % interval : 0);
             if (now < round_due(d, recording))
                 continue;
             d->round_active = 1;

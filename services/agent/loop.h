@@ -11,8 +11,8 @@
  * between the loop's check and its wait) is seen without depending on the
  * agent's own timers. A signal that comes during the wait ends it at once
  * (epoll_wait is never restarted), and the agent's tick (at most 100 ms
- * apart) ends one too: a second bounds only the rare race, and does not
- * wake an idle node ten times a second for nothing (issue 23). */
+ * apart) ends one too: a second bounds only the rare race, and this timer
+ * no longer adds its own ten wake-ups a second to the tick's (issue 23). */
 #define AG_LOOP_TURN_MAX_S 1.0
 
 /* A libev loop on epoll; NULL when it cannot be made. Signals stay with

@@ -29,9 +29,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TICK_US          2000   /* the tick while busy */
-#define IDLE_TICK_US     100000 /* the longest sleep while idle */
-#define COMMANDS_POLL_MS 100    /* how often the commands cursor is read */
+#define TICK_US              2000       /* the tick while busy */
+#define IDLE_TICK_US         100000     /* the longest sleep while idle */
+#define SYNC_INTERVAL_MAX_MS 86400000LL /* a day: the clock keys' bound (ns fit int64) */
+#define COMMANDS_POLL_MS     100        /* how often the commands cursor is read */
 
 static void usage(FILE *f)
 {
@@ -166,11 +167,13 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 (long long)cfg->max_buffered_bytes, (long long)cfg->max_message_bytes);
         return -1;
     }
-    if (cfg->sync_idle_interval_ms < cfg->sync_interval_ms) {
+    if (cfg->sync_idle_interval_ms < cfg->sync_interval_ms ||
+        cfg->sync_idle_interval_ms > SYNC_INTERVAL_MAX_MS) {
         fprintf(stderr,
-                "msrs-agent: config sync.idle_interval_ms (%lld): expected at least "
-                "sync.interval_ms (%lld)\n",
-                (long long)cfg->sync_idle_interval_ms, (long long)cfg->sync_interval_ms);
+                "msrs-agent: config sync.idle_interval_ms (%lld): expected from sync.interval_ms "
+                "(%lld) to %lld\n",
+                (long long)cfg->sync_idle_interval_ms, (long long)cfg->sync_interval_ms,
+                (long long)SYNC_INTERVAL_MAX_MS);
         return -1;
     }
     if (cfg->sync_burst_probes < cfg->sync_probes) {

@@ -8,8 +8,9 @@ read back from the log's ClockOffsetMeasured records:
 - once full and while the node records nothing, a round every
   sync.idle_interval_ms (here 1500 ms);
 - each interval drawn from 0.9 to 1.1 times its value: the intervals differ;
-- a StartRecording puts every device back at sync.interval_ms at once, and
-  the StopRecording's report lets them go idle again."""
+- a StartRecording puts every device back at sync.interval_ms at once (a
+  round within one interval of the command, the devices not all in step),
+  and the StopRecording's report lets them go idle again."""
 import json
 import os
 import subprocess
@@ -61,9 +62,10 @@ def main():
         procs.append(subprocess.Popen(
             [os.path.join(BIN, "msrs-devsim"), "--url", "ws://127.0.0.1:%d/v1/devices" % port, "--devices", "4",
              "--samples", "none", "--profile", "lan"], stderr=open(os.path.join(tmp, "devsim.err"), "w")))
-        # 32 burst rounds fill a window; 34 leave the idle cadence begun
-        full = check.wait_for(lambda: all(len(t) >= 34 for t in rounds(db).values()), 60,
-                              "every device's window full (34 rounds)")
+        # 32 burst rounds fill a window (more if a probe goes unanswered);
+        # by the 37th the idle cadence has begun
+        full = check.wait_for(lambda: all(len(t) >= 37 for t in rounds(db).values()), 60,
+                              "every device's window full (37 rounds)")
         if not full:
             return check.finish()
         r = rounds(db)
@@ -76,7 +78,7 @@ def main():
         r = rounds(db)
         spread = []
         for d in DEVICES:
-            g = gaps(r[d], r[d][33], time.time())
+            g = gaps(r[d], r[d][36], time.time())
             spread += g
             check(len(g) >= 3 and all(0.9 * IDLE - 0.05 <= x <= 1.1 * IDLE + 0.4 for x in g),
                   "%s: idle and full, a round every %.1f s (0.9-1.1 x): %s"
@@ -85,16 +87,25 @@ def main():
               "the idle intervals are drawn, not equal: %s" % sorted("%.2f" % x for x in spread))
 
         # Recording: back to the fast cadence at once, for every device
-        now = time.time_ns()
-        emit(log, "StartRecording", {"node_id": "n1", "session_id": "s1", "start_at_ns": now + 500000000})
         t_rec = time.time()
+        emit(log, "StartRecording", {"node_id": "n1", "session_id": "s1", "start_at_ns": time.time_ns() + 500000000})
         time.sleep(4)
         r = rounds(db)
+        firsts = []
         for d in DEVICES:
-            g = gaps(r[d], t_rec + 1.0, time.time())
-            check(len(g) >= 8 and max(g) < 0.5,
+            after = [t for t in r[d] if t > t_rec]
+            # heard within the commands cursor's 100 ms, then a round within
+            # one interval (0.2 s) and its 8 probes (~50 ms)
+            check(after and after[0] < t_rec + 0.6,
+                  "%s: a round at once after StartRecording: %s" % (d, "%.2f s" % (after[0] - t_rec) if after else "none"))
+            firsts += after[:1]
+            g = gaps(r[d], t_rec, time.time())
+            check(len(g) >= 10 and max(g) < 0.5,
                   "%s: recording, a round every ~%.1f s again: %d rounds, max gap %s"
                   % (d, FAST, len(g) + 1, "%.2f" % max(g) if g else "-"))
+        check(len(firsts) == 4 and max(firsts) - min(firsts) > 0.005,
+              "the devices' first rounds while recording are not all in step: %s"
+              % ["%.3f" % (t - t_rec) for t in firsts])
         emit(log, "StopRecording", {"node_id": "n1", "session_id": "s1", "stop_at_ns": time.time_ns() + 200000000})
         check.wait_for(lambda: of_type(tail(db, "sessions"), "RecordingReport"), 20, "RecordingReport")
         t_done = time.time()
@@ -102,7 +113,7 @@ def main():
         r = rounds(db)
         for d in DEVICES:
             g = gaps(r[d], t_done + 1.7, time.time())
-            check(all(x > 0.9 * IDLE - 0.05 for x in g),
+            check(len(g) >= 1 and all(x > 0.9 * IDLE - 0.05 for x in g),
                   "%s: idle again after the report: %s" % (d, ["%.2f" % x for x in g]))
     finally:
         stop_all(procs)

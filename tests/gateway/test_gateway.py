@@ -283,7 +283,7 @@ def reconnect(s):
             return m
     m = run(first_and_rev())
     epoch, rev = m["epoch"], m["rev"]
-    # changes happen meanwhile (clock rounds every second)
+    # changes happen meanwhile (clock rounds every second while windows fill)
     check.wait_for(lambda: run(first_and_rev())["rev"] > rev + 2, 15, "new changes after rev %d" % rev)
     m2 = run(first_and_rev("%s:%d" % (epoch, rev)))
     check(m2["type"] == "change" and m2["rev"] == rev + 1,
