@@ -180,6 +180,9 @@ void ar_writer_stop_at(ar_writer *w, int64_t stop_at_ns);
  * batch is counted). */
 int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *device, char *errstr,
                       size_t errstr_size);
+/* 1 when w writes device_id's stream_id already: ar_writer_samples reads
+ * device only for a stream it opens, so the caller need not find it. */
+int ar_writer_has_stream(const ar_writer *w, const char *device_id, const char *stream_id);
 
 /* Appends a MediaPacket of the session: its bytes to the elementary stream
  * (from the stream's first keyframe: a decoder cannot start before), the

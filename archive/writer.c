@@ -96,6 +96,8 @@ void ar_writer_destroy(ar_writer *w)
     for (size_t i = 0; i < w->stream_count; i++)
         free(w->streams[i]);
     free(w->streams);
+    free(w->xdf_t);
+    free(w->xdf_x);
     json_decref(w->requested);
     json_decref(w->marks);
     json_decref(w->files);
@@ -234,14 +236,27 @@ static int open_xdf(ar_writer *w, char *errstr, size_t errstr_size)
     return ar_xdf_open(&w->xdf, path, errstr, errstr_size) ? failed(w, EV_ERR_IO) : 0;
 }
 
-static ar__stream *stream_get(ar_writer *w, const char *device_id, const char *stream, int kind,
-                              const char *codec, int channels, const json_t *device, int *rc,
-                              char *errstr, size_t errstr_size)
+static ar__stream *stream_find(const ar_writer *w, const char *device_id, const char *stream)
 {
     for (size_t i = 0; i < w->stream_count; i++)
         if (strcmp(w->streams[i]->device_id, device_id) == 0 &&
             strcmp(w->streams[i]->stream_id, stream) == 0)
             return w->streams[i];
+    return NULL;
+}
+
+int ar_writer_has_stream(const ar_writer *w, const char *device_id, const char *stream_id)
+{
+    return stream_find(w, device_id, stream_id) != NULL;
+}
+
+static ar__stream *stream_get(ar_writer *w, const char *device_id, const char *stream, int kind,
+                              const char *codec, int channels, const json_t *device, int *rc,
+                              char *errstr, size_t errstr_size)
+{
+    ar__stream *found = stream_find(w, device_id, stream);
+    if (found)
+        return found;
     ar__stream *st = calloc(1, sizeof(*st));
     ar__stream **grown = realloc(w->streams, (w->stream_count + 1) * sizeof(*grown));
     if (!st || !grown) {
@@ -308,25 +323,76 @@ static int seq_ok(ar__stream *st, int64_t seq, int64_t n)
     return 1;
 }
 
-static void xdf_batch(ar_writer *w, ar__stream *st, json_t *dt, json_t *values, size_t n)
+/* A SensorSampleBatch's arrays, read where they are in its Avro value:
+ * no JSON per batch (issue 22: the archiver turned every batch into a
+ * jansson tree, one allocation per number, to read it back). */
+typedef struct batch_view {
+    avro_value_t device_time, master_time, values;
+    size_t n;
+    int channels;
+} batch_view;
+
+/* 0, or -1 when the batch has no samples or its arrays disagree. */
+static int batch_view_read(const avro_value_t *batch, batch_view *v)
 {
-    int channels = st->channels;
-    double *t = malloc(n * sizeof(double)), *x = malloc(n * (size_t)channels * sizeof(double));
-    if (t && x) {
-        for (size_t i = 0; i < n; i++)
-            t[i] = (double)json_integer_value(json_array_get(dt, i)) / 1e9;
-        for (size_t i = 0; i < n * (size_t)channels; i++)
-            x[i] = json_number_value(json_array_get(values, i));
-        ar_xdf_samples(w->xdf, st->xdf_id, n, t, channels, x);
-        if (!st->xdf_count)
-            st->first_t = t[0];
-        st->last_t = t[n - 1];
-        st->xdf_count += (int64_t)n;
-        if (ar_xdf_chunks_since_boundary(w->xdf) >= 500)
-            ar_xdf_boundary(w->xdf);
+    avro_value_t f;
+    int32_t channels = 0;
+    size_t masters = 0, values = 0;
+    if (avro_value_get_by_name(batch, "device_time_ns", &v->device_time, NULL) ||
+        avro_value_get_by_name(batch, "master_time_ns", &v->master_time, NULL) ||
+        avro_value_get_by_name(batch, "values", &v->values, NULL) ||
+        avro_value_get_by_name(batch, "channels", &f, NULL) || avro_value_get_int(&f, &channels) ||
+        avro_value_get_size(&v->device_time, &v->n) ||
+        avro_value_get_size(&v->master_time, &masters) || avro_value_get_size(&v->values, &values))
+        return -1;
+    v->channels = channels;
+    return v->n == 0 || channels <= 0 || masters != v->n || values != v->n * (size_t)channels ? -1
+                                                                                              : 0;
+}
+
+static int64_t long_at(const avro_value_t *array, size_t i)
+{
+    avro_value_t e;
+    int64_t x = 0;
+    if (avro_value_get_by_index(array, i, &e, NULL) == 0)
+        avro_value_get_long(&e, &x);
+    return x;
+}
+
+/* Grows *buf to hold n doubles; 0, or -1 out of memory. */
+static int doubles(double **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return 0;
+    double *b = realloc(*buf, n * sizeof(double));
+    if (!b)
+        return -1;
+    *buf = b;
+    *cap = n;
+    return 0;
+}
+
+static void xdf_batch(ar_writer *w, ar__stream *st, const batch_view *v)
+{
+    size_t n = v->n, count = n * (size_t)st->channels;
+    if (doubles(&w->xdf_t, &w->xdf_t_cap, n) || doubles(&w->xdf_x, &w->xdf_x_cap, count))
+        return;
+    for (size_t i = 0; i < n; i++)
+        w->xdf_t[i] = (double)long_at(&v->device_time, i) / 1e9;
+    for (size_t i = 0; i < count; i++) {
+        avro_value_t e;
+        double x = 0;
+        if (avro_value_get_by_index(&v->values, i, &e, NULL) == 0)
+            avro_value_get_double(&e, &x);
+        w->xdf_x[i] = x;
     }
-    free(t);
-    free(x);
+    ar_xdf_samples(w->xdf, st->xdf_id, n, w->xdf_t, st->channels, w->xdf_x);
+    if (!st->xdf_count)
+        st->first_t = w->xdf_t[0];
+    st->last_t = w->xdf_t[n - 1];
+    st->xdf_count += (int64_t)n;
+    if (ar_xdf_chunks_since_boundary(w->xdf) >= 500)
+        ar_xdf_boundary(w->xdf);
 }
 
 void ar_writer_stop_at(ar_writer *w, int64_t stop_at_ns)
@@ -349,37 +415,27 @@ static int after_stop(ar_writer *w, ar__stream *st, int64_t first_master, int64_
 int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *device, char *errstr,
                       size_t errstr_size)
 {
-    json_t *r = NULL;
+    batch_view v;
     int rc = 0;
-    if (ev_value_to_json(batch, &r, errstr, errstr_size))
-        return EV_ERR_CORRUPT;
-    json_t *dt = json_object_get(r, "device_time_ns"), *mt = json_object_get(r, "master_time_ns"),
-           *values = json_object_get(r, "values");
-    size_t n = json_array_size(dt);
-    int channels = (int)ar__jint(r, "channels");
-    if (n == 0 || channels <= 0 || json_array_size(values) != n * (size_t)channels) {
-        json_decref(r);
+    if (batch_view_read(batch, &v))
         return 1;
-    }
-    ar__stream *st = stream_get(w, ar__jstr(r, "device_id"), ar__jstr(r, "stream_id"), AR__SAMPLES,
-                                NULL, channels, device, &rc, errstr, errstr_size);
-    if (!st || !seq_ok(st, ar__jint(r, "seq"), (int64_t)n) ||
-        after_stop(w, st, json_integer_value(json_array_get(mt, 0)), (int64_t)n,
-                   (int64_t)(n * (size_t)channels * sizeof(double)))) {
-        json_decref(r);
+    int64_t bytes = (int64_t)(v.n * (size_t)v.channels * sizeof(double));
+    ar__stream *st =
+        stream_get(w, ev_value_string(batch, "device_id"), ev_value_string(batch, "stream_id"),
+                   AR__SAMPLES, NULL, v.channels, device, &rc, errstr, errstr_size);
+    if (!st || !seq_ok(st, ev_value_long(batch, "seq"), (int64_t)v.n) ||
+        after_stop(w, st, long_at(&v.master_time, 0), (int64_t)v.n, bytes))
         return st ? 1 : rc;
-    }
     if (st->ocf && avro_file_writer_append_value(st->ocf, (avro_value_t *)batch))
         rc = failed(w, ar__fail(errstr, errstr_size, EV_ERR_IO, "%s/%s/%s.avro: %s", w->staging,
                                 st->device_id, st->stream_id, avro_strerror()));
-    if (w->xdf && channels == st->channels)
-        xdf_batch(w, st, dt, values, n);
+    if (w->xdf && v.channels == st->channels)
+        xdf_batch(w, st, &v);
     if (!st->samples)
-        st->first_master = json_integer_value(json_array_get(mt, 0));
-    st->last_master = json_integer_value(json_array_get(mt, n - 1));
-    st->samples += (int64_t)n;
-    st->bytes += (int64_t)(n * (size_t)channels * sizeof(double));
-    json_decref(r);
+        st->first_master = long_at(&v.master_time, 0);
+    st->last_master = long_at(&v.master_time, v.n - 1);
+    st->samples += (int64_t)v.n;
+    st->bytes += bytes;
     return rc;
 }
 

@@ -54,6 +54,8 @@ struct ar_writer {
     ar_xdf *xdf;
     char xdf_name[272];
     uint32_t next_xdf_id;
+    double *xdf_t, *xdf_x; /* a batch's times and values for the XDF, reused */
+    size_t xdf_t_cap, xdf_x_cap;
     int failed;         /* a write failed: the manifest says complete: false */
     int64_t stop_at_ns; /* the session's stop instant, INT64_MAX until known */
     ev_codec *codec;

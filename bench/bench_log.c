@@ -11,7 +11,12 @@
  *           rounds, status, registrations, sessions) on a SQLite log with the
  *           fold msrs-replay runs, vs raw avro_value_read and ev_codec_decode
  *           of the same records (already in memory)
- * usage: bench_log [codec|sqlite|kafka|replay|all] [--records N] [--dir DIR] */
+ *   archive: a SensorSampleBatch (3 channels x 50 samples) decoded and
+ *           written by ar_writer_samples (the stream's Avro file and the
+ *           XDF), what msrs-archiver does per batch, vs raw avro-c
+ *           avro_value_read of the same bytes
+ * usage: bench_log [codec|sqlite|kafka|replay|archive|all] [--records N] [--dir DIR] */
+#include "archive.h"
 #include "cli.h"
 #include "ev.h"
 
@@ -688,6 +693,75 @@ static void bench_replay(long n, const char *dir)
     json_decref(all);
 }
 
+#define ARCHIVE_SAMPLES  50
+#define ARCHIVE_CHANNELS 3
+
+/* One batch as the archiver gets it: framed, decoded, then written. */
+static void bench_archive(long n, const char *dir)
+{
+    char err[512];
+    ev_codec *codec = ev_codec_new();
+    const ev_schema *s = ev_schema_by_name("SensorSampleBatch");
+    json_t *dt = json_array(), *mt = json_array(), *values = json_array();
+    for (int i = 0; i < ARCHIVE_SAMPLES; i++) {
+        json_array_append_new(dt, json_integer(1000000000LL + i * 5000000LL));
+        json_array_append_new(mt, json_integer(1795347000000000000LL + i * 5000000LL));
+        for (int c = 0; c < ARCHIVE_CHANNELS; c++)
+            json_array_append_new(values, json_real(0.25 * i + c));
+    }
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:o, s:o, s:o}", "device_id", "d1", "session_id",
+                  "bench", "stream_id", "imu", "stream_type", "IMU", "seq", 0, "channels",
+                  ARCHIVE_CHANNELS, "device_time_ns", dt, "master_time_ns", mt, "values", values);
+    avro_value_t *v;
+    const void *out;
+    size_t len;
+    ev_codec_value(codec, s, &v);
+    if (ev_value_from_json(v, j, err, sizeof(err)) ||
+        ev_codec_encode(codec, s, v, &out, &len, err, sizeof(err)))
+        die("SensorSampleBatch", err);
+    json_decref(j);
+    char *frame = malloc(len);
+    memcpy(frame, out, len);
+    size_t payload = ARCHIVE_SAMPLES * ARCHIVE_CHANNELS * sizeof(double);
+    printf("archive: %zu-byte SensorSampleBatch (%d channels x %d samples), %ld batches\n", len,
+           ARCHIVE_CHANNELS, ARCHIVE_SAMPLES, n);
+
+    avro_value_t raw_v;
+    avro_generic_value_new(avro_generic_class_from_schema(ev_schema_avro(s)), &raw_v);
+    avro_reader_t r = avro_reader_memory(frame + 5, (int64_t)len - 5);
+    double t = now_s();
+    for (long i = 0; i < n; i++) {
+        avro_reader_memory_set_source(r, frame + 5, (int64_t)len - 5);
+        if (avro_value_read(r, &raw_v))
+            die("avro_value_read", avro_strerror());
+    }
+    double raw = (double)n / (now_s() - t);
+    row("raw avro-c avro_value_read", n, (double)n / raw, payload, 0);
+
+    ar_writer *w;
+    if (ar_writer_new(&w, dir, "bench", err, sizeof(err)))
+        die("ar_writer_new", err);
+    t = now_s();
+    for (long i = 0; i < n; i++) {
+        const ev_schema *got;
+        avro_value_t *dv, f;
+        if (ev_codec_decode(codec, frame, len, &got, &dv, err, sizeof(err)))
+            die("decode", err);
+        if (avro_value_get_by_name(dv, "seq", &f, NULL) ||
+            avro_value_set_long(&f, i * ARCHIVE_SAMPLES)) /* new samples, not a redelivery */
+            die("seq", avro_strerror());
+        if (ar_writer_samples(w, dv, NULL, err, sizeof(err)))
+            die("ar_writer_samples", err);
+    }
+    row("ev_codec_decode + ar_writer_samples (Avro + XDF)", n, now_s() - t, payload, raw);
+    ar_writer_destroy(w);
+    avro_value_decref(&raw_v);
+    avro_reader_free(r);
+    free(frame);
+    ev_codec_destroy(codec);
+}
+
 int main(int argc, char **argv)
 {
     const char *what = "all", *dir = NULL;
@@ -698,7 +772,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
             dir = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("usage: bench_log [codec|sqlite|kafka|replay|all] [--records N] [--dir DIR]\n");
+            printf("usage: bench_log [codec|sqlite|kafka|replay|archive|all] [--records N] [--dir "
+                   "DIR]\n");
             return 0;
         } else
             what = argv[i];
@@ -719,6 +794,8 @@ int main(int argc, char **argv)
         bench_kafka(n);
     if (all || strcmp(what, "replay") == 0)
         bench_replay(n * 2, dir);
+    if (all || strcmp(what, "archive") == 0)
+        bench_archive(n / 5, dir);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("# max RSS %ld MiB\n", ru.ru_maxrss / 1024);

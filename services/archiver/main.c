@@ -157,11 +157,20 @@ static void check_sessions(ac_archiver *a)
 static void write_data(ac_archiver *a, ac_session *s, const ev_schema *schema, avro_value_t *v)
 {
     char err[512];
-    int rc =
-        schema == a->media
-            ? ar_writer_media(s->w, v, err, sizeof(err))
-            : ar_writer_samples(s->w, v, state_of(a, "devices", ev_value_string(v, "device_id")),
-                                err, sizeof(err));
+    int rc;
+    if (schema == a->media)
+        rc = ar_writer_media(s->w, v, err, sizeof(err));
+    else {
+        /* the device's declared streams are read only for a stream the
+         * writer opens: the state's JSON view is rebuilt after each clock
+         * round or status, not for each batch */
+        const char *device_id = ev_value_string(v, "device_id");
+        const json_t *device =
+            ar_writer_has_stream(s->w, device_id, ev_value_string(v, "stream_id"))
+                ? NULL
+                : state_of(a, "devices", device_id);
+        rc = ar_writer_samples(s->w, v, device, err, sizeof(err));
+    }
     if (rc < 0)
         fprintf(stderr, "msrs-archiver: session %s: %s\n", s->id, err);
 }
@@ -172,10 +181,10 @@ static void write_data(ac_archiver *a, ac_session *s, const ev_schema *schema, a
 static int release_held(ac_archiver *a, ac_session *s)
 {
     char err[512];
-    json_t *stop = json_object_get(state_of(a, "sessions", s->id), "stop_at_ns");
-    int known = json_is_integer(stop);
+    ev_session x;
+    int known = ev_state_session(a->state, s->id, &x) && x.has_stop_at;
     if (known)
-        ar_writer_stop_at(s->w, json_integer_value(stop));
+        ar_writer_stop_at(s->w, x.stop_at_ns);
     while (s->held_head < s->held_n) {
         ac_held *h = s->held[s->held_head];
         if (!known && h->first_master >= s->newest_master - a->hold_ns)

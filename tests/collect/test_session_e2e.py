@@ -310,6 +310,11 @@ def main():
             synced = xdfread.synced_times(s)
             worst = max(abs(a * 1e9 - b) for a, b in zip(synced, master))
             check(worst < 1e6, "XDF %s/%s synced times on the master clock within %.0f us" % (dev, stream, worst / 1e3))
+            # the values too, read straight from the Avro value (no JSON on the way)
+            avro_values = [x for r in recs for x in r["values"]]
+            xdf_values = [x for row in s["values"] for x in row]
+            check(xdf_values == avro_values,
+                  "XDF %s/%s values equal the archive's Avro (%d values)" % (dev, stream, len(avro_values)))
         check(x["boundaries"] >= 1, "XDF boundary chunk")
 
         check_replay(log, db, snapshots, tmp)
