@@ -53,6 +53,7 @@ const char *const ev_conf_known_keys[] = {
     "sync.idle_interval_ms",
     "sync.probes",
     "sync.burst_probes",
+    "sync.max_rounds_per_s",
     "sync.probe_spacing_ms",
     "sync.round_timeout_ms",
     "sync.kernel_timestamps",

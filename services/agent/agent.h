@@ -55,7 +55,8 @@ typedef struct ag_config {
     int64_t rate_per_s, rate_burst; /* per connection token bucket */
     int64_t sync_interval_ms, sync_idle_interval_ms, sync_probes, probe_spacing_ms,
         round_timeout_ms;
-    int64_t sync_burst_probes; /* probes per round while a device's window is not full */
+    int64_t sync_burst_probes;     /* probes per round while a device's window is not full */
+    int64_t sync_max_rounds_per_s; /* rounds this node starts in a second, at most */
     int64_t flow_high_bytes, flow_low_bytes; /* log backlog: slow_down above, resume below */
     int64_t report_delay_ms;   /* RecordingReport this long after a session's stop instant
                                   and after its stop command came */
@@ -307,9 +308,10 @@ struct ag_agent {
     cli_topic_counts out;                 /* records the log took, per logical topic (emit.c) */
     int ready;                            /* listening, or planned: cli_ready said it */
     /* the control plane's results (control.c), read by the layers below */
-    ev_clock_est master_clock; /* the supervisor's clock (master) seen from here */
-    int64_t plan_max_devices;  /* the plan's; 0: no limit but agent.max_devices */
-    char redirect[256];        /* where a device this node refuses should go */
+    ev_clock_est master_clock;                  /* the supervisor's clock (master) seen from here */
+    int64_t rounds_window_ns, rounds_in_window; /* clock.c: rounds started this second */
+    int64_t plan_max_devices;                   /* the plan's; 0: no limit but agent.max_devices */
+    char redirect[256];                         /* where a device this node refuses should go */
     /* upward calls, set by main.c */
     ag_message_cb message_cb;
     ag_closed_cb closed_cb;

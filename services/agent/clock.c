@@ -80,8 +80,21 @@ static void end_round(ag_agent *a, ag_device *d)
         NULL, 0);
 }
 
+/* 1 when this second's rounds are all started (sync.max_rounds_per_s): a
+ * thousand devices that join at once (a network blip ends) probe over
+ * seconds, not all on one tick. */
+static int rounds_capped(const ag_agent *a, int64_t now)
+{
+    return now - a->rounds_window_ns < 1000000000LL &&
+           a->rounds_in_window >= a->cfg.sync_max_rounds_per_s;
+}
+
 void ag_sync_tick(ag_agent *a, int64_t now, int recording)
 {
+    if (now - a->rounds_window_ns >= 1000000000LL) {
+        a->rounds_window_ns = now;
+        a->rounds_in_window = 0;
+    }
     for (size_t i = 0; i < a->device_count; i++) {
         ag_device *d = a->devices[i];
         if (!d->conn)
@@ -95,8 +108,9 @@ void ag_sync_tick(ag_agent *a, int64_t now, int recording)
                  * tick, so rounds stay spread */
                 d->next_round_ns =
                     now + (d->idle_round_ns > now ? (d->idle_round_ns - now) % interval : 0);
-            if (now < round_due(d, recording))
+            if (now < round_due(d, recording) || rounds_capped(a, now))
                 continue;
+            a->rounds_in_window++;
             d->round_active = 1;
             json_decref(d->round_probes); /* of a round cut short */
             d->round_probes = NULL;
@@ -122,13 +136,20 @@ void ag_sync_tick(ag_agent *a, int64_t now, int recording)
 
 int64_t ag_sync_next_ns(const ag_agent *a, int64_t until, int recording)
 {
+    int64_t now = ag_now_ns(), window_end = a->rounds_window_ns + 1000000000LL;
+    int capped = rounds_capped(a, now);
     for (size_t i = 0; i < a->device_count; i++) {
         const ag_device *d = a->devices[i];
         if (!d->conn)
             continue;
-        int64_t due = !d->round_active                 ? round_due(d, recording)
-                      : d->probes_sent < d->round_size ? d->next_probe_ns
-                                                       : d->round_deadline_ns;
+        int64_t due;
+        if (d->round_active)
+            due = d->probes_sent < d->round_size ? d->next_probe_ns : d->round_deadline_ns;
+        else {
+            due = round_due(d, recording);
+            if (capped && due < window_end)
+                due = window_end; /* this second's rounds are started: the next */
+        }
         if (due < until)
             until = due;
     }

@@ -56,7 +56,8 @@ static void usage(FILE *f)
         "(1024), agent.rate_per_s (2000), agent.rate_burst (4000), sync.interval_ms (2000),\n"
         "sync.idle_interval_ms (8000: between rounds of a device whose window is full while\n"
         "this node records nothing), sync.probes (8), sync.burst_probes (16: per round until\n"
-        "a device has 512 probes),\n"
+        "a device has 512 probes), sync.max_rounds_per_s (2000: rounds started a second, over\n"
+        "every device; the rest wait),\n"
         "sync.probe_spacing_ms (15), sync.round_timeout_ms (500),\n"
         "agent.flow.high_bytes (67108864) / agent.flow.low_bytes (16777216: devices are told\n"
         "to slow down and not read while the log's backlog is above high, until below low),\n"
@@ -122,6 +123,7 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 {"sync.idle_interval_ms", 8000, &cfg->sync_idle_interval_ms},
                 {"sync.probes", 8, &cfg->sync_probes},
                 {"sync.burst_probes", 16, &cfg->sync_burst_probes},
+                {"sync.max_rounds_per_s", 2000, &cfg->sync_max_rounds_per_s},
                 {"sync.probe_spacing_ms", 15, &cfg->probe_spacing_ms},
                 {"sync.round_timeout_ms", 500, &cfg->round_timeout_ms},
                 {"agent.flow.high_bytes", 64 << 20, &cfg->flow_high_bytes},
