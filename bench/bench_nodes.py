@@ -62,6 +62,8 @@ class Lag(threading.Thread):
         self.port, self.stop = port, threading.Event()
         self.records = self.seconds = self.steady_records = self.steady_seconds = 0.0
         self.steady = False
+        self.t0 = time.time()
+        self.worst_at = 0.0  # when the largest lag in seconds was seen, since t0
 
     def run(self):
         while not self.stop.wait(1.0):
@@ -71,6 +73,8 @@ class Lag(threading.Thread):
             except OSError:
                 continue
             rec, sec = metric(text, "msrs_consumer_lag_records"), metric(text, "msrs_consumer_lag_seconds")
+            if sec > self.seconds:
+                self.worst_at = time.time() - self.t0
             self.records, self.seconds = max(self.records, rec), max(self.seconds, sec)
             if self.steady:
                 self.steady_records = max(self.steady_records, rec)
@@ -120,7 +124,7 @@ def main():
     lag = Lag(ops_port)
     lag.start()
     joins = []
-    t_start = time.time()
+    t_start = lag.t0 = time.time()
     agents = []
     for i in range(a.nodes):
         port = free_port()
@@ -163,9 +167,11 @@ def main():
     p = pool(sport) or {}
     up = sum(1 for n in p.get("nodes", {}).values() if n.get("state") == "up")
     cpu0, _ = proc_stats(sup.pid)
+    mb_cpu0 = proc_stats(mb.pid)[0] if a.backend == "kafka" else 0
     t0 = time.time()
     time.sleep(a.seconds)
     cpu1, sup_hwm = proc_stats(sup.pid)
+    mb_cpu1 = proc_stats(mb.pid)[0] if a.backend == "kafka" else 0
     dt = time.time() - t0
     p = pool(sport) or {}
     up_end = sum(1 for n in p.get("nodes", {}).values() if n.get("state") == "up")
@@ -192,8 +198,12 @@ def main():
           "registrations or plans, %d times deaf (its loop stalled or its registry behind)"
           % (said("registered"), said("expired"), said("revived"), said("unchanged"), said("deaf")))
     print("supervisor's projection behind the log: at most %d records, %.2f s (a record's age when "
-          "folded) in the whole run; %d records, %.2f s in the steady %g s"
-          % (lag.records, lag.seconds, lag.steady_records, lag.steady_seconds, a.seconds))
+          "folded) in the whole run, the most %.0f s after the first agent started; %d records, %.2f s "
+          "in the steady %g s" % (lag.records, lag.seconds, lag.worst_at, lag.steady_records, lag.steady_seconds,
+                                  a.seconds))
+    if a.backend == "kafka":
+        print("msrs-mockbroker (the whole Kafka cluster, one process): %.1f %% of a core over the steady %g s"
+              % (100 * (mb_cpu1 - mb_cpu0) / dt, a.seconds))
     print("load average at the end: %s" % open("/proc/loadavg").read().strip())
     if rss:
         print("agents: peak RSS p50 %.1f MB, max %.1f MB" % (pct(rss, 50) / 1e6, max(rss) / 1e6))

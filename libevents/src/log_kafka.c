@@ -367,13 +367,20 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-static int ensure_consumer(kafka_log *k, const char *group, char *errstr, size_t n)
+/* fetch_wait_ms: fetch.wait.max.ms, how long a broker holds a fetch that
+ * finds nothing. A real broker answers as soon as data comes, the mock
+ * cluster only after the wait: short for readers that follow the log (10),
+ * longer for one that reads rare records (the agent's commands: 100), since
+ * every idle consumer sends a fetch per wait — 64 agents at 10 ms send one
+ * mock broker 6400 fetches a second (issue 23). */
+static int ensure_consumer(kafka_log *k, const char *group, const char *fetch_wait_ms, char *errstr,
+                           size_t n)
 {
-    static const char *const defaults[] = {
+    const char *const defaults[] = {
         "enable.auto.commit", "false", "enable.auto.offset.store", "true", "auto.offset.reset",
         "earliest", "enable.partition.eof", "true", "queued.min.messages", "1000000",
-        "fetch.wait.max.ms", "10", "session.timeout.ms", "6000", "heartbeat.interval.ms", "500",
-        "allow.auto.create.topics", "true", "log_level", "3",
+        "fetch.wait.max.ms", fetch_wait_ms, "session.timeout.ms", "6000", "heartbeat.interval.ms",
+        "500", "allow.auto.create.topics", "true", "log_level", "3",
         /* verify every fetched batch's
          * CRC-32C (docs/log.md) */
         "check.crcs", "true", NULL};
@@ -429,7 +436,7 @@ static int kafka_subscribe(void *impl, const char *cursor, const char *const *to
                            int alone, char *errstr, size_t n)
 {
     kafka_log *k = impl;
-    int rc = ensure_consumer(k, cursor, errstr, n);
+    int rc = ensure_consumer(k, cursor, alone ? "100" : "10", errstr, n);
     if (rc)
         return rc;
     if (alone)
@@ -504,7 +511,7 @@ static int kafka_assign(void *impl, const char *const *topics, size_t count, ev_
 
     ev_new_id(id);
     snprintf(group, sizeof(group), "msrs-assign-%s", id); /* never committed */
-    if ((rc = ensure_consumer(k, group, errstr, n)))
+    if ((rc = ensure_consumer(k, group, "10", errstr, n)))
         return rc;
     l = rd_kafka_topic_partition_list_new(16);
     if ((rc = every_partition(k, topics, count,
