@@ -169,6 +169,9 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
                 (long long)cfg->max_buffered_bytes, (long long)cfg->max_message_bytes);
         return -1;
     }
+    if (!ev_conf_get(conf, "sync.idle_interval_ms", NULL) &&
+        cfg->sync_idle_interval_ms < cfg->sync_interval_ms)
+        cfg->sync_idle_interval_ms = cfg->sync_interval_ms; /* never faster than asked */
     if (cfg->sync_idle_interval_ms < cfg->sync_interval_ms ||
         cfg->sync_idle_interval_ms > SYNC_INTERVAL_MAX_MS) {
         fprintf(stderr,
