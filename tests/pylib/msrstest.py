@@ -4,6 +4,7 @@ reading topics through msrs-tail."""
 import calendar
 import json
 import os
+import random
 import socket
 import subprocess
 import time
@@ -86,6 +87,21 @@ def tagged_counts(streams, with_bytes=False):
 
 
 def free_port():
+    """A port free now, below the kernel's ephemeral range (32768-60999 on
+    Debian): a port the kernel hands out could be taken by any process's
+    outgoing connection between this check and the service's bind (the
+    likely reason deploy_prometheus's gateway once never listened on its
+    ops port under CI's -j2)."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
