@@ -177,7 +177,8 @@ void ar_writer_stop_at(ar_writer *w, int64_t stop_at_ns);
  * its declared streams: XDF type and rate), borrowed, may be NULL.
  * Returns 0 written; 1 skipped: a redelivered seq (counted as a duplicate),
  * a batch without samples or one after the stop instant; <0 an error (the
- * batch is counted). */
+ * batch is counted): EV_ERR_CORRUPT for a batch whose arrays disagree (not
+ * as many master as device times, not channels values for each). */
 int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *device, char *errstr,
                       size_t errstr_size);
 /* 1 when w writes device_id's stream_id already: ar_writer_samples reads

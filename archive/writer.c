@@ -332,8 +332,10 @@ typedef struct batch_view {
     int channels;
 } batch_view;
 
-/* 0, or -1 when the batch has no samples or its arrays disagree. */
-static int batch_view_read(const avro_value_t *batch, batch_view *v)
+/* 0; 1 when the batch has no samples; EV_ERR_CORRUPT, said in errstr,
+ * when it is not a SensorSampleBatch or its arrays disagree. */
+static int batch_view_read(const avro_value_t *batch, batch_view *v, char *errstr,
+                           size_t errstr_size)
 {
     avro_value_t f;
     int32_t channels = 0;
@@ -344,10 +346,18 @@ static int batch_view_read(const avro_value_t *batch, batch_view *v)
         avro_value_get_by_name(batch, "channels", &f, NULL) || avro_value_get_int(&f, &channels) ||
         avro_value_get_size(&v->device_time, &v->n) ||
         avro_value_get_size(&v->master_time, &masters) || avro_value_get_size(&v->values, &values))
-        return -1;
+        return ar__fail(errstr, errstr_size, EV_ERR_CORRUPT, "not a SensorSampleBatch");
     v->channels = channels;
-    return v->n == 0 || channels <= 0 || masters != v->n || values != v->n * (size_t)channels ? -1
-                                                                                              : 0;
+    if (v->n == 0)
+        return 1;
+    if (channels <= 0 || masters != v->n || values != v->n * (size_t)channels)
+        return ar__fail(errstr, errstr_size, EV_ERR_CORRUPT,
+                        "SensorSampleBatch %s/%s seq %lld: %zu device_time_ns, %zu master_time_ns, "
+                        "%zu values for %d channels: expected as many master as device times and "
+                        "channels (> 0) values for each",
+                        ev_value_string(batch, "device_id"), ev_value_string(batch, "stream_id"),
+                        (long long)ev_value_long(batch, "seq"), v->n, masters, values, channels);
+    return 0;
 }
 
 static int64_t long_at(const avro_value_t *array, size_t i)
@@ -416,9 +426,9 @@ int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *dev
                       size_t errstr_size)
 {
     batch_view v;
-    int rc = 0;
-    if (batch_view_read(batch, &v))
-        return 1;
+    int rc = batch_view_read(batch, &v, errstr, errstr_size);
+    if (rc)
+        return rc;
     int64_t bytes = (int64_t)(v.n * (size_t)v.channels * sizeof(double));
     ar__stream *st =
         stream_get(w, ev_value_string(batch, "device_id"), ev_value_string(batch, "stream_id"),

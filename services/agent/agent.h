@@ -309,7 +309,9 @@ struct ag_agent {
     int ready;                            /* listening, or planned: cli_ready said it */
     /* the control plane's results (control.c), read by the layers below */
     ev_clock_est master_clock;                  /* the supervisor's clock (master) seen from here */
-    int64_t rounds_window_ns, rounds_in_window; /* clock.c: rounds started this second */
+    int64_t rounds_window_ns, rounds_in_window; /* clock.c: rounds started this second, */
+    size_t sync_rotor;                          /* where its scan starts, */
+    int sync_recording;                         /* and whether the last tick's node recorded */
     int64_t plan_max_devices;                   /* the plan's; 0: no limit but agent.max_devices */
     char redirect[256];                         /* where a device this node refuses should go */
     /* upward calls, set by main.c */

@@ -91,19 +91,25 @@ static int rounds_capped(const ag_agent *a, int64_t now)
 
 void ag_sync_tick(ag_agent *a, int64_t now, int recording)
 {
-    if (now - a->rounds_window_ns >= 1000000000LL) {
+    /* a new second (or the wall clock stepped back) */
+    if (now - a->rounds_window_ns >= 1000000000LL || now < a->rounds_window_ns) {
         a->rounds_window_ns = now;
         a->rounds_in_window = 0;
     }
-    for (size_t i = 0; i < a->device_count; i++) {
-        ag_device *d = a->devices[i];
+    int started_recording = recording && !a->sync_recording;
+    a->sync_recording = recording;
+    /* the scan starts one device further each tick: when the cap holds
+     * rounds back, no device is always last */
+    size_t first = a->device_count ? a->sync_rotor++ % a->device_count : 0;
+    for (size_t k = 0; k < a->device_count; k++) {
+        ag_device *d = a->devices[(first + k) % a->device_count];
         if (!d->conn)
             continue;
         if (!d->round_active) {
             int64_t interval = a->cfg.sync_interval_ms * 1000000LL;
-            if (full_cadence(d, recording) && d->next_round_ns + interval / 4 < now)
-                /* seconds overdue: the node has just started recording (or
-                 * its loop stalled); each device starts at its idle
+            if (started_recording && d->next_round_ns + interval / 4 < now)
+                /* seconds overdue at the full cadence: the node has just
+                 * started recording; each device starts at its idle
                  * schedule's phase within one interval, not all on this
                  * tick, so rounds stay spread */
                 d->next_round_ns =

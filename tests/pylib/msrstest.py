@@ -86,6 +86,9 @@ def tagged_counts(streams, with_bytes=False):
             if with_bytes else s["samples"] + s["late_stop_samples"] for s in streams}
 
 
+_given = set()  # ports free_port handed out in this process
+
+
 def free_port():
     """A port free now, below the kernel's ephemeral range (32768-60999 on
     Debian): a port the kernel hands out could be taken by any process's
@@ -94,9 +97,12 @@ def free_port():
     ops port under CI's -j2)."""
     for _ in range(200):
         port = random.randint(20000, 32000)
+        if port in _given:  # handed out already, maybe not bound yet
+            continue
         s = socket.socket()
         try:
             s.bind(("127.0.0.1", port))
+            _given.add(port)
             return port
         except OSError:
             continue
