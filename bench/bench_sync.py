@@ -103,7 +103,7 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
         for line in open(truth):
             d = json.loads(line)
             model[d["device_id"]] = d
-    out = subprocess.run([os.path.join(binary, "msrs-tail"), "--log", "sqlite:" + db, "--topic", "devices"],
+    out = subprocess.run([os.path.join(binary, "msrs-tail"), "--log", "sqlite:" + db, "--topic", "devices", "--topic", "clock"],
                          capture_output=True, text=True).stdout
     errs, signed, rounds = [], [], 0
     by_round, by_minute, last_round, max_gap, disconnects = {}, {}, {}, 0, 0

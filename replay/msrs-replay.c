@@ -20,45 +20,45 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: msrs-replay --log URI [options]    |    msrs-replay --archive DIR [--compact]\n"
-            "Folds the nodes, devices, sessions and commands topics from the beginning with the\n"
-            "services' reducers and prints the resulting state as JSON on stdout.\n\n"
-            "  --archive DIR      fold a session archive folder instead of a log: its\n"
-            "                     events.avro (the session's records, its devices'\n"
-            "                     registrations) and clock rounds; no --log needed\n"
-            "  --topics LIST      fold these topics (comma-separated logical names) instead\n"
-            "  --until WHEN       the state as it was: WHEN is a time (RFC 3339, e.g.\n"
-            "                     2026-11-22T10:00:00.5Z, or ns since the epoch) — records\n"
-            "                     with a later event time are not folded — or positions\n"
-            "                     TOPIC:OFFSET[,TOPIC:OFFSET...] — records at or past OFFSET\n"
-            "                     (partition 0; TOPIC/P:OFFSET for partition P) are not folded\n"
-            "  --verify FILE      compare with a snapshot a service wrote (config state.file):\n"
-            "                     fold the snapshot's topics up to its positions, print every\n"
-            "                     difference in nodes, devices and sessions (path: replay vs\n"
-            "                     snapshot), exit 1 if any\n"
-            "  --refit ARCHIVE --out DIR\n"
-            "                     post-hoc clock correction of a session archive folder: per\n"
-            "                     device a robust line through all its recorded clock rounds\n"
-            "                     (a new segment after a clock reset: config refit.reset_ns,\n"
-            "                     default 50000000), every master_time_ns recomputed from its\n"
-            "                     device time, written to DIR (a copy; never overwritten) with\n"
-            "                     the fits and new SHA-256 in its manifest. With --log, the\n"
-            "                     devices' rounds in the log from refit.margin_ms (60000)\n"
-            "                     before the session to as long after it are used too.\n"
-            "  --republish --to URI [--prefix P] [--speed X] [--session ID]\n"
-            "                     re-emit the log's records (every topic, or --topics) into the\n"
-            "                     log URI with topic prefix P (default: this log's), in their\n"
-            "                     recorded order and pace (X times faster; 0: as fast as it\n"
-            "                     goes), keys, headers and event ids kept; --session: only from\n"
-            "                     republish.margin_ms (60000) before the session to 5 s after\n"
-            "  --compact          one line of JSON instead of indented\n" CLI_COMMON_HELP
-            "\nThe output adds \"positions\" (next offset per topic and partition folded),\n"
-            "\"records\", \"undecodable\" and \"offset_gaps\". Progress goes to stderr every\n"
-            "second on long logs.\n"
-            "exit: 0 ok; 1 a record could not be decoded or applied, offsets are missing\n"
-            "(each named on stderr; the rest is still folded) or --verify found differences;\n"
-            "2 usage, or a snapshot that cannot be read\n");
+    fprintf(
+        f, "usage: msrs-replay --log URI [options]    |    msrs-replay --archive DIR [--compact]\n"
+           "Folds the nodes, devices, clock, sessions and commands topics from the beginning with\n"
+           "the services' reducers and prints the resulting state as JSON on stdout.\n\n"
+           "  --archive DIR      fold a session archive folder instead of a log: its\n"
+           "                     events.avro (the session's records, its devices'\n"
+           "                     registrations) and clock rounds; no --log needed\n"
+           "  --topics LIST      fold these topics (comma-separated logical names) instead\n"
+           "  --until WHEN       the state as it was: WHEN is a time (RFC 3339, e.g.\n"
+           "                     2026-11-22T10:00:00.5Z, or ns since the epoch) — records\n"
+           "                     with a later event time are not folded — or positions\n"
+           "                     TOPIC:OFFSET[,TOPIC:OFFSET...] — records at or past OFFSET\n"
+           "                     (partition 0; TOPIC/P:OFFSET for partition P) are not folded\n"
+           "  --verify FILE      compare with a snapshot a service wrote (config state.file):\n"
+           "                     fold the snapshot's topics up to its positions, print every\n"
+           "                     difference in nodes, devices and sessions (path: replay vs\n"
+           "                     snapshot), exit 1 if any\n"
+           "  --refit ARCHIVE --out DIR\n"
+           "                     post-hoc clock correction of a session archive folder: per\n"
+           "                     device a robust line through all its recorded clock rounds\n"
+           "                     (a new segment after a clock reset: config refit.reset_ns,\n"
+           "                     default 50000000), every master_time_ns recomputed from its\n"
+           "                     device time, written to DIR (a copy; never overwritten) with\n"
+           "                     the fits and new SHA-256 in its manifest. With --log, the\n"
+           "                     devices' rounds in the log from refit.margin_ms (60000)\n"
+           "                     before the session to as long after it are used too.\n"
+           "  --republish --to URI [--prefix P] [--speed X] [--session ID]\n"
+           "                     re-emit the log's records (every topic, or --topics) into the\n"
+           "                     log URI with topic prefix P (default: this log's), in their\n"
+           "                     recorded order and pace (X times faster; 0: as fast as it\n"
+           "                     goes), keys, headers and event ids kept; --session: only from\n"
+           "                     republish.margin_ms (60000) before the session to 5 s after\n"
+           "  --compact          one line of JSON instead of indented\n" CLI_COMMON_HELP
+           "\nThe output adds \"positions\" (next offset per topic and partition folded),\n"
+           "\"records\", \"undecodable\" and \"offset_gaps\". Progress goes to stderr every\n"
+           "second on long logs.\n"
+           "exit: 0 ok; 1 a record could not be decoded or applied, offsets are missing\n"
+           "(each named on stderr; the rest is still folded) or --verify found differences;\n"
+           "2 usage, or a snapshot that cannot be read\n");
 }
 
 /* "sessions:12,devices/0:40" -> {"<prefixed topic>": {"0": 12}, ...}. */
@@ -174,7 +174,7 @@ static int run_republish(const ev_conf *conf, int republish, const char *to, con
         return CLI_EXIT_USAGE;
     }
     copy = split_topics(topics_arg ? topics_arg
-                                   : "nodes,devices,sessions,commands,presence,samples,media",
+                                   : "nodes,devices,clock,sessions,commands,presence,samples,media",
                         topics, 16, &count);
     ev_conf *dc = cli_conf_copy(conf);
     ev_conf_set(dc, "log", to);
@@ -323,8 +323,9 @@ static int run_fold(const rp_opts *o, ev_conf *conf)
         json_object_foreach(pos, k, v) topics[topic_count++] = k;
         po.limit = pos;
     } else {
-        topic_copy = split_topics(o->topics_arg ? o->topics_arg : "nodes,devices,sessions,commands",
-                                  topics, 8, &topic_count);
+        topic_copy =
+            split_topics(o->topics_arg ? o->topics_arg : "nodes,devices,clock,sessions,commands",
+                         topics, 8, &topic_count);
         if (o->until && strchr(o->until, ':') && !strchr(o->until, 'T')) {
             if (!(limit = parse_positions(log, o->until))) {
                 fprintf(stderr,

@@ -52,7 +52,8 @@ static int view_open(view *v, ev_conf *conf, int read_only)
     }
     v->state = ev_state_new();
     ev_projection_opts po = {.on_note = cli_print_note, .note_arg = (void *)"msrs"};
-    if (ev_projection_new(&v->p, v->log, v->state, ev_state_topics, 4, &po, err, sizeof(err))) {
+    if (ev_projection_new(&v->p, v->log, v->state, ev_state_topics, EV_STATE_TOPIC_COUNT, &po, err,
+                          sizeof(err))) {
         fprintf(stderr, "msrs: %s\n", err);
         ev_state_destroy(v->state);
         ev_log_destroy(v->log);

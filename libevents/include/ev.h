@@ -527,8 +527,11 @@ json_t *ev_offsets_marked(const ev_offsets *o);
  * (ev_projection_fold uses a second, internal reading thread). */
 typedef struct ev_projection ev_projection;
 
-/* The topics the reducers fold: nodes, devices, sessions, commands. */
-extern const char *const ev_state_topics[4];
+/* The topics the reducers fold: nodes, devices, clock, sessions, commands
+ * (EV_STATE_TOPIC_COUNT). A read model that needs no clock leaves out
+ * "clock", the busiest of them (a round per device every few seconds). */
+#define EV_STATE_TOPIC_COUNT 5
+extern const char *const ev_state_topics[EV_STATE_TOPIC_COUNT];
 
 typedef enum ev_projection_note_kind {
     EV_PROJ_SKIPPED,    /* a record that does not decode or apply: topic, partition,

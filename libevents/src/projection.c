@@ -11,7 +11,8 @@
 
 #define PROJ_MAX_TOPICS 8
 
-const char *const ev_state_topics[4] = {"nodes", "devices", "sessions", "commands"};
+const char *const ev_state_topics[EV_STATE_TOPIC_COUNT] = {"nodes", "devices", "clock", "sessions",
+                                                           "commands"};
 
 struct ev_projection {
     ev_log *log;

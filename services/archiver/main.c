@@ -377,7 +377,7 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
 static int run(void *arg, ev_conf *conf, ev_log *log)
 {
     ac_archiver *a = ((ac_args *)arg)->a;
-    char err[512], names[5][320];
+    char err[512], names[6][320];
     cli_ops *ops = NULL;
     int exit_code = CLI_EXIT_OK;
     a->log = log;
@@ -395,25 +395,26 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     a->done = json_object();
     /* commands: for each session's stop instant (StopRecording; on_data
      * holds data back while it is not known) */
-    const char *topics[5] = {ev_log_topic(a->log, "sessions", names[0], sizeof(names[0])),
+    const char *topics[6] = {ev_log_topic(a->log, "sessions", names[0], sizeof(names[0])),
                              ev_log_topic(a->log, "devices", names[1], sizeof(names[1])),
-                             ev_log_topic(a->log, "samples", names[2], sizeof(names[2])),
-                             ev_log_topic(a->log, "media", names[3], sizeof(names[3])),
-                             ev_log_topic(a->log, "commands", names[4], sizeof(names[4]))};
-    /* The devices topic from the beginning, before the cursor takes over:
+                             ev_log_topic(a->log, "clock", names[2], sizeof(names[2])),
+                             ev_log_topic(a->log, "samples", names[3], sizeof(names[3])),
+                             ev_log_topic(a->log, "media", names[4], sizeof(names[4])),
+                             ev_log_topic(a->log, "commands", names[5], sizeof(names[5]))};
+    /* The devices and clock topics from the beginning, before the cursor takes over:
      * a restarted archiver's cursor is past the registrations and clock
      * rounds of devices that registered before it, which an archive needs
      * (found by the session e2e test under ASan: a device archived without
      * its streams after the archiver's SIGKILL). Redeliveries through the
      * cursor are ignored by event id. */
-    static const char *const devices[] = {"devices"};
-    if (cli_read_topics(conf, devices, 1, (ev_from){EV_FROM_BEGINNING, 0}, fold_one, a, NULL, NULL,
+    static const char *const devices[] = {"devices", "clock"};
+    if (cli_read_topics(conf, devices, 2, (ev_from){EV_FROM_BEGINNING, 0}, fold_one, a, NULL, NULL,
                         err, sizeof(err))) {
-        fprintf(stderr, "msrs-archiver: devices: %s\n", err);
+        fprintf(stderr, "msrs-archiver: devices, clock: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
-    if (ev_log_subscribe(a->log, ev_conf_get(conf, "archive.cursor", "archiver"), topics, 5, err,
+    if (ev_log_subscribe(a->log, ev_conf_get(conf, "archive.cursor", "archiver"), topics, 6, err,
                          sizeof(err))) {
         fprintf(stderr, "msrs-archiver: %s\n", err);
         exit_code = CLI_EXIT_FAIL;

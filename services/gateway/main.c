@@ -65,7 +65,7 @@ static void on_apply(void *arg, const ev_event *ev)
                 if (!d.connected && strcmp(d.node_id, key) == 0)
                     json_object_set_new(g->dirty_devices, k, json_true());
         }
-    } else if (strcmp(topic, "devices") == 0) {
+    } else if (strcmp(topic, "devices") == 0 || strcmp(topic, "clock") == 0) {
         json_object_set_new(g->dirty_devices, key, json_true());
     } else if (strcmp(topic, "sessions") == 0) {
         json_object_set_new(g->dirty_sessions, key, json_true());
@@ -319,7 +319,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
                              .on_apply = on_apply,
                              .apply_arg = g};
     if (!g->state || !g->ring ||
-        ev_projection_new(&g->proj, log, g->state, ev_state_topics, 4, &po, err, sizeof(err)) ||
+        ev_projection_new(&g->proj, log, g->state, ev_state_topics, EV_STATE_TOPIC_COUNT, &po, err,
+                          sizeof(err)) ||
         gw_http_start(g, err, sizeof(err))) {
         fprintf(stderr, "msrs-gateway: %s\n", err);
         exit_code = g->ctx || !g->proj ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;

@@ -131,7 +131,7 @@ static void metrics(void *arg, cli_buf *b)
 
 static int run(void *arg, ev_conf *conf, ev_log *log)
 {
-    static const char *const topics[] = {"nodes", "devices", "sessions"};
+    static const char *const topics[] = {"nodes", "devices", "clock", "sessions"};
     sd_syncd *s = arg;
     int64_t records, skipped;
     s->log = log;
@@ -144,8 +144,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             (long long)s->check_ms, s->params.min_group,
             (long long)(s->params.max_uncertainty_ns / 1000),
             (long long)(s->params.max_age_ns / 1000000));
-    int exit_code = cli_projection_serve("msrs-syncd", log, s->state, topics, 3, conf, s->check_ms,
-                                         check_sessions, metrics, s, &records, &skipped);
+    int exit_code =
+        cli_projection_serve("msrs-syncd", log, s->state, topics, sizeof(topics) / sizeof(*topics),
+                             conf, s->check_ms, check_sessions, metrics, s, &records, &skipped);
     fprintf(stderr,
             "msrs-syncd: stopped: %lld records, %lld skipped, %lld sessions synchronised, "
             "%lld re-sync requests\n",

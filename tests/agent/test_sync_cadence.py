@@ -34,7 +34,7 @@ DEVICES = ["sim-1", "sim-2", "sim-3", "sim-4"]
 def rounds(db):
     """Per device, the times (s) of its rounds' ClockOffsetMeasured records."""
     out = {d: [] for d in DEVICES}
-    for r in of_type(tail(db, "devices"), "ClockOffsetMeasured"):
+    for r in of_type(tail(db, "clock"), "ClockOffsetMeasured"):
         out.setdefault(r["value"]["device_id"], []).append(r["timestamp"] / 1000.0)
     return out
 
@@ -65,11 +65,11 @@ def capped(tmp):
         procs.append(subprocess.Popen(
             [os.path.join(BIN, "msrs-devsim"), "--url", "ws://127.0.0.1:%d/v1/devices" % port, "--devices", "24",
              "--samples", "none", "--profile", "lan"], stderr=open(os.path.join(tmp, "capped-devsim.err"), "w")))
-        ok = check.wait_for(lambda: len(of_type(tail(db, "devices"), "ClockOffsetMeasured")) >= 24, 30,
+        ok = check.wait_for(lambda: len(of_type(tail(db, "clock"), "ClockOffsetMeasured")) >= 24, 30,
                             "24 rounds with a cap of 8 a second")
         if not ok:
             return
-        ends = sorted(r["timestamp"] / 1000.0 for r in of_type(tail(db, "devices"), "ClockOffsetMeasured"))
+        ends = sorted(r["timestamp"] / 1000.0 for r in of_type(tail(db, "clock"), "ClockOffsetMeasured"))
         first = ends[0]
         # rounds start in windows of one second (the agent's, not the first
         # round's): any 0.9 s holds the ends of at most two windows' rounds

@@ -114,10 +114,11 @@ def main():
         # reported missing, not recorded)
         def back_and_measured():
             recs = tail(s.db, "devices")
+            rounds = of_type(tail(s.db, "clock"), "ClockOffsetMeasured")
             for dev_id in ("web-1", "sim-1"):
                 reg = [time_ns(x["time"]) for x in of_type(recs, "DeviceRegistered")
                        if x["value"]["device_id"] == dev_id and time_ns(x["time"]) > restarted_ns]
-                if not reg or not [x for x in of_type(recs, "ClockOffsetMeasured")
+                if not reg or not [x for x in rounds
                                    if x["value"]["device_id"] == dev_id and time_ns(x["time"]) > reg[-1]]:
                     return False
             return True

@@ -66,7 +66,7 @@ def main():
                     return e
             return None
         check(read_until("registered", 20), "the SDK device registered")
-        clock = check.wait_for(lambda: [r for r in of_type(tail(db, "devices"), "ClockOffsetMeasured")
+        clock = check.wait_for(lambda: [r for r in of_type(tail(db, "clock"), "ClockOffsetMeasured")
                                         if r["value"]["device_id"] == "conf-1"], 20, "conf-1's clock measured")
         time.sleep(2.5)
         status = [r["value"] for r in of_type(tail(db, "devices"), "DeviceStatus") if r["value"]["device_id"] == "conf-1"]
