@@ -15,8 +15,16 @@
  *           written by ar_writer_samples (the stream's Avro file and the
  *           XDF), what msrs-archiver does per batch, vs raw avro-c
  *           avro_value_read of the same bytes
+ * Under valgrind --tool=callgrind every measured loop runs once and its
+ * instructions are dumped when its row prints (bench/bench_callgrind.sh
+ * turns the dumps into instructions per record beside the raw library's).
+ * It runs bench_log_cg, this file built with BENCH_NO_ARCHIVE: the archive
+ * library links ffmpeg, whose libjxl loads libhwy, whose constructor runs
+ * RDTSCP, an instruction valgrind 3.19 stops at (SIGILL).
  * usage: bench_log [codec|sqlite|kafka|replay|archive|all] [--records N] [--dir DIR] */
+#ifndef BENCH_NO_ARCHIVE
 #include "archive.h"
+#endif
 #include "cli.h"
 #include "ev.h"
 
@@ -29,6 +37,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+#include <valgrind/callgrind.h>
 
 #define EVENT_BYTES 200
 
@@ -45,8 +54,38 @@ static void die(const char *what, const char *err)
     exit(1);
 }
 
+/* A generic value of the record's schema, as a raw avro-c reader makes it
+ * (the value holds its class: the class's own reference is dropped). */
+static void raw_value(const ev_schema *s, avro_value_t *v)
+{
+    avro_value_iface_t *iface = avro_generic_class_from_schema(ev_schema_avro(s));
+    avro_generic_value_new(iface, v);
+    avro_value_iface_decref(iface);
+}
+
+/* Best of 3, or once under valgrind (instructions repeat exactly). */
+static int reps(void)
+{
+    return RUNNING_ON_VALGRIND ? 1 : 3;
+}
+
+/* The start of a measured loop: its time, and under callgrind its
+ * instruction count from zero. */
+static double t_start(void)
+{
+    CALLGRIND_ZERO_STATS;
+    return now_s();
+}
+
+/* Called as soon as the loop it reports ends: under callgrind the count
+ * since t_start is dumped as "row;NAME;N" for bench_callgrind.sh. */
 static void row(const char *name, long n, double secs, size_t bytes_each, double ceiling)
 {
+    if (RUNNING_ON_VALGRIND) {
+        char label[160];
+        snprintf(label, sizeof(label), "row;%s;%ld", name, n);
+        CALLGRIND_DUMP_STATS_AT(label);
+    }
     double rate = (double)n / secs;
     printf("  %-44s %11.0f rec/s %8.1f MB/s", name, rate, rate * (double)bytes_each / 1e6);
     if (ceiling > 0)
@@ -112,8 +151,8 @@ static double codec_loop(codec_ctx *c, codec_op op, long n)
     avro_value_t *dv;
     size_t len;
     double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t = now_s();
+    for (int rep = 0; rep < reps(); rep++) {
+        double t = t_start();
         for (long i = 0; i < n; i++) {
             switch (op) {
             case RAW_WRITE:
@@ -155,7 +194,7 @@ static void bench_codec(long n)
     c.frame = malloc(c.len);
     memcpy(c.frame, out, c.len);
     c.raw_len = c.len - 5;
-    avro_generic_value_new(avro_generic_class_from_schema(ev_schema_avro(c.s)), &c.raw_v);
+    raw_value(c.s, &c.raw_v);
     c.r = avro_reader_memory(c.frame + 5, (int64_t)c.len - 5);
 
     printf("codec: %d-byte SyncMark, %ld records, best of 3\n", EVENT_BYTES, n);
@@ -230,7 +269,7 @@ static double log_produce(ev_log *log, const corpus *c, const char *topic)
     char err[512];
     int hn;
     const ev_header *h = headers(&hn);
-    double t = now_s();
+    double t = t_start();
     for (long i = 0; i < c->n; i++) {
         char key[16];
         int kl = snprintf(key, sizeof(key), "phone-%04ld", i % 256);
@@ -258,7 +297,7 @@ static double log_read(ev_log *log, const char *topic, long expect)
             break;
         if (rc == 0) {
             if (got++ == 0)
-                t = now_s();
+                t = t_start();
         } else if (rc != EV_ERR_TIMED_OUT)
             die("poll", rc == EV_ERR_END ? "end" : err[0] ? err : ev_err_str(rc));
     }
@@ -306,7 +345,7 @@ static void bench_sqlite(long n, const char *dir)
                  "BLOB, value BLOB, headers BLOB)",
                  NULL, NULL, NULL);
     sqlite3_prepare_v2(db, "INSERT INTO \"t:raw\" VALUES(?,?,?,?,?)", -1, &ins, NULL);
-    double t = now_s();
+    double t = t_start();
     for (long i = 0; i < n; i++) {
         if (i % 10000 == 0)
             sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
@@ -339,7 +378,7 @@ static void bench_sqlite(long n, const char *dir)
     log = open_log(uri);
     ev_codec *codec = ev_codec_new();
     avro_value_t *ev = event_value(codec, 1);
-    t = now_s();
+    t = t_start();
     for (long i = 0; i < n; i++)
         if (ev_log_emit(log, ev_schema_by_name("SyncMark"), "session-0001", ev, NULL, err,
                         sizeof(err)))
@@ -359,7 +398,7 @@ static void bench_sqlite(long n, const char *dir)
     sqlite3_bind_int64(sel, 1, 0);
     long rows = 0;
     size_t bytes = 0;
-    t = now_s();
+    t = t_start();
     while (sqlite3_step(sel) == SQLITE_ROW) {
         bytes += (size_t)sqlite3_column_bytes(sel, 3) + (size_t)sqlite3_column_bytes(sel, 4);
         (void)sqlite3_column_blob(sel, 3);
@@ -424,7 +463,7 @@ static void bench_kafka(long n)
             die(props[i][0], err);
     rd_kafka_conf_set_dr_msg_cb(conf, raw_dr);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    double t = now_s();
+    double t = t_start();
     for (long i = 0; i < n; i++) {
         char key[16];
         int kl = snprintf(key, sizeof(key), "phone-%04ld", i % 256);
@@ -487,7 +526,7 @@ static void bench_kafka(long n)
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
             eofs++;
         else if (!m->err && got++ == 0)
-            t = now_s();
+            t = t_start();
         /* (other errors: none expected from the in-process mock) */
         rd_kafka_message_destroy(m);
     }
@@ -568,11 +607,12 @@ static void bench_replay(long n, const char *dir)
            n, now_s() - t);
 
     /* The same records in memory: raw avro-c read and ev_codec_decode. */
-    const char *topics[2] = {"devices", "sessions"};
-    char names[2][320];
-    const char *full[2] = {ev_log_topic(log, topics[0], names[0], sizeof(names[0])),
-                           ev_log_topic(log, topics[1], names[1], sizeof(names[1]))};
-    if (ev_log_assign(log, full, 2, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)))
+    const char *topics[3] = {"devices", "clock", "sessions"};
+    char names[3][320];
+    const char *full[3] = {ev_log_topic(log, topics[0], names[0], sizeof(names[0])),
+                           ev_log_topic(log, topics[1], names[1], sizeof(names[1])),
+                           ev_log_topic(log, topics[2], names[2], sizeof(names[2]))};
+    if (ev_log_assign(log, full, 3, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)))
         die("assign", err);
     size_t cap = (size_t)n * 160, used = 0;
     char *buf = malloc(cap);
@@ -597,8 +637,8 @@ static void bench_replay(long n, const char *dir)
     int have[64] = {0};
     avro_reader_t r = avro_reader_memory(buf, 1);
     double raw_rate = 0, dec_rate = 0;
-    for (int rep = 0; rep < 3; rep++) { /* best of 3, as in codec */
-        t = now_s();
+    for (int rep = 0; rep < reps(); rep++) { /* best of 3, as in codec */
+        t = t_start();
         for (long i = 0; i < n; i++) {
             const unsigned char *f = (const unsigned char *)buf + off[i];
             int id =
@@ -606,8 +646,7 @@ static void bench_replay(long n, const char *dir)
             const ev_schema *s = ev_schema_by_id(id);
             int slot = id % 64;
             if (!have[slot]) {
-                avro_generic_value_new(avro_generic_class_from_schema(ev_schema_avro(s)),
-                                       &raw[slot]);
+                raw_value(s, &raw[slot]);
                 have[slot] = 1;
             }
             avro_reader_memory_set_source(r, (const char *)f + 5,
@@ -617,7 +656,10 @@ static void bench_replay(long n, const char *dir)
         }
         double rate = (double)n / (now_s() - t);
         raw_rate = rate > raw_rate ? rate : raw_rate;
-        t = now_s();
+    }
+    row("raw avro-c avro_value_read (in memory)", n, (double)n / raw_rate, used / (size_t)n, 0);
+    for (int rep = 0; rep < reps(); rep++) {
+        t = t_start();
         for (long i = 0; i < n; i++) {
             const ev_schema *got_s;
             avro_value_t *v;
@@ -625,10 +667,9 @@ static void bench_replay(long n, const char *dir)
                                 sizeof(err)))
                 die("decode", err);
         }
-        rate = (double)n / (now_s() - t);
+        double rate = (double)n / (now_s() - t);
         dec_rate = rate > dec_rate ? rate : dec_rate;
     }
-    row("raw avro-c avro_value_read (in memory)", n, (double)n / raw_rate, used / (size_t)n, 0);
     row("ev_codec_decode (in memory, validated)", n, (double)n / dec_rate, used / (size_t)n,
         raw_rate);
 
@@ -636,10 +677,10 @@ static void bench_replay(long n, const char *dir)
     double read_rate = 0;
     for (int peek = 0; peek < 2; peek++) {
         log = open_log(uri);
-        if (ev_log_assign(log, full, 2, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)))
+        if (ev_log_assign(log, full, 3, (ev_from){EV_FROM_BEGINNING, 0}, err, sizeof(err)))
             die("assign", err);
         long k = 0;
-        t = now_s();
+        t = t_start();
         while (ev_log_poll(log, 1000, &m, err, sizeof(err)) == 0) {
             ev_event ev;
             if (peek && ev_event_peek(m, &ev, err, sizeof(err)))
@@ -661,12 +702,12 @@ static void bench_replay(long n, const char *dir)
      * threads). Best of 3 into a new state each, as the codec loops. */
     double secs = 1e9;
     printf("  rebuild runs:");
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < reps(); rep++) {
         ev_state *state = ev_state_new();
         log = open_log(uri);
         ev_projection *p = NULL;
-        t = now_s();
-        if (ev_projection_new(&p, log, state, topics, 2, NULL, err, sizeof(err)) ||
+        t = t_start();
+        if (ev_projection_new(&p, log, state, topics, 3, NULL, err, sizeof(err)) ||
             ev_projection_fold(p, NULL, err, sizeof(err)))
             die("fold", err);
         double s = now_s() - t;
@@ -693,6 +734,7 @@ static void bench_replay(long n, const char *dir)
     json_decref(all);
 }
 
+#ifndef BENCH_NO_ARCHIVE
 #define ARCHIVE_SAMPLES  50
 #define ARCHIVE_CHANNELS 3
 
@@ -730,9 +772,9 @@ static void bench_archive(long n, const char *dir)
            ARCHIVE_CHANNELS, ARCHIVE_SAMPLES, n);
 
     avro_value_t raw_v;
-    avro_generic_value_new(avro_generic_class_from_schema(ev_schema_avro(s)), &raw_v);
+    raw_value(s, &raw_v);
     avro_reader_t r = avro_reader_memory(frame + 5, (int64_t)len - 5);
-    double t = now_s();
+    double t = t_start();
     for (long i = 0; i < n; i++) {
         avro_reader_memory_set_source(r, frame + 5, (int64_t)len - 5);
         if (avro_value_read(r, &raw_v))
@@ -744,7 +786,7 @@ static void bench_archive(long n, const char *dir)
     ar_writer *w;
     if (ar_writer_new(&w, dir, "bench", err, sizeof(err)))
         die("ar_writer_new", err);
-    t = now_s();
+    t = t_start();
     for (long i = 0; i < n; i++) {
         const ev_schema *got;
         avro_value_t *dv, f;
@@ -764,6 +806,8 @@ static void bench_archive(long n, const char *dir)
     free(frame);
     ev_codec_destroy(codec);
 }
+
+#endif
 
 int main(int argc, char **argv)
 {
@@ -797,8 +841,13 @@ int main(int argc, char **argv)
         bench_kafka(n);
     if (all || strcmp(what, "replay") == 0)
         bench_replay(n * 2, dir);
+#ifndef BENCH_NO_ARCHIVE
     if (all || strcmp(what, "archive") == 0)
         bench_archive(n / 5, dir);
+#else
+    if (strcmp(what, "archive") == 0)
+        die("archive", "not in this build (BENCH_NO_ARCHIVE: run bench_log)");
+#endif
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("# max RSS %ld MiB\n", ru.ru_maxrss / 1024);

@@ -1,0 +1,80 @@
+#!/bin/sh
+# Instructions per record of bench_log's paths beside the raw library's,
+# counted by callgrind: unlike wall-clock rates they repeat exactly whatever
+# else the machine does (issue 22). bench_log runs each measured loop once
+# under valgrind and dumps its count when its row prints; every row after
+# a "raw ..." row is compared with it (ratio = raw instructions / ours, so
+# it reads like bench_log's rate ratios: 1.0 = as cheap as the raw library).
+# Every thread of the process counts (the Kafka rows include the in-process
+# mock cluster and librdkafka's threads, on both sides).
+#
+# It runs bench_log_cg, bench_log without the archive path: the archive
+# library's ffmpeg loads libhwy, whose constructor runs RDTSCP, which
+# valgrind 3.19 cannot (SIGILL) — the archive path has wall-clock figures
+# only (bench_log archive).
+#
+# usage: bench/bench_callgrind.sh [codec|sqlite|kafka|replay|all] [RECORDS] [BIN]
+#   RECORDS: bench_log --records (default 20000; codec runs 4x and replay
+#   2x of it, as bench_log does); BIN: build/bin
+set -eu
+what=${1:-all}
+records=${2:-20000}
+bin=${3:-build/bin}
+case $what in
+codec | sqlite | kafka | replay | all) ;;
+-h | --help)
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+*)
+    echo "bench_callgrind: unknown path '$what' (expected codec, sqlite, kafka, replay or all)" >&2
+    exit 2
+    ;;
+esac
+command -v valgrind > /dev/null || {
+    echo "bench_callgrind: valgrind is not installed (deploy/install-deps.sh installs it)" >&2
+    exit 2
+}
+[ -x "$bin/bench_log_cg" ] || {
+    echo "bench_callgrind: $bin/bench_log_cg: not built (cmake --build build)" >&2
+    exit 2
+}
+out=$(mktemp -d /tmp/msrs-callgrind-XXXXXX)
+trap 'rm -rf "$out"' EXIT
+echo "# command: bench/bench_callgrind.sh $what $records $bin"
+echo "# valgrind --tool=callgrind $bin/bench_log_cg $what --records $records (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" "$bin/bench_log_cg" "$what" \
+    --records "$records" > "$out/bench.txt" 2> "$out/valgrind.txt" || {
+    echo "bench_callgrind: bench_log_cg failed under valgrind:" >&2
+    tail -20 "$out/valgrind.txt" >&2
+    exit 1
+}
+/usr/bin/python3 - "$out" << 'EOF'
+import glob, os, re, sys
+rows = []
+for path in glob.glob(os.path.join(sys.argv[1], "cg.*")):
+    desc, total = None, None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("desc: Trigger: Client Request: row;"):
+                desc = line.split("Client Request: ", 1)[1].strip()
+            elif line.startswith("summary:") or (total is None and line.startswith("totals:")):
+                total = int(line.split()[1])
+    if desc and total is not None:
+        part = re.search(r"\.(\d+)$", path)
+        rows.append((int(part.group(1)) if part else 0, desc, total))
+if not rows:
+    sys.exit("bench_callgrind: no row was dumped (is bench_log built with valgrind/callgrind.h?)")
+print("%-50s %14s %8s" % ("path", "instr/record", "ratio"))
+raw = None
+for _, desc, total in sorted(rows):
+    _, name, n = desc.split(";")
+    per = total / int(n)
+    if name.startswith("raw"):
+        raw = per
+        print("%-50s %14.0f" % (name, per))
+    elif raw and not name.startswith("  of which"):
+        print("%-50s %14.0f %8.2f" % (name, per, raw / per))
+    else:
+        print("%-50s %14.0f" % (name, per))
+EOF
