@@ -230,15 +230,14 @@ static int read_rounds(const char *path, rf_round **out, int *n, char *device, s
     return rc;
 }
 
-/* Reads the clock topic from `from` (master ns) to `to`; *out: one entry
- * per device. Returns the number of devices, or -1. The devices topic too:
- * a log written before 2026-12-04 has its rounds there (rounds are sorted
- * before the fit, so the two topics' order does not matter). */
+/* Reads ev_clock_topics from `from` (master ns) to `to`; *out: one entry
+ * per device. Returns the number of devices, or -1. (Rounds are sorted
+ * before the fit, so the two topics' order does not matter.) */
 static int read_log_rounds(ev_log *log, int64_t from, int64_t to, log_rounds **out)
 {
     char err[512], names[2][320];
-    const char *topics[2] = {ev_log_topic(log, "clock", names[0], sizeof(names[0])),
-                             ev_log_topic(log, "devices", names[1], sizeof(names[1]))};
+    const char *topics[2] = {ev_log_topic(log, ev_clock_topics[0], names[0], sizeof(names[0])),
+                             ev_log_topic(log, ev_clock_topics[1], names[1], sizeof(names[1]))};
     const ev_schema *clock = ev_schema_by_name("ClockOffsetMeasured");
     ev_codec *codec = ev_codec_new();
     int count = 0, rc;

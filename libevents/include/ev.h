@@ -533,6 +533,11 @@ typedef struct ev_projection ev_projection;
 #define EV_STATE_TOPIC_COUNT 5
 extern const char *const ev_state_topics[EV_STATE_TOPIC_COUNT];
 
+/* Where clock rounds (ClockOffsetMeasured) are: "clock", and "devices",
+ * where a log written before 2026-12-04 has them. A reader of clock
+ * history reads both. */
+extern const char *const ev_clock_topics[2];
+
 typedef enum ev_projection_note_kind {
     EV_PROJ_SKIPPED,    /* a record that does not decode or apply: topic, partition,
                            offset, message */

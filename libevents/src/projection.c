@@ -13,6 +13,7 @@
 
 const char *const ev_state_topics[EV_STATE_TOPIC_COUNT] = {"nodes", "devices", "clock", "sessions",
                                                            "commands"};
+const char *const ev_clock_topics[2] = {"clock", "devices"};
 
 struct ev_projection {
     ev_log *log;

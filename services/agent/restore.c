@@ -187,9 +187,8 @@ int ag_restore(ag_agent *a, const ev_conf *conf, char *err, size_t n)
     int rc = restore_sessions(a, conf, &min_start, err, n);
     if (rc || a->session_count == before)
         return rc;
-    /* devices too: a log written before 2026-12-04 has its rounds there */
-    static const char *const clock[] = {"clock", "devices"}, *const data[] = {"samples", "media"};
-    rc = cli_read_topics(conf, clock, 2,
+    static const char *const data[] = {"samples", "media"};
+    rc = cli_read_topics(conf, ev_clock_topics, 2,
                          (ev_from){EV_FROM_TIME, ev_now_ns() / 1000000 - RESTORE_CLOCK_MS},
                          on_clock, a, &clock_records, NULL, err, n);
     if (!rc)

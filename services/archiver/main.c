@@ -401,21 +401,20 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
                              ev_log_topic(a->log, "samples", names[3], sizeof(names[3])),
                              ev_log_topic(a->log, "media", names[4], sizeof(names[4])),
                              ev_log_topic(a->log, "commands", names[5], sizeof(names[5]))};
-    /* The devices and clock topics from the beginning, before the cursor takes over:
+    /* ev_clock_topics (devices among them) from the beginning, before the cursor takes over:
      * a restarted archiver's cursor is past the registrations and clock
      * rounds of devices that registered before it, which an archive needs
      * (found by the session e2e test under ASan: a device archived without
      * its streams after the archiver's SIGKILL). Redeliveries through the
      * cursor are ignored by event id. */
-    static const char *const devices[] = {"devices", "clock"};
-    if (cli_read_topics(conf, devices, 2, (ev_from){EV_FROM_BEGINNING, 0}, fold_one, a, NULL, NULL,
-                        err, sizeof(err))) {
+    if (cli_read_topics(conf, ev_clock_topics, 2, (ev_from){EV_FROM_BEGINNING, 0}, fold_one, a,
+                        NULL, NULL, err, sizeof(err))) {
         fprintf(stderr, "msrs-archiver: devices, clock: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
         goto out;
     }
-    if (ev_log_subscribe(a->log, ev_conf_get(conf, "archive.cursor", "archiver"), topics, 6, err,
-                         sizeof(err))) {
+    if (ev_log_subscribe(a->log, ev_conf_get(conf, "archive.cursor", "archiver"), topics,
+                         sizeof(topics) / sizeof(*topics), err, sizeof(err))) {
         fprintf(stderr, "msrs-archiver: %s\n", err);
         exit_code = CLI_EXIT_FAIL;
         goto out;

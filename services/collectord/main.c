@@ -168,8 +168,9 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
             "report timeout %lld ms, auto start %s)\n",
             (long long)c->check_ms, (long long)(c->params.lead_ns / 1000000),
             (long long)(c->params.report_timeout_ns / 1000000), c->auto_start ? "true" : "false");
-    int exit_code = cli_projection_serve("msrs-collectord", log, c->state, topics, 4, conf,
-                                         c->check_ms, check, metrics, c, &records, &skipped);
+    int exit_code = cli_projection_serve("msrs-collectord", log, c->state, topics,
+                                         sizeof(topics) / sizeof(*topics), conf, c->check_ms, check,
+                                         metrics, c, &records, &skipped);
     fprintf(stderr,
             "msrs-collectord: stopped: %lld records, %lld skipped, %lld sessions started, "
             "%lld stopped\n",

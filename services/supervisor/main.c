@@ -801,7 +801,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
         exit_code = CLI_EXIT_USAGE;
         goto out;
     }
-    if (ev_projection_new(&s->proj, s->log, s->state, topics, 2, &po, err, sizeof(err)) ||
+    if (ev_projection_new(&s->proj, s->log, s->state, topics, sizeof(topics) / sizeof(*topics), &po,
+                          err, sizeof(err)) ||
         sv_http_start(s, err, sizeof(err))) {
         fprintf(stderr, "msrs-supervisor: %s\n", s->ctx ? "" : err);
         exit_code = s->ctx ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
