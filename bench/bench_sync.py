@@ -19,6 +19,7 @@ usage: bench/bench_sync.py [--devices 8,64] [--profiles lan,wifi] [--seconds 30]
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,7 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
     tmp = tempfile.mkdtemp(prefix="msrs-bench-sync-")
     db = os.path.join(tmp, "log.db")
     procs, sims, truths = [], [], []
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     for k in range(agents):
         port = free_port()
         procs.append(subprocess.Popen([os.path.join(binary, "msrs-agent"), "--log", "sqlite:" + db,
@@ -93,6 +95,9 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
                 total += next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
         rss.append((time.time() - t0, total))
     wall = time.time() - t0
+    # every devsim has been reaped (poll) and nothing else yet: their CPU
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sim_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
     cpu1 = sum(proc_stats(p.pid)[0] for p in procs)
     hwm = sum(proc_stats(p.pid)[1] for p in procs)
     for p in procs:
@@ -136,6 +141,11 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
           flush=True)
     print("        %d of %d devices synced, %d disconnected before the end, longest time between a device's rounds %.1f s"
           % (len(last_round), devices, disconnects, max_gap / 1e9))
+    # each devsim device makes 128 + 100 samples a second (gsr, imu) unless --samples none
+    samples = 0 if {"none", "--samples=none"} & set(DEVSIM_OPTS) else devices * 228 * seconds
+    print("        devsim cpu %.1f%% of a core for %d devices%s" % (
+        100.0 * sim_cpu / wall, devices,
+        ", %.2f us per sample sent (probes included)" % (sim_cpu * 1e6 / samples) if samples else ""))
     if len(rss) >= 2:
         print("        agent RSS every 10 s, MB: %s" % " ".join("%.1f" % (b / 1e6) for _, b in rss))
     if len(by_minute) > 2:

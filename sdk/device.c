@@ -18,16 +18,26 @@
 
 #define MD_RX_MAX        65536 /* the agent's messages are small JSON texts */
 #define MD_DEFAULT_QUEUE (16u << 20)
+#define MD_SPARE_MAX     16         /* written messages kept for reuse, per device */
+#define MD_SPARE_BYTES   (1u << 20) /* larger ones are freed */
+#define MD_PROBE_BYTES   256
+
+/* Kernel receive stamps, when the program links common/rxstamp.c (weak:
+ * the SDK never defines libc's names for the process itself). */
+int rxstamp_enable(int fd) __attribute__((weak));
+int64_t rxstamp_arrival(int fd, int64_t now_ns) __attribute__((weak));
 
 typedef struct md_msg {
     struct md_msg *next;
-    size_t len;
+    size_t len, cap; /* bytes used and held after LWS_PRE */
     int binary;
-    int64_t probe_t1, probe_t2; /* a time_resp: t3 stamped when written */
-    int probe;
-    int stream;          /* data: the stream's index (units of it inside); -1: a message */
-    int64_t units;       /* its samples, or 1 media packet */
-    unsigned char buf[]; /* LWS_PRE, then len bytes */
+    int probe;                  /* a time_resp, made when written: */
+    int64_t probe_t1, probe_t2; /* the agent's t1, the device's t2 */
+    int64_t hold_ns;            /* t3 is stamped this long before the write (a link) */
+    int64_t due_ns;             /* a link: not written before (CLOCK_REALTIME); 0: at once */
+    int stream;                 /* data: the stream's index (units of it inside); -1: a message */
+    int64_t units;              /* its samples, or 1 media packet */
+    unsigned char buf[];        /* LWS_PRE, then cap bytes */
 } md_msg;
 
 typedef struct md_url {
@@ -35,11 +45,23 @@ typedef struct md_url {
     int port, tls;
 } md_url;
 
+/* A device's link wants its socket writable at due_ns (a min-heap entry;
+ * stale when the device has since asked for an earlier time). */
+typedef struct md_due {
+    int64_t due_ns;
+    md_device *dev;
+} md_due;
+
 struct md_client {
     struct lws_context *ctx;
     md_url url;
+    int kernel_stamps;
     md_device *devices;          /* a list, through next */
     lws_sorted_usec_list_t tick; /* ends a md_client_service wait */
+    lws_sorted_usec_list_t due;  /* the earliest held message of any device */
+    md_due *heap;
+    size_t heap_len, heap_cap;
+    uint64_t rng; /* reconnect waits */
 };
 
 struct md_device {
@@ -49,25 +71,31 @@ struct md_device {
     json_t *caps, *streams; /* for the hello */
     char stream_ids[MD_MAX_STREAMS][MD_ID_MAX];
     size_t stream_count;
-    int64_t (*clock_ns)(void *arg);
+    int64_t (*clock_ns)(void *arg, int64_t realtime_ns);
     void (*on_event)(void *arg, md_device *dev, const md_event *ev);
+    int64_t (*link_delay_ns)(void *arg, int up);
     void *arg;
     size_t max_queued;
 
     /* the client's thread only */
     struct lws *wsi;
+    int rx_fd;    /* its socket, when the kernel stamps what it receives; -1 */
     md_url where; /* where it connects: the client's url, or a redirect */
     int64_t reconnect_at_ns, backoff_ms;
     int closing;
     unsigned char rx[MD_RX_MAX];
     size_t rx_len;
     int rx_overflow;
-    uint64_t msg_id;
+    int64_t last_down_ns; /* a link: the last probe's simulated arrival */
+    int64_t armed_ns;     /* a link: the heap wakes it then; 0: not armed */
 
     /* shared with other threads, under mu */
     pthread_mutex_t mu;
     md_msg *head, *tail, *probes, *probes_tail;
+    md_msg *spare; /* written messages, for reuse */
+    int spare_count;
     size_t queued;
+    int64_t last_up_ns; /* a link: the last message's due time */
     int registered, slowed;
     int64_t resume[MD_MAX_STREAMS];
     int64_t discarded[MD_MAX_STREAMS]; /* accepted, then the connection closed first */
@@ -75,12 +103,22 @@ struct md_device {
     int64_t start_at, stop_at;
 };
 
-static int64_t realtime_ns(void *arg)
+/* The client md_client_service is running on this thread, if any: a send
+ * from inside a callback asks for writable at once instead of waking the
+ * loop (a wake makes the loop look at every device). */
+static __thread md_client *serving;
+
+static int64_t now_realtime_ns(void)
 {
     struct timespec ts;
-    (void)arg;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t host_clock(void *arg, int64_t realtime_ns)
+{
+    (void)arg;
+    return realtime_ns;
 }
 
 static int64_t mono_ns(void)
@@ -88,6 +126,15 @@ static int64_t mono_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* xorshift64*: uniform in [0, 1) */
+static double unit_random(uint64_t *state)
+{
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (double)((*state * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
 }
 
 static int fail(char *errstr, size_t size, int code, const char *fmt, ...)
@@ -163,12 +210,45 @@ int md_auth_proof(const char *credential, const char *nonce, const char *device_
 
 /* ------------------------------------------------------------- queueing */
 
-static md_msg *msg_new(size_t len)
+/* A message of len bytes: a written one of this device reused, or a new
+ * one (capacity a power of two from 256, so reuse finds it again). Under
+ * d->mu. NULL when out of memory. */
+static md_msg *msg_take(md_device *d, size_t len)
 {
-    md_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
-    if (m)
-        memset(m, 0, sizeof(*m)), m->len = len, m->stream = -1;
+    md_msg *m = NULL;
+    for (md_msg **p = &d->spare; *p; p = &(*p)->next)
+        if ((*p)->cap >= len) {
+            m = *p;
+            *p = m->next;
+            d->spare_count--;
+            break;
+        }
+    if (!m) {
+        size_t cap = MD_PROBE_BYTES;
+        while (cap < len)
+            cap *= 2;
+        if (!(m = malloc(sizeof(*m) + LWS_PRE + cap)))
+            return NULL;
+        m->cap = cap;
+    }
+    size_t cap = m->cap;
+    memset(m, 0, sizeof(*m));
+    m->cap = cap;
+    m->len = len;
+    m->stream = -1;
     return m;
+}
+
+/* Gives m back for reuse, or frees it. Under d->mu. */
+static void msg_give(md_device *d, md_msg *m)
+{
+    if (d->spare_count < MD_SPARE_MAX && m->cap <= MD_SPARE_BYTES) {
+        m->next = d->spare;
+        d->spare = m;
+        d->spare_count++;
+    } else {
+        free(m);
+    }
 }
 
 static void queue_free(md_msg **head, md_msg **tail)
@@ -178,7 +258,8 @@ static void queue_free(md_msg **head, md_msg **tail)
         *head = m->next;
         free(m);
     }
-    *tail = NULL;
+    if (tail)
+        *tail = NULL;
 }
 
 static void push(md_msg **head, md_msg **tail, md_msg *m)
@@ -191,6 +272,17 @@ static void push(md_msg **head, md_msg **tail, md_msg *m)
     *tail = m;
 }
 
+/* A link's due time for a message that starts its way at t_ns in one
+ * direction: the link's delay later, and after the last one (*last_ns,
+ * updated), so a direction keeps its order as TCP does. */
+static int64_t link_due(md_device *d, int up, int64_t t_ns, int64_t *last_ns)
+{
+    int64_t due = t_ns + d->link_delay_ns(d->arg, up);
+    if (due <= *last_ns)
+        due = *last_ns + 1;
+    return *last_ns = due;
+}
+
 /* Why n more bytes of data may not be queued now (MD_ERR_NOT_REGISTERED,
  * MD_ERR_FULL), or MD_OK. Under d->mu. */
 static int refusal(const md_device *d, size_t n)
@@ -200,30 +292,48 @@ static int refusal(const md_device *d, size_t n)
     return n > d->max_queued || d->queued > d->max_queued - n ? MD_ERR_FULL : MD_OK;
 }
 
-/* Queues m (len bytes), checked by refusal unless force (the protocol's
- * own answers: hello, acks); m is freed when refused. Any thread. */
-static int queue(md_device *d, md_msg *m, size_t len, int force)
+/* Asks for d's socket to be writable: at once on the client's thread
+ * inside md_client_service, otherwise by waking the loop. Any thread. */
+static void kick(md_device *d)
+{
+    if (serving == d->client) {
+        if (d->wsi)
+            lws_callback_on_writable(d->wsi);
+    } else {
+        lws_cancel_service(d->client->ctx);
+    }
+}
+
+/* Queues m (m->len bytes), checked by refusal unless force (the protocol's
+ * own answers: hello, acks); m is given back when refused. Any thread. */
+static int queue(md_device *d, md_msg *m, int force)
 {
     pthread_mutex_lock(&d->mu);
-    int rc = force ? MD_OK : refusal(d, len);
+    int rc = force ? MD_OK : refusal(d, m->len);
     if (rc == MD_OK) {
+        if (d->link_delay_ns)
+            m->due_ns = link_due(d, 1, now_realtime_ns(), &d->last_up_ns);
         push(&d->head, &d->tail, m);
-        d->queued += len;
+        d->queued += m->len;
+    } else {
+        msg_give(d, m);
     }
     pthread_mutex_unlock(&d->mu);
-    if (rc != MD_OK)
-        free(m);
+    if (rc == MD_OK)
+        kick(d);
     return rc;
 }
 
 /* Queues text (client's thread or any). */
 static int send_text(md_device *d, const char *text, size_t len, int force)
 {
-    md_msg *m = msg_new(len);
+    pthread_mutex_lock(&d->mu);
+    md_msg *m = msg_take(d, len);
+    pthread_mutex_unlock(&d->mu);
     if (!m)
         return MD_ERR_NOMEM;
     memcpy(m->buf + LWS_PRE, text, len);
-    return queue(d, m, len, force);
+    return queue(d, m, force);
 }
 
 static void send_json(md_device *d, json_t *j)
@@ -233,8 +343,6 @@ static void send_json(md_device *d, json_t *j)
         send_text(d, text, strlen(text), 1);
     free(text);
     json_decref(j);
-    if (d->wsi)
-        lws_callback_on_writable(d->wsi);
 }
 
 static void emit(md_device *d, md_event ev)
@@ -257,9 +365,9 @@ static void send_hello(md_device *d, const char *nonce)
                                           (json_int_t)strtoll(d->credential, NULL, 10), "proof",
                                           proof));
     }
-    send_json(d,
-              json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", "hello", "type", "hello", "ts",
-                        (json_int_t)d->clock_ns(d->arg), "device_id", d->id, "payload", payload));
+    send_json(d, json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", "hello", "type", "hello", "ts",
+                           (json_int_t)d->clock_ns(d->arg, now_realtime_ns()), "device_id", d->id,
+                           "payload", payload));
 }
 
 static void on_register(md_device *d, json_t *payload)
@@ -283,10 +391,11 @@ static void on_register(md_device *d, json_t *payload)
     md_url to;
     if (redirect && parse_url(redirect, &to) == 0)
         d->where = to; /* the supervisor placed it on another node */
-    emit(d, (md_event){.kind = MD_EV_REFUSED, .code = reason, .message = reason});
-    d->closing = 1; /* closed on the next writable callback; reconnects after */
-    if (d->wsi)
-        lws_callback_on_writable(d->wsi);
+    else
+        redirect = NULL;
+    emit(d, (md_event){
+                .kind = MD_EV_REFUSED, .code = reason, .message = reason, .redirect = redirect});
+    md_device_reconnect(d); /* closed on the next writable callback; reconnects after */
 }
 
 static void on_session(md_device *d, const char *type, json_t *m, json_t *payload)
@@ -314,7 +423,30 @@ static void on_session(md_device *d, const char *type, json_t *m, json_t *payloa
                            "ok"));
 }
 
-static void on_text(md_device *d, const char *text, size_t len, int64_t t2)
+/* A clock probe that reached the host at arrival_ns: t2 now (with a link:
+ * at its simulated arrival), its answer ahead of queued data (with a link:
+ * in order, after the uplink's delay). */
+static void on_probe(md_device *d, int64_t t1, int64_t arrival_ns)
+{
+    int64_t at = d->link_delay_ns ? link_due(d, 0, arrival_ns, &d->last_down_ns) : arrival_ns;
+    pthread_mutex_lock(&d->mu);
+    md_msg *r = msg_take(d, MD_PROBE_BYTES);
+    if (r) {
+        r->probe = 1;
+        r->probe_t1 = t1;
+        r->probe_t2 = d->clock_ns(d->arg, at);
+        if (d->link_delay_ns) {
+            r->due_ns = link_due(d, 1, at, &d->last_up_ns);
+            r->hold_ns = r->due_ns - at;
+        }
+        push(&d->probes, &d->probes_tail, r);
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (r)
+        lws_callback_on_writable(d->wsi);
+}
+
+static void on_text(md_device *d, const char *text, size_t len, int64_t arrival_ns)
 {
     json_t *m = json_loadb(text, len, 0, NULL);
     const char *type = json_string_value(json_object_get(m, "type"));
@@ -324,16 +456,9 @@ static void on_text(md_device *d, const char *text, size_t len, int64_t t2)
         return;
     }
     if (strcmp(type, "time_req") == 0) {
-        md_msg *r = msg_new(256);
-        if (r) {
-            r->probe = 1;
-            r->probe_t1 = json_integer_value(json_object_get(payload, "t1"));
-            r->probe_t2 = t2;
-            pthread_mutex_lock(&d->mu);
-            push(&d->probes, &d->probes_tail, r); /* ahead of queued data */
-            pthread_mutex_unlock(&d->mu);
-            lws_callback_on_writable(d->wsi);
-        }
+        json_t *t1 = json_object_get(payload, "t1");
+        if (json_is_integer(t1)) /* an answer without it could not be matched */
+            on_probe(d, json_integer_value(t1), arrival_ns);
     } else if (strcmp(type, "challenge") == 0) {
         send_hello(d, json_string_value(json_object_get(payload, "nonce")) ?: "");
     } else if (strcmp(type, "register") == 0) {
@@ -360,6 +485,82 @@ static void on_text(md_device *d, const char *text, size_t len, int64_t t2)
 
 /* ------------------------------------------------------------- the loop */
 
+static void heap_push(md_client *c, md_due e)
+{
+    if (c->heap_len == c->heap_cap) {
+        size_t cap = c->heap_cap ? c->heap_cap * 2 : 64;
+        md_due *h = realloc(c->heap, cap * sizeof(*h));
+        if (!h)
+            return; /* the device is woken by its next message instead */
+        c->heap = h;
+        c->heap_cap = cap;
+    }
+    size_t i = c->heap_len++;
+    while (i > 0 && c->heap[(i - 1) / 2].due_ns > e.due_ns) {
+        c->heap[i] = c->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    c->heap[i] = e;
+}
+
+static md_due heap_pop(md_client *c)
+{
+    md_due top = c->heap[0], last = c->heap[--c->heap_len];
+    size_t i = 0;
+    for (;;) {
+        size_t k = 2 * i + 1;
+        if (k >= c->heap_len)
+            break;
+        if (k + 1 < c->heap_len && c->heap[k + 1].due_ns < c->heap[k].due_ns)
+            k++;
+        if (c->heap[k].due_ns >= last.due_ns)
+            break;
+        c->heap[i] = c->heap[k];
+        i = k;
+    }
+    if (c->heap_len)
+        c->heap[i] = last;
+    return top;
+}
+
+static void on_due(lws_sorted_usec_list_t *sul);
+
+static void schedule_due(md_client *c)
+{
+    if (!c->heap_len)
+        return;
+    int64_t wait_ns = c->heap[0].due_ns - now_realtime_ns();
+    lws_sul_schedule(c->ctx, 0, &c->due, on_due, wait_ns > 0 ? (lws_usec_t)(wait_ns / 1000) : 0);
+}
+
+/* Held messages that are due: their devices' sockets are asked for. */
+static void on_due(lws_sorted_usec_list_t *sul)
+{
+    md_client *c = lws_container_of(sul, md_client, due);
+    int64_t now = now_realtime_ns();
+    while (c->heap_len && c->heap[0].due_ns <= now) {
+        md_due e = heap_pop(c);
+        if (e.dev && e.dev->armed_ns == e.due_ns) {
+            e.dev->armed_ns = 0;
+            if (e.dev->wsi)
+                lws_callback_on_writable(e.dev->wsi);
+        }
+    }
+    schedule_due(c);
+}
+
+/* d's next message is held until due_ns: wake it then. */
+static void arm(md_device *d, int64_t due_ns)
+{
+    md_client *c = d->client;
+    if (d->armed_ns && d->armed_ns <= due_ns)
+        return;
+    d->armed_ns = due_ns;
+    heap_push(c, (md_due){due_ns, d});
+    if (c->heap[0].due_ns == due_ns)
+        schedule_due(c);
+}
+
 static void connect_device(md_device *d);
 
 static void closed(md_device *d)
@@ -376,46 +577,72 @@ static void closed(md_device *d)
     d->queued = 0;
     pthread_mutex_unlock(&d->mu);
     d->wsi = NULL;
+    d->rx_fd = -1;
     d->closing = 0;
     d->rx_len = 0;
+    d->armed_ns = 0;
     d->backoff_ms = d->backoff_ms ? (d->backoff_ms * 2 > 8000 ? 8000 : d->backoff_ms * 2) : 1000;
-    d->reconnect_at_ns = mono_ns() + d->backoff_ms * 1000000;
+    /* drawn in [backoff/2, backoff): a fleet that lost its agent together
+     * does not come back together */
+    double wait_ms = (double)d->backoff_ms * (0.5 + 0.5 * unit_random(&d->client->rng));
+    d->reconnect_at_ns = mono_ns() + (int64_t)(wait_ms * 1e6);
     emit(d, (md_event){.kind = MD_EV_CLOSED});
+}
+
+/* The next message to write, taken from its queue: a probe's answer ahead
+ * of data (with a link: whichever is due first, as the link keeps their
+ * order); NULL when none is ready, *wait_ns then the due time of a held
+ * one (0: none). Under d->mu. */
+static md_msg *next_message(md_device *d, int64_t now, int64_t *wait_ns)
+{
+    md_msg **from = &d->probes, **from_tail = &d->probes_tail;
+    if (!d->probes || (d->link_delay_ns && d->head && d->head->due_ns < d->probes->due_ns))
+        from = &d->head, from_tail = &d->tail;
+    md_msg *m = *from;
+    *wait_ns = 0;
+    if (!m)
+        return NULL;
+    if (m->due_ns > now) {
+        *wait_ns = m->due_ns;
+        return NULL;
+    }
+    if (!(*from = m->next))
+        *from_tail = NULL;
+    if (from == &d->head)
+        d->queued -= m->len;
+    return m;
 }
 
 static int writeable(md_device *d, struct lws *wsi)
 {
     if (d->closing)
         return -1;
+    int64_t now = d->link_delay_ns ? now_realtime_ns() : 0, wait_ns;
     pthread_mutex_lock(&d->mu);
-    md_msg *m = d->probes;
-    if (m) {
-        d->probes = m->next;
-        if (!d->probes)
-            d->probes_tail = NULL;
-    } else if ((m = d->head)) {
-        d->head = m->next;
-        if (!d->head)
-            d->tail = NULL;
-        d->queued -= m->len;
-    }
-    int more = d->probes || d->head;
+    md_msg *m = next_message(d, now, &wait_ns);
+    int more = m && (d->probes || d->head);
     pthread_mutex_unlock(&d->mu);
-    if (!m)
+    if (!m) {
+        if (wait_ns)
+            arm(d, wait_ns);
         return 0;
+    }
     if (m->probe) {
-        int64_t t3 = d->clock_ns(d->arg);
-        int n = snprintf((char *)m->buf + LWS_PRE, 256,
+        /* t3 now, less what a link held it (its simulated departure) */
+        int64_t t3 = d->clock_ns(d->arg, now_realtime_ns() - m->hold_ns);
+        int n = snprintf((char *)m->buf + LWS_PRE, m->cap,
                          "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
                          "\"t2\":%lld,\"t3\":%lld}}",
                          d->id, (long long)m->probe_t1, (long long)m->probe_t2,
                          (long long)(t3 < m->probe_t2 ? m->probe_t2 : t3));
-        m->len = n > 0 && n < 256 ? (size_t)n : 0;
+        m->len = n > 0 && (size_t)n < m->cap ? (size_t)n : 0;
     }
     int w = m->len ? lws_write(wsi, m->buf + LWS_PRE, m->len,
                                m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT)
                    : 0;
-    free(m);
+    pthread_mutex_lock(&d->mu);
+    msg_give(d, m);
+    pthread_mutex_unlock(&d->mu);
     if (w < 0)
         return -1;
     if (more)
@@ -435,11 +662,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     switch (reason) {
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         d->rx_len = 0;
+        d->rx_fd = -1;
+        if (d->client->kernel_stamps && rxstamp_enable(lws_get_socket_fd(wsi)) == 0)
+            d->rx_fd = lws_get_socket_fd(wsi);
         if (!*d->credential) /* otherwise hello answers the agent's challenge */
             send_hello(d, NULL);
         break;
     case LWS_CALLBACK_CLIENT_RECEIVE: {
-        int64_t t2 = d->clock_ns(d->arg);
         if (d->rx_len + len <= sizeof(d->rx)) {
             memcpy(d->rx + d->rx_len, in, len);
             d->rx_len += len;
@@ -447,8 +676,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             d->rx_overflow = 1;
         }
         if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+            int64_t now = now_realtime_ns();
             if (!d->rx_overflow)
-                on_text(d, (const char *)d->rx, d->rx_len, t2);
+                on_text(d, (const char *)d->rx, d->rx_len,
+                        d->rx_fd >= 0 ? rxstamp_arrival(d->rx_fd, now) : now);
             d->rx_len = 0;
             d->rx_overflow = 0;
         }
@@ -458,7 +689,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
     case LWS_CALLBACK_CLIENT_CLOSED: closed(d); break;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
-        /* md_client_wake: another thread queued data */
+        /* md_client_wake, or another thread queued data */
         md_client *c = lws_context_user(lws_get_context(wsi));
         for (md_device *x = c ? c->devices : NULL; x; x = x->next) {
             pthread_mutex_lock(&x->mu);
@@ -512,12 +743,15 @@ md_client *md_client_new(const md_client_config *cfg, char *errstr, size_t errst
         free(c);
         return NULL;
     }
+    c->kernel_stamps = !cfg->stamp_on_read && rxstamp_enable && rxstamp_arrival;
+    c->rng = (uint64_t)now_realtime_ns() ^ (uint64_t)(uintptr_t)c ^ 0x9E3779B97F4A7C15ULL;
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     lws_set_log_level(LLL_ERR | LLL_WARN, NULL); /* the SDK's caller prints, not lws */
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = protocols;
     info.user = c;
+    info.fd_limit_per_thread = cfg->max_connections;
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     if (cfg->ca_file && *cfg->ca_file)
         info.client_ssl_ca_filepath = cfg->ca_file;
@@ -550,7 +784,10 @@ int md_client_service(md_client *c, int timeout_ms)
      * given: the wait is bounded by a timer of ours */
     lws_sul_schedule(c->ctx, 0, &c->tick, tick,
                      (lws_usec_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000);
-    return lws_service(c->ctx, 0) < 0 ? MD_ERR_TRANSPORT : MD_OK;
+    serving = c;
+    int rc = lws_service(c->ctx, 0);
+    serving = NULL;
+    return rc < 0 ? MD_ERR_TRANSPORT : MD_OK;
 }
 
 void md_client_wake(md_client *c)
@@ -571,6 +808,7 @@ void md_client_destroy(md_client *c)
     while (c->devices)
         md_device_remove(c->devices);
     lws_context_destroy(c->ctx);
+    free(c->heap);
     free(c);
 }
 
@@ -601,6 +839,7 @@ md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr
     }
     pthread_mutex_init(&d->mu, NULL);
     d->client = c;
+    d->rx_fd = -1;
     snprintf(d->id, sizeof(d->id), "%s", cfg->device_id);
     snprintf(d->name, sizeof(d->name), "%s", cfg->name ? cfg->name : cfg->device_id);
     snprintf(d->version, sizeof(d->version), "%s", cfg->version ? cfg->version : "");
@@ -626,8 +865,9 @@ md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr
         d->resume[i] = -1;
     }
     d->stream_count = cfg->stream_count;
-    d->clock_ns = cfg->clock_ns ? cfg->clock_ns : realtime_ns;
+    d->clock_ns = cfg->clock_ns ? cfg->clock_ns : host_clock;
     d->on_event = cfg->on_event;
+    d->link_delay_ns = cfg->link_delay_ns;
     d->arg = cfg->arg;
     d->max_queued = cfg->max_queued_bytes ? cfg->max_queued_bytes : MD_DEFAULT_QUEUE;
     d->where = c->url;
@@ -638,16 +878,28 @@ md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr
     return d;
 }
 
+void md_device_reconnect(md_device *d)
+{
+    if (!d->wsi)
+        return;     /* not connected: it is on its way already */
+    d->closing = 1; /* the next writable callback closes it */
+    lws_callback_on_writable(d->wsi);
+}
+
 void md_device_remove(md_device *d)
 {
     if (!d)
         return;
-    if (d->client) {
-        for (md_device **p = &d->client->devices; *p; p = &(*p)->next)
+    md_client *c = d->client;
+    if (c) {
+        for (md_device **p = &c->devices; *p; p = &(*p)->next)
             if (*p == d) {
                 *p = d->next;
                 break;
             }
+        for (size_t i = 0; i < c->heap_len; i++)
+            if (c->heap[i].dev == d)
+                c->heap[i].dev = NULL; /* skipped when it comes up */
         if (d->wsi) {
             /* lws calls back CLOSED for this wsi: it must not reach d */
             lws_set_wsi_user(d->wsi, NULL);
@@ -656,6 +908,7 @@ void md_device_remove(md_device *d)
     }
     queue_free(&d->head, &d->tail);
     queue_free(&d->probes, &d->probes_tail);
+    queue_free(&d->spare, NULL);
     json_decref(d->caps);
     json_decref(d->streams);
     pthread_mutex_destroy(&d->mu);
@@ -664,8 +917,6 @@ void md_device_remove(md_device *d)
 
 /* --------------------------------------------------------- any thread */
 
-/* Queues a binary frame: 4-byte big-endian header length, the header,
- * the body (body_len bytes, written by fill into the frame). */
 /* The index of stream_id among d's streams, or -1. */
 static int stream_index(const md_device *d, const char *stream_id)
 {
@@ -675,17 +926,20 @@ static int stream_index(const md_device *d, const char *stream_id)
     return -1;
 }
 
+/* Queues a binary frame of stream_id holding units: 4-byte big-endian
+ * header length, the header, the body (body_len bytes, written by fill
+ * into the frame). */
 static int send_binary(md_device *d, const char *stream_id, int64_t units, const char *hdr,
                        size_t hl, size_t body_len,
                        void (*fill)(unsigned char *out, const void *arg), const void *arg)
 {
     size_t total = 4 + hl + body_len;
     pthread_mutex_lock(&d->mu); /* refused before any work is spent on it */
-    int early = refusal(d, total);
+    int rc = refusal(d, total);
+    md_msg *msg = rc == MD_OK ? msg_take(d, total) : NULL;
     pthread_mutex_unlock(&d->mu);
-    if (early != MD_OK)
-        return early;
-    md_msg *msg = msg_new(total);
+    if (rc != MD_OK)
+        return rc;
     if (!msg)
         return MD_ERR_NOMEM;
     unsigned char *p = msg->buf + LWS_PRE;
@@ -696,10 +950,7 @@ static int send_binary(md_device *d, const char *stream_id, int64_t units, const
     p[2] = (unsigned char)(hl >> 8), p[3] = (unsigned char)hl;
     memcpy(p + 4, hdr, hl);
     fill(p + 4 + hl, arg);
-    int rc = queue(d, msg, total, 0); /* again: it may have changed meanwhile */
-    if (rc == MD_OK)
-        md_client_wake(d->client);
-    return rc;
+    return queue(d, msg, 0); /* checked again: it may have changed meanwhile */
 }
 
 typedef struct samples_body {
@@ -728,15 +979,17 @@ static void fill_samples(unsigned char *out, const void *arg)
 }
 
 typedef struct media_body {
-    const void *data;
-    size_t len;
+    const void *prefix, *data;
+    size_t prefix_len, len;
 } media_body;
 
 static void fill_media(unsigned char *out, const void *arg)
 {
     const media_body *b = arg;
+    if (b->prefix_len)
+        memcpy(out, b->prefix, b->prefix_len);
     if (b->len)
-        memcpy(out, b->data, b->len);
+        memcpy(out + b->prefix_len, b->data, b->len);
 }
 
 int md_device_send_samples(md_device *d, const char *stream_id, int64_t seq, const int64_t *t,
@@ -762,7 +1015,7 @@ int md_device_send_media(md_device *d, const md_media *m, const void *data, size
 {
     char session[MD_ID_MAX], hdr[768];
     if (!m->stream_id || !m->codec || !valid_id(m->stream_id) || !valid_id(m->codec) ||
-        (len && !data))
+        (len && !data) || (m->prefix_len && !m->prefix))
         return MD_ERR_INVALID;
     md_device_session_at(d, m->device_time_ns, session, sizeof(session));
     int hl =
@@ -773,8 +1026,8 @@ int md_device_send_media(md_device *d, const md_media *m, const void *data, size
                  (long long)m->seq, (long long)m->device_time_ns, m->width, m->height, session);
     if (hl < 0 || (size_t)hl >= sizeof(hdr))
         return MD_ERR_INVALID;
-    media_body b = {data, len};
-    return send_binary(d, m->stream_id, 1, hdr, (size_t)hl, len, fill_media, &b);
+    media_body b = {m->prefix, data, m->prefix_len, len};
+    return send_binary(d, m->stream_id, 1, hdr, (size_t)hl, m->prefix_len + len, fill_media, &b);
 }
 
 int md_device_send_status(md_device *d, double battery, int recording)
@@ -789,10 +1042,7 @@ int md_device_send_status(md_device *d, double battery, int recording)
             : snprintf(text, sizeof(text),
                        "{\"type\":\"status\",\"device_id\":\"%s\",\"payload\":{\"recording\":%s}}",
                        d->id, recording ? "true" : "false");
-    int rc = send_text(d, text, (size_t)n, 0);
-    if (rc == MD_OK)
-        md_client_wake(d->client);
-    return rc;
+    return send_text(d, text, (size_t)n, 0);
 }
 
 int md_device_send_sync_mark(md_device *d, const char *mark_id, const char *label, int64_t t)
@@ -813,8 +1063,6 @@ int md_device_send_sync_mark(md_device *d, const char *mark_id, const char *labe
         return MD_ERR_NOMEM;
     int rc = send_text(d, text, strlen(text), 0);
     free(text);
-    if (rc == MD_OK)
-        md_client_wake(d->client);
     return rc;
 }
 

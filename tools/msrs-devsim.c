@@ -1,16 +1,18 @@
-/* msrs-devsim — N simulated devices in one process, each a real WebSocket
- * client of the agent's device endpoint with its own clock behind a
- * simulated network.
+/* msrs-devsim — N simulated devices in one process, each a device of the
+ * device SDK (sdk/include/msrs_device.h: the protocol lives there only)
+ * with its own clock behind a simulated network.
  *
  * Clock of device i: device(t) = t + offset_i + drift_i * (t - t0) + noise,
  * where t is this machine's clock (which is the agent's), offset and drift
  * are drawn at start and noise is gaussian timestamp jitter. The true
  * offsets go to --truth FILE (one JSON line per device) so a benchmark can
- * compare the agent's estimates with them.
+ * compare the agent's estimates with them. The SDK asks each device's clock
+ * at the instants it stamps (md_device_config.clock_ns).
  *
  * Network: every message waits a one-way delay before it "arrives" at the
  * device or leaves it: uniform in [min, max] ms, plus an extra uplink delay
- * (asymmetry), plus rare spikes; order per connection is kept (TCP). A
+ * (asymmetry), plus rare spikes; the SDK holds each message that long, in
+ * order per direction as TCP would (md_device_config.link_delay_ns). A
  * device may lose its connection (--loss-per-min) and reconnects, resuming
  * its sequence numbers (samples made while away are lost: gaps).
  *
@@ -23,7 +25,6 @@
 #include "rxstamp.h"
 #include "security.h"
 
-#include <endian.h>
 #include <libavcodec/avcodec.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/opt.h>
@@ -34,22 +35,9 @@
 #include <string.h>
 #include <time.h>
 
-#define MS 1000000LL
-
 typedef struct ds_profile {
     double delay_min_ms, delay_max_ms, asym_ms, spike_prob, spike_ms, jitter_us;
 } ds_profile;
-
-typedef struct ds_msg {
-    struct ds_msg *next;
-    size_t len;
-    int binary;
-    /* a time_resp: its text is made when it is written (sim.kernel_stamps),
-     * with t3 up_ns before that instant; len is then the buffer's room */
-    int probe;
-    int64_t t1, t2, up_ns;
-    unsigned char buf[];
-} ds_msg;
 
 typedef struct ds_stream {
     const char *id, *type;
@@ -61,22 +49,14 @@ typedef struct ds_stream {
 typedef struct ds_device {
     int index;
     char id[64];
-    struct lws *wsi;
-    int rx_fd; /* kernel receive stamps of this socket give arrivals; -1: none */
-    int connected, registered, closing;
+    md_device *dev;
+    int registered;
     int64_t offset_ns, t0_ns;
     double drift; /* ns per ns */
     ds_stream streams[2];
-    ds_msg *out_head, *out_tail;
-    int64_t last_down_ns, last_up_ns; /* FIFO per direction: due times strictly increase */
-    int64_t reconnect_at_ns, drop_at_ns;
-    /* a full node named another (register.redirect): connect there instead */
-    char host[128], path[128];
-    int port, tls;
+    int64_t drop_at_ns;
     char credential[96]; /* "G.HEX" (security.h), derived from auth.key_file */
-    unsigned char rx[65536];
-    size_t rx_len;
-    int64_t probes, errors, reconnects, samples_sent;
+    int64_t errors, samples_sent;
     /* video */
     AVCodecContext *enc;
     AVFrame *frame;
@@ -85,21 +65,8 @@ typedef struct ds_device {
     int need_keyframe; /* after (re)registering: the next frame is a keyframe */
     /* flow: while the agent says slow_down, video is one keyframe a second */
     int slowed, await_key;
-    /* the session it records: data stamped in [rec_start, rec_stop) (device clock) carries it */
-    char session[64];
-    int64_t rec_start, rec_stop;
     int frame_in_session;
 } ds_device;
-
-/* Scheduled actions, in a binary heap by due time. */
-enum { EV_DELIVER_PROBE, EV_SEND };
-typedef struct ds_event {
-    int64_t due_ns;
-    int kind;
-    int device;
-    int64_t t1;  /* EV_DELIVER_PROBE */
-    ds_msg *msg; /* EV_SEND */
-} ds_event;
 
 typedef struct ds_packet {
     uint8_t *data;
@@ -108,33 +75,25 @@ typedef struct ds_packet {
 } ds_packet;
 
 typedef struct ds_sim {
-    struct lws_context *ctx;
-    lws_sorted_usec_list_t tick; /* due network events: scheduled at the heap's top */
-    lws_sorted_usec_list_t scan; /* samples, reconnects, losses: every 2 ms */
-    int64_t last_scan_ns;
-    char host[128], path[128];
-    int port;
+    md_client *client;
+    lws_sorted_usec_list_t scan; /* samples, video, losses: every 2 ms */
     ds_device *devs;
     int n;
     ds_profile net;
     double loss_per_min;
-    ds_event *heap;
-    size_t heap_len, heap_cap;
     uint64_t rng;
     int64_t started_ns, duration_ns;
-    int64_t connected, errors_seen;
+    int64_t registered, errors_seen;
     int64_t slow_downs, resumes, frames_skipped; /* flow messages obeyed */
     int64_t moved;                               /* devices a full node sent elsewhere */
     int video_w, video_h, video_fps;
     const char *video_codec;
     json_t *stats; /* session -> device -> stream -> {samples, bytes}: what was sent */
     int64_t video_bitrate;
-    int loop_n;         /* --video-loop */
-    int binary_samples; /* --samples binary (default) | json */
-    int no_samples;     /* --samples none: register, sync, status only */
-    int kernel_stamps;  /* --stamps kernel (default) | loop */
-    int tls;            /* --url wss://: TLS, verified against tls.ca */
-    int auth;           /* auth.key_file: every device proves its credential */
+    int loop_n;        /* --video-loop */
+    int no_samples;    /* --samples none: register, sync, status only */
+    int kernel_stamps; /* --stamps kernel (default) | loop */
+    int auth;          /* auth.key_file: every device proves its credential */
     ds_packet *loop;
     uint8_t *loop_headers;
     size_t loop_headers_size;
@@ -142,8 +101,6 @@ typedef struct ds_sim {
 } ds_sim;
 
 static ds_sim sim;
-
-static void schedule_tick(void);
 
 static int64_t now_ns(void)
 {
@@ -181,152 +138,23 @@ static int64_t one_way_ns(int up)
     return (int64_t)(ms * 1e6);
 }
 
-/* ------------------------------------------------------------------ heap */
-
-static void heap_push(ds_event e)
+/* The SDK's hooks: the device's clock at a host instant, the link's delay. */
+static int64_t clock_hook(void *arg, int64_t realtime_ns)
 {
-    if (sim.heap_len == sim.heap_cap) {
-        sim.heap_cap = sim.heap_cap ? sim.heap_cap * 2 : 1024;
-        sim.heap = realloc(sim.heap, sim.heap_cap * sizeof(*sim.heap));
-    }
-    size_t i = sim.heap_len++;
-    while (i > 0 && sim.heap[(i - 1) / 2].due_ns > e.due_ns) {
-        sim.heap[i] = sim.heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    sim.heap[i] = e;
+    return dev_clock(arg, realtime_ns);
 }
 
-static ds_event heap_pop(void)
+static int64_t link_hook(void *arg, int up)
 {
-    ds_event top = sim.heap[0], last = sim.heap[--sim.heap_len];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= sim.heap_len)
-            break;
-        if (c + 1 < sim.heap_len && sim.heap[c + 1].due_ns < sim.heap[c].due_ns)
-            c++;
-        if (sim.heap[c].due_ns >= last.due_ns)
-            break;
-        sim.heap[i] = sim.heap[c];
-        i = c;
-    }
-    if (sim.heap_len)
-        sim.heap[i] = last;
-    return top;
+    (void)arg;
+    return one_way_ns(up);
 }
 
-/* --------------------------------------------------------------- sending */
-
-static ds_msg *msg_new(const char *text, size_t len)
+/* The session data stamped at device time t belongs to, in out[64] ("" none). */
+static const char *session_at(const ds_device *d, int64_t t, char out[MD_ID_MAX])
 {
-    ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
-    m->next = NULL;
-    m->len = len;
-    m->binary = 0;
-    m->probe = 0;
-    memcpy(m->buf + LWS_PRE, text, len);
-    return m;
-}
-
-/* due, moved after the direction's last due time (*last_ns, updated): the
- * messages of one direction keep their order, as on TCP, and the heap does
- * not keep the order of equal times. */
-static int64_t fifo_due(int64_t *last_ns, int64_t due)
-{
-    if (due <= *last_ns)
-        due = *last_ns + 1;
-    return *last_ns = due;
-}
-
-/* A time_resp's text in buf; t3 no earlier than t2 (each stamp has its own
- * noise; a device clock never runs back). Returns its length, or -1. */
-static int probe_text(const ds_device *d, char *buf, size_t size, int64_t t1, int64_t t2,
-                      int64_t t3)
-{
-    int n = snprintf(buf, size,
-                     "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
-                     "\"t2\":%lld,\"t3\":%lld}}",
-                     d->id, (long long)t1, (long long)t2, (long long)(t3 < t2 ? t2 : t3));
-    return n < 0 || (size_t)n >= size ? -1 : n;
-}
-
-/* Sends text after the uplink delay, in order. */
-static void send_later(ds_device *d, const char *text, size_t len)
-{
-    int64_t due = fifo_due(&d->last_up_ns, now_ns() + one_way_ns(1));
-    heap_push((ds_event){due, EV_SEND, d->index, 0, msg_new(text, len)});
-}
-
-static void send_json(ds_device *d, json_t *j)
-{
-    char *text = json_dumps(j, JSON_COMPACT);
-    send_later(d, text, strlen(text));
-    free(text);
-    json_decref(j);
-}
-
-/* Queues a binary frame after the uplink delay, in order: 4-byte big-endian
- * header length, the JSON header, then the body in two parts (a, b). */
-static int send_binary(ds_device *d, int64_t now, const char *hdr, size_t hl, const void *a,
-                       size_t alen, const void *b, size_t blen)
-{
-    size_t len = 4 + hl + alen + blen;
-    ds_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
-    if (!m)
-        return -1;
-    unsigned char *p = m->buf + LWS_PRE;
-    m->next = NULL;
-    m->len = len;
-    m->binary = 1;
-    m->probe = 0;
-    p[0] = (unsigned char)(hl >> 24);
-    p[1] = (unsigned char)(hl >> 16);
-    p[2] = (unsigned char)(hl >> 8);
-    p[3] = (unsigned char)hl;
-    memcpy(p + 4, hdr, hl);
-    if (alen)
-        memcpy(p + 4 + hl, a, alen);
-    if (blen)
-        memcpy(p + 4 + hl + alen, b, blen);
-    heap_push((ds_event){fifo_due(&d->last_up_ns, now + one_way_ns(1)), EV_SEND, d->index, 0, m});
-    return 0;
-}
-
-/* nonce: the agent's challenge, when devices authenticate (NULL: none). */
-static void send_hello(ds_device *d, const char *nonce)
-{
-    json_t *hello =
-        json_pack("{s:s, s:s, s:I, s:s, s:{s:s, s:[s,s], s:[{s:s,s:s,s:f,s:i,s:s},"
-                  "{s:s,s:s,s:f,s:i,s:s}], s:f, s:s}}",
-                  "id", "hello", "type", "hello", "ts", (json_int_t)dev_clock(d, now_ns()),
-                  "device_id", d->id, "payload", "name", d->id, "capabilities", "gsr", "imu",
-                  "streams", "stream_id", "gsr", "type", "gsr", "rate_hz", 128.0, "channels", 1,
-                  "format", "float64", "stream_id", "imu", "type", "imu", "rate_hz", 100.0,
-                  "channels", 6, "format", "float64", "battery", 0.9, "version", "msrs-devsim");
-    if (d->enc || sim.loop_n) {
-        json_t *payload = json_object_get(hello, "payload");
-        json_array_append_new(json_object_get(payload, "capabilities"), json_string("rgb_video"));
-        json_array_append_new(json_object_get(payload, "streams"),
-                              json_pack("{s:s, s:s, s:i, s:i, s:s}", "stream_id", "rgb", "type",
-                                        "rgb_video", "rate_hz", sim.video_fps, "channels", 3,
-                                        "format",
-                                        sim.loop_n ? sim.loop_codec : d->enc->codec->name));
-    }
-    char proof[65];
-    if (nonce && md_auth_proof(d->credential, nonce, d->id, proof) == MD_OK)
-        json_object_set_new(json_object_get(hello, "payload"), "auth",
-                            json_pack("{s:I, s:s}", "generation",
-                                      (json_int_t)strtoll(d->credential, NULL, 10), "proof",
-                                      proof));
-    send_json(d, hello);
-}
-
-/* The session data stamped at device time t belongs to, or NULL. */
-static const char *session_at(const ds_device *d, int64_t t)
-{
-    return d->session[0] && t >= d->rec_start && t < d->rec_stop ? d->session : NULL;
+    md_device_session_at(d->dev, t, out, MD_ID_MAX);
+    return out;
 }
 
 static void count_sent(const ds_device *d, const char *session, const char *stream, int64_t n,
@@ -345,71 +173,52 @@ static void count_sent(const ds_device *d, const char *session, const char *stre
 
 /* Sends samples [from, to) of a batch: one message, tagged with the session
  * they belong to. */
+
 static double sample_value(const ds_stream *s, int i, int c)
 {
     return sin((double)(s->seq + i) * 0.05 + c) + 0.001 * c;
 }
 
-static void send_part(ds_device *d, ds_stream *s, int64_t now, const int64_t *t, int from, int to,
+/* Sends samples [from, to) of a batch: one message, tagged by the SDK with
+ * the session they belong to (session: its id, "" for none). */
+static void send_part(ds_device *d, ds_stream *s, const int64_t *t, int from, int to,
                       const char *session)
 {
-    if (session)
-        count_sent(d, session, s->id, to - from, (int64_t)(to - from) * s->channels * 8);
-    if (sim.binary_samples) { /* little-endian int64 times, then float64 values, row-major */
-        char hdr[256];
-        uint64_t times[64], vals[64 * 8];
-        int n = to - from, hl;
-        for (int i = 0; i < n; i++) {
-            times[i] = htole64((uint64_t)t[from + i]);
-            for (int c = 0; c < s->channels; c++) {
-                double x = sample_value(s, from + i, c);
-                memcpy(&vals[i * s->channels + c], &x, 8);
-                vals[i * s->channels + c] = htole64(vals[i * s->channels + c]);
-            }
-        }
-        hl = snprintf(hdr, sizeof(hdr),
-                      "{\"type\":\"samples\",\"stream_id\":\"%s\",\"seq\":%lld,\"n\":%d,"
-                      "\"channels\":%d,\"session_id\":\"%s\"}",
-                      s->id, (long long)(s->seq + from), n, s->channels, session ? session : "");
-        send_binary(d, now, hdr, (size_t)hl, times, (size_t)n * 8, vals,
-                    (size_t)(n * s->channels) * 8);
-        return;
-    }
-    json_t *times = json_array(), *values = json_array();
-    for (int i = from; i < to; i++) {
-        json_array_append_new(times, json_integer(t[i]));
-        json_t *row = json_array();
+    double values[64 * 8];
+    int n = to - from;
+    for (int i = 0; i < n; i++)
         for (int c = 0; c < s->channels; c++)
-            json_array_append_new(row, json_real(sample_value(s, i, c)));
-        json_array_append_new(values, row);
-    }
-    json_t *m = json_pack("{s:s, s:I, s:s, s:{s:s, s:I, s:o, s:o}}", "type", "samples", "ts",
-                          (json_int_t)dev_clock(d, now), "device_id", d->id, "payload", "stream_id",
-                          s->id, "seq", (json_int_t)(s->seq + from), "t", times, "values", values);
-    if (session)
-        json_object_set_new(m, "session_id", json_string(session));
-    send_json(d, m);
+            values[i * s->channels + c] = sample_value(s, from + i, c);
+    if (md_device_send_samples(d->dev, s->id, s->seq + from, t + from, values, (size_t)n,
+                               s->channels) != MD_OK)
+        return; /* its numbers are a gap the agent counts */
+    d->samples_sent += n;
+    if (*session)
+        count_sent(d, session, s->id, n, (int64_t)n * s->channels * 8);
 }
 
 /* A batch of samples of stream s, device timestamps from the device clock;
  * split where it crosses a session's start or stop. */
-static void send_samples(ds_device *d, ds_stream *s, int64_t now)
+static void send_samples(ds_device *d, ds_stream *s)
 {
     int64_t period = (int64_t)(1e9 / s->rate_hz), t[64];
-    int n = s->batch < 64 ? s->batch : 64;
+    int n = s->batch < 1 ? 1 : s->batch > 64 ? 64 : s->batch;
     for (int i = 0; i < n; i++)
         t[i] = dev_clock(d, s->next_ns + i * period);
     s->next_ns += n * period;
     if (d->registered) {
+        char first[MD_ID_MAX], here[MD_ID_MAX];
         int from = 0;
+        session_at(d, t[0], first);
         for (int i = 1; i <= n; i++)
-            if (i == n || session_at(d, t[i]) != session_at(d, t[from])) {
-                send_part(d, s, now, t, from, i, session_at(d, t[from]));
+            if (i == n || strcmp(session_at(d, t[i], here), first) != 0) {
+                send_part(d, s, t, from, i, first);
                 from = i;
+                if (i < n)
+                    memcpy(first, here, sizeof(first));
             }
     }
     s->seq += n; /* while away, samples are lost: the agent sees a gap */
-    d->samples_sent += d->registered ? n : 0;
 }
 
 /* ------------------------------------------------------------------ video */
@@ -463,29 +272,31 @@ static void video_close(ds_device *d)
     av_packet_free(&d->pkt);
 }
 
-/* Encodes the next frame (a gradient that moves, different per device) and
- * sends each packet as a binary frame: 4-byte length, JSON header, packet. */
 /* Sends one encoded packet (headers, if given, in front of it) as a binary
  * media frame. */
-static void send_packet(ds_device *d, int64_t now, const uint8_t *headers, size_t extra,
-                        const uint8_t *data, size_t size, int keyframe, int64_t pts_ns,
-                        int64_t frame_dev_ns, const char *codec)
+static void send_packet(ds_device *d, const uint8_t *headers, size_t extra, const uint8_t *data,
+                        size_t size, int keyframe, int64_t pts_ns, int64_t frame_dev_ns,
+                        const char *codec)
 {
-    char hdr[512];
-    const char *session = session_at(d, frame_dev_ns);
-    int hl =
-        snprintf(hdr, sizeof(hdr),
-                 "{\"stream_id\":\"rgb\",\"codec\":\"%s\",\"pts\":%lld,\"keyframe\":%s,"
-                 "\"seq\":%lld,\"ts\":%lld,\"width\":%d,\"height\":%d,\"session_id\":\"%s\"}",
-                 codec, (long long)pts_ns, keyframe ? "true" : "false", (long long)d->video_seq++,
-                 (long long)frame_dev_ns, sim.video_w, sim.video_h, session ? session : "");
-    if (session)
+    char session[MD_ID_MAX];
+    md_media m = {.stream_id = "rgb",
+                  .codec = codec,
+                  .pts_ns = pts_ns,
+                  .keyframe = keyframe,
+                  .seq = d->video_seq++,
+                  .device_time_ns = frame_dev_ns,
+                  .width = sim.video_w,
+                  .height = sim.video_h,
+                  .prefix = headers,
+                  .prefix_len = extra};
+    if (md_device_send_media(d->dev, &m, data, size) != MD_OK)
+        return; /* a skipped number: the agent counts a gap */
+    d->packets_sent++;
+    if (*session_at(d, frame_dev_ns, session))
         count_sent(d, session, "rgb", 1, (int64_t)(size + extra));
-    if (send_binary(d, now, hdr, (size_t)hl, headers, extra, data, size) == 0)
-        d->packets_sent++;
 }
 
-static void video_frame(ds_device *d, int64_t now)
+static void video_frame(ds_device *d)
 {
     AVFrame *f = d->frame;
     int64_t i = d->frame_index;
@@ -504,7 +315,7 @@ static void video_frame(ds_device *d, int64_t now)
             return;
         }
         d->await_key = 0;
-        send_packet(d, now, sim.loop_headers, k->key ? sim.loop_headers_size : 0, k->data, k->size,
+        send_packet(d, sim.loop_headers, k->key ? sim.loop_headers_size : 0, k->data, k->size,
                     k->key, i * (1000000000LL / sim.video_fps), frame_dev_ns, sim.loop_codec);
         return;
     }
@@ -524,7 +335,8 @@ static void video_frame(ds_device *d, int64_t now)
             f->data[2][y * f->linesize[2] + x] = (uint8_t)(64 + x + i * 5);
         }
     f->pts = i;
-    int in_session = session_at(d, frame_dev_ns) != NULL;
+    char session[MD_ID_MAX];
+    int in_session = *session_at(d, frame_dev_ns, session) != '\0';
     if (in_session && !d->frame_in_session)
         d->need_keyframe = 1; /* a session's video starts with a keyframe */
     d->frame_in_session = in_session;
@@ -537,7 +349,7 @@ static void video_frame(ds_device *d, int64_t now)
         size_t extra = keyframe && (d->enc->flags & AV_CODEC_FLAG_GLOBAL_HEADER)
                            ? (size_t)d->enc->extradata_size
                            : 0;
-        send_packet(d, now, d->enc->extradata, extra, d->pkt->data, (size_t)d->pkt->size, keyframe,
+        send_packet(d, d->enc->extradata, extra, d->pkt->data, (size_t)d->pkt->size, keyframe,
                     av_rescale_q(d->pkt->pts, d->enc->time_base, (AVRational){1, 1000000000}),
                     frame_dev_ns, d->enc->codec->name);
         av_packet_unref(d->pkt);
@@ -589,257 +401,59 @@ static int video_loop_encode(void)
     return got ? 0 : -1;
 }
 
-static int parse_ws_url(const char *url, char *host, int *port, char *path, int *tls);
+/* ------------------------------------------------------------ the SDK's */
 
-/* -------------------------------------------------------------- receiving */
-
-/* arrival_ns: when the message reached this host (the kernel's stamp, or
- * when the loop read it) */
-static void on_text(ds_device *d, const char *text, size_t len, int64_t arrival_ns)
+/* What the SDK tells a device (on the loop's thread). */
+static void on_event(void *arg, md_device *dev, const md_event *ev)
 {
-    json_t *m = json_loadb(text, len, 0, NULL);
-    const char *type = json_string_value(json_object_get(m, "type"));
-    json_t *payload = json_object_get(m, "payload");
-    if (!type) {
-        json_decref(m);
-        return;
-    }
-    if (strcmp(type, "time_req") == 0) {
-        /* It arrives after the downlink delay; the device stamps it then. */
-        int64_t due = fifo_due(&d->last_down_ns, arrival_ns + one_way_ns(0));
-        heap_push((ds_event){due, EV_DELIVER_PROBE, d->index,
-                             json_integer_value(json_object_get(payload, "t1")), NULL});
-        schedule_tick();
-    } else if (strcmp(type, "challenge") == 0) {
-        const char *nonce = json_string_value(json_object_get(payload, "nonce"));
-        send_hello(d, nonce ? nonce : "");
-    } else if (strcmp(type, "register") == 0) {
-        d->registered = json_is_true(json_object_get(payload, "accepted"));
+    ds_device *d = arg;
+    switch (ev->kind) {
+    case MD_EV_REGISTERED:
+        d->registered = 1;
+        sim.registered++;
         d->need_keyframe = 1;
-        json_t *resume = json_object_get(payload, "resume");
         for (int i = 0; i < 2; i++) { /* rejoin: continue where the agent expects */
-            json_t *r = json_object_get(resume, d->streams[i].id);
-            if (json_is_integer(r) && json_integer_value(r) > d->streams[i].seq)
-                d->streams[i].seq = json_integer_value(r);
+            int64_t r = md_device_resume_seq(dev, d->streams[i].id);
+            if (r > d->streams[i].seq)
+                d->streams[i].seq = r;
         }
-        const char *redirect = json_string_value(json_object_get(payload, "redirect"));
-        if (!d->registered)
-            fprintf(stderr, "msrs-devsim: %s refused: %s%s%s\n", d->id,
-                    json_string_value(json_object_get(payload, "reason")),
-                    redirect ? "; moving to " : "", redirect ? redirect : "");
-        if (!d->registered) {
-            /* Told where to go: reconnect there; otherwise try again later
-             * (a full node may have room then). */
-            if (redirect && parse_ws_url(redirect, d->host, &d->port, d->path, &d->tls) == 0)
-                sim.moved++;
-            d->closing = 1; /* closed on the next writable callback; reconnects after */
-            lws_callback_on_writable(d->wsi);
-        }
-    } else if (strcmp(type, "flow") == 0) {
+        md_device_send_status(dev, 0.9, 0);
+        break;
+    case MD_EV_REFUSED:
+        /* told where to go, the SDK reconnects there; otherwise it tries
+         * again later (a full node may have room then) */
+        fprintf(stderr, "msrs-devsim: %s refused: %s%s%s\n", d->id, ev->message,
+                ev->redirect ? "; moving to " : "", ev->redirect ? ev->redirect : "");
+        sim.moved += ev->redirect != NULL;
+        break;
+    case MD_EV_FLOW:
         /* The agent's log is behind: send less (video keyframes only) until
          * resume. Frames not captured are not gaps: the sequence goes on. */
-        int slow =
-            strcmp(json_string_value(json_object_get(payload, "state")) ?: "", "slow_down") == 0;
-        if (slow && !d->slowed) {
+        if (ev->slow && !d->slowed) {
             sim.slow_downs++;
             d->await_key = 1;
         }
-        sim.resumes += !slow && d->slowed;
-        d->slowed = slow;
+        sim.resumes += !ev->slow && d->slowed;
+        d->slowed = ev->slow;
         if (sim.slow_downs + sim.resumes <= 8)
             fprintf(stderr, "msrs-devsim: %s: flow %s at %.3f s\n", d->id,
-                    slow ? "slow_down" : "resume", (double)(now_ns() - sim.started_ns) / 1e9);
-    } else if (strcmp(type, "error") == 0) {
+                    ev->slow ? "slow_down" : "resume", (double)(now_ns() - sim.started_ns) / 1e9);
+        break;
+    case MD_EV_ERROR:
         d->errors++;
         sim.errors_seen++;
         if (d->errors <= 3)
-            fprintf(stderr, "msrs-devsim: %s: error %s: %s\n", d->id,
-                    json_string_value(json_object_get(payload, "code")),
-                    json_string_value(json_object_get(payload, "message")));
-    } else if (strcmp(type, "start") == 0 || strcmp(type, "stop") == 0) {
-        const char *session = json_string_value(json_object_get(payload, "session_id"));
-        if (type[2] == 'a' && session && strlen(session) < sizeof(d->session)) {
-            if (strcmp(d->session, session) != 0) { /* a resend after a rejoin keeps the stop */
-                snprintf(d->session, sizeof(d->session), "%s", session);
-                d->rec_stop = INT64_MAX;
-            }
-            d->rec_start = json_integer_value(json_object_get(payload, "start_at"));
-        } else if (type[2] == 'o' && session && strcmp(session, d->session) == 0) {
-            d->rec_stop = json_integer_value(json_object_get(payload, "stop_at"));
-        }
-        send_json(d, json_pack("{s:s, s:s, s:{s:s, s:s}}", "type", "ack", "device_id", d->id,
-                               "payload", "ref_id",
-                               json_string_value(json_object_get(m, "id")) ?: "", "status", "ok"));
-    }
-    json_decref(m);
-}
-
-static void connect_device(ds_device *d);
-
-static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                    size_t len)
-{
-    ds_device *d = user;
-    switch (reason) {
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        d->connected = 1;
-        d->rx_len = 0;
-        d->rx_fd = -1;
-        if (sim.kernel_stamps && rxstamp_enable(lws_get_socket_fd(wsi)) == 0)
-            d->rx_fd = lws_get_socket_fd(wsi);
-        sim.connected++;
-        if (!sim.auth) /* otherwise hello answers the agent's challenge */
-            send_hello(d, NULL);
+            fprintf(stderr, "msrs-devsim: %s: error %s: %s\n", d->id, ev->code, ev->message);
         break;
-    case LWS_CALLBACK_CLIENT_RECEIVE:
-        if (d->rx_len + len <= sizeof(d->rx)) {
-            memcpy(d->rx + d->rx_len, in, len);
-            d->rx_len += len;
-        }
-        if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
-            int64_t now = now_ns();
-            on_text(d, (const char *)d->rx, d->rx_len,
-                    d->rx_fd >= 0 ? rxstamp_arrival(d->rx_fd, now) : now);
-            d->rx_len = 0;
-        }
+    case MD_EV_CLOSED:
+        sim.registered -= d->registered;
+        d->registered = d->slowed = 0;
         break;
-    case LWS_CALLBACK_CLIENT_WRITEABLE: {
-        if (d->closing)
-            return -1;
-        ds_msg *m = d->out_head;
-        if (!m)
-            break;
-        d->out_head = m->next;
-        if (!d->out_head)
-            d->out_tail = NULL;
-        if (m->probe) { /* sent up_ns ago, as the network has held it since */
-            int n = probe_text(d, (char *)m->buf + LWS_PRE, m->len, m->t1, m->t2,
-                               dev_clock(d, now_ns() - m->up_ns));
-            if (n < 0) { /* cannot happen: ids are < 64 characters */
-                free(m);
-                if (d->out_head)
-                    lws_callback_on_writable(wsi);
-                break;
-            }
-            m->len = (size_t)n;
-        }
-        int w =
-            lws_write(wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-        free(m);
-        if (w < 0)
-            return -1;
-        if (d->out_head)
-            lws_callback_on_writable(wsi);
-        break;
+    default: break; /* start, stop: the SDK tags the data */
     }
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-    case LWS_CALLBACK_CLIENT_CLOSED:
-        if (d->connected)
-            sim.connected--;
-        d->connected = d->registered = d->closing = 0;
-        d->wsi = NULL;
-        while (d->out_head) {
-            ds_msg *m = d->out_head;
-            d->out_head = m->next;
-            free(m);
-        }
-        d->out_tail = NULL;
-        d->reconnect_at_ns = now_ns() + (int64_t)((200 + urand() * 800) * MS);
-        d->reconnects++;
-        break;
-    default: break;
-    }
-    return 0;
 }
 
-static struct lws_protocols protocols[] = {{"msrs.v1", callback, 0, 65536, 0, NULL, 0},
-                                           {NULL, NULL, 0, 0, 0, NULL, 0}};
-
-static void connect_device(ds_device *d)
-{
-    struct lws_client_connect_info i;
-    memset(&i, 0, sizeof(i));
-    i.context = sim.ctx;
-    i.address = *d->host ? d->host : sim.host;
-    i.port = *d->host ? d->port : sim.port;
-    i.path = *d->host ? d->path : sim.path;
-    i.host = i.address;
-    i.origin = i.address;
-    i.protocol = "msrs.v1";
-    i.ssl_connection = (*d->host ? d->tls : sim.tls) ? LCCSCF_USE_SSL : 0;
-    i.userdata = d;
-    i.pwsi = &d->wsi;
-    d->reconnect_at_ns = 0;
-    if (!lws_client_connect_via_info(&i))
-        d->reconnect_at_ns = now_ns() + 500 * MS;
-}
-
-/* --------------------------------------------------------------- the tick */
-
-/* Runs every network event that is due, then sleeps until the next one:
- * the simulated delays are kept to the event loop's precision, not to a
- * fixed tick (a coarse tick would add asymmetric delay of its own). */
-static void on_tick(lws_sorted_usec_list_t *sul)
-{
-    (void)sul;
-    while (sim.heap_len && sim.heap[0].due_ns <= now_ns()) {
-        ds_event e = heap_pop();
-        ds_device *d = &sim.devs[e.device];
-        if (e.kind == EV_DELIVER_PROBE) {
-            if (!d->connected)
-                continue;
-            /* t2 is the instant the probe arrives (the simulated network's),
-             * not when this loop, busy with 1023 other devices, gets to it:
-             * a phone stamps on its own */
-            int64_t t2 = dev_clock(d, e.due_ns);
-            d->probes++;
-            if (sim.kernel_stamps) {
-                /* t3 is stamped when the reply is written, as sent the
-                 * uplink delay before: the time this loop takes to get to
-                 * it is the device's processing time, which the four
-                 * stamps cancel, not network delay */
-                ds_msg *r = calloc(1, sizeof(*r) + LWS_PRE + 256);
-                if (!r)
-                    continue;
-                int64_t now = now_ns(), due = fifo_due(&d->last_up_ns, now + one_way_ns(1));
-                r->probe = 1;
-                r->len = 256;
-                r->t1 = e.t1;
-                r->t2 = t2;
-                r->up_ns = due - now;
-                heap_push((ds_event){due, EV_SEND, d->index, 0, r});
-            } else {
-                char text[256];
-                int len = probe_text(d, text, sizeof(text), e.t1, t2, dev_clock(d, now_ns()));
-                if (len > 0)
-                    send_later(d, text, (size_t)len);
-            }
-        } else if (e.kind == EV_SEND) {
-            if (!d->connected || !d->wsi) {
-                free(e.msg);
-                continue;
-            }
-            if (d->out_tail)
-                d->out_tail->next = e.msg;
-            else
-                d->out_head = e.msg;
-            d->out_tail = e.msg;
-            lws_callback_on_writable(d->wsi);
-        }
-    }
-    schedule_tick();
-}
-
-static void schedule_tick(void)
-{
-    int64_t wait_us = 2000;
-    if (sim.heap_len) {
-        int64_t until = (sim.heap[0].due_ns - now_ns()) / 1000;
-        wait_us = until < 0 ? 0 : until < wait_us ? until : wait_us;
-    }
-    lws_sul_schedule(sim.ctx, 0, &sim.tick, on_tick, wait_us);
-}
-
+/* Every 2 ms: the samples and frames that are due, connection losses. */
 static void on_scan(lws_sorted_usec_list_t *sul)
 {
     int64_t now = now_ns();
@@ -851,23 +465,17 @@ static void on_scan(lws_sorted_usec_list_t *sul)
             while (d->streams[k].next_ns +
                        (int64_t)((d->streams[k].batch - 1) * 1e9 / d->streams[k].rate_hz) <=
                    now)
-                send_samples(d, &d->streams[k], now);
+                send_samples(d, &d->streams[k]);
         while ((d->enc || sim.loop_n) && d->next_frame_ns <= now)
-            video_frame(d, now);
-        if (!d->wsi && d->reconnect_at_ns && now >= d->reconnect_at_ns)
-            connect_device(d);
-        if (d->connected && sim.loss_per_min > 0 && now >= d->drop_at_ns) {
+            video_frame(d);
+        if (d->registered && sim.loss_per_min > 0 && now >= d->drop_at_ns) {
             d->drop_at_ns = now + (int64_t)(-log(urand() + 1e-12) * 60e9 / sim.loss_per_min);
-            if (d->drop_at_ns != now && d->wsi) {
-                d->closing = 1; /* lose the connection */
-                lws_callback_on_writable(d->wsi);
-            }
+            md_device_reconnect(d->dev); /* lose the connection */
         }
     }
     if (sim.duration_ns && now - sim.started_ns >= sim.duration_ns)
         cli_stop = 1;
-    schedule_tick(); /* samples were queued: the tick must see them */
-    lws_sul_schedule(sim.ctx, 0, &sim.scan, on_scan, 2000);
+    lws_sul_schedule(md_client_lws_context(sim.client), 0, &sim.scan, on_scan, 2000);
 }
 
 /* ------------------------------------------------------------------ main */
@@ -902,34 +510,18 @@ static void usage(FILE *f)
             "  --video-bitrate BPS encoder bit rate (default W*H*FPS/8)\n"
             "  --video-loop N      encode N frames of noise once and loop them on every device\n"
             "                      (for throughput benchmarks: no encoding at run time)\n"
-            "  --samples FORMAT    binary (default: binary frames, little-endian) or json\n"
-            "                      (text messages), see docs/protocol.md; none: no sample\n"
-            "                      streams (control-plane and clock benchmarks)\n"
+            "  --samples FORMAT    binary (default: the SDK's binary frames) or none: no\n"
+            "                      sample streams (control-plane and clock benchmarks)\n"
             "  --stamps WHERE      where a device stamps a probe: kernel (default: arrival is\n"
             "                      the socket's receive stamp plus the downlink delay, t3 is\n"
             "                      the moment of writing less the uplink delay, as a device\n"
-            "                      with a CPU of its own) or loop (when this process's loop,\n"
-            "                      shared by every simulated device, gets to them)\n"
+            "                      with a CPU of its own) or loop (arrival is when the SDK,\n"
+            "                      on the loop every simulated device shares, read it)\n"
             "Each option can also be set as the config key devsim.NAME (NAME: the option\n"
             "without '--', '-' written '_', e.g. devsim.drift_ppm = 100); the command line\n"
             "wins. devsim never opens a log: --log is accepted like every binary's and\n"
             "otherwise ignored (the devices talk to the agent at --url). Common "
             "options:\n" CLI_COMMON_HELP "exit: 0 ok, 1 could not run, 2 usage or configuration\n");
-}
-
-/* ws[s]://HOST:PORT[/PATH] into host[128], port, path[128] (default
- * /v1/devices) and tls (wss). 0, or -1 when url is not one. */
-static int parse_ws_url(const char *url, char *host, int *port, char *path, int *tls)
-{
-    *tls = strncmp(url, "wss://", 6) == 0;
-    if (!*tls && strncmp(url, "ws://", 5) != 0)
-        return -1;
-    path[0] = '\0';
-    if (sscanf(url + (*tls ? 6 : 5), "%127[^:/]:%d%127s", host, port, path) < 2)
-        return -1;
-    if (!path[0])
-        snprintf(path, 128, "/v1/devices");
-    return 0;
 }
 
 /* The options below, set from the command line or from the config key
@@ -1000,11 +592,10 @@ static int apply_opt(int opt, const char *arg)
         break;
     case 'C': sim.video_codec = arg; break;
     case 'F':
-        if (strcmp(arg, "binary") != 0 && strcmp(arg, "json") != 0 && strcmp(arg, "none") != 0) {
-            fprintf(stderr, "msrs-devsim: --samples '%s': expected binary, json or none\n", arg);
+        if (strcmp(arg, "binary") != 0 && strcmp(arg, "none") != 0) {
+            fprintf(stderr, "msrs-devsim: --samples '%s': expected binary or none\n", arg);
             return -1;
         }
-        sim.binary_samples = strcmp(arg, "binary") == 0;
         sim.no_samples = strcmp(arg, "none") == 0;
         break;
     case 'K':
@@ -1049,10 +640,15 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     const char *profile = opt_args.profile, *delay = opt_args.delay;
     double asym = opt_args.asym, spike_prob = opt_args.spike_prob, spike_ms = opt_args.spike_ms,
            jitter = opt_args.jitter;
-    if (sim.n < 1 || sim.n > 4096 || parse_ws_url(url, sim.host, &sim.port, sim.path, &sim.tls)) {
+    if (sim.n < 1 || sim.n > 4096) {
+        fprintf(stderr, "msrs-devsim: --devices %d: expected 1-4096\n", sim.n);
+        return -1;
+    }
+    if (strncmp(url, "wss://", 6) != 0 && strncmp(url, "ws://", 5) != 0) {
         fprintf(stderr,
-                "msrs-devsim: expected --url wss://HOST:PORT[/PATH] (ws:// unencrypted) and "
-                "1-4096 devices\n");
+                "msrs-devsim: --url '%s': expected wss://HOST:PORT[/PATH] (ws:// "
+                "unencrypted)\n",
+                url);
         return -1;
     }
     if (strcmp(profile, "lan") == 0)
@@ -1094,16 +690,13 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
     const char *url = opt_args.url, *profile = opt_args.profile;
     const char *prefix = opt_args.prefix, *truth = opt_args.truth, *stats = opt_args.stats;
     double offset_ms = opt_args.offset_ms, drift_ppm = opt_args.drift_ppm;
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof(info));
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    info.protocols = protocols;
-    info.fd_limit_per_thread = (unsigned int)(sim.n * 2 + 64);
     /* wss: the agent's certificate verified against tls.ca (else the
-     * system's trust store) */
-    info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-    if (*ev_conf_get(conf, "tls.ca", ""))
-        info.client_ssl_ca_filepath = ev_conf_get(conf, "tls.ca", "");
+     * system's trust store); kernel stamps: this binary links rxstamp */
+    md_client_config cc = {
+        .url = url,
+        .ca_file = *ev_conf_get(conf, "tls.ca", "") ? ev_conf_get(conf, "tls.ca", "") : NULL,
+        .stamp_on_read = !sim.kernel_stamps,
+        .max_connections = (unsigned)(sim.n * 2 + 64)};
     /* Each simulated device's credential, derived from the lab key as
      * `msrs devices credential` does (a real device holds only its own). */
     unsigned char key[CLI_AUTH_KEY_BYTES];
@@ -1116,21 +709,23 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
         }
         sim.auth = 1;
     }
-    lws_set_log_level(LLL_ERR, NULL);
     av_log_set_level(AV_LOG_ERROR);
-    sim.ctx = lws_create_context(&info);
-    if (!sim.ctx) {
-        fprintf(stderr, "msrs-devsim: cannot create the WebSocket context\n");
+    sim.client = md_client_new(&cc, err, sizeof(err));
+    if (!sim.client) {
+        fprintf(stderr, "msrs-devsim: %s\n", err);
         return 1;
     }
+    lws_set_log_level(LLL_ERR, NULL);
     FILE *tf = truth ? fopen(truth, "w") : NULL;
     if (truth && !tf) {
         fprintf(stderr, "msrs-devsim: %s: cannot write\n", truth);
+        md_client_destroy(sim.client);
         return 1;
     }
     if (sim.loop_n > 0 && (!sim.video_w || video_loop_encode() != 0)) {
         fprintf(stderr, "msrs-devsim: --video-loop needs --video and a working %s encoder\n",
                 sim.video_codec);
+        md_client_destroy(sim.client);
         return 2;
     }
     sim.started_ns = now_ns();
@@ -1151,7 +746,8 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
         if (sim.video_w && !sim.loop_n && video_open(d) != 0) {
             fprintf(stderr, "msrs-devsim: cannot open the %s encoder for %dx%d\n", sim.video_codec,
                     sim.video_w, sim.video_h);
-            return 1;
+            exit_code = 1;
+            goto out;
         }
         d->drop_at_ns =
             sim.started_ns +
@@ -1160,39 +756,57 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
             fprintf(tf,
                     "{\"device_id\":\"%s\",\"offset_ns\":%lld,\"drift_ppm\":%.6f,\"t0_ns\":%lld}\n",
                     d->id, (long long)d->offset_ns, d->drift * 1e6, (long long)d->t0_ns);
-        connect_device(d);
+        md_stream streams[3] = {{"gsr", "gsr", 128.0, 1, "float64"},
+                                {"imu", "imu", 100.0, 6, "float64"},
+                                {"rgb", "rgb_video", sim.video_fps, 3,
+                                 sim.loop_n ? sim.loop_codec
+                                 : d->enc   ? d->enc->codec->name
+                                            : ""}};
+        const char *caps[3] = {"gsr", "imu", "rgb_video"};
+        int video = d->enc || sim.loop_n;
+        md_device_config dc = {.device_id = d->id,
+                               .version = "msrs-devsim",
+                               .credential = sim.auth ? d->credential : NULL,
+                               .capabilities = caps,
+                               .capability_count = video ? 3 : 2,
+                               .streams = streams,
+                               .stream_count = video ? 3 : 2,
+                               .clock_ns = clock_hook,
+                               .on_event = on_event,
+                               .arg = d,
+                               .link_delay_ns = link_hook};
+        if (!(d->dev = md_device_add(sim.client, &dc, err, sizeof(err)))) {
+            fprintf(stderr, "msrs-devsim: %s\n", err);
+            exit_code = 1;
+            goto out;
+        }
     }
-    if (tf)
-        fclose(tf);
+    if (tf) /* complete now: a benchmark reads it while the devices run */
+        fclose(tf), tf = NULL;
     fprintf(stderr,
             "msrs-devsim: %d devices -> %s (%s: %.1f-%.1f ms one-way, asym %.1f ms, spikes %.3f x "
             "%.0f ms, jitter %.0f us)\n",
             sim.n, url, profile, sim.net.delay_min_ms, sim.net.delay_max_ms, sim.net.asym_ms,
             sim.net.spike_prob, sim.net.spike_ms, sim.net.jitter_us);
-    lws_sul_schedule(sim.ctx, 0, &sim.scan, on_scan, 2000);
-    schedule_tick();
+    lws_sul_schedule(md_client_lws_context(sim.client), 0, &sim.scan, on_scan, 2000);
     time_t last = time(NULL);
     while (!cli_stop) {
-        if (lws_service(sim.ctx, 0) < 0)
+        if (md_client_service(sim.client, 100) != MD_OK)
             break;
         if (time(NULL) - last >= 5) {
+            int64_t samples = 0, packets = 0;
             last = time(NULL);
-            int64_t probes = 0, samples = 0;
             for (int i = 0; i < sim.n; i++) {
-                probes += sim.devs[i].probes;
                 samples += sim.devs[i].samples_sent;
-            }
-            int64_t packets = 0;
-            for (int i = 0; i < sim.n; i++)
                 packets += sim.devs[i].packets_sent;
+            }
             fprintf(stderr,
-                    "msrs-devsim: %lld/%d connected, %lld probes answered, %lld samples and %lld "
-                    "video packets sent, %lld errors\n",
-                    (long long)sim.connected, sim.n, (long long)probes, (long long)samples,
-                    (long long)packets, (long long)sim.errors_seen);
+                    "msrs-devsim: %lld/%d registered, %lld samples and %lld video packets sent, "
+                    "%lld errors\n",
+                    (long long)sim.registered, sim.n, (long long)samples, (long long)packets,
+                    (long long)sim.errors_seen);
         }
     }
-    lws_context_destroy(sim.ctx);
     fprintf(stderr,
             "msrs-devsim: flow: %lld slow_down, %lld resume, %lld video frames skipped; "
             "%lld moved to another node\n",
@@ -1202,12 +816,11 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
         fprintf(stderr, "msrs-devsim: %s: cannot write\n", stats);
         exit_code = 1;
     }
+out:
+    if (tf)
+        fclose(tf);
+    md_client_destroy(sim.client); /* every device with it */
     json_decref(sim.stats);
-    while (sim.heap_len) {
-        ds_event e = heap_pop();
-        free(e.msg);
-    }
-    free(sim.heap);
     for (int i = 0; i < sim.n; i++)
         video_close(&sim.devs[i]);
     free(sim.devs);
@@ -1223,7 +836,6 @@ int main(int argc, char **argv)
     sim.n = 4;
     sim.rng = 1;
     sim.video_codec = "mpeg4";
-    sim.binary_samples = 1;
     sim.kernel_stamps = 1;
     cli_svc svc = {.name = "msrs-devsim",
                    .usage = usage,

@@ -18,14 +18,23 @@
  * What it does for the device: connects (ws:// or wss://, the agent's
  * certificate checked against ca_file), answers the agent's challenge with
  * the credential's proof (never the credential), says hello with the
- * streams, answers every clock probe from the device's clock (t2 when the
- * request is read, t3 just before the answer is written, ahead of queued
- * data), tags data with the session whose [start_at, stop_at) holds its
- * device time, acknowledges start/stop, reports flow (slow_down/resume),
- * follows a placement redirect, and reconnects after a close (1 s, then up
- * to 8 s apart) resuming the agent's sequence numbers. What is queued is
- * bounded (max_queued_bytes): a full queue refuses a packet (MD_ERR_FULL),
- * so the caller drops and counts it before spending work on it. */
+ * streams, answers every clock probe from the device's clock (t2 at the
+ * instant the probe reached the host — the kernel's receive stamp when the
+ * program links kernel stamps, see md_client_config — t3 just before the
+ * answer is written, ahead of queued data), tags data with the session
+ * whose [start_at, stop_at) holds its device time, acknowledges start/stop,
+ * reports flow (slow_down/resume), follows a placement redirect, and
+ * reconnects after a close (0.5-1 s, then up to 4-8 s apart, drawn at
+ * random so a fleet does not return at once) resuming the agent's sequence
+ * numbers. What is queued is bounded (max_queued_bytes): a full queue
+ * refuses a packet (MD_ERR_FULL), so the caller drops and counts it before
+ * spending work on it. A device's sends reuse the buffers of messages
+ * already written: in a steady stream the samples path allocates nothing.
+ *
+ * A simulator (msrs-devsim) puts a network between its devices and their
+ * sockets with md_device_config.link_delay_ns: the SDK holds each message
+ * for the delay it names, in order, and stamps probes at the simulated
+ * arrival and departure. The protocol itself is the same code either way. */
 #ifndef MSRS_DEVICE_H
 #define MSRS_DEVICE_H
 #include <stddef.h>
@@ -60,7 +69,7 @@ typedef struct md_stream {
 
 typedef enum md_event_kind {
     MD_EV_REGISTERED, /* the agent accepted the hello (md_device_next_seq has its resume) */
-    MD_EV_REFUSED,    /* the agent refused the hello: message says why; it reconnects later */
+    MD_EV_REFUSED,    /* the agent refused the hello: message says why, redirect where it goes */
     MD_EV_START,      /* session_id starts at at_ns (device clock) */
     MD_EV_STOP,       /* session_id stops at at_ns (device clock) */
     MD_EV_FLOW,       /* slow = 1: slow_down (send less), 0: resume */
@@ -75,11 +84,21 @@ typedef struct md_event {
     int slow;               /* FLOW */
     const char *code;       /* REFUSED (the reason's code, e.g. "unauthorized"), ERROR */
     const char *message;    /* REFUSED, ERROR */
+    const char *redirect;   /* REFUSED: the node the supervisor placed it on (it reconnects
+                               there), or NULL: it tries the same agent again later */
 } md_event;
 
 typedef struct md_client_config {
     const char *url;     /* wss://HOST:PORT/v1/devices, or ws:// where the agent allows it */
     const char *ca_file; /* PEM CA for the agent's certificate; NULL: the system's */
+    /* A probe's t2 is the kernel's receive stamp of the segment that
+     * brought it when the program links common/rxstamp.c (CMake object
+     * library rxstamp: it defines recv and read for the process, which a
+     * library must not do on its own); otherwise, or with stamp_on_read,
+     * the instant the SDK read it. On a busy loop the two differ by the
+     * loop's wait, which lands on one side of the probe only. */
+    int stamp_on_read;
+    unsigned max_connections; /* descriptors the loop may hold; 0: the process's limit */
 } md_client_config;
 
 typedef struct md_device_config {
@@ -91,13 +110,24 @@ typedef struct md_device_config {
     size_t capability_count;
     const md_stream *streams;
     size_t stream_count; /* 1..MD_MAX_STREAMS */
-    /* The device's clock, ns: the probes' t2/t3 and the envelopes' ts;
-     * called on the client's thread. NULL: CLOCK_REALTIME. */
-    int64_t (*clock_ns)(void *arg);
+    /* The device's clock, ns, at the host's CLOCK_REALTIME instant
+     * realtime_ns: the SDK asks for now (the envelopes' ts, a probe's t3)
+     * and for instants just past (a probe's t2 at its receive stamp; with a
+     * link, the simulated arrival and departure). A device whose clock is
+     * another (CLOCK_MONOTONIC, a sensor's) returns its reading now less
+     * (now - realtime_ns). Called on the client's thread. NULL: CLOCK_REALTIME. */
+    int64_t (*clock_ns)(void *arg, int64_t realtime_ns);
     /* Every event, on the client's thread. May be NULL. */
     void (*on_event)(void *arg, md_device *dev, const md_event *ev);
     void *arg;
     size_t max_queued_bytes; /* 0: 16 MiB */
+    /* A simulated network (msrs-devsim, tests): the one-way delay, ns, of
+     * the next message (up = 1: device to agent; 0: a probe reaching the
+     * device). Each message is held that long after it was queued, in
+     * order per direction as on TCP; a probe's t2 is its simulated arrival
+     * and its t3 the answer's simulated departure. Called under the
+     * device's lock by the thread that queues. NULL: no link. */
+    int64_t (*link_delay_ns)(void *arg, int up);
 } md_device_config;
 
 /* One media packet: the body is the encoded packet as is (keyframes carry
@@ -110,6 +140,10 @@ typedef struct md_media {
     int64_t seq;            /* the frame's number: a skipped number is a gap the agent counts */
     int64_t device_time_ns; /* when the frame was taken, on the device's clock */
     int width, height;
+    /* Sent in front of the body, when the encoder gives a keyframe's
+     * headers apart (MPEG-4's VOL in extradata); NULL, 0: none. */
+    const void *prefix;
+    size_t prefix_len;
 } md_media;
 
 /* A client: one libwebsockets context for any number of devices. NULL with
@@ -135,6 +169,10 @@ struct lws_context *md_client_lws_context(md_client *c);
  * of the form "G.HEX") or out of memory. */
 md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr,
                          size_t errstr_size);
+/* Closes the device's connection now, as a lost network would; it
+ * reconnects after the usual wait (MD_EV_CLOSED, then MD_EV_REGISTERED).
+ * Nothing when it is not connected. The client's thread. */
+void md_device_reconnect(md_device *d);
 /* Closes the device's connection and frees it; nothing may use it after
  * (other threads stopped first). The client's thread, never from inside
  * on_event. */

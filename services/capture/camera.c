@@ -9,10 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-int64_t cp_camera_clock(void *arg)
+int64_t cp_camera_clock(void *arg, int64_t realtime_ns)
 {
+    struct timespec ts;
     (void)arg;
-    return cp_mono_ns(); /* the clock V4L2 stamps buffers with */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* the clock V4L2 stamps buffers with, at that instant */
+    return cp_mono_ns() - ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - realtime_ns);
 }
 
 void cp_camera_on_event(void *arg, md_device *dev, const md_event *ev)
@@ -103,8 +106,14 @@ static void stalled_or_not(cp_camera *k, int64_t now, int64_t last_frame_at, int
 /* Sends what the encoder gave for the frame; the counter of a drop, or NULL. */
 static int64_t *send(cp_camera *k, const cp_packet *p, int *need_key)
 {
-    md_media m = {CP_STREAM, k->codec,   p->time_ns,   p->keyframe,
-                  p->seq,    p->time_ns, k->fmt.width, k->fmt.height};
+    md_media m = {.stream_id = CP_STREAM,
+                  .codec = k->codec,
+                  .pts_ns = p->time_ns,
+                  .keyframe = p->keyframe,
+                  .seq = p->seq,
+                  .device_time_ns = p->time_ns,
+                  .width = k->fmt.width,
+                  .height = k->fmt.height};
     int s = md_device_send_media(k->dev, &m, p->data, p->len);
     if (s != MD_OK)
         return s == MD_ERR_NOT_REGISTERED ? &k->dropped_away : &k->dropped_queue;

@@ -143,7 +143,7 @@ typedef struct cp_camera {
 
 /* The SDK's callbacks for a camera's device (arg: the camera), on the
  * client's thread: the device clock (CLOCK_MONOTONIC) and the events. */
-int64_t cp_camera_clock(void *arg);
+int64_t cp_camera_clock(void *arg, int64_t realtime_ns);
 void cp_camera_on_event(void *arg, md_device *dev, const md_event *ev);
 /* Starts k's thread (k->v, k->enc and k->dev set). 0 or -1. */
 int cp_camera_run(cp_camera *k);

@@ -395,7 +395,7 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
     cp_capture *c = arg;
     char err[512];
     (void)unused;
-    md_client_config mc = {c->agent_url, *c->tls.ca ? c->tls.ca : NULL};
+    md_client_config mc = {.url = c->agent_url, .ca_file = *c->tls.ca ? c->tls.ca : NULL};
     lws_set_log_level(LLL_ERR, NULL);
     av_log_set_level(AV_LOG_ERROR);
     c->client = md_client_new(&mc, err, sizeof(err));

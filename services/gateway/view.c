@@ -88,14 +88,17 @@ static json_t *device_of(gw_gateway *g, const char *id, const json_t *d)
                       (json_int_t)dev.clock_uncertainty_ns, "measured_at_ns",
                       (json_int_t)dev.clock_measured_at_ns, "rounds", (json_int_t)dev.clock_rounds);
     json_t *h = json_object_get(g->history, id);
+    /* the battery the device last said: its latest DeviceStatus, else its hello's */
+    json_t *battery = json_object_get(json_object_get(d, "status"), "battery");
+    if (!battery || json_is_null(battery))
+        battery = json_object_get(d, "battery");
     return json_pack("{s:s, s:O?, s:s, s:b, s:s, s:O?, s:O?, s:O?, s:o, s:o, s:o, s:O?}",
                      "device_id", id, "name", json_object_get(d, "name"), "node_id", dev.node_id,
                      "connected", dev.connected, "disconnect_reason", dev.disconnect_reason,
                      "disconnected_at_ns", json_object_get(g->disconnected_at, id), "battery",
-                     json_object_get(d, "battery"), "capabilities",
-                     json_object_get(d, "capabilities"), "streams", streams, "clock", clock,
-                     "history", h ? json_incref(h) : json_array(), "registered_at_ns",
-                     json_object_get(d, "registered_at_ns"));
+                     battery, "capabilities", json_object_get(d, "capabilities"), "streams",
+                     streams, "clock", clock, "history", h ? json_incref(h) : json_array(),
+                     "registered_at_ns", json_object_get(d, "registered_at_ns"));
 }
 
 json_t *gw_view_device(gw_gateway *g, const char *device_id)

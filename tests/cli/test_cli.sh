@@ -36,7 +36,7 @@ expect "unknown key in MSRS_X" 2 env MSRS_X="archive.dri=x" "$bin/msrs-archiver"
 contains "MSRS_X key named" '"archive.dri" (from environment MSRS_X'
 # msrs-devsim's options are also config keys devsim.NAME (bad value: refused).
 expect "devsim.samples read from config" 2 "$bin/msrs-devsim" -X devsim.samples=xml
-contains "devsim.samples checked" "--samples 'xml': expected binary, json or none"
+contains "devsim.samples checked" "--samples 'xml': expected binary or none"
 expect "tail without topic" 2 "$bin/msrs-tail" --log "sqlite:$tmp/a.db"; contains "tail without topic" "--topic is required"
 expect "tail without log" 2 env -u MSRS_LOG "$bin/msrs-tail" --topic nodes; contains "tail without log" "no log configured"
 expect "bad --from" 2 "$bin/msrs-tail" --log "sqlite:$tmp/a.db" --topic nodes --from yesterday

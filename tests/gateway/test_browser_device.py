@@ -2,7 +2,7 @@
 """A browser as a device of the pool (web/device.html), in Debian's Chromium
 with its fake camera and synthetic motion and orientation events
 (tests/gateway/browser_device.mjs), against a real stack on TLS (agent,
-syncd, collectord, archiver, 2 devsim devices, msrs-gateway):
+syncd, collectord, archiver, 4 devsim devices, msrs-gateway):
 
 - an operator makes an enrollment link (POST /api/v1/devices/enroll: the
   credential from the lab key, the agent the placement rule picks); a
@@ -12,10 +12,12 @@ syncd, collectord, archiver, 2 devsim devices, msrs-gateway):
   and is synced; it is served cross-origin isolated;
 - the agent is killed and restarted: the page reconnects and registers
   again by itself;
-- a session of the page and a devsim device records; the page's counts of
-  what it sent into the session equal the archive's and CollectionStopped's
-  (no gap, nothing dropped), and its video is a Matroska file ffprobe reads
-  with as many H.264 packets as the page sent.
+- a session of the page and the 4 devsim devices records, and the archive
+  holds all five; the page's counts of what it sent into the session equal
+  the archive's and CollectionStopped's (no gap, nothing dropped), each
+  devsim device's archive counts equal CollectionStopped's, and the page's
+  video is a Matroska file ffprobe reads with as many H.264 packets as the
+  page sent.
 Skipped (77) without chromium or the web app's npm packages."""
 import json
 import os
@@ -63,7 +65,8 @@ def main():
     artifacts = browser_artifacts()
     if not artifacts:
         return 77
-    s = Stack("msrs-browser-device-", devices=2)
+    s = Stack("msrs-browser-device-", devices=4)
+    sims = ["sim-%d" % i for i in range(1, 5)]
     page = None
     try:
         s.start()
@@ -115,18 +118,18 @@ def main():
         def back_and_measured():
             recs = tail(s.db, "devices")
             rounds = of_type(tail(s.db, "clock"), "ClockOffsetMeasured")
-            for dev_id in ("web-1", "sim-1"):
+            for dev_id in ["web-1"] + sims:
                 reg = [time_ns(x["time"]) for x in of_type(recs, "DeviceRegistered")
                        if x["value"]["device_id"] == dev_id and time_ns(x["time"]) > restarted_ns]
                 if not reg or not [x for x in rounds
                                    if x["value"]["device_id"] == dev_id and time_ns(x["time"]) > reg[-1]]:
                     return False
             return True
-        check.wait_for(back_and_measured, 40, "web-1 and sim-1 registered again and measured")
+        check.wait_for(back_and_measured, 40, "web-1 and sim-1..4 registered again and measured")
 
-        # a session of the page and a devsim device
-        st, r = s.api("POST", "/sessions", {"session_id": "bd-1", "device_ids": ["web-1", "sim-1"],
-                                            "min_group": 2, "duration_s": 6,
+        # a session of the page and the four devsim devices
+        st, r = s.api("POST", "/sessions", {"session_id": "bd-1", "device_ids": ["web-1"] + sims,
+                                            "min_group": 5, "duration_s": 6,
                                             "labels": {"subject": "02", "task": "walk"}}, token=s.tokens["operator"])
         check(st == 202, "session bd-1 requested: %s %s" % (st, r))
         x = check.wait_for(lambda: (lambda b: b if b.get("state") == "stopped" else None)(
@@ -144,8 +147,16 @@ def main():
         m = check.wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(
             s.api("GET", "/archives/bd-1", token=s.tokens["viewer"])), 40, "bd-1 archived")
         if m:
+            check(sorted(m["devices"]) == sorted(["web-1"] + sims),
+                  "the archive holds all five devices: %s" % sorted(m["devices"]))
             arch = {k: v["samples"] for k, v in m["devices"]["web-1"]["streams"].items()}
             check(arch == sent, "the archive holds what the page sent: %s" % arch)
+            for sim in sims:
+                rep = {st_["stream_id"]: st_["samples"] for st_ in (x or {}).get("streams", [])
+                       if st_["device_id"] == sim}
+                got = {k: v["samples"] for k, v in m["devices"].get(sim, {}).get("streams", {}).items()}
+                check(got and all(v > 0 for v in got.values()) and got == rep,
+                      "%s: the archive holds what CollectionStopped counts: %s vs %s" % (sim, got, rep))
             mkv = os.path.join(s.archive, "bd-1", "web-1", "rgb.mkv")
             probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
                                     "-show_entries", "stream=codec_name,nb_read_packets", "-of", "json", mkv],

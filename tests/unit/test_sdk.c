@@ -53,12 +53,12 @@ END_TEST
 START_TEST(bad_configuration_refused)
 {
     char err[256] = "";
-    ck_assert_ptr_null(md_client_new(&(md_client_config){"http://h:1", NULL}, err, sizeof(err)));
+    ck_assert_ptr_null(md_client_new(&(md_client_config){.url = "http://h:1"}, err, sizeof(err)));
     ck_assert_ptr_nonnull(strstr(err, "url 'http://h:1'"));
     ck_assert_ptr_null(
-        md_client_new(&(md_client_config){"ws://h:99999/x", NULL}, err, sizeof(err)));
+        md_client_new(&(md_client_config){.url = "ws://h:99999/x"}, err, sizeof(err)));
     md_client *c =
-        md_client_new(&(md_client_config){"ws://127.0.0.1:9/v1/devices", NULL}, err, sizeof(err));
+        md_client_new(&(md_client_config){.url = "ws://127.0.0.1:9/v1/devices"}, err, sizeof(err));
     ck_assert_ptr_nonnull(c);
     md_stream ok = {"gsr", "gsr", 128, 1, "float64"}, bad = {"g sr", "gsr", 128, 1, "float64"};
     md_stream nine[9];
@@ -90,12 +90,12 @@ START_TEST(not_registered_is_said)
 {
     char err[256] = "", session[MD_ID_MAX];
     md_client *c =
-        md_client_new(&(md_client_config){"ws://127.0.0.1:9/v1/devices", NULL}, err, sizeof(err));
+        md_client_new(&(md_client_config){.url = "ws://127.0.0.1:9/v1/devices"}, err, sizeof(err));
     md_stream s = {"video", "rgb_video", 30, 3, "h264"};
     md_device_config dc = {.device_id = "d1", .streams = &s, .stream_count = 1};
     md_device *d = md_device_add(c, &dc, err, sizeof(err));
     ck_assert_ptr_nonnull(d);
-    md_media m = {"video", "h264", 0, 1, 0, 0, 64, 48};
+    md_media m = {.stream_id = "video", .codec = "h264", .keyframe = 1, .width = 64, .height = 48};
     unsigned char pkt[4] = {0, 0, 0, 1};
     ck_assert_int_eq(md_device_send_media(d, &m, pkt, sizeof(pkt)), MD_ERR_NOT_REGISTERED);
     int64_t t[2] = {1, 2};
