@@ -34,6 +34,7 @@ typedef struct md_msg {
     int probe;                  /* a time_resp, made when written: */
     int64_t probe_t1, probe_t2; /* the agent's t1, the device's t2 */
     int64_t hold_ns;            /* t3 is stamped this long before the write (a link) */
+    int64_t arrive_ns;          /* a link: the probe reaches the device then; 0: it has */
     int64_t due_ns;             /* a link: not written before (CLOCK_REALTIME); 0: at once */
     int stream;                 /* data: the stream's index (units of it inside); -1: a message */
     int64_t units;              /* its samples, or 1 media packet */
@@ -82,7 +83,7 @@ struct md_device {
     int rx_fd;    /* its socket, when the kernel stamps what it receives; -1 */
     md_url where; /* where it connects: the client's url, or a redirect */
     int64_t reconnect_at_ns, backoff_ms;
-    int closing;
+    int closing, established;
     unsigned char rx[MD_RX_MAX];
     size_t rx_len;
     int rx_overflow;
@@ -210,20 +211,20 @@ int md_auth_proof(const char *credential, const char *nonce, const char *device_
 
 /* ------------------------------------------------------------- queueing */
 
-/* A message of len bytes: a written one of this device reused, or a new
- * one (capacity a power of two from 256, so reuse finds it again). Under
- * d->mu. NULL when out of memory. */
+/* A message of len bytes: the smallest written one of this device that
+ * fits, reused, or a new one (capacity a power of two from 256, so reuse
+ * finds it again). Under d->mu. NULL when out of memory. */
 static md_msg *msg_take(md_device *d, size_t len)
 {
-    md_msg *m = NULL;
-    for (md_msg **p = &d->spare; *p; p = &(*p)->next)
-        if ((*p)->cap >= len) {
-            m = *p;
-            *p = m->next;
-            d->spare_count--;
-            break;
-        }
-    if (!m) {
+    md_msg *m = NULL, **best = NULL;
+    for (md_msg **p = &d->spare; *p; p = &(*p)->next) /* the smallest that fits */
+        if ((*p)->cap >= len && (!best || (*p)->cap < (*best)->cap))
+            best = p;
+    if (best) {
+        m = *best;
+        *best = m->next;
+        d->spare_count--;
+    } else {
         size_t cap = MD_PROBE_BYTES;
         while (cap < len)
             cap *= 2;
@@ -423,22 +424,21 @@ static void on_session(md_device *d, const char *type, json_t *m, json_t *payloa
                            "ok"));
 }
 
-/* A clock probe that reached the host at arrival_ns: t2 now (with a link:
- * at its simulated arrival), its answer ahead of queued data (with a link:
- * in order, after the uplink's delay). */
+/* A clock probe that reached the host at arrival_ns: t2 then (with a link:
+ * at its simulated arrival, the downlink's delay later), its answer ahead
+ * of queued data (with a link: made when the probe arrives, then in order
+ * behind what was queued before, next_message). */
 static void on_probe(md_device *d, int64_t t1, int64_t arrival_ns)
 {
     int64_t at = d->link_delay_ns ? link_due(d, 0, arrival_ns, &d->last_down_ns) : arrival_ns;
+    int64_t t2 = d->clock_ns(d->arg, at);
     pthread_mutex_lock(&d->mu);
     md_msg *r = msg_take(d, MD_PROBE_BYTES);
     if (r) {
         r->probe = 1;
         r->probe_t1 = t1;
-        r->probe_t2 = d->clock_ns(d->arg, at);
-        if (d->link_delay_ns) {
-            r->due_ns = link_due(d, 1, at, &d->last_up_ns);
-            r->hold_ns = r->due_ns - at;
-        }
+        r->probe_t2 = t2;
+        r->arrive_ns = d->link_delay_ns ? at : 0;
         push(&d->probes, &d->probes_tail, r);
     }
     pthread_mutex_unlock(&d->mu);
@@ -485,13 +485,14 @@ static void on_text(md_device *d, const char *text, size_t len, int64_t arrival_
 
 /* ------------------------------------------------------------- the loop */
 
-static void heap_push(md_client *c, md_due e)
+/* 0, or -1 when out of memory. */
+static int heap_push(md_client *c, md_due e)
 {
     if (c->heap_len == c->heap_cap) {
         size_t cap = c->heap_cap ? c->heap_cap * 2 : 64;
         md_due *h = realloc(c->heap, cap * sizeof(*h));
         if (!h)
-            return; /* the device is woken by its next message instead */
+            return -1;
         c->heap = h;
         c->heap_cap = cap;
     }
@@ -501,6 +502,7 @@ static void heap_push(md_client *c, md_due e)
         i = (i - 1) / 2;
     }
     c->heap[i] = e;
+    return 0;
 }
 
 static md_due heap_pop(md_client *c)
@@ -555,10 +557,21 @@ static void arm(md_device *d, int64_t due_ns)
     md_client *c = d->client;
     if (d->armed_ns && d->armed_ns <= due_ns)
         return;
+    if (heap_push(c, (md_due){due_ns, d}))
+        return; /* out of memory: the next message or md_client_wake looks again */
     d->armed_ns = due_ns;
-    heap_push(c, (md_due){due_ns, d});
     if (c->heap[0].due_ns == due_ns)
         schedule_due(c);
+}
+
+/* The next attempt: 1 s after a registration, doubling to 8 s while
+ * attempts fail, each drawn in [wait/2, wait) so a fleet that lost its
+ * agent together does not come back together. */
+static void reconnect_later(md_device *d)
+{
+    d->backoff_ms = d->backoff_ms ? (d->backoff_ms * 2 > 8000 ? 8000 : d->backoff_ms * 2) : 1000;
+    double wait_ms = (double)d->backoff_ms * (0.5 + 0.5 * unit_random(&d->client->rng));
+    d->reconnect_at_ns = mono_ns() + (int64_t)(wait_ms * 1e6);
 }
 
 static void connect_device(md_device *d);
@@ -578,38 +591,47 @@ static void closed(md_device *d)
     pthread_mutex_unlock(&d->mu);
     d->wsi = NULL;
     d->rx_fd = -1;
-    d->closing = 0;
+    d->closing = d->established = 0;
     d->rx_len = 0;
     d->armed_ns = 0;
-    d->backoff_ms = d->backoff_ms ? (d->backoff_ms * 2 > 8000 ? 8000 : d->backoff_ms * 2) : 1000;
-    /* drawn in [backoff/2, backoff): a fleet that lost its agent together
-     * does not come back together */
-    double wait_ms = (double)d->backoff_ms * (0.5 + 0.5 * unit_random(&d->client->rng));
-    d->reconnect_at_ns = mono_ns() + (int64_t)(wait_ms * 1e6);
+    reconnect_later(d);
     emit(d, (md_event){.kind = MD_EV_CLOSED});
 }
 
 /* The next message to write, taken from its queue: a probe's answer ahead
  * of data (with a link: whichever is due first, as the link keeps their
- * order); NULL when none is ready, *wait_ns then the due time of a held
- * one (0: none). Under d->mu. */
+ * order); NULL when none is ready, *wait_ns then when one will be (0:
+ * none). With a link a probe's answer is made when the probe reaches the
+ * device, and leaves the uplink's delay later, behind what the device
+ * queued before (as the devsim of before did). Under d->mu. */
 static md_msg *next_message(md_device *d, int64_t now, int64_t *wait_ns)
 {
-    md_msg **from = &d->probes, **from_tail = &d->probes_tail;
-    if (!d->probes || (d->link_delay_ns && d->head && d->head->due_ns < d->probes->due_ns))
-        from = &d->head, from_tail = &d->tail;
-    md_msg *m = *from;
+    md_msg *p = d->probes, *h = d->head, *m;
+    int64_t wait = 0;
     *wait_ns = 0;
-    if (!m)
-        return NULL;
-    if (m->due_ns > now) {
-        *wait_ns = m->due_ns;
+    if (p && p->arrive_ns) { /* a link: the probe is still on its way */
+        if (p->arrive_ns > now) {
+            wait = p->arrive_ns;
+            p = NULL;
+        } else { /* it has arrived: the answer is made now */
+            p->due_ns = link_due(d, 1, now, &d->last_up_ns);
+            p->hold_ns = p->due_ns - now;
+            p->arrive_ns = 0;
+        }
+    }
+    m = p && (!d->link_delay_ns || !h || p->due_ns <= h->due_ns) ? p : h;
+    if (!m || m->due_ns > now) {
+        *wait_ns = !m || (wait && wait < m->due_ns) ? wait : m->due_ns;
         return NULL;
     }
-    if (!(*from = m->next))
-        *from_tail = NULL;
-    if (from == &d->head)
-        d->queued -= m->len;
+    if (m == p) {
+        if (!(d->probes = p->next))
+            d->probes_tail = NULL;
+    } else {
+        if (!(d->head = h->next))
+            d->tail = NULL;
+        d->queued -= h->len;
+    }
     return m;
 }
 
@@ -661,6 +683,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     switch (reason) {
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        d->established = 1;
         d->rx_len = 0;
         d->rx_fd = -1;
         if (d->client->kernel_stamps && rxstamp_enable(lws_get_socket_fd(wsi)) == 0)
@@ -725,7 +748,7 @@ static void connect_device(md_device *d)
     d->reconnect_at_ns = 0;
     if (!lws_client_connect_via_info(&i)) {
         d->wsi = NULL;
-        d->reconnect_at_ns = mono_ns() + 1000000000;
+        reconnect_later(d);
     }
 }
 
@@ -880,8 +903,8 @@ md_device *md_device_add(md_client *c, const md_device_config *cfg, char *errstr
 
 void md_device_reconnect(md_device *d)
 {
-    if (!d->wsi)
-        return;     /* not connected: it is on its way already */
+    if (!d->wsi || !d->established)
+        return;     /* not connected (yet): a new connection is on its way */
     d->closing = 1; /* the next writable callback closes it */
     lws_callback_on_writable(d->wsi);
 }

@@ -9,7 +9,8 @@
  *   md_client_new sets libwebsockets' own log to errors and warnings
  *   (lws_set_log_level after it for more).
  * - Threads: one thread owns an md_client — it calls md_client_service and
- *   every function not marked "any thread"; every callback runs on it.
+ *   every function not marked "any thread"; every callback runs on it but
+ *   link_delay_ns (see there).
  *   Functions marked "any thread" may be called from other threads
  *   concurrently (a capture or encoder thread sending packets).
  * - Strings passed in are copied; pointers handed to callbacks live for the
@@ -21,8 +22,9 @@
  * streams, answers every clock probe from the device's clock (t2 at the
  * instant the probe reached the host — the kernel's receive stamp when the
  * program links kernel stamps, see md_client_config — t3 just before the
- * answer is written, ahead of queued data), tags data with the session
- * whose [start_at, stop_at) holds its device time, acknowledges start/stop,
+ * answer is written, ahead of queued data; with a link, in order), tags
+ * data with the session whose [start_at, stop_at) holds its device time,
+ * acknowledges start/stop,
  * reports flow (slow_down/resume), follows a placement redirect, and
  * reconnects after a close (0.5-1 s, then up to 4-8 s apart, drawn at
  * random so a fleet does not return at once) resuming the agent's sequence
@@ -68,7 +70,7 @@ typedef struct md_stream {
 } md_stream;
 
 typedef enum md_event_kind {
-    MD_EV_REGISTERED, /* the agent accepted the hello (md_device_next_seq has its resume) */
+    MD_EV_REGISTERED, /* the agent accepted the hello (md_device_resume_seq has its resume) */
     MD_EV_REFUSED,    /* the agent refused the hello: message says why, redirect where it goes */
     MD_EV_START,      /* session_id starts at at_ns (device clock) */
     MD_EV_STOP,       /* session_id stops at at_ns (device clock) */
@@ -112,8 +114,9 @@ typedef struct md_device_config {
     size_t stream_count; /* 1..MD_MAX_STREAMS */
     /* The device's clock, ns, at the host's CLOCK_REALTIME instant
      * realtime_ns: the SDK asks for now (the envelopes' ts, a probe's t3)
-     * and for instants just past (a probe's t2 at its receive stamp; with a
-     * link, the simulated arrival and departure). A device whose clock is
+     * and for other instants: a probe's t2 at its receive stamp, just past;
+     * with a link its simulated arrival (maybe just ahead) and the answer's
+     * simulated departure. A device whose clock is
      * another (CLOCK_MONOTONIC, a sensor's) returns its reading now less
      * (now - realtime_ns). Called on the client's thread. NULL: CLOCK_REALTIME. */
     int64_t (*clock_ns)(void *arg, int64_t realtime_ns);
@@ -123,10 +126,15 @@ typedef struct md_device_config {
     size_t max_queued_bytes; /* 0: 16 MiB */
     /* A simulated network (msrs-devsim, tests): the one-way delay, ns, of
      * the next message (up = 1: device to agent; 0: a probe reaching the
-     * device). Each message is held that long after it was queued, in
-     * order per direction as on TCP; a probe's t2 is its simulated arrival
-     * and its t3 the answer's simulated departure. Called under the
-     * device's lock by the thread that queues. NULL: no link. */
+     * device). Each message the device sends is held that long after it
+     * was queued, in order as on TCP; a probe is held the downlink's delay
+     * (its t2 the simulated arrival) and its answer, made then, the
+     * uplink's, behind what was queued before (t3: the answer's simulated
+     * departure). Other messages of the agent act at once. The times are
+     * CLOCK_REALTIME: a step of the wall clock moves them (a simulation's
+     * matter). Called by the thread that queues (up, under the device's
+     * lock: it must not call the SDK) and the client's (down). NULL: no
+     * link. */
     int64_t (*link_delay_ns)(void *arg, int up);
 } md_device_config;
 
