@@ -8,22 +8,28 @@ that runs it) are divided by the number of calls:
 
   samples message  ag_ingest_samples_binary (a binary samples frame: check,
                    convert to master time, encode, append to the log's queue)
-  clock probe      on_time_resp (an answer: stamps, the window, a round's
-                   end and its record)
+  clock probe's    ag_clock_answer (an answer's stamps into the device's
+  round work       window, a round's end and its record; its JSON parse is
+                   json_loadb's, below)
+  a JSON text      json_loadb (every text message, and every binary frame's
+  parsed           header)
   media frame      ag_ingest_media (with --video: one packet)
   any message      ag_on_message (every message a device sent, parsing and
                    dispatch included)
   libwebsockets    callback_devices (lws's callback for the device protocol:
                    the above plus reassembly and writes)
-  whole process    every instruction of every thread (the SQLite writer,
-                   lws's poll loop, the kernel's share excluded) divided by
-                   all messages received (ag_on_message's calls)
+  whole process    every instruction of every thread from the moment the
+                   agent listens (callgrind_control -z: start-up left out;
+                   the SQLite writer and lws's loop in, the kernel's share
+                   not) divided by all messages received (ag_on_message's
+                   calls)
 
 Counts repeat exactly for the same messages (unlike wall-clock); the
 message mix depends on timing (under valgrind the agent is ~50x slower,
 so keep --devices small: 8 devices make ~150 messages a second).
 
-usage: bench/bench_agent_cg.py [--devices 8] [--seconds 20] [--video] [--bin build/bin]"""
+usage: bench/bench_agent_cg.py [--devices 8] [--seconds 20] [--video] [--bin build/bin] [--keep]
+(--keep: the callgrind file is kept and named, for callgrind_annotate)"""
 import argparse
 import os
 import re
@@ -35,9 +41,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pylib"))
 from msrstest import free_port, wait_listening  # noqa: E402
 
-PATHS = [("samples message", "ag_ingest_samples_binary"), ("clock probe", "on_time_resp"),
-         ("media frame", "ag_ingest_media"), ("any message", "ag_on_message"),
-         ("libwebsockets callback", "callback_devices")]
+PATHS = [("samples message", "ag_ingest_samples_binary"), ("clock probe's round work", "ag_clock_answer"),
+         ("media frame", "ag_ingest_media"), ("a JSON text parsed", "json_loadb"),
+         ("any message", "ag_on_message"), ("libwebsockets callback", "callback_devices")]
 
 
 def read_callgrind(path):
@@ -78,6 +84,7 @@ def main():
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--video", action="store_true", help="devsim --video 320x240@15 --video-loop 30")
+    ap.add_argument("--keep", action="store_true", help="keep the callgrind file")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "bin"))
     a = ap.parse_args()
     os.environ.setdefault("MSRS_CONFIG", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
@@ -91,11 +98,17 @@ def main():
     agent = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
                               os.path.join(a.bin, "msrs-agent"), "--log", "sqlite:" + os.path.join(tmp, "log.db"),
                               "--listen", "127.0.0.1:%d" % port, "--node-id", "cg",
-                              "-X", "sqlite.synchronous=NORMAL", "-X", "sync.idle_interval_ms=1000"],
+                              "-X", "sqlite.synchronous=NORMAL", "-X", "sync.idle_interval_ms=2000"],
                              stderr=open(os.path.join(tmp, "agent.err"), "w"))
-    if not wait_listening(port, 120):
+    deadline = time.time() + 120
+    while agent.poll() is None and time.time() < deadline and not wait_listening(port, 1):
+        pass
+    if agent.poll() is not None or time.time() >= deadline:
         agent.kill()
         sys.exit("bench_agent_cg: the agent under valgrind never listened (%s)" % os.path.join(tmp, "agent.err"))
+    # counts from here: the agent's start-up (schemas, the log, TLS) is not a message's
+    subprocess.run(["callgrind_control", "-z", str(agent.pid)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     extra = ["--video", "320x240@15", "--video-loop", "30"] if a.video else []
     sim = subprocess.run([os.path.join(a.bin, "msrs-devsim"), "--url", "ws://127.0.0.1:%d/v1/devices" % port,
                           "--devices", str(a.devices), "--duration", str(a.seconds), "--profile", "lan"] + extra,
@@ -114,7 +127,10 @@ def main():
         print("%-24s %-28s %10d %16s" % (label, fn, n, "%.0f" % (cost / n) if n else "-"))
     print("%-24s %-28s %10d %16s" % ("whole process", "(all threads) / messages", messages,
                                       "%.0f" % (total / messages) if messages else "-"))
-    subprocess.run(["rm", "-rf", tmp])
+    if a.keep:
+        print("# kept: %s (callgrind_annotate --inclusive=yes %s)" % (out, out))
+    else:
+        subprocess.run(["rm", "-rf", tmp])
     return 0
 
 
