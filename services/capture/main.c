@@ -21,6 +21,7 @@
  * camera-specific in it. */
 #include "capture.h"
 #include "cli.h"
+#include "rxstamp.h"
 #include "security.h"
 
 #include <errno.h>
@@ -395,7 +396,14 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
     cp_capture *c = arg;
     char err[512];
     (void)unused;
-    md_client_config mc = {.url = c->agent_url, .ca_file = *c->tls.ca ? c->tls.ca : NULL};
+    /* probes stamped with the kernel's receive time (common/rxstamp.c,
+     * linked on purpose), or when read if recv and read are not ours */
+    int kernel_stamps = rxstamp_check(err, sizeof(err)) == 0;
+    if (!kernel_stamps)
+        fprintf(stderr, "msrs-capture: clock probes stamped when read: %s\n", err);
+    md_client_config mc = {.url = c->agent_url,
+                           .ca_file = *c->tls.ca ? c->tls.ca : NULL,
+                           .stamp_on_read = !kernel_stamps};
     lws_set_log_level(LLL_ERR, NULL);
     av_log_set_level(AV_LOG_ERROR);
     c->client = md_client_new(&mc, err, sizeof(err));
