@@ -1109,11 +1109,9 @@ int64_t md_device_discarded(md_device *d, const char *stream_id)
 
 int64_t md_device_resume_seq(md_device *d, const char *stream_id)
 {
-    int64_t r = -1;
+    int i = stream_index(d, stream_id);
     pthread_mutex_lock(&d->mu);
-    for (size_t i = 0; i < d->stream_count; i++)
-        if (strcmp(d->stream_ids[i], stream_id) == 0)
-            r = d->resume[i];
+    int64_t r = i >= 0 ? d->resume[i] : -1;
     pthread_mutex_unlock(&d->mu);
     return r;
 }
