@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(
   build-essential cmake pkg-config git clang-format
-  librdkafka-dev libavro-dev libwebsockets-dev libwebsockets-evlib-ev libev-dev libjansson-dev libsqlite3-dev
+  librdkafka-dev libavro-dev libwebsockets-dev libwebsockets-evlib-ev libev-dev libjansson-dev libyajl-dev libsqlite3-dev
   check libsubunit-dev
   libv4l-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libssl-dev openssl curl
   libsystemd-dev systemd dpkg-dev prometheus

@@ -129,6 +129,28 @@ int ev_codec_value(ev_codec *codec, const ev_schema *s, avro_value_t **value);
 int ev_codec_encode(ev_codec *codec, const ev_schema *s, avro_value_t *value, const void **out,
                     size_t *out_len, char *errstr, size_t errstr_size);
 
+/* A SensorSampleBatch given as its parts (schemas/SensorSampleBatch.avsc):
+ * everything is borrowed for the call. */
+typedef struct ev_samples {
+    const char *device_id, *session_id, *stream_id, *stream_type; /* NULL: "" */
+    int64_t seq;
+    int32_t channels;
+    size_t n;                      /* samples, >= 1 */
+    const int64_t *device_time_ns; /* n */
+    const int64_t *master_time_ns; /* n */
+    const void *values_le;         /* n x channels IEEE-754 doubles, little-endian, any alignment:
+                                      Avro's own bytes for a double, copied as they are */
+} ev_samples;
+
+/* Encodes a SensorSampleBatch from its parts straight into the codec's
+ * buffer: byte for byte what ev_codec_encode writes for the same value, at a
+ * tenth of the cost (no Avro value is filled or walked; the agent writes one
+ * per samples message). *out as for ev_codec_encode. EV_ERR_INVALID when the
+ * catalog's SensorSampleBatch is not the shape this writes (a schema change
+ * must change it too: tests/unit/test_codec.c compares the two encoders). */
+int ev_codec_encode_samples(ev_codec *codec, const ev_samples *samples, const void **out,
+                            size_t *out_len, char *errstr, size_t errstr_size);
+
 /* Decodes a framed record. On success *schema is its record type and *value
  * the codec's reusable value for it (see ev_codec_value). Errors:
  * EV_ERR_TRUNCATED (shorter than a frame or than its fields),
@@ -173,6 +195,68 @@ int ev_value_to_json(const avro_value_t *value, json_t **out, char *errstr, size
  * schema's default. Errors name the field path and what was expected:
  * "streams[0].rate_hz: expected a number, got string". */
 int ev_value_from_json(avro_value_t *value, json_t *json, char *errstr, size_t errstr_size);
+
+/* --------------------------------------------------------------- flat JSON */
+
+/* One JSON object's members, read without building a tree (yajl's event
+ * parser, strict JSON, UTF-8 checked): for the small messages a service
+ * reads thousands of a second (the agent's binary frame headers and clock
+ * answers; a jansson tree costs ~20 k instructions for one of them). The
+ * members of the top object and of objects one level down are kept, in
+ * order; deeper values and arrays' contents are checked and dropped. Keys
+ * and strings are NUL-terminated copies; one longer than EV_JFLAT_STR_MAX
+ * bytes (or past the reader's EV_JFLAT_TEXT bytes of copies) is kept as NULL
+ * with its length. A key that repeats one of the same object is counted in
+ * duplicates; lookups find the last (jansson's default). Everything lives in
+ * the ev_jflat itself (~4 KiB): nothing to free, no handle. */
+#define EV_JFLAT_MAX     32
+#define EV_JFLAT_STR_MAX 255
+#define EV_JFLAT_TEXT    2048
+
+typedef enum ev_jkind {
+    EV_JSTRING = 1,
+    EV_JINTEGER, /* fits int64_t; a larger one is an error, as in jansson */
+    EV_JREAL,
+    EV_JTRUE,
+    EV_JFALSE,
+    EV_JNULL,
+    EV_JOBJECT,
+    EV_JARRAY,
+} ev_jkind;
+
+typedef struct ev_jmember {
+    const char *key; /* NULL when longer than EV_JFLAT_STR_MAX: matches no lookup */
+    int parent;      /* index of the member whose object holds it; -1: the top object */
+    ev_jkind kind;
+    const char *str; /* EV_JSTRING: the value, NULL when too long */
+    size_t len;      /* EV_JSTRING: its length in bytes */
+    int64_t integer; /* EV_JINTEGER */
+    double real;     /* EV_JREAL */
+} ev_jmember;
+
+typedef struct ev_jflat {
+    ev_jmember m[EV_JFLAT_MAX];
+    int count;
+    int duplicates;
+    size_t text_used;
+    char text[EV_JFLAT_TEXT];
+} ev_jflat;
+
+/* Reads text (len bytes, not NUL-terminated) as exactly one JSON object.
+ * 0 on success; EV_ERR_INVALID when it is not one (errstr: the byte offset
+ * and yajl's reason) or has more than EV_JFLAT_MAX members at the two kept
+ * levels. */
+int ev_jflat_read(ev_jflat *j, const void *text, size_t len, char *errstr, size_t errstr_size);
+/* The last member named key of the object at member index parent (-1: the
+ * top object), or NULL. */
+const ev_jmember *ev_jflat_get(const ev_jflat *j, int parent, const char *key);
+/* Its index (for ev_jflat_get's parent), or -2 when there is none or it is
+ * not an object: a lookup under -2 finds nothing. */
+int ev_jflat_object(const ev_jflat *j, int parent, const char *key);
+/* The string member's value; NULL when absent, not a string or too long. */
+const char *ev_jflat_string(const ev_jflat *j, int parent, const char *key);
+/* 1 and *out when the member is an integer; else 0 (*out untouched). */
+int ev_jflat_integer(const ev_jflat *j, int parent, const char *key, int64_t *out);
 
 /* ------------------------------------------------------------ configuration */
 
@@ -337,6 +421,12 @@ typedef struct ev_emit_opts {
  * and the CloudEvents headers. opts may be NULL. */
 int ev_log_emit(ev_log *log, const ev_schema *s, const char *key, avro_value_t *value,
                 const ev_emit_opts *opts, char *errstr, size_t errstr_size);
+
+/* Like ev_log_emit, with the record already framed (frame, len: what
+ * ev_codec_encode or ev_codec_encode_samples gave for schema s; borrowed,
+ * copied before it returns). */
+int ev_log_emit_encoded(ev_log *log, const ev_schema *s, const char *key, const void *frame,
+                        size_t len, const ev_emit_opts *opts, char *errstr, size_t errstr_size);
 
 /* Like ev_log_emit, with the value given as JSON (borrowed; see
  * ev_value_from_json: missing fields take their defaults, errors name the

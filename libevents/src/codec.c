@@ -22,6 +22,7 @@ struct ev_codec {
     avro_reader_t reader;
     char *buf;
     size_t buf_size;
+    int samples_shape; /* ev_codec_encode_samples: 0 not checked yet, 1 fits, -1 does not */
 };
 
 ev_codec *ev_codec_new(void)
@@ -91,23 +92,44 @@ int ev_frame_schema_id(const void *buf, size_t len, int32_t *id)
     return 0;
 }
 
+/* The encode buffer holds at least size bytes (frame header included). */
+static int reserve(ev_codec *c, const ev_schema *s, size_t size, char *errstr, size_t errstr_size)
+{
+    if (size < CODEC_INITIAL_BUF)
+        size = CODEC_INITIAL_BUF;
+    if (c->buf && c->buf_size >= size)
+        return 0;
+    char *nb = realloc(c->buf, size);
+    if (!nb)
+        return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "encode %s: %zu bytes",
+                        ev_schema_name(s), size);
+    c->buf = nb;
+    c->buf_size = size;
+    return 0;
+}
+
+/* The frame header: magic byte and big-endian schema id. */
+static void put_frame_header(char *buf, const ev_schema *s)
+{
+    uint32_t id = (uint32_t)ev_schema_id(s);
+    buf[0] = EV_FRAME_MAGIC;
+    buf[1] = (char)(id >> 24);
+    buf[2] = (char)(id >> 16);
+    buf[3] = (char)(id >> 8);
+    buf[4] = (char)id;
+}
+
 int ev_codec_encode(ev_codec *c, const ev_schema *s, avro_value_t *value, const void **out,
                     size_t *out_len, char *errstr, size_t errstr_size)
 {
-    uint32_t id = (uint32_t)ev_schema_id(s);
     int rc;
 
     if (avro_value_get_schema(value) != ev_schema_avro(s) &&
         !avro_schema_equal(avro_value_get_schema(value), ev_schema_avro(s)))
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "encode %s: value is of another schema", ev_schema_name(s));
-    if (!c->buf) {
-        c->buf = malloc(CODEC_INITIAL_BUF);
-        if (!c->buf)
-            return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "encode %s: out of memory",
-                            ev_schema_name(s));
-        c->buf_size = CODEC_INITIAL_BUF;
-    }
+    if ((rc = reserve(c, s, CODEC_INITIAL_BUF, errstr, errstr_size)))
+        return rc;
     /* Try the current buffer first; size exactly and retry when it is full. */
     avro_writer_memory_set_dest(c->writer, c->buf + EV_FRAME_HEADER_LEN,
                                 (int64_t)(c->buf_size - EV_FRAME_HEADER_LEN));
@@ -117,25 +139,127 @@ int ev_codec_encode(ev_codec *c, const ev_schema *s, avro_value_t *value, const 
         if (avro_value_sizeof(value, &need) != 0)
             return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "encode %s: %s", ev_schema_name(s),
                             avro_strerror());
-        char *nb = realloc(c->buf, need + EV_FRAME_HEADER_LEN);
-        if (!nb)
-            return ev__fail(errstr, errstr_size, EV_ERR_NOMEM, "encode %s: %zu bytes",
-                            ev_schema_name(s), need);
-        c->buf = nb;
-        c->buf_size = need + EV_FRAME_HEADER_LEN;
+        if ((rc = reserve(c, s, need + EV_FRAME_HEADER_LEN, errstr, errstr_size)))
+            return rc;
         avro_writer_memory_set_dest(c->writer, c->buf + EV_FRAME_HEADER_LEN, (int64_t)need);
         rc = avro_value_write(c->writer, value);
     }
     if (rc != 0)
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "encode %s: %s", ev_schema_name(s),
                         avro_strerror());
-    c->buf[0] = EV_FRAME_MAGIC;
-    c->buf[1] = (char)(id >> 24);
-    c->buf[2] = (char)(id >> 16);
-    c->buf[3] = (char)(id >> 8);
-    c->buf[4] = (char)id;
+    put_frame_header(c->buf, s);
     *out = c->buf;
     *out_len = EV_FRAME_HEADER_LEN + (size_t)avro_writer_tell(c->writer);
+    return 0;
+}
+
+/* ----------------------------------------------- SensorSampleBatch, direct */
+
+/* The fields ev_codec_encode_samples writes, in the schema's order. */
+static const struct {
+    const char *name;
+    avro_type_t type, items; /* items: of an array */
+} samples_fields[] = {
+    {"device_id", AVRO_STRING, 0},
+    {"session_id", AVRO_STRING, 0},
+    {"stream_id", AVRO_STRING, 0},
+    {"stream_type", AVRO_STRING, 0},
+    {"seq", AVRO_INT64, 0},
+    {"channels", AVRO_INT32, 0},
+    {"device_time_ns", AVRO_ARRAY, AVRO_INT64},
+    {"master_time_ns", AVRO_ARRAY, AVRO_INT64},
+    {"values", AVRO_ARRAY, AVRO_DOUBLE},
+};
+#define SAMPLES_FIELDS (sizeof(samples_fields) / sizeof(samples_fields[0]))
+
+static int samples_shape_fits(avro_schema_t rec)
+{
+    if (avro_schema_record_size(rec) != SAMPLES_FIELDS)
+        return 0;
+    for (size_t i = 0; i < SAMPLES_FIELDS; i++) {
+        avro_schema_t f = avro_schema_record_field_get_by_index(rec, (int)i);
+        const char *name = avro_schema_record_field_name(rec, (int)i);
+        if (!f || !name || strcmp(name, samples_fields[i].name) != 0 ||
+            avro_typeof(f) != samples_fields[i].type ||
+            (samples_fields[i].type == AVRO_ARRAY &&
+             avro_typeof(avro_schema_array_items(f)) != samples_fields[i].items))
+            return 0;
+    }
+    return 1;
+}
+
+/* Avro's long and int: zig-zag, then 7 bits a byte, low first. */
+static char *put_long(char *p, int64_t x)
+{
+    uint64_t z = ((uint64_t)x << 1) ^ (uint64_t)(x >> 63);
+    while (z > 0x7f) {
+        *p++ = (char)((z & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    *p++ = (char)z;
+    return p;
+}
+
+static char *put_string(char *p, const char *str)
+{
+    size_t len = str ? strlen(str) : 0;
+    p = put_long(p, (int64_t)len);
+    if (len)
+        memcpy(p, str, len);
+    return p + len;
+}
+
+/* An array of n longs in one block (count, items, then the 0 that ends
+ * it), as avro-c writes one. */
+static char *put_long_array(char *p, const int64_t *x, size_t n)
+{
+    p = put_long(p, (int64_t)n);
+    for (size_t i = 0; i < n; i++)
+        p = put_long(p, x[i]);
+    return n ? put_long(p, 0) : p;
+}
+
+int ev_codec_encode_samples(ev_codec *c, const ev_samples *b, const void **out, size_t *out_len,
+                            char *errstr, size_t errstr_size)
+{
+    const ev_schema *s = ev_schema_by_name("SensorSampleBatch");
+    int rc;
+
+    if (!c->samples_shape)
+        c->samples_shape = s && samples_shape_fits(ev_schema_avro(s)) ? 1 : -1;
+    if (c->samples_shape < 0)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "encode SensorSampleBatch: the catalog's schema is not the shape "
+                        "ev_codec_encode_samples writes (libevents/src/codec.c)");
+    if (b->n < 1 || b->channels < 1 || !b->device_time_ns || !b->master_time_ns || !b->values_le)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "encode SensorSampleBatch: expected n >= 1, channels >= 1 and all "
+                        "three arrays");
+    size_t values = b->n * (size_t)b->channels;
+    size_t strings =
+        (b->device_id ? strlen(b->device_id) : 0) + (b->session_id ? strlen(b->session_id) : 0) +
+        (b->stream_id ? strlen(b->stream_id) : 0) + (b->stream_type ? strlen(b->stream_type) : 0);
+    /* at most 10 bytes a long; 4 strings, 2 scalars, 3 arrays of count and
+     * end */
+    size_t bound =
+        EV_FRAME_HEADER_LEN + strings + 4 * 10 + 2 * 10 + 3 * 20 + 2 * 10 * b->n + 8 * values;
+    if ((rc = reserve(c, s, bound, errstr, errstr_size)))
+        return rc;
+    put_frame_header(c->buf, s);
+    char *p = c->buf + EV_FRAME_HEADER_LEN;
+    p = put_string(p, b->device_id);
+    p = put_string(p, b->session_id);
+    p = put_string(p, b->stream_id);
+    p = put_string(p, b->stream_type);
+    p = put_long(p, b->seq);
+    p = put_long(p, b->channels);
+    p = put_long_array(p, b->device_time_ns, b->n);
+    p = put_long_array(p, b->master_time_ns, b->n);
+    p = put_long(p, (int64_t)values);
+    memcpy(p, b->values_le, 8 * values);
+    p = put_long(p + 8 * values, 0);
+    *out = c->buf;
+    *out_len = (size_t)(p - c->buf);
     return 0;
 }
 

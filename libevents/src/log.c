@@ -145,8 +145,6 @@ int ev_log_produce(ev_log *log, const char *topic, const void *key, size_t key_l
 int ev_log_emit(ev_log *log, const ev_schema *s, const char *key, avro_value_t *value,
                 const ev_emit_opts *opts, char *errstr, size_t errstr_size)
 {
-    ev__ce_storage st;
-    ev_header h[EV__CE_HEADERS];
     const void *buf;
     size_t len;
     int rc;
@@ -159,9 +157,21 @@ int ev_log_emit(ev_log *log, const ev_schema *s, const char *key, avro_value_t *
     rc = ev_codec_encode(log->codec, s, value, &buf, &len, errstr, errstr_size);
     if (rc)
         return rc;
+    return ev_log_emit_encoded(log, s, key, buf, len, opts, errstr, errstr_size);
+}
+
+int ev_log_emit_encoded(ev_log *log, const ev_schema *s, const char *key, const void *frame,
+                        size_t len, const ev_emit_opts *opts, char *errstr, size_t errstr_size)
+{
+    ev__ce_storage st;
+    ev_header h[EV__CE_HEADERS];
+
+    if (!key || !*key)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID, "emit %s: empty key (%s)",
+                        ev_schema_name(s), ev_schema_key_field(s));
     ev__ce_headers(s, opts, log->source, &st, h);
     return ev_log_produce(
-        log, log->topics[ev__schema_index(s)], key, strlen(key), buf, len, h, EV__CE_HEADERS,
+        log, log->topics[ev__schema_index(s)], key, strlen(key), frame, len, h, EV__CE_HEADERS,
         (opts && opts->time_ns ? opts->time_ns : ev_now_ns()) / 1000000, errstr, errstr_size);
 }
 

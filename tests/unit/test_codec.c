@@ -344,6 +344,106 @@ START_TEST(value_of_other_schema_refused)
 }
 END_TEST
 
+/* ev_codec_encode_samples writes what the generic encoder writes for the
+ * same SensorSampleBatch, byte for byte, whatever the sizes and values
+ * (negative and 64-bit times, NaN and signed zero, empty strings). */
+static void samples_both_ways(size_t n, int channels, const char *session, const char *type,
+                              int64_t base)
+{
+    char err[512];
+    const ev_schema *s = ev_schema_by_name("SensorSampleBatch");
+    int64_t *dev = malloc(n * sizeof(*dev)), *master = malloc(n * sizeof(*master));
+    double *x = malloc(n * (size_t)channels * sizeof(*x));
+    avro_value_t *v, f, el;
+    ck_assert_int_eq(ev_codec_value(codec, s, &v), 0);
+    avro_value_get_by_name(v, "device_id", &f, NULL);
+    avro_value_set_string(&f, "phone-7");
+    avro_value_get_by_name(v, "session_id", &f, NULL);
+    avro_value_set_string(&f, session);
+    avro_value_get_by_name(v, "stream_id", &f, NULL);
+    avro_value_set_string(&f, "gsr");
+    avro_value_get_by_name(v, "stream_type", &f, NULL);
+    avro_value_set_string(&f, type);
+    avro_value_get_by_name(v, "seq", &f, NULL);
+    avro_value_set_long(&f, base / 3);
+    avro_value_get_by_name(v, "channels", &f, NULL);
+    avro_value_set_int(&f, channels);
+    for (size_t i = 0; i < n; i++) {
+        dev[i] = base + (int64_t)i * 7919 - (i % 3 ? 0 : INT64_C(1) << 40);
+        master[i] = -dev[i] + (int64_t)(i * i);
+        avro_value_get_by_name(v, "device_time_ns", &f, NULL);
+        avro_value_append(&f, &el, NULL);
+        avro_value_set_long(&el, dev[i]);
+        avro_value_get_by_name(v, "master_time_ns", &f, NULL);
+        avro_value_append(&f, &el, NULL);
+        avro_value_set_long(&el, master[i]);
+    }
+    for (size_t k = 0; k < n * (size_t)channels; k++) {
+        x[k] = k % 5 == 0 ? NAN : k % 5 == 1 ? -0.0 : (double)k * -1.25e-3;
+        avro_value_get_by_name(v, "values", &f, NULL);
+        avro_value_append(&f, &el, NULL);
+        avro_value_set_double(&el, x[k]);
+    }
+    const void *generic, *direct;
+    size_t generic_len, direct_len;
+    ck_assert_msg(ev_codec_encode(codec, s, v, &generic, &generic_len, err, sizeof(err)) == 0, "%s",
+                  err);
+    unsigned char *want = malloc(generic_len);
+    memcpy(want, generic, generic_len);
+    ev_samples b = {.device_id = "phone-7",
+                    .session_id = *session ? session : NULL,
+                    .stream_id = "gsr",
+                    .stream_type = type,
+                    .seq = base / 3,
+                    .channels = channels,
+                    .n = n,
+                    .device_time_ns = dev,
+                    .master_time_ns = master,
+                    .values_le = x};
+    ck_assert_msg(ev_codec_encode_samples(codec, &b, &direct, &direct_len, err, sizeof(err)) == 0,
+                  "%s", err);
+    ck_assert_uint_eq(direct_len, generic_len);
+    ck_assert_msg(memcmp(direct, want, generic_len) == 0, "n=%zu channels=%d: bytes differ", n,
+                  channels);
+    /* and it decodes as the record it is */
+    const ev_schema *got;
+    ck_assert_int_eq(ev_codec_decode(codec, direct, direct_len, &got, &v, err, sizeof(err)), 0);
+    ck_assert_ptr_eq(got, s);
+    free(want);
+    free(dev);
+    free(master);
+    free(x);
+}
+
+START_TEST(samples_direct_equals_generic)
+{
+    samples_both_ways(1, 1, "", "", 0);
+    samples_both_ways(13, 4, "s-20261204", "gsr", INT64_C(1764800000123456789));
+    samples_both_ways(70, 130, "s", "", -INT64_C(4611686018427387904));
+    samples_both_ways(5000, 3, "a-session-id-of-some-length", "thermal", 64); /* > 64 KiB */
+}
+END_TEST
+
+START_TEST(samples_direct_refuses_empty)
+{
+    char err[256];
+    const void *out;
+    size_t len;
+    int64_t t = 1;
+    double x = 0;
+    ev_samples b = {.device_id = "d",
+                    .stream_id = "s",
+                    .channels = 1,
+                    .n = 0,
+                    .device_time_ns = &t,
+                    .master_time_ns = &t,
+                    .values_le = &x};
+    ck_assert_int_eq(ev_codec_encode_samples(codec, &b, &out, &len, err, sizeof(err)),
+                     EV_ERR_INVALID);
+    ck_assert(strstr(err, "n >= 1") != NULL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("codec");
@@ -362,6 +462,8 @@ int main(void)
     tcase_add_test(tc, corrupt_bytes_never_crash);
     tcase_add_test(tc, large_record_grows_buffer);
     tcase_add_test(tc, value_of_other_schema_refused);
+    tcase_add_test(tc, samples_direct_equals_generic);
+    tcase_add_test(tc, samples_direct_refuses_empty);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
