@@ -145,18 +145,26 @@ size_t cli_buf_cap_for(const cli_buf *b, size_t n)
     return b->len + n > b->cap ? cap : b->cap;
 }
 
-int cli_buf_append(cli_buf *b, const void *p, size_t n)
+unsigned char *cli_buf_room(cli_buf *b, size_t n)
 {
     if (b->len + n > b->cap) {
         size_t cap = cli_buf_cap_for(b, n);
         unsigned char *grown = realloc(b->data, cap);
         if (!grown)
-            return -1;
+            return NULL;
         b->data = grown;
         b->cap = cap;
     }
+    return b->data + b->len;
+}
+
+int cli_buf_append(cli_buf *b, const void *p, size_t n)
+{
+    unsigned char *at = cli_buf_room(b, n);
+    if (!at)
+        return -1;
     if (n)
-        memcpy(b->data + b->len, p, n);
+        memcpy(at, p, n);
     b->len += n;
     return 0;
 }

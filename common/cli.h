@@ -163,6 +163,11 @@ typedef struct cli_buf {
 /* Appends n bytes of p (copied). 0, or -1 when out of memory (the buffer
  * is unchanged). */
 int cli_buf_append(cli_buf *b, const void *p, size_t n);
+/* Room for n more bytes: where they go (b->data + b->len), or NULL when
+ * out of memory (the buffer is unchanged). The caller writes them and adds
+ * what it wrote to b->len; a buffer reused this way allocates only when a
+ * message is larger than any before. */
+unsigned char *cli_buf_room(cli_buf *b, size_t n);
 /* The capacity cli_buf_append gives b to hold n more bytes (b->cap when
  * they fit): for callers that bound what a buffer may grow to. */
 size_t cli_buf_cap_for(const cli_buf *b, size_t n);

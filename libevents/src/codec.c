@@ -23,6 +23,7 @@ struct ev_codec {
     char *buf;
     size_t buf_size;
     int samples_shape; /* ev_codec_encode_samples: 0 not checked yet, 1 fits, -1 does not */
+    const ev_schema *samples_schema;
 };
 
 ev_codec *ev_codec_new(void)
@@ -222,11 +223,13 @@ static char *put_long_array(char *p, const int64_t *x, size_t n)
 int ev_codec_encode_samples(ev_codec *c, const ev_samples *b, const void **out, size_t *out_len,
                             char *errstr, size_t errstr_size)
 {
-    const ev_schema *s = ev_schema_by_name("SensorSampleBatch");
+    const ev_schema *s = c->samples_schema;
     int rc;
 
-    if (!c->samples_shape)
+    if (!c->samples_shape) {
+        s = c->samples_schema = ev_schema_by_name("SensorSampleBatch");
         c->samples_shape = s && samples_shape_fits(ev_schema_avro(s)) ? 1 : -1;
+    }
     if (c->samples_shape < 0)
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "encode SensorSampleBatch: the catalog's schema is not the shape "

@@ -147,7 +147,7 @@ typedef struct ag_device {
     int64_t tagged_evicted_master; /* the latest first_master that left the full ring */
     /* clock-sync round */
     int round_active;
-    json_t *round_probes; /* this round's valid probes, for the record (refits) */
+    cli_buf round_probes; /* this round's valid probes (ev_clock_probe), for the record (refits) */
     int64_t probes_sent, probes_answered;
     int64_t next_probe_ns, round_deadline_ns, round_started_ns;
     /* the next round is due at next_round_ns while the node records or the
@@ -271,6 +271,8 @@ struct ag_agent {
     ag_config cfg;
     ev_log *log;
     ev_codec *codec;
+    cli_buf samples_times;  /* ingest.c: one samples message's device and master times */
+    cli_buf samples_values; /* ingest.c: a JSON samples message's values, as Avro's bytes */
     struct lws_context *ctx;
     void *loop; /* libev's, lws's foreign loop (loop.h); NULL: lws's poll() loop */
     lws_sorted_usec_list_t tick;

@@ -39,12 +39,9 @@ int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p)
         return 0; /* from an earlier round */
     if (ev_clock_est_add_probe(&d->clock, p) != 0)
         return EV_ERR_INVALID;
-    if (!d->round_probes)
-        d->round_probes = json_array();
-    json_array_append_new(d->round_probes,
-                          json_pack("{s:I, s:I, s:I, s:I}", "t1_ns", (json_int_t)p->t1, "t2_ns",
-                                    (json_int_t)p->t2, "t3_ns", (json_int_t)p->t3, "t4_ns",
-                                    (json_int_t)p->t4));
+    /* kept as they are; JSON only for the round's record (end_round). A
+     * full buffer only leaves the probe out of the record, not the fit. */
+    cli_buf_append(&d->round_probes, p, sizeof(*p));
     d->probes_answered++;
     if (d->probes_answered >= d->round_size)
         end_round(a, d); /* at once: the tick may sleep until its next due time (main.c) */
@@ -54,8 +51,6 @@ int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p)
 static void end_round(ag_agent *a, ag_device *d)
 {
     ev_clock_round r;
-    json_t *probes = d->round_probes ? d->round_probes : json_array();
-    d->round_probes = NULL;
     d->round_active = 0;
     /* 0.9 to 1.1 times the interval: devices that joined together (a
      * devsim, a lab's phones after a network blip) spread their rounds */
@@ -65,10 +60,15 @@ static void end_round(ag_agent *a, ag_device *d)
         d->fast_rounds--;
     d->next_round_ns = now + (int64_t)(spread * (double)a->cfg.sync_interval_ms * 1e6);
     d->idle_round_ns = now + (int64_t)(spread * (double)a->cfg.sync_idle_interval_ms * 1e6);
-    if (ev_clock_est_end_round(&d->clock, &r) != 0) {
-        json_decref(probes);
+    if (ev_clock_est_end_round(&d->clock, &r) != 0)
         return; /* no answer this round: try again next interval */
-    }
+    json_t *probes = json_array();
+    const ev_clock_probe *kept = (const ev_clock_probe *)d->round_probes.data;
+    for (size_t i = 0; i < d->round_probes.len / sizeof(*kept); i++)
+        json_array_append_new(probes,
+                              json_pack("{s:I, s:I, s:I, s:I}", "t1_ns", (json_int_t)kept[i].t1,
+                                        "t2_ns", (json_int_t)kept[i].t2, "t3_ns",
+                                        (json_int_t)kept[i].t3, "t4_ns", (json_int_t)kept[i].t4));
     ag_emit(
         a, "ClockOffsetMeasured", d->device_id,
         json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:I, s:i, s:I, s:I, s:I, s:I, s:o}", "device_id",
@@ -118,8 +118,7 @@ void ag_sync_tick(ag_agent *a, int64_t now, int recording)
                 continue;
             a->rounds_in_window++;
             d->round_active = 1;
-            json_decref(d->round_probes); /* of a round cut short */
-            d->round_probes = NULL;
+            d->round_probes.len = 0; /* of a round cut short */
             d->probes_sent = d->probes_answered = 0;
             d->next_probe_ns = d->round_started_ns = now;
             /* more probes while the device's window is filling: its drift,

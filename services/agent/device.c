@@ -69,7 +69,7 @@ void ag_device_free_all(ag_agent *a)
 {
     for (size_t i = 0; i < a->device_count; i++) {
         json_decref(a->devices[i]->next_seq);
-        json_decref(a->devices[i]->round_probes);
+        cli_buf_free(&a->devices[i]->round_probes);
         free(a->devices[i]);
     }
     free(a->devices);

@@ -15,5 +15,12 @@ int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value,
  * v borrowed). Returns 1 when the log took it; else counts and names the
  * failure and returns 0. */
 int ag_emit_value(ag_agent *a, const ev_schema *s, const char *key, avro_value_t *v);
+/* The same for a record already framed (ev_codec_encode_samples; frame
+ * borrowed). */
+int ag_emit_encoded(ag_agent *a, const ev_schema *s, const char *key, const void *frame,
+                    size_t len);
+/* Counts and names a record of type short_name for key that could not be
+ * made or queued (err: why). */
+void ag_emit_failed(ag_agent *a, const char *short_name, const char *key, const char *err);
 
 #endif

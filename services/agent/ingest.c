@@ -16,75 +16,77 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The SensorSampleBatch value of a samples message, with its three arrays;
- * the caller fills them (from JSON or from a binary frame). */
-typedef struct samples_rec {
-    const ev_schema *schema;
-    avro_value_t *v, dev_t, master_t, flat;
-} samples_rec;
+/* The parts of a samples message, however it came (JSON or binary): the
+ * device times are in the first n of times (room for 2n: the master times
+ * go after them), values n x channels little-endian doubles. */
+typedef struct samples_msg {
+    const char *stream, *claimed; /* claimed: the session_id the device said, or NULL */
+    int64_t seq;
+    size_t n, channels;
+    int64_t *times;
+    const void *values_le;
+} samples_msg;
 
-static int samples_open(ag_agent *a, samples_rec *r, int64_t n)
+/* Room for 2n times in the agent's buffer (reused: no allocation per
+ * message once it has held the largest). */
+static int64_t *times_room(ag_agent *a, size_t n)
 {
-    r->schema = ev_schema_by_name("SensorSampleBatch");
-    if (ev_codec_value(a->codec, r->schema, &r->v) ||
-        avro_value_get_by_name(r->v, "device_time_ns", &r->dev_t, NULL) ||
-        avro_value_get_by_name(r->v, "master_time_ns", &r->master_t, NULL) ||
-        avro_value_get_by_name(r->v, "values", &r->flat, NULL)) {
-        ag_recording_account(a, NULL, NULL, "", 0, n, 0);
-        return -1;
-    }
-    return 0;
+    a->samples_times.len = 0;
+    return (int64_t *)cli_buf_room(&a->samples_times, 2 * n * sizeof(int64_t));
 }
 
-static void samples_time(const ag_agent *a, ag_device *d, samples_rec *r, int64_t dt)
+/* The catalog's, looked up once: ev_schema_by_name compares names. */
+static const ev_schema *batch_schema(void)
 {
-    avro_value_t el;
-    avro_value_append(&r->dev_t, &el, NULL);
-    avro_value_set_long(&el, dt);
-    avro_value_append(&r->master_t, &el, NULL);
-    avro_value_set_long(&el, ag_device_to_master(a, d, dt));
+    static const ev_schema *s;
+    if (!s)
+        s = ev_schema_by_name("SensorSampleBatch");
+    return s;
 }
 
-static void samples_value(samples_rec *r, double x)
+/* The common tail of both encodings: master times, session membership,
+ * sequence gaps, the record (written straight from the parts,
+ * ev_codec_encode_samples), emit and count. */
+static void samples_emit(ag_agent *a, ag_device *d, const samples_msg *m)
 {
-    avro_value_t el;
-    avro_value_append(&r->flat, &el, NULL);
-    avro_value_set_double(&el, x);
-}
-
-/* The common tail of both encodings: session membership, sequence gaps,
- * the record's scalar fields, emit and count. */
-static void samples_emit(ag_agent *a, ag_device *d, samples_rec *r, const char *claimed,
-                         const char *stream, int64_t seq, size_t n, size_t channels, int64_t first)
-{
-    avro_value_t f;
-    ag_tag tag = ag_recording_tag(a, d, claimed, first, ag_device_to_master(a, d, first), stream);
+    int64_t *dev_t = m->times, *master_t = m->times + m->n;
+    for (size_t i = 0; i < m->n; i++)
+        master_t[i] = ag_device_to_master(a, d, dev_t[i]);
+    ag_tag tag = ag_recording_tag(a, d, m->claimed, dev_t[0], master_t[0], m->stream);
     /* Sequence gaps: counted, not hidden. */
-    json_t *next = json_object_get(d->next_seq, stream);
-    if (next && seq > json_integer_value(next))
-        ag_recording_gap(a, d, tag.cnt, seq - json_integer_value(next));
-    json_object_set_new(d->next_seq, stream, json_integer(seq + (int64_t)n));
-    avro_value_get_by_name(r->v, "device_id", &f, NULL);
-    avro_value_set_string(&f, d->device_id);
-    avro_value_get_by_name(r->v, "session_id", &f, NULL);
-    avro_value_set_string(&f, tag.session);
-    avro_value_get_by_name(r->v, "stream_id", &f, NULL);
-    avro_value_set_string(&f, stream);
-    avro_value_get_by_name(r->v, "seq", &f, NULL);
-    avro_value_set_long(&f, seq);
-    avro_value_get_by_name(r->v, "channels", &f, NULL);
-    avro_value_set_int(&f, (int)channels);
-    int64_t bytes = (int64_t)(n * channels * sizeof(double));
-    int delivered = ag_emit_value(a, r->schema, d->device_id, r->v);
-    ag_recording_account(a, d, &tag, stream, delivered, (int64_t)n, bytes);
+    json_t *next = json_object_get(d->next_seq, m->stream);
+    if (next && m->seq > json_integer_value(next))
+        ag_recording_gap(a, d, tag.cnt, m->seq - json_integer_value(next));
+    if (next)
+        json_integer_set(next, m->seq + (int64_t)m->n);
+    else
+        json_object_set_new(d->next_seq, m->stream, json_integer(m->seq + (int64_t)m->n));
+    ev_samples rec = {.device_id = d->device_id,
+                      .session_id = tag.session,
+                      .stream_id = m->stream,
+                      .seq = m->seq,
+                      .channels = (int32_t)m->channels,
+                      .n = m->n,
+                      .device_time_ns = dev_t,
+                      .master_time_ns = master_t,
+                      .values_le = m->values_le};
+    const void *frame;
+    size_t len;
+    char err[512];
+    int delivered = 0;
+    if (ev_codec_encode_samples(a->codec, &rec, &frame, &len, err, sizeof(err)) == 0)
+        delivered = ag_emit_encoded(a, batch_schema(), d->device_id, frame, len);
+    else
+        ag_emit_failed(a, "SensorSampleBatch", d->device_id, err);
+    ag_recording_account(a, d, &tag, m->stream, delivered, (int64_t)m->n,
+                         (int64_t)(m->n * m->channels * sizeof(double)));
 }
 
 /* A sequence number the agent can count gaps with: an integer in
  * 0 .. 2^53 (exact in every JSON reader), so seq + n never overflows. */
-static int ag_seq_ok(const json_t *seq)
+static int ag_seq_ok(int64_t seq)
 {
-    return json_is_integer(seq) && json_integer_value(seq) >= 0 &&
-           json_integer_value(seq) <= (1LL << 53);
+    return seq >= 0 && seq <= (1LL << 53);
 }
 
 /* 0 when stream was declared in the device's hello; else says so to the
@@ -100,15 +102,24 @@ static int declared(ag_agent *a, ag_conn *c, const char *stream, const char *ref
     return -1;
 }
 
+/* A little-endian copy of x at p (Avro's bytes for a double). */
+static void put_double_le(unsigned char *p, double x)
+{
+    uint64_t u;
+    memcpy(&u, &x, 8);
+    u = htole64(u);
+    memcpy(p, &u, 8);
+}
+
 void ag_ingest_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, const char *ref)
 {
-    ag_device *d = c->dev;
     const char *stream = json_string_value(json_object_get(payload, "stream_id"));
     json_t *seq = json_object_get(payload, "seq"), *t = json_object_get(payload, "t"),
            *values = json_object_get(payload, "values");
     size_t n = json_array_size(t), channels = json_array_size(json_array_get(values, 0));
-    if (!stream || !*stream || !ag_seq_ok(seq) || !json_is_array(t) || !json_is_array(values) ||
-        json_array_size(values) != n || n == 0 || channels == 0) {
+    if (!stream || !*stream || !json_is_integer(seq) || !ag_seq_ok(json_integer_value(seq)) ||
+        !json_is_array(t) || !json_is_array(values) || json_array_size(values) != n || n == 0 ||
+        channels == 0) {
         ag_send_invalid(a, c,
                         "payload: expected stream_id, seq (0 .. 2^53), t [ns...] and values "
                         "[[...], ...] with one row per t",
@@ -117,15 +128,17 @@ void ag_ingest_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
     }
     if (declared(a, c, stream, ref))
         return;
-    /* Written into the codec's Avro value straight from the parsed message
-     * (no JSON record in between). */
     static const char bad_row[] = "payload: every t must be an integer and every row of values "
                                   "have the same number of channels, all numbers";
-    samples_rec r;
-    size_t i, k;
-    json_t *row, *x;
-    if (samples_open(a, &r, (int64_t)n))
+    int64_t *times = times_room(a, n);
+    a->samples_values.len = 0;
+    unsigned char *x = cli_buf_room(&a->samples_values, n * channels * 8);
+    if (!times || !x) {
+        ag_send_error(a, c, "internal", "out of memory", ref);
         return;
+    }
+    size_t i, k;
+    json_t *row, *el;
     json_array_foreach(values, i, row)
     {
         json_t *ti = json_array_get(t, i);
@@ -133,32 +146,40 @@ void ag_ingest_samples(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, co
             ag_send_invalid(a, c, bad_row, ref);
             return;
         }
-        samples_time(a, d, &r, json_integer_value(ti));
-        json_array_foreach(row, k, x)
+        times[i] = json_integer_value(ti);
+        json_array_foreach(row, k, el)
         {
-            if (!json_is_number(x)) {
+            if (!json_is_number(el)) {
                 ag_send_invalid(a, c, bad_row, ref);
                 return;
             }
-            samples_value(&r, json_number_value(x));
+            put_double_le(x + 8 * (i * channels + k), json_number_value(el));
         }
     }
-    samples_emit(a, d, &r, json_string_value(json_object_get(env, "session_id")), stream,
-                 json_integer_value(seq), n, channels, json_integer_value(json_array_get(t, 0)));
+    samples_emit(a, c->dev,
+                 &(samples_msg){.stream = stream,
+                                .claimed = json_string_value(json_object_get(env, "session_id")),
+                                .seq = json_integer_value(seq),
+                                .n = n,
+                                .channels = channels,
+                                .times = times,
+                                .values_le = x});
 }
 
 /* Binary samples: header {type: "samples", stream_id, seq, n, channels,
  * session_id?}, body n int64 device timestamps then n x channels float64
- * values, row-major, all little-endian. No number is parsed from text:
- * at 1024 devices this is most of what the agent does. */
-void ag_ingest_samples_binary(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *body,
+ * values, row-major, all little-endian. No number is parsed from text and
+ * the values go into the record as they came (Avro's doubles are the same
+ * bytes): at 1024 devices this is most of what the agent does. */
+void ag_ingest_samples_binary(ag_agent *a, ag_conn *c, const ev_jflat *h, const unsigned char *body,
                               size_t len)
 {
-    const char *stream = json_string_value(json_object_get(h, "stream_id"));
-    json_t *seq = json_object_get(h, "seq");
-    json_int_t n = json_integer_value(json_object_get(h, "n")),
-               channels = json_integer_value(json_object_get(h, "channels"));
+    const char *stream = ev_jflat_string(h, -1, "stream_id");
+    int64_t seq = -1, n = 0, channels = 0;
     char why[256];
+    ev_jflat_integer(h, -1, "seq", &seq);
+    ev_jflat_integer(h, -1, "n", &n);
+    ev_jflat_integer(h, -1, "channels", &channels);
     if (!stream || !*stream || !ag_seq_ok(seq) || n < 1 || n > 65536 || channels < 1 ||
         channels > 1024) {
         ag_send_invalid(a, c,
@@ -178,24 +199,24 @@ void ag_ingest_samples_binary(ag_agent *a, ag_conn *c, json_t *h, const unsigned
         ag_send_invalid(a, c, why, NULL);
         return;
     }
-    samples_rec r;
-    if (samples_open(a, &r, (int64_t)n))
+    int64_t *times = times_room(a, (size_t)n);
+    if (!times) {
+        ag_send_error(a, c, "internal", "out of memory", NULL);
         return;
-    uint64_t u;
-    for (json_int_t i = 0; i < n; i++) {
+    }
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t u;
         memcpy(&u, body + 8 * i, 8);
-        samples_time(a, c->dev, &r, (int64_t)le64toh(u));
+        times[i] = (int64_t)le64toh(u);
     }
-    for (json_int_t i = 0; i < n * channels; i++) {
-        double x;
-        memcpy(&u, body + 8 * (n + i), 8);
-        u = le64toh(u);
-        memcpy(&x, &u, 8);
-        samples_value(&r, x);
-    }
-    memcpy(&u, body, 8);
-    samples_emit(a, c->dev, &r, json_string_value(json_object_get(h, "session_id")), stream,
-                 json_integer_value(seq), (size_t)n, (size_t)channels, (int64_t)le64toh(u));
+    samples_emit(a, c->dev,
+                 &(samples_msg){.stream = stream,
+                                .claimed = ev_jflat_string(h, -1, "session_id"),
+                                .seq = seq,
+                                .n = (size_t)n,
+                                .channels = (size_t)channels,
+                                .times = times,
+                                .values_le = body + 8 * n});
 }
 
 void ag_ingest_status(ag_agent *a, ag_conn *c, json_t *payload, const char *ref)
@@ -239,29 +260,32 @@ void ag_ingest_sync_mark(ag_agent *a, ag_conn *c, json_t *env, json_t *payload, 
 
 /* Media: header {stream_id, seq, codec, pts, keyframe, ts, width, height,
  * session_id}, body the encoded packet. */
-void ag_ingest_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *packet, size_t bytes)
+void ag_ingest_media(ag_agent *a, ag_conn *c, const ev_jflat *h, const unsigned char *packet,
+                     size_t bytes)
 {
-    const char *stream = json_string_value(json_object_get(h, "stream_id"));
-    const char *codec = json_string_value(json_object_get(h, "codec"));
-    if (!stream || !codec || !json_is_integer(json_object_get(h, "pts"))) {
+    const char *stream = ev_jflat_string(h, -1, "stream_id");
+    const char *codec = ev_jflat_string(h, -1, "codec");
+    int64_t pts, ts = 0, seq = -1, width = 0, height = 0;
+    if (!stream || !codec || !ev_jflat_integer(h, -1, "pts", &pts)) {
         ag_send_invalid(a, c, "binary media header: expected {stream_id, codec, pts, ...}", NULL);
         return;
     }
     if (declared(a, c, stream, NULL))
         return;
-    int64_t ts = json_integer_value(json_object_get(h, "ts"));
+    ev_jflat_integer(h, -1, "ts", &ts);
+    int has_seq = ev_jflat_integer(h, -1, "seq", &seq);
+    ev_jflat_integer(h, -1, "width", &width);
+    ev_jflat_integer(h, -1, "height", &height);
+    const ev_jmember *key = ev_jflat_get(h, -1, "keyframe");
     int64_t master = ag_device_to_master(a, c->dev, ts);
-    ag_tag tag = ag_recording_tag(a, c->dev, json_string_value(json_object_get(h, "session_id")),
-                                  ts, master, stream);
-    json_t *rec =
-        json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I, s:I, s:i, s:i, s:s}", "device_id",
-                  c->dev->device_id, "session_id", tag.session, "stream_id", stream, "seq",
-                  (json_int_t)json_integer_value(json_object_get(h, "seq")), "codec", codec, "pts",
-                  (json_int_t)json_integer_value(json_object_get(h, "pts")), "keyframe",
-                  json_is_true(json_object_get(h, "keyframe")), "device_time_ns", (json_int_t)ts,
-                  "master_time_ns", (json_int_t)master, "width",
-                  (int)json_integer_value(json_object_get(h, "width")), "height",
-                  (int)json_integer_value(json_object_get(h, "height")), "data", "");
+    ag_tag tag =
+        ag_recording_tag(a, c->dev, ev_jflat_string(h, -1, "session_id"), ts, master, stream);
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I, s:I, s:i, s:i, s:s}",
+                            "device_id", c->dev->device_id, "session_id", tag.session, "stream_id",
+                            stream, "seq", (json_int_t)(has_seq ? seq : 0), "codec", codec, "pts",
+                            (json_int_t)pts, "keyframe", key && key->kind == EV_JTRUE,
+                            "device_time_ns", (json_int_t)ts, "master_time_ns", (json_int_t)master,
+                            "width", (int)width, "height", (int)height, "data", "");
     /* The packet goes into the record as it is, not through JSON. */
     char err[512];
     const ev_schema *s = ev_schema_by_name("MediaPacket");
@@ -278,12 +302,11 @@ void ag_ingest_media(ag_agent *a, ag_conn *c, json_t *h, const unsigned char *pa
     }
     /* Packet sequence gaps (packets made while no agent read them), as for
      * samples; a device that sends no seq never has one. */
-    json_t *seq = json_object_get(h, "seq"), *next = json_object_get(c->dev->next_seq, stream);
-    if (json_is_integer(seq) && json_integer_value(seq) >= 0) {
-        if (next && json_integer_value(seq) > json_integer_value(next))
-            ag_recording_gap(a, c->dev, tag.cnt,
-                             json_integer_value(seq) - json_integer_value(next));
-        json_object_set_new(c->dev->next_seq, stream, json_integer(json_integer_value(seq) + 1));
+    json_t *next = json_object_get(c->dev->next_seq, stream);
+    if (has_seq && seq >= 0) {
+        if (next && seq > json_integer_value(next))
+            ag_recording_gap(a, c->dev, tag.cnt, seq - json_integer_value(next));
+        json_object_set_new(c->dev->next_seq, stream, json_integer(seq + 1));
     }
     int delivered = ag_emit_value(a, s, c->dev->device_id, v);
     ag_recording_account(a, c->dev, &tag, stream, delivered, 1, (int64_t)bytes);

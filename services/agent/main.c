@@ -593,6 +593,8 @@ out:
     ag_device_free_all(a);
     ag_recording_free(a);
     ev_codec_destroy(a->codec);
+    cli_buf_free(&a->samples_times);
+    cli_buf_free(&a->samples_values);
     cli_auth_free(&a->auth);
     json_decref(a->pending);
     return exit_code;

@@ -170,57 +170,63 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
 
 /* -------------------------------------------------------------- time sync */
 
-static int stamp_ok(const json_t *t)
+/* A clock answer {type: "time_resp", id?, payload: {t1, t2, t3}}, read
+ * without a tree (ev_jflat): a device answers 8 probes a round. */
+static void on_time_resp(ag_agent *a, ag_conn *c, const ev_jflat *j, int64_t t4)
 {
-    const json_int_t lim = (json_int_t)1 << 62;
-    return json_is_integer(t) && json_integer_value(t) > -lim && json_integer_value(t) < lim;
-}
-
-static void on_time_resp(ag_agent *a, ag_conn *c, json_t *payload, int64_t t4, const char *ref)
-{
-    json_t *t1 = json_object_get(payload, "t1"), *t2 = json_object_get(payload, "t2"),
-           *t3 = json_object_get(payload, "t3");
     /* |t| < 2^62 ns (146 years): the estimator's differences and sums of
      * two stamps cannot overflow */
-    if (!stamp_ok(t1) || !stamp_ok(t2) || !stamp_ok(t3)) {
-        ag_send_invalid(a, c, "payload: expected integers t1, t2, t3 (ns, |t| < 2^62)", ref);
+    const int64_t lim = (int64_t)1 << 62;
+    int payload = ev_jflat_object(j, -1, "payload");
+    ev_clock_probe p = {.t4 = t4};
+    if (!ev_jflat_integer(j, payload, "t1", &p.t1) || !ev_jflat_integer(j, payload, "t2", &p.t2) ||
+        !ev_jflat_integer(j, payload, "t3", &p.t3) || p.t1 <= -lim || p.t1 >= lim || p.t2 <= -lim ||
+        p.t2 >= lim || p.t3 <= -lim || p.t3 >= lim) {
+        ag_send_invalid(a, c, "payload: expected integers t1, t2, t3 (ns, |t| < 2^62)",
+                        ev_jflat_string(j, -1, "id"));
         return;
     }
-    ev_clock_probe p = {json_integer_value(t1), json_integer_value(t2), json_integer_value(t3), t4};
     if (ag_clock_answer(a, c->dev, &p) != 0)
-        ag_send_invalid(a, c, "time_resp: t3 < t2 or t4 < t1", ref);
+        ag_send_invalid(a, c, "time_resp: t3 < t2 or t4 < t1", ev_jflat_string(j, -1, "id"));
 }
 
 /* ---------------------------------------------------------------- binary */
 
 /* Binary frame: 4-byte big-endian length N, N bytes of JSON header, then
  * the body; the header's "type" says what the body is ("media" when
- * absent). */
+ * absent). The header is read without a tree (ev_jflat). */
 static void on_binary(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len)
 {
     size_t hlen =
         len >= 4 ? ((size_t)msg[0] << 24 | (size_t)msg[1] << 16 | (size_t)msg[2] << 8 | msg[3]) : 0;
-    json_t *h = hlen && hlen <= len - 4 ? json_loadb((const char *)msg + 4, hlen, 0, NULL) : NULL;
-    const char *type = json_string_value(json_object_get(h, "type"));
-    if (!json_is_object(h)) {
-        ag_send_invalid(a, c,
-                        "binary frame: expected a 4-byte big-endian header length, a JSON object "
-                        "header, then the body",
-                        NULL);
-    } else if (!type || strcmp(type, "media") == 0) {
-        ag_ingest_media(a, c, h, msg + 4 + hlen, len - 4 - hlen);
-    } else if (strcmp(type, "samples") == 0) {
-        ag_ingest_samples_binary(a, c, h, msg + 4 + hlen, len - 4 - hlen);
+    ev_jflat h;
+    char err[160], why[320];
+    if (!hlen || hlen > len - 4 || ev_jflat_read(&h, msg + 4, hlen, err, sizeof(err)) != 0) {
+        snprintf(why, sizeof(why),
+                 "binary frame: expected a 4-byte big-endian header length, a JSON object "
+                 "header, then the body%s%s",
+                 hlen && hlen <= len - 4 ? ": header: " : "", hlen && hlen <= len - 4 ? err : "");
+        ag_send_invalid(a, c, why, NULL);
+        return;
+    }
+    const ev_jmember *tm = ev_jflat_get(&h, -1, "type");
+    const char *type = ev_jflat_string(&h, -1, "type");
+    if (!tm || (type && strcmp(type, "media") == 0)) {
+        ag_ingest_media(a, c, &h, msg + 4 + hlen, len - 4 - hlen);
+    } else if (type && strcmp(type, "samples") == 0) {
+        ag_ingest_samples_binary(a, c, &h, msg + 4 + hlen, len - 4 - hlen);
     } else {
-        char why[128];
         a->n.unknown_type++;
-        snprintf(why, sizeof(why), "unknown binary frame type '%.64s'", type);
+        snprintf(why, sizeof(why), "unknown binary frame type '%.64s'", type ? type : "");
         ag_send_error(a, c, "unknown_type", why, NULL);
     }
-    json_decref(h);
 }
 
 /* --------------------------------------------------------------- dispatch */
+
+/* Text messages up to this long are first read by ev_jflat (a clock
+ * answer is ~130 bytes); longer ones only by jansson. */
+#define AG_FAST_TEXT_MAX 1024
 
 /* Token bucket per connection: a flood gets one error a second, then
  * silence; a connection refused more than agent.rate_burst messages within
@@ -264,6 +270,18 @@ void ag_on_message(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len
         on_binary(a, c, msg, len);
         return;
     }
+    /* Clock answers, most of the text a device sends, are read without a
+     * tree; the rest (and anything ev_jflat refuses) by jansson. */
+    ev_jflat j;
+    char fast_err[160] = "";
+    const char *fast_type = NULL;
+    if (len <= AG_FAST_TEXT_MAX && ev_jflat_read(&j, msg, len, fast_err, sizeof(fast_err)) == 0 &&
+        !j.duplicates)
+        fast_type = ev_jflat_string(&j, -1, "type");
+    if (fast_type && c->dev && strcmp(fast_type, "time_resp") == 0) {
+        on_time_resp(a, c, &j, t4);
+        return;
+    }
     json_t *env = json_loadb((const char *)msg, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!env) {
         a->n.bad_json++;
@@ -283,7 +301,13 @@ void ag_on_message(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t len
         a->n.not_registered++;
         ag_send_error(a, c, "not_registered", "send hello first", ref);
     } else if (strcmp(type, "time_resp") == 0) {
-        on_time_resp(a, c, payload, t4, ref);
+        /* jansson read it and ev_jflat did not: past ev_jflat's limits
+         * (1 KiB, 32 members, -2^63) */
+        snprintf(why, sizeof(why),
+                 "payload: expected integers t1, t2, t3 (ns, |t| < 2^62) in at most 1 KiB of "
+                 "JSON%s%s",
+                 *fast_err ? ": " : "", fast_err);
+        ag_send_invalid(a, c, why, ref);
     } else if (strcmp(type, "samples") == 0) {
         ag_ingest_samples(a, c, env, payload, ref);
     } else if (strcmp(type, "status") == 0) {

@@ -171,5 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     conn_close(&a, &c);
     ag_device_free_all(&a);
     ag_recording_free(&a);
+    cli_buf_free(&a.samples_times);
+    cli_buf_free(&a.samples_values);
     return 0;
 }
