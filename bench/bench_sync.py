@@ -47,12 +47,13 @@ def proc_stats(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
+    user = int(fields[11]) / ticks
     hwm = 0
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) * 1024
-    return cpu, hwm
+    return cpu, hwm, user
 
 
 def pct(xs, p):
@@ -82,6 +83,7 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
                                       str(seconds), "--truth", truths[-1]] + DEVSIM_OPTS,
                                      stderr=subprocess.DEVNULL))
     cpu0 = sum(proc_stats(p.pid)[0] for p in procs)
+    user0 = sum(proc_stats(p.pid)[2] for p in procs)
     t0 = time.time()
     rss = []  # (s, agents' VmRSS bytes) every 10 s: growth over a long run
     while any(s.poll() is None for s in sims):
@@ -99,6 +101,7 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     sim_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
     cpu1 = sum(proc_stats(p.pid)[0] for p in procs)
+    user1 = sum(proc_stats(p.pid)[2] for p in procs)
     hwm = sum(proc_stats(p.pid)[1] for p in procs)
     for p in procs:
         p.terminate()
@@ -143,6 +146,8 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
           % (len(last_round), devices, disconnects, max_gap / 1e9))
     # each devsim device makes 128 + 100 samples a second (gsr, imu) unless --samples none
     samples = 0 if {"none", "--samples=none"} & set(DEVSIM_OPTS) else devices * 228 * seconds
+    print("        agent cpu in user space %.1f%%, in the kernel %.1f%%" % (
+        100.0 * (user1 - user0) / wall, 100.0 * ((cpu1 - cpu0) - (user1 - user0)) / wall))
     print("        devsim cpu %.1f%% of a core for %d devices%s" % (
         100.0 * sim_cpu / wall, devices,
         ", %.2f us per sample sent (probes included)" % (sim_cpu * 1e6 / samples) if samples else ""))

@@ -151,6 +151,21 @@ typedef struct ev_samples {
 int ev_codec_encode_samples(ev_codec *codec, const ev_samples *samples, const void **out,
                             size_t *out_len, char *errstr, size_t errstr_size);
 
+/* A MediaPacket given as its parts (schemas/MediaPacket.avsc), borrowed
+ * for the call. */
+typedef struct ev_media {
+    const char *device_id, *session_id, *stream_id, *codec; /* NULL: "" */
+    int64_t seq, pts, device_time_ns, master_time_ns;
+    int32_t width, height, time_base_den; /* time_base_den: the schema's default is 1e9 */
+    int keyframe;
+    const void *data; /* the encoded packet, copied once into the codec's buffer */
+    size_t data_len;
+} ev_media;
+
+/* The same for a MediaPacket: one copy of the packet, no Avro value. */
+int ev_codec_encode_media(ev_codec *codec, const ev_media *media, const void **out, size_t *out_len,
+                          char *errstr, size_t errstr_size);
+
 /* Decodes a framed record. On success *schema is its record type and *value
  * the codec's reusable value for it (see ev_codec_value). Errors:
  * EV_ERR_TRUNCATED (shorter than a frame or than its fields),

@@ -13,6 +13,12 @@
 
 #define CODEC_INITIAL_BUF (64 * 1024)
 
+/* A direct encoder's schema: 0 not checked yet, 1 fits, -1 does not. */
+typedef struct ev_codec_shape {
+    int state;
+    const ev_schema *schema;
+} ev_codec_shape;
+
 struct ev_codec {
     avro_value_t *values; /* one per catalog entry; iface NULL until used */
     size_t value_count;
@@ -22,8 +28,7 @@ struct ev_codec {
     avro_reader_t reader;
     char *buf;
     size_t buf_size;
-    int samples_shape; /* ev_codec_encode_samples: 0 not checked yet, 1 fits, -1 does not */
-    const ev_schema *samples_schema;
+    ev_codec_shape samples, media; /* the direct encoders' schemas, checked once */
 };
 
 ev_codec *ev_codec_new(void)
@@ -156,11 +161,14 @@ int ev_codec_encode(ev_codec *c, const ev_schema *s, avro_value_t *value, const 
 
 /* ----------------------------------------------- SensorSampleBatch, direct */
 
-/* The fields ev_codec_encode_samples writes, in the schema's order. */
-static const struct {
+/* A record's fields as a direct encoder writes them, in the schema's
+ * order: it checks the catalog's schema against this once per codec. */
+typedef struct shape_field {
     const char *name;
     avro_type_t type, items; /* items: of an array */
-} samples_fields[] = {
+} shape_field;
+
+static const shape_field samples_fields[] = {
     {"device_id", AVRO_STRING, 0},
     {"session_id", AVRO_STRING, 0},
     {"stream_id", AVRO_STRING, 0},
@@ -171,22 +179,49 @@ static const struct {
     {"master_time_ns", AVRO_ARRAY, AVRO_INT64},
     {"values", AVRO_ARRAY, AVRO_DOUBLE},
 };
-#define SAMPLES_FIELDS (sizeof(samples_fields) / sizeof(samples_fields[0]))
 
-static int samples_shape_fits(avro_schema_t rec)
+static const shape_field media_fields[] = {
+    {"device_id", AVRO_STRING, 0},     {"session_id", AVRO_STRING, 0},
+    {"stream_id", AVRO_STRING, 0},     {"seq", AVRO_INT64, 0},
+    {"codec", AVRO_STRING, 0},         {"width", AVRO_INT32, 0},
+    {"height", AVRO_INT32, 0},         {"pts", AVRO_INT64, 0},
+    {"time_base_den", AVRO_INT32, 0},  {"keyframe", AVRO_BOOLEAN, 0},
+    {"device_time_ns", AVRO_INT64, 0}, {"master_time_ns", AVRO_INT64, 0},
+    {"data", AVRO_BYTES, 0},
+};
+
+static int shape_fits(avro_schema_t rec, const shape_field *fields, size_t count)
 {
-    if (avro_schema_record_size(rec) != SAMPLES_FIELDS)
+    if (avro_schema_record_size(rec) != count)
         return 0;
-    for (size_t i = 0; i < SAMPLES_FIELDS; i++) {
+    for (size_t i = 0; i < count; i++) {
         avro_schema_t f = avro_schema_record_field_get_by_index(rec, (int)i);
         const char *name = avro_schema_record_field_name(rec, (int)i);
-        if (!f || !name || strcmp(name, samples_fields[i].name) != 0 ||
-            avro_typeof(f) != samples_fields[i].type ||
-            (samples_fields[i].type == AVRO_ARRAY &&
-             avro_typeof(avro_schema_array_items(f)) != samples_fields[i].items))
+        if (!f || !name || strcmp(name, fields[i].name) != 0 || avro_typeof(f) != fields[i].type ||
+            (fields[i].type == AVRO_ARRAY &&
+             avro_typeof(avro_schema_array_items(f)) != fields[i].items))
             return 0;
     }
     return 1;
+}
+
+/* The catalog's schema of name when it is the shape fields say (looked up
+ * and checked once: *checked), else NULL and errstr says so. */
+static const ev_schema *shaped(ev_codec_shape *checked, const char *name, const shape_field *fields,
+                               size_t count, char *errstr, size_t errstr_size)
+{
+    if (!checked->state) {
+        checked->schema = ev_schema_by_name(name);
+        checked->state =
+            checked->schema && shape_fits(ev_schema_avro(checked->schema), fields, count) ? 1 : -1;
+    }
+    if (checked->state > 0)
+        return checked->schema;
+    ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+             "encode %s: the catalog's schema is not the shape libevents/src/codec.c writes "
+             "straight",
+             name);
+    return NULL;
 }
 
 /* Avro's long and int: zig-zag, then 7 bits a byte, low first. */
@@ -223,17 +258,13 @@ static char *put_long_array(char *p, const int64_t *x, size_t n)
 int ev_codec_encode_samples(ev_codec *c, const ev_samples *b, const void **out, size_t *out_len,
                             char *errstr, size_t errstr_size)
 {
-    const ev_schema *s = c->samples_schema;
+    const ev_schema *s =
+        shaped(&c->samples, "SensorSampleBatch", samples_fields,
+               sizeof(samples_fields) / sizeof(samples_fields[0]), errstr, errstr_size);
     int rc;
 
-    if (!c->samples_shape) {
-        s = c->samples_schema = ev_schema_by_name("SensorSampleBatch");
-        c->samples_shape = s && samples_shape_fits(ev_schema_avro(s)) ? 1 : -1;
-    }
-    if (c->samples_shape < 0)
-        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
-                        "encode SensorSampleBatch: the catalog's schema is not the shape "
-                        "ev_codec_encode_samples writes (libevents/src/codec.c)");
+    if (!s)
+        return EV_ERR_INVALID;
     if (b->n < 1 || b->channels < 1 || !b->device_time_ns || !b->master_time_ns || !b->values_le)
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "encode SensorSampleBatch: expected n >= 1, channels >= 1 and all "
@@ -380,4 +411,47 @@ const char *ev_value_string(const avro_value_t *record, const char *name)
     if (avro_value_get_by_name(record, name, &f, NULL) || avro_value_get_string(&f, &s, &len) || !s)
         return "";
     return s;
+}
+
+int ev_codec_encode_media(ev_codec *c, const ev_media *m, const void **out, size_t *out_len,
+                          char *errstr, size_t errstr_size)
+{
+    const ev_schema *s =
+        shaped(&c->media, "MediaPacket", media_fields,
+               sizeof(media_fields) / sizeof(media_fields[0]), errstr, errstr_size);
+    int rc;
+
+    if (!s)
+        return EV_ERR_INVALID;
+    if (!m->data && m->data_len)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "encode MediaPacket: data is NULL with %zu bytes", m->data_len);
+    size_t strings = (m->device_id ? strlen(m->device_id) : 0) +
+                     (m->session_id ? strlen(m->session_id) : 0) +
+                     (m->stream_id ? strlen(m->stream_id) : 0) + (m->codec ? strlen(m->codec) : 0);
+    /* 4 strings and bytes with their lengths, 8 numbers, 1 boolean */
+    size_t bound = EV_FRAME_HEADER_LEN + strings + m->data_len + 5 * 10 + 8 * 10 + 1;
+    if ((rc = reserve(c, s, bound, errstr, errstr_size)))
+        return rc;
+    put_frame_header(c->buf, s);
+    char *p = c->buf + EV_FRAME_HEADER_LEN;
+    p = put_string(p, m->device_id);
+    p = put_string(p, m->session_id);
+    p = put_string(p, m->stream_id);
+    p = put_long(p, m->seq);
+    p = put_string(p, m->codec);
+    p = put_long(p, m->width);
+    p = put_long(p, m->height);
+    p = put_long(p, m->pts);
+    p = put_long(p, m->time_base_den);
+    *p++ = (char)(m->keyframe ? 1 : 0);
+    p = put_long(p, m->device_time_ns);
+    p = put_long(p, m->master_time_ns);
+    p = put_long(p, (int64_t)m->data_len);
+    if (m->data_len)
+        memcpy(p, m->data, m->data_len);
+    p += m->data_len;
+    *out = c->buf;
+    *out_len = (size_t)(p - c->buf);
+    return 0;
 }

@@ -15,6 +15,9 @@ const char *const ev_conf_known_keys[] = {
     "sqlite.synchronous",
     "sqlite.busy_timeout_ms",
     "sqlite.queue.max.bytes",
+    "sqlite.page_size",
+    "sqlite.mmap_size",
+    "sqlite.wal_autocheckpoint",
     "kafka.*",
     /* msrs-agent */
     "agent.listen",

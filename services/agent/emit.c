@@ -38,15 +38,6 @@ int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value,
     return rc;
 }
 
-int ag_emit_value(ag_agent *a, const ev_schema *s, const char *key, avro_value_t *v)
-{
-    char err[512];
-    if (ev_log_emit(a->log, s, key, v, NULL, err, sizeof(err)) == 0)
-        return taken(a, s);
-    ag_emit_failed(a, ev_schema_short_name(s), key, err);
-    return 0;
-}
-
 int ag_emit_encoded(ag_agent *a, const ev_schema *s, const char *key, const void *frame, size_t len)
 {
     char err[512];

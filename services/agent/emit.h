@@ -11,12 +11,9 @@
  * may be NULL. */
 int ag_emit(ag_agent *a, const char *short_name, const char *key, json_t *value, char *err,
             size_t err_size);
-/* Emits a record built as an Avro value (the data paths: samples, media;
- * v borrowed). Returns 1 when the log took it; else counts and names the
- * failure and returns 0. */
-int ag_emit_value(ag_agent *a, const ev_schema *s, const char *key, avro_value_t *v);
-/* The same for a record already framed (ev_codec_encode_samples; frame
- * borrowed). */
+/* Emits a record already framed (the data paths: ev_codec_encode_samples,
+ * ev_codec_encode_media; frame borrowed). Returns 1 when the log took it;
+ * else counts and names the failure and returns 0. */
 int ag_emit_encoded(ag_agent *a, const ev_schema *s, const char *key, const void *frame,
                     size_t len);
 /* Counts and names a record of type short_name for key that could not be

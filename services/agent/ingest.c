@@ -44,6 +44,14 @@ static const ev_schema *batch_schema(void)
     return s;
 }
 
+static const ev_schema *media_schema(void)
+{
+    static const ev_schema *s;
+    if (!s)
+        s = ev_schema_by_name("MediaPacket");
+    return s;
+}
+
 /* The common tail of both encodings: master times, session membership,
  * sequence gaps, the record (written straight from the parts,
  * ev_codec_encode_samples), emit and count. */
@@ -280,26 +288,6 @@ void ag_ingest_media(ag_agent *a, ag_conn *c, const ev_jflat *h, const unsigned 
     int64_t master = ag_device_to_master(a, c->dev, ts);
     ag_tag tag =
         ag_recording_tag(a, c->dev, ev_jflat_string(h, -1, "session_id"), ts, master, stream);
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I, s:I, s:i, s:i, s:s}",
-                            "device_id", c->dev->device_id, "session_id", tag.session, "stream_id",
-                            stream, "seq", (json_int_t)(has_seq ? seq : 0), "codec", codec, "pts",
-                            (json_int_t)pts, "keyframe", key && key->kind == EV_JTRUE,
-                            "device_time_ns", (json_int_t)ts, "master_time_ns", (json_int_t)master,
-                            "width", (int)width, "height", (int)height, "data", "");
-    /* The packet goes into the record as it is, not through JSON. */
-    char err[512];
-    const ev_schema *s = ev_schema_by_name("MediaPacket");
-    avro_value_t *v, data;
-    int rc = ev_codec_value(a->codec, s, &v);
-    if (!rc)
-        rc = ev_value_from_json(v, rec, err, sizeof(err));
-    json_decref(rec);
-    if (!rc && avro_value_get_by_name(v, "data", &data, NULL) == 0)
-        rc = avro_value_set_bytes(&data, (void *)packet, bytes);
-    if (rc) {
-        ag_send_invalid(a, c, err, NULL);
-        return;
-    }
     /* Packet sequence gaps (packets made while no agent read them), as for
      * samples; a device that sends no seq never has one. */
     json_t *next = json_object_get(c->dev->next_seq, stream);
@@ -308,6 +296,28 @@ void ag_ingest_media(ag_agent *a, ag_conn *c, const ev_jflat *h, const unsigned 
             ag_recording_gap(a, c->dev, tag.cnt, seq - json_integer_value(next));
         json_object_set_new(c->dev->next_seq, stream, json_integer(seq + 1));
     }
-    int delivered = ag_emit_value(a, s, c->dev->device_id, v);
+    /* The packet goes into the record as it is: one copy, no Avro value. */
+    ev_media rec = {.device_id = c->dev->device_id,
+                    .session_id = tag.session,
+                    .stream_id = stream,
+                    .codec = codec,
+                    .seq = has_seq ? seq : 0,
+                    .pts = pts,
+                    .device_time_ns = ts,
+                    .master_time_ns = master,
+                    .width = (int32_t)width,
+                    .height = (int32_t)height,
+                    .time_base_den = 1000000000,
+                    .keyframe = key && key->kind == EV_JTRUE,
+                    .data = packet,
+                    .data_len = bytes};
+    const void *frame;
+    size_t len;
+    char err[512];
+    int delivered = 0;
+    if (ev_codec_encode_media(a->codec, &rec, &frame, &len, err, sizeof(err)) == 0)
+        delivered = ag_emit_encoded(a, media_schema(), c->dev->device_id, frame, len);
+    else
+        ag_emit_failed(a, "MediaPacket", c->dev->device_id, err);
     ag_recording_account(a, c->dev, &tag, stream, delivered, 1, (int64_t)bytes);
 }

@@ -444,6 +444,63 @@ START_TEST(samples_direct_refuses_empty)
 }
 END_TEST
 
+/* ev_codec_encode_media: the generic encoder's bytes, for packets of 0
+ * bytes to past the codec's first buffer, keyframe or not. */
+static void media_both_ways(size_t bytes, int keyframe, const char *session)
+{
+    char err[512];
+    const ev_schema *s = ev_schema_by_name("MediaPacket");
+    unsigned char *packet = malloc(bytes + 1);
+    for (size_t i = 0; i < bytes; i++)
+        packet[i] = (unsigned char)(i * 131 + 7);
+    json_t *rec = json_pack(
+        "{s:s, s:s, s:s, s:I, s:s, s:i, s:i, s:I, s:b, s:I, s:I, s:s}", "device_id", "cam-1",
+        "session_id", session, "stream_id", "rgb", "seq", (json_int_t)-3, "codec", "h264", "width",
+        1280, "height", -720, "pts", (json_int_t)INT64_MIN, "keyframe", keyframe, "device_time_ns",
+        (json_int_t)INT64_MAX, "master_time_ns", (json_int_t)1764800000123456789LL, "data", "");
+    avro_value_t *v, data;
+    ck_assert_int_eq(ev_codec_value(codec, s, &v), 0);
+    ck_assert_msg(ev_value_from_json(v, rec, err, sizeof(err)) == 0, "%s", err);
+    json_decref(rec);
+    avro_value_get_by_name(v, "data", &data, NULL);
+    avro_value_set_bytes(&data, packet, bytes);
+    const void *generic, *direct;
+    size_t generic_len, direct_len;
+    ck_assert_msg(ev_codec_encode(codec, s, v, &generic, &generic_len, err, sizeof(err)) == 0, "%s",
+                  err);
+    unsigned char *want = malloc(generic_len);
+    memcpy(want, generic, generic_len);
+    ev_media m = {.device_id = "cam-1",
+                  .session_id = *session ? session : NULL,
+                  .stream_id = "rgb",
+                  .codec = "h264",
+                  .seq = -3,
+                  .pts = INT64_MIN,
+                  .device_time_ns = INT64_MAX,
+                  .master_time_ns = 1764800000123456789LL,
+                  .width = 1280,
+                  .height = -720,
+                  .time_base_den = 1000000000,
+                  .keyframe = keyframe,
+                  .data = packet,
+                  .data_len = bytes};
+    ck_assert_msg(ev_codec_encode_media(codec, &m, &direct, &direct_len, err, sizeof(err)) == 0,
+                  "%s", err);
+    ck_assert_uint_eq(direct_len, generic_len);
+    ck_assert_msg(memcmp(direct, want, generic_len) == 0, "%zu bytes: frames differ", bytes);
+    free(want);
+    free(packet);
+}
+
+START_TEST(media_direct_equals_generic)
+{
+    media_both_ways(0, 0, "");
+    media_both_ways(1, 1, "s-1");
+    media_both_ways(423000, 1, "a-session"); /* a 720p packet: past the first 64 KiB buffer */
+    media_both_ways(17, 0, "");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("codec");
@@ -464,6 +521,7 @@ int main(void)
     tcase_add_test(tc, value_of_other_schema_refused);
     tcase_add_test(tc, samples_direct_equals_generic);
     tcase_add_test(tc, samples_direct_refuses_empty);
+    tcase_add_test(tc, media_direct_equals_generic);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
