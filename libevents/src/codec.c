@@ -255,6 +255,28 @@ static char *put_long_array(char *p, const int64_t *x, size_t n)
     return n ? put_long(p, 0) : p;
 }
 
+/* The summed lengths of count strings (NULL: ""). */
+static size_t lengths(const char *const *strs, size_t count)
+{
+    size_t sum = 0;
+    for (size_t i = 0; i < count; i++)
+        sum += strs[i] ? strlen(strs[i]) : 0;
+    return sum;
+}
+
+/* A direct encoder's frame: room for bound bytes and the frame header
+ * written; *p is where the record's fields go. */
+static int start_frame(ev_codec *c, const ev_schema *s, size_t bound, char **p, char *errstr,
+                       size_t errstr_size)
+{
+    int rc = reserve(c, s, bound, errstr, errstr_size);
+    if (rc)
+        return rc;
+    put_frame_header(c->buf, s);
+    *p = c->buf + EV_FRAME_HEADER_LEN;
+    return 0;
+}
+
 int ev_codec_encode_samples(ev_codec *c, const ev_samples *b, const void **out, size_t *out_len,
                             char *errstr, size_t errstr_size)
 {
@@ -270,17 +292,14 @@ int ev_codec_encode_samples(ev_codec *c, const ev_samples *b, const void **out, 
                         "encode SensorSampleBatch: expected n >= 1, channels >= 1 and all "
                         "three arrays");
     size_t values = b->n * (size_t)b->channels;
-    size_t strings =
-        (b->device_id ? strlen(b->device_id) : 0) + (b->session_id ? strlen(b->session_id) : 0) +
-        (b->stream_id ? strlen(b->stream_id) : 0) + (b->stream_type ? strlen(b->stream_type) : 0);
+    const char *strs[] = {b->device_id, b->session_id, b->stream_id, b->stream_type};
     /* at most 10 bytes a long; 4 strings, 2 scalars, 3 arrays of count and
      * end */
-    size_t bound =
-        EV_FRAME_HEADER_LEN + strings + 4 * 10 + 2 * 10 + 3 * 20 + 2 * 10 * b->n + 8 * values;
-    if ((rc = reserve(c, s, bound, errstr, errstr_size)))
+    size_t bound = EV_FRAME_HEADER_LEN + lengths(strs, 4) + 4 * 10 + 2 * 10 + 3 * 20 +
+                   2 * 10 * b->n + 8 * values;
+    char *p;
+    if ((rc = start_frame(c, s, bound, &p, errstr, errstr_size)))
         return rc;
-    put_frame_header(c->buf, s);
-    char *p = c->buf + EV_FRAME_HEADER_LEN;
     p = put_string(p, b->device_id);
     p = put_string(p, b->session_id);
     p = put_string(p, b->stream_id);
@@ -426,15 +445,12 @@ int ev_codec_encode_media(ev_codec *c, const ev_media *m, const void **out, size
     if (!m->data && m->data_len)
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "encode MediaPacket: data is NULL with %zu bytes", m->data_len);
-    size_t strings = (m->device_id ? strlen(m->device_id) : 0) +
-                     (m->session_id ? strlen(m->session_id) : 0) +
-                     (m->stream_id ? strlen(m->stream_id) : 0) + (m->codec ? strlen(m->codec) : 0);
+    const char *strs[] = {m->device_id, m->session_id, m->stream_id, m->codec};
     /* 4 strings and bytes with their lengths, 8 numbers, 1 boolean */
-    size_t bound = EV_FRAME_HEADER_LEN + strings + m->data_len + 5 * 10 + 8 * 10 + 1;
-    if ((rc = reserve(c, s, bound, errstr, errstr_size)))
+    size_t bound = EV_FRAME_HEADER_LEN + lengths(strs, 4) + m->data_len + 5 * 10 + 8 * 10 + 1;
+    char *p;
+    if ((rc = start_frame(c, s, bound, &p, errstr, errstr_size)))
         return rc;
-    put_frame_header(c->buf, s);
-    char *p = c->buf + EV_FRAME_HEADER_LEN;
     p = put_string(p, m->device_id);
     p = put_string(p, m->session_id);
     p = put_string(p, m->stream_id);
