@@ -217,7 +217,8 @@ static void on_binary(ag_agent *a, ag_conn *c, const unsigned char *msg, size_t 
         ag_ingest_samples_binary(a, c, &h, msg + 4 + hlen, len - 4 - hlen);
     } else {
         a->n.unknown_type++;
-        snprintf(why, sizeof(why), "unknown binary frame type '%.64s'", type ? type : "");
+        snprintf(why, sizeof(why), "unknown binary frame type '%.64s'",
+                 type ? type : "(not a string)");
         ag_send_error(a, c, "unknown_type", why, NULL);
     }
 }

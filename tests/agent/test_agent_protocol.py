@@ -212,6 +212,24 @@ async def scenario(url, db):
     await good.ws.send(binary_samples({"type": "hologram"}, [], []))
     e = await good.wait_error("unknown_type")
     check(e is not None and "hologram" in e["message"], "unknown binary frame type named: %r" % e)
+    # Headers are read by an event parser (ev_jflat): its refusals name the
+    # byte and the reason, and the connection goes on (docs/protocol.md).
+    await good.ws.send(b"\x00\x00\x00\x07{bad:1}")
+    e = await good.wait_error("invalid")
+    check(e is not None and "header: JSON: at byte" in e["message"], "binary header not JSON: invalid, where: %r" % e)
+    many = {"type": "samples", "stream_id": "imu", "seq": 9, "n": 1, "channels": 1}
+    many.update({"x%d" % i: i for i in range(30)})
+    await good.ws.send(binary_samples(many, [t0], [1.0]))
+    e = await good.wait_error("invalid")
+    check(e is not None and "more than 32 members" in e["message"], "binary header of 35 members: invalid: %r" % e)
+    await good.ws.send(binary_samples({"type": "samples", "stream_id": "imu\u0000x", "seq": 9, "n": 1,
+                                       "channels": 1}, [t0], [1.0]))
+    e = await good.wait_error("invalid")
+    check(e is not None and "u0000" in e["message"], "binary header with a NUL in a string: invalid: %r" % e)
+    await good.ws.send(json.dumps({"type": "time_resp", "id": "long-1", "pad": "p" * 2000,
+                                   "payload": {"t1": 1, "t2": 2, "t3": 3}}))
+    e = await good.wait_error("invalid")
+    check(e is not None and "at most 1 KiB" in e["message"], "time_resp over 1 KiB: invalid: %r" % e)
 
     # A flood: far more than the rate limit -> one rate_limited error, then,
     # refused more than agent.rate_burst (200) messages within a second,
