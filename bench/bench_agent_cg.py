@@ -11,8 +11,10 @@ that runs it) are divided by the number of calls:
   clock probe's    ag_clock_answer (an answer's stamps into the device's
   round work       window, a round's end and its record; its JSON parse is
                    json_loadb's, below)
-  a JSON text      json_loadb (every text message, and every binary frame's
-  parsed           header)
+  a JSON text      json_loadb (every text message but clock answers)
+  parsed
+  read flat        ev_jflat_read (every binary frame's header, and clock
+                   answers: yajl's events, no tree)
   media frame      ag_ingest_media (with --video: one packet)
   any message      ag_on_message (every message a device sent, parsing and
                    dispatch included)
@@ -43,6 +45,7 @@ from msrstest import free_port, wait_listening  # noqa: E402
 
 PATHS = [("samples message", "ag_ingest_samples_binary"), ("clock probe's round work", "ag_clock_answer"),
          ("media frame", "ag_ingest_media"), ("a JSON text parsed", "json_loadb"),
+         ("a header or clock answer read flat", "ev_jflat_read"),
          ("any message", "ag_on_message"), ("libwebsockets callback", "callback_devices")]
 
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 volatile sig_atomic_t cli_stop;
 
@@ -143,6 +144,22 @@ size_t cli_buf_cap_for(const cli_buf *b, size_t n)
     while (cap < b->len + n)
         cap *= 2;
     return b->len + n > b->cap ? cap : b->cap;
+}
+
+long cli_fd_limit_raise(long want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
+    if (rl.rlim_cur != RLIM_INFINITY && (long)rl.rlim_cur < want) {
+        rlim_t to = (rlim_t)want;
+        if (rl.rlim_max != RLIM_INFINITY && to > rl.rlim_max)
+            to = rl.rlim_max;
+        struct rlimit raised = {to, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl.rlim_cur = to;
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? LONG_MAX : (long)rl.rlim_cur;
 }
 
 unsigned char *cli_buf_room(cli_buf *b, size_t n)

@@ -696,7 +696,10 @@ static int run(void *arg, ev_conf *conf, ev_log *unused)
         .url = url,
         .ca_file = *ev_conf_get(conf, "tls.ca", "") ? ev_conf_get(conf, "tls.ca", "") : NULL,
         .stamp_on_read = !sim.kernel_stamps,
-        .max_connections = (unsigned)(sim.n * 2 + 64)};
+        /* 0: lws sizes its table from the open-file limit, raised to fit
+         * every device (cli_fd_limit_raise), and indexes it by descriptor */
+        .max_connections = 0};
+    cli_fd_limit_raise((long)sim.n * 2 + 64);
     /* Each simulated device's credential, derived from the lab key as
      * `msrs devices credential` does (a real device holds only its own). */
     unsigned char key[CLI_AUTH_KEY_BYTES];

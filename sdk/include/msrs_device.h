@@ -100,7 +100,11 @@ typedef struct md_client_config {
      * the instant the SDK read it. On a busy loop the two differ by the
      * loop's wait, which lands on one side of the probe only. */
     int stamp_on_read;
-    unsigned max_connections; /* descriptors the loop may hold; 0: the process's limit */
+    /* descriptors the loop may hold; 0: the process's open-file limit.
+     * Below that limit libwebsockets finds each socket's connection by a
+     * linear search of this many slots: a client of hundreds of
+     * connections raises the limit (setrlimit) and leaves this 0. */
+    unsigned max_connections;
 } md_client_config;
 
 typedef struct md_device_config {

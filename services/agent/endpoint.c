@@ -358,8 +358,8 @@ static void fill_info(ag_agent *a, struct lws_context_creation_info *info, int p
     info->protocols = protocols;
     info->user = a;
     info->pt_serv_buf_size = 64 * 1024;
-    /* room to accept (and refuse) more than agent.max_connections */
-    info->fd_limit_per_thread = (unsigned int)(a->cfg.max_connections + 128);
+    /* no fd_limit_per_thread: lws sizes its table from the open-file limit
+     * (raised at start, main.c) and indexes it by descriptor */
     info->options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     if (a->loop) {
         info->options |= LWS_SERVER_OPTION_LIBEV;

@@ -497,6 +497,16 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
         ag_spawn_init(&a->capture, conf, &a->cfg, &a->tls, errstr, errstr_size))
         return -1;
     a->pending = json_object();
+    /* room to accept (and refuse) more than agent.max_connections, with the
+     * log's files and the control client's sockets; before rxstamp and lws
+     * size their tables from the limit */
+    long want = (long)a->cfg.max_connections + 256, fds = cli_fd_limit_raise(want);
+    if (fds < want)
+        fprintf(stderr,
+                "msrs-agent: the open-file limit is %ld, under agent.max_connections (%lld) + "
+                "256: connections past it are refused by the kernel (raise LimitNOFILE / "
+                "ulimit -n)\n",
+                fds, (long long)a->cfg.max_connections);
     if (a->cfg.kernel_timestamps && rxstamp_check(err, sizeof(err))) {
         snprintf(errstr, errstr_size, "config sync.kernel_timestamps = 1: %s", err);
         return -1;
