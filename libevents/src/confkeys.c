@@ -18,6 +18,7 @@ const char *const ev_conf_known_keys[] = {
     "sqlite.page_size",
     "sqlite.mmap_size",
     "sqlite.wal_autocheckpoint",
+    "sqlite.linger_ms",
     "kafka.*",
     /* msrs-agent */
     "agent.listen",

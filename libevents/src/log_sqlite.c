@@ -35,6 +35,7 @@
 #define SQL_PAGE_SIZE          16384
 #define SQL_MMAP_SIZE          0
 #define SQL_WAL_AUTOCHECKPOINT 1000
+#define SQL_LINGER_MS          2
 
 #define SQL_TOPIC_COLUMNS                                                                          \
     "(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, key BLOB, value BLOB, headers BLOB, "    \
@@ -76,7 +77,9 @@ typedef struct sqlite_log {
     int read_only; /* log.read_only: no table, row or pragma is ever written */
     int64_t busy_timeout_ms, queue_max_bytes;
     int64_t page_size, mmap_size, wal_autocheckpoint; /* sqlite.*: see sqlite_open */
-    size_t max_length;                                /* SQLite's limit on a value */
+    int64_t linger_ms; /* sqlite.linger_ms: an idle writer waits this long for company */
+    int flushing;      /* callers in sqlite_flush: the writer does not linger for them */
+    size_t max_length; /* SQLite's limit on a value */
     /* producer: callers append to `fill` under mu; the writer thread swaps
      * it with `work` and writes `work` without the lock. wdb, writers and
      * work belong to the thread once it runs. */
@@ -353,8 +356,15 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
         (rc = ev_conf_get_int(conf, "sqlite.page_size", SQL_PAGE_SIZE, &l->page_size, errstr, n)) ||
         (rc = ev_conf_get_int(conf, "sqlite.mmap_size", SQL_MMAP_SIZE, &l->mmap_size, errstr, n)) ||
         (rc = ev_conf_get_int(conf, "sqlite.wal_autocheckpoint", SQL_WAL_AUTOCHECKPOINT,
-                              &l->wal_autocheckpoint, errstr, n)))
+                              &l->wal_autocheckpoint, errstr, n)) ||
+        (rc = ev_conf_get_int(conf, "sqlite.linger_ms", SQL_LINGER_MS, &l->linger_ms, errstr, n)))
         goto fail;
+    if (l->linger_ms < 0 || l->linger_ms > 1000) {
+        rc = ev__fail(errstr, n, EV_ERR_INVALID,
+                      "config sqlite.linger_ms: expected 0 to 1000 (ms), got %lld",
+                      (long long)l->linger_ms);
+        goto fail;
+    }
     if (l->page_size < 512 || l->page_size > 65536 || (l->page_size & (l->page_size - 1))) {
         rc = ev__fail(errstr, n, EV_ERR_INVALID,
                       "config sqlite.page_size: expected a power of two from 512 to 65536, got "
@@ -632,8 +642,23 @@ static void *writer_main(void *arg)
     char err[256];
     pthread_mutex_lock(&l->mu);
     for (;;) {
-        while (!l->stopping && l->fill.count == 0)
+        int slept = 0;
+        while (!l->stopping && l->fill.count == 0) {
             pthread_cond_wait(&l->wake, &l->mu);
+            slept = 1;
+        }
+        /* sqlite.linger_ms: woken by a first record, wait a little for
+         * others to share its transaction (each commit costs its locks and
+         * page writes: ~1100 commits a second at 1024 devices without).
+         * Records found on coming back from a commit have waited already,
+         * and a flush or a close does not wait. */
+        if (slept && l->linger_ms > 0) {
+            struct timespec until;
+            deadline_after(&until, l->linger_ms);
+            while (!l->stopping && !l->flushing &&
+                   pthread_cond_timedwait(&l->wake, &l->mu, &until) == 0)
+                ;
+        }
         if (l->fill.count == 0)
             break;
         batch t = l->work;
@@ -753,6 +778,8 @@ static int sqlite_flush(void *impl, int timeout_ms, char *errstr, size_t n)
     deadline_after(&until, timeout_ms);
     pthread_mutex_lock(&l->mu);
     int64_t attempts = l->attempts_failed;
+    l->flushing++;
+    pthread_cond_signal(&l->wake); /* a lingering writer goes now */
     while (queued_records(l) > 0) {
         if (l->attempts_failed != attempts) {
             rc = ev__fail(errstr, n, EV_ERR_IO, "%lld records not acknowledged: %s",
@@ -767,6 +794,7 @@ static int sqlite_flush(void *impl, int timeout_ms, char *errstr, size_t n)
             break;
         }
     }
+    l->flushing--;
     pthread_mutex_unlock(&l->mu);
     return rc;
 }
