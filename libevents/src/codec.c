@@ -159,7 +159,7 @@ int ev_codec_encode(ev_codec *c, const ev_schema *s, avro_value_t *value, const 
     return 0;
 }
 
-/* ----------------------------------------------- SensorSampleBatch, direct */
+/* ------------------------- direct encoders: SensorSampleBatch, MediaPacket */
 
 /* A record's fields as a direct encoder writes them, in the schema's
  * order: it checks the catalog's schema against this once per codec. */
@@ -205,25 +205,6 @@ static int shape_fits(avro_schema_t rec, const shape_field *fields, size_t count
     return 1;
 }
 
-/* The catalog's schema of name when it is the shape fields say (looked up
- * and checked once: *checked), else NULL and errstr says so. */
-static const ev_schema *shaped(ev_codec_shape *checked, const char *name, const shape_field *fields,
-                               size_t count, char *errstr, size_t errstr_size)
-{
-    if (!checked->state) {
-        checked->schema = ev_schema_by_name(name);
-        checked->state =
-            checked->schema && shape_fits(ev_schema_avro(checked->schema), fields, count) ? 1 : -1;
-    }
-    if (checked->state > 0)
-        return checked->schema;
-    ev__fail(errstr, errstr_size, EV_ERR_INVALID,
-             "encode %s: the catalog's schema is not the shape libevents/src/codec.c writes "
-             "straight",
-             name);
-    return NULL;
-}
-
 /* Avro's long and int: zig-zag, then 7 bits a byte, low first. */
 static char *put_long(char *p, int64_t x)
 {
@@ -264,29 +245,43 @@ static size_t lengths(const char *const *strs, size_t count)
     return sum;
 }
 
-/* A direct encoder's frame: room for bound bytes and the frame header
- * written; *p is where the record's fields go. */
-static int start_frame(ev_codec *c, const ev_schema *s, size_t bound, char **p, char *errstr,
-                       size_t errstr_size)
+/* A direct encoder's start: the catalog's schema of name, checked once
+ * (*checked) to be the shape fields say, room for bound bytes and the
+ * frame header written; *p is where the record's fields go. EV_ERR_INVALID
+ * when the schema is not that shape. */
+static int start_frame(ev_codec *c, ev_codec_shape *checked, const char *name,
+                       const shape_field *fields, size_t count, size_t bound, char **p,
+                       char *errstr, size_t errstr_size)
 {
-    int rc = reserve(c, s, bound, errstr, errstr_size);
+    if (!checked->state) {
+        checked->schema = ev_schema_by_name(name);
+        checked->state =
+            checked->schema && shape_fits(ev_schema_avro(checked->schema), fields, count) ? 1 : -1;
+    }
+    if (checked->state < 0)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "encode %s: the catalog's schema is not the shape "
+                        "libevents/src/codec.c writes straight",
+                        name);
+    int rc = reserve(c, checked->schema, bound, errstr, errstr_size);
     if (rc)
         return rc;
-    put_frame_header(c->buf, s);
+    put_frame_header(c->buf, checked->schema);
     *p = c->buf + EV_FRAME_HEADER_LEN;
+    return 0;
+}
+
+/* The encoded frame from the codec's buffer up to p. */
+static int frame_out(const ev_codec *c, const char *p, const void **out, size_t *out_len)
+{
+    *out = c->buf;
+    *out_len = (size_t)(p - c->buf);
     return 0;
 }
 
 int ev_codec_encode_samples(ev_codec *c, const ev_samples *b, const void **out, size_t *out_len,
                             char *errstr, size_t errstr_size)
 {
-    const ev_schema *s =
-        shaped(&c->samples, "SensorSampleBatch", samples_fields,
-               sizeof(samples_fields) / sizeof(samples_fields[0]), errstr, errstr_size);
-    int rc;
-
-    if (!s)
-        return EV_ERR_INVALID;
     if (b->n < 1 || b->channels < 1 || !b->device_time_ns || !b->master_time_ns || !b->values_le)
         return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
                         "encode SensorSampleBatch: expected n >= 1, channels >= 1 and all "
@@ -298,7 +293,10 @@ int ev_codec_encode_samples(ev_codec *c, const ev_samples *b, const void **out, 
     size_t bound = EV_FRAME_HEADER_LEN + lengths(strs, 4) + 4 * 10 + 2 * 10 + 3 * 20 +
                    2 * 10 * b->n + 8 * values;
     char *p;
-    if ((rc = start_frame(c, s, bound, &p, errstr, errstr_size)))
+    int rc = start_frame(c, &c->samples, "SensorSampleBatch", samples_fields,
+                         sizeof(samples_fields) / sizeof(samples_fields[0]), bound, &p, errstr,
+                         errstr_size);
+    if (rc)
         return rc;
     p = put_string(p, b->device_id);
     p = put_string(p, b->session_id);
@@ -311,9 +309,40 @@ int ev_codec_encode_samples(ev_codec *c, const ev_samples *b, const void **out, 
     p = put_long(p, (int64_t)values);
     memcpy(p, b->values_le, 8 * values);
     p = put_long(p + 8 * values, 0);
-    *out = c->buf;
-    *out_len = (size_t)(p - c->buf);
-    return 0;
+    return frame_out(c, p, out, out_len);
+}
+
+int ev_codec_encode_media(ev_codec *c, const ev_media *m, const void **out, size_t *out_len,
+                          char *errstr, size_t errstr_size)
+{
+    if (!m->data && m->data_len)
+        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
+                        "encode MediaPacket: data is NULL with %zu bytes", m->data_len);
+    const char *strs[] = {m->device_id, m->session_id, m->stream_id, m->codec};
+    /* 4 strings and bytes with their lengths, 8 numbers, 1 boolean */
+    size_t bound = EV_FRAME_HEADER_LEN + lengths(strs, 4) + m->data_len + 5 * 10 + 8 * 10 + 1;
+    char *p;
+    int rc =
+        start_frame(c, &c->media, "MediaPacket", media_fields,
+                    sizeof(media_fields) / sizeof(media_fields[0]), bound, &p, errstr, errstr_size);
+    if (rc)
+        return rc;
+    p = put_string(p, m->device_id);
+    p = put_string(p, m->session_id);
+    p = put_string(p, m->stream_id);
+    p = put_long(p, m->seq);
+    p = put_string(p, m->codec);
+    p = put_long(p, m->width);
+    p = put_long(p, m->height);
+    p = put_long(p, m->pts);
+    p = put_long(p, m->time_base_den);
+    *p++ = (char)(m->keyframe ? 1 : 0);
+    p = put_long(p, m->device_time_ns);
+    p = put_long(p, m->master_time_ns);
+    p = put_long(p, (int64_t)m->data_len);
+    if (m->data_len)
+        memcpy(p, m->data, m->data_len);
+    return frame_out(c, p + m->data_len, out, out_len);
 }
 
 int ev_codec_check(const void *buf, size_t len, const ev_schema **schema, char *errstr,
@@ -430,44 +459,4 @@ const char *ev_value_string(const avro_value_t *record, const char *name)
     if (avro_value_get_by_name(record, name, &f, NULL) || avro_value_get_string(&f, &s, &len) || !s)
         return "";
     return s;
-}
-
-int ev_codec_encode_media(ev_codec *c, const ev_media *m, const void **out, size_t *out_len,
-                          char *errstr, size_t errstr_size)
-{
-    const ev_schema *s =
-        shaped(&c->media, "MediaPacket", media_fields,
-               sizeof(media_fields) / sizeof(media_fields[0]), errstr, errstr_size);
-    int rc;
-
-    if (!s)
-        return EV_ERR_INVALID;
-    if (!m->data && m->data_len)
-        return ev__fail(errstr, errstr_size, EV_ERR_INVALID,
-                        "encode MediaPacket: data is NULL with %zu bytes", m->data_len);
-    const char *strs[] = {m->device_id, m->session_id, m->stream_id, m->codec};
-    /* 4 strings and bytes with their lengths, 8 numbers, 1 boolean */
-    size_t bound = EV_FRAME_HEADER_LEN + lengths(strs, 4) + m->data_len + 5 * 10 + 8 * 10 + 1;
-    char *p;
-    if ((rc = start_frame(c, s, bound, &p, errstr, errstr_size)))
-        return rc;
-    p = put_string(p, m->device_id);
-    p = put_string(p, m->session_id);
-    p = put_string(p, m->stream_id);
-    p = put_long(p, m->seq);
-    p = put_string(p, m->codec);
-    p = put_long(p, m->width);
-    p = put_long(p, m->height);
-    p = put_long(p, m->pts);
-    p = put_long(p, m->time_base_den);
-    *p++ = (char)(m->keyframe ? 1 : 0);
-    p = put_long(p, m->device_time_ns);
-    p = put_long(p, m->master_time_ns);
-    p = put_long(p, (int64_t)m->data_len);
-    if (m->data_len)
-        memcpy(p, m->data, m->data_len);
-    p += m->data_len;
-    *out = c->buf;
-    *out_len = (size_t)(p - c->buf);
-    return 0;
 }

@@ -35,21 +35,33 @@ static int64_t *times_room(ag_agent *a, size_t n)
     return (int64_t *)cli_buf_room(&a->samples_times, 2 * n * sizeof(int64_t));
 }
 
-/* The catalog's, looked up once: ev_schema_by_name compares names. */
-static const ev_schema *batch_schema(void)
+/* A record a direct encoder made (rc its result, err why not) to the log,
+ * or counted as failed; 1 when the log took it. *schema caches the
+ * catalog's (ev_schema_by_name compares names). */
+static int emit_made(ag_agent *a, const ag_device *d, const ev_schema **schema,
+                     const char *short_name, int rc, const void *frame, size_t len, const char *err)
 {
-    static const ev_schema *s;
-    if (!s)
-        s = ev_schema_by_name("SensorSampleBatch");
-    return s;
+    if (rc) {
+        ag_emit_failed(a, short_name, d->device_id, err);
+        return 0;
+    }
+    if (!*schema)
+        *schema = ev_schema_by_name(short_name);
+    return ag_emit_encoded(a, *schema, d->device_id, frame, len);
 }
 
-static const ev_schema *media_schema(void)
+/* Sequence gaps of a stream (data made while no agent read it): counted,
+ * not hidden; the next expected number is seq + count. */
+static void seq_advance(ag_agent *a, ag_device *d, ag_count *cnt, const char *stream, int64_t seq,
+                        int64_t count)
 {
-    static const ev_schema *s;
-    if (!s)
-        s = ev_schema_by_name("MediaPacket");
-    return s;
+    json_t *next = json_object_get(d->next_seq, stream);
+    if (next && seq > json_integer_value(next))
+        ag_recording_gap(a, d, cnt, seq - json_integer_value(next));
+    if (next)
+        json_integer_set(next, seq + count);
+    else
+        json_object_set_new(d->next_seq, stream, json_integer(seq + count));
 }
 
 /* The common tail of both encodings: master times, session membership,
@@ -61,14 +73,7 @@ static void samples_emit(ag_agent *a, ag_device *d, const samples_msg *m)
     for (size_t i = 0; i < m->n; i++)
         master_t[i] = ag_device_to_master(a, d, dev_t[i]);
     ag_tag tag = ag_recording_tag(a, d, m->claimed, dev_t[0], master_t[0], m->stream);
-    /* Sequence gaps: counted, not hidden. */
-    json_t *next = json_object_get(d->next_seq, m->stream);
-    if (next && m->seq > json_integer_value(next))
-        ag_recording_gap(a, d, tag.cnt, m->seq - json_integer_value(next));
-    if (next)
-        json_integer_set(next, m->seq + (int64_t)m->n);
-    else
-        json_object_set_new(d->next_seq, m->stream, json_integer(m->seq + (int64_t)m->n));
+    seq_advance(a, d, tag.cnt, m->stream, m->seq, (int64_t)m->n);
     ev_samples rec = {.device_id = d->device_id,
                       .session_id = tag.session,
                       .stream_id = m->stream,
@@ -78,14 +83,12 @@ static void samples_emit(ag_agent *a, ag_device *d, const samples_msg *m)
                       .device_time_ns = dev_t,
                       .master_time_ns = master_t,
                       .values_le = m->values_le};
-    const void *frame;
-    size_t len;
+    const void *frame = NULL;
+    size_t len = 0;
     char err[512];
-    int delivered = 0;
-    if (ev_codec_encode_samples(a->codec, &rec, &frame, &len, err, sizeof(err)) == 0)
-        delivered = ag_emit_encoded(a, batch_schema(), d->device_id, frame, len);
-    else
-        ag_emit_failed(a, "SensorSampleBatch", d->device_id, err);
+    static const ev_schema *schema;
+    int rc = ev_codec_encode_samples(a->codec, &rec, &frame, &len, err, sizeof(err));
+    int delivered = emit_made(a, d, &schema, "SensorSampleBatch", rc, frame, len, err);
     ag_recording_account(a, d, &tag, m->stream, delivered, (int64_t)m->n,
                          (int64_t)(m->n * m->channels * sizeof(double)));
 }
@@ -288,14 +291,10 @@ void ag_ingest_media(ag_agent *a, ag_conn *c, const ev_jflat *h, const unsigned 
     int64_t master = ag_device_to_master(a, c->dev, ts);
     ag_tag tag =
         ag_recording_tag(a, c->dev, ev_jflat_string(h, -1, "session_id"), ts, master, stream);
-    /* Packet sequence gaps (packets made while no agent read them), as for
-     * samples; a device that sends no seq never has one. */
-    json_t *next = json_object_get(c->dev->next_seq, stream);
-    if (has_seq && seq >= 0) {
-        if (next && seq > json_integer_value(next))
-            ag_recording_gap(a, c->dev, tag.cnt, seq - json_integer_value(next));
-        json_object_set_new(c->dev->next_seq, stream, json_integer(seq + 1));
-    }
+    /* Packet sequence gaps, as for samples; a device that sends no seq
+     * never has one. */
+    if (has_seq && seq >= 0)
+        seq_advance(a, c->dev, tag.cnt, stream, seq, 1);
     /* The packet goes into the record as it is: one copy, no Avro value. */
     ev_media rec = {.device_id = c->dev->device_id,
                     .session_id = tag.session,
@@ -311,13 +310,11 @@ void ag_ingest_media(ag_agent *a, ag_conn *c, const ev_jflat *h, const unsigned 
                     .keyframe = key && key->kind == EV_JTRUE,
                     .data = packet,
                     .data_len = bytes};
-    const void *frame;
-    size_t len;
+    const void *frame = NULL;
+    size_t len = 0;
     char err[512];
-    int delivered = 0;
-    if (ev_codec_encode_media(a->codec, &rec, &frame, &len, err, sizeof(err)) == 0)
-        delivered = ag_emit_encoded(a, media_schema(), c->dev->device_id, frame, len);
-    else
-        ag_emit_failed(a, "MediaPacket", c->dev->device_id, err);
+    static const ev_schema *schema;
+    int rc = ev_codec_encode_media(a->codec, &rec, &frame, &len, err, sizeof(err));
+    int delivered = emit_made(a, c->dev, &schema, "MediaPacket", rc, frame, len, err);
     ag_recording_account(a, c->dev, &tag, stream, delivered, 1, (int64_t)bytes);
 }

@@ -18,20 +18,28 @@ static void teardown(void)
     ev_codec_destroy(codec);
 }
 
+/* Encodes v (of schema s) with the generic encoder; the frame copied into
+ * a new buffer. */
+static unsigned char *encode_copy(const ev_schema *s, avro_value_t *v, size_t *len)
+{
+    char err[512];
+    const void *out;
+    ck_assert_msg(ev_codec_encode(codec, s, v, &out, len, err, sizeof(err)) == 0, "%s", err);
+    unsigned char *copy = malloc(*len);
+    memcpy(copy, out, *len);
+    return copy;
+}
+
 /* Encodes the fixture of name; copies the frame into a new buffer. */
 static unsigned char *encode_fixture(const char *name, size_t *len)
 {
     char err[512];
     const ev_schema *s = ev_schema_by_name(name);
     avro_value_t *v;
-    const void *out;
     ck_assert_int_eq(ev_codec_value(codec, s, &v), 0);
     ck_assert_msg(ev_value_from_json(v, tu_fixture(name), err, sizeof(err)) == 0, "%s: %s", name,
                   err);
-    ck_assert_msg(ev_codec_encode(codec, s, v, &out, len, err, sizeof(err)) == 0, "%s", err);
-    unsigned char *copy = malloc(*len);
-    memcpy(copy, out, *len);
-    return copy;
+    return encode_copy(s, v, len);
 }
 
 START_TEST(roundtrip_every_record)
@@ -384,12 +392,9 @@ static void samples_both_ways(size_t n, int channels, const char *session, const
         avro_value_append(&f, &el, NULL);
         avro_value_set_double(&el, x[k]);
     }
-    const void *generic, *direct;
+    const void *direct;
     size_t generic_len, direct_len;
-    ck_assert_msg(ev_codec_encode(codec, s, v, &generic, &generic_len, err, sizeof(err)) == 0, "%s",
-                  err);
-    unsigned char *want = malloc(generic_len);
-    memcpy(want, generic, generic_len);
+    unsigned char *want = encode_copy(s, v, &generic_len);
     ev_samples b = {.device_id = "phone-7",
                     .session_id = *session ? session : NULL,
                     .stream_id = "gsr",
@@ -464,12 +469,9 @@ static void media_both_ways(size_t bytes, int keyframe, const char *session)
     json_decref(rec);
     avro_value_get_by_name(v, "data", &data, NULL);
     avro_value_set_bytes(&data, packet, bytes);
-    const void *generic, *direct;
+    const void *direct;
     size_t generic_len, direct_len;
-    ck_assert_msg(ev_codec_encode(codec, s, v, &generic, &generic_len, err, sizeof(err)) == 0, "%s",
-                  err);
-    unsigned char *want = malloc(generic_len);
-    memcpy(want, generic, generic_len);
+    unsigned char *want = encode_copy(s, v, &generic_len);
     ev_media m = {.device_id = "cam-1",
                   .session_id = *session ? session : NULL,
                   .stream_id = "rgb",
