@@ -207,6 +207,9 @@ def operator_checks(env, key, db):
           "nothing of the refused requests reached the log")
 
 
+ROGUE_ADDR = "127.0.0.2"
+
+
 def rogue_supervisor(disc_port, stop):
     """Answers every discovery query with a supervisor of its own: once
     unsigned, once with a MAC of another key (the query's nonce copied).
@@ -217,7 +220,10 @@ def rogue_supervisor(disc_port, stop):
     lst.settimeout(0.2)
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    u.bind(("0.0.0.0", disc_port))
+    # its own address, queried by unicast: whether a broadcast to
+    # 127.255.255.255 reaches every socket on the port depends on the host's
+    # routes (a CI machine's rogue once heard nothing)
+    u.bind((ROGUE_ADDR, disc_port))
     u.settimeout(0.2)
     got = {"connections": 0, "queries": 0}
 
@@ -465,6 +471,7 @@ def main():
                                       "127.0.0.1:%d" % port, "--node-id", "sec-node",
                                       "--supervisor", "discover",
                                       "-X", "discovery.port=%d" % disc_port,
+                                      "-X", "discovery.targets=%s,127.0.0.1" % ROGUE_ADDR,
                                       "-X", "agent.hello_timeout_ms=2000",
                                       "-X", "agent.max_pending_per_address=%d" % PENDING],
                             env=env)
