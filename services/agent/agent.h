@@ -38,7 +38,10 @@
 #define AG_ID_MAX          EV_ID_MAX
 #define AG_MAX_STREAMS     8
 #define AG_MAX_SUPERVISORS 8
-#define AG_HELLO_MAX       65536       /* bytes of a message before an accepted hello */
+#define AG_HELLO_MAX       65536   /* bytes of a message before an accepted hello */
+#define AG_MAX_CONNECTIONS 1048576 /* agent.max_connections at most (slots are ints) */
+#define AG_STR_(x)         #x
+#define AG_STR(x)          AG_STR_(x)
 #define AG_EVICT_AFTER_NS  100000000LL /* a connection younger is never evicted */
 enum { AG_RX_OVER_MESSAGE = 1, AG_RX_OVER_HELLO, AG_RX_OVER_TOTAL };
 #define AG_RX_KEEP 262144 /* a reassembly buffer larger is freed after its message */
@@ -189,6 +192,15 @@ struct ag_conn {
     int rx_fd; /* the socket whose kernel receive stamps give t4; -1: stamped on reading */
 };
 
+/* A connection accepted but not yet a WebSocket (its TLS and HTTP
+ * handshakes): a slot of a->shakes from its accept until it is established
+ * or gone, listed oldest first by index (-1: none). */
+typedef struct ag_shake {
+    struct lws *wsi; /* NULL: the slot is free */
+    int64_t at_ns;   /* when it was accepted */
+    int prev, next;  /* the list of handshakes, or (next) the free slots */
+} ag_shake;
+
 typedef struct ag_counters {
     int64_t connections, refused_connections, evicted, unauthorized, no_hello, flood_closed,
         messages, bad_json, too_large, unknown_type, invalid, rate_limited, duplicates,
@@ -305,10 +317,13 @@ struct ag_agent {
     json_t *pending;   /* peer address -> its connections without an accepted hello */
     int64_t rx_held;   /* bytes the connections' reassembly buffers hold (their capacity) */
     ag_conn *pending_head, *pending_tail; /* those connections, oldest first */
-    int64_t produced;                     /* records the log took (ev_log_emit* returned 0) */
-    struct cli_ops *ops;                  /* /metrics (ops.listen), or NULL */
-    cli_topic_counts out;                 /* records the log took, per logical topic (emit.c) */
-    int ready;                            /* listening, or planned: cli_ready said it */
+    ag_shake *shakes; /* agent.max_connections slots for handshakes in progress */
+    int shake_head, shake_tail, shake_free;
+    size_t shaking;       /* handshakes in progress: with open_conns, <= max_connections */
+    int64_t produced;     /* records the log took (ev_log_emit* returned 0) */
+    struct cli_ops *ops;  /* /metrics (ops.listen), or NULL */
+    cli_topic_counts out; /* records the log took, per logical topic (emit.c) */
+    int ready;            /* listening, or planned: cli_ready said it */
     /* the control plane's results (control.c), read by the layers below */
     ev_clock_est master_clock;                  /* the supervisor's clock (master) seen from here */
     int64_t rounds_window_ns, rounds_in_window; /* clock.c: rounds started this second, */

@@ -127,37 +127,96 @@ static int refuse(ag_agent *a, struct lws *wsi, const char *why)
     return -1;
 }
 
-/* A new connection: counted, bounded, given its hello deadline and, when
- * devices authenticate, its challenge. 0, or -1 to close it. */
+/* The handshakes in progress, in a->shakes: a slot from the accept until
+ * the connection is established (on_established) or gone (WSI_DESTROY).
+ * The slot is found again through the wsi's opaque pointer. */
+static void shake_add(ag_agent *a, struct lws *wsi)
+{
+    int i = a->shake_free;
+    if (i < 0) { /* not while on_accept keeps the count under the slots */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    ag_shake *s = &a->shakes[i];
+    a->shake_free = s->next;
+    *s = (ag_shake){.wsi = wsi, .at_ns = ag_now_ns(), .prev = a->shake_tail, .next = -1};
+    *(a->shake_tail >= 0 ? &a->shakes[a->shake_tail].next : &a->shake_head) = i;
+    a->shake_tail = i;
+    a->shaking++;
+    lws_set_opaque_user_data(wsi, s);
+}
+
+static void shake_del(ag_agent *a, struct lws *wsi)
+{
+    ag_shake *s = lws_get_opaque_user_data(wsi);
+    /* the control plane's client connections keep their own opaque pointer */
+    if (!s || s < a->shakes || s >= a->shakes + a->cfg.max_connections || s->wsi != wsi)
+        return;
+    lws_set_opaque_user_data(wsi, NULL);
+    *(s->prev >= 0 ? &a->shakes[s->prev].next : &a->shake_head) = s->next;
+    *(s->next >= 0 ? &a->shakes[s->next].prev : &a->shake_tail) = s->prev;
+    s->wsi = NULL;
+    s->next = a->shake_free;
+    a->shake_free = (int)(s - a->shakes);
+    a->shaking--;
+}
+
+/* Closed and freed before the newcomer is admitted, without a close
+ * handshake: one that never answers would hold its descriptor for lws's
+ * close-ack wait (seconds), and an asynchronous kill would let a burst of
+ * accepts hold thousands of connections (~50 KiB each with TLS) at once. */
+static void kill_now(struct lws *wsi)
+{
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+}
+
+/* A connection the kernel accepted, before lws gives it anything (TLS
+ * included). Handshakes and open connections together stay within
+ * agent.max_connections. When full, the oldest connection still without
+ * an accepted hello (handshaking, or established and waiting) makes room:
+ * many addresses holding connections open cannot keep a device out, since
+ * a real device finishes its handshakes and says hello within milliseconds.
+ * Never one younger than AG_EVICT_AFTER_NS; registered devices are never
+ * moved. 0 to admit it, -1 to close it at once (counted refused). */
+static int on_accept(ag_agent *a)
+{
+    a->n.connections++;
+    if ((int64_t)(a->shaking + a->open_conns) < a->cfg.max_connections)
+        return 0;
+    int64_t now = ag_now_ns();
+    ag_shake *s = a->shake_head >= 0 ? &a->shakes[a->shake_head] : NULL;
+    ag_conn *old = a->pending_head;
+    if (s && (!old || s->at_ns <= old->connected_ns) && now - s->at_ns >= AG_EVICT_AFTER_NS) {
+        struct lws *wsi = s->wsi;
+        shake_del(a, wsi);
+        kill_now(wsi);
+    } else if (old && (!s || old->connected_ns < s->at_ns) &&
+               now - old->connected_ns >= AG_EVICT_AFTER_NS) {
+        pending_add(a, old, -1);
+        old->counted = 0;
+        a->open_conns--;
+        old->closing = 1;
+        kill_now(old->wsi);
+    } else {
+        a->n.refused_connections++;
+        return -1;
+    }
+    a->n.evicted++;
+    return 0;
+}
+
+/* A new WebSocket: counted, bounded per address, given its hello deadline
+ * and, when devices authenticate, its challenge. 0, or -1 to close it. */
 static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
 {
+    shake_del(a, wsi); /* its slot passes to open_conns: the total is unchanged */
     memset(c, 0, sizeof(*c));
     c->wsi = wsi;
     cli_bucket_init(&c->rate, (double)a->cfg.rate_burst, ag_now_ns());
     c->rx_fd = -1;
     lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
-    a->n.connections++;
     if (json_integer_value(json_object_get(a->pending, c->peer)) >= a->cfg.max_pending_per_address)
         return refuse(a, wsi, "too many connections without hello from this address");
-    if ((int64_t)a->open_conns >= a->cfg.max_connections) {
-        /* Full. A newcomer takes the place of the oldest connection still
-         * without hello: many addresses holding connections open cannot
-         * keep a device out, since a real device says hello within
-         * milliseconds of connecting. Registered devices are never moved. */
-        ag_conn *old = a->pending_head;
-        if (!old || ag_now_ns() - old->connected_ns < AG_EVICT_AFTER_NS)
-            return refuse(a, wsi,
-                          "too many connections"); /* a device between challenge and hello */
-        a->n.evicted++;
-        pending_add(a, old, -1);
-        old->counted = 0;
-        a->open_conns--;
-        /* Closed now, without the close handshake: one that never answers
-         * would hold its descriptor for lws's close-ack wait (seconds), and
-         * at the descriptor limit lws stops accepting, devices included. */
-        old->closing = 1;
-        lws_set_timeout(old->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-    }
     if (a->auth.enabled && cli_auth_nonce(c->nonce))
         return refuse(a, wsi, "no random nonce");
     c->counted = 1;
@@ -283,6 +342,9 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
     char uri[128];
 
     switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: return on_accept(a);
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: shake_add(a, wsi); break;
+    case LWS_CALLBACK_WSI_DESTROY: shake_del(a, wsi); break;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
             strcmp(uri, "/v1/devices") != 0)
@@ -375,6 +437,16 @@ int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)
     struct lws_context_creation_info info;
     if (a->client_protocol)
         protocols[1] = *a->client_protocol;
+    a->shakes = calloc((size_t)a->cfg.max_connections, sizeof(*a->shakes));
+    if (!a->shakes) {
+        snprintf(errstr, errstr_size, "out of memory for %lld connections",
+                 (long long)a->cfg.max_connections);
+        return -1;
+    }
+    for (int64_t i = 0; i < a->cfg.max_connections; i++)
+        a->shakes[i].next = i + 1 < a->cfg.max_connections ? (int)i + 1 : -1;
+    a->shake_head = a->shake_tail = -1;
+    a->shake_free = 0;
     /* With a supervisor the endpoint listens when the plan says so
      * (ag_endpoint_listen); the context's own vhost only makes requests. */
     fill_info(a, &info, a->ctl.managed ? CONTEXT_PORT_NO_LISTEN : a->cfg.port);
@@ -410,4 +482,6 @@ void ag_endpoint_stop(ag_agent *a)
     if (a->ctx)
         lws_context_destroy(a->ctx);
     a->ctx = NULL;
+    free(a->shakes); /* after the context: its connections' WSI_DESTROY reads them */
+    a->shakes = NULL;
 }

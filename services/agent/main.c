@@ -157,9 +157,10 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
     /* default: every device, and room to refuse more */
     if (ev_conf_get_int(conf, "agent.max_connections", cfg->max_devices + 64, &cfg->max_connections,
                         err, sizeof(err)) ||
-        cfg->max_connections <= 0) {
+        cfg->max_connections <= 0 || cfg->max_connections > AG_MAX_CONNECTIONS) {
         fprintf(stderr, "msrs-agent: %s\n",
-                *err ? err : "config agent.max_connections: expected a positive integer");
+                *err ? err
+                     : "config agent.max_connections: expected 1 to " AG_STR(AG_MAX_CONNECTIONS));
         return -1;
     }
     if (cfg->max_buffered_bytes < cfg->max_message_bytes) {
@@ -317,7 +318,10 @@ static void publish_metrics(ag_agent *a)
                (double)a->connected);
     cli_metric(&b, "msrs_agent_connections_open", "gauge", "WebSocket connections open",
                (double)a->open_conns);
-    cli_metric(&b, "msrs_agent_connections_total", "counter", "connections accepted",
+    cli_metric(&b, "msrs_agent_connections_handshaking", "gauge",
+               "connections in their TLS or WebSocket handshake", (double)a->shaking);
+    cli_metric(&b, "msrs_agent_connections_total", "counter",
+               "connections accepted (TCP), refused and evicted ones included",
                (double)n->connections);
     cli_metric(&b, "msrs_agent_messages_total", "counter", "messages from devices",
                (double)n->messages);
@@ -420,7 +424,8 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 static void print_counters(const ag_agent *a, const char *when)
 {
     fprintf(stderr,
-            "msrs-agent: %s: %zu connected, %lld connections (%zu open, %lld refused, %lld "
+            "msrs-agent: %s: %zu connected, %lld connections (%zu open, %zu handshaking, %lld "
+            "refused, %lld "
             "evicted, %lld closed without hello, %lld unauthorized, %lld closed for flooding), "
             "%lld messages, "
             "%lld events, "
@@ -428,7 +433,7 @@ static void print_counters(const ag_agent *a, const char *when)
             "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld "
             "late; "
             "%lld slow_down\n",
-            when, a->connected, (long long)a->n.connections, a->open_conns,
+            when, a->connected, (long long)a->n.connections, a->open_conns, a->shaking,
             (long long)a->n.refused_connections, (long long)a->n.evicted, (long long)a->n.no_hello,
             (long long)a->n.unauthorized, (long long)a->n.flood_closed, (long long)a->n.messages,
             (long long)a->n.events, (long long)a->n.bad_json, (long long)a->n.too_large,

@@ -41,6 +41,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -159,7 +160,8 @@ def control_attacks(ctx, sup_port, key, tmp, db):
 
 async def eviction(url, ctx, key):
     """An agent full of connections without hello (8 of agent.max_connections
-    8, from 8 addresses): a device still gets in, in the oldest one's place."""
+    8, from 8 addresses), then full of connections in their handshake: a
+    device still gets in, in the oldest one's place."""
     held = []
     for i in range(8):
         held.append(await websockets.connect(url, ssl=ctx, local_addr=("127.0.1.%d" % (i + 1), 0)))
@@ -176,6 +178,40 @@ async def eviction(url, ctx, key):
     for ws in held:
         ws.transport.close()
     await dev.ws.close()
+    await asyncio.sleep(0.5)
+
+    # the same with connections that never start their TLS handshake: they
+    # count against agent.max_connections from their accept
+    raw = []
+    for i in range(30):
+        s = socket.socket()
+        s.bind(("127.0.1.%d" % (i % 8 + 1), 0))
+        s.connect(("127.0.0.1", int(url.split(":")[2].split("/")[0])))
+        s.setblocking(False)
+        raw.append(s)
+    await asyncio.sleep(0.3)
+    held = [s for s in raw if still_open(s)]
+    check(1 <= len(held) <= 8, "30 connections without a TLS handshake: %d held (at most "
+          "agent.max_connections 8), the rest closed at accept" % len(held))
+    dev = Device(url, ctx, "phone-6")
+    cred = credential(key, "phone-6")
+    reg = await dev.hello(lambda n: {"generation": 1, "proof": proof(cred, n, "phone-6")})
+    check(reg.get("accepted") is True, "a device gets into an agent full of connections in their "
+          "handshake (%s)" % reg.get("reason"))
+    check(not still_open(held[0]), "the oldest of them made room")
+    for s in raw:
+        s.close()
+    await dev.ws.close()
+
+
+def still_open(s):
+    """A non-blocking socket the other side has not closed."""
+    try:
+        return s.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def operator_checks(env, key, db):
@@ -495,7 +531,8 @@ def main():
         asyncio.run(eviction("wss://127.0.0.1:%d/v1/devices" % small_port, ctx, key))
         small.terminate()
         small.wait(20)
-        check(", 1 evicted," in procs.stderr_of("agent-small"), "the agent counted the eviction")
+        ev = re.findall(r"stopped: .*?, (\d+) evicted,", procs.stderr_of("agent-small"))
+        check(ev and int(ev[-1]) >= 2, "the agent counted the evictions (%s)" % ev)
         operator_checks(env, key, db)
 
         ca = os.path.join(tmp, "tls", "ca.pem")
