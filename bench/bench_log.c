@@ -71,9 +71,14 @@ static int reps(void)
 
 /* The start of a measured loop: its time, and under callgrind its
  * instruction count from zero. */
+/* 1 in the produce-only modes: callgrind counts the whole process, every
+ * thread, start to end (no zeroing, no dumps at rows). */
+static int whole_process;
+
 static double t_start(void)
 {
-    CALLGRIND_ZERO_STATS;
+    if (!whole_process)
+        CALLGRIND_ZERO_STATS;
     return now_s();
 }
 
@@ -87,7 +92,7 @@ static int other_threads;
  * bench_callgrind.sh. */
 static void row(const char *name, long n, double secs, size_t bytes_each, double ceiling)
 {
-    if (RUNNING_ON_VALGRIND) {
+    if (RUNNING_ON_VALGRIND && !whole_process) {
         char label[160];
         snprintf(label, sizeof(label), "row;%s;%ld;%d", name, n, other_threads);
         CALLGRIND_DUMP_STATS_AT(label);
@@ -314,15 +319,14 @@ static double log_read(ev_log *log, const char *topic, long expect)
     return now_s() - t;
 }
 
-/* ------------------------------------------------------------- sqlite */
-
-static void bench_sqlite(long n, const char *dir)
+/* Raw SQLite: c's records and the headers blob as the backend stores it
+ * into PATH (created anew): same table layout and pragmas, a prepared
+ * INSERT, transactions of 10 000. Its row is printed as NAME, the seconds
+ * it took set; the database is left open for reading. */
+static sqlite3 *raw_sqlite_insert(const char *path, const corpus *c, const char *name, double *secs)
 {
-    char path[1024], uri[1100], err[256];
-    corpus c = make_corpus(n);
     int hn;
     const ev_header *h = headers(&hn);
-    /* The headers blob as the backend stores it. */
     unsigned char hblob[512];
     size_t hl = 0;
     for (int i = 0; i < hn; i++) {
@@ -335,16 +339,11 @@ static void bench_sqlite(long n, const char *dir)
         memcpy(hblob + hl, h[i].value, vl);
         hl += vl;
     }
-    printf("sqlite: %ld records of %d bytes + %zu bytes of headers, WAL, synchronous=FULL, batches "
-           "of 10000\n",
-           n, EVENT_BYTES, hl);
-
-    /* raw: same table, same pragmas, prepared INSERT in transactions */
-    snprintf(path, sizeof(path), "%s/raw.db", dir);
     unlink(path);
     sqlite3 *db;
     sqlite3_stmt *ins;
-    sqlite3_open(path, &db);
+    if (sqlite3_open(path, &db) != SQLITE_OK)
+        die(path, sqlite3_errmsg(db));
     sqlite3_exec(db,
                  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                  "CREATE TABLE \"t:raw\"(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, key "
@@ -352,7 +351,7 @@ static void bench_sqlite(long n, const char *dir)
                  NULL, NULL, NULL);
     sqlite3_prepare_v2(db, "INSERT INTO \"t:raw\" VALUES(?,?,?,?,?)", -1, &ins, NULL);
     double t = t_start();
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < c->n; i++) {
         if (i % 10000 == 0)
             sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
         char key[16];
@@ -360,17 +359,36 @@ static void bench_sqlite(long n, const char *dir)
         sqlite3_bind_int64(ins, 1, i);
         sqlite3_bind_int64(ins, 2, 1795347000000 + i);
         sqlite3_bind_blob(ins, 3, key, kl, SQLITE_STATIC);
-        sqlite3_bind_blob(ins, 4, c.values + (size_t)i * EVENT_BYTES, EVENT_BYTES, SQLITE_STATIC);
+        sqlite3_bind_blob(ins, 4, c->values + (size_t)i * c->value_len, (int)c->value_len,
+                          SQLITE_STATIC);
         sqlite3_bind_blob(ins, 5, hblob, (int)hl, SQLITE_STATIC);
         if (sqlite3_step(ins) != SQLITE_DONE)
             die("raw insert", sqlite3_errmsg(db));
         sqlite3_reset(ins);
-        if (i % 10000 == 9999 || i == n - 1)
+        if (i % 10000 == 9999 || i == c->n - 1)
             sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     }
-    double raw_w = (double)n / (now_s() - t);
-    row("raw SQLite batched INSERT", n, (double)n / raw_w, EVENT_BYTES, 0);
+    *secs = now_s() - t;
+    row(name, c->n, *secs, EVENT_BYTES, 0);
     sqlite3_finalize(ins);
+    return db;
+}
+
+/* ------------------------------------------------------------- sqlite */
+
+static void bench_sqlite(long n, const char *dir)
+{
+    char path[1024], uri[1100], err[256];
+    corpus c = make_corpus(n);
+    printf("sqlite: %ld records of %d bytes + 6 CloudEvents headers, WAL, synchronous=FULL, "
+           "batches of 10000\n",
+           n, EVENT_BYTES);
+
+    snprintf(path, sizeof(path), "%s/raw.db", dir);
+    double raw_secs;
+    sqlite3 *db = raw_sqlite_insert(path, &c, "raw SQLite batched INSERT", &raw_secs);
+    double raw_w = (double)n / raw_secs;
+    double t;
 
     snprintf(uri, sizeof(uri), "sqlite:%s/msrs.db", dir);
     snprintf(path, sizeof(path), "%s/msrs.db", dir);
@@ -435,28 +453,15 @@ static void raw_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         dr_failed++;
 }
 
-static void bench_kafka(long n)
+/* Raw librdkafka: c's records and the CloudEvents headers to topic, with
+ * the backend's producer defaults, then flush; its row printed as NAME
+ * (before the producer is destroyed), the seconds it took returned. */
+static double raw_kafka_produce(const char *bootstrap, const corpus *c, const char *topic,
+                                const char *name)
 {
-    other_threads = 1; /* librdkafka's and the mock cluster's threads */
     char err[512];
-    corpus c = make_corpus(n);
     int hn;
     const ev_header *h = headers(&hn);
-
-    rd_kafka_conf_t *mc_conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(mc_conf, "log_level", "3", NULL, 0);
-    rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, mc_conf, err, sizeof(err));
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(host, 1);
-    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
-    rd_kafka_mock_topic_create(mc, "bench.raw", 8, 1);
-    rd_kafka_mock_topic_create(mc, "bench.samples", 8, 1);
-    rd_kafka_mock_topic_create(mc, "bench.read", 32, 1); /* 32 x 5 MiB retained */
-    printf("kafka: %ld records of %d bytes + 6 CloudEvents headers, librdkafka mock cluster (in "
-           "process),\n"
-           "       idempotent producer, acks=all, linger.ms=5, murmur2_random, 8 partitions\n",
-           n, EVENT_BYTES);
-
-    /* raw librdkafka, same settings as the backend's producer defaults */
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *props[][2] = {{"bootstrap.servers", bootstrap},
                               {"enable.idempotence", "true"},
@@ -472,8 +477,10 @@ static void bench_kafka(long n)
             die(props[i][0], err);
     rd_kafka_conf_set_dr_msg_cb(conf, raw_dr);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!p)
+        die("raw producer", err);
     double t = t_start();
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < c->n; i++) {
         char key[16];
         int kl = snprintf(key, sizeof(key), "phone-%04ld", i % 256);
         rd_kafka_headers_t *hd = rd_kafka_headers_new(6);
@@ -481,8 +488,8 @@ static void bench_kafka(long n)
             rd_kafka_header_add(hd, h[k].name, -1, h[k].value, (ssize_t)h[k].value_len);
         rd_kafka_resp_err_t e;
         while ((e = rd_kafka_producev(
-                    p, RD_KAFKA_V_TOPIC("bench.raw"), RD_KAFKA_V_KEY(key, (size_t)kl),
-                    RD_KAFKA_V_VALUE(c.values + (size_t)i * EVENT_BYTES, EVENT_BYTES),
+                    p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, (size_t)kl),
+                    RD_KAFKA_V_VALUE(c->values + (size_t)i * c->value_len, c->value_len),
                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hd),
                     RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(p, 10);
@@ -491,11 +498,70 @@ static void bench_kafka(long n)
         rd_kafka_poll(p, 0);
     }
     rd_kafka_flush(p, 60000);
-    double raw_w = (double)n / (now_s() - t);
+    double secs = now_s() - t;
     if (dr_failed)
         die("raw produce", "delivery failures");
-    row("raw librdkafka produce + flush", n, (double)n / raw_w, EVENT_BYTES, 0);
+    row(name, c->n, secs, EVENT_BYTES, 0);
     rd_kafka_destroy(p);
+    return secs;
+}
+
+/* One write path alone in this process, every thread counted by callgrind
+ * (the caller's, the SQLite log's writer, librdkafka's), no zeroing and no
+ * dumps at rows: bench_callgrind.sh threads runs it twice with different
+ * N and takes the difference, so what is set up once drops out. TARGET is
+ * sqlite:DIR or kafka:BOOTSTRAP, a broker in another process
+ * (msrs-mockbroker), so none of the counted threads is the broker's. */
+static void bench_produce_only(long n, const char *target, int ours)
+{
+    whole_process = 1;
+    corpus c = make_corpus(n);
+    int kafka = strncmp(target, "kafka:", 6) == 0;
+    char uri[1100], path[1100];
+    if (!kafka && strncmp(target, "sqlite:", 7) != 0)
+        die(target, "expected sqlite:DIR or kafka:HOST:PORT");
+    printf("%s: %ld records of %d bytes + 6 CloudEvents headers, %s\n", kafka ? "kafka" : "sqlite",
+           n, EVENT_BYTES, target);
+    if (ours) {
+        if (kafka)
+            snprintf(uri, sizeof(uri), "%s", target);
+        else
+            snprintf(uri, sizeof(uri), "%s/msrs.db", target);
+        ev_log *log = open_log(uri);
+        row("ev_log_produce + flush, all threads", n, log_produce(log, &c, "bench.samples"),
+            EVENT_BYTES, 0);
+        ev_log_destroy(log);
+    } else if (kafka) {
+        raw_kafka_produce(target + 6, &c, "bench.samples", "raw librdkafka produce + flush");
+    } else {
+        double secs;
+        snprintf(path, sizeof(path), "%s/raw.db", target + 7);
+        sqlite3_close(raw_sqlite_insert(path, &c, "raw SQLite batched INSERT", &secs));
+    }
+    free(c.values);
+}
+
+static void bench_kafka(long n)
+{
+    other_threads = 1; /* librdkafka's and the mock cluster's threads */
+    char err[512];
+    corpus c = make_corpus(n);
+
+    rd_kafka_conf_t *mc_conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(mc_conf, "log_level", "3", NULL, 0);
+    rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, mc_conf, err, sizeof(err));
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(host, 1);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+    rd_kafka_mock_topic_create(mc, "bench.raw", 8, 1);
+    rd_kafka_mock_topic_create(mc, "bench.samples", 8, 1);
+    rd_kafka_mock_topic_create(mc, "bench.read", 32, 1); /* 32 x 5 MiB retained */
+    printf("kafka: %ld records of %d bytes + 6 CloudEvents headers, librdkafka mock cluster (in "
+           "process),\n"
+           "       idempotent producer, acks=all, linger.ms=5, murmur2_random, 8 partitions\n",
+           n, EVENT_BYTES);
+
+    double raw_w =
+        (double)n / raw_kafka_produce(bootstrap, &c, "bench.raw", "raw librdkafka produce + flush");
 
     char uri[1100];
     snprintf(uri, sizeof(uri), "kafka:%s", bootstrap);
@@ -511,7 +577,7 @@ static void bench_kafka(long n)
     log = open_log(uri);
     log_produce(log, &rc, "bench.read");
     ev_log_destroy(log);
-    conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, NULL, 0);
     rd_kafka_conf_set(conf, "group.id", "bench-raw", NULL, 0);
     rd_kafka_conf_set(conf, "enable.partition.eof", "true", NULL, 0);
@@ -527,6 +593,7 @@ static void bench_kafka(long n)
     rd_kafka_metadata(cons, 1, NULL, &md, 5000); /* metadata first: assign is slow without it */
     rd_kafka_metadata_destroy(md);
     long got = 0, eofs = 0;
+    double t = 0;
     rd_kafka_assign(cons, l);
     while (eofs < 32) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(cons, 1000);
@@ -822,16 +889,22 @@ static void bench_archive(long n, const char *dir)
 
 int main(int argc, char **argv)
 {
-    const char *what = "all", *dir = NULL;
+    const char *what = "all", *dir = NULL, *target = NULL;
     long n = 500000;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--records") == 0 && i + 1 < argc)
             n = atol(argv[++i]);
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
             dir = argv[++i];
+        else if (strcmp(argv[i], "--log") == 0 && i + 1 < argc)
+            target = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             printf("usage: bench_log [codec|sqlite|kafka|replay|archive|all] [--records N] [--dir "
-                   "DIR]\n");
+                   "DIR]\n"
+                   "       bench_log produce-raw|produce-ev --log sqlite:DIR|kafka:HOST:PORT "
+                   "[--records N]\n"
+                   "         one write path alone, every thread counted under callgrind "
+                   "(bench_callgrind.sh threads)\n");
             return 0;
         } else
             what = argv[i];
@@ -843,6 +916,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < argc; i++)
         printf("%s ", argv[i]);
     printf("\n# ratio = msrs rate / raw rate measured just before it in this run\n");
+    if (strncmp(what, "produce-", 8) == 0) {
+        if (!target || (strcmp(what + 8, "raw") != 0 && strcmp(what + 8, "ev") != 0))
+            die(what, "expected produce-raw or produce-ev with --log sqlite:DIR|kafka:HOST:PORT");
+        bench_produce_only(n, target, strcmp(what + 8, "ev") == 0);
+        return 0;
+    }
     int all = strcmp(what, "all") == 0;
     if (all || strcmp(what, "codec") == 0)
         bench_codec(n * 4);

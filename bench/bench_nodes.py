@@ -8,7 +8,11 @@ N x D devices are in one pool, the heartbeat load (NodeHeartbeat records per
 second, supervisor CPU), agent RSS, and how far the supervisor's projection
 fell behind the log (its /metrics read every second: the most records
 unread, msrs_consumer_lag_records, and the oldest record's age when folded,
-msrs_consumer_lag_seconds).
+msrs_consumer_lag_seconds). With --samples binary it also prints the
+agents' aggregate ingest over the steady window (their /metrics: WebSocket
+bytes received and records the log took, summed): the scale-out figure is
+the same devices on 1 agent and on 4 (--nodes 1 --devices 256 beside
+--nodes 4 --devices 64, --backend kafka).
 
 With --discover the agents are not told the supervisor's address: each
 finds it with a discovery query (UDP to 127.255.255.255 on a free port).
@@ -51,6 +55,20 @@ def metric(text, name):
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
+
+
+def ingest(ports):
+    """The agents' bytes received and records produced so far, summed."""
+    got = [0.0, 0.0]
+    for port in ports:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        got[0] += metric(text, "msrs_agent_received_bytes_total")
+        got[1] += metric(text, "msrs_agent_records_produced_total")
+    return got
 
 
 class Lag(threading.Thread):
@@ -125,15 +143,17 @@ def main():
     lag.start()
     joins = []
     t_start = lag.t0 = time.time()
-    agents = []
+    agents, agent_ops = [], []
     for i in range(a.nodes):
         port = free_port()
+        agent_ops.append(free_port())
         node = "node-%02d" % i
         t0 = time.time()
         ag = subprocess.Popen([os.path.join(a.bin, "msrs-agent"), "--listen", "127.0.0.1:%d" % port,
                                "--node-id", node, "--supervisor",
                                "discover" if a.discover else "http://127.0.0.1:%d" % sport,
-                               "-X", "agent.max_devices=%d" % a.devices] + common + discovery,
+                               "-X", "agent.max_devices=%d" % a.devices,
+                               "-X", "ops.listen=127.0.0.1:%d" % agent_ops[-1]] + common + discovery,
                               stderr=out(node))
         procs.append(ag)
         agents.append(ag)
@@ -166,11 +186,15 @@ def main():
     lag.steady = True
     p = pool(sport) or {}
     up = sum(1 for n in p.get("nodes", {}).values() if n.get("state") == "up")
-    cpu0, _ = proc_stats(sup.pid)
+    cpu0 = proc_stats(sup.pid)[0]
     mb_cpu0 = proc_stats(mb.pid)[0] if a.backend == "kafka" else 0
+    ag_cpu0 = sum(proc_stats(ag.pid)[0] for ag in agents if ag.poll() is None)
+    in0 = ingest(agent_ops)
     t0 = time.time()
     time.sleep(a.seconds)
-    cpu1, sup_hwm = proc_stats(sup.pid)
+    in1 = ingest(agent_ops)
+    ag_cpu1 = sum(proc_stats(ag.pid)[0] for ag in agents if ag.poll() is None)
+    cpu1, sup_hwm = proc_stats(sup.pid)[:2]
     mb_cpu1 = proc_stats(mb.pid)[0] if a.backend == "kafka" else 0
     dt = time.time() - t0
     p = pool(sport) or {}
@@ -204,6 +228,12 @@ def main():
     if a.backend == "kafka":
         print("msrs-mockbroker (the whole Kafka cluster, one process): %.1f %% of a core over the steady %g s"
               % (100 * (mb_cpu1 - mb_cpu0) / dt, a.seconds))
+    if a.samples != "none":
+        rec = (in1[1] - in0[1]) / dt
+        print("agents' ingest over the steady %g s, all %d together: %.2f MB/s received, %.0f "
+              "records/s to the log; agents' CPU %.1f %% of a core in all (%.1f us per record)"
+              % (a.seconds, a.nodes, (in1[0] - in0[0]) / dt / 1e6, rec,
+                 100 * (ag_cpu1 - ag_cpu0) / dt, 1e6 * (ag_cpu1 - ag_cpu0) / max(rec * dt, 1)))
     print("load average at the end: %s" % open("/proc/loadavg").read().strip())
     if rss:
         print("agents: peak RSS p50 %.1f MB, max %.1f MB" % (pct(rss, 50) / 1e6, max(rss) / 1e6))

@@ -1,6 +1,7 @@
 /* ops.c — the operations listener: /metrics, /healthz, /readyz (ops.h). */
 #include "ops.h"
 
+#include "admit.h"
 #include "http.h"
 #include "security.h"
 
@@ -21,6 +22,7 @@ struct cli_ops {
     int port;
     cli_tls tls;
     cli_auth auth;
+    cli_admit admit; /* ops.max_connections (admit.h) */
     struct lws_context *ctx;
     pthread_t thread;
     int thread_started;
@@ -108,6 +110,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 {
     cli_ops *o = lws_context_user(lws_get_context(wsi));
     ops_conn *c = user;
+    if (cli_admit_callback(&o->admit, wsi, reason))
+        return -1; /* ops.max_connections: refused at accept */
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
         char auth[CLI_AUTH_TOKEN_MAX + 16], token[CLI_AUTH_TOKEN_MAX + 1] = "";
@@ -121,6 +125,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         free(c->body);
         memset(c, 0, sizeof(*c));
         answer_for(o, (const char *)in, token, c);
+        if (c->status != 401)
+            cli_admit_proven(&o->admit, wsi); /* a valid token: never evicted */
         if (!c->body) {
             lws_return_http_status(wsi, HTTP_STATUS_INTERNAL_SERVER_ERROR, "out of memory");
             return -1;
@@ -184,8 +190,11 @@ int cli_ops_start(cli_ops **out, const ev_conf *conf, const char *prog, char *er
         cli_ops_stop(o);
         return -1;
     }
+    int64_t max;
     if (cli_tls_load(&o->tls, conf, prog, 1, errstr, errstr_size) ||
-        cli_auth_load(&o->auth, conf, prog, errstr, errstr_size)) {
+        cli_auth_load(&o->auth, conf, prog, errstr, errstr_size) ||
+        ev_conf_get_int(conf, "ops.max_connections", 64, &max, errstr, errstr_size) ||
+        cli_admit_init(&o->admit, max, "ops.max_connections", errstr, errstr_size)) {
         cli_ops_stop(o);
         return -1;
     }
@@ -289,6 +298,7 @@ void cli_ops_stop(cli_ops *o)
         pthread_join(o->thread, NULL);
     if (o->ctx)
         lws_context_destroy(o->ctx);
+    cli_admit_free(&o->admit); /* after the context: its connections' WSI_DESTROY reads it */
     cli_auth_free(&o->auth);
     pthread_mutex_destroy(&o->mu);
     free(o->text);

@@ -43,6 +43,7 @@ const char *const ev_conf_known_keys[] = {
     "agent.capture_bin",
     /* every service: /metrics, /healthz, /readyz (common/ops.h) */
     "ops.listen",
+    "ops.max_connections",
     /* TLS and credentials (common/security.h) */
     "tls.cert",
     "tls.key",
@@ -76,6 +77,7 @@ const char *const ev_conf_known_keys[] = {
     "supervisor.presence_ms",
     "supervisor.lease_ms",
     "supervisor.max_nodes",
+    "supervisor.max_connections",
     "supervisor.max_registrations_per_s",
     "scaling.strategy",
     "scaling.max_devices_per_node",
@@ -109,6 +111,7 @@ const char *const ev_conf_known_keys[] = {
     "gateway.feed_ring",
     "gateway.feed_ring_bytes",
     "gateway.max_feed_clients",
+    "gateway.max_connections",
     "gateway.clock_stale_ms",
     "gateway.alert_window_s",
     "gateway.live",

@@ -27,6 +27,7 @@
  * The pure clock estimator is libevents' ev_clock_est (clockest.c). */
 #ifndef MSRS_AGENT_H
 #define MSRS_AGENT_H
+#include "admit.h"
 #include "cli.h"
 #include "ev.h"
 #include "ops.h"
@@ -38,11 +39,7 @@
 #define AG_ID_MAX          EV_ID_MAX
 #define AG_MAX_STREAMS     8
 #define AG_MAX_SUPERVISORS 8
-#define AG_HELLO_MAX       65536   /* bytes of a message before an accepted hello */
-#define AG_MAX_CONNECTIONS 1048576 /* agent.max_connections at most (slots are ints) */
-#define AG_STR_(x)         #x
-#define AG_STR(x)          AG_STR_(x)
-#define AG_EVICT_AFTER_NS  100000000LL /* a connection younger is never evicted */
+#define AG_HELLO_MAX       65536 /* bytes of a message before an accepted hello */
 enum { AG_RX_OVER_MESSAGE = 1, AG_RX_OVER_HELLO, AG_RX_OVER_TOTAL };
 #define AG_RX_KEEP 262144 /* a reassembly buffer larger is freed after its message */
 
@@ -184,27 +181,17 @@ struct ag_conn {
     int closing; /* ag_close was called: close at the next writable callback */
     int paused;  /* not read while the log is behind (flow slow_down) */
     char peer[64];
-    int counted; /* in a->open_conns */
-    int pending; /* in a->pending: counted against its address until hello is accepted */
-    ag_conn *pend_prev, *pend_next; /* a->pending_head's list, oldest first, while pending */
-    char nonce[33];                 /* the challenge this connection's hello must answer */
-    int64_t idle_armed_ns;          /* when the idle deadline was last set */
+    int counted;           /* in a->open_conns */
+    int pending;           /* in a->pending: counted against its address until hello is accepted */
+    char nonce[33];        /* the challenge this connection's hello must answer */
+    int64_t idle_armed_ns; /* when the idle deadline was last set */
     int rx_fd; /* the socket whose kernel receive stamps give t4; -1: stamped on reading */
 };
 
-/* A connection accepted but not yet a WebSocket (its TLS and HTTP
- * handshakes): a slot of a->shakes from its accept until it is established
- * or gone, listed oldest first by index (-1: none). */
-typedef struct ag_shake {
-    struct lws *wsi; /* NULL: the slot is free */
-    int64_t at_ns;   /* when it was accepted */
-    int prev, next;  /* the list of handshakes, or (next) the free slots */
-} ag_shake;
-
 typedef struct ag_counters {
-    int64_t connections, refused_connections, evicted, unauthorized, no_hello, flood_closed,
-        messages, bad_json, too_large, unknown_type, invalid, rate_limited, duplicates,
-        not_registered, events, emit_errors, dropped, late, slow_downs;
+    int64_t refused_connections, unauthorized, no_hello, flood_closed, messages, bad_json,
+        too_large, unknown_type, invalid, rate_limited, duplicates, not_registered, events,
+        emit_errors, dropped, late, slow_downs;
     int64_t rx_bytes;        /* WebSocket payload received from devices */
     int64_t stamp_errors;    /* connections whose kernel receive stamps could not be enabled */
     int64_t report_timeouts; /* reports emitted before the log acknowledged their data */
@@ -310,16 +297,13 @@ struct ag_agent {
     ag_control ctl;
     ag_spawn capture; /* msrs-capture, when the plan names it */
     int64_t capture_checked_ns;
-    int listening;     /* the device endpoint's vhost exists */
-    cli_tls tls;       /* the endpoint's TLS and the control client's */
-    cli_auth auth;     /* device credentials (auth.key_file) */
-    size_t open_conns; /* device connections open now */
-    json_t *pending;   /* peer address -> its connections without an accepted hello */
-    int64_t rx_held;   /* bytes the connections' reassembly buffers hold (their capacity) */
-    ag_conn *pending_head, *pending_tail; /* those connections, oldest first */
-    ag_shake *shakes; /* agent.max_connections slots for handshakes in progress */
-    int shake_head, shake_tail, shake_free;
-    size_t shaking;       /* handshakes in progress: with open_conns, <= max_connections */
+    int listening;        /* the device endpoint's vhost exists */
+    cli_tls tls;          /* the endpoint's TLS and the control client's */
+    cli_auth auth;        /* device credentials (auth.key_file) */
+    size_t open_conns;    /* device connections open now */
+    json_t *pending;      /* peer address -> its connections without an accepted hello */
+    int64_t rx_held;      /* bytes the connections' reassembly buffers hold (their capacity) */
+    cli_admit admit;      /* every connection from its accept: agent.max_connections (admit.h) */
     int64_t produced;     /* records the log took (ev_log_emit* returned 0) */
     struct cli_ops *ops;  /* /metrics (ops.listen), or NULL */
     cli_topic_counts out; /* records the log took, per logical topic (emit.c) */

@@ -85,8 +85,8 @@ static int secs(int64_t ms)
     return (int)((ms + 999) / 1000);
 }
 
-/* The connections that have not said an accepted hello: counted per
- * address, and listed oldest first. */
+/* The connections that have not said an accepted hello, counted per
+ * address. */
 static void pending_add(ag_agent *a, ag_conn *c, int delta)
 {
     json_t *n = json_object_get(a->pending, c->peer);
@@ -96,16 +96,6 @@ static void pending_add(ag_agent *a, ag_conn *c, int delta)
     else
         json_object_del(a->pending, c->peer); /* bounded by the addresses connecting now */
     c->pending = delta > 0;
-    if (delta > 0) {
-        c->pend_prev = a->pending_tail;
-        c->pend_next = NULL;
-        *(a->pending_tail ? &a->pending_tail->pend_next : &a->pending_head) = c;
-        a->pending_tail = c;
-    } else {
-        *(c->pend_prev ? &c->pend_prev->pend_next : &a->pending_head) = c->pend_next;
-        *(c->pend_next ? &c->pend_next->pend_prev : &a->pending_tail) = c->pend_prev;
-        c->pend_prev = c->pend_next = NULL;
-    }
 }
 
 void ag_endpoint_hello_accepted(ag_agent *a, ag_conn *c)
@@ -113,6 +103,7 @@ void ag_endpoint_hello_accepted(ag_agent *a, ag_conn *c)
     if (c->pending)
         pending_add(a, c, -1);
     if (c->wsi) {
+        cli_admit_proven(&a->admit, c->wsi); /* never evicted from now on */
         c->idle_armed_ns = ag_now_ns();
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, secs(a->cfg.idle_timeout_ms));
     }
@@ -127,89 +118,24 @@ static int refuse(ag_agent *a, struct lws *wsi, const char *why)
     return -1;
 }
 
-/* The handshakes in progress, in a->shakes: a slot from the accept until
- * the connection is established (on_established) or gone (WSI_DESTROY).
- * The slot is found again through the wsi's opaque pointer. */
-static void shake_add(ag_agent *a, struct lws *wsi)
+/* cli_admit evicts wsi, a connection without an accepted hello, for a
+ * newcomer: if it is an open WebSocket, it stops counting as one. */
+static void on_evict(void *arg, struct lws *wsi)
 {
-    int i = a->shake_free;
-    if (i < 0) { /* not while on_accept keeps the count under the slots */
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    ag_agent *a = arg;
+    ag_conn *c = lws_wsi_user(wsi);
+    if (!c || c->wsi != wsi || !c->counted) /* still in its handshakes */
         return;
-    }
-    ag_shake *s = &a->shakes[i];
-    a->shake_free = s->next;
-    *s = (ag_shake){.wsi = wsi, .at_ns = ag_now_ns(), .prev = a->shake_tail, .next = -1};
-    *(a->shake_tail >= 0 ? &a->shakes[a->shake_tail].next : &a->shake_head) = i;
-    a->shake_tail = i;
-    a->shaking++;
-    lws_set_opaque_user_data(wsi, s);
-}
-
-static void shake_del(ag_agent *a, struct lws *wsi)
-{
-    ag_shake *s = lws_get_opaque_user_data(wsi);
-    /* the control plane's client connections keep their own opaque pointer */
-    if (!s || s < a->shakes || s >= a->shakes + a->cfg.max_connections || s->wsi != wsi)
-        return;
-    lws_set_opaque_user_data(wsi, NULL);
-    *(s->prev >= 0 ? &a->shakes[s->prev].next : &a->shake_head) = s->next;
-    *(s->next >= 0 ? &a->shakes[s->next].prev : &a->shake_tail) = s->prev;
-    s->wsi = NULL;
-    s->next = a->shake_free;
-    a->shake_free = (int)(s - a->shakes);
-    a->shaking--;
-}
-
-/* Closed and freed before the newcomer is admitted, without a close
- * handshake: one that never answers would hold its descriptor for lws's
- * close-ack wait (seconds), and an asynchronous kill would let a burst of
- * accepts hold thousands of connections (~50 KiB each with TLS) at once. */
-static void kill_now(struct lws *wsi)
-{
-    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
-}
-
-/* A connection the kernel accepted, before lws gives it anything (TLS
- * included). Handshakes and open connections together stay within
- * agent.max_connections. When full, the oldest connection still without
- * an accepted hello (handshaking, or established and waiting) makes room:
- * many addresses holding connections open cannot keep a device out, since
- * a real device finishes its handshakes and says hello within milliseconds.
- * Never one younger than AG_EVICT_AFTER_NS; registered devices are never
- * moved. 0 to admit it, -1 to close it at once (counted refused). */
-static int on_accept(ag_agent *a)
-{
-    a->n.connections++;
-    if ((int64_t)(a->shaking + a->open_conns) < a->cfg.max_connections)
-        return 0;
-    int64_t now = ag_now_ns();
-    ag_shake *s = a->shake_head >= 0 ? &a->shakes[a->shake_head] : NULL;
-    ag_conn *old = a->pending_head;
-    if (s && (!old || s->at_ns <= old->connected_ns) && now - s->at_ns >= AG_EVICT_AFTER_NS) {
-        struct lws *wsi = s->wsi;
-        shake_del(a, wsi);
-        kill_now(wsi);
-    } else if (old && (!s || old->connected_ns < s->at_ns) &&
-               now - old->connected_ns >= AG_EVICT_AFTER_NS) {
-        pending_add(a, old, -1);
-        old->counted = 0;
-        a->open_conns--;
-        old->closing = 1;
-        kill_now(old->wsi);
-    } else {
-        a->n.refused_connections++;
-        return -1;
-    }
-    a->n.evicted++;
-    return 0;
+    pending_add(a, c, -1);
+    c->counted = 0;
+    a->open_conns--;
+    c->closing = 1;
 }
 
 /* A new WebSocket: counted, bounded per address, given its hello deadline
  * and, when devices authenticate, its challenge. 0, or -1 to close it. */
 static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
 {
-    shake_del(a, wsi); /* its slot passes to open_conns: the total is unchanged */
     memset(c, 0, sizeof(*c));
     c->wsi = wsi;
     cli_bucket_init(&c->rate, (double)a->cfg.rate_burst, ag_now_ns());
@@ -341,10 +267,9 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
     ag_conn *c = user;
     char uri[128];
 
+    if (cli_admit_callback(&a->admit, wsi, reason))
+        return -1; /* agent.max_connections: refused at accept */
     switch (reason) {
-    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: return on_accept(a);
-    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: shake_add(a, wsi); break;
-    case LWS_CALLBACK_WSI_DESTROY: shake_del(a, wsi); break;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
             strcmp(uri, "/v1/devices") != 0)
@@ -437,16 +362,11 @@ int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)
     struct lws_context_creation_info info;
     if (a->client_protocol)
         protocols[1] = *a->client_protocol;
-    a->shakes = calloc((size_t)a->cfg.max_connections, sizeof(*a->shakes));
-    if (!a->shakes) {
-        snprintf(errstr, errstr_size, "out of memory for %lld connections",
-                 (long long)a->cfg.max_connections);
+    if (cli_admit_init(&a->admit, a->cfg.max_connections, "agent.max_connections", errstr,
+                       errstr_size))
         return -1;
-    }
-    for (int64_t i = 0; i < a->cfg.max_connections; i++)
-        a->shakes[i].next = i + 1 < a->cfg.max_connections ? (int)i + 1 : -1;
-    a->shake_head = a->shake_tail = -1;
-    a->shake_free = 0;
+    a->admit.on_evict = on_evict;
+    a->admit.arg = a;
     /* With a supervisor the endpoint listens when the plan says so
      * (ag_endpoint_listen); the context's own vhost only makes requests. */
     fill_info(a, &info, a->ctl.managed ? CONTEXT_PORT_NO_LISTEN : a->cfg.port);
@@ -482,6 +402,5 @@ void ag_endpoint_stop(ag_agent *a)
     if (a->ctx)
         lws_context_destroy(a->ctx);
     a->ctx = NULL;
-    free(a->shakes); /* after the context: its connections' WSI_DESTROY reads them */
-    a->shakes = NULL;
+    cli_admit_free(&a->admit); /* after the context: its connections' WSI_DESTROY reads it */
 }

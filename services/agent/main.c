@@ -157,10 +157,11 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
     /* default: every device, and room to refuse more */
     if (ev_conf_get_int(conf, "agent.max_connections", cfg->max_devices + 64, &cfg->max_connections,
                         err, sizeof(err)) ||
-        cfg->max_connections <= 0 || cfg->max_connections > AG_MAX_CONNECTIONS) {
+        cfg->max_connections <= 0 || cfg->max_connections > CLI_ADMIT_MAX) {
         fprintf(stderr, "msrs-agent: %s\n",
                 *err ? err
-                     : "config agent.max_connections: expected 1 to " AG_STR(AG_MAX_CONNECTIONS));
+                     : "config agent.max_connections: expected 1 to "
+                       "1048576");
         return -1;
     }
     if (cfg->max_buffered_bytes < cfg->max_message_bytes) {
@@ -318,11 +319,13 @@ static void publish_metrics(ag_agent *a)
                (double)a->connected);
     cli_metric(&b, "msrs_agent_connections_open", "gauge", "WebSocket connections open",
                (double)a->open_conns);
+    cli_admit_metrics(&b, "msrs_agent", &a->admit);
     cli_metric(&b, "msrs_agent_connections_handshaking", "gauge",
-               "connections in their TLS or WebSocket handshake", (double)a->shaking);
+               "connections in their TLS or WebSocket handshake",
+               (double)(a->admit.used - (int64_t)a->open_conns));
     cli_metric(&b, "msrs_agent_connections_total", "counter",
                "connections accepted (TCP), refused and evicted ones included",
-               (double)n->connections);
+               (double)a->admit.accepted);
     cli_metric(&b, "msrs_agent_messages_total", "counter", "messages from devices",
                (double)n->messages);
     cli_metric(&b, "msrs_agent_received_bytes_total", "counter",
@@ -346,7 +349,7 @@ static void publish_metrics(ag_agent *a)
                    {"unauthorized", n->unauthorized},
                    {"no_hello", n->no_hello},
                    {"flood", n->flood_closed},
-                   {"connection_limit", n->refused_connections}};
+                   {"connection_limit", n->refused_connections + a->admit.refused}};
     char labels[64];
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         snprintf(labels, sizeof(labels), "why=\"%s\"", refused[i].kind);
@@ -424,7 +427,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 static void print_counters(const ag_agent *a, const char *when)
 {
     fprintf(stderr,
-            "msrs-agent: %s: %zu connected, %lld connections (%zu open, %zu handshaking, %lld "
+            "msrs-agent: %s: %zu connected, %lld connections (%zu open, %lld handshaking, %lld "
             "refused, %lld "
             "evicted, %lld closed without hello, %lld unauthorized, %lld closed for flooding), "
             "%lld messages, "
@@ -433,13 +436,15 @@ static void print_counters(const ag_agent *a, const char *when)
             "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld "
             "late; "
             "%lld slow_down\n",
-            when, a->connected, (long long)a->n.connections, a->open_conns, a->shaking,
-            (long long)a->n.refused_connections, (long long)a->n.evicted, (long long)a->n.no_hello,
-            (long long)a->n.unauthorized, (long long)a->n.flood_closed, (long long)a->n.messages,
-            (long long)a->n.events, (long long)a->n.bad_json, (long long)a->n.too_large,
-            (long long)a->n.unknown_type, (long long)a->n.invalid, (long long)a->n.rate_limited,
-            (long long)a->n.duplicates, (long long)a->n.not_registered, (long long)a->n.emit_errors,
-            (long long)a->n.dropped, (long long)a->n.late, (long long)a->n.slow_downs);
+            when, a->connected, (long long)a->admit.accepted, a->open_conns,
+            (long long)(a->admit.used - (int64_t)a->open_conns),
+            (long long)(a->n.refused_connections + a->admit.refused), (long long)a->admit.evicted,
+            (long long)a->n.no_hello, (long long)a->n.unauthorized, (long long)a->n.flood_closed,
+            (long long)a->n.messages, (long long)a->n.events, (long long)a->n.bad_json,
+            (long long)a->n.too_large, (long long)a->n.unknown_type, (long long)a->n.invalid,
+            (long long)a->n.rate_limited, (long long)a->n.duplicates,
+            (long long)a->n.not_registered, (long long)a->n.emit_errors, (long long)a->n.dropped,
+            (long long)a->n.late, (long long)a->n.slow_downs);
 }
 
 typedef struct ag_args {
@@ -572,7 +577,7 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     }
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
     time_t last_report = time(NULL);
-    int64_t trimmed_at = 0; /* a->n.connections at the last malloc_trim */
+    int64_t trimmed_at = 0; /* a->admit.accepted at the last malloc_trim */
     while (!cli_stop) {
         if (a->loop)
             ag_loop_run_once(a->loop);
@@ -585,8 +590,8 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
              * storm) leave their TLS and WebSocket buffers free in malloc's
              * heap: given back, so RSS returns to what the open ones use.
              * Only then: the trim walks the heap on this thread. */
-            if (a->n.connections - trimmed_at > 64) {
-                trimmed_at = a->n.connections;
+            if (a->admit.accepted - trimmed_at > 64) {
+                trimmed_at = a->admit.accepted;
                 malloc_trim(0);
             }
         }

@@ -20,6 +20,7 @@
  * One thread: every function here runs on the lws service thread. */
 #ifndef MSRS_GATEWAY_H
 #define MSRS_GATEWAY_H
+#include "admit.h"
 #include "cli.h"
 #include "ev.h"
 #include "security.h"
@@ -61,7 +62,9 @@ typedef struct gw_gateway {
     char web_root[PATH_MAX];    /* gateway.web_root: index.html, app.js, ... */
     char archive_dir[PATH_MAX]; /* archive.dir: what /api/v1/archives lists */
     int64_t feed_ms, ring_size, max_feed_clients, clock_stale_ms, alert_window_s, live_enabled;
-    ev_conf *conf; /* borrowed from cli_svc_main: live.c opens its own log with it */
+    int64_t max_connections; /* gateway.max_connections */
+    cli_admit admit;         /* the listener's connections (admit.h) */
+    ev_conf *conf;           /* borrowed from cli_svc_main: live.c opens its own log with it */
     ev_log *log;
     ev_state *state;
     ev_projection *proj;

@@ -172,6 +172,7 @@ static int dispatch(gw_gateway *g, struct lws *wsi, gw_conn *c)
             g->n.unauthorized++;
             reply_with(c, 401, cli_json_error("unauthorized", "%s", why));
         } else {
+            cli_admit_proven(&g->admit, wsi); /* a valid token: never evicted */
             int status = gw_api_handle(g, &who, c->post ? "POST" : "GET", sub,
                                        (const char *)c->body.data, c->body.len, &reply, &file);
             if (file) {
@@ -294,6 +295,7 @@ static int feed_filter(gw_gateway *g, struct lws *wsi)
         g->n.unauthorized++;
         return -1;
     }
+    cli_admit_proven(&g->admit, wsi);
     if (g->n.feed_clients >= g->max_feed_clients) {
         g->n.feed_refused++;
         return -1;
@@ -372,6 +374,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 {
     gw_gateway *g = lws_context_user(lws_get_context(wsi));
     gw_conn *c = user;
+    if (cli_admit_callback(&g->admit, wsi, reason))
+        return -1; /* gateway.max_connections: refused at accept */
     /* a connection that closes before its first request has no data of ours */
     if (!c && reason != LWS_CALLBACK_HTTP)
         return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -440,6 +444,9 @@ static const struct lws_protocol_vhost_options security_headers[] = {
 int gw_http_start(gw_gateway *g, char *errstr, size_t errstr_size)
 {
     struct lws_context_creation_info info;
+    if (cli_admit_init(&g->admit, g->max_connections, "gateway.max_connections", errstr,
+                       errstr_size))
+        return -1;
     memset(&info, 0, sizeof(info));
     info.port = g->port;
     info.iface = strcmp(g->host, "0.0.0.0") == 0 ? NULL : g->host;
@@ -470,4 +477,5 @@ void gw_http_stop(gw_gateway *g)
     if (g->ctx)
         lws_context_destroy(g->ctx);
     g->ctx = NULL;
+    cli_admit_free(&g->admit); /* after the context: its connections' WSI_DESTROY reads it */
 }

@@ -34,7 +34,8 @@ static void usage(FILE *f)
            "what /api/v1/archives lists and serves), gateway.feed_ms (250: changes are\n"
            "published at most this often), gateway.feed_ring (1024 changes kept for clients\n"
            "that reconnect), gateway.feed_ring_bytes (64 MiB: at most this much of them),\n"
-           "gateway.max_feed_clients (256), gateway.clock_stale_ms (30000:\n"
+           "gateway.max_feed_clients (256), gateway.max_connections (max_feed_clients + 256,\n"
+           "counted from accept; docs/security.md), gateway.clock_stale_ms (30000:\n"
            "a connected device without a clock offset this long is alerted),\n"
            "gateway.alert_window_s (3600: how long a disconnect, an expiry or an incomplete\n"
            "session stays an alert), gateway.live (true: count recording sessions' samples\n"
@@ -159,6 +160,7 @@ static void publish_metrics(gw_gateway *g)
 {
     cli_buf b = {0};
     const gw_counters *n = &g->n;
+    cli_admit_metrics(&b, "msrs_gateway", &g->admit);
     cli_metric(&b, "msrs_gateway_requests_total", "counter", "HTTP requests", (double)n->requests);
     cli_metric(&b, "msrs_gateway_unauthorized_total", "counter", "requests without a valid token",
                (double)n->unauthorized);
@@ -247,6 +249,13 @@ static int load_config(gw_gateway *g, const ev_conf *conf, const char *listen)
                                 {"gateway.alert_window_s", 3600, &g->alert_window_s, 1}};
     if (cli_conf_ints(conf, ints, sizeof(ints) / sizeof(ints[0]), "msrs-gateway"))
         return -1;
+    if (ev_conf_get_int(conf, "gateway.max_connections", g->max_feed_clients + 256,
+                        &g->max_connections, err, sizeof(err)) ||
+        g->max_connections < 1 || g->max_connections > CLI_ADMIT_MAX) {
+        fprintf(stderr, "msrs-gateway: %s\n",
+                *err ? err : "config gateway.max_connections: expected 1 to 1048576");
+        return -1;
+    }
     int live = 1;
     if (ev_conf_get_bool(conf, "gateway.live", 1, &live, err, sizeof(err))) {
         fprintf(stderr, "msrs-gateway: %s\n", err);

@@ -63,6 +63,8 @@ static void dispatch(sv_supervisor *s, struct lws *wsi, sv_conn *c)
         c->status =
             sv_handle(s, c->post ? "POST" : "GET", c->path, *c->token ? c->token : NULL,
                       c->body ? c->body : "", c->len, c->t2 ? c->t2 : ev_now_ns(), &c->reply);
+        if (c->status != 401 && c->status != 403)
+            cli_admit_proven(&s->admit, wsi); /* a valid token: never evicted */
     }
     lws_callback_on_writable(wsi);
 }
@@ -85,6 +87,8 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 {
     sv_supervisor *s = lws_context_user(lws_get_context(wsi));
     sv_conn *c = user;
+    if (cli_admit_callback(&s->admit, wsi, reason))
+        return -1; /* supervisor.max_connections: refused at accept */
     if (reason == LWS_CALLBACK_FILTER_NETWORK_CONNECTION) {
         /* before anything is read: a clock probe's t2 is the kernel's
          * receive stamp, not when this loop got to the request */
@@ -164,6 +168,9 @@ static struct lws_protocols protocols[] = {{"http", callback_http, sizeof(sv_con
 int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size)
 {
     struct lws_context_creation_info info;
+    if (cli_admit_init(&s->admit, s->max_connections, "supervisor.max_connections", errstr,
+                       errstr_size))
+        return -1;
     memset(&info, 0, sizeof(info));
     info.port = s->port;
     info.iface = strcmp(s->host, "0.0.0.0") == 0 ? NULL : s->host;
@@ -195,4 +202,5 @@ void sv_http_stop(sv_supervisor *s)
     if (s->ctx)
         lws_context_destroy(s->ctx);
     s->ctx = NULL;
+    cli_admit_free(&s->admit); /* after the context: its connections' WSI_DESTROY reads it */
 }

@@ -45,7 +45,8 @@ static void usage(FILE *f)
             "(least_loaded | round_robin), scaling.node_bandwidth_bytes_per_s (125000000: what\n"
             "least_loaded counts a node's device traffic against; 0: not counted),\n"
             "discovery.port (8611: UDP, answers agents' discovery queries for this log's topic\n"
-            "prefix; 0: none), supervisor.max_nodes (4096 live),\n"
+            "prefix; 0: none), supervisor.max_nodes (4096 live), supervisor.max_connections\n"
+            "(max_nodes + 256, counted from accept; docs/security.md),\n"
             "supervisor.max_registrations_per_s (100), tls.cert, tls.key, tls.plain,\n"
             "auth.key_file (nodes' and operators' tokens are checked against it;\n"
             "docs/security.md), auth.revoked_file, auth.required\n"
@@ -554,6 +555,7 @@ static void publish_metrics(sv_supervisor *s, int64_t now)
     const sv_counters *n = &s->n;
     cli_metric(&b, "msrs_supervisor_leading", "gauge", "1 while this supervisor leads",
                s->leading && s->caught_up);
+    cli_admit_metrics(&b, "msrs_supervisor", &s->admit);
     cli_metric(&b, "msrs_supervisor_requests_total", "counter", "HTTP requests",
                (double)n->requests);
     cli_metric(&b, "msrs_supervisor_registrations_total", "counter", "node registrations",
@@ -692,6 +694,14 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
         return -1;
     s->phi_suspect = (double)phi_suspect;
     s->phi_expire = (double)phi_expire;
+    char err[256] = "";
+    if (ev_conf_get_int(conf, "supervisor.max_connections", s->max_nodes + 256, &s->max_connections,
+                        err, sizeof(err)) ||
+        s->max_connections < 1 || s->max_connections > CLI_ADMIT_MAX) {
+        fprintf(stderr, "msrs-supervisor: %s\n",
+                *err ? err : "config supervisor.max_connections: expected 1 to 1048576");
+        return -1;
+    }
     if (s->discovery_port > 65535) {
         fprintf(stderr,
                 "msrs-supervisor: config discovery.port (%lld): expected a UDP port, or "

@@ -4,6 +4,7 @@
  * thread: every function here runs on the lws service thread. */
 #ifndef MSRS_SUPERVISOR_H
 #define MSRS_SUPERVISOR_H
+#include "admit.h"
 #include "cli.h"
 #include "ev.h"
 #include "security.h"
@@ -31,6 +32,8 @@ typedef struct sv_supervisor {
     char holder[320];  /* node_id@address: the lease holder */
     int64_t ttl_ms, heartbeat_ms, presence_ms, lease_ms, discovery_port;
     int64_t max_nodes, max_registrations_per_s; /* bounds: live nodes, new registrations */
+    int64_t max_connections;                    /* supervisor.max_connections */
+    cli_admit admit;                            /* the API's connections (admit.h) */
     cli_bucket registrations;                   /* new registrations allowed now */
     ev_place_policy place;
     int64_t rr_cursor;

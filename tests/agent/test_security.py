@@ -157,6 +157,25 @@ def control_attacks(ctx, sup_port, key, tmp, db):
           "PresenceSnapshot lists at most 12 nodes (%s)" %
           (pres and max(len(r["value"]["nodes"]) for r in pres)))
 
+    # connections held open without a token (supervisor.max_connections 16):
+    # counted from their accept, the oldest closed for newcomers; the node's
+    # own connection (it showed its token) and an operator still get in
+    raw = []
+    for i in range(40):
+        s = socket.socket()
+        s.bind(("127.0.1.%d" % (i % 8 + 1), 0))
+        s.connect(("127.0.0.1", sup_port))
+        s.setblocking(False)
+        raw.append(s)
+    time.sleep(0.3)
+    held = [s for s in raw if still_open(s)]
+    s, body, _ = http(ctx, sup_port, "/v1/nodes", tok=viewer)
+    check(len(held) <= 16 and s == 200 and body["nodes"].get("sec-node", {}).get("state") == "up",
+          "40 connections without a token: %d held (supervisor.max_connections 16); a viewer "
+          "still reads the pool (%d), sec-node is up" % (len(held), s))
+    for s in raw:
+        s.close()
+
 
 async def eviction(url, ctx, key):
     """An agent full of connections without hello (8 of agent.max_connections
@@ -501,6 +520,7 @@ def main():
                                          "-X", "discovery.port=%d" % disc_port,
                                          "-X", "supervisor.presence_ms=500",
                                          "-X", "supervisor.max_nodes=12",
+                                         "-X", "supervisor.max_connections=16",
                                          "-X", "supervisor.max_registrations_per_s=5"], env=env)
         wait_listening(sup_port)
         agent = procs.start("agent", ["msrs-agent", "--log", "sqlite:" + db, "--listen",
