@@ -10,10 +10,13 @@
  * not proven itself yet (a device's accepted hello, a request with a valid
  * token): a source holding many connections open cannot keep a real client
  * out, since a real one proves itself within milliseconds of connecting.
- * Never one younger than CLI_ADMIT_SPARE_NS; a proven connection is never
+ * Never one younger than CLI_ADMIT_MIN_AGE_NS; a proven connection is never
  * moved. When all are proven or young, the newcomer is closed at accept.
  * The eviction is synchronous: an asynchronous kill would let a burst of
  * accepts hold thousands of connections (~50 KiB each with TLS) at once.
+ * An evicted connection gives its slot to the newcomer at once; one that
+ * lws closes gracefully (it had answered, or must flush first) is not
+ * counted while it waits for its peer, up to the listener's timeout.
  *
  * Accepting as fast as connections arrive keeps the kernel's listen queue
  * from overflowing, so a client's SYN is not dropped with an attacker's.
@@ -23,14 +26,14 @@
 #include <libwebsockets.h>
 #include <stdint.h>
 
-#define CLI_ADMIT_SPARE_NS 100000000LL /* a connection younger is never evicted */
-#define CLI_ADMIT_MAX      1048576     /* slots at most (they are indexed by int) */
+#define CLI_ADMIT_MIN_AGE_NS 100000000LL /* a connection younger is never evicted */
+#define CLI_ADMIT_MAX        1048576     /* slots at most (they are indexed by int) */
 
 typedef struct cli_admit_slot {
     struct lws *wsi; /* NULL: free */
     int64_t at_ns;   /* accepted then */
-    int prev, next;  /* the unproven list, oldest first; or (next) the free list */
-    int proven;
+    int prev, next;  /* the evictable list, oldest first; or (next) the free list */
+    int listed;      /* in the evictable list: not proven, not being evicted */
 } cli_admit_slot;
 
 typedef struct cli_admit {
@@ -39,15 +42,19 @@ typedef struct cli_admit {
     int head, tail, free_slot; /* -1: none */
     int64_t used;              /* connections held now, proven or not */
     int64_t accepted, refused, evicted;
-    /* Called with a connection about to be evicted, before lws closes it:
-     * the service's bookkeeping (NULL: none). */
-    void (*on_evict)(void *arg, struct lws *wsi);
+    void (*on_evict)(void *arg, struct lws *wsi); /* the service's bookkeeping, or NULL */
     void *arg;
 } cli_admit;
 
-/* max slots (1 to CLI_ADMIT_MAX). 0, or -1 (out of memory, or max out of
- * range) with errstr naming key, the configuration key max came from. */
-int cli_admit_init(cli_admit *ad, int64_t max, const char *key, char *errstr, size_t errstr_size);
+/* max slots (1 to CLI_ADMIT_MAX); on_evict (may be NULL) is called with arg
+ * and a connection about to be evicted, before lws closes it. 0, or -1
+ * (out of memory, or max out of range) with errstr naming key, the
+ * configuration key max came from. */
+int cli_admit_init(cli_admit *ad, int64_t max, const char *key,
+                   void (*on_evict)(void *arg, struct lws *wsi), void *arg, char *errstr,
+                   size_t errstr_size);
+/* After the listener's context is destroyed (its WSI_DESTROYs read ad).
+ * The counters stay, for a last status line. */
 void cli_admit_free(cli_admit *ad);
 
 /* For the listener's protocols[0] callback, first thing, whatever the
@@ -58,7 +65,9 @@ void cli_admit_free(cli_admit *ad);
  * its slot; a client connection's own opaque pointer is left alone. */
 int cli_admit_callback(cli_admit *ad, struct lws *wsi, enum lws_callback_reasons reason);
 
-/* The connection proved itself: never evicted. Unknown wsi: nothing. */
+/* The connection proved itself (what that is, the service says: a
+ * device's accepted hello, a request its token allows): never evicted.
+ * Unknown wsi: nothing. */
 void cli_admit_proven(cli_admit *ad, struct lws *wsi);
 
 /* Appends PREFIX_connections_held (gauge), PREFIX_connections_refused_total

@@ -126,7 +126,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         memset(c, 0, sizeof(*c));
         answer_for(o, (const char *)in, token, c);
         if (c->status != 401)
-            cli_admit_proven(&o->admit, wsi); /* a valid token: never evicted */
+            cli_admit_proven(&o->admit, wsi); /* its token allowed it (any request when
+                                                 auth.required = false): never evicted */
         if (!c->body) {
             lws_return_http_status(wsi, HTTP_STATUS_INTERNAL_SERVER_ERROR, "out of memory");
             return -1;
@@ -194,7 +195,7 @@ int cli_ops_start(cli_ops **out, const ev_conf *conf, const char *prog, char *er
     if (cli_tls_load(&o->tls, conf, prog, 1, errstr, errstr_size) ||
         cli_auth_load(&o->auth, conf, prog, errstr, errstr_size) ||
         ev_conf_get_int(conf, "ops.max_connections", 64, &max, errstr, errstr_size) ||
-        cli_admit_init(&o->admit, max, "ops.max_connections", errstr, errstr_size)) {
+        cli_admit_init(&o->admit, max, "ops.max_connections", NULL, NULL, errstr, errstr_size)) {
         cli_ops_stop(o);
         return -1;
     }

@@ -179,6 +179,7 @@ struct ag_conn {
     cli_bucket rate;                              /* agent.rate_per_s, agent.rate_burst */
     int64_t flood_refused, flood_window_start_ns; /* messages refused in the current second */
     int closing; /* ag_close was called: close at the next writable callback */
+    int evicted; /* closed by cli_admit for a newcomer (agent.max_connections) */
     int paused;  /* not read while the log is behind (flow slow_down) */
     char peer[64];
     int counted;           /* in a->open_conns */

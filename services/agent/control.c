@@ -551,6 +551,8 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
     ag_http *h = lws_get_opaque_user_data(wsi);
     (void)user;
     switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return -1;                 /* a client's own protocol: no device upgrades to it */
     case LWS_CALLBACK_RAW_RX_FILE: /* the discovery socket */
         on_answers(lws_context_user(lws_get_context(wsi)));
         return 0;

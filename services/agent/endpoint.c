@@ -119,17 +119,16 @@ static int refuse(ag_agent *a, struct lws *wsi, const char *why)
 }
 
 /* cli_admit evicts wsi, a connection without an accepted hello, for a
- * newcomer: if it is an open WebSocket, it stops counting as one. */
+ * newcomer: nothing more of it is handled, and its close is counted as an
+ * eviction, not as a connection that never said hello. */
 static void on_evict(void *arg, struct lws *wsi)
 {
-    ag_agent *a = arg;
+    (void)arg;
     ag_conn *c = lws_wsi_user(wsi);
-    if (!c || c->wsi != wsi || !c->counted) /* still in its handshakes */
-        return;
-    pending_add(a, c, -1);
-    c->counted = 0;
-    a->open_conns--;
-    c->closing = 1;
+    if (c && c->wsi == wsi) { /* an open WebSocket, not one still in its handshakes */
+        c->evicted = 1;
+        c->closing = 1;
+    }
 }
 
 /* A new WebSocket: counted, bounded per address, given its hello deadline
@@ -319,7 +318,7 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
         if (c->counted) {
             a->open_conns--;
             if (c->pending) {
-                a->n.no_hello++;
+                a->n.no_hello += !c->evicted;
                 pending_add(a, c, -1);
             }
         }
@@ -362,11 +361,9 @@ int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)
     struct lws_context_creation_info info;
     if (a->client_protocol)
         protocols[1] = *a->client_protocol;
-    if (cli_admit_init(&a->admit, a->cfg.max_connections, "agent.max_connections", errstr,
-                       errstr_size))
+    if (cli_admit_init(&a->admit, a->cfg.max_connections, "agent.max_connections", on_evict, a,
+                       errstr, errstr_size))
         return -1;
-    a->admit.on_evict = on_evict;
-    a->admit.arg = a;
     /* With a supervisor the endpoint listens when the plan says so
      * (ag_endpoint_listen); the context's own vhost only makes requests. */
     fill_info(a, &info, a->ctl.managed ? CONTEXT_PORT_NO_LISTEN : a->cfg.port);

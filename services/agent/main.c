@@ -157,11 +157,9 @@ static int load_config(ag_config *cfg, const ev_conf *conf, const char *listen, 
     /* default: every device, and room to refuse more */
     if (ev_conf_get_int(conf, "agent.max_connections", cfg->max_devices + 64, &cfg->max_connections,
                         err, sizeof(err)) ||
-        cfg->max_connections <= 0 || cfg->max_connections > CLI_ADMIT_MAX) {
+        cfg->max_connections <= 0) {
         fprintf(stderr, "msrs-agent: %s\n",
-                *err ? err
-                     : "config agent.max_connections: expected 1 to "
-                       "1048576");
+                *err ? err : "config agent.max_connections: expected a positive integer");
         return -1;
     }
     if (cfg->max_buffered_bytes < cfg->max_message_bytes) {
@@ -310,6 +308,15 @@ static void poll_commands(ag_agent *a, int64_t now)
         handled || ag_recording_active(a) ? now : now + COMMANDS_POLL_MS * 1000000LL;
 }
 
+/* Connections held that are not open WebSockets: in their TLS or HTTP
+ * handshakes, or refused and closing. (An evicted WebSocket gives its slot
+ * back before lws has closed it: hence the floor.) */
+static int64_t handshaking(const ag_agent *a)
+{
+    int64_t n = a->admit.used - (int64_t)a->open_conns;
+    return n > 0 ? n : 0;
+}
+
 /* The agent's metrics (ops.h; docs/operations.md, "Metrics"). */
 static void publish_metrics(ag_agent *a)
 {
@@ -321,8 +328,8 @@ static void publish_metrics(ag_agent *a)
                (double)a->open_conns);
     cli_admit_metrics(&b, "msrs_agent", &a->admit);
     cli_metric(&b, "msrs_agent_connections_handshaking", "gauge",
-               "connections in their TLS or WebSocket handshake",
-               (double)(a->admit.used - (int64_t)a->open_conns));
+               "connections in their TLS or WebSocket handshake (or refused and closing)",
+               (double)handshaking(a));
     cli_metric(&b, "msrs_agent_connections_total", "counter",
                "connections accepted (TCP), refused and evicted ones included",
                (double)a->admit.accepted);
@@ -437,12 +444,11 @@ static void print_counters(const ag_agent *a, const char *when)
             "late; "
             "%lld slow_down\n",
             when, a->connected, (long long)a->admit.accepted, a->open_conns,
-            (long long)(a->admit.used - (int64_t)a->open_conns),
-            (long long)(a->n.refused_connections + a->admit.refused), (long long)a->admit.evicted,
-            (long long)a->n.no_hello, (long long)a->n.unauthorized, (long long)a->n.flood_closed,
-            (long long)a->n.messages, (long long)a->n.events, (long long)a->n.bad_json,
-            (long long)a->n.too_large, (long long)a->n.unknown_type, (long long)a->n.invalid,
-            (long long)a->n.rate_limited, (long long)a->n.duplicates,
+            (long long)handshaking(a), (long long)(a->n.refused_connections + a->admit.refused),
+            (long long)a->admit.evicted, (long long)a->n.no_hello, (long long)a->n.unauthorized,
+            (long long)a->n.flood_closed, (long long)a->n.messages, (long long)a->n.events,
+            (long long)a->n.bad_json, (long long)a->n.too_large, (long long)a->n.unknown_type,
+            (long long)a->n.invalid, (long long)a->n.rate_limited, (long long)a->n.duplicates,
             (long long)a->n.not_registered, (long long)a->n.emit_errors, (long long)a->n.dropped,
             (long long)a->n.late, (long long)a->n.slow_downs);
 }

@@ -172,7 +172,7 @@ static int dispatch(gw_gateway *g, struct lws *wsi, gw_conn *c)
             g->n.unauthorized++;
             reply_with(c, 401, cli_json_error("unauthorized", "%s", why));
         } else {
-            cli_admit_proven(&g->admit, wsi); /* a valid token: never evicted */
+            cli_admit_proven(&g->admit, wsi); /* a token it knows: never evicted */
             int status = gw_api_handle(g, &who, c->post ? "POST" : "GET", sub,
                                        (const char *)c->body.data, c->body.len, &reply, &file);
             if (file) {
@@ -444,7 +444,7 @@ static const struct lws_protocol_vhost_options security_headers[] = {
 int gw_http_start(gw_gateway *g, char *errstr, size_t errstr_size)
 {
     struct lws_context_creation_info info;
-    if (cli_admit_init(&g->admit, g->max_connections, "gateway.max_connections", errstr,
+    if (cli_admit_init(&g->admit, g->max_connections, "gateway.max_connections", NULL, NULL, errstr,
                        errstr_size))
         return -1;
     memset(&info, 0, sizeof(info));

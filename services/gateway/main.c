@@ -249,11 +249,10 @@ static int load_config(gw_gateway *g, const ev_conf *conf, const char *listen)
                                 {"gateway.alert_window_s", 3600, &g->alert_window_s, 1}};
     if (cli_conf_ints(conf, ints, sizeof(ints) / sizeof(ints[0]), "msrs-gateway"))
         return -1;
+    /* its range is checked where it is used (cli_admit_init) */
     if (ev_conf_get_int(conf, "gateway.max_connections", g->max_feed_clients + 256,
-                        &g->max_connections, err, sizeof(err)) ||
-        g->max_connections < 1 || g->max_connections > CLI_ADMIT_MAX) {
-        fprintf(stderr, "msrs-gateway: %s\n",
-                *err ? err : "config gateway.max_connections: expected 1 to 1048576");
+                        &g->max_connections, err, sizeof(err))) {
+        fprintf(stderr, "msrs-gateway: %s\n", err);
         return -1;
     }
     int live = 1;

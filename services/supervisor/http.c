@@ -64,7 +64,8 @@ static void dispatch(sv_supervisor *s, struct lws *wsi, sv_conn *c)
             sv_handle(s, c->post ? "POST" : "GET", c->path, *c->token ? c->token : NULL,
                       c->body ? c->body : "", c->len, c->t2 ? c->t2 : ev_now_ns(), &c->reply);
         if (c->status != 401 && c->status != 403)
-            cli_admit_proven(&s->admit, wsi); /* a valid token: never evicted */
+            cli_admit_proven(&s->admit, wsi); /* its token allowed it (any request when
+                                                 auth.required = false): never evicted */
     }
     lws_callback_on_writable(wsi);
 }
@@ -168,8 +169,8 @@ static struct lws_protocols protocols[] = {{"http", callback_http, sizeof(sv_con
 int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size)
 {
     struct lws_context_creation_info info;
-    if (cli_admit_init(&s->admit, s->max_connections, "supervisor.max_connections", errstr,
-                       errstr_size))
+    if (cli_admit_init(&s->admit, s->max_connections, "supervisor.max_connections", NULL, NULL,
+                       errstr, errstr_size))
         return -1;
     memset(&info, 0, sizeof(info));
     info.port = s->port;

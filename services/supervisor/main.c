@@ -694,12 +694,11 @@ static int load_config(sv_supervisor *s, const ev_conf *conf, const char *listen
         return -1;
     s->phi_suspect = (double)phi_suspect;
     s->phi_expire = (double)phi_expire;
-    char err[256] = "";
+    char err[256];
+    /* its range is checked where it is used (cli_admit_init) */
     if (ev_conf_get_int(conf, "supervisor.max_connections", s->max_nodes + 256, &s->max_connections,
-                        err, sizeof(err)) ||
-        s->max_connections < 1 || s->max_connections > CLI_ADMIT_MAX) {
-        fprintf(stderr, "msrs-supervisor: %s\n",
-                *err ? err : "config supervisor.max_connections: expected 1 to 1048576");
+                        err, sizeof(err))) {
+        fprintf(stderr, "msrs-supervisor: %s\n", err);
         return -1;
     }
     if (s->discovery_port > 65535) {
