@@ -14,11 +14,10 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-int cli_admit_init(cli_admit *ad, int64_t max, const char *key,
-                   void (*on_evict)(void *arg, struct lws *wsi), void *arg, char *errstr,
-                   size_t errstr_size)
+int cli_admit_init(cli_admit *ad, int64_t max, const char *key, void (*on_evict)(struct lws *wsi),
+                   char *errstr, size_t errstr_size)
 {
-    *ad = (cli_admit){.head = -1, .tail = -1, .on_evict = on_evict, .arg = arg};
+    *ad = (cli_admit){.head = -1, .tail = -1, .on_evict = on_evict};
     if (max < 1 || max > CLI_ADMIT_MAX) {
         snprintf(errstr, errstr_size, "config %s (%lld): expected 1 to %d connections", key,
                  (long long)max, CLI_ADMIT_MAX);
@@ -111,7 +110,7 @@ static int admit(cli_admit *ad)
     struct lws *wsi = old->wsi;
     ad->evicted++;
     if (ad->on_evict)
-        ad->on_evict(ad->arg, wsi);
+        ad->on_evict(wsi);
     slot_give_back(ad, wsi);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
     return 0;

@@ -42,17 +42,15 @@ typedef struct cli_admit {
     int head, tail, free_slot; /* -1: none */
     int64_t used;              /* connections held now, proven or not */
     int64_t accepted, refused, evicted;
-    void (*on_evict)(void *arg, struct lws *wsi); /* the service's bookkeeping, or NULL */
-    void *arg;
+    void (*on_evict)(struct lws *wsi); /* the service's bookkeeping, or NULL */
 } cli_admit;
 
-/* max slots (1 to CLI_ADMIT_MAX); on_evict (may be NULL) is called with arg
- * and a connection about to be evicted, before lws closes it. 0, or -1
+/* max slots (1 to CLI_ADMIT_MAX); on_evict (may be NULL) is called with a
+ * connection about to be evicted, before lws closes it. 0, or -1
  * (out of memory, or max out of range) with errstr naming key, the
  * configuration key max came from. */
-int cli_admit_init(cli_admit *ad, int64_t max, const char *key,
-                   void (*on_evict)(void *arg, struct lws *wsi), void *arg, char *errstr,
-                   size_t errstr_size);
+int cli_admit_init(cli_admit *ad, int64_t max, const char *key, void (*on_evict)(struct lws *wsi),
+                   char *errstr, size_t errstr_size);
 /* After the listener's context is destroyed (its WSI_DESTROYs read ad).
  * The counters stay, for a last status line. */
 void cli_admit_free(cli_admit *ad);

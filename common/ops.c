@@ -195,7 +195,7 @@ int cli_ops_start(cli_ops **out, const ev_conf *conf, const char *prog, char *er
     if (cli_tls_load(&o->tls, conf, prog, 1, errstr, errstr_size) ||
         cli_auth_load(&o->auth, conf, prog, errstr, errstr_size) ||
         ev_conf_get_int(conf, "ops.max_connections", 64, &max, errstr, errstr_size) ||
-        cli_admit_init(&o->admit, max, "ops.max_connections", NULL, NULL, errstr, errstr_size)) {
+        cli_admit_init(&o->admit, max, "ops.max_connections", NULL, errstr, errstr_size)) {
         cli_ops_stop(o);
         return -1;
     }

@@ -121,9 +121,8 @@ static int refuse(ag_agent *a, struct lws *wsi, const char *why)
 /* cli_admit evicts wsi, a connection without an accepted hello, for a
  * newcomer: nothing more of it is handled, and its close is counted as an
  * eviction, not as a connection that never said hello. */
-static void on_evict(void *arg, struct lws *wsi)
+static void on_evict(struct lws *wsi)
 {
-    (void)arg;
     ag_conn *c = lws_wsi_user(wsi);
     if (c && c->wsi == wsi) { /* an open WebSocket, not one still in its handshakes */
         c->evicted = 1;
@@ -361,8 +360,8 @@ int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size)
     struct lws_context_creation_info info;
     if (a->client_protocol)
         protocols[1] = *a->client_protocol;
-    if (cli_admit_init(&a->admit, a->cfg.max_connections, "agent.max_connections", on_evict, a,
-                       errstr, errstr_size))
+    if (cli_admit_init(&a->admit, a->cfg.max_connections, "agent.max_connections", on_evict, errstr,
+                       errstr_size))
         return -1;
     /* With a supervisor the endpoint listens when the plan says so
      * (ag_endpoint_listen); the context's own vhost only makes requests. */

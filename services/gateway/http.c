@@ -444,7 +444,7 @@ static const struct lws_protocol_vhost_options security_headers[] = {
 int gw_http_start(gw_gateway *g, char *errstr, size_t errstr_size)
 {
     struct lws_context_creation_info info;
-    if (cli_admit_init(&g->admit, g->max_connections, "gateway.max_connections", NULL, NULL, errstr,
+    if (cli_admit_init(&g->admit, g->max_connections, "gateway.max_connections", NULL, errstr,
                        errstr_size))
         return -1;
     memset(&info, 0, sizeof(info));

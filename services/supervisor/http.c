@@ -169,8 +169,8 @@ static struct lws_protocols protocols[] = {{"http", callback_http, sizeof(sv_con
 int sv_http_start(sv_supervisor *s, char *errstr, size_t errstr_size)
 {
     struct lws_context_creation_info info;
-    if (cli_admit_init(&s->admit, s->max_connections, "supervisor.max_connections", NULL, NULL,
-                       errstr, errstr_size))
+    if (cli_admit_init(&s->admit, s->max_connections, "supervisor.max_connections", NULL, errstr,
+                       errstr_size))
         return -1;
     memset(&info, 0, sizeof(info));
     info.port = s->port;
