@@ -56,7 +56,7 @@ extern "C" {
 
 /* ------------------------------------------------------------------ files */
 
-/* SHA-256 of the file at path (libavutil): hex gets 64 lowercase digits and
+/* SHA-256 of the file at path (OpenSSL): hex gets 64 lowercase digits and
  * a NUL, *bytes the file's size. 0 or EV_ERR_IO. */
 int ar_sha256_file(const char *path, char hex[65], int64_t *bytes, char *errstr,
                    size_t errstr_size);

@@ -1,14 +1,13 @@
-/* files.c — file helpers of the archive format: SHA-256 (libavutil's
- * av_sha), copies, removing and making folders, safe names, what a file
- * of an archive is. */
+/* files.c — file helpers of the archive format: SHA-256 (OpenSSL's
+ * EVP digest: SHA-NI or AVX2 where the CPU has them), copies, removing and making folders, safe
+ * names, what a file of an archive is. */
 #define _XOPEN_SOURCE 700
 #include "internal.h"
 
 #include <errno.h>
 #include <ftw.h>
-#include <libavutil/mem.h>
-#include <libavutil/sha.h>
 #include <limits.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,34 +25,36 @@ int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
 
 int ar_sha256_file(const char *path, char hex[65], int64_t *bytes, char *errstr, size_t errstr_size)
 {
-    struct AVSHA *sha = av_sha_alloc();
+    EVP_MD_CTX *sha = EVP_MD_CTX_new();
     FILE *f = fopen(path, "rb");
-    unsigned char buf[65536], digest[32];
+    size_t buf_size = 1 << 20;
+    unsigned char *buf = malloc(buf_size);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
     size_t n;
+    int rc = 0;
     *bytes = 0;
     hex[0] = '\0';
-    if (!sha || !f) {
-        int e = errno;
-        av_free(sha);
-        if (f)
-            fclose(f);
-        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", path,
-                        sha ? strerror(e) : "out of memory");
-    }
-    av_sha_init(sha, 256);
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-        av_sha_update(sha, buf, n);
+    if (!f)
+        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", path, strerror(errno));
+    else if (!sha || !buf || !EVP_DigestInit_ex(sha, EVP_sha256(), NULL))
+        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot start a SHA-256 digest", path);
+    while (!rc && (n = fread(buf, 1, buf_size, f)) > 0) {
+        if (!EVP_DigestUpdate(sha, buf, n))
+            rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: SHA-256 failed", path);
         *bytes += (int64_t)n;
     }
-    int err = ferror(f);
-    fclose(f);
-    av_sha_final(sha, digest);
-    av_free(sha);
-    if (err)
-        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: read error", path);
-    for (int i = 0; i < 32; i++)
+    if (!rc && ferror(f))
+        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: read error", path);
+    if (!rc && !EVP_DigestFinal_ex(sha, digest, &digest_len))
+        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: SHA-256 failed", path);
+    if (f)
+        fclose(f);
+    EVP_MD_CTX_free(sha);
+    free(buf);
+    for (unsigned int i = 0; !rc && i < digest_len; i++)
         snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    return 0;
+    return rc;
 }
 
 int ar_copy_file(const char *from, const char *to, char *errstr, size_t errstr_size)
