@@ -1,16 +1,19 @@
-/* files.c — file helpers of the archive format: SHA-256 (OpenSSL's
- * EVP digest: SHA-NI or AVX2 where the CPU has them), copies, removing and making folders, safe
- * names, what a file of an archive is. */
-#define _XOPEN_SOURCE 700
+/* files.c — file helpers of the archive format: SHA-256 (OpenSSL's EVP
+ * digest: SHA-NI or AVX2 where the CPU has them), writing back and
+ * syncing, copies, removing and making folders, safe names, what a file of
+ * an archive is. */
+/* sync_file_range and nftw: _GNU_SOURCE, which the build defines */
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
 {
@@ -21,6 +24,26 @@ int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
         va_end(ap);
     }
     return code;
+}
+
+void ar__writeback(int fd, int64_t *unsynced, size_t len)
+{
+    *unsynced += (int64_t)len;
+    if (fd < 0 || *unsynced < AR__WRITEBACK_BYTES)
+        return;
+    *unsynced = 0;
+    (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* pages already written are skipped */
+}
+
+int ar__sync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd), e = errno;
+    close(fd);
+    errno = e;
+    return rc;
 }
 
 int ar_sha256_file(const char *path, char hex[65], int64_t *bytes, char *errstr, size_t errstr_size)

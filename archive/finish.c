@@ -269,7 +269,10 @@ int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices_
         char path[PATH_MAX + 1300], hex[65], err[256];
         int64_t bytes;
         snprintf(path, sizeof(path), "%s/%s", w->staging, json_string_value(f));
-        if (ar_sha256_file(path, hex, &bytes, err, sizeof(err))) {
+        /* on disk before the manifest names it: a power cut after the
+         * archiver moves its cursor on must not leave a manifest over
+         * files the page cache had not written yet */
+        if (ar_sha256_file(path, hex, &bytes, err, sizeof(err)) || ar__sync_path(path)) {
             w->failed = 1;
             continue;
         }
@@ -302,7 +305,12 @@ int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices_
         "complete", *complete, "incomplete", incomplete, "mismatches", diff, "devices", devices,
         "marks", w->marks, "reported_streams", json_object_get(session, "streams"), "files", files,
         "xdf", *w->xdf_name ? w->xdf_name : NULL);
+    char manifest[PATH_MAX + 16];
+    snprintf(manifest, sizeof(manifest), "%s/manifest.json", w->staging);
     int rc = ar_manifest_save(w->staging, m, errstr, errstr_size);
+    if (!rc && (ar__sync_path(manifest) || ar__sync_path(w->staging)))
+        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot sync: %s", w->staging,
+                      strerror(errno));
     json_decref(m);
     if (rc) {
         w->failed = 1;
@@ -314,6 +322,9 @@ int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices_
     }
     if (rename(w->staging, final))
         return ar__fail(errstr, errstr_size, EV_ERR_IO, "rename %s -> %s: %s", w->staging, final,
+                        strerror(errno));
+    if (ar__sync_path(w->root)) /* the rename itself */
+        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot sync: %s", w->root,
                         strerror(errno));
     return 0;
 }

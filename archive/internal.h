@@ -15,6 +15,22 @@ int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
  * original, so two ids never map to one folder. */
 void ar__safe_name(char *out, size_t size, const char *in);
 
+/* Bytes a big file (video) may have written before the kernel is asked to
+ * start writing them to disk (ar__writeback). */
+#define AR__WRITEBACK_BYTES (8 << 20)
+
+/* Counts len more bytes written to fd's file and, once AR__WRITEBACK_BYTES
+ * have come since the last time, starts the kernel writing its dirty pages
+ * (sync_file_range, without waiting). At 100 MB/s of video the archive's
+ * files otherwise stayed in the page cache until the kernel's background
+ * threshold (~2 GB here), which it then wrote in one burst that held up
+ * every other writer's fsync, the log's commits among them, for ~1 s
+ * (bench/README.md). Best effort: a failure shows at ar__sync_path. */
+void ar__writeback(int fd, int64_t *unsynced, size_t len);
+
+/* fsync of the file or folder at path. 0, or -1 with errno. */
+int ar__sync_path(const char *path);
+
 /* A record as the log had it (events.avro). */
 typedef struct ar__frame {
     char id[EV_ID_MAX], source[EV_SOURCE_MAX];

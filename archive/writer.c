@@ -452,6 +452,17 @@ int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *dev
 /* The packet into the stream's Matroska file, opened at its first
  * keyframe. A codec without a mapping has none (its elementary stream is
  * there); a keyframe without headers fails the archive, as a write would. */
+/* A packet onto the elementary stream, written back every
+ * AR__WRITEBACK_BYTES (ar__writeback). 0, or -1 with errno. */
+static int es_write(ar__stream *st, const void *bytes, size_t len)
+{
+    if (fwrite(bytes, 1, len, st->es) != len ||
+        (st->es_unsynced + (int64_t)len >= AR__WRITEBACK_BYTES && fflush(st->es)))
+        return -1;
+    ar__writeback(fileno(st->es), &st->es_unsynced, len);
+    return 0;
+}
+
 static int mkv_packet(ar_writer *w, ar__stream *st, const json_t *r, const void *bytes, size_t len,
                       int key, char *errstr, size_t errstr_size)
 {
@@ -503,7 +514,7 @@ int ar_writer_media(ar_writer *w, avro_value_t *packet, char *errstr, size_t err
     st->seen_keyframe |= key;
     if (!st->seen_keyframe)
         st->before_keyframe++; /* a decoder cannot start there */
-    else if (st->es && len && fwrite(bytes, 1, len, st->es) != len)
+    else if (st->es && len && es_write(st, bytes, len))
         rc = failed(w, ar__fail(errstr, errstr_size, EV_ERR_IO, "%s/%s/%s: %s", w->staging,
                                 st->device_id, st->stream_id, strerror(errno)));
     else if (rc == 0 && len)
