@@ -149,6 +149,11 @@ typedef struct ar_writer ar_writer;
  * marked incomplete) unless the error is EV_ERR_NOMEM or EV_ERR_INVALID. */
 int ar_writer_new(ar_writer **out, const char *root, const char *session_id, char *errstr,
                   size_t errstr_size);
+/* Whether video is also written as Matroska (DEVICE/STREAM.mkv, for
+ * players) beside its elementary stream; on unless set off before the
+ * first packet. Off, each video byte is written to disk once instead of
+ * twice (archive.matroska, docs/config.md). */
+void ar_writer_set_matroska(ar_writer *w, int on);
 /* Abandons an unfinished archive: closes its files; the staging folder
  * stays (the next ar_writer_new of the session or a clean start removes it). */
 void ar_writer_destroy(ar_writer *w);

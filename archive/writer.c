@@ -38,6 +38,7 @@ int ar_writer_new(ar_writer **out, const char *root, const char *session_id, cha
     snprintf(w->id, sizeof(w->id), "%s", session_id);
     w->stop_at_ns = INT64_MAX;
     snprintf(w->root, sizeof(w->root), "%s", root);
+    w->matroska = 1;
     ar__safe_name(name, sizeof(name), session_id);
     snprintf(w->staging, sizeof(w->staging), "%s/.staging/%s", root, name);
     w->marks = json_array();
@@ -86,6 +87,11 @@ void ar__writer_close_files(ar_writer *w)
     if (w->events && avro_file_writer_close(w->events))
         w->failed = 1;
     w->events = NULL;
+}
+
+void ar_writer_set_matroska(ar_writer *w, int on)
+{
+    w->matroska = on;
 }
 
 void ar_writer_destroy(ar_writer *w)
@@ -466,7 +472,7 @@ static int es_write(ar__stream *st, const void *bytes, size_t len)
 static int mkv_packet(ar_writer *w, ar__stream *st, const json_t *r, const void *bytes, size_t len,
                       int key, char *errstr, size_t errstr_size)
 {
-    if (!st->mkv && key && ar__mkv_codec_known(st->codec) && !st->mkv_tried) {
+    if (!st->mkv && key && w->matroska && ar__mkv_codec_known(st->codec) && !st->mkv_tried) {
         char rel[300], path[PATH_MAX];
         st->mkv_tried = 1;
         snprintf(rel, sizeof(rel), "%s.mkv", st->base);

@@ -58,6 +58,7 @@ struct ar_writer {
     double *xdf_t, *xdf_x; /* a batch's times and values for the XDF, reused */
     size_t xdf_t_cap, xdf_x_cap;
     int failed;         /* a write failed: the manifest says complete: false */
+    int matroska;       /* video also as Matroska (ar_writer_set_matroska) */
     int64_t stop_at_ns; /* the session's stop instant, INT64_MAX until known */
     ev_codec *codec;
     avro_schema_t event_schema;

@@ -100,6 +100,7 @@ const char *const ev_conf_known_keys[] = {
     "archive.cursor",
     "archive.finalize_timeout_ms",
     "archive.hold_ms",
+    "archive.matroska",
     /* msrs-replay */
     "refit.reset_ns",
     "refit.margin_ms",

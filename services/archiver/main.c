@@ -61,6 +61,7 @@ typedef struct ac_archiver {
     char dir[1024];
     int64_t finalize_timeout_ms;
     int64_t hold_ns;      /* archive.hold_ms */
+    int matroska;         /* archive.matroska */
     ev_codec *held_codec; /* decodes held records as they are written */
     ac_session *sessions;
     size_t session_count;
@@ -97,7 +98,10 @@ static ac_session *session_get(ac_archiver *a, const char *id)
     ac_session *s = &a->sessions[a->session_count];
     memset(s, 0, sizeof(*s));
     snprintf(s->id, sizeof(s->id), "%s", id);
-    if (ar_writer_new(&s->w, a->dir, id, err, sizeof(err)))
+    int rc = ar_writer_new(&s->w, a->dir, id, err, sizeof(err));
+    if (s->w)
+        ar_writer_set_matroska(s->w, a->matroska);
+    if (rc)
         fprintf(stderr, "msrs-archiver: session %s: %s\n", id, err);
     if (!s->w)
         return NULL;
@@ -325,7 +329,9 @@ static void usage(FILE *f)
                "\nconfig keys (defaults): archive.finalize_timeout_ms (30000) how long after\n"
                "CollectionStopped to wait for data the stop reports before archiving what came\n"
                "(marked incomplete), archive.hold_ms (3000) how far behind the newest a session's\n"
-               "data waits while its stop instant is not known, archive.cursor (archiver)\n"
+               "data waits while its stop instant is not known, archive.matroska (true) video\n"
+               "also as DEVICE/STREAM.mkv (false: each video byte is written once, not twice),\n"
+               "archive.cursor (archiver)\n"
                "exit: 0 after SIGINT/SIGTERM, 1 the log failed, 2 usage or configuration\n");
 }
 
@@ -351,7 +357,8 @@ static int configure(void *arg, ev_conf *conf, char *errstr, size_t errstr_size)
     int64_t hold_ms;
     if (ev_conf_get_int(conf, "archive.finalize_timeout_ms", 30000, &a->finalize_timeout_ms, errstr,
                         errstr_size) ||
-        ev_conf_get_int(conf, "archive.hold_ms", 3000, &hold_ms, errstr, errstr_size))
+        ev_conf_get_int(conf, "archive.hold_ms", 3000, &hold_ms, errstr, errstr_size) ||
+        ev_conf_get_bool(conf, "archive.matroska", 1, &a->matroska, errstr, errstr_size))
         return -1;
     if (hold_ms < 0) {
         snprintf(errstr, errstr_size, "config archive.hold_ms: expected 0 or more ms, got %lld",

@@ -327,6 +327,27 @@ def main():
         time.sleep(4)
         check(stop(again) == 0, "second archiver exits cleanly")
         check(sorted(os.listdir(archive)) == [".staging", "s1"], "archive not duplicated: %s" % os.listdir(archive))
+
+        # archive.matroska=false: the same session from the log, its video
+        # once (the elementary streams, byte for byte as before), no .mkv
+        plain = os.path.join(tmp, "archive-no-mkv")
+        again = start(["msrs-archiver", "--log", log, "--dir", plain, "-X", "archive.cursor=no-mkv",
+                       "-X", "archive.matroska=false"], stdout=subprocess.PIPE)
+        mf = os.path.join(plain, "s1", "manifest.json")
+        deadline = time.time() + 60
+        while not os.path.exists(mf) and time.time() < deadline:
+            time.sleep(0.2)
+        check(stop(again) == 0, "archiver with archive.matroska=false exits cleanly")
+        m1 = json.load(open(os.path.join(archive, "s1", "manifest.json")))
+        m2 = json.load(open(mf)) if os.path.exists(mf) else {"files": {}}
+        videos = {f: i for f, i in m1["files"].items() if f.endswith((".m4v", ".h264"))}
+        check(m2.get("complete") is True and videos and
+              all(m2["files"].get(f, {}).get("sha256") == i["sha256"] for f, i in videos.items()),
+              "archive.matroska=false: complete, the same elementary streams (%d)" % len(videos))
+        check(not [f for f in m2["files"] if f.endswith(".mkv")] and
+              not glob.glob(os.path.join(plain, "s1", "*", "*.mkv")),
+              "archive.matroska=false: no .mkv written or listed (with it: %d)"
+              % len([f for f in m1["files"] if f.endswith(".mkv")]))
     finally:
         stop_all(procs)
     bad = [(p.args[0], p.returncode) for p in procs if p.returncode not in (0, -9)]
