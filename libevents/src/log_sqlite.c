@@ -96,6 +96,17 @@ typedef struct sqlite_log {
     sqlite3_stmt *begin, *commit;
     int64_t attempts_failed;
     char last_error[256];
+    /* the checkpointer: its own connection and thread copy the WAL into the
+     * main file once it holds wal_autocheckpoint pages, so that a commit
+     * never waits for a checkpoint's writes and fsync (SQLite's own
+     * autocheckpoint runs in the committing thread) */
+    sqlite3 *cdb;
+    pthread_mutex_t ckpt_mu;
+    pthread_cond_t ckpt_wake;
+    pthread_t ckpt_thread;
+    int ckpt_started, ckpt_due, ckpt_stopping;
+    int restart_due; /* the writer thread's: the WAL is SQL_WAL_RESTART_FACTOR times too long */
+    int64_t checkpoints, checkpoint_restarts;
     /* consumer */
     topic_reader *readers;
     size_t reader_count, current;
@@ -285,6 +296,96 @@ static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t 
     return format < SQL_FORMAT ? make_log(l, *db, errstr, n) : 0;
 }
 
+/* How far the WAL may outgrow sqlite.wal_autocheckpoint before the writer
+ * starts it again from its beginning. A PASSIVE checkpoint never stops the
+ * writer, but the writer restarts the WAL only if, when it begins a
+ * transaction, a checkpoint has copied every frame: with checkpoints beside
+ * a busy writer that was never the case (tests/log: 65 MB of WAL for 32 MB
+ * written). So at this many times the threshold the writer thread, between
+ * two transactions, runs a RESTART checkpoint itself: it copies what the
+ * checkpointer has not (little) and waits for readers on older snapshots,
+ * at most SQL_RESTART_WAIT_MS (busy: tried again after the next commit). */
+#define SQL_WAL_RESTART_FACTOR 4
+#define SQL_RESTART_WAIT_MS    100
+
+/* The writer connection's wal hook (after each commit, on the writer
+ * thread): wakes the checkpointer when the WAL holds enough pages. */
+static int on_wal(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    sqlite_log *l = arg;
+    (void)db;
+    (void)name;
+    if (pages >= SQL_WAL_RESTART_FACTOR * l->wal_autocheckpoint)
+        l->restart_due = 1; /* the writer thread's own: restart_wal */
+    if (pages >= l->wal_autocheckpoint) {
+        pthread_mutex_lock(&l->ckpt_mu);
+        l->ckpt_due = 1;
+        pthread_cond_signal(&l->ckpt_wake);
+        pthread_mutex_unlock(&l->ckpt_mu);
+    }
+    return SQLITE_OK;
+}
+
+/* The checkpointer thread (on_wal wakes it). A failed checkpoint is
+ * retried at the next wake: nothing is lost, the WAL only stays longer. */
+static void *checkpointer_main(void *arg)
+{
+    sqlite_log *l = arg;
+    pthread_mutex_lock(&l->ckpt_mu);
+    for (;;) {
+        while (!l->ckpt_stopping && !l->ckpt_due)
+            pthread_cond_wait(&l->ckpt_wake, &l->ckpt_mu);
+        if (l->ckpt_stopping)
+            break;
+        l->ckpt_due = 0;
+        pthread_mutex_unlock(&l->ckpt_mu);
+        sqlite3_wal_checkpoint_v2(l->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&l->ckpt_mu);
+        l->checkpoints++;
+    }
+    pthread_mutex_unlock(&l->ckpt_mu);
+    return NULL;
+}
+
+/* Hands the writer connection's checkpoints to the checkpointer (at the
+ * writer thread's start). With sqlite.wal_autocheckpoint 0 there are none,
+ * as in SQLite. 0, or -1: SQLite's own autocheckpoint stays. */
+static int checkpointer_start(sqlite_log *l)
+{
+    if (l->ckpt_started || l->wal_autocheckpoint <= 0 || strcmp(l->path, ":memory:") == 0)
+        return 0;
+    if (sqlite3_open_v2(l->path, &l->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        sqlite3_close(l->cdb);
+        l->cdb = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(l->cdb, (int)l->busy_timeout_ms);
+    /* a connection knows the file is in WAL mode once it has read it:
+     * before, a checkpoint on it does nothing */
+    if (sqlite3_exec(l->cdb, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
+        pthread_create(&l->ckpt_thread, NULL, checkpointer_main, l) != 0) {
+        sqlite3_close(l->cdb);
+        l->cdb = NULL;
+        return -1;
+    }
+    l->ckpt_started = 1;
+    sqlite3_wal_hook(l->wdb, on_wal, l); /* replaces SQLite's autocheckpoint */
+    return 0;
+}
+
+static void checkpointer_stop(sqlite_log *l)
+{
+    if (!l->ckpt_started)
+        return;
+    pthread_mutex_lock(&l->ckpt_mu);
+    l->ckpt_stopping = 1;
+    pthread_cond_signal(&l->ckpt_wake);
+    pthread_mutex_unlock(&l->ckpt_mu);
+    pthread_join(l->ckpt_thread, NULL);
+    l->ckpt_started = 0;
+}
+
 static void sqlite_close(void *impl)
 {
     sqlite_log *l = impl;
@@ -300,6 +401,8 @@ static void sqlite_close(void *impl)
         pthread_mutex_unlock(&l->mu);
         pthread_join(l->thread, NULL);
     }
+    checkpointer_stop(l);
+    sqlite3_close(l->cdb);
     for (int i = 0; i < SQL_TOPICS_MAX; i++) {
         sqlite3_finalize(l->writers[i].insert);
         sqlite3_finalize(l->writers[i].max_offset);
@@ -320,6 +423,8 @@ static void sqlite_close(void *impl)
     pthread_cond_destroy(&l->done);
     pthread_cond_destroy(&l->retry);
     pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->ckpt_wake);
+    pthread_mutex_destroy(&l->ckpt_mu);
     free(l);
 }
 
@@ -345,6 +450,8 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
     pthread_cond_init(&l->done, &mono);
     pthread_cond_init(&l->retry, &mono);
     pthread_condattr_destroy(&mono);
+    pthread_mutex_init(&l->ckpt_mu, NULL);
+    pthread_cond_init(&l->ckpt_wake, NULL);
     snprintf(l->path, sizeof(l->path), "%s", target);
     l->synchronous_full = strcasecmp(sync, "FULL") == 0;
     if ((rc = ev_conf_get_bool(conf, "log.read_only", 0, &l->read_only, errstr, n)))
@@ -620,6 +727,22 @@ rollback:
     return rc;
 }
 
+/* The writer thread, between transactions (restart_due): see
+ * SQL_WAL_RESTART_FACTOR. Called with mu held; the checkpoint runs
+ * without it, so producers go on queueing. */
+static void restart_wal(sqlite_log *l)
+{
+    pthread_mutex_unlock(&l->mu);
+    sqlite3_busy_timeout(l->wdb, SQL_RESTART_WAIT_MS);
+    int rc = sqlite3_wal_checkpoint_v2(l->wdb, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+    sqlite3_busy_timeout(l->wdb, (int)l->busy_timeout_ms);
+    pthread_mutex_lock(&l->mu);
+    if (rc == SQLITE_OK) {
+        l->restart_due = 0;
+        l->checkpoint_restarts++;
+    }
+}
+
 static void deadline_after(struct timespec *ts, int64_t ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
@@ -673,6 +796,8 @@ static void *writer_main(void *arg)
             pthread_mutex_lock(&l->mu);
             if (rc == 0) {
                 l->failing = 0;
+                if (l->restart_due)
+                    restart_wal(l);
                 break;
             }
             l->failing = 1;
@@ -719,6 +844,9 @@ static int sqlite_produce(void *impl, const char *topic, const void *key, size_t
                         value_len);
     pthread_mutex_lock(&l->mu);
     if (!l->thread_started) {
+        /* the checkpointer before the writer thread: the wal hook is set
+         * on wdb while no other thread uses it */
+        checkpointer_start(l);
         if (pthread_create(&l->thread, NULL, writer_main, l) != 0) {
             rc = ev__fail(errstr, n, EV_ERR_IO, "%s: cannot start the writer thread", l->path);
             goto out;
