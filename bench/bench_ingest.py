@@ -7,7 +7,10 @@ records one session with `msrs session start --wait`, and reports:
   - ingest MB/s: bytes the devices delivered in the session (CollectionStopped)
     / session duration, and whether anything was dropped or is missing;
   - archive MB/s: the same bytes / (stop of the session's data at the
-    archive: manifest written - start_at), and complete=true/false;
+    archive: manifest written - start_at), and complete=true/false; how far
+    behind the log the archiver was while recording (its /metrics
+    msrs_consumer_lag_records every 0.25 s) and how long after the stop its
+    manifest came (hashing, syncing and renaming included);
   - sample-to-log latency p50/p99: a `msrs-tail --follow` reader stamps each
     SensorSampleBatch of the session when it sees it, minus the master time
     of the batch's last sample;
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "pylib"))
 from msrstest import BIN, free_port, tail, time_ns, wait_listening  # noqa: E402
@@ -97,13 +101,15 @@ def main():
         return procs[name]
 
     lat, to_emit, to_visible, stop_reader = [], [], [], threading.Event()
+    arch_ops, arch_lag = free_port(), []
     try:
         start("agent", ["msrs-agent", "--log", log, "--listen", "127.0.0.1:%d" % port, "--node-id", "n1",
                         "-X", "agent.max_message_bytes=8388608", "-X", "sync.interval_ms=1000"])
         wait_listening(port)
         start("syncd", ["msrs-syncd", "--log", log])
         start("collectord", ["msrs-collectord", "--log", log])
-        start("archiver", ["msrs-archiver", "--log", log, "--dir", archive], stdout=subprocess.PIPE)
+        start("archiver", ["msrs-archiver", "--log", log, "--dir", archive,
+                           "-X", "ops.listen=127.0.0.1:%d" % arch_ops], stdout=subprocess.PIPE)
         start("devsim", ["msrs-devsim", "--url", "ws://127.0.0.1:%d/v1/devices" % port, "--devices",
                          str(args.devices), "--profile", "lan", "--video", args.video, "--video-codec", args.codec,
                          "--video-bitrate", "%d" % args.bitrate, "--video-loop", "30"])
@@ -128,6 +134,20 @@ def main():
                     break
         th = threading.Thread(target=read, daemon=True)
         th.start()
+
+        def watch_archiver():
+            """The archiver's consumer lag (records of its topics it has not
+            read), every 0.25 s: whether it keeps up while recording."""
+            while not stop_reader.is_set():
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % arch_ops, timeout=2) as r:
+                        for line in r.read().decode().splitlines():
+                            if line.startswith("msrs_consumer_lag_records "):
+                                arch_lag.append((time.time_ns(), float(line.split()[1])))
+                except OSError:
+                    pass
+                time.sleep(0.25)
+        threading.Thread(target=watch_archiver, daemon=True).start()
         cpu0 = {n: cpu_s(p.pid) for n, p in procs.items()}
         r = subprocess.run([os.path.join(BIN, "msrs"), "--log", log, "session", "start", "bench",
                             "--min-group", str(args.devices), "--duration", str(args.seconds), "--wait",
@@ -137,6 +157,7 @@ def main():
             return 1
         manifest = os.path.join(archive, "bench", "manifest.json")
         t_stop = time.time()
+        t_stop_ns = time.time_ns()
         while not os.path.exists(manifest) and time.time() - t_stop < 300:
             time.sleep(0.1)
         t_archived = time.time_ns()
@@ -172,6 +193,14 @@ def main():
     print("| raw SQLite blob insert, same run | %.1f MB/s -> ratio %.2f |" % (raw, ingest / raw))
     print("| archive (start -> manifest) | %.1f MB/s over %.1f s, complete=%s |"
           % (total / arch_s / 1e6, arch_s, m.get("complete")))
+    during = [n for t, n in arch_lag if started["start_at_ns"] <= t <= t_stop_ns]
+    if during:
+        during.sort()
+        rate = (packets + len(lat)) / dur  # video packets and sample batches a second
+        print("| archiver behind the log while recording (records not yet read, every 0.25 s) "
+              "| p50 %d, max %d (%.2f s of the session's records) |"
+              % (during[len(during) // 2], during[-1], during[-1] / max(rate, 1)))
+    print("| archive finished after the stop | %.1f s |" % ((t_archived - t_stop_ns) / 1e9))
     print("| sample -> visible in the log | **%s** (%d batches) |" % (pcts(lat), len(lat)))
     print("| of which sample -> agent emits (device batching, network, agent parse) | %s |" % pcts(to_emit))
     print("| of which agent emits -> visible (flush, SQLite commit, reader) | %s |" % pcts(to_visible))
