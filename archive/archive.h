@@ -211,11 +211,16 @@ json_t *ar_writer_mismatches(const ar_writer *w, const json_t *session);
  * ev_state_to_json's "devices" (borrowed); history may be NULL (no clock
  * rounds). The manifest's clock_fit per device is ev_clock_fit_probes over
  * every probe of those rounds, at the session's start.
+ * Every file, its folder, the manifest and the rename are fsynced: a
+ * manifest names only what is on disk (a file that could not be hashed or
+ * synced is left out and named in its "incomplete").
  * Returns 0: archived in final_dir (*complete: 1 when nothing was missing
- * and no write failed); 1: this very session (same id and start) was
- * archived before in final_dir, which is left as it is, and the staging
- * folder is removed; <0: the rename failed (errstr; the staging folder
- * stays). Either way w is then only good for ar_writer_destroy. */
+ * and no write failed); 2: archived there, but the rename could not be
+ * synced (errstr); 1: this very session (same id and start) was archived
+ * before in final_dir, which is left as it is, and the staging folder is
+ * removed; <0: the manifest could not be written or synced, or the rename
+ * failed (errstr names the file; the staging folder stays). Either way w is
+ * then only good for ar_writer_destroy. */
 int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices,
                      const ar_devices *history, char *final_dir, size_t final_size, int *complete,
                      char *errstr, size_t errstr_size);

@@ -26,12 +26,18 @@ int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
     return code;
 }
 
-void ar__writeback(int fd, int64_t *unsynced, size_t len)
+int ar__writeback_due(int64_t unsynced_bytes, size_t len)
 {
-    *unsynced += (int64_t)len;
-    if (fd < 0 || *unsynced < AR__WRITEBACK_BYTES)
+    return unsynced_bytes + (int64_t)len >= AR__WRITEBACK_BYTES;
+}
+
+void ar__writeback(int fd, int64_t *unsynced_bytes, size_t len)
+{
+    int due = ar__writeback_due(*unsynced_bytes, len);
+    *unsynced_bytes += (int64_t)len;
+    if (fd < 0 || !due)
         return;
-    *unsynced = 0;
+    *unsynced_bytes = 0;
     (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* pages already written are skipped */
 }
 
@@ -50,6 +56,7 @@ int ar_sha256_file(const char *path, char hex[65], int64_t *bytes, char *errstr,
 {
     EVP_MD_CTX *sha = EVP_MD_CTX_new();
     FILE *f = fopen(path, "rb");
+    int open_errno = errno;
     size_t buf_size = 1 << 20;
     unsigned char *buf = malloc(buf_size);
     unsigned char digest[EVP_MAX_MD_SIZE];
@@ -59,8 +66,10 @@ int ar_sha256_file(const char *path, char hex[65], int64_t *bytes, char *errstr,
     *bytes = 0;
     hex[0] = '\0';
     if (!f)
-        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", path, strerror(errno));
-    else if (!sha || !buf || !EVP_DigestInit_ex(sha, EVP_sha256(), NULL))
+        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", path, strerror(open_errno));
+    else if (!sha || !buf)
+        rc = ar__fail(errstr, errstr_size, EV_ERR_NOMEM, "%s: out of memory", path);
+    else if (!EVP_DigestInit_ex(sha, EVP_sha256(), NULL))
         rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot start a SHA-256 digest", path);
     while (!rc && (n = fread(buf, 1, buf_size, f)) > 0) {
         if (!EVP_DigestUpdate(sha, buf, n))

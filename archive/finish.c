@@ -264,21 +264,40 @@ int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices_
         ar_xdf_boundary(w->xdf);
     ar__writer_close_files(w);
     json_t *diff = ar_writer_mismatches(w, session);
+    json_t *failures = json_array(), *folders = json_object();
+    json_object_set_new(folders, w->staging, json_true());
     json_array_foreach(w->files, i, f)
     {
-        char path[PATH_MAX + 1300], hex[65], err[256];
+        char path[PATH_MAX + 1300], hex[65], err[PATH_MAX + 300];
         int64_t bytes;
         snprintf(path, sizeof(path), "%s/%s", w->staging, json_string_value(f));
         /* on disk before the manifest names it: a power cut after the
          * archiver moves its cursor on must not leave a manifest over
          * files the page cache had not written yet */
-        if (ar_sha256_file(path, hex, &bytes, err, sizeof(err)) || ar__sync_path(path)) {
+        if (ar_sha256_file(path, hex, &bytes, err, sizeof(err)) ||
+            (ar__sync_path(path) &&
+             snprintf(err, sizeof(err), "%s: cannot sync: %s", path, strerror(errno)) > 0)) {
             w->failed = 1;
+            json_array_append_new(failures, json_string(err));
             continue;
         }
         json_object_set_new(files, json_string_value(f),
                             json_pack("{s:I, s:s}", "bytes", (json_int_t)bytes, "sha256", hex));
+        char *slash = strrchr(path, '/'); /* its folder's entry for it, too */
+        *slash = '\0';
+        json_object_set_new(folders, path, json_true());
     }
+    const char *folder;
+    json_t *unused;
+    json_object_foreach(folders, folder, unused)
+    {
+        if (ar__sync_path(folder)) {
+            w->failed = 1;
+            json_array_append_new(failures,
+                                  json_sprintf("%s: cannot sync: %s", folder, strerror(errno)));
+        }
+    }
+    json_decref(folders);
     /* complete: what the nodes reported is complete (CollectionStopped's
      * verdict) and the archive holds exactly that */
     json_t *incomplete = json_array(), *line;
@@ -292,6 +311,8 @@ int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices_
     }
     if (w->failed)
         json_array_append_new(incomplete, json_string("a file could not be written"));
+    json_array_extend(incomplete, failures);
+    json_decref(failures);
     if (json_is_false(json_object_get(session, "complete")) &&
         json_array_size(json_object_get(session, "incomplete")) == 0)
         json_array_append_new(incomplete, json_string("the session's stop says incomplete"));
@@ -305,17 +326,17 @@ int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices_
         "complete", *complete, "incomplete", incomplete, "mismatches", diff, "devices", devices,
         "marks", w->marks, "reported_streams", json_object_get(session, "streams"), "files", files,
         "xdf", *w->xdf_name ? w->xdf_name : NULL);
-    char manifest[PATH_MAX + 16];
+    char manifest[PATH_MAX + 16], staging_parent[sizeof(w->root) + 16];
     snprintf(manifest, sizeof(manifest), "%s/manifest.json", w->staging);
     int rc = ar_manifest_save(w->staging, m, errstr, errstr_size);
-    if (!rc && (ar__sync_path(manifest) || ar__sync_path(w->staging)))
-        rc = ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot sync: %s", w->staging,
-                      strerror(errno));
     json_decref(m);
-    if (rc) {
-        w->failed = 1;
-        *complete = 0;
-    }
+    /* a manifest that is not on disk is not moved into place: the staging
+     * folder stays, and errstr names what failed */
+    if (rc)
+        return rc;
+    if (ar__sync_path(manifest) || ar__sync_path(w->staging))
+        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot sync: %s",
+                        ar__sync_path(manifest) ? manifest : w->staging, strerror(errno));
     if (final_dir(w, start, final, final_size)) {
         ar_rm_tree(w->staging);
         return 1;
@@ -323,9 +344,13 @@ int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices_
     if (rename(w->staging, final))
         return ar__fail(errstr, errstr_size, EV_ERR_IO, "rename %s -> %s: %s", w->staging, final,
                         strerror(errno));
-    if (ar__sync_path(w->root)) /* the rename itself */
-        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot sync: %s", w->root,
-                        strerror(errno));
+    /* the rename itself: both folders' entries */
+    snprintf(staging_parent, sizeof(staging_parent), "%s/.staging", w->root);
+    if (ar__sync_path(w->root) || ar__sync_path(staging_parent)) {
+        ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot sync the rename: %s", w->root,
+                 strerror(errno));
+        return 2;
+    }
     return 0;
 }
 

@@ -7,15 +7,19 @@
  * extract_extradata filter, as Matroska wants them in CodecPrivate. */
 #include "writer.h"
 
+#include <fcntl.h>
 #include <libavcodec/avcodec.h>
 #include <libavcodec/bsf.h>
 #include <libavformat/avformat.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 struct ar__mkv {
     char path[1024];
+    int wb_fd;              /* the file, read-only: ar__writeback (avio keeps its own descriptor) */
+    int64_t unsynced_bytes; /* written since the last ar__writeback */
     AVFormatContext *fmt;
     AVStream *st;
     AVPacket *pkt;
@@ -71,6 +75,7 @@ ar__mkv *ar__mkv_open(const char *path, const char *codec, int width, int height
         return NULL;
     }
     snprintf(m->path, sizeof(m->path), "%s", path);
+    m->wb_fd = -1;
     if (len > INT_MAX - AV_INPUT_BUFFER_PADDING_SIZE) {
         *code =
             ar__fail(errstr, errstr_size, EV_ERR_CORRUPT, "%s: a keyframe of %zu bytes", path, len);
@@ -107,6 +112,7 @@ ar__mkv *ar__mkv_open(const char *path, const char *codec, int width, int height
         goto fail;
     }
     av_dict_free(&opts);
+    m->wb_fd = open(path, O_RDONLY | O_CLOEXEC); /* -1: written, not written back early */
     m->last_ms = INT64_MIN;
     return m;
 fail:
@@ -142,7 +148,12 @@ int ar__mkv_write(ar__mkv *m, const void *data, size_t len, int64_t master_ns, i
     m->pkt->stream_index = m->st->index;
     m->pkt->flags = keyframe ? AV_PKT_FLAG_KEY : 0;
     rc = av_write_frame(m->fmt, m->pkt);
-    return rc < 0 ? ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", m->path, av_err2str(rc)) : 0;
+    if (rc < 0)
+        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", m->path, av_err2str(rc));
+    if (ar__writeback_due(m->unsynced_bytes, len))
+        avio_flush(m->fmt->pb); /* avio's buffer into the file first */
+    ar__writeback(m->wb_fd, &m->unsynced_bytes, len);
+    return 0;
 }
 
 int ar__mkv_close(ar__mkv *m)
@@ -154,6 +165,8 @@ int ar__mkv_close(ar__mkv *m)
         rc = -1;
     avformat_free_context(m->fmt);
     av_packet_free(&m->pkt);
+    if (m->wb_fd >= 0)
+        close(m->wb_fd);
     free(m);
     return rc < 0 ? -1 : 0;
 }

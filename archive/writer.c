@@ -455,20 +455,21 @@ int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *dev
     return rc;
 }
 
-/* The packet into the stream's Matroska file, opened at its first
- * keyframe. A codec without a mapping has none (its elementary stream is
- * there); a keyframe without headers fails the archive, as a write would. */
 /* A packet onto the elementary stream, written back every
  * AR__WRITEBACK_BYTES (ar__writeback). 0, or -1 with errno. */
 static int es_write(ar__stream *st, const void *bytes, size_t len)
 {
     if (fwrite(bytes, 1, len, st->es) != len ||
-        (st->es_unsynced + (int64_t)len >= AR__WRITEBACK_BYTES && fflush(st->es)))
+        (ar__writeback_due(st->es_unsynced_bytes, len) && fflush(st->es)))
         return -1;
-    ar__writeback(fileno(st->es), &st->es_unsynced, len);
+    ar__writeback(fileno(st->es), &st->es_unsynced_bytes, len);
     return 0;
 }
 
+/* The packet into the stream's Matroska file, opened at its first
+ * keyframe. A codec without a mapping has none, nor has any stream with
+ * archive.matroska off (its elementary stream is there); a keyframe without
+ * headers fails the archive, as a write would. */
 static int mkv_packet(ar_writer *w, ar__stream *st, const json_t *r, const void *bytes, size_t len,
                       int key, char *errstr, size_t errstr_size)
 {

@@ -27,10 +27,10 @@ typedef struct ar__stream {
     char device_id[128], stream_id[128];
     char base[260]; /* DEVICE/STREAM as folder and file names: its files' names */
     int kind;
-    avro_file_writer_t ocf; /* DEVICE/STREAM.avro or .frames.avro */
-    FILE *es;               /* the video's elementary stream */
-    int64_t es_unsynced;    /* its bytes since its last ar__writeback */
-    ar__mkv *mkv;           /* the video as Matroska, from its first keyframe */
+    avro_file_writer_t ocf;    /* DEVICE/STREAM.avro or .frames.avro */
+    FILE *es;                  /* the video's elementary stream */
+    int64_t es_unsynced_bytes; /* written since its last ar__writeback */
+    ar__mkv *mkv;              /* the video as Matroska, from its first keyframe */
     int seen_keyframe, mkv_tried;
     int64_t next_seq, samples, bytes, gaps, duplicates, before_keyframe;
     int64_t after_stop_samples, after_stop_bytes; /* left out: first master time at or after

@@ -391,6 +391,8 @@ static void bench_blob(long n, const char *dir)
 {
     char path[1024], uri[1100];
     corpus c = {malloc((size_t)n * BLOB_BYTES), BLOB_BYTES, n};
+    if (!c.values)
+        die("blob", "out of memory for the records");
     uint64_t x = 0x9e3779b97f4a7c15ULL; /* incompressible-looking bytes */
     for (size_t i = 0; i + 8 <= (size_t)n * BLOB_BYTES; i += 8) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;

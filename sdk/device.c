@@ -654,7 +654,7 @@ static unsigned char *frame_masked(md_msg *m, size_t *frame_len)
     h[0] = 0x80 | (m->binary ? 0x2 : 0x1); /* FIN, binary or text */
     h[1] = 0x80 | (unsigned char)(ext == 0 ? len : ext == 2 ? 126 : 127);
     for (size_t i = 0; i < ext; i++)
-        h[2 + i] = (unsigned char)(len >> (8 * (ext - 1 - i)));
+        h[2 + i] = (unsigned char)((uint64_t)len >> (8 * (ext - 1 - i)));
     memcpy(h + 2 + ext, key, 4);
     uint64_t k, w;
     memcpy(&k, key, 8);

@@ -105,8 +105,11 @@ typedef struct sqlite_log {
     pthread_cond_t ckpt_wake;
     pthread_t ckpt_thread;
     int ckpt_started, ckpt_due, ckpt_stopping;
-    int restart_due; /* the writer thread's: the WAL is SQL_WAL_RESTART_FACTOR times too long */
-    int64_t checkpoints, checkpoint_restarts;
+    int ckpt_running, ckpt_held; /* a pass is being made; restart_wal holds passes back */
+    /* the writer thread's: the WAL is SQL_WAL_RESTART_FACTOR times too long;
+     * after a restart found readers, not before it has this many pages */
+    int restart_due;
+    int64_t restart_after_pages;
     /* consumer */
     topic_reader *readers;
     size_t reader_count, current;
@@ -302,9 +305,9 @@ static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t 
  * transaction, a checkpoint has copied every frame: with checkpoints beside
  * a busy writer that was never the case (tests/log: 65 MB of WAL for 32 MB
  * written). So at this many times the threshold the writer thread, between
- * two transactions, runs a RESTART checkpoint itself: it copies what the
- * checkpointer has not (little) and waits for readers on older snapshots,
- * at most SQL_RESTART_WAIT_MS (busy: tried again after the next commit). */
+ * two batches, runs a RESTART checkpoint itself (restart_wal): it copies
+ * what the checkpointer has not (little) and waits for readers on older
+ * snapshots, at most SQL_RESTART_WAIT_MS. */
 #define SQL_WAL_RESTART_FACTOR 4
 #define SQL_RESTART_WAIT_MS    100
 
@@ -315,63 +318,71 @@ static int on_wal(void *arg, sqlite3 *db, const char *name, int pages)
     sqlite_log *l = arg;
     (void)db;
     (void)name;
-    if (pages >= SQL_WAL_RESTART_FACTOR * l->wal_autocheckpoint)
+    if (pages >= SQL_WAL_RESTART_FACTOR * l->wal_autocheckpoint && pages >= l->restart_after_pages)
         l->restart_due = 1; /* the writer thread's own: restart_wal */
     if (pages >= l->wal_autocheckpoint) {
         pthread_mutex_lock(&l->ckpt_mu);
         l->ckpt_due = 1;
-        pthread_cond_signal(&l->ckpt_wake);
+        pthread_cond_broadcast(&l->ckpt_wake);
         pthread_mutex_unlock(&l->ckpt_mu);
     }
     return SQLITE_OK;
 }
 
-/* The checkpointer thread (on_wal wakes it). A failed checkpoint is
+/* The checkpointer thread (on_wal wakes it); it does not start a pass
+ * while the writer restarts the WAL (ckpt_held). A failed checkpoint is
  * retried at the next wake: nothing is lost, the WAL only stays longer. */
 static void *checkpointer_main(void *arg)
 {
     sqlite_log *l = arg;
     pthread_mutex_lock(&l->ckpt_mu);
     for (;;) {
-        while (!l->ckpt_stopping && !l->ckpt_due)
+        while (!l->ckpt_stopping && (!l->ckpt_due || l->ckpt_held))
             pthread_cond_wait(&l->ckpt_wake, &l->ckpt_mu);
         if (l->ckpt_stopping)
             break;
         l->ckpt_due = 0;
+        l->ckpt_running = 1;
         pthread_mutex_unlock(&l->ckpt_mu);
         sqlite3_wal_checkpoint_v2(l->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         pthread_mutex_lock(&l->ckpt_mu);
-        l->checkpoints++;
+        l->ckpt_running = 0;
+        pthread_cond_broadcast(&l->ckpt_wake);
     }
     pthread_mutex_unlock(&l->ckpt_mu);
     return NULL;
 }
 
-/* Hands the writer connection's checkpoints to the checkpointer (at the
- * writer thread's start). With sqlite.wal_autocheckpoint 0 there are none,
- * as in SQLite. 0, or -1: SQLite's own autocheckpoint stays. */
-static int checkpointer_start(sqlite_log *l)
+/* The checkpointer's connection, opened with the log (not under the
+ * producers' lock). With sqlite.wal_autocheckpoint 0 there are no
+ * checkpoints, as in SQLite; when it cannot be opened SQLite's own
+ * autocheckpoint stays, in the committing thread. */
+static void checkpointer_open(sqlite_log *l)
 {
-    if (l->ckpt_started || l->wal_autocheckpoint <= 0 || strcmp(l->path, ":memory:") == 0)
-        return 0;
-    if (sqlite3_open_v2(l->path, &l->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+    if (l->wal_autocheckpoint <= 0 || strcmp(l->path, ":memory:") == 0)
+        return;
+    if (sqlite3_open_v2(l->path, &l->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) ==
         SQLITE_OK) {
-        sqlite3_close(l->cdb);
-        l->cdb = NULL;
-        return -1;
+        sqlite3_busy_timeout(l->cdb, (int)l->busy_timeout_ms);
+        /* a connection knows the file is in WAL mode once it has read it:
+         * before, a checkpoint on it does nothing */
+        if (sqlite3_exec(l->cdb, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) == SQLITE_OK)
+            return;
     }
-    sqlite3_busy_timeout(l->cdb, (int)l->busy_timeout_ms);
-    /* a connection knows the file is in WAL mode once it has read it:
-     * before, a checkpoint on it does nothing */
-    if (sqlite3_exec(l->cdb, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
-        pthread_create(&l->ckpt_thread, NULL, checkpointer_main, l) != 0) {
-        sqlite3_close(l->cdb);
-        l->cdb = NULL;
-        return -1;
-    }
+    sqlite3_close(l->cdb);
+    l->cdb = NULL;
+}
+
+/* Hands the writer connection's checkpoints to the checkpointer thread (at
+ * the writer thread's start, before it: the wal hook is set on wdb while no
+ * other thread uses it). */
+static void checkpointer_start(sqlite_log *l)
+{
+    if (l->ckpt_started || !l->cdb ||
+        pthread_create(&l->ckpt_thread, NULL, checkpointer_main, l) != 0)
+        return;
     l->ckpt_started = 1;
     sqlite3_wal_hook(l->wdb, on_wal, l); /* replaces SQLite's autocheckpoint */
-    return 0;
 }
 
 static void checkpointer_stop(sqlite_log *l)
@@ -380,7 +391,7 @@ static void checkpointer_stop(sqlite_log *l)
         return;
     pthread_mutex_lock(&l->ckpt_mu);
     l->ckpt_stopping = 1;
-    pthread_cond_signal(&l->ckpt_wake);
+    pthread_cond_broadcast(&l->ckpt_wake);
     pthread_mutex_unlock(&l->ckpt_mu);
     pthread_join(l->ckpt_thread, NULL);
     l->ckpt_started = 0;
@@ -451,7 +462,7 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
     pthread_cond_init(&l->retry, &mono);
     pthread_condattr_destroy(&mono);
     pthread_mutex_init(&l->ckpt_mu, NULL);
-    pthread_cond_init(&l->ckpt_wake, NULL);
+    pthread_cond_init(&l->ckpt_wake, NULL); /* wakes passes, and restart_wal when one ends */
     snprintf(l->path, sizeof(l->path), "%s", target);
     l->synchronous_full = strcasecmp(sync, "FULL") == 0;
     if ((rc = ev_conf_get_bool(conf, "log.read_only", 0, &l->read_only, errstr, n)))
@@ -491,6 +502,8 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
         rc = open_db(l, &l->rdb, 0, errstr, n);
     if (rc)
         goto fail;
+    if (l->wdb)
+        checkpointer_open(l);
     l->max_length = (size_t)sqlite3_limit(l->rdb, SQLITE_LIMIT_LENGTH, -1);
     *impl = l;
     return 0;
@@ -727,20 +740,29 @@ rollback:
     return rc;
 }
 
-/* The writer thread, between transactions (restart_due): see
- * SQL_WAL_RESTART_FACTOR. Called with mu held; the checkpoint runs
- * without it, so producers go on queueing. */
+/* The writer thread, between batches (restart_due), without mu: see
+ * SQL_WAL_RESTART_FACTOR. Producers go on queueing and flushes are not
+ * held (the batch before was released); the checkpointer finishes the pass
+ * it is making and starts none meanwhile. Readers on older snapshots are
+ * waited for SQL_RESTART_WAIT_MS; then it is tried again once the WAL has
+ * grown by another threshold, not after every commit. */
 static void restart_wal(sqlite_log *l)
 {
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&l->ckpt_mu);
+    l->ckpt_held = 1;
+    while (l->ckpt_running)
+        pthread_cond_wait(&l->ckpt_wake, &l->ckpt_mu);
+    pthread_mutex_unlock(&l->ckpt_mu);
+    int frames = 0;
     sqlite3_busy_timeout(l->wdb, SQL_RESTART_WAIT_MS);
-    int rc = sqlite3_wal_checkpoint_v2(l->wdb, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+    int rc = sqlite3_wal_checkpoint_v2(l->wdb, NULL, SQLITE_CHECKPOINT_RESTART, &frames, NULL);
     sqlite3_busy_timeout(l->wdb, (int)l->busy_timeout_ms);
-    pthread_mutex_lock(&l->mu);
-    if (rc == SQLITE_OK) {
-        l->restart_due = 0;
-        l->checkpoint_restarts++;
-    }
+    pthread_mutex_lock(&l->ckpt_mu);
+    l->ckpt_held = 0;
+    pthread_cond_broadcast(&l->ckpt_wake);
+    pthread_mutex_unlock(&l->ckpt_mu);
+    l->restart_due = 0;
+    l->restart_after_pages = rc == SQLITE_OK ? 0 : frames + l->wal_autocheckpoint;
 }
 
 static void deadline_after(struct timespec *ts, int64_t ms)
@@ -796,8 +818,6 @@ static void *writer_main(void *arg)
             pthread_mutex_lock(&l->mu);
             if (rc == 0) {
                 l->failing = 0;
-                if (l->restart_due)
-                    restart_wal(l);
                 break;
             }
             l->failing = 1;
@@ -814,6 +834,11 @@ static void *writer_main(void *arg)
         l->work.count = l->work.len = 0;
         l->work_busy = 0;
         pthread_cond_broadcast(&l->done);
+        if (l->restart_due && !l->stopping) {
+            pthread_mutex_unlock(&l->mu);
+            restart_wal(l);
+            pthread_mutex_lock(&l->mu);
+        }
     }
     pthread_mutex_unlock(&l->mu);
     return NULL;
@@ -844,8 +869,6 @@ static int sqlite_produce(void *impl, const char *topic, const void *key, size_t
                         value_len);
     pthread_mutex_lock(&l->mu);
     if (!l->thread_started) {
-        /* the checkpointer before the writer thread: the wal hook is set
-         * on wdb while no other thread uses it */
         checkpointer_start(l);
         if (pthread_create(&l->thread, NULL, writer_main, l) != 0) {
             rc = ev__fail(errstr, n, EV_ERR_IO, "%s: cannot start the writer thread", l->path);

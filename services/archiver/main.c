@@ -143,6 +143,8 @@ static void check_sessions(ac_archiver *a)
         } else if (rc < 0) {
             fprintf(stderr, "msrs-archiver: session %s: %s\n", s->id, err);
         } else {
+            if (rc == 2)
+                fprintf(stderr, "msrs-archiver: session %s: warning: %s\n", s->id, err);
             a->archived++;
             fprintf(stderr, "msrs-archiver: session %s archived in %s: %zu streams, %s\n", s->id,
                     final, ar_writer_stream_count(s->w),
