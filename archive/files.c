@@ -26,19 +26,19 @@ int ar__fail(char *errstr, size_t errstr_size, int code, const char *fmt, ...)
     return code;
 }
 
-int ar__writeback_due(int64_t unsynced_bytes, size_t len)
+int ar__writeback_due(int64_t *unsynced_bytes, size_t len)
 {
-    return unsynced_bytes + (int64_t)len >= AR__WRITEBACK_BYTES;
+    *unsynced_bytes += (int64_t)len;
+    if (*unsynced_bytes < AR__WRITEBACK_BYTES)
+        return 0;
+    *unsynced_bytes = 0;
+    return 1;
 }
 
-void ar__writeback(int fd, int64_t *unsynced_bytes, size_t len)
+void ar__writeback(int fd)
 {
-    int due = ar__writeback_due(*unsynced_bytes, len);
-    *unsynced_bytes += (int64_t)len;
-    if (fd < 0 || !due)
-        return;
-    *unsynced_bytes = 0;
-    (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* pages already written are skipped */
+    if (fd >= 0) /* pages already written are skipped */
+        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
 int ar__sync_path(const char *path)

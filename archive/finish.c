@@ -334,9 +334,12 @@ int ar_writer_finish(ar_writer *w, const json_t *session, const json_t *devices_
      * folder stays, and errstr names what failed */
     if (rc)
         return rc;
-    if (ar__sync_path(manifest) || ar__sync_path(w->staging))
-        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot sync: %s",
-                        ar__sync_path(manifest) ? manifest : w->staging, strerror(errno));
+    const char *unsynced = ar__sync_path(manifest)     ? manifest
+                           : ar__sync_path(w->staging) ? w->staging
+                                                       : NULL;
+    if (unsynced)
+        return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: cannot sync: %s", unsynced,
+                        strerror(errno));
     if (final_dir(w, start, final, final_size)) {
         ar_rm_tree(w->staging);
         return 1;

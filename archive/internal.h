@@ -19,18 +19,18 @@ void ar__safe_name(char *out, size_t size, const char *in);
  * start writing them to disk (ar__writeback). */
 #define AR__WRITEBACK_BYTES (8 << 20)
 
-/* 1 when len more bytes make ar__writeback start a writeback: a buffered
- * writer flushes its buffer into the file first. */
-int ar__writeback_due(int64_t unsynced_bytes, size_t len);
+/* Counts len more bytes written to a big file: 1 (and the count starts
+ * again) once AR__WRITEBACK_BYTES have come since the last time. Then the
+ * writer flushes its own buffer into the file and calls ar__writeback. */
+int ar__writeback_due(int64_t *unsynced_bytes, size_t len);
 
-/* Counts len more bytes written to fd's file and, once AR__WRITEBACK_BYTES
- * have come since the last time, starts the kernel writing its dirty pages
- * (sync_file_range, without waiting). At 100 MB/s of video the archive's
+/* Starts the kernel writing fd's dirty pages (sync_file_range, without
+ * waiting; fd < 0: nothing). At 100 MB/s of video the archive's
  * files otherwise stayed in the page cache until the kernel's background
  * threshold (~2 GB here), which it then wrote in one burst that held up
  * every other writer's fsync, the log's commits among them, for ~1 s
  * (bench/README.md). Best effort: a failure shows at ar__sync_path. */
-void ar__writeback(int fd, int64_t *unsynced_bytes, size_t len);
+void ar__writeback(int fd);
 
 /* fsync of the file or folder at path. 0, or -1 with errno. */
 int ar__sync_path(const char *path);

@@ -150,9 +150,10 @@ int ar__mkv_write(ar__mkv *m, const void *data, size_t len, int64_t master_ns, i
     rc = av_write_frame(m->fmt, m->pkt);
     if (rc < 0)
         return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", m->path, av_err2str(rc));
-    if (ar__writeback_due(m->unsynced_bytes, len))
+    if (ar__writeback_due(&m->unsynced_bytes, len)) {
         avio_flush(m->fmt->pb); /* avio's buffer into the file first */
-    ar__writeback(m->wb_fd, &m->unsynced_bytes, len);
+        ar__writeback(m->wb_fd);
+    }
     return 0;
 }
 

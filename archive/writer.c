@@ -459,10 +459,13 @@ int ar_writer_samples(ar_writer *w, const avro_value_t *batch, const json_t *dev
  * AR__WRITEBACK_BYTES (ar__writeback). 0, or -1 with errno. */
 static int es_write(ar__stream *st, const void *bytes, size_t len)
 {
-    if (fwrite(bytes, 1, len, st->es) != len ||
-        (ar__writeback_due(st->es_unsynced_bytes, len) && fflush(st->es)))
+    if (fwrite(bytes, 1, len, st->es) != len)
         return -1;
-    ar__writeback(fileno(st->es), &st->es_unsynced_bytes, len);
+    if (ar__writeback_due(&st->es_unsynced_bytes, len)) {
+        if (fflush(st->es))
+            return -1;
+        ar__writeback(fileno(st->es));
+    }
     return 0;
 }
 
