@@ -19,6 +19,7 @@ const char *const ev_conf_known_keys[] = {
     "sqlite.mmap_size",
     "sqlite.wal_autocheckpoint",
     "sqlite.linger_ms",
+    "sqlite.external_value_bytes",
     "kafka.*",
     /* msrs-agent */
     "agent.listen",

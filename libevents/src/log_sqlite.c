@@ -28,7 +28,14 @@
 #define SQL_TOPIC_MAX  256
 #define SQL_TOPICS_MAX 64  /* topics one handle writes */
 #define SQL_RETRY_MS   100 /* a failed batch is retried this often */
-#define SQL_FORMAT     1   /* msrs_log.format this code writes and reads */
+#define SQL_FORMAT     2   /* msrs_log.format this code writes and reads */
+/* A value of sqlite.external_value_bytes (64 KiB) or more is written once,
+ * to the log's values file (PATH-values), not into the WAL and again into
+ * the main file by a checkpoint: docs/log.md "Values outside the WAL".
+ * Logs of format 2 and later; format 1 keeps every value in its row. */
+#define SQL_EXTERNAL_MIN    65536
+#define SQL_EXTERNAL_FORMAT 2
+#define SQL_VALUES_SUFFIX   "-values"
 /* sqlite.page_size, .mmap_size, .wal_autocheckpoint defaults: 16 KiB
  * pages took the agent's CPU at 8 devices x 100 Mbit/s from 22.6 to 17.2 s
  * (bench/README.md, "The SQLite writer's settings"); the rest SQLite's own */
@@ -39,7 +46,7 @@
 
 #define SQL_TOPIC_COLUMNS                                                                          \
     "(offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, key BLOB, value BLOB, headers BLOB, "    \
-    "crc INTEGER)"
+    "crc INTEGER, value_at INTEGER, value_len INTEGER)"
 
 typedef struct pending {
     int topic; /* index into topics */
@@ -78,6 +85,16 @@ typedef struct sqlite_log {
     int64_t busy_timeout_ms, queue_max_bytes;
     int64_t page_size, mmap_size, wal_autocheckpoint; /* sqlite.*: see sqlite_open */
     int64_t linger_ms; /* sqlite.linger_ms: an idle writer waits this long for company */
+    /* the values file (SQL_EXTERNAL_MIN): vfd the writer's (opened with the
+     * log, appended to by the writer thread under the write lock, synced by
+     * the checkpointer with synchronous=NORMAL), rvfd the reader's (opened
+     * at its first external value); vbuf holds the value a reader returns */
+    char vpath[1040];
+    int64_t external_min; /* 0: every value in its row */
+    int64_t format;       /* msrs_log.format of the file (a writer's handle) */
+    int vfd, rvfd;
+    unsigned char *vbuf;
+    size_t vbuf_cap;
     int flushing;      /* callers in sqlite_flush: the writer does not linger for them */
     size_t max_length; /* SQLite's limit on a value */
     /* producer: callers append to `fill` under mu; the writer thread swaps
@@ -275,6 +292,8 @@ static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t 
     sqlite3_busy_timeout(*db, (int)l->busy_timeout_ms);
     if (check && (rc = identify(l, *db, &format, errstr, n)))
         return rc;
+    if (check)
+        l->format = format < 1 ? SQL_FORMAT : format; /* make_log below makes it SQL_FORMAT */
     /* memory-mapped reads: a reader's pages come without a pread each */
     snprintf(sql, sizeof(sql), "PRAGMA mmap_size=%lld;", (long long)l->mmap_size);
     if ((rc = exec_setup(l, *db, sql, errstr, n)))
@@ -297,6 +316,32 @@ static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t 
     if ((rc = exec_setup(l, *db, sql, errstr, n)))
         return rc;
     return format < SQL_FORMAT ? make_log(l, *db, errstr, n) : 0;
+}
+
+/* A writer's values file, opened (made 0640, as the log) with the log of
+ * format SQL_EXTERNAL_FORMAT or later; none for :memory:, a format 1 file
+ * or sqlite.external_value_bytes 0, whose values stay in their rows. */
+static int values_open(sqlite_log *l, char *errstr, size_t n)
+{
+    if (l->external_min == 0 || l->format < SQL_EXTERNAL_FORMAT ||
+        strcmp(l->path, ":memory:") == 0) {
+        l->external_min = 0;
+        return 0;
+    }
+    if ((l->vfd = open(l->vpath, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) < 0)
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: cannot open the log's values file: %s", l->vpath,
+                        strerror(errno));
+    return 0;
+}
+
+/* With synchronous=NORMAL a commit syncs nothing: before a checkpoint syncs
+ * the WAL, the values its rows name are synced (with FULL each commit
+ * synced them). A failure only leaves them to the kernel's writeback, as
+ * SQLite's own pages. */
+static void values_sync(sqlite_log *l)
+{
+    if (l->vfd >= 0 && !l->synchronous_full)
+        fdatasync(l->vfd);
 }
 
 /* How far the WAL may outgrow sqlite.wal_autocheckpoint before the writer
@@ -344,6 +389,7 @@ static void *checkpointer_main(void *arg)
         l->ckpt_due = 0;
         l->ckpt_running = 1;
         pthread_mutex_unlock(&l->ckpt_mu);
+        values_sync(l);
         sqlite3_wal_checkpoint_v2(l->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         pthread_mutex_lock(&l->ckpt_mu);
         l->ckpt_running = 0;
@@ -414,6 +460,11 @@ static void sqlite_close(void *impl)
     }
     checkpointer_stop(l);
     sqlite3_close(l->cdb);
+    if (l->vfd >= 0)
+        close(l->vfd);
+    if (l->rvfd >= 0)
+        close(l->rvfd);
+    free(l->vbuf);
     for (int i = 0; i < SQL_TOPICS_MAX; i++) {
         sqlite3_finalize(l->writers[i].insert);
         sqlite3_finalize(l->writers[i].max_offset);
@@ -453,6 +504,7 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
                         "config sqlite.synchronous: expected FULL or NORMAL, got '%s'", sync);
     if (!(l = calloc(1, sizeof(*l))))
         return EV_ERR_NOMEM;
+    l->vfd = l->rvfd = -1;
     pthread_condattr_t mono;
     pthread_condattr_init(&mono);
     pthread_condattr_setclock(&mono, CLOCK_MONOTONIC); /* timed waits use deadline_after */
@@ -475,7 +527,9 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
         (rc = ev_conf_get_int(conf, "sqlite.mmap_size", SQL_MMAP_SIZE, &l->mmap_size, errstr, n)) ||
         (rc = ev_conf_get_int(conf, "sqlite.wal_autocheckpoint", SQL_WAL_AUTOCHECKPOINT,
                               &l->wal_autocheckpoint, errstr, n)) ||
-        (rc = ev_conf_get_int(conf, "sqlite.linger_ms", SQL_LINGER_MS, &l->linger_ms, errstr, n)))
+        (rc = ev_conf_get_int(conf, "sqlite.linger_ms", SQL_LINGER_MS, &l->linger_ms, errstr, n)) ||
+        (rc = ev_conf_get_int(conf, "sqlite.external_value_bytes", SQL_EXTERNAL_MIN,
+                              &l->external_min, errstr, n)))
         goto fail;
     if (l->linger_ms < 0 || l->linger_ms > 1000) {
         rc = ev__fail(errstr, n, EV_ERR_INVALID,
@@ -490,17 +544,25 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
                       (long long)l->page_size);
         goto fail;
     }
-    if (l->mmap_size < 0 || l->wal_autocheckpoint < 0) {
+    if (l->mmap_size < 0 || l->wal_autocheckpoint < 0 || l->external_min < 0) {
+        const char *key = l->mmap_size < 0            ? "mmap_size"
+                          : l->wal_autocheckpoint < 0 ? "wal_autocheckpoint"
+                                                      : "external_value_bytes";
+        int64_t v = l->mmap_size < 0            ? l->mmap_size
+                    : l->wal_autocheckpoint < 0 ? l->wal_autocheckpoint
+                                                : l->external_min;
         rc = ev__fail(errstr, n, EV_ERR_INVALID, "config sqlite.%s: expected 0 or more, got %lld",
-                      l->mmap_size < 0 ? "mmap_size" : "wal_autocheckpoint",
-                      (long long)(l->mmap_size < 0 ? l->mmap_size : l->wal_autocheckpoint));
+                      key, (long long)v);
         goto fail;
     }
+    snprintf(l->vpath, sizeof(l->vpath), "%s" SQL_VALUES_SUFFIX, l->path);
     if (l->read_only)
         rc = open_db(l, &l->rdb, 1, errstr, n);
     else if (!(rc = open_db(l, &l->wdb, 1, errstr, n)))
         rc = open_db(l, &l->rdb, 0, errstr, n);
     if (rc)
+        goto fail;
+    if (l->wdb && (rc = values_open(l, errstr, n)))
         goto fail;
     if (l->wdb)
         checkpointer_open(l);
@@ -537,17 +599,19 @@ static uint32_t row_crc(int64_t offset, int64_t ts_ms, const void *key, size_t k
 }
 
 /* Columns of table "t:<topic>" on db: *columns 0 when it does not exist;
- * *has_crc 1 when it has the crc column (tables of earlier versions do
- * not). */
+ * *has_crc 1 when it has the crc column, *has_ext when it has value_at and
+ * value_len (tables of earlier versions have neither). */
 static int table_columns(sqlite_log *l, sqlite3 *db, const char *topic, int *columns, int *has_crc,
-                         char *errstr, size_t n)
+                         int *has_ext, char *errstr, size_t n)
 {
     char table[SQL_TOPIC_MAX + 8];
     sqlite3_stmt *s;
     snprintf(table, sizeof(table), "t:%s", topic);
-    int rc = sqlite3_prepare_v2(
-        db, "SELECT COUNT(*), COALESCE(SUM(name = 'crc'), 0) FROM pragma_table_info(?)", -1, &s,
-        NULL);
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT COUNT(*), COALESCE(SUM(name = 'crc'), 0), "
+                                "COALESCE(SUM(name IN ('value_at', 'value_len')), 0) "
+                                "FROM pragma_table_info(?)",
+                                -1, &s, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
         rc = sqlite3_step(s);
@@ -555,6 +619,7 @@ static int table_columns(sqlite_log *l, sqlite3 *db, const char *topic, int *col
     if (rc == SQLITE_ROW) {
         *columns = sqlite3_column_int(s, 0);
         *has_crc = sqlite3_column_int(s, 1) > 0;
+        *has_ext = sqlite3_column_int(s, 2) == 2;
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_ROW)
@@ -564,19 +629,27 @@ static int table_columns(sqlite_log *l, sqlite3 *db, const char *topic, int *col
 }
 
 /* Gives a table of an earlier version the crc column (NULL in its old
- * rows: read unchecked). Writers only, under the write lock: another
- * writer may be adding it too. */
+ * rows: read unchecked) and value_at, value_len (NULL: the value is in its
+ * row). Writers only, under the write lock: another writer may be adding
+ * them too. */
 static int table_migrate(sqlite_log *l, sqlite3 *db, const char *topic, char *errstr, size_t n)
 {
-    char sql[SQL_TOPIC_MAX + 64];
-    int columns = 0, has_crc = 0, rc;
-    if ((rc = table_columns(l, db, topic, &columns, &has_crc, errstr, n)) || has_crc)
+    char sql[SQL_TOPIC_MAX + 128];
+    int columns = 0, has_crc = 0, has_ext = 0, rc;
+    if ((rc = table_columns(l, db, topic, &columns, &has_crc, &has_ext, errstr, n)) ||
+        (has_crc && has_ext))
         return rc;
     if ((rc = exec_setup(l, db, "BEGIN IMMEDIATE", errstr, n)))
         return rc;
-    rc = table_columns(l, db, topic, &columns, &has_crc, errstr, n);
+    rc = table_columns(l, db, topic, &columns, &has_crc, &has_ext, errstr, n);
     snprintf(sql, sizeof(sql), "ALTER TABLE \"t:%s\" ADD COLUMN crc INTEGER", topic);
     if (!rc && !has_crc)
+        rc = exec(l, db, sql, errstr, n);
+    snprintf(sql, sizeof(sql),
+             "ALTER TABLE \"t:%s\" ADD COLUMN value_at INTEGER; "
+             "ALTER TABLE \"t:%s\" ADD COLUMN value_len INTEGER",
+             topic, topic);
+    if (!rc && !has_ext)
         rc = exec(l, db, sql, errstr, n);
     if (!rc)
         rc = exec(l, db, "COMMIT", errstr, n);
@@ -602,7 +675,8 @@ static int ensure_writer(sqlite_log *l, int t, char *errstr, size_t n)
     if ((rc = table_migrate(l, l->wdb, l->names[t], errstr, n)))
         return rc;
     snprintf(sql, sizeof(sql),
-             "INSERT INTO \"t:%s\"(offset, ts_ms, key, value, headers, crc) VALUES(?,?,?,?,?,?)",
+             "INSERT INTO \"t:%s\"(offset, ts_ms, key, value, headers, crc, value_at, value_len) "
+             "VALUES(?,?,?,?,?,?,?,?)",
              l->names[t]);
     if (sqlite3_prepare_v3(l->wdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &w->insert, NULL))
         return db_fail(l, l->wdb, errstr, n, sql);
@@ -679,9 +753,30 @@ static int step_once(sqlite3_stmt *s)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* Appends a value to the values file at *at (writer thread, under the
+ * write lock: no other process appends meanwhile). */
+static int values_append(sqlite_log *l, const unsigned char *p, size_t len, int64_t *at,
+                         char *errstr, size_t n)
+{
+    if (*at < 0 && (*at = lseek(l->vfd, 0, SEEK_END)) < 0)
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: %s", l->vpath, strerror(errno));
+    for (size_t done = 0; done < len;) {
+        ssize_t w = pwrite(l->vfd, p + done, len - done, (off_t)(*at + (int64_t)done));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return ev__fail(errstr, n, EV_ERR_IO, "%s: writing %zu bytes at %lld: %s", l->vpath,
+                            len, (long long)(*at + (int64_t)done),
+                            w < 0 ? strerror(errno) : "nothing written");
+        done += (size_t)w;
+    }
+    return 0;
+}
+
 static int write_batch(sqlite_log *l, const batch *b, int topics, char *errstr, size_t n)
 {
     int64_t next[SQL_TOPICS_MAX];
+    int64_t values_at = -1, values_from = -1; /* the values file's end; where this batch began */
     char in_batch[SQL_TOPICS_MAX] = {0};
     int rc;
     for (int t = 0; t < topics; t++)
@@ -719,16 +814,40 @@ static int write_batch(sqlite_log *l, const batch *b, int topics, char *errstr, 
         sqlite3_bind_int64(s, 1, offset);
         sqlite3_bind_int64(s, 2, p->ts_ms);
         sqlite3_bind_blob(s, 3, key, (int)p->key_len, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 4, value, (int)p->value_len, SQLITE_STATIC);
         sqlite3_bind_blob(s, 5, hdr, (int)p->hdr_len, SQLITE_STATIC);
         sqlite3_bind_int64(
             s, 6, row_crc(offset, p->ts_ms, key, p->key_len, value, p->value_len, hdr, p->hdr_len));
+        if (l->external_min > 0 && p->value_len >= (size_t)l->external_min) {
+            if ((rc = values_append(l, value, p->value_len, &values_at, errstr, n)))
+                goto rollback;
+            if (values_from < 0)
+                values_from = values_at;
+            sqlite3_bind_null(s, 4);
+            sqlite3_bind_int64(s, 7, values_at);
+            sqlite3_bind_int64(s, 8, (int64_t)p->value_len);
+            values_at += (int64_t)p->value_len;
+        } else {
+            sqlite3_bind_blob(s, 4, value, (int)p->value_len, SQLITE_STATIC);
+            sqlite3_bind_null(s, 7);
+            sqlite3_bind_null(s, 8);
+        }
         int src = sqlite3_step(s);
         sqlite3_reset(s);
         if (src != SQLITE_DONE) {
             rc = db_fail(l, l->wdb, errstr, n, "append");
             goto rollback;
         }
+    }
+    /* the values before the rows that name them: with FULL synced here, with
+     * NORMAL started on their way to the disk (values_sync before each
+     * checkpoint), so that they do not pile up in the page cache */
+    if (values_from >= 0) {
+        if (l->synchronous_full && fdatasync(l->vfd) != 0) {
+            rc = ev__fail(errstr, n, EV_ERR_IO, "%s: fdatasync: %s", l->vpath, strerror(errno));
+            goto rollback;
+        }
+        if (!l->synchronous_full)
+            sync_file_range(l->vfd, values_from, values_at - values_from, SYNC_FILE_RANGE_WRITE);
     }
     if (step_once(l->commit) != SQLITE_OK) {
         rc = db_fail(l, l->wdb, errstr, n, "commit");
@@ -754,6 +873,7 @@ static void restart_wal(sqlite_log *l)
         pthread_cond_wait(&l->ckpt_wake, &l->ckpt_mu);
     pthread_mutex_unlock(&l->ckpt_mu);
     int frames = 0;
+    values_sync(l);
     sqlite3_busy_timeout(l->wdb, SQL_RESTART_WAIT_MS);
     int rc = sqlite3_wal_checkpoint_v2(l->wdb, NULL, SQLITE_CHECKPOINT_RESTART, &frames, NULL);
     sqlite3_busy_timeout(l->wdb, (int)l->busy_timeout_ms);
@@ -1003,8 +1123,8 @@ static int read_fail(sqlite_log *l, topic_reader *r, int sqlite_rc, char *errstr
 static int reader_prepare(sqlite_log *l, topic_reader *r, char *errstr, size_t n)
 {
     char sql[SQL_TOPIC_MAX * 2 + 256];
-    int columns = 0, has_crc = 0, rc;
-    if ((rc = table_columns(l, l->rdb, r->name, &columns, &has_crc, errstr, n))) {
+    int columns = 0, has_crc = 0, has_ext = 0, rc;
+    if ((rc = table_columns(l, l->rdb, r->name, &columns, &has_crc, &has_ext, errstr, n))) {
         if (rc == EV_ERR_FATAL)
             l->fatal = 1, snprintf(l->fatal_error, sizeof(l->fatal_error), "%s", errstr);
         return rc;
@@ -1012,9 +1132,9 @@ static int reader_prepare(sqlite_log *l, topic_reader *r, char *errstr, size_t n
     if (columns == 0)
         return 0;
     snprintf(sql, sizeof(sql),
-             "SELECT offset, ts_ms, key, value, headers, %s FROM \"t:%s\" WHERE offset >= ? "
+             "SELECT offset, ts_ms, key, value, headers, %s, %s FROM \"t:%s\" WHERE offset >= ? "
              "ORDER BY offset LIMIT 512",
-             has_crc ? "crc" : "NULL", r->name);
+             has_crc ? "crc" : "NULL", has_ext ? "value_at, value_len" : "NULL, NULL", r->name);
     if ((rc = sqlite3_prepare_v3(l->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &r->select, NULL)))
         return read_fail(l, r, rc, errstr, n, "prepare");
     return 0;
@@ -1180,6 +1300,43 @@ static int parse_headers(sqlite_log *l, const unsigned char *p, size_t len)
     return 0;
 }
 
+/* Reads the value of the row at offset of topic from the values file into
+ * l->vbuf: 0, or EV_ERR_CORRUPT naming the file, the record and what is
+ * missing (a values file shorter than its rows say, or none at all). */
+static int values_read(sqlite_log *l, const char *topic, int64_t offset, int64_t at, int64_t len,
+                       char *errstr, size_t n)
+{
+    if (at < 0 || len < 0 || (uint64_t)len >= l->max_length)
+        return ev__fail(errstr, n, EV_ERR_CORRUPT,
+                        "%s: topic %s offset %lld: value_at %lld, value_len %lld: not a place in "
+                        "the values file",
+                        l->path, topic, (long long)offset, (long long)at, (long long)len);
+    if (l->rvfd < 0 && (l->rvfd = open(l->vpath, O_RDONLY | O_CLOEXEC)) < 0)
+        return ev__fail(errstr, n, EV_ERR_CORRUPT,
+                        "%s: topic %s offset %lld: its value (%lld bytes) is in the log's values "
+                        "file, which cannot be opened: %s",
+                        l->vpath, topic, (long long)offset, (long long)len, strerror(errno));
+    if ((size_t)len > l->vbuf_cap) {
+        unsigned char *b = realloc(l->vbuf, (size_t)len);
+        if (!b)
+            return EV_ERR_NOMEM;
+        l->vbuf = b;
+        l->vbuf_cap = (size_t)len;
+    }
+    for (int64_t done = 0; done < len;) {
+        ssize_t r = pread(l->rvfd, l->vbuf + done, (size_t)(len - done), (off_t)(at + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return ev__fail(errstr, n, EV_ERR_CORRUPT,
+                            "%s: topic %s offset %lld: expected %lld bytes at %lld, %s", l->vpath,
+                            topic, (long long)offset, (long long)len, (long long)at,
+                            r < 0 ? strerror(errno) : "the file ends before them (truncated)");
+        done += r;
+    }
+    return 0;
+}
+
 /* Returns 1 and fills l->msg when reader r has a row, 0 when it has none. */
 static int next_row(sqlite_log *l, topic_reader *r, char *errstr, size_t n, int *err)
 {
@@ -1219,6 +1376,19 @@ static int next_row(sqlite_log *l, topic_reader *r, char *errstr, size_t n, int 
     size_t h_len = (size_t)sqlite3_column_bytes(s, 4);
     r->next_offset = l->msg.offset + 1;
     r->batch_rows++;
+    if (sqlite3_column_type(s, 6) != SQLITE_NULL) {
+        int64_t len = sqlite3_column_int64(s, 7);
+        if ((*err = values_read(l, r->name, l->msg.offset, sqlite3_column_int64(s, 6), len, errstr,
+                                n))) {
+            l->msg.value = NULL;
+            l->msg.value_len = 0;
+            l->msg.headers = l->headers;
+            l->msg.header_count = 0;
+            return 1;
+        }
+        l->msg.value = l->vbuf;
+        l->msg.value_len = (size_t)len;
+    }
     if (sqlite3_column_type(s, 5) == SQLITE_NULL) {
         l->unchecked++; /* written before records carried a checksum */
     } else {

@@ -975,6 +975,163 @@ START_TEST(bit_flips_in_stored_records_are_detected)
 }
 END_TEST
 
+/* Reads topic t of log from its beginning to its end: each record's
+ * poll answer into rc[offset], its value's length into len[offset] and, for
+ * a record read, whether its bytes are pattern(offset); the last corrupt
+ * record's error into err. */
+static void read_values(ev_log *log, const char *t, int count, int *rc, size_t *len, int *intact,
+                        char *err, size_t n)
+{
+    char e[2048];
+    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, e, sizeof(e)), 0);
+    err[0] = 0;
+    for (;;) {
+        const ev_msg *m;
+        int r = ev_log_poll(log, 5000, &m, e, sizeof(e));
+        if (r == EV_ERR_END)
+            break;
+        ck_assert_msg(r == 0 || r == EV_ERR_CORRUPT, "poll %d: %s", r, e);
+        ck_assert_int_lt(m->offset, count);
+        rc[m->offset] = r;
+        len[m->offset] = m->value_len;
+        intact[m->offset] = 1;
+        for (size_t i = 0; i < m->value_len; i++)
+            if (((const unsigned char *)m->value)[i] != (unsigned char)(m->offset * 31 + i))
+                intact[m->offset] = 0;
+        if (r)
+            snprintf(err, n, "%s", e);
+    }
+}
+
+START_TEST(large_values_are_written_once_outside_the_wal)
+{
+    /* SQLite: a value of sqlite.external_value_bytes or more goes to the
+     * log's values file, written once (not into the WAL and again by a
+     * checkpoint); its row names where. Read back the same, checked by the
+     * row's checksum; a flipped, missing or cut-off value is that record's
+     * EV_ERR_CORRUPT naming the file, and the records around it are read. */
+    if (!is_sqlite)
+        return;
+    enum { N = 6 };
+    const size_t sizes[N] = {100, 4095, 4096, 300000, 10, 70000};
+    char err[2048], vpath[1100], u[1200];
+    ev_log *log = open_log_set("sqlite.external_value_bytes", "4096");
+    const char *t = topic(log, "media");
+    static unsigned char value[300000];
+    for (int i = 0; i < N; i++) {
+        for (size_t k = 0; k < sizes[i]; k++)
+            value[k] = (unsigned char)(i * 31 + k);
+        ck_assert_msg(
+            ev_log_produce(log, t, "k", 1, value, sizes[i], NULL, 0, 0, err, sizeof(err)) == 0,
+            "%s", err);
+    }
+    ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
+    ev_log_destroy(log);
+    snprintf(vpath, sizeof(vpath), "%s/log.db-values", dir);
+    ck_assert_int_eq(file_size(vpath), 4096 + 300000 + 70000);
+    sqlite3 *db = raw_db(NULL);
+    sqlite3_stmt *s;
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT group_concat(offset) FROM \"t:%smedia\" WHERE value IS NULL AND value_at IS "
+             "NOT NULL",
+             prefix);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(s), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(s, 0), "2,3,5");
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+
+    /* read back, by a writer's handle and by a read-only one */
+    int rc[N], intact[N];
+    size_t len[N];
+    snprintf(u, sizeof(u), "sqlite:%s/log.db", dir);
+    for (int ro = 0; ro < 2; ro++) {
+        int orc;
+        log = open_log_with(u, ro ? "true" : NULL, err, sizeof(err), &orc);
+        ck_assert_msg(orc == 0, "%s", err);
+        memset(rc, -1, sizeof(rc));
+        read_values(log, topic(log, "media"), N, rc, len, intact, err, sizeof(err));
+        for (int i = 0; i < N; i++) {
+            ck_assert_int_eq(rc[i], 0);
+            ck_assert_uint_eq(len[i], sizes[i]);
+            ck_assert_int_eq(intact[i], 1);
+        }
+        ev_log_destroy(log);
+    }
+
+    /* one flipped byte in offset 3's value; then the file cut off inside
+     * offset 5's value; then no file */
+    FILE *f = fopen(vpath, "r+b");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 4096 + 1000, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, 4096 + 1000, SEEK_SET);
+    fputc(c ^ 0x10, f);
+    fclose(f);
+    for (int round = 0; round < 3; round++) {
+        if (round == 1)
+            ck_assert_int_eq(truncate(vpath, 4096 + 300000 + 100), 0);
+        if (round == 2)
+            ck_assert_int_eq(unlink(vpath), 0);
+        int orc;
+        log = open_log_with(u, "true", err, sizeof(err), &orc);
+        ck_assert_msg(orc == 0, "%s", err);
+        memset(rc, -1, sizeof(rc));
+        read_values(log, topic(log, "media"), N, rc, len, intact, err, sizeof(err));
+        ev_log_destroy(log);
+        for (int i = 0; i < N; i++) {
+            int bad = i == 3 || (round >= 1 && i == 5) || (round == 2 && i == 2);
+            ck_assert_msg(rc[i] == (bad ? EV_ERR_CORRUPT : 0), "round %d offset %d: %d", round, i,
+                          rc[i]);
+            if (!bad)
+                ck_assert_int_eq(intact[i], 1);
+        }
+        const char *want[3] = {"checksum", "truncated", "cannot be opened"};
+        ck_assert_msg(strstr(err, want[round]) != NULL, "round %d: %s", round, err);
+        if (round > 0)
+            ck_assert_msg(strstr(err, vpath) != NULL, "round %d: %s", round, err);
+    }
+}
+END_TEST
+
+START_TEST(a_log_of_format_1_keeps_its_values_in_their_rows)
+{
+    /* Readers of an earlier msrs read value from the row only: a log they
+     * made (format 1) gets no values file, whatever its writers now are. */
+    if (!is_sqlite)
+        return;
+    char err[512], vpath[1100];
+    ev_log *log = open_log();
+    ev_log_destroy(log);
+    sqlite3 *db = raw_db(NULL);
+    ck_assert_int_eq(sqlite3_exec(db, "UPDATE msrs_log SET format = 1", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    snprintf(vpath, sizeof(vpath), "%s/log.db-values", dir);
+    unlink(vpath);
+    log = open_log();
+    static unsigned char value[200000];
+    const char *t = topic(log, "media");
+    ck_assert_msg(
+        ev_log_produce(log, t, "k", 1, value, sizeof(value), NULL, 0, 0, err, sizeof(err)) == 0,
+        "%s", err);
+    ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
+    ev_log_destroy(log);
+    ck_assert_int_eq(file_size(vpath), -1);
+    db = raw_db(NULL);
+    sqlite3_stmt *s;
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT length(value), value_at FROM \"t:%smedia\"", prefix);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(s), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(s, 0), (int)sizeof(value));
+    ck_assert_int_eq(sqlite3_column_type(s, 1), SQLITE_NULL);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+END_TEST
+
 START_TEST(rows_without_a_checksum_are_read_unchecked)
 {
     /* A log written before records carried a checksum: its tables have no
@@ -1033,7 +1190,7 @@ START_TEST(rows_without_a_checksum_are_read_unchecked)
     ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT format FROM msrs_log", -1, &s, NULL),
                      SQLITE_OK);
     ck_assert_int_eq(sqlite3_step(s), SQLITE_ROW);
-    ck_assert_int_eq(sqlite3_column_int(s, 0), 1);
+    ck_assert_int_eq(sqlite3_column_int(s, 0), 2); /* the format this msrs makes */
     sqlite3_finalize(s);
     sqlite3_close(db);
     ev_codec_destroy(codec);
@@ -1133,6 +1290,8 @@ int main(void)
     tcase_add_test(tc, a_file_that_is_not_an_msrs_log_is_refused);
     tcase_add_test(tc, bit_flips_in_stored_records_are_detected);
     tcase_add_test(tc, rows_without_a_checksum_are_read_unchecked);
+    tcase_add_test(tc, large_values_are_written_once_outside_the_wal);
+    tcase_add_test(tc, a_log_of_format_1_keeps_its_values_in_their_rows);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
