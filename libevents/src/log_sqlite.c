@@ -1,13 +1,16 @@
 /* log_sqlite.c — the embedded log: one SQLite file in WAL mode.
  *
  * Layout: one table per topic, "t:<topic>"(offset INTEGER PRIMARY KEY,
- * ts_ms, key, value, headers, crc), so an append is a rowid append; a table
- * of named cursors; one partition (0) per topic; msrs_log(format,
- * created_ms) says the file is an msrs log. Produced records are kept in
- * memory and written in one IMMEDIATE transaction per flush (or when the
- * batch is full), so the write lock is held only while writing and an
- * acknowledged record survives kill -9 (and power loss with
- * sqlite.synchronous=FULL, the default). Readers never block writers.
+ * ts_ms, key, value, headers, crc, value_at, value_len), so an append is a
+ * rowid append; values of 64 KiB or more in the values file PATH-values
+ * (value_at, value_len say where); a table of named cursors; one partition
+ * (0) per topic; msrs_log(format, created_ms) says the file is an msrs log.
+ * Produced records are queued in memory; a writer thread writes what is
+ * queued in one IMMEDIATE transaction, so the write lock is held only while
+ * writing. With sqlite.synchronous=FULL (the default) a syncer thread makes
+ * commits durable behind the writer and a flush waits for it: an
+ * acknowledged record survives power loss (with NORMAL, kill -9). Readers
+ * never block writers.
  *
  * Integrity (docs/log.md): every row carries the CRC-32C of the record,
  * checked on read (a mismatch is EV_ERR_CORRUPT for that record; rows of
@@ -105,6 +108,20 @@ typedef struct sqlite_log {
     pthread_t thread;
     int thread_started, stopping, work_busy, failing;
     batch fill, work;
+    /* records produced, committed (visible to readers) and durable (what
+     * flush acknowledges), counted since open */
+    int64_t produced, committed, durable;
+    /* sqlite.synchronous=FULL: the writer connection commits without a sync
+     * (visible at once) and the syncer thread makes commits durable behind
+     * it: fdatasync of the values file, then of the WAL (wal_fd, its own
+     * descriptor); a flush waits for that. unsynced_bytes: committed, not
+     * yet durable. A failed sync is final (sync_failed): the kernel may have
+     * dropped the pages, and a retry that succeeds proves nothing. */
+    int own_sync, sync_started, sync_stopping, sync_failed, wal_fd;
+    int64_t unsynced_bytes;
+    pthread_t sync_thread;
+    pthread_cond_t sync_wake;
+    char sync_error[512];
     char names[SQL_TOPICS_MAX][SQL_TOPIC_MAX]; /* topic index -> name, append-only */
     int name_count;
     topic_writer writers[SQL_TOPICS_MAX];
@@ -334,13 +351,13 @@ static int values_open(sqlite_log *l, char *errstr, size_t n)
     return 0;
 }
 
-/* With synchronous=NORMAL a commit syncs nothing: before a checkpoint syncs
- * the WAL, the values its rows name are synced (with FULL each commit
- * synced them). A failure only leaves them to the kernel's writeback, as
+/* Before a checkpoint syncs the WAL, the values its rows name are synced
+ * (the syncer may not have got that far, and with synchronous=NORMAL there
+ * is none). A failure only leaves them to the kernel's writeback, as
  * SQLite's own pages. */
 static void values_sync(sqlite_log *l)
 {
-    if (l->vfd >= 0 && !l->synchronous_full)
+    if (l->vfd >= 0)
         fdatasync(l->vfd);
 }
 
@@ -458,6 +475,15 @@ static void sqlite_close(void *impl)
         pthread_mutex_unlock(&l->mu);
         pthread_join(l->thread, NULL);
     }
+    if (l->sync_started) { /* after the writer: it syncs the writer's last commit */
+        pthread_mutex_lock(&l->mu);
+        l->sync_stopping = 1;
+        pthread_cond_broadcast(&l->sync_wake);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->sync_thread, NULL);
+    }
+    if (l->wal_fd >= 0)
+        close(l->wal_fd);
     checkpointer_stop(l);
     sqlite3_close(l->cdb);
     if (l->vfd >= 0)
@@ -484,6 +510,7 @@ static void sqlite_close(void *impl)
     pthread_cond_destroy(&l->wake);
     pthread_cond_destroy(&l->done);
     pthread_cond_destroy(&l->retry);
+    pthread_cond_destroy(&l->sync_wake);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->ckpt_wake);
     pthread_mutex_destroy(&l->ckpt_mu);
@@ -504,7 +531,7 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
                         "config sqlite.synchronous: expected FULL or NORMAL, got '%s'", sync);
     if (!(l = calloc(1, sizeof(*l))))
         return EV_ERR_NOMEM;
-    l->vfd = l->rvfd = -1;
+    l->vfd = l->rvfd = l->wal_fd = -1;
     pthread_condattr_t mono;
     pthread_condattr_init(&mono);
     pthread_condattr_setclock(&mono, CLOCK_MONOTONIC); /* timed waits use deadline_after */
@@ -512,6 +539,7 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
     pthread_cond_init(&l->wake, &mono);
     pthread_cond_init(&l->done, &mono);
     pthread_cond_init(&l->retry, &mono);
+    pthread_cond_init(&l->sync_wake, NULL);
     pthread_condattr_destroy(&mono);
     pthread_mutex_init(&l->ckpt_mu, NULL);
     pthread_cond_init(&l->ckpt_wake, NULL); /* wakes passes, and restart_wal when one ends */
@@ -563,6 +591,12 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
     if (rc)
         goto fail;
     if (l->wdb && (rc = values_open(l, errstr, n)))
+        goto fail;
+    /* synchronous=FULL: the syncer thread makes the writer connection's
+     * commits durable behind it (see own_sync); every other connection of
+     * the handle (cursors, leases) syncs its own commits */
+    l->own_sync = l->wdb && l->synchronous_full && strcmp(l->path, ":memory:") != 0;
+    if (l->own_sync && (rc = exec(l, l->wdb, "PRAGMA synchronous=NORMAL", errstr, n)))
         goto fail;
     if (l->wdb)
         checkpointer_open(l);
@@ -838,17 +872,12 @@ static int write_batch(sqlite_log *l, const batch *b, int topics, char *errstr, 
             goto rollback;
         }
     }
-    /* the values before the rows that name them: with FULL synced here, with
-     * NORMAL started on their way to the disk (values_sync before each
-     * checkpoint), so that they do not pile up in the page cache */
-    if (values_from >= 0) {
-        if (l->synchronous_full && fdatasync(l->vfd) != 0) {
-            rc = ev__fail(errstr, n, EV_ERR_IO, "%s: fdatasync: %s", l->vpath, strerror(errno));
-            goto rollback;
-        }
-        if (!l->synchronous_full)
-            sync_file_range(l->vfd, values_from, values_at - values_from, SYNC_FILE_RANGE_WRITE);
-    }
+    /* the values started on their way to the disk before the rows that
+     * name them are committed (the syncer, or the checkpointer's
+     * values_sync, waits for them), and not left to pile up in the page
+     * cache */
+    if (values_from >= 0)
+        sync_file_range(l->vfd, values_from, values_at - values_from, SYNC_FILE_RANGE_WRITE);
     if (step_once(l->commit) != SQLITE_OK) {
         rc = db_fail(l, l->wdb, errstr, n, "commit");
         goto rollback;
@@ -896,6 +925,55 @@ static void deadline_after(struct timespec *ts, int64_t ms)
     }
 }
 
+/* Makes what is committed durable: the values before the WAL whose rows
+ * name them. 0, or an error naming the file. */
+static int sync_files(sqlite_log *l, char *errstr, size_t n)
+{
+    char wal[1040];
+    snprintf(wal, sizeof(wal), "%s-wal", l->path);
+    if (l->wal_fd < 0 && (l->wal_fd = open(wal, O_RDONLY | O_CLOEXEC)) < 0)
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: %s", wal, strerror(errno));
+    if (l->vfd >= 0 && fdatasync(l->vfd) != 0)
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: fdatasync: %s", l->vpath, strerror(errno));
+    if (fdatasync(l->wal_fd) != 0)
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: fdatasync: %s", wal, strerror(errno));
+    return 0;
+}
+
+/* The syncer thread (own_sync): whenever commits are not yet durable, one
+ * sync covers all of them (records committed during it wait for the next:
+ * group sync, as the writer's group commit). On closing it syncs what is
+ * left. */
+static void *syncer_main(void *arg)
+{
+    sqlite_log *l = arg;
+    char err[256];
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->sync_stopping && (l->sync_failed || l->durable == l->committed))
+            pthread_cond_wait(&l->sync_wake, &l->mu);
+        if (l->sync_failed || l->durable == l->committed)
+            break;
+        int64_t target = l->committed, bytes = l->unsynced_bytes;
+        pthread_mutex_unlock(&l->mu);
+        int rc = sync_files(l, err, sizeof(err));
+        pthread_mutex_lock(&l->mu);
+        if (rc == 0) {
+            l->durable = target;
+            l->unsynced_bytes -= bytes;
+        } else {
+            l->sync_failed = 1;
+            snprintf(l->sync_error, sizeof(l->sync_error),
+                     "%s: records committed since the last sync are not known to be durable; "
+                     "this log handle acknowledges nothing more (restart the process)",
+                     err);
+        }
+        pthread_cond_broadcast(&l->done);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
 /* The writer thread: takes everything queued, writes it in one transaction,
  * repeats — a commit's fsync is the only wait, and records that arrive
  * during it are written together by the next one (group commit). A failed
@@ -938,6 +1016,13 @@ static void *writer_main(void *arg)
             pthread_mutex_lock(&l->mu);
             if (rc == 0) {
                 l->failing = 0;
+                l->committed += (int64_t)l->work.count;
+                if (l->own_sync) {
+                    l->unsynced_bytes += (int64_t)l->work.len;
+                    pthread_cond_signal(&l->sync_wake);
+                } else {
+                    l->durable = l->committed;
+                }
                 break;
             }
             l->failing = 1;
@@ -969,9 +1054,11 @@ static int64_t queued_bytes(const sqlite_log *l)
     return (int64_t)(l->fill.len + (l->work_busy ? l->work.len : 0));
 }
 
+/* Records not yet acknowledged: queued, being written, or committed and
+ * not yet durable. */
 static int64_t queued_records(const sqlite_log *l)
 {
-    return (int64_t)(l->fill.count + (l->work_busy ? l->work.count : 0));
+    return l->produced - l->durable;
 }
 
 /* Queues a record for the writer thread; waits (up to busy_timeout_ms) only
@@ -989,6 +1076,13 @@ static int sqlite_produce(void *impl, const char *topic, const void *key, size_t
                         value_len);
     pthread_mutex_lock(&l->mu);
     if (!l->thread_started) {
+        if (l->own_sync && !l->sync_started) {
+            if (pthread_create(&l->sync_thread, NULL, syncer_main, l) != 0) {
+                rc = ev__fail(errstr, n, EV_ERR_IO, "%s: cannot start the syncer thread", l->path);
+                goto out;
+            }
+            l->sync_started = 1;
+        }
         checkpointer_start(l);
         if (pthread_create(&l->thread, NULL, writer_main, l) != 0) {
             rc = ev__fail(errstr, n, EV_ERR_IO, "%s: cannot start the writer thread", l->path);
@@ -1034,6 +1128,7 @@ static int sqlite_produce(void *impl, const char *topic, const void *key, size_t
         goto out;
     }
     b->pend[b->count++] = p;
+    l->produced++;
     if (b->count == 1) /* the writer waits only for an empty queue: one wake per batch */
         pthread_cond_signal(&l->wake);
 out:
@@ -1049,18 +1144,23 @@ static int sqlite_flush(void *impl, int timeout_ms, char *errstr, size_t n)
     deadline_after(&until, timeout_ms);
     pthread_mutex_lock(&l->mu);
     int64_t attempts = l->attempts_failed;
+    int64_t target = l->produced; /* what was produced before this flush */
     l->flushing++;
     pthread_cond_signal(&l->wake); /* a lingering writer goes now */
-    while (queued_records(l) > 0) {
-        if (l->attempts_failed != attempts) {
+    while (l->durable < target) {
+        if (l->sync_failed) {
             rc = ev__fail(errstr, n, EV_ERR_IO, "%lld records not acknowledged: %s",
-                          (long long)queued_records(l), l->last_error);
+                          (long long)(target - l->durable), l->sync_error);
             break;
         }
-        if (pthread_cond_timedwait(&l->done, &l->mu, &until) == ETIMEDOUT &&
-            queued_records(l) > 0) {
+        if (l->attempts_failed != attempts) {
+            rc = ev__fail(errstr, n, EV_ERR_IO, "%lld records not acknowledged: %s",
+                          (long long)(target - l->durable), l->last_error);
+            break;
+        }
+        if (pthread_cond_timedwait(&l->done, &l->mu, &until) == ETIMEDOUT && l->durable < target) {
             rc = ev__fail(errstr, n, EV_ERR_TIMED_OUT, "%lld records still queued after %d ms%s%s",
-                          (long long)queued_records(l), timeout_ms, l->failing ? ": " : "",
+                          (long long)(target - l->durable), timeout_ms, l->failing ? ": " : "",
                           l->failing ? l->last_error : "");
             break;
         }
@@ -1085,8 +1185,11 @@ static int sqlite_backlog(void *impl, int64_t *records, int64_t *bytes, char *er
     int rc = 0;
     pthread_mutex_lock(&l->mu);
     *records = queued_records(l);
-    *bytes = queued_bytes(l);
-    if (l->failing)
+    *bytes = queued_bytes(l) + l->unsynced_bytes;
+    if (l->sync_failed)
+        rc = ev__fail(errstr, n, EV_ERR_IO, "%lld records waiting: %s", (long long)*records,
+                      l->sync_error);
+    else if (l->failing)
         rc = ev__fail(errstr, n, EV_ERR_IO, "%lld records waiting, retrying: %s",
                       (long long)*records, l->last_error);
     pthread_mutex_unlock(&l->mu);
