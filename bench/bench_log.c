@@ -399,7 +399,7 @@ static double raw_append(const char *path, const corpus *c, int per)
         die(path, strerror(errno));
     double t = t_start();
     for (long i = 0; i < c->n; i++) {
-        const unsigned char *p = c->values + (size_t)i * c->value_len;
+        const char *p = c->values + (size_t)i * c->value_len;
         for (size_t done = 0; done < c->value_len;) {
             ssize_t w = write(fd, p + done, c->value_len - done);
             if (w <= 0)
