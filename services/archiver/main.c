@@ -48,6 +48,7 @@ typedef struct ac_session {
     ac_held **held;
     size_t held_head, held_n, held_cap;
     int64_t newest_master;
+    int64_t known_at_master; /* newest_master when the stop instant came; 0 before */
 } ac_session;
 
 typedef struct ac_archiver {
@@ -110,7 +111,7 @@ static ac_session *session_get(ac_archiver *a, const char *id)
     return s;
 }
 
-static int release_held(ac_archiver *a, ac_session *s);
+static int release_held(ac_archiver *a, ac_session *s, int all);
 static void free_held(ac_session *s);
 
 /* Finalizes every session whose data is complete (or timed out). */
@@ -121,7 +122,10 @@ static void check_sessions(ac_archiver *a)
         ac_session *s = &a->sessions[i];
         json_t *state = state_of(a, "sessions", s->id);
         int ready = 0, complete = 0;
-        release_held(a, s); /* the stop instant may have come since */
+        /* the stop instant may have come since; once the session is
+         * stopped, what is held goes out */
+        release_held(
+            a, s, strcmp(json_string_value(json_object_get(state, "state")) ?: "", "stopped") == 0);
         state = state_of(a, "sessions", s->id);
         if (strcmp(json_string_value(json_object_get(state, "state")) ?: "", "stopped") == 0) {
             if (!s->stopped_seen_ms)
@@ -181,19 +185,29 @@ static void write_data(ac_archiver *a, ac_session *s, const ev_schema *schema, a
         fprintf(stderr, "msrs-archiver: session %s: %s\n", s->id, err);
 }
 
-/* Writes s's held records: all of them once its stop instant is known
- * (the writer leaves out what is past it), else those older than
- * archive.hold_ms behind the newest. 1 when the stop instant is known. */
-static int release_held(ac_archiver *a, ac_session *s)
+/* Writes s's held records older than the hold behind the newest, or all
+ * of them (all: the session is stopped). The hold is archive.hold_ms until
+ * the stop instant is known (the writer then leaves out what is past it);
+ * from then on it shrinks by half the master time that passes, so what it
+ * held goes out at 1.5 times the rate the data comes, not all at once: at
+ * 100 MB/s a hold of 3 s is 300 MB, written in one burst that the log's
+ * syncs waited behind (bench/README.md, session 28). 1 once the hold is
+ * gone: a record then goes straight to the writer. */
+static int release_held(ac_archiver *a, ac_session *s, int all)
 {
     char err[512];
     ev_session x;
-    int known = ev_state_session(a->state, s->id, &x) && x.has_stop_at;
-    if (known)
+    int64_t hold = a->hold_ns;
+    if (ev_state_session(a->state, s->id, &x) && x.has_stop_at) {
         ar_writer_stop_at(s->w, x.stop_at_ns);
+        if (!s->known_at_master)
+            s->known_at_master = s->newest_master ? s->newest_master : 1;
+        int64_t gone = (s->newest_master - s->known_at_master) / 2;
+        hold = gone >= hold ? 0 : hold - gone;
+    }
     while (s->held_head < s->held_n) {
         ac_held *h = s->held[s->held_head];
-        if (!known && h->first_master >= s->newest_master - a->hold_ns)
+        if (!all && hold > 0 && h->first_master >= s->newest_master - hold)
             break;
         const ev_schema *schema;
         avro_value_t *v;
@@ -206,7 +220,7 @@ static int release_held(ac_archiver *a, ac_session *s)
     }
     if (s->held_head == s->held_n)
         s->held_head = s->held_n = 0;
-    return known;
+    return hold == 0;
 }
 
 static void free_held(ac_session *s)
@@ -232,7 +246,7 @@ static void on_data(ac_archiver *a, const ev_event *ev)
     ac_session *s = session_get(a, sid);
     if (!s)
         return;
-    if (release_held(a, s) && s->held_n == 0) {
+    if (release_held(a, s, 0) && s->held_n == 0) {
         write_data(a, s, ev->schema, ev->value);
         return;
     }
@@ -264,7 +278,7 @@ static void on_data(ac_archiver *a, const ev_event *ev)
     s->held[s->held_n++] = h;
     if (first > s->newest_master)
         s->newest_master = first;
-    release_held(a, s);
+    release_held(a, s, 0);
 }
 
 static void on_record(ac_archiver *a, const ev_event *ev)
