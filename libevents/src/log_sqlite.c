@@ -257,10 +257,10 @@ static int identify(sqlite_log *l, sqlite3 *db, int64_t *format, char *errstr, s
     return 0;
 }
 
-/* Makes the file an msrs log of SQL_FORMAT (writers only): creates
- * msrs_log and msrs_cursors in one IMMEDIATE transaction, so processes that
- * open a new file at once all find it made, whoever came first. */
-static int make_log(sqlite_log *l, sqlite3 *db, char *errstr, size_t n)
+/* Makes the file an msrs log of format (writers only): creates msrs_log
+ * and msrs_cursors in one IMMEDIATE transaction, so processes that open a
+ * new file at once all find it made, whoever came first. */
+static int make_log(sqlite_log *l, sqlite3 *db, int64_t format, char *errstr, size_t n)
 {
     char sql[512];
     int rc = exec_setup(l, db, "BEGIN IMMEDIATE", errstr, n);
@@ -269,12 +269,12 @@ static int make_log(sqlite_log *l, sqlite3 *db, char *errstr, size_t n)
     snprintf(sql, sizeof(sql),
              "CREATE TABLE IF NOT EXISTS msrs_log(format INTEGER NOT NULL, created_ms INTEGER "
              "NOT NULL);"
-             "INSERT INTO msrs_log SELECT %d, %lld WHERE NOT EXISTS (SELECT 1 FROM msrs_log);"
+             "INSERT INTO msrs_log SELECT %lld, %lld WHERE NOT EXISTS (SELECT 1 FROM msrs_log);"
              "CREATE TABLE IF NOT EXISTS msrs_cursors(cursor TEXT NOT NULL, topic TEXT NOT NULL,"
              " partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_ms INTEGER,"
              " PRIMARY KEY(cursor, topic, partition));"
              "COMMIT;",
-             SQL_FORMAT, (long long)(ev_now_ns() / 1000000));
+             (long long)format, (long long)(ev_now_ns() / 1000000));
     if ((rc = exec(l, db, sql, errstr, n)))
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
@@ -310,7 +310,11 @@ static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t 
     if (check && (rc = identify(l, *db, &format, errstr, n)))
         return rc;
     if (check)
-        l->format = format < 1 ? SQL_FORMAT : format; /* make_log below makes it SQL_FORMAT */
+        /* what make_log below makes of a new file (SQL_FORMAT) and of one of
+         * an msrs before msrs_log (1: its tables were made without
+         * value_at, and a reader that prepared its query before a writer
+         * added it would read such a row's value as empty) */
+        l->format = format < 0 ? SQL_FORMAT : format == 0 ? 1 : format;
     /* memory-mapped reads: a reader's pages come without a pread each */
     snprintf(sql, sizeof(sql), "PRAGMA mmap_size=%lld;", (long long)l->mmap_size);
     if ((rc = exec_setup(l, *db, sql, errstr, n)))
@@ -332,7 +336,7 @@ static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t 
              (long long)l->wal_autocheckpoint);
     if ((rc = exec_setup(l, *db, sql, errstr, n)))
         return rc;
-    return format < SQL_FORMAT ? make_log(l, *db, errstr, n) : 0;
+    return format < 1 ? make_log(l, *db, l->format, errstr, n) : 0;
 }
 
 /* A writer's values file, opened (made 0640, as the log) with the log of
