@@ -21,10 +21,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,9 +39,9 @@
  * to the log's values file (PATH-values), not into the WAL and again into
  * the main file by a checkpoint: docs/log.md "Values outside the WAL".
  * Logs of format 2 and later; format 1 keeps every value in its row. */
-#define SQL_EXTERNAL_MIN    65536
-#define SQL_EXTERNAL_FORMAT 2
-#define SQL_VALUES_SUFFIX   "-values"
+#define SQL_EXTERNAL_VALUE_BYTES 65536
+#define SQL_EXTERNAL_FORMAT      2
+#define SQL_VALUES_SUFFIX        "-values"
 /* sqlite.page_size, .mmap_size, .wal_autocheckpoint defaults: 16 KiB
  * pages took the agent's CPU at 8 devices x 100 Mbit/s from 22.6 to 17.2 s
  * (bench/README.md, "The SQLite writer's settings"); the rest SQLite's own */
@@ -88,14 +91,15 @@ typedef struct sqlite_log {
     int64_t busy_timeout_ms, queue_max_bytes;
     int64_t page_size, mmap_size, wal_autocheckpoint; /* sqlite.*: see sqlite_open */
     int64_t linger_ms; /* sqlite.linger_ms: an idle writer waits this long for company */
-    /* the values file (SQL_EXTERNAL_MIN): vfd the writer's (opened with the
-     * log, appended to by the writer thread under the write lock, synced by
-     * the checkpointer with synchronous=NORMAL), rvfd the reader's (opened
-     * at its first external value); vbuf holds the value a reader returns */
-    char vpath[1040];
-    int64_t external_min; /* 0: every value in its row */
-    int64_t format;       /* msrs_log.format of the file (a writer's handle) */
-    int vfd, rvfd;
+    /* the values file (SQL_EXTERNAL_VALUE_BYTES): values_fd a writer's
+     * (opened with a log of format 2, appended to by the writer thread under
+     * the write lock, synced by the syncer and before every checkpoint),
+     * values_rfd a reader's (opened at its first value there); vbuf holds
+     * the value a reader returns. vpath and wal_path are absolute. */
+    char vpath[PATH_MAX + 16], wal_path[PATH_MAX + 16];
+    int64_t external_value_bytes; /* 0: every value in its row */
+    int64_t format;               /* msrs_log.format of the file (a writer's handle) */
+    int values_fd, values_rfd;
     unsigned char *vbuf;
     size_t vbuf_cap;
     int flushing;      /* callers in sqlite_flush: the writer does not linger for them */
@@ -117,11 +121,11 @@ typedef struct sqlite_log {
      * descriptor); a flush waits for that. unsynced_bytes: committed, not
      * yet durable. A failed sync is final (sync_failed): the kernel may have
      * dropped the pages, and a retry that succeeds proves nothing. */
-    int own_sync, sync_started, sync_stopping, sync_failed, wal_fd;
+    int syncer, sync_started, sync_stopping, sync_failed, wal_fd;
     int64_t unsynced_bytes;
     pthread_t sync_thread;
     pthread_cond_t sync_wake;
-    char sync_error[512];
+    char sync_error[PATH_MAX + 256];
     char names[SQL_TOPICS_MAX][SQL_TOPIC_MAX]; /* topic index -> name, append-only */
     int name_count;
     topic_writer writers[SQL_TOPICS_MAX];
@@ -339,30 +343,68 @@ static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t 
     return format < 1 ? make_log(l, *db, l->format, errstr, n) : 0;
 }
 
-/* A writer's values file, opened (made 0640, as the log) with the log of
- * format SQL_EXTERNAL_FORMAT or later; none for :memory:, a format 1 file
- * or sqlite.external_value_bytes 0, whose values stay in their rows. */
+/* A writer's values file, opened (made 0640, as the log) with a log of
+ * format SQL_EXTERNAL_FORMAT or later, also when this handle keeps its
+ * values in their rows (sqlite.external_value_bytes 0): its checkpoints
+ * copy other writers' rows too, and sync their values first. None for
+ * :memory: or a format 1 file. A new file's folder is synced, as SQLite
+ * does for a new WAL. */
 static int values_open(sqlite_log *l, char *errstr, size_t n)
 {
-    if (l->external_min == 0 || l->format < SQL_EXTERNAL_FORMAT ||
-        strcmp(l->path, ":memory:") == 0) {
-        l->external_min = 0;
+    struct stat st;
+    if (l->format < SQL_EXTERNAL_FORMAT || strcmp(l->path, ":memory:") == 0) {
+        l->external_value_bytes = 0;
         return 0;
     }
-    if ((l->vfd = open(l->vpath, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) < 0)
+    if ((l->values_fd = open(l->vpath, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) < 0)
         return ev__fail(errstr, n, EV_ERR_IO, "%s: cannot open the log's values file: %s", l->vpath,
                         strerror(errno));
+    if (fstat(l->values_fd, &st) == 0 && st.st_size == 0) {
+        char folder[sizeof(l->vpath)];
+        snprintf(folder, sizeof(folder), "%s", l->vpath);
+        char *slash = strrchr(folder, '/');
+        if (slash)
+            *slash = 0;
+        int fd = open(slash ? folder : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int rc = fd < 0 ? -1 : fsync(fd);
+        if (fd >= 0)
+            close(fd);
+        if (rc != 0)
+            return ev__fail(errstr, n, EV_ERR_IO,
+                            "%s: syncing the folder of the new values file: %s",
+                            slash ? folder : ".", strerror(errno));
+    }
     return 0;
 }
 
-/* Before a checkpoint syncs the WAL, the values its rows name are synced
- * (the syncer may not have got that far, and with synchronous=NORMAL there
- * is none). A failure only leaves them to the kernel's writeback, as
- * SQLite's own pages. */
-static void values_sync(sqlite_log *l)
+/* A failed sync, final for the handle: the kernel may have dropped the pages
+ * it could not write, and a later sync that succeeds proves nothing. Flush,
+ * produce and ev_log_backlog return err from now on. */
+static void sync_fail(sqlite_log *l, const char *err)
 {
-    if (l->vfd >= 0)
-        fdatasync(l->vfd);
+    pthread_mutex_lock(&l->mu);
+    if (!l->sync_failed)
+        snprintf(l->sync_error, sizeof(l->sync_error),
+                 "%s: records committed since the last sync are not known to be durable; this "
+                 "log handle acknowledges nothing more (restart the process)",
+                 err);
+    l->sync_failed = 1;
+    pthread_cond_broadcast(&l->done);
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Before a checkpoint syncs the WAL, the values its rows name are synced
+ * (the syncer may not have got that far; with synchronous=NORMAL there is
+ * none). 0, or -1 when the sync failed (sync_fail): then no checkpoint may
+ * put those rows in the main file. */
+static int values_sync(sqlite_log *l)
+{
+    char err[PATH_MAX + 64];
+    if (l->values_fd < 0 || fdatasync(l->values_fd) == 0)
+        return 0;
+    snprintf(err, sizeof(err), "%s: fdatasync: %s", l->vpath, strerror(errno));
+    sync_fail(l, err);
+    return -1;
 }
 
 /* How far the WAL may outgrow sqlite.wal_autocheckpoint before the writer
@@ -410,8 +452,8 @@ static void *checkpointer_main(void *arg)
         l->ckpt_due = 0;
         l->ckpt_running = 1;
         pthread_mutex_unlock(&l->ckpt_mu);
-        values_sync(l);
-        sqlite3_wal_checkpoint_v2(l->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (values_sync(l) == 0)
+            sqlite3_wal_checkpoint_v2(l->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         pthread_mutex_lock(&l->ckpt_mu);
         l->ckpt_running = 0;
         pthread_cond_broadcast(&l->ckpt_wake);
@@ -489,12 +531,11 @@ static void sqlite_close(void *impl)
     if (l->wal_fd >= 0)
         close(l->wal_fd);
     checkpointer_stop(l);
+    /* the last connection to close checkpoints the WAL into the main file:
+     * the values its rows name go first */
+    if (l->values_fd >= 0)
+        values_sync(l);
     sqlite3_close(l->cdb);
-    if (l->vfd >= 0)
-        close(l->vfd);
-    if (l->rvfd >= 0)
-        close(l->rvfd);
-    free(l->vbuf);
     for (int i = 0; i < SQL_TOPICS_MAX; i++) {
         sqlite3_finalize(l->writers[i].insert);
         sqlite3_finalize(l->writers[i].max_offset);
@@ -506,6 +547,11 @@ static void sqlite_close(void *impl)
     sqlite3_close(l->wdb);
     sqlite3_close(l->rdb);
     sqlite3_close(l->ldb);
+    if (l->values_fd >= 0)
+        close(l->values_fd);
+    if (l->values_rfd >= 0)
+        close(l->values_rfd);
+    free(l->vbuf);
     free(l->readers);
     free(l->fill.pend);
     free(l->fill.arena);
@@ -535,7 +581,7 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
                         "config sqlite.synchronous: expected FULL or NORMAL, got '%s'", sync);
     if (!(l = calloc(1, sizeof(*l))))
         return EV_ERR_NOMEM;
-    l->vfd = l->rvfd = l->wal_fd = -1;
+    l->values_fd = l->values_rfd = l->wal_fd = -1;
     pthread_condattr_t mono;
     pthread_condattr_init(&mono);
     pthread_condattr_setclock(&mono, CLOCK_MONOTONIC); /* timed waits use deadline_after */
@@ -560,8 +606,8 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
         (rc = ev_conf_get_int(conf, "sqlite.wal_autocheckpoint", SQL_WAL_AUTOCHECKPOINT,
                               &l->wal_autocheckpoint, errstr, n)) ||
         (rc = ev_conf_get_int(conf, "sqlite.linger_ms", SQL_LINGER_MS, &l->linger_ms, errstr, n)) ||
-        (rc = ev_conf_get_int(conf, "sqlite.external_value_bytes", SQL_EXTERNAL_MIN,
-                              &l->external_min, errstr, n)))
+        (rc = ev_conf_get_int(conf, "sqlite.external_value_bytes", SQL_EXTERNAL_VALUE_BYTES,
+                              &l->external_value_bytes, errstr, n)))
         goto fail;
     if (l->linger_ms < 0 || l->linger_ms > 1000) {
         rc = ev__fail(errstr, n, EV_ERR_INVALID,
@@ -576,31 +622,38 @@ static int sqlite_open(void **impl, const char *scheme, const char *target, cons
                       (long long)l->page_size);
         goto fail;
     }
-    if (l->mmap_size < 0 || l->wal_autocheckpoint < 0 || l->external_min < 0) {
-        const char *key = l->mmap_size < 0            ? "mmap_size"
-                          : l->wal_autocheckpoint < 0 ? "wal_autocheckpoint"
-                                                      : "external_value_bytes";
-        int64_t v = l->mmap_size < 0            ? l->mmap_size
-                    : l->wal_autocheckpoint < 0 ? l->wal_autocheckpoint
-                                                : l->external_min;
-        rc = ev__fail(errstr, n, EV_ERR_INVALID, "config sqlite.%s: expected 0 or more, got %lld",
-                      key, (long long)v);
-        goto fail;
-    }
-    snprintf(l->vpath, sizeof(l->vpath), "%s" SQL_VALUES_SUFFIX, l->path);
+    const struct {
+        const char *key;
+        int64_t value;
+    } counts[] = {{"mmap_size", l->mmap_size},
+                  {"wal_autocheckpoint", l->wal_autocheckpoint},
+                  {"external_value_bytes", l->external_value_bytes}};
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+        if (counts[i].value < 0) {
+            rc = ev__fail(errstr, n, EV_ERR_INVALID,
+                          "config sqlite.%s: expected 0 or more, got %lld", counts[i].key,
+                          (long long)counts[i].value);
+            goto fail;
+        }
     if (l->read_only)
         rc = open_db(l, &l->rdb, 1, errstr, n);
     else if (!(rc = open_db(l, &l->wdb, 1, errstr, n)))
         rc = open_db(l, &l->rdb, 0, errstr, n);
     if (rc)
         goto fail;
+    /* the files beside the log, by absolute path: opened later (the WAL at
+     * the first sync, the values at a reader's first), after a chdir too */
+    char abs[PATH_MAX];
+    const char *base = realpath(l->path, abs) ? abs : l->path;
+    snprintf(l->vpath, sizeof(l->vpath), "%s" SQL_VALUES_SUFFIX, base);
+    snprintf(l->wal_path, sizeof(l->wal_path), "%s-wal", base);
     if (l->wdb && (rc = values_open(l, errstr, n)))
         goto fail;
     /* synchronous=FULL: the syncer thread makes the writer connection's
-     * commits durable behind it (see own_sync); every other connection of
+     * commits durable behind it (see syncer); every other connection of
      * the handle (cursors, leases) syncs its own commits */
-    l->own_sync = l->wdb && l->synchronous_full && strcmp(l->path, ":memory:") != 0;
-    if (l->own_sync && (rc = exec(l, l->wdb, "PRAGMA synchronous=NORMAL", errstr, n)))
+    l->syncer = l->wdb && l->synchronous_full && strcmp(l->path, ":memory:") != 0;
+    if (l->syncer && (rc = exec(l, l->wdb, "PRAGMA synchronous=NORMAL", errstr, n)))
         goto fail;
     if (l->wdb)
         checkpointer_open(l);
@@ -796,10 +849,11 @@ static int step_once(sqlite3_stmt *s)
 static int values_append(sqlite_log *l, const unsigned char *p, size_t len, int64_t *at,
                          char *errstr, size_t n)
 {
-    if (*at < 0 && (*at = lseek(l->vfd, 0, SEEK_END)) < 0)
-        return ev__fail(errstr, n, EV_ERR_IO, "%s: %s", l->vpath, strerror(errno));
+    if (*at < 0 && (*at = lseek(l->values_fd, 0, SEEK_END)) < 0)
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: finding the end of the values file: %s",
+                        l->vpath, strerror(errno));
     for (size_t done = 0; done < len;) {
-        ssize_t w = pwrite(l->vfd, p + done, len - done, (off_t)(*at + (int64_t)done));
+        ssize_t w = pwrite(l->values_fd, p + done, len - done, (off_t)(*at + (int64_t)done));
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -855,7 +909,7 @@ static int write_batch(sqlite_log *l, const batch *b, int topics, char *errstr, 
         sqlite3_bind_blob(s, 5, hdr, (int)p->hdr_len, SQLITE_STATIC);
         sqlite3_bind_int64(
             s, 6, row_crc(offset, p->ts_ms, key, p->key_len, value, p->value_len, hdr, p->hdr_len));
-        if (l->external_min > 0 && p->value_len >= (size_t)l->external_min) {
+        if (l->external_value_bytes > 0 && p->value_len >= (size_t)l->external_value_bytes) {
             if ((rc = values_append(l, value, p->value_len, &values_at, errstr, n)))
                 goto rollback;
             if (values_from < 0)
@@ -881,7 +935,7 @@ static int write_batch(sqlite_log *l, const batch *b, int topics, char *errstr, 
      * values_sync, waits for them), and not left to pile up in the page
      * cache */
     if (values_from >= 0)
-        sync_file_range(l->vfd, values_from, values_at - values_from, SYNC_FILE_RANGE_WRITE);
+        sync_file_range(l->values_fd, values_from, values_at - values_from, SYNC_FILE_RANGE_WRITE);
     if (step_once(l->commit) != SQLITE_OK) {
         rc = db_fail(l, l->wdb, errstr, n, "commit");
         goto rollback;
@@ -905,11 +959,12 @@ static void restart_wal(sqlite_log *l)
     while (l->ckpt_running)
         pthread_cond_wait(&l->ckpt_wake, &l->ckpt_mu);
     pthread_mutex_unlock(&l->ckpt_mu);
-    int frames = 0;
-    values_sync(l);
-    sqlite3_busy_timeout(l->wdb, SQL_RESTART_WAIT_MS);
-    int rc = sqlite3_wal_checkpoint_v2(l->wdb, NULL, SQLITE_CHECKPOINT_RESTART, &frames, NULL);
-    sqlite3_busy_timeout(l->wdb, (int)l->busy_timeout_ms);
+    int frames = 0, rc = SQLITE_IOERR;
+    if (values_sync(l) == 0) {
+        sqlite3_busy_timeout(l->wdb, SQL_RESTART_WAIT_MS);
+        rc = sqlite3_wal_checkpoint_v2(l->wdb, NULL, SQLITE_CHECKPOINT_RESTART, &frames, NULL);
+        sqlite3_busy_timeout(l->wdb, (int)l->busy_timeout_ms);
+    }
     pthread_mutex_lock(&l->ckpt_mu);
     l->ckpt_held = 0;
     pthread_cond_broadcast(&l->ckpt_wake);
@@ -933,25 +988,24 @@ static void deadline_after(struct timespec *ts, int64_t ms)
  * name them. 0, or an error naming the file. */
 static int sync_files(sqlite_log *l, char *errstr, size_t n)
 {
-    char wal[1040];
-    snprintf(wal, sizeof(wal), "%s-wal", l->path);
-    if (l->wal_fd < 0 && (l->wal_fd = open(wal, O_RDONLY | O_CLOEXEC)) < 0)
-        return ev__fail(errstr, n, EV_ERR_IO, "%s: %s", wal, strerror(errno));
-    if (l->vfd >= 0 && fdatasync(l->vfd) != 0)
+    if (l->wal_fd < 0 && (l->wal_fd = open(l->wal_path, O_RDONLY | O_CLOEXEC)) < 0)
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: cannot open the WAL to sync it: %s", l->wal_path,
+                        strerror(errno));
+    if (l->values_fd >= 0 && fdatasync(l->values_fd) != 0)
         return ev__fail(errstr, n, EV_ERR_IO, "%s: fdatasync: %s", l->vpath, strerror(errno));
     if (fdatasync(l->wal_fd) != 0)
-        return ev__fail(errstr, n, EV_ERR_IO, "%s: fdatasync: %s", wal, strerror(errno));
+        return ev__fail(errstr, n, EV_ERR_IO, "%s: fdatasync: %s", l->wal_path, strerror(errno));
     return 0;
 }
 
-/* The syncer thread (own_sync): whenever commits are not yet durable, one
+/* The syncer thread (l->syncer): whenever commits are not yet durable, one
  * sync covers all of them (records committed during it wait for the next:
  * group sync, as the writer's group commit). On closing it syncs what is
  * left. */
 static void *syncer_main(void *arg)
 {
     sqlite_log *l = arg;
-    char err[256];
+    char err[PATH_MAX + 64];
     pthread_mutex_lock(&l->mu);
     for (;;) {
         while (!l->sync_stopping && (l->sync_failed || l->durable == l->committed))
@@ -965,14 +1019,12 @@ static void *syncer_main(void *arg)
         if (rc == 0) {
             l->durable = target;
             l->unsynced_bytes -= bytes;
+            pthread_cond_broadcast(&l->done);
         } else {
-            l->sync_failed = 1;
-            snprintf(l->sync_error, sizeof(l->sync_error),
-                     "%s: records committed since the last sync are not known to be durable; "
-                     "this log handle acknowledges nothing more (restart the process)",
-                     err);
+            pthread_mutex_unlock(&l->mu);
+            sync_fail(l, err);
+            pthread_mutex_lock(&l->mu);
         }
-        pthread_cond_broadcast(&l->done);
     }
     pthread_mutex_unlock(&l->mu);
     return NULL;
@@ -1021,7 +1073,7 @@ static void *writer_main(void *arg)
             if (rc == 0) {
                 l->failing = 0;
                 l->committed += (int64_t)l->work.count;
-                if (l->own_sync) {
+                if (l->syncer) {
                     l->unsynced_bytes += (int64_t)l->work.len;
                     pthread_cond_signal(&l->sync_wake);
                 } else {
@@ -1080,7 +1132,7 @@ static int sqlite_produce(void *impl, const char *topic, const void *key, size_t
                         value_len);
     pthread_mutex_lock(&l->mu);
     if (!l->thread_started) {
-        if (l->own_sync && !l->sync_started) {
+        if (l->syncer && !l->sync_started) {
             if (pthread_create(&l->sync_thread, NULL, syncer_main, l) != 0) {
                 rc = ev__fail(errstr, n, EV_ERR_IO, "%s: cannot start the syncer thread", l->path);
                 goto out;
@@ -1093,6 +1145,10 @@ static int sqlite_produce(void *impl, const char *topic, const void *key, size_t
             goto out;
         }
         l->thread_started = 1;
+    }
+    if (l->sync_failed) {
+        rc = ev__fail(errstr, n, EV_ERR_IO, "%s", l->sync_error);
+        goto out;
     }
     if ((t = topic_index(l, topic, errstr, n)) < 0) {
         rc = t;
@@ -1408,37 +1464,46 @@ static int parse_headers(sqlite_log *l, const unsigned char *p, size_t len)
 }
 
 /* Reads the value of the row at offset of topic from the values file into
- * l->vbuf: 0, or EV_ERR_CORRUPT naming the file, the record and what is
- * missing (a values file shorter than its rows say, or none at all). */
+ * l->vbuf: 0; EV_ERR_CORRUPT naming the file, the record and what is
+ * missing when the row names bytes the file does not have (it ends before
+ * them, or there is no file): the record is lost; EV_ERR_IO or
+ * EV_ERR_NOMEM when reading failed otherwise (no descriptor, EIO, no
+ * memory): the caller reads the row again at the next poll. */
 static int values_read(sqlite_log *l, const char *topic, int64_t offset, int64_t at, int64_t len,
                        char *errstr, size_t n)
 {
-    if (at < 0 || len < 0 || (uint64_t)len >= l->max_length)
+    if (at < 0 || len < 0 || (uint64_t)len >= l->max_length || at > INT64_MAX - len)
         return ev__fail(errstr, n, EV_ERR_CORRUPT,
                         "%s: topic %s offset %lld: value_at %lld, value_len %lld: not a place in "
                         "the values file",
                         l->path, topic, (long long)offset, (long long)at, (long long)len);
-    if (l->rvfd < 0 && (l->rvfd = open(l->vpath, O_RDONLY | O_CLOEXEC)) < 0)
-        return ev__fail(errstr, n, EV_ERR_CORRUPT,
+    if (l->values_rfd < 0 && (l->values_rfd = open(l->vpath, O_RDONLY | O_CLOEXEC)) < 0)
+        return ev__fail(errstr, n, errno == ENOENT ? EV_ERR_CORRUPT : EV_ERR_IO,
                         "%s: topic %s offset %lld: its value (%lld bytes) is in the log's values "
                         "file, which cannot be opened: %s",
                         l->vpath, topic, (long long)offset, (long long)len, strerror(errno));
     if ((size_t)len > l->vbuf_cap) {
         unsigned char *b = realloc(l->vbuf, (size_t)len);
         if (!b)
-            return EV_ERR_NOMEM;
+            return ev__fail(errstr, n, EV_ERR_NOMEM,
+                            "%s: topic %s offset %lld: no memory for its value of %lld bytes",
+                            l->path, topic, (long long)offset, (long long)len);
         l->vbuf = b;
         l->vbuf_cap = (size_t)len;
     }
     for (int64_t done = 0; done < len;) {
-        ssize_t r = pread(l->rvfd, l->vbuf + done, (size_t)(len - done), (off_t)(at + done));
+        ssize_t r = pread(l->values_rfd, l->vbuf + done, (size_t)(len - done), (off_t)(at + done));
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0)
+        if (r < 0)
+            return ev__fail(
+                errstr, n, EV_ERR_IO, "%s: topic %s offset %lld: reading %lld bytes at %lld: %s",
+                l->vpath, topic, (long long)offset, (long long)len, (long long)at, strerror(errno));
+        if (r == 0)
             return ev__fail(errstr, n, EV_ERR_CORRUPT,
-                            "%s: topic %s offset %lld: expected %lld bytes at %lld, %s", l->vpath,
-                            topic, (long long)offset, (long long)len, (long long)at,
-                            r < 0 ? strerror(errno) : "the file ends before them (truncated)");
+                            "%s: topic %s offset %lld: expected %lld bytes at %lld, the file ends "
+                            "before them (truncated)",
+                            l->vpath, topic, (long long)offset, (long long)len, (long long)at);
         done += r;
     }
     return 0;
@@ -1486,7 +1551,13 @@ static int next_row(sqlite_log *l, topic_reader *r, char *errstr, size_t n, int 
     if (sqlite3_column_type(s, 6) != SQLITE_NULL) {
         int64_t len = sqlite3_column_int64(s, 7);
         if ((*err = values_read(l, r->name, l->msg.offset, sqlite3_column_int64(s, 6), len, errstr,
-                                n))) {
+                                n)) &&
+            *err != EV_ERR_CORRUPT) { /* not read: the row again at the next poll */
+            r->next_offset = l->msg.offset;
+            sqlite3_reset(s);
+            return 0;
+        }
+        if (*err) {
             l->msg.value = NULL;
             l->msg.value_len = 0;
             l->msg.headers = l->headers;
@@ -1536,7 +1607,8 @@ static int sqlite_poll(void *impl, int timeout_ms, const ev_msg **msg, char *err
                 l->current = (l->current + k) % l->reader_count;
                 l->end_reported = 0;
                 *msg = &l->msg;
-                return err; /* 0, or EV_ERR_CORRUPT: a record whose checksum fails */
+                return err; /* 0, or EV_ERR_CORRUPT: a record whose checksum fails or whose value
+                               the values file lacks */
             }
             if (err)
                 return err;

@@ -1124,15 +1124,17 @@ START_TEST(processes_share_the_values_file)
             static unsigned char v[5000 + PER * 37];
             ev_log *log = open_log_set("sqlite.external_value_bytes", "4096");
             const char *t = topic(log, "media");
-            for (int i = 0; i < PER; i++) {
+            int failed = 0;
+            for (int i = 0; i < PER && !failed; i++) {
                 for (size_t k = 0; k < shared_len(i); k++)
                     v[k] = shared_byte(child, i, k);
-                if (ev_log_produce(log, t, "k", 1, v, shared_len(i), NULL, 0, 0, err,
-                                   sizeof(err)) ||
-                    (i % 20 == 19 && ev_log_flush(log, 30000, err, sizeof(err))))
-                    _exit(1);
+                failed = ev_log_produce(log, t, "k", 1, v, shared_len(i), NULL, 0, 0, err,
+                                        sizeof(err)) ||
+                         (i % 20 == 19 && ev_log_flush(log, 30000, err, sizeof(err)));
             }
-            _exit(ev_log_flush(log, 30000, err, sizeof(err)) ? 1 : 0);
+            failed = failed || ev_log_flush(log, 30000, err, sizeof(err));
+            ev_log_destroy(log);
+            _exit(failed);
         }
     }
     for (int child = 0; child < 2; child++) {
