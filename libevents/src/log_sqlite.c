@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -347,19 +346,21 @@ static int open_db(sqlite_log *l, sqlite3 **db, int check, char *errstr, size_t 
  * format SQL_EXTERNAL_FORMAT or later, also when this handle keeps its
  * values in their rows (sqlite.external_value_bytes 0): its checkpoints
  * copy other writers' rows too, and sync their values first. None for
- * :memory: or a format 1 file. A new file's folder is synced, as SQLite
- * does for a new WAL. */
+ * :memory: or a format 1 file. With synchronous=FULL the folder of a file
+ * it makes is synced, as SQLite does for a new WAL. */
 static int values_open(sqlite_log *l, char *errstr, size_t n)
 {
-    struct stat st;
     if (l->format < SQL_EXTERNAL_FORMAT || strcmp(l->path, ":memory:") == 0) {
         l->external_value_bytes = 0;
         return 0;
     }
-    if ((l->values_fd = open(l->vpath, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) < 0)
+    int made = (l->values_fd = open(l->vpath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640)) >= 0;
+    if (!made && errno == EEXIST)
+        l->values_fd = open(l->vpath, O_RDWR | O_CLOEXEC);
+    if (l->values_fd < 0)
         return ev__fail(errstr, n, EV_ERR_IO, "%s: cannot open the log's values file: %s", l->vpath,
                         strerror(errno));
-    if (fstat(l->values_fd, &st) == 0 && st.st_size == 0) {
+    if (made && l->synchronous_full) {
         char folder[sizeof(l->vpath)];
         snprintf(folder, sizeof(folder), "%s", l->vpath);
         char *slash = strrchr(folder, '/');
