@@ -394,10 +394,10 @@ static void sync_fail(sqlite_log *l, const char *err)
     pthread_mutex_unlock(&l->mu);
 }
 
-/* Before a checkpoint syncs the WAL, the values its rows name are synced
- * (the syncer may not have got that far; with synchronous=NORMAL there is
- * none). 0, or -1 when the sync failed (sync_fail): then no checkpoint may
- * put those rows in the main file. */
+/* The one sync of the values file: before the syncer syncs the WAL, and
+ * before a checkpoint does (the syncer may not have got that far; with
+ * synchronous=NORMAL there is none). 0, or -1 when the sync failed
+ * (sync_fail): then no checkpoint may put those rows in the main file. */
 static int values_sync(sqlite_log *l)
 {
     char err[PATH_MAX + 64];
@@ -534,8 +534,7 @@ static void sqlite_close(void *impl)
     checkpointer_stop(l);
     /* the last connection to close checkpoints the WAL into the main file:
      * the values its rows name go first */
-    if (l->values_fd >= 0)
-        values_sync(l);
+    values_sync(l);
     sqlite3_close(l->cdb);
     for (int i = 0; i < SQL_TOPICS_MAX; i++) {
         sqlite3_finalize(l->writers[i].insert);
@@ -985,18 +984,22 @@ static void deadline_after(struct timespec *ts, int64_t ms)
     }
 }
 
-/* Makes what is committed durable: the values before the WAL whose rows
- * name them. 0, or an error naming the file. */
-static int sync_files(sqlite_log *l, char *errstr, size_t n)
+/* Makes what is committed durable: the values (values_sync), then the WAL
+ * whose rows name them. 0, or -1 once the failure is final (sync_fail). */
+static int sync_files(sqlite_log *l)
 {
+    char err[PATH_MAX + 64];
+    if (values_sync(l) != 0)
+        return -1;
     if (l->wal_fd < 0 && (l->wal_fd = open(l->wal_path, O_RDONLY | O_CLOEXEC)) < 0)
-        return ev__fail(errstr, n, EV_ERR_IO, "%s: cannot open the WAL to sync it: %s", l->wal_path,
-                        strerror(errno));
-    if (l->values_fd >= 0 && fdatasync(l->values_fd) != 0)
-        return ev__fail(errstr, n, EV_ERR_IO, "%s: fdatasync: %s", l->vpath, strerror(errno));
-    if (fdatasync(l->wal_fd) != 0)
-        return ev__fail(errstr, n, EV_ERR_IO, "%s: fdatasync: %s", l->wal_path, strerror(errno));
-    return 0;
+        snprintf(err, sizeof(err), "%s: cannot open the WAL to sync it: %s", l->wal_path,
+                 strerror(errno));
+    else if (fdatasync(l->wal_fd) == 0)
+        return 0;
+    else
+        snprintf(err, sizeof(err), "%s: fdatasync: %s", l->wal_path, strerror(errno));
+    sync_fail(l, err);
+    return -1;
 }
 
 /* The syncer thread (l->syncer): whenever commits are not yet durable, one
@@ -1006,7 +1009,6 @@ static int sync_files(sqlite_log *l, char *errstr, size_t n)
 static void *syncer_main(void *arg)
 {
     sqlite_log *l = arg;
-    char err[PATH_MAX + 64];
     pthread_mutex_lock(&l->mu);
     for (;;) {
         while (!l->sync_stopping && (l->sync_failed || l->durable == l->committed))
@@ -1015,16 +1017,12 @@ static void *syncer_main(void *arg)
             break;
         int64_t target = l->committed, bytes = l->unsynced_bytes;
         pthread_mutex_unlock(&l->mu);
-        int rc = sync_files(l, err, sizeof(err));
+        int rc = sync_files(l); /* a failure is final: sync_fail said so */
         pthread_mutex_lock(&l->mu);
         if (rc == 0) {
             l->durable = target;
             l->unsynced_bytes -= bytes;
             pthread_cond_broadcast(&l->done);
-        } else {
-            pthread_mutex_unlock(&l->mu);
-            sync_fail(l, err);
-            pthread_mutex_lock(&l->mu);
         }
     }
     pthread_mutex_unlock(&l->mu);
