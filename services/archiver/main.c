@@ -122,12 +122,14 @@ static void check_sessions(ac_archiver *a)
         ac_session *s = &a->sessions[i];
         json_t *state = state_of(a, "sessions", s->id);
         int ready = 0, complete = 0;
+        int stopped =
+            strcmp(json_string_value(json_object_get(state, "state")) ?: "", "stopped") == 0;
         /* the stop instant may have come since; once the session is
-         * stopped, what is held goes out */
-        release_held(
-            a, s, strcmp(json_string_value(json_object_get(state, "state")) ?: "", "stopped") == 0);
+         * stopped, what is held goes out. Writing it folds nothing into the
+         * state, but may rebuild its JSON view: state is looked up again */
+        release_held(a, s, stopped);
         state = state_of(a, "sessions", s->id);
-        if (strcmp(json_string_value(json_object_get(state, "state")) ?: "", "stopped") == 0) {
+        if (stopped) {
             if (!s->stopped_seen_ms)
                 s->stopped_seen_ms = ev_mono_ms();
             json_t *diff = ar_writer_mismatches(s->w, state);
