@@ -6,6 +6,9 @@
  * msrs-tail). */
 #include "testutil.h"
 
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -17,6 +20,33 @@
 #include <unistd.h>
 
 static char uri[1024], prefix[64], *dir;
+
+/* A disk that fails a write-back: while fail_sync_suffix is set, fdatasync
+ * of a file whose path ends with it fails with EIO, as the kernel reports
+ * a page it could not write. Defined here, it is the process's fdatasync
+ * (libevents is linked in statically, and the executable's symbol comes
+ * before libc's for SQLite too); the real one otherwise. There is no
+ * failing block device on these machines (no dm-error, no loop devices). */
+static const char *fail_sync_suffix;
+
+int fdatasync(int fd)
+{
+    static int (*real)(int);
+    const char *suffix = __atomic_load_n(&fail_sync_suffix, __ATOMIC_ACQUIRE);
+    if (suffix) {
+        char link[64], path[PATH_MAX];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, path, sizeof(path) - 1);
+        size_t sl = strlen(suffix);
+        if (n >= (ssize_t)sl && memcmp(path + n - sl, suffix, sl) == 0) {
+            errno = EIO;
+            return -1;
+        }
+    }
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
 
 static int64_t mono_ms(void)
 {
@@ -1211,6 +1241,86 @@ START_TEST(a_log_of_format_1_keeps_its_values_in_their_rows)
 }
 END_TEST
 
+/* The offsets of t's records, whose values are their keys' first byte,
+ * into got (a string, one character a record). */
+static void read_keys(ev_log *log, const char *t, char *got, size_t n)
+{
+    char e[2048];
+    size_t i = 0;
+    ck_assert_int_eq(ev_log_assign(log, &t, 1, (ev_from){EV_FROM_BEGINNING, 0}, e, sizeof(e)), 0);
+    for (;;) {
+        const ev_msg *m;
+        int r = ev_log_poll(log, 5000, &m, e, sizeof(e));
+        if (r == EV_ERR_END)
+            break;
+        ck_assert_msg(r == 0, "poll %d: %s", r, e);
+        ck_assert_uint_lt(i, n - 1);
+        got[i++] = ((const char *)m->value)[0];
+    }
+    got[i] = 0;
+}
+
+START_TEST(a_failed_sync_is_final_and_named)
+{
+    /* SQLite: when the syncer's fdatasync fails (of the WAL, or of the
+     * values file) the records waiting for it are not acknowledged; the
+     * handle refuses every produce and backlog from then on (the kernel may
+     * have dropped the pages: a later sync that succeeds proves nothing),
+     * each error names the file and the operation; what was acknowledged
+     * before is read back after a restart, and a new handle writes again. */
+    if (!is_sqlite)
+        return;
+    const char *files[2] = {"/log.db-wal", "/log.db-values"};
+    const size_t sizes[2] = {1, 5000}; /* a value of 5000 bytes goes to -values */
+    static char value[5000];
+    char err[2048], want[1200], got[16];
+    int64_t records, bytes;
+    for (int f = 0; f < 2; f++) {
+        ev_log *log = open_log_set("sqlite.external_value_bytes", "4096");
+        const char *t = topic(log, "media");
+        value[0] = (char)('a' + 3 * f);
+        ck_assert_msg(
+            ev_log_produce(log, t, "k", 1, value, sizes[f], NULL, 0, 0, err, sizeof(err)) == 0,
+            "%s", err);
+        ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
+
+        __atomic_store_n(&fail_sync_suffix, files[f], __ATOMIC_RELEASE);
+        value[0] = (char)('b' + 3 * f);
+        ck_assert_msg(
+            ev_log_produce(log, t, "k", 1, value, sizes[f], NULL, 0, 0, err, sizeof(err)) == 0,
+            "%s", err);
+        ck_assert_int_eq(ev_log_flush(log, 30000, err, sizeof(err)), EV_ERR_IO);
+        snprintf(want, sizeof(want), "%s%s: fdatasync: %s", dir, files[f], strerror(EIO));
+        ck_assert_msg(strstr(err, want) && strstr(err, "1 records not acknowledged"), "flush: %s",
+                      err);
+        __atomic_store_n(&fail_sync_suffix, NULL, __ATOMIC_RELEASE); /* the disk is back */
+        value[0] = 'x';
+        ck_assert_int_eq(ev_log_produce(log, t, "k", 1, value, 1, NULL, 0, 0, err, sizeof(err)),
+                         EV_ERR_IO);
+        ck_assert_msg(strstr(err, want) && strstr(err, "acknowledges nothing more"), "produce: %s",
+                      err);
+        ck_assert_int_eq(ev_log_flush(log, 1000, err, sizeof(err)), EV_ERR_IO); /* and again */
+        ck_assert_int_eq(ev_log_backlog(log, &records, &bytes, err, sizeof(err)), EV_ERR_IO);
+        ck_assert_msg(strstr(err, want) != NULL, "backlog: %s", err);
+        ev_log_destroy(log);
+
+        /* restarted: what was acknowledged is there, and the refused one
+         * is not; what was committed but never acknowledged may be */
+        log = open_log_set("sqlite.external_value_bytes", "4096");
+        t = topic(log, "media");
+        value[0] = (char)('c' + 3 * f);
+        ck_assert_msg(
+            ev_log_produce(log, t, "k", 1, value, sizes[f], NULL, 0, 0, err, sizeof(err)) == 0,
+            "%s", err);
+        ck_assert_msg(ev_log_flush(log, 30000, err, sizeof(err)) == 0, "%s", err);
+        read_keys(log, t, got, sizeof(got));
+        ck_assert_msg(strchr(got, 'a' + 3 * f) && strchr(got, 'c' + 3 * f) && !strchr(got, 'x'),
+                      "file %s: read %s", files[f], got);
+        ev_log_destroy(log);
+    }
+}
+END_TEST
+
 START_TEST(rows_without_a_checksum_are_read_unchecked)
 {
     /* A log written before records carried a checksum: its tables have no
@@ -1372,6 +1482,7 @@ int main(void)
     tcase_add_test(tc, large_values_are_written_once_outside_the_wal);
     tcase_add_test(tc, a_log_of_format_1_keeps_its_values_in_their_rows);
     tcase_add_test(tc, processes_share_the_values_file);
+    tcase_add_test(tc, a_failed_sync_is_final_and_named);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
