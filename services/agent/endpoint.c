@@ -4,7 +4,7 @@
  * none). Reassembles fragments up to agent.max_message_bytes and hands each
  * whole message up (message_cb); drains each connection's send queue one
  * message per writable callback, stamps t1 of time probes at the moment of
- * writing. */
+ * writing and keeps when their send began (ag_probe_sent_at). */
 #include "endpoint.h"
 
 #include "rxstamp.h"
@@ -188,6 +188,14 @@ void ag_close(ag_conn *c, int code, const char *reason)
     lws_callback_on_writable(c->wsi);
 }
 
+int64_t ag_probe_sent_at(const ag_conn *c, int64_t t1)
+{
+    for (int i = 0; i < AG_PROBES_KEEP; i++)
+        if (c->probe_sent[i][0] == t1 && t1)
+            return c->probe_sent[i][1];
+    return t1;
+}
+
 /* Writes the next queued message; returns -1 to close. */
 static int write_next(ag_agent *a, ag_conn *c)
 {
@@ -201,8 +209,9 @@ static int write_next(ag_agent *a, ag_conn *c)
     c->out_count--;
     unsigned char *p = o->buf + LWS_PRE;
     size_t len = o->len;
+    int64_t t1 = 0;
     if (o->kind == AG_OUT_TIME_REQ) {
-        int64_t t1 = ag_now_ns();
+        t1 = ag_now_ns();
         char id[48];
         snprintf(id, sizeof(id), "a%lld", (long long)++a->next_id);
         int n = snprintf((char *)probe + LWS_PRE, sizeof(probe) - LWS_PRE,
@@ -213,6 +222,11 @@ static int write_next(ag_agent *a, ag_conn *c)
         len = (size_t)n;
     }
     int w = lws_write(c->wsi, p, len, LWS_WRITE_TEXT);
+    if (t1 && c->rx_fd >= 0 && w == (int)len) {
+        int64_t *kept = c->probe_sent[c->probe_sent_next++ % AG_PROBES_KEEP];
+        kept[0] = t1;
+        kept[1] = rxstamp_sent(c->rx_fd, t1, ag_now_ns());
+    }
     free(o);
     if (w < (int)len)
         return -1;

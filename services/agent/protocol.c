@@ -186,6 +186,7 @@ static void on_time_resp(ag_agent *a, ag_conn *c, const ev_jflat *j, int64_t t4)
                         ev_jflat_string(j, -1, "id"));
         return;
     }
+    p.t1 = ag_probe_sent_at(c, p.t1); /* the echoed t1 names the probe */
     if (ag_clock_answer(a, c->dev, &p) != 0)
         ag_send_invalid(a, c, "time_resp: t3 < t2 or t4 < t1", ev_jflat_string(j, -1, "id"));
 }
