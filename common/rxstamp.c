@@ -14,9 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* sent[fd]: ns (CLOCK_REALTIME) just before the last send(2) or write(2)
- * on a descriptor that asked for stamps; 0 for none. */
-static int64_t *sent;
 /* stamps[fd]: ns of the last read's newest segment, 0 for none;
  * read_via_recvmsg[fd] 1 when read(2) on fd goes through recvmsg too (set by rxstamp_enable,
  * cleared when the number turns out to be no socket any more). Allocated
@@ -34,13 +31,10 @@ static void stamps_alloc(void)
         n = 1 << 20;
     int64_t *s = calloc((size_t)n, sizeof(*s));
     read_via_recvmsg = calloc((size_t)n, 1);
-    sent = calloc((size_t)n, sizeof(*sent));
-    if (!s || !read_via_recvmsg || !sent) {
+    if (!s || !read_via_recvmsg) {
         free(s);
         free(read_via_recvmsg);
-        free(sent);
         read_via_recvmsg = NULL;
-        sent = NULL;
         return;
     }
     nstamps = (int)n;
@@ -58,49 +52,8 @@ int rxstamp_enable(int fd)
     if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0)
         return -1;
     __atomic_store_n(&stamps[fd], 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&sent[fd], 0, __ATOMIC_RELAXED);
     __atomic_store_n(&read_via_recvmsg[fd], 1, __ATOMIC_RELAXED);
     return 0;
-}
-
-/* Notes when a send on fd begins, for a descriptor that asked for stamps. */
-static void note_sent(int fd)
-{
-    unsigned char *r = __atomic_load_n(&stamps, __ATOMIC_ACQUIRE) ? read_via_recvmsg : NULL;
-    if (!r || fd < 0 || fd >= nstamps || !__atomic_load_n(&r[fd], __ATOMIC_RELAXED))
-        return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    __atomic_store_n(&sent[fd], (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec, __ATOMIC_RELAXED);
-}
-
-int64_t rxstamp_sent(int fd, int64_t since_ns, int64_t now_ns)
-{
-    int64_t *s = __atomic_load_n(&stamps, __ATOMIC_ACQUIRE) ? sent : NULL;
-    if (!s || fd < 0 || fd >= nstamps)
-        return since_ns;
-    int64_t t = __atomic_load_n(&s[fd], __ATOMIC_RELAXED);
-    return t >= since_ns && t <= now_ns ? t : since_ns;
-}
-
-/* glibc's send and write, under their exported aliases */
-extern ssize_t __send(int fd, const void *buf, size_t len, int flags);
-extern ssize_t __write(int fd, const void *buf, size_t len);
-
-/* send(2) and write(2): libwebsockets sends with send, OpenSSL (under its
- * TLS) with write. Unchanged, but for a descriptor that asked for stamps
- * the instant the call begins is kept (rxstamp_sent): after the message
- * was framed and encrypted, as close to the wire as user space gets. */
-ssize_t send(int fd, const void *buf, size_t len, int flags)
-{
-    note_sent(fd);
-    return __send(fd, buf, len, flags);
-}
-
-ssize_t write(int fd, const void *buf, size_t len)
-{
-    note_sent(fd);
-    return __write(fd, buf, len);
 }
 
 int64_t rxstamp_arrival(int fd, int64_t now_ns)
@@ -179,10 +132,6 @@ extern ssize_t rxstamp__own_recv(int fd, void *buf, size_t len, int flags)
     __attribute__((alias("recv"), visibility("hidden")));
 extern ssize_t rxstamp__own_read(int fd, void *buf, size_t len)
     __attribute__((alias("read"), visibility("hidden")));
-extern ssize_t rxstamp__own_send(int fd, const void *buf, size_t len, int flags)
-    __attribute__((alias("send"), visibility("hidden")));
-extern ssize_t rxstamp__own_write(int fd, const void *buf, size_t len)
-    __attribute__((alias("write"), visibility("hidden")));
 
 int rxstamp_check(char *errstr, size_t errstr_size)
 {
@@ -191,15 +140,11 @@ int rxstamp_check(char *errstr, size_t errstr_size)
      * find this one. It does not when this object is in a shared library
      * loaded after libc or was not linked into the executable at all. */
     void *bound = dlsym(RTLD_DEFAULT, "recv"), *bound_read = dlsym(RTLD_DEFAULT, "read");
-    void *bound_send = dlsym(RTLD_DEFAULT, "send"), *bound_write = dlsym(RTLD_DEFAULT, "write");
-    if (bound == (void *)rxstamp__own_recv && bound_read == (void *)rxstamp__own_read &&
-        bound_send == (void *)rxstamp__own_send && bound_write == (void *)rxstamp__own_write)
+    if (bound == (void *)rxstamp__own_recv && bound_read == (void *)rxstamp__own_read)
         return 0;
     snprintf(errstr, errstr_size,
-             "kernel receive stamps: recv, read, send and write resolve to %p, %p, %p and %p, not "
-             "rxstamp's %p, %p, %p and %p (link the rxstamp object library into the executable; "
-             "docs/architecture.md)",
-             bound, bound_read, bound_send, bound_write, (void *)rxstamp__own_recv,
-             (void *)rxstamp__own_read, (void *)rxstamp__own_send, (void *)rxstamp__own_write);
+             "kernel receive stamps: recv and read resolve to %p and %p, not rxstamp's %p and %p "
+             "(link the rxstamp object library into the executable; docs/architecture.md)",
+             bound, bound_read, (void *)rxstamp__own_recv, (void *)rxstamp__own_read);
     return -1;
 }

@@ -1,5 +1,4 @@
-/* rxstamp.h — when the kernel received what a socket read returned, and
- * when a send to it began.
+/* rxstamp.h — when the kernel received what a socket read returned.
  *
  * A clock probe's receive stamp (the agent's t4, a simulated device's
  * arrival) should be the instant the bytes reached the host, not the instant
@@ -18,17 +17,9 @@
  * and is reused for a Unix socket would have its read take SCM_RIGHTS
  * descriptors nobody sees: no process that links this passes descriptors.
  *
- * The same holds for a probe's send instant (the agent's t1): stamped
- * before the message is framed and, with TLS, encrypted, it would carry
- * that work (tens of microseconds, and variable, under TLS) on one side of
- * the probe. So send(2) and write(2) are defined too, unchanged but for
- * keeping, per descriptor that asked for stamps, the instant the call
- * began (rxstamp_sent); every other descriptor costs one array lookup.
- *
- * Thread-safety: recv, read, send and write may run on any thread; each
- * descriptor's stamps are written by the thread using it. rxstamp_enable,
- * rxstamp_arrival and rxstamp_sent are called by the thread that owns the
- * descriptor (the event loop). */
+ * Thread-safety: recv and read may run on any thread; each descriptor's stamp is
+ * written by the thread reading it. rxstamp_enable and rxstamp_arrival are
+ * called by the thread that owns the descriptor (the event loop). */
 #ifndef MSRS_RXSTAMP_H
 #define MSRS_RXSTAMP_H
 #include <stddef.h>
@@ -46,18 +37,10 @@ int rxstamp_enable(int fd);
  * older than a second. Otherwise (no stamp, stamps not enabled) now_ns. */
 int64_t rxstamp_arrival(int fd, int64_t now_ns);
 
-/* When the last send(2) or write(2) on fd began (this module defines both
- * for the process, as recv and read), if that was from since_ns to now_ns:
- * a message written between the two went to the kernel then, after it was
- * framed and encrypted. Otherwise (nothing sent meanwhile: libwebsockets
- * kept it for later; fd never asked for stamps) since_ns. */
-int64_t rxstamp_sent(int fd, int64_t since_ns, int64_t now_ns);
-
-/* 0 when the names recv, read, send and write resolve, for every library
- * of this process, to this file's functions (dlsym(RTLD_DEFAULT) against
- * hidden aliases), as the stamps need (plain libwebsockets reads with recv
- * and sends with send, a TLS connection through OpenSSL's read and
- * write); -1 (errstr says what was
+/* 0 when the names recv and read resolve, for every library of this
+ * process, to this file's functions (dlsym(RTLD_DEFAULT) against hidden
+ * aliases), as the stamps need (plain libwebsockets reads with recv,
+ * a TLS connection through OpenSSL's read); -1 (errstr says what was
  * found) when they bind another. Binaries that rely on the stamps call it at
  * start and refuse to run without them unless told otherwise. */
 int rxstamp_check(char *errstr, size_t errstr_size);

@@ -6,6 +6,8 @@
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +93,67 @@ int cli_tls_client_flags(const cli_tls *t)
 const char *cli_tls_ws_scheme(const cli_tls *t)
 {
     return t->plain ? "ws" : "wss";
+}
+
+/* ------------------------------------------------------ TLS send stamps */
+
+static BIO_METHOD *stamp_method;
+static pthread_once_t stamp_once = PTHREAD_ONCE_INIT;
+
+static int stamp_write(BIO *b, const char *data, int len)
+{
+    int64_t began = ev_now_ns();
+    int n = BIO_write(BIO_next(b), data, len);
+    BIO_clear_retry_flags(b);
+    BIO_copy_next_retry(b);
+    if (n > 0) /* not a write the socket refused (EAGAIN): lws sends it later */
+        *(int64_t *)BIO_get_data(b) = began;
+    return n;
+}
+
+static int stamp_read(BIO *b, char *data, int len)
+{
+    int n = BIO_read(BIO_next(b), data, len);
+    BIO_clear_retry_flags(b);
+    BIO_copy_next_retry(b);
+    return n;
+}
+
+static long stamp_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    return BIO_ctrl(BIO_next(b), cmd, num, ptr);
+}
+
+static int stamp_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static void stamp_method_new(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_FILTER, "msrs send stamps");
+    if (m && BIO_meth_set_write(m, stamp_write) && BIO_meth_set_read(m, stamp_read) &&
+        BIO_meth_set_ctrl(m, stamp_ctrl) && BIO_meth_set_create(m, stamp_create))
+        stamp_method = m;
+    else
+        BIO_meth_free(m);
+}
+
+int cli_tls_send_stamps(struct lws *wsi, int64_t *sent_ns)
+{
+    SSL *ssl = lws_get_ssl(wsi);
+    pthread_once(&stamp_once, stamp_method_new);
+    BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL, *filter;
+    if (!sock || !stamp_method || !(filter = BIO_new(stamp_method)))
+        return -1;
+    BIO_set_data(filter, sent_ns);
+    /* the socket BIO stays the read BIO too: the chain takes a reference
+     * of its own, and SSL_set0_wbio gives up the one it held as wbio */
+    BIO_up_ref(sock);
+    BIO_push(filter, sock);
+    SSL_set0_wbio(ssl, filter);
+    return 0;
 }
 
 /* ----------------------------------------------------------- credentials */

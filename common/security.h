@@ -51,6 +51,15 @@ int cli_tls_client_flags(const cli_tls *t);
 /* "wss" or "ws" */
 const char *cli_tls_ws_scheme(const cli_tls *t);
 
+/* For a TLS connection: puts a filter in front of the socket that OpenSSL
+ * writes to, so that each write the socket takes sets *sent_ns to the
+ * instant it began (ev_now_ns), after OpenSSL encrypted what it carries.
+ * A clock probe stamped before lws_write would otherwise carry the
+ * encryption, on its way out only. *sent_ns must live as long as the
+ * connection. 0, or -1 when wsi is no TLS connection (or out of memory):
+ * *sent_ns is then never set. */
+int cli_tls_send_stamps(struct lws *wsi, int64_t *sent_ns);
+
 #define CLI_AUTH_KEY_BYTES 32
 #define CLI_AUTH_HEX       (2 * 32 + 1) /* an HMAC-SHA256 in hex, with its NUL */
 

@@ -42,10 +42,10 @@
 #define AG_HELLO_MAX       65536 /* bytes of a message before an accepted hello */
 enum { AG_RX_OVER_MESSAGE = 1, AG_RX_OVER_HELLO, AG_RX_OVER_TOTAL };
 #define AG_RX_KEEP 262144 /* a reassembly buffer larger is freed after its message */
-/* probes a connection remembers the send instant of: a round's 16 at 15 ms
- * apart, answered within milliseconds; an answer later than 16 probes is
- * measured from the t1 it echoes */
-#define AG_PROBES_KEEP 16
+/* probes a TLS connection remembers the send instant of: a round's 16 at
+ * 15 ms apart are answered within milliseconds; an answer that comes after
+ * 32 newer probes is measured from the t1 it echoes */
+#define AG_PROBES_KEEP 32
 
 typedef struct ag_config {
     int epoll; /* agent.event_loop: 1 libev on epoll (loop.h), 0 lws's poll() */
@@ -191,9 +191,14 @@ struct ag_conn {
     char nonce[33];        /* the challenge this connection's hello must answer */
     int64_t idle_armed_ns; /* when the idle deadline was last set */
     int rx_fd; /* the socket whose kernel receive stamps give t4; -1: stamped on reading */
-    /* the latest probes' t1 as written in them and when their send began
-     * (rxstamp_sent), a ring: ag_probe_sent_at */
-    int64_t probe_sent[AG_PROBES_KEEP][2];
+    /* TLS: when the socket's last write began (cli_tls_send_stamps), and the
+     * latest probes' t1 as written in them with that instant, a ring
+     * (ag_probe_sent_at) */
+    int tls_stamps;
+    int64_t tls_sent_ns;
+    struct {
+        int64_t t1_ns, sent_ns;
+    } probe_sent[AG_PROBES_KEEP];
     int probe_sent_next;
 };
 

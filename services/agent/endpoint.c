@@ -4,7 +4,7 @@
  * none). Reassembles fragments up to agent.max_message_bytes and hands each
  * whole message up (message_cb); drains each connection's send queue one
  * message per writable callback, stamps t1 of time probes at the moment of
- * writing and keeps when their send began (ag_probe_sent_at). */
+ * writing and, over TLS, keeps when their write began (ag_probe_sent_at). */
 #include "endpoint.h"
 
 #include "rxstamp.h"
@@ -148,6 +148,7 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
     a->open_conns++;
     pending_add(a, c, 1);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs(a->cfg.hello_timeout_ms));
+    c->tls_stamps = cli_tls_send_stamps(wsi, &c->tls_sent_ns) == 0;
     if (a->cfg.kernel_timestamps) {
         int fd = lws_get_socket_fd(wsi);
         if (rxstamp_enable(fd) == 0)
@@ -190,9 +191,11 @@ void ag_close(ag_conn *c, int code, const char *reason)
 
 int64_t ag_probe_sent_at(const ag_conn *c, int64_t t1)
 {
-    for (int i = 0; i < AG_PROBES_KEEP; i++)
-        if (c->probe_sent[i][0] == t1 && t1)
-            return c->probe_sent[i][1];
+    for (int k = 1; k <= AG_PROBES_KEEP; k++) { /* newest first */
+        int i = (c->probe_sent_next - k + AG_PROBES_KEEP) % AG_PROBES_KEEP;
+        if (c->probe_sent[i].t1_ns == t1 && t1)
+            return c->probe_sent[i].sent_ns;
+    }
     return t1;
 }
 
@@ -221,11 +224,15 @@ static int write_next(ag_agent *a, ag_conn *c)
         p = probe + LWS_PRE;
         len = (size_t)n;
     }
+    c->tls_sent_ns = 0;
     int w = lws_write(c->wsi, p, len, LWS_WRITE_TEXT);
-    if (t1 && c->rx_fd >= 0 && w == (int)len) {
-        int64_t *kept = c->probe_sent[c->probe_sent_next++ % AG_PROBES_KEEP];
-        kept[0] = t1;
-        kept[1] = rxstamp_sent(c->rx_fd, t1, ag_now_ns());
+    /* lws reports a write it kept to send later as done: its instant is
+     * then not this probe's */
+    if (t1 && c->tls_stamps && w == (int)len && c->tls_sent_ns >= t1 &&
+        !lws_partial_buffered(c->wsi)) {
+        c->probe_sent[c->probe_sent_next].t1_ns = t1;
+        c->probe_sent[c->probe_sent_next].sent_ns = c->tls_sent_ns;
+        c->probe_sent_next = (c->probe_sent_next + 1) % AG_PROBES_KEEP;
     }
     free(o);
     if (w < (int)len)

@@ -30,12 +30,12 @@ void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *messag
 void ag_send_invalid(ag_agent *a, ag_conn *c, const char *why, const char *ref_id);
 /* Queues a time probe; its t1 is stamped when it is written. */
 void ag_send_time_req(ag_conn *c);
-/* When the probe of c written with t1 went to the kernel: the start of the
- * send(2) or write(2) that carried it (rxstamp_sent), after lws framed it
- * and, under TLS, OpenSSL encrypted it (tens of microseconds, variable,
- * that would otherwise count on the way to the device only); t1 itself
- * when that is not known (not one of c's latest AG_PROBES_KEEP probes,
- * stamps off, a send lws kept for later). */
+/* When the probe of c written with t1 went to the kernel: over TLS, the
+ * start of the socket write that carried it, after OpenSSL encrypted it
+ * (cli_tls_send_stamps; tens of microseconds, variable, that would
+ * otherwise count on the way to the device only); t1 itself otherwise
+ * (plain, where only lws's framing comes between; not one of c's latest
+ * AG_PROBES_KEEP probes; a write lws kept to send later). */
 int64_t ag_probe_sent_at(const ag_conn *c, int64_t t1);
 /* Stops (paused 1) or resumes reading c. */
 void ag_conn_pause(ag_conn *c, int paused);
