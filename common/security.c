@@ -97,7 +97,12 @@ const char *cli_tls_ws_scheme(const cli_tls *t)
 
 /* ------------------------------------------------------ TLS send stamps */
 
+/* A filter BIO (OpenSSL's own extension point, security.h) in front of a
+ * TLS connection's socket BIO, on the write side only: OpenSSL reads the
+ * socket BIO directly. */
+
 static BIO_METHOD *stamp_method;
+static int stamp_type; /* stamp_method's BIO type: how cli_tls_sent_ns knows its filter */
 static pthread_once_t stamp_once = PTHREAD_ONCE_INIT;
 
 static int stamp_write(BIO *b, const char *data, int len)
@@ -111,12 +116,11 @@ static int stamp_write(BIO *b, const char *data, int len)
     return n;
 }
 
-static int stamp_read(BIO *b, char *data, int len)
+static int stamp_destroy(BIO *b)
 {
-    int n = BIO_read(BIO_next(b), data, len);
-    BIO_clear_retry_flags(b);
-    BIO_copy_next_retry(b);
-    return n;
+    free(BIO_get_data(b));
+    BIO_set_data(b, NULL);
+    return 1;
 }
 
 static long stamp_ctrl(BIO *b, int cmd, long num, void *ptr)
@@ -126,34 +130,48 @@ static long stamp_ctrl(BIO *b, int cmd, long num, void *ptr)
 
 static int stamp_create(BIO *b)
 {
+    int64_t *sent_ns = calloc(1, sizeof(*sent_ns));
+    if (!sent_ns)
+        return 0;
+    BIO_set_data(b, sent_ns);
     BIO_set_init(b, 1);
     return 1;
 }
 
 static void stamp_method_new(void)
 {
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_FILTER, "msrs send stamps");
-    if (m && BIO_meth_set_write(m, stamp_write) && BIO_meth_set_read(m, stamp_read) &&
-        BIO_meth_set_ctrl(m, stamp_ctrl) && BIO_meth_set_create(m, stamp_create))
+    int type = BIO_get_new_index() | BIO_TYPE_FILTER;
+    BIO_METHOD *m = BIO_meth_new(type, "msrs send stamps");
+    if (m && BIO_meth_set_write(m, stamp_write) && BIO_meth_set_ctrl(m, stamp_ctrl) &&
+        BIO_meth_set_create(m, stamp_create) && BIO_meth_set_destroy(m, stamp_destroy)) {
+        stamp_type = type;
         stamp_method = m;
-    else
+    } else
         BIO_meth_free(m);
 }
 
-int cli_tls_send_stamps(struct lws *wsi, int64_t *sent_ns)
+int cli_tls_send_stamps(struct lws *wsi)
 {
     SSL *ssl = lws_get_ssl(wsi);
     pthread_once(&stamp_once, stamp_method_new);
     BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL, *filter;
     if (!sock || !stamp_method || !(filter = BIO_new(stamp_method)))
         return -1;
-    BIO_set_data(filter, sent_ns);
     /* the socket BIO stays the read BIO too: the chain takes a reference
      * of its own, and SSL_set0_wbio gives up the one it held as wbio */
     BIO_up_ref(sock);
     BIO_push(filter, sock);
     SSL_set0_wbio(ssl, filter);
     return 0;
+}
+
+int64_t cli_tls_sent_ns(struct lws *wsi)
+{
+    SSL *ssl = lws_get_ssl(wsi);
+    BIO *filter = ssl ? SSL_get_wbio(ssl) : NULL;
+    if (!filter || !stamp_method || BIO_method_type(filter) != stamp_type)
+        return 0;
+    return *(int64_t *)BIO_get_data(filter);
 }
 
 /* ----------------------------------------------------------- credentials */

@@ -52,13 +52,16 @@ int cli_tls_client_flags(const cli_tls *t);
 const char *cli_tls_ws_scheme(const cli_tls *t);
 
 /* For a TLS connection: puts a filter in front of the socket that OpenSSL
- * writes to, so that each write the socket takes sets *sent_ns to the
- * instant it began (ev_now_ns), after OpenSSL encrypted what it carries.
- * A clock probe stamped before lws_write would otherwise carry the
- * encryption, on its way out only. *sent_ns must live as long as the
- * connection. 0, or -1 when wsi is no TLS connection (or out of memory):
- * *sent_ns is then never set. */
-int cli_tls_send_stamps(struct lws *wsi, int64_t *sent_ns);
+ * writes to, which keeps the instant (ev_now_ns) each write the socket
+ * took began, after OpenSSL encrypted what it carries: a clock probe
+ * stamped before lws_write would otherwise carry the encryption, on its
+ * way out only. The instant lives in the filter, freed with the
+ * connection's SSL. 0, or -1 when wsi is no TLS connection (or out of
+ * memory). */
+int cli_tls_send_stamps(struct lws *wsi);
+/* When the last write that wsi's socket took began (cli_tls_send_stamps);
+ * 0 when none, or wsi has no such filter. */
+int64_t cli_tls_sent_ns(struct lws *wsi);
 
 #define CLI_AUTH_KEY_BYTES 32
 #define CLI_AUTH_HEX       (2 * 32 + 1) /* an HMAC-SHA256 in hex, with its NUL */

@@ -191,11 +191,10 @@ struct ag_conn {
     char nonce[33];        /* the challenge this connection's hello must answer */
     int64_t idle_armed_ns; /* when the idle deadline was last set */
     int rx_fd; /* the socket whose kernel receive stamps give t4; -1: stamped on reading */
-    /* TLS: when the socket's last write began (cli_tls_send_stamps), and the
-     * latest probes' t1 as written in them with that instant, a ring
-     * (ag_probe_sent_at) */
+    /* TLS: the socket's writes are stamped (cli_tls_send_stamps); the
+     * latest probes' t1 as written in them with when their write began, a
+     * ring (ag_probe_sent_at) */
     int tls_stamps;
-    int64_t tls_sent_ns;
     struct {
         int64_t t1_ns, sent_ns;
     } probe_sent[AG_PROBES_KEEP];

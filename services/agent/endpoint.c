@@ -148,7 +148,7 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
     a->open_conns++;
     pending_add(a, c, 1);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs(a->cfg.hello_timeout_ms));
-    c->tls_stamps = cli_tls_send_stamps(wsi, &c->tls_sent_ns) == 0;
+    c->tls_stamps = cli_tls_send_stamps(wsi) == 0;
     if (a->cfg.kernel_timestamps) {
         int fd = lws_get_socket_fd(wsi);
         if (rxstamp_enable(fd) == 0)
@@ -224,14 +224,13 @@ static int write_next(ag_agent *a, ag_conn *c)
         p = probe + LWS_PRE;
         len = (size_t)n;
     }
-    c->tls_sent_ns = 0;
     int w = lws_write(c->wsi, p, len, LWS_WRITE_TEXT);
     /* lws reports a write it kept to send later as done: its instant is
      * then not this probe's */
-    if (t1 && c->tls_stamps && w == (int)len && c->tls_sent_ns >= t1 &&
-        !lws_partial_buffered(c->wsi)) {
+    int64_t sent = t1 && c->tls_stamps ? cli_tls_sent_ns(c->wsi) : 0;
+    if (sent >= t1 && t1 && w == (int)len && !lws_partial_buffered(c->wsi)) {
         c->probe_sent[c->probe_sent_next].t1_ns = t1;
-        c->probe_sent[c->probe_sent_next].sent_ns = c->tls_sent_ns;
+        c->probe_sent[c->probe_sent_next].sent_ns = sent;
         c->probe_sent_next = (c->probe_sent_next + 1) % AG_PROBES_KEEP;
     }
     free(o);
