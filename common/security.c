@@ -155,6 +155,8 @@ int cli_tls_send_stamps(struct lws *wsi)
     SSL *ssl = lws_get_ssl(wsi);
     pthread_once(&stamp_once, stamp_method_new);
     BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL, *filter;
+    if (sock && stamp_method && BIO_method_type(sock) == stamp_type)
+        return 0; /* already */
     if (!sock || !stamp_method || !(filter = BIO_new(stamp_method)))
         return -1;
     /* the socket BIO stays the read BIO too: the chain takes a reference

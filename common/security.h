@@ -56,8 +56,8 @@ const char *cli_tls_ws_scheme(const cli_tls *t);
  * took began, after OpenSSL encrypted what it carries: a clock probe
  * stamped before lws_write would otherwise carry the encryption, on its
  * way out only. The instant lives in the filter, freed with the
- * connection's SSL. 0, or -1 when wsi is no TLS connection (or out of
- * memory). */
+ * connection's SSL. 0 (also when it has one already), or -1 when wsi is
+ * no TLS connection (or out of memory). */
 int cli_tls_send_stamps(struct lws *wsi);
 /* When the last write that wsi's socket took began (cli_tls_send_stamps);
  * 0 when none, or wsi has no such filter. */

@@ -126,6 +126,12 @@ def control_attacks(ctx, sup_port, key, tmp, db):
     check(s == 200 and set(body["nodes"]) == {"sec-node"},
           "a viewer reads the pool: only the real node is in it (%d %r)" %
           (s, body and sorted(body["nodes"])))
+    # the real node measured its clock over HTTPS (probes stamped at the
+    # encrypted write, control.c): same host, so an offset near 0
+    hb = [r["value"] for r in tail(db, "nodes") if r["type"].endswith("NodeHeartbeat")
+          and r["key"] == "sec-node" and r["value"]["clock_rtt_ns"] > 0]
+    check(hb and abs(hb[-1]["clock_offset_ns"]) < 200000,
+          "sec-node measured its clock against the supervisor over TLS: %r" % (hb[-1] if hb else None))
     s, body, _ = http(ctx, sup_port, "/v1/time", {"t1": 1}, token(key, "operator:x:god"))
     check(s == 401, "an operator token of an unknown role: 401 (%d)" % s)
 
