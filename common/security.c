@@ -102,7 +102,7 @@ const char *cli_tls_ws_scheme(const cli_tls *t)
  * socket BIO directly. */
 
 static BIO_METHOD *stamp_method;
-static int stamp_type; /* stamp_method's BIO type: how cli_tls_sent_ns knows its filter */
+static int stamp_type; /* stamp_method's BIO type: how cli_tls_sent_since knows its filter */
 static pthread_once_t stamp_once = PTHREAD_ONCE_INIT;
 
 static int stamp_write(BIO *b, const char *data, int len)
@@ -167,13 +167,15 @@ int cli_tls_send_stamps(struct lws *wsi)
     return 0;
 }
 
-int64_t cli_tls_sent_ns(struct lws *wsi)
+int64_t cli_tls_sent_since(struct lws *wsi, int64_t since_ns)
 {
     SSL *ssl = lws_get_ssl(wsi);
     BIO *filter = ssl ? SSL_get_wbio(ssl) : NULL;
-    if (!filter || !stamp_method || BIO_method_type(filter) != stamp_type)
-        return 0;
-    return *(int64_t *)BIO_get_data(filter);
+    if (!filter || !stamp_method || BIO_method_type(filter) != stamp_type ||
+        lws_partial_buffered(wsi))
+        return since_ns;
+    int64_t sent = *(int64_t *)BIO_get_data(filter);
+    return sent >= since_ns ? sent : since_ns;
 }
 
 /* ----------------------------------------------------------- credentials */

@@ -59,9 +59,13 @@ const char *cli_tls_ws_scheme(const cli_tls *t);
  * connection's SSL. 0 (also when it has one already), or -1 when wsi is
  * no TLS connection (or out of memory). */
 int cli_tls_send_stamps(struct lws *wsi);
-/* When the last write that wsi's socket took began (cli_tls_send_stamps);
- * 0 when none, or wsi has no such filter. */
-int64_t cli_tls_sent_ns(struct lws *wsi);
+/* When the message lws_write has just written on wsi went to the socket:
+ * the start of the last write the socket took (cli_tls_send_stamps), if
+ * that was at since_ns or later and lws kept nothing of the message to
+ * send later (lws reports such a write as done; its instant is then not
+ * the message's); since_ns otherwise, and for a connection without the
+ * filter (plain). */
+int64_t cli_tls_sent_since(struct lws *wsi, int64_t since_ns);
 
 #define CLI_AUTH_KEY_BYTES 32
 #define CLI_AUTH_HEX       (2 * 32 + 1) /* an HMAC-SHA256 in hex, with its NUL */

@@ -191,10 +191,8 @@ struct ag_conn {
     char nonce[33];        /* the challenge this connection's hello must answer */
     int64_t idle_armed_ns; /* when the idle deadline was last set */
     int rx_fd; /* the socket whose kernel receive stamps give t4; -1: stamped on reading */
-    /* TLS: the socket's writes are stamped (cli_tls_send_stamps); the
-     * latest probes' t1 as written in them with when their write began, a
-     * ring (ag_probe_sent_at) */
-    int tls_stamps;
+    /* TLS: the latest probes' t1 as written in them with when their write
+     * began (cli_tls_send_stamps), a ring (ag_probe_sent_at) */
     struct {
         int64_t t1_ns, sent_ns;
     } probe_sent[AG_PROBES_KEEP];

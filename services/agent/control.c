@@ -599,14 +599,12 @@ static int callback_control(struct lws *wsi, enum lws_callback_reasons reason, v
             return -1;
         memcpy(buf + LWS_PRE, body, h->body_len);
         lws_client_http_body_pending(wsi, 0);
-        int stamped = h->kind == REQ_TIME && cli_tls_send_stamps(wsi) == 0;
+        if (h->kind == REQ_TIME)
+            cli_tls_send_stamps(wsi);
         if (lws_write(wsi, buf + LWS_PRE, h->body_len, LWS_WRITE_HTTP_FINAL) != (int)h->body_len)
             return -1;
-        /* over TLS, from when the encrypted body's write began (as devices'
-         * probes, endpoint.c) */
-        int64_t sent = stamped ? cli_tls_sent_ns(wsi) : 0;
-        if (sent >= h->t1 && stamped && !lws_partial_buffered(wsi))
-            h->t1 = sent;
+        if (h->kind == REQ_TIME) /* over TLS, from when the encrypted body's write began */
+            h->t1 = cli_tls_sent_since(wsi, h->t1);
         return 0;
     }
     case LWS_CALLBACK_ESTABLISHED_CLIENT_HTTP:

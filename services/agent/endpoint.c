@@ -148,7 +148,7 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
     a->open_conns++;
     pending_add(a, c, 1);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs(a->cfg.hello_timeout_ms));
-    c->tls_stamps = cli_tls_send_stamps(wsi) == 0;
+    cli_tls_send_stamps(wsi); /* TLS only; plain probes keep t1 as written */
     if (a->cfg.kernel_timestamps) {
         int fd = lws_get_socket_fd(wsi);
         if (rxstamp_enable(fd) == 0)
@@ -225,10 +225,8 @@ static int write_next(ag_agent *a, ag_conn *c)
         len = (size_t)n;
     }
     int w = lws_write(c->wsi, p, len, LWS_WRITE_TEXT);
-    /* lws reports a write it kept to send later as done: its instant is
-     * then not this probe's */
-    int64_t sent = t1 && c->tls_stamps ? cli_tls_sent_ns(c->wsi) : 0;
-    if (sent >= t1 && t1 && w == (int)len && !lws_partial_buffered(c->wsi)) {
+    int64_t sent = t1 ? cli_tls_sent_since(c->wsi, t1) : 0;
+    if (sent != t1 && w == (int)len) {
         c->probe_sent[c->probe_sent_next].t1_ns = t1;
         c->probe_sent[c->probe_sent_next].sent_ns = sent;
         c->probe_sent_next = (c->probe_sent_next + 1) % AG_PROBES_KEEP;
