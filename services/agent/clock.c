@@ -130,7 +130,7 @@ void ag_sync_tick(ag_agent *a, int64_t now, int recording)
                 (d->round_size * a->cfg.probe_spacing_ms + a->cfg.round_timeout_ms) * 1000000LL;
         }
         if (d->probes_sent < d->round_size && now >= d->next_probe_ns) {
-            ag_send_time_req(d->conn);
+            ag_send_time_req(a, d->conn);
             d->probes_sent++;
             d->next_probe_ns = now + a->cfg.probe_spacing_ms * 1000000LL;
         }

@@ -2,9 +2,10 @@
  * libwebsockets, ws://HOST:PORT/v1/devices, subprotocol "msrs.v1" accepted
  * and not required (it is protocols[0], where lws binds a client that names
  * none). Reassembles fragments up to agent.max_message_bytes and hands each
- * whole message up (message_cb); drains each connection's send queue one
- * message per writable callback, stamps t1 of time probes at the moment of
- * writing and, over TLS, keeps when their write began (ag_probe_sent_at). */
+ * whole message up (message_cb); writes a message at once when nothing of
+ * its connection waits, else drains the send queue one message per writable
+ * callback; stamps t1 of time probes at the moment of writing and, over
+ * TLS, keeps when their write began (ag_probe_sent_at). */
 #include "endpoint.h"
 
 #include "rxstamp.h"
@@ -13,13 +14,30 @@
 #include <stdio.h>
 #include <string.h>
 
-static void wake(ag_conn *c)
+static int write_next(ag_agent *a, ag_conn *c);
+
+/* A message was queued on c. When it is the only one and lws holds nothing
+ * of c's to send later, it is written now: waiting for the writable
+ * callback would cost two epoll_ctl (POLLOUT on, then off) and a turn of
+ * the loop per message, and delay a probe by that turn. lws writes a
+ * WebSocket frame outside the callback as inside: what the kernel does not
+ * take it keeps and sends first (lws_partial_buffered), asking for
+ * writable itself. */
+static void wake(ag_agent *a, ag_conn *c)
 {
-    if (c->wsi)
-        lws_callback_on_writable(c->wsi);
+    if (!c->wsi)
+        return;
+    if (c->out_count == 1 && !c->closing && !lws_partial_buffered(c->wsi)) {
+        if (write_next(a, c) < 0) { /* the socket failed: close at the callback */
+            c->closing = 1;
+            lws_callback_on_writable(c->wsi);
+        }
+        return;
+    }
+    lws_callback_on_writable(c->wsi);
 }
 
-static void queue(ag_conn *c, int kind, const char *text, size_t len)
+static void queue(ag_agent *a, ag_conn *c, int kind, const char *text, size_t len)
 {
     ag_out *o = malloc(sizeof(*o) + LWS_PRE + len);
     if (!o)
@@ -35,7 +53,7 @@ static void queue(ag_conn *c, int kind, const char *text, size_t len)
         c->out_head = o;
     c->out_tail = o;
     c->out_count++;
-    wake(c);
+    wake(a, c);
 }
 
 void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload)
@@ -46,7 +64,7 @@ void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload)
                             (json_int_t)ag_now_ns(), "device_id", c->device_id, "payload", payload);
     char *text = json_dumps(env, JSON_COMPACT);
     if (text)
-        queue(c, AG_OUT_TEXT, text, strlen(text));
+        queue(a, c, AG_OUT_TEXT, text, strlen(text));
     free(text);
     json_decref(env);
 }
@@ -65,9 +83,9 @@ void ag_send_invalid(ag_agent *a, ag_conn *c, const char *why, const char *ref_i
     ag_send_error(a, c, "invalid", why, ref_id);
 }
 
-void ag_send_time_req(ag_conn *c)
+void ag_send_time_req(ag_agent *a, ag_conn *c)
 {
-    queue(c, AG_OUT_TIME_REQ, NULL, 0);
+    queue(a, c, AG_OUT_TIME_REQ, NULL, 0);
 }
 
 void ag_conn_pause(ag_conn *c, int paused)

@@ -21,15 +21,16 @@ void ag_endpoint_stop(ag_agent *a);
  * (agent.idle_timeout_ms, moved on by every message). */
 void ag_endpoint_hello_accepted(ag_agent *a, ag_conn *c);
 
-/* Queues a JSON message {"id","type","ts","device_id","payload"} to c. */
+/* Sends a JSON message {"id","type","ts","device_id","payload"} to c: written
+ * at once when nothing of c's waits, else queued behind what does. */
 void ag_send(ag_agent *a, ag_conn *c, const char *type, json_t *payload /* stolen */);
 void ag_send_error(ag_agent *a, ag_conn *c, const char *code, const char *message,
                    const char *ref_id);
 /* A message that does not fit the protocol: counted (invalid), and an
  * `invalid` error names what was expected; the connection stays open. */
 void ag_send_invalid(ag_agent *a, ag_conn *c, const char *why, const char *ref_id);
-/* Queues a time probe; its t1 is stamped when it is written. */
-void ag_send_time_req(ag_conn *c);
+/* Sends a time probe as ag_send; its t1 is stamped when it is written. */
+void ag_send_time_req(ag_agent *a, ag_conn *c);
 /* When the probe of c written with t1 went to the kernel: over TLS, the
  * start of the socket write that carried it, after OpenSSL encrypted it
  * (cli_tls_send_stamps; tens of microseconds, variable, that would

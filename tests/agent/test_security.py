@@ -317,10 +317,17 @@ def rogue_supervisor(disc_port, stop):
 class Device:
     def __init__(self, url, ctx, device_id):
         self.url, self.ctx, self.device_id, self.ws = url, ctx, device_id, None
+        self.errors = []  # every error message the agent sent it
+
+    async def recv(self, timeout):
+        m = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        if m.get("type") == "error":
+            self.errors.append(m["payload"])
+        return m
 
     async def recv_type(self, type_, timeout=5):
         while True:
-            m = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            m = await self.recv(timeout)
             if m.get("type") == type_:
                 return m
 
@@ -345,7 +352,7 @@ class Device:
     async def closed_within(self, seconds):
         try:
             while True:
-                await asyncio.wait_for(self.ws.recv(), seconds)
+                await self.recv(seconds)
         except websockets.ConnectionClosed:
             return True
         except asyncio.TimeoutError:
@@ -472,6 +479,8 @@ async def endpoint_attacks(url, ctx, key, tmp, agent):
           (i + 1, time.monotonic() - t0, other.ws.close_code))
     await real.send("status", {"battery": 0.7})
     check(not await real.closed_within(1), "the real device is still served after the flood")
+    check(real.errors == [], "the agent found nothing wrong with the real device's messages (%s)" %
+          real.errors)
     await real.ws.close()
 
 
@@ -593,7 +602,6 @@ def main():
           "the real device's 3 samples, before and after the attempts, are on the log (%d "
           "batches)" % len(samples))
     log = procs.stderr_of("agent")
-    check(" 0 invalid " in log, "the real device's messages were all valid")
     check("unauthorized" in log, "the agent's counters report unauthorized hellos")
     check(", 1 closed for flooding)" in log, "the agent counts the flood it closed")
     mode = os.stat(db).st_mode & 0o777
