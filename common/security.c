@@ -95,14 +95,20 @@ const char *cli_tls_ws_scheme(const cli_tls *t)
     return t->plain ? "ws" : "wss";
 }
 
-/* ------------------------------------------------------ TLS send stamps */
+/* ------------------------------------------- TLS send stamps, read-ahead */
 
 /* A filter BIO (OpenSSL's own extension point, security.h) in front of a
- * TLS connection's socket BIO, on the write side only: OpenSSL reads the
- * socket BIO directly. */
+ * TLS connection's socket BIO: on the write side (send stamps) and, once
+ * asked (cli_tls_read_ahead), on the read side too. */
+
+typedef struct filter_data {
+    int64_t sent_ns; /* when the last write the socket took began */
+    void (*read_cb)(void *arg);
+    void *arg;
+} filter_data;
 
 static BIO_METHOD *stamp_method;
-static int stamp_type; /* stamp_method's BIO type: how cli_tls_sent_since knows its filter */
+static int stamp_type; /* stamp_method's BIO type: how the functions below know their filter */
 static pthread_once_t stamp_once = PTHREAD_ONCE_INIT;
 
 static int stamp_write(BIO *b, const char *data, int len)
@@ -112,7 +118,18 @@ static int stamp_write(BIO *b, const char *data, int len)
     BIO_clear_retry_flags(b);
     BIO_copy_next_retry(b);
     if (n > 0) /* not a write the socket refused (EAGAIN): lws sends it later */
-        *(int64_t *)BIO_get_data(b) = began;
+        ((filter_data *)BIO_get_data(b))->sent_ns = began;
+    return n;
+}
+
+static int stamp_read(BIO *b, char *data, int len)
+{
+    int n = BIO_read(BIO_next(b), data, len);
+    BIO_clear_retry_flags(b);
+    BIO_copy_next_retry(b);
+    filter_data *d = BIO_get_data(b);
+    if (n > 0 && d->read_cb)
+        d->read_cb(d->arg);
     return n;
 }
 
@@ -130,10 +147,10 @@ static long stamp_ctrl(BIO *b, int cmd, long num, void *ptr)
 
 static int stamp_create(BIO *b)
 {
-    int64_t *sent_ns = calloc(1, sizeof(*sent_ns));
-    if (!sent_ns)
+    filter_data *d = calloc(1, sizeof(*d));
+    if (!d)
         return 0;
-    BIO_set_data(b, sent_ns);
+    BIO_set_data(b, d);
     BIO_set_init(b, 1);
     return 1;
 }
@@ -141,13 +158,22 @@ static int stamp_create(BIO *b)
 static void stamp_method_new(void)
 {
     int type = BIO_get_new_index() | BIO_TYPE_FILTER;
-    BIO_METHOD *m = BIO_meth_new(type, "msrs send stamps");
-    if (m && BIO_meth_set_write(m, stamp_write) && BIO_meth_set_ctrl(m, stamp_ctrl) &&
-        BIO_meth_set_create(m, stamp_create) && BIO_meth_set_destroy(m, stamp_destroy)) {
+    BIO_METHOD *m = BIO_meth_new(type, "msrs socket filter");
+    if (m && BIO_meth_set_write(m, stamp_write) && BIO_meth_set_read(m, stamp_read) &&
+        BIO_meth_set_ctrl(m, stamp_ctrl) && BIO_meth_set_create(m, stamp_create) &&
+        BIO_meth_set_destroy(m, stamp_destroy)) {
         stamp_type = type;
         stamp_method = m;
     } else
         BIO_meth_free(m);
+}
+
+/* wsi's filter, NULL when it has none (plain, or never asked) */
+static BIO *filter_of(struct lws *wsi)
+{
+    SSL *ssl = lws_get_ssl(wsi);
+    BIO *filter = ssl ? SSL_get_wbio(ssl) : NULL;
+    return filter && stamp_method && BIO_method_type(filter) == stamp_type ? filter : NULL;
 }
 
 int cli_tls_send_stamps(struct lws *wsi)
@@ -155,7 +181,7 @@ int cli_tls_send_stamps(struct lws *wsi)
     SSL *ssl = lws_get_ssl(wsi);
     pthread_once(&stamp_once, stamp_method_new);
     BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL, *filter;
-    if (sock && stamp_method && BIO_method_type(sock) == stamp_type)
+    if (filter_of(wsi))
         return 0; /* already */
     if (!sock || !stamp_method || !(filter = BIO_new(stamp_method)))
         return -1;
@@ -167,14 +193,38 @@ int cli_tls_send_stamps(struct lws *wsi)
     return 0;
 }
 
-int64_t cli_tls_sent_since(struct lws *wsi, int64_t since_ns)
+int cli_tls_read_ahead(struct lws *wsi, void (*read_cb)(void *arg), void *arg)
 {
     SSL *ssl = lws_get_ssl(wsi);
-    BIO *filter = ssl ? SSL_get_wbio(ssl) : NULL;
-    if (!filter || !stamp_method || BIO_method_type(filter) != stamp_type ||
-        lws_partial_buffered(wsi))
+    BIO *filter = filter_of(wsi);
+    if (!filter)
+        return -1;
+    filter_data *d = BIO_get_data(filter);
+    d->read_cb = read_cb;
+    d->arg = arg;
+    if (read_cb && SSL_get_rbio(ssl) != filter) {
+        /* the filter becomes the read BIO as well: SSL holds a reference
+         * for each role, and gives up the socket BIO's as rbio (the chain
+         * keeps its own) */
+        BIO_up_ref(filter);
+        SSL_set0_rbio(ssl, filter);
+        SSL_set_read_ahead(ssl, 1);
+    }
+    return 0;
+}
+
+int cli_tls_unread(struct lws *wsi)
+{
+    SSL *ssl = lws_get_ssl(wsi);
+    return ssl && SSL_has_pending(ssl);
+}
+
+int64_t cli_tls_sent_since(struct lws *wsi, int64_t since_ns)
+{
+    BIO *filter = filter_of(wsi);
+    if (!filter || lws_partial_buffered(wsi))
         return since_ns;
-    int64_t sent = *(int64_t *)BIO_get_data(filter);
+    int64_t sent = ((filter_data *)BIO_get_data(filter))->sent_ns;
     return sent >= since_ns ? sent : since_ns;
 }
 

@@ -46,6 +46,9 @@ enum { AG_RX_OVER_MESSAGE = 1, AG_RX_OVER_HELLO, AG_RX_OVER_TOTAL };
  * 15 ms apart are answered within milliseconds; an answer that comes after
  * 32 newer probes is measured from the t1 it echoes */
 #define AG_PROBES_KEEP 32
+/* Records read ahead (TLS) handled per connection after a turn of the loop
+ * before the loop looks at the other sockets again (endpoint.c). */
+#define AG_UNREAD_PASSES 16
 
 typedef struct ag_config {
     int epoll; /* agent.event_loop: 1 libev on epoll (loop.h), 0 lws's poll() */
@@ -197,6 +200,7 @@ struct ag_conn {
         int64_t t1_ns, sent_ns;
     } probe_sent[AG_PROBES_KEEP];
     int probe_sent_next;
+    size_t unread_at; /* 1 + its index in a->unread; 0: not there */
 };
 
 typedef struct ag_counters {
@@ -308,10 +312,12 @@ struct ag_agent {
     ag_control ctl;
     ag_spawn capture; /* msrs-capture, when the plan names it */
     int64_t capture_checked_ns;
-    int listening;        /* the device endpoint's vhost exists */
-    cli_tls tls;          /* the endpoint's TLS and the control client's */
-    cli_auth auth;        /* device credentials (auth.key_file) */
-    size_t open_conns;    /* device connections open now */
+    int listening;     /* the device endpoint's vhost exists */
+    cli_tls tls;       /* the endpoint's TLS and the control client's */
+    cli_auth auth;     /* device credentials (auth.key_file) */
+    size_t open_conns; /* device connections open now */
+    ag_conn **unread;  /* TLS connections whose SSL may hold records read ahead (endpoint.c) */
+    size_t unread_len, unread_cap;
     json_t *pending;      /* peer address -> its connections without an accepted hello */
     int64_t rx_held;      /* bytes the connections' reassembly buffers hold (their capacity) */
     cli_admit admit;      /* every connection from its accept: agent.max_connections (admit.h) */

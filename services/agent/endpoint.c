@@ -14,6 +14,77 @@
 #include <stdio.h>
 #include <string.h>
 
+/* ---------------------------------------------------- TLS read-ahead */
+
+/* What OpenSSL read ahead on a connection (cli_tls_read_ahead) and no
+ * SSL_read has returned yet, no socket readiness announces: each
+ * connection a read brought bytes to is listed in a->unread, and serviced
+ * after the loop's turn (ag_endpoint_service_unread) until its SSL holds
+ * nothing more. a->unread has room for every open connection (made when
+ * one is established), so listing one never fails. */
+
+static void unread_add(ag_agent *a, ag_conn *c)
+{
+    if (!c->unread_at) {
+        a->unread[a->unread_len++] = c;
+        c->unread_at = a->unread_len;
+    }
+}
+
+static void unread_remove(ag_agent *a, ag_conn *c)
+{
+    if (c->unread_at) {
+        ag_conn *last = a->unread[--a->unread_len];
+        a->unread[c->unread_at - 1] = last;
+        last->unread_at = c->unread_at;
+        c->unread_at = 0;
+    }
+}
+
+static void on_tls_read(void *arg)
+{
+    ag_conn *c = arg;
+    unread_add(lws_context_user(lws_get_context(c->wsi)), c);
+}
+
+/* Reads ahead on c's TLS (cli_tls_read_ahead) when a->unread has room
+ * for it too; plain connections read as they did. */
+static void read_ahead(ag_agent *a, ag_conn *c)
+{
+    if (!lws_is_ssl(c->wsi))
+        return;
+    if (a->open_conns > a->unread_cap) {
+        size_t cap = a->unread_cap ? 2 * a->unread_cap : 64;
+        while (cap < a->open_conns)
+            cap *= 2;
+        ag_conn **grown = realloc(a->unread, cap * sizeof(*grown));
+        if (!grown)
+            return; /* it reads a record's header, then its body */
+        a->unread = grown;
+        a->unread_cap = cap;
+    }
+    cli_tls_read_ahead(c->wsi, on_tls_read, c);
+}
+
+int ag_endpoint_service_unread(ag_agent *a)
+{
+    /* one record a connection a pass, a bounded number of passes a turn:
+     * a connection that keeps sending cannot hold the loop */
+    for (int pass = 0; pass < AG_UNREAD_PASSES && a->unread_len; pass++)
+        for (size_t i = a->unread_len; i-- > 0;) {
+            if (i >= a->unread_len) /* closed during this pass */
+                continue;
+            ag_conn *c = a->unread[i];
+            if (c->paused || !cli_tls_unread(c->wsi)) { /* resuming lists it again */
+                unread_remove(a, c);
+                continue;
+            }
+            struct lws_pollfd pfd = {lws_get_socket_fd(c->wsi), LWS_POLLIN, LWS_POLLIN};
+            lws_service_fd(a->ctx, &pfd); /* as the loop does when the socket is readable */
+        }
+    return a->unread_len > 0;
+}
+
 static int write_next(ag_agent *a, ag_conn *c);
 
 /* A message was queued on c. When it is the only one and lws holds nothing
@@ -93,6 +164,8 @@ void ag_conn_pause(ag_conn *c, int paused)
     if (c->paused != paused) {
         c->paused = paused;
         lws_rx_flow_control(c->wsi, !paused);
+        if (!paused && cli_tls_unread(c->wsi)) /* records read ahead before the pause */
+            unread_add(lws_context_user(lws_get_context(c->wsi)), c);
     }
 }
 
@@ -167,6 +240,7 @@ static int on_established(ag_agent *a, ag_conn *c, struct lws *wsi)
     pending_add(a, c, 1);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs(a->cfg.hello_timeout_ms));
     cli_tls_send_stamps(wsi); /* TLS only; plain probes keep t1 as written */
+    read_ahead(a, c);
     if (a->cfg.kernel_timestamps) {
         int fd = lws_get_socket_fd(wsi);
         if (rxstamp_enable(fd) == 0)
@@ -358,6 +432,8 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
             }
         }
         a->closed_cb(a, c);
+        cli_tls_read_ahead(wsi, NULL, NULL);
+        unread_remove(a, c);
         conn_free(a, c);
         c->wsi = NULL;
         break;
@@ -435,4 +511,7 @@ void ag_endpoint_stop(ag_agent *a)
         lws_context_destroy(a->ctx);
     a->ctx = NULL;
     cli_admit_free(&a->admit); /* after the context: its connections' WSI_DESTROY reads it */
+    free(a->unread);
+    a->unread = NULL;
+    a->unread_len = a->unread_cap = 0;
 }

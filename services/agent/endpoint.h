@@ -13,6 +13,11 @@
 int ag_endpoint_start(ag_agent *a, char *errstr, size_t errstr_size);
 /* The device endpoint's listening vhost (what a plan's "devices" starts). */
 int ag_endpoint_listen(ag_agent *a, char *errstr, size_t errstr_size);
+/* Services the TLS connections whose SSL holds records it read ahead
+ * (cli_tls_read_ahead), as if their sockets were readable: after every
+ * turn of the loop. 1 when some still hold records (the next turn must
+ * not wait), 0 otherwise. */
+int ag_endpoint_service_unread(ag_agent *a);
 /* Destroys the context: every connection closes (closed_cb for each). */
 void ag_endpoint_stop(ag_agent *a);
 

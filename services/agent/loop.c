@@ -25,9 +25,9 @@ void *ag_loop_new(void)
     return loop;
 }
 
-void ag_loop_run_once(void *loop)
+void ag_loop_run_once(void *loop, int nowait)
 {
-    ev_run(loop, EVRUN_ONCE);
+    ev_run(loop, nowait ? EVRUN_NOWAIT : EVRUN_ONCE);
 }
 
 void ag_loop_destroy(void *loop)

@@ -20,8 +20,8 @@
 void *ag_loop_new(void);
 /* One turn: waits for the next event or timer (lws's timers are libev
  * timers on it; at most AG_LOOP_TURN_MAX_S), handles what is ready,
- * returns. */
-void ag_loop_run_once(void *loop);
+ * returns. nowait: handles what is ready without waiting. */
+void ag_loop_run_once(void *loop, int nowait);
 void ag_loop_destroy(void *loop);
 
 #endif
