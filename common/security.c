@@ -103,15 +103,15 @@ const char *cli_tls_ws_scheme(const cli_tls *t)
 
 typedef struct filter_data {
     int64_t sent_ns; /* when the last write the socket took began */
-    void (*read_cb)(void *arg);
+    void (*read_cb)(void *arg, int got);
     void *arg;
 } filter_data;
 
-static BIO_METHOD *stamp_method;
-static int stamp_type; /* stamp_method's BIO type: how the functions below know their filter */
-static pthread_once_t stamp_once = PTHREAD_ONCE_INIT;
+static BIO_METHOD *filter_method;
+static int filter_type; /* filter_method's BIO type: how the functions below know their filter */
+static pthread_once_t filter_once = PTHREAD_ONCE_INIT;
 
-static int stamp_write(BIO *b, const char *data, int len)
+static int filter_write(BIO *b, const char *data, int len)
 {
     int64_t began = ev_now_ns();
     int n = BIO_write(BIO_next(b), data, len);
@@ -122,30 +122,30 @@ static int stamp_write(BIO *b, const char *data, int len)
     return n;
 }
 
-static int stamp_read(BIO *b, char *data, int len)
+static int filter_read(BIO *b, char *data, int len)
 {
     int n = BIO_read(BIO_next(b), data, len);
     BIO_clear_retry_flags(b);
     BIO_copy_next_retry(b);
     filter_data *d = BIO_get_data(b);
-    if (n > 0 && d->read_cb)
-        d->read_cb(d->arg);
+    if (d->read_cb)
+        d->read_cb(d->arg, n > 0);
     return n;
 }
 
-static int stamp_destroy(BIO *b)
+static int filter_destroy(BIO *b)
 {
     free(BIO_get_data(b));
     BIO_set_data(b, NULL);
     return 1;
 }
 
-static long stamp_ctrl(BIO *b, int cmd, long num, void *ptr)
+static long filter_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
     return BIO_ctrl(BIO_next(b), cmd, num, ptr);
 }
 
-static int stamp_create(BIO *b)
+static int filter_create(BIO *b)
 {
     filter_data *d = calloc(1, sizeof(*d));
     if (!d)
@@ -155,15 +155,15 @@ static int stamp_create(BIO *b)
     return 1;
 }
 
-static void stamp_method_new(void)
+static void filter_method_new(void)
 {
     int type = BIO_get_new_index() | BIO_TYPE_FILTER;
     BIO_METHOD *m = BIO_meth_new(type, "msrs socket filter");
-    if (m && BIO_meth_set_write(m, stamp_write) && BIO_meth_set_read(m, stamp_read) &&
-        BIO_meth_set_ctrl(m, stamp_ctrl) && BIO_meth_set_create(m, stamp_create) &&
-        BIO_meth_set_destroy(m, stamp_destroy)) {
-        stamp_type = type;
-        stamp_method = m;
+    if (m && BIO_meth_set_write(m, filter_write) && BIO_meth_set_read(m, filter_read) &&
+        BIO_meth_set_ctrl(m, filter_ctrl) && BIO_meth_set_create(m, filter_create) &&
+        BIO_meth_set_destroy(m, filter_destroy)) {
+        filter_type = type;
+        filter_method = m;
     } else
         BIO_meth_free(m);
 }
@@ -173,17 +173,17 @@ static BIO *filter_of(struct lws *wsi)
 {
     SSL *ssl = lws_get_ssl(wsi);
     BIO *filter = ssl ? SSL_get_wbio(ssl) : NULL;
-    return filter && stamp_method && BIO_method_type(filter) == stamp_type ? filter : NULL;
+    return filter && filter_method && BIO_method_type(filter) == filter_type ? filter : NULL;
 }
 
 int cli_tls_send_stamps(struct lws *wsi)
 {
     SSL *ssl = lws_get_ssl(wsi);
-    pthread_once(&stamp_once, stamp_method_new);
+    pthread_once(&filter_once, filter_method_new);
     BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL, *filter;
     if (filter_of(wsi))
         return 0; /* already */
-    if (!sock || !stamp_method || !(filter = BIO_new(stamp_method)))
+    if (!sock || !filter_method || !(filter = BIO_new(filter_method)))
         return -1;
     /* the socket BIO stays the read BIO too: the chain takes a reference
      * of its own, and SSL_set0_wbio gives up the one it held as wbio */
@@ -193,12 +193,12 @@ int cli_tls_send_stamps(struct lws *wsi)
     return 0;
 }
 
-int cli_tls_read_ahead(struct lws *wsi, void (*read_cb)(void *arg), void *arg)
+int cli_tls_read_ahead(struct lws *wsi, void (*read_cb)(void *arg, int got), void *arg)
 {
     SSL *ssl = lws_get_ssl(wsi);
-    BIO *filter = filter_of(wsi);
-    if (!filter)
+    if (cli_tls_send_stamps(wsi))
         return -1;
+    BIO *filter = filter_of(wsi);
     filter_data *d = BIO_get_data(filter);
     d->read_cb = read_cb;
     d->arg = arg;

@@ -46,9 +46,6 @@ enum { AG_RX_OVER_MESSAGE = 1, AG_RX_OVER_HELLO, AG_RX_OVER_TOTAL };
  * 15 ms apart are answered within milliseconds; an answer that comes after
  * 32 newer probes is measured from the t1 it echoes */
 #define AG_PROBES_KEEP 32
-/* Records read ahead (TLS) handled per connection after a turn of the loop
- * before the loop looks at the other sockets again (endpoint.c). */
-#define AG_UNREAD_PASSES 16
 
 typedef struct ag_config {
     int epoll; /* agent.event_loop: 1 libev on epoll (loop.h), 0 lws's poll() */
@@ -185,7 +182,8 @@ struct ag_conn {
     size_t out_count;
     cli_bucket rate;                              /* agent.rate_per_s, agent.rate_burst */
     int64_t flood_refused, flood_window_start_ns; /* messages refused in the current second */
-    int closing; /* ag_close was called: close at the next writable callback */
+    int closing; /* ag_close was called, the peer sent a close, or a write
+                    failed: nothing more is written at once or handled */
     int evicted; /* closed by cli_admit for a newcomer (agent.max_connections) */
     int paused;  /* not read while the log is behind (flow slow_down) */
     char peer[64];
@@ -200,7 +198,8 @@ struct ag_conn {
         int64_t t1_ns, sent_ns;
     } probe_sent[AG_PROBES_KEEP];
     int probe_sent_next;
-    size_t unread_at; /* 1 + its index in a->unread; 0: not there */
+    int read_ahead;     /* TLS, OpenSSL reads ahead (cli_tls_read_ahead) */
+    size_t unread_slot; /* 1 + its index in a->unread; 0: not there */
 };
 
 typedef struct ag_counters {

@@ -5,7 +5,9 @@
  * whole message up (message_cb); writes a message at once when nothing of
  * its connection waits, else drains the send queue one message per writable
  * callback; stamps t1 of time probes at the moment of writing and, over
- * TLS, keeps when their write began (ag_probe_sent_at). */
+ * TLS, keeps when their write began (ag_probe_sent_at); over TLS has
+ * OpenSSL read ahead and services what it read ahead after each turn of
+ * the loop (ag_endpoint_service_unread). */
 #include "endpoint.h"
 
 #include "rxstamp.h"
@@ -17,38 +19,49 @@
 /* ---------------------------------------------------- TLS read-ahead */
 
 /* What OpenSSL read ahead on a connection (cli_tls_read_ahead) and no
- * SSL_read has returned yet, no socket readiness announces: each
- * connection a read brought bytes to is listed in a->unread, and serviced
- * after the loop's turn (ag_endpoint_service_unread) until its SSL holds
- * nothing more. a->unread has room for every open connection (made when
- * one is established), so listing one never fails. */
+ * SSL_read has returned yet, no socket readiness announces: a connection
+ * a read brought bytes to is listed in a->unread, and serviced after the
+ * loop's turn (ag_endpoint_service_unread) until its SSL holds nothing
+ * more, or part of a record only (a read found nothing: the socket will
+ * announce the rest). a->unread has room for every connection that reads
+ * ahead (made before one starts to), so listing one never fails. */
+
+/* Services a connection gets after a turn of the loop before the loop
+ * looks at the other sockets again: each one SSL_read, up to a record or
+ * the protocol's rx buffer (4096 bytes). */
+#define AG_UNREAD_PASSES 16
 
 static void unread_add(ag_agent *a, ag_conn *c)
 {
-    if (!c->unread_at) {
+    if (!c->unread_slot && c->read_ahead && a->unread_len < a->unread_cap) {
         a->unread[a->unread_len++] = c;
-        c->unread_at = a->unread_len;
+        c->unread_slot = a->unread_len;
     }
 }
 
 static void unread_remove(ag_agent *a, ag_conn *c)
 {
-    if (c->unread_at) {
+    if (c->unread_slot) {
         ag_conn *last = a->unread[--a->unread_len];
-        a->unread[c->unread_at - 1] = last;
-        last->unread_at = c->unread_at;
-        c->unread_at = 0;
+        a->unread[c->unread_slot - 1] = last;
+        last->unread_slot = c->unread_slot;
+        c->unread_slot = 0;
     }
 }
 
-static void on_tls_read(void *arg)
+static void on_tls_read(void *arg, int got)
 {
     ag_conn *c = arg;
-    unread_add(lws_context_user(lws_get_context(c->wsi)), c);
+    ag_agent *a = lws_context_user(lws_get_context(c->wsi));
+    if (got)
+        unread_add(a, c);
+    else
+        unread_remove(a, c);
 }
 
 /* Reads ahead on c's TLS (cli_tls_read_ahead) when a->unread has room
- * for it too; plain connections read as they did. */
+ * for it too; plain connections, and TLS ones when it has not, read a
+ * record's header, then its body. */
 static void read_ahead(ag_agent *a, ag_conn *c)
 {
     if (!lws_is_ssl(c->wsi))
@@ -59,16 +72,16 @@ static void read_ahead(ag_agent *a, ag_conn *c)
             cap *= 2;
         ag_conn **grown = realloc(a->unread, cap * sizeof(*grown));
         if (!grown)
-            return; /* it reads a record's header, then its body */
+            return;
         a->unread = grown;
         a->unread_cap = cap;
     }
-    cli_tls_read_ahead(c->wsi, on_tls_read, c);
+    c->read_ahead = cli_tls_read_ahead(c->wsi, on_tls_read, c) == 0;
 }
 
 int ag_endpoint_service_unread(ag_agent *a)
 {
-    /* one record a connection a pass, a bounded number of passes a turn:
+    /* one service a connection a pass, a bounded number of passes a turn:
      * a connection that keeps sending cannot hold the loop */
     for (int pass = 0; pass < AG_UNREAD_PASSES && a->unread_len; pass++)
         for (size_t i = a->unread_len; i-- > 0;) {
@@ -87,21 +100,24 @@ int ag_endpoint_service_unread(ag_agent *a)
 
 static int write_next(ag_agent *a, ag_conn *c);
 
-/* A message was queued on c. When it is the only one and lws holds nothing
- * of c's to send later, it is written now: waiting for the writable
- * callback would cost two epoll_ctl (POLLOUT on, then off) and a turn of
- * the loop per message, and delay a probe by that turn. lws writes a
- * WebSocket frame outside the callback as inside: what the kernel does not
- * take it keeps and sends first (lws_partial_buffered), asking for
- * writable itself. */
+/* A message was queued on c. When it is the only one, c is not closing and
+ * lws holds nothing of c's to send later, it is written now: waiting for
+ * the writable callback would cost two epoll_ctl (POLLOUT on, then off)
+ * and a turn of the loop per message, and delay a probe by that turn. lws
+ * writes a WebSocket frame outside the callback as inside: what the kernel
+ * does not take it keeps and sends first (lws_partial_buffered), asking
+ * for writable itself. It does not check there whether it is closing the
+ * connection itself (a protocol error of the peer's, a timeout): a message
+ * may then follow its close frame, to a peer it is dropping. */
 static void wake(ag_agent *a, ag_conn *c)
 {
     if (!c->wsi)
         return;
     if (c->out_count == 1 && !c->closing && !lws_partial_buffered(c->wsi)) {
-        if (write_next(a, c) < 0) { /* the socket failed: close at the callback */
+        if (write_next(a, c) < 0) {
+            /* the socket failed: lws will not call back for writing on it */
             c->closing = 1;
-            lws_callback_on_writable(c->wsi);
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         }
         return;
     }
@@ -159,13 +175,13 @@ void ag_send_time_req(ag_agent *a, ag_conn *c)
     queue(a, c, AG_OUT_TIME_REQ, NULL, 0);
 }
 
-void ag_conn_pause(ag_conn *c, int paused)
+void ag_conn_pause(ag_agent *a, ag_conn *c, int paused)
 {
     if (c->paused != paused) {
         c->paused = paused;
         lws_rx_flow_control(c->wsi, !paused);
         if (!paused && cli_tls_unread(c->wsi)) /* records read ahead before the pause */
-            unread_add(lws_context_user(lws_get_context(c->wsi)), c);
+            unread_add(a, c);
     }
 }
 
@@ -422,6 +438,9 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
             rx_done(a, c);
         }
         break;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        c->closing = 1; /* lws answers it: nothing more of ours goes out */
+        break;
     case LWS_CALLBACK_SERVER_WRITEABLE: return write_next(a, c);
     case LWS_CALLBACK_CLOSED:
         if (c->counted) {
@@ -431,9 +450,10 @@ static int callback_devices(struct lws *wsi, enum lws_callback_reasons reason, v
                 pending_add(a, c, -1);
             }
         }
-        a->closed_cb(a, c);
-        cli_tls_read_ahead(wsi, NULL, NULL);
+        if (c->read_ahead)
+            cli_tls_read_ahead(wsi, NULL, NULL);
         unread_remove(a, c);
+        a->closed_cb(a, c);
         conn_free(a, c);
         c->wsi = NULL;
         break;

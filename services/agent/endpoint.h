@@ -44,7 +44,7 @@ void ag_send_time_req(ag_agent *a, ag_conn *c);
  * AG_PROBES_KEEP probes; a write lws kept to send later). */
 int64_t ag_probe_sent_at(const ag_conn *c, int64_t t1);
 /* Stops (paused 1) or resumes reading c. */
-void ag_conn_pause(ag_conn *c, int paused);
+void ag_conn_pause(ag_agent *a, ag_conn *c, int paused);
 /* Closes c with a WebSocket close code and reason. */
 void ag_close(ag_conn *c, int code, const char *reason);
 

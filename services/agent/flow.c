@@ -13,7 +13,7 @@ static void flow_set(ag_agent *a, ag_conn *c, int slow)
                           "backlog_bytes", (json_int_t)a->backlog_bytes));
     else
         ag_send(a, c, "flow", json_pack("{s:s}", "state", "resume"));
-    ag_conn_pause(c, slow);
+    ag_conn_pause(a, c, slow);
 }
 
 void ag_flow_greet(ag_agent *a, ag_conn *c)

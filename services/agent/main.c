@@ -584,15 +584,15 @@ static int run(void *arg, ev_conf *conf, ev_log *log)
     lws_sul_schedule(a->ctx, 0, &a->tick, on_tick, TICK_US);
     time_t last_report = time(NULL);
     int64_t trimmed_at = 0; /* a->admit.accepted at the last malloc_trim */
+    int unread = 0;         /* TLS records read ahead are waiting (endpoint.c) */
     while (!cli_stop) {
         /* records OpenSSL read ahead: the turn does not wait while some
          * are still to handle, and they are handled after it */
-        int unread = a->unread_len > 0;
         if (a->loop)
             ag_loop_run_once(a->loop, unread);
         else if (lws_service(a->ctx, unread ? -1 : 0) < 0)
             break;
-        ag_endpoint_service_unread(a);
+        unread = ag_endpoint_service_unread(a);
         if (time(NULL) - last_report >= 10) {
             last_report = time(NULL);
             print_counters(a, "status");
