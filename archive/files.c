@@ -35,10 +35,18 @@ int ar__writeback_due(int64_t *unsynced_bytes, size_t len)
     return 1;
 }
 
-void ar__writeback(int fd)
+void ar__writeback(int fd, int64_t *started_to)
 {
-    if (fd >= 0) /* pages already written are skipped */
-        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st))
+        return;
+    if (*started_to > 0)
+        (void)sync_file_range(fd, 0, *started_to,
+                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                  SYNC_FILE_RANGE_WAIT_AFTER);
+    /* pages already written are skipped */
+    (void)sync_file_range(fd, *started_to, 0, SYNC_FILE_RANGE_WRITE);
+    *started_to = st.st_size;
 }
 
 int ar__sync_path(const char *path)

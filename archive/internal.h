@@ -17,20 +17,27 @@ void ar__safe_name(char *out, size_t size, const char *in);
 
 /* Bytes a big file (video) may have written before the kernel is asked to
  * start writing them to disk (ar__writeback). */
-#define AR__WRITEBACK_BYTES (8 << 20)
+#define AR__WRITEBACK_BYTES (4 << 20)
 
 /* Counts len more bytes written to a big file: 1 (and the count starts
  * again) once AR__WRITEBACK_BYTES have come since the last time. Then the
  * writer flushes its own buffer into the file and calls ar__writeback. */
 int ar__writeback_due(int64_t *unsynced_bytes, size_t len);
 
-/* Starts the kernel writing fd's dirty pages (sync_file_range, without
- * waiting; fd < 0: nothing). At 100 MB/s of video the archive's
+/* Paces a big file's writing to the disk (fd < 0: nothing): waits until
+ * what the last call started (fd's first *started_to bytes) is written,
+ * then starts the kernel writing the rest (sync_file_range) and sets
+ * *started_to to the file's size. At 100 MB/s of video the archive's
  * files otherwise stayed in the page cache until the kernel's background
  * threshold (~2 GB here), which it then wrote in one burst that held up
- * every other writer's fsync, the log's commits among them, for ~1 s
- * (bench/README.md). Best effort: a failure shows at ar__sync_path. */
-void ar__writeback(int fd);
+ * every other writer's fsync, the log's commits among them, for ~1 s; and
+ * started without waiting, the archive's writes in flight (ext4 orders a
+ * journal commit after the data of the blocks it allocates) still held the
+ * log's syncs: sample -> visible p99 38-50 ms with Matroska on against
+ * 13-15 ms with the archive on tmpfs (bench/README.md, session 30). Paced,
+ * at most AR__WRITEBACK_BYTES of a file are in flight. Best effort: a
+ * failure shows at ar__sync_path. */
+void ar__writeback(int fd, int64_t *started_to);
 
 /* fsync of the file or folder at path. 0, or -1 with errno. */
 int ar__sync_path(const char *path);

@@ -20,6 +20,7 @@ struct ar__mkv {
     char path[1024];
     int wb_fd;              /* the file, read-only: ar__writeback (avio keeps its own descriptor) */
     int64_t unsynced_bytes; /* written since the last ar__writeback */
+    int64_t started_to;     /* bytes the last ar__writeback started writing */
     AVFormatContext *fmt;
     AVStream *st;
     AVPacket *pkt;
@@ -152,7 +153,7 @@ int ar__mkv_write(ar__mkv *m, const void *data, size_t len, int64_t master_ns, i
         return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", m->path, av_err2str(rc));
     if (ar__writeback_due(&m->unsynced_bytes, len)) {
         avio_flush(m->fmt->pb); /* avio's buffer into the file first */
-        ar__writeback(m->wb_fd);
+        ar__writeback(m->wb_fd, &m->started_to);
     }
     return 0;
 }

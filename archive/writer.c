@@ -464,7 +464,7 @@ static int es_write(ar__stream *st, const void *bytes, size_t len)
     if (ar__writeback_due(&st->es_unsynced_bytes, len)) {
         if (fflush(st->es))
             return -1;
-        ar__writeback(fileno(st->es));
+        ar__writeback(fileno(st->es), &st->es_started_to);
     }
     return 0;
 }

@@ -30,6 +30,7 @@ typedef struct ar__stream {
     avro_file_writer_t ocf;    /* DEVICE/STREAM.avro or .frames.avro */
     FILE *es;                  /* the video's elementary stream */
     int64_t es_unsynced_bytes; /* written since its last ar__writeback */
+    int64_t es_started_to;     /* bytes that ar__writeback started writing */
     ar__mkv *mkv;              /* the video as Matroska, from its first keyframe */
     int seen_keyframe, mkv_tried;
     int64_t next_seq, samples, bytes, gaps, duplicates, before_keyframe;
