@@ -13,7 +13,13 @@ Checked:
 - devsim obeys (video frames skipped while slowed);
 - nothing is lost: the counts devsim sent == CollectionStopped's, with no
   gaps and no drops, and every counted sample is in the log;
-- the agent's resident memory stays bounded (< 64 MiB)."""
+- the agent's resident memory stays bounded (< 64 MiB).
+
+With --tls (ctest backpressure_tls) the same over wss:// with device
+credentials (deploy/local/make-credentials.sh's configuration): the
+agent's TLS connections read ahead (cli_tls_read_ahead), and records
+OpenSSL read ahead before a device was paused are handled when it
+resumes; nothing is lost either."""
 import os
 import signal
 import sqlite3
@@ -37,6 +43,14 @@ def rss_kib(pid):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="msrs-backpressure-")
+    scheme = "ws"
+    if "--tls" in sys.argv[1:]:
+        src = os.environ.get("MSRS_SOURCE_DIR",
+                             os.path.join(os.path.dirname(__file__), "..", ".."))
+        os.environ["MSRS_CONFIG"] = subprocess.run(
+            [os.path.join(src, "deploy", "local", "make-credentials.sh"),
+             os.path.join(tmp, "tls")], capture_output=True, text=True, check=True).stdout.strip()
+        scheme = "wss"
     db = os.path.join(tmp, "log.db")
     log = "sqlite:" + db
     port = free_port()
@@ -50,7 +64,7 @@ def main():
                                 "-X", "agent.flow.high_bytes=1000000", "-X", "agent.flow.low_bytes=250000"])
         check(wait_listening(port), "agent listening")
         stats = os.path.join(tmp, "stats.json")
-        sim = start("devsim", ["msrs-devsim", "--url", "ws://127.0.0.1:%d/v1/devices" % port,
+        sim = start("devsim", ["msrs-devsim", "--url", "%s://127.0.0.1:%d/v1/devices" % (scheme, port),
                                "--devices", "2", "--profile", "lan", "--video", "320x240@30",
                                "--video-bitrate", "4000000", "--video-loop", "30", "--stats", stats])
         start("syncd", ["msrs-syncd", "--log", log, "-X", "sync.max_uncertainty_us=2000"])
