@@ -35,18 +35,24 @@ int ar__writeback_due(int64_t *unsynced_bytes, size_t len)
     return 1;
 }
 
-void ar__writeback(int fd, int64_t *started_to)
+int ar__writeback(int fd, int64_t *started_to)
 {
     struct stat st;
-    if (fd < 0 || fstat(fd, &st))
-        return;
-    if (*started_to > 0)
-        (void)sync_file_range(fd, 0, *started_to,
-                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                  SYNC_FILE_RANGE_WAIT_AFTER);
+    if (fd < 0)
+        return 0;
+    if (fstat(fd, &st))
+        return -1;
+    /* waiting also collects a write error: it is reported once, to
+     * whoever waits first, so it must not be dropped here */
+    if (*started_to > 0 && sync_file_range(fd, 0, *started_to,
+                                           SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                               SYNC_FILE_RANGE_WAIT_AFTER))
+        return -1;
     /* pages already written are skipped */
-    (void)sync_file_range(fd, *started_to, 0, SYNC_FILE_RANGE_WRITE);
+    if (sync_file_range(fd, *started_to, 0, SYNC_FILE_RANGE_WRITE))
+        return -1;
     *started_to = st.st_size;
+    return 0;
 }
 
 int ar__sync_path(const char *path)

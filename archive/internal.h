@@ -31,13 +31,17 @@ int ar__writeback_due(int64_t *unsynced_bytes, size_t len);
  * files otherwise stayed in the page cache until the kernel's background
  * threshold (~2 GB here), which it then wrote in one burst that held up
  * every other writer's fsync, the log's commits among them, for ~1 s; and
- * started without waiting, the archive's writes in flight (ext4 orders a
- * journal commit after the data of the blocks it allocates) still held the
- * log's syncs: sample -> visible p99 38-50 ms with Matroska on against
- * 13-15 ms with the archive on tmpfs (bench/README.md, session 30). Paced,
- * at most AR__WRITEBACK_BYTES of a file are in flight. Best effort: a
- * failure shows at ar__sync_path. */
-void ar__writeback(int fd, int64_t *started_to);
+ * started every 8 MiB without waiting, the archive's writes in flight still
+ * held the log's syncs: sample -> visible p99 38-50 ms with Matroska on
+ * against 13-15 ms with the archive on tmpfs (bench/README.md, session 30;
+ * likely ext4's journal commits, which wait for the data of the blocks
+ * they allocated). Paced, what is in flight of a file is what came since
+ * the last call: about AR__WRITEBACK_BYTES (a .mkv grows by whole
+ * clusters, up to ~5 MiB each). The waits make the archiver follow the
+ * disk rather than the page cache. 0, or -1 with errno: a write error the
+ * wait collected is reported here once, and not again to a later fsync of
+ * another descriptor (ar__sync_path), so the caller fails the stream. */
+int ar__writeback(int fd, int64_t *started_to);
 
 /* fsync of the file or folder at path. 0, or -1 with errno. */
 int ar__sync_path(const char *path);

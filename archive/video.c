@@ -7,6 +7,7 @@
  * extract_extradata filter, as Matroska wants them in CodecPrivate. */
 #include "writer.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <libavcodec/avcodec.h>
 #include <libavcodec/bsf.h>
@@ -153,7 +154,12 @@ int ar__mkv_write(ar__mkv *m, const void *data, size_t len, int64_t master_ns, i
         return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", m->path, av_err2str(rc));
     if (ar__writeback_due(&m->unsynced_bytes, len)) {
         avio_flush(m->fmt->pb); /* avio's buffer into the file first */
-        ar__writeback(m->wb_fd, &m->started_to);
+        if (m->fmt->pb->error < 0)
+            return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: %s", m->path,
+                            av_err2str(m->fmt->pb->error));
+        if (ar__writeback(m->wb_fd, &m->started_to))
+            return ar__fail(errstr, errstr_size, EV_ERR_IO, "%s: writing to disk: %s", m->path,
+                            strerror(errno));
     }
     return 0;
 }

@@ -462,9 +462,8 @@ static int es_write(ar__stream *st, const void *bytes, size_t len)
     if (fwrite(bytes, 1, len, st->es) != len)
         return -1;
     if (ar__writeback_due(&st->es_unsynced_bytes, len)) {
-        if (fflush(st->es))
+        if (fflush(st->es) || ar__writeback(fileno(st->es), &st->es_started_to))
             return -1;
-        ar__writeback(fileno(st->es), &st->es_started_to);
     }
     return 0;
 }

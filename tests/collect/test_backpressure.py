@@ -16,10 +16,11 @@ Checked:
 - the agent's resident memory stays bounded (< 64 MiB).
 
 With --tls (ctest backpressure_tls) the same over wss:// with device
-credentials (deploy/local/make-credentials.sh's configuration): the
-agent's TLS connections read ahead (cli_tls_read_ahead), and records
-OpenSSL read ahead before a device was paused are handled when it
-resumes; nothing is lost either."""
+credentials (deploy/local/make-credentials.sh's configuration), where
+the agent's TLS connections read ahead (cli_tls_read_ahead) and are
+paused and resumed: nothing is lost either. (Whether records read ahead
+before a pause wait for the resume itself or for the next bytes, this
+test cannot tell: devices keep sending.)"""
 import os
 import signal
 import sqlite3

@@ -7,6 +7,7 @@
 #include "internal.h" /* ar__safe_name */
 #include "testutil.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -380,6 +381,42 @@ END_TEST
 /* Folder names of ids: kept when safe, else made safe with a hash of the id,
  * so the valid ids "s:1" and "s_1" never share a staging or session folder
  * (the second used to delete the first's staging folder). */
+/* ar__writeback follows the file: nothing for no descriptor, each call
+ * marks the size it started, and a descriptor that cannot be written back
+ * (a pipe) is an error with errno, not silence. */
+START_TEST(writeback_follows_the_file_and_reports_failure)
+{
+    char path[] = "/tmp/msrs-writeback-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    int64_t started = 0;
+    ck_assert_int_eq(ar__writeback(-1, &started), 0);
+    ck_assert_int_eq(started, 0);
+    char block[65536];
+    memset(block, 'v', sizeof(block));
+    for (int i = 0; i < 16; i++)
+        ck_assert_int_eq(write(fd, block, sizeof(block)), (int)sizeof(block));
+    ck_assert_int_eq(ar__writeback(fd, &started), 0);
+    ck_assert_int_eq(started, 16 * (int64_t)sizeof(block));
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(write(fd, block, sizeof(block)), (int)sizeof(block));
+    ck_assert_int_eq(ar__writeback(fd, &started), 0); /* waits for the first 1 MiB */
+    ck_assert_int_eq(started, 24 * (int64_t)sizeof(block));
+    close(fd);
+    unlink(path);
+
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    started = 0;
+    errno = 0;
+    ck_assert_int_eq(ar__writeback(p[1], &started), -1);
+    ck_assert_int_eq(errno, ESPIPE);
+    ck_assert_int_eq(started, 0);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
 START_TEST(ids_that_need_changing_never_share_a_folder)
 {
     char a[64], b[64], c[64];
@@ -407,6 +444,7 @@ int main(void)
     tcase_add_test(tc, truncated_and_missing);
     tcase_add_test(tc, corrupt_blocks_are_refused_before_avro_c);
     tcase_add_test(tc, ids_that_need_changing_never_share_a_folder);
+    tcase_add_test(tc, writeback_follows_the_file_and_reports_failure);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
