@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,10 +21,10 @@ import time
 import websockets
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import Checks, Procs, free_port, stop_all, tail, wait_listening  # noqa: E402
+from msrstest import (Checks, Procs, agent_conf, make_credentials, start_agent, stop_all,  # noqa: E402
+                      tail, wait_listening)
 
 check = Checks()
-SRC = os.environ.get("MSRS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 async def device(url, ctx, seconds):
@@ -48,17 +47,11 @@ async def device(url, ctx, seconds):
     return sent
 
 
-def run(tmp, name, conf_lines, scheme, ctx):
-    conf = os.path.join(tmp, name + ".conf")
-    with open(conf, "w") as f:
-        f.write("\n".join(conf_lines) + "\n")
-    db = os.path.join(tmp, name + ".db")
-    port = free_port()
+def run(tmp, name, tls, scheme, ctx):
     procs = Procs(tmp)
     try:
-        procs.start("agent-" + name, ["msrs-agent", "--log", "sqlite:" + db, "--listen",
-                                      "127.0.0.1:%d" % port, "--node-id", "n1", "-X", "sync.interval_ms=300"],
-                    env=dict(os.environ, MSRS_CONFIG=conf))
+        _, port, db = start_agent(procs, tmp, name, agent_conf(tmp, name, tls),
+                                  "-X", "sync.interval_ms=300")
         check(wait_listening(port), "%s: agent listening" % name)
         written = asyncio.run(device("%s://127.0.0.1:%d/v1/devices" % (scheme, port), ctx, 4))
         check(procs.alive("agent-" + name), "%s: the agent ran throughout" % name)
@@ -71,13 +64,11 @@ def run(tmp, name, conf_lines, scheme, ctx):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="msrs-probe-send-")
-    subprocess.run([os.path.join(SRC, "deploy", "local", "make-credentials.sh"),
-                    os.path.join(tmp, "tls")], capture_output=True, check=True)
+    make_credentials(tmp)
     tls = os.path.join(tmp, "tls")
     ctx = ssl.create_default_context(cafile=os.path.join(tls, "ca.pem"))
 
-    written, probes = run(tmp, "tls", ["tls.cert = %s/server.pem" % tls, "tls.key = %s/server.key" % tls,
-                                       "auth.required = false"], "wss", ctx)
+    written, probes = run(tmp, "tls", tls, "wss", ctx)
     check(len(probes) >= 16, "TLS: %d probes answered and recorded (%d sent)" % (len(probes), len(written)))
     ws = sorted(written)
     after = []
@@ -89,7 +80,7 @@ def main():
           % sorted({round(a / 1000) for a in after if a is not None})[:8])
     check(not set(probes) & set(written), "TLS: no recorded t1 is a written one")
 
-    written, probes = run(tmp, "plain", ["tls.plain = true", "auth.required = false"], "ws", None)
+    written, probes = run(tmp, "plain", None, "ws", None)
     check(len(probes) >= 16 and set(probes) <= set(written),
           "plain: the %d recorded t1s are the written ones" % len(probes))
     return check.finish()

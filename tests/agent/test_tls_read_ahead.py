@@ -22,16 +22,15 @@ import os
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import Checks, Procs, free_port, stop_all, wait_listening  # noqa: E402
+from msrstest import (Checks, Procs, agent_conf, make_credentials, start_agent, stop_all,  # noqa: E402
+                      wait_listening)
 
 check = Checks()
-SRC = os.environ.get("MSRS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
 
 
@@ -218,23 +217,13 @@ def burst(name, port, ctx, pid):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="msrs-read-ahead-")
-    subprocess.run([os.path.join(SRC, "deploy", "local", "make-credentials.sh"),
-                    os.path.join(tmp, "tls")], capture_output=True, check=True)
+    make_credentials(tmp)
     tls = os.path.join(tmp, "tls")
     ctx = ssl.create_default_context(cafile=os.path.join(tls, "ca.pem"))
-    for name, lines, c in (("tls", ["tls.cert = %s/server.pem" % tls,
-                                    "tls.key = %s/server.key" % tls], ctx),
-                           ("plain", ["tls.plain = true"], None)):
-        conf = os.path.join(tmp, name + ".conf")
-        with open(conf, "w") as f:
-            f.write("\n".join(lines + ["auth.required = false"]) + "\n")
-        port = free_port()
+    for name, folder, c in (("tls", tls, ctx), ("plain", None, None)):
         procs = Procs(tmp)
         try:
-            agent = procs.start("agent-" + name,
-                        ["msrs-agent", "--log", "sqlite:" + os.path.join(tmp, name + ".db"),
-                         "--listen", "127.0.0.1:%d" % port, "--node-id", "n1"],
-                        env=dict(os.environ, MSRS_CONFIG=conf))
+            agent, port, _ = start_agent(procs, tmp, name, agent_conf(tmp, name, folder))
             check(wait_listening(port), "%s: agent listening" % name)
             burst(name, port, c, agent.pid)
             check(procs.alive("agent-" + name), "%s: the agent ran throughout" % name)

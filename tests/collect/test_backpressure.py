@@ -30,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import BIN, Checks, Procs, devsim_sent, free_port, of_type, stop_all, tagged_counts, tail, wait_listening  # noqa: E402
+from msrstest import BIN, Checks, Procs, devsim_sent, free_port, make_credentials, of_type, stop_all, tagged_counts, tail, wait_listening  # noqa: E402
 
 check = Checks()
 
@@ -46,11 +46,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="msrs-backpressure-")
     scheme = "ws"
     if "--tls" in sys.argv[1:]:
-        src = os.environ.get("MSRS_SOURCE_DIR",
-                             os.path.join(os.path.dirname(__file__), "..", ".."))
-        os.environ["MSRS_CONFIG"] = subprocess.run(
-            [os.path.join(src, "deploy", "local", "make-credentials.sh"),
-             os.path.join(tmp, "tls")], capture_output=True, text=True, check=True).stdout.strip()
+        os.environ["MSRS_CONFIG"] = make_credentials(tmp)
         scheme = "wss"
     db = os.path.join(tmp, "log.db")
     log = "sqlite:" + db

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 
+SRC = os.environ.get("MSRS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("MSRS_BIN_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin"))
 
 
@@ -87,6 +88,38 @@ def tagged_counts(streams, with_bytes=False):
 
 
 _given = set()  # ports free_port handed out in this process
+
+
+def make_credentials(tmp):
+    """A local CA, certificates and lab key in TMP/tls
+    (deploy/local/make-credentials.sh); the path of the configuration it
+    writes (TLS and device credentials for every process)."""
+    return subprocess.run([os.path.join(SRC, "deploy", "local", "make-credentials.sh"),
+                           os.path.join(tmp, "tls")],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def agent_conf(tmp, name, tls):
+    """TMP/NAME.conf for an agent that takes devices without credentials:
+    on TLS with make_credentials' server certificate (tls: its folder), or
+    plain when tls is None. Its path."""
+    lines = (["tls.cert = %s/server.pem" % tls, "tls.key = %s/server.key" % tls] if tls
+             else ["tls.plain = true"])
+    conf = os.path.join(tmp, name + ".conf")
+    with open(conf, "w") as f:
+        f.write("\n".join(lines + ["auth.required = false"]) + "\n")
+    return conf
+
+
+def start_agent(procs, tmp, name, conf, *args):
+    """msrs-agent as procs' "agent-NAME" on its own SQLite log TMP/NAME.db,
+    node n1, configured by conf, listening on a free port (not waited for);
+    args are more of its arguments. (process, port, log path)."""
+    port, db = free_port(), os.path.join(tmp, name + ".db")
+    p = procs.start("agent-" + name, ["msrs-agent", "--log", "sqlite:" + db, "--listen",
+                                      "127.0.0.1:%d" % port, "--node-id", "n1"] + list(args),
+                    env=dict(os.environ, MSRS_CONFIG=conf))
+    return p, port, db
 
 
 def free_port():
