@@ -15,7 +15,15 @@ msrs-devsim of N/K devices, all on one log): the deployment's way to grow,
 measured on one machine. CPU and RSS are then the agents' sums.
 
 usage: bench/bench_sync.py [--devices 8,64] [--profiles lan,wifi] [--seconds 30]
-                           [--warmup-rounds 3] [--agents 1] [--tls] [--idle] [--bin build/bin]"""
+                           [--warmup-rounds 3] [--rounds K] [--agents 1] [--tls] [--idle]
+                           [--bin build/bin]
+
+--rounds K counts rounds warmup+1 .. warmup+K of every device, and says how
+many devices did not reach the last: two runs then compare the same rounds.
+Without it every round after the warmup counts, and a run whose devices
+connected later (TLS handshakes, 1024 of them take seconds) counts more
+early rounds, whose error is larger while a device's window fills (64
+rounds): an unequal comparison."""
 import argparse
 import json
 import os
@@ -61,17 +69,19 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))] if xs else float("nan")
 
 
-def run(binary, devices, profile, seconds, warmup, agents=1):
+def run(binary, devices, profile, seconds, warmup, agents=1, measured=0):
     tmp = tempfile.mkdtemp(prefix="msrs-bench-sync-")
     db = os.path.join(tmp, "log.db")
     procs, sims, truths = [], [], []
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    errs_out = []  # the agents' stderr: their status lines
     for k in range(agents):
         port = free_port()
+        errs_out.append(open(os.path.join(tmp, "agent%d.err" % k), "w"))
         procs.append(subprocess.Popen([os.path.join(binary, "msrs-agent"), "--log", "sqlite:" + db,
                                        "--listen", "127.0.0.1:%d" % port, "--node-id", "bench%d" % k,
                                        "-X", "sqlite.synchronous=NORMAL"] + AGENT_OPTS,
-                                      stderr=subprocess.DEVNULL))
+                                      stderr=errs_out[-1]))
         wait_listening(port)
         truths.append(os.path.join(tmp, "truth%d.jsonl" % k))
         n = devices // agents + (1 if k < devices % agents else 0)
@@ -106,6 +116,17 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
     for p in procs:
         p.terminate()
         p.wait()
+    for f in errs_out:
+        f.close()
+    # the agents' last status lines: answers the devices corrected (prev_t3)
+    # and the messages refused as invalid
+    corrected = invalid = 0
+    for k in range(agents):
+        with open(os.path.join(tmp, "agent%d.err" % k)) as f:
+            last = [l for l in f if " clock answers corrected" in l][-1:]
+        for l in last:
+            corrected += int(l.split(" clock answers corrected")[0].rsplit(" ", 1)[1])
+            invalid += int(l.split(" invalid ")[0].rsplit(" ", 1)[1])
     model = {}
     for truth in truths:
         for line in open(truth):
@@ -114,7 +135,7 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
     out = subprocess.run([os.path.join(binary, "msrs-tail"), "--log", "sqlite:" + db, "--topic", "devices", "--topic", "clock"],
                          capture_output=True, text=True).stdout
     errs, signed, rounds = [], [], 0
-    by_round, by_minute, last_round, max_gap, disconnects = {}, {}, {}, 0, 0
+    by_round, by_minute, last_round, max_gap, disconnects, reached = {}, {}, {}, 0, 0, {}
     for line in out.splitlines():
         r = json.loads(line)
         if r["type"].endswith("DeviceDisconnected") and r["timestamp"] < (t0 + seconds - 1) * 1000:
@@ -127,7 +148,8 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
         if prev is not None:
             max_gap = max(max_gap, v["t4_ns"] - prev)
         last_round[v["device_id"]] = v["t4_ns"]
-        if v["round"] <= warmup:
+        reached[v["device_id"]] = max(reached.get(v["device_id"], 0), v["round"])
+        if v["round"] <= warmup or (measured and v["round"] > warmup + measured):
             continue
         m = model[v["device_id"]]
         t = v["t4_ns"]
@@ -142,12 +164,18 @@ def run(binary, devices, profile, seconds, warmup, agents=1):
               max(errs) if errs else float("nan"), pct(signed, 50),
               100.0 * (cpu1 - cpu0) / wall, hwm / 1e6 / devices),
           flush=True)
+    if measured:
+        short = sum(1 for d in model if d not in reached or reached[d] < warmup + measured)
+        print("        rounds %d to %d of every device; %d devices did not reach round %d" % (
+            warmup + 1, warmup + measured, short, warmup + measured))
     print("        %d of %d devices synced, %d disconnected before the end, longest time between a device's rounds %.1f s"
           % (len(last_round), devices, disconnects, max_gap / 1e9))
     # each devsim device makes 128 + 100 samples a second (gsr, imu) unless --samples none
     samples = 0 if {"none", "--samples=none"} & set(DEVSIM_OPTS) else devices * 228 * seconds
     print("        agent cpu in user space %.1f%%, in the kernel %.1f%%" % (
         100.0 * (user1 - user0) / wall, 100.0 * ((cpu1 - cpu0) - (user1 - user0)) / wall))
+    print("        clock answers corrected by the device's next (prev_t3): %d; messages refused "
+          "as invalid: %d" % (corrected, invalid))
     print("        devsim cpu %.1f%% of a core for %d devices%s" % (
         100.0 * sim_cpu / wall, devices,
         ", %.2f us per sample sent (probes included)" % (sim_cpu * 1e6 / samples) if samples else ""))
@@ -174,6 +202,8 @@ def main():
     ap.add_argument("--profiles", default="lan,wifi")
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--warmup-rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=0, help="count rounds warmup+1 .. warmup+K "
+                    "of every device only (0: every round after the warmup)")
     ap.add_argument("--agents", type=int, default=1, help="split the devices over this many agents")
     ap.add_argument("-X", action="append", default=[], help="agent config key=value")
     ap.add_argument("--devsim", action="append", default=[], help="extra msrs-devsim argument")
@@ -196,11 +226,11 @@ def main():
         AGENT_OPTS.extend(["-X", x])
     DEVSIM_OPTS.extend(a.devsim)
     print("# command: %s" % " ".join(sys.argv))
-    print("# |err| = |ClockOffsetMeasured.offset_ns - true offset at t4|, rounds after the first %d"
-          % a.warmup_rounds)
+    print("# |err| = |ClockOffsetMeasured.offset_ns - true offset at t4|, rounds after the first %d%s"
+          % (a.warmup_rounds, " up to round %d" % (a.warmup_rounds + a.rounds) if a.rounds else ""))
     for profile in a.profiles.split(","):
         for n in a.devices.split(","):
-            run(a.bin, int(n), profile, a.seconds, a.warmup_rounds, a.agents)
+            run(a.bin, int(n), profile, a.seconds, a.warmup_rounds, a.agents, a.rounds)
 
 
 if __name__ == "__main__":

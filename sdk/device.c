@@ -17,11 +17,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "tlsfilter.h"
+
 #define MD_RX_MAX        65536 /* the agent's messages are small JSON texts */
 #define MD_DEFAULT_QUEUE (16u << 20)
 #define MD_SPARE_MAX     16         /* written messages kept for reuse, per device */
 #define MD_SPARE_BYTES   (1u << 20) /* larger ones are freed */
-#define MD_PROBE_BYTES   256
+#define MD_PROBE_BYTES   256        /* a time_resp: 250 bytes at most (a 63-byte id, 5 stamps) */
 
 /* Kernel receive stamps, when the program links common/rxstamp.c (weak:
  * the SDK never defines libc's names for the process itself). */
@@ -89,7 +91,11 @@ struct md_device {
     size_t rx_len;
     int rx_overflow;
     int64_t last_down_ns; /* a link: the last probe's simulated arrival */
-    int64_t armed_ns;     /* a link: the heap wakes it then; 0: not armed */
+    /* the last clock answer written whole: its t1, and its t3 as it really
+     * was (when its write began), for the next answer (prev_t1, prev_t3) */
+    int64_t prev_t1, prev_t3;
+    int has_prev;
+    int64_t armed_ns; /* a link: the heap wakes it then; 0: not armed */
 
     /* shared with other threads, under mu */
     pthread_mutex_t mu;
@@ -684,14 +690,23 @@ static int writeable(md_device *d, struct lws *wsi)
             arm(d, wait_ns);
         return 0;
     }
+    int64_t t3 = 0, t3_at = 0;
     if (m->probe) {
-        /* t3 now, less what a link held it (its simulated departure) */
-        int64_t t3 = d->clock_ns(d->arg, now_realtime_ns() - m->hold_ns);
-        int n = snprintf((char *)m->buf + LWS_PRE, m->cap,
-                         "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
-                         "\"t2\":%lld,\"t3\":%lld}}",
-                         d->id, (long long)m->probe_t1, (long long)m->probe_t2,
-                         (long long)(t3 < m->probe_t2 ? m->probe_t2 : t3));
+        /* t3 now, less what a link held it (its simulated departure); the
+         * previous answer's t3 as it really was, now that it is known */
+        t3_at = now_realtime_ns() - m->hold_ns;
+        t3 = d->clock_ns(d->arg, t3_at);
+        t3 = t3 < m->probe_t2 ? m->probe_t2 : t3;
+        char prev[64] = "";
+        if (d->has_prev && d->prev_t3 <= t3) /* a link's holds may differ: never after t3 */
+            snprintf(prev, sizeof(prev), ",\"prev_t1\":%lld,\"prev_t3\":%lld",
+                     (long long)d->prev_t1, (long long)d->prev_t3);
+        d->has_prev = 0;
+        int n =
+            snprintf((char *)m->buf + LWS_PRE, m->cap,
+                     "{\"type\":\"time_resp\",\"device_id\":\"%s\",\"payload\":{\"t1\":%lld,"
+                     "\"t2\":%lld,\"t3\":%lld%s}}",
+                     d->id, (long long)m->probe_t1, (long long)m->probe_t2, (long long)t3, prev);
         m->len = n > 0 && (size_t)n < m->cap ? (size_t)n : 0;
     }
     /* framed here; lws_write's raw path (LWS_WRITE_HTTP) sends the bytes
@@ -699,7 +714,18 @@ static int writeable(md_device *d, struct lws *wsi)
      * writeable, in order */
     size_t frame_len = 0;
     unsigned char *frame = m->len ? frame_masked(m, &frame_len) : NULL;
+    int64_t began = now_realtime_ns();
     int w = !m->len ? 0 : frame ? lws_write(wsi, frame, frame_len, LWS_WRITE_HTTP) : -1;
+    if (m->probe && m->len && w >= 0 && !lws_partial_buffered(wsi)) {
+        /* over TLS the encrypted write's start (tlsfilter.h): what
+         * encrypting took is not counted as the uplink's delay. t3 plus
+         * the time since it was stamped: one reading of the device's
+         * clock, whose every reading may err (devsim draws noise for
+         * each), not a second one */
+        d->prev_t1 = m->probe_t1;
+        d->prev_t3 = t3 + (cli_tls_sent_since(wsi, began) - m->hold_ns - t3_at);
+        d->has_prev = 1;
+    }
     pthread_mutex_lock(&d->mu);
     msg_give(d, m);
     pthread_mutex_unlock(&d->mu);
@@ -722,6 +748,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     switch (reason) {
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         d->established = 1;
+        d->has_prev = 0;
+        cli_tls_send_stamps(wsi); /* TLS only: when each answer really left */
         d->rx_len = 0;
         d->rx_fd = -1;
         if (d->client->kernel_stamps && rxstamp_enable(lws_get_socket_fd(wsi)) == 0)

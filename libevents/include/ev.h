@@ -880,6 +880,11 @@ typedef struct ev_clock_est {
     int64_t win_t[EV_CLOCK_WINDOW], win_a[EV_CLOCK_WINDOW], win_b[EV_CLOCK_WINDOW],
         win_rtt[EV_CLOCK_WINDOW];
     int win_count, win_next;
+    /* the probe added last, while its t3 may still be corrected
+     * (ev_clock_est_sent): its slot in the window, its round */
+    ev_clock_probe last;
+    int last_slot, last_open;
+    int64_t last_round;
     int64_t rounds;
     /* the fit */
     int fitted;
@@ -894,6 +899,14 @@ void ev_clock_est_init(ev_clock_est *c);
  * EV_ERR_INVALID when the probe is impossible (t4 < t1 or t3 < t2: clocks
  * went backwards), which is dropped. */
 int ev_clock_est_add_probe(ev_clock_est *c, const ev_clock_probe *p);
+/* The remote said, with its next answer, when its answer to the probe
+ * added last really left (NTP's interleaved mode): that probe's t3 becomes
+ * t3_sent, in the window and, while its round lasts, as the round's best.
+ * Once per probe. Returns 0; 1 when t1 is not the probe added last, or it
+ * was corrected already (nothing to correct: its answer was not used);
+ * EV_ERR_INVALID, changing nothing, when t3_sent is before the t3 it
+ * corrects or makes the round trip negative. */
+int ev_clock_est_sent(ev_clock_est *c, int64_t t1, int64_t t3_sent);
 /* Ends the round: keeps its best probe, refits. Returns 0 and fills *out
  * (the caller's), or EV_ERR_INVALID when the round had no valid probe (the
  * estimate is unchanged; the next round starts empty either way). */

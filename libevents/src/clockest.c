@@ -16,8 +16,10 @@ void ev_clock_est_init(ev_clock_est *c)
 
 int ev_clock_est_add_probe(ev_clock_est *c, const ev_clock_probe *p)
 {
-    int64_t rtt = (p->t4 - p->t1) - (p->t3 - p->t2);
-    if (p->t4 < p->t1 || p->t3 < p->t2 || rtt < 0)
+    if (p->t4 < p->t1 || p->t3 < p->t2)
+        return EV_ERR_INVALID;
+    int64_t rtt = (p->t4 - p->t1) - (p->t3 - p->t2); /* both >= 0: no overflow */
+    if (rtt < 0)
         return EV_ERR_INVALID;
     c->probes++;
     if (rtt < c->best_rtt) {
@@ -28,6 +30,10 @@ int ev_clock_est_add_probe(ev_clock_est *c, const ev_clock_probe *p)
     c->win_a[c->win_next] = p->t2 - p->t1;
     c->win_b[c->win_next] = p->t4 - p->t3;
     c->win_rtt[c->win_next] = rtt;
+    c->last = *p;
+    c->last_slot = c->win_next;
+    c->last_round = c->rounds;
+    c->last_open = 1;
     if (!c->fitted) {
         /* the first answer is an estimate at once (error <= rtt/2): data that
          * comes before the first round ends is not left at offset 0 */
@@ -39,6 +45,29 @@ int ev_clock_est_add_probe(ev_clock_est *c, const ev_clock_probe *p)
     c->win_next = (c->win_next + 1) % EV_CLOCK_WINDOW;
     if (c->win_count < EV_CLOCK_WINDOW)
         c->win_count++;
+    return 0;
+}
+
+int ev_clock_est_sent(ev_clock_est *c, int64_t t1, int64_t t3_sent)
+{
+    if (!c->last_open || c->last.t1 != t1)
+        return 1;
+    if (t3_sent < c->last.t3)
+        return EV_ERR_INVALID;
+    ev_clock_probe p = c->last;
+    p.t3 = t3_sent;
+    int64_t rtt = (p.t4 - p.t1) - (p.t3 - p.t2); /* both >= 0: no overflow */
+    if (rtt < 0)
+        return EV_ERR_INVALID;
+    c->last_open = 0;
+    c->win_b[c->last_slot] = p.t4 - p.t3;
+    c->win_rtt[c->last_slot] = rtt;
+    /* its round still open: it may now be the round's best (its round
+     * trip only shrank, so if it was the best it still is) */
+    if (c->last_round == c->rounds && c->probes > 0 && (c->best.t1 == t1 || rtt < c->best_rtt)) {
+        c->best = p;
+        c->best_rtt = rtt;
+    }
     return 0;
 }
 

@@ -212,6 +212,7 @@ typedef struct ag_counters {
     int64_t gap_samples;     /* samples missing by sequence number, every device */
     int64_t restored;        /* sessions rebuilt from the log at start */
     int64_t delivery_failed; /* records the log took and then failed to write */
+    int64_t sends_corrected; /* clock answers whose t3 the device's next answer corrected */
 } ag_counters;
 
 /* The control plane (control.c): this node's registration, plan and

@@ -48,6 +48,22 @@ int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p)
     return 0;
 }
 
+int ag_clock_sent(ag_agent *a, ag_device *d, int64_t t1, int64_t t3_sent)
+{
+    int r = ev_clock_est_sent(&d->clock, t1, t3_sent);
+    if (r != 0)
+        return r;
+    a->n.sends_corrected++;
+    /* the round's record shows the t3 the fit uses; the correction of a
+     * round's last answer comes with the next round's first, after the
+     * record */
+    ev_clock_probe *kept = (ev_clock_probe *)d->round_probes.data;
+    size_t n = d->round_probes.len / sizeof(*kept);
+    if (n && kept[n - 1].t1 == t1)
+        kept[n - 1].t3 = t3_sent;
+    return 0;
+}
+
 static void end_round(ag_agent *a, ag_device *d)
 {
     ev_clock_round r;

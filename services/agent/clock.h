@@ -17,6 +17,12 @@ void ag_clock_join(ag_agent *a, ag_device *d);
  * ignored as a late answer to an earlier round), or EV_ERR_INVALID when the
  * probe is impossible (t3 < t2 or t4 < t1): the device's error. */
 int ag_clock_answer(ag_agent *a, ag_device *d, const ev_clock_probe *p);
+/* d said, with its next answer, when its answer to the probe sent at t1
+ * really left (t3_sent, its clock): that probe's t3 becomes t3_sent, in d's
+ * window and, while its round lasts, in the round's record. Returns 0 (or
+ * 1: not the last answer taken, nothing to correct), or EV_ERR_INVALID when
+ * t3_sent is before that answer's t3 or makes its round trip negative. */
+int ag_clock_sent(ag_agent *a, ag_device *d, int64_t t1, int64_t t3_sent);
 /* Runs clock-sync rounds that are due; called by the tick. recording: the
  * node records a session (every device at sync.interval_ms). */
 void ag_sync_tick(ag_agent *a, int64_t now_ns, int recording);

@@ -362,6 +362,10 @@ static void publish_metrics(ag_agent *a)
         snprintf(labels, sizeof(labels), "why=\"%s\"", refused[i].kind);
         cli_metric_sample(&b, "msrs_agent_refused_total", labels, (double)refused[i].v);
     }
+    cli_metric(&b, "msrs_agent_clock_sends_corrected_total", "counter",
+               "clock answers whose t3 the device corrected with its next answer (when the "
+               "answer's write really began: docs/protocol.md, prev_t3)",
+               (double)n->sends_corrected);
     cli_metric(&b, "msrs_agent_samples_dropped_total", "counter",
                "samples the log refused or never acknowledged", (double)n->dropped);
     cli_metric(&b, "msrs_agent_gap_samples_total", "counter",
@@ -442,7 +446,7 @@ static void print_counters(const ag_agent *a, const char *when)
             "errors: %lld bad_json %lld too_large %lld unknown_type %lld invalid %lld "
             "rate_limited %lld duplicate %lld not_registered %lld emit; %lld samples dropped, %lld "
             "late; "
-            "%lld slow_down\n",
+            "%lld slow_down; %lld clock answers corrected by the next (prev_t3)\n",
             when, a->connected, (long long)a->admit.accepted, a->open_conns,
             (long long)handshaking(a), (long long)(a->n.refused_connections + a->admit.refused),
             (long long)a->admit.evicted, (long long)a->n.no_hello, (long long)a->n.unauthorized,
@@ -450,7 +454,7 @@ static void print_counters(const ag_agent *a, const char *when)
             (long long)a->n.bad_json, (long long)a->n.too_large, (long long)a->n.unknown_type,
             (long long)a->n.invalid, (long long)a->n.rate_limited, (long long)a->n.duplicates,
             (long long)a->n.not_registered, (long long)a->n.emit_errors, (long long)a->n.dropped,
-            (long long)a->n.late, (long long)a->n.slow_downs);
+            (long long)a->n.late, (long long)a->n.slow_downs, (long long)a->n.sends_corrected);
 }
 
 typedef struct ag_args {

@@ -170,7 +170,8 @@ static void on_hello(ag_agent *a, ag_conn *c, json_t *env, const char *ref)
 
 /* -------------------------------------------------------------- time sync */
 
-/* A clock answer {type: "time_resp", id?, payload: {t1, t2, t3}}, read
+/* A clock answer {type: "time_resp", id?, payload: {t1, t2, t3, prev_t1?,
+ * prev_t3?}}, read
  * without a tree (ev_jflat): a device answers 8 probes a round. */
 static void on_time_resp(ag_agent *a, ag_conn *c, const ev_jflat *j, int64_t t4)
 {
@@ -186,6 +187,20 @@ static void on_time_resp(ag_agent *a, ag_conn *c, const ev_jflat *j, int64_t t4)
                         ev_jflat_string(j, -1, "id"));
         return;
     }
+    /* prev_t1, prev_t3: when the device's previous answer really left
+     * (NTP's interleaved mode), corrected before this answer is counted */
+    int64_t prev_t1, prev_t3;
+    int has_t1 = ev_jflat_get(j, payload, "prev_t1") != NULL,
+        has_t3 = ev_jflat_get(j, payload, "prev_t3") != NULL;
+    if ((has_t1 || has_t3) &&
+        (!ev_jflat_integer(j, payload, "prev_t1", &prev_t1) ||
+         !ev_jflat_integer(j, payload, "prev_t3", &prev_t3) || prev_t3 <= -lim || prev_t3 >= lim ||
+         prev_t3 > p.t3 || ag_clock_sent(a, c->dev, ag_probe_sent_at(c, prev_t1), prev_t3) < 0))
+        ag_send_invalid(a, c,
+                        "payload: expected integers prev_t1 (the previous answer's t1) and "
+                        "prev_t3 (ns, when that answer's write began: not before its t3, not "
+                        "after this answer's, not making its round trip negative)",
+                        ev_jflat_string(j, -1, "id"));
     p.t1 = ag_probe_sent_at(c, p.t1); /* the echoed t1 names the probe */
     if (ag_clock_answer(a, c->dev, &p) != 0)
         ag_send_invalid(a, c, "time_resp: t3 < t2 or t4 < t1", ev_jflat_string(j, -1, "id"));

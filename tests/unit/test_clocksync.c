@@ -54,6 +54,49 @@ START_TEST(keeps_minimum_rtt_probe_and_error_is_bounded)
 }
 END_TEST
 
+START_TEST(sent_corrects_the_last_probe)
+{
+    /* Each answer's t3 stamped 40 us before its bytes left (a device that
+     * encrypts after stamping): 20 us of error, until the device says, with
+     * its next answer, when each one really left. */
+    const int64_t early = 40000, offset = 7 * MS;
+    ev_clock_est c;
+    ev_clock_round r;
+    ev_clock_est_init(&c);
+    ev_clock_probe p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = probe((1000 + i * 20) * MS, 1 * MS, 1 * MS, offset, 0);
+        p[i].t3 -= early;
+        ck_assert_int_eq(ev_clock_est_add_probe(&c, &p[i]), 0);
+    }
+    ck_assert_int_eq(ev_clock_est_end_round(&c, &r), 0);
+    ck_assert_int_eq(r.offset_ns, offset - early / 2);
+    /* only the probe added last can be corrected, and not to an earlier
+     * t3 or a negative round trip */
+    ck_assert_int_eq(ev_clock_est_sent(&c, p[2].t1, p[2].t3 + early), 1);
+    ck_assert_int_eq(ev_clock_est_sent(&c, p[3].t1, p[3].t3 - 1), EV_ERR_INVALID);
+    ck_assert_int_eq(ev_clock_est_sent(&c, p[3].t1, p[3].t3 + 3 * MS), EV_ERR_INVALID);
+    /* the last probe of the round just ended: corrected in the window */
+    ck_assert_int_eq(ev_clock_est_sent(&c, p[3].t1, p[3].t3 + early), 0);
+    ck_assert_int_eq(ev_clock_est_sent(&c, p[3].t1, p[3].t3 + early), 1); /* once */
+    /* a round whose answers are each corrected by the next; its last one
+     * waits for the next round, as above */
+    for (int i = 0; i < 4; i++) {
+        ev_clock_probe q = probe((1200 + i * 20) * MS, 1 * MS, 1 * MS, offset, 0);
+        q.t3 -= early;
+        ck_assert_int_eq(ev_clock_est_add_probe(&c, &q), 0);
+        if (i < 3)
+            ck_assert_int_eq(ev_clock_est_sent(&c, q.t1, q.t3 + early), 0);
+    }
+    ck_assert_int_eq(ev_clock_est_end_round(&c, &r), 0);
+    /* the corrected probes are the lowest round trips: the fit and the
+     * round's best are theirs */
+    ck_assert_int_eq(r.offset_ns, offset);
+    ck_assert_int_eq(r.rtt_ns, 2 * MS);
+    ck_assert_int_eq(r.best.t3 - r.best.t2, 50000);
+}
+END_TEST
+
 START_TEST(many_noisy_probes_beat_the_best_one)
 {
     /* Uniform 0.1-2 ms one-way delays, independent each way: the fit over
@@ -221,6 +264,7 @@ int main(void)
     tcase_add_test(tc, symmetric_path_gives_exact_offset);
     tcase_add_test(tc, keeps_minimum_rtt_probe_and_error_is_bounded);
     tcase_add_test(tc, many_noisy_probes_beat_the_best_one);
+    tcase_add_test(tc, sent_corrects_the_last_probe);
     tcase_add_test(tc, impossible_probe_dropped);
     tcase_add_test(tc, drift_recovered_over_rounds);
     tcase_add_test(tc, identity_before_any_round);
