@@ -14,11 +14,29 @@ void ev_clock_est_init(ev_clock_est *c)
     c->best_rtt = INT64_MAX;
 }
 
-int ev_clock_est_add_probe(ev_clock_est *c, const ev_clock_probe *p)
+/* p's round trip, or -1 when p is impossible (t4 < t1, t3 < t2 or a
+ * negative round trip: clocks went backwards). The order checks come
+ * first: each difference is then >= 0, and none overflows. */
+static int64_t round_trip(const ev_clock_probe *p)
 {
     if (p->t4 < p->t1 || p->t3 < p->t2)
-        return EV_ERR_INVALID;
-    int64_t rtt = (p->t4 - p->t1) - (p->t3 - p->t2); /* both >= 0: no overflow */
+        return -1;
+    int64_t rtt = (p->t4 - p->t1) - (p->t3 - p->t2);
+    return rtt < 0 ? -1 : rtt;
+}
+
+/* p (round trip rtt) into the window's slot */
+static void window_put(ev_clock_est *c, int slot, const ev_clock_probe *p, int64_t rtt)
+{
+    c->win_t[slot] = p->t1 + (p->t4 - p->t1) / 2;
+    c->win_a[slot] = p->t2 - p->t1;
+    c->win_b[slot] = p->t4 - p->t3;
+    c->win_rtt[slot] = rtt;
+}
+
+int ev_clock_est_add_probe(ev_clock_est *c, const ev_clock_probe *p)
+{
+    int64_t rtt = round_trip(p);
     if (rtt < 0)
         return EV_ERR_INVALID;
     c->probes++;
@@ -26,10 +44,7 @@ int ev_clock_est_add_probe(ev_clock_est *c, const ev_clock_probe *p)
         c->best_rtt = rtt;
         c->best = *p;
     }
-    c->win_t[c->win_next] = p->t1 + (p->t4 - p->t1) / 2;
-    c->win_a[c->win_next] = p->t2 - p->t1;
-    c->win_b[c->win_next] = p->t4 - p->t3;
-    c->win_rtt[c->win_next] = rtt;
+    window_put(c, c->win_next, p, rtt);
     c->last = *p;
     c->last_slot = c->win_next;
     c->last_round = c->rounds;
@@ -56,12 +71,11 @@ int ev_clock_est_sent(ev_clock_est *c, int64_t t1, int64_t t3_sent)
         return EV_ERR_INVALID;
     ev_clock_probe p = c->last;
     p.t3 = t3_sent;
-    int64_t rtt = (p.t4 - p.t1) - (p.t3 - p.t2); /* both >= 0: no overflow */
+    int64_t rtt = round_trip(&p);
     if (rtt < 0)
         return EV_ERR_INVALID;
     c->last_open = 0;
-    c->win_b[c->last_slot] = p.t4 - p.t3;
-    c->win_rtt[c->last_slot] = rtt;
+    window_put(c, c->last_slot, &p, rtt);
     /* its round still open: it may now be the round's best (its round
      * trip only shrank, so if it was the best it still is) */
     if (c->last_round == c->rounds && c->probes > 0 && (c->best.t1 == t1 || rtt < c->best_rtt)) {
