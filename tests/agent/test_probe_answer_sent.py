@@ -32,11 +32,9 @@ import sys
 import tempfile
 import time
 
-import websockets
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import (Checks, Procs, agent_conf, make_credentials, start_agent, stop_all,  # noqa: E402
-                      tail, wait_listening)
+from msrstest import (Checks, Procs, agent_conf, device_session, make_credentials,  # noqa: E402
+                      start_agent, stop_all, tail, wait_listening)
 
 check = Checks()
 
@@ -48,37 +46,31 @@ BAD_TYPE = 9     # the one sent with answer 9 has prev_t1 as a string
 async def device(url, seconds):
     """Registers as phone-1 and answers every probe for `seconds`. Returns
     {t1: (t3 written, t3 corrected or None)} and the error messages."""
-    answers, errors, prev = {}, [], None
-    async with websockets.connect(url, subprotocols=["msrs.v1"]) as ws:
-        await ws.send(json.dumps({"id": "h", "type": "hello", "ts": time.time_ns(),
-                                  "device_id": "phone-1", "payload": {"name": "phone-1", "streams": []}}))
-        end = time.monotonic() + seconds
-        k = 0
-        while time.monotonic() < end:
-            try:
-                m = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
-            except asyncio.TimeoutError:
-                continue
-            if m.get("type") == "error":
-                errors.append(m)
-            if m.get("type") != "time_req":
-                continue
-            t1, t2 = m["payload"]["t1"], time.time_ns()
-            payload = {"t1": t1, "t2": t2, "t3": t2 + 1000}
-            if prev is not None:
-                p1, p3 = prev
-                corrected = p3 + EARLY_NS + k
-                if k == BAD_BEFORE:
-                    payload.update(prev_t1=p1, prev_t3=p3 - 1)
-                elif k == BAD_TYPE:
-                    payload.update(prev_t1=str(p1), prev_t3=corrected)
-                else:
-                    payload.update(prev_t1=p1, prev_t3=corrected)
-                    answers[p1] = (p3, corrected)
-            answers.setdefault(t1, (payload["t3"], None))
-            prev = (t1, payload["t3"])
-            k += 1
-            await ws.send(json.dumps({"type": "time_resp", "device_id": "phone-1", "payload": payload}))
+    answers, errors, prev, k = {}, [], None, 0
+
+    async def on_message(ws, m):
+        nonlocal prev, k
+        if m.get("type") == "error":
+            errors.append(m)
+        if m.get("type") != "time_req":
+            return
+        t1, t2 = m["payload"]["t1"], time.time_ns()
+        payload = {"t1": t1, "t2": t2, "t3": t2 + 1000}
+        if prev is not None:
+            p1, p3 = prev
+            corrected = p3 + EARLY_NS + k
+            if k == BAD_BEFORE:
+                payload.update(prev_t1=p1, prev_t3=p3 - 1)
+            elif k == BAD_TYPE:
+                payload.update(prev_t1=str(p1), prev_t3=corrected)
+            else:
+                payload.update(prev_t1=p1, prev_t3=corrected)
+                answers[p1] = (p3, corrected)
+        answers.setdefault(t1, (payload["t3"], None))
+        prev = (t1, payload["t3"])
+        k += 1
+        await ws.send(json.dumps({"type": "time_resp", "device_id": "phone-1", "payload": payload}))
+    await device_session(url, None, seconds, on_message)
     return answers, errors
 
 

@@ -18,11 +18,9 @@ import sys
 import tempfile
 import time
 
-import websockets
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pylib"))
-from msrstest import (Checks, Procs, agent_conf, make_credentials, start_agent, stop_all,  # noqa: E402
-                      tail, wait_listening)
+from msrstest import (Checks, Procs, agent_conf, device_session, make_credentials,  # noqa: E402
+                      start_agent, stop_all, tail, wait_listening)
 
 check = Checks()
 
@@ -30,20 +28,14 @@ check = Checks()
 async def device(url, ctx, seconds):
     """Registers as phone-1, answers every probe for `seconds`; the t1s."""
     sent = []
-    async with websockets.connect(url, ssl=ctx, subprotocols=["msrs.v1"]) as ws:
-        await ws.send(json.dumps({"id": "h", "type": "hello", "ts": time.time_ns(),
-                                  "device_id": "phone-1", "payload": {"name": "phone-1", "streams": []}}))
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            try:
-                m = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
-            except asyncio.TimeoutError:
-                continue
-            if m.get("type") == "time_req":
-                t1, t2 = m["payload"]["t1"], time.time_ns()
-                sent.append(t1)
-                await ws.send(json.dumps({"type": "time_resp", "device_id": "phone-1",
-                                          "payload": {"t1": t1, "t2": t2, "t3": time.time_ns()}}))
+
+    async def on_message(ws, m):
+        if m.get("type") == "time_req":
+            t1, t2 = m["payload"]["t1"], time.time_ns()
+            sent.append(t1)
+            await ws.send(json.dumps({"type": "time_resp", "device_id": "phone-1",
+                                      "payload": {"t1": t1, "t2": t2, "t3": time.time_ns()}}))
+    await device_session(url, ctx, seconds, on_message)
     return sent
 
 

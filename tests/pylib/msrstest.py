@@ -1,6 +1,7 @@
 """Helpers shared by the Python tests and benchmarks that drive msrs
-processes: a pass/fail counter, free ports, waiting for a listener, and
-reading topics through msrs-tail."""
+processes: a pass/fail counter, free ports, waiting for a listener, a
+device that is not ours (device_session), and reading topics through
+msrs-tail."""
 import calendar
 import json
 import os
@@ -120,6 +121,26 @@ def start_agent(procs, tmp, name, conf, *args):
                                       "127.0.0.1:%d" % port, "--node-id", "n1"] + list(args),
                     env=dict(os.environ, MSRS_CONFIG=conf))
     return p, port, db
+
+
+async def device_session(url, ctx, seconds, on_message, device_id="phone-1"):
+    """A device that is not ours (Python's websockets; ctx: an ssl context
+    for wss://, or None): connects with subprotocol msrs.v1, says hello as
+    device_id with no streams, then for `seconds` awaits on_message(ws, m)
+    for every message the agent sends (m parsed)."""
+    import asyncio
+    import websockets
+    async with websockets.connect(url, ssl=ctx, subprotocols=["msrs.v1"]) as ws:
+        await ws.send(json.dumps({"id": "h", "type": "hello", "ts": time.time_ns(),
+                                  "device_id": device_id,
+                                  "payload": {"name": device_id, "streams": []}}))
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+            except asyncio.TimeoutError:
+                continue
+            await on_message(ws, m)
 
 
 def free_port():
